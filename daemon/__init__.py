@@ -1,0 +1,1 @@
+"""kpd: a Kafka producer daemon for one host."""

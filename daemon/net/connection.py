@@ -1,0 +1,306 @@
+"""One asyncio connection to one Kafka broker.
+
+Owns: the TCP transport, the correlation-id counter, the queue of requests awaiting responses
+and the API versions negotiated at connect. Kafka answers requests on one connection strictly in
+the order they were sent, so the in-flight queue is a FIFO and the head is the only request a
+response may answer: a correlation-id mismatch means the stream is corrupt and the connection is
+closed (KIP-392 era clients do the same).
+
+Must not import: the producer engine, rings, processes, uvloop (the entry point picks the loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.net.errors import BrokerConnectionError, ConnectionClosedError, RequestTimedOutError
+from daemon.protocol import headers, messages
+from daemon.protocol.framing import FrameSplitter
+from daemon.protocol.primitives import ProtocolError
+from daemon.protocol.versions import negotiate
+
+__all__ = ["BrokerConnection", "ConnectionSettings"]
+
+# Kafka error code UNSUPPORTED_VERSION: the broker answers an ApiVersions request it cannot
+# parse with a v0 response carrying this code and its own supported range (KIP-511).
+_UNSUPPORTED_VERSION = 35
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    client_id: str = "kpd"
+    request_timeout_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    max_in_flight: int = 5
+    max_response_bytes: int = 100 * 1024 * 1024
+    software_name: str = "kpd"
+    software_version: str = "0.1.0"
+
+
+@dataclass(slots=True)
+class _Pending:
+    correlation_id: int
+    api: messages.ApiSpec
+    version: int
+    future: asyncio.Future
+    timer: asyncio.TimerHandle | None
+
+
+class _KafkaProtocol(asyncio.Protocol):
+    """Adapter from asyncio callbacks to BrokerConnection; holds no state of its own."""
+
+    def __init__(self, owner: BrokerConnection) -> None:
+        self._owner = owner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._owner._on_connected(transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        self._owner._on_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = f"connection lost: {exc}" if exc else "connection closed by broker"
+        self._owner._fail_all(ConnectionClosedError(f"{self._owner.address}: {reason}"))
+
+    def pause_writing(self) -> None:
+        self._owner._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._owner._writable.set()
+
+
+class BrokerConnection:
+    """A pipelined request/response connection to one broker.
+
+    Use ``await BrokerConnection.open(host, port, settings)``; then ``await request(api, body)``.
+    Up to ``max_in_flight`` requests are outstanding at once; further callers wait for a slot.
+    Cancelling a caller only abandons its future: the reader still consumes that response, so
+    the stream stays in sync.
+    """
+
+    def __init__(self, host: str, port: int, settings: ConnectionSettings) -> None:
+        self.host = host
+        self.port = port
+        self.address = f"{host}:{port}"
+        self._settings = settings
+        self._transport: asyncio.Transport | None = None
+        self._splitter = FrameSplitter(settings.max_response_bytes)
+        self._correlation_ids = itertools.count(1)
+        # Requests written and not yet answered, in send order (owned by the event loop).
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._closed_error: BrokerConnectionError | None = None
+        self._closed = asyncio.Event()
+        self.versions: dict[int, int] = {}
+        self.broker_versions: dict[int, tuple[int, int]] = {}
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, host: str, port: int, settings: ConnectionSettings) -> BrokerConnection:
+        """Connect and negotiate API versions; raises BrokerConnectionError on failure."""
+        conn = cls(host, port, settings)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(settings.connect_timeout_s):
+                await loop.create_connection(lambda: _KafkaProtocol(conn), host, port)
+        except (OSError, TimeoutError) as exc:
+            raise BrokerConnectionError(
+                f"{conn.address}: cannot connect: {exc or 'timed out'}", request_sent=False
+            ) from exc
+        try:
+            await conn._handshake()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_error is not None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    def close(self, reason: str = "closed by client") -> None:
+        self._fail_all(ConnectionClosedError(f"{self.address}: {reason}"))
+
+    # ---- requests --------------------------------------------------------------------
+
+    def version_for(self, api: messages.ApiSpec) -> int:
+        """The negotiated version of ``api``; raises if the broker supports none we speak."""
+        try:
+            return self.versions[api.key]
+        except KeyError:
+            raise BrokerConnectionError(
+                f"{self.address}: broker supports no version of {api.name} that kpd speaks",
+                request_sent=False,
+            ) from None
+
+    async def request(
+        self,
+        api: messages.ApiSpec,
+        body: dict[str, Any],
+        *,
+        version: int | None = None,
+        expect_response: bool = True,
+    ) -> dict[str, Any] | None:
+        """Send one request and return its decoded response body.
+
+        ``expect_response=False`` is for Produce with acks=0, which the broker never answers:
+        the call returns once the request is written.
+        """
+        if version is None:
+            version = self.version_for(api)
+        async with self._slots:
+            future = self.send(api, version, body, expect_response=expect_response)
+            if future is None:
+                return None
+            return await future
+
+    def send(
+        self, api: messages.ApiSpec, version: int, body: dict[str, Any], *, expect_response=True
+    ) -> asyncio.Future | None:
+        """Write a request now and return the future of its response (None if none expected).
+
+        Does not wait for an in-flight slot: callers that pipeline (the producer's sinks) keep
+        their own count via ``in_flight``.
+        """
+        if self._closed_error is not None:
+            raise ConnectionClosedError(str(self._closed_error), request_sent=False)
+        correlation_id = next(self._correlation_ids)
+        frame = headers.encode_request(
+            api, version, correlation_id, self._settings.client_id, body
+        )
+        assert self._transport is not None
+        self._transport.write(frame)
+        if not expect_response:
+            return None
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        timer = loop.call_later(
+            self._settings.request_timeout_s, self._on_timeout, correlation_id
+        )
+        self._pending.append(_Pending(correlation_id, api, version, future, timer))
+        return future
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its high-water mark."""
+        if not self._writable.is_set():
+            waiter = asyncio.ensure_future(self._writable.wait())
+            closed = asyncio.ensure_future(self._closed.wait())
+            try:
+                await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                closed.cancel()
+        if self._closed_error is not None:
+            raise self._closed_error
+
+    # ---- handshake -------------------------------------------------------------------
+
+    async def _handshake(self) -> None:
+        api = messages.API_VERSIONS
+        version = api.max_version
+        body = {
+            "client_software_name": self._settings.software_name,
+            "client_software_version": self._settings.software_version,
+        }
+        response = await self.request(api, body, version=version)
+        assert response is not None
+        if response["error_code"] == _UNSUPPORTED_VERSION:
+            # The broker told us its ApiVersions range in a v0-shaped answer: retry within it.
+            ranges = {k["api_key"]: (k["min_version"], k["max_version"]) for k in response["api_keys"]}
+            lo, hi = ranges.get(api.key, (0, 0))
+            version = max(lo, min(hi, api.max_version))
+            response = await self.request(api, body, version=version)
+            assert response is not None
+        if response["error_code"] != 0:
+            raise BrokerConnectionError(
+                f"{self.address}: ApiVersions failed with error {response['error_code']}"
+            )
+        self.broker_versions = {
+            k["api_key"]: (k["min_version"], k["max_version"]) for k in response["api_keys"]
+        }
+        self.versions = negotiate(self.broker_versions)
+
+    # ---- transport callbacks (event loop) --------------------------------------------
+
+    def _on_connected(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+
+    def _on_data(self, data: bytes) -> None:
+        try:
+            frames = self._splitter.feed(data)
+        except ProtocolError as exc:
+            self._fail_all(ConnectionClosedError(f"{self.address}: bad response stream: {exc}"))
+            return
+        for payload in frames:
+            if not self._answer_head(payload):
+                return
+
+    def _answer_head(self, payload: bytes) -> bool:
+        if not self._pending:
+            self._fail_all(ConnectionClosedError(f"{self.address}: response with no request"))
+            return False
+        pending = self._pending[0]
+        correlation_id = headers.response_correlation_id(payload)
+        if correlation_id != pending.correlation_id:
+            self._fail_all(
+                ConnectionClosedError(
+                    f"{self.address}: correlation id {correlation_id} does not match the "
+                    f"oldest request's {pending.correlation_id}"
+                )
+            )
+            return False
+        self._pending.popleft()
+        if pending.timer is not None:
+            pending.timer.cancel()
+        if pending.future.done():  # the caller gave up; the stream is still in sync
+            return True
+        try:
+            _, body = headers.decode_response(pending.api, pending.version, payload)
+        except ProtocolError as exc:
+            pending.future.set_exception(
+                ConnectionClosedError(f"{self.address}: undecodable {pending.api.name}: {exc}")
+            )
+            self._fail_all(ConnectionClosedError(f"{self.address}: undecodable response"))
+            return False
+        pending.future.set_result(body)
+        return True
+
+    def _on_timeout(self, correlation_id: int) -> None:
+        self._fail_all(
+            RequestTimedOutError(
+                f"{self.address}: no response to request {correlation_id} within "
+                f"{self._settings.request_timeout_s:g}s"
+            )
+        )
+
+    def _fail_all(self, error: BrokerConnectionError) -> None:
+        if self._closed_error is None:
+            self._closed_error = error
+            self._closed.set()
+            self._writable.set()
+            if self._transport is not None:
+                self._transport.abort()
+        while self._pending:
+            pending = self._pending.popleft()
+            if pending.timer is not None:
+                pending.timer.cancel()
+            if not pending.future.done():
+                pending.future.set_exception(error)
+                # Nobody may await a future failed during close; don't warn "never retrieved".
+                with contextlib.suppress(Exception):
+                    pending.future.exception()

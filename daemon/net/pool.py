@@ -1,0 +1,153 @@
+"""At most one connection per broker, opened on demand, re-opened with backoff.
+
+Owns the BrokerConnection objects of one producer engine and their connect tasks. Callers ask
+``get(node_id)`` without waiting: the pool answers with a ready connection or None and starts
+connecting in the background, so one slow or dead broker never stalls the others.
+
+Must not import the producer engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from daemon.net.connection import BrokerConnection, ConnectionSettings
+from daemon.net.errors import BrokerConnectionError
+
+__all__ = ["BrokerPool", "ReconnectPolicy"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectPolicy:
+    backoff_s: float = 0.05  # reconnect.backoff.ms
+    backoff_max_s: float = 1.0  # reconnect.backoff.max.ms
+
+    def delay(self, failures: int, rng: random.Random) -> float:
+        # Exponential with ±20% jitter, like Java's ExponentialBackoff for reconnects.
+        base = min(self.backoff_max_s, self.backoff_s * (2 ** max(0, failures - 1)))
+        return base * rng.uniform(0.8, 1.2)
+
+
+class _Slot:
+    __slots__ = ("address", "connection", "failures", "next_attempt", "task")
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self.connection: BrokerConnection | None = None
+        self.task: asyncio.Task | None = None
+        self.failures = 0
+        self.next_attempt = 0.0
+
+
+class BrokerPool:
+    """Connections keyed by broker node id (bootstrap addresses use negative ids)."""
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        policy: ReconnectPolicy,
+        on_change: Callable[[int, bool], None],
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._policy = policy
+        self._on_change = on_change  # (node_id, connected) — wakes the sender / metadata
+        self._rng = rng or random.Random()
+        self._slots: dict[int, _Slot] = {}
+        self._closed = False
+        self.connects = 0
+        self.connect_failures = 0
+        self.disconnects = 0
+
+    def set_address(self, node_id: int, host: str, port: int) -> None:
+        """Record (or update) where a broker listens; a moved broker gets a new connection."""
+        slot = self._slots.get(node_id)
+        if slot is None:
+            self._slots[node_id] = _Slot((host, port))
+        elif slot.address != (host, port):
+            slot.address = (host, port)
+            if slot.connection is not None:
+                slot.connection.close("broker address changed")
+
+    def get(self, node_id: int) -> BrokerConnection | None:
+        """A ready connection to ``node_id``, or None while (re)connecting."""
+        slot = self._slots.get(node_id)
+        if slot is None:
+            return None
+        conn = slot.connection
+        if conn is not None and not conn.closed:
+            return conn
+        self._start_connect(node_id, slot)
+        return None
+
+    def ready(self) -> list[tuple[int, BrokerConnection]]:
+        return [
+            (node_id, slot.connection)
+            for node_id, slot in self._slots.items()
+            if slot.connection is not None and not slot.connection.closed
+        ]
+
+    def known(self) -> list[int]:
+        return list(self._slots)
+
+    def connect_all(self, node_ids: list[int]) -> None:
+        for node_id in node_ids:
+            self.get(node_id)
+
+    def _start_connect(self, node_id: int, slot: _Slot) -> None:
+        if self._closed or (slot.task is not None and not slot.task.done()):
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, slot.next_attempt - loop.time())
+        slot.task = loop.create_task(self._connect(node_id, slot, delay))
+
+    async def _connect(self, node_id: int, slot: _Slot, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        host, port = slot.address
+        try:
+            conn = await BrokerConnection.open(host, port, self._settings)
+        except BrokerConnectionError as exc:
+            slot.failures += 1
+            self.connect_failures += 1
+            slot.next_attempt = asyncio.get_running_loop().time() + self._policy.delay(
+                slot.failures, self._rng
+            )
+            log.warning("broker %s (%s:%s): %s", node_id, host, port, exc)
+            self._on_change(node_id, False)
+            return
+        if self._closed:
+            conn.close("pool closed")
+            return
+        slot.connection = conn
+        slot.failures = 0
+        self.connects += 1
+        loop = asyncio.get_running_loop()
+        loop.create_task(self._watch(node_id, slot, conn))
+        self._on_change(node_id, True)
+
+    async def _watch(self, node_id: int, slot: _Slot, conn: BrokerConnection) -> None:
+        await conn.wait_closed()
+        if slot.connection is conn:
+            slot.connection = None
+            self.disconnects += 1
+            slot.next_attempt = asyncio.get_running_loop().time() + self._policy.backoff_s
+            if not self._closed:
+                self._on_change(node_id, False)
+
+    async def close(self) -> None:
+        self._closed = True
+        for slot in self._slots.values():
+            if slot.task is not None and not slot.task.done():
+                slot.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await slot.task
+            if slot.connection is not None:
+                slot.connection.close("producer closed")

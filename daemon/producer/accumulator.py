@@ -1,0 +1,299 @@
+"""The record accumulator: per-partition queues of batches (Java ``RecordAccumulator``).
+
+Owns every batch that is not in flight, the per-partition drain state (in-flight count,
+sequence numbers, recovery after a failure) and the ``buffer.memory`` accounting. It decides
+*what* may be sent to a broker now; the sender decides *when* and does the I/O.
+
+Ordering rules (why they are safe):
+* A partition sends at most one batch per request, oldest first; a retried batch goes back in
+  front of never-sent ones, in its original drain order.
+* With idempotence, a partition that must retry stops draining until all its in-flight batches
+  came back; then its queued batches are re-sequenced from the lowest failed sequence. The
+  broker rejected everything after a gap with OUT_OF_ORDER_SEQUENCE_NUMBER, so those batches
+  were not written and can take the same (or, after a split, new) sequence numbers; an
+  in-doubt batch keeps its own, so the broker deduplicates it if it had been written.
+* Without idempotence and with ``max.in.flight.requests.per.connection`` = 1, a partition with
+  a batch in flight is muted, as Java's ``guaranteeMessageOrder``.
+
+Owned by the engine's event loop; no locking.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.producer.batch import ProducerBatch
+from daemon.protocol.records import BatchBuilder
+
+__all__ = ["Accumulator", "AccumulatorSettings", "PartitionQueue"]
+
+# Kafka sequence numbers are int32 and wrap to 0 after Integer.MAX_VALUE
+# (DefaultRecordBatch.incrementSequence).
+_SEQUENCE_MODULUS = 1 << 31
+
+
+@dataclass(frozen=True, slots=True)
+class AccumulatorSettings:
+    batch_size: int = 16384
+    linger_s: float = 0.005
+    buffer_memory: int = 33554432
+    max_request_size: int = 1048576
+    compression: int = 0
+    compression_level: int | None = None
+    idempotent: bool = True
+    guarantee_order: bool = False  # non-idempotent with one request in flight: mute partitions
+
+
+class PartitionQueue:
+    """Batches of one partition, oldest first, plus its drain state."""
+
+    __slots__ = (
+        "batches",
+        "in_flight",
+        "next_order",
+        "next_sequence",
+        "partition",
+        "recovering",
+        "topic",
+    )
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.batches: collections.deque[ProducerBatch] = collections.deque()
+        self.in_flight: list[ProducerBatch] = []  # sent, awaiting an answer; oldest first
+        self.next_order = 0
+        self.next_sequence = 0  # idempotence: base sequence of the next batch drained
+        self.recovering = False  # a batch must be retried: drain nothing until in_flight == 0
+
+
+class Accumulator:
+    def __init__(self, settings: AccumulatorSettings, wake: Callable[[], None]) -> None:
+        self._settings = settings
+        self._wake = wake  # tells the sender a batch was opened or sealed (once per batch)
+        self._queues: dict[tuple[str, int], PartitionQueue] = {}
+        self.buffer_used = 0  # bytes appended and not yet completed
+        self.flushing = 0  # >0 while someone waits in flush(): linger is ignored
+
+    # ---- appending (the per-record hot path) -------------------------------------------
+
+    def queue(self, topic: str, partition: int) -> PartitionQueue:
+        key = (topic, partition)
+        pq = self._queues.get(key)
+        if pq is None:
+            pq = self._queues[key] = PartitionQueue(topic, partition)
+        return pq
+
+    def append(
+        self,
+        pq: PartitionQueue,
+        timestamp: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any,
+        token: Any,
+        now: float,
+    ) -> int:
+        """Append one record to the partition's open batch; returns the bytes it took."""
+        batches = pq.batches
+        batch = batches[-1] if batches else None
+        if batch is None or batch.sealed:
+            batch = self._new_batch(pq, now)
+        size = batch.builder.append(timestamp, key, value, headers)
+        batch.tokens.append(token)
+        batch.buffer_bytes += size
+        self.buffer_used += size
+        if batch.builder.size_in_bytes >= self._settings.batch_size:
+            batch.sealed = True
+            self._wake()
+        return size
+
+    def _new_batch(self, pq: PartitionQueue, now: float) -> ProducerBatch:
+        s = self._settings
+        builder = BatchBuilder(s.compression, s.compression_level, False)
+        batch = ProducerBatch(pq.topic, pq.partition, builder, now)
+        pq.batches.append(batch)
+        self._wake()
+        return batch
+
+    # ---- draining ----------------------------------------------------------------------
+
+    def queues(self) -> Iterator[PartitionQueue]:
+        return iter(self._queues.values())
+
+    def drain(
+        self,
+        queues: list[PartitionQueue],
+        now: float,
+        stamp: Callable[[ProducerBatch, PartitionQueue], None],
+    ) -> list[ProducerBatch]:
+        """Take at most one ready batch from each queue, up to ``max.request.size`` in all.
+
+        ``stamp`` assigns producer identity/sequence and builds the batch (the sender knows the
+        producer id). The first batch is always taken so an oversized batch still gets sent
+        and answered (MESSAGE_TOO_LARGE -> split) instead of blocking its partition forever.
+        """
+        taken: list[ProducerBatch] = []
+        size = 0
+        limit = self._settings.max_request_size
+        for pq in queues:
+            batch = self._sendable_head(pq, now)
+            if batch is None:
+                continue
+            if batch.order < 0:
+                batch.order = pq.next_order
+                pq.next_order += 1
+            stamp(batch, pq)
+            if taken and size + batch.size_in_bytes > limit:
+                break
+            pq.batches.popleft()
+            pq.in_flight.append(batch)
+            batch.attempts += 1
+            batch.sent_at = now
+            size += batch.size_in_bytes
+            taken.append(batch)
+        return taken
+
+    def _sendable_head(self, pq: PartitionQueue, now: float) -> ProducerBatch | None:
+        if not pq.batches:
+            return None
+        if pq.in_flight and (pq.recovering or self._settings.guarantee_order):
+            return None
+        batch = pq.batches[0]
+        if batch.retry_at > now:
+            return None
+        if batch.sealed or len(pq.batches) > 1 or self.flushing:
+            return batch
+        if now - batch.created >= self._settings.linger_s or self._buffer_pressed():
+            return batch
+        return None
+
+    def _buffer_pressed(self) -> bool:
+        # Like Java's "exhausted" readiness: with the buffer nearly full, waiting for linger
+        # only blocks appenders, so send what there is.
+        return self.buffer_used >= self._settings.buffer_memory * 0.9
+
+    def next_ready_in(self, now: float) -> float | None:
+        """Seconds until some queued batch becomes sendable by time alone (None: no such batch)."""
+        soonest: float | None = None
+        linger = self._settings.linger_s
+        for pq in self._queues.values():
+            if not pq.batches:
+                continue
+            batch = pq.batches[0]
+            due = batch.retry_at if batch.retry_at > now else batch.created + linger
+            wait = max(0.0, due - now)
+            if soonest is None or wait < soonest:
+                soonest = wait
+        return soonest
+
+    def assign_sequence(self, batch: ProducerBatch, pq: PartitionQueue) -> int:
+        """The batch's base sequence, assigning the partition's next one when it has none."""
+        if batch.base_sequence < 0:
+            base = pq.next_sequence
+            pq.next_sequence = (base + batch.record_count) % _SEQUENCE_MODULUS
+            return base
+        return batch.base_sequence
+
+    # ---- answers -----------------------------------------------------------------------
+
+    def completed(self, batch: ProducerBatch) -> None:
+        """The batch left the engine for good (delivered or finally failed)."""
+        pq = self._queues[(batch.topic, batch.partition)]
+        pq.in_flight.remove(batch)
+        self.buffer_used -= batch.buffer_bytes
+
+    def expired(self, batch: ProducerBatch) -> None:
+        """A queued (not in-flight) batch is given up; it is already off its queue."""
+        self.buffer_used -= batch.buffer_bytes
+
+    def reenqueue(self, batch: ProducerBatch, retry_at: float, recover: bool) -> None:
+        """Put an in-flight batch back for retry, in front of never-sent batches, in drain
+        order. ``recover``: hold the partition until all its in-flight batches are back."""
+        pq = self._queues[(batch.topic, batch.partition)]
+        pq.in_flight.remove(batch)
+        batch.retry_at = retry_at
+        batches = pq.batches
+        position = 0
+        for queued in batches:
+            if queued.order < 0 or queued.order > batch.order:
+                break
+            position += 1
+        batches.insert(position, batch)
+        if recover:
+            pq.recovering = True
+
+    def replace(self, batch: ProducerBatch, parts: list[ProducerBatch], retry_at: float) -> None:
+        """Swap an in-flight batch for the smaller batches it was split into (same order)."""
+        pq = self._queues[(batch.topic, batch.partition)]
+        for part in parts:  # forward: equal drain order, so each lands after the previous
+            part.order = batch.order
+            part.retry_at = retry_at
+            self.buffer_used += part.buffer_bytes
+            pq.in_flight.append(part)
+            self.reenqueue(part, retry_at, recover=True)
+        self.completed(batch)
+
+    def finish_recovery(self, pq: PartitionQueue) -> None:
+        """All in-flight batches of a recovering partition are back: re-sequence its queue.
+
+        The lowest sequence among queued batches is where the broker expects us to continue
+        (everything from there on was rejected or is in doubt and kept its own numbers).
+        """
+        pq.recovering = False
+        sequenced = [b.base_sequence for b in pq.batches if b.base_sequence >= 0]
+        if not sequenced:
+            return
+        pq.next_sequence = min(sequenced)
+        for batch in pq.batches:
+            batch.base_sequence = -1
+
+    def reset_sequences(self) -> None:
+        """A new producer id/epoch: every partition starts again at sequence 0 (KIP-360)."""
+        for pq in self._queues.values():
+            pq.next_sequence = 0
+            pq.recovering = False
+            for batch in pq.batches:
+                batch.base_sequence = -1
+
+    def abort_queued(self) -> list[ProducerBatch]:
+        """Remove and return every queued batch (close with a deadline passed)."""
+        aborted = []
+        for pq in self._queues.values():
+            while pq.batches:
+                batch = pq.batches.popleft()
+                self.expired(batch)
+                aborted.append(batch)
+        return aborted
+
+    def expire(self, now: float, delivery_timeout_s: float) -> list[ProducerBatch]:
+        """Remove and return queued batches older than ``delivery.timeout.ms``.
+
+        Only the head run of each queue can be that old (batches queue in creation order and
+        retries go back to the front), so the scan stops at the first young batch.
+        """
+        expired = []
+        for pq in self._queues.values():
+            batches = pq.batches
+            while batches and now - batches[0].created >= delivery_timeout_s:
+                if pq.recovering and pq.in_flight:
+                    break  # re-sequencing is pending; let the in-flight answers land first
+                batch = batches.popleft()
+                self.expired(batch)
+                expired.append(batch)
+        return expired
+
+    @property
+    def queued_batches(self) -> int:
+        return sum(len(pq.batches) for pq in self._queues.values())
+
+    def has_unsent(self) -> bool:
+        return any(pq.batches for pq in self._queues.values())
+
+    def is_oldest_in_flight(self, batch: ProducerBatch) -> bool:
+        """True when no earlier batch of the same partition is still in flight."""
+        pq = self._queues[(batch.topic, batch.partition)]
+        return all(other.order >= batch.order for other in pq.in_flight)

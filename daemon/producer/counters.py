@@ -1,0 +1,60 @@
+"""Plain counters the engine bumps; the process layer turns them into Prometheus metrics.
+
+The engine never calls prometheus_client: a multiprocess ``inc()`` takes a lock and writes an
+mmap, too dear per record. Counters are bumped once per batch or per request and read by the
+process layer on an interval. Owned by the engine's event loop.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+__all__ = ["LatencyHistogram", "ProducerCounters"]
+
+# Seconds; Prometheus-style cumulative "le" bounds.
+LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SIZE_BOUNDS = (256, 1024, 4096, 16384, 65536, 262144, 1048576)
+
+
+@dataclass(slots=True)
+class LatencyHistogram:
+    bounds: tuple[float, ...] = LATENCY_BOUNDS
+    buckets: list[int] = field(default_factory=list)  # per bound, non-cumulative, +Inf last
+    count: int = 0
+    total: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.buckets:
+            self.buckets = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float, times: int = 1) -> None:
+        index = 0
+        for bound in self.bounds:
+            if value <= bound:
+                break
+            index += 1
+        self.buckets[index] += times
+        self.count += times
+        self.total += value * times
+
+
+@dataclass(slots=True)
+class ProducerCounters:
+    records_sent: int = 0
+    records_failed: Counter = field(default_factory=Counter)  # by error name
+    bytes_sent: int = 0
+    batches_sent: int = 0
+    batch_bytes: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(SIZE_BOUNDS))
+    requests_sent: int = 0
+    records_per_request: LatencyHistogram = field(
+        default_factory=lambda: LatencyHistogram((1, 10, 100, 1000, 10000, 100000))
+    )
+    queue_time: LatencyHistogram = field(default_factory=LatencyHistogram)
+    request_latency: dict[int, LatencyHistogram] = field(default_factory=dict)  # by broker id
+    retries: int = 0
+    batch_splits: int = 0
+    epoch_bumps: int = 0
+    errors_by_code: Counter = field(default_factory=Counter)  # broker error names seen
+    in_flight_requests: int = 0
+    buffer_available: int = 0

@@ -1,0 +1,276 @@
+"""The producer engine of one worker: Kafka's producer semantics over asyncio.
+
+Wires the accumulator, sender, metadata and connection pool together and is the one API the
+rest of kpd uses: ``append`` (synchronous, the per-record hot path), ``wait_for_buffer``,
+``flush`` and ``close``. Every appended record gets exactly one outcome through ``on_outcome``,
+delivered per batch. Knows nothing of rings, processes or the kpd socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.net.connection import ConnectionSettings
+from daemon.net.pool import BrokerPool, ReconnectPolicy
+from daemon.producer.accumulator import Accumulator, AccumulatorSettings, PartitionQueue
+from daemon.producer.counters import ProducerCounters
+from daemon.producer.metadata import ClusterView, MetadataManager, TopicView
+from daemon.producer.outcomes import BatchOutcome
+from daemon.producer.sender import Sender, SenderSettings
+from daemon.protocol.compression import codec_id
+
+__all__ = ["EngineSettings", "ProducerEngine"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """Kafka producer settings in engine units (seconds, codec ids). Built from the config's
+    ``ProducerSettings`` by ``from_config``; tests build it directly."""
+
+    bootstrap: tuple[tuple[str, int], ...]
+    client_id: str = "kpd"
+    acks: int = -1
+    batch_size: int = 16384
+    linger_s: float = 0.005
+    buffer_memory: int = 33554432
+    max_block_s: float = 60.0
+    retries: int = 2147483647
+    retry_backoff_s: float = 0.1
+    retry_backoff_max_s: float = 1.0
+    request_timeout_s: float = 30.0
+    delivery_timeout_s: float = 120.0
+    max_in_flight: int = 5
+    idempotent: bool = True
+    compression: str = "none"
+    compression_level: int | None = None
+    max_request_size: int = 1048576
+    metadata_max_age_s: float = 300.0
+    reconnect_backoff_s: float = 0.05
+    reconnect_backoff_max_s: float = 1.0
+    connect_timeout_s: float = 10.0
+
+    @classmethod
+    def from_config(cls, p: Any) -> EngineSettings:
+        """From ``daemon.config``'s ProducerSettings (Kafka names, milliseconds)."""
+        return cls(
+            bootstrap=tuple(_parse_address(a) for a in p.bootstrap_servers),
+            client_id=p.client_id,
+            acks=p.acks,
+            batch_size=p.batch_size,
+            linger_s=p.linger_ms / 1000,
+            buffer_memory=p.buffer_memory,
+            max_block_s=p.max_block_ms / 1000,
+            retries=p.retries,
+            retry_backoff_s=p.retry_backoff_ms / 1000,
+            retry_backoff_max_s=p.retry_backoff_max_ms / 1000,
+            request_timeout_s=p.request_timeout_ms / 1000,
+            delivery_timeout_s=p.delivery_timeout_ms / 1000,
+            max_in_flight=p.max_in_flight_requests_per_connection,
+            idempotent=p.enable_idempotence,
+            compression=p.compression_type,
+            compression_level=p.compression_level,
+            max_request_size=p.max_request_size,
+            metadata_max_age_s=p.metadata_max_age_ms / 1000,
+            reconnect_backoff_s=p.reconnect_backoff_ms / 1000,
+            reconnect_backoff_max_s=p.reconnect_backoff_max_ms / 1000,
+            connect_timeout_s=p.socket_connection_setup_timeout_ms / 1000,
+        )
+
+
+def _parse_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class ProducerEngine:
+    """One engine per worker. Create, ``await start()``, ``append`` records, ``await close()``."""
+
+    def __init__(
+        self,
+        settings: EngineSettings,
+        on_outcome: Callable[[BatchOutcome], None],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.counters = ProducerCounters()
+        self._on_outcome_cb = on_outcome
+        rng = rng or random.Random()
+        self._pool = BrokerPool(
+            ConnectionSettings(
+                client_id=settings.client_id,
+                request_timeout_s=settings.request_timeout_s + 1.0,
+                connect_timeout_s=settings.connect_timeout_s,
+                max_in_flight=settings.max_in_flight,
+            ),
+            ReconnectPolicy(settings.reconnect_backoff_s, settings.reconnect_backoff_max_s),
+            self._on_connection_change,
+            rng,
+        )
+        self.metadata = MetadataManager(
+            list(settings.bootstrap),
+            self._pool,
+            settings.metadata_max_age_s,
+            settings.retry_backoff_s,
+            self._on_metadata,
+        )
+        self._accumulator = Accumulator(
+            AccumulatorSettings(
+                batch_size=settings.batch_size,
+                linger_s=settings.linger_s,
+                buffer_memory=settings.buffer_memory,
+                max_request_size=settings.max_request_size,
+                compression=codec_id(settings.compression),
+                compression_level=settings.compression_level,
+                idempotent=settings.idempotent,
+                guarantee_order=not settings.idempotent and settings.max_in_flight == 1,
+            ),
+            self._wake_sender,
+        )
+        self._sender = Sender(
+            SenderSettings(
+                acks=settings.acks,
+                retries=settings.retries,
+                retry_backoff_s=settings.retry_backoff_s,
+                retry_backoff_max_s=settings.retry_backoff_max_s,
+                # The broker's own ack timeout; the connection waits a little longer so the
+                # broker's answer wins over our disconnect when both are due.
+                request_timeout_ms=int(settings.request_timeout_s * 1000),
+                delivery_timeout_s=settings.delivery_timeout_s,
+                max_in_flight=settings.max_in_flight,
+                idempotent=settings.idempotent,
+            ),
+            self._accumulator,
+            self.metadata,
+            self._pool,
+            self.counters,
+            self._on_outcome,
+            rng,
+        )
+        self._buffer_freed = asyncio.Event()
+        self._flush_waiters: list[asyncio.Future] = []
+        self.pending_records = 0  # appended, no outcome yet
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.metadata.start()
+        self._sender.start()
+
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Flush what was appended, then fail whatever is left after ``timeout_s``."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.flush(timeout_s)
+        except TimeoutError:
+            log.warning("close: %d records undelivered at the deadline", self.pending_records)
+        self._sender.fail_queued("producer closed before these records could be sent")
+        await self._sender.stop()
+        await self.metadata.close()
+        # Closing the connections fails the requests still unanswered; their callbacks report
+        # those records POSSIBLY_PERSISTED (the sender is stopping, so it does not retry).
+        await self._pool.close()
+        await asyncio.sleep(0)
+
+    # ---- the hot path ------------------------------------------------------------------
+
+    def queue(self, topic: str, partition: int) -> PartitionQueue:
+        """The append target for one partition; callers cache it to skip a dict lookup."""
+        return self._accumulator.queue(topic, partition)
+
+    def append(
+        self,
+        queue: PartitionQueue,
+        timestamp_ms: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any = (),
+        token: Any = None,
+    ) -> bool:
+        """Append one record; False (nothing appended) when ``buffer.memory`` is used up —
+        the caller then awaits ``wait_for_buffer`` and tries again, or gives up."""
+        acc = self._accumulator
+        if acc.buffer_used >= self.settings.buffer_memory:
+            return False
+        acc.append(queue, timestamp_ms, key, value, headers, token, self._loop.time())
+        self.pending_records += 1
+        return True
+
+    async def wait_for_buffer(self, timeout_s: float) -> bool:
+        """Wait until buffer space is free; False after ``timeout_s`` (max.block.ms)."""
+        deadline = self._loop.time() + timeout_s
+        while self._accumulator.buffer_used >= self.settings.buffer_memory:
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                return False
+            self._buffer_freed.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._buffer_freed.wait()
+            except TimeoutError:
+                return False
+        return True
+
+    # ---- flush -------------------------------------------------------------------------
+
+    async def flush(self, timeout_s: float | None = None) -> None:
+        """Send everything appended so far without waiting for linger, and wait for all of it
+        to have an outcome. Raises TimeoutError after ``timeout_s``.
+
+        Waits for the engine to be empty, so records appended during the flush are waited
+        for too (Java waits only for the earlier ones); a worker flushes once it stops reading.
+        """
+        if self.pending_records == 0:
+            return
+        waiter = self._loop.create_future()
+        self._flush_waiters.append(waiter)
+        self._accumulator.flushing += 1
+        self._sender.wake()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await waiter
+        finally:
+            self._accumulator.flushing -= 1
+            if waiter in self._flush_waiters:
+                self._flush_waiters.remove(waiter)
+
+    # ---- callbacks ---------------------------------------------------------------------
+
+    def _on_outcome(self, outcome: BatchOutcome) -> None:
+        self.pending_records -= len(outcome.tokens)
+        self._on_outcome_cb(outcome)
+        if not self._buffer_freed.is_set():
+            self._buffer_freed.set()
+        if self._flush_waiters and self.pending_records == 0:
+            for waiter in self._flush_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._flush_waiters.clear()
+
+    def _wake_sender(self) -> None:
+        self._sender.wake()
+
+    def _on_connection_change(self, node_id: int, connected: bool) -> None:
+        if not connected:
+            self.metadata.request_update()
+        self._sender.wake()
+
+    def _on_metadata(self, view: ClusterView) -> None:
+        self._sender.wake()
+
+    # ---- metadata helpers for callers that partition themselves -------------------------
+
+    async def topic(self, name: str, timeout_s: float | None = None) -> TopicView:
+        wait = self.settings.max_block_s if timeout_s is None else timeout_s
+        return await self.metadata.wait_for_topic(name, wait)

@@ -1,0 +1,197 @@
+"""Cluster metadata for one engine: brokers, topics, partition leaders, and keeping them fresh.
+
+Owns the current ``ClusterView`` and the refresh task. A refresh happens when something asks
+for it (NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE, a lost
+connection, a topic nobody knows yet), and at least every ``metadata.max.age.ms``. Requests are
+coalesced: many asks while a refresh is running cause one more refresh, not many.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from daemon.net.errors import BrokerConnectionError
+from daemon.net.pool import BrokerPool
+from daemon.protocol import messages
+from daemon.protocol.errors import error_name
+
+__all__ = ["ClusterView", "MetadataManager", "TopicView", "UnknownTopicError"]
+
+log = logging.getLogger(__name__)
+
+# Kafka error codes that mean "ask again later" for a topic in a Metadata response.
+_TOPIC_NOT_READY = {3, 5}  # UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE
+
+
+class UnknownTopicError(Exception):
+    def __init__(self, topic: str, message: str, code: int) -> None:
+        super().__init__(f"{topic}: {message}")
+        self.topic = topic
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class TopicView:
+    name: str
+    error_code: int
+    leaders: tuple[int, ...]  # leader node id per partition (-1: none right now)
+
+    @property
+    def partition_count(self) -> int:
+        return len(self.leaders)
+
+    def available(self) -> list[int]:
+        return [p for p, leader in enumerate(self.leaders) if leader >= 0]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    brokers: dict[int, tuple[str, int]] = field(default_factory=dict)
+    topics: dict[str, TopicView] = field(default_factory=dict)
+
+    def leader(self, topic: str, partition: int) -> int:
+        view = self.topics.get(topic)
+        if view is None or partition >= len(view.leaders):
+            return -1
+        return view.leaders[partition]
+
+
+class MetadataManager:
+    def __init__(
+        self,
+        bootstrap: list[tuple[str, int]],
+        pool: BrokerPool,
+        max_age_s: float,
+        retry_backoff_s: float,
+        on_update: Callable[[ClusterView], None],
+    ) -> None:
+        self._pool = pool
+        self._max_age_s = max_age_s
+        self._retry_backoff_s = retry_backoff_s
+        self._on_update = on_update
+        for index, (host, port) in enumerate(bootstrap):
+            pool.set_address(-1 - index, host, port)  # bootstrap ids are negative
+        self._bootstrap_ids = [-1 - index for index in range(len(bootstrap))]
+        self.view = ClusterView()
+        self.wanted: set[str] = set()  # topics this engine produces to
+        self._wake = asyncio.Event()
+        self._updated = asyncio.Condition()
+        self._task: asyncio.Task | None = None
+        self.refreshes = 0
+        self.refresh_failures = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    def request_update(self) -> None:
+        self._wake.set()
+
+    async def wait_for_topic(self, topic: str, timeout_s: float) -> TopicView:
+        """The topic's view once it has partitions; UnknownTopicError after ``timeout_s``."""
+        view = self.view.topics.get(topic)
+        if view is not None and view.leaders:
+            return view
+        if topic not in self.wanted:
+            self.wanted.add(topic)
+        self.request_update()
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self._updated:
+                    while True:
+                        view = self.view.topics.get(topic)
+                        if view is not None and view.leaders:
+                            return view
+                        await self._updated.wait()
+        except TimeoutError:
+            view = self.view.topics.get(topic)
+            code = view.error_code if view is not None else 3
+            raise UnknownTopicError(
+                topic,
+                f"topic not present in metadata after {timeout_s * 1000:.0f} ms"
+                f" ({error_name(code)})",
+                code,
+            ) from None
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            ok = await self._refresh_once()
+            wait = self._max_age_s if ok else self._retry_backoff_s
+            try:
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            if ok and self._wake.is_set():
+                # Coalesce bursts of asks, and never refresh faster than the retry backoff.
+                await asyncio.sleep(self._retry_backoff_s)
+
+    async def _refresh_once(self) -> bool:
+        conn = self._any_connection()
+        if conn is None:
+            await self._connect_some()
+            conn = self._any_connection()
+            if conn is None:
+                self.refresh_failures += 1
+                return False
+        body = {
+            "topics": [{"name": t, "topic_id": None} for t in sorted(self.wanted)],
+            "allow_auto_topic_creation": True,
+            "include_cluster_authorized_operations": False,
+            "include_topic_authorized_operations": False,
+        }
+        try:
+            response = await conn.request(messages.METADATA, body)
+        except BrokerConnectionError as exc:
+            log.warning("metadata request to %s failed: %s", conn.address, exc)
+            self.refresh_failures += 1
+            return False
+        assert response is not None
+        await self._apply(response)
+        self.refreshes += 1
+        return True
+
+    def _any_connection(self):
+        ready = self._pool.ready()
+        # Prefer a real broker over a bootstrap alias; any will do.
+        ready.sort(key=lambda item: item[0] < 0)
+        return ready[0][1] if ready else None
+
+    async def _connect_some(self) -> None:
+        ids = [n for n in self.view.brokers] + self._bootstrap_ids
+        self._pool.connect_all(ids)
+        deadline = asyncio.get_running_loop().time() + self._retry_backoff_s * 10
+        while self._any_connection() is None and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def _apply(self, response: dict) -> None:
+        brokers = {b["node_id"]: (b["host"], b["port"]) for b in response["brokers"]}
+        for node_id, (host, port) in brokers.items():
+            self._pool.set_address(node_id, host, port)
+        topics = dict(self.view.topics)
+        for t in response["topics"]:
+            name = t["name"]
+            code = t["error_code"]
+            if code and code not in _TOPIC_NOT_READY:
+                log.warning("metadata for topic %s: %s", name, error_name(code))
+            count = max((p["partition_index"] for p in t["partitions"]), default=-1) + 1
+            leaders = [-1] * count
+            for p in t["partitions"]:
+                # LEADER_NOT_AVAILABLE on a partition: it has no leader right now.
+                leaders[p["partition_index"]] = -1 if p["error_code"] == 5 else p["leader_id"]
+            topics[name] = TopicView(name, code, tuple(leaders))
+        self.view = ClusterView(brokers, topics)
+        self._on_update(self.view)
+        async with self._updated:
+            self._updated.notify_all()

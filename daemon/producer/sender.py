@@ -1,0 +1,404 @@
+"""The sender: turns ready batches into ProduceRequests, one per broker, and acts on answers.
+
+Owns the requests in flight, the producer identity and the retry decisions. Per loop turn it
+expires batches past ``delivery.timeout.ms``, drains every broker that has a ready connection
+and a free in-flight slot (one request per broker carrying the ready batches of all the
+partitions it leads, like Java's ``Sender.sendProducerData``), then sleeps until the next
+batch is due or something wakes it (a batch sealed, a response, new metadata).
+
+Answers are handled in the transport callback, batch by batch, through ``protocol.errors``'
+classify: success, retry (with exponential backoff and jitter, KIP-580), refresh metadata and
+retry, split (MESSAGE_TOO_LARGE), bump the epoch (KIP-360), or fail with a persistence status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from daemon.net.errors import BrokerConnectionError, RequestTimedOutError
+from daemon.net.pool import BrokerPool
+from daemon.producer.accumulator import Accumulator, PartitionQueue
+from daemon.producer.batch import ProducerBatch
+from daemon.producer.counters import LatencyHistogram, ProducerCounters
+from daemon.producer.identity import ProducerIdentity, ProducerIdError
+from daemon.producer.metadata import MetadataManager
+from daemon.producer.outcomes import (
+    DELIVERY_TIMEOUT,
+    PRODUCER_CLOSED,
+    BatchOutcome,
+    DeliveryError,
+)
+from daemon.producer.splitting import split_batch
+from daemon.protocol import messages
+from daemon.protocol.errors import Action, Persistence, classify, error_name
+
+__all__ = ["Sender", "SenderSettings"]
+
+log = logging.getLogger(__name__)
+
+# Kafka error codes the sender treats specially.
+_NETWORK_EXCEPTION = 13
+_REQUEST_TIMED_OUT = 7
+_OUT_OF_ORDER_SEQUENCE = 45
+_EXPIRY_CHECK_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class SenderSettings:
+    acks: int = -1
+    retries: int = 2147483647
+    retry_backoff_s: float = 0.1
+    retry_backoff_max_s: float = 1.0
+    request_timeout_ms: int = 30000
+    delivery_timeout_s: float = 120.0
+    max_in_flight: int = 5
+    idempotent: bool = True
+    transaction_timeout_ms: int = 60000
+
+
+class Sender:
+    def __init__(
+        self,
+        settings: SenderSettings,
+        accumulator: Accumulator,
+        metadata: MetadataManager,
+        pool: BrokerPool,
+        counters: ProducerCounters,
+        on_outcome: Callable[[BatchOutcome], None],
+        rng: random.Random | None = None,
+    ) -> None:
+        self._s = settings
+        self._acc = accumulator
+        self._metadata = metadata
+        self._pool = pool
+        self._counters = counters
+        self._on_outcome = on_outcome
+        self._rng = rng or random.Random()
+        self.identity = ProducerIdentity()
+        self._bump_needed = False
+        self._wake = asyncio.Event()
+        self._requests_in_flight: dict[int, int] = {}  # broker id -> produce requests
+        self._drain_start: dict[int, int] = {}  # broker id -> rotation for fairness
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    @property
+    def requests_in_flight(self) -> int:
+        return sum(self._requests_in_flight.values())
+
+    # ---- the loop ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            now = loop.time()
+            self._expire(now)
+            if self._s.idempotent and (self._bump_needed or not self.identity.known):
+                if not await self._ensure_identity():
+                    await self._sleep(self._s.retry_backoff_s)
+                    continue
+            self._send_ready(now)
+            await self._sleep(self._next_wait(loop.time()))
+
+    async def _sleep(self, seconds: float | None) -> None:
+        if seconds is not None and seconds <= 0:
+            return
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    def _next_wait(self, now: float) -> float | None:
+        due = self._acc.next_ready_in(now)
+        if due is None:
+            return None  # nothing queued: the next opened batch wakes us
+        if due > 0:
+            return min(due, _EXPIRY_CHECK_S)
+        # Something is due but could not go (window full, no connection, no leader, a
+        # partition recovering): answers, connections and metadata wake us; the timeout is
+        # only a backstop so delivery timeouts are still noticed.
+        return _EXPIRY_CHECK_S
+
+    # ---- identity ----------------------------------------------------------------------
+
+    async def _ensure_identity(self) -> bool:
+        """Get a producer id, or bump the epoch once every in-flight request has come back."""
+        if self.requests_in_flight:
+            return True  # keep handling answers; no new drains happen while bump is pending
+        conn = self._any_connection()
+        if conn is None:
+            self._metadata.request_update()
+            return False
+        had_identity = self.identity.known
+        try:
+            await self.identity.initialize(conn, self._s.transaction_timeout_ms)
+        except (BrokerConnectionError, ProducerIdError) as exc:
+            log.warning("cannot get a producer id from %s: %s", conn.address, exc)
+            return False
+        if had_identity:
+            self._counters.epoch_bumps += 1
+            log.warning(
+                "producer epoch bumped: id %d epoch %d; sequence numbers restart at 0",
+                self.identity.producer_id,
+                self.identity.epoch,
+            )
+        self._acc.reset_sequences()
+        self._bump_needed = False
+        return True
+
+    def _any_connection(self):
+        ready = self._pool.ready()
+        ready.sort(key=lambda item: item[0] < 0)
+        return ready[0][1] if ready else None
+
+    # ---- sending -----------------------------------------------------------------------
+
+    def _send_ready(self, now: float) -> None:
+        if self._bump_needed:
+            return
+        by_broker: dict[int, list[PartitionQueue]] = {}
+        view = self._metadata.view
+        missing_leader = False
+        for pq in self._acc.queues():
+            if pq.recovering and not pq.in_flight:
+                self._acc.finish_recovery(pq)
+            if not pq.batches:
+                continue
+            leader = view.leader(pq.topic, pq.partition)
+            if leader < 0:
+                missing_leader = True
+                continue
+            by_broker.setdefault(leader, []).append(pq)
+        if missing_leader:
+            self._metadata.request_update()
+        for broker, queues in by_broker.items():
+            self._send_to(broker, queues, now)
+
+    def _send_to(self, broker: int, queues: list[PartitionQueue], now: float) -> None:
+        conn = self._pool.get(broker)
+        if conn is None:
+            return
+        start = self._drain_start.get(broker, 0) % len(queues)
+        queues = queues[start:] + queues[:start]
+        self._drain_start[broker] = start + 1
+        while self._requests_in_flight.get(broker, 0) < self._s.max_in_flight:
+            batches = self._acc.drain(queues, now, self._stamp)
+            if not batches:
+                return
+            self._send_request(broker, conn, batches, now)
+
+    def _stamp(self, batch: ProducerBatch, pq: PartitionQueue) -> None:
+        if self._s.idempotent:
+            sequence = self._acc.assign_sequence(batch, pq)
+            batch.build(self.identity.producer_id, self.identity.epoch, sequence)
+        else:
+            batch.build(-1, -1, -1)
+
+    def _send_request(self, broker: int, conn, batches: list[ProducerBatch], now: float) -> None:
+        topics: dict[str, list[dict]] = {}
+        records = 0
+        for batch in batches:
+            topics.setdefault(batch.topic, []).append(
+                {"index": batch.partition, "records": batch.payload}
+            )
+            records += batch.record_count
+            if batch.attempts > 1:
+                self._counters.retries += 1
+        body = {
+            "transactional_id": None,
+            "acks": self._s.acks,
+            "timeout_ms": self._s.request_timeout_ms,
+            "topic_data": [
+                {"name": name, "partition_data": parts} for name, parts in topics.items()
+            ],
+        }
+        counters = self._counters
+        counters.requests_sent += 1
+        counters.records_per_request.observe(records)
+        try:
+            future = conn.send(messages.PRODUCE, conn.version_for(messages.PRODUCE), body,
+                               expect_response=self._s.acks != 0)
+        except BrokerConnectionError as exc:
+            self._connection_failed(broker, batches, exc, now)
+            return
+        if future is None:  # acks=0: the broker never answers; offsets are unknown
+            for batch in batches:
+                self._succeed(batch, -1, -1, now)
+            return
+        self._requests_in_flight[broker] = self._requests_in_flight.get(broker, 0) + 1
+        future.add_done_callback(
+            lambda f: self._on_answer(broker, batches, f, now)
+        )
+
+    # ---- answers -----------------------------------------------------------------------
+
+    def _on_answer(self, broker: int, batches: list[ProducerBatch], future, sent: float) -> None:
+        self._requests_in_flight[broker] -= 1
+        now = asyncio.get_running_loop().time()
+        self._latency(broker).observe(now - sent)
+        exc = future.exception()
+        if exc is not None:
+            self._connection_failed(broker, batches, exc, now)
+        else:
+            results = {}
+            for topic in future.result()["responses"]:
+                for p in topic["partition_responses"]:
+                    results[(topic["name"], p["index"])] = p
+            for batch in batches:
+                result = results.get((batch.topic, batch.partition))
+                if result is None:
+                    self._retry_or_fail(batch, _NETWORK_EXCEPTION, "no answer for partition", now)
+                else:
+                    self._on_partition_result(batch, result, now)
+        self._wake.set()
+
+    def _latency(self, broker: int) -> LatencyHistogram:
+        histogram = self._counters.request_latency.get(broker)
+        if histogram is None:
+            histogram = self._counters.request_latency[broker] = LatencyHistogram()
+        return histogram
+
+    def _connection_failed(self, broker: int, batches, exc: BaseException, now: float) -> None:
+        timed_out = isinstance(exc, RequestTimedOutError)
+        code = _REQUEST_TIMED_OUT if timed_out else _NETWORK_EXCEPTION
+        sent = getattr(exc, "request_sent", True)
+        for batch in batches:
+            if sent:
+                batch.in_doubt = True
+            self._retry_or_fail(batch, code, str(exc), now)
+        self._metadata.request_update()
+
+    def _on_partition_result(self, batch: ProducerBatch, result: dict, now: float) -> None:
+        code = result["error_code"]
+        if code == 0:
+            self._succeed(batch, result["base_offset"], result.get("log_append_time_ms", -1), now)
+            return
+        self._counters.errors_by_code[error_name(code)] += 1
+        message = result.get("error_message") or ""
+        self._retry_or_fail(batch, code, message, now)
+
+    def _retry_or_fail(self, batch: ProducerBatch, code: int, message: str, now: float) -> None:
+        action = classify(code)
+        kind = action.action
+        if kind is Action.SUCCESS:  # DUPLICATE_SEQUENCE_NUMBER: written before; offset unknown
+            self._succeed(batch, -1, -1, now)
+            return
+        if kind is Action.REFRESH_AND_RETRY:
+            self._metadata.request_update()
+        if kind is Action.SPLIT and batch.record_count > 1:
+            self._split(batch, now)
+            return
+        if kind is Action.BUMP_EPOCH and self._s.idempotent:
+            if code == _OUT_OF_ORDER_SEQUENCE and not self._acc.is_oldest_in_flight(batch):
+                kind = Action.RETRY  # an earlier batch failed first; this one just followed it
+            else:
+                self._bump_needed = True
+                kind = Action.RETRY
+        if kind in (Action.RETRY, Action.REFRESH_AND_RETRY) and self._may_retry(batch, now):
+            self._acc.reenqueue(batch, now + self._backoff(batch.attempts), self._s.idempotent)
+            return
+        persistence = Persistence.POSSIBLY_PERSISTED if batch.in_doubt else action.persistence
+        if kind in (Action.RETRY, Action.REFRESH_AND_RETRY):
+            message = f"{message} (gave up after {batch.attempts} attempts)".strip()
+        self._fail(batch, DeliveryError(code, error_name(code), message, persistence))
+        if self._s.idempotent and batch.base_sequence >= 0:
+            # Later batches of this partition carry sequences after the failed one's: the
+            # broker would reject them as out of order, so start a new epoch (KIP-360).
+            self._bump_needed = True
+
+    def _may_retry(self, batch: ProducerBatch, now: float) -> bool:
+        if self._stopping:
+            return False
+        return batch.attempts <= self._s.retries and (
+            now - batch.created < self._s.delivery_timeout_s
+        )
+
+    def _backoff(self, attempts: int) -> float:
+        # KIP-580: exponential from retry.backoff.ms to retry.backoff.max.ms, ±20% jitter.
+        base = self._s.retry_backoff_s * (2 ** max(0, attempts - 1))
+        return min(self._s.retry_backoff_max_s, base) * self._rng.uniform(0.8, 1.2)
+
+    def _split(self, batch: ProducerBatch, now: float) -> None:
+        parts = split_batch(batch)
+        self._counters.batch_splits += 1
+        log.info(
+            "%s-%d: batch of %d records too large; split into %d",
+            batch.topic, batch.partition, batch.record_count, len(parts),
+        )
+        self._acc.replace(batch, parts, now)
+
+    # ---- outcomes ----------------------------------------------------------------------
+
+    def _succeed(self, batch: ProducerBatch, base_offset: int, timestamp: int, now: float) -> None:
+        self._acc.completed(batch)
+        counters = self._counters
+        counters.records_sent += batch.record_count
+        counters.batches_sent += 1
+        counters.bytes_sent += batch.size_in_bytes
+        counters.batch_bytes.observe(batch.size_in_bytes)
+        counters.queue_time.observe(batch.sent_at - batch.created, batch.record_count)
+        self._on_outcome(
+            BatchOutcome(batch.topic, batch.partition, batch.tokens, base_offset, timestamp, None)
+        )
+
+    def _fail(self, batch: ProducerBatch, error: DeliveryError) -> None:
+        self._acc.completed(batch)
+        self._report_failure(batch, error)
+
+    def _report_failure(self, batch: ProducerBatch, error: DeliveryError) -> None:
+        self._counters.records_failed[error.name] += batch.record_count
+        log.warning(
+            "%s-%d: %d records failed: %s", batch.topic, batch.partition, batch.record_count, error
+        )
+        self._on_outcome(BatchOutcome(batch.topic, batch.partition, batch.tokens, -1, -1, error))
+
+    def _expire(self, now: float) -> None:
+        for batch in self._acc.expire(now, self._s.delivery_timeout_s):
+            persistence = (
+                Persistence.POSSIBLY_PERSISTED if batch.in_doubt else Persistence.NOT_PERSISTED
+            )
+            waited = (now - batch.created) * 1000
+            error = DeliveryError(
+                DELIVERY_TIMEOUT,
+                "DELIVERY_TIMEOUT",
+                f"expiring {batch.record_count} record(s) for {batch.topic}-{batch.partition}: "
+                f"{waited:.0f} ms has passed since batch creation",
+                persistence,
+            )
+            self._report_failure(batch, error)
+            if self._s.idempotent and batch.base_sequence >= 0:
+                self._bump_needed = True
+
+    def fail_queued(self, reason: str) -> None:
+        """Close without time left: fail everything still queued (never sent or retrying)."""
+        for batch in self._acc.abort_queued():
+            persistence = (
+                Persistence.POSSIBLY_PERSISTED if batch.in_doubt else Persistence.NOT_PERSISTED
+            )
+            self._report_failure(
+                batch, DeliveryError(PRODUCER_CLOSED, "PRODUCER_CLOSED", reason, persistence)
+            )
