@@ -10,7 +10,8 @@ import asyncio
 import time
 from collections.abc import Sequence
 
-from daemon.producer.engine import EngineSettings, ProducerEngine
+from daemon.config import ProducerSettings
+from daemon.producer.engine import ProducerEngine
 from daemon.producer.outcomes import (
     BUFFER_EXHAUSTED,
     BatchOutcome,
@@ -32,10 +33,12 @@ class DeliveryFailed(Exception):
 
 
 class KafkaProducer:
-    def __init__(self, settings: EngineSettings, partitioner: str = "default") -> None:
+    def __init__(self, settings: ProducerSettings) -> None:
         self._engine = ProducerEngine(settings, self._on_outcome)
-        self._partitioner = Partitioner(partitioner, settings.batch_size)
-        self._settings = settings
+        self._partitioner = Partitioner(
+            settings.partitioner, settings.batch_size, settings.partitioner_ignore_keys
+        )
+        self._max_block_s = settings.max_block_ms / 1000
 
     @property
     def engine(self) -> ProducerEngine:
@@ -77,13 +80,13 @@ class KafkaProducer:
         engine = self._engine
         token = (future, timestamp_ms)
         while not engine.append(queue, timestamp_ms, key, value, headers, token):
-            if not await engine.wait_for_buffer(self._settings.max_block_s):
+            if not await engine.wait_for_buffer(self._max_block_s):
                 future.set_exception(
                     DeliveryFailed(
                         DeliveryError(
                             BUFFER_EXHAUSTED,
                             "BUFFER_EXHAUSTED",
-                            f"buffer.memory full for {self._settings.max_block_s * 1000:.0f} ms"
+                            f"buffer.memory full for {self._max_block_s * 1000:.0f} ms"
                             " (max.block.ms)",
                             Persistence.NOT_PERSISTED,
                         )

@@ -12,9 +12,9 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from daemon.config import ProducerSettings
 from daemon.net.connection import ConnectionSettings
 from daemon.net.pool import BrokerPool, ReconnectPolicy
 from daemon.producer.accumulator import Accumulator, AccumulatorSettings, PartitionQueue
@@ -24,69 +24,9 @@ from daemon.producer.outcomes import BatchOutcome
 from daemon.producer.sender import Sender, SenderSettings
 from daemon.protocol.compression import codec_id
 
-__all__ = ["EngineSettings", "ProducerEngine"]
+__all__ = ["ProducerEngine"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class EngineSettings:
-    """Kafka producer settings in engine units (seconds, codec ids). Built from the config's
-    ``ProducerSettings`` by ``from_config``; tests build it directly."""
-
-    bootstrap: tuple[tuple[str, int], ...]
-    client_id: str = "kpd"
-    acks: int = -1
-    batch_size: int = 16384
-    linger_s: float = 0.005
-    buffer_memory: int = 33554432
-    max_block_s: float = 60.0
-    retries: int = 2147483647
-    retry_backoff_s: float = 0.1
-    retry_backoff_max_s: float = 1.0
-    request_timeout_s: float = 30.0
-    delivery_timeout_s: float = 120.0
-    max_in_flight: int = 5
-    idempotent: bool = True
-    compression: str = "none"
-    compression_level: int | None = None
-    max_request_size: int = 1048576
-    metadata_max_age_s: float = 300.0
-    reconnect_backoff_s: float = 0.05
-    reconnect_backoff_max_s: float = 1.0
-    connect_timeout_s: float = 10.0
-
-    @classmethod
-    def from_config(cls, p: Any) -> EngineSettings:
-        """From ``daemon.config``'s ProducerSettings (Kafka names, milliseconds)."""
-        return cls(
-            bootstrap=tuple(_parse_address(a) for a in p.bootstrap_servers),
-            client_id=p.client_id,
-            acks=p.acks,
-            batch_size=p.batch_size,
-            linger_s=p.linger_ms / 1000,
-            buffer_memory=p.buffer_memory,
-            max_block_s=p.max_block_ms / 1000,
-            retries=p.retries,
-            retry_backoff_s=p.retry_backoff_ms / 1000,
-            retry_backoff_max_s=p.retry_backoff_max_ms / 1000,
-            request_timeout_s=p.request_timeout_ms / 1000,
-            delivery_timeout_s=p.delivery_timeout_ms / 1000,
-            max_in_flight=p.max_in_flight_requests_per_connection,
-            idempotent=p.enable_idempotence,
-            compression=p.compression_type,
-            compression_level=p.compression_level,
-            max_request_size=p.max_request_size,
-            metadata_max_age_s=p.metadata_max_age_ms / 1000,
-            reconnect_backoff_s=p.reconnect_backoff_ms / 1000,
-            reconnect_backoff_max_s=p.reconnect_backoff_max_ms / 1000,
-            connect_timeout_s=p.socket_connection_setup_timeout_ms / 1000,
-        )
-
-
-def _parse_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 class ProducerEngine:
@@ -94,7 +34,7 @@ class ProducerEngine:
 
     def __init__(
         self,
-        settings: EngineSettings,
+        settings: ProducerSettings,
         on_outcome: Callable[[BatchOutcome], None],
         rng: random.Random | None = None,
     ) -> None:
@@ -105,31 +45,35 @@ class ProducerEngine:
         self._pool = BrokerPool(
             ConnectionSettings(
                 client_id=settings.client_id,
-                request_timeout_s=settings.request_timeout_s + 1.0,
-                connect_timeout_s=settings.connect_timeout_s,
+                # The broker applies request.timeout.ms to the ack wait itself; the connection
+                # waits a little longer so the broker's own answer wins when both are due.
+                request_timeout_s=settings.request_timeout_ms / 1000 + 1.0,
+                connect_timeout_s=settings.socket_connection_setup_timeout_ms / 1000,
                 max_in_flight=settings.max_in_flight,
             ),
-            ReconnectPolicy(settings.reconnect_backoff_s, settings.reconnect_backoff_max_s),
+            ReconnectPolicy(
+                settings.reconnect_backoff_ms / 1000, settings.reconnect_backoff_max_ms / 1000
+            ),
             self._on_connection_change,
             rng,
         )
         self.metadata = MetadataManager(
-            list(settings.bootstrap),
+            list(settings.bootstrap_servers),
             self._pool,
-            settings.metadata_max_age_s,
-            settings.retry_backoff_s,
+            settings.metadata_max_age_ms / 1000,
+            settings.retry_backoff_ms / 1000,
             self._on_metadata,
         )
         self._accumulator = Accumulator(
             AccumulatorSettings(
                 batch_size=settings.batch_size,
-                linger_s=settings.linger_s,
+                linger_s=settings.linger_ms / 1000,
                 buffer_memory=settings.buffer_memory,
                 max_request_size=settings.max_request_size,
                 compression=codec_id(settings.compression),
                 compression_level=settings.compression_level,
-                idempotent=settings.idempotent,
-                guarantee_order=not settings.idempotent and settings.max_in_flight == 1,
+                idempotent=settings.enable_idempotence,
+                guarantee_order=not settings.enable_idempotence and settings.max_in_flight == 1,
             ),
             self._wake_sender,
         )
@@ -137,14 +81,12 @@ class ProducerEngine:
             SenderSettings(
                 acks=settings.acks,
                 retries=settings.retries,
-                retry_backoff_s=settings.retry_backoff_s,
-                retry_backoff_max_s=settings.retry_backoff_max_s,
-                # The broker's own ack timeout; the connection waits a little longer so the
-                # broker's answer wins over our disconnect when both are due.
-                request_timeout_ms=int(settings.request_timeout_s * 1000),
-                delivery_timeout_s=settings.delivery_timeout_s,
+                retry_backoff_s=settings.retry_backoff_ms / 1000,
+                retry_backoff_max_s=settings.retry_backoff_max_ms / 1000,
+                request_timeout_ms=settings.request_timeout_ms,
+                delivery_timeout_s=settings.delivery_timeout_ms / 1000,
                 max_in_flight=settings.max_in_flight,
-                idempotent=settings.idempotent,
+                idempotent=settings.enable_idempotence,
             ),
             self._accumulator,
             self.metadata,
@@ -272,5 +214,5 @@ class ProducerEngine:
     # ---- metadata helpers for callers that partition themselves -------------------------
 
     async def topic(self, name: str, timeout_s: float | None = None) -> TopicView:
-        wait = self.settings.max_block_s if timeout_s is None else timeout_s
+        wait = self.settings.max_block_ms / 1000 if timeout_s is None else timeout_s
         return await self.metadata.wait_for_topic(name, wait)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +22,9 @@ from daemon.protocol.errors import error_name
 __all__ = ["ClusterView", "MetadataManager", "TopicView", "UnknownTopicError"]
 
 log = logging.getLogger(__name__)
+
+# Metadata v10+ names topics by id or name; the all-zero id means "look up by name".
+_NO_TOPIC_ID = uuid.UUID(int=0)
 
 # Kafka error codes that mean "ask again later" for a topic in a Metadata response.
 _TOPIC_NOT_READY = {3, 5}  # UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE
@@ -146,7 +150,7 @@ class MetadataManager:
                 self.refresh_failures += 1
                 return False
         body = {
-            "topics": [{"name": t, "topic_id": None} for t in sorted(self.wanted)],
+            "topics": [{"name": t, "topic_id": _NO_TOPIC_ID} for t in sorted(self.wanted)],
             "allow_auto_topic_creation": True,
             "include_cluster_authorized_operations": False,
             "include_topic_authorized_operations": False,

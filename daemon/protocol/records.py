@@ -1,0 +1,571 @@
+"""RecordBatch v2 (magic 2): the writer kpd produces with and a verifying reader.
+
+Owns the byte layout of Kafka's record batch (Kafka docs, implementation.html "Record Batch";
+Java ``DefaultRecordBatch`` / ``DefaultRecord``)::
+
+    baseOffset int64 | batchLength int32 | partitionLeaderEpoch int32 | magic int8 (=2)
+    | crc uint32 | attributes int16 | lastOffsetDelta int32 | baseTimestamp int64
+    | maxTimestamp int64 | producerId int64 | producerEpoch int16 | baseSequence int32
+    | recordCount int32 | records...
+
+    record: length varint | attributes int8 (unused, 0) | timestampDelta varlong
+            | offsetDelta varint | keyLength varint | key | valueLength varint | value
+            | headerCount varint | [headerKeyLength varint | headerKey | headerValueLength
+            varint | headerValue]...
+
+A null key, value or header value is length -1 with no bytes. With compression, only the
+records after ``recordCount`` are compressed; the header stays plain. The CRC is CRC-32C
+(Castagnoli) over everything from ``attributes`` to the end of the batch — it does *not* cover
+baseOffset, batchLength or partitionLeaderEpoch, which the broker rewrites without re-CRCing.
+
+The writer is on the per-record hot path, so ``BatchBuilder`` keeps one bytearray whose first
+61 bytes are a header placeholder, appends each encoded record to it with a handful of Python
+statements, and only at ``build()`` compresses (once, and only if that makes the batch
+smaller), patches the header fields at their named offsets and computes the CRC last.
+
+Pure (no I/O, no clock, no logging). Imports only ``daemon.protocol`` siblings and the
+``crc32c`` package; must not import producer, net, ring, ingest or process code.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from crc32c import crc32c
+
+from daemon.protocol.compression import NONE, CompressionError, check_level, compress, decompress
+from daemon.protocol.varint import decode_varint, encode_varint
+
+__all__ = [
+    "ATTRIBUTES_OFFSET",
+    "BASE_SEQUENCE_OFFSET",
+    "BATCH_LENGTH_OFFSET",
+    "CRC_OFFSET",
+    "HEADER_SIZE",
+    "MAGIC",
+    "PRODUCER_EPOCH_OFFSET",
+    "PRODUCER_ID_OFFSET",
+    "RECORDS_COUNT_OFFSET",
+    "BatchBuilder",
+    "CorruptBatchError",
+    "DecodedBatch",
+    "Record",
+    "batch_base_sequence",
+    "batch_record_count",
+    "decode_batches",
+    "encode_record_tail",
+    "increment_sequence",
+    "restamp",
+    "split_batch",
+]
+
+# Byte offsets of the batch header fields (DefaultRecordBatch.*_OFFSET).
+BASE_OFFSET_OFFSET = 0
+BATCH_LENGTH_OFFSET = 8
+PARTITION_LEADER_EPOCH_OFFSET = 12
+MAGIC_OFFSET = 16
+CRC_OFFSET = 17
+ATTRIBUTES_OFFSET = 21  # the CRC covers [ATTRIBUTES_OFFSET, end of batch)
+LAST_OFFSET_DELTA_OFFSET = 23
+BASE_TIMESTAMP_OFFSET = 27
+MAX_TIMESTAMP_OFFSET = 35
+PRODUCER_ID_OFFSET = 43
+PRODUCER_EPOCH_OFFSET = 51
+BASE_SEQUENCE_OFFSET = 53
+RECORDS_COUNT_OFFSET = 57
+HEADER_SIZE = 61  # RECORDS_OFFSET: the first record starts here
+LOG_OVERHEAD = 12  # baseOffset + batchLength: batchLength counts the bytes after these
+
+MAGIC = 2
+NO_PARTITION_LEADER_EPOCH = -1  # what producers send; the leader fills in its epoch
+
+# attributes bits
+COMPRESSION_MASK = 0x07
+TIMESTAMP_TYPE_FLAG = 0x08  # 0 = CreateTime (what producers write), 1 = LogAppendTime
+TRANSACTIONAL_FLAG = 0x10
+CONTROL_FLAG = 0x20
+
+# Whole header in field order; see the module docstring for the layout.
+_HEADER = struct.Struct(">qiibIhiqqqhii")
+_CRC = struct.Struct(">I")
+_INT32 = struct.Struct(">i")
+_PRODUCER_FIELDS = struct.Struct(">qhi")  # producerId, producerEpoch, baseSequence
+assert _HEADER.size == HEADER_SIZE
+assert PRODUCER_ID_OFFSET + _PRODUCER_FIELDS.size == RECORDS_COUNT_OFFSET
+
+_INT32_MAX = 0x7FFFFFFF
+_NULL = encode_varint(-1)  # the length of a null key / value / header value
+_NO_HEADERS = encode_varint(0)
+_RECORD_ATTRIBUTES = b"\x00"  # record-level attributes are unused in v2
+# Varints of 0 .. 16383, by index: the per-record fast path of BatchBuilder.append. 16384
+# covers the offsetDelta of a 1 MiB batch of 64-byte records and any record under 16 KiB; past
+# that append takes a slower path, still correct. Built with encode_varint (the first 8192 are
+# the very objects of its own table; the rest cost ~300 KB per process).
+_SMALL: tuple[bytes, ...] = tuple(encode_varint(i) for i in range(16384))
+# Largest record prefix written by append_encoded: length varint (5) + attributes (1) +
+# timestampDelta varlong (10) + offsetDelta varint (5).
+_MAX_RECORD_PREFIX = 21
+
+
+class CorruptBatchError(ValueError):
+    """Bytes that are not a valid RecordBatch v2: bad CRC, truncation, bad lengths, bad codec."""
+
+
+def encode_record_tail(
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]] = (),
+) -> bytes:
+    """The part of a record that does not depend on its position in a batch:
+    ``keyLength key valueLength value headerCount headers``.
+
+    Used with ``BatchBuilder.append_encoded`` by callers that encode a record once and may add
+    it to more than one batch (re-batching, ``split_batch``) or that receive it pre-encoded.
+    """
+    return b"".join(
+        (
+            _NULL if key is None else encode_varint(len(key)),
+            key or b"",
+            _NULL if value is None else encode_varint(len(value)),
+            value or b"",
+            _encode_headers(headers) if headers else _NO_HEADERS,
+        )
+    )
+
+
+def _encode_headers(headers: Sequence[tuple[str, bytes | None]]) -> bytes:
+    parts = [encode_varint(len(headers))]
+    for name, value in headers:
+        raw = name.encode("utf-8")
+        parts.append(encode_varint(len(raw)))
+        parts.append(raw)
+        if value is None:
+            parts.append(_NULL)
+        else:
+            parts.append(encode_varint(len(value)))
+            parts.append(value)
+    return b"".join(parts)
+
+
+class BatchBuilder:
+    """One open RecordBatch v2 of one partition.
+
+    Owned by the single task that fills the partition's batch; not thread-safe. ``build()``
+    hands the buffer over to the caller: the builder must not be used after it (any further
+    ``append`` raises TypeError instead of silently writing into a sent batch).
+
+    Public counters, read by the accumulator without a call:
+    ``record_count``; ``first_timestamp`` (the batch's baseTimestamp) and ``max_timestamp``,
+    both None until the first append.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_codec",
+        "_level",
+        "_transactional",
+        "first_timestamp",
+        "max_timestamp",
+        "record_count",
+    )
+
+    def __init__(
+        self,
+        compression: int = NONE,
+        compression_level: int | None = None,
+        transactional: bool = False,
+    ) -> None:
+        self._codec = compression
+        self._level = check_level(compression, compression_level)  # fail at config time
+        self._transactional = transactional
+        # Header placeholder, patched by build(); records are appended after it.
+        self._buf: bytearray | None = bytearray(HEADER_SIZE)
+        self.record_count = 0
+        self.first_timestamp: int | None = None
+        self.max_timestamp: int | None = None
+
+    @property
+    def size_in_bytes(self) -> int:
+        """Size of the batch if built uncompressed now (exact, header included)."""
+        return len(self._buf) if self._buf is not None else 0
+
+    def append(
+        self,
+        timestamp_ms: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes | None]] = (),
+    ) -> int:
+        """Add one record (CreateTime ``timestamp_ms``); return the bytes it added."""
+        count = self.record_count
+        if count:
+            delta = timestamp_ms - self.first_timestamp
+            if timestamp_ms > self.max_timestamp:
+                self.max_timestamp = timestamp_ms
+        else:
+            delta = 0
+            self.first_timestamp = self.max_timestamp = timestamp_ms
+        try:
+            # Fast path: every varint below is a non-negative index into _SMALL, so the only
+            # way out of the table is an IndexError (a value past 16383), never a wrong byte.
+            body = b"".join(
+                (
+                    _RECORD_ATTRIBUTES,
+                    _SMALL[delta] if delta >= 0 else encode_varint(delta),
+                    _SMALL[count],  # offsetDelta
+                    _NULL if key is None else _SMALL[len(key)],
+                    key or b"",
+                    _NULL if value is None else _SMALL[len(value)],
+                    value or b"",
+                    _encode_headers(headers) if headers else _NO_HEADERS,
+                )
+            )
+            prefix = _SMALL[len(body)]
+        except IndexError:
+            body = b"".join(
+                (
+                    _RECORD_ATTRIBUTES,
+                    encode_varint(delta),
+                    encode_varint(count),
+                    encode_record_tail(key, value, headers),
+                )
+            )
+            prefix = encode_varint(len(body))
+        buf = self._buf
+        buf += prefix
+        buf += body
+        self.record_count = count + 1
+        return len(prefix) + len(body)
+
+    def append_encoded(self, timestamp_ms: int, tail: bytes) -> int:
+        """Add one record whose ``encode_record_tail`` is already known; return bytes added.
+
+        Faster than ``append`` when the tail was encoded once upstream: only the three
+        position-dependent fields are encoded here.
+        """
+        count = self.record_count
+        if count:
+            delta = timestamp_ms - self.first_timestamp
+            if timestamp_ms > self.max_timestamp:
+                self.max_timestamp = timestamp_ms
+        else:
+            delta = 0
+            self.first_timestamp = self.max_timestamp = timestamp_ms
+        try:  # the same table fast path as append
+            head = b"".join(
+                (
+                    _RECORD_ATTRIBUTES,
+                    _SMALL[delta] if delta >= 0 else encode_varint(delta),
+                    _SMALL[count],
+                )
+            )
+            prefix = _SMALL[len(head) + len(tail)]
+        except IndexError:
+            head = _RECORD_ATTRIBUTES + encode_varint(delta) + encode_varint(count)
+            prefix = encode_varint(len(head) + len(tail))
+        buf = self._buf
+        buf += prefix
+        buf += head
+        buf += tail
+        self.record_count = count + 1
+        return len(prefix) + len(head) + len(tail)
+
+    def build(
+        self, producer_id: int = -1, producer_epoch: int = -1, base_sequence: int = -1
+    ) -> bytearray:
+        """Finish the batch and hand its bytes over (the builder is spent afterwards).
+
+        Compresses the records once and keeps the result only if it is smaller; the
+        attributes then name the codec actually used. The CRC is computed last.
+        """
+        buf = self._buf
+        if buf is None:
+            raise RuntimeError("batch already built")
+        if not self.record_count:
+            raise ValueError("cannot build an empty record batch")
+        self._buf = None
+        attributes = TRANSACTIONAL_FLAG if self._transactional else 0
+        if self._codec != NONE and self._compress_into(buf):
+            attributes |= self._codec
+        _HEADER.pack_into(
+            buf,
+            BASE_OFFSET_OFFSET,
+            0,  # baseOffset: the broker assigns offsets
+            len(buf) - LOG_OVERHEAD,  # batchLength
+            NO_PARTITION_LEADER_EPOCH,
+            MAGIC,
+            0,  # crc: written last, below
+            attributes,  # CreateTime: the timestamp-type bit stays 0
+            self.record_count - 1,  # lastOffsetDelta
+            self.first_timestamp,
+            self.max_timestamp,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            self.record_count,
+        )
+        _write_crc(buf)
+        return buf
+
+    def _compress_into(self, buf: bytearray) -> bool:
+        """Replace the records in ``buf`` by their compressed form if that is smaller."""
+        view = memoryview(buf)
+        try:
+            packed = compress(self._codec, view[HEADER_SIZE:], self._level)
+        finally:
+            view.release()  # a live export would forbid resizing buf below
+        if len(packed) >= len(buf) - HEADER_SIZE:
+            return False
+        del buf[HEADER_SIZE:]
+        buf += packed
+        return True
+
+
+def _write_crc(batch: bytearray) -> None:
+    view = memoryview(batch)
+    try:
+        _CRC.pack_into(batch, CRC_OFFSET, crc32c(view[ATTRIBUTES_OFFSET:]))
+    finally:
+        view.release()
+
+
+def restamp(batch: bytearray, producer_id: int, producer_epoch: int, base_sequence: int) -> None:
+    """Rewrite a built batch's producer id, epoch and base sequence in place, and its CRC.
+
+    For an idempotent retry after an epoch bump (KIP-360): the records, and so any
+    compression, are unchanged, so nothing is re-encoded.
+    """
+    _PRODUCER_FIELDS.pack_into(
+        batch, PRODUCER_ID_OFFSET, producer_id, producer_epoch, base_sequence
+    )
+    _write_crc(batch)
+
+
+def batch_record_count(batch: bytes | bytearray | memoryview) -> int:
+    """recordCount of a built batch, read from its header."""
+    return _INT32.unpack_from(batch, RECORDS_COUNT_OFFSET)[0]
+
+
+def batch_base_sequence(batch: bytes | bytearray | memoryview) -> int:
+    """baseSequence of a built batch, read from its header."""
+    return _INT32.unpack_from(batch, BASE_SEQUENCE_OFFSET)[0]
+
+
+def increment_sequence(sequence: int, increment: int) -> int:
+    """Java ``DefaultRecordBatch.incrementSequence``: sequences wrap from Integer.MAX_VALUE
+    to 0, so the sequence after ``MAX_VALUE`` is 0, not a negative number."""
+    if sequence > _INT32_MAX - increment:
+        return increment - (_INT32_MAX - sequence) - 1
+    return sequence + increment
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One decoded record. ``offset`` is absolute (baseOffset + offsetDelta)."""
+
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedBatch:
+    """Every header field of a batch plus its records, as read and verified."""
+
+    base_offset: int
+    partition_leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    compression: int
+    timestamp_type: int  # 0 = CreateTime, 1 = LogAppendTime
+    is_transactional: bool
+    is_control: bool
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    records: list[Record]
+
+
+def decode_batches(data: bytes | bytearray | memoryview) -> list[DecodedBatch]:
+    """Decode consecutive v2 batches, verifying each CRC and decompressing the records.
+
+    Strict: any truncation, CRC mismatch, other magic, or length that does not add up raises
+    ``CorruptBatchError`` (a trailing partial batch, which a Fetch response may carry, is an
+    error here: this reader checks what kpd wrote).
+    """
+    view = memoryview(data)
+    batches = []
+    pos = 0
+    while pos < len(view):
+        batch, pos = _decode_batch(view, pos)
+        batches.append(batch)
+    return batches
+
+
+def _decode_batch(view: memoryview, pos: int) -> tuple[DecodedBatch, int]:
+    if len(view) - pos < HEADER_SIZE:
+        raise CorruptBatchError(f"truncated batch header at byte {pos}")
+    (
+        base_offset,
+        batch_length,
+        leader_epoch,
+        magic,
+        crc,
+        attributes,
+        last_offset_delta,
+        base_timestamp,
+        max_timestamp,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        count,
+    ) = _HEADER.unpack_from(view, pos)
+    if magic != MAGIC:
+        raise CorruptBatchError(f"magic {magic} at byte {pos}: only v2 batches are read")
+    end = pos + LOG_OVERHEAD + batch_length
+    if batch_length < HEADER_SIZE - LOG_OVERHEAD or end > len(view):
+        raise CorruptBatchError(f"batchLength {batch_length} at byte {pos} exceeds the data")
+    actual = crc32c(view[pos + ATTRIBUTES_OFFSET : end])
+    if actual != crc:
+        raise CorruptBatchError(
+            f"CRC mismatch at byte {pos}: stored {crc:#x}, computed {actual:#x}"
+        )
+    codec = attributes & COMPRESSION_MASK
+    timestamp_type = 1 if attributes & TIMESTAMP_TYPE_FLAG else 0
+    payload = view[pos + HEADER_SIZE : end]
+    if codec != NONE:
+        try:
+            payload = memoryview(decompress(codec, payload))
+        except CompressionError as exc:
+            raise CorruptBatchError(str(exc)) from exc
+    # LogAppendTime: every record's timestamp is the broker's, stored as maxTimestamp.
+    fixed_ts = max_timestamp if timestamp_type else None
+    records = _decode_records(payload, count, base_offset, base_timestamp, fixed_ts)
+    batch = DecodedBatch(
+        base_offset=base_offset,
+        partition_leader_epoch=leader_epoch,
+        magic=magic,
+        crc=crc,
+        attributes=attributes,
+        compression=codec,
+        timestamp_type=timestamp_type,
+        is_transactional=bool(attributes & TRANSACTIONAL_FLAG),
+        is_control=bool(attributes & CONTROL_FLAG),
+        last_offset_delta=last_offset_delta,
+        base_timestamp=base_timestamp,
+        max_timestamp=max_timestamp,
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        base_sequence=base_sequence,
+        records=records,
+    )
+    return batch, end
+
+
+def _decode_records(
+    buf: memoryview, count: int, base_offset: int, base_ts: int, fixed_ts: int | None
+) -> list[Record]:
+    records = []
+    pos = 0
+    try:
+        for _ in range(count):
+            record, pos = _decode_record(buf, pos, base_offset, base_ts, fixed_ts)
+            records.append(record)
+    except (ValueError, UnicodeDecodeError) as exc:  # truncated varints, bad UTF-8
+        raise CorruptBatchError(f"bad record at byte {pos} of the records: {exc}") from exc
+    if pos != len(buf):
+        raise CorruptBatchError(f"{len(buf) - pos} bytes after the last of {count} records")
+    return records
+
+
+def _decode_record(
+    buf: memoryview, pos: int, base_offset: int, base_ts: int, fixed_ts: int | None
+) -> tuple[Record, int]:
+    length, pos = decode_varint(buf, pos)
+    end = pos + length
+    if length < 0 or end > len(buf):
+        raise CorruptBatchError(f"record length {length} exceeds the batch")
+    pos += 1  # record attributes: unused
+    ts_delta, pos = decode_varint(buf, pos)
+    offset_delta, pos = decode_varint(buf, pos)
+    key, pos = _read_nullable(buf, pos)
+    value, pos = _read_nullable(buf, pos)
+    header_count, pos = decode_varint(buf, pos)
+    headers = []
+    for _ in range(header_count):
+        name_len, pos = decode_varint(buf, pos)
+        if name_len < 0 or pos + name_len > end:
+            raise CorruptBatchError("header key length exceeds the record")
+        name = str(buf[pos : pos + name_len], "utf-8")
+        header_value, pos = _read_nullable(buf, pos + name_len)
+        headers.append((name, header_value))
+    if pos != end:
+        raise CorruptBatchError(f"record declares {length} bytes but holds {pos - end + length}")
+    timestamp = fixed_ts if fixed_ts is not None else base_ts + ts_delta
+    return Record(base_offset + offset_delta, timestamp, key, value, tuple(headers)), end
+
+
+def _read_nullable(buf: memoryview, pos: int) -> tuple[bytes | None, int]:
+    size, pos = decode_varint(buf, pos)
+    if size < 0:
+        return None, pos
+    if pos + size > len(buf):
+        raise CorruptBatchError(f"length {size} exceeds the records")
+    return bytes(buf[pos : pos + size]), pos + size
+
+
+def split_batch(
+    batch: bytes | bytearray | memoryview,
+    max_bytes: int,
+    compression: int | None = None,
+    compression_level: int | None = None,
+) -> list[bytearray]:
+    """Split one built batch into batches of at most ``max_bytes`` uncompressed bytes each.
+
+    For MESSAGE_TOO_LARGE (Java's Sender splits the batch and retries the pieces). Each piece
+    keeps the transactional flag, producer id and epoch, and takes the sequence of its first
+    record, so the pieces carry exactly the original sequence range in order. A single record
+    larger than ``max_bytes`` becomes a piece of its own: the caller fails it if the broker
+    rejects it again. The pieces use ``compression`` (default: the codec the batch's
+    attributes name — ``none`` if its compression was skipped) at ``compression_level``,
+    which a batch does not record: pass the config's.
+    """
+    batches = decode_batches(batch)
+    if len(batches) != 1:
+        raise ValueError(f"split_batch takes one batch, got {len(batches)}")
+    original = batches[0]
+    if original.is_control:
+        raise ValueError("control batches are written by brokers and are never split")
+    codec = original.compression if compression is None else compression
+    pieces: list[bytearray] = []
+    builder: BatchBuilder | None = None
+    first_delta = 0
+    for record in original.records:
+        tail = encode_record_tail(record.key, record.value, record.headers)
+        if builder is not None and (
+            builder.size_in_bytes + _MAX_RECORD_PREFIX + len(tail) > max_bytes
+        ):
+            pieces.append(_build_piece(builder, original, first_delta))
+            builder = None
+        if builder is None:
+            builder = BatchBuilder(codec, compression_level, original.is_transactional)
+            first_delta = record.offset - original.base_offset
+        builder.append_encoded(record.timestamp, tail)
+    if builder is not None:
+        pieces.append(_build_piece(builder, original, first_delta))
+    return pieces
+
+
+def _build_piece(builder: BatchBuilder, original: DecodedBatch, first_delta: int) -> bytearray:
+    sequence = original.base_sequence
+    if sequence >= 0:
+        sequence = increment_sequence(sequence, first_delta)
+    return builder.build(original.producer_id, original.producer_epoch, sequence)

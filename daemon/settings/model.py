@@ -1,0 +1,131 @@
+"""The frozen settings objects kpd's parts receive once the configuration is loaded.
+
+Field names are the ``attr`` column of the schema (``daemon.settings.schema``); a test checks
+the two agree. Fields have no defaults on purpose: defaults live in the schema only, so build
+these through ``daemon.config`` (``parse_config``, ``load_config``, ``producer_settings``).
+
+Pure data: imports only the stdlib.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+_FROZEN = {"frozen": True, "slots": True, "kw_only": True}
+
+
+@dataclass(**_FROZEN)
+class ProducerSettings:
+    """The ``kafka:`` section: what each worker's producer engine runs with.
+
+    Names follow Kafka's keys with dots as underscores; ms values are ints in milliseconds,
+    sizes ints in bytes.
+    """
+
+    bootstrap_servers: tuple[tuple[str, int], ...]  # () = `embedded`: see embedded_broker
+    client_id: str
+    acks: int  # -1 (all), 0 or 1, as in ProduceRequest.acks
+    batch_size: int
+    linger_ms: int
+    buffer_memory: int
+    max_block_ms: int
+    retries: int
+    retry_backoff_ms: int
+    retry_backoff_max_ms: int
+    request_timeout_ms: int
+    delivery_timeout_ms: int
+    max_in_flight: int
+    enable_idempotence: bool
+    compression: str  # codec name: none, gzip, snappy, lz4, zstd
+    compression_gzip_level: int
+    compression_lz4_level: int
+    compression_zstd_level: int
+    max_request_size: int
+    metadata_max_age_ms: int
+    partitioner: str  # default or round_robin
+    partitioner_ignore_keys: bool
+    connections_max_idle_ms: int
+    reconnect_backoff_ms: int
+    reconnect_backoff_max_ms: int
+    socket_connection_setup_timeout_ms: int
+    socket_connection_setup_timeout_max_ms: int
+    security_protocol: str
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True when ``bootstrap.servers: embedded``: start a local development broker."""
+        return not self.bootstrap_servers
+
+    @property
+    def compression_level(self) -> int | None:
+        """The configured level of the chosen codec (None for none and snappy)."""
+        return {
+            "gzip": self.compression_gzip_level,
+            "lz4": self.compression_lz4_level,
+            "zstd": self.compression_zstd_level,
+        }.get(self.compression)
+
+
+@dataclass(**_FROZEN)
+class SocketSettings:
+    path: str
+    mode: int
+    group: str | int | None
+    max_frame_bytes: int
+    max_connections: int
+
+
+@dataclass(**_FROZEN)
+class WorkerSettings:
+    count: int  # `auto` is already resolved to the usable CPU count
+    cpu_affinity: bool
+
+
+@dataclass(**_FROZEN)
+class RingSettings:
+    records_bytes: int
+    reports_bytes: int
+    prefix: str
+
+
+@dataclass(**_FROZEN)
+class MetricsSettings:
+    enabled: bool
+    listen: tuple[str, int]
+
+
+@dataclass(**_FROZEN)
+class TopicSettings:
+    allow: tuple[str, ...]
+
+    def allows(self, topic: str) -> bool:
+        """Whether ``topic`` matches one of the allowed names or glob patterns."""
+        return any(fnmatch.fnmatchcase(topic, pattern) for pattern in self.allow)
+
+
+@dataclass(**_FROZEN)
+class ShutdownSettings:
+    timeout_s: float
+
+
+@dataclass(**_FROZEN)
+class LogSettings:
+    level: str
+    format: str
+
+
+@dataclass(**_FROZEN)
+class DaemonConfig:
+    """Everything the supervisor needs; ``warnings`` are for it to log once at start."""
+
+    producer: ProducerSettings
+    socket: SocketSettings
+    workers: WorkerSettings
+    rings: RingSettings
+    metrics: MetricsSettings
+    topics: TopicSettings
+    shutdown: ShutdownSettings
+    log: LogSettings
+    warnings: tuple[str, ...]
+    source: str

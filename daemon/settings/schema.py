@@ -1,0 +1,248 @@
+"""The one table of kpd settings: YAML path, value type, default and a one-line doc.
+
+Everything about a setting is data in ``SETTINGS``; the loader, the reference doc and the
+example config are all derived from it, so adding a setting is one row here plus one field in
+``daemon.settings.model``. Defaults are written as a user would write them in YAML and pass
+through the same value type as user input, so a default can never bypass its validator.
+
+Kafka names and defaults follow the Java producer (``ProducerConfig``, ``CommonClientConfigs``
+and ``CompressionType`` in apache/kafka ``clients/``). Keys of the Java producer that kpd does
+not implement are listed in ``UNSUPPORTED_KAFKA`` with the reason, so a copied Java config gets
+an explanation instead of "unknown key".
+
+Pure data: imports only the stdlib and ``daemon.settings``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.settings import model
+from daemon.settings.values import (
+    INT64_MAX,
+    REQUIRED,
+    Bool,
+    Choice,
+    DurationMs,
+    DurationS,
+    FileMode,
+    HostPort,
+    Int,
+    OptionalGroup,
+    ServerList,
+    Size,
+    Text,
+    TopicPatterns,
+    WorkerCount,
+)
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str
+    key: str  # as written in YAML under its section; Kafka keys keep their dots
+    attr: str  # field of the section's dataclass
+    kind: Any  # a value type from daemon.settings.values
+    default: Any  # raw YAML value, or REQUIRED
+    doc: str
+    example: Any = None  # shown in the example config instead of a REQUIRED default
+
+    @property
+    def path(self) -> str:
+        return f"{self.section}.{self.key}"
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    cls: type
+    doc: str
+
+
+SECTIONS: tuple[Section, ...] = (
+    Section("kafka", model.ProducerSettings,
+            "Kafka's own producer settings, with Kafka's names and defaults."),
+    Section("socket", model.SocketSettings, "The UNIX socket applications connect to."),
+    Section("workers", model.WorkerSettings, "The producer worker processes."),
+    Section("rings", model.RingSettings,
+            "Shared-memory rings between ingest and each worker: the daemon's only buffer."),
+    Section("metrics", model.MetricsSettings, "The Prometheus endpoint of the supervisor."),
+    Section("topics", model.TopicSettings, "Which topics clients may produce to."),
+    Section("shutdown", model.ShutdownSettings, "The bounded drain on SIGTERM."),
+    Section("log", model.LogSettings, "The daemon's own logs (stderr, so journald keeps them)."),
+)
+
+_MS = DurationMs()
+_MS_INT = DurationMs(high=2**31 - 1)  # Kafka declares these as Type.INT
+# daemon.ring.segment takes capacities that are multiples of 8, up to 4 GiB.
+_RING_SIZE = Size(64 * 1024, 2**32, multiple_of=8)
+
+
+def _kafka(key: str, kind: Any, default: Any, doc: str, attr: str = "", **extra: Any) -> Setting:
+    return Setting("kafka", key, attr or key.replace(".", "_"), kind, default, doc, **extra)
+
+
+def _daemon(path: str, kind: Any, default: Any, doc: str, attr: str = "") -> Setting:
+    section, key = path.split(".", 1)
+    return Setting(section, key, attr or key, kind, default, doc)
+
+
+KAFKA_SETTINGS: tuple[Setting, ...] = (
+    _kafka("bootstrap.servers", ServerList(), REQUIRED,
+           "Brokers to fetch cluster metadata from first; `embedded` starts a local "
+           "development broker (needs the `embedded` extra).",
+           example="broker1:9092,broker2:9092"),
+    _kafka("client.id", Text(r"[A-Za-z0-9._ -]*", 255, "a client id of [A-Za-z0-9._ -]"), "kpd",
+           "Sent with every request for broker logs and quotas (Kafka's default is empty; "
+           "kpd's is `kpd`)."),
+    _kafka("acks", Choice({"all": -1, "-1": -1, "0": 0, "1": 1}), "all",
+           "Acknowledgements the leader needs before a write counts: 0 none, 1 leader only, "
+           "all (= -1) every in-sync replica."),
+    _kafka("batch.size", Size(0), 16384,
+           "Upper bound in bytes of one partition's batch; 0 sends every record alone."),
+    _kafka("linger.ms", DurationMs(), 5,
+           "How long a partition's batch may wait for more records before it is sent."),
+    _kafka("buffer.memory", Size(0, INT64_MAX), 33554432,
+           "Per worker: bytes of records the engine may hold in open and in-flight batches; "
+           "past it the worker stops reading its ring, which then fills."),
+    _kafka("max.block.ms", _MS, 60000,
+           "How long ingest holds a client's records while its worker's ring is full before "
+           "answering them BUFFER_FULL (kpd has no separate ingest setting for this)."),
+    _kafka("retries", Int(0), 2147483647,
+           "Retries of a batch that failed with a retriable error; delivery.timeout.ms bounds "
+           "them in time."),
+    _kafka("retry.backoff.ms", _MS, 100, "First wait before retrying a failed request."),
+    _kafka("retry.backoff.max.ms", _MS, 1000,
+           "Cap of the exponential retry backoff (with jitter)."),
+    _kafka("request.timeout.ms", _MS_INT, 30000,
+           "How long to wait for a broker's response before the request counts as failed."),
+    _kafka("delivery.timeout.ms", _MS_INT, 120000,
+           "Upper bound from accepting a record to reporting its success or failure, retries "
+           "included; must be >= linger.ms + request.timeout.ms."),
+    _kafka("max.in.flight.requests.per.connection", Int(1), 5,
+           "Unacknowledged requests per broker connection; at most 5 with idempotence.",
+           attr="max_in_flight"),
+    _kafka("enable.idempotence", Bool(), True,
+           "Producer ids and sequence numbers so retries write no duplicates and keep order; "
+           "needs acks=all, retries > 0, max.in.flight <= 5."),
+    _kafka("compression.type",
+           Choice({name: name for name in ("none", "gzip", "snappy", "lz4", "zstd")}), "none",
+           "Codec for whole record batches.", attr="compression"),
+    # Levels and ranges are Kafka's CompressionType: gzip 1..9 or -1 (zlib's default, 6),
+    # lz4 1..17 (lz4-java), zstd -131072..22 (ZSTD_minCLevel..ZSTD_MAX_CLEVEL).
+    _kafka("compression.gzip.level", Int(1, 9, also=(-1,)), -1,
+           "gzip level when compression.type is gzip; -1 is zlib's default (6)."),
+    _kafka("compression.lz4.level", Int(1, 17), 9,
+           "lz4 level when compression.type is lz4."),
+    _kafka("compression.zstd.level", Int(-131072, 22), 3,
+           "zstd level when compression.type is zstd."),
+    _kafka("max.request.size", Size(0), 1048576,
+           "Largest request kpd sends, and so the largest uncompressed batch or record."),
+    _kafka("metadata.max.age.ms", _MS, 300000,
+           "Refresh cluster metadata at least this often, even without errors."),
+    _kafka("partitioner",
+           Choice({"default": "default", "round_robin": "round_robin"}), "default",
+           "kpd's partitioner.class: default = murmur2 of the key as in Java, sticky when "
+           "keyless; round_robin = every record to the next partition, key or not."),
+    _kafka("partitioner.ignore.keys", Bool(), False,
+           "Partition keyed records as if keyless (the default partitioner only)."),
+    _kafka("connections.max.idle.ms", _MS, 540000,
+           "Close a broker connection idle for this long."),
+    _kafka("reconnect.backoff.ms", _MS, 50, "First wait before reconnecting to a broker."),
+    _kafka("reconnect.backoff.max.ms", _MS, 1000,
+           "Cap of the exponential reconnect backoff (with jitter)."),
+    _kafka("socket.connection.setup.timeout.ms", _MS, 10000,
+           "First timeout for a TCP connection to a broker to be established."),
+    _kafka("socket.connection.setup.timeout.max.ms", _MS, 30000,
+           "Cap of the exponentially growing connection setup timeout."),
+    _kafka("security.protocol", Choice({"PLAINTEXT": "PLAINTEXT"}, case_sensitive=False),
+           "PLAINTEXT", "Only PLAINTEXT: TLS and SASL are not supported yet."),
+)
+
+DAEMON_SETTINGS: tuple[Setting, ...] = (
+    _daemon("socket.path", Text(r"\S.*", 107, "a path of at most 107 bytes"),
+            "/run/kpd/kpd.sock",
+            # sun_path holds 108 bytes including the NUL (unix(7)).
+            "UNIX socket path; a relative path is relative to the daemon's working directory."),
+    _daemon("socket.mode", FileMode(), "0660", "Permission bits of the socket file."),
+    _daemon("socket.group", OptionalGroup(), None,
+            "Group owning the socket file (name or gid); null keeps the daemon's group."),
+    _daemon("socket.max_frame_bytes", Size(1024), "1088KiB",
+            "Largest kpd-protocol frame a client may send: one max.request.size of records "
+            "plus room for frame headers."),
+    _daemon("socket.max_connections", Int(1, 65536), 1024,
+            "Client connections served at once; more are refused."),
+    _daemon("workers.count", WorkerCount(), "auto",
+            "Worker processes; `auto` = the CPUs this process may run on."),
+    _daemon("workers.cpu_affinity", Bool(), False,
+            "Pin worker i to the i-th usable CPU (wrapping around)."),
+    _daemon("rings.records_bytes", _RING_SIZE, "64MiB",
+            "Size of each worker's record ring (ingest to worker)."),
+    _daemon("rings.reports_bytes", _RING_SIZE, "8MiB",
+            "Size of each worker's delivery-report ring (worker to ingest)."),
+    _daemon("rings.prefix", Text(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,31}", 32,
+                                 "1-32 of [A-Za-z0-9_-], not starting with -"), "kpd",
+            "Prefix of the shared-memory names; two daemons on one host need different ones."),
+    _daemon("metrics.enabled", Bool(), True, "Serve Prometheus metrics."),
+    _daemon("metrics.listen", HostPort(allow_port_zero=True), "127.0.0.1:9464",
+            "Address of the /metrics endpoint; port 0 picks a free port."),
+    _daemon("topics.allow", TopicPatterns(), ["*"],
+            "Topic names or globs (* and ?) clients may produce to; others are refused."),
+    _daemon("shutdown.timeout", DurationS(0.001), "30s",
+            "On SIGTERM, how long to drain buffered records to Kafka before exiting anyway.",
+            attr="timeout_s"),
+    _daemon("log.level", Choice({n: n for n in ("debug", "info", "warning", "error")}), "info",
+            "Least severe level logged."),
+    _daemon("log.format", Choice({"text": "text", "json": "json"}), "text",
+            "text: one human line per event; json: one JSON object per line."),
+)
+
+SETTINGS: tuple[Setting, ...] = KAFKA_SETTINGS + DAEMON_SETTINGS
+
+_NOT_YET = "not supported yet"
+_NO_PLUGINS = "kpd runs no plug-in code"
+_METRICS = "kpd serves Prometheus metrics instead (see the metrics section)"
+_TRANSACTIONS = "transactions are not supported yet"
+_ADAPTIVE = "kpd's sticky partitioner is uniform; adaptive partitioning is not supported yet"
+
+# Java producer keys kpd rejects on purpose, with the reason the error message gives.
+UNSUPPORTED_KAFKA: dict[str, str] = {
+    "key.serializer": "records reach kpd as bytes; serializers run in the client",
+    "value.serializer": "records reach kpd as bytes; serializers run in the client",
+    "interceptor.classes": _NO_PLUGINS,
+    "partitioner.class": _NO_PLUGINS + "; choose kafka.partitioner instead",
+    "config.providers": _NO_PLUGINS,
+    "security.providers": _NO_PLUGINS,
+    "metric.reporters": _METRICS,
+    "metrics.sample.window.ms": _METRICS,
+    "metrics.num.samples": _METRICS,
+    "metrics.recording.level": _METRICS,
+    "enable.metrics.push": _METRICS,
+    "partitioner.adaptive.partitioning.enable": _ADAPTIVE,
+    "partitioner.availability.timeout.ms": _ADAPTIVE,
+    "transactional.id": _TRANSACTIONS,
+    "transaction.timeout.ms": _TRANSACTIONS,
+    "transaction.two.phase.commit.enable": _TRANSACTIONS,
+    "client.dns.lookup": _NOT_YET,
+    "send.buffer.bytes": _NOT_YET + "; kpd uses the system's socket buffer sizes",
+    "receive.buffer.bytes": _NOT_YET + "; kpd uses the system's socket buffer sizes",
+    "metadata.max.idle.ms": _NOT_YET,
+    "metadata.recovery.strategy": _NOT_YET,
+    "metadata.recovery.rebootstrap.trigger.ms": _NOT_YET,
+}
+
+UNSUPPORTED_KAFKA_PREFIXES: dict[str, str] = {
+    "ssl.": "TLS is not supported yet; kpd speaks PLAINTEXT only",
+    "sasl.": "SASL authentication is not supported yet",
+}
+
+
+def unsupported_reason(key: str) -> str | None:
+    """Why the Kafka producer key ``key`` is rejected, or None if it is not a rejected key."""
+    if key in UNSUPPORTED_KAFKA:
+        return UNSUPPORTED_KAFKA[key]
+    for prefix, reason in UNSUPPORTED_KAFKA_PREFIXES.items():
+        if key.startswith(prefix):
+            return reason
+    return None

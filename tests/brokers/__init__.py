@@ -1,0 +1,47 @@
+"""Real brokers that the test suite starts itself, and independent ways to check their data.
+
+- TansuBroker: one tansu process (Kafka-compatible, in-memory) on a free loopback port.
+- MockCluster: librdkafka's multi-broker mock cluster, with fault injection.
+- read_all / partition_for_key_librdkafka: confluent-kafka as the reference reader and
+  partitioner.
+
+Nothing here imports kpd: these are the yardsticks kpd is measured against.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from tests.brokers.mock_cluster import ApiKey, MockCluster, MockRequest
+from tests.brokers.reader import (
+    CREATE_TIME,
+    LOG_APPEND_TIME,
+    ConsumedRecord,
+    partition_for_key_librdkafka,
+    read_all,
+)
+from tests.brokers.tansu import TansuBroker
+
+__all__ = [
+    "CREATE_TIME",
+    "LOG_APPEND_TIME",
+    "ApiKey",
+    "ConsumedRecord",
+    "MockCluster",
+    "MockRequest",
+    "TansuBroker",
+    "partition_for_key_librdkafka",
+    "read_all",
+    "unique_topic_name",
+]
+
+# Kafka topic names are [a-zA-Z0-9._-]{1,249}; Kafka warns that '.' and '_' collide in
+# metric names, so only '-' is used as a separator.
+_NOT_TOPIC_CHARS = re.compile(r"[^a-zA-Z0-9-]+")
+
+
+def unique_topic_name(hint: str = "topic") -> str:
+    """A legal topic name that starts with `hint` (e.g. a test name) and is unique."""
+    readable = _NOT_TOPIC_CHARS.sub("-", hint).strip("-")[:80] or "topic"
+    return f"{readable}-{uuid.uuid4().hex[:10]}"
