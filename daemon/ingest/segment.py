@@ -1,0 +1,69 @@
+"""The entries ingest and workers exchange through their rings (pure: bytes <-> values).
+
+Records ring (ingest -> worker), one entry per *segment*: the records of one PRODUCE frame
+for one partition, with where they came from::
+
+    conn_id u64 | base_seq u64 | count u32 | partition i32 | received_ms i64 | topic_len u16
+    | topic utf-8 | records section (the client's PRODUCE layout, see codec_records)
+
+The records section is copied verbatim from the client's frame, so ingest routes a frame with
+no per-record work and the worker decodes it once with ``iter_records``.
+
+Reports ring (worker -> ingest), one entry per group of report runs for one connection::
+
+    conn_id u64 | REPORT payload (codec.encode_reports)
+
+so ingest forwards the payload to the client as a REPORT frame without decoding it.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+__all__ = [
+    "SEGMENT_HEAD_BYTES",
+    "Segment",
+    "decode_report_entry",
+    "decode_segment",
+    "encode_report_entry",
+    "segment_head",
+]
+
+_HEAD = struct.Struct(">QQIiqH")
+_CONN = struct.Struct(">Q")
+SEGMENT_HEAD_BYTES = _HEAD.size
+
+
+class Segment(NamedTuple):
+    conn_id: int
+    base_seq: int
+    count: int
+    partition: int
+    received_ms: int
+    topic: str
+    records: memoryview
+
+
+def segment_head(
+    conn_id: int, base_seq: int, count: int, partition: int, received_ms: int, topic: bytes
+) -> bytes:
+    """Everything of a segment entry before its records section."""
+    return _HEAD.pack(conn_id, base_seq, count, partition, received_ms, len(topic)) + topic
+
+
+def decode_segment(entry: memoryview) -> Segment:
+    conn_id, base_seq, count, partition, received_ms, topic_len = _HEAD.unpack_from(entry, 0)
+    start = _HEAD.size
+    topic = bytes(entry[start : start + topic_len]).decode()
+    records = entry[start + topic_len :]
+    return Segment(conn_id, base_seq, count, partition, received_ms, topic, records)
+
+
+def encode_report_entry(conn_id: int, reports_payload: bytes) -> bytes:
+    return _CONN.pack(conn_id) + reports_payload
+
+
+def decode_report_entry(entry: memoryview) -> tuple[int, memoryview]:
+    (conn_id,) = _CONN.unpack_from(entry, 0)
+    return conn_id, entry[_CONN.size :]

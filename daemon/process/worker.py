@@ -1,0 +1,210 @@
+"""A worker: its records ring in, its producer engine to Kafka, its reports ring out.
+
+Owns one engine, the consuming end of its records ring and the producing end of its reports
+ring. Commit on ack: a segment's ring space is released only once every record in it has an
+outcome *and* that outcome was published to the reports ring, so a worker killed at any point
+is replaced by one that re-reads exactly the segments whose reports may not have gone out.
+
+Tokens: each record's engine token is ``segment_id << 32 | index``, an int, so the hot path
+appends no objects and an outcome's records split into per-segment runs by arithmetic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+from daemon.config import ProducerSettings
+from daemon.ingest.codec import ReportRun, encode_reports
+from daemon.ingest.codec_base import KpdErrorCode, Persistence, Status
+from daemon.ingest.codec_records import iter_records
+from daemon.ingest.segment import decode_segment, encode_report_entry
+from daemon.producer import outcomes
+from daemon.producer.engine import ProducerEngine
+from daemon.producer.outcomes import BatchOutcome, DeliveryError
+from daemon.ring import AckWindow, RingConsumer, RingProducer
+
+__all__ = ["Worker"]
+
+log = logging.getLogger(__name__)
+
+_INDEX_BITS = 32
+_INDEX_MASK = (1 << _INDEX_BITS) - 1
+_READ_MAX_BYTES = 1 << 20  # per ring read: bounds the time between outcome handling
+
+
+@dataclass(slots=True)
+class _SegmentState:
+    conn_id: int
+    base_seq: int
+    partition: int
+    end_pos: int
+    remaining: int
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: ProducerSettings,
+        records: RingConsumer,
+        reports: RingProducer,
+    ) -> None:
+        self._settings = settings
+        self._records = records
+        self._reports = reports
+        self._engine = ProducerEngine(settings, self._on_outcome)
+        self._window = AckWindow(records.cursor)
+        self._segments: dict[int, _SegmentState] = {}
+        self._next_segment = 1
+        # Outcomes wait here until the next report flush (once per loop turn).
+        self._pending_runs: dict[int, list[ReportRun]] = defaultdict(list)
+        self._pending_done: list[int] = []
+        self._flush_scheduled = False
+        self._stopping = asyncio.Event()
+        self.records_in = 0
+        self.replayed_segments = 0
+
+    @property
+    def engine(self) -> ProducerEngine:
+        return self._engine
+
+    async def run(self) -> None:
+        """Read, produce and report until ``stop()``; then drain what was read."""
+        await self._engine.start()
+        max_block_s = self._settings.max_block_ms / 1000
+        while not self._stopping.is_set():
+            entries = self._records.read_batch(max_bytes=_READ_MAX_BYTES)
+            if not entries:
+                await self._wait_for_records()
+                continue
+            for end_pos, entry in entries:
+                await self._take(end_pos, entry, max_block_s)
+        await self._engine.flush()
+        self._flush_reports()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self, timeout_s: float) -> None:
+        await self._engine.close(timeout_s)
+        self._flush_reports()
+
+    async def _wait_for_records(self) -> None:
+        waiter = asyncio.ensure_future(self._records.wait_readable())
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+
+    # ---- the hot path ------------------------------------------------------------------
+
+    async def _take(self, end_pos: int, entry: memoryview, max_block_s: float) -> None:
+        segment = decode_segment(entry)
+        segment_id = self._next_segment
+        self._next_segment += 1
+        self._segments[segment_id] = _SegmentState(
+            segment.conn_id, segment.base_seq, segment.partition, end_pos, segment.count
+        )
+        self._window.track(end_pos)
+        engine = self._engine
+        queue = engine.queue(segment.topic, segment.partition)
+        token = segment_id << _INDEX_BITS
+        default_ts = segment.received_ms
+        append = engine.append
+        for record in iter_records(segment.records, segment.count):
+            timestamp = record.timestamp if record.timestamp is not None else default_ts
+            while not append(queue, timestamp, record.key, record.value, record.headers, token):
+                if not await engine.wait_for_buffer(max_block_s):
+                    log.warning("buffer.memory still full after max.block.ms; still waiting")
+            token += 1
+        self.records_in += segment.count
+
+    # ---- outcomes -> reports -----------------------------------------------------------
+
+    def _on_outcome(self, outcome: BatchOutcome) -> None:
+        tokens = outcome.tokens
+        start = 0
+        total = len(tokens)
+        while start < total:
+            first = tokens[start]
+            segment_id = first >> _INDEX_BITS
+            stop = start + 1
+            # Records of one segment are consecutive tokens within a batch.
+            while stop < total and tokens[stop] == first + (stop - start):
+                stop += 1
+            self._report_run(segment_id, first & _INDEX_MASK, stop - start, start, outcome)
+            start = stop
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_reports)
+
+    def _report_run(
+        self, segment_id: int, index: int, count: int, offset_in_batch: int, outcome: BatchOutcome
+    ) -> None:
+        state = self._segments[segment_id]
+        error = outcome.error
+        if error is None:
+            base = outcome.base_offset + offset_in_batch if outcome.base_offset >= 0 else -1
+            run = ReportRun(
+                state.base_seq + index,
+                count,
+                Status.DELIVERED,
+                outcome.partition,
+                base,
+                outcome.timestamp,
+            )
+        else:
+            run = _failed_run(state.base_seq + index, count, outcome.partition, error)
+        self._pending_runs[state.conn_id].append(run)
+        state.remaining -= count
+        if state.remaining == 0:
+            del self._segments[segment_id]
+            self._pending_done.append(state.end_pos)
+
+    def _flush_reports(self) -> None:
+        """Publish pending reports, then release the ring space of finished segments."""
+        self._flush_scheduled = False
+        if self._pending_runs:
+            entries = [
+                encode_report_entry(conn_id, encode_reports(runs))
+                for conn_id, runs in self._pending_runs.items()
+            ]
+            written = self._reports.write_many(entries)
+            if written < len(entries):
+                # The reports ring is full (ingest is behind): keep the rest and retry soon;
+                # their segments stay unreleased until they are out.
+                rest = list(self._pending_runs.items())[written:]
+                self._pending_runs = defaultdict(list, rest)
+                asyncio.get_running_loop().call_later(0.005, self._flush_reports)
+                self._flush_scheduled = True
+                return
+            self._pending_runs.clear()
+        if self._pending_done:
+            release = self._window.done(self._pending_done)
+            self._pending_done = []
+            if release is not None:
+                self._records.release(release)
+
+
+def _failed_run(first_seq: int, count: int, partition: int, error: DeliveryError) -> ReportRun:
+    persistence = (
+        Persistence.POSSIBLY_PERSISTED
+        if error.persistence >= outcomes.Persistence.POSSIBLY_PERSISTED
+        else Persistence.NOT_PERSISTED
+    )
+    if error.code == outcomes.DELIVERY_TIMEOUT:
+        code, kafka_code = KpdErrorCode.DELIVERY_TIMEOUT, 0
+    elif error.code == outcomes.PRODUCER_CLOSED:
+        code, kafka_code = KpdErrorCode.SHUTTING_DOWN, 0
+    elif error.code < 0:
+        code, kafka_code = KpdErrorCode.INTERNAL_ERROR, 0
+    else:
+        code, kafka_code = KpdErrorCode.KAFKA_ERROR, error.code
+    return ReportRun(
+        first_seq, count, Status.FAILED, partition, -1, -1, code, kafka_code, persistence,
+        str(error)[:1000],
+    )
