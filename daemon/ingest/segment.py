@@ -11,9 +11,9 @@ no per-record work and the worker decodes it once with ``iter_records``.
 
 Reports ring (worker -> ingest), one entry per group of report runs for one connection::
 
-    conn_id u64 | REPORT payload (codec.encode_reports)
+    conn_id u64 | REPORT frame (codec.encode_reports: length prefix included)
 
-so ingest forwards the payload to the client as a REPORT frame without decoding it.
+so ingest forwards it to the client as it is, without decoding it.
 """
 
 from __future__ import annotations

@@ -74,9 +74,11 @@ class Worker:
         """Read, produce and report until ``stop()``; then drain what was read."""
         await self._engine.start()
         max_block_s = self._settings.max_block_ms / 1000
-        while not self._stopping.is_set():
+        while True:
             entries = self._records.read_batch(max_bytes=_READ_MAX_BYTES)
             if not entries:
+                if self._stopping.is_set():
+                    break  # ingest has quiesced: the ring is dry for good
                 await self._wait_for_records()
                 continue
             for end_pos, entry in entries:
@@ -205,6 +207,14 @@ def _failed_run(first_seq: int, count: int, partition: int, error: DeliveryError
     else:
         code, kafka_code = KpdErrorCode.KAFKA_ERROR, error.code
     return ReportRun(
-        first_seq, count, Status.FAILED, partition, -1, -1, code, kafka_code, persistence,
+        first_seq,
+        count,
+        Status.FAILED,
+        partition,
+        -1,
+        -1,
+        code,
+        kafka_code,
+        persistence,
         str(error)[:1000],
     )

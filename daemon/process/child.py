@@ -1,0 +1,157 @@
+"""Entry point of kpd's child processes: ``python -m daemon.process.child ROLE SPEC``.
+
+The supervisor passes a JSON spec (config path, ring names, eventfd numbers, index, bootstrap
+override) on the command line and the eventfds through ``pass_fds``. A child reports to the
+supervisor with lines on stdout: ``READY`` once serving, ``QUIESCED`` (ingest) once it accepts
+no more records. Signals only set events; the loop does the work:
+
+* worker: SIGTERM -> read the ring dry (ingest has quiesced), flush within the drain deadline,
+  report what could not be delivered, exit 0;
+* ingest: SIGTERM -> stop accepting and reading records, publish, say QUIESCED, keep
+  forwarding reports; SIGUSR1 -> the workers are done: forward the last reports and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import signal
+import sys
+
+import uvloop
+
+from daemon.config import ProducerSettings, load_config
+from daemon.ingest.server import IngestServer, IngestSettings, TopicDirectory
+from daemon.net.connection import ConnectionSettings
+from daemon.net.pool import BrokerPool, ReconnectPolicy
+from daemon.process.worker import Worker
+from daemon.producer.metadata import MetadataManager
+from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
+
+log = logging.getLogger("kpd")
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _producer_settings(spec: dict) -> tuple[object, ProducerSettings]:
+    config = load_config(spec["config"])
+    producer = config.producer
+    if spec.get("bootstrap"):
+        servers = tuple((h, int(p)) for h, p in spec["bootstrap"])
+        producer = dataclasses.replace(producer, bootstrap_servers=servers)
+    return config, producer
+
+
+def _ring_end(spec: dict, cls):
+    ring = Ring.attach(spec["name"])
+    return cls(ring, RingWakeups.from_fds(*spec["fds"]))
+
+
+async def run_worker(spec: dict) -> int:
+    config, producer = _producer_settings(spec)
+    worker = Worker(
+        dataclasses.replace(producer, client_id=f"{producer.client_id}-w{spec['index']}"),
+        _ring_end(spec["records"], RingConsumer),
+        _ring_end(spec["reports"], RingProducer),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, lambda: None)  # the supervisor decides
+    task = loop.create_task(worker.run())
+    _say("READY")
+    stopper = loop.create_task(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # a crash: let it raise, the supervisor restarts us
+        return 1
+    worker.stop()
+    try:
+        async with asyncio.timeout(config.shutdown.timeout_s):
+            await task
+    except TimeoutError:
+        log.warning("worker %s: drain deadline passed", spec["index"])
+    await worker.close(timeout_s=0.0)
+    return 0
+
+
+async def run_ingest(spec: dict) -> int:
+    config, producer = _producer_settings(spec)
+    pool = BrokerPool(
+        ConnectionSettings(client_id=f"{producer.client_id}-ingest"),
+        ReconnectPolicy(
+            producer.reconnect_backoff_ms / 1000, producer.reconnect_backoff_max_ms / 1000
+        ),
+        lambda node, up: None,
+    )
+    directory: TopicDirectory
+
+    def on_metadata(view) -> None:
+        for topic, count in list(directory.counts.items()):
+            known = view.topics.get(topic)
+            if known is not None and known.partition_count > count:
+                directory.counts[topic] = known.partition_count  # partitions were added
+
+    metadata = MetadataManager(
+        list(producer.bootstrap_servers),
+        pool,
+        producer.metadata_max_age_ms / 1000,
+        producer.retry_backoff_ms / 1000,
+        on_metadata,
+    )
+
+    async def resolve(topic: str, timeout_s: float) -> int:
+        view = await metadata.wait_for_topic(topic, timeout_s)
+        return view.partition_count
+
+    directory = TopicDirectory(config.topics.allows, resolve)
+    server = IngestServer(
+        IngestSettings(
+            socket_path=str(config.socket.path),
+            socket_mode=config.socket.mode,
+            max_frame_bytes=config.socket.max_frame_bytes,
+            max_block_s=producer.max_block_ms / 1000,
+            batch_size=producer.batch_size,
+        ),
+        [_ring_end(r, RingProducer) for r in spec["records"]],
+        [_ring_end(r, RingConsumer) for r in spec["reports"]],
+        directory,
+    )
+    metadata.start()
+    await server.start()
+    loop = asyncio.get_running_loop()
+    quiesce, finish = asyncio.Event(), asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, quiesce.set)
+    loop.add_signal_handler(signal.SIGUSR1, finish.set)
+    loop.add_signal_handler(signal.SIGINT, lambda: None)
+    _say("READY")
+    await quiesce.wait()
+    await server.quiesce()
+    _say("QUIESCED")
+    await finish.wait()
+    await server.finish()
+    await metadata.close()
+    await pool.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    role, spec = argv[0], json.loads(argv[1])
+    logging.basicConfig(
+        level=spec.get("log_level", "INFO").upper(),
+        format=f"%(asctime)s kpd[{role}{spec.get('index', '')}] %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    entry = run_worker if role == "worker" else run_ingest
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(entry(spec))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

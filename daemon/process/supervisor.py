@@ -1,0 +1,237 @@
+"""The supervisor: rings, children, signals, restarts. It never touches record data.
+
+Owns the shared-memory rings and their eventfds (created here, inherited by children, kept
+open across child restarts so a replacement attaches to the very same ring), the child
+processes, and the embedded broker when configured. Signal handlers only enqueue; the main
+loop dispatches to ``handle_<signal>``.
+
+Shutdown (SIGTERM/SIGINT) is a bounded drain: ingest quiesces (accepts and reads nothing
+more), then the workers read their rings dry, flush to Kafka within ``shutdown.timeout`` and
+report what failed, then ingest forwards the last reports and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from daemon.config import ConfigError, DaemonConfig, load_config
+from daemon.process.children import Child
+from daemon.process.embedded import EmbeddedBroker
+from daemon.ring import Ring, RingWakeups, remove_stale
+
+__all__ = ["Supervisor"]
+
+log = logging.getLogger(__name__)
+
+_BOOT_TIMEOUT_S = 30.0
+
+
+class BootFailure(RuntimeError):
+    pass
+
+
+class Supervisor:
+    def __init__(self, config: DaemonConfig, config_path: str) -> None:
+        self._config = config
+        self._config_path = config_path
+        self._prefix = f"{config.rings.prefix}-"
+        self._rings: list[tuple[str, RingWakeups]] = []
+        self._children: list[Child] = []
+        self._signals: asyncio.Queue[int] = asyncio.Queue()
+        self._broker: EmbeddedBroker | None = None
+        self._stopping = False
+        self.exit_code = 0
+
+    # ---- setup -------------------------------------------------------------------------
+
+    def _create_ring(self, name: str, capacity: int) -> dict:
+        Ring.create(name, capacity, replace=True).close()
+        wakeups = RingWakeups.create()
+        self._rings.append((name, wakeups))
+        return {"name": name, "fds": list(wakeups.fds())}
+
+    def _children_specs(self, bootstrap) -> list[Child]:
+        cfg = self._config
+        workers = cfg.workers.count
+        stale = remove_stale(self._prefix)
+        if stale:
+            log.info("removed %d stale rings of a previous run: %s", len(stale), stale)
+        records, reports = [], []
+        for index in range(workers):
+            records.append(
+                self._create_ring(f"{self._prefix}records-{index}", cfg.rings.records_bytes)
+            )
+            reports.append(
+                self._create_ring(f"{self._prefix}reports-{index}", cfg.rings.reports_bytes)
+            )
+        common = {"config": self._config_path, "bootstrap": bootstrap, "log_level": cfg.log.level}
+        children = []
+        for index in range(workers):
+            spec = dict(common, index=index, records=records[index], reports=reports[index])
+            fds = (*records[index]["fds"], *reports[index]["fds"])
+            children.append(Child("worker", index, spec, fds))
+        ingest_spec = dict(common, records=records, reports=reports)
+        all_fds = tuple(fd for ring in records + reports for fd in ring["fds"])
+        children.append(Child("ingest", 0, ingest_spec, all_fds))
+        return children
+
+    # ---- running -----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(signum, self._signals.put_nowait, signum)
+        bootstrap = None
+        try:
+            if self._config.producer.embedded_broker:
+                log_path = Path(self._config.socket.path).parent / "embedded-broker.log"
+                self._broker = EmbeddedBroker(log_path)
+                await self._broker.start()
+                bootstrap = [list(self._broker.address)]
+                log.info("kafka.bootstrap.servers: embedded -> 127.0.0.1:%d", self._broker.port)
+            self._children = self._children_specs(bootstrap)
+            await self._boot_all()
+            log.info(
+                "kpd ready: socket %s, %d workers",
+                self._config.socket.path,
+                len(self._children) - 1,
+            )
+            await self._main_loop()
+        except BootFailure as exc:
+            log.error("%s; stopping", exc)
+            self.exit_code = 1
+            await self._stop_all(drain=False)
+        finally:
+            await self._cleanup()
+        return self.exit_code
+
+    async def _boot_all(self) -> None:
+        for child in self._children:
+            await child.spawn()
+        for child in self._children:
+            await self._await_ready(child)
+
+    async def _await_ready(self, child: Child) -> None:
+        ready = asyncio.ensure_future(child.ready.wait())
+        exited = asyncio.ensure_future(child.exited.wait())
+        done, _ = await asyncio.wait(
+            {ready, exited}, timeout=_BOOT_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+        )
+        ready.cancel()
+        exited.cancel()
+        if not child.ready.is_set():
+            raise BootFailure(f"{child.name} failed to boot (exit {child.process.returncode})")
+
+    async def _main_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        watchers = {loop.create_task(self._watch(child)) for child in self._children}
+        try:
+            while not self._stopping:
+                signum = await self._signals.get()
+                if signum == signal.SIGHUP:
+                    self.handle_sighup()
+                else:
+                    await self.handle_sigterm()
+        finally:
+            for task in watchers:
+                task.cancel()
+
+    async def _watch(self, child: Child) -> None:
+        """Restart a child that dies while the daemon runs; stop on one that cannot boot."""
+        while not self._stopping:
+            await child.exited.wait()
+            if self._stopping or child.stopping:
+                return
+            code = child.process.returncode
+            child.failures_in_a_row += 1
+            child.restarts += 1
+            delay = child.backoff_s()
+            log.warning("%s exited with %s; restarting in %.1fs", child.name, code, delay)
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            await child.spawn()
+            try:
+                await self._await_ready(child)
+            except BootFailure as exc:
+                log.error("%s; stopping the daemon", exc)
+                self.exit_code = 1
+                self._signals.put_nowait(signal.SIGTERM)
+                return
+
+    # ---- signals -----------------------------------------------------------------------
+
+    async def handle_sigterm(self) -> None:
+        log.info("stopping: draining within %.1fs", self._config.shutdown.timeout_s)
+        await self._stop_all(drain=True)
+
+    def handle_sighup(self) -> None:
+        try:
+            new = load_config(self._config_path)
+        except ConfigError as exc:
+            log.error("reload: %s: %s; keeping the running config", exc.source, exc)
+            return
+        changed = [
+            name
+            for name in ("producer", "socket", "workers", "rings", "metrics", "topics")
+            if getattr(new, name) != getattr(self._config, name)
+        ]
+        if new.log.level != self._config.log.level:
+            logging.getLogger().setLevel(new.log.level.upper())
+            log.info("reload: log level is now %s", new.log.level)
+        if changed:
+            log.warning("reload: changes to %s take effect after a restart", ", ".join(changed))
+        self._config = new
+
+    async def _stop_all(self, drain: bool) -> None:
+        self._stopping = True
+        for child in self._children:
+            child.stopping = True
+        ingest = [c for c in self._children if c.role == "ingest"]
+        workers = [c for c in self._children if c.role == "worker"]
+        deadline = self._config.shutdown.timeout_s + 5.0
+        if drain:
+            for child in ingest:
+                child.signal(signal.SIGTERM)
+            await _wait_any(ingest, lambda c: c.quiesced, deadline)
+        for child in workers:
+            child.signal(signal.SIGTERM)
+        await _wait_any(workers, lambda c: c.exited, deadline)
+        for child in ingest:
+            child.signal(signal.SIGUSR1)
+        await _wait_any(ingest, lambda c: c.exited, 10.0)
+        for child in self._children:
+            if child.process is not None and child.process.returncode is None:
+                log.warning("%s did not stop in time; killing it", child.name)
+                child.signal(signal.SIGKILL)
+                await child.exited.wait()
+
+    async def _cleanup(self) -> None:
+        for name, wakeups in self._rings:
+            Ring.unlink(name)
+            wakeups.close()
+        if self._broker is not None:
+            await self._broker.stop()
+
+
+async def _wait_any(children: list[Child], event_of, timeout_s: float) -> None:
+    waits = [
+        asyncio.ensure_future(_first(event_of(child).wait(), child.exited.wait()))
+        for child in children
+    ]
+    if waits:
+        await asyncio.wait(waits, timeout=timeout_s)
+        for w in waits:
+            w.cancel()
+
+
+async def _first(*aws) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()

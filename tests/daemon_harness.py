@@ -1,0 +1,118 @@
+"""Run the real kpd daemon as a subprocess for lifecycle tests.
+
+``KpdDaemon`` writes a config into a temporary directory (socket, rings with a unique prefix,
+bootstrap servers of a test broker), starts ``python -m daemon.cli run``, waits for the socket
+to accept connections, and stops it by PID with SIGTERM (or kills it) at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition, timeout_s: float, what: str, interval_s: float = 0.02):
+    """Poll ``condition`` until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+class KpdDaemon:
+    def __init__(self, workdir: Path, bootstrap: str, *, workers: int = 2, extra: dict | None = None):
+        self.workdir = workdir
+        self.socket_path = str(workdir / "kpd.sock")
+        self.config_path = workdir / "kpd.yaml"
+        self.log_path = workdir / "kpd.log"
+        self.prefix = f"kpdtest-{uuid.uuid4().hex[:8]}"
+        config = {
+            "kafka": {"bootstrap.servers": bootstrap, "linger.ms": 5},
+            "socket": {"path": self.socket_path},
+            "workers": {"count": workers},
+            "rings": {"records_bytes": "8MiB", "reports_bytes": "2MiB", "prefix": self.prefix},
+            "metrics": {"enabled": False},
+            "shutdown": {"timeout": "20s"},
+            "log": {"level": "info"},
+        }
+        for section, values in (extra or {}).items():
+            config.setdefault(section, {}).update(values)
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 30.0) -> KpdDaemon:
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "daemon.cli", "run", "--config", str(self.config_path)],
+            cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        wait_for(self._accepting, timeout_s, f"kpd socket {self.socket_path}\n{self.log_tail()}")
+        return self
+
+    def _accepting(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"kpd exited with {self.process.returncode}:\n{self.log_tail()}")
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(self.socket_path)
+            except OSError:
+                return False
+        return True
+
+    def child_pids(self, role: str) -> list[int]:
+        """PIDs of this daemon's children of one role (``worker`` or ``ingest``)."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == self.process.pid and b"daemon.process.child" in cmdline and role.encode() in cmdline:
+                pids.append(int(entry.name))
+        return sorted(pids)
+
+    def log_tail(self, size: int = 6000) -> str:
+        try:
+            return self.log_path.read_bytes()[-size:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"kpd did not stop within {timeout_s}s:\n{self.log_tail()}") from None
+        finally:
+            self._log.close()
+
+    def __enter__(self) -> KpdDaemon:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.stop()
+        for name in os.listdir("/dev/shm"):
+            assert not name.startswith(self.prefix), f"ring {name} left behind"
