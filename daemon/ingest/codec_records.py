@@ -1,0 +1,363 @@
+"""PRODUCE frames and their records section (pure: no I/O, no clock, no logging).
+
+Owns the record layout, which is COLUMNAR rather than one record after another::
+
+    layout u8 | [timestamps: count x i64] | key_lens: count x i32 | value_lens: count x i32
+              | [header_lens: count x i32] | data: key_0 value_0 headers_0 key_1 value_1 ...
+
+Why: every check the ingest process must make before it may say ACCEPTED (lengths in range,
+lengths add up to the data, all keys null?) becomes a few C-level calls per frame —
+``struct.unpack_from`` of a whole column, ``min``, ``sum``, ``count`` — instead of a Python loop
+per record; and a worker decodes a frame with one unpack plus two slices per record. Measured
+in CPython 3.11 (docs/protocol.md, "Design notes"): varint lengths cost ~2.5x fixed-width ones.
+
+The records section is self-describing given ``count``, so ingest copies it into a worker's
+ring as one slice and the worker decodes it with ``iter_records``; ``encode_records``
+builds one (for ingest re-routing subsets of a frame, and for ``codec_writer``'s frames).
+
+Must not import kpd modules outside ``daemon.ingest.codec*``.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple
+
+from daemon.ingest.codec_base import (
+    AckLevel,
+    BadFrameError,
+    KpdErrorCode,
+    encode_string,
+    read_string,
+)
+
+__all__ = [
+    "LAYOUT_HAS_HEADERS",
+    "LAYOUT_HAS_TIMESTAMPS",
+    "ProduceHeader",
+    "RecordIn",
+    "RecordView",
+    "decode_produce_header",
+    "encode_records",
+    "iter_records",
+]
+
+LAYOUT_HAS_TIMESTAMPS = 0x01
+LAYOUT_HAS_HEADERS = 0x02
+_LAYOUT_KNOWN = LAYOUT_HAS_TIMESTAMPS | LAYOUT_HAS_HEADERS
+
+# base_seq u64 | count u32 | partition i32 | ack u8; the topic string and records follow.
+PRODUCE_FIXED = struct.Struct(">QIiB")
+_IDENTITY = struct.Struct(">QI")  # the first 12 bytes: which records this frame carries
+_HEADER_VALUE_LEN = struct.Struct(">i")
+SEQ_LIMIT = 1 << 64
+_NATIVE_IS_LITTLE = sys.byteorder == "little"
+_tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__ (~70 ns less)
+
+
+class RecordIn(NamedTuple):
+    """A record to encode. ``timestamp`` is ms since the epoch; None lets kpd assign one."""
+
+    key: bytes | None
+    value: bytes | None
+    timestamp: int | None = None
+    headers: Sequence[tuple[str, bytes | None]] = ()
+
+
+class RecordView(NamedTuple):
+    """A decoded record. ``key``/``value`` are slices of the buffer given to ``iter_records``
+    (memoryviews if it was a memoryview: copy them before the buffer is reused)."""
+
+    key: bytes | memoryview | None
+    value: bytes | memoryview | None
+    timestamp: int | None
+    headers: tuple[tuple[str, bytes | memoryview | None], ...]
+
+
+class ProduceHeader(NamedTuple):
+    """What ingest needs to route a PRODUCE frame without looking at its records."""
+
+    base_seq: int
+    count: int
+    partition: int  # -1: kpd chooses
+    ack: AckLevel  # may be CONNECTION_DEFAULT
+    topic: str
+    records: memoryview  # the records section, ready for iter_records(records, count)
+    keyless: bool  # every key is null: one sticky partition serves the whole frame
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+
+def decode_produce_header(payload) -> ProduceHeader:
+    """Decode the head of a PRODUCE payload and validate its records section (C-level checks).
+
+    Raises BadFrameError; its ``first_seq``/``count`` are set whenever the first 12 bytes were
+    readable and ``count`` > 0, so the server can fail exactly those records and continue.
+    """
+    if len(payload) < _IDENTITY.size:
+        raise BadFrameError(
+            KpdErrorCode.BAD_FRAME, f"PRODUCE: {len(payload)} bytes, too short to name its records"
+        )
+    base_seq, count = _IDENTITY.unpack_from(payload, 0)
+    if count == 0:
+        raise BadFrameError(KpdErrorCode.BAD_RECORD_COUNT, "PRODUCE: record count is 0")
+    try:
+        return _decode_produce_rest(payload, base_seq, count)
+    except BadFrameError as exc:
+        raise BadFrameError(exc.code, exc.message, base_seq, count) from None
+
+
+def _decode_produce_rest(payload, base_seq: int, count: int) -> ProduceHeader:
+    if len(payload) < PRODUCE_FIXED.size:
+        raise BadFrameError(KpdErrorCode.BAD_FRAME, "PRODUCE: truncated header")
+    _, _, partition, ack = PRODUCE_FIXED.unpack_from(payload, 0)
+    if base_seq + count > SEQ_LIMIT:
+        raise BadFrameError(KpdErrorCode.BAD_FIELD, "PRODUCE: sequence numbers pass 2**64")
+    if partition < -1:
+        raise BadFrameError(KpdErrorCode.INVALID_PARTITION, f"PRODUCE: partition {partition}")
+    if ack > AckLevel.CONNECTION_DEFAULT:
+        raise BadFrameError(KpdErrorCode.BAD_FIELD, f"PRODUCE: ack level {ack}")
+    topic, pos = read_string(payload, PRODUCE_FIXED.size, "PRODUCE topic")
+    records = memoryview(payload)[pos:]
+    columns = _scan_records(records, count)
+    keyless = columns.lens[:count].count(-1) == count
+    return ProduceHeader(base_seq, count, partition, AckLevel(ack), topic, records, keyless)
+
+
+class _Columns(NamedTuple):
+    timestamps: tuple[int, ...] | None
+    lens: tuple[int, ...]  # key lens, then value lens, then header lens (if any)
+    headers: list | None  # decoded headers per record, when the layout has them
+    data_start: int
+
+
+def _scan_records(buf, count: int) -> _Columns:
+    """Validate a records section as a whole; all checks are per column, in C."""
+    if not buf:
+        raise BadFrameError(KpdErrorCode.BAD_FRAME, "records: missing layout byte")
+    layout = buf[0]
+    if layout & ~_LAYOUT_KNOWN:
+        raise BadFrameError(KpdErrorCode.BAD_FLAGS, f"records: unknown layout bits {layout:#04x}")
+    n_lens = count * (3 if layout & LAYOUT_HAS_HEADERS else 2)
+    ts_bytes = 8 * count if layout & LAYOUT_HAS_TIMESTAMPS else 0
+    data_start = 1 + ts_bytes + 4 * n_lens
+    if data_start > len(buf):
+        raise BadFrameError(
+            KpdErrorCode.BAD_RECORD_COUNT,
+            f"records: count {count} needs {data_start} bytes of columns, section has {len(buf)}",
+        )
+    timestamps = _read_timestamps(buf, count) if ts_bytes else None
+    lens = struct.unpack_from(f">{n_lens}i", buf, 1 + ts_bytes)
+    _check_lengths(lens, count, len(buf) - data_start)
+    headers = None
+    if layout & LAYOUT_HAS_HEADERS:
+        headers = _decode_all_headers(buf, lens, count, data_start)
+    return _Columns(timestamps, lens, headers, data_start)
+
+
+def _read_timestamps(buf, count: int) -> tuple[int, ...]:
+    timestamps = struct.unpack_from(f">{count}q", buf, 1)
+    if min(timestamps) < -1:
+        first = next(i for i, ts in enumerate(timestamps) if ts < -1)
+        raise BadFrameError(
+            KpdErrorCode.BAD_FIELD, f"record {first}: timestamp {timestamps[first]} < -1"
+        )
+    return timestamps
+
+
+def _check_lengths(lens: tuple[int, ...], count: int, data_bytes: int) -> None:
+    # Key and value lengths may be -1 (null); header-blob lengths may not (0 = no headers).
+    if min(lens) < -1 or (len(lens) > 2 * count and min(lens[2 * count :]) < 0):
+        index = next(i for i, n in enumerate(lens) if n < -1 or (i >= 2 * count and n < 0))
+        field = ("key", "value", "headers")[index // count]
+        raise BadFrameError(
+            KpdErrorCode.BAD_LENGTH, f"record {index % count}: {field} length {lens[index]}"
+        )
+    # Each -1 contributes -1 to the sum but no data bytes, hence the correction.
+    needed = sum(lens) + lens.count(-1)
+    if needed != data_bytes:
+        raise BadFrameError(
+            KpdErrorCode.BAD_LENGTH,
+            f"records: lengths add up to {needed} data bytes, section carries {data_bytes}",
+        )
+
+
+def _decode_all_headers(buf, lens, count: int, data_start: int) -> list:
+    # Header blobs sit after each record's value; walking to them needs the running position.
+    out = []
+    pos = data_start
+    for i in range(count):
+        pos += max(lens[i], 0) + max(lens[count + i], 0)
+        size = lens[2 * count + i]
+        out.append(_decode_headers(buf, pos, pos + size, i) if size else ())
+        pos += size
+    return out
+
+
+def _decode_headers(buf, pos: int, end: int, index: int) -> tuple:
+    """A header blob: (key string, value i32 length + bytes, -1 = null) until ``end``."""
+    headers = []
+    what = f"record {index} header"
+    while pos < end:
+        # ``end`` bounds every read to this blob, so an overrun reads as truncation.
+        key, pos = read_string(buf, pos, what, end)
+        if pos + 4 > end:
+            raise BadFrameError(KpdErrorCode.BAD_FRAME, f"{what} {key!r}: truncated value length")
+        (size,) = _HEADER_VALUE_LEN.unpack_from(buf, pos)
+        pos += 4
+        if size < -1 or pos + max(size, 0) > end:
+            raise BadFrameError(KpdErrorCode.BAD_LENGTH, f"{what} {key!r}: value length {size}")
+        value = None if size == -1 else buf[pos : pos + size]
+        pos += max(size, 0)
+        headers.append((key, value))
+    return tuple(headers)
+
+
+def iter_records(records, count: int) -> Iterator[RecordView]:
+    """Decode a records section (as found in ``ProduceHeader.records``) into RecordViews.
+
+    Validates the whole section before yielding anything, so a malformed section raises
+    BadFrameError from this call and never half-way through the iteration.
+    """
+    if count <= 0:
+        raise BadFrameError(KpdErrorCode.BAD_RECORD_COUNT, f"records: count {count}")
+    columns = _scan_records(records, count)
+    if columns.timestamps is None and columns.headers is None:
+        return _iter_plain(records, columns.lens, count, columns.data_start)
+    return _iter_general(records, columns, count)
+
+
+def _iter_plain(buf, lens, count: int, pos: int) -> Iterator[RecordView]:
+    # The common case: no timestamps, no headers. Kept branch-light on purpose.
+    for klen, vlen in zip(lens[:count], lens[count:], strict=True):
+        if klen >= 0:
+            key = buf[pos : pos + klen]
+            pos += klen
+        else:
+            key = None
+        if vlen >= 0:
+            value = buf[pos : pos + vlen]
+            pos += vlen
+        else:
+            value = None
+        yield _tuple_new(RecordView, (key, value, None, ()))
+
+
+def _iter_general(buf, columns: _Columns, count: int) -> Iterator[RecordView]:
+    lens = columns.lens
+    timestamps = columns.timestamps or (-1,) * count
+    headers = columns.headers or ((),) * count
+    header_lens = lens[2 * count :] or (0,) * count
+    pos = columns.data_start
+    for i in range(count):
+        klen, vlen = lens[i], lens[count + i]
+        key = buf[pos : pos + klen] if klen >= 0 else None
+        pos += max(klen, 0)
+        value = buf[pos : pos + vlen] if vlen >= 0 else None
+        pos += max(vlen, 0) + header_lens[i]
+        ts = timestamps[i]
+        yield _tuple_new(RecordView, (key, value, None if ts == -1 else ts, headers[i]))
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+
+def _to_big_endian(column: array) -> bytes:
+    if _NATIVE_IS_LITTLE:
+        column = array(column.typecode, column)
+        column.byteswap()
+    return column.tobytes()
+
+
+def _encode_headers(headers: Sequence[tuple[str, bytes | None]]) -> bytes:
+    parts = []
+    for key, value in headers:
+        parts.append(encode_string(key))
+        if value is None:
+            parts.append(_HEADER_VALUE_LEN.pack(-1))
+        else:
+            parts.append(_HEADER_VALUE_LEN.pack(len(value)))
+            parts.append(bytes(value))
+    return b"".join(parts)
+
+
+class RecordsBuilder:
+    """Accumulates records column by column; ``section()`` lays them out.
+
+    Timestamp and header columns are always collected (cheap) but only emitted when at least
+    one record uses them, so the common frame carries neither.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.key_lens = array("i")
+        self.value_lens = array("i")
+        self.header_lens = array("i")
+        self.timestamps = array("q")
+        self.data = bytearray()
+        self.any_timestamp = False
+        self.any_headers = False
+
+    def size(self) -> int:
+        """Bytes ``section()`` would return now."""
+        per_record = 8 + (8 if self.any_timestamp else 0) + (4 if self.any_headers else 0)
+        return 1 + per_record * self.count + len(self.data)
+
+    def added_bytes(self, data_bytes: int, has_ts: bool, has_headers: bool) -> int:
+        """How much ``section()`` grows by adding a record of this shape; the first record
+        with a timestamp (headers) also brings that column's entries for earlier records."""
+        added = 8 + data_bytes
+        if has_ts or self.any_timestamp:
+            added += 8 if self.any_timestamp else 8 * (self.count + 1)
+        if has_headers or self.any_headers:
+            added += 4 if self.any_headers else 4 * (self.count + 1)
+        return added
+
+    def add(self, key, value, timestamp: int | None, header_blob: bytes) -> None:
+        if timestamp is not None and timestamp < -1:
+            raise ValueError(f"timestamp {timestamp} < -1")
+        self.key_lens.append(-1 if key is None else len(key))
+        self.value_lens.append(-1 if value is None else len(value))
+        self.header_lens.append(len(header_blob))
+        self.timestamps.append(-1 if timestamp is None else timestamp)
+        self.any_timestamp = self.any_timestamp or timestamp is not None
+        self.any_headers = self.any_headers or bool(header_blob)
+        if key is not None:
+            self.data += key
+        if value is not None:
+            self.data += value
+        self.data += header_blob
+        self.count += 1
+
+    def section(self) -> bytes:
+        layout = (LAYOUT_HAS_TIMESTAMPS if self.any_timestamp else 0) | (
+            LAYOUT_HAS_HEADERS if self.any_headers else 0
+        )
+        parts = [bytes((layout,))]
+        if self.any_timestamp:
+            parts.append(_to_big_endian(self.timestamps))
+        parts.append(_to_big_endian(self.key_lens))
+        parts.append(_to_big_endian(self.value_lens))
+        if self.any_headers:
+            parts.append(_to_big_endian(self.header_lens))
+        parts.append(self.data)
+        return b"".join(parts)
+
+
+def header_blob(headers: Sequence[tuple[str, bytes | None]]) -> bytes:
+    """The encoded header blob of one record (b"" for none)."""
+    return _encode_headers(headers) if headers else b""
+
+
+def encode_records(records: Iterable[RecordIn]) -> bytes:
+    """The records section alone (what ``iter_records`` reads), e.g. for re-routing subsets."""
+    builder = RecordsBuilder()
+    for key, value, timestamp, headers in records:
+        builder.add(key, value, timestamp, header_blob(headers))
+    if builder.count == 0:
+        raise ValueError("a records section holds at least one record")
+    return builder.section()
