@@ -34,7 +34,9 @@ def wait_for(condition, timeout_s: float, what: str, interval_s: float = 0.02):
 
 
 class KpdDaemon:
-    def __init__(self, workdir: Path, bootstrap: str, *, workers: int = 2, extra: dict | None = None):
+    def __init__(
+        self, workdir: Path, bootstrap: str, *, workers: int = 2, extra: dict | None = None
+    ):
         self.workdir = workdir
         self.socket_path = str(workdir / "kpd.sock")
         self.config_path = workdir / "kpd.yaml"
@@ -55,10 +57,12 @@ class KpdDaemon:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 30.0) -> KpdDaemon:
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 -- closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daemon.cli", "run", "--config", str(self.config_path)],
-            cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         wait_for(self._accepting, timeout_s, f"kpd socket {self.socket_path}\n{self.log_tail()}")
         return self
@@ -85,7 +89,11 @@ class KpdDaemon:
             except OSError:
                 continue
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == self.process.pid and b"daemon.process.child" in cmdline and role.encode() in cmdline:
+            if (
+                ppid == self.process.pid
+                and b"daemon.process.child" in cmdline
+                and role.encode() in cmdline
+            ):
                 pids.append(int(entry.name))
         return sorted(pids)
 
@@ -104,7 +112,9 @@ class KpdDaemon:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise AssertionError(f"kpd did not stop within {timeout_s}s:\n{self.log_tail()}") from None
+            raise AssertionError(
+                f"kpd did not stop within {timeout_s}s:\n{self.log_tail()}"
+            ) from None
         finally:
             self._log.close()
 

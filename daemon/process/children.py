@@ -30,6 +30,8 @@ class Child:
     restarts: int = 0
     failures_in_a_row: int = 0
     stopping: bool = False
+    # Held so the status reader is not garbage-collected mid-flight (asyncio keeps weak refs).
+    status_task: asyncio.Task | None = None
 
     @property
     def name(self) -> str:
@@ -52,7 +54,9 @@ class Child:
             stdout=asyncio.subprocess.PIPE,
             pass_fds=self.pass_fds,
         )
-        asyncio.get_running_loop().create_task(self._read_status(self.process))
+        self.status_task = asyncio.get_running_loop().create_task(
+            self._read_status(self.process)
+        )
 
     async def _read_status(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None

@@ -117,7 +117,7 @@ class Supervisor:
     async def _await_ready(self, child: Child) -> None:
         ready = asyncio.ensure_future(child.ready.wait())
         exited = asyncio.ensure_future(child.exited.wait())
-        done, _ = await asyncio.wait(
+        await asyncio.wait(
             {ready, exited}, timeout=_BOOT_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
         )
         ready.cancel()

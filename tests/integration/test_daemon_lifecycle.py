@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+
 import pytest
 
 from tests.brokers.reader import read_all
@@ -28,11 +29,25 @@ class LoadClient:
         self.sent = 0
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "tests.integration.load_client",
-                "--socket", daemon.socket_path, "--topic", topic, "--client", name,
-                "--count", str(count), "--acks", acks, "--out", str(self.out),
+                sys.executable,
+                "-m",
+                "tests.integration.load_client",
+                "--socket",
+                daemon.socket_path,
+                "--topic",
+                topic,
+                "--client",
+                name,
+                "--count",
+                str(count),
+                "--acks",
+                acks,
+                "--out",
+                str(self.out),
             ],
-            cwd=REPO, stdout=subprocess.PIPE, text=True,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         os.set_blocking(self.process.stdout.fileno(), False)
 
@@ -86,8 +101,11 @@ def test_sigkilled_worker_loses_no_acknowledged_record(tansu, tmp_path):
         victim = daemon.child_pids("worker")[0]
         os.kill(victim, signal.SIGKILL)
         wait_for(
-            lambda: len(daemon.child_pids("worker")) == 2 and victim not in daemon.child_pids("worker"),
-            30, "the worker to be replaced",
+            lambda: (
+                len(daemon.child_pids("worker")) == 2 and victim not in daemon.child_pids("worker")
+            ),
+            30,
+            "the worker to be replaced",
         )
         results = client.wait()
         assert daemon.stop() == 0
@@ -118,8 +136,11 @@ def test_sigterm_under_load_delivers_everything_accepted(tansu, tmp_path):
     in_kafka = {int(r.value.split(b"-")[1]) for r in records}
     lost = accepted - in_kafka
     assert not lost, f"{len(lost)} accepted records are not in Kafka, e.g. {sorted(lost)[:5]}"
-    unresolved = [r for r in results if r[1] != "ok" and "SHUTTING_DOWN" not in r[1]
-                  and "connection" not in r[1].lower()]
+    unresolved = [
+        r
+        for r in results
+        if r[1] != "ok" and "SHUTTING_DOWN" not in r[1] and "connection" not in r[1].lower()
+    ]
     assert not unresolved, unresolved[:3]
 
 
