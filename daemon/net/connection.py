@@ -4,7 +4,9 @@ Owns: the TCP transport, the correlation-id counter, the queue of requests await
 and the API versions negotiated at connect. Kafka answers requests on one connection strictly in
 the order they were sent, so the in-flight queue is a FIFO and the head is the only request a
 response may answer: a correlation-id mismatch means the stream is corrupt and the connection is
-closed (KIP-392 era clients do the same).
+closed (KIP-392 era clients do the same). The one exception is an answer to a request sent
+expecting none (Produce acks=0), which some brokers send anyway: it is recognised by its id and
+dropped.
 
 Must not import: the producer engine, rings, processes, uvloop (the entry point picks the loop).
 """
@@ -15,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +32,12 @@ __all__ = ["BrokerConnection", "ConnectionSettings"]
 # Kafka error code UNSUPPORTED_VERSION: the broker answers an ApiVersions request it cannot
 # parse with a v0 response carrying this code and its own supported range (KIP-511).
 _UNSUPPORTED_VERSION = 35
+# ApiVersions responses always carry response header v0 (KIP-511): the body, whose first field in
+# every version is the int16 error code, starts right after the correlation id.
+_API_VERSIONS_ERROR = struct.Struct(">h")
+_API_VERSIONS_BODY_OFFSET = 4
+# How many requests sent without expecting a response are remembered (see ``_unanswered``).
+_MAX_UNANSWERED = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +102,12 @@ class BrokerConnection:
         self._correlation_ids = itertools.count(1)
         # Requests written and not yet answered, in send order (owned by the event loop).
         self._pending: collections.deque[_Pending] = collections.deque()
+        # Correlation ids of requests sent with expect_response=False, oldest first (owned by the
+        # event loop). Kafka never answers them (Produce acks=0), but tansu 0.6 and librdkafka's
+        # mock cluster do; such an answer is known by its id and dropped, as librdkafka drops a
+        # response to an id it is not waiting for. An id older than a later answer can no longer
+        # be answered and is pruned; maxlen bounds the ids a silent broker leaves behind.
+        self._unanswered: collections.deque[int] = collections.deque(maxlen=_MAX_UNANSWERED)
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._writable = asyncio.Event()
         self._writable.set()
@@ -180,18 +195,15 @@ class BrokerConnection:
         if self._closed_error is not None:
             raise ConnectionClosedError(str(self._closed_error), request_sent=False)
         correlation_id = next(self._correlation_ids)
-        frame = headers.encode_request(
-            api, version, correlation_id, self._settings.client_id, body
-        )
+        frame = headers.encode_request(api, version, correlation_id, self._settings.client_id, body)
         assert self._transport is not None
         self._transport.write(frame)
         if not expect_response:
+            self._unanswered.append(correlation_id)
             return None
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        timer = loop.call_later(
-            self._settings.request_timeout_s, self._on_timeout, correlation_id
-        )
+        timer = loop.call_later(self._settings.request_timeout_s, self._on_timeout, correlation_id)
         self._pending.append(_Pending(correlation_id, api, version, future, timer))
         return future
 
@@ -221,7 +233,9 @@ class BrokerConnection:
         assert response is not None
         if response["error_code"] == _UNSUPPORTED_VERSION:
             # The broker told us its ApiVersions range in a v0-shaped answer: retry within it.
-            ranges = {k["api_key"]: (k["min_version"], k["max_version"]) for k in response["api_keys"]}
+            ranges = {
+                k["api_key"]: (k["min_version"], k["max_version"]) for k in response["api_keys"]
+            }
             lo, hi = ranges.get(api.key, (0, 0))
             version = max(lo, min(hi, api.max_version))
             response = await self.request(api, body, version=version)
@@ -251,11 +265,20 @@ class BrokerConnection:
                 return
 
     def _answer_head(self, payload: bytes) -> bool:
+        try:
+            correlation_id = headers.response_correlation_id(payload)
+        except ProtocolError as exc:
+            # Raised out of data_received it would reach the event loop, not the callers.
+            self._fail_all(ConnectionClosedError(f"{self.address}: bad response: {exc}"))
+            return False
+        if self._answers_unanswered(correlation_id):
+            return True
         if not self._pending:
-            self._fail_all(ConnectionClosedError(f"{self.address}: response with no request"))
+            self._fail_all(
+                ConnectionClosedError(f"{self.address}: response {correlation_id} with no request")
+            )
             return False
         pending = self._pending[0]
-        correlation_id = headers.response_correlation_id(payload)
         if correlation_id != pending.correlation_id:
             self._fail_all(
                 ConnectionClosedError(
@@ -270,15 +293,28 @@ class BrokerConnection:
         if pending.future.done():  # the caller gave up; the stream is still in sync
             return True
         try:
-            _, body = headers.decode_response(pending.api, pending.version, payload)
+            body = _decode_body(pending, payload)
         except ProtocolError as exc:
-            pending.future.set_exception(
-                ConnectionClosedError(f"{self.address}: undecodable {pending.api.name}: {exc}")
-            )
-            self._fail_all(ConnectionClosedError(f"{self.address}: undecodable response"))
+            error = ConnectionClosedError(f"{self.address}: undecodable {pending.api.name}: {exc}")
+            pending.future.set_exception(error)
+            self._fail_all(error)
             return False
         pending.future.set_result(body)
         return True
+
+    def _answers_unanswered(self, correlation_id: int) -> bool:
+        """True if ``correlation_id`` is a request sent expecting no response; forget older ones.
+
+        Responses come in request order and ids increase, so once an answer with a higher id
+        arrives, a request with a lower id that was sent expecting no response never will be.
+        """
+        unanswered = self._unanswered
+        while unanswered and unanswered[0] < correlation_id:
+            unanswered.popleft()
+        if unanswered and unanswered[0] == correlation_id:
+            unanswered.popleft()
+            return True
+        return False
 
     def _on_timeout(self, correlation_id: int) -> None:
         self._fail_all(
@@ -304,3 +340,34 @@ class BrokerConnection:
                 # Nobody may await a future failed during close; don't warn "never retrieved".
                 with contextlib.suppress(Exception):
                     pending.future.exception()
+
+
+def _decode_body(pending: _Pending, payload: bytes) -> dict[str, Any]:
+    """The body of ``payload``, the response to ``pending``; raises ProtocolError."""
+    try:
+        return headers.decode_response(pending.api, pending.version, payload)[1]
+    except ProtocolError:
+        body = _unsupported_api_versions(pending.api, payload)
+        if body is None:
+            raise
+        return body
+
+
+def _unsupported_api_versions(api: messages.ApiSpec, payload: bytes) -> dict[str, Any] | None:
+    """An UNSUPPORTED_VERSION answer to ApiVersions whose body fits none of its schemas.
+
+    KIP-511 puts the error code first in every ApiVersions body so that a client can read it
+    whatever the broker wrote after it. librdkafka's mock cluster (2.x) answers a v3 request it
+    does not support with a v0 body that has a one-byte v3 array count, which is neither v0 nor
+    v3. Trust only the error code and name no ranges: the handshake then retries at v0, as Java's
+    NetworkClient.handleApiVersionsResponse does when the answer names no ApiVersions range.
+    """
+    if api is not messages.API_VERSIONS:
+        return None
+    end = _API_VERSIONS_BODY_OFFSET + _API_VERSIONS_ERROR.size
+    if len(payload) < end:
+        return None
+    (error_code,) = _API_VERSIONS_ERROR.unpack_from(payload, _API_VERSIONS_BODY_OFFSET)
+    if error_code != _UNSUPPORTED_VERSION:
+        return None
+    return {"error_code": error_code, "api_keys": [], "throttle_time_ms": 0}

@@ -101,17 +101,19 @@ class ApiSpec:
 
     def decode_request(self, version: int, data, offset: int = 0) -> dict:
         """Decode a request body that runs from ``offset`` to the end of ``data``."""
-        return self._decode(self._requests, "Request", version, data, offset)
+        return self._decode(self._requests, "Request", version, data, offset, strict=True)
 
     def decode_response(self, version: int, data, offset: int = 0) -> dict:
         """Decode a response body that runs from ``offset`` to the end of ``data``."""
         try:
-            return self._decode(self._responses, "Response", version, data, offset)
+            return self._decode(self._responses, "Response", version, data, offset, strict=False)
         except ProtocolError as exc:
             if not self.api_versions_rules or version == self.min_version:
                 raise
             try:  # a v0 body from a broker that does not know ``version`` (see above)
-                return self._decode(self._responses, "Response", self.min_version, data, offset)
+                return self._decode(
+                    self._responses, "Response", self.min_version, data, offset, strict=False
+                )
             except ProtocolError:
                 raise exc from None
 
@@ -130,16 +132,19 @@ class ApiSpec:
         except ProtocolError as exc:
             raise ProtocolError(f"cannot encode {self.name}{kind} v{version}: {exc}") from exc
 
-    def _decode(self, table, kind: str, version: int, data, offset: int) -> dict:
+    def _decode(self, table, kind: str, version: int, data, offset: int, *, strict: bool) -> dict:
         codec = self._codec(table, kind, version)
         try:
             reader = Reader(data, offset)
             body = codec.decode(reader)
         except ProtocolError as exc:
             raise ProtocolError(f"cannot decode {self.name}{kind} v{version}: {exc}") from None
-        if reader.remaining:
-            # Leftover bytes mean the body was read with the wrong schema (wrong version or
-            # API): better a clear error than a message that silently lost its tail.
+        if reader.remaining and strict:
+            # Leftover bytes in a request mean it was read with the wrong schema (wrong version
+            # or API): better a clear error than a message that silently lost its tail.
+            # Responses are read leniently, as librdkafka and the Java client do: a peer may
+            # append bytes we do not know (librdkafka's mock cluster writes its final tagged
+            # field section twice in flexible Metadata responses).
             raise ProtocolError(
                 f"cannot decode {self.name}{kind} v{version}: {reader.remaining} bytes left over"
             )

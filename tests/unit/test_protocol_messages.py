@@ -471,10 +471,19 @@ def test_every_truncation_of_a_response_is_a_protocol_error():
             headers.decode_response(PRODUCE, 10, PRODUCE_V10_PAYLOAD[:cut])
 
 
-def test_trailing_bytes_after_a_body_are_a_protocol_error():
-    payload = i32(9) + i32(0) + i16(0) + i64(1) + i16(0) + b"\x00"
+def test_trailing_bytes_after_a_request_body_are_a_protocol_error():
+    body = INIT_PRODUCER_ID.encode_request(
+        0, {"transactional_id": None, "transaction_timeout_ms": 1}
+    )
     with pytest.raises(ProtocolError, match="1 bytes left over"):
-        headers.decode_response(INIT_PRODUCER_ID, 0, payload)
+        INIT_PRODUCER_ID.decode_request(0, body + b"\x00")
+
+
+def test_trailing_bytes_after_a_response_body_are_ignored_like_librdkafka_does():
+    # correlation id 9 | throttle 0 | error 0 | producer id 1 | epoch 0 | one stray byte
+    payload = i32(9) + i32(0) + i16(0) + i64(1) + i16(0) + b"\x00"
+    correlation_id, body = headers.decode_response(INIT_PRODUCER_ID, 0, payload)
+    assert (correlation_id, body["producer_id"], body["producer_epoch"]) == (9, 1, 0)
 
 
 def test_null_topic_name_in_a_produce_response_is_a_protocol_error():
