@@ -56,11 +56,12 @@ class KpdDaemon:
         self.config_path.write_text(yaml.safe_dump(config))
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 30.0) -> KpdDaemon:
+    def start(self, timeout_s: float = 30.0, env: dict[str, str] | None = None) -> KpdDaemon:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 -- closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daemon.cli", "run", "--config", str(self.config_path)],
             cwd=REPO,
+            env={**os.environ, **(env or {})},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )

@@ -36,12 +36,16 @@ class ReconnectPolicy:
 
 
 class _Slot:
-    __slots__ = ("address", "connection", "failures", "next_attempt", "task")
+    __slots__ = ("address", "connection", "failures", "next_attempt", "task", "watcher")
 
     def __init__(self, address: tuple[str, int]) -> None:
         self.address = address
         self.connection: BrokerConnection | None = None
         self.task: asyncio.Task | None = None
+        # Watches the current connection for its close. Referenced here because the event
+        # loop keeps only weak references to tasks: an unreferenced watcher can be collected
+        # mid-wait, and the pool would never report the broker lost.
+        self.watcher: asyncio.Task | None = None
         self.failures = 0
         self.next_attempt = 0.0
 
@@ -129,8 +133,7 @@ class BrokerPool:
         slot.connection = conn
         slot.failures = 0
         self.connects += 1
-        loop = asyncio.get_running_loop()
-        loop.create_task(self._watch(node_id, slot, conn))
+        slot.watcher = asyncio.get_running_loop().create_task(self._watch(node_id, slot, conn))
         self._on_change(node_id, True)
 
     async def _watch(self, node_id: int, slot: _Slot, conn: BrokerConnection) -> None:

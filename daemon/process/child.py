@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import signal
+import socket
 import sys
 
 import uvloop
@@ -123,7 +124,11 @@ async def run_ingest(spec: dict) -> int:
         directory,
     )
     metadata.start()
-    await server.start()
+    listen_fd = spec.get("listen_fd")
+    if listen_fd is not None:  # socket activation: serve systemd's socket, never unlink it
+        await server.start(sock=socket.socket(fileno=listen_fd))
+    else:
+        await server.start()
     loop = asyncio.get_running_loop()
     quiesce, finish = asyncio.Event(), asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, quiesce.set)

@@ -54,9 +54,7 @@ class Child:
             stdout=asyncio.subprocess.PIPE,
             pass_fds=self.pass_fds,
         )
-        self.status_task = asyncio.get_running_loop().create_task(
-            self._read_status(self.process)
-        )
+        self.status_task = asyncio.get_running_loop().create_task(self._read_status(self.process))
 
     async def _read_status(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None

@@ -20,6 +20,7 @@ from pathlib import Path
 from daemon.config import ConfigError, DaemonConfig, load_config
 from daemon.process.children import Child
 from daemon.process.embedded import EmbeddedBroker
+from daemon.process.sdnotify import SystemdNotifier, listen_fds, run_watchdog
 from daemon.ring import Ring, RingWakeups, remove_stale
 
 __all__ = ["Supervisor"]
@@ -43,6 +44,9 @@ class Supervisor:
         self._signals: asyncio.Queue[int] = asyncio.Queue()
         self._broker: EmbeddedBroker | None = None
         self._stopping = False
+        self._notifier = SystemdNotifier.from_environ()
+        self._listen_fd: int | None = None  # the socket systemd passed us (kpd.socket), if any
+        self._tasks: set[asyncio.Task] = set()
         self.exit_code = 0
 
     # ---- setup -------------------------------------------------------------------------
@@ -73,8 +77,10 @@ class Supervisor:
             spec = dict(common, index=index, records=records[index], reports=reports[index])
             fds = (*records[index]["fds"], *reports[index]["fds"])
             children.append(Child("worker", index, spec, fds))
-        ingest_spec = dict(common, records=records, reports=reports)
+        ingest_spec = dict(common, records=records, reports=reports, listen_fd=self._listen_fd)
         all_fds = tuple(fd for ring in records + reports for fd in ring["fds"])
+        if self._listen_fd is not None:
+            all_fds += (self._listen_fd,)
         children.append(Child("ingest", 0, ingest_spec, all_fds))
         return children
 
@@ -85,6 +91,10 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(signum, self._signals.put_nowait, signum)
         bootstrap = None
+        activated = listen_fds()
+        if activated:
+            self._listen_fd = activated[0].fd
+            log.info("socket activation: serving systemd's socket (fd %d)", self._listen_fd)
         try:
             if self._config.producer.embedded_broker:
                 log_path = Path(self._config.socket.path).parent / "embedded-broker.log"
@@ -94,11 +104,10 @@ class Supervisor:
                 log.info("kafka.bootstrap.servers: embedded -> 127.0.0.1:%d", self._broker.port)
             self._children = self._children_specs(bootstrap)
             await self._boot_all()
-            log.info(
-                "kpd ready: socket %s, %d workers",
-                self._config.socket.path,
-                len(self._children) - 1,
-            )
+            workers = len(self._children) - 1
+            log.info("kpd ready: socket %s, %d workers", self._config.socket.path, workers)
+            self._notifier.ready(status=f"serving {self._config.socket.path}, {workers} workers")
+            self._spawn_task(run_watchdog(self._notifier, self._healthy))
             await self._main_loop()
         except BootFailure as exc:
             log.error("%s; stopping", exc)
@@ -107,6 +116,18 @@ class Supervisor:
         finally:
             await self._cleanup()
         return self.exit_code
+
+    def _spawn_task(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _healthy(self) -> bool:
+        """Every child runs and has booted: only then does the watchdog beat."""
+        return all(
+            c.process is not None and c.process.returncode is None and c.ready.is_set()
+            for c in self._children
+        )
 
     async def _boot_all(self) -> None:
         for child in self._children:
@@ -150,6 +171,7 @@ class Supervisor:
             child.restarts += 1
             delay = child.backoff_s()
             log.warning("%s exited with %s; restarting in %.1fs", child.name, code, delay)
+            self._notifier.status(f"restarting {child.name} (exit {code})")
             await asyncio.sleep(delay)
             if self._stopping:
                 return
@@ -166,9 +188,17 @@ class Supervisor:
 
     async def handle_sigterm(self) -> None:
         log.info("stopping: draining within %.1fs", self._config.shutdown.timeout_s)
+        self._notifier.stopping(status="draining accepted records to Kafka")
         await self._stop_all(drain=True)
 
     def handle_sighup(self) -> None:
+        self._notifier.reloading()
+        try:
+            self._reload()
+        finally:
+            self._notifier.ready()
+
+    def _reload(self) -> None:
         try:
             new = load_config(self._config_path)
         except ConfigError as exc:
@@ -210,6 +240,9 @@ class Supervisor:
                 await child.exited.wait()
 
     async def _cleanup(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._notifier.close()
         for name, wakeups in self._rings:
             Ring.unlink(name)
             wakeups.close()

@@ -26,6 +26,7 @@ class ProducerBatch:
         "created",
         "in_doubt",
         "order",
+        "partition",
         "payload",
         "producer_epoch",
         "producer_id",
@@ -34,7 +35,6 @@ class ProducerBatch:
         "sent_at",
         "tokens",
         "topic",
-        "partition",
     )
 
     def __init__(

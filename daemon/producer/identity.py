@@ -12,7 +12,7 @@ from daemon.net.connection import BrokerConnection
 from daemon.protocol import messages
 from daemon.protocol.errors import error_name
 
-__all__ = ["NO_PRODUCER_ID", "ProducerIdentity", "ProducerIdError"]
+__all__ = ["NO_PRODUCER_ID", "ProducerIdError", "ProducerIdentity"]
 
 NO_PRODUCER_ID = -1
 
@@ -33,19 +33,22 @@ class ProducerIdentity:
         return self.producer_id != NO_PRODUCER_ID
 
     async def initialize(self, conn: BrokerConnection, transaction_timeout_ms: int) -> None:
-        """Get a producer id, or bump the epoch of the one we have.
+        """Get a producer id: the first one, or a fresh one that replaces the current id.
 
-        KIP-360: from InitProducerId v3 a producer that sends its current id and epoch keeps
-        the id and gets epoch + 1, which fences its own old in-flight batches. Older brokers
-        only hand out a fresh id, which has the same effect on sequence numbers.
+        An idempotent producer has no transactional id, and for those a broker hands out a new
+        id whatever id and epoch the request carries (Kafka's TransactionCoordinator
+        .handleInitProducerId: "if the transactional id is null, then always blindly accept
+        the request and return a new producerId"); librdkafka's mock rejects a non-null id with
+        INVALID_PRODUCER_ID_MAPPING. So a KIP-360 "bump" asks for a fresh id with (-1, -1), as
+        librdkafka's idempotent producer does: a new id resets sequence numbers just as a new
+        epoch would, and fences the old id's in-flight batches.
         """
         version = conn.version_for(messages.INIT_PRODUCER_ID)
-        bump = self.known and version >= 3
         body = {
             "transactional_id": None,
             "transaction_timeout_ms": transaction_timeout_ms,
-            "producer_id": self.producer_id if bump else NO_PRODUCER_ID,
-            "producer_epoch": self.epoch if bump else -1,
+            "producer_id": NO_PRODUCER_ID,
+            "producer_epoch": -1,
         }
         response = await conn.request(messages.INIT_PRODUCER_ID, body, version=version)
         assert response is not None

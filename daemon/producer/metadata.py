@@ -9,6 +9,7 @@ coalesced: many asks while a refresh is running cause one more refresh, not many
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -93,10 +94,8 @@ class MetadataManager:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     def request_update(self) -> None:
         self._wake.set()

@@ -14,6 +14,7 @@ retry, split (MESSAGE_TOO_LARGE), bump the epoch (KIP-360), or fail with a persi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -99,10 +100,8 @@ class Sender:
         self._wake.set()
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     @property
     def requests_in_flight(self) -> int:
@@ -116,10 +115,12 @@ class Sender:
             self._wake.clear()
             now = loop.time()
             self._expire(now)
-            if self._s.idempotent and (self._bump_needed or not self.identity.known):
-                if not await self._ensure_identity():
-                    await self._sleep(self._s.retry_backoff_s)
-                    continue
+            needs_identity = self._s.idempotent and (
+                self._bump_needed or not self.identity.known
+            )
+            if needs_identity and not await self._ensure_identity():
+                await self._sleep(self._s.retry_backoff_s)
+                continue
             self._send_ready(now)
             await self._sleep(self._next_wait(loop.time()))
 
@@ -240,8 +241,12 @@ class Sender:
         counters.requests_sent += 1
         counters.records_per_request.observe(records)
         try:
-            future = conn.send(messages.PRODUCE, conn.version_for(messages.PRODUCE), body,
-                               expect_response=self._s.acks != 0)
+            future = conn.send(
+                messages.PRODUCE,
+                conn.version_for(messages.PRODUCE),
+                body,
+                expect_response=self._s.acks != 0,
+            )
         except BrokerConnectionError as exc:
             self._connection_failed(broker, batches, exc, now)
             return
@@ -250,9 +255,7 @@ class Sender:
                 self._succeed(batch, -1, -1, now)
             return
         self._requests_in_flight[broker] = self._requests_in_flight.get(broker, 0) + 1
-        future.add_done_callback(
-            lambda f: self._on_answer(broker, batches, f, now)
-        )
+        future.add_done_callback(lambda f: self._on_answer(broker, batches, f, now))
 
     # ---- answers -----------------------------------------------------------------------
 
@@ -304,6 +307,11 @@ class Sender:
     def _retry_or_fail(self, batch: ProducerBatch, code: int, message: str, now: float) -> None:
         action = classify(code)
         kind = action.action
+        if action.persistence is Persistence.POSSIBLY_PERSISTED:
+            # The broker may have appended the batch (REQUEST_TIMED_OUT waiting for replicas,
+            # NOT_ENOUGH_REPLICAS_AFTER_APPEND…): whatever later attempts answer, a final
+            # failure must say so, as a lost connection does.
+            batch.in_doubt = True
         if kind is Action.SUCCESS:  # DUPLICATE_SEQUENCE_NUMBER: written before; offset unknown
             self._succeed(batch, -1, -1, now)
             return
@@ -347,7 +355,10 @@ class Sender:
         self._counters.batch_splits += 1
         log.info(
             "%s-%d: batch of %d records too large; split into %d",
-            batch.topic, batch.partition, batch.record_count, len(parts),
+            batch.topic,
+            batch.partition,
+            batch.record_count,
+            len(parts),
         )
         self._acc.replace(batch, parts, now)
 

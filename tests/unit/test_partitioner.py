@@ -1,0 +1,125 @@
+"""The partitioner: Java-compatible keyed placement, KIP-794 sticky runs, round robin.
+
+Keyed placement is checked against partitions the Java producer computes for Kafka's own
+published murmur2 test keys (``BuiltInPartitionerTest`` / ``UtilsTest`` vectors: the murmur2
+hashes below are Kafka's, the partitions follow from Java's ``toPositive(hash) % n``).
+End-to-end agreement with librdkafka's ``murmur2_random`` over thousands of keys is in
+tests/integration/test_engine_tansu.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import Counter
+
+import pytest
+
+from daemon.producer.partitioner import Partitioner
+
+# Kafka UtilsTest.testMurmur2: key -> murmur2 hash as Java computes it (a signed int32).
+KAFKA_MURMUR2_VECTORS = {
+    b"21": -973932308,
+    b"foobar": -790332482,
+    b"a-little-bit-long-string": -985981536,
+    b"a-little-bit-longer-string": -1486304829,
+    b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    b"abc": 479470107,
+}
+
+
+def java_partition(murmur2_hash: int, partitions: int) -> int:
+    # Java Utils.toPositive: hash & 0x7fffffff (not Math.abs), then modulo.
+    return (murmur2_hash & 0x7FFFFFFF) % partitions
+
+
+def sticky(batch_bytes: int = 100, seed: int = 7) -> Partitioner:
+    return Partitioner("default", batch_bytes, False, random.Random(seed))
+
+
+@pytest.mark.parametrize("partitions", [1, 3, 7, 100])
+def test_keyed_records_go_where_the_java_producer_puts_them(partitions):
+    partitioner = sticky()
+    for key, murmur2_hash in KAFKA_MURMUR2_VECTORS.items():
+        expected = java_partition(murmur2_hash, partitions)
+        assert partitioner.partition("t", key, 10, partitions, range(partitions)) == expected
+
+
+def test_keyed_records_ignore_availability_and_leave_sticky_state_alone():
+    partitioner = sticky(batch_bytes=1000)
+    first = partitioner.partition("t", None, 10, 8, range(8))
+    for key, murmur2_hash in KAFKA_MURMUR2_VECTORS.items():
+        # Only partition 0 has a leader: a key still goes to its own partition (Java does the
+        # same: keyed placement never depends on leadership).
+        assert partitioner.partition("t", key, 500, 8, [0]) == java_partition(murmur2_hash, 8)
+    # The keyed records' bytes did not count towards the keyless run.
+    assert partitioner.partition("t", None, 10, 8, range(8)) == first
+
+
+def test_keyless_records_stay_on_one_partition_until_batch_size_bytes_went_there():
+    partitioner = sticky(batch_bytes=100)
+    picks = [partitioner.partition("t", None, 30, 5, range(5)) for _ in range(4)]
+    # 30 + 30 + 30 = 90 < 100: the fourth record still fits the run; 120 >= 100 ends it.
+    assert len(set(picks)) == 1
+    fifth = partitioner.partition("t", None, 30, 5, range(5))
+    assert fifth != picks[0]
+
+
+def test_sticky_runs_switch_to_a_different_available_partition_every_time():
+    partitioner = sticky(batch_bytes=50)
+    available = [1, 3, 4]
+    runs = []
+    for _ in range(300):
+        partition = partitioner.partition("t", None, 50, 6, available)
+        runs.append(partition)
+    # One record fills a run, so every record starts a new one.
+    assert all(a != b for a, b in itertools.pairwise(runs))
+    assert set(runs) == set(available)
+
+
+def test_sticky_runs_spread_over_every_partition():
+    partitioner = sticky(batch_bytes=10, seed=1)
+    counts = Counter(partitioner.partition("t", None, 10, 4, range(4)) for _ in range(4000))
+    assert set(counts) == {0, 1, 2, 3}
+    assert min(counts.values()) > 800  # uniform choice: ~1000 each
+
+
+def test_sticky_state_is_per_topic():
+    partitioner = sticky(batch_bytes=100)
+    a = partitioner.partition("a", None, 90, 50, range(50))
+    partitioner.partition("b", None, 90, 50, range(50))  # must not end topic a's run
+    assert partitioner.partition("a", None, 5, 50, range(50)) == a
+
+
+def test_sticky_partition_moves_when_the_topic_shrinks_below_it():
+    partitioner = sticky(batch_bytes=1000)
+    partitioner.partition("t", None, 1, 50, range(50))
+    assert partitioner.partition("t", None, 1, 1, range(1)) == 0
+
+
+def test_no_available_partition_falls_back_to_any_partition():
+    partitioner = sticky(batch_bytes=1)
+    picks = {partitioner.partition("t", None, 1, 3, []) for _ in range(200)}
+    assert picks == {0, 1, 2}
+
+
+def test_ignore_keys_makes_keyed_records_sticky():
+    partitioner = Partitioner("default", 1000, True, random.Random(3))
+    picks = {partitioner.partition("t", key, 10, 16, range(16)) for key in KAFKA_MURMUR2_VECTORS}
+    assert len(picks) == 1
+
+
+def test_round_robin_cycles_over_available_partitions_keys_or_not():
+    partitioner = Partitioner("round_robin", 16384, False, random.Random(0))
+    picks = [partitioner.partition("t", b"same-key", 10, 5, [0, 2, 4]) for _ in range(7)]
+    assert picks == [0, 2, 4, 0, 2, 4, 0]
+
+
+def test_round_robin_without_available_partitions_cycles_over_all():
+    partitioner = Partitioner("round_robin")
+    assert [partitioner.partition("t", None, 1, 3, []) for _ in range(4)] == [0, 1, 2, 0]
+
+
+def test_unknown_strategy_is_refused():
+    with pytest.raises(ValueError, match="unknown partitioner"):
+        Partitioner("uniform_sticky")
