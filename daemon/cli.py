@@ -88,6 +88,92 @@ def cmd_send(args) -> int:
     return 1 if failed else 0
 
 
+def _bootstrap_for_read(args) -> str:
+    if args.bootstrap:
+        return args.bootstrap
+    from pathlib import Path
+
+    from daemon.process.embedded import address_file
+
+    config = _load(args.config)
+    if not config.producer.embedded_broker:
+        return ",".join(f"{host}:{port}" for host, port in config.producer.bootstrap_servers)
+    path = address_file(Path(config.socket.path).parent)
+    try:
+        return path.read_text().strip()
+    except OSError:
+        sys.stderr.write(f"kpd: no embedded broker is running ({path} not found)\n")
+        sys.exit(EX_UNAVAILABLE)
+
+
+def cmd_read(args) -> int:
+    """Print the records of a topic (development aid; needs the `tools` extra)."""
+    try:
+        from confluent_kafka import Consumer, KafkaError, TopicPartition
+    except ImportError:
+        sys.stderr.write("kpd: `kpd read` needs confluent-kafka: pip install 'kpd[tools]'\n")
+        return EX_UNAVAILABLE
+    bootstrap = _bootstrap_for_read(args)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "kpd-read",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(args.topic, timeout=10).topics.get(args.topic)
+        if metadata is None or metadata.error is not None:
+            sys.stderr.write(f"kpd: topic {args.topic!r} not found on {bootstrap}\n")
+            return 1
+        partitions = sorted(metadata.partitions)
+        consumer.assign([TopicPartition(args.topic, p, 0) for p in partitions])
+        at_end: set[int] = set()
+        printed = 0
+        while len(at_end) < len(partitions) and (args.count is None or printed < args.count):
+            message = consumer.poll(args.timeout)
+            if message is None:
+                break
+            if message.error():
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    at_end.add(message.partition())
+                    continue
+                sys.stderr.write(f"kpd: {message.error()}\n")
+                return 1
+            key = message.key()
+            value = message.value() or b""
+            prefix = f"{message.partition()}:{message.offset()} "
+            if key is not None:
+                prefix += key.decode(errors="replace") + args.key_separator
+            print(prefix + value.decode(errors="replace"))
+            printed += 1
+    finally:
+        consumer.close()
+    return 0
+
+
+def cmd_status(args) -> int:
+    import json
+
+    from daemon.process.status import fetch_status, format_status
+
+    config = _load(args.config)
+    if not config.metrics.enabled:
+        sys.stderr.write("kpd: metrics.enabled is false: the daemon serves no status\n")
+        return EX_UNAVAILABLE
+    host, port = config.metrics.listen
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"  # a wildcard bind is reached on loopback
+    try:
+        status = fetch_status(host, port)
+    except OSError as exc:
+        sys.stderr.write(f"kpd: no daemon answers on {host}:{port}: {exc}\n")
+        return EX_UNAVAILABLE
+    print(json.dumps(status, indent=1) if args.json else format_status(status))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kpd", description="kpd: a Kafka producer daemon for one host")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -103,6 +189,21 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--key-separator", help="split each line into key and value at this string")
     send.add_argument("--acks", choices=("none", "accepted", "kafka"), default="kafka")
     send.set_defaults(func=cmd_send)
+    status = sub.add_parser("status", help="what the running daemon is doing")
+    status.add_argument("--config", required=True, help="the running daemon's config file")
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    status.set_defaults(func=cmd_status)
+    read = sub.add_parser("read", help="print a topic's records (development aid)")
+    read.add_argument("--topic", required=True)
+    source = read.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--config", help="read from the cluster (or embedded broker) of this config"
+    )
+    source.add_argument("--bootstrap", help="host:port of a broker")
+    read.add_argument("--count", type=int, help="stop after this many records")
+    read.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for records")
+    read.add_argument("--key-separator", default="\t")
+    read.set_defaults(func=cmd_read)
     return parser
 
 

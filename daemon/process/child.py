@@ -27,6 +27,7 @@ from daemon.config import ProducerSettings, load_config
 from daemon.ingest.server import IngestServer, IngestSettings, TopicDirectory
 from daemon.net.connection import ConnectionSettings
 from daemon.net.pool import BrokerPool, ReconnectPolicy
+from daemon.process.status import IngestReporter, WorkerReporter
 from daemon.process.worker import Worker
 from daemon.producer.metadata import MetadataManager
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
@@ -55,13 +56,21 @@ def _ring_end(spec: dict, cls):
 
 async def run_worker(spec: dict) -> int:
     config, producer = _producer_settings(spec)
+    records = _ring_end(spec["records"], RingConsumer)
+    reports = _ring_end(spec["reports"], RingProducer)
     worker = Worker(
         dataclasses.replace(producer, client_id=f"{producer.client_id}-w{spec['index']}"),
-        _ring_end(spec["records"], RingConsumer),
-        _ring_end(spec["reports"], RingProducer),
+        records,
+        reports,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    reporter = None
+    if spec.get("status_dir"):
+        reporter = WorkerReporter(
+            spec["index"], worker.engine, worker.tally, records, reports, spec["status_dir"]
+        )
+        reporting = loop.create_task(reporter.run())
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, lambda: None)  # the supervisor decides
     task = loop.create_task(worker.run())
@@ -78,6 +87,9 @@ async def run_worker(spec: dict) -> int:
     except TimeoutError:
         log.warning("worker %s: drain deadline passed", spec["index"])
     await worker.close(timeout_s=0.0)
+    if reporter is not None:
+        reporting.cancel()
+        reporter.report()  # the last counts land before exit
     return 0
 
 
@@ -111,6 +123,8 @@ async def run_ingest(spec: dict) -> int:
         return view.partition_count
 
     directory = TopicDirectory(config.topics.allows, resolve)
+    records = [_ring_end(r, RingProducer) for r in spec["records"]]
+    reports = [_ring_end(r, RingConsumer) for r in spec["reports"]]
     server = IngestServer(
         IngestSettings(
             socket_path=str(config.socket.path),
@@ -119,8 +133,8 @@ async def run_ingest(spec: dict) -> int:
             max_block_s=producer.max_block_ms / 1000,
             batch_size=producer.batch_size,
         ),
-        [_ring_end(r, RingProducer) for r in spec["records"]],
-        [_ring_end(r, RingConsumer) for r in spec["reports"]],
+        records,
+        reports,
         directory,
     )
     metadata.start()
@@ -130,6 +144,10 @@ async def run_ingest(spec: dict) -> int:
     else:
         await server.start()
     loop = asyncio.get_running_loop()
+    reporter = None
+    if spec.get("status_dir"):
+        reporter = IngestReporter(server, records, reports, spec["status_dir"])
+        reporting = loop.create_task(reporter.run())
     quiesce, finish = asyncio.Event(), asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, quiesce.set)
     loop.add_signal_handler(signal.SIGUSR1, finish.set)
@@ -140,6 +158,9 @@ async def run_ingest(spec: dict) -> int:
     _say("QUIESCED")
     await finish.wait()
     await server.finish()
+    if reporter is not None:
+        reporting.cancel()
+        reporter.report()
     await metadata.close()
     await pool.close()
     return 0

@@ -38,11 +38,20 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def address_file(run_dir: Path) -> Path:
+    """Where a running embedded broker's address is written (beside the kpd socket)."""
+    return run_dir / "embedded-broker.address"
+
+
 class EmbeddedBroker:
     def __init__(self, log_path: Path) -> None:
         self._log_path = log_path
         self._process: asyncio.subprocess.Process | None = None
         self.port = 0
+
+    @property
+    def address_file(self) -> Path:
+        return address_file(self._log_path.parent)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -78,8 +87,11 @@ class EmbeddedBroker:
                     raise EmbeddedBrokerError("embedded broker did not start listening") from None
                 await asyncio.sleep(0.05)
         log.info("embedded broker (tansu, memory storage) listening on 127.0.0.1:%d", self.port)
+        # Tools (kpd read) find the broker of a `bootstrap.servers: embedded` config here.
+        self.address_file.write_text(f"127.0.0.1:{self.port}\n")
 
     async def stop(self) -> None:
+        self.address_file.unlink(missing_ok=True)
         if self._process is not None and self._process.returncode is None:
             self._process.terminate()
             try:

@@ -27,7 +27,13 @@ log = logging.getLogger(__name__)
 
 _MAX_HEAD_BYTES = 8192  # request line plus headers; a scraper sends a few hundred
 _READ_TIMEOUT_S = 10.0  # a client that opens and says nothing must not hold a task forever
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+}
 
 
 class MetricsServer:
@@ -68,7 +74,11 @@ class MetricsServer:
         try:
             async with asyncio.timeout(_READ_TIMEOUT_S):
                 head = await reader.readuntil(b"\r\n\r\n")
-            status, content_type, body = self._answer(head)
+            try:
+                status, content_type, body = self._answer(head)
+            except Exception:  # e.g. an unreadable metric file: say so, keep serving
+                log.exception("answering %r failed", head.split(b"\r\n", 1)[0])
+                status, content_type, body = _text(500, "internal error, see the kpd log")
             method = head.split(b" ", 1)[0]
             writer.write(
                 _response(status, content_type, b"" if method == b"HEAD" else body, len(body))

@@ -98,13 +98,24 @@ class RateMeter:
 
 
 class _Reporter:
+    """The periodic loop shared by the children's reporters."""
+
+    def __init__(self) -> None:
+        self._failing = False  # the last report raised: log again only once it recovers
+
     async def run(self, interval_s: float = REPORT_INTERVAL_S) -> None:
         """Report every ``interval_s`` until cancelled; call ``report()`` once more at exit."""
         while True:
             try:
                 self.report()
             except Exception:  # a reporting bug must not take the data path down with it
-                log.exception("status/metrics report failed")
+                if not self._failing:  # once, not every second
+                    log.exception("status/metrics report failed")
+                self._failing = True
+            else:
+                if self._failing:
+                    log.info("status/metrics reports work again")
+                self._failing = False
             await asyncio.sleep(interval_s)
 
     def report(self) -> None:
@@ -124,6 +135,7 @@ class WorkerReporter(_Reporter):
         reports: Any,
         status_dir: str | Path,
     ) -> None:
+        super().__init__()
         self._index = index
         self._engine = engine
         self._tally = tally
@@ -170,6 +182,7 @@ class IngestReporter(_Reporter):
     """The ingest process's metrics and snapshot."""
 
     def __init__(self, server: Any, records: list, reports: list, status_dir: str | Path) -> None:
+        super().__init__()
         self._server = server
         self._records = records
         self._reports = reports

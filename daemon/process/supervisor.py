@@ -18,9 +18,12 @@ import signal
 from pathlib import Path
 
 from daemon.config import ConfigError, DaemonConfig, load_config
+from daemon.metrics import mark_dead, prepare_multiprocess_dir
 from daemon.process.children import Child
 from daemon.process.embedded import EmbeddedBroker
+from daemon.process.http import MetricsServer
 from daemon.process.sdnotify import SystemdNotifier, listen_fds, run_watchdog
+from daemon.process.status import prepare_status_dir
 from daemon.ring import Ring, RingWakeups, remove_stale
 
 __all__ = ["Supervisor"]
@@ -47,6 +50,8 @@ class Supervisor:
         self._notifier = SystemdNotifier.from_environ()
         self._listen_fd: int | None = None  # the socket systemd passed us (kpd.socket), if any
         self._tasks: set[asyncio.Task] = set()
+        self._http: MetricsServer | None = None
+        self._status_dir: Path | None = None
         self.exit_code = 0
 
     # ---- setup -------------------------------------------------------------------------
@@ -71,7 +76,12 @@ class Supervisor:
             reports.append(
                 self._create_ring(f"{self._prefix}reports-{index}", cfg.rings.reports_bytes)
             )
-        common = {"config": self._config_path, "bootstrap": bootstrap, "log_level": cfg.log.level}
+        common = {
+            "config": self._config_path,
+            "bootstrap": bootstrap,
+            "log_level": cfg.log.level,
+            "status_dir": str(self._status_dir) if self._status_dir else None,
+        }
         children = []
         for index in range(workers):
             spec = dict(common, index=index, records=records[index], reports=reports[index])
@@ -102,6 +112,7 @@ class Supervisor:
                 await self._broker.start()
                 bootstrap = [list(self._broker.address)]
                 log.info("kafka.bootstrap.servers: embedded -> 127.0.0.1:%d", self._broker.port)
+            await self._start_metrics()
             self._children = self._children_specs(bootstrap)
             await self._boot_all()
             workers = len(self._children) - 1
@@ -116,6 +127,25 @@ class Supervisor:
         finally:
             await self._cleanup()
         return self.exit_code
+
+    async def _start_metrics(self) -> None:
+        """The /metrics and /status endpoint; children inherit PROMETHEUS_MULTIPROC_DIR."""
+        if not self._config.metrics.enabled:
+            return
+        cfg = self._config
+        state = Path(cfg.socket.path).parent / f"{cfg.rings.prefix}-state"
+        metrics_dir = prepare_multiprocess_dir(state / "metrics")
+        self._status_dir = prepare_status_dir(state / "status")
+        self._http = MetricsServer(
+            cfg.metrics.listen, metrics_dir, self._status_dir, lambda: self._children
+        )
+        try:
+            await self._http.start()
+        except OSError as exc:
+            raise BootFailure(f"cannot serve metrics on {cfg.metrics.listen}: {exc}") from exc
+        log.info(
+            "metrics and status on http://%s:%d/metrics", cfg.metrics.listen[0], self._http.port
+        )
 
     def _spawn_task(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -164,6 +194,8 @@ class Supervisor:
         """Restart a child that dies while the daemon runs; stop on one that cannot boot."""
         while not self._stopping:
             await child.exited.wait()
+            if self._http is not None:
+                mark_dead(child.process.pid)  # its live gauges go; its counters stay
             if self._stopping or child.stopping:
                 return
             code = child.process.returncode
@@ -243,6 +275,8 @@ class Supervisor:
         for task in self._tasks:
             task.cancel()
         self._notifier.close()
+        if self._http is not None:
+            await self._http.close()
         for name, wakeups in self._rings:
             Ring.unlink(name)
             wakeups.close()

@@ -21,6 +21,7 @@ from daemon.ingest.codec import ReportRun, encode_reports
 from daemon.ingest.codec_base import KpdErrorCode, Persistence, Status
 from daemon.ingest.codec_records import iter_records
 from daemon.ingest.segment import decode_segment, encode_report_entry
+from daemon.metrics import DeliveryTally
 from daemon.producer import outcomes
 from daemon.producer.engine import ProducerEngine
 from daemon.producer.outcomes import BatchOutcome, DeliveryError
@@ -42,6 +43,7 @@ class _SegmentState:
     partition: int
     end_pos: int
     remaining: int
+    received_ms: int
 
 
 class Worker:
@@ -64,6 +66,7 @@ class Worker:
         self._flush_scheduled = False
         self._stopping = asyncio.Event()
         self.records_in = 0
+        self.tally = DeliveryTally()  # per-topic counts and end-to-end latency, for metrics
         self.replayed_segments = 0
 
     @property
@@ -109,7 +112,12 @@ class Worker:
         segment_id = self._next_segment
         self._next_segment += 1
         self._segments[segment_id] = _SegmentState(
-            segment.conn_id, segment.base_seq, segment.partition, end_pos, segment.count
+            segment.conn_id,
+            segment.base_seq,
+            segment.partition,
+            end_pos,
+            segment.count,
+            segment.received_ms,
         )
         self._window.track(end_pos)
         engine = self._engine
@@ -124,6 +132,7 @@ class Worker:
                     log.warning("buffer.memory still full after max.block.ms; still waiting")
             token += 1
         self.records_in += segment.count
+        self.tally.count_received(segment.topic, segment.partition, segment.count)
 
     # ---- outcomes -> reports -----------------------------------------------------------
 
@@ -161,6 +170,7 @@ class Worker:
             )
         else:
             run = _failed_run(state.base_seq + index, count, outcome.partition, error)
+        self.tally.count_done(outcome.topic, count, state.received_ms, error)
         self._pending_runs[state.conn_id].append(run)
         state.remaining -= count
         if state.remaining == 0:

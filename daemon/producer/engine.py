@@ -128,7 +128,16 @@ class ProducerEngine:
     # ---- the hot path ------------------------------------------------------------------
 
     def queue(self, topic: str, partition: int) -> PartitionQueue:
-        """The append target for one partition; callers cache it to skip a dict lookup."""
+        """The append target for one partition; callers cache it to skip a dict lookup.
+
+        A topic seen here for the first time joins the metadata request: a worker is handed
+        records for partitions it never looked up, and Metadata v1+ with an empty topic list
+        means "no topics" (some brokers answer all topics; Kafka and librdkafka's mock do not).
+        """
+        metadata = self.metadata
+        if topic not in metadata.wanted:
+            metadata.wanted.add(topic)
+            metadata.request_update()
         return self._accumulator.queue(topic, partition)
 
     def append(

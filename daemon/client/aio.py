@@ -1,0 +1,329 @@
+"""The asyncio ``AsyncProducer``: the same session as the sync Producer, driven by a loop.
+
+Owns one UNIX-socket transport and its ``asyncio.Protocol``. Everything runs on the event
+loop's thread, so the ProducerSession needs no lock: ``send()`` appends to a batch, frames are
+written when a batch fills or its linger timer fires, and ``data_received`` turns reports into
+resolved futures. A caller cancelling an awaited future never touches the connection.
+
+Must not import threads or kpd's engines (producer, net, ring, process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+
+from daemon.client.common import (
+    ACKS,
+    ClientSettings,
+    Completions,
+    hello_frame,
+    partition_count,
+    read_welcome,
+)
+from daemon.client.errors import DeliveryError, KpdConnectionError
+from daemon.client.session import ProducerSession
+from daemon.ingest.codec import FatalProtocolError, FrameDecoder, Role
+
+__all__ = ["AsyncProducer"]
+
+
+def _resolve(done: Completions) -> None:
+    for future, result in zip(done.handles, done.results, strict=True):
+        if future.done():  # the app cancelled it
+            continue
+        if isinstance(result, DeliveryError):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
+def _wake_if(waiter: asyncio.Future, condition: bool) -> bool:
+    """Resolve ``waiter`` if ``condition`` holds; True if it is done (drop it)."""
+    if condition and not waiter.done():
+        waiter.set_result(None)
+    return waiter.done()
+
+
+class _Connection(asyncio.Protocol):
+    """The transport's callbacks. Until WELCOME it only splits the handshake; then it hands
+    every byte to the producer's session."""
+
+    def __init__(self, producer: AsyncProducer, welcome: asyncio.Future) -> None:
+        self._producer = producer
+        self._welcome = welcome  # (Welcome, decoder, early frames) or an exception
+        self._decoder = FrameDecoder(Role.CLIENT)
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+        self._can_write: asyncio.Future | None = None  # set while the transport is paused
+        # Between WELCOME and attach() the producer has no session yet: hold what arrives.
+        self._backlog: list[bytes] | None = []
+        self._lost_reason: str | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def attach(self) -> None:
+        """The producer's session exists: replay what arrived since WELCOME, then go live."""
+        backlog, self._backlog = self._backlog, None
+        for data in backlog:
+            self._producer._on_data(data)
+        if self._lost_reason is not None:
+            self._producer._on_lost(self._lost_reason)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._welcome.done():
+            self._handshake(data)
+        elif self._backlog is not None:
+            self._backlog.append(data)
+        else:
+            self._producer._on_data(data)
+
+    def _handshake(self, data: bytes) -> None:
+        try:
+            frames = self._decoder.feed(data)
+            if frames:
+                self._welcome.set_result((read_welcome(frames), self._decoder, frames[1:]))
+        except (FatalProtocolError, KpdConnectionError) as exc:
+            error = (
+                exc
+                if isinstance(exc, KpdConnectionError)
+                else KpdConnectionError(exc.code, f"bad handshake from kpd: {exc}")
+            )
+            self._welcome.set_exception(error)
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = "kpd closed the socket" if exc is None else f"{type(exc).__name__}: {exc}"
+        if not self._welcome.done():
+            self._welcome.set_exception(KpdConnectionError(0, f"during the handshake: {reason}"))
+        elif self._backlog is not None:
+            self._lost_reason = reason
+        else:
+            self._producer._on_lost(reason)
+        if self._can_write is not None and not self._can_write.done():
+            self._can_write.set_result(None)
+        self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._can_write = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._can_write is not None and not self._can_write.done():
+            self._can_write.set_result(None)
+        self._can_write = None
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is over its high-water mark."""
+        if self._can_write is not None:
+            await asyncio.shield(self._can_write)
+
+
+class AsyncProducer:
+    """``await start()`` (or ``async with``), then ``fut = await send(...)``; ``await fut``
+    gives RecordMetadata or raises DeliveryError. ``acks`` as for the sync Producer."""
+
+    def __init__(
+        self,
+        path: str,
+        acks: str = "kafka",
+        key_serializer=None,
+        value_serializer=None,
+        *,
+        linger_ms: float = 2.0,
+        batch_bytes: int = 64 * 1024,
+        metadata_max_age_ms: float = 300_000,
+        connect_timeout: float | None = 10.0,
+        client_name: str | None = None,
+    ) -> None:
+        if acks not in ACKS:
+            raise ValueError(f"acks must be one of {sorted(ACKS)}, not {acks!r}")
+        self._path = path
+        self._settings = ClientSettings(
+            ack=ACKS[acks],
+            client_name=client_name or f"kpd-python-asyncio pid={os.getpid()}",
+            batch_bytes=batch_bytes,
+            linger_s=linger_ms / 1000,
+            sticky_bytes=batch_bytes,
+            metadata_max_age_s=metadata_max_age_ms / 1000,
+        )
+        self._key_serializer = key_serializer
+        self._value_serializer = value_serializer
+        self._connect_timeout = connect_timeout
+        self._session: ProducerSession | None = None
+        self._connection: _Connection | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the next seal_due/metadata deadline
+        self._waiters: list[tuple[int, asyncio.Future]] = []  # flush(): (target seq, future)
+        self._topic_waiters: list[tuple[str, asyncio.Future]] = []  # partitions_for()
+        self._ended: asyncio.Future | None = None  # resolved when no more reports will come
+        self._closed = False
+        self.server_name = ""
+
+    async def start(self) -> None:
+        """Connect and handshake; raises OSError (KpdConnectionError if kpd refuses)."""
+        loop = asyncio.get_running_loop()
+        welcome_future = loop.create_future()
+        transport, connection = await asyncio.wait_for(
+            loop.create_unix_connection(lambda: _Connection(self, welcome_future), self._path),
+            self._connect_timeout,
+        )
+        transport.write(hello_frame(self._settings))
+        try:
+            welcome, decoder, early = await asyncio.wait_for(
+                asyncio.shield(welcome_future), self._connect_timeout
+            )
+        except BaseException:
+            transport.close()
+            raise
+        self.server_name = welcome.server_name
+        self._connection = connection
+        self._ended = loop.create_future()
+        self._session = ProducerSession(self._settings, welcome, decoder, loop.time)
+        self._finish(self._session.accept(early))
+        connection.attach()
+
+    async def send(self, topic, value, key=None, partition=None, timestamp_ms=None, headers=None):
+        """Queue one record; returns an asyncio Future of RecordMetadata (not awaited here).
+
+        Awaiting send() only waits when the socket's write buffer is full (backpressure).
+        """
+        if self._session is None or self._closed:
+            raise RuntimeError("send() before start() or after close()")
+        if self._key_serializer is not None:
+            key = self._key_serializer(key)
+        if self._value_serializer is not None:
+            value = self._value_serializer(value)
+        future = asyncio.get_running_loop().create_future()
+        session = self._session
+        try:
+            session.add(topic, key, value, partition, timestamp_ms, headers, future)
+        except DeliveryError as exc:
+            future.set_exception(exc)
+        finally:
+            wake = session.take_wake()
+            if wake:
+                self._service()
+        if wake:
+            await self._connection.drain()
+        return future
+
+    async def partitions_for(self, topic: str, timeout: float | None = None) -> int:
+        """As ``Producer.partitions_for``: kpd's partition count for ``topic``."""
+        session = self._require_started()
+        session.watch(topic)
+        if session.take_wake():
+            self._service()
+        if session.topic_answer(topic) is None and not session.ended:
+            waiter = asyncio.get_running_loop().create_future()
+            self._topic_waiters.append((topic, waiter))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter, timeout)
+        return partition_count(topic, session.topic_answer(topic), session.ended, timeout)
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Send every queued record now and wait until all of them have a result."""
+        session = self._require_started()
+        session.seal_all()
+        self._service()
+        target = session.next_seq
+        if session.settled_below >= target or session.ended:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, waiter))
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"flush: records still without a result after {timeout} s") from None
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Flush, say GOODBYE, wait for kpd's GOODBYE, close. Records still without a result
+        after ``timeout`` seconds fail with CONNECTION_LOST."""
+        session = self._require_started()
+        if not self._closed:
+            self._closed = True
+            session.begin_close()
+            self._service()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._ended), timeout)
+            except TimeoutError:
+                self._finish(session.connection_lost("closed by the app before kpd reported"))
+        self._connection.transport.close()
+        await asyncio.shield(self._connection.closed)
+
+    async def __aenter__(self) -> AsyncProducer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
+
+    def _require_started(self) -> ProducerSession:
+        if self._session is None:
+            raise RuntimeError("AsyncProducer not started")
+        return self._session
+
+    # --- loop callbacks -----------------------------------------------------------------------
+
+    def _service(self) -> None:
+        """Frame what is due, write it, and arm the timer for the next deadline."""
+        session = self._session
+        session.seal_due()
+        out = session.take_output()
+        if out and not session.ended:
+            transport = self._connection.transport
+            transport.writelines([item.data for item in out])
+            # Handed to the transport counts as sent: if the connection dies now these records
+            # are reported POSSIBLY_PERSISTED, the safe side.
+            self._finish(session.sent(out[-1].end_seq, sum(item.buffered for item in out)))
+        self._arm(session.next_deadline())
+
+    def _arm(self, deadline: float | None) -> None:
+        timer = self._timer
+        if timer is not None and (deadline is None or timer.when() > deadline):
+            timer.cancel()
+            timer = self._timer = None
+        if deadline is not None and timer is None and not self._session.ended:
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._service()
+
+    def _on_data(self, data: bytes) -> None:
+        session = self._session
+        self._finish(session.receive(data))
+        if session.ended:
+            self._connection.transport.close()
+        else:
+            self._service()  # failures may have asked for a METADATA refresh
+
+    def _on_lost(self, reason: str) -> None:
+        self._finish(self._session.connection_lost(reason))
+
+    def _finish(self, done: Completions) -> None:
+        """Resolve futures, then wake flush() and close() waiters whose condition now holds."""
+        _resolve(done)
+        session = self._session
+        settled = session.settled_below
+        keep = []
+        for target, waiter in self._waiters:
+            if waiter.done():
+                continue
+            if settled >= target or session.ended:
+                waiter.set_result(None)
+            else:
+                keep.append((target, waiter))
+        self._waiters = keep
+        if self._topic_waiters:
+            self._topic_waiters = [
+                (topic, waiter)
+                for topic, waiter in self._topic_waiters
+                if not _wake_if(waiter, session.ended or session.topic_answer(topic) is not None)
+            ]
+        if session.ended:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if not self._ended.done():
+                self._ended.set_result(None)

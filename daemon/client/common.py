@@ -1,0 +1,120 @@
+"""Small shared pieces of the client: settings, the values adapters and session exchange,
+the handshake frames, and argument checks. Pure: no I/O, no clock.
+
+Must not import sockets, threads or asyncio, nor kpd's engines (producer, net, ring, process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from daemon.client.errors import KpdConnectionError, RecordMetadata, TopicError
+from daemon.ingest.codec import (
+    PROTOCOL_VERSIONS,
+    AckLevel,
+    BadFrameError,
+    Frame,
+    FrameType,
+    Welcome,
+    decode_error,
+    decode_welcome,
+    encode_hello,
+)
+
+__all__ = [
+    "ACKS",
+    "ClientSettings",
+    "Completions",
+    "Outgoing",
+    "check_bytes",
+    "headers_list",
+    "hello_frame",
+    "make_metadata",
+    "partition_count",
+    "read_welcome",
+]
+
+ACKS = {"none": AckLevel.NONE, "accepted": AckLevel.ACCEPTED, "kafka": AckLevel.KAFKA}
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+_tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    ack: AckLevel = AckLevel.KAFKA
+    client_name: str = "kpd-python"
+    # A PRODUCE frame is sent once it holds this many bytes (capped by the server's max frame).
+    batch_bytes: int = 64 * 1024
+    # ...or once its first record waited this long. Java's linger.ms defaults to 5 since 4.0.
+    linger_s: float = 0.002
+    # Keyless records move to another partition after this many bytes (KIP-794).
+    sticky_bytes: int = 64 * 1024
+    # Partition counts are refreshed this often (Java's metadata.max.age.ms: 5 minutes).
+    metadata_max_age_s: float = 300.0
+
+
+class Outgoing(NamedTuple):
+    data: bytes
+    end_seq: int  # sequence number after this frame's records (unchanged for control frames)
+    buffered: int  # bytes of it counted in buffered_bytes (PRODUCE frames only)
+
+
+class Completions(NamedTuple):
+    """Futures to resolve: ``results[i]`` (RecordMetadata or DeliveryError) for ``handles[i]``."""
+
+    handles: list
+    results: list
+
+    def __bool__(self) -> bool:
+        return bool(self.handles)
+
+
+def make_metadata(topic: str, partition: int, offset: int, timestamp: int) -> RecordMetadata:
+    # One RecordMetadata per record: skip NamedTuple's Python-level __new__ (~70 ns each).
+    return _tuple_new(RecordMetadata, (topic, partition, offset, timestamp))
+
+
+def hello_frame(settings: ClientSettings) -> bytes:
+    return encode_hello(*PROTOCOL_VERSIONS, settings.ack, settings.client_name)
+
+
+def read_welcome(frames: list[Frame]) -> Welcome:
+    """The WELCOME among the first frames of a connection; KpdConnectionError on ERROR."""
+    first = frames[0]
+    try:
+        if first.type is FrameType.ERROR:
+            error = decode_error(first.payload)
+            raise KpdConnectionError(error.code, f"kpd refused the connection: {error.message}")
+        return decode_welcome(first.payload)
+    except BadFrameError as exc:
+        raise KpdConnectionError(exc.code, f"malformed handshake from kpd: {exc}") from None
+
+
+def partition_count(topic: str, answer, ended: bool, timeout: float | None) -> int:
+    """What ``partitions_for`` returns or raises, given ``topic_answer(topic)``."""
+    if answer is None:
+        if ended:
+            raise ConnectionError("the connection to kpd has ended")
+        raise TimeoutError(f"no partition count for {topic!r} after {timeout} s")
+    partitions, error = answer
+    if error:
+        raise TopicError(topic, error)
+    return partitions
+
+
+def check_bytes(obj: Any, what: str) -> bytes | None:
+    """``obj`` as bytes for the wire; a TypeError names what was wrong, before any state moved."""
+    if obj is None or type(obj) is bytes:
+        return obj
+    if isinstance(obj, _BYTES_LIKE):
+        return bytes(obj)
+    raise TypeError(f"{what} must be bytes or None (or set a serializer), not {type(obj).__name__}")
+
+
+def headers_list(headers) -> Sequence[tuple[str, bytes | None]]:
+    """Accept a mapping as well as a sequence of (key, value) pairs, like kafka-python."""
+    if hasattr(headers, "items"):
+        return list(headers.items())
+    return headers

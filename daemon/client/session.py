@@ -1,0 +1,488 @@
+"""The client side of one kpd connection, sans-IO: records in, frames out, reports in.
+
+Owns what the sync and asyncio producers share after the handshake: partitioning (keyed ->
+Java's murmur2, keyless -> sticky, explicit -> honoured), per-(topic, partition) batching in
+``ProduceBatchWriter``s, the connection's sequence numbers, METADATA requests and partition
+counts, and dispatching the frames kpd sends. Records awaiting results live in ``InFlight``.
+It does no I/O and never blocks: the adapters (``sync``, ``aio``) move bytes and resolve
+futures with the ``Completions`` it returns; futures are opaque handles here.
+
+Not thread-safe: an adapter serialises every call (the sync one under its lock).
+
+Must not import sockets, threads or asyncio, nor kpd's engines (producer, net, ring, process).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+
+from daemon.client.common import (
+    ClientSettings,
+    Completions,
+    Outgoing,
+    check_bytes,
+    headers_list,
+)
+from daemon.client.errors import CONNECTION_LOST, DeliveryError
+from daemon.client.inflight import InFlight
+from daemon.ingest.codec import (
+    MAX_METADATA_TOPICS,
+    AckLevel,
+    BadFrameError,
+    FatalProtocolError,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    KpdErrorCode,
+    Persistence,
+    ProduceBatchWriter,
+    RecordTooLargeError,
+    Welcome,
+    decode_error,
+    decode_metadata_response,
+    decode_reports,
+    encode_goodbye,
+    encode_metadata_request,
+)
+from daemon.protocol.murmur2 import murmur2
+
+__all__ = ["ProducerSession"]
+
+# Keys whose murmur2 is remembered: apps reuse keys, and the hash is ~1 us of pure Python
+# per record while a dict hit is ~50 ns. Bounded; cleared when full.
+_KEY_HASH_CACHE_SIZE = 16384
+
+
+class _Topic:
+    """Per-topic routing state. ``partitions`` is 0 while unknown: records then go with
+    partition -1 and kpd chooses, so send() never waits for METADATA."""
+
+    __slots__ = (
+        "answer",
+        "batches",
+        "name",
+        "partitions",
+        "refresh_at",
+        "requested",
+        "sticky",
+        "sticky_bytes",
+    )
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.partitions = 0
+        self.batches: dict[int, _Batch] = {}  # partition (or -1) -> the batch filling now
+        self.sticky = -1
+        self.sticky_bytes = 0
+        self.refresh_at = 0.0
+        self.requested = False  # a METADATA_REQUEST naming this topic is outstanding
+        self.answer: tuple[int, KpdErrorCode | int] | None = None  # the last (count, error)
+
+
+class _Batch:
+    """Records for one (topic, partition) not yet framed. ``handles[i]`` is record i's future;
+    ``timestamps`` maps record index -> the timestamp it was sent with (only when given)."""
+
+    __slots__ = (
+        "bytes",
+        "deadline",
+        "handles",
+        "partition",
+        "sealed",
+        "timestamps",
+        "topic",
+        "writer",
+    )
+
+    def __init__(self, topic: _Topic, partition: int, writer: ProduceBatchWriter, deadline: float):
+        self.topic = topic
+        self.partition = partition
+        self.writer = writer
+        self.deadline = deadline
+        self.handles: list = []
+        self.timestamps: dict[int, int] | None = None
+        self.bytes = 0
+        self.sealed = False
+
+
+class ProducerSession:
+    """One connection's producer state after WELCOME. See the module docstring."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        welcome: Welcome,
+        decoder: FrameDecoder,
+        clock: Callable[[], float],
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._decoder = decoder  # already past WELCOME: it knows the max frame size
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._max_frame = welcome.max_frame_bytes
+        self._batch_limit = min(settings.batch_bytes, welcome.max_frame_bytes)
+        self._topics: dict[str, _Topic] = {}
+        self._lingering: deque[_Batch] = deque()  # open batches, oldest (earliest deadline) first
+        self._outbox: deque[Outgoing] = deque()  # framed, not yet taken by the adapter
+        self._buffered = 0  # bytes framed but not yet reported sent
+        self._inflight = InFlight()  # framed records awaiting their results
+        self._key_hashes: dict[bytes, int] = {}  # key -> murmur2(key) & 0x7fffffff
+        self._next_seq = 0
+        self._open_batches = 0  # batches in _topics[...].batches, i.e. unsealed ones
+        self._wake = False  # see take_wake()
+        self._meta_wanted: dict[str, None] = {}  # topics to ask about (ordered set)
+        self._meta_inflight: dict[int, tuple[str, ...]] = {}  # request_id -> topics
+        self._next_request_id = 0
+        self._next_refresh = float("inf")
+        self._closing = False
+        self.ended = False  # no more reports will come (GOODBYE, ERROR, EOF, protocol fault)
+        self.end_error: DeliveryError | None = None  # why it ended, unless by a clean GOODBYE
+
+    # --- records in -------------------------------------------------------------------------
+
+    def add(self, topic, key, value, partition, timestamp, headers, handle) -> None:
+        """Queue one record whose future is ``handle``; then ask ``take_wake()``.
+
+        Raises DeliveryError (the record is not queued) when the connection has ended or the
+        record can never fit a frame; ValueError/TypeError for arguments kpd would reject.
+        """
+        if self.ended or self._closing:
+            raise self._refusal()
+        if key is not None and type(key) is not bytes:
+            key = check_bytes(key, "key")
+        if value is not None and type(value) is not bytes:
+            value = check_bytes(value, "value")
+        if headers:
+            headers = headers_list(headers)
+        state = self._topics.get(topic)
+        if state is None:
+            state = self._new_topic(topic)
+        if partition is None:
+            count = state.partitions
+            if not count:
+                partition = -1
+            elif key is not None:
+                positive = self._key_hashes.get(key)
+                if positive is None:
+                    positive = self._hash_key(key)
+                # Kafka BuiltInPartitioner.partitionForKey: toPositive(murmur2(key)) % count.
+                partition = positive % count
+            else:
+                partition = self._sticky(state, value)
+        elif type(partition) is not int or partition < 0:
+            raise ValueError(f"partition must be a non-negative int or None, not {partition!r}")
+        batch = state.batches.get(partition)
+        if batch is None:
+            batch = self._open(state, partition)
+        grown = self._append(batch, key, value, timestamp, headers)
+        if not grown:  # the frame is full: send it and start the next one
+            self._seal(batch)
+            batch = self._open(state, partition)
+            grown = self._append(batch, key, value, timestamp, headers)
+        if timestamp is not None:
+            if batch.timestamps is None:
+                batch.timestamps = {}
+            batch.timestamps[len(batch.handles)] = timestamp
+        batch.handles.append(handle)
+        batch.bytes += grown
+        if batch.bytes >= self._batch_limit:
+            self._seal(batch)
+
+    def take_wake(self) -> bool:
+        """True once after something the adapter must act on without waiting for its next
+        deadline: a topic to ask METADATA for, a first linger deadline, a frame to write.
+        Adapters ask after every add()/watch(), also when those raised."""
+        wake, self._wake = self._wake, False
+        return wake
+
+    def _append(self, batch: _Batch, key, value, timestamp, headers) -> int:
+        try:
+            return batch.writer.append(key, value, timestamp, headers or ())
+        except RecordTooLargeError as exc:
+            if not batch.handles:
+                self._drop(batch)
+            raise DeliveryError(
+                KpdErrorCode.RECORD_TOO_LARGE, 0, Persistence.NOT_PERSISTED, str(exc)
+            ) from None
+        except BaseException:
+            # The codec checks its inputs before it changes the writer, so the batch is intact;
+            # an empty one opened for this record alone must not linger.
+            if not batch.handles:
+                self._drop(batch)
+            raise
+
+    def _hash_key(self, key: bytes) -> int:
+        # toPositive masks the sign bit, it is not abs() (Kafka Utils.toPositive).
+        positive = murmur2(key) & 0x7FFFFFFF
+        if len(self._key_hashes) >= _KEY_HASH_CACHE_SIZE:
+            self._key_hashes.clear()
+        self._key_hashes[key] = positive
+        return positive
+
+    def _sticky(self, state: _Topic, value) -> int:
+        # KIP-794: stay on one partition until ~sticky_bytes went there, then pick another at
+        # random (not the current one, so load really moves on).
+        if state.sticky < 0 or state.sticky >= state.partitions:
+            state.sticky = self._rng.randrange(state.partitions)
+            state.sticky_bytes = 0
+        elif state.sticky_bytes >= self._settings.sticky_bytes and state.partitions > 1:
+            step = self._rng.randrange(1, state.partitions)
+            state.sticky = (state.sticky + step) % state.partitions
+            state.sticky_bytes = 0
+        state.sticky_bytes += 0 if value is None else len(value)
+        return state.sticky
+
+    def _new_topic(self, name: str) -> _Topic:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"topic must be a non-empty str, not {name!r}")
+        state = self._topics[name] = _Topic(name)
+        self._meta_wanted[name] = None
+        self._wake = True
+        return state
+
+    def _open(self, state: _Topic, partition: int) -> _Batch:
+        writer = ProduceBatchWriter(
+            0, state.name, partition, AckLevel.CONNECTION_DEFAULT, self._max_frame
+        )
+        batch = _Batch(state, partition, writer, self._clock() + self._settings.linger_s)
+        state.batches[partition] = batch
+        self._lingering.append(batch)
+        self._open_batches += 1
+        if self._open_batches == 1:
+            self._wake = True  # the adapter may be sleeping without a deadline
+        return batch
+
+    def _drop(self, batch: _Batch) -> None:
+        batch.sealed = True  # _lingering skips it
+        del batch.topic.batches[batch.partition]
+        self._open_batches -= 1
+        if self._lingering and self._lingering[-1] is batch:
+            self._lingering.pop()  # opened for a record that was refused: forget it
+
+    def _seal(self, batch: _Batch) -> None:
+        """Frame ``batch`` with the next sequence numbers."""
+        self._drop(batch)
+        if not batch.handles:
+            return
+        base = self._next_seq
+        # Sequence numbers are given when a frame is sealed, not when its writer opened,
+        # because frames of different partitions fill concurrently but must go out numbered
+        # in the order they are sent (protocol §6: base_seq = previous base_seq + count).
+        batch.writer.base_seq = base
+        data = batch.writer.finish()
+        self._next_seq = base + len(batch.handles)
+        self._inflight.add(batch.topic.name, batch.partition, base, batch.handles, batch.timestamps)
+        if not self._outbox:
+            self._wake = True
+        self._outbox.append(Outgoing(data, self._next_seq, len(data)))
+        self._buffered += len(data)
+
+    def seal_due(self) -> None:
+        """Frame every batch whose linger has expired."""
+        lingering = self._lingering
+        now = self._clock()
+        while lingering and (lingering[0].sealed or lingering[0].deadline <= now):
+            batch = lingering.popleft()
+            if not batch.sealed:
+                self._seal(batch)
+
+    def seal_all(self) -> None:
+        """Frame every open batch now (flush, close)."""
+        while self._lingering:
+            batch = self._lingering.popleft()
+            if not batch.sealed:
+                self._seal(batch)
+
+    def begin_close(self) -> None:
+        """Frame everything, then queue GOODBYE; add() refuses records from now on."""
+        if self._closing or self.ended:
+            return
+        self.seal_all()
+        self._closing = True
+        self._outbox.append(Outgoing(encode_goodbye(self._next_seq), self._next_seq, 0))
+
+    # --- frames out ---------------------------------------------------------------------------
+
+    def take_output(self) -> list[Outgoing]:
+        """Frames to write, in order: METADATA requests that are due, then framed batches."""
+        out = self._metadata_requests()
+        out.extend(self._outbox)
+        self._outbox.clear()
+        return out
+
+    def sent(self, end_seq: int, nbytes: int) -> Completions:
+        """The adapter wrote every frame up to ``end_seq``; ``nbytes``: their ``buffered`` sum.
+
+        With acks "none" that settles those records: no report will come for them.
+        """
+        self._buffered -= nbytes
+        done = Completions([], [])
+        self._inflight.written(end_seq, self._settings.ack is AckLevel.NONE, done)
+        return done
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes framed but not yet written: what the adapter bounds for backpressure."""
+        return self._buffered
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def settled_below(self) -> int:
+        """Every record with a lower sequence number has its result (flush waits on this)."""
+        return self._inflight.lowest_seq(self._next_seq)
+
+    def next_deadline(self) -> float | None:
+        """When the adapter must call seal_due()/take_output() again, if nothing else happens."""
+        lingering = self._lingering
+        while lingering and lingering[0].sealed:
+            lingering.popleft()
+        deadline = lingering[0].deadline if lingering else None
+        if self._next_refresh != float("inf"):
+            deadline = self._next_refresh if deadline is None else min(deadline, self._next_refresh)
+        return deadline
+
+    # --- METADATA -----------------------------------------------------------------------------
+
+    def _metadata_requests(self) -> list[Outgoing]:
+        if self._closing or self.ended:
+            return []
+        if self._clock() >= self._next_refresh:
+            self._mark_due_topics()
+        wanted = [t for t in self._meta_wanted if not self._topics[t].requested]
+        self._meta_wanted.clear()
+        out = []
+        for start in range(0, len(wanted), MAX_METADATA_TOPICS):
+            topics = tuple(wanted[start : start + MAX_METADATA_TOPICS])
+            request_id = self._next_request_id
+            self._next_request_id = (request_id + 1) & 0xFFFFFFFF
+            self._meta_inflight[request_id] = topics
+            for topic in topics:
+                self._topics[topic].requested = True
+            out.append(Outgoing(encode_metadata_request(request_id, topics), self._next_seq, 0))
+        return out
+
+    def _mark_due_topics(self) -> None:
+        now = self._clock()
+        self._next_refresh = float("inf")
+        for state in self._topics.values():
+            if state.refresh_at <= now:
+                self._meta_wanted[state.name] = None
+            else:
+                self._next_refresh = min(self._next_refresh, state.refresh_at)
+
+    def _on_metadata(self, payload) -> None:
+        response = decode_metadata_response(payload)
+        topics = self._meta_inflight.pop(response.request_id, ())
+        refresh_at = self._clock() + self._settings.metadata_max_age_s
+        for entry in response.topics:
+            state = self._topics.get(entry.topic)
+            if state is None or entry.topic not in topics:
+                continue
+            state.requested = False
+            state.answer = (entry.partitions, entry.error)
+            # An unknown or forbidden topic keeps partition -1: kpd fails those records with
+            # the precise error, and the periodic refresh notices a topic created later.
+            state.partitions = entry.partitions if entry.error == KpdErrorCode.NONE else 0
+            state.refresh_at = refresh_at
+            self._next_refresh = min(self._next_refresh, refresh_at)
+
+    def watch(self, topic: str) -> None:
+        """Ask for ``topic``'s partition count if it is new here (then ask ``take_wake()``)."""
+        if topic not in self._topics:
+            self._new_topic(topic)
+
+    def topic_answer(self, topic: str) -> tuple[int, KpdErrorCode | int] | None:
+        """kpd's last (partition count, error) for ``topic``; None until it has answered."""
+        state = self._topics.get(topic)
+        return None if state is None else state.answer
+
+    @property
+    def unmatched_reports(self) -> int:
+        """Reported records that had no open future (acks "none" failures, duplicates)."""
+        return self._inflight.unmatched
+
+    # --- frames in ----------------------------------------------------------------------------
+
+    def receive(self, data: bytes) -> Completions:
+        """Bytes read from the socket; returns the futures they settle."""
+        done = Completions([], [])
+        try:
+            frames = self._decoder.feed(data)
+        except FatalProtocolError as exc:
+            self._dispatch(exc.frames, done)
+            self._end(exc.code, f"kpd sent a malformed stream: {exc.message}", done)
+            return done
+        self._dispatch(frames, done)
+        return done
+
+    def accept(self, frames: list[Frame]) -> Completions:
+        """Frames that arrived with WELCOME, already split by the handshake."""
+        done = Completions([], [])
+        self._dispatch(frames, done)
+        return done
+
+    def _dispatch(self, frames: list[Frame], done: Completions) -> None:
+        for frame in frames:
+            if self.ended:
+                return
+            try:
+                self._handle(frame, done)
+            except BadFrameError as exc:
+                # Protocol §4: a client MUST close the connection on any malformed server frame.
+                self._end(exc.code, f"kpd sent a malformed {frame.type.name}: {exc.message}", done)
+
+    def _handle(self, frame: Frame, done: Completions) -> None:
+        kind = frame.type
+        if kind is FrameType.REPORT:
+            for run in decode_reports(frame.payload):
+                # Protocol §8: ask again after INVALID_PARTITION (partitions may have been
+                # added) and UNKNOWN_TOPIC (the topic may have been created meanwhile).
+                for topic in self._inflight.apply(run, done):
+                    self._meta_wanted[topic] = None
+        elif kind is FrameType.METADATA_RESPONSE:
+            self._on_metadata(frame.payload)
+        elif kind is FrameType.ERROR:
+            error = decode_error(frame.payload)
+            self._end(error.code, f"kpd closed the connection: {error.message}", done)
+        elif kind is FrameType.GOODBYE:
+            self._on_goodbye(done)
+        # PONG: this client sends no PING; the decoder allows it, so it is ignored.
+
+    def _on_goodbye(self, done: Completions) -> None:
+        # Protocol §9: the server sent every report it owes before its GOODBYE. Anything still
+        # open here was never reported (a server that closed early); its outcome is unknown.
+        if self._inflight or self._lingering or self._outbox:
+            self._end(CONNECTION_LOST, "kpd said goodbye without reporting these records", done)
+        self.ended = True
+
+    # --- the end ------------------------------------------------------------------------------
+
+    def connection_lost(self, reason: str) -> Completions:
+        """The socket failed or hit EOF: settle every open record with CONNECTION_LOST."""
+        done = Completions([], [])
+        if not self.ended:
+            self._end(CONNECTION_LOST, f"connection to kpd lost ({reason})", done)
+        return done
+
+    def _end(self, code: int, message: str, done: Completions) -> None:
+        """Fail every record without a result: sent ones POSSIBLY_PERSISTED, others NOT."""
+        self.ended = True
+        self.end_error = DeliveryError(code, 0, Persistence.NOT_PERSISTED, message)
+        self.seal_all()  # unsent batches become frames that are never written
+        self._outbox.clear()
+        self._inflight.fail_all(code, message, done)
+        self._buffered = 0
+
+    def _refusal(self) -> DeliveryError:
+        if self.end_error is not None:
+            error = self.end_error
+            return DeliveryError(error.code, 0, Persistence.NOT_PERSISTED, error.message)
+        return DeliveryError(
+            CONNECTION_LOST, 0, Persistence.NOT_PERSISTED, "the producer is closing"
+        )

@@ -1,0 +1,353 @@
+"""The blocking ``Producer``: app threads call send(); one I/O thread owns the socket.
+
+Owns the socket, the I/O thread and the lock that guards the ProducerSession. send() only
+appends to a batch under the lock (and wakes the I/O thread when a frame is ready or a new
+linger deadline starts); the I/O thread writes frames, reads reports and resolves futures.
+Futures are resolved outside the lock, so a done-callback may call send() — but, as with
+Kafka's own producer, callbacks run on the I/O thread and should be quick.
+
+Must not import asyncio or kpd's engines (producer, net, ring, process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
+
+from daemon.client.common import (
+    ACKS,
+    ClientSettings,
+    Completions,
+    hello_frame,
+    partition_count,
+    read_welcome,
+)
+from daemon.client.errors import DeliveryError, KpdConnectionError
+from daemon.client.session import ProducerSession
+from daemon.ingest.codec import FatalProtocolError, FrameDecoder, KpdErrorCode, Persistence, Role
+
+__all__ = ["Producer", "resolve"]
+
+_READ_SIZE = 256 * 1024
+
+
+def resolve(done: Completions) -> None:
+    """Set each future's result or exception; a future the app cancelled is left alone."""
+    for future, result in zip(done.handles, done.results, strict=True):
+        try:
+            if isinstance(result, DeliveryError):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        except InvalidStateError:
+            pass
+
+
+def _handshake(path: str, settings: ClientSettings, timeout: float | None):
+    """Connect and exchange HELLO/WELCOME (blocking). Returns (socket, welcome, decoder, frames)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(hello_frame(settings))
+        decoder = FrameDecoder(Role.CLIENT)
+        frames: list = []
+        while not frames:
+            data = sock.recv(_READ_SIZE)
+            if not data:
+                raise KpdConnectionError(0, "kpd closed the connection during the handshake")
+            try:
+                frames = decoder.feed(data)
+            except FatalProtocolError as exc:
+                raise KpdConnectionError(exc.code, f"bad handshake from kpd: {exc}") from None
+        welcome = read_welcome(frames)
+        sock.setblocking(False)
+        return sock, welcome, decoder, frames[1:]
+    except BaseException:
+        sock.close()
+        raise
+
+
+class Producer:
+    """Send records to kpd over its UNIX socket; ``send()`` returns a Future of RecordMetadata.
+
+    ``acks``: "none" (futures resolve once the frame is written), "accepted" (once kpd holds
+    the record in a worker ring; offset -1) or "kafka" (once Kafka acknowledged it).
+    Connecting happens here and raises OSError (KpdConnectionError if kpd refuses).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        acks: str = "kafka",
+        key_serializer=None,
+        value_serializer=None,
+        *,
+        linger_ms: float = 2.0,
+        batch_bytes: int = 64 * 1024,
+        buffer_bytes: int = 32 * 1024 * 1024,
+        max_block_ms: float = 60_000,
+        metadata_max_age_ms: float = 300_000,
+        connect_timeout: float | None = 10.0,
+        client_name: str | None = None,
+    ) -> None:
+        if acks not in ACKS:
+            raise ValueError(f"acks must be one of {sorted(ACKS)}, not {acks!r}")
+        settings = ClientSettings(
+            ack=ACKS[acks],
+            client_name=client_name or f"kpd-python pid={os.getpid()}",
+            batch_bytes=batch_bytes,
+            linger_s=linger_ms / 1000,
+            sticky_bytes=batch_bytes,
+            metadata_max_age_s=metadata_max_age_ms / 1000,
+        )
+        self._key_serializer = key_serializer
+        self._value_serializer = value_serializer
+        self._buffer_bytes = buffer_bytes
+        self._max_block_s = max_block_ms / 1000
+        self._sock, welcome, decoder, early = _handshake(path, settings, connect_timeout)
+        self.server_name = welcome.server_name
+        # Guards the session and every field below; the I/O thread and send() share them.
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # settled/buffered/ended moved
+        self._session = ProducerSession(settings, welcome, decoder, time.monotonic)
+        self._settled_below = 0  # published after the futures below it were resolved
+        self._io_done = False  # the I/O thread has exited
+        self._closed = False  # close() was called: send() raises
+        self._woken = False  # a byte is in the wake pipe and not yet drained
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        resolve(self._session.accept(early))
+        self._thread = threading.Thread(target=self._io_main, name="kpd-client-io", daemon=True)
+        self._thread.start()
+
+    # --- the app's side ---------------------------------------------------------------------
+
+    def send(self, topic, value, key=None, partition=None, timestamp_ms=None, headers=None):
+        """Queue one record; returns a ``concurrent.futures.Future`` of RecordMetadata.
+
+        The future fails with DeliveryError (never raised here) when kpd or the connection
+        fails the record. Raises RuntimeError after close(), TypeError/ValueError for bad
+        arguments.
+        """
+        if self._key_serializer is not None:
+            key = self._key_serializer(key)
+        if self._value_serializer is not None:
+            value = self._value_serializer(value)
+        future = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("send() on a closed Producer")
+            session = self._session
+            if session.buffered_bytes > self._buffer_bytes and not self._wait_for_buffer():
+                future.set_exception(self._buffer_full())
+                return future
+            try:
+                session.add(topic, key, value, partition, timestamp_ms, headers, future)
+            except DeliveryError as exc:
+                future.set_exception(exc)
+            finally:
+                if session.take_wake() and not self._woken:
+                    self._wake()
+        return future
+
+    def _wait_for_buffer(self) -> bool:
+        # Backpressure, like Java's buffer.memory/max.block.ms: frames pile up only when kpd
+        # stops reading; block the sender for a while, then let the record fail (its future).
+        return self._changed.wait_for(
+            lambda: self._session.buffered_bytes <= self._buffer_bytes or self._io_done,
+            self._max_block_s,
+        )
+
+    def _buffer_full(self) -> DeliveryError:
+        return DeliveryError(
+            KpdErrorCode.BUFFER_FULL,
+            0,
+            Persistence.NOT_PERSISTED,
+            f"more than {self._buffer_bytes} bytes waited to be written to kpd "
+            f"for {self._max_block_s} s",
+        )
+
+    def partitions_for(self, topic: str, timeout: float | None = None) -> int:
+        """The partition count of ``topic`` from kpd (asking it if needed), like Java's
+        ``partitionsFor``. Raises TopicError if kpd does not know or allow the topic,
+        TimeoutError after ``timeout`` seconds, ConnectionError if the connection ended."""
+        with self._lock:
+            self._session.watch(topic)
+            if self._session.take_wake() and not self._woken:
+                self._wake()
+            self._changed.wait_for(
+                lambda: self._session.topic_answer(topic) is not None or self._io_done, timeout
+            )
+            answer = self._session.topic_answer(topic)
+            io_done = self._io_done
+        return partition_count(topic, answer, io_done, timeout)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Send every queued record now and wait until all of them have a result.
+
+        Raises TimeoutError if ``timeout`` seconds pass first. Failed records do not make
+        flush raise: their futures carry the errors.
+        """
+        with self._lock:
+            self._session.seal_all()
+            target = self._session.next_seq
+            if not self._woken:
+                self._wake()
+            done = self._changed.wait_for(
+                lambda: self._settled_below >= target or self._io_done, timeout
+            )
+        if not done:
+            raise TimeoutError(f"flush: records still without a result after {timeout} s")
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, say GOODBYE, wait for kpd's GOODBYE (which follows its last report), close.
+
+        Records still without a result after ``timeout`` seconds fail with CONNECTION_LOST.
+        """
+        with self._lock:
+            if self._closed:
+                already = True
+            else:
+                already, self._closed = False, True
+                self._session.begin_close()
+                if not self._woken:
+                    self._wake()
+        if not already:
+            with self._lock:
+                self._changed.wait_for(lambda: self._io_done, timeout)
+            self._stop_io()
+        self._thread.join()
+
+    def _stop_io(self) -> None:
+        """Make the I/O thread fail what is left and exit (no-op if it already has)."""
+        with self._lock:
+            if self._io_done:
+                return
+            done = self._session.connection_lost("closed by the app before kpd reported")
+        resolve(done)
+        with self._lock:
+            if not self._woken:
+                self._wake()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _wake(self) -> None:
+        """Called under the lock. The pipe never fills: one byte is in it at a time."""
+        if self._io_done:
+            return
+        self._woken = True
+        os.write(self._wake_w, b"\0")
+
+    # --- the I/O thread -----------------------------------------------------------------------
+
+    def _io_main(self) -> None:
+        try:
+            self._serve()
+        except Exception as exc:
+            with self._lock:
+                done = self._session.connection_lost(f"{type(exc).__name__}: {exc}")
+            resolve(done)
+            if not isinstance(exc, OSError):
+                raise  # a client bug: let threading.excepthook print it
+        finally:
+            self._sock.close()
+            with self._lock:
+                self._io_done = True  # from now on _wake() is a no-op: the pipe is gone
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._settled_below = self._session.next_seq
+                self._changed.notify_all()
+
+    def _serve(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self._sock, selectors.EVENT_READ)
+        selector.register(self._wake_r, selectors.EVENT_READ)
+        pending: deque[list] = deque()  # [memoryview left to write, end_seq, buffered bytes]
+        mask_now = selectors.EVENT_READ
+        try:
+            while True:
+                with self._lock:
+                    session = self._session
+                    session.seal_due()
+                    for out in session.take_output():
+                        pending.append([memoryview(out.data), out.end_seq, out.buffered])
+                    if session.ended:
+                        return
+                    deadline = session.next_deadline()
+                if pending:
+                    self._write(pending)
+                events = selectors.EVENT_READ | (selectors.EVENT_WRITE if pending else 0)
+                if events != mask_now:
+                    selector.modify(self._sock, events)
+                    mask_now = events
+                timeout = None if deadline is None else max(deadline - time.monotonic(), 0)
+                for key, mask in selector.select(timeout):
+                    if key.fileobj is self._sock:
+                        if mask & selectors.EVENT_READ and not self._read():
+                            return
+                    else:
+                        self._drain_wake_pipe()
+        finally:
+            selector.close()
+
+    def _drain_wake_pipe(self) -> None:
+        # Drain before clearing the flag: a send() after this writes a fresh byte.
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 64)
+        with self._lock:
+            self._woken = False
+
+    def _read(self) -> bool:
+        """Read and process what kpd sent; False once the connection is over."""
+        try:
+            data = self._sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return True
+        with self._lock:
+            if data:
+                done = self._session.receive(data)
+            else:
+                done = self._session.connection_lost("kpd closed the socket")
+            settled, ended = self._session.settled_below, self._session.ended
+        self._publish(done, settled)
+        return not ended
+
+    def _write(self, pending: deque) -> None:
+        """Write as much as the socket takes; record which frames went out completely."""
+        sent_end, sent_bytes = -1, 0
+        while pending:
+            entry = pending[0]
+            try:
+                written = self._sock.send(entry[0])
+            except (BlockingIOError, InterruptedError):
+                break
+            if written < len(entry[0]):
+                entry[0] = entry[0][written:]
+                break
+            pending.popleft()
+            sent_end, sent_bytes = entry[1], sent_bytes + entry[2]
+        if sent_end < 0:
+            return
+        with self._lock:
+            done = self._session.sent(sent_end, sent_bytes)
+            settled = self._session.settled_below
+        self._publish(done, settled)
+
+    def _publish(self, done: Completions, settled: int) -> None:
+        # Resolve first, then tell flush(): a flush that returns sees its futures done.
+        resolve(done)
+        with self._lock:
+            self._settled_below = max(self._settled_below, settled)
+            self._changed.notify_all()

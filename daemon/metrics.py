@@ -1,0 +1,465 @@
+"""Every Prometheus metric kpd exports, defined once, and the flushers that fill them.
+
+Owns the metric catalogue (``CATALOGUE``: name, type, help, labels, multiprocess mode,
+buckets; ``docs/operations.md`` documents each one, and a test holds the two together), the
+multiprocess directory (``prepare_multiprocess_dir``, ``mark_dead``), the plain per-topic
+counters a worker bumps (``DeliveryTally``), the flushers that turn plain counters into
+Prometheus metrics by *deltas* on an interval (``WorkerMetrics``, ``IngestMetrics``), the
+supervisor's scrape-time collector (``SupervisorCollector``) and ``render_metrics``.
+
+Why deltas: engines count into plain attributes (``ProducerCounters``, ring and server
+attributes), because a multiprocess ``inc()`` takes a lock and writes an mmap, too dear per
+record. A flusher remembers what it last exported and adds the difference, once a second.
+
+prometheus_client picks its value class (in-memory or mmap files) when it is first imported,
+from ``PROMETHEUS_MULTIPROC_DIR``. So this module imports it only inside functions: importing
+``daemon.metrics`` has no side effect, and the supervisor sets the variable (with
+``prepare_multiprocess_dir``) before any child starts. Must not import asyncio, uvloop, the
+engine or the ring modules; it reads their objects by their public attributes (and, until the
+engine grows accessors, three private ones in ``engine_state``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from daemon.producer.counters import LATENCY_BOUNDS, SIZE_BOUNDS, LatencyHistogram
+
+__all__ = [
+    "CATALOGUE",
+    "DELIVERY_BOUNDS",
+    "MULTIPROC_ENV",
+    "DeliveryTally",
+    "EngineState",
+    "IngestMetrics",
+    "MetricSpec",
+    "SupervisorCollector",
+    "WorkerMetrics",
+    "engine_state",
+    "mark_dead",
+    "prepare_multiprocess_dir",
+    "render_metrics",
+]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# End-to-end delivery can take up to delivery.timeout.ms (120 s by default): the request
+# latency bounds plus three wider ones, so slow deliveries do not all land in +Inf.
+DELIVERY_BOUNDS = (*LATENCY_BOUNDS, 30.0, 60.0, 120.0)
+RECORDS_PER_REQUEST_BOUNDS = (1, 10, 100, 1000, 10000, 100000)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """One metric. ``mode`` is the multiprocess gauge mode; ``source`` the process that
+    writes it (ingest, worker, supervisor, any child). docs/operations.md explains each one
+    at length and says what to alert on."""
+
+    name: str
+    kind: str  # counter | gauge | histogram
+    help: str
+    labels: tuple[str, ...] = ()
+    source: str = "worker"
+    mode: str = ""
+    buckets: tuple[float, ...] = ()
+
+
+def _c(name: str, help: str, labels=("worker",), source="worker") -> MetricSpec:
+    return MetricSpec(name, "counter", help, labels, source)
+
+
+def _g(name: str, help: str, labels=("worker",), source="worker", mode="livesum") -> MetricSpec:
+    # livesum: a dead process's gauges vanish at mark_dead, the live ones add up per label set
+    # (a replacement worker has a new pid and the same ``worker`` label).
+    return MetricSpec(name, "gauge", help, labels, source, mode)
+
+
+def _h(name: str, help: str, buckets: Sequence[float], labels: tuple[str, ...] = ()) -> MetricSpec:
+    # No worker label: buckets add up across workers, and W times the series would not pay.
+    return MetricSpec(name, "histogram", help, labels, buckets=tuple(buckets))
+
+
+_RING = ("ring", "worker")
+_TOPIC = ("worker", "topic")
+CATALOGUE: tuple[MetricSpec, ...] = (
+    # ---- ingest: clients -> rings (ingest holds an end of every ring) --------------------
+    _c("kpd_ingest_records_accepted_total", "Records accepted into a worker ring.", (), "ingest"),
+    _c(
+        "kpd_ingest_records_rejected_total", "Records refused before reaching a ring.", (), "ingest"
+    ),
+    _c(
+        "kpd_ingest_buffer_full_total",
+        "Segments answered BUFFER_FULL after max.block.ms.",
+        (),
+        "ingest",
+    ),
+    _g("kpd_ingest_connections", "Client connections open on the kpd socket.", (), "ingest"),
+    _g("kpd_ring_used_bytes", "Bytes in a ring not yet released by its consumer.", _RING, "ingest"),
+    _g("kpd_ring_capacity_bytes", "Size of a ring's data area.", _RING, "ingest"),
+    _c("kpd_ring_bytes_total", "Payload bytes that went through a ring.", _RING, "ingest"),
+    # ---- worker: records and their fate --------------------------------------------------
+    _c("kpd_records_received_total", "Records a worker read from its ring.", _TOPIC),
+    _c("kpd_records_sent_total", "Records acknowledged by Kafka.", _TOPIC),
+    _c("kpd_records_failed_total", "Records that finally failed.", (*_TOPIC, "reason")),
+    _h("kpd_record_delivery_seconds", "Ingest accepted -> Kafka acked.", DELIVERY_BOUNDS),
+    _h("kpd_record_queue_seconds", "Time records waited in a batch.", LATENCY_BOUNDS),
+    _g("kpd_records_pending", "Records in the engine without an outcome yet."),
+    # ---- worker: batches and requests ----------------------------------------------------
+    _c("kpd_sent_bytes_total", "Record batch bytes acknowledged by Kafka."),
+    _c("kpd_batches_sent_total", "Record batches acknowledged by Kafka."),
+    _h("kpd_batch_size_bytes", "Size of acknowledged record batches.", SIZE_BOUNDS),
+    _c("kpd_requests_sent_total", "Produce requests sent."),
+    _h("kpd_request_records", "Records per produce request.", RECORDS_PER_REQUEST_BOUNDS),
+    _h("kpd_request_latency_seconds", "Produce request round trip.", LATENCY_BOUNDS, ("broker",)),
+    _g("kpd_requests_in_flight", "Produce requests awaiting an answer."),
+    _c("kpd_batch_retries_total", "Batches sent again after a retriable error."),
+    _c("kpd_batch_splits_total", "Batches split after MESSAGE_TOO_LARGE."),
+    _c("kpd_producer_epoch_bumps_total", "Idempotent producer epoch bumps."),
+    _c("kpd_broker_errors_total", "Error codes in produce responses.", ("worker", "error")),
+    _g("kpd_buffer_available_bytes", "Free buffer.memory of the worker's engine."),
+    _g("kpd_buffer_total_bytes", "buffer.memory of the worker's engine."),
+    # ---- worker: brokers and metadata ----------------------------------------------------
+    _g("kpd_broker_connected", "1 while connected to the broker.", ("worker", "broker")),
+    _c("kpd_broker_connects_total", "Broker connections established."),
+    _c("kpd_broker_connect_failures_total", "Broker connection attempts that failed."),
+    _c("kpd_broker_disconnects_total", "Broker connections lost."),
+    _c("kpd_metadata_refreshes_total", "Cluster metadata refreshes that succeeded."),
+    _c("kpd_metadata_refresh_failures_total", "Cluster metadata refreshes that failed."),
+    # ---- every child, and the supervisor -------------------------------------------------
+    _g(
+        "kpd_report_timestamp_seconds",
+        "Unix time of a child's last flush.",
+        ("child",),
+        source="any",
+        mode="livemax",
+    ),
+    _c("kpd_child_restarts_total", "Child restarts by the supervisor.", ("child",), "supervisor"),
+    _g("kpd_child_up", "1 while a child runs and said READY.", ("child",), "supervisor"),
+)
+
+
+# ---- the multiprocess directory -----------------------------------------------------------
+
+
+def prepare_multiprocess_dir(path: str | Path) -> Path:
+    """Create (or empty) the directory of the metric files and point this process and its
+    future children at it. Call in the supervisor before spawning any child.
+
+    Old files belong to a previous run: counters restart at zero, which Prometheus reads as a
+    counter reset, as it would for any restarted exporter.
+    """
+    directory = Path(path)
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, mode=0o750)
+    os.environ[MULTIPROC_ENV] = str(directory)
+    return directory
+
+
+def mark_dead(pid: int, path: str | Path | None = None) -> None:
+    """A child exited: drop its live gauges. Its counters and histograms stay, so the totals
+    never go backwards when a worker is replaced."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, None if path is None else str(path))
+
+
+def render_metrics(path: str | Path, extra: Iterable[object] = ()) -> tuple[bytes, str]:
+    """The aggregated exposition of every process's files plus ``extra`` collectors, with its
+    content type. A registry per scrape, as prometheus_client's multiprocess docs ask."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(path))
+    for collector in extra:
+        registry.register(collector)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+# ---- plain counters a worker bumps --------------------------------------------------------
+
+
+class DeliveryTally:
+    """Per-topic counts and end-to-end latency, bumped by the worker once per ring segment
+    (``count_received``) and once per run of a segment's records in an outcome
+    (``count_done``), never per record. Owned by the worker's event loop."""
+
+    __slots__ = ("_clock", "delivery", "failed", "last_error", "partitions", "received", "sent")
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock  # wall clock: received_ms comes from ingest's time.time_ns()
+        self.received: Counter[str] = Counter()  # by topic
+        self.sent: Counter[str] = Counter()  # by topic
+        self.failed: Counter[tuple[str, str]] = Counter()  # by (topic, error name)
+        self.partitions: set[tuple[str, int]] = set()  # (topic, partition) seen in the ring
+        self.delivery = LatencyHistogram(DELIVERY_BOUNDS)  # accepted -> acked, seconds
+        self.last_error: tuple[float, str] | None = None  # (unix time, description)
+
+    def count_received(self, topic: str, partition: int, count: int) -> None:
+        self.received[topic] += count
+        self.partitions.add((topic, partition))
+
+    def count_done(self, topic: str, count: int, received_ms: int, error: Any = None) -> None:
+        """``error`` is the outcome's ``DeliveryError`` (None when delivered)."""
+        now = self._clock()
+        if error is None:
+            self.sent[topic] += count
+            self.delivery.observe(max(0.0, now - received_ms / 1000), count)
+        else:
+            self.failed[(topic, error.name)] += count
+            self.last_error = (now, str(error))
+
+
+@dataclass(slots=True)
+class EngineState:
+    """The engine's live numbers that are not in ``ProducerCounters``."""
+
+    buffer_used: int = 0
+    buffer_total: int = 0
+    in_flight: int = 0
+    pending: int = 0
+    brokers: dict[int, bool] = field(default_factory=dict)  # node id -> connected
+    connects: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0
+    metadata_refreshes: int = 0
+    metadata_refresh_failures: int = 0
+
+
+def engine_state(engine: Any) -> EngineState:
+    """Read a ``ProducerEngine``. Its accumulator, sender and pool are private: this is the
+    one place that reaches into them, until the engine exposes these numbers itself."""
+    pool = engine._pool
+    brokers = dict.fromkeys(pool.known(), False)
+    for node_id, _ in pool.ready():
+        brokers[node_id] = True
+    return EngineState(
+        buffer_used=engine._accumulator.buffer_used,
+        buffer_total=engine.settings.buffer_memory,
+        in_flight=engine._sender.requests_in_flight,
+        pending=engine.pending_records,
+        brokers=brokers,
+        connects=pool.connects,
+        connect_failures=pool.connect_failures,
+        disconnects=pool.disconnects,
+        metadata_refreshes=engine.metadata.refreshes,
+        metadata_refresh_failures=engine.metadata.refresh_failures,
+    )
+
+
+# ---- flushers -----------------------------------------------------------------------------
+
+
+class _Exporter:
+    """The metrics of one process and what it last exported of each, for deltas.
+
+    Builds prometheus_client objects lazily with ``registry=None``: in multiprocess mode the
+    files are the registry, and no global default registry gets filled as a side effect.
+    """
+
+    def __init__(self, sources: tuple[str, ...]) -> None:
+        _require_multiprocess()
+        self._specs = {s.name: s for s in CATALOGUE if s.source in sources}
+        self._metrics: dict[str, Any] = {}
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._last: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+    def _child(self, name: str, labels: tuple[str, ...]) -> Any:
+        key = (name, labels)
+        child = self._children.get(key)
+        if child is None:
+            metric = self._metrics.get(name)
+            if metric is None:
+                metric = self._metrics[name] = _build(self._specs[name])
+            child = self._children[key] = metric.labels(*labels) if labels else metric
+        return child
+
+    def add(self, name: str, labels: tuple[str, ...], total: float) -> None:
+        """Export a monotonic plain counter's current ``total`` as a delta."""
+        key = (name, labels)
+        last = self._last.get(key, 0)
+        # A plain counter below its last value was replaced by a fresh one: all of it is new.
+        delta = total - last if total >= last else total
+        if delta:
+            self._child(name, labels).inc(delta)
+        self._last[key] = total
+
+    def set(self, name: str, labels: tuple[str, ...], value: float) -> None:
+        self._child(name, labels).set(value)
+
+    def transfer(self, name: str, labels: tuple[str, ...], hist: LatencyHistogram) -> None:
+        """Add a LatencyHistogram's new observations to a Prometheus histogram.
+
+        prometheus_client has no bulk observe. Its Histogram keeps one value per bucket,
+        non-cumulative, +Inf last (``_buckets``), and ``_sum``; the collector accumulates them
+        at scrape. LatencyHistogram keeps the same layout, so deltas go bucket by bucket.
+        These are private attributes: test_metrics pins the scraped result.
+        """
+        key = (name, labels)
+        last = self._last.get(key)
+        if last is None:
+            child = self._child(name, labels)
+            if [float(b) for b in hist.bounds] != child._upper_bounds[:-1]:
+                raise ValueError(f"{name}: bounds {hist.bounds} differ from the catalogue's")
+            last = self._last[key] = ([0] * len(hist.buckets), [0.0])
+        child = self._child(name, labels)
+        before, total = last
+        if hist.count < sum(before):  # a fresh histogram replaced the one we saw
+            before[:] = [0] * len(before)
+            total[0] = 0.0
+        for index, count in enumerate(hist.buckets):
+            if count != before[index]:
+                child._buckets[index].inc(count - before[index])
+                before[index] = count
+        if hist.total != total[0]:
+            child._sum.inc(hist.total - total[0])
+            total[0] = hist.total
+
+
+def _require_multiprocess() -> None:
+    if MULTIPROC_ENV not in os.environ:
+        raise RuntimeError(f"{MULTIPROC_ENV} is not set: metrics would stay in this process")
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None and not getattr(values.ValueClass, "_multiprocess", False):
+        raise RuntimeError(
+            f"prometheus_client was imported before {MULTIPROC_ENV} was set: "
+            "its metrics would stay in this process"
+        )
+
+
+def _build(spec: MetricSpec) -> Any:
+    import prometheus_client as pc
+
+    if spec.kind == "counter":
+        return pc.Counter(spec.name, spec.help, spec.labels, registry=None)
+    if spec.kind == "gauge":
+        return pc.Gauge(
+            spec.name, spec.help, spec.labels, registry=None, multiprocess_mode=spec.mode
+        )
+    return pc.Histogram(spec.name, spec.help, spec.labels, registry=None, buckets=spec.buckets)
+
+
+class WorkerMetrics:
+    """A worker's metrics. Call ``flush`` from the worker's loop about once a second."""
+
+    def __init__(self, worker_index: int) -> None:
+        self._w = (str(worker_index),)
+        self._child = (f"worker-{worker_index}",)
+        self._out = _Exporter(("worker", "any"))
+
+    def flush(self, counters: Any, tally: DeliveryTally, state: EngineState) -> None:
+        """``counters`` is the engine's ``ProducerCounters``."""
+        self._flush_records(tally)
+        self._flush_engine(counters)
+        self._flush_state(state)
+        self._out.set("kpd_report_timestamp_seconds", self._child, time.time())
+
+    def _flush_records(self, tally: DeliveryTally) -> None:
+        out, w = self._out, self._w
+        for topic, n in tally.received.items():
+            out.add("kpd_records_received_total", (*w, topic), n)
+        for topic, n in tally.sent.items():
+            out.add("kpd_records_sent_total", (*w, topic), n)
+        for (topic, reason), n in tally.failed.items():
+            out.add("kpd_records_failed_total", (*w, topic, reason), n)
+        out.transfer("kpd_record_delivery_seconds", (), tally.delivery)
+
+    def _flush_engine(self, c: Any) -> None:
+        out, w = self._out, self._w
+        out.add("kpd_sent_bytes_total", w, c.bytes_sent)
+        out.add("kpd_batches_sent_total", w, c.batches_sent)
+        out.add("kpd_requests_sent_total", w, c.requests_sent)
+        out.add("kpd_batch_retries_total", w, c.retries)
+        out.add("kpd_batch_splits_total", w, c.batch_splits)
+        out.add("kpd_producer_epoch_bumps_total", w, c.epoch_bumps)
+        for error, n in c.errors_by_code.items():
+            out.add("kpd_broker_errors_total", (*w, error), n)
+        out.transfer("kpd_batch_size_bytes", (), c.batch_bytes)
+        out.transfer("kpd_request_records", (), c.records_per_request)
+        out.transfer("kpd_record_queue_seconds", (), c.queue_time)
+        for broker, hist in c.request_latency.items():
+            out.transfer("kpd_request_latency_seconds", (str(broker),), hist)
+
+    def _flush_state(self, s: EngineState) -> None:
+        out, w = self._out, self._w
+        out.set("kpd_records_pending", w, s.pending)
+        out.set("kpd_requests_in_flight", w, s.in_flight)
+        out.set("kpd_buffer_available_bytes", w, s.buffer_total - s.buffer_used)
+        out.set("kpd_buffer_total_bytes", w, s.buffer_total)
+        for node_id, connected in s.brokers.items():
+            if node_id >= 0:  # negative ids are bootstrap addresses, not brokers
+                out.set("kpd_broker_connected", (*w, str(node_id)), 1 if connected else 0)
+        out.add("kpd_broker_connects_total", w, s.connects)
+        out.add("kpd_broker_connect_failures_total", w, s.connect_failures)
+        out.add("kpd_broker_disconnects_total", w, s.disconnects)
+        out.add("kpd_metadata_refreshes_total", w, s.metadata_refreshes)
+        out.add("kpd_metadata_refresh_failures_total", w, s.metadata_refresh_failures)
+
+
+class IngestMetrics:
+    """The ingest process's metrics, ring fill included: ingest holds an end of every ring,
+    so fill stays visible while a worker is down, which is when it matters."""
+
+    def __init__(self) -> None:
+        self._out = _Exporter(("ingest", "any"))
+
+    def flush(self, server: Any, records: Sequence[Any], reports: Sequence[Any]) -> None:
+        """``server`` is the ``IngestServer``; ``records``/``reports`` its ring ends by worker
+        index (``RingProducer``\\ s and ``RingConsumer``\\ s)."""
+        out = self._out
+        out.add("kpd_ingest_records_accepted_total", (), server.records_accepted)
+        out.add("kpd_ingest_records_rejected_total", (), server.records_rejected)
+        out.add("kpd_ingest_buffer_full_total", (), server.buffer_full_events)
+        out.set("kpd_ingest_connections", (), len(server.connections))
+        for index, ring in enumerate(records):
+            self._ring("records", index, ring, ring.bytes_written)
+        for index, ring in enumerate(reports):
+            self._ring("reports", index, ring, ring.bytes_read)
+        out.set("kpd_report_timestamp_seconds", ("ingest",), time.time())
+
+    def _ring(self, kind: str, index: int, ring: Any, moved: int) -> None:
+        labels = (kind, str(index))
+        self._out.set("kpd_ring_used_bytes", labels, ring.used_bytes())
+        self._out.set("kpd_ring_capacity_bytes", labels, ring.capacity)
+        self._out.add("kpd_ring_bytes_total", labels, moved)
+
+
+# ---- the supervisor -----------------------------------------------------------------------
+
+
+class ChildLike(Protocol):
+    name: str
+    restarts: int
+    up: bool
+
+
+class SupervisorCollector:
+    """The supervisor's own metrics, read from its child table at scrape time: they need no
+    files, since the supervisor is the process that serves them."""
+
+    def __init__(self, children: Callable[[], Iterable[ChildLike]]) -> None:
+        self._children = children
+        self._specs = {s.name: s for s in CATALOGUE if s.source == "supervisor"}
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        restarts_spec = self._specs["kpd_child_restarts_total"]
+        up_spec = self._specs["kpd_child_up"]
+        restarts = CounterMetricFamily(
+            restarts_spec.name, restarts_spec.help, labels=restarts_spec.labels
+        )
+        up = GaugeMetricFamily(up_spec.name, up_spec.help, labels=up_spec.labels)
+        for child in self._children():
+            restarts.add_metric((child.name,), child.restarts)
+            up.add_metric((child.name,), 1 if child.up else 0)
+        return [restarts, up]

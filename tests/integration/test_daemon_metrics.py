@@ -1,0 +1,89 @@
+"""Operators' view of a running daemon: /metrics counts and /status equal what was sent."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import urllib.request
+
+from daemon.client import Producer
+from tests.brokers.ports import free_port
+from tests.daemon_harness import REPO, KpdDaemon, wait_for
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """Sum every sample of each metric name (over labels) from /metrics."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    totals: dict[str, float] = {}
+    for line in body.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_labels, value = line.rsplit(" ", 1)
+        name = name_labels.split("{", 1)[0]
+        totals[name] = totals.get(name, 0.0) + float(value)
+    return totals
+
+
+def test_metrics_and_status_count_what_was_sent(tansu, tmp_path):
+    topic = "metrics-counts"
+    tansu.create_topic(topic, 4)
+    port = free_port()
+    extra = {"metrics": {"enabled": True, "listen": f"127.0.0.1:{port}"}}
+    count = 5_000
+    with KpdDaemon(tmp_path, tansu.bootstrap, workers=2, extra=extra) as daemon:
+        with Producer(daemon.socket_path, acks="kafka") as producer:
+            futures = [producer.send(topic, b"v%d" % i, key=b"k%d" % i) for i in range(count)]
+            producer.flush(timeout=60)
+        assert all(f.result().offset >= 0 for f in futures)
+
+        def counted() -> dict[str, float] | None:
+            metrics = _scrape(port)
+            done = metrics.get("kpd_records_sent_total") == count
+            return (
+                metrics
+                if done and metrics.get("kpd_ingest_records_accepted_total") == count
+                else None
+            )
+
+        metrics = wait_for(counted, 20, "metrics to count every record")
+        assert metrics["kpd_records_received_total"] == count
+        assert metrics.get("kpd_records_failed_total", 0) == 0
+        assert metrics["kpd_record_delivery_seconds_count"] == count
+
+        status = json.loads(
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5).read()
+        )
+        snapshots = [c["snapshot"] for c in status["children"] if c["role"] == "worker"]
+        assert all(snapshots), status
+        owned = sorted(p for snap in snapshots for p in snap["partitions"].get(topic, []))
+        assert owned == [0, 1, 2, 3], status
+
+        shown = subprocess.run(
+            [sys.executable, "-m", "daemon.cli", "status", "--config", str(daemon.config_path)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert "worker" in shown.stdout and topic in shown.stdout, shown.stdout
+
+
+def test_metrics_port_in_use_stops_the_daemon_at_boot(tansu, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        extra = {"metrics": {"enabled": True, "listen": f"127.0.0.1:{port}"}}
+        daemon = KpdDaemon(tmp_path, tansu.bootstrap, workers=1, extra=extra)
+        result = subprocess.run(
+            [sys.executable, "-m", "daemon.cli", "run", "--config", str(daemon.config_path)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert "cannot serve metrics" in result.stderr

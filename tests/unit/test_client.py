@@ -1,0 +1,811 @@
+"""The Python client (daemon.client) against a fake kpd written here with the same codec.
+
+``FakeKpd`` is an asyncio UNIX server on its own thread: it speaks HELLO/WELCOME, answers
+METADATA from a partition table, checks that PRODUCE sequence numbers are continuous, records
+every frame it decodes, and answers with report runs chosen by the test (DELIVERED by default,
+FAILED, held until released, or none). Tests wait for conditions with deadlines, never sleep.
+Expected partitions come from Kafka's published murmur2 vectors, expected bytes from
+struct.pack — never from the client under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import struct
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import pytest
+
+from daemon.client import (
+    CONNECTION_LOST,
+    AsyncProducer,
+    BytesSerializer,
+    DeliveryError,
+    IntegerSerializer,
+    JsonSerializer,
+    KpdConnectionError,
+    KpdErrorCode,
+    Persistence,
+    Producer,
+    RecordMetadata,
+    StringSerializer,
+    TopicError,
+)
+from daemon.ingest.codec import (
+    MIN_MAX_FRAME_BYTES,
+    PROTOCOL_VERSIONS,
+    AckLevel,
+    FatalProtocolError,
+    FrameDecoder,
+    FrameType,
+    ReportRun,
+    Role,
+    Status,
+    TopicMetadata,
+    choose_version,
+    decode_goodbye,
+    decode_hello,
+    decode_metadata_request,
+    decode_produce_header,
+    encode_error,
+    encode_frame,
+    encode_goodbye,
+    encode_metadata_response,
+    encode_reports,
+    encode_welcome,
+    iter_records,
+)
+
+DEADLINE = 10.0  # seconds any wait may take before the test fails
+
+# Kafka's UtilsTest.testMurmur2 vectors: key -> Java Utils.murmur2(key).
+KAFKA_MURMUR2 = {
+    b"21": -973932308,
+    b"foobar": -790332482,
+    b"a-little-bit-long-string": -985981536,
+    b"a-little-bit-longer-string": -1486304829,
+    b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    b"abc": 479470107,
+}
+
+
+# --- the fake kpd ---------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    """One PRODUCE frame as the fake server decoded it."""
+
+    base_seq: int
+    count: int
+    partition: int
+    ack: AckLevel
+    topic: str
+    records: list  # (key, value, timestamp, headers) with bytes copied out
+    size: int  # frame bytes, length prefix included
+
+
+@dataclass
+class _Conn:
+    writer: asyncio.StreamWriter
+    default_ack: AckLevel = AckLevel.KAFKA
+    next_seq: int = 0
+    held: list[ReportRun] = field(default_factory=list)
+
+
+class FakeKpd:
+    """A kpd stand-in. ``respond(conn, frame) -> runs`` decides the reports of each frame."""
+
+    def __init__(self, path: str, partitions: dict[str, int] | None = None) -> None:
+        self.path = path
+        self.partitions = dict(partitions if partitions is not None else {"t": 4})
+        self.max_frame_bytes = MIN_MAX_FRAME_BYTES
+        self.refuse: tuple[KpdErrorCode, str] | None = None  # answer HELLO with ERROR
+        self.answer_goodbye = True  # False: note the client's GOODBYE, never answer it
+        self.respond: Callable[[_Conn, Received], list[ReportRun]] = self.deliver
+        self.frames: list[Received] = []
+        self.metadata_requests: list[tuple[str, ...]] = []
+        self.goodbyes: list[int] = []
+        self.violations: list[str] = []  # protocol errors the client made
+        self.hellos: list = []
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._conns: list[_Conn] = []
+        self._changed = threading.Condition()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> FakeKpd:
+        self._thread.start()
+        self._server = self.call(asyncio.start_unix_server(self._serve, self.path))
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        async def stop():
+            self._server.close()
+            for conn in self._conns:
+                conn.writer.close()
+
+        self.call(stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(DEADLINE)
+        self._loop.close()
+
+    # --- test-side helpers (any thread) -----------------------------------------------------
+
+    def call(self, coro_or_fn):
+        """Run a coroutine or a plain function on the server's loop; return its result."""
+        if asyncio.iscoroutine(coro_or_fn):
+            return asyncio.run_coroutine_threadsafe(coro_or_fn, self._loop).result(DEADLINE)
+        done: Future = Future()
+
+        def run():
+            try:
+                done.set_result(coro_or_fn())
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(run)
+        return done.result(DEADLINE)
+
+    def wait_for(self, predicate: Callable[[], bool]) -> None:
+        with self._changed:
+            assert self._changed.wait_for(predicate, DEADLINE), "condition not met in time"
+
+    def records(self) -> list:
+        return [record for frame in self.frames for record in frame.records]
+
+    def release(self, merge: bool = False) -> None:
+        """Send the reports held by ``hold``; ``merge`` joins consecutive DELIVERED runs."""
+
+        def send():
+            for conn in self._conns:
+                runs, conn.held = conn.held, []
+                if merge:
+                    runs = _merge(runs)
+                if runs:
+                    conn.writer.write(encode_reports(runs))
+
+        self.call(send)
+
+    def send_to_clients(self, frame: bytes, close: bool = False) -> None:
+        def send():
+            for conn in self._conns:
+                conn.writer.write(frame)
+                if close:
+                    conn.writer.close()
+
+        self.call(send)
+
+    def drop_connections(self) -> None:
+        def drop():
+            for conn in self._conns:
+                conn.writer.transport.abort()
+
+        self.call(drop)
+
+    # --- policies (server thread) -----------------------------------------------------------
+
+    def deliver(self, conn: _Conn, frame: Received) -> list[ReportRun]:
+        """Like kpd with acks=all: DELIVERED with consecutive offsets per partition."""
+        ack = conn.default_ack if frame.ack == AckLevel.CONNECTION_DEFAULT else frame.ack
+        if ack == AckLevel.NONE:
+            return []
+        partition = frame.partition if frame.partition >= 0 else 0
+        if ack == AckLevel.ACCEPTED:
+            return [ReportRun(frame.base_seq, frame.count, Status.ACCEPTED, partition)]
+        base = self._offsets.get((frame.topic, partition), 0)
+        self._offsets[frame.topic, partition] = base + frame.count
+        return [ReportRun(frame.base_seq, frame.count, Status.DELIVERED, partition, base)]
+
+    def hold(self, conn: _Conn, frame: Received) -> list[ReportRun]:
+        """Keep the reports until ``release()`` or the client's GOODBYE."""
+        conn.held.extend(self.deliver(conn, frame))
+        return []
+
+    def silent(self, conn: _Conn, frame: Received) -> list[ReportRun]:
+        return []
+
+    # --- the protocol (server thread) -------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Conn(writer)
+        self._conns.append(conn)
+        decoder = FrameDecoder(Role.SERVER, self.max_frame_bytes)
+        try:
+            while data := await reader.read(1 << 16):
+                try:
+                    frames = decoder.feed(data)
+                except FatalProtocolError as exc:
+                    self._note(violation=f"{exc.code.name}: {exc.message}")
+                    writer.write(encode_error(exc.code, exc.message))
+                    break
+                for frame in frames:
+                    if not self._handle(conn, frame):
+                        await writer.drain()
+                        writer.close()
+                        return
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    def _handle(self, conn: _Conn, frame) -> bool:
+        kind, payload = frame.type, frame.payload
+        if kind is FrameType.HELLO:
+            return self._on_hello(conn, payload)
+        if kind is FrameType.PRODUCE:
+            return self._on_produce(conn, payload, len(payload) + 5)
+        if kind is FrameType.METADATA_REQUEST:
+            request = decode_metadata_request(payload)
+            entries = [self._topic_metadata(topic) for topic in request.topics]
+            self._note(metadata=request.topics)
+            conn.writer.write(encode_metadata_response(request.request_id, entries))
+            return True
+        if kind is FrameType.GOODBYE:
+            next_seq = decode_goodbye(payload)
+            # Noted before answering: a client that got GOODBYE may check goodbyes at once.
+            self._note(goodbye=next_seq)
+            if not self.answer_goodbye:
+                return True
+            if conn.held:
+                conn.writer.write(encode_reports(conn.held))
+                conn.held = []
+            conn.writer.write(encode_goodbye(conn.next_seq))
+            return False
+        return True  # PING: not used by the client
+
+    def _on_hello(self, conn: _Conn, payload) -> bool:
+        hello = decode_hello(payload)
+        self._note(hello=hello)
+        if self.refuse is not None:
+            conn.writer.write(encode_error(*self.refuse))
+            return False
+        conn.default_ack = hello.default_ack
+        version = choose_version(hello, PROTOCOL_VERSIONS)
+        conn.writer.write(encode_welcome(version, self.max_frame_bytes, "fake-kpd"))
+        return True
+
+    def _on_produce(self, conn: _Conn, payload, size: int) -> bool:
+        header = decode_produce_header(payload)
+        if header.base_seq != conn.next_seq:
+            message = f"base_seq {header.base_seq}, expected {conn.next_seq}"
+            self._note(violation=message)
+            conn.writer.write(encode_error(KpdErrorCode.SEQUENCE_MISMATCH, message))
+            return False
+        conn.next_seq += header.count
+        records = [
+            (_copy(r.key), _copy(r.value), r.timestamp, tuple((k, _copy(v)) for k, v in r.headers))
+            for r in iter_records(header.records, header.count)
+        ]
+        frame = Received(
+            header.base_seq,
+            header.count,
+            header.partition,
+            header.ack,
+            header.topic,
+            records,
+            size,
+        )
+        runs = self.respond(conn, frame)
+        self._note(frame=frame)
+        if runs:
+            conn.writer.write(encode_reports(runs))
+        return True
+
+    def _topic_metadata(self, topic: str) -> TopicMetadata:
+        count = self.partitions.get(topic)
+        if count is None:
+            return TopicMetadata(topic, KpdErrorCode.UNKNOWN_TOPIC, -1)
+        return TopicMetadata(topic, KpdErrorCode.NONE, count)
+
+    def _note(self, frame=None, metadata=None, goodbye=None, violation=None, hello=None) -> None:
+        with self._changed:
+            if frame is not None:
+                self.frames.append(frame)
+            if metadata is not None:
+                self.metadata_requests.append(metadata)
+            if goodbye is not None:
+                self.goodbyes.append(goodbye)
+            if violation is not None:
+                self.violations.append(violation)
+            if hello is not None:
+                self.hellos.append(hello)
+            self._changed.notify_all()
+
+
+def _copy(view):
+    return None if view is None else bytes(view)
+
+
+def _merge(runs: list[ReportRun]) -> list[ReportRun]:
+    """Join runs of consecutive records with consecutive offsets, as kpd may (one Kafka batch)."""
+    merged: list[ReportRun] = []
+    for run in sorted(runs, key=lambda r: r.first_seq):
+        last = merged[-1] if merged else None
+        if (
+            last is not None
+            and last.status == run.status == Status.DELIVERED
+            and last.partition == run.partition
+            and last.first_seq + last.count == run.first_seq
+            and last.base_offset + last.count == run.base_offset
+        ):
+            merged[-1] = last._replace(count=last.count + run.count)
+        else:
+            merged.append(run)
+    return merged
+
+
+def _failing(**fields) -> Callable:
+    def respond(conn: _Conn, frame: Received) -> list[ReportRun]:
+        return [ReportRun(frame.base_seq, frame.count, Status.FAILED, **fields)]
+
+    return respond
+
+
+@pytest.fixture
+def kpd(tmp_path):
+    with FakeKpd(str(tmp_path / "kpd.sock")) as server:
+        yield server
+
+
+def _results(futures, timeout: float = DEADLINE) -> list:
+    return [f.result(timeout) for f in futures]
+
+
+def _error(future) -> DeliveryError:
+    exc = future.exception(DEADLINE)
+    assert isinstance(exc, DeliveryError), exc
+    return exc
+
+
+def _java_partition(key: bytes, partitions: int) -> int:
+    # Kafka BuiltInPartitioner.partitionForKey: toPositive(murmur2(key)) % numPartitions.
+    return (KAFKA_MURMUR2[key] & 0x7FFFFFFF) % partitions
+
+
+# --- delivery and results -------------------------------------------------------------------
+
+
+def test_futures_resolve_with_consecutive_offsets_of_their_partition(kpd):
+    with Producer(kpd.path) as producer:
+        assert producer.partitions_for("t") == 4
+        futures = [producer.send("t", b"v%d" % i, partition=2) for i in range(5)]
+        producer.flush()
+        assert all(f.done() for f in futures)
+        assert _results(futures) == [RecordMetadata("t", 2, i, -1) for i in range(5)]
+
+
+def test_acks_accepted_resolves_with_the_partition_and_no_offset(kpd):
+    with Producer(kpd.path, acks="accepted") as producer:
+        future = producer.send("t", b"v", partition=1)
+        assert future.result(DEADLINE) == RecordMetadata("t", 1, -1, -1)
+    assert kpd.hellos[0].default_ack == AckLevel.ACCEPTED
+
+
+def test_acks_none_resolves_once_written_without_any_report(kpd):
+    kpd.respond = kpd.silent
+    with Producer(kpd.path, acks="none") as producer:
+        futures = [producer.send("t", b"v", partition=3) for _ in range(3)]
+        producer.flush()
+        assert _results(futures) == [RecordMetadata("t", 3, -1, -1)] * 3
+    assert kpd.hellos[0].default_ack == AckLevel.NONE
+
+
+def test_timestamp_and_headers_reach_kpd_and_the_metadata(kpd):
+    with Producer(kpd.path) as producer:
+        future = producer.send(
+            "t",
+            b"v",
+            key=b"k",
+            partition=0,
+            timestamp_ms=1_700_000_000_000,
+            headers=[("h", b"1"), ("n", None)],
+        )
+        assert future.result(DEADLINE).timestamp == 1_700_000_000_000
+        dict_headers = producer.send("t", b"w", partition=0, headers={"a": b"b"})
+        dict_headers.result(DEADLINE)
+    assert kpd.records() == [
+        (b"k", b"v", 1_700_000_000_000, (("h", b"1"), ("n", None))),
+        (None, b"w", None, (("a", b"b"),)),
+    ]
+
+
+def test_a_report_run_spanning_two_frames_settles_both(kpd):
+    kpd.respond = kpd.hold
+    with Producer(kpd.path, batch_bytes=1) as producer:  # every record is its own frame
+        futures = [producer.send("t", b"v", partition=0) for _ in range(3)]
+        kpd.wait_for(lambda: len(kpd.frames) == 3)
+        kpd.release(merge=True)
+        assert [m.offset for m in _results(futures)] == [0, 1, 2]
+
+
+# --- failures -------------------------------------------------------------------------------
+
+
+def test_failed_run_raises_delivery_error_with_codes_and_persistence(kpd):
+    kpd.respond = _failing(
+        error=KpdErrorCode.KAFKA_ERROR,
+        kafka_error=10,  # MESSAGE_TOO_LARGE
+        persistence=Persistence.NOT_PERSISTED,
+        message="too big for the broker",
+    )
+    with Producer(kpd.path) as producer:
+        error = _error(producer.send("t", b"v", partition=0))
+    assert (error.code, error.kafka_error, error.persistence) == (
+        KpdErrorCode.KAFKA_ERROR,
+        10,
+        Persistence.NOT_PERSISTED,
+    )
+    assert error.message == "too big for the broker"
+    assert not error.retriable
+
+
+def test_delivery_timeout_is_retriable_and_may_be_persisted(kpd):
+    kpd.respond = _failing(
+        error=KpdErrorCode.DELIVERY_TIMEOUT, persistence=Persistence.POSSIBLY_PERSISTED
+    )
+    with Producer(kpd.path) as producer:
+        error = _error(producer.send("t", b"v", partition=0))
+    assert error.retriable
+    assert error.persistence is Persistence.POSSIBLY_PERSISTED
+
+
+def test_unknown_error_code_from_a_newer_kpd_is_a_non_retriable_failure(kpd):
+    kpd.respond = _failing(error=59, persistence=Persistence.NOT_PERSISTED)
+    with Producer(kpd.path) as producer:
+        error = _error(producer.send("t", b"v", partition=0))
+    assert error.code == 59
+    assert not error.retriable
+
+
+def test_connection_loss_fails_sent_records_as_possibly_persisted_and_unsent_as_not(kpd):
+    kpd.respond = kpd.silent
+    producer = Producer(kpd.path, linger_ms=60_000, batch_bytes=1000)
+    sent = producer.send("t", b"x" * 1000, partition=0)  # fills a frame: written at once
+    kpd.wait_for(lambda: len(kpd.frames) == 1)
+    lingering = producer.send("t", b"small", partition=1)  # waits out its 60 s linger
+    kpd.drop_connections()
+    assert _error(sent).persistence is Persistence.POSSIBLY_PERSISTED
+    assert _error(lingering).persistence is Persistence.NOT_PERSISTED
+    assert _error(sent).code == CONNECTION_LOST
+    assert _error(sent).retriable
+    later = producer.send("t", b"after", partition=0)
+    assert _error(later).persistence is Persistence.NOT_PERSISTED
+    producer.close()
+
+
+def test_error_frame_fails_outstanding_records_with_its_code(kpd):
+    kpd.respond = kpd.silent
+    with Producer(kpd.path) as producer:
+        future = producer.send("t", b"v", partition=0)
+        kpd.wait_for(lambda: len(kpd.frames) == 1)
+        kpd.send_to_clients(encode_error(KpdErrorCode.SHUTTING_DOWN, "draining"), close=True)
+        error = _error(future)
+    assert error.code is KpdErrorCode.SHUTTING_DOWN
+    assert error.retriable
+    assert "draining" in error.message
+
+
+def test_malformed_server_frame_ends_the_connection(kpd):
+    kpd.respond = kpd.silent
+    with Producer(kpd.path) as producer:
+        future = producer.send("t", b"v", partition=0)
+        kpd.wait_for(lambda: len(kpd.frames) == 1)
+        kpd.send_to_clients(encode_frame(FrameType.PING, b"\0" * 8))  # servers never PING
+        error = _error(future)
+    assert error.code is KpdErrorCode.UNEXPECTED_FRAME
+    assert error.persistence is Persistence.POSSIBLY_PERSISTED
+
+
+def test_record_too_large_for_a_frame_fails_locally_and_is_never_sent(kpd):
+    with Producer(kpd.path) as producer:
+        big = producer.send("t", b"x" * MIN_MAX_FRAME_BYTES, partition=0)
+        small = producer.send("t", b"ok", partition=0)
+        assert _error(big).code is KpdErrorCode.RECORD_TOO_LARGE
+        assert _error(big).persistence is Persistence.NOT_PERSISTED
+        assert small.result(DEADLINE).offset == 0
+    assert kpd.records() == [(None, b"ok", None, ())]
+
+
+def test_handshake_refused_raises_kpd_connection_error(kpd):
+    kpd.refuse = (KpdErrorCode.UNSUPPORTED_VERSION, "server speaks 2..2")
+    with pytest.raises(KpdConnectionError) as caught:
+        Producer(kpd.path)
+    assert caught.value.code is KpdErrorCode.UNSUPPORTED_VERSION
+    assert isinstance(caught.value, OSError)
+
+
+def test_connecting_to_a_missing_socket_raises_oserror(tmp_path):
+    with pytest.raises(OSError):
+        Producer(str(tmp_path / "absent.sock"))
+
+
+# --- partitioning ---------------------------------------------------------------------------
+
+
+def test_keyed_records_go_to_the_java_murmur2_partition(kpd):
+    kpd.partitions["t"] = 7
+    with Producer(kpd.path) as producer:
+        assert producer.partitions_for("t") == 7
+        futures = {key: producer.send("t", b"v", key=key) for key in KAFKA_MURMUR2}
+        producer.flush()
+    for key, future in futures.items():
+        assert future.result().partition == _java_partition(key, 7), key
+    by_frame = {r[0]: frame.partition for frame in kpd.frames for r in frame.records}
+    assert by_frame == {key: _java_partition(key, 7) for key in KAFKA_MURMUR2}
+
+
+def test_explicit_partition_is_honoured_over_the_key(kpd):
+    with Producer(kpd.path) as producer:
+        producer.partitions_for("t")
+        future = producer.send("t", b"v", key=b"21", partition=3)
+        assert future.result(DEADLINE).partition == 3
+    assert _java_partition(b"21", 4) != 3
+
+
+def test_keyless_records_stick_to_one_partition_then_move_on(kpd):
+    kpd.partitions["t"] = 5
+    with Producer(kpd.path, batch_bytes=1000) as producer:
+        producer.partitions_for("t")
+        futures = [producer.send("t", b"x" * 100) for _ in range(40)]
+        producer.flush()
+    partitions = [f.result().partition for f in futures]
+    # KIP-794: ~batch bytes (10 records of 100 bytes) on one partition, then another one.
+    runs = [p for i, p in enumerate(partitions) if i == 0 or partitions[i - 1] != p]
+    assert partitions[:10] == [partitions[0]] * 10
+    assert len(runs) == 4
+    assert all(a != b for a, b in itertools.pairwise(runs))
+
+
+def test_records_before_metadata_arrives_let_kpd_choose(kpd):
+    with Producer(kpd.path) as producer:
+        future = producer.send("fresh", b"v", key=b"abc")
+        producer.flush()
+        assert future.result().partition == 0  # what the fake kpd chose for partition -1
+    assert kpd.frames[0].partition == -1
+    assert ("fresh",) in kpd.metadata_requests
+
+
+def test_unknown_topic_raises_topic_error_from_partitions_for(kpd):
+    with Producer(kpd.path) as producer, pytest.raises(TopicError) as caught:
+        producer.partitions_for("nope")
+    assert caught.value.code is KpdErrorCode.UNKNOWN_TOPIC
+
+
+def test_invalid_partition_report_refreshes_the_partition_count(kpd):
+    kpd.partitions["t"] = 2
+    with Producer(kpd.path) as producer:
+        assert producer.partitions_for("t") == 2
+        kpd.partitions["t"] = 4  # partitions were added behind the client's back
+        kpd.respond = _failing(
+            error=KpdErrorCode.INVALID_PARTITION, persistence=Persistence.NOT_PERSISTED
+        )
+        assert _error(producer.send("t", b"v", partition=3)).code is KpdErrorCode.INVALID_PARTITION
+        kpd.wait_for(lambda: len(kpd.metadata_requests) == 2)
+        kpd.respond = kpd.deliver
+        # A report written after the METADATA_RESPONSE: once it is in, so is the new count.
+        producer.send("t", b"barrier", partition=0).result(DEADLINE)
+        assert producer.partitions_for("t") == 4
+        # "foobar" maps to a different partition of 4 than of 2.
+        assert _java_partition(b"foobar", 4) != _java_partition(b"foobar", 2)
+        keyed = producer.send("t", b"v", key=b"foobar")
+        assert keyed.result(DEADLINE).partition == _java_partition(b"foobar", 4)
+
+
+# --- batching and sequence numbers ----------------------------------------------------------
+
+
+def test_a_tight_send_loop_puts_many_records_in_each_frame(kpd):
+    with Producer(kpd.path, linger_ms=50) as producer:
+        producer.partitions_for("t")
+        futures = [producer.send("t", b"v" * 100, key=b"k%d" % (i % 8)) for i in range(2000)]
+        producer.flush()
+        _results(futures)
+    assert sum(f.count for f in kpd.frames) == 2000
+    # 2000 records of ~110 bytes over 4 partitions fit in a handful of 64 KiB frames.
+    assert len(kpd.frames) <= 12
+
+
+def test_frames_are_cut_at_batch_bytes(kpd):
+    with Producer(kpd.path, batch_bytes=4096, linger_ms=60_000) as producer:
+        futures = [producer.send("t", b"v" * 100, partition=0) for _ in range(200)]
+        producer.flush()
+        _results(futures)
+    sizes = [frame.size for frame in kpd.frames]
+    assert all(size < 4096 + 200 for size in sizes)
+    assert all(size >= 4096 for size in sizes[:-1])
+
+
+def test_sequence_numbers_are_continuous_across_frames_and_partitions(kpd):
+    with Producer(kpd.path, batch_bytes=2000) as producer:
+        producer.partitions_for("t")
+        for i in range(300):
+            producer.send("t", b"v" * 50, key=b"key-%d" % i)
+            if i % 50 == 0:
+                producer.send("other", b"w")
+        producer.flush()
+    assert not kpd.violations
+    frames = sorted(kpd.frames, key=lambda f: f.base_seq)
+    assert frames[0].base_seq == 0
+    assert all(a.base_seq + a.count == b.base_seq for a, b in itertools.pairwise(frames))
+    assert frames == kpd.frames  # and they went out in that order
+
+
+def test_linger_sends_a_partial_batch_without_flush(kpd):
+    with Producer(kpd.path, linger_ms=1) as producer:
+        future = producer.send("t", b"v", partition=0)
+        assert future.result(DEADLINE).offset == 0
+
+
+# --- flush and close ------------------------------------------------------------------------
+
+
+def test_flush_waits_for_reports_and_times_out_while_they_are_held(kpd):
+    kpd.respond = kpd.hold
+    with Producer(kpd.path) as producer:
+        future = producer.send("t", b"v", partition=0)
+        kpd.wait_for(lambda: len(kpd.frames) == 1)
+        with pytest.raises(TimeoutError):
+            producer.flush(timeout=0.05)
+        assert not future.done()
+        kpd.release()
+        producer.flush(timeout=DEADLINE)
+        assert future.done()
+
+
+def test_close_says_goodbye_and_waits_for_the_last_reports(kpd):
+    kpd.respond = kpd.hold  # reports come only with the server's GOODBYE
+    producer = Producer(kpd.path, linger_ms=60_000)
+    futures = [producer.send("t", b"v", partition=0) for _ in range(3)]
+    producer.close()
+    assert [f.result(0).offset for f in futures] == [0, 1, 2]
+    assert kpd.goodbyes == [3]
+    with pytest.raises(RuntimeError):
+        producer.send("t", b"v")
+    producer.close()  # a second close is a no-op
+
+
+def test_close_times_out_and_fails_what_kpd_never_reported(kpd):
+    kpd.respond = kpd.silent
+    kpd.answer_goodbye = False
+    producer = Producer(kpd.path)
+    future = producer.send("t", b"v", partition=0)
+    producer.close(timeout=0.05)
+    error = _error(future)
+    assert error.code == CONNECTION_LOST
+    assert error.persistence is Persistence.POSSIBLY_PERSISTED
+    assert kpd.goodbyes == [1]
+
+
+# --- serializers ----------------------------------------------------------------------------
+
+
+def test_integer_serializer_writes_four_big_endian_bytes_like_kafka():
+    serialize = IntegerSerializer()
+    assert serialize(1) == b"\x00\x00\x00\x01"
+    assert serialize(-1) == b"\xff\xff\xff\xff"
+    assert serialize(2**31 - 1) == struct.pack(">i", 2**31 - 1)
+    assert serialize(None) is None
+    with pytest.raises(ValueError):
+        serialize(2**31)
+    with pytest.raises(TypeError):
+        serialize("1")
+
+
+def test_string_json_and_bytes_serializers():
+    assert StringSerializer()("é") == b"\xc3\xa9"
+    assert StringSerializer("latin-1")("é") == b"\xe9"
+    assert JsonSerializer()({"a": [1, "é"]}) == '{"a":[1,"é"]}'.encode()
+    assert json.loads(JsonSerializer(sort_keys=True)({"b": 1, "a": 2})) == {"a": 2, "b": 1}
+    assert BytesSerializer()(bytearray(b"ab")) == b"ab"
+    for serialize in (StringSerializer(), JsonSerializer(), BytesSerializer()):
+        assert serialize(None) is None
+    with pytest.raises(TypeError):
+        BytesSerializer()("text")
+
+
+def test_producer_applies_key_and_value_serializers(kpd):
+    with Producer(
+        kpd.path, key_serializer=StringSerializer(), value_serializer=JsonSerializer()
+    ) as producer:
+        producer.send("t", {"n": 1}, key="k", partition=0).result(DEADLINE)
+        producer.send("t", None, key=None, partition=0).result(DEADLINE)  # a tombstone
+    assert kpd.records() == [(b"k", b'{"n":1}', None, ()), (None, None, None, ())]
+
+
+def test_str_value_without_serializer_is_a_type_error_and_sends_nothing(kpd):
+    with Producer(kpd.path) as producer:
+        with pytest.raises(TypeError):
+            producer.send("t", "text", partition=0)
+        producer.send("t", b"ok", partition=0).result(DEADLINE)
+    assert kpd.records() == [(None, b"ok", None, ())]
+
+
+# --- AsyncProducer --------------------------------------------------------------------------
+
+
+def _run(coro):
+    return asyncio.run(asyncio.wait_for(coro, DEADLINE))
+
+
+def test_async_producer_resolves_futures_with_offsets(kpd):
+    async def main():
+        async with AsyncProducer(kpd.path) as producer:
+            assert await producer.partitions_for("t") == 4
+            futures = [await producer.send("t", b"v", key=key) for key in KAFKA_MURMUR2]
+            await producer.flush()
+            assert all(f.done() for f in futures)
+            return [f.result() for f in futures]
+
+    results = _run(main())
+    assert [m.partition for m in results] == [_java_partition(k, 4) for k in KAFKA_MURMUR2]
+    assert sum(f.count for f in kpd.frames) == len(KAFKA_MURMUR2)
+
+
+def test_async_producer_failure_and_close(kpd):
+    kpd.respond = _failing(error=KpdErrorCode.BUFFER_FULL, persistence=Persistence.NOT_PERSISTED)
+
+    async def main():
+        producer = AsyncProducer(kpd.path, value_serializer=StringSerializer())
+        await producer.start()
+        future = await producer.send("t", "v", partition=0)
+        with pytest.raises(DeliveryError) as caught:
+            await future
+        await producer.close()
+        with pytest.raises(RuntimeError):
+            await producer.send("t", "v")
+        return caught.value
+
+    error = _run(main())
+    assert error.code is KpdErrorCode.BUFFER_FULL
+    assert error.retriable
+    assert kpd.goodbyes == [1]
+    assert kpd.records() == [(None, b"v", None, ())]
+
+
+def test_async_producer_connection_loss_fails_outstanding_records(kpd):
+    kpd.respond = kpd.silent
+
+    async def main():
+        async with AsyncProducer(kpd.path, batch_bytes=1) as producer:
+            future = await producer.send("t", b"v", partition=0)  # a full frame: written now
+            await asyncio.to_thread(kpd.wait_for, lambda: len(kpd.frames) == 1)
+            await asyncio.to_thread(kpd.drop_connections)
+            with pytest.raises(DeliveryError) as caught:
+                await future
+            later = await producer.send("t", b"w", partition=0)
+            with pytest.raises(DeliveryError) as refused:
+                await later
+            return caught.value, refused.value
+
+    lost, refused = _run(main())
+    assert lost.code == CONNECTION_LOST
+    assert lost.persistence is Persistence.POSSIBLY_PERSISTED
+    assert refused.persistence is Persistence.NOT_PERSISTED
+
+
+def test_async_flush_waits_for_held_reports_and_close_collects_the_rest(kpd):
+    kpd.respond = kpd.hold
+
+    async def main():
+        producer = AsyncProducer(kpd.path, linger_ms=60_000)
+        await producer.start()
+        first = await producer.send("t", b"a", partition=0)
+        with pytest.raises(TimeoutError):
+            await producer.flush(timeout=0.05)
+        await asyncio.to_thread(kpd.release)
+        await producer.flush(timeout=DEADLINE)
+        assert first.done()
+        second = await producer.send("t", b"b", partition=0)
+        await producer.close()
+        return first.result(), second.result()
+
+    first, second = _run(main())
+    assert (first.offset, second.offset) == (0, 1)
+    assert kpd.goodbyes == [2]
