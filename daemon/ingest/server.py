@@ -9,7 +9,11 @@ no per-record Python work unless kpd must hash keys itself.
 Backpressure: when a worker's ring is full the connection stops being read; after
 ``max.block.ms`` the frame's records are answered BUFFER_FULL and reading resumes. Ingest
 never dies of input: a bad frame gets an error report, an unrecoverable stream an ERROR frame
-and a close, and the other connections are unaffected.
+and a close, and the other connections are unaffected. A frame larger than one ring entry
+(half a ring) is cut into runs of whole records; a record that cannot fit is RECORD_TOO_LARGE.
+
+Reports: workers report every record they took; ingest passes on those the client asked
+Kafka acks for, counts what it still owes each connection, and answers GOODBYE once that is 0.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncio
 import itertools
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,16 +45,30 @@ from daemon.ingest.codec_records import (
     iter_records,
 )
 from daemon.ingest.routing import worker_for
-from daemon.ingest.segment import decode_report_entry, segment_head
+from daemon.ingest.segment import SEGMENT_HEAD_BYTES, decode_report_entry, segment_head
 from daemon.producer.partitioner import Partitioner
+from daemon.protocol.errors import code_of
 from daemon.protocol.murmur2 import partition_for_key
 from daemon.ring import RingConsumer, RingProducer
 
-__all__ = ["IngestServer", "IngestSettings", "TopicDirectory"]
+__all__ = ["IngestServer", "IngestSettings", "TopicDirectory", "is_legal_topic"]
 
 log = logging.getLogger(__name__)
 
 _MAX_CLIENT_BUFFER = 64 * 1024 * 1024  # a client that never reads its reports is cut off
+
+# Kafka's rule for topic names (org.apache.kafka.common.internals.Topic.validate): 1 to 249
+# of [a-zA-Z0-9._-], and not "." or ".." (they would be directory names on the broker).
+_LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+_INVALID_TOPIC_EXCEPTION = code_of("INVALID_TOPIC_EXCEPTION")
+# Bytes a record may add to a re-encoded records section beyond its own one-record section:
+# a timestamp (8) and a header length (4) once any other record of the section has them.
+_COLUMN_SLACK = 12
+
+
+def is_legal_topic(topic: str) -> bool:
+    """Whether Kafka accepts ``topic`` as a name at all (whether it exists is another matter)."""
+    return _LEGAL_TOPIC.fullmatch(topic) is not None and topic not in (".", "..")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +123,14 @@ class _Connection(asyncio.Protocol):
         self._backlog: list = []
         self._busy = False
         self.quiescing = False
+        # Worker outcomes still owed to the client: ack-KAFKA records in rings without a final
+        # run yet. GOODBYE is answered only once this reaches 0 (docs/protocol.md section 9).
+        self.owed = 0
+        self._goodbye_due = False
+        # Records in rings with ack NONE or ACCEPTED, as [first_seq, end_seq, unreported]:
+        # workers report every segment whatever its ack (the ring entry does not carry it), so
+        # ingest drops those outcomes here. Consecutive frames merge into one range.
+        self._quiet: list[list[int]] = []
 
     @property
     def busy(self) -> bool:
@@ -149,7 +176,14 @@ class _Connection(asyncio.Protocol):
             if isinstance(item, FatalProtocolError):
                 self._fatal(item.code, item.message)
                 return
-            waiting = self._handle(item)
+            try:
+                waiting = self._handle(item)
+            except Exception as exc:
+                # A bug in a handler must cost this one connection, never the ingest process
+                # (an exception escaping data_received makes uvloop drop the socket silently).
+                log.exception("conn %d: %s frame handling failed", self.conn_id, item.type.name)
+                self._fatal(KpdErrorCode.INTERNAL_ERROR, f"kpd could not handle the frame: {exc}")
+                return
             if waiting is not None:
                 self._busy = True
                 self.transport.pause_reading()
@@ -161,8 +195,11 @@ class _Connection(asyncio.Protocol):
     async def _finish_async(self, waiting) -> None:
         try:
             await waiting
-        except Exception:  # the handler reported what went wrong to the client
+        except Exception as exc:
+            # Handlers report every expected failure themselves; this is a bug, and the client
+            # must hear of it rather than wait for reports that will never come.
             log.exception("conn %d: frame handling failed", self.conn_id)
+            self._fatal(KpdErrorCode.INTERNAL_ERROR, f"kpd could not handle the frame: {exc}")
         finally:
             if self._backlog:
                 self._backlog.pop(0)
@@ -176,23 +213,23 @@ class _Connection(asyncio.Protocol):
         kind = frame.type
         if kind == FrameType.PRODUCE:
             return self._produce(frame.payload)
-        if kind == FrameType.HELLO:
-            self._hello(frame.payload)
-        elif kind == FrameType.METADATA_REQUEST:
-            return self._metadata(frame.payload)
-        elif kind == FrameType.PING:
-            self.send(codec.encode_pong(codec.decode_ping(frame.payload)))
-        elif kind == FrameType.GOODBYE:
-            self._goodbye()
+        try:
+            if kind == FrameType.HELLO:
+                self._hello(codec.decode_hello(frame.payload))
+            elif kind == FrameType.METADATA_REQUEST:
+                return self._metadata(codec.decode_metadata_request(frame.payload))
+            elif kind == FrameType.PING:
+                self.send(codec.encode_pong(codec.decode_ping(frame.payload)))
+            elif kind == FrameType.GOODBYE:
+                self._goodbye(codec.decode_goodbye(frame.payload))
+        except (BadFrameError, FatalProtocolError) as exc:
+            # A malformed control frame has no records to attribute the error to, so it ends
+            # the connection (docs/protocol.md section 4), with the decoder's code.
+            self._fatal(exc.code, exc.message)
         return None
 
-    def _hello(self, payload) -> None:
-        try:
-            hello = codec.decode_hello(payload)
-            version = codec.choose_version(hello)
-        except (BadFrameError, FatalProtocolError) as exc:
-            self._fatal(exc.code, exc.message)
-            return
+    def _hello(self, hello: codec.Hello) -> None:
+        version = codec.choose_version(hello)  # FatalProtocolError: UNSUPPORTED_VERSION
         ack = hello.default_ack
         self.ack_default = AckLevel(ack) if ack != AckLevel.CONNECTION_DEFAULT else AckLevel.KAFKA
         self.greeted = True
@@ -202,21 +239,25 @@ class _Connection(asyncio.Protocol):
         try:
             header = decode_produce_header(payload)
         except BadFrameError as exc:
-            if exc.count:
-                self._fail(exc.first_seq, exc.count, exc.code, exc.message)
-                self.next_seq = max(self.next_seq, exc.first_seq + exc.count)
-            else:
-                self._fatal(exc.code, exc.message)
+            self._malformed_produce(exc)
             return None
         if header.base_seq != self.next_seq:
-            self._fatal(
-                KpdErrorCode.SEQUENCE_MISMATCH,
-                f"PRODUCE base_seq {header.base_seq}, expected {self.next_seq}",
-            )
+            self._sequence_mismatch("PRODUCE base_seq", header.base_seq)
             return None
         self.next_seq = header.base_seq + header.count
         ack = header.ack if header.ack != AckLevel.CONNECTION_DEFAULT else self.ack_default
         server = self._server
+        if not is_legal_topic(header.topic):
+            # Kafka would answer INVALID_TOPIC_EXCEPTION for such a name; asking it would only
+            # hold the connection for max.block.ms (and keep the name in the metadata wanted set).
+            self._fail(
+                header.base_seq,
+                header.count,
+                KpdErrorCode.KAFKA_ERROR,
+                f"topic {header.topic!r} is not a legal Kafka topic name",
+                kafka_error=_INVALID_TOPIC_EXCEPTION,
+            )
+            return None
         if not server.topics.allowed(header.topic):
             self._fail(
                 header.base_seq,
@@ -229,6 +270,22 @@ class _Connection(asyncio.Protocol):
         if count is None or header.partition >= count:
             return self._produce_after_lookup(header, ack)
         return self._route(header, ack, count)
+
+    def _malformed_produce(self, exc: BadFrameError) -> None:
+        if exc.count is None:  # payload shorter than 12 bytes or count 0: nothing to answer
+            self._fatal(exc.code, exc.message)
+        elif exc.first_seq != self.next_seq:
+            # A wrong base_seq is fatal whatever the body holds: answering the run and moving
+            # next_seq to it would let one flipped byte shift the numbering of every later frame.
+            self._sequence_mismatch("PRODUCE base_seq", exc.first_seq)
+        else:
+            # The head names the records, so the stream stays usable (docs/protocol.md 4):
+            # they count as received and the next PRODUCE starts after them.
+            self.next_seq = exc.first_seq + exc.count
+            self._fail(exc.first_seq, exc.count, exc.code, exc.message)
+
+    def _sequence_mismatch(self, what: str, got: int) -> None:
+        self._fatal(KpdErrorCode.SEQUENCE_MISMATCH, f"{what} {got}, expected {self.next_seq}")
 
     async def _produce_after_lookup(self, header, ack) -> None:
         server = self._server
@@ -251,14 +308,26 @@ class _Connection(asyncio.Protocol):
                 f"{header.topic} has {count} partitions; no partition {header.partition}",
             )
             return None
-        segments = self._server.split(header, count)
-        return self._server.enqueue(self, segments, header, ack)
+        server = self._server
+        segments = server.fit(header, server.split(header, count))
+        if segments is None:
+            self._fail(
+                header.base_seq,
+                header.count,
+                KpdErrorCode.RECORD_TOO_LARGE,
+                f"a record does not fit in a worker ring entry of {server.max_entry_bytes} bytes"
+                " (rings.records_bytes / 2)",
+            )
+            return None
+        return server.enqueue(self, segments, header, ack)
 
-    async def _metadata(self, payload) -> None:
-        request = codec.decode_metadata_request(payload)
+    async def _metadata(self, request: codec.MetadataRequest) -> None:
         server = self._server
         answers = []
         for topic in request.topics:
+            if not is_legal_topic(topic):
+                answers.append(codec.TopicMetadata(topic, KpdErrorCode.UNKNOWN_TOPIC, -1))
+                continue
             if not server.topics.allowed(topic):
                 answers.append(codec.TopicMetadata(topic, KpdErrorCode.TOPIC_NOT_ALLOWED, -1))
                 continue
@@ -270,10 +339,55 @@ class _Connection(asyncio.Protocol):
             answers.append(codec.TopicMetadata(topic, KpdErrorCode.NONE, count))
         self.send(codec.encode_metadata_response(request.request_id, answers))
 
-    def _goodbye(self) -> None:
-        # Reports for this connection flow on their own; GOODBYE is answered once every record
-        # it sent has been reported (the server tracks that per connection).
-        self._server.goodbye(self)
+    def _goodbye(self, next_seq: int) -> None:
+        if next_seq != self.next_seq:
+            self._sequence_mismatch("GOODBYE next_seq", next_seq)
+            return
+        # A client that reads GOODBYE knows it has every report it will get, so the answer
+        # waits for the outcomes still owed; forward_reports sends it when the last arrives.
+        self._goodbye_due = True
+        self._maybe_say_goodbye()
+
+    def _maybe_say_goodbye(self) -> None:
+        if self._goodbye_due and self.owed <= 0 and not self.closed:
+            self.send(codec.encode_goodbye(self.next_seq))
+            self.transport.close()  # after the buffered reports and GOODBYE are written
+            self.closed = True
+
+    # ---- outcomes from workers ---------------------------------------------------------
+
+    def owe(self, first_seq: int, n: int, ack: AckLevel) -> None:
+        """Records [first_seq, first_seq + n) are in a ring; their worker will report them."""
+        if ack == AckLevel.KAFKA:
+            self.owed += n
+            return
+        quiet = self._quiet
+        if quiet and quiet[-1][1] == first_seq:
+            quiet[-1][1] += n
+            quiet[-1][2] += n
+        else:
+            quiet.append([first_seq, first_seq + n, n])
+
+    def forward_reports(self, report_frame: memoryview) -> None:
+        """A worker's REPORT frame for this connection: pass on the runs the client asked for
+        (ack KAFKA), drop the others, and say GOODBYE once nothing is owed any more."""
+        runs = codec.decode_reports(report_frame[5:])  # after the length prefix and type
+        kept = [run for run in runs if not self._drop_quiet(run)] if self._quiet else runs
+        if kept:
+            self.owed -= sum(run.count for run in kept)
+            self.send(bytes(report_frame) if len(kept) == len(runs) else encode_reports(kept))
+        self._maybe_say_goodbye()
+
+    def _drop_quiet(self, run: ReportRun) -> bool:
+        # A run never spans two segments, so its first record places it. Ranges are few: one
+        # per change of ack level on this connection, gone once fully reported.
+        for index, (start, end, _) in enumerate(self._quiet):
+            if start <= run.first_seq < end:
+                self._quiet[index][2] -= run.count
+                if self._quiet[index][2] <= 0:
+                    del self._quiet[index]
+                return True
+        return False
 
     # ---- output ------------------------------------------------------------------------
 
@@ -286,7 +400,10 @@ class _Connection(asyncio.Protocol):
             return
         transport.write(frame)
 
-    def _fail(self, first_seq: int, count: int, code: KpdErrorCode, message: str) -> None:
+    def _fail(
+        self, first_seq: int, count: int, code: KpdErrorCode, message: str, kafka_error: int = 0
+    ) -> None:
+        self._server.records_rejected += count  # every record ingest refuses passes here
         run = ReportRun(
             first_seq,
             count,
@@ -295,7 +412,7 @@ class _Connection(asyncio.Protocol):
             -1,
             -1,
             code,
-            0,
+            kafka_error,
             Persistence.NOT_PERSISTED,
             message[:1000],
         )
@@ -318,6 +435,13 @@ class IngestServer:
         reports: list[RingConsumer],
         topics: TopicDirectory,
     ) -> None:
+        if settings.max_frame_bytes < codec.MIN_MAX_FRAME_BYTES:
+            # Fail at boot: every connection's FrameDecoder would refuse it, leaving clients
+            # hanging in the handshake.
+            raise ValueError(
+                f"max_frame_bytes {settings.max_frame_bytes} is below the protocol minimum "
+                f"{codec.MIN_MAX_FRAME_BYTES}"
+            )
         self.settings = settings
         self._records = records
         self._reports = reports
@@ -331,7 +455,8 @@ class IngestServer:
         self._sticky = Partitioner("default", settings.batch_size)
         self._server: asyncio.AbstractServer | None = None
         self._report_tasks: list[asyncio.Task] = []
-        self._goodbyes: dict[int, _Connection] = {}
+        # One ring entry may take at most half its ring; every records ring has the same size.
+        self.max_entry_bytes = min(ring.max_entry_bytes for ring in records)
         self.records_accepted = 0
         self.records_rejected = 0
         self.buffer_full_events = 0
@@ -418,6 +543,28 @@ class IngestServer:
         segments.append((run_partition, encode_records(run), run_start, len(run)))
         return segments
 
+    def fit(self, header, segments):
+        """The segments, cut so that each fits in one ring entry; None if a record cannot.
+
+        A frame may be larger than half a records ring (socket.max_frame_bytes is configured
+        apart from rings.records_bytes), and a ring entry that large could never be written.
+        Such a frame is re-encoded in runs of whole records; only a record that does not fit
+        even alone fails, and then the whole frame does (it is accepted or failed as a unit).
+        """
+        limit = self.max_entry_bytes - SEGMENT_HEAD_BYTES - len(header.topic.encode())
+        if all(len(segment[1]) <= limit for segment in segments):
+            return segments  # the common case: one comparison per segment
+        fitted = []
+        for partition, records, first_seq, n in segments:
+            if len(records) <= limit:
+                fitted.append((partition, records, first_seq, n))
+                continue
+            runs = _runs_within(records, n, limit)
+            if runs is None:
+                return None
+            fitted.extend((partition, section, first_seq + start, k) for section, start, k in runs)
+        return fitted
+
     def enqueue(self, conn: _Connection, segments, header, ack):
         """Write segments into rings; returns an awaitable if a ring is full."""
         topic = header.topic.encode()
@@ -474,6 +621,7 @@ class IngestServer:
 
     def _accepted(self, conn: _Connection, first_seq: int, n: int, partition: int, ack) -> None:
         self.records_accepted += n
+        conn.owe(first_seq, n, ack)
         if ack == AckLevel.ACCEPTED:
             run = ReportRun(first_seq, n, Status.ACCEPTED, partition)
             conn.send(encode_reports([run]))
@@ -496,12 +644,40 @@ class IngestServer:
         if not entries:
             return False
         for _, entry in entries:
-            conn_id, payload = decode_report_entry(entry)
+            conn_id, payload = decode_report_entry(entry)  # payload: a whole REPORT frame
             conn = self.connections.get(conn_id)
-            if conn is not None:
-                conn.send(bytes(payload))  # already a whole REPORT frame
+            if conn is None:
+                continue  # the client left; its records were still delivered or failed
+            try:
+                conn.forward_reports(payload)
+            except Exception:
+                # One bad entry must not stop this ring's reports for every connection.
+                log.exception("conn %d: cannot forward a worker report", conn_id)
         ring.release(entries[-1][0])
         return True
 
-    def goodbye(self, conn: _Connection) -> None:
-        conn.send(codec.encode_goodbye(conn.next_seq))
+
+def _runs_within(records, count: int, limit: int) -> list[tuple[bytes, int, int]] | None:
+    """Re-encode a records section as ``(section, first index, count)`` runs of at most
+    ``limit`` bytes each, records kept whole and in order; None if one record alone is larger.
+
+    The slow path of an oversized frame only: it encodes every record once on its own to
+    learn its size, and bounds a run by those sizes plus the columns its neighbours may add.
+    """
+    runs: list[tuple[bytes, int, int]] = []
+    run: list[RecordIn] = []
+    run_bytes = 1  # the layout byte
+    run_start = 0
+    for index, record in enumerate(iter_records(records, count)):
+        one = RecordIn(record.key, record.value, record.timestamp, record.headers)
+        alone = len(encode_records([one]))
+        if alone > limit:
+            return None
+        size = alone - 1 + _COLUMN_SLACK
+        if run and run_bytes + size > limit:
+            runs.append((encode_records(run), run_start, len(run)))
+            run, run_bytes, run_start = [], 1, index
+        run.append(one)
+        run_bytes += size
+    runs.append((encode_records(run), run_start, len(run)))
+    return runs
