@@ -168,7 +168,8 @@ DAEMON_SETTINGS: tuple[Setting, ...] = (
     _daemon("socket.mode", FileMode(), "0660", "Permission bits of the socket file."),
     _daemon("socket.group", OptionalGroup(), None,
             "Group owning the socket file (name or gid); null keeps the daemon's group."),
-    _daemon("socket.max_frame_bytes", Size(1024), "1088KiB",
+    # The kpd protocol's floor for a server's max frame (MIN_MAX_FRAME_BYTES, protocol.md).
+    _daemon("socket.max_frame_bytes", Size(65536), "1088KiB",
             "Largest kpd-protocol frame a client may send: one max.request.size of records "
             "plus room for frame headers."),
     _daemon("socket.max_connections", Int(1, 65536), 1024,

@@ -151,11 +151,6 @@ def test_missing_config_file_exits_78(tmp_path):
         assert f"cannot read {path}" in result.stderr, result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="schema bug: socket.max_frame_bytes accepts 1KiB.., but the protocol needs >= 64KiB "
-    "(MIN_MAX_FRAME_BYTES); only ingest's boot refuses it, so `run` exits 1, not 78",
-)
 def test_max_frame_bytes_below_the_protocol_minimum_is_a_config_error(tmp_path):
     config = valid_config(tmp_path)
     config["socket"]["max_frame_bytes"] = "2KiB"
