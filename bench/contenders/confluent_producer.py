@@ -1,0 +1,72 @@
+"""Contender: confluent-kafka's Producer (librdkafka), one ``produce`` per record.
+
+Every record has a Python delivery callback, served by ``poll`` from the producing thread, as
+an application that wants per-record outcomes runs it. ``partitioner=murmur2_random`` is
+librdkafka's Java-compatible partitioner, so keyed records land on the same partitions as
+kpd's and aiokafka's (librdkafka's own default, consistent_random, hashes with CRC32).
+Idempotence on, as kpd's default; batch sizes are librdkafka's defaults (``batch.size`` 1 MB,
+``batch.num.messages`` 10000), which is what its users get.
+
+Imports confluent_kafka; runs only inside a bench child process.
+"""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from bench.child import Session
+
+_POLL_EVERY = 1000  # records between two poll(0) calls that run delivery callbacks
+_FULL_QUEUE_POLL_S = 0.005  # queue.buffering.max.* reached: serve callbacks, then retry
+_FLUSH_TIMEOUT_S = 300.0
+
+
+class _Tally:
+    """Delivery reports, counted per record; owned by the producing thread (poll runs them)."""
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.failed = 0
+        self.errors: list[str] = []
+
+    def on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            self.delivered += 1
+        else:
+            self.failed += 1
+            if len(self.errors) < 5:
+                self.errors.append(str(error))
+
+
+def main(session: Session) -> None:
+    workload = session.workload
+    topic = session.spec.topic
+    producer = Producer(
+        {
+            "bootstrap.servers": session.spec.bootstrap,
+            "acks": workload.acks,
+            "linger.ms": workload.linger_ms,
+            "compression.type": workload.compression,
+            "enable.idempotence": True,
+            "partitioner": "murmur2_random",
+        }
+    )
+    producer.list_topics(topic, timeout=30)  # metadata before the clock starts
+    keys, values = session.records.keys, session.records.values
+    tally = _Tally()
+
+    session.ready()
+    produce, poll, on_delivery = producer.produce, producer.poll, tally.on_delivery
+    for i in range(len(values)):
+        while True:
+            try:
+                produce(topic, values[i], keys[i], on_delivery=on_delivery)
+                break
+            except BufferError:
+                poll(_FULL_QUEUE_POLL_S)
+        if i % _POLL_EVERY == 0:
+            poll(0)
+    undelivered = producer.flush(_FLUSH_TIMEOUT_S)
+    if undelivered:
+        tally.errors.append(f"{undelivered} records undelivered after flush")
+    session.done(tally.delivered, tally.failed + undelivered, tally.errors)
