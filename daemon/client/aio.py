@@ -2,8 +2,9 @@
 
 Owns one UNIX-socket transport and its ``asyncio.Protocol``. Everything runs on the event
 loop's thread, so the ProducerSession needs no lock: ``send()`` appends to a batch, frames are
-written when a batch fills or its linger timer fires, and ``data_received`` turns reports into
-resolved futures. A caller cancelling an awaited future never touches the connection.
+written when a batch fills or its linger timer fires, and ``data_received`` settles reports
+run by run and wakes the coroutines awaiting those records. A caller cancelling an awaited
+future never touches the connection, nor other coroutines awaiting the same record.
 
 Must not import threads or kpd's engines (producer, net, ring, process).
 """
@@ -23,20 +24,43 @@ from daemon.client.common import (
     read_welcome,
 )
 from daemon.client.errors import DeliveryError, KpdConnectionError
+from daemon.client.future import refused, run_callback
 from daemon.client.session import ProducerSession
 from daemon.ingest.codec import FatalProtocolError, FrameDecoder, Role
 
 __all__ = ["AsyncProducer"]
 
 
-def _resolve(done: Completions) -> None:
-    for future, result in zip(done.handles, done.results, strict=True):
-        if future.done():  # the app cancelled it
-            continue
-        if isinstance(result, DeliveryError):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
+class _Hub:
+    """How an AsyncProducer's futures wait: by awaiting; result() never blocks the loop."""
+
+    lock = contextlib.nullcontext()  # everything runs on the loop's thread
+
+    def wait(self, ready, timeout: float | None) -> None:
+        if not ready():
+            raise asyncio.InvalidStateError("the record has no result yet: await its future")
+
+    def waiter(self, batch) -> asyncio.Future:
+        # One future per awaiting coroutine, so cancelling one await leaves the others alone.
+        waiter = asyncio.get_running_loop().create_future()
+        if batch.waiters is None:
+            batch.waiters = []
+        batch.waiters.append(waiter)
+        return waiter
+
+
+def _wake(done: Completions) -> None:
+    """Wake the coroutines awaiting records of the batches ``done`` settled; schedule the
+    done-callbacks on the loop, as asyncio futures do."""
+    for batch in done.frames:
+        waiters, batch.waiters = batch.waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+    if done.callbacks:
+        loop = asyncio.get_running_loop()
+        for fn, future in done.callbacks:
+            loop.call_soon(run_callback, fn, future)
 
 
 def _wake_if(waiter: asyncio.Future, condition: bool) -> bool:
@@ -122,7 +146,8 @@ class _Connection(asyncio.Protocol):
 
 class AsyncProducer:
     """``await start()`` (or ``async with``), then ``fut = await send(...)``; ``await fut``
-    gives RecordMetadata or raises DeliveryError. ``acks`` as for the sync Producer."""
+    gives RecordMetadata or raises DeliveryError (``fut`` is a RecordFuture, see
+    daemon.client.future). ``acks`` as for the sync Producer."""
 
     def __init__(
         self,
@@ -179,12 +204,14 @@ class AsyncProducer:
         self.server_name = welcome.server_name
         self._connection = connection
         self._ended = loop.create_future()
-        self._session = ProducerSession(self._settings, welcome, decoder, loop.time)
+        self._session = ProducerSession(self._settings, welcome, decoder, loop.time, _Hub())
         self._finish(self._session.accept(early))
         connection.attach()
 
     async def send(self, topic, value, key=None, partition=None, timestamp_ms=None, headers=None):
-        """Queue one record; returns an asyncio Future of RecordMetadata (not awaited here).
+        """Queue one record; returns its RecordFuture (not awaited here): ``await`` it for
+        RecordMetadata, or use done()/result()/exception()/add_done_callback() as on an
+        asyncio Future (result() of a pending record raises InvalidStateError).
 
         Awaiting send() only waits when the socket's write buffer is full (backpressure).
         """
@@ -194,12 +221,11 @@ class AsyncProducer:
             key = self._key_serializer(key)
         if self._value_serializer is not None:
             value = self._value_serializer(value)
-        future = asyncio.get_running_loop().create_future()
         session = self._session
         try:
-            session.add(topic, key, value, partition, timestamp_ms, headers, future)
+            future = session.add(topic, key, value, partition, timestamp_ms, headers)
         except DeliveryError as exc:
-            future.set_exception(exc)
+            future = refused(exc)
         finally:
             wake = session.take_wake()
             if wake:
@@ -302,8 +328,8 @@ class AsyncProducer:
         self._finish(self._session.connection_lost(reason))
 
     def _finish(self, done: Completions) -> None:
-        """Resolve futures, then wake flush() and close() waiters whose condition now holds."""
-        _resolve(done)
+        """Wake awaiting records, then flush() and close() waiters whose condition now holds."""
+        _wake(done)
         session = self._session
         settled = session.settled_below
         keep = []

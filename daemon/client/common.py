@@ -61,14 +61,18 @@ class Outgoing(NamedTuple):
     buffered: int  # bytes of it counted in buffered_bytes (PRODUCE frames only)
 
 
-class Completions(NamedTuple):
-    """Futures to resolve: ``results[i]`` (RecordMetadata or DeliveryError) for ``handles[i]``."""
+class Completions:
+    """What settling reports did: ``frames`` that got outcomes (asyncio wakes their awaiters)
+    and ``callbacks``, ``(fn, future)`` pairs the adapter runs outside its lock."""
 
-    handles: list
-    results: list
+    __slots__ = ("callbacks", "frames")
+
+    def __init__(self) -> None:
+        self.frames: list = []
+        self.callbacks: list = []
 
     def __bool__(self) -> bool:
-        return bool(self.handles)
+        return bool(self.frames)
 
 
 def make_metadata(topic: str, partition: int, offset: int, timestamp: int) -> RecordMetadata:

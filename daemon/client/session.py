@@ -2,10 +2,11 @@
 
 Owns what the sync and asyncio producers share after the handshake: partitioning (keyed ->
 Java's murmur2, keyless -> sticky, explicit -> honoured), per-(topic, partition) batching in
-``ProduceBatchWriter``s, the connection's sequence numbers, METADATA requests and partition
-counts, and dispatching the frames kpd sends. Records awaiting results live in ``InFlight``.
-It does no I/O and never blocks: the adapters (``sync``, ``aio``) move bytes and resolve
-futures with the ``Completions`` it returns; futures are opaque handles here.
+``Batch``es (sealed into PRODUCE frames by ``encoding``), the connection's sequence numbers,
+METADATA requests and partition counts, and dispatching the frames kpd sends. add() returns
+each record's ``RecordFuture``; sealed batches awaiting results live in ``InFlight`` and store
+outcomes per report run. It does no I/O and never blocks: the adapters (``sync``, ``aio``)
+move bytes, wake waiters and run the done-callbacks listed in the ``Completions`` it returns.
 
 Not thread-safe: an adapter serialises every call (the sync one under its lock).
 
@@ -18,6 +19,7 @@ import random
 from collections import deque
 from collections.abc import Callable
 
+from daemon.client.batch import Batch
 from daemon.client.common import (
     ClientSettings,
     Completions,
@@ -25,7 +27,9 @@ from daemon.client.common import (
     check_bytes,
     headers_list,
 )
+from daemon.client.encoding import frame_overhead
 from daemon.client.errors import CONNECTION_LOST, DeliveryError
+from daemon.client.future import Hub, RecordFuture
 from daemon.client.inflight import InFlight
 from daemon.ingest.codec import (
     MAX_METADATA_TOPICS,
@@ -37,8 +41,6 @@ from daemon.ingest.codec import (
     FrameType,
     KpdErrorCode,
     Persistence,
-    ProduceBatchWriter,
-    RecordTooLargeError,
     Welcome,
     decode_error,
     decode_metadata_response,
@@ -46,13 +48,16 @@ from daemon.ingest.codec import (
     encode_goodbye,
     encode_metadata_request,
 )
+from daemon.ingest.codec_base import encode_string
+from daemon.ingest.codec_records import header_blob
 from daemon.protocol.murmur2 import murmur2
 
 __all__ = ["ProducerSession"]
 
-# Keys whose murmur2 is remembered: apps reuse keys, and the hash is ~1 us of pure Python
-# per record while a dict hit is ~50 ns. Bounded; cleared when full.
-_KEY_HASH_CACHE_SIZE = 16384
+# Keys whose partition is remembered, per topic: apps reuse keys, and murmur2 is ~1 us of pure
+# Python per record while a dict hit is ~50 ns. Bounded; cleared when full or when the
+# partition count changes.
+_KEY_CACHE_SIZE = 16384
 
 
 class _Topic:
@@ -62,6 +67,8 @@ class _Topic:
     __slots__ = (
         "answer",
         "batches",
+        "encoded",
+        "key_partitions",
         "name",
         "partitions",
         "refresh_at",
@@ -72,8 +79,10 @@ class _Topic:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.encoded = encode_string(name)  # as the PRODUCE head carries it
         self.partitions = 0
-        self.batches: dict[int, _Batch] = {}  # partition (or -1) -> the batch filling now
+        self.key_partitions: dict[bytes, int] = {}  # key -> its partition of ``partitions``
+        self.batches: dict[int, Batch] = {}  # partition (or -1) -> the frame filling now
         self.sticky = -1
         self.sticky_bytes = 0
         self.refresh_at = 0.0
@@ -81,34 +90,11 @@ class _Topic:
         self.answer: tuple[int, KpdErrorCode | int] | None = None  # the last (count, error)
 
 
-class _Batch:
-    """Records for one (topic, partition) not yet framed. ``handles[i]`` is record i's future;
-    ``timestamps`` maps record index -> the timestamp it was sent with (only when given)."""
-
-    __slots__ = (
-        "bytes",
-        "deadline",
-        "handles",
-        "partition",
-        "sealed",
-        "timestamps",
-        "topic",
-        "writer",
-    )
-
-    def __init__(self, topic: _Topic, partition: int, writer: ProduceBatchWriter, deadline: float):
-        self.topic = topic
-        self.partition = partition
-        self.writer = writer
-        self.deadline = deadline
-        self.handles: list = []
-        self.timestamps: dict[int, int] | None = None
-        self.bytes = 0
-        self.sealed = False
-
-
 class ProducerSession:
-    """One connection's producer state after WELCOME. See the module docstring."""
+    """One connection's producer state after WELCOME. See the module docstring.
+
+    ``hub`` is the adapter's waiting mechanism, handed to every future (``future.Hub``).
+    """
 
     def __init__(
         self,
@@ -116,111 +102,147 @@ class ProducerSession:
         welcome: Welcome,
         decoder: FrameDecoder,
         clock: Callable[[], float],
+        hub: Hub,
         rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
         self._decoder = decoder  # already past WELCOME: it knows the max frame size
         self._clock = clock
+        self._hub = hub
         self._rng = rng or random.Random()
         self._max_frame = welcome.max_frame_bytes
         self._batch_limit = min(settings.batch_bytes, welcome.max_frame_bytes)
         self._topics: dict[str, _Topic] = {}
-        self._lingering: deque[_Batch] = deque()  # open batches, oldest (earliest deadline) first
+        self._lingering: deque[Batch] = deque()  # open frames, oldest (earliest deadline) first
         self._outbox: deque[Outgoing] = deque()  # framed, not yet taken by the adapter
-        self._buffered = 0  # bytes framed but not yet reported sent
+        # Bytes framed but not yet written: what the adapter bounds for backpressure. A plain
+        # attribute, read by send() on every record. Written only by the session.
+        self.buffered_bytes = 0
         self._inflight = InFlight()  # framed records awaiting their results
-        self._key_hashes: dict[bytes, int] = {}  # key -> murmur2(key) & 0x7fffffff
         self._next_seq = 0
-        self._open_batches = 0  # batches in _topics[...].batches, i.e. unsealed ones
-        self._wake = False  # see take_wake()
+        self._open_batches = 0  # frames in _topics[...].batches, i.e. unsealed ones
+        # True after something the adapter must act on without waiting for its next deadline:
+        # a topic to ask METADATA for, a first linger deadline, a frame to write. The adapter
+        # reads and clears it after every add()/watch(), also when those raised.
+        self.wake = False
         self._meta_wanted: dict[str, None] = {}  # topics to ask about (ordered set)
         self._meta_inflight: dict[int, tuple[str, ...]] = {}  # request_id -> topics
         self._next_request_id = 0
         self._next_refresh = float("inf")
         self._closing = False
+        self._refusing = False  # closing or ended: add() raises
         self.ended = False  # no more reports will come (GOODBYE, ERROR, EOF, protocol fault)
         self.end_error: DeliveryError | None = None  # why it ended, unless by a clean GOODBYE
 
     # --- records in -------------------------------------------------------------------------
 
-    def add(self, topic, key, value, partition, timestamp, headers, handle) -> None:
-        """Queue one record whose future is ``handle``; then ask ``take_wake()``.
+    def add(self, topic, key, value, partition=None, timestamp=None, headers=None):
+        """Queue one record; returns its RecordFuture. Then read/clear ``wake``.
 
         Raises DeliveryError (the record is not queued) when the connection has ended or the
         record can never fit a frame; ValueError/TypeError for arguments kpd would reject.
+        This is send()'s hot path: records without timestamp or headers that fit the open
+        frame take the straight line below; everything else goes through _add_general.
         """
-        if self.ended or self._closing:
+        if self._refusing:
             raise self._refusal()
-        if key is not None and type(key) is not bytes:
+        if type(key) is not bytes and key is not None:
             key = check_bytes(key, "key")
-        if value is not None and type(value) is not bytes:
+        if type(value) is not bytes and value is not None:
             value = check_bytes(value, "value")
-        if headers:
-            headers = headers_list(headers)
         state = self._topics.get(topic)
         if state is None:
             state = self._new_topic(topic)
         if partition is None:
-            count = state.partitions
-            if not count:
-                partition = -1
-            elif key is not None:
-                positive = self._key_hashes.get(key)
-                if positive is None:
-                    positive = self._hash_key(key)
-                # Kafka BuiltInPartitioner.partitionForKey: toPositive(murmur2(key)) % count.
-                partition = positive % count
-            else:
+            if key is not None:
+                partition = state.key_partitions.get(key)
+                if partition is None:
+                    partition = self._key_partition(state, key)
+            elif state.partitions:
                 partition = self._sticky(state, value)
+            else:
+                partition = -1
         elif type(partition) is not int or partition < 0:
             raise ValueError(f"partition must be a non-negative int or None, not {partition!r}")
-        batch = state.batches.get(partition)
-        if batch is None:
-            batch = self._open(state, partition)
-        grown = self._append(batch, key, value, timestamp, headers)
-        if not grown:  # the frame is full: send it and start the next one
-            self._seal(batch)
-            batch = self._open(state, partition)
-            grown = self._append(batch, key, value, timestamp, headers)
-        if timestamp is not None:
-            if batch.timestamps is None:
-                batch.timestamps = {}
-            batch.timestamps[len(batch.handles)] = timestamp
-        batch.handles.append(handle)
-        batch.bytes += grown
-        if batch.bytes >= self._batch_limit:
-            self._seal(batch)
+        if timestamp is not None or headers:
+            return self._add_general(state, partition, key, value, timestamp, headers)
+        frame = state.batches.get(partition)
+        if frame is None:
+            frame = self._open(state, partition)
+        size = frame.size + frame.per_record
+        if key is not None:
+            size += len(key)
+        if value is not None:
+            size += len(value)
+        if size >= self._batch_limit:  # rare: one test for both limits (batch <= max frame)
+            return self._add_last(state, frame, partition, key, value, size)
+        keys = frame.keys
+        future = RecordFuture(frame, len(keys))
+        keys.append(key)
+        frame.values.append(value)
+        frame.size = size
+        return future
+
+    def _add_last(self, state: _Topic, frame: Batch, partition: int, key, value, size: int):
+        """add() for a record that fills its frame: append and seal, or start the next."""
+        if size > self._max_frame:
+            return self._add_general(state, partition, key, value, None, None)
+        future = RecordFuture(frame, len(frame.keys))
+        frame.keys.append(key)
+        frame.values.append(value)
+        frame.size = size
+        self._seal(frame)
+        return future
+
+    def _add_general(self, state: _Topic, partition: int, key, value, timestamp, headers):
+        """add() for records with a timestamp or headers, or that do not fit the open frame."""
+        if timestamp is not None and (type(timestamp) is not int or not -1 <= timestamp < 2**63):
+            raise ValueError(f"timestamp_ms must be an int in [-1, 2**63), not {timestamp!r}")
+        blob = header_blob(headers_list(headers)) if headers else b""
+        data_bytes = (0 if key is None else len(key)) + (0 if value is None else len(value))
+        frame = state.batches.get(partition)
+        if frame is None:
+            frame = self._open(state, partition)
+        grown = frame.per_record + data_bytes + frame.add_columns(timestamp, blob)
+        if frame.size + grown > self._max_frame and frame.keys:
+            self._seal(frame)  # the frame is full: send it and start the next one
+            frame = self._open(state, partition)
+            grown = frame.per_record + data_bytes + frame.add_columns(timestamp, blob)
+        if frame.size + grown > self._max_frame:
+            alone = frame.size + grown
+            self._drop(frame)  # opened for this record alone: it must not linger
+            raise DeliveryError(
+                KpdErrorCode.RECORD_TOO_LARGE,
+                0,
+                Persistence.NOT_PERSISTED,
+                f"record needs a {alone}-byte frame, max frame is {self._max_frame} bytes",
+            )
+        index = len(frame.keys)
+        frame.keys.append(key)
+        frame.values.append(value)
+        frame.store_columns(index, timestamp, blob)
+        frame.size += grown
+        future = RecordFuture(frame, index)
+        if frame.size >= self._batch_limit:
+            self._seal(frame)
+        return future
 
     def take_wake(self) -> bool:
-        """True once after something the adapter must act on without waiting for its next
-        deadline: a topic to ask METADATA for, a first linger deadline, a frame to write.
-        Adapters ask after every add()/watch(), also when those raised."""
-        wake, self._wake = self._wake, False
+        """``wake``, cleared: True once after something the adapter must act on."""
+        wake, self.wake = self.wake, False
         return wake
 
-    def _append(self, batch: _Batch, key, value, timestamp, headers) -> int:
-        try:
-            return batch.writer.append(key, value, timestamp, headers or ())
-        except RecordTooLargeError as exc:
-            if not batch.handles:
-                self._drop(batch)
-            raise DeliveryError(
-                KpdErrorCode.RECORD_TOO_LARGE, 0, Persistence.NOT_PERSISTED, str(exc)
-            ) from None
-        except BaseException:
-            # The codec checks its inputs before it changes the writer, so the batch is intact;
-            # an empty one opened for this record alone must not linger.
-            if not batch.handles:
-                self._drop(batch)
-            raise
-
-    def _hash_key(self, key: bytes) -> int:
+    def _key_partition(self, state: _Topic, key: bytes) -> int:
+        if not state.partitions:
+            return -1  # kpd partitions it the same way; not cached: the count will come
+        # Kafka BuiltInPartitioner.partitionForKey: toPositive(murmur2(key)) % count, where
         # toPositive masks the sign bit, it is not abs() (Kafka Utils.toPositive).
-        positive = murmur2(key) & 0x7FFFFFFF
-        if len(self._key_hashes) >= _KEY_HASH_CACHE_SIZE:
-            self._key_hashes.clear()
-        self._key_hashes[key] = positive
-        return positive
+        partition = (murmur2(key) & 0x7FFFFFFF) % state.partitions
+        cache = state.key_partitions
+        if len(cache) >= _KEY_CACHE_SIZE:
+            cache.clear()
+        cache[key] = partition
+        return partition
 
     def _sticky(self, state: _Topic, value) -> int:
         # KIP-794: stay on one partition until ~sticky_bytes went there, then pick another at
@@ -238,47 +260,45 @@ class ProducerSession:
     def _new_topic(self, name: str) -> _Topic:
         if not isinstance(name, str) or not name:
             raise ValueError(f"topic must be a non-empty str, not {name!r}")
-        state = self._topics[name] = _Topic(name)
+        state = _Topic(name)  # encodes the name: raises before anything is registered
+        self._topics[name] = state
         self._meta_wanted[name] = None
-        self._wake = True
+        self.wake = True
         return state
 
-    def _open(self, state: _Topic, partition: int) -> _Batch:
-        writer = ProduceBatchWriter(
-            0, state.name, partition, AckLevel.CONNECTION_DEFAULT, self._max_frame
-        )
-        batch = _Batch(state, partition, writer, self._clock() + self._settings.linger_s)
-        state.batches[partition] = batch
-        self._lingering.append(batch)
+    def _open(self, state: _Topic, partition: int) -> Batch:
+        deadline = self._clock() + self._settings.linger_s
+        frame = Batch(state.name, partition, frame_overhead(state.encoded), deadline, self._hub)
+        state.batches[partition] = frame
+        self._lingering.append(frame)
         self._open_batches += 1
         if self._open_batches == 1:
-            self._wake = True  # the adapter may be sleeping without a deadline
-        return batch
+            self.wake = True  # the adapter may be sleeping without a deadline
+        return frame
 
-    def _drop(self, batch: _Batch) -> None:
-        batch.sealed = True  # _lingering skips it
-        del batch.topic.batches[batch.partition]
+    def _drop(self, frame: Batch) -> None:
+        frame.sealed = True  # _lingering skips it
+        del self._topics[frame.topic].batches[frame.partition]
         self._open_batches -= 1
-        if self._lingering and self._lingering[-1] is batch:
+        if self._lingering and self._lingering[-1] is frame:
             self._lingering.pop()  # opened for a record that was refused: forget it
 
-    def _seal(self, batch: _Batch) -> None:
-        """Frame ``batch`` with the next sequence numbers."""
-        self._drop(batch)
-        if not batch.handles:
+    def _seal(self, frame: Batch) -> None:
+        """Turn ``frame`` into a PRODUCE frame numbered with the next sequence numbers."""
+        self._drop(frame)
+        if not frame.keys:
             return
         base = self._next_seq
-        # Sequence numbers are given when a frame is sealed, not when its writer opened,
-        # because frames of different partitions fill concurrently but must go out numbered
-        # in the order they are sent (protocol §6: base_seq = previous base_seq + count).
-        batch.writer.base_seq = base
-        data = batch.writer.finish()
-        self._next_seq = base + len(batch.handles)
-        self._inflight.add(batch.topic.name, batch.partition, base, batch.handles, batch.timestamps)
+        # Sequence numbers are given when a frame is sealed, not when it opened, because
+        # frames of different partitions fill concurrently but must go out numbered in the
+        # order they are sent (protocol §6: base_seq = previous base_seq + count).
+        data = frame.seal(self._topics[frame.topic].encoded, base)
+        self._next_seq = base + frame.count
+        self._inflight.add(frame)
         if not self._outbox:
-            self._wake = True
+            self.wake = True
         self._outbox.append(Outgoing(data, self._next_seq, len(data)))
-        self._buffered += len(data)
+        self.buffered_bytes += len(data)
 
     def seal_due(self) -> None:
         """Frame every batch whose linger has expired."""
@@ -301,7 +321,7 @@ class ProducerSession:
         if self._closing or self.ended:
             return
         self.seal_all()
-        self._closing = True
+        self._closing = self._refusing = True
         self._outbox.append(Outgoing(encode_goodbye(self._next_seq), self._next_seq, 0))
 
     # --- frames out ---------------------------------------------------------------------------
@@ -318,15 +338,10 @@ class ProducerSession:
 
         With acks "none" that settles those records: no report will come for them.
         """
-        self._buffered -= nbytes
-        done = Completions([], [])
+        self.buffered_bytes -= nbytes
+        done = Completions()
         self._inflight.written(end_seq, self._settings.ack is AckLevel.NONE, done)
         return done
-
-    @property
-    def buffered_bytes(self) -> int:
-        """Bytes framed but not yet written: what the adapter bounds for backpressure."""
-        return self._buffered
 
     @property
     def next_seq(self) -> int:
@@ -388,7 +403,10 @@ class ProducerSession:
             state.answer = (entry.partitions, entry.error)
             # An unknown or forbidden topic keeps partition -1: kpd fails those records with
             # the precise error, and the periodic refresh notices a topic created later.
-            state.partitions = entry.partitions if entry.error == KpdErrorCode.NONE else 0
+            partitions = entry.partitions if entry.error == KpdErrorCode.NONE else 0
+            if partitions != state.partitions:
+                state.key_partitions.clear()  # computed modulo the old count
+            state.partitions = partitions
             state.refresh_at = refresh_at
             self._next_refresh = min(self._next_refresh, refresh_at)
 
@@ -411,7 +429,7 @@ class ProducerSession:
 
     def receive(self, data: bytes) -> Completions:
         """Bytes read from the socket; returns the futures they settle."""
-        done = Completions([], [])
+        done = Completions()
         try:
             frames = self._decoder.feed(data)
         except FatalProtocolError as exc:
@@ -423,7 +441,7 @@ class ProducerSession:
 
     def accept(self, frames: list[Frame]) -> Completions:
         """Frames that arrived with WELCOME, already split by the handshake."""
-        done = Completions([], [])
+        done = Completions()
         self._dispatch(frames, done)
         return done
 
@@ -459,25 +477,25 @@ class ProducerSession:
         # open here was never reported (a server that closed early); its outcome is unknown.
         if self._inflight or self._lingering or self._outbox:
             self._end(CONNECTION_LOST, "kpd said goodbye without reporting these records", done)
-        self.ended = True
+        self.ended = self._refusing = True
 
     # --- the end ------------------------------------------------------------------------------
 
     def connection_lost(self, reason: str) -> Completions:
         """The socket failed or hit EOF: settle every open record with CONNECTION_LOST."""
-        done = Completions([], [])
+        done = Completions()
         if not self.ended:
             self._end(CONNECTION_LOST, f"connection to kpd lost ({reason})", done)
         return done
 
     def _end(self, code: int, message: str, done: Completions) -> None:
         """Fail every record without a result: sent ones POSSIBLY_PERSISTED, others NOT."""
-        self.ended = True
+        self.ended = self._refusing = True
         self.end_error = DeliveryError(code, 0, Persistence.NOT_PERSISTED, message)
         self.seal_all()  # unsent batches become frames that are never written
         self._outbox.clear()
         self._inflight.fail_all(code, message, done)
-        self._buffered = 0
+        self.buffered_bytes = 0
 
     def _refusal(self) -> DeliveryError:
         if self.end_error is not None:

@@ -2,9 +2,12 @@
 
 Owns the socket, the I/O thread and the lock that guards the ProducerSession. send() only
 appends to a batch under the lock (and wakes the I/O thread when a frame is ready or a new
-linger deadline starts); the I/O thread writes frames, reads reports and resolves futures.
-Futures are resolved outside the lock, so a done-callback may call send() — but, as with
-Kafka's own producer, callbacks run on the I/O thread and should be quick.
+linger deadline starts, i.e. at most once per frame); the I/O thread writes frames and reads
+reports. A report settles a whole run of records at once inside the session (futures read
+their outcome from their batch), then one ``notify_all`` on the Producer's Condition wakes
+every waiter: no per-record lock or Condition. Done-callbacks run on the I/O thread outside
+the lock, so a callback may call send() — but, as with Kafka's own producer, they should be
+quick.
 
 Must not import asyncio or kpd's engines (producer, net, ring, process).
 """
@@ -18,7 +21,7 @@ import socket
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, InvalidStateError
+from itertools import islice
 
 from daemon.client.common import (
     ACKS,
@@ -29,24 +32,35 @@ from daemon.client.common import (
     read_welcome,
 )
 from daemon.client.errors import DeliveryError, KpdConnectionError
+from daemon.client.future import refused, run_callback
 from daemon.client.session import ProducerSession
 from daemon.ingest.codec import FatalProtocolError, FrameDecoder, KpdErrorCode, Persistence, Role
 
-__all__ = ["Producer", "resolve"]
+__all__ = ["Producer"]
 
 _READ_SIZE = 256 * 1024
+_MAX_IOV = 512  # buffers per sendmsg(); Linux allows IOV_MAX = 1024
 
 
-def resolve(done: Completions) -> None:
-    """Set each future's result or exception; a future the app cancelled is left alone."""
-    for future, result in zip(done.handles, done.results, strict=True):
-        try:
-            if isinstance(result, DeliveryError):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-        except InvalidStateError:
-            pass
+class _Hub:
+    """The futures' side of the Producer's lock: one Condition for every record's waiter."""
+
+    def __init__(self, changed: threading.Condition) -> None:
+        self.lock = changed  # entering a Condition takes its lock: the Producer's
+        self._changed = changed
+
+    def wait(self, ready, timeout: float | None) -> None:
+        with self._changed:
+            self._changed.wait_for(ready, timeout)
+
+    def waiter(self, frame):
+        raise TypeError("a Producer's future blocks: call result(); AsyncProducer's are awaited")
+
+
+def run_callbacks(done: Completions) -> None:
+    """Run the done-callbacks of the records ``done`` settled (never under the lock)."""
+    for fn, future in done.callbacks:
+        run_callback(fn, future)
 
 
 def _handshake(path: str, settings: ClientSettings, timeout: float | None):
@@ -75,7 +89,8 @@ def _handshake(path: str, settings: ClientSettings, timeout: float | None):
 
 
 class Producer:
-    """Send records to kpd over its UNIX socket; ``send()`` returns a Future of RecordMetadata.
+    """Send records to kpd over its UNIX socket; ``send()`` returns a RecordFuture of
+    RecordMetadata (daemon.client.future).
 
     ``acks``: "none" (futures resolve once the frame is written), "accepted" (once kpd holds
     the record in a worker ring; offset -1) or "kafka" (once Kafka acknowledged it).
@@ -109,6 +124,7 @@ class Producer:
         )
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
+        self._serializing = key_serializer is not None or value_serializer is not None
         self._buffer_bytes = buffer_bytes
         self._max_block_s = max_block_ms / 1000
         self._sock, welcome, decoder, early = _handshake(path, settings, connect_timeout)
@@ -116,7 +132,8 @@ class Producer:
         # Guards the session and every field below; the I/O thread and send() share them.
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # settled/buffered/ended moved
-        self._session = ProducerSession(settings, welcome, decoder, time.monotonic)
+        hub = _Hub(self._changed)
+        self._session = ProducerSession(settings, welcome, decoder, time.monotonic, hub)
         self._settled_below = 0  # published after the futures below it were resolved
         self._io_done = False  # the I/O thread has exited
         self._closed = False  # close() was called: send() raises
@@ -124,39 +141,47 @@ class Producer:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        resolve(self._session.accept(early))
+        run_callbacks(self._session.accept(early))
         self._thread = threading.Thread(target=self._io_main, name="kpd-client-io", daemon=True)
         self._thread.start()
 
     # --- the app's side ---------------------------------------------------------------------
 
     def send(self, topic, value, key=None, partition=None, timestamp_ms=None, headers=None):
-        """Queue one record; returns a ``concurrent.futures.Future`` of RecordMetadata.
+        """Queue one record; returns its ``RecordFuture`` (daemon.client.future): the
+        ``concurrent.futures.Future`` protocol — result(timeout), exception(timeout), done(),
+        add_done_callback(fn) — for RecordMetadata.
 
         The future fails with DeliveryError (never raised here) when kpd or the connection
         fails the record. Raises RuntimeError after close(), TypeError/ValueError for bad
         arguments.
         """
-        if self._key_serializer is not None:
-            key = self._key_serializer(key)
-        if self._value_serializer is not None:
-            value = self._value_serializer(value)
-        future = Future()
+        if self._serializing:
+            key, value = self._serialize(key, value)
         with self._lock:
             if self._closed:
                 raise RuntimeError("send() on a closed Producer")
             session = self._session
             if session.buffered_bytes > self._buffer_bytes and not self._wait_for_buffer():
-                future.set_exception(self._buffer_full())
-                return future
+                return refused(self._buffer_full())
             try:
-                session.add(topic, key, value, partition, timestamp_ms, headers, future)
+                return session.add(topic, key, value, partition, timestamp_ms, headers)
             except DeliveryError as exc:
-                future.set_exception(exc)
+                return refused(exc)
             finally:
-                if session.take_wake() and not self._woken:
-                    self._wake()
-        return future
+                # At most once per frame (and per new topic or first linger): the I/O thread
+                # is not woken per record.
+                if session.wake:
+                    session.wake = False
+                    if not self._woken:
+                        self._wake()
+
+    def _serialize(self, key, value):
+        if self._key_serializer is not None:
+            key = self._key_serializer(key)
+        if self._value_serializer is not None:
+            value = self._value_serializer(value)
+        return key, value
 
     def _wait_for_buffer(self) -> bool:
         # Backpressure, like Java's buffer.memory/max.block.ms: frames pile up only when kpd
@@ -232,8 +257,9 @@ class Producer:
             if self._io_done:
                 return
             done = self._session.connection_lost("closed by the app before kpd reported")
-        resolve(done)
+        run_callbacks(done)
         with self._lock:
+            self._changed.notify_all()
             if not self._woken:
                 self._wake()
 
@@ -258,7 +284,7 @@ class Producer:
         except Exception as exc:
             with self._lock:
                 done = self._session.connection_lost(f"{type(exc).__name__}: {exc}")
-            resolve(done)
+            run_callbacks(done)
             if not isinstance(exc, OSError):
                 raise  # a client bug: let threading.excepthook print it
         finally:
@@ -320,34 +346,45 @@ class Producer:
                 done = self._session.receive(data)
             else:
                 done = self._session.connection_lost("kpd closed the socket")
-            settled, ended = self._session.settled_below, self._session.ended
-        self._publish(done, settled)
+            ended = self._session.ended
+            if not done.callbacks:
+                self._settle_locked()
+        if done.callbacks:
+            self._publish(done)
         return not ended
 
     def _write(self, pending: deque) -> None:
-        """Write as much as the socket takes; record which frames went out completely."""
+        """Write as much as the socket takes, every pending frame in one syscall (each call
+        that releases the GIL costs this thread a GIL hand-over); note which frames went
+        out completely."""
+        try:
+            written = self._sock.sendmsg([entry[0] for entry in islice(pending, _MAX_IOV)])
+        except (BlockingIOError, InterruptedError):
+            return
         sent_end, sent_bytes = -1, 0
-        while pending:
-            entry = pending[0]
-            try:
-                written = self._sock.send(entry[0])
-            except (BlockingIOError, InterruptedError):
-                break
-            if written < len(entry[0]):
-                entry[0] = entry[0][written:]
-                break
-            pending.popleft()
+        while pending and written >= len(pending[0][0]):
+            entry = pending.popleft()
+            written -= len(entry[0])
             sent_end, sent_bytes = entry[1], sent_bytes + entry[2]
+        if written:
+            pending[0][0] = pending[0][0][written:]
         if sent_end < 0:
             return
         with self._lock:
             done = self._session.sent(sent_end, sent_bytes)
-            settled = self._session.settled_below
-        self._publish(done, settled)
+            if not done.callbacks:
+                self._settle_locked()
+        if done.callbacks:
+            self._publish(done)
 
-    def _publish(self, done: Completions, settled: int) -> None:
-        # Resolve first, then tell flush(): a flush that returns sees its futures done.
-        resolve(done)
+    def _publish(self, done: Completions) -> None:
+        # Outcomes are visible as soon as the session stored them; callbacks run first (outside
+        # the lock: they may call send()), then waiters (result(), flush()) are told.
+        run_callbacks(done)
         with self._lock:
-            self._settled_below = max(self._settled_below, settled)
-            self._changed.notify_all()
+            self._settle_locked()
+
+    def _settle_locked(self) -> None:
+        """Under the lock: publish settled_below and wake every waiter, once per read/write."""
+        self._settled_below = max(self._settled_below, self._session.settled_below)
+        self._changed.notify_all()

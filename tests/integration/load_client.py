@@ -32,6 +32,10 @@ def main() -> int:
             key = f"{args.client}-k{index % args.keys}".encode()
             value = f"{args.client}-{index}".encode()
             futures.append(producer.send(args.topic, value, key=key))
+            if index == 999:
+                # "Records flowing" means kpd has taken some: tests act on SENT lines, and a
+                # fast client can hand over thousands before kpd has accepted the first.
+                futures[0].exception(timeout=60)
             if index % 1000 == 999:
                 print(f"SENT {index + 1}", flush=True)
         try:

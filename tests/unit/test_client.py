@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 import struct
 import threading
 from collections.abc import Callable
@@ -36,6 +37,9 @@ from daemon.client import (
     StringSerializer,
     TopicError,
 )
+from daemon.client.common import ClientSettings
+from daemon.client.encoding import encode_produce_frame
+from daemon.client.session import ProducerSession
 from daemon.ingest.codec import (
     MIN_MAX_FRAME_BYTES,
     PROTOCOL_VERSIONS,
@@ -47,6 +51,7 @@ from daemon.ingest.codec import (
     Role,
     Status,
     TopicMetadata,
+    Welcome,
     choose_version,
     decode_goodbye,
     decode_hello,
@@ -809,3 +814,191 @@ def test_async_flush_waits_for_held_reports_and_close_collects_the_rest(kpd):
     first, second = _run(main())
     assert (first.offset, second.offset) == (0, 1)
     assert kpd.goodbyes == [2]
+
+
+# --- the frame encoder and the session's size accounting -----------------------------------
+
+
+def test_encoder_writes_the_protocol_example_frame():
+    # docs/protocol.md section 12, "produce": two records for partition 3 of "t1", ack 3.
+    expected = b"".join(
+        (
+            struct.pack(">I", 46),  # length = 46 (type byte + payload)
+            b"\x04",  # type = PRODUCE
+            struct.pack(">Q", 0),  # base_seq
+            struct.pack(">I", 2),  # count
+            struct.pack(">i", 3),  # partition
+            b"\x03",  # ack = connection default
+            struct.pack(">H", 2) + b"t1",  # topic
+            b"\x00",  # layout: no timestamps, no headers
+            struct.pack(">ii", 2, -1),  # key_lens (record 1: null)
+            struct.pack(">ii", 2, 3),  # value_lens
+            b"k1v1v22",  # data
+        )
+    )
+    assert encode_produce_frame(b"\x00\x02t1", 3, 0, [b"k1", None], [b"v1", b"v22"]) == expected
+
+
+def test_encoder_writes_timestamp_and_header_columns_only_when_used():
+    blob = struct.pack(">H", 1) + b"h" + struct.pack(">i", 1) + b"1"  # header h = "1"
+    expected = b"".join(
+        (
+            struct.pack(">IB", 1 + 17 + 3 + 1 + 16 + 8 + 8 + 8 + 3 + len(blob), 4),
+            struct.pack(">QIiB", 7, 2, -1, 3),  # base_seq 7, 2 records, kpd chooses, ack 3
+            struct.pack(">H", 1) + b"t",
+            b"\x03",  # layout: timestamps + headers
+            struct.pack(">qq", -1, 1_700_000_000_000),  # record 0 has no timestamp
+            struct.pack(">ii", -1, -1),  # key_lens: both null
+            struct.pack(">ii", 1, 2),  # value_lens
+            struct.pack(">ii", len(blob), 0),  # header_lens: record 1 has none
+            b"a" + blob + b"bc",  # data: value 0, headers 0, value 1
+        )
+    )
+    frame = encode_produce_frame(
+        b"\x00\x01t", -1, 7, [None, None], [b"a", b"bc"], {1: 1_700_000_000_000}, {0: blob}
+    )
+    assert frame == expected
+
+
+class _NoHub:
+    lock = threading.Lock()
+
+
+def _session(max_frame: int = MIN_MAX_FRAME_BYTES, batch_bytes: int = 1 << 30) -> ProducerSession:
+    welcome = Welcome(1, max_frame, 0, "test")
+    decoder = FrameDecoder(Role.CLIENT)  # only dispatches frames in; unused here
+    settings = ClientSettings(batch_bytes=batch_bytes)
+    return ProducerSession(settings, welcome, decoder, lambda: 0.0, _NoHub())
+
+
+def test_frames_fill_up_to_the_max_frame_exactly_with_mixed_record_shapes():
+    session = _session()
+    rng = random.Random(7)
+    sent = []
+    for i in range(3000):
+        key = None if i % 3 == 0 else b"k%d" % i
+        value = None if i % 11 == 0 else b"v" * rng.randrange(0, 300)
+        stamp = 1_600_000_000_000 + i if i % 5 == 0 and i > 400 else None
+        headers = [("h", b"x" * (i % 7))] if i % 13 == 0 and i > 900 else None
+        session.add("t", key, value, 0, stamp, headers)
+        sent.append((key, value, stamp, tuple(headers or ())))
+    session.seal_all()
+    frames = [out.data for out in session.take_output() if out.buffered]
+    decoded = []
+    for data in frames:
+        assert len(data) <= MIN_MAX_FRAME_BYTES
+        header = decode_produce_header(memoryview(data)[5:])
+        for r in iter_records(header.records, header.count):
+            decoded.append((_copy(r.key), _copy(r.value), r.timestamp, tuple(r.headers)))
+    assert decoded == sent
+    # Full frames were cut only when the next record did not fit: at most one record short.
+    assert all(len(data) > MIN_MAX_FRAME_BYTES - 400 for data in frames[:-1])
+
+
+# --- futures ---------------------------------------------------------------------------------
+
+
+def test_done_callbacks_run_once_on_the_io_thread_or_at_once_when_done(kpd):
+    kpd.respond = kpd.hold
+    calls = []
+    with Producer(kpd.path) as producer:
+        future = producer.send("t", b"v", partition=0)
+        future.add_done_callback(lambda f: calls.append((threading.current_thread().name, f)))
+        kpd.wait_for(lambda: len(kpd.frames) == 1)
+        assert calls == [] and not future.done()
+        kpd.release()
+        assert future.result(DEADLINE).offset == 0
+        producer.flush()
+        future.add_done_callback(lambda f: calls.append(("late", f)))
+    assert calls == [("kpd-client-io", future), ("late", future)]
+    assert not future.cancel() and not future.cancelled()
+
+
+def test_result_times_out_while_the_report_is_held(kpd):
+    kpd.respond = kpd.hold
+    with Producer(kpd.path) as producer:
+        future = producer.send("t", b"v", partition=0)
+        with pytest.raises(TimeoutError):
+            future.result(timeout=0.01)
+        with pytest.raises(TimeoutError):
+            future.exception(timeout=0)
+        kpd.release()
+        assert future.exception(DEADLINE) is None
+
+
+def test_runs_splitting_a_frame_give_each_record_its_own_outcome(kpd):
+    def split(conn: _Conn, frame: Received) -> list[ReportRun]:
+        half = frame.count // 2
+        failed = ReportRun(
+            frame.base_seq + half,
+            frame.count - half,
+            Status.FAILED,
+            error=KpdErrorCode.DELIVERY_TIMEOUT,
+            persistence=Persistence.POSSIBLY_PERSISTED,
+            message="late",
+        )
+        # The failed half is reported first: runs may come in any order (protocol §7).
+        delivered = ReportRun(frame.base_seq, half, Status.DELIVERED, 1, 100, 5)
+        return [failed, delivered]
+
+    kpd.respond = split
+    with Producer(kpd.path, linger_ms=60_000) as producer:
+        futures = [producer.send("t", b"v", partition=1) for _ in range(4)]
+        producer.flush()
+    assert _results(futures[:2]) == [RecordMetadata("t", 1, 100, 5), RecordMetadata("t", 1, 101, 5)]
+    errors = [_error(f) for f in futures[2:]]
+    assert [e.code for e in errors] == [KpdErrorCode.DELIVERY_TIMEOUT] * 2
+    assert errors[0] is not errors[1]
+    assert _error(futures[2]) is errors[0]  # the same object every time it is asked
+
+
+def test_a_second_report_for_a_record_does_not_change_its_outcome(kpd):
+    def twice(conn: _Conn, frame: Received) -> list[ReportRun]:
+        duplicate = ReportRun(
+            frame.base_seq,
+            frame.count,
+            Status.FAILED,
+            error=KpdErrorCode.INTERNAL_ERROR,
+            persistence=Persistence.NOT_PERSISTED,
+            message="dup",
+        )
+        return [*kpd.deliver(conn, frame), duplicate]
+
+    kpd.respond = twice
+    with Producer(kpd.path) as producer:
+        futures = [producer.send("t", b"v", partition=0) for _ in range(3)]
+        producer.flush()
+        assert [m.offset for m in _results(futures)] == [0, 1, 2]
+        # The duplicate must not count as the outcome of records sent later either.
+        kpd.respond = kpd.hold
+        later = producer.send("t", b"w", partition=0)
+        kpd.wait_for(lambda: len(kpd.frames) == 2)
+        assert not later.done()
+        kpd.release()
+        assert later.result(DEADLINE).offset == 3
+
+
+def test_awaiting_coroutines_are_independent_when_one_is_cancelled(kpd):
+    kpd.respond = kpd.hold
+
+    async def main():
+        async with AsyncProducer(kpd.path) as producer:
+            future = await producer.send("t", b"v", partition=0)
+            with pytest.raises(asyncio.InvalidStateError):
+                future.result()
+            first = asyncio.ensure_future(_await(future))
+            second = asyncio.ensure_future(_await(future))
+            await asyncio.to_thread(kpd.wait_for, lambda: len(kpd.frames) == 1)
+            first.cancel()
+            await asyncio.to_thread(kpd.release)
+            called = asyncio.get_running_loop().create_future()
+            future.add_done_callback(called.set_result)
+            return await second, first.cancelled(), await called is future
+
+    metadata, cancelled, called = _run(main())
+    assert metadata == RecordMetadata("t", 0, 0, -1)
+    assert cancelled and called
+
+
+async def _await(future):
+    return await future

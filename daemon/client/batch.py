@@ -1,0 +1,227 @@
+"""One PRODUCE frame of the client: its records while it fills, its outcomes once reported.
+
+Owns ``Batch``, the unit the client's cost is paid in. While open it holds the records as
+plain lists (the session appends to them on send()'s hot path and ``encoding`` lays them out
+at seal time). Once sealed it is in flight, and its records' outcomes are stored PER RUN, not
+per record: a segment ``(lo, hi, kind, data)`` says "records lo..hi-1 of this frame ended
+so", and a record's RecordMetadata or DeliveryError is computed only when its future is asked
+(``outcome``). Completing a frame is therefore O(runs), whatever its record count.
+
+Thread-safety: segments are only appended, each as one finished tuple, so a reader on another
+thread sees a record either pending or settled, never half-settled (the GIL makes list.append
+atomic). ``callbacks`` and everything else are guarded by whoever serialises the session (the
+sync Producer's lock; the asyncio loop).
+
+Must not import sockets, threads or asyncio, nor kpd's engines (producer, net, ring, process).
+"""
+
+from __future__ import annotations
+
+from daemon.client.common import Completions, make_metadata
+from daemon.client.encoding import FIXED_RECORD_BYTES, encode_produce_frame
+from daemon.client.errors import DeliveryError
+from daemon.ingest.codec import Persistence, ReportRun, Status
+
+__all__ = ["ENDED", "PENDING", "REPORTED", "WRITTEN", "Batch"]
+
+PENDING = object()  # outcome() of a record without a result yet
+
+# Segment kinds: what ``data`` of a segment (lo, hi, kind, data) is.
+REPORTED = 0  # data: the ReportRun that covered the records
+WRITTEN = 1  # data: None. Acks "none": the frame was written, no report will come
+ENDED = 2  # data: (code, persistence, message). The connection ended first
+
+
+class Batch:
+    """Records for one (topic, partition) of one connection: open, then sealed, then settled.
+
+    ``hub`` is how a future waits (see ``future.Hub``); the session passes the adapter's.
+    """
+
+    __slots__ = (
+        "base_seq",
+        "callbacks",
+        "count",
+        "deadline",
+        "errors",
+        "header_blobs",
+        "hub",
+        "keys",
+        "mask",
+        "partition",
+        "per_record",
+        "remaining",
+        "sealed",
+        "segments",
+        "size",
+        "timestamps",
+        "topic",
+        "values",
+        "waiters",
+    )
+
+    def __init__(self, topic: str, partition: int, size: int, deadline: float, hub) -> None:
+        self.topic = topic
+        self.partition = partition  # -1: kpd chooses
+        self.deadline = deadline  # linger: sealed by then at the latest
+        self.hub = hub
+        # --- open: owned by the session, appended by ProducerSession.add --------------------
+        self.keys: list | None = []
+        self.values: list | None = []
+        self.timestamps: dict[int, int] | None = None  # index -> timestamp, only where given
+        self.header_blobs: dict[int, bytes] | None = None  # index -> encoded headers
+        self.size = size  # exact bytes the frame would have if sealed now
+        # Column bytes every further record costs: key and value lengths, plus a timestamp
+        # (8) and a header length (4) once any record of the frame has one.
+        self.per_record = FIXED_RECORD_BYTES
+        self.sealed = False
+        # --- sealed: in flight -------------------------------------------------------------
+        self.base_seq = -1
+        self.count = 0
+        self.segments: list[tuple[int, int, int, object]] = []  # first settlement wins
+        self.remaining = 0  # records without an outcome
+        self.mask: bytearray | None = None  # per-record "settled" flags, once runs overlap
+        self.errors: dict[int, DeliveryError] | None = None  # built on demand, then kept
+        self.callbacks: dict[int, list] | None = None  # index -> [(fn, future)] while pending
+        self.waiters: list | None = None  # asyncio futures of awaiting coroutines
+
+    # --- open ---------------------------------------------------------------------------------
+
+    def add_columns(self, timestamp: int | None, blob: bytes) -> int:
+        """Bytes the timestamp/headers of the next record add beyond ``per_record`` (which
+        already counts the columns the frame has): its header blob, and the whole column
+        when this record is the first to use it (-1 timestamps, 0 header lengths for the
+        earlier records, its own entry included)."""
+        index = len(self.keys)
+        added = len(blob)
+        if timestamp is not None and self.timestamps is None:
+            added += 8 * (index + 1)
+        if blob and self.header_blobs is None:
+            added += 4 * (index + 1)
+        return added
+
+    def store_columns(self, index: int, timestamp: int | None, blob: bytes) -> None:
+        """Record ``index``'s timestamp/headers (after add_columns said they fit)."""
+        if timestamp is not None:
+            if self.timestamps is None:
+                self.timestamps = {}
+                self.per_record += 8
+            self.timestamps[index] = timestamp
+        if blob:
+            if self.header_blobs is None:
+                self.header_blobs = {}
+                self.per_record += 4
+            self.header_blobs[index] = blob
+
+    def seal(self, topic_bytes: bytes, base_seq: int) -> bytes:
+        """Number the records from ``base_seq``, return the frame, drop the record bytes."""
+        self.sealed = True
+        self.base_seq = base_seq
+        self.count = self.remaining = len(self.keys)
+        data = encode_produce_frame(
+            topic_bytes,
+            self.partition,
+            base_seq,
+            self.keys,
+            self.values,
+            self.timestamps,
+            self.header_blobs,
+        )
+        self.keys = self.values = self.header_blobs = None
+        return data
+
+    # --- in flight ----------------------------------------------------------------------------
+
+    def settle(self, lo: int, hi: int, kind: int, data, done: Completions) -> int:
+        """Records lo..hi-1 ended as ``kind``/``data`` unless they already had an outcome (a
+        record keeps its first). Returns how many got one now."""
+        if hi <= lo:
+            return 0
+        segments = self.segments
+        if not segments:
+            fresh = hi - lo
+        else:
+            mask = self.mask
+            if mask is None:  # a second settlement: from now on track records one by one
+                mask = self.mask = bytearray(self.count)
+                for first, end, _, _ in segments:
+                    mask[first:end] = b"\1" * (end - first)
+            fresh = mask[lo:hi].count(0)
+            if not fresh:
+                return 0
+            mask[lo:hi] = b"\1" * (hi - lo)
+        segments.append((lo, hi, kind, data))
+        self.remaining -= fresh
+        if self.callbacks:
+            self._collect_callbacks(lo, hi, done)
+        done.frames.append(self)
+        return fresh
+
+    def _collect_callbacks(self, lo: int, hi: int, done: Completions) -> None:
+        # A callback is only registered while its record is pending, so one inside lo..hi
+        # belongs to a record that just got its outcome.
+        for index in [i for i in self.callbacks if lo <= i < hi]:
+            done.callbacks.extend(self.callbacks.pop(index))
+
+    def add_callback(self, index: int, entry: tuple) -> None:
+        """Keep ``(fn, future)`` until record ``index`` settles (caller holds the hub lock
+        and checked it is pending)."""
+        if self.callbacks is None:
+            self.callbacks = {}
+        self.callbacks.setdefault(index, []).append(entry)
+
+    def settled(self, index: int) -> bool:
+        # A plain loop: any(<genexpr>) costs ~3x more, and done() calls this per record.
+        for lo, hi, _, _ in self.segments:  # noqa: SIM110
+            if lo <= index < hi:
+                return True
+        return False
+
+    def outcome(self, index: int):
+        """Record ``index``'s RecordMetadata or DeliveryError, or PENDING."""
+        for lo, hi, kind, data in self.segments:
+            if lo <= index < hi:
+                if kind == REPORTED and data.status is not Status.FAILED:
+                    return self._delivered(index, data)
+                if kind == WRITTEN:
+                    return make_metadata(self.topic, self.partition, -1, self._stamp(index))
+                return self._error(index, kind, data)
+        return PENDING
+
+    def _delivered(self, index: int, run: ReportRun):
+        # Record first_seq+i of a run got offset base_offset+i (protocol section 7).
+        offset = run.base_offset
+        if offset >= 0:
+            offset += self.base_seq + index - run.first_seq
+        stamp = run.timestamp if run.timestamp >= 0 else self._stamp(index)
+        return make_metadata(self.topic, run.partition, offset, stamp)
+
+    def _stamp(self, index: int) -> int:
+        return -1 if self.timestamps is None else self.timestamps.get(index, -1)
+
+    def _error(self, index: int, kind: int, data) -> DeliveryError:
+        # Built once per record and kept, so result() and exception() agree on the object.
+        errors = self.errors
+        if errors is None:
+            errors = self.errors = {}
+        error = errors.get(index)
+        if error is None:
+            if kind == REPORTED:
+                error = DeliveryError(data.error, data.kafka_error, data.persistence, data.message)
+            else:
+                code, persistence, message = data
+                error = DeliveryError(code, 0, persistence, message)
+            errors[index] = error
+        return error
+
+
+def ended_data(code: int, message: str, written: bool) -> tuple[int, Persistence, str]:
+    """The ENDED segment data for a frame when the connection ends: a written frame's records
+    may be in Kafka, an unwritten one's are not."""
+    if written:
+        return (
+            code,
+            Persistence.POSSIBLY_PERSISTED,
+            message + "; the record was sent and may have been delivered",
+        )
+    return code, Persistence.NOT_PERSISTED, message + "; the record was never sent"
