@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from daemon.config import ProducerSettings
 from daemon.ingest.codec import ReportRun, encode_reports
 from daemon.ingest.codec_base import KpdErrorCode, Persistence, Status
-from daemon.ingest.codec_records import iter_records
+from daemon.ingest.codec_records import iter_records, plain_columns
 from daemon.ingest.segment import decode_segment, encode_report_entry
 from daemon.metrics import DeliveryTally
 from daemon.producer import outcomes
@@ -124,6 +124,15 @@ class Worker:
         queue = engine.queue(segment.topic, segment.partition)
         token = segment_id << _INDEX_BITS
         default_ts = segment.received_ms
+        columns = plain_columns(segment.records, segment.count)
+        if columns is not None:  # the common case: no per-record timestamps or headers
+            lens, data_start = columns
+            args = (default_ts, segment.records, lens, segment.count, data_start, token)
+            while not engine.append_columns(queue, *args):
+                if not await engine.wait_for_buffer(max_block_s):
+                    log.warning("buffer.memory still full after max.block.ms; still waiting")
+            self._count_in(segment)
+            return
         append = engine.append
         for record in iter_records(segment.records, segment.count):
             timestamp = record.timestamp if record.timestamp is not None else default_ts
@@ -131,6 +140,9 @@ class Worker:
                 if not await engine.wait_for_buffer(max_block_s):
                     log.warning("buffer.memory still full after max.block.ms; still waiting")
             token += 1
+        self._count_in(segment)
+
+    def _count_in(self, segment) -> None:
         self.records_in += segment.count
         self.tally.count_received(segment.topic, segment.partition, segment.count)
 

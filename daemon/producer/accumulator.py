@@ -111,6 +111,41 @@ class Accumulator:
             self._wake()
         return size
 
+    def append_columns(
+        self,
+        pq: PartitionQueue,
+        timestamp: int,
+        data,
+        lens,
+        count: int,
+        pos: int,
+        token: int,
+        now: float,
+    ) -> int:
+        """Append a columnar run of ``count`` records (see ``BatchBuilder.append_columns``)
+        whose tokens are ``token``, ``token + 1``, …; returns the bytes they took."""
+        batch_size = self._settings.batch_size
+        batches = pq.batches
+        added_total = 0
+        index = 0
+        while index < count:
+            batch = batches[-1] if batches else None
+            if batch is None or batch.sealed:
+                batch = self._new_batch(pq, now)
+            builder = batch.builder
+            end, pos, added = builder.append_columns(
+                timestamp, data, lens, count, index, pos, batch_size
+            )
+            batch.tokens.extend(range(token + index, token + end))
+            batch.buffer_bytes += added
+            added_total += added
+            index = end
+            if builder.size_in_bytes >= batch_size:
+                batch.sealed = True
+                self._wake()
+        self.buffer_used += added_total
+        return added_total
+
     def _new_batch(self, pq: PartitionQueue, now: float) -> ProducerBatch:
         s = self._settings
         builder = BatchBuilder(s.compression, s.compression_level, False)

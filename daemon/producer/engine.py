@@ -158,6 +158,27 @@ class ProducerEngine:
         self.pending_records += 1
         return True
 
+    def append_columns(
+        self,
+        queue: PartitionQueue,
+        timestamp_ms: int,
+        data,
+        lens,
+        count: int,
+        pos: int,
+        token: int,
+    ) -> bool:
+        """Append a columnar run of records sharing one timestamp and no headers (the kpd
+        socket protocol's layout) with tokens ``token``, ``token + 1``, …. False (nothing
+        appended) when ``buffer.memory`` is used up; one run may overshoot it, by design: a
+        worker hands over whole segments, and its ring already bounds their size."""
+        acc = self._accumulator
+        if acc.buffer_used >= self.settings.buffer_memory:
+            return False
+        acc.append_columns(queue, timestamp_ms, data, lens, count, pos, token, self._loop.time())
+        self.pending_records += count
+        return True
+
     async def wait_for_buffer(self, timeout_s: float) -> bool:
         """Wait until buffer space is free; False after ``timeout_s`` (max.block.ms)."""
         deadline = self._loop.time() + timeout_s

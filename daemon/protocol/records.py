@@ -272,6 +272,72 @@ class BatchBuilder:
         self.record_count = count + 1
         return len(prefix) + len(head) + len(tail)
 
+    def append_columns(
+        self,
+        timestamp_ms: int,
+        data,
+        lens: Sequence[int],
+        count: int,
+        index: int,
+        pos: int,
+        max_size: int,
+    ) -> tuple[int, int, int]:
+        """Append records ``index``.. of a columnar run until the batch reaches ``max_size``.
+
+        The run is ``count`` records sharing ``timestamp_ms`` and carrying no headers: their key
+        lengths are ``lens[:count]``, value lengths ``lens[count:]`` (-1 = null), and their bytes
+        follow one another in ``data`` from ``pos`` — the kpd socket protocol's records layout,
+        so a worker batches a client's frame without building a record object per record.
+        At least one record is taken when the batch is empty. Returns (next index, next data
+        position, bytes added).
+        """
+        first = self.record_count
+        if first:
+            delta = timestamp_ms - self.first_timestamp
+            if timestamp_ms > self.max_timestamp:
+                self.max_timestamp = timestamp_ms
+        else:
+            delta = 0
+            self.first_timestamp = self.max_timestamp = timestamp_ms
+        head = _RECORD_ATTRIBUTES + (
+            _SMALL[delta] if 0 <= delta < len(_SMALL) else encode_varint(delta)
+        )
+        buf = self._buf
+        start = size = len(buf)
+        offset = first
+        small, null, no_headers = _SMALL, _NULL, _NO_HEADERS
+        i = index
+        while i < count and (size < max_size or offset == 0):
+            klen = lens[i]
+            vlen = lens[count + i]
+            kend = pos + klen if klen > 0 else pos
+            vend = kend + vlen if vlen > 0 else kend
+            try:  # the table fast path; IndexError means a varint past 16383: slow path
+                body = b"".join(
+                    (
+                        head,
+                        small[offset],
+                        null if klen < 0 else small[klen],
+                        data[pos:kend],
+                        null if vlen < 0 else small[vlen],
+                        data[kend:vend],
+                        no_headers,
+                    )
+                )
+                buf += small[len(body)]
+            except IndexError:
+                key = None if klen < 0 else data[pos:kend]
+                value = None if vlen < 0 else data[kend:vend]
+                body = head + encode_varint(offset) + encode_record_tail(key, value, ())
+                buf += encode_varint(len(body))
+            buf += body
+            size = len(buf)
+            pos = vend
+            offset += 1
+            i += 1
+        self.record_count = offset
+        return i, pos, size - start
+
     def build(
         self, producer_id: int = -1, producer_epoch: int = -1, base_sequence: int = -1
     ) -> bytearray:

@@ -10,6 +10,7 @@ from crc32c import crc32c
 
 from daemon.protocol.compression import GZIP, LZ4, NONE, SNAPPY, ZSTD
 from daemon.protocol.records import (
+    HEADER_SIZE,
     BatchBuilder,
     CorruptBatchError,
     Record,
@@ -371,3 +372,56 @@ def test_split_batch_can_change_the_codec_of_the_pieces() -> None:
 def test_split_batch_takes_exactly_one_batch() -> None:
     with pytest.raises(ValueError):
         split_batch(golden_two_record_batch() + golden_two_record_batch(), max_bytes=1000)
+
+
+# ---- columnar runs (the worker's path for kpd socket frames) ---------------------------------
+
+
+def _columns(records):
+    """A kpd-protocol-style run: key lengths, then value lengths, then the bytes in order."""
+    lens = [(-1 if k is None else len(k)) for k, _ in records]
+    lens += [(-1 if v is None else len(v)) for _, v in records]
+    data = b"".join((k or b"") + (v or b"") for k, v in records)
+    return lens, memoryview(data)
+
+
+def test_append_columns_writes_the_same_bytes_as_append_record_by_record():
+    records = [
+        (b"k1", b"v" * 100),
+        (None, b"null key"),
+        (b"null value", None),
+        (None, None),
+        (b"", b""),
+        (b"big", b"x" * 20000),  # a length past the varint table: the slow path
+        (b"k7", b"after the big one"),
+    ]
+    one_by_one = BatchBuilder()
+    for key, value in records:
+        one_by_one.append(1_700_000_000_123, key, value)
+    lens, data = _columns(records)
+    columns = BatchBuilder()
+    end, pos, added = columns.append_columns(
+        1_700_000_000_123, data, lens, len(records), 0, 0, 1 << 30
+    )
+    assert (end, pos) == (len(records), len(data))
+    assert added == one_by_one.size_in_bytes - HEADER_SIZE
+    assert columns.build(7, 1, 0) == one_by_one.build(7, 1, 0)
+
+
+def test_append_columns_stops_at_max_size_and_continues_where_it_stopped():
+    records = [(b"key%d" % i, b"v" * 50) for i in range(10)]
+    lens, data = _columns(records)
+    first = BatchBuilder()
+    end, pos, _ = first.append_columns(5, data, lens, 10, 0, 0, HEADER_SIZE + 130)
+    assert 1 < end < 10 and first.size_in_bytes >= HEADER_SIZE + 130
+    second = BatchBuilder()
+    assert second.append_columns(5, data, lens, 10, end, pos, 1 << 30)[:2] == (10, len(data))
+    decoded = decode_batches(first.build()) + decode_batches(second.build())
+    values = [(r.key, r.value) for batch in decoded for r in batch.records]
+    assert values == records
+
+
+def test_append_columns_takes_one_record_even_when_it_alone_exceeds_max_size():
+    lens, data = _columns([(b"k", b"v" * 500)])
+    builder = BatchBuilder()
+    assert builder.append_columns(1, data, lens, 1, 0, 0, 10)[0] == 1
