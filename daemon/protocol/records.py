@@ -191,6 +191,15 @@ class BatchBuilder:
         """Size of the batch if built uncompressed now (exact, header included)."""
         return len(self._buf) if self._buf is not None else 0
 
+    def _timestamp_delta(self, timestamp_ms: int) -> int:
+        """The record's timestampDelta; the first record sets the batch's baseTimestamp."""
+        if self.record_count:
+            if timestamp_ms > self.max_timestamp:
+                self.max_timestamp = timestamp_ms
+            return timestamp_ms - self.first_timestamp
+        self.first_timestamp = self.max_timestamp = timestamp_ms
+        return 0
+
     def append(
         self,
         timestamp_ms: int,
@@ -200,13 +209,7 @@ class BatchBuilder:
     ) -> int:
         """Add one record (CreateTime ``timestamp_ms``); return the bytes it added."""
         count = self.record_count
-        if count:
-            delta = timestamp_ms - self.first_timestamp
-            if timestamp_ms > self.max_timestamp:
-                self.max_timestamp = timestamp_ms
-        else:
-            delta = 0
-            self.first_timestamp = self.max_timestamp = timestamp_ms
+        delta = self._timestamp_delta(timestamp_ms)
         try:
             # Fast path: every varint below is a non-negative index into _SMALL, so the only
             # way out of the table is an IndexError (a value past 16383), never a wrong byte.
@@ -246,13 +249,7 @@ class BatchBuilder:
         position-dependent fields are encoded here.
         """
         count = self.record_count
-        if count:
-            delta = timestamp_ms - self.first_timestamp
-            if timestamp_ms > self.max_timestamp:
-                self.max_timestamp = timestamp_ms
-        else:
-            delta = 0
-            self.first_timestamp = self.max_timestamp = timestamp_ms
+        delta = self._timestamp_delta(timestamp_ms)
         try:  # the same table fast path as append
             head = b"".join(
                 (
@@ -292,13 +289,7 @@ class BatchBuilder:
         position, bytes added).
         """
         first = self.record_count
-        if first:
-            delta = timestamp_ms - self.first_timestamp
-            if timestamp_ms > self.max_timestamp:
-                self.max_timestamp = timestamp_ms
-        else:
-            delta = 0
-            self.first_timestamp = self.max_timestamp = timestamp_ms
+        delta = self._timestamp_delta(timestamp_ms)
         head = _RECORD_ATTRIBUTES + (
             _SMALL[delta] if 0 <= delta < len(_SMALL) else encode_varint(delta)
         )
