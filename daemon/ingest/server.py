@@ -19,10 +19,13 @@ Kafka acks for, counts what it still owes each connection, and answers GOODBYE o
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import grp
 import itertools
 import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +82,8 @@ class IngestSettings:
     max_block_s: float = 60.0
     batch_size: int = 16384  # sticky partitioning switches after this many bytes
     server_name: str = "kpd"
+    max_connections: int = 1024
+    socket_group: str | int | None = None  # chgrp the socket file (name or gid)
 
 
 class TopicDirectory:
@@ -146,7 +151,15 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        self._server.connections[self.conn_id] = self
+        server = self._server
+        if len(server.connections) >= server.settings.max_connections:
+            self._fatal(
+                KpdErrorCode.TOO_MANY_CONNECTIONS,
+                f"kpd serves {server.settings.max_connections} connections already "
+                "(socket.max_connections)",
+            )
+            return
+        server.connections[self.conn_id] = self
 
     def connection_lost(self, exc) -> None:
         self.closed = True
@@ -427,6 +440,25 @@ class _Connection(asyncio.Protocol):
         self._backlog.clear()
 
 
+def _refuse_if_served(path: str) -> None:
+    """A socket file someone still answers on is a running kpd: never steal it."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return  # nobody listens: a dead daemon's leftover
+    raise OSError(f"{path}: another process serves this socket (is kpd already running?)")
+
+
+def _group_id(group: str | int) -> int:
+    if isinstance(group, int):
+        return group
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise OSError(f"socket.group: no group named {group!r}") from None
+
+
 class IngestServer:
     def __init__(
         self,
@@ -454,6 +486,7 @@ class IngestServer:
         self._dirty: set[int] = set()  # rings with staged, unpublished entries
         self._sticky = Partitioner("default", settings.batch_size)
         self._server: asyncio.AbstractServer | None = None
+        self._owned_path: str | None = None  # the socket file we created (and remove)
         self._report_tasks: list[asyncio.Task] = []
         # One ring entry may take at most half its ring; every records ring has the same size.
         self.max_entry_bytes = min(ring.max_entry_bytes for ring in records)
@@ -468,10 +501,14 @@ class IngestServer:
         if sock is None:
             path = self.settings.socket_path
             if os.path.exists(path):
+                _refuse_if_served(path)
                 os.unlink(path)  # a stale socket of a dead daemon
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             self._server = await loop.create_unix_server(self._new_connection, path)
+            self._owned_path = path
             os.chmod(path, self.settings.socket_mode)
+            if self.settings.socket_group is not None:
+                os.chown(path, -1, _group_id(self.settings.socket_group))
         else:
             self._server = await loop.create_unix_server(self._new_connection, sock=sock)
         for index, ring in enumerate(self._reports):
@@ -480,6 +517,10 @@ class IngestServer:
     def stop_accepting(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._owned_path is not None:  # never a socket systemd passed us
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._owned_path)
+            self._owned_path = None
 
     async def close(self) -> None:
         self.stop_accepting()

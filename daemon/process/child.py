@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -54,8 +55,16 @@ def _ring_end(spec: dict, cls):
     return cls(ring, RingWakeups.from_fds(*spec["fds"]))
 
 
+def _pin_to_cpu(index: int) -> None:
+    """workers.cpu_affinity: worker i runs on the i-th usable CPU (wrapping around)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpus[index % len(cpus)]})
+
+
 async def run_worker(spec: dict) -> int:
     config, producer = _producer_settings(spec)
+    if config.workers.cpu_affinity:
+        _pin_to_cpu(spec["index"])
     records = _ring_end(spec["records"], RingConsumer)
     reports = _ring_end(spec["reports"], RingProducer)
     worker = Worker(
@@ -132,6 +141,8 @@ async def run_ingest(spec: dict) -> int:
             max_frame_bytes=config.socket.max_frame_bytes,
             max_block_s=producer.max_block_ms / 1000,
             batch_size=producer.batch_size,
+            max_connections=config.socket.max_connections,
+            socket_group=config.socket.group,
         ),
         records,
         reports,

@@ -115,9 +115,7 @@ class Sender:
             self._wake.clear()
             now = loop.time()
             self._expire(now)
-            needs_identity = self._s.idempotent and (
-                self._bump_needed or not self.identity.known
-            )
+            needs_identity = self._s.idempotent and (self._bump_needed or not self.identity.known)
             if needs_identity and not await self._ensure_identity():
                 await self._sleep(self._s.retry_backoff_s)
                 continue
