@@ -47,10 +47,9 @@ def cmd_run(args) -> int:
     from daemon.process.supervisor import Supervisor
 
     config = _load(args.config)
-    logging.basicConfig(
-        level=config.log.level.upper(),
-        format="%(asctime)s kpd[supervisor] %(levelname)s %(message)s",
-    )
+    from daemon.process.logs import setup_logging
+
+    setup_logging(config.log.level, config.log.format, "supervisor")
     for warning in config.warnings:
         logging.getLogger("kpd").warning("config: %s", warning)
     supervisor = Supervisor(config, args.config)

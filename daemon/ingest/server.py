@@ -51,7 +51,6 @@ from daemon.ingest.routing import worker_for
 from daemon.ingest.segment import SEGMENT_HEAD_BYTES, decode_report_entry, segment_head
 from daemon.producer.partitioner import Partitioner
 from daemon.protocol.errors import code_of
-from daemon.protocol.murmur2 import partition_for_key
 from daemon.ring import RingConsumer, RingProducer
 
 __all__ = ["IngestServer", "IngestSettings", "TopicDirectory", "is_legal_topic"]
@@ -83,6 +82,8 @@ class IngestSettings:
     batch_size: int = 16384  # sticky partitioning switches after this many bytes
     server_name: str = "kpd"
     max_connections: int = 1024
+    partitioner: str = "default"  # kafka.partitioner, for records the client left to kpd
+    ignore_keys: bool = False  # kafka.partitioner.ignore.keys
     socket_group: str | int | None = None  # chgrp the socket file (name or gid)
 
 
@@ -484,7 +485,12 @@ class IngestServer:
         start = (time.time_ns() // 1_000_000) & 0xFFFFFFFF
         self._conn_ids = itertools.count(start << 32)
         self._dirty: set[int] = set()  # rings with staged, unpublished entries
-        self._sticky = Partitioner("default", settings.batch_size)
+        # Chooses partitions for records the client left to kpd (partition -1): the same rules
+        # as Kafka's producer with the configured partitioner.
+        self._partitioner = Partitioner(
+            settings.partitioner, settings.batch_size, settings.ignore_keys
+        )
+        self._per_record = settings.partitioner != "default"  # round robin: every record
         self._server: asyncio.AbstractServer | None = None
         self._owned_path: str | None = None  # the socket file we created (and remove)
         self._report_tasks: list[asyncio.Task] = []
@@ -556,25 +562,27 @@ class IngestServer:
         """The frame as (partition, records section, first seq, record count) segments."""
         if header.partition >= 0:
             return [(header.partition, header.records, header.base_seq, header.count)]
-        if header.keyless:
+        if (header.keyless or self.settings.ignore_keys) and not self._per_record:
+            # Sticky partitioning (KIP-794) moves on per batch.size bytes, never inside a
+            # record run, so a whole keyless frame goes to one partition untouched.
             size = len(header.records)
-            partition = self._sticky.partition(header.topic, None, size, count)
+            partition = self._partitioner.partition(header.topic, None, size, count)
             return [(partition, header.records, header.base_seq, header.count)]
-        return self._split_by_key(header, count)
+        return self._split_per_record(header, count)
 
-    def _split_by_key(self, header, count: int):
-        # The slow path: the client left keyed records to kpd. Hash each key (Java's murmur2),
-        # then re-encode each partition's records. Records of one partition must stay a
-        # contiguous run of sequence numbers, so a run breaks whenever the partition changes.
+    def _split_per_record(self, header, count: int):
+        # The slow path: the client left keyed (or round-robin) records to kpd. Choose each
+        # record's partition (Java's murmur2 for keys), then re-encode each partition's
+        # records. Records of one partition must stay a contiguous run of sequence numbers,
+        # so a run breaks whenever the partition changes.
         segments = []
         run: list[RecordIn] = []
         run_partition = -1
         run_start = header.base_seq
         for index, record in enumerate(iter_records(header.records, header.count)):
-            if record.key is None:
-                partition = self._sticky.partition(header.topic, None, 1, count)
-            else:
-                partition = partition_for_key(bytes(record.key), count)
+            key = None if record.key is None else bytes(record.key)
+            size = len(key or b"") + (len(record.value) if record.value is not None else 0)
+            partition = self._partitioner.partition(header.topic, key, size, count)
             if partition != run_partition and run:
                 segments.append((run_partition, encode_records(run), run_start, len(run)))
                 run = []

@@ -114,6 +114,7 @@ class BrokerConnection:
         self._closed_error: BrokerConnectionError | None = None
         self._closed = asyncio.Event()
         self.versions: dict[int, int] = {}
+        self.last_used = 0.0  # loop time of the last request sent (connections.max.idle.ms)
         self.broker_versions: dict[int, tuple[int, int]] = {}
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -198,6 +199,7 @@ class BrokerConnection:
         frame = headers.encode_request(api, version, correlation_id, self._settings.client_id, body)
         assert self._transport is not None
         self._transport.write(frame)
+        self.last_used = asyncio.get_running_loop().time()
         if not expect_response:
             self._unanswered.append(correlation_id)
             return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 from collections.abc import Callable
@@ -28,10 +29,18 @@ log = logging.getLogger(__name__)
 class ReconnectPolicy:
     backoff_s: float = 0.05  # reconnect.backoff.ms
     backoff_max_s: float = 1.0  # reconnect.backoff.max.ms
+    setup_timeout_s: float = 10.0  # socket.connection.setup.timeout.ms
+    setup_timeout_max_s: float = 30.0  # socket.connection.setup.timeout.max.ms
+    max_idle_s: float = 540.0  # connections.max.idle.ms
 
     def delay(self, failures: int, rng: random.Random) -> float:
         # Exponential with ±20% jitter, like Java's ExponentialBackoff for reconnects.
         base = min(self.backoff_max_s, self.backoff_s * (2 ** max(0, failures - 1)))
+        return base * rng.uniform(0.8, 1.2)
+
+    def setup_timeout(self, failures: int, rng: random.Random) -> float:
+        # KIP-601: the connect timeout grows exponentially per consecutive failure, ±20%.
+        base = min(self.setup_timeout_max_s, self.setup_timeout_s * (2**failures))
         return base * rng.uniform(0.8, 1.2)
 
 
@@ -66,6 +75,7 @@ class BrokerPool:
         self._rng = rng or random.Random()
         self._slots: dict[int, _Slot] = {}
         self._closed = False
+        self._sweeper: asyncio.Task | None = None  # closes idle connections
         self.connects = 0
         self.connect_failures = 0
         self.disconnects = 0
@@ -116,8 +126,10 @@ class BrokerPool:
         if delay:
             await asyncio.sleep(delay)
         host, port = slot.address
+        timeout = self._policy.setup_timeout(slot.failures, self._rng)
+        settings = dataclasses.replace(self._settings, connect_timeout_s=timeout)
         try:
-            conn = await BrokerConnection.open(host, port, self._settings)
+            conn = await BrokerConnection.open(host, port, settings)
         except BrokerConnectionError as exc:
             slot.failures += 1
             self.connect_failures += 1
@@ -133,8 +145,22 @@ class BrokerPool:
         slot.connection = conn
         slot.failures = 0
         self.connects += 1
-        slot.watcher = asyncio.get_running_loop().create_task(self._watch(node_id, slot, conn))
+        loop = asyncio.get_running_loop()
+        slot.watcher = loop.create_task(self._watch(node_id, slot, conn))
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._close_idle())
         self._on_change(node_id, True)
+
+    async def _close_idle(self) -> None:
+        """connections.max.idle.ms: close connections nothing was sent on for that long."""
+        max_idle = self._policy.max_idle_s
+        while not self._closed:
+            await asyncio.sleep(min(60.0, max(0.05, max_idle / 4)))
+            now = asyncio.get_running_loop().time()
+            for slot in self._slots.values():
+                conn = slot.connection
+                if conn is not None and not conn.in_flight and now - conn.last_used > max_idle:
+                    conn.close(f"idle for more than {max_idle * 1000:.0f} ms")
 
     async def _watch(self, node_id: int, slot: _Slot, conn: BrokerConnection) -> None:
         await conn.wait_closed()
@@ -147,6 +173,8 @@ class BrokerPool:
 
     async def close(self) -> None:
         self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for slot in self._slots.values():
             if slot.task is not None and not slot.task.done():
                 slot.task.cancel()

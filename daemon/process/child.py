@@ -27,9 +27,11 @@ import uvloop
 from daemon.config import ProducerSettings, load_config
 from daemon.ingest.server import IngestServer, IngestSettings, TopicDirectory
 from daemon.net.connection import ConnectionSettings
-from daemon.net.pool import BrokerPool, ReconnectPolicy
+from daemon.net.pool import BrokerPool
+from daemon.process.logs import setup_logging
 from daemon.process.status import IngestReporter, WorkerReporter
 from daemon.process.worker import Worker
+from daemon.producer.engine import reconnect_policy
 from daemon.producer.metadata import MetadataManager
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
 
@@ -106,9 +108,7 @@ async def run_ingest(spec: dict) -> int:
     config, producer = _producer_settings(spec)
     pool = BrokerPool(
         ConnectionSettings(client_id=f"{producer.client_id}-ingest"),
-        ReconnectPolicy(
-            producer.reconnect_backoff_ms / 1000, producer.reconnect_backoff_max_ms / 1000
-        ),
+        reconnect_policy(producer),
         lambda node, up: None,
     )
     directory: TopicDirectory
@@ -142,6 +142,8 @@ async def run_ingest(spec: dict) -> int:
             max_block_s=producer.max_block_ms / 1000,
             batch_size=producer.batch_size,
             max_connections=config.socket.max_connections,
+            partitioner=producer.partitioner,
+            ignore_keys=producer.partitioner_ignore_keys,
             socket_group=config.socket.group,
         ),
         records,
@@ -180,11 +182,8 @@ async def run_ingest(spec: dict) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     role, spec = argv[0], json.loads(argv[1])
-    logging.basicConfig(
-        level=spec.get("log_level", "INFO").upper(),
-        format=f"%(asctime)s kpd[{role}{spec.get('index', '')}] %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    role_name = role if role == "ingest" else f"{role}{spec.get('index', '')}"
+    setup_logging(spec.get("log_level", "info"), spec.get("log_format", "text"), role_name)
     entry = run_worker if role == "worker" else run_ingest
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(entry(spec))

@@ -80,6 +80,7 @@ class Supervisor:
             "config": self._config_path,
             "bootstrap": bootstrap,
             "log_level": cfg.log.level,
+            "log_format": cfg.log.format,
             "status_dir": str(self._status_dir) if self._status_dir else None,
         }
         children = []

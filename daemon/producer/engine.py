@@ -24,9 +24,20 @@ from daemon.producer.outcomes import BatchOutcome
 from daemon.producer.sender import Sender, SenderSettings
 from daemon.protocol.compression import codec_id
 
-__all__ = ["ProducerEngine"]
+__all__ = ["ProducerEngine", "reconnect_policy"]
 
 log = logging.getLogger(__name__)
+
+
+def reconnect_policy(settings: ProducerSettings) -> ReconnectPolicy:
+    """The connection pool's policy from Kafka's reconnect/setup/idle settings."""
+    return ReconnectPolicy(
+        backoff_s=settings.reconnect_backoff_ms / 1000,
+        backoff_max_s=settings.reconnect_backoff_max_ms / 1000,
+        setup_timeout_s=settings.socket_connection_setup_timeout_ms / 1000,
+        setup_timeout_max_s=settings.socket_connection_setup_timeout_max_ms / 1000,
+        max_idle_s=settings.connections_max_idle_ms / 1000,
+    )
 
 
 class ProducerEngine:
@@ -51,9 +62,7 @@ class ProducerEngine:
                 connect_timeout_s=settings.socket_connection_setup_timeout_ms / 1000,
                 max_in_flight=settings.max_in_flight,
             ),
-            ReconnectPolicy(
-                settings.reconnect_backoff_ms / 1000, settings.reconnect_backoff_max_ms / 1000
-            ),
+            reconnect_policy(settings),
             self._on_connection_change,
             rng,
         )

@@ -3,6 +3,7 @@ and SIGHUP reloads."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 
@@ -60,3 +61,13 @@ def test_sighup_reloads_the_log_level_and_names_what_needs_a_restart(tansu, tmp_
         wait_for(lambda: "keeping the running config" in daemon.log_tail(), 10, "bad reload")
         assert daemon.process.poll() is None  # a bad reload never stops the daemon
         assert daemon.stop() == 0
+
+
+def test_json_log_format_writes_one_json_object_per_line(tansu, tmp_path):
+    extra = {"log": {"format": "json"}}
+    with KpdDaemon(tmp_path, tansu.bootstrap, workers=1, extra=extra) as daemon:
+        assert daemon.stop() == 0
+    events = [json.loads(line) for line in daemon.log_tail(100_000).splitlines() if line]
+    assert {e["process"] for e in events} >= {"supervisor"}
+    assert any("kpd ready" in e["message"] for e in events)
+    assert all({"time", "level", "process", "message"} <= set(e) for e in events)

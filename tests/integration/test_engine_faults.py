@@ -130,8 +130,12 @@ def started_producer(cluster: MockCluster, **settings) -> KafkaProducer:
 # 0, 2, 10, 2 are all appended). A real broker's check is what keeps pipelined idempotent
 # batches in order across a retry, as for Java's producer; on the mock only a client that
 # keeps one batch per partition in flight can keep order by itself.
-CLIENT_KEEPS_ORDER = {"enable_idempotence": False, "max_in_flight": 1}
-PIPELINED_IDEMPOTENT = {"enable_idempotence": True, "max_in_flight": 5}
+# A request timeout well above the injected RTT: a real timeout makes a batch in doubt, and its
+# retry would be a duplicate the mock (which does not check sequences) keeps. Under a loaded CI
+# machine 1 s was seen to expire.
+_PATIENT = {"request_timeout_ms": 5000}
+CLIENT_KEEPS_ORDER = {"enable_idempotence": False, "max_in_flight": 1, **_PATIENT}
+PIPELINED_IDEMPOTENT = {"enable_idempotence": True, "max_in_flight": 5, **_PATIENT}
 
 
 @pytest.mark.parametrize(
