@@ -5,13 +5,17 @@ is timed and measured the same way:
 
     child  -> {"event": "ready", "pid": ..., "measure_pids": [...]}   records built, client up
     parent -> "go"                          parent has read /proc of the child and the broker
-    child  -> {"event": "done", "wall_s": ..., "delivered": ..., "failed": ..., "errors": [...]}
+    child  -> {"event": "done", "wall_s": ..., "delivered": ..., "failed": ..., "errors": [...],
+               "reaped_cpu_s": ..., "reaped_rss_kib": ..., "latency": {...} or null}
     parent -> "exit"                        parent has read /proc again; the child may close
 
 Messages go over the child's original stdout; fd 1 is pointed at stderr before any client is
 imported, so a library that prints cannot corrupt the protocol. The wall clock runs from "go"
-to the last delivery report. Run as ``python -m bench.child SPEC_JSON``; the contender module
-named in the spec provides ``main(session)``. Imports no client library itself.
+to the last delivery report (or to ``stop_clock()``, when a contender tallies outcomes after
+they all arrived). A program the child ran and reaped during the timed part (kcat) cannot be
+read from /proc by the parent: the child reports its rusage instead. Run as
+``python -m bench.child SPEC_JSON``; the contender module named in the spec provides
+``main(session)``. Imports no client library itself.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class Session:
         self._channel = channel  # protocol messages to the parent
         self._commands = commands  # "go" / "exit" from the parent
         self._started: float | None = None
+        self._stopped: float | None = None
 
     @property
     def workload(self) -> Workload:
@@ -71,19 +76,38 @@ class Session:
         """The client is connected and knows the topic: block until the parent says go.
 
         ``measure_pids`` names extra processes whose CPU and memory count as this contender's
-        (a daemon or a kcat the child drives); the child itself is always measured.
+        (a program the child drives and keeps running); the child itself is always measured.
         """
         self._send(event="ready", pid=os.getpid(), measure_pids=list(measure_pids))
         self._expect("go")
         self._started = time.perf_counter()
 
-    def done(self, delivered: int, failed: int, errors: list[str]) -> None:
-        """Every record has a delivery report: stop the clock, report, wait for "exit"."""
+    def stop_clock(self) -> None:
+        """Every record has its outcome: stop the clock now, before tallying them."""
+        if self._stopped is None:
+            self._stopped = time.perf_counter()
+
+    def done(
+        self,
+        delivered: int,
+        failed: int,
+        errors: list[str],
+        *,
+        reaped_cpu_s: float = 0.0,
+        reaped_rss_kib: int = 0,
+        latency: dict | None = None,
+    ) -> None:
+        """Every record has a delivery report: stop the clock (unless stop_clock() did),
+        report, wait for "exit". ``reaped_*``: CPU and peak RSS of programs the child ran
+        and reaped while timed; ``latency``: a paced run's figures (bench.pacing)."""
         if self._started is None:
             raise RuntimeError("done() before ready()")
-        wall = time.perf_counter() - self._started
+        self.stop_clock()
+        assert self._stopped is not None
+        wall = self._stopped - self._started
         self._send(event="done", wall_s=wall, delivered=delivered, failed=failed,
-                   errors=errors[:5])  # fmt: skip
+                   errors=errors[:5], reaped_cpu_s=reaped_cpu_s, reaped_rss_kib=reaped_rss_kib,
+                   latency=latency)  # fmt: skip
         self._expect("exit")
 
     def _send(self, **message: object) -> None:

@@ -1,12 +1,15 @@
 """``python -m bench``: run the contenders on the workloads and report.
 
 Owns the command line and the order of runs. Runs are interleaved (run 1 of every contender,
-then run 2, ...) so a slow minute of a shared machine hurts every contender alike. Exits 1
-when any run failed or was not verified, so ``make bench-quick`` and the test suite notice.
+then run 2, ...) so a slow minute of a shared machine hurts every contender alike. After the
+throughput runs come the paced runs for ack latency (one each, workload (a)). Exits 1 when
+any run failed or was not verified, so ``make bench-quick`` and the test suite notice; a run
+skipped because a program is missing (kcat) is reported, not failed.
 
-    python -m bench                      # workloads a-d, 3 runs each, writes bench/RESULTS.md
+    python -m bench                      # workloads a-d, 3 runs each, then latency;
+                                         # writes bench/RESULTS.md
     python -m bench --workload a         # one workload
-    python -m bench --quick              # 20,000 records of (a) and (d), one run: seconds
+    python -m bench --quick              # 20,000 records of (a) and (d), one run, no latency
     python -m bench --profile --workload a   # kpd engine under py-spy -> bench/profile/
 """
 
@@ -22,7 +25,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench import environment, report
-from bench.contenders import CONTENDERS, DEFAULT_CONTENDERS, KPD_CONTENDERS
+from bench.contenders import (
+    CONTENDERS,
+    DEFAULT_CONTENDERS,
+    KPD_CONTENDERS,
+    LATENCY_CONTENDERS,
+    QUICK_CONTENDERS,
+)
 from bench.profile import attach_py_spy, render_top
 from bench.runner import REPO_ROOT, RunResult, run_once
 from bench.workloads import QUICK_RECORDS, WORKLOADS, Workload, quick
@@ -44,8 +53,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--contenders",
-        default=",".join(DEFAULT_CONTENDERS),
-        help="comma-separated from " + ",".join(CONTENDERS),
+        default=None,
+        help="comma-separated from "
+        + ",".join(CONTENDERS)
+        + " (default: "
+        + ",".join(DEFAULT_CONTENDERS)
+        + f"; --quick: {','.join(QUICK_CONTENDERS)})",
+    )
+    p.add_argument(
+        "--latency",
+        default=None,
+        help="paced contenders for ack latency, comma-separated, or 'none' (default: "
+        + ",".join(LATENCY_CONTENDERS)
+        + "; --quick: none)",
     )
     p.add_argument("--runs", type=int, default=None, help="runs per contender (default 3; quick 1)")
     p.add_argument("--records", type=int, default=None, help="override the record count")
@@ -84,11 +104,18 @@ def main(argv: list[str] | None = None) -> int:
         log_root = args.log_dir or Path(tmp)
         if args.profile:
             return _profile(workloads, log_root, args.profile_dir)
-        contenders = [CONTENDERS[name] for name in _names(args.contenders, CONTENDERS)]
+        default = QUICK_CONTENDERS if args.quick else DEFAULT_CONTENDERS
+        contenders = [CONTENDERS[n] for n in _names(args.contenders or ",".join(default),
+                                                      CONTENDERS)]  # fmt: skip
+        paced = _paced_contenders(args)
         runs = args.runs or (1 if args.quick else 3)
         results = _run_all(workloads, contenders, runs, log_root)
-    _write_outputs(args, argv, workloads, contenders, results)
-    failed = [r for r in results if not r.ok]
+        latency = _run_latency(paced, _latency_workload(args), log_root)
+    _write_outputs(args, argv, workloads, [*contenders, *paced], results, latency)
+    for r in results:
+        if r.skipped:
+            print(f"SKIPPED {r.workload} {r.contender} run {r.run}: {r.skipped}", file=sys.stderr)
+    failed = [r for r in [*results, *latency] if not r.ok and not r.skipped]
     for r in failed:
         print(f"FAILED {r.workload} {r.contender} run {r.run}: {r.error}\n  "
               + "\n  ".join(r.client_errors), file=sys.stderr)  # fmt: skip
@@ -103,6 +130,19 @@ def _workloads(args: argparse.Namespace) -> list[Workload]:
     if args.records:
         chosen = [replace(w, records=args.records) for w in chosen]
     return chosen
+
+
+def _paced_contenders(args: argparse.Namespace) -> list:
+    text = args.latency or ("none" if args.quick else ",".join(LATENCY_CONTENDERS))
+    if text == "none":
+        return []
+    return [CONTENDERS[name] for name in _names(text, CONTENDERS)]
+
+
+def _latency_workload(args: argparse.Namespace) -> Workload:
+    """Workload (a); at 100,000 records/s its 1,000,000 records take 10 s."""
+    workload = WORKLOADS["a"]
+    return replace(workload, records=args.records) if args.records else workload
 
 
 def _names(text: str, known: dict) -> list[str]:
@@ -124,6 +164,10 @@ def _run_all(workloads, contenders, runs: int, log_root: Path) -> list[RunResult
                 result = run_once(contender, workload, run, log_dir)
                 mine.append(result)
                 check = result.delivery.describe() if result.delivery else result.error
+                if result.skipped:
+                    print(f"{workload.name} run {run} {contender.name:<16} skipped: "
+                          f"{result.skipped}", flush=True)  # fmt: skip
+                    continue
                 print(f"{workload.name} run {run} {contender.name:<16} "
                       f"{result.records_per_s:>12,.0f} rec/s  cpu {result.producer_cpu_s:6.2f} s"
                       f"  broker {result.broker_cpu_s:6.2f} s  {check}", flush=True)  # fmt: skip
@@ -135,9 +179,28 @@ def _run_all(workloads, contenders, runs: int, log_root: Path) -> list[RunResult
     return results
 
 
-def _write_outputs(args, argv, workloads, contenders, results: list[RunResult]) -> None:
+def _run_latency(paced, workload: Workload, log_root: Path) -> list[RunResult]:
+    results = []
+    for contender in paced:
+        log_dir = log_root / f"latency-{contender.name}"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        result = run_once(contender, workload, 1, log_dir)
+        results.append(result)
+        lat = result.latency or {}
+        print(f"latency {contender.name:<22} offered {lat.get('offered_rate', 0):,} rec/s, "
+              f"achieved {lat.get('achieved_rate', 0):,.0f}: p50 {lat.get('p50_ms', 0):.2f} "
+              f"p99 {lat.get('p99_ms', 0):.2f} p99.9 {lat.get('p999_ms', 0):.2f} ms  "
+              f"{result.delivery.describe() if result.delivery else result.error}",
+              flush=True)  # fmt: skip
+    if results:
+        print(f"\n{report.latency_table(results)}\n", flush=True)
+    return results
+
+
+def _write_outputs(args, argv, workloads, contenders, results, latency) -> None:
     if args.json:
-        args.json.write_text(json.dumps([r.to_json() for r in results], indent=1))
+        runs = [r.to_json() for r in [*results, *latency]]
+        args.json.write_text(json.dumps(runs, indent=1))
     target = args.results or (None if args.quick else _DEFAULT_RESULTS)
     if target is None:
         return
@@ -156,7 +219,8 @@ def _write_outputs(args, argv, workloads, contenders, results: list[RunResult]) 
         for w in workloads
     }
     described_contenders = {c.name: c.description for c in contenders}
-    text = report.render_results(results, context, described, described_contenders, KPD_CONTENDERS)
+    text = report.render_results(results, context, described, described_contenders,
+                                 KPD_CONTENDERS, latency)  # fmt: skip
     target.write_text(text)
     print(f"wrote {target}")
 

@@ -32,7 +32,21 @@ def versions() -> dict[str, str]:
     found = {name: _version_of(name) for name in _PACKAGES}
     found["librdkafka"] = _librdkafka_version()
     found["tansu"] = _tansu_version()
+    found["kcat"] = _kcat_version()
     return found
+
+
+def _kcat_version() -> str:
+    # `kcat -V` prints "kcat - Apache Kafka producer and consumer tool" then the version line
+    # ("Version 1.7.1 (...) (librdkafka 2.0.2 builtin.features=...)").
+    try:
+        out = subprocess.run(["kcat", "-V"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "not installed (apt-get install -y kcat)"
+    for line in (out.stdout + out.stderr).splitlines():
+        if line.startswith("Version"):
+            return line.split("(librdkafka")[0].removeprefix("Version").strip()
+    return "unknown"
 
 
 def _version_of(package: str) -> str:

@@ -1,6 +1,7 @@
 """CPU time and memory of a process, read from /proc (Linux only).
 
-Owns nothing: a few readers of ``/proc/PID/stat`` and ``/proc/PID/status``. The parent process
+Owns nothing: a few readers of ``/proc/PID/stat`` and ``/proc/PID/status``, and a scan of
+/proc for the children of a process (the daemon a kpd contender talks to). The parent process
 reads them for every contender child and for the broker, so each figure belongs to exactly one
 process and no contender measures itself differently from another. Imports only the stdlib.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["cpu_seconds", "memory_kib"]
+__all__ = ["child_pids", "cpu_seconds", "memory_kib"]
 
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 # proc(5): after "pid (comm) state", utime and stime are fields 14 and 15 (1-based). comm may
@@ -39,3 +40,21 @@ def memory_kib(pid: int) -> dict[str, int]:
             if name in (b"VmHWM", b"VmRSS"):
                 found[name.decode()] = int(rest.split()[0])  # "  123456 kB"
     return found
+
+
+def child_pids(parent: int) -> list[int]:
+    """Pids whose parent is ``parent`` now (a scan of /proc; children that exit meanwhile
+    are skipped)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # proc(5): "ppid" is field 4, the second after comm.
+        if int(stat[stat.rindex(b")") + 2 :].split()[1]) == parent:
+            found.append(int(entry.name))
+    return sorted(found)

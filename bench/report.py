@@ -4,9 +4,11 @@ Owns the arithmetic and the text; pure (no I/O, no clock): callers pass results 
 in and write the text where they like.
 
 Figures per (workload, contender), each the median over runs: records/s; MB/s of key + value
-bytes; CPU seconds per million records of the producing process(es) and of the broker (which
-is also microseconds per record); peak RSS of the producer and its growth during the timed
-part (the peak includes the pre-built records, the growth is the client's own memory).
+bytes; CPU seconds per million records (which is also microseconds per record) of the app
+process(es), of the kpd daemon's processes when there is one, and of the broker; peak RSS of
+the app and its growth during the timed part (the peak includes the pre-built records, the
+growth is the client's own memory); kpd's peak RSS next to its configured rings. Paced runs
+get their own table of ack latency; the targets of the issue are judged in bench.targets.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bench.runner import RunResult
+from bench.targets import targets_table
 
 __all__ = [
     "Summary",
+    "latency_table",
     "ratios_table",
     "render_results",
     "results_table",
@@ -39,10 +43,21 @@ class Summary:
     broker_cpu_s_per_m: float
     rss_peak_mib: float
     rss_growth_mib: float
+    kpd_cpu_s_per_m: float  # nan when the contender runs no daemon
+    kpd_rss_peak_mib: float
+    kpd_ring_mib: float
+    kpd_processes: int
+    skipped: str = ""
 
     @property
     def verified(self) -> bool:
         return self.runs > 0 and self.verified_runs == self.runs
+
+    @property
+    def app_and_kpd_cpu_s_per_m(self) -> float:
+        """CPU per record on the client's side of the broker: the app plus its daemon."""
+        kpd = self.kpd_cpu_s_per_m if self.kpd_processes else 0.0
+        return self.producer_cpu_s_per_m + kpd
 
 
 def summarize(results: Iterable[RunResult]) -> list[Summary]:
@@ -56,6 +71,9 @@ def summarize(results: Iterable[RunResult]) -> list[Summary]:
 
 def _summary(workload: str, contender: str, runs: list[RunResult]) -> Summary:
     good = [r for r in runs if r.ok]
+    skipped = next((r.skipped for r in runs if r.skipped), "")
+    runs = [r for r in runs if not r.skipped]
+    kpd = [r for r in good if r.kpd_processes]
 
     def median(values: list[float]) -> float:
         return statistics.median(values) if values else float("nan")
@@ -71,45 +89,84 @@ def _summary(workload: str, contender: str, runs: list[RunResult]) -> Summary:
         broker_cpu_s_per_m=median([r.broker_cpu_s / r.records * 1e6 for r in good]),
         rss_peak_mib=median([r.rss_peak_kib / 1024 for r in good]),
         rss_growth_mib=median([(r.rss_peak_kib - r.rss_ready_kib) / 1024 for r in good]),
+        kpd_cpu_s_per_m=median([r.kpd_cpu_s / r.records * 1e6 for r in kpd]),
+        kpd_rss_peak_mib=median([r.kpd_rss_peak_kib / 1024 for r in kpd]),
+        kpd_ring_mib=median([r.kpd_ring_bytes / 2**20 for r in kpd]),
+        kpd_processes=max((r.kpd_processes for r in kpd), default=0),
+        skipped=skipped,
     )
 
 
 def results_table(summaries: Sequence[Summary]) -> str:
     rows = [
-        "| contender | records/s | MB/s | producer CPU s/1M rec | broker CPU s/1M rec "
-        "| peak RSS MiB | RSS growth MiB | verified |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| contender | records/s | MB/s | app CPU s/1M rec | kpd CPU s/1M rec "
+        "| broker CPU s/1M rec | app peak RSS MiB | app RSS growth MiB "
+        "| kpd peak RSS MiB (rings MiB) | verified |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for s in summaries:
+        if s.skipped and not s.runs:
+            rows.append(f"| {s.contender} | skipped: {s.skipped} |  |  |  |  |  |  |  | 0/0 |")
+            continue
+        kpd_cpu = f"{s.kpd_cpu_s_per_m:.2f}" if s.kpd_processes else "-"
+        kpd_rss = (f"{s.kpd_rss_peak_mib:.0f} ({s.kpd_ring_mib:.0f})"
+                   if s.kpd_processes else "-")  # fmt: skip
         rows.append(
             f"| {s.contender} | {s.records_per_s:,.0f} | {s.mb_per_s:.1f} "
-            f"| {s.producer_cpu_s_per_m:.2f} | {s.broker_cpu_s_per_m:.2f} "
-            f"| {s.rss_peak_mib:.0f} | {s.rss_growth_mib:.0f} "
+            f"| {s.producer_cpu_s_per_m:.2f} | {kpd_cpu} | {s.broker_cpu_s_per_m:.2f} "
+            f"| {s.rss_peak_mib:.0f} | {s.rss_growth_mib:.0f} | {kpd_rss} "
             f"| {s.verified_runs}/{s.runs} |"
         )
     return "\n".join(rows)
 
 
 def ratios_table(summaries: Sequence[Summary], kpd_names: Sequence[str]) -> str:
-    """kpd / each other contender: throughput (>1: kpd faster) and producer CPU per record
-    (<1: kpd cheaper)."""
+    """kpd / each other contender: throughput (>1: kpd faster), the app's CPU per record and
+    the app's plus kpd's CPU per record (<1: kpd cheaper)."""
     by_name = {s.contender: s for s in summaries}
     rows = [
-        "| kpd contender | vs | throughput kpd/other | CPU per record kpd/other |",
-        "|---|---|---:|---:|",
+        "| kpd contender | vs | throughput kpd/other | app CPU per record kpd/other "
+        "| app + kpd CPU per record kpd/other |",
+        "|---|---|---:|---:|---:|",
     ]
     for kpd_name in kpd_names:
         kpd = by_name.get(kpd_name)
         if kpd is None:
             continue
         for other in summaries:
-            if other.contender in kpd_names:
+            if other.contender in kpd_names or not other.runs:
                 continue
             rows.append(
                 f"| {kpd_name} | {other.contender} "
                 f"| {_ratio(kpd.records_per_s, other.records_per_s)} "
-                f"| {_ratio(kpd.producer_cpu_s_per_m, other.producer_cpu_s_per_m)} |"
+                f"| {_ratio(kpd.producer_cpu_s_per_m, other.producer_cpu_s_per_m)} "
+                f"| {_ratio(kpd.app_and_kpd_cpu_s_per_m, other.app_and_kpd_cpu_s_per_m)} |"
             )
+    return "\n".join(rows)
+
+
+def latency_table(results: Sequence[RunResult]) -> str:
+    """One row per paced run: the load offered and achieved, and the ack latency."""
+    rows = [
+        "| contender | run | offered rec/s | achieved rec/s | load achieved | latest burst ms "
+        "| p50 ms | p99 ms | p99.9 ms | max ms | p99 ms incl. warm-up | app CPU s/1M rec "
+        "| kpd CPU s/1M rec | verified |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        lat = r.latency
+        if lat is None:
+            rows.append(f"| {r.contender} | {r.run} | FAILED: {r.error} |" + " |" * 11)
+            continue
+        kpd_cpu = f"{r.kpd_cpu_s / r.records * 1e6:.2f}" if r.kpd_processes else "-"
+        rows.append(
+            f"| {r.contender} | {r.run} | {lat['offered_rate']:,} | {lat['achieved_rate']:,.0f} "
+            f"| {'yes' if lat['achieved'] else 'NO'} | {lat['latest_burst_ms']:.1f} "
+            f"| {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | {lat['p999_ms']:.2f} "
+            f"| {lat['max_ms']:.2f} | {lat['p99_all_ms']:.2f} "
+            f"| {r.producer_cpu_s / r.records * 1e6:.2f} | {kpd_cpu} "
+            f"| {'yes' if r.ok else 'NO'} |"
+        )
     return "\n".join(rows)
 
 
@@ -126,7 +183,10 @@ def runs_table(results: Sequence[RunResult]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
-        check = r.delivery.describe() if r.delivery else f"FAILED: {r.error}"
+        if r.skipped:
+            check = f"skipped: {r.skipped}"
+        else:
+            check = r.delivery.describe() if r.delivery else f"FAILED: {r.error}"
         rows.append(
             f"| {r.workload} | {r.contender} | {r.run} | {r.records_per_s:,.0f} "
             f"| {r.wall_s:.2f} | {r.producer_cpu_s:.2f} | {r.broker_cpu_s:.2f} | {check} |"
@@ -140,20 +200,38 @@ def render_results(
     workloads: dict[str, str],
     contenders: dict[str, str],
     kpd_names: Sequence[str],
+    latency_results: Sequence[RunResult] = (),
 ) -> str:
     """The whole RESULTS.md. ``context`` holds titled key/value sections (run, machine,
-    versions); ``workloads`` and ``contenders`` map names to descriptions."""
+    versions); ``workloads`` and ``contenders`` map names to descriptions; ``latency_results``
+    are the paced runs."""
     out = ["# kpd benchmark results", "", "Written by `python -m bench`; do not edit by hand.", ""]
     for title, values in context.items():
         out += [f"## {title}", ""] + [f"- {k}: {v}" for k, v in values.items()] + [""]
-    out += ["## Contenders", ""] + [f"- **{k}**: {v}" for k, v in contenders.items()] + [""]
     summaries = summarize(results)
+    out += ["## Targets", "", targets_table(summaries, results, latency_results), ""]
+    out += ["## Contenders", ""] + [f"- **{k}**: {v}" for k, v in contenders.items()] + [""]
     for name, description in workloads.items():
         mine = [s for s in summaries if s.workload == name]
         out += [f"## Workload {name}: {description}", "", results_table(mine), "",
                 ratios_table(mine, kpd_names), ""]  # fmt: skip
-    out += ["## Every run", "", runs_table(results), "", _METHOD]
+    if latency_results:
+        out += ["## Ack latency at a fixed offered load", "", _LATENCY_NOTE, "",
+                latency_table(latency_results), ""]  # fmt: skip
+    out += ["## Every run", "", runs_table([*results, *latency_results]), "", _METHOD]
     return "\n".join(out) + "\n"
+
+
+_LATENCY_NOTE = """Workload (a) records sent in bursts of 100 every millisecond by one app \
+process, never waiting for acks; latency per record from just before send()/produce() to its \
+completion (kpd: the future's done-callback on the client's I/O thread; confluent-kafka: the \
+delivery callback, served by poll() while the sender waits for the next burst). "load \
+achieved": the sender offered at least 98 % of the target rate; "latest burst": how late the \
+worst burst started. Percentiles are nearest-rank over the records sent after the first \
+second (the warm-up: connections to the partition leaders, producer id; librdkafka's first \
+records waited ~0.5 s for it); the last column is the 99th percentile over every record. \
+CPU per record here is at 100k records/s, where per-wake-up costs are not amortised as in \
+the flat-out runs."""
 
 
 _METHOD = """## Method
@@ -164,8 +242,15 @@ _METHOD = """## Method
 - CPU is utime + stime from /proc/PID/stat (all threads, 10 ms ticks) read by the parent just
   before "go" and just after "done", for the producer process(es) and for the broker. CPU
   seconds per million records equals microseconds per record.
-- Peak RSS is VmHWM of the producer process and includes the records it built up front;
-  RSS growth is VmHWM minus VmRSS at "go": the client's own buffers.
+- "app" is the contender's own process(es): the Python app for the clients, the app plus
+  kcat for kcat (kcat's rusage as its parent reaped it). The kpd contenders start a fresh
+  daemon per run (2 workers, 16 MiB record and 4 MiB report rings per worker, metrics off,
+  log level warning) and stop it with SIGTERM afterwards; "kpd CPU" is its supervisor,
+  ingest and workers (found by PPID), read like the app's.
+- Peak RSS is VmHWM of the app process(es) and includes the records it built up front;
+  RSS growth is VmHWM minus VmRSS at "go": the client's own buffers. kpd's peak RSS is the
+  sum of VmHWM over its processes; a ring page counts in each process that touched it
+  (ingest and the ring's worker), so it is an upper bound of kpd's memory.
 - Delivery is verified by reading the topic back with librdkafka (CRCs checked) and counting
   distinct record ids (each value starts with its id); a run counts only if every record was
   read exactly once with its own key. Figures are medians over verified runs.

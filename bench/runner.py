@@ -4,7 +4,10 @@ Owns the broker and the contender's child processes for the length of a run, and
 half of the protocol in bench.child. It reads ``/proc`` of the children and the broker just
 before "go" and just after "done", so CPU and memory are attributed per process, then reads
 the topic back (bench.verify) before stopping the broker. Every child is stopped by its own
-pid, also when the run fails.
+pid, also when the run fails. A contender with ``service="kpd"`` gets a fresh kpd daemon
+(bench.kpd_service) between the broker and its children; the daemon's processes are measured
+apart from the app's and it is stopped with SIGTERM before the read-back. A contender whose
+``binary`` is missing is skipped, not failed.
 
 Imports tests.brokers.tansu for the broker (the same one the test suite starts) and no client
 library of its own.
@@ -15,17 +18,19 @@ from __future__ import annotations
 import contextlib
 import json
 import select
+import shutil
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
 from bench.child import ChildSpec
 from bench.contenders import Contender
+from bench.kpd_service import KpdService
 from bench.procstat import cpu_seconds, memory_kib
 from bench.verify import Delivery, count_delivered
 from bench.workloads import Workload
@@ -46,10 +51,16 @@ class RunResult:
     records: int
     payload_bytes: int  # key + value bytes of one record
     wall_s: float = 0.0
-    producer_cpu_s: float = 0.0
+    producer_cpu_s: float = 0.0  # the app: contender children and what they drive
     broker_cpu_s: float = 0.0
     rss_ready_kib: int = 0  # resident set when the clock started (records already built)
     rss_peak_kib: int = 0  # VmHWM at the end: the run's peak, records included
+    kpd_processes: int = 0  # the daemon's processes (0: no daemon in this run)
+    kpd_cpu_s: float = 0.0
+    kpd_rss_peak_kib: int = 0  # sum of VmHWM over the daemon's processes
+    kpd_ring_bytes: int = 0  # shared memory the daemon's config asks for
+    latency: dict | None = None  # a paced run's figures (bench.pacing.latency_summary)
+    skipped: str = ""  # why the run did not happen (a missing program); not a failure
     delivered: int = 0  # as the client's delivery reports say
     failed: int = 0
     client_errors: list[str] = field(default_factory=list)
@@ -94,26 +105,68 @@ def run_once(
     done_timeout_s: float = 900.0,
     attach: Attach | None = None,
 ) -> RunResult:
+    if contender.max_records is not None and workload.records > contender.max_records:
+        workload = replace(workload, records=contender.max_records)
     result = RunResult(contender.name, workload.name, run, workload.records,
                        workload.payload_bytes)  # fmt: skip
+    if contender.binary and shutil.which(contender.binary) is None:
+        result.skipped = f"{contender.binary} not installed ({contender.install_hint})"
+        return result
     with TansuBroker(log_dir / "tansu") as broker:
         topic = broker.create_topic(f"bench-{workload.name}-{uuid.uuid4().hex[:8]}",
                                     workload.partitions)  # fmt: skip
-        children = _spawn(contender, workload, broker.bootstrap, topic, log_dir)
-        measured = False
         try:
-            _measure(children, broker, result, done_timeout_s, attach)
-            measured = True
-        except (TimeoutError, RuntimeError, OSError, ValueError) as exc:
-            result.error = f"{type(exc).__name__}: {exc}"
-        finally:
-            _stop(children, graceful=measured)
+            with _service(contender, broker.bootstrap, workload, log_dir) as service:
+                _run_children(contender, workload, broker, topic, service, result,
+                              log_dir, done_timeout_s, attach)  # fmt: skip
+        except (AssertionError, RuntimeError, OSError) as exc:  # the daemon failed
+            result.error = result.error or f"kpd: {type(exc).__name__}: {exc}"
         if not result.error:
             result.delivery = count_delivered(broker.bootstrap, topic, workload)
         if not result.ok:
             result.error = result.error or "delivery not verified"
             result.client_errors.append(f"tansu log tail: {broker.log_tail(1500)}")
     return result
+
+
+def _service(
+    contender: Contender, bootstrap: str, workload: Workload, log_dir: Path
+) -> contextlib.AbstractContextManager[KpdService | None]:
+    if contender.service is None:
+        return contextlib.nullcontext()
+    if contender.service != "kpd":
+        raise ValueError(f"unknown service {contender.service!r}")
+    return KpdService(log_dir / "kpd", bootstrap, workload)
+
+
+def _run_children(
+    contender: Contender,
+    workload: Workload,
+    broker: TansuBroker,
+    topic: str,
+    service: KpdService | None,
+    result: RunResult,
+    log_dir: Path,
+    done_timeout_s: float,
+    attach: Attach | None,
+) -> None:
+    options = dict(contender.options)
+    if service is not None:
+        options["socket"] = service.socket_path
+        result.kpd_processes = len(service.pids)
+        result.kpd_ring_bytes = service.ring_bytes
+    children = _spawn(contender, workload, broker.bootstrap, topic, options, log_dir)
+    measured = False
+    try:
+        _measure(children, broker, service.pids if service else (), result, done_timeout_s,
+                 attach)  # fmt: skip
+        measured = True
+    except (TimeoutError, RuntimeError, OSError, ValueError) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+        if service is not None:
+            result.client_errors.append(f"kpd log tail: {service.log_tail()}")
+    finally:
+        _stop(children, graceful=measured)
 
 
 class _Child:
@@ -157,12 +210,17 @@ class _Child:
 
 
 def _spawn(
-    contender: Contender, workload: Workload, bootstrap: str, topic: str, log_dir: Path
+    contender: Contender,
+    workload: Workload,
+    bootstrap: str,
+    topic: str,
+    options: dict,
+    log_dir: Path,
 ) -> list[_Child]:
     children = []
     for shard in range(contender.processes):
         spec = ChildSpec(contender.name, contender.module, bootstrap, topic, workload,
-                         shard, contender.processes, dict(contender.options))  # fmt: skip
+                         shard, contender.processes, options)  # fmt: skip
         log_path = log_dir / f"{contender.name}-{shard}.log"
         with log_path.open("w") as log:
             proc = subprocess.Popen(
@@ -177,6 +235,7 @@ def _spawn(
 def _measure(
     children: list[_Child],
     broker: TansuBroker,
+    kpd_pids: tuple[int, ...],
     result: RunResult,
     done_timeout_s: float,
     attach: Attach | None,
@@ -192,6 +251,7 @@ def _measure(
     stop_attached = attach(pids) if attach else None
     try:
         cpu_before = sum(cpu_seconds(pid) for pid in pids)
+        kpd_before = sum(cpu_seconds(pid) for pid in kpd_pids)
         broker_before = cpu_seconds(broker_pid)
         result.rss_ready_kib = sum(memory_kib(pid)["VmRSS"] for pid in pids)
         for child in children:
@@ -199,9 +259,12 @@ def _measure(
         deadline = time.monotonic() + done_timeout_s
         dones = [child.receive("done", deadline) for child in children]
         result.producer_cpu_s = sum(cpu_seconds(pid) for pid in pids) - cpu_before
+        result.kpd_cpu_s = sum(cpu_seconds(pid) for pid in kpd_pids) - kpd_before
         result.broker_cpu_s = cpu_seconds(broker_pid) - broker_before
         # With several processes this is the sum of their peaks: an upper bound of the total.
         result.rss_peak_kib = sum(memory_kib(pid)["VmHWM"] for pid in pids)
+        # Each ring is mapped by two processes (ingest and its worker) and counts in both.
+        result.kpd_rss_peak_kib = sum(memory_kib(pid)["VmHWM"] for pid in kpd_pids)
         for child in children:
             child.send("exit")
     finally:
@@ -211,6 +274,11 @@ def _measure(
     result.delivered = sum(done["delivered"] for done in dones)
     result.failed = sum(done["failed"] for done in dones)
     result.client_errors = [e for done in dones for e in done["errors"]]
+    # Programs a child ran and reaped while timed (kcat): their rusage, as the child read it.
+    result.producer_cpu_s += sum(done["reaped_cpu_s"] for done in dones)
+    result.rss_peak_kib += sum(done["reaped_rss_kib"] for done in dones)
+    latencies = [done["latency"] for done in dones if done["latency"]]
+    result.latency = latencies[0] if len(latencies) == 1 else None
 
 
 def _stop(children: list[_Child], graceful: bool) -> None:

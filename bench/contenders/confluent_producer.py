@@ -7,14 +7,23 @@ kpd's and aiokafka's (librdkafka's own default, consistent_random, hashes with C
 Idempotence on, as kpd's default; batch sizes are librdkafka's defaults (``batch.size`` 1 MB,
 ``batch.num.messages`` 10000), which is what its users get.
 
+Options ``rate`` and ``burst``: a paced run for ack latency (bench.pacing). The sender serves
+delivery callbacks with ``poll(timeout)`` while it waits for the next burst, so a callback
+runs (and notes its time) as soon as librdkafka has the delivery report.
+
 Imports confluent_kafka; runs only inside a bench child process.
 """
 
 from __future__ import annotations
 
+import time
+from array import array
+
 from confluent_kafka import KafkaError, Message, Producer
 
 from bench.child import Session
+from bench.pacing import Pace, latency_summary, run_paced
+from bench.workloads import record_id
 
 _POLL_EVERY = 1000  # records between two poll(0) calls that run delivery callbacks
 _FULL_QUEUE_POLL_S = 0.005  # queue.buffering.max.* reached: serve callbacks, then retry
@@ -52,9 +61,22 @@ def main(session: Session) -> None:
         }
     )
     producer.list_topics(topic, timeout=30)  # metadata before the clock starts
-    keys, values = session.records.keys, session.records.values
     tally = _Tally()
+    options = session.spec.options
+    if "rate" in options:
+        latency = _paced(session, producer, tally, Pace(options["rate"], options["burst"]))
+    else:
+        _flat_out(session, producer, tally)
+        latency = None
+    undelivered = producer.flush(_FLUSH_TIMEOUT_S)
+    if undelivered:
+        tally.errors.append(f"{undelivered} records undelivered after flush")
+    session.done(tally.delivered, tally.failed + undelivered, tally.errors, latency=latency)
 
+
+def _flat_out(session: Session, producer: Producer, tally: _Tally) -> None:
+    topic = session.spec.topic
+    keys, values = session.records.keys, session.records.values
     session.ready()
     produce, poll, on_delivery = producer.produce, producer.poll, tally.on_delivery
     for i in range(len(values)):
@@ -66,7 +88,29 @@ def main(session: Session) -> None:
                 poll(_FULL_QUEUE_POLL_S)
         if i % _POLL_EVERY == 0:
             poll(0)
-    undelivered = producer.flush(_FLUSH_TIMEOUT_S)
-    if undelivered:
-        tally.errors.append(f"{undelivered} records undelivered after flush")
-    session.done(tally.delivered, tally.failed + undelivered, tally.errors)
+
+
+def _paced(session: Session, producer: Producer, tally: _Tally, pace: Pace) -> dict:
+    """Send at the pace, then wait for every report; returns the latency summary."""
+    topic = session.spec.topic
+    keys, values = session.records.keys, session.records.values
+    count = len(values)
+    first_id, step = session.records.ids.start, session.records.ids.step
+    sent_at = array("d", bytes(8 * count))
+    done_at = array("d", bytes(8 * count))  # 0.0 until the record's delivery callback
+    clock, produce = time.perf_counter, producer.produce
+
+    def on_delivery(error: KafkaError | None, message: Message) -> None:
+        done_at[(record_id(message.value()) - first_id) // step] = clock()
+        tally.on_delivery(error, message)
+
+    def send_burst(first: int, end: int) -> None:
+        for i in range(first, end):
+            sent_at[i] = clock()
+            produce(topic, values[i], keys[i], on_delivery=on_delivery)
+
+    session.ready()
+    latest = run_paced(pace, count, send_burst, producer.poll, clock)
+    producer.flush(_FLUSH_TIMEOUT_S)
+    session.stop_clock()
+    return latency_summary(pace, sent_at, done_at, latest)

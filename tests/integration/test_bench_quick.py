@@ -1,10 +1,13 @@
 """The benchmark cannot rot: its quick mode runs once per test session, end to end.
 
 `python -m bench --quick` starts a fresh tansu per contender, produces 20,000 records of
-workloads (a) and (d) with kpd's engine, aiokafka and confluent-kafka, reads every topic back
-and exits non-zero unless every record of every contender was delivered exactly once. The
-other tests pin the pieces that decide whether a run counts: the record ids, the sharding,
-the distinct-record counter, and the profile summary. Speed is never asserted here.
+workloads (a) and (d) with kpd's engine, kpd end to end (a daemon per run, one app process
+through its socket), aiokafka and confluent-kafka, reads every topic back and exits non-zero
+unless every record of every contender was delivered exactly once. The other tests pin the
+pieces that decide whether a run counts or what it reports: the record ids, the sharding, the
+distinct-record counter, the paced schedule and latency percentiles, a missing program making
+a skipped (not failed) run, the targets' verdicts, and the profile summary. Speed is never
+asserted here.
 """
 
 from __future__ import annotations
@@ -14,9 +17,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.contenders import DEFAULT_CONTENDERS
+from bench.contenders import QUICK_CONTENDERS, Contender
+from bench.pacing import Pace, latency_summary, percentile, run_paced
 from bench.profile import render_top
-from bench.verify import RecordCounter
+from bench.report import summarize
+from bench.runner import RunResult, run_once
+from bench.targets import targets_table
+from bench.verify import Delivery, RecordCounter
 from bench.workloads import QUICK_RECORDS, WORKLOADS, key_for, make_records, quick, record_id
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +40,7 @@ def test_quick_bench_delivers_every_record_of_every_contender(tmp_path: Path) ->
 
     runs = json.loads(runs_json.read_text())
     seen = {(run["workload"], run["contender"]) for run in runs}
-    assert seen == {(w, c) for w in ("a-quick", "d-quick") for c in DEFAULT_CONTENDERS}
+    assert seen == {(w, c) for w in ("a-quick", "d-quick") for c in QUICK_CONTENDERS}
     for run in runs:
         assert run["ok"], run
         assert run["delivered"] == QUICK_RECORDS
@@ -41,12 +48,21 @@ def test_quick_bench_delivers_every_record_of_every_contender(tmp_path: Path) ->
         assert run["delivery"]["read"] == QUICK_RECORDS
         assert run["wall_s"] > 0
         assert run["rss_peak_kib"] > 0  # /proc of the child was read while it ran
+        if run["contender"] == "kpd-1":
+            # The daemon's supervisor, ingest and 2 workers were found and read apart.
+            assert run["kpd_processes"] == 4
+            assert run["kpd_rss_peak_kib"] > 0
+            assert run["kpd_ring_bytes"] == 2 * (16 + 4) * 2**20
+        else:
+            assert run["kpd_processes"] == 0
 
     text = results_md.read_text()
     assert "## Workload a-quick" in text and "## Workload d-quick" in text
-    for contender in DEFAULT_CONTENDERS:
+    for contender in QUICK_CONTENDERS:
         assert f"| {contender} |" in text
     assert "| kpd-engine | confluent-kafka |" in text  # the ratios table
+    assert "| kpd-1 | confluent-kafka |" in text
+    assert "| records/s on (a), kpd / confluent-kafka | kpd-1 |" in text  # the targets
     assert "- librdkafka: " in text and "- tansu: 0.6.0" in text
 
 
@@ -93,3 +109,99 @@ def test_profile_top_counts_own_and_total_samples_per_function() -> None:
     # append: on top of 3 of 5 stacks (60 %), anywhere in 4 of 5 (80 %), both lines merged.
     assert "  60.0    80.0  append (daemon/producer/engine.py)" in top
     assert "  20.0   100.0  main (bench/child.py)" in top
+
+
+def test_paced_bursts_are_due_on_an_absolute_schedule_and_lateness_is_reported() -> None:
+    now = [10.0]
+    sent: list[tuple[int, int, float]] = []
+
+    def send_burst(first: int, end: int) -> None:
+        sent.append((first, end, now[0]))
+        if first == 200:
+            now[0] += 0.0035  # the third burst takes 3.5 ms: the next two start late
+
+    def wait(seconds: float) -> None:
+        now[0] += seconds
+
+    latest = run_paced(Pace(rate=100_000, burst=100), 550, send_burst, wait, lambda: now[0])
+    # 100 records per 1 ms: bursts due at 0, 1, 2, 3, 4, 5 ms after the start.
+    assert [(first, end) for first, end, _ in sent] == [
+        (0, 100), (100, 200), (200, 300), (300, 400), (400, 500), (500, 550),
+    ]  # fmt: skip
+    starts = [round((t - 10.0) * 1000, 6) for _, _, t in sent]
+    assert starts == [0.0, 1.0, 2.0, 5.5, 5.5, 5.5]  # late bursts follow at once, no drift
+    assert abs(latest - 0.0025) < 1e-9  # the burst due at 3 ms started at 5.5 ms
+
+
+def test_percentile_is_nearest_rank() -> None:
+    ordered = [float(v) for v in range(1, 101)]  # 1..100
+    assert percentile(ordered, 0.50) == 50.0
+    assert percentile(ordered, 0.99) == 99.0
+    assert percentile(ordered, 0.999) == 100.0
+    assert percentile([7.0], 0.5) == 7.0
+
+
+def test_latency_summary_leaves_out_the_warm_up_and_says_if_the_load_was_offered() -> None:
+    pace = Pace(rate=1000, burst=1)
+    sent = [i / 1000 for i in range(3000)]  # 1000 records/s for 3 s
+    # The first second waits 500 ms, then every record takes 2 ms except one of 7 ms.
+    done = [s + (0.5 if s < 1.0 else 0.002) for s in sent]
+    done[2500] = sent[2500] + 0.007
+    summary = latency_summary(pace, sent, done, latest_s=0.0001, warmup_s=1.0)
+    assert summary["measured"] == 2000 and summary["completed"] == 3000
+    assert round(summary["p50_ms"], 6) == 2.0
+    assert round(summary["p99_ms"], 6) == 2.0
+    assert round(summary["max_ms"], 6) == 7.0
+    assert round(summary["p99_all_ms"], 6) == 500.0  # a third of all records waited 500 ms
+    assert summary["achieved"] and round(summary["achieved_rate"]) == 1000
+    slow = latency_summary(pace, [i / 900 for i in range(3000)], done, latest_s=1.0)
+    assert not slow["achieved"]  # 900 records/s is below 98 % of 1000
+
+
+def test_a_contender_whose_program_is_missing_is_skipped_without_a_broker(tmp_path) -> None:
+    missing = Contender(
+        "ghost",
+        "bench.contenders.kcat",
+        "needs a program that is not there",
+        binary="kpd-bench-no-such-program",
+        install_hint="apt-get install it",
+    )
+    result = run_once(missing, quick(WORKLOADS["a"]), 1, tmp_path)
+    assert result.skipped == "kpd-bench-no-such-program not installed (apt-get install it)"
+    assert not result.ok and not result.error
+    assert not (tmp_path / "tansu").exists()  # no broker was started for it
+
+
+def _verified_run(contender: str, records_per_s: float, app_cpu_s: float, **extra) -> RunResult:
+    records = 1_000_000
+    run = RunResult(contender, "a", 1, records, 116, wall_s=records / records_per_s,
+                    producer_cpu_s=app_cpu_s, delivered=records, **extra)  # fmt: skip
+    run.delivery = Delivery(records, records, records, 0, 0, 1.0)
+    return run
+
+
+def test_targets_compare_kpd_end_to_end_with_confluent_kafka_on_workload_a() -> None:
+    kpd = dict(kpd_processes=4, kpd_cpu_s=1.0, kpd_ring_bytes=40 * 2**20)
+    results = [
+        _verified_run("confluent-kafka", 400_000, 2.0),
+        # 1.25x the records/s and 0.4x the app CPU: both met; 270 MiB <= 40 + 4 x 60.
+        _verified_run("kpd-1", 500_000, 0.8, kpd_rss_peak_kib=270 * 1024, **kpd),
+        # 1.0x and 0.6x: both missed; 290 MiB > 280 MiB.
+        _verified_run("kpd-4", 400_000, 1.2, kpd_rss_peak_kib=290 * 1024, **kpd),
+    ]
+    paced = _verified_run("kpd-1@100k", 100_000, 1.0)
+    paced.latency = {"offered_rate": 100_000, "achieved_rate": 99_000.0, "achieved": True,
+                     "p99_ms": 30.0}  # fmt: skip
+    rows = targets_table(summarize(results), results, [paced]).splitlines()
+
+    def verdict(target: str, contender: str) -> str:
+        row = next(r for r in rows if r.startswith(f"| {target}") and f"| {contender} |" in r)
+        return row.rstrip(" |").rsplit("| ", 1)[1]
+
+    assert verdict("records/s on (a)", "kpd-1") == "met"
+    assert verdict("app CPU per record", "kpd-1") == "met"
+    assert verdict("records/s on (a)", "kpd-4") == "**missed**"
+    assert verdict("app CPU per record", "kpd-4") == "**missed**"
+    assert verdict("p99 ack latency", "kpd-1@100k") == "**missed**"  # 30 ms > 25 ms
+    assert verdict("kpd peak RSS", "kpd-1") == "met"
+    assert verdict("kpd peak RSS", "kpd-4") == "**missed**"

@@ -1,0 +1,77 @@
+"""The kpd daemon that a kpd contender's app processes send to: one fresh daemon per run.
+
+Owns the daemon of one run: writes its config (the run's tansu as bootstrap, 2 workers, rings
+of a unique prefix, metrics off, the workload's acks / linger.ms / compression), starts
+``python -m daemon.cli run`` through the test suite's harness (tests.daemon_harness), finds
+its processes (the supervisor and its children, by PPID in /proc) once the socket accepts,
+and stops it by pid with SIGTERM. The runner measures those pids apart from the app's.
+
+Imports no client library and no kpd code: the daemon is a subprocess.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from bench.procstat import child_pids
+from bench.workloads import Workload
+from tests.daemon_harness import KpdDaemon
+
+__all__ = ["KpdService"]
+
+WORKERS = 2
+_RECORDS_RING_MIB = 16  # per worker, ingest -> worker
+_REPORTS_RING_MIB = 4  # per worker, worker -> ingest
+_START_TIMEOUT_S = 60.0
+_STOP_TIMEOUT_S = 60.0
+
+
+class KpdService:
+    """One daemon for one run; a context manager. Raises AssertionError (the harness's) or
+    RuntimeError when the daemon does not start, stop or clean up."""
+
+    def __init__(self, workdir: Path, bootstrap: str, workload: Workload) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        extra = {
+            "kafka": {"acks": workload.acks, "linger.ms": workload.linger_ms,
+                      "compression.type": workload.compression},
+            "rings": {"records_bytes": f"{_RECORDS_RING_MIB}MiB",
+                      "reports_bytes": f"{_REPORTS_RING_MIB}MiB"},
+            "log": {"level": "warning"},  # per-record logging would be measured as kpd's CPU
+        }  # fmt: skip
+        self._daemon = KpdDaemon(workdir, bootstrap, workers=WORKERS, extra=extra)
+        self.pids: tuple[int, ...] = ()
+
+    @property
+    def socket_path(self) -> str:
+        return self._daemon.socket_path
+
+    @property
+    def ring_bytes(self) -> int:
+        """Shared memory the config asks for: every worker's record and report rings."""
+        return WORKERS * (_RECORDS_RING_MIB + _REPORTS_RING_MIB) * 1024 * 1024
+
+    def __enter__(self) -> KpdService:
+        self._daemon.start(timeout_s=_START_TIMEOUT_S)
+        supervisor = self._daemon.process.pid
+        # The supervisor listens before it spawns ingest and the workers, so the socket may
+        # accept before all of them exist: wait for them (every child counts as kpd's).
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while len(children := child_pids(supervisor)) < WORKERS + 1:
+            if time.monotonic() > deadline:
+                self._daemon.stop(_STOP_TIMEOUT_S)
+                raise RuntimeError(f"kpd has children {children}, expected ingest + {WORKERS} "
+                                   f"workers:\n{self._daemon.log_tail()}")  # fmt: skip
+            time.sleep(0.02)
+        self.pids = (supervisor, *children)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        status = self._daemon.stop(_STOP_TIMEOUT_S)
+        if status != 0:
+            raise RuntimeError(f"kpd exited with status {status} after SIGTERM:\n"
+                               f"{self._daemon.log_tail()}")  # fmt: skip
+
+    def log_tail(self) -> str:
+        return self._daemon.log_tail(2000)
