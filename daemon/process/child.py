@@ -110,7 +110,7 @@ async def run_ingest(spec: dict) -> int:
     pool = BrokerPool(
         ConnectionSettings(client_id=f"{producer.client_id}-ingest"),
         reconnect_policy(producer),
-        lambda node, up: None,
+        lambda node, up: metadata.connection_changed(up),
     )
     directory: TopicDirectory
 

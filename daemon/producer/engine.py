@@ -243,8 +243,7 @@ class ProducerEngine:
         self._sender.wake()
 
     def _on_connection_change(self, node_id: int, connected: bool) -> None:
-        if not connected:
-            self.metadata.request_update()
+        self.metadata.connection_changed(connected)
         self._sender.wake()
 
     def _on_metadata(self, view: ClusterView) -> None:

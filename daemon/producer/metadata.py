@@ -83,6 +83,7 @@ class MetadataManager:
         self.view = ClusterView()
         self.wanted: set[str] = set()  # topics this engine produces to
         self._wake = asyncio.Event()
+        self._connected = asyncio.Event()  # set when the pool reports a new connection
         self._updated = asyncio.Condition()
         self._task: asyncio.Task | None = None
         self.refreshes = 0
@@ -171,12 +172,21 @@ class MetadataManager:
         ready.sort(key=lambda item: item[0] < 0)
         return ready[0][1] if ready else None
 
+    def connection_changed(self, connected: bool) -> None:
+        """The pool's callback (through its owner): a broker connection came or went."""
+        if connected:
+            self._connected.set()
+        else:
+            self.request_update()
+
     async def _connect_some(self) -> None:
-        ids = [n for n in self.view.brokers] + self._bootstrap_ids
-        self._pool.connect_all(ids)
-        deadline = asyncio.get_running_loop().time() + self._retry_backoff_s * 10
-        while self._any_connection() is None and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
+        """Ask the pool for every known broker and wait (bounded) until one is connected."""
+        self._connected.clear()
+        self._pool.connect_all([*self.view.brokers, *self._bootstrap_ids])
+        if self._any_connection() is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._retry_backoff_s * 10):
+                    await self._connected.wait()
 
     async def _apply(self, response: dict) -> None:
         brokers = {b["node_id"]: (b["host"], b["port"]) for b in response["brokers"]}
