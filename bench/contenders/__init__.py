@@ -108,6 +108,13 @@ CONTENDERS: dict[str, Contender] = {
             options=_PACED, service="kpd",
         ),
         Contender(
+            "kpd-1@100k-gc", _KPD_CLIENT,
+            "kpd-1@100k with the app's gc thresholds raised (gc.set_threshold(100000, 50, 100)),"
+            " the tuning docs/operations.md suggests for latency-sensitive apps that keep many"
+            " futures alive",
+            options={**_PACED, "gc_threshold": [100_000, 50, 100]}, service="kpd",
+        ),
+        Contender(
             "confluent-kafka@100k", _CONFLUENT,
             f"confluent-kafka paced at {LATENCY_RATE:,} records/s offered; latency from "
             "produce() to the delivery callback (poll() serves callbacks between bursts)",
@@ -120,6 +127,6 @@ DEFAULT_CONTENDERS = ("kpd-engine", "kpd-engine+part", "kpd-1", "kpd-4", "aiokaf
                       "confluent-kafka", "confluent-kafka-4", "kcat")  # fmt: skip
 # What the test suite's quick run covers: every kind of child that needs no extra package.
 QUICK_CONTENDERS = ("kpd-engine", "kpd-engine+part", "kpd-1", "aiokafka", "confluent-kafka")
-LATENCY_CONTENDERS = ("kpd-1@100k", "confluent-kafka@100k")
+LATENCY_CONTENDERS = ("kpd-1@100k", "kpd-1@100k-gc", "confluent-kafka@100k")
 # Ratios are printed for these against every other contender.
 KPD_CONTENDERS = ("kpd-engine", "kpd-engine+part", "kpd-engine-1MB", "kpd-1", "kpd-4")
