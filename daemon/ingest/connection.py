@@ -1,0 +1,377 @@
+"""One client connection of the ingest server: frames in, records to rings, reports out.
+
+Owns its frame decoder, its sequence counter, the backlog of frames waiting behind a full ring
+or an unknown topic, what it still owes the client in reports, and its pause state. Frames are
+handled in order; a bad frame gets its error report, an unrecoverable stream an ERROR frame and
+a close, and nothing a client sends can stop the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import TYPE_CHECKING
+
+from daemon.ingest import codec
+from daemon.ingest.codec import ReportRun, encode_reports
+from daemon.ingest.codec_base import (
+    AckLevel,
+    BadFrameError,
+    FatalProtocolError,
+    FrameType,
+    KpdErrorCode,
+    Persistence,
+    Status,
+)
+from daemon.ingest.codec_records import decode_produce_header
+from daemon.protocol.errors import code_of
+
+if TYPE_CHECKING:
+    from daemon.ingest.server import IngestServer
+
+__all__ = ["ClientConnection", "is_legal_topic"]
+
+log = logging.getLogger(__name__)
+
+_MAX_CLIENT_BUFFER = 64 * 1024 * 1024  # a client that never reads its reports is cut off
+
+# Kafka's rule for topic names (org.apache.kafka.common.internals.Topic.validate): 1 to 249
+# of [a-zA-Z0-9._-], and not "." or ".." (they would be directory names on the broker).
+_LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+_INVALID_TOPIC_EXCEPTION = code_of("INVALID_TOPIC_EXCEPTION")
+# Bytes a record may add to a re-encoded records section beyond its own one-record section:
+# a timestamp (8) and a header length (4) once any other record of the section has them.
+
+
+def is_legal_topic(topic: str) -> bool:
+    """Whether Kafka accepts ``topic`` as a name at all (whether it exists is another matter)."""
+    return _LEGAL_TOPIC.fullmatch(topic) is not None and topic not in (".", "..")
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client. Owns its decoder, sequence counter and pause state."""
+
+    def __init__(self, server: IngestServer, conn_id: int) -> None:
+        self._server = server
+        self.conn_id = conn_id
+        self.transport: asyncio.Transport | None = None
+        self._decoder = codec.FrameDecoder(codec.Role.SERVER, server.settings.max_frame_bytes)
+        self.ack_default = AckLevel.KAFKA
+        self.next_seq = 0
+        self.greeted = False
+        self.closed = False
+        # Frames waiting behind a full ring or an unknown topic, processed in order.
+        self._backlog: list = []
+        self._busy = False
+        self.quiescing = False
+        # Worker outcomes still owed to the client: ack-KAFKA records in rings without a final
+        # run yet. GOODBYE is answered only once this reaches 0 (docs/protocol.md section 9).
+        self.owed = 0
+        self._goodbye_due = False
+        # Records in rings with ack NONE or ACCEPTED, as [first_seq, end_seq, unreported]:
+        # workers report every segment whatever its ack (the ring entry does not carry it), so
+        # ingest drops those outcomes here. Consecutive frames merge into one range.
+        self._quiet: list[list[int]] = []
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    def quiesce(self) -> None:
+        """Read nothing more from this client; frames already read are still handled."""
+        self.quiescing = True
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    # ---- asyncio callbacks -------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        server = self._server
+        if len(server.connections) >= server.settings.max_connections:
+            self._fatal(
+                KpdErrorCode.TOO_MANY_CONNECTIONS,
+                f"kpd serves {server.settings.max_connections} connections already "
+                "(socket.max_connections)",
+            )
+            return
+        server.connections[self.conn_id] = self
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self._server.connections.pop(self.conn_id, None)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._decoder.feed(data)
+        except FatalProtocolError as exc:
+            for frame in exc.frames or []:
+                self._backlog.append(frame)
+            self._backlog.append(exc)
+            self._pump()
+            return
+        self._backlog.extend(frames)
+        self._pump()
+
+    # ---- frame processing --------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Process backlog frames synchronously while possible; go async when one must wait."""
+        if self._busy:
+            return
+        server = self._server
+        while self._backlog and not self.closed:
+            item = self._backlog[0]
+            if isinstance(item, FatalProtocolError):
+                self._fatal(item.code, item.message)
+                return
+            try:
+                waiting = self._handle(item)
+            except Exception as exc:
+                # A bug in a handler must cost this one connection, never the ingest process
+                # (an exception escaping data_received makes uvloop drop the socket silently).
+                log.exception("conn %d: %s frame handling failed", self.conn_id, item.type.name)
+                self._fatal(KpdErrorCode.INTERNAL_ERROR, f"kpd could not handle the frame: {exc}")
+                return
+            if waiting is not None:
+                self._busy = True
+                self.transport.pause_reading()
+                asyncio.get_running_loop().create_task(self._finish_async(waiting))
+                return
+            self._backlog.pop(0)
+        server.publish_all()
+
+    async def _finish_async(self, waiting) -> None:
+        try:
+            await waiting
+        except Exception as exc:
+            # Handlers report every expected failure themselves; this is a bug, and the client
+            # must hear of it rather than wait for reports that will never come.
+            log.exception("conn %d: frame handling failed", self.conn_id)
+            self._fatal(KpdErrorCode.INTERNAL_ERROR, f"kpd could not handle the frame: {exc}")
+        finally:
+            if self._backlog:
+                self._backlog.pop(0)
+            self._busy = False
+            if not self.closed:
+                if not self.quiescing:
+                    self.transport.resume_reading()
+                self._pump()
+
+    def _handle(self, frame):
+        kind = frame.type
+        if kind == FrameType.PRODUCE:
+            return self._produce(frame.payload)
+        try:
+            if kind == FrameType.HELLO:
+                self._hello(codec.decode_hello(frame.payload))
+            elif kind == FrameType.METADATA_REQUEST:
+                return self._metadata(codec.decode_metadata_request(frame.payload))
+            elif kind == FrameType.PING:
+                self.send(codec.encode_pong(codec.decode_ping(frame.payload)))
+            elif kind == FrameType.GOODBYE:
+                self._goodbye(codec.decode_goodbye(frame.payload))
+        except (BadFrameError, FatalProtocolError) as exc:
+            # A malformed control frame has no records to attribute the error to, so it ends
+            # the connection (docs/protocol.md section 4), with the decoder's code.
+            self._fatal(exc.code, exc.message)
+        return None
+
+    def _hello(self, hello: codec.Hello) -> None:
+        version = codec.choose_version(hello)  # FatalProtocolError: UNSUPPORTED_VERSION
+        ack = hello.default_ack
+        self.ack_default = AckLevel(ack) if ack != AckLevel.CONNECTION_DEFAULT else AckLevel.KAFKA
+        self.greeted = True
+        self.send(codec.encode_welcome(version, self._server.settings.max_frame_bytes))
+
+    def _produce(self, payload):
+        try:
+            header = decode_produce_header(payload)
+        except BadFrameError as exc:
+            self._malformed_produce(exc)
+            return None
+        if header.base_seq != self.next_seq:
+            self._sequence_mismatch("PRODUCE base_seq", header.base_seq)
+            return None
+        self.next_seq = header.base_seq + header.count
+        ack = header.ack if header.ack != AckLevel.CONNECTION_DEFAULT else self.ack_default
+        server = self._server
+        if not is_legal_topic(header.topic):
+            # Kafka would answer INVALID_TOPIC_EXCEPTION for such a name; asking it would only
+            # hold the connection for max.block.ms (and keep the name in the metadata wanted set).
+            self._fail(
+                header.base_seq,
+                header.count,
+                KpdErrorCode.KAFKA_ERROR,
+                f"topic {header.topic!r} is not a legal Kafka topic name",
+                kafka_error=_INVALID_TOPIC_EXCEPTION,
+            )
+            return None
+        if not server.topics.allowed(header.topic):
+            self._fail(
+                header.base_seq,
+                header.count,
+                KpdErrorCode.TOPIC_NOT_ALLOWED,
+                f"topic {header.topic!r} is not in topics.allow",
+            )
+            return None
+        count = server.topics.counts.get(header.topic)
+        if count is None or header.partition >= count:
+            return self._produce_after_lookup(header, ack)
+        return self._route(header, ack, count)
+
+    def _malformed_produce(self, exc: BadFrameError) -> None:
+        if exc.count is None:  # payload shorter than 12 bytes or count 0: nothing to answer
+            self._fatal(exc.code, exc.message)
+        elif exc.first_seq != self.next_seq:
+            # A wrong base_seq is fatal whatever the body holds: answering the run and moving
+            # next_seq to it would let one flipped byte shift the numbering of every later frame.
+            self._sequence_mismatch("PRODUCE base_seq", exc.first_seq)
+        else:
+            # The head names the records, so the stream stays usable (docs/protocol.md 4):
+            # they count as received and the next PRODUCE starts after them.
+            self.next_seq = exc.first_seq + exc.count
+            self._fail(exc.first_seq, exc.count, exc.code, exc.message)
+
+    def _sequence_mismatch(self, what: str, got: int) -> None:
+        self._fatal(KpdErrorCode.SEQUENCE_MISMATCH, f"{what} {got}, expected {self.next_seq}")
+
+    async def _produce_after_lookup(self, header, ack) -> None:
+        server = self._server
+        try:
+            count = await server.topics.partition_count(header.topic, server.settings.max_block_s)
+        except Exception as exc:
+            self._fail(header.base_seq, header.count, KpdErrorCode.UNKNOWN_TOPIC, str(exc))
+            return
+        waiting = self._route(header, ack, count)
+        if waiting is not None:
+            await waiting
+        server.publish_all()
+
+    def _route(self, header, ack, count: int):
+        if header.partition >= count:
+            self._fail(
+                header.base_seq,
+                header.count,
+                KpdErrorCode.INVALID_PARTITION,
+                f"{header.topic} has {count} partitions; no partition {header.partition}",
+            )
+            return None
+        server = self._server
+        segments = server.planner.fit(header, server.planner.split(header, count))
+        if segments is None:
+            self._fail(
+                header.base_seq,
+                header.count,
+                KpdErrorCode.RECORD_TOO_LARGE,
+                "a record does not fit in a worker ring entry of "
+                f"{server.planner.max_entry_bytes} bytes (rings.records_bytes / 2)",
+            )
+            return None
+        return server.enqueue(self, segments, header, ack)
+
+    async def _metadata(self, request: codec.MetadataRequest) -> None:
+        server = self._server
+        answers = []
+        for topic in request.topics:
+            if not is_legal_topic(topic):
+                answers.append(codec.TopicMetadata(topic, KpdErrorCode.UNKNOWN_TOPIC, -1))
+                continue
+            if not server.topics.allowed(topic):
+                answers.append(codec.TopicMetadata(topic, KpdErrorCode.TOPIC_NOT_ALLOWED, -1))
+                continue
+            try:
+                count = await server.topics.partition_count(topic, server.settings.max_block_s)
+            except Exception:
+                answers.append(codec.TopicMetadata(topic, KpdErrorCode.UNKNOWN_TOPIC, -1))
+                continue
+            answers.append(codec.TopicMetadata(topic, KpdErrorCode.NONE, count))
+        self.send(codec.encode_metadata_response(request.request_id, answers))
+
+    def _goodbye(self, next_seq: int) -> None:
+        if next_seq != self.next_seq:
+            self._sequence_mismatch("GOODBYE next_seq", next_seq)
+            return
+        # A client that reads GOODBYE knows it has every report it will get, so the answer
+        # waits for the outcomes still owed; forward_reports sends it when the last arrives.
+        self._goodbye_due = True
+        self._maybe_say_goodbye()
+
+    def _maybe_say_goodbye(self) -> None:
+        if self._goodbye_due and self.owed <= 0 and not self.closed:
+            self.send(codec.encode_goodbye(self.next_seq))
+            self.transport.close()  # after the buffered reports and GOODBYE are written
+            self.closed = True
+
+    # ---- outcomes from workers ---------------------------------------------------------
+
+    def owe(self, first_seq: int, n: int, ack: AckLevel) -> None:
+        """Records [first_seq, first_seq + n) are in a ring; their worker will report them."""
+        if ack == AckLevel.KAFKA:
+            self.owed += n
+            return
+        quiet = self._quiet
+        if quiet and quiet[-1][1] == first_seq:
+            quiet[-1][1] += n
+            quiet[-1][2] += n
+        else:
+            quiet.append([first_seq, first_seq + n, n])
+
+    def forward_reports(self, report_frame: memoryview) -> None:
+        """A worker's REPORT frame for this connection: pass on the runs the client asked for
+        (ack KAFKA), drop the others, and say GOODBYE once nothing is owed any more."""
+        runs = codec.decode_reports(report_frame[5:])  # after the length prefix and type
+        kept = [run for run in runs if not self._drop_quiet(run)] if self._quiet else runs
+        if kept:
+            self.owed -= sum(run.count for run in kept)
+            self.send(bytes(report_frame) if len(kept) == len(runs) else encode_reports(kept))
+        self._maybe_say_goodbye()
+
+    def _drop_quiet(self, run: ReportRun) -> bool:
+        # A run never spans two segments, so its first record places it. Ranges are few: one
+        # per change of ack level on this connection, gone once fully reported.
+        for index, (start, end, _) in enumerate(self._quiet):
+            if start <= run.first_seq < end:
+                self._quiet[index][2] -= run.count
+                if self._quiet[index][2] <= 0:
+                    del self._quiet[index]
+                return True
+        return False
+
+    # ---- output ------------------------------------------------------------------------
+
+    def send(self, frame: bytes) -> None:
+        transport = self.transport
+        if self.closed or transport is None:
+            return
+        if transport.get_write_buffer_size() > _MAX_CLIENT_BUFFER:
+            self._fatal(KpdErrorCode.INTERNAL_ERROR, "client does not read its reports")
+            return
+        transport.write(frame)
+
+    def _fail(
+        self, first_seq: int, count: int, code: KpdErrorCode, message: str, kafka_error: int = 0
+    ) -> None:
+        self._server.records_rejected += count  # every record ingest refuses passes here
+        run = ReportRun(
+            first_seq,
+            count,
+            Status.FAILED,
+            -1,
+            -1,
+            -1,
+            code,
+            kafka_error,
+            Persistence.NOT_PERSISTED,
+            message[:1000],
+        )
+        self.send(encode_reports([run]))
+
+    def _fatal(self, code: KpdErrorCode, message: str) -> None:
+        log.info("conn %d: closing: %s", self.conn_id, message)
+        if not self.closed and self.transport is not None:
+            self.transport.write(codec.encode_error(code, message[:1000]))
+            self.transport.close()
+        self.closed = True
+        self._backlog.clear()
