@@ -108,6 +108,13 @@ class BrokerPool:
             if slot.connection is not None and not slot.connection.closed
         ]
 
+    def any_ready(self) -> BrokerConnection | None:
+        """A ready connection for cluster-wide requests (Metadata, InitProducerId): a real
+        broker rather than a bootstrap alias when there is one."""
+        ready = self.ready()
+        ready.sort(key=lambda item: item[0] < 0)
+        return ready[0][1] if ready else None
+
     def known(self) -> list[int]:
         return list(self._slots)
 

@@ -142,10 +142,10 @@ class MetadataManager:
                 await asyncio.sleep(self._retry_backoff_s)
 
     async def _refresh_once(self) -> bool:
-        conn = self._any_connection()
+        conn = self._pool.any_ready()
         if conn is None:
             await self._connect_some()
-            conn = self._any_connection()
+            conn = self._pool.any_ready()
             if conn is None:
                 self.refresh_failures += 1
                 return False
@@ -166,12 +166,6 @@ class MetadataManager:
         self.refreshes += 1
         return True
 
-    def _any_connection(self):
-        ready = self._pool.ready()
-        # Prefer a real broker over a bootstrap alias; any will do.
-        ready.sort(key=lambda item: item[0] < 0)
-        return ready[0][1] if ready else None
-
     def connection_changed(self, connected: bool) -> None:
         """The pool's callback (through its owner): a broker connection came or went."""
         if connected:
@@ -183,7 +177,7 @@ class MetadataManager:
         """Ask the pool for every known broker and wait (bounded) until one is connected."""
         self._connected.clear()
         self._pool.connect_all([*self.view.brokers, *self._bootstrap_ids])
-        if self._any_connection() is None:
+        if self._pool.any_ready() is None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._retry_backoff_s * 10):
                     await self._connected.wait()

@@ -148,7 +148,7 @@ class Sender:
         """Get a producer id, or bump the epoch once every in-flight request has come back."""
         if self.requests_in_flight:
             return True  # keep handling answers; no new drains happen while bump is pending
-        conn = self._any_connection()
+        conn = self._pool.any_ready()
         if conn is None:
             self._metadata.request_update()
             return False
@@ -168,11 +168,6 @@ class Sender:
         self._acc.reset_sequences()
         self._bump_needed = False
         return True
-
-    def _any_connection(self):
-        ready = self._pool.ready()
-        ready.sort(key=lambda item: item[0] < 0)
-        return ready[0][1] if ready else None
 
     # ---- sending -----------------------------------------------------------------------
 
