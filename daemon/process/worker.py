@@ -44,6 +44,7 @@ class _SegmentState:
     end_pos: int
     remaining: int
     received_ms: int
+    count: int
 
 
 class Worker:
@@ -118,6 +119,7 @@ class Worker:
             end_pos,
             segment.count,
             segment.received_ms,
+            segment.count,
         )
         self._window.track(end_pos)
         engine = self._engine
@@ -152,15 +154,18 @@ class Worker:
         tokens = outcome.tokens
         start = 0
         total = len(tokens)
+        segments = self._segments
         while start < total:
             first = tokens[start]
             segment_id = first >> _INDEX_BITS
-            stop = start + 1
-            # Records of one segment are consecutive tokens within a batch.
-            while stop < total and tokens[stop] == first + (stop - start):
-                stop += 1
-            self._report_run(segment_id, first & _INDEX_MASK, stop - start, start, outcome)
-            start = stop
+            index = first & _INDEX_MASK
+            # A segment's records are appended to its partition's batches back to back, so
+            # within a batch they are consecutive tokens: the run ends where the batch or the
+            # segment does. O(runs), not O(records).
+            count = min(total - start, segments[segment_id].count - index)
+            assert tokens[start + count - 1] == first + count - 1, "segment run broken"
+            self._report_run(segment_id, index, count, start, outcome)
+            start += count
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_reports)
