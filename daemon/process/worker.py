@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from daemon.config import ProducerSettings
-from daemon.ingest.codec import ReportRun, encode_reports
+from daemon.ingest.codec import REPORT_RUN_FIXED_BYTES, ReportRun, encode_reports
 from daemon.ingest.codec_base import KpdErrorCode, Persistence, Status
 from daemon.ingest.codec_records import iter_records, plain_columns
 from daemon.ingest.segment import decode_segment, encode_report_entry
@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 _INDEX_BITS = 32
 _INDEX_MASK = (1 << _INDEX_BITS) - 1
 _READ_MAX_BYTES = 1 << 20  # per ring read: bounds the time between outcome handling
+# Bytes of report runs per reports-ring entry: well below half of the smallest reports ring
+# the config allows (64 KiB), the largest entry a ring takes, even for a burst of failures
+# whose runs carry messages.
+_ENTRY_BUDGET = 16 * 1024
 
 
 @dataclass(slots=True)
@@ -64,11 +68,11 @@ class Worker:
         # Outcomes wait here until the next report flush (once per loop turn).
         self._pending_runs: dict[int, list[ReportRun]] = defaultdict(list)
         self._pending_done: list[int] = []
+        self._unsent: list[bytes] = []  # encoded report entries the reports ring had no room for
         self._flush_scheduled = False
         self._stopping = asyncio.Event()
         self.records_in = 0
         self.tally = DeliveryTally()  # per-topic counts and end-to-end latency, for metrics
-        self.replayed_segments = 0
 
     @property
     def engine(self) -> ProducerEngine:
@@ -197,26 +201,39 @@ class Worker:
     def _flush_reports(self) -> None:
         """Publish pending reports, then release the ring space of finished segments."""
         self._flush_scheduled = False
-        if self._pending_runs:
-            entries = [
-                encode_report_entry(conn_id, encode_reports(runs))
-                for conn_id, runs in self._pending_runs.items()
-            ]
-            written = self._reports.write_many(entries)
-            if written < len(entries):
-                # The reports ring is full (ingest is behind): keep the rest and retry soon;
-                # their segments stay unreleased until they are out.
-                rest = list(self._pending_runs.items())[written:]
-                self._pending_runs = defaultdict(list, rest)
+        unsent = self._unsent
+        for conn_id, runs in self._pending_runs.items():
+            for chunk in _chunks(runs):
+                unsent.append(encode_report_entry(conn_id, encode_reports(chunk)))
+        self._pending_runs.clear()
+        if unsent:
+            del unsent[: self._reports.write_many(unsent)]
+            if unsent:
+                # The reports ring is full (ingest is behind): retry soon; the segments stay
+                # unreleased until their reports are out.
                 asyncio.get_running_loop().call_later(0.005, self._flush_reports)
                 self._flush_scheduled = True
                 return
-            self._pending_runs.clear()
         if self._pending_done:
             release = self._window.done(self._pending_done)
             self._pending_done = []
             if release is not None:
                 self._records.release(release)
+
+
+def _chunks(runs: list[ReportRun]):
+    """The runs in groups whose encoded size stays within ``_ENTRY_BUDGET``."""
+    chunk: list[ReportRun] = []
+    size = 0
+    for run in runs:
+        run_size = REPORT_RUN_FIXED_BYTES + len(run.message) * 4  # UTF-8 at most 4 bytes/char
+        if chunk and size + run_size > _ENTRY_BUDGET:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(run)
+        size += run_size
+    if chunk:
+        yield chunk
 
 
 def _failed_run(first_seq: int, count: int, partition: int, error: DeliveryError) -> ReportRun:
