@@ -16,7 +16,6 @@ import contextlib
 import os
 
 from daemon.client.common import (
-    ACKS,
     ClientSettings,
     Completions,
     hello_frame,
@@ -162,16 +161,13 @@ class AsyncProducer:
         connect_timeout: float | None = 10.0,
         client_name: str | None = None,
     ) -> None:
-        if acks not in ACKS:
-            raise ValueError(f"acks must be one of {sorted(ACKS)}, not {acks!r}")
         self._path = path
-        self._settings = ClientSettings(
-            ack=ACKS[acks],
-            client_name=client_name or f"kpd-python-asyncio pid={os.getpid()}",
-            batch_bytes=batch_bytes,
-            linger_s=linger_ms / 1000,
-            sticky_bytes=batch_bytes,
-            metadata_max_age_s=metadata_max_age_ms / 1000,
+        self._settings = ClientSettings.from_arguments(
+            acks,
+            client_name or f"kpd-python-asyncio pid={os.getpid()}",
+            batch_bytes,
+            linger_ms,
+            metadata_max_age_ms,
         )
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer

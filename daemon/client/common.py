@@ -54,6 +54,27 @@ class ClientSettings:
     # Partition counts are refreshed this often (Java's metadata.max.age.ms: 5 minutes).
     metadata_max_age_s: float = 300.0
 
+    @classmethod
+    def from_arguments(
+        cls,
+        acks: str,
+        client_name: str,
+        batch_bytes: int,
+        linger_ms: float,
+        metadata_max_age_ms: float,
+    ) -> ClientSettings:
+        """The settings both producers build from their keyword arguments (ms, names)."""
+        if acks not in ACKS:
+            raise ValueError(f"acks must be one of {sorted(ACKS)}, not {acks!r}")
+        return cls(
+            ack=ACKS[acks],
+            client_name=client_name,
+            batch_bytes=batch_bytes,
+            linger_s=linger_ms / 1000,
+            sticky_bytes=batch_bytes,
+            metadata_max_age_s=metadata_max_age_ms / 1000,
+        )
+
 
 class Outgoing(NamedTuple):
     data: bytes

@@ -24,7 +24,6 @@ from collections import deque
 from itertools import islice
 
 from daemon.client.common import (
-    ACKS,
     ClientSettings,
     Completions,
     hello_frame,
@@ -112,15 +111,12 @@ class Producer:
         connect_timeout: float | None = 10.0,
         client_name: str | None = None,
     ) -> None:
-        if acks not in ACKS:
-            raise ValueError(f"acks must be one of {sorted(ACKS)}, not {acks!r}")
-        settings = ClientSettings(
-            ack=ACKS[acks],
-            client_name=client_name or f"kpd-python pid={os.getpid()}",
-            batch_bytes=batch_bytes,
-            linger_s=linger_ms / 1000,
-            sticky_bytes=batch_bytes,
-            metadata_max_age_s=metadata_max_age_ms / 1000,
+        settings = ClientSettings.from_arguments(
+            acks,
+            client_name or f"kpd-python pid={os.getpid()}",
+            batch_bytes,
+            linger_ms,
+            metadata_max_age_ms,
         )
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
