@@ -97,7 +97,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     ),
     _c(
         "kpd_ingest_buffer_full_total",
-        "Segments answered BUFFER_FULL after max.block.ms.",
+        "Entries answered BUFFER_FULL after max.block.ms.",
         (),
         "ingest",
     ),
@@ -189,8 +189,8 @@ def render_metrics(path: str | Path, extra: Iterable[object] = ()) -> tuple[byte
 
 
 class DeliveryTally:
-    """Per-topic counts and end-to-end latency, bumped by the worker once per ring segment
-    (``count_received``) and once per run of a segment's records in an outcome
+    """Per-topic counts and end-to-end latency, bumped by the worker once per ring entry
+    (``count_received``) and once per run of a entry's records in an outcome
     (``count_done``), never per record. Owned by the worker's event loop."""
 
     __slots__ = ("_clock", "delivery", "failed", "last_error", "partitions", "received", "sent")

@@ -1,7 +1,7 @@
 """The Python client of kpd: ``Producer`` (threads) and ``AsyncProducer`` (asyncio).
 
 Both speak the kpd socket protocol (docs/protocol.md) through the shared codec
-(``daemon.ingest.codec``) and one sans-IO ``ProducerSession``: they ask kpd for partition
+(``daemon.wire``) and one sans-IO ``ProducerSession``: they ask kpd for partition
 counts and partition records themselves like Kafka's Java producer (murmur2 for keys, sticky
 for keyless records), batch records per (topic, partition) into PRODUCE frames, and settle
 each record's ``RecordFuture`` from kpd's delivery reports, a whole report run at a time.
@@ -39,7 +39,7 @@ from daemon.client.serializers import (
     StringSerializer,
 )
 from daemon.client.sync import Producer
-from daemon.ingest.codec import KpdErrorCode, Persistence
+from daemon.wire import KpdErrorCode, Persistence
 
 __all__ = [
     "CONNECTION_LOST",

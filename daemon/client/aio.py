@@ -25,7 +25,7 @@ from daemon.client.common import (
 from daemon.client.errors import DeliveryError, KpdConnectionError
 from daemon.client.future import refused, run_callback
 from daemon.client.session import ProducerSession
-from daemon.ingest.codec import FatalProtocolError, FrameDecoder, Role
+from daemon.wire import FatalProtocolError, FrameDecoder, Role
 
 __all__ = ["AsyncProducer"]
 

@@ -3,11 +3,11 @@
 Owns ``Batch``, the unit the client's cost is paid in. While open it holds the records as
 plain lists (the session appends to them on send()'s hot path and ``encoding`` lays them out
 at seal time). Once sealed it is in flight, and its records' outcomes are stored PER RUN, not
-per record: a segment ``(lo, hi, kind, data)`` says "records lo..hi-1 of this frame ended
+per record: a settlement ``(lo, hi, kind, data)`` says "records lo..hi-1 of this frame ended
 so", and a record's RecordMetadata or DeliveryError is computed only when its future is asked
 (``outcome``). Completing a frame is therefore O(runs), whatever its record count.
 
-Thread-safety: segments are only appended, each as one finished tuple, so a reader on another
+Thread-safety: settlements are only appended, each as one finished tuple, so a reader on another
 thread sees a record either pending or settled, never half-settled (the GIL makes list.append
 atomic). ``callbacks`` and everything else are guarded by whoever serialises the session (the
 sync Producer's lock; the asyncio loop).
@@ -18,15 +18,15 @@ Must not import sockets, threads or asyncio, nor kpd's engines (producer, net, r
 from __future__ import annotations
 
 from daemon.client.common import Completions, make_metadata
-from daemon.client.encoding import FIXED_RECORD_BYTES, encode_produce_frame
 from daemon.client.errors import DeliveryError
-from daemon.ingest.codec import Persistence, ReportRun, Status
+from daemon.wire import Persistence, ReportRun, Status
+from daemon.wire.produce import FIXED_RECORD_BYTES, encode_produce_frame
 
 __all__ = ["ENDED", "PENDING", "REPORTED", "WRITTEN", "Batch"]
 
 PENDING = object()  # outcome() of a record without a result yet
 
-# Segment kinds: what ``data`` of a segment (lo, hi, kind, data) is.
+# Settlement kinds: what ``data`` of a settlement (lo, hi, kind, data) is.
 REPORTED = 0  # data: the ReportRun that covered the records
 WRITTEN = 1  # data: None. Acks "none": the frame was written, no report will come
 ENDED = 2  # data: (code, persistence, message). The connection ended first
@@ -52,7 +52,7 @@ class Batch:
         "per_record",
         "remaining",
         "sealed",
-        "segments",
+        "settlements",
         "size",
         "timestamps",
         "topic",
@@ -78,7 +78,7 @@ class Batch:
         # --- sealed: in flight -------------------------------------------------------------
         self.base_seq = -1
         self.count = 0
-        self.segments: list[tuple[int, int, int, object]] = []  # first settlement wins
+        self.settlements: list[tuple[int, int, int, object]] = []  # first settlement wins
         self.remaining = 0  # records without an outcome
         self.mask: bytearray | None = None  # per-record "settled" flags, once runs overlap
         self.errors: dict[int, DeliveryError] | None = None  # built on demand, then kept
@@ -137,20 +137,20 @@ class Batch:
         record keeps its first). Returns how many got one now."""
         if hi <= lo:
             return 0
-        segments = self.segments
-        if not segments:
+        settlements = self.settlements
+        if not settlements:
             fresh = hi - lo
         else:
             mask = self.mask
             if mask is None:  # a second settlement: from now on track records one by one
                 mask = self.mask = bytearray(self.count)
-                for first, end, _, _ in segments:
+                for first, end, _, _ in settlements:
                     mask[first:end] = b"\1" * (end - first)
             fresh = mask[lo:hi].count(0)
             if not fresh:
                 return 0
             mask[lo:hi] = b"\1" * (hi - lo)
-        segments.append((lo, hi, kind, data))
+        settlements.append((lo, hi, kind, data))
         self.remaining -= fresh
         if self.callbacks:
             self._collect_callbacks(lo, hi, done)
@@ -172,14 +172,14 @@ class Batch:
 
     def settled(self, index: int) -> bool:
         # A plain loop: any(<genexpr>) costs ~3x more, and done() calls this per record.
-        for lo, hi, _, _ in self.segments:  # noqa: SIM110
+        for lo, hi, _, _ in self.settlements:  # noqa: SIM110
             if lo <= index < hi:
                 return True
         return False
 
     def outcome(self, index: int):
         """Record ``index``'s RecordMetadata or DeliveryError, or PENDING."""
-        for lo, hi, kind, data in self.segments:
+        for lo, hi, kind, data in self.settlements:
             if lo <= index < hi:
                 if kind == REPORTED and data.status is not Status.FAILED:
                     return self._delivered(index, data)
@@ -216,7 +216,7 @@ class Batch:
 
 
 def ended_data(code: int, message: str, written: bool) -> tuple[int, Persistence, str]:
-    """The ENDED segment data for a frame when the connection ends: a written frame's records
+    """The ENDED settlement data for a frame when the connection ends: a written frame's records
     may be in Kafka, an unwritten one's are not."""
     if written:
         return (

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from daemon.client.errors import KpdConnectionError, RecordMetadata, TopicError
-from daemon.ingest.codec import (
+from daemon.wire import (
     PROTOCOL_VERSIONS,
     AckLevel,
     BadFrameError,

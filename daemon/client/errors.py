@@ -1,14 +1,14 @@
 """What a send() future resolves to: a record's metadata, or a DeliveryError.
 
 Owns the client's result and error values. Pure data; imports only the protocol's shared
-vocabulary (``daemon.ingest.codec_base``) and nothing with I/O.
+vocabulary (``daemon.wire.base``) and nothing with I/O.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from daemon.ingest.codec_base import KpdErrorCode, Persistence, error_code, is_retriable
+from daemon.wire.base import KpdErrorCode, Persistence, error_code, is_retriable
 
 __all__ = [
     "CONNECTION_LOST",

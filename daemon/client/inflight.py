@@ -15,7 +15,7 @@ from bisect import bisect_right
 
 from daemon.client.batch import ENDED, REPORTED, WRITTEN, Batch, ended_data
 from daemon.client.common import Completions
-from daemon.ingest.codec import KpdErrorCode, ReportRun, Status
+from daemon.wire import KpdErrorCode, ReportRun, Status
 
 __all__ = ["InFlight"]
 

@@ -27,11 +27,11 @@ from daemon.client.common import (
     check_bytes,
     headers_list,
 )
-from daemon.client.encoding import frame_overhead
 from daemon.client.errors import CONNECTION_LOST, DeliveryError
 from daemon.client.future import Hub, RecordFuture
 from daemon.client.inflight import InFlight
-from daemon.ingest.codec import (
+from daemon.kafka.murmur2 import murmur2
+from daemon.wire import (
     MAX_METADATA_TOPICS,
     AckLevel,
     BadFrameError,
@@ -48,9 +48,9 @@ from daemon.ingest.codec import (
     encode_goodbye,
     encode_metadata_request,
 )
-from daemon.ingest.codec_base import encode_string
-from daemon.ingest.codec_records import header_blob
-from daemon.protocol.murmur2 import murmur2
+from daemon.wire.base import encode_string
+from daemon.wire.produce import frame_overhead
+from daemon.wire.records import header_blob
 
 __all__ = ["ProducerSession"]
 

@@ -33,7 +33,7 @@ from daemon.client.common import (
 from daemon.client.errors import DeliveryError, KpdConnectionError
 from daemon.client.future import refused, run_callback
 from daemon.client.session import ProducerSession
-from daemon.ingest.codec import FatalProtocolError, FrameDecoder, KpdErrorCode, Persistence, Role
+from daemon.wire import FatalProtocolError, FrameDecoder, KpdErrorCode, Persistence, Role
 
 __all__ = ["Producer"]
 

@@ -13,9 +13,10 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
-from daemon.ingest import codec
-from daemon.ingest.codec import ReportRun, encode_reports
-from daemon.ingest.codec_base import (
+from daemon import wire
+from daemon.kafka.errors import code_of
+from daemon.wire import ReportRun, encode_reports
+from daemon.wire.base import (
     AckLevel,
     BadFrameError,
     FatalProtocolError,
@@ -24,8 +25,7 @@ from daemon.ingest.codec_base import (
     Persistence,
     Status,
 )
-from daemon.ingest.codec_records import decode_produce_header
-from daemon.protocol.errors import code_of
+from daemon.wire.records import decode_produce_header
 
 if TYPE_CHECKING:
     from daemon.ingest.server import IngestServer
@@ -56,7 +56,7 @@ class ClientConnection(asyncio.Protocol):
         self._server = server
         self.conn_id = conn_id
         self.transport: asyncio.Transport | None = None
-        self._decoder = codec.FrameDecoder(codec.Role.SERVER, server.settings.max_frame_bytes)
+        self._decoder = wire.FrameDecoder(wire.Role.SERVER, server.settings.max_frame_bytes)
         self.ack_default = AckLevel.KAFKA
         self.next_seq = 0
         self.greeted = False
@@ -70,7 +70,7 @@ class ClientConnection(asyncio.Protocol):
         self.owed = 0
         self._goodbye_due = False
         # Records in rings with ack NONE or ACCEPTED, as [first_seq, end_seq, unreported]:
-        # workers report every segment whatever its ack (the ring entry does not carry it), so
+        # workers report every entry whatever its ack (the ring entry does not carry it), so
         # ingest drops those outcomes here. Consecutive frames merge into one range.
         self._quiet: list[list[int]] = []
 
@@ -165,25 +165,25 @@ class ClientConnection(asyncio.Protocol):
             return self._produce(frame.payload)
         try:
             if kind == FrameType.HELLO:
-                self._hello(codec.decode_hello(frame.payload))
+                self._hello(wire.decode_hello(frame.payload))
             elif kind == FrameType.METADATA_REQUEST:
-                return self._metadata(codec.decode_metadata_request(frame.payload))
+                return self._metadata(wire.decode_metadata_request(frame.payload))
             elif kind == FrameType.PING:
-                self.send(codec.encode_pong(codec.decode_ping(frame.payload)))
+                self.send(wire.encode_pong(wire.decode_ping(frame.payload)))
             elif kind == FrameType.GOODBYE:
-                self._goodbye(codec.decode_goodbye(frame.payload))
+                self._goodbye(wire.decode_goodbye(frame.payload))
         except (BadFrameError, FatalProtocolError) as exc:
             # A malformed control frame has no records to attribute the error to, so it ends
             # the connection (docs/protocol.md section 4), with the decoder's code.
             self._fatal(exc.code, exc.message)
         return None
 
-    def _hello(self, hello: codec.Hello) -> None:
-        version = codec.choose_version(hello)  # FatalProtocolError: UNSUPPORTED_VERSION
+    def _hello(self, hello: wire.Hello) -> None:
+        version = wire.choose_version(hello)  # FatalProtocolError: UNSUPPORTED_VERSION
         ack = hello.default_ack
         self.ack_default = AckLevel(ack) if ack != AckLevel.CONNECTION_DEFAULT else AckLevel.KAFKA
         self.greeted = True
-        self.send(codec.encode_welcome(version, self._server.settings.max_frame_bytes))
+        self.send(wire.encode_welcome(version, self._server.settings.max_frame_bytes))
 
     def _produce(self, payload):
         try:
@@ -259,8 +259,8 @@ class ClientConnection(asyncio.Protocol):
             )
             return None
         server = self._server
-        segments = server.planner.fit(header, server.planner.split(header, count))
-        if segments is None:
+        entries = server.planner.fit(header, server.planner.split(header, count))
+        if entries is None:
             self._fail(
                 header.base_seq,
                 header.count,
@@ -269,25 +269,25 @@ class ClientConnection(asyncio.Protocol):
                 f"{server.planner.max_entry_bytes} bytes (rings.records_bytes / 2)",
             )
             return None
-        return server.enqueue(self, segments, header, ack)
+        return server.enqueue(self, entries, header, ack)
 
-    async def _metadata(self, request: codec.MetadataRequest) -> None:
+    async def _metadata(self, request: wire.MetadataRequest) -> None:
         server = self._server
         answers = []
         for topic in request.topics:
             if not is_legal_topic(topic):
-                answers.append(codec.TopicMetadata(topic, KpdErrorCode.UNKNOWN_TOPIC, -1))
+                answers.append(wire.TopicMetadata(topic, KpdErrorCode.UNKNOWN_TOPIC, -1))
                 continue
             if not server.topics.allowed(topic):
-                answers.append(codec.TopicMetadata(topic, KpdErrorCode.TOPIC_NOT_ALLOWED, -1))
+                answers.append(wire.TopicMetadata(topic, KpdErrorCode.TOPIC_NOT_ALLOWED, -1))
                 continue
             try:
                 count = await server.topics.partition_count(topic, server.settings.max_block_s)
             except Exception:
-                answers.append(codec.TopicMetadata(topic, KpdErrorCode.UNKNOWN_TOPIC, -1))
+                answers.append(wire.TopicMetadata(topic, KpdErrorCode.UNKNOWN_TOPIC, -1))
                 continue
-            answers.append(codec.TopicMetadata(topic, KpdErrorCode.NONE, count))
-        self.send(codec.encode_metadata_response(request.request_id, answers))
+            answers.append(wire.TopicMetadata(topic, KpdErrorCode.NONE, count))
+        self.send(wire.encode_metadata_response(request.request_id, answers))
 
     def _goodbye(self, next_seq: int) -> None:
         if next_seq != self.next_seq:
@@ -300,7 +300,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _maybe_say_goodbye(self) -> None:
         if self._goodbye_due and self.owed <= 0 and not self.closed:
-            self.send(codec.encode_goodbye(self.next_seq))
+            self.send(wire.encode_goodbye(self.next_seq))
             self.transport.close()  # after the buffered reports and GOODBYE are written
             self.closed = True
 
@@ -321,7 +321,7 @@ class ClientConnection(asyncio.Protocol):
     def forward_reports(self, report_frame: memoryview) -> None:
         """A worker's REPORT frame for this connection: pass on the runs the client asked for
         (ack KAFKA), drop the others, and say GOODBYE once nothing is owed any more."""
-        runs = codec.decode_reports(report_frame[5:])  # after the length prefix and type
+        runs = wire.decode_reports(report_frame[5:])  # after the length prefix and type
         kept = [run for run in runs if not self._drop_quiet(run)] if self._quiet else runs
         if kept:
             self.owed -= sum(run.count for run in kept)
@@ -329,7 +329,7 @@ class ClientConnection(asyncio.Protocol):
         self._maybe_say_goodbye()
 
     def _drop_quiet(self, run: ReportRun) -> bool:
-        # A run never spans two segments, so its first record places it. Ranges are few: one
+        # A run never spans two entries, so its first record places it. Ranges are few: one
         # per change of ack level on this connection, gone once fully reported.
         for index, (start, end, _) in enumerate(self._quiet):
             if start <= run.first_seq < end:
@@ -371,7 +371,7 @@ class ClientConnection(asyncio.Protocol):
     def _fatal(self, code: KpdErrorCode, message: str) -> None:
         log.info("conn %d: closing: %s", self.conn_id, message)
         if not self.closed and self.transport is not None:
-            self.transport.write(codec.encode_error(code, message[:1000]))
+            self.transport.write(wire.encode_error(code, message[:1000]))
             self.transport.close()
         self.closed = True
         self._backlog.clear()

@@ -5,7 +5,7 @@
   worker busy and two topics do not pile their partition 0 on the same worker. New partitions
   (a topic grown while kpd runs) simply map to a worker by the same rule. A pure, stable
   function: no table is shared between processes.
-* ``SegmentPlanner`` cuts one PRODUCE frame into segments — (partition, records section, first
+* ``EntryPlanner`` cuts one PRODUCE frame into entries — (partition, records section, first
   sequence number, record count) — choosing partitions the client left to kpd with Kafka's
   partitioner rules, and re-cutting a frame too large for one ring entry.
 
@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import zlib
 
-from daemon.ingest.codec_records import RecordIn, encode_records, iter_records
-from daemon.ingest.segment import SEGMENT_HEAD_BYTES
-from daemon.producer.partitioner import Partitioner
+from daemon.kafka.partitioner import Partitioner
+from daemon.wire.records import RecordIn, encode_records, iter_records
+from daemon.wire.ring_entry import ENTRY_HEAD_BYTES
 
-__all__ = ["SegmentPlanner", "worker_for"]
+__all__ = ["EntryPlanner", "worker_for"]
 
 # Bytes a record may add to a re-encoded records section beyond its own one-record section:
 # a timestamp (8) and a header length (4) once any other record of the section has them.
@@ -33,8 +33,8 @@ def worker_for(topic: str, partition: int, workers: int) -> int:
     return (zlib.crc32(topic.encode()) + partition) % workers
 
 
-class SegmentPlanner:
-    """Cuts PRODUCE frames into ring segments. Owned by ingest's event loop."""
+class EntryPlanner:
+    """Cuts PRODUCE frames into ring entries. Owned by ingest's event loop."""
 
     def __init__(
         self, partitioner: str, batch_size: int, ignore_keys: bool, max_entry_bytes: int
@@ -47,7 +47,7 @@ class SegmentPlanner:
         self.max_entry_bytes = max_entry_bytes
 
     def split(self, header, count: int) -> list[tuple[int, memoryview | bytes, int, int]]:
-        """The frame as (partition, records section, first seq, record count) segments."""
+        """The frame as (partition, records section, first seq, record count) entries."""
         if header.partition >= 0:
             return [(header.partition, header.records, header.base_seq, header.count)]
         if (header.keyless or self._ignore_keys) and not self._per_record:
@@ -63,7 +63,7 @@ class SegmentPlanner:
         # record's partition (Java's murmur2 for keys), then re-encode each partition's
         # records. Records of one partition must stay a contiguous run of sequence numbers,
         # so a run breaks whenever the partition changes.
-        segments = []
+        entries = []
         run: list[RecordIn] = []
         run_partition = -1
         run_start = header.base_seq
@@ -72,27 +72,27 @@ class SegmentPlanner:
             size = len(key or b"") + (len(record.value) if record.value is not None else 0)
             partition = self._partitioner.partition(header.topic, key, size, count)
             if partition != run_partition and run:
-                segments.append((run_partition, encode_records(run), run_start, len(run)))
+                entries.append((run_partition, encode_records(run), run_start, len(run)))
                 run = []
                 run_start = header.base_seq + index
             run_partition = partition
             run.append(RecordIn(record.key, record.value, record.timestamp, record.headers))
-        segments.append((run_partition, encode_records(run), run_start, len(run)))
-        return segments
+        entries.append((run_partition, encode_records(run), run_start, len(run)))
+        return entries
 
-    def fit(self, header, segments):
-        """The segments, cut so that each fits in one ring entry; None if a record cannot.
+    def fit(self, header, entries):
+        """The entries, cut so that each fits in one ring entry; None if a record cannot.
 
         A frame may be larger than half a records ring (socket.max_frame_bytes is configured
         apart from rings.records_bytes), and a ring entry that large could never be written.
         Such a frame is re-encoded in runs of whole records; only a record that does not fit
         even alone fails, and then the whole frame does (it is accepted or failed as a unit).
         """
-        limit = self.max_entry_bytes - SEGMENT_HEAD_BYTES - len(header.topic.encode())
-        if all(len(segment[1]) <= limit for segment in segments):
-            return segments  # the common case: one comparison per segment
+        limit = self.max_entry_bytes - ENTRY_HEAD_BYTES - len(header.topic.encode())
+        if all(len(entry[1]) <= limit for entry in entries):
+            return entries  # the common case: one comparison per entry
         fitted = []
-        for partition, records, first_seq, n in segments:
+        for partition, records, first_seq, n in entries:
             if len(records) <= limit:
                 fitted.append((partition, records, first_seq, n))
                 continue

@@ -1,4 +1,4 @@
-"""The UNIX-socket ingestion server: client frames in, segments into worker rings, reports out.
+"""The UNIX-socket ingestion server: client frames in, entries into worker rings, reports out.
 
 Owns the listening socket, the client connections, the producing end of every worker's
 records ring and the consuming end of every reports ring. Per PRODUCE frame it validates the
@@ -29,17 +29,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from daemon.ingest import codec
-from daemon.ingest.codec import ReportRun, encode_reports
-from daemon.ingest.codec_base import (
+from daemon import wire
+from daemon.ingest.connection import ClientConnection, is_legal_topic
+from daemon.ingest.routing import EntryPlanner, worker_for
+from daemon.ring import RingConsumer, RingProducer
+from daemon.wire import ReportRun, encode_reports
+from daemon.wire.base import (
     AckLevel,
     KpdErrorCode,
     Status,
 )
-from daemon.ingest.connection import ClientConnection, is_legal_topic
-from daemon.ingest.routing import SegmentPlanner, worker_for
-from daemon.ingest.segment import decode_report_entry, segment_head
-from daemon.ring import RingConsumer, RingProducer
+from daemon.wire.ring_entry import decode_report_entry, entry_head
 
 __all__ = ["IngestServer", "IngestSettings", "TopicDirectory", "is_legal_topic"]
 
@@ -115,12 +115,12 @@ class IngestServer:
         reports: list[RingConsumer],
         topics: TopicDirectory,
     ) -> None:
-        if settings.max_frame_bytes < codec.MIN_MAX_FRAME_BYTES:
+        if settings.max_frame_bytes < wire.MIN_MAX_FRAME_BYTES:
             # Fail at boot: every connection's FrameDecoder would refuse it, leaving clients
             # hanging in the handshake.
             raise ValueError(
                 f"max_frame_bytes {settings.max_frame_bytes} is below the protocol minimum "
-                f"{codec.MIN_MAX_FRAME_BYTES}"
+                f"{wire.MIN_MAX_FRAME_BYTES}"
             )
         self.settings = settings
         self._records = records
@@ -136,7 +136,7 @@ class IngestServer:
         self._owned_path: str | None = None  # the socket file we created (and remove)
         self._report_tasks: list[asyncio.Task] = []
         # One ring entry may take at most half its ring; every records ring has the same size.
-        self.planner = SegmentPlanner(
+        self.planner = EntryPlanner(
             settings.partitioner,
             settings.batch_size,
             settings.ignore_keys,
@@ -204,18 +204,18 @@ class IngestServer:
 
     # ---- routing -----------------------------------------------------------------------
 
-    def enqueue(self, conn: ClientConnection, segments, header, ack):
-        """Write segments into rings; returns an awaitable if a ring is full."""
+    def enqueue(self, conn: ClientConnection, entries, header, ack):
+        """Write entries into rings; returns an awaitable if a ring is full."""
         topic = header.topic.encode()
         now_ms = time.time_ns() // 1_000_000
         workers = len(self._records)
-        for position, (partition, records, first_seq, n) in enumerate(segments):
+        for position, (partition, records, first_seq, n) in enumerate(entries):
             ring_index = worker_for(header.topic, partition, workers)
             ring = self._records[ring_index]
-            head = segment_head(conn.conn_id, first_seq, n, partition, now_ms, topic)
+            head = entry_head(conn.conn_id, first_seq, n, partition, now_ms, topic)
             view = ring.reserve(len(head) + len(records))
             if view is None:
-                return self._enqueue_when_free(conn, segments[position:], header, ack)
+                return self._enqueue_when_free(conn, entries[position:], header, ack)
             view[: len(head)] = head
             view[len(head) :] = records
             del view
@@ -223,14 +223,14 @@ class IngestServer:
             self._accepted(conn, first_seq, n, partition, ack)
         return None
 
-    async def _enqueue_when_free(self, conn, segments, header, ack) -> None:
+    async def _enqueue_when_free(self, conn, entries, header, ack) -> None:
         topic = header.topic.encode()
         workers = len(self._records)
         deadline = asyncio.get_running_loop().time() + self.settings.max_block_s
         self.publish_all()
-        for partition, records, first_seq, n in segments:
+        for partition, records, first_seq, n in entries:
             ring = self._records[worker_for(header.topic, partition, workers)]
-            head = segment_head(
+            head = entry_head(
                 conn.conn_id, first_seq, n, partition, time.time_ns() // 1_000_000, topic
             )
             size = len(head) + len(records)

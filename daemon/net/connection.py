@@ -21,11 +21,11 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from daemon.kafka import headers, messages
+from daemon.kafka.framing import FrameSplitter
+from daemon.kafka.primitives import ProtocolError
+from daemon.kafka.versions import negotiate
 from daemon.net.errors import BrokerConnectionError, ConnectionClosedError, RequestTimedOutError
-from daemon.protocol import headers, messages
-from daemon.protocol.framing import FrameSplitter
-from daemon.protocol.primitives import ProtocolError
-from daemon.protocol.versions import negotiate
 
 __all__ = ["BrokerConnection", "ConnectionSettings"]
 

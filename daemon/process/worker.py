@@ -1,12 +1,12 @@
 """A worker: its records ring in, its producer engine to Kafka, its reports ring out.
 
 Owns one engine, the consuming end of its records ring and the producing end of its reports
-ring. Commit on ack: a segment's ring space is released only once every record in it has an
+ring. Commit on ack: a entry's ring space is released only once every record in it has an
 outcome *and* that outcome was published to the reports ring, so a worker killed at any point
-is replaced by one that re-reads exactly the segments whose reports may not have gone out.
+is replaced by one that re-reads exactly the entries whose reports may not have gone out.
 
-Tokens: each record's engine token is ``segment_id << 32 | index``, an int, so the hot path
-appends no objects and an outcome's records split into per-segment runs by arithmetic.
+Tokens: each record's engine token is ``entry_id << 32 | index``, an int, so the hot path
+appends no objects and an outcome's records split into per-entry runs by arithmetic.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from daemon.config import ProducerSettings
-from daemon.ingest.codec import REPORT_RUN_FIXED_BYTES, ReportRun, encode_reports
-from daemon.ingest.codec_base import KpdErrorCode, Persistence, Status
-from daemon.ingest.codec_records import iter_records, plain_columns
-from daemon.ingest.segment import decode_segment, encode_report_entry
 from daemon.metrics import DeliveryTally
 from daemon.producer import outcomes
 from daemon.producer.engine import ProducerEngine
-from daemon.producer.outcomes import BatchOutcome, DeliveryError
+from daemon.producer.outcomes import BatchOutcome, DeliveryFailure
 from daemon.ring import AckWindow, RingConsumer, RingProducer
+from daemon.wire import REPORT_RUN_FIXED_BYTES, ReportRun, encode_reports
+from daemon.wire.base import KpdErrorCode, Status
+from daemon.wire.records import iter_records, plain_columns
+from daemon.wire.ring_entry import decode_records_entry, encode_report_entry
 
 __all__ = ["Worker"]
 
@@ -41,7 +41,7 @@ _ENTRY_BUDGET = 16 * 1024
 
 
 @dataclass(slots=True)
-class _SegmentState:
+class _EntryState:
     conn_id: int
     base_seq: int
     partition: int
@@ -63,8 +63,8 @@ class Worker:
         self._reports = reports
         self._engine = ProducerEngine(settings, self._on_outcome)
         self._window = AckWindow(records.cursor)
-        self._segments: dict[int, _SegmentState] = {}
-        self._next_segment = 1
+        self._entries: dict[int, _EntryState] = {}
+        self._next_entry_id = 1
         # Outcomes wait here until the next report flush (once per loop turn).
         self._pending_runs: dict[int, list[ReportRun]] = defaultdict(list)
         self._pending_done: list[int] = []
@@ -113,44 +113,45 @@ class Worker:
     # ---- the hot path ------------------------------------------------------------------
 
     async def _take(self, end_pos: int, entry: memoryview, max_block_s: float) -> None:
-        segment = decode_segment(entry)
-        segment_id = self._next_segment
-        self._next_segment += 1
-        self._segments[segment_id] = _SegmentState(
-            segment.conn_id,
-            segment.base_seq,
-            segment.partition,
+        entry = decode_records_entry(entry)
+        entry_id = self._next_entry_id
+        self._next_entry_id += 1
+        self._entries[entry_id] = _EntryState(
+            entry.conn_id,
+            entry.base_seq,
+            entry.partition,
             end_pos,
-            segment.count,
-            segment.received_ms,
-            segment.count,
+            entry.count,
+            entry.received_ms,
+            entry.count,
         )
         self._window.track(end_pos)
         engine = self._engine
-        queue = engine.queue(segment.topic, segment.partition)
-        token = segment_id << _INDEX_BITS
-        default_ts = segment.received_ms
-        columns = plain_columns(segment.records, segment.count)
+        queue = engine.queue(entry.topic, entry.partition)
+        token = entry_id << _INDEX_BITS
+        default_ts = entry.received_ms
+        columns = plain_columns(entry.records, entry.count)
         if columns is not None:  # the common case: no per-record timestamps or headers
             lens, data_start = columns
-            args = (default_ts, segment.records, lens, segment.count, data_start, token)
-            while not engine.append_columns(queue, *args):
+            count = entry.count
+            args = (default_ts, entry.records, lens[:count], lens[count:], data_start, token)
+            while not engine.append_packed(queue, *args):
                 if not await engine.wait_for_buffer(max_block_s):
                     log.warning("buffer.memory still full after max.block.ms; still waiting")
-            self._count_in(segment)
+            self._count_in(entry)
             return
         append = engine.append
-        for record in iter_records(segment.records, segment.count):
+        for record in iter_records(entry.records, entry.count):
             timestamp = record.timestamp if record.timestamp is not None else default_ts
             while not append(queue, timestamp, record.key, record.value, record.headers, token):
                 if not await engine.wait_for_buffer(max_block_s):
                     log.warning("buffer.memory still full after max.block.ms; still waiting")
             token += 1
-        self._count_in(segment)
+        self._count_in(entry)
 
-    def _count_in(self, segment) -> None:
-        self.records_in += segment.count
-        self.tally.count_received(segment.topic, segment.partition, segment.count)
+    def _count_in(self, entry) -> None:
+        self.records_in += entry.count
+        self.tally.count_received(entry.topic, entry.partition, entry.count)
 
     # ---- outcomes -> reports -----------------------------------------------------------
 
@@ -158,26 +159,26 @@ class Worker:
         tokens = outcome.tokens
         start = 0
         total = len(tokens)
-        segments = self._segments
+        entries = self._entries
         while start < total:
             first = tokens[start]
-            segment_id = first >> _INDEX_BITS
+            entry_id = first >> _INDEX_BITS
             index = first & _INDEX_MASK
-            # A segment's records are appended to its partition's batches back to back, so
+            # A entry's records are appended to its partition's batches back to back, so
             # within a batch they are consecutive tokens: the run ends where the batch or the
-            # segment does. O(runs), not O(records).
-            count = min(total - start, segments[segment_id].count - index)
-            assert tokens[start + count - 1] == first + count - 1, "segment run broken"
-            self._report_run(segment_id, index, count, start, outcome)
+            # entry does. O(runs), not O(records).
+            count = min(total - start, entries[entry_id].count - index)
+            assert tokens[start + count - 1] == first + count - 1, "entry run broken"
+            self._report_run(entry_id, index, count, start, outcome)
             start += count
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_reports)
 
     def _report_run(
-        self, segment_id: int, index: int, count: int, offset_in_batch: int, outcome: BatchOutcome
+        self, entry_id: int, index: int, count: int, offset_in_batch: int, outcome: BatchOutcome
     ) -> None:
-        state = self._segments[segment_id]
+        state = self._entries[entry_id]
         error = outcome.error
         if error is None:
             base = outcome.base_offset + offset_in_batch if outcome.base_offset >= 0 else -1
@@ -195,11 +196,11 @@ class Worker:
         self._pending_runs[state.conn_id].append(run)
         state.remaining -= count
         if state.remaining == 0:
-            del self._segments[segment_id]
+            del self._entries[entry_id]
             self._pending_done.append(state.end_pos)
 
     def _flush_reports(self) -> None:
-        """Publish pending reports, then release the ring space of finished segments."""
+        """Publish pending reports, then release the ring space of finished entries."""
         self._flush_scheduled = False
         unsent = self._unsent
         for conn_id, runs in self._pending_runs.items():
@@ -209,7 +210,7 @@ class Worker:
         if unsent:
             del unsent[: self._reports.write_many(unsent)]
             if unsent:
-                # The reports ring is full (ingest is behind): retry soon; the segments stay
+                # The reports ring is full (ingest is behind): retry soon; the entries stay
                 # unreleased until their reports are out.
                 asyncio.get_running_loop().call_later(0.005, self._flush_reports)
                 self._flush_scheduled = True
@@ -236,12 +237,7 @@ def _chunks(runs: list[ReportRun]):
         yield chunk
 
 
-def _failed_run(first_seq: int, count: int, partition: int, error: DeliveryError) -> ReportRun:
-    persistence = (
-        Persistence.POSSIBLY_PERSISTED
-        if error.persistence >= outcomes.Persistence.POSSIBLY_PERSISTED
-        else Persistence.NOT_PERSISTED
-    )
+def _failed_run(first_seq: int, count: int, partition: int, error: DeliveryFailure) -> ReportRun:
     if error.code == outcomes.DELIVERY_TIMEOUT:
         code, kafka_code = KpdErrorCode.DELIVERY_TIMEOUT, 0
     elif error.code == outcomes.PRODUCER_CLOSED:
@@ -259,6 +255,6 @@ def _failed_run(first_seq: int, count: int, partition: int, error: DeliveryError
         -1,
         code,
         kafka_code,
-        persistence,
+        error.persistence,
         str(error)[:1000],
     )

@@ -25,14 +25,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from daemon.kafka.records import BatchBuilder, increment_sequence
 from daemon.producer.batch import ProducerBatch
-from daemon.protocol.records import BatchBuilder
 
 __all__ = ["Accumulator", "AccumulatorSettings", "PartitionQueue"]
 
-# Kafka sequence numbers are int32 and wrap to 0 after Integer.MAX_VALUE
-# (DefaultRecordBatch.incrementSequence).
-_SEQUENCE_MODULUS = 1 << 31
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,30 +108,30 @@ class Accumulator:
             self._wake()
         return size
 
-    def append_columns(
+    def append_packed(
         self,
         pq: PartitionQueue,
         timestamp: int,
         data,
-        lens,
-        count: int,
+        key_lens,
+        value_lens,
         pos: int,
         token: int,
         now: float,
     ) -> int:
-        """Append a columnar run of ``count`` records (see ``BatchBuilder.append_columns``)
-        whose tokens are ``token``, ``token + 1``, …; returns the bytes they took."""
+        """Append packed records (see ``BatchBuilder.append_packed``) whose tokens are
+        ``token``, ``token + 1``, …; returns the bytes they took."""
         batch_size = self._settings.batch_size
         batches = pq.batches
         added_total = 0
-        index = 0
+        index, count = 0, len(key_lens)
         while index < count:
             batch = batches[-1] if batches else None
             if batch is None or batch.sealed:
                 batch = self._new_batch(pq, now)
             builder = batch.builder
-            end, pos, added = builder.append_columns(
-                timestamp, data, lens, count, index, pos, batch_size
+            end, pos, added = builder.append_packed(
+                timestamp, data, key_lens, value_lens, index, pos, batch_size
             )
             batch.tokens.extend(range(token + index, token + end))
             batch.buffer_bytes += added
@@ -229,7 +226,7 @@ class Accumulator:
         """The batch's base sequence, assigning the partition's next one when it has none."""
         if batch.base_sequence < 0:
             base = pq.next_sequence
-            pq.next_sequence = (base + batch.record_count) % _SEQUENCE_MODULUS
+            pq.next_sequence = increment_sequence(base, batch.record_count)
             return base
         return batch.base_sequence
 

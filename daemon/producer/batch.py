@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.protocol.records import BatchBuilder, restamp
+from daemon.kafka.records import BatchBuilder, restamp
 
 __all__ = ["ProducerBatch"]
 

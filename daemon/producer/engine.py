@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from daemon.config import ProducerSettings
+from daemon.kafka.compression import codec_id
 from daemon.net.connection import ConnectionSettings
 from daemon.net.pool import BrokerPool, ReconnectPolicy
 from daemon.producer.accumulator import Accumulator, AccumulatorSettings, PartitionQueue
@@ -22,7 +23,6 @@ from daemon.producer.counters import ProducerCounters
 from daemon.producer.metadata import ClusterView, MetadataManager, TopicView
 from daemon.producer.outcomes import BatchOutcome
 from daemon.producer.sender import Sender, SenderSettings
-from daemon.protocol.compression import codec_id
 
 __all__ = ["ProducerEngine", "reconnect_policy"]
 
@@ -167,25 +167,26 @@ class ProducerEngine:
         self.pending_records += 1
         return True
 
-    def append_columns(
+    def append_packed(
         self,
         queue: PartitionQueue,
         timestamp_ms: int,
         data,
-        lens,
-        count: int,
+        key_lens,
+        value_lens,
         pos: int,
         token: int,
     ) -> bool:
-        """Append a columnar run of records sharing one timestamp and no headers (the kpd
-        socket protocol's layout) with tokens ``token``, ``token + 1``, …. False (nothing
-        appended) when ``buffer.memory`` is used up; one run may overshoot it, by design: a
-        worker hands over whole segments, and its ring already bounds their size."""
+        """Append packed records sharing one timestamp and no headers (see
+        ``BatchBuilder.append_packed``) with tokens ``token``, ``token + 1``, …. False (nothing
+        appended) when ``buffer.memory`` is used up; one call may overshoot it, by design: a
+        worker hands over whole ring entries, and its ring already bounds their size."""
         acc = self._accumulator
         if acc.buffer_used >= self.settings.buffer_memory:
             return False
-        acc.append_columns(queue, timestamp_ms, data, lens, count, pos, token, self._loop.time())
-        self.pending_records += count
+        now = self._loop.time()
+        acc.append_packed(queue, timestamp_ms, data, key_lens, value_lens, pos, token, now)
+        self.pending_records += len(key_lens)
         return True
 
     async def wait_for_buffer(self, timeout_s: float) -> bool:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from daemon.kafka import messages
+from daemon.kafka.errors import error_name
 from daemon.net.connection import BrokerConnection
-from daemon.protocol import messages
-from daemon.protocol.errors import error_name
 
 __all__ = ["NO_PRODUCER_ID", "ProducerIdError", "ProducerIdentity"]
 

@@ -15,10 +15,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from daemon.kafka import messages
+from daemon.kafka.errors import error_name
 from daemon.net.errors import BrokerConnectionError
 from daemon.net.pool import BrokerPool
-from daemon.protocol import messages
-from daemon.protocol.errors import error_name
 
 __all__ = ["ClusterView", "MetadataManager", "TopicView", "UnknownTopicError"]
 

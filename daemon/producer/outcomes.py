@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.protocol.errors import Persistence
+from daemon.kafka.errors import Persistence
 
-__all__ = ["BatchOutcome", "DeliveryError", "Persistence", "RecordMetadata"]
+__all__ = ["BatchOutcome", "DeliveryFailure", "Persistence"]
 
 
 @dataclass(frozen=True, slots=True)
-class DeliveryError:
+class DeliveryFailure:
     """Why records finally failed. ``code`` is a Kafka error code, or one of the engine's own
     negative codes below for failures that never reached a broker."""
 
@@ -52,12 +52,4 @@ class BatchOutcome:
     tokens: list[Any]
     base_offset: int
     timestamp: int
-    error: DeliveryError | None
-
-
-@dataclass(frozen=True, slots=True)
-class RecordMetadata:
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
+    error: DeliveryFailure | None

@@ -20,6 +20,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from daemon.kafka import messages
+from daemon.kafka.errors import Action, Persistence, classify, error_name
 from daemon.net.errors import BrokerConnectionError, RequestTimedOutError
 from daemon.net.pool import BrokerPool
 from daemon.producer.accumulator import Accumulator, PartitionQueue
@@ -31,11 +33,9 @@ from daemon.producer.outcomes import (
     DELIVERY_TIMEOUT,
     PRODUCER_CLOSED,
     BatchOutcome,
-    DeliveryError,
+    DeliveryFailure,
 )
 from daemon.producer.splitting import split_batch
-from daemon.protocol import messages
-from daemon.protocol.errors import Action, Persistence, classify, error_name
 
 __all__ = ["Sender", "SenderSettings"]
 
@@ -325,7 +325,7 @@ class Sender:
         persistence = Persistence.POSSIBLY_PERSISTED if batch.in_doubt else action.persistence
         if kind in (Action.RETRY, Action.REFRESH_AND_RETRY):
             message = f"{message} (gave up after {batch.attempts} attempts)".strip()
-        self._fail(batch, DeliveryError(code, error_name(code), message, persistence))
+        self._fail(batch, DeliveryFailure(code, error_name(code), message, persistence))
         if self._s.idempotent and batch.base_sequence >= 0:
             # Later batches of this partition carry sequences after the failed one's: the
             # broker would reject them as out of order, so start a new epoch (KIP-360).
@@ -369,11 +369,11 @@ class Sender:
             BatchOutcome(batch.topic, batch.partition, batch.tokens, base_offset, timestamp, None)
         )
 
-    def _fail(self, batch: ProducerBatch, error: DeliveryError) -> None:
+    def _fail(self, batch: ProducerBatch, error: DeliveryFailure) -> None:
         self._acc.completed(batch)
         self._report_failure(batch, error)
 
-    def _report_failure(self, batch: ProducerBatch, error: DeliveryError) -> None:
+    def _report_failure(self, batch: ProducerBatch, error: DeliveryFailure) -> None:
         self._counters.records_failed[error.name] += batch.record_count
         log.warning(
             "%s-%d: %d records failed: %s", batch.topic, batch.partition, batch.record_count, error
@@ -386,7 +386,7 @@ class Sender:
                 Persistence.POSSIBLY_PERSISTED if batch.in_doubt else Persistence.NOT_PERSISTED
             )
             waited = (now - batch.created) * 1000
-            error = DeliveryError(
+            error = DeliveryFailure(
                 DELIVERY_TIMEOUT,
                 "DELIVERY_TIMEOUT",
                 f"expiring {batch.record_count} record(s) for {batch.topic}-{batch.partition}: "
@@ -404,5 +404,5 @@ class Sender:
                 Persistence.POSSIBLY_PERSISTED if batch.in_doubt else Persistence.NOT_PERSISTED
             )
             self._report_failure(
-                batch, DeliveryError(PRODUCER_CLOSED, "PRODUCER_CLOSED", reason, persistence)
+                batch, DeliveryFailure(PRODUCER_CLOSED, "PRODUCER_CLOSED", reason, persistence)
             )

@@ -9,8 +9,8 @@ built payload rather than keeping every record twice.
 
 from __future__ import annotations
 
+from daemon.kafka.records import BatchBuilder, decode_batches
 from daemon.producer.batch import ProducerBatch
-from daemon.protocol.records import BatchBuilder, decode_batches
 
 __all__ = ["split_batch"]
 

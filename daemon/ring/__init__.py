@@ -3,7 +3,7 @@
 The package knows bytes, not Kafka, and must not import multiprocessing, uvloop, signal or
 prometheus_client (the process layer owns those). Pieces:
 
-* ``segment``    -- the ``/dev/shm`` file, its header layout and lifecycle (``Ring``,
+* ``region``     -- the ``/dev/shm`` file, its header layout and lifecycle (``Ring``,
   ``remove_stale``);
 * ``shm_ring``   -- the entry format and the two ends (``RingProducer``, ``RingConsumer``);
 * ``wakeup``     -- eventfd doorbells and the announce-then-sleep protocol;
@@ -23,7 +23,7 @@ accessors, nowhere else.
 """
 
 from daemon.ring.ack_window import AckWindow
-from daemon.ring.segment import (
+from daemon.ring.region import (
     EntryTooLargeError,
     Ring,
     RingError,

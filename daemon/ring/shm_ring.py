@@ -1,6 +1,6 @@
 """The two ends of a single-producer single-consumer byte ring in shared memory.
 
-This module owns the entry format and the producer/consumer protocol over a ``Ring`` segment:
+This module owns the entry format and the producer/consumer protocol over a ``Ring`` region:
 staging and publishing entries, reading them without copying, and commit-on-ack release. It
 knows bytes, not Kafka, and must not import multiprocessing, uvloop, signal or
 prometheus_client.
@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from daemon.ring.segment import EntryTooLargeError, Ring, RingError
+from daemon.ring.region import EntryTooLargeError, Ring, RingError
 from daemon.ring.wakeup import DEFAULT_BACKSTOP_S, RingWakeups, Sleeper, WaitHooks
 
 __all__ = ["WRAP_MARKER", "RingConsumer", "RingProducer", "entry_size", "max_payload"]

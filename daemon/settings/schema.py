@@ -75,7 +75,7 @@ SECTIONS: tuple[Section, ...] = (
 
 _MS = DurationMs()
 _MS_INT = DurationMs(high=2**31 - 1)  # Kafka declares these as Type.INT
-# daemon.ring.segment takes capacities that are multiples of 8, up to 4 GiB.
+# daemon.ring.region takes capacities that are multiples of 8, up to 4 GiB.
 _RING_SIZE = Size(64 * 1024, 2**32, multiple_of=8)
 
 

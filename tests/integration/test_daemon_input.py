@@ -40,8 +40,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.ingest import codec
-from daemon.ingest.codec import FrameType, KpdErrorCode, Persistence, Status
+from daemon import wire
+from daemon.wire import FrameType, KpdErrorCode, Persistence, Status
 from tests.brokers import TansuBroker, read_all, unique_topic_name
 from tests.daemon_harness import KpdDaemon
 
@@ -144,8 +144,8 @@ class RawConn:
     def __init__(self, path: str, *, greet: bool = True, ack: int = 2) -> None:
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.connect(path)
-        self._decoder = codec.FrameDecoder(codec.Role.CLIENT)
-        self._ready: list[codec.Frame] = []
+        self._decoder = wire.FrameDecoder(wire.Role.CLIENT)
+        self._ready: list[wire.Frame] = []
         self.eof = False
         if greet:
             self.send(frame(FrameType.HELLO, hello_payload(ack=ack)))
@@ -160,7 +160,7 @@ class RawConn:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             self.sock.sendall(data)
 
-    def read_frame(self, timeout_s: float = REPLY_S) -> codec.Frame | None:
+    def read_frame(self, timeout_s: float = REPLY_S) -> wire.Frame | None:
         """The next frame, or None at EOF; fails the test when the deadline passes."""
         deadline = time.monotonic() + timeout_s
         while not self._ready:
@@ -183,27 +183,27 @@ class RawConn:
             self._ready.extend(self._decoder.feed(data))  # a malformed answer fails the test
         return self._ready.pop(0)
 
-    def runs_until(self, done, timeout_s: float = REPLY_S) -> list[codec.ReportRun]:
+    def runs_until(self, done, timeout_s: float = REPLY_S) -> list[wire.ReportRun]:
         """REPORT runs read until ``done(runs)``; any other frame fails the test."""
-        runs: list[codec.ReportRun] = []
+        runs: list[wire.ReportRun] = []
         deadline = time.monotonic() + timeout_s
         while not done(runs):
             got = self.read_frame(max(0.0, deadline - time.monotonic()))
             assert got is not None, f"kpd closed the connection; runs so far {runs}"
             if got.type == FrameType.ERROR:
-                raise AssertionError(f"unexpected ERROR {codec.decode_error(got.payload)}")
+                raise AssertionError(f"unexpected ERROR {wire.decode_error(got.payload)}")
             assert got.type == FrameType.REPORT, got.type
-            runs.extend(codec.decode_reports(got.payload))
+            runs.extend(wire.decode_reports(got.payload))
         return runs
 
-    def expect_failed_run(self, first_seq: int, count: int, codes) -> codec.ReportRun:
+    def expect_failed_run(self, first_seq: int, count: int, codes) -> wire.ReportRun:
         (run,) = self.runs_until(bool)
         assert (run.first_seq, run.count, run.status) == (first_seq, count, Status.FAILED), run
         assert run.error in codes, run
         assert run.persistence == Persistence.NOT_PERSISTED, run
         return run
 
-    def expect_error(self, codes, allow_runs: bool = False) -> codec.ErrorFrame:
+    def expect_error(self, codes, allow_runs: bool = False) -> wire.ErrorFrame:
         """An ERROR frame with one of ``codes``, then EOF (the daemon closed)."""
         while True:
             got = self.read_frame()
@@ -211,7 +211,7 @@ class RawConn:
             if got.type == FrameType.ERROR:
                 break
             assert allow_runs and got.type == FrameType.REPORT, got.type
-        error = codec.decode_error(got.payload)
+        error = wire.decode_error(got.payload)
         assert error.code in codes, error
         assert self.read_frame() is None, "kpd sent more after ERROR"
         return error
@@ -220,7 +220,7 @@ class RawConn:
         self.send(ping(token))
         pong = self.read_frame()
         assert pong is not None and pong.type == FrameType.PONG, pong
-        assert codec.decode_pong(pong.payload) == token
+        assert wire.decode_pong(pong.payload) == token
 
 
 def delivered(first_seq: int, count: int):
@@ -291,7 +291,7 @@ class GoodClient:
         conn.send(goodbye(seq))
         answer = conn.read_frame()
         assert answer is not None and answer.type == FrameType.GOODBYE, answer
-        assert codec.decode_goodbye(answer.payload) == seq
+        assert wire.decode_goodbye(answer.payload) == seq
         conn.close()
 
 
@@ -587,7 +587,7 @@ def run_case(conn: RawConn, seq: int, case: Case) -> int | None:
     conn.sock.shutdown(socket.SHUT_WR)  # "ends": nothing more can be framed; kpd must close
     while (got := conn.read_frame()) is not None:
         if got.type == FrameType.ERROR:
-            assert codec.decode_error(got.payload).code in expect[1]
+            assert wire.decode_error(got.payload).code in expect[1]
         else:
             assert got.type == FrameType.REPORT, got.type
     return None
@@ -660,7 +660,7 @@ def test_topic_outside_topics_allow_is_refused_in_produce_and_metadata(kpd):
     conn.send(metadata_request(7, [b"other-topic"]))
     answer = conn.read_frame()
     assert answer.type == FrameType.METADATA_RESPONSE
-    response = codec.decode_metadata_response(answer.payload)
+    response = wire.decode_metadata_response(answer.payload)
     assert response.request_id == 7
     assert [(t.topic, t.error, t.partitions) for t in response.topics] == [
         ("other-topic", KpdErrorCode.TOPIC_NOT_ALLOWED, -1)
@@ -677,7 +677,7 @@ def test_illegal_topic_name_fails_at_once_as_kafka_invalid_topic(kpd):
     run = conn.expect_failed_run(0, 1, {KpdErrorCode.KAFKA_ERROR})
     assert run.kafka_error == KAFKA_INVALID_TOPIC
     conn.send(metadata_request(8, [b"input-a b", b"input-" + b"x" * 250]))
-    response = codec.decode_metadata_response(conn.read_frame().payload)
+    response = wire.decode_metadata_response(conn.read_frame().payload)
     assert [t.error for t in response.topics] == [KpdErrorCode.UNKNOWN_TOPIC] * 2
     conn.close()
 
@@ -740,8 +740,8 @@ def test_each_ack_level_gets_its_reports_and_goodbye_waits_for_the_owed_ones(kpd
     while (got := conn.read_frame(timeout_s=60)) is not None:
         frames.append(got)
     *reports, last = frames
-    assert last.type == FrameType.GOODBYE and codec.decode_goodbye(last.payload) == 9
-    runs = [run for f in reports for run in codec.decode_reports(f.payload)]
+    assert last.type == FrameType.GOODBYE and wire.decode_goodbye(last.payload) == 9
+    runs = [run for f in reports for run in wire.decode_reports(f.payload)]
     assert [(r.first_seq, r.count, r.status) for r in runs if r.status == Status.ACCEPTED] == [
         (3, 2, Status.ACCEPTED)
     ]
@@ -809,15 +809,15 @@ def _fill_until_buffer_full(conn: RawConn, seq: int, topic: str, n: int, value: 
         conn.send(ping(token))
         first = conn.read_frame()
         if first.type == FrameType.PONG:
-            assert codec.decode_pong(first.payload) == token
+            assert wire.decode_pong(first.payload) == token
             seq += n
             continue
         waited = time.monotonic() - sent
-        (run,) = codec.decode_reports(first.payload)
+        (run,) = wire.decode_reports(first.payload)
         assert (run.first_seq, run.count, run.status) == (seq, n, Status.FAILED), run
-        assert run.error == KpdErrorCode.BUFFER_FULL and codec.is_retriable(run.error)
+        assert run.error == KpdErrorCode.BUFFER_FULL and wire.is_retriable(run.error)
         assert run.persistence == Persistence.NOT_PERSISTED
         pong = conn.read_frame()
-        assert pong.type == FrameType.PONG and codec.decode_pong(pong.payload) == token
+        assert pong.type == FrameType.PONG and wire.decode_pong(pong.payload) == token
         return seq + n, seq, waited
     raise AssertionError("64 frames went into a 128 KiB ring: nothing applied backpressure")

@@ -6,10 +6,10 @@ import socket
 
 import pytest
 
-from daemon.ingest import codec
-from daemon.ingest.codec_base import AckLevel, Status
-from daemon.ingest.codec_records import RecordIn
-from daemon.ingest.codec_writer import encode_produce
+from daemon import wire
+from daemon.wire.base import AckLevel, Status
+from daemon.wire.produce import encode_produce
+from daemon.wire.records import RecordIn
 from tests.brokers.reader import partition_for_key_librdkafka, read_all
 from tests.daemon_harness import KpdDaemon
 
@@ -18,14 +18,14 @@ def _produce_and_wait(path: str, topic: str, records: list[RecordIn]) -> None:
     conn = socket.socket(socket.AF_UNIX)
     conn.connect(path)
     conn.settimeout(30)
-    conn.sendall(codec.encode_hello(1, 1, AckLevel.KAFKA, "partitioning-test"))
+    conn.sendall(wire.encode_hello(1, 1, AckLevel.KAFKA, "partitioning-test"))
     conn.sendall(encode_produce(0, topic, -1, records))
-    decoder = codec.FrameDecoder(codec.Role.CLIENT)
+    decoder = wire.FrameDecoder(wire.Role.CLIENT)
     delivered = 0
     while delivered < len(records):
         for frame in decoder.feed(conn.recv(65536)):
-            if frame.type == codec.FrameType.REPORT:
-                for run in codec.decode_reports(frame.payload):
+            if frame.type == wire.FrameType.REPORT:
+                for run in wire.decode_reports(frame.payload):
                     assert run.status == Status.DELIVERED, run
                     delivered += run.count
     conn.close()

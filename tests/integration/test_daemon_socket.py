@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daemon.ingest import codec
-from daemon.ingest.codec_base import AckLevel, KpdErrorCode
+from daemon import wire
+from daemon.wire.base import AckLevel, KpdErrorCode
 from tests.daemon_harness import REPO, KpdDaemon, wait_for
 
 
@@ -22,9 +22,9 @@ class _Client:
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.connect(path)
         self.sock.settimeout(10)
-        self.decoder = codec.FrameDecoder(codec.Role.CLIENT)
+        self.decoder = wire.FrameDecoder(wire.Role.CLIENT)
         if hello:
-            self.sock.sendall(codec.encode_hello(1, 1, AckLevel.KAFKA, "socket-test"))
+            self.sock.sendall(wire.encode_hello(1, 1, AckLevel.KAFKA, "socket-test"))
 
     def next_frame(self):
         while True:
@@ -39,15 +39,15 @@ def test_connections_past_max_connections_get_an_error_and_the_others_keep_worki
     extra = {"socket": {"max_connections": 2}}
     with KpdDaemon(tmp_path, tansu.bootstrap, workers=1, extra=extra) as daemon:
         first, second = _Client(daemon.socket_path), _Client(daemon.socket_path)
-        assert first.next_frame().type == codec.FrameType.WELCOME
-        assert second.next_frame().type == codec.FrameType.WELCOME
+        assert first.next_frame().type == wire.FrameType.WELCOME
+        assert second.next_frame().type == wire.FrameType.WELCOME
         third = _Client(daemon.socket_path, hello=False)
         frame = third.next_frame()
-        assert frame.type == codec.FrameType.ERROR
+        assert frame.type == wire.FrameType.ERROR
         (code,) = struct.unpack_from(">H", frame.payload, 0)
         assert code == KpdErrorCode.TOO_MANY_CONNECTIONS
-        first.sock.sendall(codec.encode_ping(7))
-        assert codec.decode_pong(first.next_frame().payload) == 7
+        first.sock.sendall(wire.encode_ping(7))
+        assert wire.decode_pong(first.next_frame().payload) == 7
         for client in (first, second, third):
             client.sock.close()
 
@@ -86,5 +86,5 @@ def test_a_second_daemon_on_the_same_socket_refuses_to_start(tansu, tmp_path):
         assert "already running" in second.stderr
         wait_for(lambda: os.path.exists(daemon.socket_path), 5, "the first daemon's socket")
         first = _Client(daemon.socket_path)  # the first daemon still serves
-        assert first.next_frame().type == codec.FrameType.WELCOME
+        assert first.next_frame().type == wire.FrameType.WELCOME
         first.sock.close()

@@ -15,9 +15,9 @@ from collections.abc import Callable
 import pytest
 
 from daemon.config import producer_settings
-from daemon.producer.api import DeliveryFailed, KafkaProducer
-from daemon.protocol.errors import Persistence
+from daemon.kafka.errors import Persistence
 from tests.brokers import ApiKey, MockCluster, read_all
+from tests.engine_producer import DeliveryFailed, KafkaProducer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,8 +13,8 @@ from itertools import groupby
 import pytest
 
 from daemon.config import producer_settings
-from daemon.producer.api import KafkaProducer
 from tests.brokers import CREATE_TIME, partition_for_key_librdkafka, read_all
+from tests.engine_producer import KafkaProducer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from daemon.kafka import messages
+from daemon.kafka.compression import CODEC_NAMES, GZIP, LZ4, NONE, SNAPPY, ZSTD
+from daemon.kafka.records import BatchBuilder
 from daemon.net.connection import BrokerConnection, ConnectionSettings
-from daemon.protocol import messages
-from daemon.protocol.compression import CODEC_NAMES, GZIP, LZ4, NONE, SNAPPY, ZSTD
-from daemon.protocol.records import BatchBuilder
 from tests.brokers import CREATE_TIME, ConsumedRecord, MockCluster, read_all, unique_topic_name
 
 T0_MS = 1_700_000_000_000

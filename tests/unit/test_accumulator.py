@@ -12,10 +12,10 @@ import struct
 
 import pytest
 
+from daemon.kafka.records import decode_batches
 from daemon.producer.accumulator import Accumulator, AccumulatorSettings, PartitionQueue
 from daemon.producer.batch import ProducerBatch
 from daemon.producer.splitting import split_batch
-from daemon.protocol.records import decode_batches
 
 PRODUCER_ID = 4000
 EPOCH = 2

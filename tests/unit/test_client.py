@@ -38,9 +38,8 @@ from daemon.client import (
     TopicError,
 )
 from daemon.client.common import ClientSettings
-from daemon.client.encoding import encode_produce_frame
 from daemon.client.session import ProducerSession
-from daemon.ingest.codec import (
+from daemon.wire import (
     MIN_MAX_FRAME_BYTES,
     PROTOCOL_VERSIONS,
     AckLevel,
@@ -65,6 +64,7 @@ from daemon.ingest.codec import (
     encode_welcome,
     iter_records,
 )
+from daemon.wire.produce import encode_produce_frame
 
 DEADLINE = 10.0  # seconds any wait may take before the test fails
 

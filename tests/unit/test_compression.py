@@ -11,7 +11,7 @@ import lz4.frame
 import pytest
 import zstandard
 
-from daemon.protocol.compression import (
+from daemon.kafka.compression import (
     GZIP,
     LZ4,
     NONE,

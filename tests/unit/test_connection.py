@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
+from daemon.kafka import headers, messages
 from daemon.net.connection import BrokerConnection, ConnectionSettings
 from daemon.net.errors import BrokerConnectionError, ConnectionClosedError, RequestTimedOutError
-from daemon.protocol import headers, messages
 
 LOOPBACK = "127.0.0.1"
 DEADLINE_S = 5.0  # every test finishes well within this, or fails

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.protocol.errors import (
+from daemon.kafka.errors import (
     ERRORS,
     Action,
     Persistence,
@@ -118,11 +118,11 @@ def test_classify_names_the_error() -> None:
     assert classify(6).name == "NOT_LEADER_OR_FOLLOWER"
 
 
-def test_persistence_over_attempts_is_the_max_of_the_attempts() -> None:
+def test_failed_persistence_over_attempts_is_the_max_of_the_attempts() -> None:
     timed_out = classify(7).persistence
     then_rejected = classify(6).persistence
     assert max(timed_out, then_rejected) is Persistence.POSSIBLY_PERSISTED
-    assert max(timed_out, classify(0).persistence) is Persistence.PERSISTED
+    assert classify(0).persistence is Persistence.PERSISTED
 
 
 def test_every_retriable_code_is_retried_or_resolved_by_the_producer() -> None:

@@ -44,7 +44,7 @@ from daemon.process.status import (
     read_snapshots,
 )
 from daemon.producer.counters import ProducerCounters
-from daemon.producer.outcomes import DeliveryError, Persistence
+from daemon.producer.outcomes import DeliveryFailure, Persistence
 
 ROOT = Path(__file__).resolve().parents[2]
 # LATENCY_BOUNDS of the engine, restated: the "le" labels a scrape must show.
@@ -105,7 +105,7 @@ WORKER_SCRIPT = """
     import json
     from daemon.metrics import DeliveryTally, EngineState, WorkerMetrics
     from daemon.producer.counters import ProducerCounters
-    from daemon.producer.outcomes import DeliveryError, Persistence
+    from daemon.producer.outcomes import DeliveryFailure, Persistence
 
     counters = ProducerCounters()
     tally = DeliveryTally(clock=lambda: 1000.0)
@@ -127,7 +127,7 @@ WORKER_SCRIPT = """
     metrics.flush(counters, tally, state)
 
     # second interval: counters grow, gauges change
-    error = DeliveryError(7, "REQUEST_TIMED_OUT", "no answer", Persistence.POSSIBLY_PERSISTED)
+    error = DeliveryFailure(7, "REQUEST_TIMED_OUT", "no answer", Persistence.POSSIBLY_PERSISTED)
     tally.count_done("orders", 2, received_ms=999_000, error=error)
     tally.count_received("payments", 2, 4)
     counters.bytes_sent, counters.retries = 1500, 3
@@ -292,7 +292,7 @@ def test_delivery_tally_observes_end_to_end_latency_per_record():
     assert tally.sent["a"] == 3
     assert tally.delivery.count == 3
     assert tally.delivery.buckets[DELIVERY_BOUNDS.index(0.05)] == 3
-    error = DeliveryError(-1, "DELIVERY_TIMEOUT", "expired", Persistence.NOT_PERSISTED)
+    error = DeliveryFailure(-1, "DELIVERY_TIMEOUT", "expired", Persistence.NOT_PERSISTED)
     tally.count_done("a", 2, received_ms=0, error=error)
     assert tally.failed[("a", "DELIVERY_TIMEOUT")] == 2
     assert tally.delivery.count == 3
@@ -368,7 +368,7 @@ REPORTERS_SCRIPT = """
     from daemon.metrics import DeliveryTally
     from daemon.process.status import IngestReporter, WorkerReporter
     from daemon.producer.engine import ProducerEngine
-    from daemon.producer.outcomes import DeliveryError, Persistence
+    from daemon.producer.outcomes import DeliveryFailure, Persistence
     from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
 
     status_dir = os.environ["STATUS_DIR"]
@@ -385,7 +385,7 @@ REPORTERS_SCRIPT = """
         tally = DeliveryTally()
         for partition in (0, 1, 2, 5):
             tally.count_received("orders", partition, 10)
-        error = DeliveryError(10, "MESSAGE_TOO_LARGE", "big", Persistence.NOT_PERSISTED)
+        error = DeliveryFailure(10, "MESSAGE_TOO_LARGE", "big", Persistence.NOT_PERSISTED)
         tally.count_done("orders", 1, 0, error)
         WorkerReporter(0, engine, tally, worker_end, RingProducer(rep_ring, rep_w),
                        status_dir).report()

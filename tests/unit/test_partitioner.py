@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 
-from daemon.producer.partitioner import Partitioner
+from daemon.kafka.partitioner import Partitioner
 
 # Kafka UtilsTest.testMurmur2: key -> murmur2 hash as Java computes it (a signed int32).
 KAFKA_MURMUR2_VECTORS = {

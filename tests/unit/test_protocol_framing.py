@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.protocol.framing import FrameSplitter
-from daemon.protocol.primitives import ProtocolError
+from daemon.kafka.framing import FrameSplitter
+from daemon.kafka.primitives import ProtocolError
 
 PAYLOADS = [
     struct.pack(">i", 1) + b"first response",  # correlation id 1 + body

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.protocol import headers
-from daemon.protocol.messages import (
+from daemon.kafka import headers
+from daemon.kafka.messages import (
     API_BY_KEY,
     API_VERSIONS,
     CREATE_TOPICS,
@@ -18,8 +18,8 @@ from daemon.protocol.messages import (
     METADATA,
     PRODUCE,
 )
-from daemon.protocol.primitives import ProtocolError
-from daemon.protocol.schema import (
+from daemon.kafka.primitives import ProtocolError
+from daemon.kafka.schema import (
     BOOL,
     BYTES,
     INT8,
@@ -32,7 +32,7 @@ from daemon.protocol.schema import (
     Array,
     Struct,
 )
-from daemon.protocol.versions import broker_ranges, negotiate, pick_version
+from daemon.kafka.versions import broker_ranges, negotiate, pick_version
 
 
 def i8(v):

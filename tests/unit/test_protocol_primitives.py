@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 
-from daemon.protocol import primitives as p
-from daemon.protocol.primitives import ProtocolError, Reader
-from daemon.protocol.varint import decode_uvarint, decode_varint, encode_uvarint, encode_varint
+from daemon.kafka import primitives as p
+from daemon.kafka.primitives import ProtocolError, Reader
+from daemon.kafka.varint import decode_uvarint, decode_varint, encode_uvarint, encode_varint
 
 
 def written(writer, value) -> bytes:

@@ -8,8 +8,8 @@ import struct
 import pytest
 from crc32c import crc32c
 
-from daemon.protocol.compression import GZIP, LZ4, NONE, SNAPPY, ZSTD
-from daemon.protocol.records import (
+from daemon.kafka.compression import GZIP, LZ4, NONE, SNAPPY, ZSTD
+from daemon.kafka.records import (
     HEADER_SIZE,
     BatchBuilder,
     CorruptBatchError,
@@ -17,10 +17,8 @@ from daemon.protocol.records import (
     batch_base_sequence,
     batch_record_count,
     decode_batches,
-    encode_record_tail,
     increment_sequence,
     restamp,
-    split_batch,
 )
 
 T0 = 1_700_000_000_000
@@ -215,16 +213,6 @@ def test_timestamps_track_first_and_max() -> None:
     assert (builder.first_timestamp, builder.max_timestamp) == (T0 + 10, T0 + 30)
 
 
-def test_append_encoded_writes_the_same_bytes_as_append() -> None:
-    direct, encoded = BatchBuilder(), BatchBuilder()
-    for i, (key, value, headers) in enumerate(
-        [(b"a", b"1", ()), (None, b"2", [("h", b"v")]), (b"c", None, [("n", None)])]
-    ):
-        direct.append(T0 + i, key, value, headers)
-        encoded.append_encoded(T0 + i, encode_record_tail(key, value, headers))
-    assert direct.build(1, 1, 1) == encoded.build(1, 1, 1)
-
-
 def test_transactional_builder_sets_the_attribute_bit() -> None:
     builder = BatchBuilder(transactional=True)
     builder.append(T0, None, b"v")
@@ -303,57 +291,6 @@ def test_record_count_that_disagrees_with_the_records_raises() -> None:
         decode_batches(data)
 
 
-def test_split_batch_keeps_records_order_codec_and_sequence_range() -> None:
-    builder = BatchBuilder(compression=GZIP)
-    values = [f"value-{i:04d}".encode() * 20 for i in range(300)]
-    for i, value in enumerate(values):
-        builder.append(T0 + i, f"k{i}".encode(), value, [("i", str(i).encode())])
-    original = builder.build(producer_id=9, producer_epoch=3, base_sequence=1000)
-
-    pieces = split_batch(original, max_bytes=4096)
-
-    assert len(pieces) > 1
-    decoded = [decode_batches(piece)[0] for piece in pieces]
-    assert all(stored_crc_is_valid(piece) for piece in pieces)
-    assert all(batch.compression == GZIP for batch in decoded)
-    assert all((b.producer_id, b.producer_epoch) == (9, 3) for b in decoded)
-    records = [r for b in decoded for r in b.records]
-    assert [r.value for r in records] == values
-    assert [r.timestamp for r in records] == [T0 + i for i in range(300)]
-    # Each piece's sequence is that of its first record: the original range, in order.
-    expected_sequence = 1000
-    for batch in decoded:
-        assert batch.base_sequence == expected_sequence
-        expected_sequence += len(batch.records)
-    assert expected_sequence == 1300
-
-
-def test_split_batch_pieces_fit_max_bytes_uncompressed() -> None:
-    builder = BatchBuilder()
-    for _ in range(100):
-        builder.append(T0, None, bytes(100))
-    pieces = split_batch(builder.build(), max_bytes=1000)
-    assert all(len(piece) <= 1000 for piece in pieces)
-    assert sum(batch_record_count(piece) for piece in pieces) == 100
-
-
-def test_split_batch_puts_an_oversized_record_alone() -> None:
-    builder = BatchBuilder()
-    builder.append(T0, None, b"small")
-    builder.append(T0, None, bytes(5000))
-    builder.append(T0, None, b"small")
-    pieces = split_batch(builder.build(), max_bytes=1000)
-    assert [batch_record_count(piece) for piece in pieces] == [1, 1, 1]
-
-
-def test_split_batch_of_a_non_idempotent_batch_keeps_no_sequence() -> None:
-    builder = BatchBuilder()
-    for _ in range(50):
-        builder.append(T0, None, bytes(100))
-    pieces = split_batch(builder.build(), max_bytes=1000)
-    assert {batch_base_sequence(piece) for piece in pieces} == {-1}
-
-
 def test_sequence_numbers_wrap_to_zero_after_int32_max_like_java() -> None:
     # Java DefaultRecordBatch.incrementSequence.
     assert increment_sequence(5, 3) == 8
@@ -361,31 +298,15 @@ def test_sequence_numbers_wrap_to_zero_after_int32_max_like_java() -> None:
     assert increment_sequence(2**31 - 2, 5) == 3
 
 
-def test_split_batch_can_change_the_codec_of_the_pieces() -> None:
-    builder = BatchBuilder()
-    for i in range(100):
-        builder.append(T0, None, b"repeat " * 30 + str(i).encode())
-    pieces = split_batch(builder.build(), max_bytes=5000, compression=ZSTD, compression_level=1)
-    assert {decode_batches(piece)[0].compression for piece in pieces} == {ZSTD}
-
-
-def test_split_batch_takes_exactly_one_batch() -> None:
-    with pytest.raises(ValueError):
-        split_batch(golden_two_record_batch() + golden_two_record_batch(), max_bytes=1000)
-
-
-# ---- columnar runs (the worker's path for kpd socket frames) ---------------------------------
-
-
-def _columns(records):
-    """A kpd-protocol-style run: key lengths, then value lengths, then the bytes in order."""
-    lens = [(-1 if k is None else len(k)) for k, _ in records]
-    lens += [(-1 if v is None else len(v)) for _, v in records]
+def _packed(records):
+    """Packed records: key lengths, value lengths, then the bytes back to back."""
+    key_lens = [(-1 if k is None else len(k)) for k, _ in records]
+    value_lens = [(-1 if v is None else len(v)) for _, v in records]
     data = b"".join((k or b"") + (v or b"") for k, v in records)
-    return lens, memoryview(data)
+    return key_lens, value_lens, memoryview(data)
 
 
-def test_append_columns_writes_the_same_bytes_as_append_record_by_record():
+def test_append_packed_writes_the_same_bytes_as_append_record_by_record():
     records = [
         (b"k1", b"v" * 100),
         (None, b"null key"),
@@ -398,30 +319,33 @@ def test_append_columns_writes_the_same_bytes_as_append_record_by_record():
     one_by_one = BatchBuilder()
     for key, value in records:
         one_by_one.append(1_700_000_000_123, key, value)
-    lens, data = _columns(records)
+    key_lens, value_lens, data = _packed(records)
     columns = BatchBuilder()
-    end, pos, added = columns.append_columns(
-        1_700_000_000_123, data, lens, len(records), 0, 0, 1 << 30
+    end, pos, added = columns.append_packed(
+        1_700_000_000_123, data, key_lens, value_lens, 0, 0, 1 << 30
     )
     assert (end, pos) == (len(records), len(data))
     assert added == one_by_one.size_in_bytes - HEADER_SIZE
     assert columns.build(7, 1, 0) == one_by_one.build(7, 1, 0)
 
 
-def test_append_columns_stops_at_max_size_and_continues_where_it_stopped():
+def test_append_packed_stops_at_max_size_and_continues_where_it_stopped():
     records = [(b"key%d" % i, b"v" * 50) for i in range(10)]
-    lens, data = _columns(records)
+    key_lens, value_lens, data = _packed(records)
     first = BatchBuilder()
-    end, pos, _ = first.append_columns(5, data, lens, 10, 0, 0, HEADER_SIZE + 130)
+    end, pos, _ = first.append_packed(5, data, key_lens, value_lens, 0, 0, HEADER_SIZE + 130)
     assert 1 < end < 10 and first.size_in_bytes >= HEADER_SIZE + 130
     second = BatchBuilder()
-    assert second.append_columns(5, data, lens, 10, end, pos, 1 << 30)[:2] == (10, len(data))
+    assert second.append_packed(5, data, key_lens, value_lens, end, pos, 1 << 30)[:2] == (
+        10,
+        len(data),
+    )
     decoded = decode_batches(first.build()) + decode_batches(second.build())
     values = [(r.key, r.value) for batch in decoded for r in batch.records]
     assert values == records
 
 
-def test_append_columns_takes_one_record_even_when_it_alone_exceeds_max_size():
-    lens, data = _columns([(b"k", b"v" * 500)])
+def test_append_packed_takes_one_record_even_when_it_alone_exceeds_max_size():
+    key_lens, value_lens, data = _packed([(b"k", b"v" * 500)])
     builder = BatchBuilder()
-    assert builder.append_columns(1, data, lens, 1, 0, 0, 10)[0] == 1
+    assert builder.append_packed(1, data, key_lens, value_lens, 0, 0, 10)[0] == 1

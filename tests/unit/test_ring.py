@@ -1,6 +1,6 @@
 """Unit tests of the shared-memory ring (daemon.ring), one process, real /dev/shm files.
 
-Expected bytes and offsets come from the layout documented in daemon/ring/segment.py and
+Expected bytes and offsets come from the layout documented in daemon/ring/region.py and
 shm_ring.py, written out here with struct field by field and read back from the file itself,
 not through the code under test.
 """
@@ -66,7 +66,7 @@ class Rig:
         self.consumer = RingConsumer(self.ring, self.wakeups, backstop_s=backstop_s)
 
     def raw(self, offset: int, size: int) -> bytes:
-        """Bytes of the segment file, read with a fresh fd: what another process sees."""
+        """Bytes of the region file, read with a fresh fd: what another process sees."""
         fd = os.open(self.path, os.O_RDONLY)
         try:
             return os.pread(fd, size, offset)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from daemon.ingest.codec import ReportRun, encode_reports
-from daemon.ingest.codec_base import KpdErrorCode, Persistence, Status
 from daemon.process.worker import _chunks
 from daemon.ring import max_payload
+from daemon.wire import ReportRun, encode_reports
+from daemon.wire.base import KpdErrorCode, Persistence, Status
 
 SMALLEST_REPORTS_RING = 64 * 1024  # rings.reports_bytes' lower bound in the schema
 

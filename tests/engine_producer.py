@@ -1,7 +1,7 @@
-"""An asyncio producer with Kafka's ``send() -> future`` shape, over the engine.
+"""A test-side asyncio producer with Kafka's ``send() -> future`` shape, over kpd's engine.
 
-For tools, tests and benchmarks that want one future per record. The kpd worker does not use
-it: it appends to the engine directly with ring positions as tokens, which is cheaper.
+The engine tests drive ``ProducerEngine`` through it as an app would drive Java's producer; the
+kpd worker does not use it (it appends with ring positions as tokens, which is cheaper).
 """
 
 from __future__ import annotations
@@ -9,25 +9,33 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from daemon.config import ProducerSettings
+from daemon.kafka.partitioner import Partitioner
 from daemon.producer.engine import ProducerEngine
 from daemon.producer.outcomes import (
     BUFFER_EXHAUSTED,
     BatchOutcome,
-    DeliveryError,
+    DeliveryFailure,
     Persistence,
-    RecordMetadata,
 )
-from daemon.producer.partitioner import Partitioner
 
-__all__ = ["DeliveryFailed", "KafkaProducer"]
+__all__ = ["DeliveryFailed", "KafkaProducer", "SentRecord"]
+
+
+@dataclass(frozen=True, slots=True)
+class SentRecord:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
 
 
 class DeliveryFailed(Exception):
     """A record's final failure; ``error`` says why and whether it may have been written."""
 
-    def __init__(self, error: DeliveryError) -> None:
+    def __init__(self, error: DeliveryFailure) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -63,7 +71,7 @@ class KafkaProducer:
         timestamp_ms: int | None = None,
         headers: Sequence[tuple[str, bytes | None]] = (),
     ) -> asyncio.Future:
-        """Append one record; the returned future resolves to its RecordMetadata or raises
+        """Append one record; the returned future resolves to its SentRecord or raises
         DeliveryFailed. Waits up to max.block.ms for metadata and for buffer space."""
         view = await self._engine.topic(topic)
         if partition is None:
@@ -83,7 +91,7 @@ class KafkaProducer:
             if not await engine.wait_for_buffer(self._max_block_s):
                 future.set_exception(
                     DeliveryFailed(
-                        DeliveryError(
+                        DeliveryFailure(
                             BUFFER_EXHAUSTED,
                             "BUFFER_EXHAUSTED",
                             f"buffer.memory full for {self._max_block_s * 1000:.0f} ms"
@@ -118,4 +126,4 @@ class KafkaProducer:
             # Like Java's RecordMetadata: the broker's LogAppendTime if it set one, else the
             # record's own CreateTime.
             timestamp = log_append_time if log_append_time >= 0 else create_time
-            future.set_result(RecordMetadata(outcome.topic, outcome.partition, offset, timestamp))
+            future.set_result(SentRecord(outcome.topic, outcome.partition, offset, timestamp))

@@ -6,7 +6,7 @@ payload, raises BadFrameError on a malformed body, never IndexError or struct.er
 frame has cross-field rules (REPORT runs, METADATA entries) one ``_*_problem`` function states
 them and both directions use it, so the encoder cannot write what the decoder rejects.
 
-Must not import kpd modules outside ``daemon.ingest.codec*``.
+Must not import kpd modules outside ``daemon.wire*``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from daemon.ingest.codec_base import (
+from daemon.wire.base import (
     MAX_METADATA_TOPICS,
     MIN_MAX_FRAME_BYTES,
     PROTOCOL_VERSIONS,
@@ -303,7 +303,7 @@ class ReportRun(NamedTuple):
     timestamp: int = -1  # broker LogAppendTime in ms, -1 for CreateTime topics / unknown
     error: KpdErrorCode | int = KpdErrorCode.NONE
     kafka_error: int = 0  # Kafka's error code when error is KAFKA_ERROR
-    persistence: Persistence = Persistence.NOT_APPLICABLE
+    persistence: Persistence = Persistence.PERSISTED
     message: str = ""
 
 
@@ -316,7 +316,7 @@ def _run_problem(run: ReportRun) -> str | None:
     if run.kafka_error and run.error != KpdErrorCode.KAFKA_ERROR:
         return f"kafka_error {run.kafka_error} with error {run.error}"
     if run.status == Status.FAILED:
-        if run.error == KpdErrorCode.NONE or run.persistence == Persistence.NOT_APPLICABLE:
+        if run.error == KpdErrorCode.NONE or run.persistence == Persistence.PERSISTED:
             return "a FAILED run needs an error and a persistence"
         return None
     if run.error or run.persistence or run.message:

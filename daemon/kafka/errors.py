@@ -220,13 +220,17 @@ class Action(enum.Enum):
 
 
 class Persistence(enum.IntEnum):
-    """Whether the records of a batch may be in the log. Ordered, so that the records' status
-    over several attempts is the ``max`` of the attempts' persistence: once an attempt may have
-    written them, a later clean rejection does not make them "not persisted"."""
+    """Whether records may be in the log. The one definition kpd has: the engine, the kpd
+    socket protocol (a REPORT run's persistence byte carries these values; 0 on a run that did
+    not fail) and the client's ``DeliveryError`` all use it.
 
-    NOT_PERSISTED = 0
-    POSSIBLY_PERSISTED = 1
-    PERSISTED = 2
+    A failure's persistence only ever grows over several attempts: once an attempt may have
+    written the records, a later clean rejection does not make them "not persisted"
+    (``NOT_PERSISTED < POSSIBLY_PERSISTED``)."""
+
+    PERSISTED = 0
+    NOT_PERSISTED = 1
+    POSSIBLY_PERSISTED = 2
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ that Kafka's Java reader and librdkafka accept what kpd writes:
 * zstd   — a zstd frame; Java streams it without the content size, so the reader never relies
   on the frame header's content size.
 
-Must not import anything from kpd outside ``daemon.protocol``.
+Must not import anything from kpd outside ``daemon.kafka``.
 """
 
 from __future__ import annotations

@@ -13,9 +13,10 @@ in CPython 3.11 (docs/protocol.md, "Design notes"): varint lengths cost ~2.5x fi
 
 The records section is self-describing given ``count``, so ingest copies it into a worker's
 ring as one slice and the worker decodes it with ``iter_records``; ``encode_records``
-builds one (for ingest re-routing subsets of a frame, and for ``codec_writer``'s frames).
+and ``encode_section`` build one (for ingest re-routing subsets of a frame, and for
+``produce``'s frames).
 
-Must not import kpd modules outside ``daemon.ingest.codec*``.
+Must not import kpd modules outside ``daemon.wire*``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
-from daemon.ingest.codec_base import (
+from daemon.wire.base import (
     AckLevel,
     BadFrameError,
     KpdErrorCode,
@@ -42,8 +43,10 @@ __all__ = [
     "RecordView",
     "decode_produce_header",
     "encode_records",
+    "encode_section",
     "iter_records",
     "plain_columns",
+    "split_records",
 ]
 
 LAYOUT_HAS_TIMESTAMPS = 0x01
@@ -223,7 +226,7 @@ def plain_columns(records, count: int) -> tuple[tuple[int, ...], int] | None:
 
     ``lens`` holds the key lengths then the value lengths (-1 = null); the record bytes start
     at ``data_start``. Validates like ``iter_records``. Lets a worker batch a whole section
-    without a RecordView per record (``BatchBuilder.append_columns``).
+    without a RecordView per record (``BatchBuilder.append_packed``).
     """
     if count <= 0:
         raise BadFrameError(KpdErrorCode.BAD_RECORD_COUNT, f"records: count {count}")
@@ -282,11 +285,78 @@ def _iter_general(buf, columns: _Columns, count: int) -> Iterator[RecordView]:
 # --- encoding -------------------------------------------------------------------------------
 
 
-def _to_big_endian(column: array) -> bytes:
+_NULL_LEN = struct.pack(">i", -1)
+
+
+def _column(values, typecode: str) -> bytes:
+    """A column of ints, big-endian (protocol section 1)."""
+    column = array(typecode, values)
     if _NATIVE_IS_LITTLE:
-        column = array(column.typecode, column)
         column.byteswap()
     return column.tobytes()
+
+
+def _lengths(items: list, nulls: int) -> bytes:
+    """The i32 length column of ``items``, ``nulls`` of which are None: length -1 (protocol
+    section 1, bytes-or-null)."""
+    if not nulls:
+        return _column(map(len, items), "i")
+    if nulls == len(items):
+        return _NULL_LEN * nulls  # keyless frames: all keys null
+    return _column([-1 if item is None else len(item) for item in items], "i")
+
+
+def _interleave(columns: tuple[list, ...], count: int) -> list:
+    # data = key_0 value_0 [blob_0] key_1 value_1 ...: slice assignment does it in C.
+    width = len(columns)
+    parts = [b""] * (width * count)
+    for offset, column in enumerate(columns):
+        parts[offset::width] = column
+    return parts
+
+
+def encode_section(
+    keys: list,
+    values: list,
+    timestamps: dict[int, int] | None = None,
+    header_blobs: dict[int, bytes] | None = None,
+) -> bytes:
+    """The records section of ``keys``/``values`` laid out with C-level calls per column, not
+    Python work per record.
+
+    ``keys[i]``/``values[i]``: bytes or None (null). ``timestamps`` and ``header_blobs`` map a
+    record index to its timestamp (ms) / encoded header blob, only for records that have one;
+    when a dict is None or empty its column is left out (protocol section 6: a sender SHOULD
+    omit a column no record uses).
+    """
+    count = len(keys)
+    if count == 0 or len(values) != count:
+        raise ValueError(f"a records section needs 1+ records, got {count} keys, {len(values)}")
+    layout = 0
+    columns = []
+    if timestamps:
+        layout |= LAYOUT_HAS_TIMESTAMPS
+        stamps = [-1] * count
+        for index, stamp in timestamps.items():
+            if stamp < -1:
+                raise ValueError(f"timestamp {stamp} < -1")
+            stamps[index] = stamp
+        columns.append(_column(stamps, "q"))
+    null_keys, null_values = keys.count(None), values.count(None)
+    columns.append(_lengths(keys, null_keys))
+    columns.append(_lengths(values, null_values))
+    if header_blobs:
+        layout |= LAYOUT_HAS_HEADERS
+        blobs = [b""] * count
+        for index, blob in header_blobs.items():
+            blobs[index] = blob
+        columns.append(_column(map(len, blobs), "i"))
+        parts = _interleave((keys, values, blobs), count)
+    else:
+        parts = _interleave((keys, values), count)
+    # b"".join refuses None; filter(None, ...) drops nulls (and empty items, which add nothing).
+    data = b"".join(filter(None, parts) if null_keys or null_values else parts)
+    return b"".join((bytes((layout,)), *columns, data))
 
 
 def _encode_headers(headers: Sequence[tuple[str, bytes | None]]) -> bytes:
@@ -301,79 +371,26 @@ def _encode_headers(headers: Sequence[tuple[str, bytes | None]]) -> bytes:
     return b"".join(parts)
 
 
-class RecordsBuilder:
-    """Accumulates records column by column; ``section()`` lays them out.
-
-    Timestamp and header columns are always collected (cheap) but only emitted when at least
-    one record uses them, so the common frame carries neither.
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.key_lens = array("i")
-        self.value_lens = array("i")
-        self.header_lens = array("i")
-        self.timestamps = array("q")
-        self.data = bytearray()
-        self.any_timestamp = False
-        self.any_headers = False
-
-    def size(self) -> int:
-        """Bytes ``section()`` would return now."""
-        per_record = 8 + (8 if self.any_timestamp else 0) + (4 if self.any_headers else 0)
-        return 1 + per_record * self.count + len(self.data)
-
-    def added_bytes(self, data_bytes: int, has_ts: bool, has_headers: bool) -> int:
-        """How much ``section()`` grows by adding a record of this shape; the first record
-        with a timestamp (headers) also brings that column's entries for earlier records."""
-        added = 8 + data_bytes
-        if has_ts or self.any_timestamp:
-            added += 8 if self.any_timestamp else 8 * (self.count + 1)
-        if has_headers or self.any_headers:
-            added += 4 if self.any_headers else 4 * (self.count + 1)
-        return added
-
-    def add(self, key, value, timestamp: int | None, header_blob: bytes) -> None:
-        if timestamp is not None and timestamp < -1:
-            raise ValueError(f"timestamp {timestamp} < -1")
-        self.key_lens.append(-1 if key is None else len(key))
-        self.value_lens.append(-1 if value is None else len(value))
-        self.header_lens.append(len(header_blob))
-        self.timestamps.append(-1 if timestamp is None else timestamp)
-        self.any_timestamp = self.any_timestamp or timestamp is not None
-        self.any_headers = self.any_headers or bool(header_blob)
-        if key is not None:
-            self.data += key
-        if value is not None:
-            self.data += value
-        self.data += header_blob
-        self.count += 1
-
-    def section(self) -> bytes:
-        layout = (LAYOUT_HAS_TIMESTAMPS if self.any_timestamp else 0) | (
-            LAYOUT_HAS_HEADERS if self.any_headers else 0
-        )
-        parts = [bytes((layout,))]
-        if self.any_timestamp:
-            parts.append(_to_big_endian(self.timestamps))
-        parts.append(_to_big_endian(self.key_lens))
-        parts.append(_to_big_endian(self.value_lens))
-        if self.any_headers:
-            parts.append(_to_big_endian(self.header_lens))
-        parts.append(self.data)
-        return b"".join(parts)
-
-
 def header_blob(headers: Sequence[tuple[str, bytes | None]]) -> bytes:
     """The encoded header blob of one record (b"" for none)."""
     return _encode_headers(headers) if headers else b""
 
 
 def encode_records(records: Iterable[RecordIn]) -> bytes:
-    """The records section alone (what ``iter_records`` reads), e.g. for re-routing subsets."""
-    builder = RecordsBuilder()
-    for key, value, timestamp, headers in records:
-        builder.add(key, value, timestamp, header_blob(headers))
-    if builder.count == 0:
-        raise ValueError("a records section holds at least one record")
-    return builder.section()
+    """The records section alone (what ``iter_records`` reads) from one ``RecordIn`` each."""
+    keys, values, timestamps, blobs = split_records(records)
+    return encode_section(keys, values, timestamps, blobs)
+
+
+def split_records(records: Iterable[RecordIn]) -> tuple[list, list, dict, dict]:
+    """``RecordIn`` tuples as ``encode_section``'s columns: keys, values, and the sparse
+    timestamps and header blobs."""
+    keys, values, timestamps, blobs = [], [], {}, {}
+    for index, (key, value, timestamp, headers) in enumerate(records):
+        keys.append(key)
+        values.append(value)
+        if timestamp is not None:
+            timestamps[index] = timestamp
+        if headers:
+            blobs[index] = header_blob(headers)
+    return keys, values, timestamps, blobs

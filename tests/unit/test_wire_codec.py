@@ -1,4 +1,4 @@
-"""Tests of the kpd socket protocol codec (daemon.ingest.codec) against docs/protocol.md.
+"""Tests of the kpd socket protocol codec (daemon.wire) against docs/protocol.md.
 
 Golden frames are built here field by field with struct.pack — never with the codec — and the
 hex examples in docs/protocol.md must spell exactly the same bytes.
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.ingest.codec import (
+from daemon.wire import (
     HANDSHAKE_MAX_FRAME_BYTES,
     MIN_MAX_FRAME_BYTES,
     AckLevel,
@@ -28,9 +28,7 @@ from daemon.ingest.codec import (
     MetadataRequest,
     MetadataResponse,
     Persistence,
-    ProduceBatchWriter,
     RecordIn,
-    RecordTooLargeError,
     ReportRun,
     Role,
     Status,
@@ -62,6 +60,9 @@ from daemon.ingest.codec import (
     is_retriable,
     iter_records,
 )
+from daemon.wire.base import encode_string
+from daemon.wire.produce import encode_produce_frame, frame_overhead
+from daemon.wire.records import header_blob
 
 PROTOCOL_MD = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 MAX_FRAME = 1 << 20
@@ -426,7 +427,7 @@ success_runs = st.builds(
     timestamp=st.integers(-1, 2**63 - 1),
     error=st.just(KpdErrorCode.NONE),
     kafka_error=st.just(0),
-    persistence=st.just(Persistence.NOT_APPLICABLE),
+    persistence=st.just(Persistence.PERSISTED),
     message=st.just(""),
 )
 failed_runs = st.builds(
@@ -942,65 +943,28 @@ def test_retriable_codes_are_the_transient_ones():
     assert not is_retriable(KpdErrorCode.KAFKA_ERROR)
 
 
-# --- the client-side writer -------------------------------------------------------------------
+# --- the PRODUCE encoder ------------------------------------------------------------------------
 
 
-def test_writer_append_reports_the_exact_growth_of_the_frame():
-    writer = ProduceBatchWriter(0, "t1", 3)
-    assert writer.size == 5 + 17 + 4 + 1  # prefix, fixed head, topic, layout byte
-    sizes = [writer.size]
-    added = [
-        writer.append(b"k1", b"v1"),  # 8 length bytes + 4 data bytes
-        writer.append(None, b"v22"),  # 8 + 3
-        writer.append(None, b"x", 1700000000000),  # 8 + 1, + 8 x 3 for the new ts column
-        # 8 + its timestamp 8 + a 7-byte header blob, + 4 x 4 for the new header-lens column
-        writer.append(None, None, headers=[("h", None)]),
-    ]
-    assert added == [12, 11, 8 + 1 + 24, 8 + 8 + 7 + 16]
-    for grown in added:
-        sizes.append(sizes[-1] + grown)
-    assert writer.size == sizes[-1]
-    assert len(writer.finish()) == sizes[-1]
+def test_produce_frame_size_is_overhead_plus_eight_per_record_plus_data_and_used_columns():
+    topic = encode_string("t1")
+    plain = encode_produce_frame(topic, 3, 0, [b"k1", None], [b"v1", b"v22"])
+    assert frame_overhead(topic) == 5 + 17 + 4 + 1  # prefix, fixed head, topic, layout byte
+    assert len(plain) == frame_overhead(topic) + 2 * 8 + 4 + 3
+    # A timestamp column costs 8 bytes for every record, a header column 4, once any uses one.
+    stamped = encode_produce_frame(topic, 3, 0, [None, None], [b"x", b"y"], {1: 1700000000000})
+    assert len(stamped) == frame_overhead(topic) + 2 * (8 + 8) + 2
+    blob = header_blob([("h", None)])
+    assert len(blob) == 7  # name len i16, "h", value len i32 = -1
+    headed = encode_produce_frame(topic, 3, 0, [None], [None], None, {0: blob})
+    assert len(headed) == frame_overhead(topic) + 8 + 4 + 7
 
 
-def test_writer_returns_zero_when_the_record_does_not_fit_and_stays_unchanged():
-    limit = MIN_MAX_FRAME_BYTES
-    writer = ProduceBatchWriter(100, "t1", 0, AckLevel.KAFKA, max_frame_bytes=limit)
-    value = b"v" * 10_000
-    while writer.append(None, value):
-        pass
-    count, size = writer.count, writer.size
-    assert count == 6  # 6 x 10_008 bytes fit in 64 KiB with the head, a 7th does not
-    assert writer.append(None, b"") == 8  # a small record still fits
-    whole = writer.finish()
-    assert len(whole) <= limit
-    assert writer.next_seq == 100 + count + 1
-    assert size + 8 == len(whole)
-
-
-def test_writer_fills_a_frame_to_exactly_max_frame_bytes_and_no_further():
-    writer = ProduceBatchWriter(0, "t1", 0, max_frame_bytes=MIN_MAX_FRAME_BYTES)
-    room = MIN_MAX_FRAME_BYTES - writer.size - 8  # 8: the record's key and value lengths
-    assert writer.append(None, b"v" * room) == room + 8
-    assert writer.size == MIN_MAX_FRAME_BYTES
-    assert writer.append(None, b"") == 0  # even an empty record needs 8 more bytes
-    assert len(writer.finish()) == MIN_MAX_FRAME_BYTES
-
-
-def test_writer_rejects_a_record_that_cannot_fit_even_alone():
-    writer = ProduceBatchWriter(0, "t1", 0, max_frame_bytes=MIN_MAX_FRAME_BYTES)
-    with pytest.raises(RecordTooLargeError):
-        writer.append(None, b"v" * MIN_MAX_FRAME_BYTES)
-
-
-def test_writer_without_records_or_after_finish_is_an_error():
-    writer = ProduceBatchWriter(0, "t1")
+def test_encode_produce_rejects_an_empty_frame_and_a_timestamp_below_minus_one():
     with pytest.raises(ValueError):
-        writer.finish()
-    writer.append(None, b"x")
-    writer.finish()
-    with pytest.raises(RuntimeError):
-        writer.append(None, b"y")
+        encode_produce(0, "t1", 0, [])
+    with pytest.raises(ValueError):
+        encode_produce(0, "t1", 0, [(None, b"x", -2, ())])
 
 
 def test_columns_use_four_and_eight_byte_machine_types():

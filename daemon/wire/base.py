@@ -5,7 +5,7 @@ to — frame types, kpd's error space, ack levels, report statuses — and the t
 decoder raises. ``docs/protocol.md`` is the normative description; the tests check that its
 tables list exactly these values.
 
-Must not import anything from kpd outside ``daemon.ingest.codec*`` (it sits below the ingest
+Must not import anything from kpd outside ``daemon.wire*`` (it sits below the ingest
 engine and is shared with the Python client).
 """
 
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import struct
 from enum import IntEnum
+
+from daemon.kafka.errors import Persistence
 
 __all__ = [
     "HANDSHAKE_MAX_FRAME_BYTES",
@@ -80,14 +82,6 @@ class Status(IntEnum):
     ACCEPTED = 1
     DELIVERED = 2
     FAILED = 3
-
-
-class Persistence(IntEnum):
-    """Whether a FAILED record may nevertheless be in Kafka (decides whether a retry may dup)."""
-
-    NOT_APPLICABLE = 0  # the run did not fail
-    NOT_PERSISTED = 1
-    POSSIBLY_PERSISTED = 2
 
 
 class KpdErrorCode(IntEnum):

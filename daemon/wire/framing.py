@@ -6,7 +6,7 @@ gets whole frames back. Everything it rejects is fatal for the connection, becau
 checked before a body is read — sizes and types — and after such a fault the stream cannot
 be trusted. Body validation belongs to the ``decode_*`` functions.
 
-Must not import kpd modules outside ``daemon.ingest.codec*``.
+Must not import kpd modules outside ``daemon.wire*``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import struct
 from enum import Enum
 from typing import NamedTuple
 
-from daemon.ingest.codec_base import (
+from daemon.wire.base import (
     HANDSHAKE_MAX_FRAME_BYTES,
     MIN_MAX_FRAME_BYTES,
     BadFrameError,
@@ -23,7 +23,7 @@ from daemon.ingest.codec_base import (
     FrameType,
     KpdErrorCode,
 )
-from daemon.ingest.codec_control import decode_welcome
+from daemon.wire.control import decode_welcome
 
 __all__ = ["Frame", "FrameDecoder", "Role"]
 

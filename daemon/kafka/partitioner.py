@@ -17,7 +17,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from daemon.protocol.murmur2 import partition_for_key
+from daemon.kafka.murmur2 import partition_for_key
 
 __all__ = ["PARTITIONERS", "Partitioner"]
 

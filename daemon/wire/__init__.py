@@ -1,24 +1,26 @@
-"""The kpd socket protocol codec: bytes <-> values, nothing else (see docs/protocol.md).
+"""The kpd socket protocol and the ring-entry format: bytes <-> values, nothing else (see
+docs/protocol.md).
 
-Pure — no I/O, no clock, no logging — so the ingest server and the Python client
-(``daemon.client``) share it. Import everything from here; the pieces live in:
+Pure — no I/O, no clock, no logging — so the Python client (``daemon.client``), the ingest
+server and the workers share it. Import from here; the pieces live in:
 
-* ``codec_base``    enums (frame types, error codes, ack levels, statuses), errors, limits;
-* ``codec_framing`` ``FrameDecoder``: stream splitting and the per-connection state machine;
-* ``codec_control`` HELLO, WELCOME, ERROR, PING/PONG, GOODBYE, METADATA, REPORT;
-* ``codec_records`` PRODUCE decoding and the columnar records section (ingest and workers);
-* ``codec_writer``  ``ProduceBatchWriter`` and ``encode_produce`` (clients).
+* ``base``       enums (frame types, error codes, ack levels, statuses), errors, limits;
+* ``framing``    ``FrameDecoder``: stream splitting and the per-connection state machine;
+* ``control``    HELLO, WELCOME, ERROR, PING/PONG, GOODBYE, METADATA, REPORT;
+* ``records``    PRODUCE decoding and the columnar records section (ingest and workers);
+* ``produce``    the one PRODUCE frame encoder (client and tests);
+* ``ring_entry`` the entries ingest and workers exchange through their rings.
 
 Every ``encode_*`` returns a complete frame (length prefix included); every ``decode_*``
 takes the payload of a frame (``Frame.payload``: what follows the type byte) and raises
 BadFrameError on a malformed body — never IndexError or struct.error.
 
-Must not import kpd modules outside ``daemon.ingest.codec*``.
+Must not import kpd modules outside ``daemon.wire`` and the pure Kafka codec ``daemon.kafka``.
 """
 
 from __future__ import annotations
 
-from daemon.ingest.codec_base import (
+from daemon.wire.base import (
     HANDSHAKE_MAX_FRAME_BYTES,
     MAX_METADATA_TOPICS,
     MIN_MAX_FRAME_BYTES,
@@ -35,7 +37,7 @@ from daemon.ingest.codec_base import (
     error_code,
     is_retriable,
 )
-from daemon.ingest.codec_control import (
+from daemon.wire.control import (
     MAGIC,
     REPORT_RUN_FIXED_BYTES,
     ErrorFrame,
@@ -65,8 +67,9 @@ from daemon.ingest.codec_control import (
     encode_reports,
     encode_welcome,
 )
-from daemon.ingest.codec_framing import Frame, FrameDecoder, Role
-from daemon.ingest.codec_records import (
+from daemon.wire.framing import Frame, FrameDecoder, Role
+from daemon.wire.produce import encode_produce, encode_produce_frame
+from daemon.wire.records import (
     LAYOUT_HAS_HEADERS,
     LAYOUT_HAS_TIMESTAMPS,
     ProduceHeader,
@@ -76,7 +79,6 @@ from daemon.ingest.codec_records import (
     encode_records,
     iter_records,
 )
-from daemon.ingest.codec_writer import ProduceBatchWriter, RecordTooLargeError, encode_produce
 
 __all__ = [
     "HANDSHAKE_MAX_FRAME_BYTES",
@@ -100,10 +102,8 @@ __all__ = [
     "MetadataRequest",
     "MetadataResponse",
     "Persistence",
-    "ProduceBatchWriter",
     "ProduceHeader",
     "RecordIn",
-    "RecordTooLargeError",
     "RecordView",
     "ReportRun",
     "Role",
@@ -130,6 +130,7 @@ __all__ = [
     "encode_ping",
     "encode_pong",
     "encode_produce",
+    "encode_produce_frame",
     "encode_records",
     "encode_reports",
     "encode_welcome",

@@ -1,8 +1,8 @@
-"""One ring's shared-memory segment: its file in ``/dev/shm``, its header and its data area.
+"""One ring's shared-memory region: its file in ``/dev/shm``, its header and its data area.
 
-This module owns the byte layout and the lifecycle of a segment (create, attach, unlink, stale
+This module owns the byte layout and the lifecycle of a region (create, attach, unlink, stale
 clean-up). It does not know who writes entries (see ``shm_ring``) and it knows nothing of Kafka.
-It must not import multiprocessing, uvloop, signal or prometheus_client: the segment is a file
+It must not import multiprocessing, uvloop, signal or prometheus_client: the region is a file
 opened with ``os.open`` and mapped with ``mmap``, so any process that knows the name can attach.
 
 Layout (all integers native-endian: a ring never leaves its host)::
@@ -78,7 +78,7 @@ class RingError(Exception):
 
 
 class RingFormatError(RingError):
-    """A segment is not a kpd ring of the expected layout (bad magic, version or capacity)."""
+    """A region is not a kpd ring of the expected layout (bad magic, version or capacity)."""
 
 
 class EntryTooLargeError(RingError, ValueError):
@@ -100,7 +100,7 @@ def _check_capacity(capacity: int) -> None:
 
 
 class Ring:
-    """One mapped ring segment. Owns the mapping; the endpoints borrow it.
+    """One mapped ring region. Owns the mapping; the endpoints borrow it.
 
     Build it with ``create`` or ``attach``, not the constructor.
 

@@ -23,7 +23,7 @@ The writer is on the per-record hot path, so ``BatchBuilder`` keeps one bytearra
 statements, and only at ``build()`` compresses (once, and only if that makes the batch
 smaller), patches the header fields at their named offsets and computes the CRC last.
 
-Pure (no I/O, no clock, no logging). Imports only ``daemon.protocol`` siblings and the
+Pure (no I/O, no clock, no logging). Imports only ``daemon.kafka`` siblings and the
 ``crc32c`` package; must not import producer, net, ring, ingest or process code.
 """
 
@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 from crc32c import crc32c
 
-from daemon.protocol.compression import NONE, CompressionError, check_level, compress, decompress
-from daemon.protocol.varint import decode_varint, encode_varint
+from daemon.kafka.compression import NONE, CompressionError, check_level, compress, decompress
+from daemon.kafka.varint import decode_varint, encode_varint
 
 __all__ = [
     "ATTRIBUTES_OFFSET",
@@ -58,7 +58,6 @@ __all__ = [
     "encode_record_tail",
     "increment_sequence",
     "restamp",
-    "split_batch",
 ]
 
 # Byte offsets of the batch header fields (DefaultRecordBatch.*_OFFSET).
@@ -104,9 +103,6 @@ _RECORD_ATTRIBUTES = b"\x00"  # record-level attributes are unused in v2
 # that append takes a slower path, still correct. Built with encode_varint (the first 8192 are
 # the very objects of its own table; the rest cost ~300 KB per process).
 _SMALL: tuple[bytes, ...] = tuple(encode_varint(i) for i in range(16384))
-# Largest record prefix written by append_encoded: length varint (5) + attributes (1) +
-# timestampDelta varlong (10) + offsetDelta varint (5).
-_MAX_RECORD_PREFIX = 21
 
 
 class CorruptBatchError(ValueError):
@@ -121,8 +117,7 @@ def encode_record_tail(
     """The part of a record that does not depend on its position in a batch:
     ``keyLength key valueLength value headerCount headers``.
 
-    Used with ``BatchBuilder.append_encoded`` by callers that encode a record once and may add
-    it to more than one batch (re-batching, ``split_batch``) or that receive it pre-encoded.
+    ``BatchBuilder.append``'s slow path (varints past the small-number table).
     """
     return b"".join(
         (
@@ -242,51 +237,23 @@ class BatchBuilder:
         self.record_count = count + 1
         return len(prefix) + len(body)
 
-    def append_encoded(self, timestamp_ms: int, tail: bytes) -> int:
-        """Add one record whose ``encode_record_tail`` is already known; return bytes added.
-
-        Faster than ``append`` when the tail was encoded once upstream: only the three
-        position-dependent fields are encoded here.
-        """
-        count = self.record_count
-        delta = self._timestamp_delta(timestamp_ms)
-        try:  # the same table fast path as append
-            head = b"".join(
-                (
-                    _RECORD_ATTRIBUTES,
-                    _SMALL[delta] if delta >= 0 else encode_varint(delta),
-                    _SMALL[count],
-                )
-            )
-            prefix = _SMALL[len(head) + len(tail)]
-        except IndexError:
-            head = _RECORD_ATTRIBUTES + encode_varint(delta) + encode_varint(count)
-            prefix = encode_varint(len(head) + len(tail))
-        buf = self._buf
-        buf += prefix
-        buf += head
-        buf += tail
-        self.record_count = count + 1
-        return len(prefix) + len(head) + len(tail)
-
-    def append_columns(
+    def append_packed(
         self,
         timestamp_ms: int,
         data,
-        lens: Sequence[int],
-        count: int,
+        key_lens: Sequence[int],
+        value_lens: Sequence[int],
         index: int,
         pos: int,
         max_size: int,
     ) -> tuple[int, int, int]:
-        """Append records ``index``.. of a columnar run until the batch reaches ``max_size``.
+        """Append packed records ``index``.. until the batch reaches ``max_size`` bytes.
 
-        The run is ``count`` records sharing ``timestamp_ms`` and carrying no headers: their key
-        lengths are ``lens[:count]``, value lengths ``lens[count:]`` (-1 = null), and their bytes
-        follow one another in ``data`` from ``pos`` — the kpd socket protocol's records layout,
-        so a worker batches a client's frame without building a record object per record.
-        At least one record is taken when the batch is empty. Returns (next index, next data
-        position, bytes added).
+        Packed records share ``timestamp_ms``, carry no headers, and lie back to back in
+        ``data`` from ``pos`` (key then value, no separators); ``key_lens[i]``/``value_lens[i]``
+        give their lengths (-1 = null). Whoever holds records that way appends many with no
+        record object per record. At least one record is taken when the batch is empty.
+        Returns (next index, next data position, bytes added).
         """
         first = self.record_count
         delta = self._timestamp_delta(timestamp_ms)
@@ -297,10 +264,10 @@ class BatchBuilder:
         start = size = len(buf)
         offset = first
         small, null, no_headers = _SMALL, _NULL, _NO_HEADERS
-        i = index
+        i, count = index, len(key_lens)
         while i < count and (size < max_size or offset == 0):
-            klen = lens[i]
-            vlen = lens[count + i]
+            klen = key_lens[i]
+            vlen = value_lens[i]
             kend = pos + klen if klen > 0 else pos
             vend = kend + vlen if vlen > 0 else kend
             try:  # the table fast path; IndexError means a varint past 16383: slow path
@@ -577,52 +544,3 @@ def _read_nullable(buf: memoryview, pos: int) -> tuple[bytes | None, int]:
     if pos + size > len(buf):
         raise CorruptBatchError(f"length {size} exceeds the records")
     return bytes(buf[pos : pos + size]), pos + size
-
-
-def split_batch(
-    batch: bytes | bytearray | memoryview,
-    max_bytes: int,
-    compression: int | None = None,
-    compression_level: int | None = None,
-) -> list[bytearray]:
-    """Split one built batch into batches of at most ``max_bytes`` uncompressed bytes each.
-
-    For MESSAGE_TOO_LARGE (Java's Sender splits the batch and retries the pieces). Each piece
-    keeps the transactional flag, producer id and epoch, and takes the sequence of its first
-    record, so the pieces carry exactly the original sequence range in order. A single record
-    larger than ``max_bytes`` becomes a piece of its own: the caller fails it if the broker
-    rejects it again. The pieces use ``compression`` (default: the codec the batch's
-    attributes name — ``none`` if its compression was skipped) at ``compression_level``,
-    which a batch does not record: pass the config's.
-    """
-    batches = decode_batches(batch)
-    if len(batches) != 1:
-        raise ValueError(f"split_batch takes one batch, got {len(batches)}")
-    original = batches[0]
-    if original.is_control:
-        raise ValueError("control batches are written by brokers and are never split")
-    codec = original.compression if compression is None else compression
-    pieces: list[bytearray] = []
-    builder: BatchBuilder | None = None
-    first_delta = 0
-    for record in original.records:
-        tail = encode_record_tail(record.key, record.value, record.headers)
-        if builder is not None and (
-            builder.size_in_bytes + _MAX_RECORD_PREFIX + len(tail) > max_bytes
-        ):
-            pieces.append(_build_piece(builder, original, first_delta))
-            builder = None
-        if builder is None:
-            builder = BatchBuilder(codec, compression_level, original.is_transactional)
-            first_delta = record.offset - original.base_offset
-        builder.append_encoded(record.timestamp, tail)
-    if builder is not None:
-        pieces.append(_build_piece(builder, original, first_delta))
-    return pieces
-
-
-def _build_piece(builder: BatchBuilder, original: DecodedBatch, first_delta: int) -> bytearray:
-    sequence = original.base_sequence
-    if sequence >= 0:
-        sequence = increment_sequence(sequence, first_delta)
-    return builder.build(original.producer_id, original.producer_epoch, sequence)

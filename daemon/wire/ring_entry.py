@@ -1,10 +1,10 @@
 """The entries ingest and workers exchange through their rings (pure: bytes <-> values).
 
-Records ring (ingest -> worker), one entry per *segment*: the records of one PRODUCE frame
+Records ring (ingest -> worker), one entry per *entry*: the records of one PRODUCE frame
 for one partition, with where they came from::
 
     conn_id u64 | base_seq u64 | count u32 | partition i32 | received_ms i64 | topic_len u16
-    | topic utf-8 | records section (the client's PRODUCE layout, see codec_records)
+    | topic utf-8 | records section (the client's PRODUCE layout, see records)
 
 The records section is copied verbatim from the client's frame, so ingest routes a frame with
 no per-record work and the worker decodes it once with ``iter_records``.
@@ -22,20 +22,20 @@ import struct
 from typing import NamedTuple
 
 __all__ = [
-    "SEGMENT_HEAD_BYTES",
-    "Segment",
+    "ENTRY_HEAD_BYTES",
+    "RecordsEntry",
+    "decode_records_entry",
     "decode_report_entry",
-    "decode_segment",
     "encode_report_entry",
-    "segment_head",
+    "entry_head",
 ]
 
 _HEAD = struct.Struct(">QQIiqH")
 _CONN = struct.Struct(">Q")
-SEGMENT_HEAD_BYTES = _HEAD.size
+ENTRY_HEAD_BYTES = _HEAD.size
 
 
-class Segment(NamedTuple):
+class RecordsEntry(NamedTuple):
     conn_id: int
     base_seq: int
     count: int
@@ -45,19 +45,19 @@ class Segment(NamedTuple):
     records: memoryview
 
 
-def segment_head(
+def entry_head(
     conn_id: int, base_seq: int, count: int, partition: int, received_ms: int, topic: bytes
 ) -> bytes:
-    """Everything of a segment entry before its records section."""
+    """Everything of a entry entry before its records section."""
     return _HEAD.pack(conn_id, base_seq, count, partition, received_ms, len(topic)) + topic
 
 
-def decode_segment(entry: memoryview) -> Segment:
+def decode_records_entry(entry: memoryview) -> RecordsEntry:
     conn_id, base_seq, count, partition, received_ms, topic_len = _HEAD.unpack_from(entry, 0)
     start = _HEAD.size
     topic = bytes(entry[start : start + topic_len]).decode()
     records = entry[start + topic_len :]
-    return Segment(conn_id, base_seq, count, partition, received_ms, topic, records)
+    return RecordsEntry(conn_id, base_seq, count, partition, received_ms, topic, records)
 
 
 def encode_report_entry(conn_id: int, reports_payload: bytes) -> bytes:
