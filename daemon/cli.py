@@ -155,7 +155,7 @@ def cmd_read(args) -> int:
 def cmd_status(args) -> int:
     import json
 
-    from daemon.process.status import fetch_status, format_status
+    from daemon.process.status_text import fetch_status, format_status
 
     config = _load(args.config)
     if not config.metrics.enabled:

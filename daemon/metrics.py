@@ -15,8 +15,8 @@ prometheus_client picks its value class (in-memory or mmap files) when it is fir
 from ``PROMETHEUS_MULTIPROC_DIR``. So this module imports it only inside functions: importing
 ``daemon.metrics`` has no side effect, and the supervisor sets the variable (with
 ``prepare_multiprocess_dir``) before any child starts. Must not import asyncio, uvloop, the
-engine or the ring modules; it reads their objects by their public attributes (and, until the
-engine grows accessors, three private ones in ``engine_state``).
+engine or the ring modules; it reads what they offer publicly (the engine's ``stats()``
+snapshot, ``ProducerCounters``, the ingest server's counters).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,12 +38,10 @@ __all__ = [
     "DELIVERY_BOUNDS",
     "MULTIPROC_ENV",
     "DeliveryTally",
-    "EngineState",
     "IngestMetrics",
     "MetricSpec",
     "SupervisorCollector",
     "WorkerMetrics",
-    "engine_state",
     "mark_dead",
     "prepare_multiprocess_dir",
     "render_metrics",
@@ -190,7 +188,7 @@ def render_metrics(path: str | Path, extra: Iterable[object] = ()) -> tuple[byte
 
 class DeliveryTally:
     """Per-topic counts and end-to-end latency, bumped by the worker once per ring entry
-    (``count_received``) and once per run of a entry's records in an outcome
+    (``count_received``) and once per run of an entry's records in an outcome
     (``count_done``), never per record. Owned by the worker's event loop."""
 
     __slots__ = ("_clock", "delivery", "failed", "last_error", "partitions", "received", "sent")
@@ -217,43 +215,6 @@ class DeliveryTally:
         else:
             self.failed[(topic, error.name)] += count
             self.last_error = (now, str(error))
-
-
-@dataclass(slots=True)
-class EngineState:
-    """The engine's live numbers that are not in ``ProducerCounters``."""
-
-    buffer_used: int = 0
-    buffer_total: int = 0
-    in_flight: int = 0
-    pending: int = 0
-    brokers: dict[int, bool] = field(default_factory=dict)  # node id -> connected
-    connects: int = 0
-    connect_failures: int = 0
-    disconnects: int = 0
-    metadata_refreshes: int = 0
-    metadata_refresh_failures: int = 0
-
-
-def engine_state(engine: Any) -> EngineState:
-    """Read a ``ProducerEngine``. Its accumulator, sender and pool are private: this is the
-    one place that reaches into them, until the engine exposes these numbers itself."""
-    pool = engine._pool
-    brokers = dict.fromkeys(pool.known(), False)
-    for node_id, _ in pool.ready():
-        brokers[node_id] = True
-    return EngineState(
-        buffer_used=engine._accumulator.buffer_used,
-        buffer_total=engine.settings.buffer_memory,
-        in_flight=engine._sender.requests_in_flight,
-        pending=engine.pending_records,
-        brokers=brokers,
-        connects=pool.connects,
-        connect_failures=pool.connect_failures,
-        disconnects=pool.disconnects,
-        metadata_refreshes=engine.metadata.refreshes,
-        metadata_refresh_failures=engine.metadata.refresh_failures,
-    )
 
 
 # ---- flushers -----------------------------------------------------------------------------
@@ -356,8 +317,8 @@ class WorkerMetrics:
         self._child = (f"worker-{worker_index}",)
         self._out = _Exporter(("worker", "any"))
 
-    def flush(self, counters: Any, tally: DeliveryTally, state: EngineState) -> None:
-        """``counters`` is the engine's ``ProducerCounters``."""
+    def flush(self, counters: Any, tally: DeliveryTally, state: Any) -> None:
+        """``counters`` is the engine's ``ProducerCounters``, ``state`` its ``stats()``."""
         self._flush_records(tally)
         self._flush_engine(counters)
         self._flush_state(state)
@@ -389,7 +350,7 @@ class WorkerMetrics:
         for broker, hist in c.request_latency.items():
             out.transfer("kpd_request_latency_seconds", (str(broker),), hist)
 
-    def _flush_state(self, s: EngineState) -> None:
+    def _flush_state(self, s: Any) -> None:
         out, w = self._out, self._w
         out.set("kpd_records_pending", w, s.pending)
         out.set("kpd_requests_in_flight", w, s.in_flight)
@@ -412,14 +373,14 @@ class IngestMetrics:
     def __init__(self) -> None:
         self._out = _Exporter(("ingest", "any"))
 
-    def flush(self, server: Any, records: Sequence[Any], reports: Sequence[Any]) -> None:
-        """``server`` is the ``IngestServer``; ``records``/``reports`` its ring ends by worker
-        index (``RingProducer``\\ s and ``RingConsumer``\\ s)."""
+    def flush(self, stats: Any, records: Sequence[Any], reports: Sequence[Any]) -> None:
+        """``stats`` is the ``IngestServer``'s ``stats()``; ``records``/``reports`` its ring
+        ends by worker index (``RingProducer``\\ s and ``RingConsumer``\\ s)."""
         out = self._out
-        out.add("kpd_ingest_records_accepted_total", (), server.records_accepted)
-        out.add("kpd_ingest_records_rejected_total", (), server.records_rejected)
-        out.add("kpd_ingest_buffer_full_total", (), server.buffer_full_events)
-        out.set("kpd_ingest_connections", (), len(server.connections))
+        out.add("kpd_ingest_records_accepted_total", (), stats.records_accepted)
+        out.add("kpd_ingest_records_rejected_total", (), stats.records_rejected)
+        out.add("kpd_ingest_buffer_full_total", (), stats.buffer_full_events)
+        out.set("kpd_ingest_connections", (), stats.connections)
         for index, ring in enumerate(records):
             self._ring("records", index, ring, ring.bytes_written)
         for index, ring in enumerate(reports):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from daemon import wire
 from daemon.kafka.errors import code_of
@@ -27,10 +27,7 @@ from daemon.wire.base import (
 )
 from daemon.wire.records import decode_produce_header
 
-if TYPE_CHECKING:
-    from daemon.ingest.server import IngestServer
-
-__all__ = ["ClientConnection", "is_legal_topic"]
+__all__ = ["ClientConnection", "ConnectionHost", "is_legal_topic"]
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +46,27 @@ def is_legal_topic(topic: str) -> bool:
     return _LEGAL_TOPIC.fullmatch(topic) is not None and topic not in (".", "..")
 
 
+class ConnectionHost(Protocol):
+    """What a connection needs of the server that accepted it (``IngestServer``): its
+    settings, the registry of live connections, the topic directory, the entry planner, and
+    the two steps of putting records into rings. Declared here so the connection does not
+    import the server."""
+
+    settings: Any  # IngestSettings
+    connections: dict[int, ClientConnection]
+    topics: Any  # TopicDirectory
+    planner: Any  # EntryPlanner
+    records_rejected: int  # every record ingest refuses, counted by ClientConnection.reject
+
+    def enqueue(self, conn: ClientConnection, entries, header, ack) -> Any: ...
+
+    def publish_all(self) -> None: ...
+
+
 class ClientConnection(asyncio.Protocol):
     """One client. Owns its decoder, sequence counter and pause state."""
 
-    def __init__(self, server: IngestServer, conn_id: int) -> None:
+    def __init__(self, server: ConnectionHost, conn_id: int) -> None:
         self._server = server
         self.conn_id = conn_id
         self.transport: asyncio.Transport | None = None
@@ -90,7 +104,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport
         server = self._server
         if len(server.connections) >= server.settings.max_connections:
-            self._fatal(
+            self.abort(
                 KpdErrorCode.TOO_MANY_CONNECTIONS,
                 f"kpd serves {server.settings.max_connections} connections already "
                 "(socket.max_connections)",
@@ -124,7 +138,7 @@ class ClientConnection(asyncio.Protocol):
         while self._backlog and not self.closed:
             item = self._backlog[0]
             if isinstance(item, FatalProtocolError):
-                self._fatal(item.code, item.message)
+                self.abort(item.code, item.message)
                 return
             try:
                 waiting = self._handle(item)
@@ -132,13 +146,15 @@ class ClientConnection(asyncio.Protocol):
                 # A bug in a handler must cost this one connection, never the ingest process
                 # (an exception escaping data_received makes uvloop drop the socket silently).
                 log.exception("conn %d: %s frame handling failed", self.conn_id, item.type.name)
-                self._fatal(KpdErrorCode.INTERNAL_ERROR, f"kpd could not handle the frame: {exc}")
+                self.abort(KpdErrorCode.INTERNAL_ERROR, f"kpd could not handle the frame: {exc}")
                 return
             if waiting is not None:
                 self._busy = True
                 self.transport.pause_reading()
                 asyncio.get_running_loop().create_task(self._finish_async(waiting))
                 return
+            if self.closed:
+                return  # the frame ended the connection; abort() emptied the backlog
             self._backlog.pop(0)
         server.publish_all()
 
@@ -149,7 +165,7 @@ class ClientConnection(asyncio.Protocol):
             # Handlers report every expected failure themselves; this is a bug, and the client
             # must hear of it rather than wait for reports that will never come.
             log.exception("conn %d: frame handling failed", self.conn_id)
-            self._fatal(KpdErrorCode.INTERNAL_ERROR, f"kpd could not handle the frame: {exc}")
+            self.abort(KpdErrorCode.INTERNAL_ERROR, f"kpd could not handle the frame: {exc}")
         finally:
             if self._backlog:
                 self._backlog.pop(0)
@@ -175,7 +191,7 @@ class ClientConnection(asyncio.Protocol):
         except (BadFrameError, FatalProtocolError) as exc:
             # A malformed control frame has no records to attribute the error to, so it ends
             # the connection (docs/protocol.md section 4), with the decoder's code.
-            self._fatal(exc.code, exc.message)
+            self.abort(exc.code, exc.message)
         return None
 
     def _hello(self, hello: wire.Hello) -> None:
@@ -200,7 +216,7 @@ class ClientConnection(asyncio.Protocol):
         if not is_legal_topic(header.topic):
             # Kafka would answer INVALID_TOPIC_EXCEPTION for such a name; asking it would only
             # hold the connection for max.block.ms (and keep the name in the metadata wanted set).
-            self._fail(
+            self.reject(
                 header.base_seq,
                 header.count,
                 KpdErrorCode.KAFKA_ERROR,
@@ -209,7 +225,7 @@ class ClientConnection(asyncio.Protocol):
             )
             return None
         if not server.topics.allowed(header.topic):
-            self._fail(
+            self.reject(
                 header.base_seq,
                 header.count,
                 KpdErrorCode.TOPIC_NOT_ALLOWED,
@@ -223,7 +239,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _malformed_produce(self, exc: BadFrameError) -> None:
         if exc.count is None:  # payload shorter than 12 bytes or count 0: nothing to answer
-            self._fatal(exc.code, exc.message)
+            self.abort(exc.code, exc.message)
         elif exc.first_seq != self.next_seq:
             # A wrong base_seq is fatal whatever the body holds: answering the run and moving
             # next_seq to it would let one flipped byte shift the numbering of every later frame.
@@ -232,17 +248,17 @@ class ClientConnection(asyncio.Protocol):
             # The head names the records, so the stream stays usable (docs/protocol.md 4):
             # they count as received and the next PRODUCE starts after them.
             self.next_seq = exc.first_seq + exc.count
-            self._fail(exc.first_seq, exc.count, exc.code, exc.message)
+            self.reject(exc.first_seq, exc.count, exc.code, exc.message)
 
     def _sequence_mismatch(self, what: str, got: int) -> None:
-        self._fatal(KpdErrorCode.SEQUENCE_MISMATCH, f"{what} {got}, expected {self.next_seq}")
+        self.abort(KpdErrorCode.SEQUENCE_MISMATCH, f"{what} {got}, expected {self.next_seq}")
 
     async def _produce_after_lookup(self, header, ack) -> None:
         server = self._server
         try:
             count = await server.topics.partition_count(header.topic, server.settings.max_block_s)
         except Exception as exc:
-            self._fail(header.base_seq, header.count, KpdErrorCode.UNKNOWN_TOPIC, str(exc))
+            self.reject(header.base_seq, header.count, KpdErrorCode.UNKNOWN_TOPIC, str(exc))
             return
         waiting = self._route(header, ack, count)
         if waiting is not None:
@@ -251,7 +267,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _route(self, header, ack, count: int):
         if header.partition >= count:
-            self._fail(
+            self.reject(
                 header.base_seq,
                 header.count,
                 KpdErrorCode.INVALID_PARTITION,
@@ -261,7 +277,7 @@ class ClientConnection(asyncio.Protocol):
         server = self._server
         entries = server.planner.fit(header, server.planner.split(header, count))
         if entries is None:
-            self._fail(
+            self.reject(
                 header.base_seq,
                 header.count,
                 KpdErrorCode.RECORD_TOO_LARGE,
@@ -346,13 +362,14 @@ class ClientConnection(asyncio.Protocol):
         if self.closed or transport is None:
             return
         if transport.get_write_buffer_size() > _MAX_CLIENT_BUFFER:
-            self._fatal(KpdErrorCode.INTERNAL_ERROR, "client does not read its reports")
+            self.abort(KpdErrorCode.INTERNAL_ERROR, "client does not read its reports")
             return
         transport.write(frame)
 
-    def _fail(
+    def reject(
         self, first_seq: int, count: int, code: KpdErrorCode, message: str, kafka_error: int = 0
     ) -> None:
+        """Answer records [first_seq, first_seq + count) FAILED, NOT_PERSISTED."""
         self._server.records_rejected += count  # every record ingest refuses passes here
         run = ReportRun(
             first_seq,
@@ -368,7 +385,8 @@ class ClientConnection(asyncio.Protocol):
         )
         self.send(encode_reports([run]))
 
-    def _fatal(self, code: KpdErrorCode, message: str) -> None:
+    def abort(self, code: KpdErrorCode, message: str) -> None:
+        """End the connection with an ERROR frame (docs/protocol.md section 4)."""
         log.info("conn %d: closing: %s", self.conn_id, message)
         if not self.closed and self.transport is not None:
             self.transport.write(wire.encode_error(code, message[:1000]))

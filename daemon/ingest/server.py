@@ -41,7 +41,7 @@ from daemon.wire.base import (
 )
 from daemon.wire.ring_entry import decode_report_entry, entry_head
 
-__all__ = ["IngestServer", "IngestSettings", "TopicDirectory", "is_legal_topic"]
+__all__ = ["IngestServer", "IngestSettings", "IngestStats", "TopicDirectory", "is_legal_topic"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,16 @@ class IngestSettings:
     partitioner: str = "default"  # kafka.partitioner, for records the client left to kpd
     ignore_keys: bool = False  # kafka.partitioner.ignore.keys
     socket_group: str | int | None = None  # chgrp the socket file (name or gid)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestStats:
+    """A snapshot of the server's counts, for metrics and ``/status``."""
+
+    records_accepted: int
+    records_rejected: int
+    buffer_full_events: int
+    connections: int
 
 
 class TopicDirectory:
@@ -146,6 +156,14 @@ class IngestServer:
         self.records_rejected = 0
         self.buffer_full_events = 0
 
+    def stats(self) -> IngestStats:
+        return IngestStats(
+            self.records_accepted,
+            self.records_rejected,
+            self.buffer_full_events,
+            len(self.connections),
+        )
+
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def start(self, sock=None) -> None:
@@ -179,7 +197,7 @@ class IngestServer:
         for task in self._report_tasks:
             task.cancel()
         for conn in list(self.connections.values()):
-            conn._fatal(KpdErrorCode.SHUTTING_DOWN, "kpd is shutting down")
+            conn.abort(KpdErrorCode.SHUTTING_DOWN, "kpd is shutting down")
 
     async def quiesce(self) -> None:
         """Accept no more records: stop listening and reading, finish frames in progress."""
@@ -241,7 +259,7 @@ class IngestServer:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0 or not await ring.wait_writable(size, timeout=remaining):
                     self.buffer_full_events += 1
-                    conn._fail(
+                    conn.reject(
                         first_seq,
                         n,
                         KpdErrorCode.BUFFER_FULL,

@@ -30,7 +30,7 @@ from daemon.ingest.server import IngestServer, IngestSettings, TopicDirectory
 from daemon.net.connection import ConnectionSettings
 from daemon.net.pool import BrokerPool
 from daemon.process.logs import setup_logging
-from daemon.process.status import IngestReporter, WorkerReporter
+from daemon.process.reporters import IngestReporter, WorkerReporter
 from daemon.process.worker import Worker
 from daemon.producer.engine import reconnect_policy
 from daemon.producer.metadata import MetadataManager

@@ -1,7 +1,7 @@
 """A worker: its records ring in, its producer engine to Kafka, its reports ring out.
 
 Owns one engine, the consuming end of its records ring and the producing end of its reports
-ring. Commit on ack: a entry's ring space is released only once every record in it has an
+ring. Commit on ack: an entry's ring space is released only once every record in it has an
 outcome *and* that outcome was published to the reports ring, so a worker killed at any point
 is replaced by one that re-reads exactly the entries whose reports may not have gone out.
 
@@ -164,7 +164,7 @@ class Worker:
             first = tokens[start]
             entry_id = first >> _INDEX_BITS
             index = first & _INDEX_MASK
-            # A entry's records are appended to its partition's batches back to back, so
+            # An entry's records are appended to its partition's batches back to back, so
             # within a batch they are consecutive tokens: the run ends where the batch or the
             # entry does. O(runs), not O(records).
             count = min(total - start, entries[entry_id].count - index)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.config import ProducerSettings
@@ -24,7 +25,7 @@ from daemon.producer.metadata import ClusterView, MetadataManager, TopicView
 from daemon.producer.outcomes import BatchOutcome
 from daemon.producer.sender import Sender, SenderSettings
 
-__all__ = ["ProducerEngine", "reconnect_policy"]
+__all__ = ["EngineStats", "ProducerEngine", "reconnect_policy"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,23 @@ def reconnect_policy(settings: ProducerSettings) -> ReconnectPolicy:
         setup_timeout_max_s=settings.socket_connection_setup_timeout_max_ms / 1000,
         max_idle_s=settings.connections_max_idle_ms / 1000,
     )
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """A snapshot of the engine's live numbers that are not in ``ProducerCounters``: what
+    metrics and ``/status`` read, so nobody reaches into the engine's parts."""
+
+    buffer_used: int = 0
+    buffer_total: int = 0
+    in_flight: int = 0
+    pending: int = 0
+    brokers: dict[int, bool] = field(default_factory=dict)  # node id -> connected
+    connects: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0
+    metadata_refreshes: int = 0
+    metadata_refresh_failures: int = 0
 
 
 class ProducerEngine:
@@ -109,6 +127,24 @@ class ProducerEngine:
         self.pending_records = 0  # appended, no outcome yet
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def stats(self) -> EngineStats:
+        pool = self._pool
+        brokers = dict.fromkeys(pool.known(), False)
+        for node_id, _ in pool.ready():
+            brokers[node_id] = True
+        return EngineStats(
+            buffer_used=self._accumulator.buffer_used,
+            buffer_total=self.settings.buffer_memory,
+            in_flight=self._sender.requests_in_flight,
+            pending=self.pending_records,
+            brokers=brokers,
+            connects=pool.connects,
+            connect_failures=pool.connect_failures,
+            disconnects=pool.disconnects,
+            metadata_refreshes=self.metadata.refreshes,
+            metadata_refresh_failures=self.metadata.refresh_failures,
+        )
 
     # ---- lifecycle ---------------------------------------------------------------------
 

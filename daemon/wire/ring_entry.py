@@ -48,7 +48,7 @@ class RecordsEntry(NamedTuple):
 def entry_head(
     conn_id: int, base_seq: int, count: int, partition: int, received_ms: int, topic: bytes
 ) -> bytes:
-    """Everything of a entry entry before its records section."""
+    """Everything of an entry entry before its records section."""
     return _HEAD.pack(conn_id, base_seq, count, partition, received_ms, len(topic)) + topic
 
 

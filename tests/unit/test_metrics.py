@@ -28,21 +28,14 @@ from daemon.metrics import (
     DELIVERY_BOUNDS,
     DeliveryTally,
     SupervisorCollector,
-    engine_state,
     mark_dead,
     prepare_multiprocess_dir,
     render_metrics,
 )
 from daemon.process.http import MetricsServer
-from daemon.process.status import (
-    ChildState,
-    RateMeter,
-    StatusWriter,
-    build_status,
-    fetch_status,
-    format_status,
-    read_snapshots,
-)
+from daemon.process.reporters import RateMeter, StatusWriter
+from daemon.process.status import ChildState, build_status, read_snapshots
+from daemon.process.status_text import fetch_status, format_status
 from daemon.producer.counters import ProducerCounters
 from daemon.producer.outcomes import DeliveryFailure, Persistence
 
@@ -103,15 +96,16 @@ def names(samples: dict) -> set[str]:
 
 WORKER_SCRIPT = """
     import json
-    from daemon.metrics import DeliveryTally, EngineState, WorkerMetrics
+    from daemon.metrics import DeliveryTally, WorkerMetrics
     from daemon.producer.counters import ProducerCounters
+    from daemon.producer.engine import EngineStats
     from daemon.producer.outcomes import DeliveryFailure, Persistence
 
     counters = ProducerCounters()
     tally = DeliveryTally(clock=lambda: 1000.0)
     metrics = WorkerMetrics(3)
-    state = EngineState(buffer_used=100, buffer_total=1000, in_flight=2, pending=7,
-                        brokers={-1: True, 1: True, 2: False}, connects=3, metadata_refreshes=1)
+    state = EngineStats(buffer_used=100, buffer_total=1000, in_flight=2, pending=7,
+                       brokers={-1: True, 1: True, 2: False}, connects=3, metadata_refreshes=1)
 
     # first interval
     tally.count_received("orders", 0, 10)
@@ -209,7 +203,7 @@ def test_every_child_reports_a_flush_timestamp(worker_scrape):
 
 INGEST_SCRIPT = """
     import json, os, uuid
-    from types import SimpleNamespace
+    from daemon.ingest.server import IngestStats
     from daemon.metrics import IngestMetrics
     from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
 
@@ -219,9 +213,9 @@ INGEST_SCRIPT = """
         reports = RingConsumer(Ring.create(name + "-rep", 65536), RingWakeups.create())
         records.write(b"x" * 100)
         records.publish()
-        server = SimpleNamespace(records_accepted=12, records_rejected=1, buffer_full_events=0,
-                                 connections={1: None, 2: None})
-        IngestMetrics().flush(server, [records], [reports])
+        stats = IngestStats(records_accepted=12, records_rejected=1, buffer_full_events=0,
+                            connections=2)
+        IngestMetrics().flush(stats, [records], [reports])
     finally:
         Ring.unlink(name + "-rec")
         Ring.unlink(name + "-rep")
@@ -299,12 +293,12 @@ def test_delivery_tally_observes_end_to_end_latency_per_record():
     assert tally.last_error == (100.0, "DELIVERY_TIMEOUT: expired (NOT_PERSISTED)")
 
 
-def test_engine_state_reads_a_real_engine():
+def test_engine_stats_snapshot_of_a_real_engine():
     from daemon.config import producer_settings
     from daemon.producer.engine import ProducerEngine
 
     settings = producer_settings(bootstrap_servers="127.0.0.1:9", buffer_memory=4096)
-    state = engine_state(ProducerEngine(settings, lambda outcome: None))
+    state = ProducerEngine(settings, lambda outcome: None).stats()
     assert state.buffer_total == 4096
     assert (state.buffer_used, state.in_flight, state.pending) == (0, 0, 0)
     assert state.brokers == {-1: False}  # only the bootstrap address, not connected yet
@@ -365,8 +359,9 @@ REPORTERS_SCRIPT = """
     import json, os, uuid
     from types import SimpleNamespace
     from daemon.config import producer_settings
+    from daemon.ingest.server import IngestStats
     from daemon.metrics import DeliveryTally
-    from daemon.process.status import IngestReporter, WorkerReporter
+    from daemon.process.reporters import IngestReporter, WorkerReporter
     from daemon.producer.engine import ProducerEngine
     from daemon.producer.outcomes import DeliveryFailure, Persistence
     from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
@@ -389,8 +384,9 @@ REPORTERS_SCRIPT = """
         tally.count_done("orders", 1, 0, error)
         WorkerReporter(0, engine, tally, worker_end, RingProducer(rep_ring, rep_w),
                        status_dir).report()
-        server = SimpleNamespace(records_accepted=40, records_rejected=0, buffer_full_events=0,
-                                 connections={7: None})
+        stats = IngestStats(records_accepted=40, records_rejected=0, buffer_full_events=0,
+                            connections=1)
+        server = SimpleNamespace(stats=lambda: stats)
         IngestReporter(server, [ingest_end], [RingConsumer(rep_ring, rep_w)], status_dir).report()
     finally:
         Ring.unlink(name + "-rec")

@@ -1,0 +1,141 @@
+"""``kpd status``'s side: fetch a running daemon's ``/status`` and print it for a person.
+
+Pure formatting apart from ``fetch_status`` (one HTTP GET). Must not import the supervisor.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+from daemon.process.reporters import REPORT_INTERVAL_S
+
+__all__ = ["fetch_status", "format_status"]
+
+
+def fetch_status(host: str, port: int, timeout_s: float = 5.0) -> dict:
+    """GET ``/status`` from a running daemon. Raises OSError when it cannot be reached."""
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    with urllib.request.urlopen(f"http://{netloc}/status", timeout=timeout_s) as answer:
+        return json.loads(answer.read())
+
+
+_COLUMNS = (
+    "CHILD",
+    "PID",
+    "UP",
+    "RESTARTS",
+    "RING",
+    "IN/s",
+    "SENT/s",
+    "FAILED/s",
+    "PENDING",
+    "BROKERS",
+)
+
+
+def format_status(status: dict) -> str:
+    """A human table of a ``/status`` document, then partitions and recent errors."""
+    rows = [_COLUMNS]
+    notes: list[str] = []
+    now = status.get("time", time.time())
+    totals = {"in": 0.0, "sent": 0.0, "failed": 0.0}
+    for child in status["children"]:
+        rows.append(_row(child))
+        snap = child.get("snapshot")
+        if snap is None:
+            notes.append(f"{child['name']}: no current snapshot")
+            continue
+        if child.get("age_s", 0) > 5 * REPORT_INTERVAL_S:
+            notes.append(f"{child['name']}: snapshot is {child['age_s']:.0f}s old (stalled?)")
+        if snap["role"] == "worker":
+            for key in totals:
+                totals[key] += snap["rates"].get(key, 0.0)
+            notes.extend(_worker_notes(child["name"], snap, now))
+    head = (
+        f"kpd supervisor pid {status['pid']}: {len(status['children'])} children, "
+        f"{totals['in']:.0f} in/s, {totals['sent']:.0f} sent/s, {totals['failed']:.0f} failed/s"
+    )
+    return "\n".join([head, "", *_table(rows), *(["", *notes] if notes else [])]) + "\n"
+
+
+def _row(child: dict) -> tuple[str, ...]:
+    snap = child.get("snapshot") or {}
+    base = (
+        child["name"],
+        str(child["pid"] or "-"),
+        "yes" if child["up"] else "NO",
+        str(child["restarts"]),
+    )
+    if snap.get("role") == "worker":
+        rates = snap["rates"]
+        brokers = " ".join(
+            node + ("" if up else "!") for node, up in snap["brokers"].items() if int(node) >= 0
+        )
+        return (
+            *base,
+            _ring_text(snap["rings"]["records"]),
+            f"{rates['in']:.0f}",
+            f"{rates['sent']:.0f}",
+            f"{rates['failed']:.0f}",
+            str(snap["records"]["pending"]),
+            brokers or "-",
+        )
+    if snap.get("role") == "ingest":
+        used = sum(r["records"]["used"] for r in snap["rings"])
+        capacity = sum(r["records"]["capacity"] for r in snap["rings"])
+        rates = snap["rates"]
+        accepted = f"{rates['accepted']:.0f}"
+        return (
+            *base,
+            _ring_text({"used": used, "capacity": capacity}),
+            accepted,
+            "",
+            "",
+            "",
+            f"{snap['connections']} clients",
+        )
+    return (*base, "-", "-", "-", "-", "-", "-")
+
+
+def _worker_notes(name: str, snap: dict, now: float) -> list[str]:
+    parts = ", ".join(
+        f"{topic}[{_ranges(partitions)}]" for topic, partitions in snap["partitions"].items()
+    )
+    notes = [f"{name} partitions: {parts or '-'}"]
+    error = snap.get("last_error")
+    if error is not None:
+        notes.append(f"{name} last error {now - error['time']:.0f}s ago: {error['error']}")
+    return notes
+
+
+def _ring_text(fill: dict) -> str:
+    percent = 100.0 * fill["used"] / fill["capacity"] if fill["capacity"] else 0.0
+    return f"{percent:.1f}% of {_bytes(fill['capacity'])}"
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.0f} GiB"
+
+
+def _ranges(values: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5'."""
+    spans: list[list[int]] = []
+    for v in values:
+        if spans and v == spans[-1][1] + 1:
+            spans[-1][1] = v
+        else:
+            spans.append([v, v])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]

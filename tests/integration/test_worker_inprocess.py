@@ -1,0 +1,142 @@
+"""The worker in this process: real rings, a real engine, tansu — no daemon around it.
+
+Ingest's side is played by the test through the public ring-entry codec (``wire.ring_entry``)
+and ``RingProducer``/``RingConsumer``; what reaches Kafka is read back with confluent-kafka.
+Pins the worker's contract: every record of every entry gets exactly one report run, offsets
+in the runs are where the records are in the log, and ring space is released only after the
+reports for it were published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from daemon.config import producer_settings
+from daemon.process.worker import Worker
+from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
+from daemon.wire import decode_reports
+from daemon.wire.base import KpdErrorCode, Persistence, Status
+from daemon.wire.records import encode_records
+from daemon.wire.ring_entry import decode_report_entry, entry_head
+from tests.brokers.reader import read_all
+
+RING_BYTES = 1 << 20
+CONN_ID = 0xC0FFEE
+
+
+class RingPair:
+    """The two rings of one worker, both ends held by the test (ingest's ends included)."""
+
+    def __init__(self) -> None:
+        base = f"kpd-test-worker-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.names = (base + "-rec", base + "-rep")
+        rec_wakeups, rep_wakeups = RingWakeups.create(), RingWakeups.create()
+        self.ingest_records = RingProducer(Ring.create(self.names[0], RING_BYTES), rec_wakeups)
+        self.worker_records = RingConsumer(Ring.attach(self.names[0]), rec_wakeups)
+        self.worker_reports = RingProducer(Ring.create(self.names[1], RING_BYTES), rep_wakeups)
+        self.ingest_reports = RingConsumer(Ring.attach(self.names[1]), rep_wakeups)
+
+    def put(self, topic: str, partition: int, base_seq: int, records) -> None:
+        section = encode_records(records)
+        head = entry_head(CONN_ID, base_seq, len(records), partition, 1_700_000_000_000,
+                          topic.encode())  # fmt: skip
+        assert self.ingest_records.write(head + section)
+        self.ingest_records.publish()
+
+    def runs(self) -> list:
+        runs = []
+        for end_pos, entry in self.ingest_reports.read_batch():
+            conn_id, frame = decode_report_entry(entry)
+            assert conn_id == CONN_ID
+            runs.extend(decode_reports(frame[5:]))  # after the length prefix and type byte
+            self.ingest_reports.release(end_pos)
+        return runs
+
+    def close(self) -> None:
+        for name in self.names:
+            Ring.unlink(name)
+
+
+@pytest.fixture
+def rings() -> Iterator[RingPair]:
+    pair = RingPair()
+    yield pair
+    pair.close()
+
+
+async def _run_until(worker: Worker, rings: RingPair, records: int, timeout_s: float) -> list:
+    """Run the worker until ``records`` records have report runs; return the runs."""
+    task = asyncio.get_running_loop().create_task(worker.run())
+    runs: list = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while sum(run.count for run in runs) < records:
+            assert time.monotonic() < deadline, f"only {runs} after {timeout_s} s"
+            assert not task.done(), task
+            runs.extend(rings.runs())
+            await asyncio.sleep(0.01)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+        await worker.close(timeout_s=1.0)
+    return runs
+
+
+def test_worker_delivers_entries_and_reports_the_offsets_kafka_gave(tansu, topic_factory, rings):
+    topic = topic_factory(tansu, partitions=2)
+    first = [(b"k%d" % i, b"v%d" % i, None, ()) for i in range(300)]
+    second = [(None, b"h%d" % i, 1_600_000_000_000 + i, [("trace", b"t%d" % i)])
+              for i in range(50)]  # fmt: skip
+    rings.put(topic, 0, 0, first)
+    rings.put(topic, 1, 300, second)  # timestamps and headers: the worker's general path
+    worker = Worker(producer_settings(bootstrap_servers=tansu.bootstrap, linger_ms=5),
+                    rings.worker_records, rings.worker_reports)  # fmt: skip
+
+    runs = asyncio.run(_run_until(worker, rings, 350, 60))
+
+    assert {run.status for run in runs} == {Status.DELIVERED}
+    covered = sorted(seq for run in runs for seq in range(run.first_seq, run.first_seq + run.count))
+    assert covered == list(range(350))  # every record once, none twice
+    log = {(r.partition, r.offset): r for r in read_all(tansu.bootstrap, topic, 350)}
+    for run in runs:
+        for i in range(run.count):
+            record = log[(run.partition, run.base_offset + i)]
+            seq = run.first_seq + i
+            if seq < 300:
+                assert (record.key, record.value) == (b"k%d" % seq, b"v%d" % seq)
+            else:
+                n = seq - 300
+                assert record.value == b"h%d" % n
+                assert record.headers == (("trace", b"t%d" % n),)
+                assert record.timestamp == 1_600_000_000_000 + n
+    # Commit on ack: every entry had its reports published, so all ring space is released.
+    assert rings.worker_records.held_bytes() == 0
+    assert rings.ingest_records.free_bytes() == rings.ingest_records.capacity
+
+
+def test_worker_fails_records_it_cannot_deliver_and_still_releases_their_space(rings):
+    rings.put("nowhere", 0, 0, [(None, b"x", None, ())] * 20)
+    settings = producer_settings(
+        bootstrap_servers="127.0.0.1:9",  # nothing listens: no metadata, ever
+        max_block_ms=300,
+        request_timeout_ms=200,
+        delivery_timeout_ms=500,
+        linger_ms=0,
+    )
+    worker = Worker(settings, rings.worker_records, rings.worker_reports)
+
+    runs = asyncio.run(_run_until(worker, rings, 20, 30))
+
+    assert sum(run.count for run in runs) == 20
+    for run in runs:
+        assert run.status == Status.FAILED
+        assert run.persistence == Persistence.NOT_PERSISTED  # it never reached a broker
+        assert run.error in (KpdErrorCode.DELIVERY_TIMEOUT, KpdErrorCode.UNKNOWN_TOPIC)
+        assert run.message  # says why, in words
+    assert rings.worker_records.held_bytes() == 0
