@@ -71,7 +71,6 @@ class Worker:
         self._unsent: list[bytes] = []  # encoded report entries the reports ring had no room for
         self._flush_scheduled = False
         self._stopping = asyncio.Event()
-        self.records_in = 0
         self.tally = DeliveryTally()  # per-topic counts and end-to-end latency, for metrics
 
     @property
@@ -150,7 +149,6 @@ class Worker:
         self._count_in(entry)
 
     def _count_in(self, entry) -> None:
-        self.records_in += entry.count
         self.tally.count_received(entry.topic, entry.partition, entry.count)
 
     # ---- outcomes -> reports -----------------------------------------------------------

@@ -318,13 +318,6 @@ class Accumulator:
                 expired.append(batch)
         return expired
 
-    @property
-    def queued_batches(self) -> int:
-        return sum(len(pq.batches) for pq in self._queues.values())
-
-    def has_unsent(self) -> bool:
-        return any(pq.batches for pq in self._queues.values())
-
     def is_oldest_in_flight(self, batch: ProducerBatch) -> bool:
         """True when no earlier batch of the same partition is still in flight."""
         pq = self._queues[(batch.topic, batch.partition)]

@@ -56,5 +56,3 @@ class ProducerCounters:
     batch_splits: int = 0
     epoch_bumps: int = 0
     errors_by_code: Counter = field(default_factory=Counter)  # broker error names seen
-    in_flight_requests: int = 0
-    buffer_available: int = 0
