@@ -1,7 +1,10 @@
-"""The ``kpd`` command: run the daemon, check a config, send records from a shell.
+"""The ``kpd`` command: run the daemon, check a config, send records from a shell, look at
+a running daemon.
 
-Exit statuses follow sysexits: 78 (EX_CONFIG) for a bad config, 64 (EX_USAGE) for bad flags,
-69 (EX_UNAVAILABLE) when the daemon's socket cannot be reached.
+Every subcommand takes ``--config`` (default ``$KPD_CONFIG``, else /etc/kpd/kpd.yaml); the
+ones that talk to the daemon's socket take ``--socket``, which defaults to that config's
+``socket.path``. Exit statuses follow sysexits (``EXIT_STATUSES``, listed in ``kpd --help``).
+A user's mistake gets one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -9,11 +12,36 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import re
 import sys
 
+EX_OK = 0
+EX_FAILED = 1
 EX_USAGE = 64
+EX_DATAERR = 65
 EX_UNAVAILABLE = 69
+EX_CANTCREAT = 73
+EX_TEMPFAIL = 75
 EX_CONFIG = 78
+
+EXIT_STATUSES = (
+    (EX_OK, "success"),
+    (EX_FAILED, "kpd send: some records were not delivered (each is printed)"),
+    (EX_USAGE, "bad command line (EX_USAGE)"),
+    (EX_DATAERR, "kpd send: an input line is not a record (EX_DATAERR)"),
+    (EX_UNAVAILABLE, "the daemon (or a broker, for kpd read) is not reachable (EX_UNAVAILABLE)"),
+    (EX_CANTCREAT, "kpd run: the instance lock file cannot be created (EX_CANTCREAT)"),
+    (EX_TEMPFAIL, "kpd run: another kpd runs with this config's socket (EX_TEMPFAIL)"),
+    (EX_CONFIG, "the config file is missing, unreadable or invalid (EX_CONFIG)"),
+)
+
+DEFAULT_CONFIG = "/etc/kpd/kpd.yaml"
+DEFAULT_SOCKET = "/run/kpd/kpd.sock"
+
+# Kafka's rule for topic names (clients/.../internals/Topic.java): 1-249 of [a-zA-Z0-9._-],
+# and neither "." nor "..".
+_LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,58 +51,132 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EX_USAGE)
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written, and each option's default after its help (options whose
+    default depends on something else say so in their help)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if default in (None, False, argparse.SUPPRESS) or "(default" in text:
+            return text
+        return f"{text} (default: {default!r})" if action.option_strings else text
+
+
 def _load(path: str):
     from daemon.config import ConfigError, load_config
 
     try:
         return load_config(path)
     except ConfigError as exc:
-        sys.stderr.write(f"kpd: {exc.source}: invalid configuration:\n{exc}\n")
+        if not exc.path:  # the file itself: unreadable or not YAML; the message names it
+            sys.stderr.write(f"kpd: {exc}\n")
+        else:
+            sys.stderr.write(f"kpd: {exc.source}: invalid configuration:\n{exc}\n")
         sys.exit(EX_CONFIG)
 
 
+def _config_path(args) -> str:
+    return args.config or os.environ.get("KPD_CONFIG") or DEFAULT_CONFIG
+
+
+def _socket_path(args) -> str:
+    """--socket, else the socket.path of --config (or of the default config, when that file
+    exists), else the packaged default."""
+    if args.socket:
+        return args.socket
+    path = _config_path(args)
+    if args.config or os.environ.get("KPD_CONFIG") or os.path.exists(path):
+        return str(_load(path).socket.path)
+    return DEFAULT_SOCKET
+
+
+def _topic(name: str) -> str:
+    """argparse type of --topic: Kafka's topic name rule, checked before anything is sent."""
+    if not _LEGAL_TOPIC.fullmatch(name) or name in (".", ".."):
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is not a legal Kafka topic name (1-249 characters of a-z A-Z 0-9 . _ -, "
+            "not '.' or '..')"
+        )
+    return name
+
+
 def cmd_check_config(args) -> int:
-    config = _load(args.config)
+    path = args.file or _config_path(args)
+    config = _load(path)
     for warning in config.warnings:
         print(f"warning: {warning}")
-    print(f"{args.config}: OK ({config.workers.count} workers, socket {config.socket.path})")
+    print(f"{path}: OK ({config.workers.count} workers, socket {config.socket.path})")
     return 0
 
 
 def cmd_run(args) -> int:
     import uvloop
 
-    from daemon.process.supervisor import Supervisor
-
-    config = _load(args.config)
+    from daemon.process.instance import AlreadyRunning, InstanceLock
     from daemon.process.logs import setup_logging
+    from daemon.process.supervisor import Supervisor
+    from daemon.process.titles import set_title
 
-    setup_logging(config.log.level, config.log.format, "supervisor")
-    for warning in config.warnings:
-        logging.getLogger("kpd").warning("config: %s", warning)
-    supervisor = Supervisor(config, args.config)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(supervisor.run())
+    path = _config_path(args)
+    config = _load(path)
+    lock = InstanceLock(config.socket.path)
+    try:  # before anything starts: a second instance must touch nothing of the first
+        lock.acquire()
+    except AlreadyRunning as exc:
+        sys.stderr.write(f"kpd: {exc}\n")
+        return EX_TEMPFAIL
+    except OSError as exc:
+        sys.stderr.write(f"kpd: cannot create the instance lock {lock.path}: {exc.strerror}\n")
+        return EX_CANTCREAT
+    try:
+        set_title(f"kpd: supervisor {path}")
+        setup_logging(config.log.level, config.log.format, "supervisor")
+        for warning in config.warnings:
+            logging.getLogger("kpd").warning("config: %s", warning)
+        supervisor = Supervisor(config, path)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(supervisor.run())
+    finally:
+        lock.release()
+
+
+def send_input(args):
+    """The records of stdin in ``--format`` (daemon.cli_input); InputError on a bad line."""
+    from daemon.cli_input import read_records
+
+    separator = args.key_separator.encode() if args.key_separator else None
+    return read_records(sys.stdin.buffer, args.format, separator)
 
 
 def cmd_send(args) -> int:
+    from daemon.cli_input import InputError
     from daemon.client import DeliveryError, Producer
 
-    separator = args.key_separator.encode() if args.key_separator else None
+    socket_path = _socket_path(args)
     failed = 0
+    bad_input: str | None = None
     try:
-        producer = Producer(args.socket, acks=args.acks)
+        producer = Producer(socket_path, acks=args.acks)
     except OSError as exc:
-        sys.stderr.write(f"kpd: cannot connect to {args.socket}: {exc}\n")
+        sys.stderr.write(f"kpd: cannot connect to {socket_path}: {exc}\n")
         return EX_UNAVAILABLE
     futures = []
     with producer:
-        for line in sys.stdin.buffer:
-            line = line.rstrip(b"\n")
-            key = None
-            if separator is not None and separator in line:
-                key, line = line.split(separator, 1)
-            futures.append(producer.send(args.topic, line, key=key))
+        try:
+            for record in send_input(args):
+                futures.append(
+                    producer.send(
+                        args.topic,
+                        record.value,
+                        key=record.key,
+                        partition=record.partition,
+                        timestamp_ms=record.timestamp,
+                        headers=record.headers,
+                    )
+                )
+        except (InputError, ValueError, TypeError) as exc:  # what was read before is sent
+            bad_input = f"kpd: stdin {exc}" if isinstance(exc, InputError) else f"kpd: {exc}"
         producer.flush()
     for future in futures:
         try:
@@ -84,7 +186,10 @@ def cmd_send(args) -> int:
             if failed <= 10:
                 sys.stderr.write(f"kpd: record failed: {exc}\n")
     print(f"sent {len(futures) - failed} records to {args.topic}, {failed} failed")
-    return 1 if failed else 0
+    if bad_input is not None:
+        sys.stderr.write(bad_input + "\n")
+        return EX_DATAERR
+    return EX_FAILED if failed else EX_OK
 
 
 def _bootstrap_for_read(args) -> str:
@@ -94,7 +199,7 @@ def _bootstrap_for_read(args) -> str:
 
     from daemon.process.embedded import address_file
 
-    config = _load(args.config)
+    config = _load(_config_path(args))
     if not config.producer.embedded_broker:
         return ",".join(f"{host}:{port}" for host, port in config.producer.bootstrap_servers)
     path = address_file(Path(config.socket.path).parent)
@@ -157,9 +262,10 @@ def cmd_status(args) -> int:
 
     from daemon.process.status_text import fetch_status, format_status
 
-    config = _load(args.config)
+    path = _config_path(args)
+    config = _load(path)
     if not config.metrics.enabled:
-        sys.stderr.write("kpd: metrics.enabled is false: the daemon serves no status\n")
+        sys.stderr.write(f"kpd: metrics.enabled is false in {path}: the daemon serves no status\n")
         return EX_UNAVAILABLE
     host, port = config.metrics.listen
     if host in ("0.0.0.0", "::"):
@@ -167,42 +273,103 @@ def cmd_status(args) -> int:
     try:
         status = fetch_status(host, port)
     except OSError as exc:
-        sys.stderr.write(f"kpd: no daemon answers on {host}:{port}: {exc}\n")
+        reason = getattr(exc, "reason", exc)  # urllib wraps the socket's error
+        why = getattr(reason, "strerror", None) or str(reason)
+        url = f"http://{host}:{port}/status"
+        socket_path = args.socket or str(config.socket.path)
+        if os.path.exists(socket_path):
+            sys.stderr.write(
+                f"kpd: nothing answers on {url} ({why}), but the socket {socket_path} exists: "
+                f"the daemon of {path} may be starting, stopping or hung\n"
+            )
+        else:
+            sys.stderr.write(
+                f"kpd: the daemon of {path} is not running (nothing answers on {url}: {why}; "
+                f"no socket at {socket_path})\n"
+            )
         return EX_UNAVAILABLE
     print(json.dumps(status, indent=1) if args.json else format_status(status))
-    return 0
+    return EX_OK
+
+
+def _epilog() -> str:
+    lines = ["exit statuses (sysexits.h):"]
+    lines += [f"  {code:<3} {meaning}" for code, meaning in EXIT_STATUSES]
+    return "\n".join(lines)
+
+
+def _command(sub, name: str, help_text: str, func, *, socket: bool = False):
+    """A subcommand with the options every subcommand shares, spelled and defaulted alike."""
+    parser = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Formatter)
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"the daemon's YAML config (default: $KPD_CONFIG, else {DEFAULT_CONFIG})",
+    )
+    if socket:
+        parser.add_argument(
+            "--socket",
+            metavar="PATH",
+            help=f"the daemon's socket (default: socket.path of the config, else {DEFAULT_SOCKET})",
+        )
+    parser.set_defaults(func=func, socket=None)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="kpd", description="kpd: a Kafka producer daemon for one host")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run = sub.add_parser("run", help="run the daemon")
-    run.add_argument("--config", required=True, help="YAML config file")
-    run.set_defaults(func=cmd_run)
-    check = sub.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("config")
-    check.set_defaults(func=cmd_check_config)
-    send = sub.add_parser("send", help="send stdin lines as records")
-    send.add_argument("--topic", required=True)
-    send.add_argument("--socket", default="/run/kpd/kpd.sock")
-    send.add_argument("--key-separator", help="split each line into key and value at this string")
-    send.add_argument("--acks", choices=("none", "accepted", "kafka"), default="kafka")
-    send.set_defaults(func=cmd_send)
-    status = sub.add_parser("status", help="what the running daemon is doing")
-    status.add_argument("--config", required=True, help="the running daemon's config file")
-    status.add_argument("--json", action="store_true", help="print the raw JSON")
-    status.set_defaults(func=cmd_status)
-    read = sub.add_parser("read", help="print a topic's records (development aid)")
-    read.add_argument("--topic", required=True)
-    source = read.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--config", help="read from the cluster (or embedded broker) of this config"
+    parser = _Parser(
+        prog="kpd",
+        description="kpd: a Kafka producer daemon for one host",
+        epilog=_epilog(),
+        formatter_class=_Formatter,
     )
-    source.add_argument("--bootstrap", help="host:port of a broker")
+    sub = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, metavar="COMMAND"
+    )
+    _command(sub, "run", "run the daemon (the supervisor and its children)", cmd_run)
+    check = _command(sub, "check-config", "validate a config file and exit", cmd_check_config)
+    check.add_argument(
+        "file", nargs="?", metavar="FILE", help="the file to check (default: --config)"
+    )
+    send = _command(
+        sub, "send", "send the records of stdin, one per line, and wait for their reports",
+        cmd_send, socket=True,
+    )  # fmt: skip
+    send.add_argument("--topic", required=True, type=_topic, help="the topic to send to")
+    send.add_argument(
+        "--format",
+        choices=("lines", "jsonl"),
+        default="lines",
+        help="lines: each line is a value; jsonl: each line a JSON object with key, value, "
+        "headers, partition and timestamp (ms), all optional",
+    )
+    send.add_argument(
+        "--key-separator",
+        metavar="TEXT",
+        help="--format lines: split each line into key and value at the first TEXT",
+    )
+    send.add_argument(
+        "--acks",
+        choices=("none", "accepted", "kafka"),
+        default="kafka",
+        help="wait for nothing, for kpd to hold each record, or for Kafka's acknowledgement",
+    )
+    status = _command(
+        sub, "status", "what the running daemon is doing (from its /status endpoint)",
+        cmd_status, socket=True,
+    )  # fmt: skip
+    status.add_argument("--json", action="store_true", help="print the /status document as JSON")
+    read = _command(
+        sub, "read", "print a topic's records as partition:offset key<TAB>value (development aid)",
+        cmd_read,
+    )  # fmt: skip
+    read.add_argument("--topic", required=True, type=_topic, help="the topic to read")
+    read.add_argument(
+        "--bootstrap", metavar="HOST:PORT", help="read from this broker instead of the config's"
+    )
     read.add_argument("--count", type=int, help="stop after this many records")
     read.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for records")
-    read.add_argument("--key-separator", default="\t")
-    read.set_defaults(func=cmd_read)
+    read.add_argument("--key-separator", default="\t", help="printed between key and value")
     return parser
 
 

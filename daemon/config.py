@@ -45,6 +45,7 @@ __all__ = [
     "SocketSettings",
     "TopicSettings",
     "WorkerSettings",
+    "changed_settings",
     "load_config",
     "parse_config",
     "producer_settings",
@@ -62,8 +63,10 @@ def load_config(path: str | Path) -> DaemonConfig:
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError("", f"cannot read {source}: {exc}", source=source) from exc
+    except OSError as exc:  # strerror alone: the message names the file once
+        raise ConfigError("", f"cannot read {source}: {exc.strerror}", source=source) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"cannot read {source}: not UTF-8 ({exc})", source=source) from exc
     return parse_config(read_yaml(text, source), source=source)
 
 
@@ -74,6 +77,20 @@ def parse_config(data: dict[str, Any] | None, source: str = "<dict>") -> DaemonC
         _FIELD.get(sec.name, sec.name): sec.cls(**draft.values[sec.name]) for sec in SECTIONS
     }
     return model.DaemonConfig(**sections, warnings=tuple(draft.warnings), source=source)
+
+
+def changed_settings(old: DaemonConfig, new: DaemonConfig) -> list[str]:
+    """The YAML paths (``kafka.linger.ms``) whose values differ between two configurations."""
+    return [
+        setting.path
+        for setting in SETTINGS
+        if getattr(_section(old, setting.section), setting.attr)
+        != getattr(_section(new, setting.section), setting.attr)
+    ]
+
+
+def _section(config: DaemonConfig, name: str) -> Any:
+    return getattr(config, _FIELD.get(name, name))
 
 
 def producer_settings(kafka: dict[str, Any] | None = None, **overrides: Any) -> ProducerSettings:

@@ -90,10 +90,12 @@ class KpdDaemon:
             except OSError:
                 continue
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if (
-                ppid == self.process.pid
-                and b"daemon.process.child" in cmdline
-                and role.encode() in cmdline
+            # A child's title is "kpd: worker 0 [...]"; until it sets it, its argv is
+            # "python -m daemon.process.child worker 0".
+            title = b" ".join(cmdline)
+            if ppid == self.process.pid and (
+                title.startswith(f"kpd: {role}".encode())
+                or (b"daemon.process.child" in cmdline and role.encode() in cmdline)
             ):
                 pids.append(int(entry.name))
         return sorted(pids)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from daemon.kafka.errors import error_name
 from daemon.wire.base import KpdErrorCode, Persistence, error_code, is_retriable
 
 __all__ = [
@@ -27,8 +28,9 @@ CONNECTION_LOST = -1
 class RecordMetadata(NamedTuple):
     """Where a record landed. ``offset`` is -1 until Kafka acknowledged it (acks "none" or
     "accepted"); ``partition`` is -1 when kpd chose it and never reported it (acks "none").
-    ``timestamp`` is the broker's LogAppendTime, else the timestamp the record was sent with,
-    else -1 (kpd stamped the record and does not report the time it chose)."""
+    ``timestamp`` is the broker's LogAppendTime, else the record's CreateTime: the timestamp it
+    was sent with, or the one kpd gave it. -1 until Kafka acknowledged it, and for a record
+    sent without a timestamp in a frame whose other records had one."""
 
     topic: str
     partition: int
@@ -66,8 +68,9 @@ class DeliveryError(Exception):
         name = getattr(self.code, "name", None) or (
             "CONNECTION_LOST" if self.code == CONNECTION_LOST else f"error {self.code}"
         )
-        kafka = f", kafka error {self.kafka_error}" if self.kafka_error else ""
-        return f"{name}{kafka} ({self.persistence.name}): {self.message}"
+        if self.kafka_error:  # Kafka's own error, by name and number
+            name = f"{error_name(self.kafka_error)} ({self.kafka_error})"
+        return f"{name} [{self.persistence.name}]: {self.message}"
 
 
 class KpdConnectionError(ConnectionError):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
+import struct
 from typing import Any, Protocol
 
 from daemon import wire
@@ -69,6 +71,9 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, server: ConnectionHost, conn_id: int) -> None:
         self._server = server
         self.conn_id = conn_id
+        # For logs: the id's low half counts connections of this ingest (the high half only
+        # keeps ids unique across ingest restarts); the peer's pid is added once known.
+        self.name = f"client {conn_id & 0xFFFFFFFF}"
         self.transport: asyncio.Transport | None = None
         self._decoder = wire.FrameDecoder(wire.Role.SERVER, server.settings.max_frame_bytes)
         self.ack_default = AckLevel.KAFKA
@@ -102,6 +107,10 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        pid = _peer_pid(transport)
+        if pid is not None:
+            self.name += f" (pid {pid})"
+        log.debug("%s connected", self.name)
         server = self._server
         if len(server.connections) >= server.settings.max_connections:
             self.abort(
@@ -113,6 +122,7 @@ class ClientConnection(asyncio.Protocol):
         server.connections[self.conn_id] = self
 
     def connection_lost(self, exc) -> None:
+        log.debug("%s disconnected%s", self.name, f": {exc}" if exc else "")
         self.closed = True
         self._server.connections.pop(self.conn_id, None)
 
@@ -145,7 +155,7 @@ class ClientConnection(asyncio.Protocol):
             except Exception as exc:
                 # A bug in a handler must cost this one connection, never the ingest process
                 # (an exception escaping data_received makes uvloop drop the socket silently).
-                log.exception("conn %d: %s frame handling failed", self.conn_id, item.type.name)
+                log.exception("%s: %s frame handling failed", self.name, item.type.name)
                 self.abort(KpdErrorCode.INTERNAL_ERROR, f"kpd could not handle the frame: {exc}")
                 return
             if waiting is not None:
@@ -164,7 +174,7 @@ class ClientConnection(asyncio.Protocol):
         except Exception as exc:
             # Handlers report every expected failure themselves; this is a bug, and the client
             # must hear of it rather than wait for reports that will never come.
-            log.exception("conn %d: frame handling failed", self.conn_id)
+            log.exception("%s: frame handling failed", self.name)
             self.abort(KpdErrorCode.INTERNAL_ERROR, f"kpd could not handle the frame: {exc}")
         finally:
             if self._backlog:
@@ -387,9 +397,21 @@ class ClientConnection(asyncio.Protocol):
 
     def abort(self, code: KpdErrorCode, message: str) -> None:
         """End the connection with an ERROR frame (docs/protocol.md section 4)."""
-        log.info("conn %d: closing: %s", self.conn_id, message)
+        log.info("%s: closing: %s", self.name, message)
         if not self.closed and self.transport is not None:
             self.transport.write(wire.encode_error(code, message[:1000]))
             self.transport.close()
         self.closed = True
         self._backlog.clear()
+
+
+def _peer_pid(transport) -> int | None:
+    """The connecting process's pid (SO_PEERCRED), for logs; None when unavailable."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    return struct.unpack("3i", creds)[0] or None

@@ -245,6 +245,12 @@ class IngestServer:
         topic = header.topic.encode()
         workers = len(self._records)
         deadline = asyncio.get_running_loop().time() + self.settings.max_block_s
+        log.debug(
+            "%s: a worker's ring is full; reading nothing more from it for up to %.0f ms "
+            "(max.block.ms)",
+            conn.name,
+            self.settings.max_block_s * 1000,
+        )
         self.publish_all()
         for partition, records, first_seq, n in entries:
             ring = self._records[worker_for(header.topic, partition, workers)]
@@ -311,6 +317,6 @@ class IngestServer:
                 conn.forward_reports(payload)
             except Exception:
                 # One bad entry must not stop this ring's reports for every connection.
-                log.exception("conn %d: cannot forward a worker report", conn_id)
+                log.exception("client %d: cannot forward a worker report", conn_id & 0xFFFFFFFF)
         ring.release(entries[-1][0])
         return True

@@ -135,6 +135,7 @@ class BrokerPool:
         host, port = slot.address
         timeout = self._policy.setup_timeout(slot.failures, self._rng)
         settings = dataclasses.replace(self._settings, connect_timeout_s=timeout)
+        log.debug("broker %s (%s:%s): connecting (timeout %.1fs)", node_id, host, port, timeout)
         try:
             conn = await BrokerConnection.open(host, port, settings)
         except BrokerConnectionError as exc:
@@ -144,6 +145,12 @@ class BrokerPool:
                 slot.failures, self._rng
             )
             log.warning("broker %s (%s:%s): %s", node_id, host, port, exc)
+            log.debug(
+                "broker %s: next connection attempt in %.2fs (%d failures in a row)",
+                node_id,
+                slot.next_attempt - asyncio.get_running_loop().time(),
+                slot.failures,
+            )
             self._on_change(node_id, False)
             return
         if self._closed:
@@ -152,6 +159,7 @@ class BrokerPool:
         slot.connection = conn
         slot.failures = 0
         self.connects += 1
+        log.debug("broker %s (%s:%s): connected", node_id, host, port)
         loop = asyncio.get_running_loop()
         slot.watcher = loop.create_task(self._watch(node_id, slot, conn))
         if self._sweeper is None:
@@ -174,6 +182,7 @@ class BrokerPool:
         if slot.connection is conn:
             slot.connection = None
             self.disconnects += 1
+            log.debug("broker %s (%s:%s): connection closed", node_id, *slot.address)
             slot.next_attempt = asyncio.get_running_loop().time() + self._policy.backoff_s
             if not self._closed:
                 self._on_change(node_id, False)

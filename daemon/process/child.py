@@ -1,9 +1,12 @@
-"""Entry point of kpd's child processes: ``python -m daemon.process.child ROLE SPEC``.
+"""Entry point of kpd's child processes: ``python -m daemon.process.child ROLE INDEX``.
 
-The supervisor passes a JSON spec (config path, ring names, eventfd numbers, index, bootstrap
-override) on the command line and the eventfds through ``pass_fds``. A child reports to the
-supervisor with lines on stdout: ``READY`` once serving, ``QUIESCED`` (ingest) once it accepts
-no more records. Signals only set events; the loop does the work:
+The supervisor writes the child's ``ChildSpec`` (its validated settings, ring names, eventfd
+numbers, status directory) into the child's stdin and passes the eventfds through
+``pass_fds``; the child never reads the config file (``daemon.process.handoff``). Later
+messages on stdin carry settings a SIGHUP applies live (the log level and format). A child
+reports to the supervisor with lines on stdout: ``READY`` once serving, ``QUIESCED`` (ingest)
+once it accepts no more records, ``STOPPED {json}`` (worker) with what it delivered and left.
+Signals only set events; the loop does the work:
 
 * worker: SIGTERM -> read the ring dry (ingest has quiesced), flush within the drain deadline,
   report what could not be delivered, exit 0;
@@ -25,12 +28,19 @@ import sys
 
 import uvloop
 
-from daemon.config import ProducerSettings, load_config
 from daemon.ingest.server import IngestServer, IngestSettings, TopicDirectory
 from daemon.net.connection import ConnectionSettings
 from daemon.net.pool import BrokerPool
+from daemon.process.handoff import (
+    ChildSpec,
+    LiveSettings,
+    RingEnd,
+    read_first_message,
+    read_messages,
+)
 from daemon.process.logs import setup_logging
 from daemon.process.reporters import IngestReporter, WorkerReporter
+from daemon.process.titles import set_title, worker_title
 from daemon.process.worker import Worker
 from daemon.producer.engine import reconnect_policy
 from daemon.producer.metadata import MetadataManager
@@ -38,24 +48,17 @@ from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
 
 log = logging.getLogger("kpd")
 
+_TITLE_INTERVAL_S = 1.0
+
 
 def _say(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
 
 
-def _producer_settings(spec: dict) -> tuple[object, ProducerSettings]:
-    config = load_config(spec["config"])
-    producer = config.producer
-    if spec.get("bootstrap"):
-        servers = tuple((h, int(p)) for h, p in spec["bootstrap"])
-        producer = dataclasses.replace(producer, bootstrap_servers=servers)
-    return config, producer
-
-
-def _ring_end(spec: dict, cls):
-    ring = Ring.attach(spec["name"])
-    return cls(ring, RingWakeups.from_fds(*spec["fds"]))
+def _ring_end(end: RingEnd, cls):
+    ring = Ring.attach(end.name)
+    return cls(ring, RingWakeups.from_fds(*end.fds))
 
 
 def _pin_to_cpu(index: int) -> None:
@@ -64,29 +67,55 @@ def _pin_to_cpu(index: int) -> None:
     os.sched_setaffinity(0, {cpus[index % len(cpus)]})
 
 
-async def run_worker(spec: dict) -> int:
-    config, producer = _producer_settings(spec)
+async def _follow_live_settings(spec: ChildSpec) -> None:
+    """Apply what the supervisor sends after the spec (SIGHUP's live settings)."""
+    async for message in read_messages():
+        if isinstance(message, LiveSettings):
+            setup_logging(message.log.level, message.log.format, _log_role(spec))
+            log.debug("%s: log settings now %s", spec.name, message.log)
+
+
+async def _follow_partitions(index: int, worker: Worker) -> None:
+    """Keep the process title's partition list current (partitions appear as records do)."""
+    shown = -1
+    while True:
+        partitions = worker.tally.partitions
+        if len(partitions) != shown:
+            shown = len(partitions)
+            set_title(worker_title(index, partitions))
+        await asyncio.sleep(_TITLE_INTERVAL_S)
+
+
+async def run_worker(spec: ChildSpec) -> int:
+    config = spec.config
+    producer = config.producer
+    index = spec.index
     if config.workers.cpu_affinity:
-        _pin_to_cpu(spec["index"])
-    records = _ring_end(spec["records"], RingConsumer)
-    reports = _ring_end(spec["reports"], RingProducer)
+        _pin_to_cpu(index)
+    records = _ring_end(spec.records[0], RingConsumer)
+    reports = _ring_end(spec.reports[0], RingProducer)
     worker = Worker(
-        dataclasses.replace(producer, client_id=f"{producer.client_id}-w{spec['index']}"),
+        dataclasses.replace(producer, client_id=f"{producer.client_id}-w{index}"),
         records,
         reports,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    background = [
+        loop.create_task(_follow_live_settings(spec)),
+        loop.create_task(_follow_partitions(index, worker)),
+    ]
     reporter = None
-    if spec.get("status_dir"):
+    if spec.status_dir:
         reporter = WorkerReporter(
-            spec["index"], worker.engine, worker.tally, records, reports, spec["status_dir"]
+            index, worker.engine, worker.tally, records, reports, spec.status_dir
         )
-        reporting = loop.create_task(reporter.run())
+        background.append(loop.create_task(reporter.run()))
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, lambda: None)  # the supervisor decides
     task = loop.create_task(worker.run())
     _say("READY")
+    log.debug("worker %d: running %s", index, producer)
     stopper = loop.create_task(stop.wait())
     await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
@@ -97,16 +126,31 @@ async def run_worker(spec: dict) -> int:
         async with asyncio.timeout(config.shutdown.timeout_s):
             await task
     except TimeoutError:
-        log.warning("worker %s: drain deadline passed", spec["index"])
+        log.warning("worker %s: drain deadline passed", index)
     await worker.close(timeout_s=0.0)
+    for running in background:
+        running.cancel()
     if reporter is not None:
-        reporting.cancel()
         reporter.report()  # the last counts land before exit
+    _say("STOPPED " + json.dumps(_what_was_done(worker, records)))
     return 0
 
 
-async def run_ingest(spec: dict) -> int:
-    config, producer = _producer_settings(spec)
+def _what_was_done(worker: Worker, records: RingConsumer) -> dict:
+    """A stopping worker's account: delivered and failed since it started, and the bytes of
+    ring entries it leaves unreleased (not delivered, not reported)."""
+    tally = worker.tally
+    return {
+        "delivered": sum(tally.sent.values()),
+        "failed": sum(tally.failed.values()),
+        "left_bytes": records.used_bytes(),
+    }
+
+
+async def run_ingest(spec: ChildSpec) -> int:
+    config = spec.config
+    producer = config.producer
+    set_title("kpd: ingest")
     pool = BrokerPool(
         ConnectionSettings(client_id=f"{producer.client_id}-ingest"),
         reconnect_policy(producer),
@@ -126,6 +170,7 @@ async def run_ingest(spec: dict) -> int:
         producer.metadata_max_age_ms / 1000,
         producer.retry_backoff_ms / 1000,
         on_metadata,
+        allow_auto_create=config.topics.auto_create,
     )
 
     async def resolve(topic: str, timeout_s: float) -> int:
@@ -133,8 +178,8 @@ async def run_ingest(spec: dict) -> int:
         return view.partition_count
 
     directory = TopicDirectory(config.topics.allows, resolve)
-    records = [_ring_end(r, RingProducer) for r in spec["records"]]
-    reports = [_ring_end(r, RingConsumer) for r in spec["reports"]]
+    records = [_ring_end(r, RingProducer) for r in spec.records]
+    reports = [_ring_end(r, RingConsumer) for r in spec.reports]
     server = IngestServer(
         IngestSettings(
             socket_path=str(config.socket.path),
@@ -152,16 +197,16 @@ async def run_ingest(spec: dict) -> int:
         directory,
     )
     metadata.start()
-    listen_fd = spec.get("listen_fd")
-    if listen_fd is not None:  # socket activation: serve systemd's socket, never unlink it
-        await server.start(sock=socket.socket(fileno=listen_fd))
+    if spec.listen_fd is not None:  # socket activation: serve systemd's socket, never unlink it
+        await server.start(sock=socket.socket(fileno=spec.listen_fd))
     else:
         await server.start()
     loop = asyncio.get_running_loop()
+    background = [loop.create_task(_follow_live_settings(spec))]
     reporter = None
-    if spec.get("status_dir"):
-        reporter = IngestReporter(server, records, reports, spec["status_dir"])
-        reporting = loop.create_task(reporter.run())
+    if spec.status_dir:
+        reporter = IngestReporter(server, records, reports, spec.status_dir)
+        background.append(loop.create_task(reporter.run()))
     quiesce, finish = asyncio.Event(), asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, quiesce.set)
     loop.add_signal_handler(signal.SIGUSR1, finish.set)
@@ -172,8 +217,9 @@ async def run_ingest(spec: dict) -> int:
     _say("QUIESCED")
     await finish.wait()
     await server.finish()
+    for running in background:
+        running.cancel()
     if reporter is not None:
-        reporting.cancel()
         reporter.report()
     await metadata.close()
     await pool.close()
@@ -189,12 +235,17 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
+def _log_role(spec: ChildSpec) -> str:
+    return spec.role if spec.role == "ingest" else f"{spec.role}{spec.index}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    role, spec = argv[0], json.loads(argv[1])
-    role_name = role if role == "ingest" else f"{role}{spec.get('index', '')}"
-    setup_logging(spec.get("log_level", "info"), spec.get("log_format", "text"), role_name)
-    entry = run_worker if role == "worker" else run_ingest
+    # argv (ROLE INDEX) is for ps only; the spec on stdin is what counts.
+    spec = read_first_message()
+    if spec.role == "worker":
+        set_title(worker_title(spec.index, ()))
+    setup_logging(spec.config.log.level, spec.config.log.format, _log_role(spec))
+    entry = run_worker if spec.role == "worker" else run_ingest
     _tune_gc()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(entry(spec))

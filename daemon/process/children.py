@@ -1,7 +1,12 @@
 """One supervised child process: spawn, readiness, exit, restart backoff.
 
-Owns the asyncio subprocess of one role/index and the task reading its stdout status lines
-(``READY``, ``QUIESCED``). A child that exits before saying READY failed to boot.
+Owns the asyncio subprocess of one role/index, the pipe to its stdin (its ``ChildSpec`` at
+every spawn, then live settings; see ``daemon.process.handoff``) and the task reading its
+stdout status lines (``READY``, ``QUIESCED``, ``STOPPED <json>``). A child that exits before
+saying READY failed to boot.
+
+The spec is a value the supervisor replaces only for settings that apply live, so a child
+respawned after a crash runs exactly the settings its siblings run.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ import asyncio
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+from daemon.process.handoff import ChildSpec, LiveSettings, encode_message
 
 log = logging.getLogger(__name__)
 
@@ -19,9 +26,7 @@ __all__ = ["Child"]
 
 @dataclass(slots=True)
 class Child:
-    role: str
-    index: int
-    spec: dict
+    spec: ChildSpec
     pass_fds: tuple[int, ...]
     process: asyncio.subprocess.Process | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -30,12 +35,22 @@ class Child:
     restarts: int = 0
     failures_in_a_row: int = 0
     stopping: bool = False
+    # What the child said it delivered and left when it stopped (its STOPPED line), if it did.
+    stopped: dict | None = None
     # Held so the status reader is not garbage-collected mid-flight (asyncio keeps weak refs).
     status_task: asyncio.Task | None = None
 
     @property
+    def role(self) -> str:
+        return self.spec.role
+
+    @property
+    def index(self) -> int:
+        return self.spec.index
+
+    @property
     def name(self) -> str:
-        return self.role if self.role == "ingest" else f"{self.role}-{self.index}"
+        return self.spec.name
 
     @property
     def pid(self) -> int | None:
@@ -45,16 +60,34 @@ class Child:
         self.ready.clear()
         self.quiesced.clear()
         self.exited.clear()
+        self.stopped = None
+        # Role and index in argv only so `ps` reads well until the child sets its title.
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "daemon.process.child",
             self.role,
-            json.dumps(self.spec),
+            str(self.index),
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             pass_fds=self.pass_fds,
         )
+        self._write(encode_message(self.spec))
         self.status_task = asyncio.get_running_loop().create_task(self._read_status(self.process))
+
+    def apply_live(self, live: LiveSettings) -> None:
+        """Settings that apply without a restart: the running child gets them now, and a
+        replacement spawned later starts with them."""
+        self.spec = replace(self.spec, config=replace(self.spec.config, log=live.log))
+        self._write(encode_message(live))
+
+    def _write(self, message: bytes) -> None:
+        process = self.process
+        if process is None or process.returncode is not None or process.stdin is None:
+            return  # not running: the next spawn sends the whole spec
+        if process.stdin.is_closing():
+            return
+        process.stdin.write(message)  # a few KiB into a 64 KiB pipe; asyncio buffers the rest
 
     async def _read_status(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
@@ -65,7 +98,14 @@ class Child:
                 self.failures_in_a_row = 0
             elif line == "QUIESCED":
                 self.quiesced.set()
+            elif line.startswith("STOPPED "):
+                try:
+                    self.stopped = json.loads(line[len("STOPPED ") :])
+                except ValueError:
+                    log.warning("%s: unreadable STOPPED line %r", self.name, line)
         await process.wait()
+        if process.stdin is not None:
+            process.stdin.close()
         self.exited.set()
 
     def signal(self, signum: int) -> None:

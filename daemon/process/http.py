@@ -37,7 +37,8 @@ _REASONS = {
 
 
 class MetricsServer:
-    """``children`` returns the supervisor's current ``Child`` objects."""
+    """``children`` returns the supervisor's current ``Child`` objects; ``config_state`` the
+    supervisor's configuration state (file, settings waiting for a restart, last reload)."""
 
     def __init__(
         self,
@@ -45,11 +46,13 @@ class MetricsServer:
         metrics_dir: str | Path,
         status_dir: str | Path,
         children: Callable[[], Iterable[Any]],
+        config_state: Callable[[], dict] = dict,
     ) -> None:
         self._listen = listen
         self._metrics_dir = metrics_dir
         self._status_dir = status_dir
         self._children = children
+        self._config_state = config_state
         self._collector = SupervisorCollector(lambda: child_states(self._children()))
         self._server: asyncio.Server | None = None
 
@@ -109,6 +112,7 @@ class MetricsServer:
             return 200, content_type, body
         if target == b"/status":
             document = build_status(child_states(self._children()), self._status_dir)
+            document["config"] = self._config_state()
             return 200, "application/json", json.dumps(document, indent=1).encode()
         return _text(404, "try /metrics or /status")
 

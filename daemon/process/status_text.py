@@ -26,7 +26,7 @@ _COLUMNS = (
     "PID",
     "UP",
     "RESTARTS",
-    "RING",
+    "RING FILL",
     "IN/s",
     "SENT/s",
     "FAILED/s",
@@ -57,7 +57,26 @@ def format_status(status: dict) -> str:
         f"kpd supervisor pid {status['pid']}: {len(status['children'])} children, "
         f"{totals['in']:.0f} in/s, {totals['sent']:.0f} sent/s, {totals['failed']:.0f} failed/s"
     )
+    notes = _config_notes(status.get("config"), now) + notes
     return "\n".join([head, "", *_table(rows), *(["", *notes] if notes else [])]) + "\n"
+
+
+def _config_notes(config: dict | None, now: float) -> list[str]:
+    """What a SIGHUP left waiting for a restart, and a reload that failed."""
+    if not config:
+        return []
+    notes = []
+    if config["restart_needed"]:
+        changed = ", ".join(config["restart_needed"])
+        notes.append(f"config {config['source']}: {changed} changed, applied after a restart")
+    last = config.get("last_reload")
+    if last is not None and not last["ok"]:
+        first_line = last["error"].splitlines()[0]
+        notes.append(
+            f"config reload {now - last['time']:.0f}s ago failed, still running the "
+            f"previous settings: {first_line}"
+        )
+    return notes
 
 
 def _row(child: dict) -> tuple[str, ...]:
@@ -70,9 +89,8 @@ def _row(child: dict) -> tuple[str, ...]:
     )
     if snap.get("role") == "worker":
         rates = snap["rates"]
-        brokers = " ".join(
-            node + ("" if up else "!") for node, up in snap["brokers"].items() if int(node) >= 0
-        )
+        known = {node: up for node, up in snap["brokers"].items() if int(node) >= 0}
+        brokers = f"{sum(known.values())} of {len(known)} connected" if known else ""
         return (
             *base,
             _ring_text(snap["rings"]["records"]),
@@ -104,6 +122,12 @@ def _worker_notes(name: str, snap: dict, now: float) -> list[str]:
         f"{topic}[{_ranges(partitions)}]" for topic, partitions in snap["partitions"].items()
     )
     notes = [f"{name} partitions: {parts or '-'}"]
+    brokers = {node: up for node, up in snap["brokers"].items() if int(node) >= 0}
+    if not all(brokers.values()):
+        notes.append(
+            f"{name} brokers: "
+            + ", ".join(f"{n} {'connected' if up else 'unreachable'}" for n, up in brokers.items())
+        )
     error = snap.get("last_error")
     if error is not None:
         notes.append(f"{name} last error {now - error['time']:.0f}s ago: {error['error']}")

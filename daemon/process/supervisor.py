@@ -7,30 +7,45 @@ loop dispatches to ``handle_<signal>``.
 
 Shutdown (SIGTERM/SIGINT) is a bounded drain: ingest quiesces (accepts and reads nothing
 more), then the workers read their rings dry, flush to Kafka within ``shutdown.timeout`` and
-report what failed, then ingest forwards the last reports and exits.
+report what failed, then ingest forwards the last reports and exits; the supervisor logs
+"stopped" with what the workers delivered and left.
+
+Configuration flows down by value: the supervisor validated the file once (``kpd run``) and
+hands each child its settings (``daemon.process.handoff``); children never read the file. A
+SIGHUP re-reads and validates it here: settings in ``LIVE_SETTINGS`` apply at once to the
+supervisor and every child; any other change is named in the log and in ``/status`` as
+waiting for a restart, and until then every child, including one respawned after a crash,
+keeps running the settings its siblings run. An invalid file changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
+import time
 from pathlib import Path
 
-from daemon.config import ConfigError, DaemonConfig, load_config
+from daemon.config import ConfigError, DaemonConfig, changed_settings, load_config
 from daemon.metrics import mark_dead, prepare_multiprocess_dir
 from daemon.process.children import Child
 from daemon.process.embedded import EmbeddedBroker
+from daemon.process.handoff import ChildSpec, LiveSettings, RingEnd
 from daemon.process.http import MetricsServer
+from daemon.process.logs import setup_logging
 from daemon.process.sdnotify import SystemdNotifier, listen_fds, run_watchdog
 from daemon.process.status import prepare_status_dir
 from daemon.ring import Ring, RingWakeups, remove_stale
 
-__all__ = ["Supervisor"]
+__all__ = ["LIVE_SETTINGS", "Supervisor"]
 
 log = logging.getLogger(__name__)
 
 _BOOT_TIMEOUT_S = 30.0
+
+# Settings a SIGHUP applies to the running daemon; every other change waits for a restart.
+LIVE_SETTINGS = frozenset({"log.level", "log.format"})
 
 
 class BootFailure(RuntimeError):
@@ -52,15 +67,27 @@ class Supervisor:
         self._tasks: set[asyncio.Task] = set()
         self._http: MetricsServer | None = None
         self._status_dir: Path | None = None
+        self._restart_needed: list[str] = []  # YAML paths changed in the file since start
+        self._last_reload: dict | None = None  # {"time", "ok", "error"} of the last SIGHUP
+        self._started = time.monotonic()
         self.exit_code = 0
 
     # ---- setup -------------------------------------------------------------------------
 
-    def _create_ring(self, name: str, capacity: int) -> dict:
+    def _create_ring(self, name: str, capacity: int) -> RingEnd:
         Ring.create(name, capacity, replace=True).close()
         wakeups = RingWakeups.create()
         self._rings.append((name, wakeups))
-        return {"name": name, "fds": list(wakeups.fds())}
+        return RingEnd(name, tuple(wakeups.fds()))
+
+    def _child_config(self, bootstrap: tuple[tuple[str, int], ...] | None) -> DaemonConfig:
+        """The configuration children run: the validated file, with ``bootstrap.servers:
+        embedded`` resolved to the embedded broker's address."""
+        config = self._config
+        if bootstrap is None:
+            return config
+        producer = dataclasses.replace(config.producer, bootstrap_servers=bootstrap)
+        return dataclasses.replace(config, producer=producer)
 
     def _children_specs(self, bootstrap) -> list[Child]:
         cfg = self._config
@@ -76,23 +103,21 @@ class Supervisor:
             reports.append(
                 self._create_ring(f"{self._prefix}reports-{index}", cfg.rings.reports_bytes)
             )
-        common = {
-            "config": self._config_path,
-            "bootstrap": bootstrap,
-            "log_level": cfg.log.level,
-            "log_format": cfg.log.format,
-            "status_dir": str(self._status_dir) if self._status_dir else None,
-        }
+        config = self._child_config(bootstrap)
+        status_dir = str(self._status_dir) if self._status_dir else None
         children = []
         for index in range(workers):
-            spec = dict(common, index=index, records=records[index], reports=reports[index])
-            fds = (*records[index]["fds"], *reports[index]["fds"])
-            children.append(Child("worker", index, spec, fds))
-        ingest_spec = dict(common, records=records, reports=reports, listen_fd=self._listen_fd)
-        all_fds = tuple(fd for ring in records + reports for fd in ring["fds"])
+            spec = ChildSpec(
+                "worker", index, config, (records[index],), (reports[index],), status_dir, None
+            )
+            children.append(Child(spec, (*records[index].fds, *reports[index].fds)))
+        ingest = ChildSpec(
+            "ingest", 0, config, tuple(records), tuple(reports), status_dir, self._listen_fd
+        )
+        all_fds = tuple(fd for ring in records + reports for fd in ring.fds)
         if self._listen_fd is not None:
             all_fds += (self._listen_fd,)
-        children.append(Child("ingest", 0, ingest_spec, all_fds))
+        children.append(Child(ingest, all_fds))
         return children
 
     # ---- running -----------------------------------------------------------------------
@@ -111,7 +136,7 @@ class Supervisor:
                 log_path = Path(self._config.socket.path).parent / "embedded-broker.log"
                 self._broker = EmbeddedBroker(log_path)
                 await self._broker.start()
-                bootstrap = [list(self._broker.address)]
+                bootstrap = (self._broker.address,)
                 log.info("kafka.bootstrap.servers: embedded -> 127.0.0.1:%d", self._broker.port)
             await self._start_metrics()
             self._children = self._children_specs(bootstrap)
@@ -138,15 +163,16 @@ class Supervisor:
         metrics_dir = prepare_multiprocess_dir(state / "metrics")
         self._status_dir = prepare_status_dir(state / "status")
         self._http = MetricsServer(
-            cfg.metrics.listen, metrics_dir, self._status_dir, lambda: self._children
+            cfg.metrics.listen,
+            metrics_dir,
+            self._status_dir,
+            lambda: self._children,
+            self.config_state,
         )
         try:
             await self._http.start()
         except OSError as exc:
             raise BootFailure(f"cannot serve metrics on {cfg.metrics.listen}: {exc}") from exc
-        log.info(
-            "metrics and status on http://%s:%d/metrics", cfg.metrics.listen[0], self._http.port
-        )
 
     def _spawn_task(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -220,9 +246,26 @@ class Supervisor:
     # ---- signals -----------------------------------------------------------------------
 
     async def handle_sigterm(self) -> None:
+        stop_started = time.monotonic()
         log.info("stopping: draining within %.1fs", self._config.shutdown.timeout_s)
         self._notifier.stopping(status="draining accepted records to Kafka")
         await self._stop_all(drain=True)
+        log.info("stopped after %.1fs: %s", time.monotonic() - stop_started, self._stop_account())
+
+    def _stop_account(self) -> str:
+        """What the workers said they delivered and left when they stopped."""
+        workers = [c for c in self._children if c.role == "worker"]
+        told = [c.stopped for c in workers if c.stopped is not None]
+        delivered = sum(r["delivered"] for r in told)
+        failed = sum(r["failed"] for r in told)
+        left = sum(r["left_bytes"] for r in told)
+        text = f"{delivered} records delivered and {failed} failed since the workers started; " + (
+            f"{left} bytes of records left in the rings" if left else "nothing left behind"
+        )
+        silent = [c.name for c in workers if c.stopped is None]
+        if silent:
+            text += f" ({', '.join(silent)} stopped without an account: killed?)"
+        return text
 
     def handle_sighup(self) -> None:
         self._notifier.reloading()
@@ -235,19 +278,48 @@ class Supervisor:
         try:
             new = load_config(self._config_path)
         except ConfigError as exc:
-            log.error("reload: %s: %s; keeping the running config", exc.source, exc)
+            log.error(
+                "reload: %s is invalid; still running the settings loaded before:\n%s",
+                self._config_path,
+                exc,
+            )
+            self._last_reload = {"time": time.time(), "ok": False, "error": str(exc)}
             return
-        changed = [
-            name
-            for name in ("producer", "socket", "workers", "rings", "metrics", "topics")
-            if getattr(new, name) != getattr(self._config, name)
-        ]
-        if new.log.level != self._config.log.level:
-            logging.getLogger().setLevel(new.log.level.upper())
-            log.info("reload: log level is now %s", new.log.level)
-        if changed:
-            log.warning("reload: changes to %s take effect after a restart", ", ".join(changed))
-        self._config = new
+        changed = changed_settings(self._config, new)
+        live = [path for path in changed if path in LIVE_SETTINGS]
+        if live:
+            self._apply_live(new)
+            log.info("reload: applied %s (log level %s)", ", ".join(live), new.log.level)
+        self._restart_needed = changed_settings(self._config, new)
+        if self._restart_needed:
+            log.warning(
+                "reload: %s changed in %s; these take effect after a restart "
+                "(until then every process keeps the settings it started with)",
+                ", ".join(self._restart_needed),
+                self._config_path,
+            )
+        elif not live:
+            log.info("reload: %s unchanged", self._config_path)
+        self._last_reload = {"time": time.time(), "ok": True, "error": None}
+
+    def _apply_live(self, new: DaemonConfig) -> None:
+        """The live settings of ``new`` become the running ones, here and in every child
+        (and in the spec a respawned child gets)."""
+        self._config = dataclasses.replace(self._config, log=new.log)
+        setup_logging(new.log.level, new.log.format, "supervisor")
+        live = LiveSettings(log=new.log)
+        for child in self._children:
+            child.apply_live(live)
+
+    def config_state(self) -> dict:
+        """The ``config`` part of ``/status``: the file, what a restart would change, and how
+        the last SIGHUP went."""
+        return {
+            "source": self._config_path,
+            "live_settings": sorted(LIVE_SETTINGS),
+            "restart_needed": list(self._restart_needed),
+            "last_reload": self._last_reload,
+        }
 
     async def _stop_all(self, drain: bool) -> None:
         self._stopping = True

@@ -24,7 +24,7 @@ from daemon.producer.outcomes import BatchOutcome, DeliveryFailure
 from daemon.ring import AckWindow, RingConsumer, RingProducer
 from daemon.wire import REPORT_RUN_FIXED_BYTES, ReportRun, encode_reports
 from daemon.wire.base import KpdErrorCode, Status
-from daemon.wire.records import iter_records, plain_columns
+from daemon.wire.records import LAYOUT_HAS_TIMESTAMPS, iter_records, plain_columns
 from daemon.wire.ring_entry import decode_records_entry, encode_report_entry
 
 __all__ = ["Worker"]
@@ -49,6 +49,10 @@ class _EntryState:
     remaining: int
     received_ms: int
     count: int
+    # The CreateTime every record of the entry got from kpd (received_ms) when the client sent
+    # no timestamps column, else -1: reported so the client's RecordMetadata has the record's
+    # timestamp, as Java's does (records with their own timestamps: the client knows them).
+    assigned_ts: int = -1
 
 
 class Worker:
@@ -129,6 +133,8 @@ class Worker:
         queue = engine.queue(entry.topic, entry.partition)
         token = entry_id << _INDEX_BITS
         default_ts = entry.received_ms
+        if not entry.records[0] & LAYOUT_HAS_TIMESTAMPS:  # every record gets received_ms
+            self._entries[entry_id].assigned_ts = default_ts
         columns = plain_columns(entry.records, entry.count)
         if columns is not None:  # the common case: no per-record timestamps or headers
             lens, data_start = columns
@@ -186,7 +192,8 @@ class Worker:
                 Status.DELIVERED,
                 outcome.partition,
                 base,
-                outcome.timestamp,
+                # LogAppendTime when the topic uses it, else the CreateTime kpd assigned.
+                outcome.timestamp if outcome.timestamp >= 0 else state.assigned_ts,
             )
         else:
             run = _failed_run(state.base_seq + index, count, outcome.partition, error)

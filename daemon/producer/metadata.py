@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 _NO_TOPIC_ID = uuid.UUID(int=0)
 
 # Kafka error codes that mean "ask again later" for a topic in a Metadata response.
-_TOPIC_NOT_READY = {3, 5}  # UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE
+_UNKNOWN_TOPIC_OR_PARTITION = 3
+_TOPIC_NOT_READY = {_UNKNOWN_TOPIC_OR_PARTITION, 5}  # and LEADER_NOT_AVAILABLE
 
 
 class UnknownTopicError(Exception):
@@ -72,8 +73,10 @@ class MetadataManager:
         max_age_s: float,
         retry_backoff_s: float,
         on_update: Callable[[ClusterView], None],
+        allow_auto_create: bool = True,
     ) -> None:
         self._pool = pool
+        self._allow_auto_create = allow_auto_create
         self._max_age_s = max_age_s
         self._retry_backoff_s = retry_backoff_s
         self._on_update = on_update
@@ -88,6 +91,11 @@ class MetadataManager:
         self._task: asyncio.Task | None = None
         self.refreshes = 0
         self.refresh_failures = 0
+        # Metadata requests sent so far, and per topic the number of the request whose answer
+        # the topic's view comes from: an answer to a request sent after a wait began is
+        # fresh, and a fresh UNKNOWN_TOPIC_OR_PARTITION ends that wait.
+        self._requests_sent = 0
+        self._answered_by: dict[str, int] = {}
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -102,12 +110,21 @@ class MetadataManager:
         self._wake.set()
 
     async def wait_for_topic(self, topic: str, timeout_s: float) -> TopicView:
-        """The topic's view once it has partitions; UnknownTopicError after ``timeout_s``."""
+        """The topic's view once it has partitions; UnknownTopicError after ``timeout_s``, or
+        as soon as a metadata answer to a request sent after this call says the topic does
+        not exist (UNKNOWN_TOPIC_OR_PARTITION: the cluster did not create it).
+
+        Java's producer waits max.block.ms even then, and librdkafka 30 s
+        (topic.metadata.propagation.max.ms) for a new topic to reach every broker's cache; kpd
+        fails at once instead of holding every sender of a mistyped topic for a minute. The
+        error is retriable and nothing negative is cached: the next record asks again.
+        """
         view = self.view.topics.get(topic)
         if view is not None and view.leaders:
             return view
         if topic not in self.wanted:
             self.wanted.add(topic)
+        asked_after = self._requests_sent
         self.request_update()
         try:
             async with asyncio.timeout(timeout_s):
@@ -116,6 +133,18 @@ class MetadataManager:
                         view = self.view.topics.get(topic)
                         if view is not None and view.leaders:
                             return view
+                        if (
+                            view is not None
+                            and view.error_code == _UNKNOWN_TOPIC_OR_PARTITION
+                            and self._answered_by.get(topic, 0) > asked_after
+                        ):
+                            self.wanted.discard(topic)  # do not keep asking for it
+                            raise UnknownTopicError(
+                                topic,
+                                "the cluster says it does not exist "
+                                "(UNKNOWN_TOPIC_OR_PARTITION) and did not create it",
+                                _UNKNOWN_TOPIC_OR_PARTITION,
+                            )
                         await self._updated.wait()
         except TimeoutError:
             view = self.view.topics.get(topic)
@@ -151,10 +180,12 @@ class MetadataManager:
                 return False
         body = {
             "topics": [{"name": t, "topic_id": _NO_TOPIC_ID} for t in sorted(self.wanted)],
-            "allow_auto_topic_creation": True,
+            "allow_auto_topic_creation": self._allow_auto_create,
             "include_cluster_authorized_operations": False,
             "include_topic_authorized_operations": False,
         }
+        self._requests_sent += 1
+        request_number = self._requests_sent
         try:
             response = await conn.request(messages.METADATA, body)
         except BrokerConnectionError as exc:
@@ -162,7 +193,7 @@ class MetadataManager:
             self.refresh_failures += 1
             return False
         assert response is not None
-        await self._apply(response)
+        await self._apply(response, request_number)
         self.refreshes += 1
         return True
 
@@ -182,7 +213,7 @@ class MetadataManager:
                 async with asyncio.timeout(self._retry_backoff_s * 10):
                     await self._connected.wait()
 
-    async def _apply(self, response: dict) -> None:
+    async def _apply(self, response: dict, request_number: int = 0) -> None:
         brokers = {b["node_id"]: (b["host"], b["port"]) for b in response["brokers"]}
         for node_id, (host, port) in brokers.items():
             self._pool.set_address(node_id, host, port)
@@ -197,7 +228,18 @@ class MetadataManager:
             for p in t["partitions"]:
                 # LEADER_NOT_AVAILABLE on a partition: it has no leader right now.
                 leaders[p["partition_index"]] = -1 if p["error_code"] == 5 else p["leader_id"]
-            topics[name] = TopicView(name, code, tuple(leaders))
+            view = TopicView(name, code, tuple(leaders))
+            if log.isEnabledFor(logging.DEBUG) and self.view.topics.get(name) != view:
+                log.debug(
+                    "metadata: topic %s now %s, leaders by partition %s",
+                    name,
+                    error_name(code) if code else f"{count} partitions",
+                    list(leaders),
+                )
+            topics[name] = view
+            self._answered_by[name] = request_number
+        if log.isEnabledFor(logging.DEBUG) and brokers != self.view.brokers:
+            log.debug("metadata: brokers now %s", brokers)
         self.view = ClusterView(brokers, topics)
         self._on_update(self.view)
         async with self._updated:

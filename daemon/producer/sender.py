@@ -320,7 +320,13 @@ class Sender:
                 self._bump_needed = True
                 kind = Action.RETRY
         if kind in (Action.RETRY, Action.REFRESH_AND_RETRY) and self._may_retry(batch, now):
-            self._acc.reenqueue(batch, now + self._backoff(batch.attempts), self._s.idempotent)
+            backoff = self._backoff(batch.attempts)
+            log.debug(
+                "%s-%d: %s (%s); retry %d of %d records in %.0f ms",
+                batch.topic, batch.partition, error_name(code), message,
+                batch.attempts, batch.record_count, backoff * 1000,
+            )  # fmt: skip
+            self._acc.reenqueue(batch, now + backoff, self._s.idempotent)
             return
         persistence = Persistence.POSSIBLY_PERSISTED if batch.in_doubt else action.persistence
         if kind in (Action.RETRY, Action.REFRESH_AND_RETRY):

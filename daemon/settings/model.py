@@ -98,6 +98,7 @@ class MetricsSettings:
 @dataclass(**_FROZEN)
 class TopicSettings:
     allow: tuple[str, ...]
+    auto_create: bool
 
     def allows(self, topic: str) -> bool:
         """Whether ``topic`` matches one of the allowed names or glob patterns."""

@@ -190,6 +190,10 @@ DAEMON_SETTINGS: tuple[Setting, ...] = (
             "Address of the /metrics endpoint; port 0 picks a free port."),
     _daemon("topics.allow", TopicPatterns(), ["*"],
             "Topic names or globs (* and ?) clients may produce to; others are refused."),
+    _daemon("topics.auto_create", Bool(), True,
+            "Ask the cluster to create a topic that does not exist when a record names it (the "
+            "broker does only with auto.create.topics.enable). With false, or when the cluster "
+            "does not create it, the record fails at once with UNKNOWN_TOPIC."),
     _daemon("shutdown.timeout", DurationS(0.001), "30s",
             "On SIGTERM, how long to drain buffered records to Kafka before exiting anyway.",
             attr="timeout_s"),

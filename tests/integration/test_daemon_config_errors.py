@@ -166,14 +166,12 @@ def test_max_frame_bytes_below_the_protocol_minimum_is_a_config_error(tmp_path):
     [
         [],
         ["bogus"],
-        ["run"],
         ["run", "--config"],
         ["run", "--config", "x.yaml", "--frobnicate"],
-        ["check-config"],
         ["check-config", "a.yaml", "b.yaml"],
     ],
-    ids=["no-command", "unknown-command", "run-without-config", "config-without-value",
-         "unknown-flag", "check-config-without-file", "check-config-two-files"],
+    ids=["no-command", "unknown-command", "config-without-value",
+         "unknown-flag", "check-config-two-files"],
 )  # fmt: skip
 def test_bad_command_line_exits_64_with_usage(args):
     result = kpd(*args)

@@ -1,13 +1,10 @@
-"""The real daemon under systemd's signals: sd_notify over a NOTIFY_SOCKET datagram socket,
-and SIGHUP reloads."""
+"""The real daemon under systemd: sd_notify over a NOTIFY_SOCKET datagram socket, and its log
+format. (SIGHUP reloads: test_daemon_config_by_value.py.)"""
 
 from __future__ import annotations
 
 import json
-import signal
 import socket
-
-import yaml
 
 from tests.daemon_harness import KpdDaemon, wait_for
 
@@ -45,22 +42,6 @@ def test_supervisor_notifies_ready_watchdog_then_stopping_in_order(tansu, tmp_pa
                 kinds.append(field)
     assert kinds[:3] == ["READY=1", "WATCHDOG=1", "STOPPING=1"], seen
     assert any(d.startswith("READY=1") and "STATUS=serving" in d for d in seen), seen
-
-
-def test_sighup_reloads_the_log_level_and_names_what_needs_a_restart(tansu, tmp_path):
-    with KpdDaemon(tmp_path, tansu.bootstrap, workers=1) as daemon:
-        config = yaml.safe_load(daemon.config_path.read_text())
-        config["log"]["level"] = "warning"
-        config["kafka"]["linger.ms"] = 20
-        daemon.config_path.write_text(yaml.safe_dump(config))
-        daemon.process.send_signal(signal.SIGHUP)
-        wait_for(lambda: "take effect after a restart" in daemon.log_tail(), 10, "reload log")
-        assert "producer" in daemon.log_tail()
-        daemon.config_path.write_text("kafka: [not, a, mapping\n")
-        daemon.process.send_signal(signal.SIGHUP)
-        wait_for(lambda: "keeping the running config" in daemon.log_tail(), 10, "bad reload")
-        assert daemon.process.poll() is None  # a bad reload never stops the daemon
-        assert daemon.stop() == 0
 
 
 def test_json_log_format_writes_one_json_object_per_line(tansu, tmp_path):

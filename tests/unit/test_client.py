@@ -1002,3 +1002,12 @@ def test_awaiting_coroutines_are_independent_when_one_is_cancelled(kpd):
 
 async def _await(future):
     return await future
+
+
+def test_a_kafka_error_is_named_by_kafkas_name_and_number():
+    from daemon.wire.base import KpdErrorCode, Persistence
+
+    error = DeliveryError(KpdErrorCode.KAFKA_ERROR, 17, Persistence.NOT_PERSISTED, "bad name")
+    assert str(error) == "INVALID_TOPIC_EXCEPTION (17) [NOT_PERSISTED]: bad name"
+    timeout = DeliveryError(KpdErrorCode.DELIVERY_TIMEOUT, 0, Persistence.POSSIBLY_PERSISTED, "t")
+    assert str(timeout) == "DELIVERY_TIMEOUT [POSSIBLY_PERSISTED]: t"

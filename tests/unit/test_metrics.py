@@ -440,6 +440,7 @@ def test_format_status_prints_a_row_per_child_with_ring_fill(reported):
         "UP",
         "RESTARTS",
         "RING",
+        "FILL",
         "IN/s",
         "SENT/s",
         "FAILED/s",
@@ -448,10 +449,27 @@ def test_format_status_prints_a_row_per_child_with_ring_fill(reported):
     ]
     worker = next(line for line in lines if line.startswith("worker-0 "))
     assert worker.split()[:6] == ["worker-0", str(reported.pid), "yes", "2", "25.0%", "of"]
+    assert not worker.endswith("connected")  # only the bootstrap connection: no node yet
     assert next(line for line in lines if line.startswith("worker-1 ")).split()[2] == "NO"
     assert "worker-0 partitions: orders[0-2,5]" in lines
     assert "worker-1: no current snapshot" in lines
     assert any("last error" in line and "MESSAGE_TOO_LARGE" in line for line in lines)
+
+
+def test_format_status_says_brokers_and_pending_config_in_words(reported):
+    status = build_status(reported.children, reported.status_dir)
+    worker = next(row for row in status["children"] if row["name"] == "worker-0")
+    worker["snapshot"]["brokers"] = {"-1": False, "1": True, "2": False}
+    status["config"] = {
+        "source": "/etc/kpd/kpd.yaml",
+        "restart_needed": ["kafka.acks"],
+        "last_reload": {"time": status["time"] - 3, "ok": False, "error": "x.yaml: bad\nmore"},
+    }
+    lines = format_status(status).splitlines()
+    assert next(line for line in lines if line.startswith("worker-0 ")).endswith("1 of 2 connected")
+    assert "worker-0 brokers: 1 connected, 2 unreachable" in lines
+    assert "config /etc/kpd/kpd.yaml: kafka.acks changed, applied after a restart" in lines
+    assert "config reload 3s ago failed, still running the previous settings: x.yaml: bad" in lines
 
 
 def test_supervisor_collector_reports_restarts_and_up_from_its_children(reported):
