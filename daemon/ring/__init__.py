@@ -3,16 +3,17 @@
 The package knows bytes, not Kafka, and must not import multiprocessing, uvloop, signal or
 prometheus_client (the process layer owns those). Pieces:
 
-* ``region``     -- the ``/dev/shm`` file, its header layout and lifecycle (``Ring``,
-  ``remove_stale``);
-* ``shm_ring``   -- the entry format and the two ends (``RingProducer``, ``RingConsumer``);
+* ``region``     -- the ring file, its header layout and lifecycle (``Ring``, ``RingLabels``);
+* ``shm_ring``   -- the entry format and the two ends (``RingProducer``, ``RingConsumer``),
+  and ``recover``/``sealed_entries`` for a ring file left by a previous daemon;
 * ``wakeup``     -- eventfd doorbells and the announce-then-sleep protocol;
 * ``ack_window`` -- commit on ack: out-of-order completions to a contiguous release point.
 
-Typical wiring: the supervisor calls ``remove_stale(prefix)``, then ``Ring.create`` and
-``RingWakeups.create`` per ring, and passes the ring name and ``wakeups.fds()`` to each child
-(``pass_fds``). A child calls ``Ring.attach`` and ``RingWakeups.from_fds`` and builds the end
-it owns. On exit the supervisor calls ``Ring.unlink``.
+Typical wiring: the supervisor adopts the ring files a previous daemon left (``Ring.attach``,
+``recover``) or makes new ones (``Ring.create``), creates ``RingWakeups`` per ring, and passes
+the ring path and ``wakeups.fds()`` to each child (``pass_fds``). A child calls
+``Ring.attach`` and ``RingWakeups.from_fds`` and builds the end it owns. The files stay when
+the daemon exits: what was never released is produced by the next one.
 
 Memory ordering: the protocol needs the consumer to see an entry's bytes once it sees the
 ``write_pos`` that covers them, and the producer to overwrite bytes only after the consumer's
@@ -24,16 +25,26 @@ accessors, nowhere else.
 
 from daemon.ring.ack_window import AckWindow
 from daemon.ring.region import (
+    LAYOUT_VERSION,
     EntryTooLargeError,
     Ring,
     RingError,
     RingFormatError,
-    remove_stale,
+    RingLabels,
 )
-from daemon.ring.shm_ring import RingConsumer, RingProducer, entry_size, max_payload
+from daemon.ring.shm_ring import (
+    Recovery,
+    RingConsumer,
+    RingProducer,
+    entry_size,
+    max_payload,
+    recover,
+    sealed_entries,
+)
 from daemon.ring.wakeup import EventFd, RingWakeups
 
 __all__ = [
+    "LAYOUT_VERSION",
     "AckWindow",
     "EntryTooLargeError",
     "EventFd",
@@ -41,9 +52,12 @@ __all__ = [
     "RingConsumer",
     "RingError",
     "RingFormatError",
+    "Recovery",
+    "RingLabels",
     "RingProducer",
     "RingWakeups",
     "entry_size",
     "max_payload",
-    "remove_stale",
+    "recover",
+    "sealed_entries",
 ]

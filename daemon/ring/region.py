@@ -1,22 +1,32 @@
-"""One ring's shared-memory region: its file in ``/dev/shm``, its header and its data area.
+"""One ring's region: a memory-mapped file, its header and its data area.
 
-This module owns the byte layout and the lifecycle of a region (create, attach, unlink, stale
-clean-up). It does not know who writes entries (see ``shm_ring``) and it knows nothing of Kafka.
-It must not import multiprocessing, uvloop, signal or prometheus_client: the region is a file
-opened with ``os.open`` and mapped with ``mmap``, so any process that knows the name can attach.
+This module owns the byte layout and the lifecycle of a region (create, attach, sync, unlink).
+It does not know who writes entries (see ``shm_ring``) and it knows nothing of Kafka. It must
+not import multiprocessing, uvloop, signal or prometheus_client: the region is a file opened
+with ``os.open`` and mapped with ``mmap`` (``MAP_SHARED``), so any process that knows the path
+can attach, and what a process stored survives that process: the page cache holds it until
+the kernel writes it back, so a ring outlives a crash of every kpd process (not a power loss,
+unless the file was synced: ``sync``).
 
 Layout (all integers native-endian: a ring never leaves its host)::
 
     offset  size  field            written by   notes
-    0       8     magic            creator      b"KPDRING\\0", written last by create()
+    0       8     magic            creator      b"KPDRING\0", written last by create()
     8       4     layout version   creator      LAYOUT_VERSION
     12      4     header size      creator      HEADER_SIZE; the data area starts here
     16      8     capacity         creator      data-area bytes; multiple of 8
+    24      4     format           creator      version of the entries' payloads (opaque here)
+    28      4     set index        creator      which ring of its set (a worker's index)
+    32      4     set size         creator      how many rings the set had (the worker count)
     128     8     write_pos        producer     bytes ever published (monotonic)
     256     8     consumer_wake_at consumer     0 = awake; else asleep until write_pos >= it
     384     8     release_pos      consumer     bytes ever released (monotonic)
     512     8     producer_wake_at producer     0 = awake; else asleep until release_pos >= it
     4096    cap   data area        producer     entries, see shm_ring
+
+The creator's labels (format, set index and size) let the next daemon decide whether it can
+adopt a ring left by its predecessor as it is, must re-route its entries, or must leave it
+alone: ``Ring.attach`` returns them, it does not judge them.
 
 Each shared field has its own 128-byte block, not just its own 64-byte cache line: Intel's
 adjacent-line prefetcher pulls cache lines in pairs and Apple/arm64 server cores use 128-byte
@@ -27,15 +37,17 @@ Why plain loads and stores of these fields are enough: every field has exactly o
 the fields are read and written through a ``memoryview`` cast to ``"Q"``, which CPython turns
 into one aligned 8-byte ``memcpy`` — a single ``mov`` on x86-64 and a single ``ldr``/``str`` on
 arm64, so a reader never sees a torn value. Ordering is discussed where it matters, next to
-``RingProducer.publish`` and in ``wakeup``.
+``RingProducer.publish`` and in ``wakeup``; what reaches the disk, and in which order, is not
+ordered at all (the kernel writes dirty pages back when it likes): ``shm_ring`` seals every
+entry with a checksum so that ``recover`` can tell a complete entry from a torn one.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
-import re
 import struct
+from typing import NamedTuple
 
 __all__ = [
     "DATA_OFFSET",
@@ -44,25 +56,26 @@ __all__ = [
     "MAGIC",
     "MAX_CAPACITY",
     "MIN_CAPACITY",
-    "SHM_DIR",
     "EntryTooLargeError",
     "Ring",
     "RingError",
     "RingFormatError",
-    "remove_stale",
+    "RingLabels",
 ]
 
-SHM_DIR = "/dev/shm"
 MAGIC = b"KPDRING\0"
-LAYOUT_VERSION = 1
+# Version 2: file-backed rings whose header carries the creator's labels, and sealed entries
+# (``shm_ring``). Bump it whenever this header or the entry framing in ``shm_ring`` changes: a
+# daemon never adopts a ring of another layout version (it moves the file aside instead).
+LAYOUT_VERSION = 2
 HEADER_SIZE = 4096
 DATA_OFFSET = HEADER_SIZE
 MIN_CAPACITY = 64
 # Entry lengths are u32 and 0xFFFFFFFF is the wrap marker, so no entry may reach 4 GiB.
 MAX_CAPACITY = 1 << 32
 
-# The static part of the header: magic, layout version, header size, capacity.
-_STATIC = struct.Struct("=8sIIQ")
+# The static part of the header: magic, layout version, header size, capacity, labels.
+_STATIC = struct.Struct("=8sIIQIII")
 
 # Byte offsets of the shared fields (see the table in the module docstring).
 _WRITE_POS = 128
@@ -70,7 +83,6 @@ _CONSUMER_WAKE_AT = 256
 _RELEASE_POS = 384
 _PRODUCER_WAKE_AT = 512
 
-_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 
 
 class RingError(Exception):
@@ -85,12 +97,6 @@ class EntryTooLargeError(RingError, ValueError):
     """An entry can never fit in this ring, however much of it is free."""
 
 
-def _path(name: str) -> str:
-    if not _NAME_RE.fullmatch(name):
-        raise ValueError(f"invalid ring name {name!r}: use [A-Za-z0-9._-], no leading dot")
-    return os.path.join(SHM_DIR, name)
-
-
 def _check_capacity(capacity: int) -> None:
     if not MIN_CAPACITY <= capacity <= MAX_CAPACITY or capacity % 8:
         raise ValueError(
@@ -99,8 +105,17 @@ def _check_capacity(capacity: int) -> None:
         )
 
 
+class RingLabels(NamedTuple):
+    """What the creator wrote about a ring: opaque to the ring, meaningful to the daemon."""
+
+    format: int = 0  # version of the entries' payload format
+    index: int = 0  # the ring's place in its set
+    count: int = 1  # the size of its set
+
+
 class Ring:
-    """One mapped ring region. Owns the mapping; the endpoints borrow it.
+    """One mapped ring region. Owns the mapping and the file descriptor; the endpoints
+    borrow it.
 
     Build it with ``create`` or ``attach``, not the constructor.
 
@@ -108,9 +123,14 @@ class Ring:
     tests). Only the owner named in the layout table may assign a field.
     """
 
-    def __init__(self, name: str, mm: mmap.mmap, capacity: int) -> None:
-        self.name = name
+    def __init__(
+        self, path: str, fd: int, mm: mmap.mmap, capacity: int, labels: RingLabels
+    ) -> None:
+        self.path = path
+        self.name = os.path.basename(path)
         self.capacity = capacity
+        self.labels = labels
+        self._fd = fd  # kept open for sync(): fdatasync needs a descriptor, not a mapping
         self._mm = mm
         self._fields = memoryview(mm)[:HEADER_SIZE].cast("Q")
         # The data area as raw bytes, and the same bytes as u32 words for entry lengths.
@@ -120,16 +140,23 @@ class Ring:
     # -- lifecycle -------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, name: str, capacity: int, *, replace: bool = False) -> Ring:
-        """Create and map a new, empty ring; fail if ``name`` exists unless ``replace``.
+    def create(
+        cls,
+        path: str | os.PathLike,
+        capacity: int,
+        labels: RingLabels = RingLabels(),
+        *,
+        replace: bool = False,
+    ) -> Ring:
+        """Create and map a new, empty ring file; fail if ``path`` exists unless ``replace``.
 
         Replacing unlinks the old file first instead of reusing it, so a process that still
         maps the old ring keeps its own (now nameless) copy and cannot scribble on the new one.
         """
         _check_capacity(capacity)
-        path = _path(name)
+        path = os.fspath(path)
         if replace:
-            cls.unlink(name)
+            cls.unlink(path)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             os.ftruncate(fd, HEADER_SIZE + capacity)  # zero-filled: all indices start at 0
@@ -138,38 +165,51 @@ class Ring:
             os.close(fd)
             os.unlink(path)
             raise
-        os.close(fd)  # the mapping keeps the memory; the fd is not needed any more
-        _STATIC.pack_into(mm, 0, b"\0" * 8, LAYOUT_VERSION, HEADER_SIZE, capacity)
+        _STATIC.pack_into(
+            mm, 0, b"\0" * 8, LAYOUT_VERSION, HEADER_SIZE, capacity, *labels
+        )
         # Magic last: an attach() racing with create() sees "not a ring", never half a header.
         mm[0:8] = MAGIC
-        return cls(name, mm, capacity)
+        return cls(path, fd, mm, capacity, labels)
 
     @classmethod
-    def attach(cls, name: str, *, capacity: int | None = None) -> Ring:
+    def attach(cls, path: str | os.PathLike, *, capacity: int | None = None) -> Ring:
         """Map an existing ring, checking that it is one and, if given, its capacity."""
-        fd = os.open(_path(name), os.O_RDWR | os.O_CLOEXEC)
+        path = os.fspath(path)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
             size = os.fstat(fd).st_size
             if size < HEADER_SIZE:
-                raise RingFormatError(f"ring {name!r}: {size} bytes is smaller than a header")
+                raise RingFormatError(f"ring {path}: {size} bytes is smaller than a header")
             mm = mmap.mmap(fd, size)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
         try:
-            found = _validate_header(name, mm, size, capacity)
+            found, labels = _validate_header(path, mm, size, capacity)
         except BaseException:
             mm.close()
+            os.close(fd)
             raise
-        return cls(name, mm, found)
+        return cls(path, fd, mm, found, labels)
 
     @staticmethod
-    def unlink(name: str) -> bool:
-        """Remove the ring's name; mappings stay valid until closed. False if it was absent."""
+    def unlink(path: str | os.PathLike) -> bool:
+        """Remove the ring's file; mappings stay valid until closed. False if it was absent."""
         try:
-            os.unlink(_path(name))
+            os.unlink(path)
         except FileNotFoundError:
             return False
         return True
+
+    def sync(self) -> None:
+        """Write the ring's dirty pages to the disk and wait (``fdatasync``).
+
+        Blocks for the disk's latency; releases the GIL, so a thread can do it for an event
+        loop. On Linux ``msync(MS_SYNC)`` is this same call: the page cache is what the
+        mapping is, so syncing the file syncs what every process stored through it.
+        """
+        os.fdatasync(self._fd)
 
     def close(self) -> None:
         """Unmap. Drop every view from the endpoints first: while one is alive this raises
@@ -178,6 +218,7 @@ class Ring:
         self.data.release()
         self._fields.release()
         self._mm.close()
+        os.close(self._fd)
 
     # -- shared fields (owner in brackets) -------------------------------------------------
 
@@ -218,48 +259,24 @@ class Ring:
         return self.write_pos - self.release_pos
 
 
-def _validate_header(name: str, mm: mmap.mmap, size: int, expected: int | None) -> int:
-    magic, version, header_size, capacity = _STATIC.unpack_from(mm, 0)
+def _validate_header(
+    path: str, mm: mmap.mmap, size: int, expected: int | None
+) -> tuple[int, RingLabels]:
+    magic, version, header_size, capacity, *labels = _STATIC.unpack_from(mm, 0)
     if magic != MAGIC:
-        raise RingFormatError(f"ring {name!r}: bad magic {magic!r}, expected {MAGIC!r}")
+        raise RingFormatError(f"ring {path}: bad magic {magic!r}, expected {MAGIC!r}")
     if version != LAYOUT_VERSION or header_size != HEADER_SIZE:
         raise RingFormatError(
-            f"ring {name!r}: layout version {version} (header {header_size} bytes), "
+            f"ring {path}: layout version {version} (header {header_size} bytes), "
             f"this build reads version {LAYOUT_VERSION} (header {HEADER_SIZE} bytes)"
         )
     if size != HEADER_SIZE + capacity:
         raise RingFormatError(
-            f"ring {name!r}: header says capacity {capacity} but the file holds "
+            f"ring {path}: header says capacity {capacity} but the file holds "
             f"{size - HEADER_SIZE} data bytes"
         )
     if expected is not None and capacity != expected:
         raise RingFormatError(
-            f"ring {name!r}: capacity {capacity} does not match the configured {expected}"
+            f"ring {path}: capacity {capacity} does not match the configured {expected}"
         )
-    return capacity
-
-
-def remove_stale(prefix: str) -> list[str]:
-    """Unlink the rings whose names start with ``prefix``; return the names removed.
-
-    The supervisor calls this at start-up for its own instance's prefix: rings left by a
-    killed daemon would otherwise pin shared memory until reboot. Files with the prefix that
-    are not kpd rings are left alone, except empty or half-created ones (no magic yet).
-    """
-    if not prefix or "/" in prefix:
-        raise ValueError(f"invalid ring prefix {prefix!r}")
-    candidates = (n for n in sorted(os.listdir(SHM_DIR)) if n.startswith(prefix))
-    return [
-        name
-        for name in candidates
-        if _is_ring_or_blank(os.path.join(SHM_DIR, name)) and Ring.unlink(name)
-    ]
-
-
-def _is_ring_or_blank(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(len(MAGIC))
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        return False
-    return head in (MAGIC, b"\0" * len(MAGIC)) or len(head) < len(MAGIC)
+    return capacity, RingLabels(*labels)

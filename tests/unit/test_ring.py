@@ -1,4 +1,4 @@
-"""Unit tests of the shared-memory ring (daemon.ring), one process, real /dev/shm files.
+"""Unit tests of the shared-memory ring (daemon.ring), one process, real files in /dev/shm.
 
 Expected bytes and offsets come from the layout documented in daemon/ring/region.py and
 shm_ring.py, written out here with struct field by field and read back from the file itself,
@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+import crc32c
 import pytest
 import uvloop
 from hypothesis import given, settings
@@ -33,7 +34,6 @@ from daemon.ring import (
     RingFormatError,
     RingProducer,
     RingWakeups,
-    remove_stale,
 )
 
 # The documented layout, restated independently of the code under test.
@@ -46,8 +46,15 @@ WRAP = 0xFFFFFFFF
 
 
 def padded(n: int) -> int:
-    """Entry size per the spec: u32 length + payload, rounded up to a multiple of 8."""
-    return -(-(4 + n) // 8) * 8
+    """Entry size per the spec: u32 length, u32 seal + payload, rounded up to a multiple of 8."""
+    return -(-(8 + n) // 8) * 8
+
+
+def sealed(pos: int, payload: bytes) -> bytes:
+    """An entry's head per the spec: u32 length, then CRC32C over (pos u64 LE, length u32 LE)
+    followed by the payload. CRC32C from the ``crc32c`` package, not from daemon.ring."""
+    seal = crc32c.crc32c(struct.pack("<QI", pos, len(payload)) + payload)
+    return struct.pack("=II", len(payload), seal) + payload
 
 
 def unique_name(tag: str = "t") -> str:
@@ -60,7 +67,7 @@ class Rig:
     def __init__(self, capacity: int, backstop_s: float = 0.1) -> None:
         self.name = unique_name()
         self.path = Path("/dev/shm") / self.name
-        self.ring = Ring.create(self.name, capacity)
+        self.ring = Ring.create(self.path, capacity)
         self.wakeups = RingWakeups.create()
         self.producer = RingProducer(self.ring, self.wakeups, backstop_s=backstop_s)
         self.consumer = RingConsumer(self.ring, self.wakeups, backstop_s=backstop_s)
@@ -89,7 +96,7 @@ class Rig:
         with contextlib.suppress(BufferError):
             self.ring.close()
         self.wakeups.close()
-        Ring.unlink(self.name)
+        Ring.unlink(self.path)
 
 
 @pytest.fixture
@@ -115,10 +122,10 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 def move_to(rig: Rig, pos: int) -> None:
     """Advance an empty ring's positions to ``pos`` (a multiple of 8) with filler entries."""
-    room = rig.producer.max_entry_bytes + 4
+    room = rig.producer.max_entry_bytes + 8
     while rig.ring.write_pos < pos:
         step = min(pos - rig.ring.write_pos, room)
-        assert rig.producer.write(b"f" * (step - 4))
+        assert rig.producer.write(b"f" * (step - 8))
         rig.producer.publish()
         rig.drain()
     assert rig.ring.write_pos == rig.ring.release_pos == pos
@@ -130,27 +137,37 @@ def move_to(rig: Rig, pos: int) -> None:
 def test_header_fields_sit_at_documented_offsets(rig_factory):
     rig = rig_factory(1024)
     assert os.stat(rig.path).st_size == HEADER + 1024
-    # magic (8s), layout version (u32), header size (u32), capacity (u64)
-    assert rig.raw(0, 24) == struct.pack("=8sIIQ", b"KPDRING\0", 1, HEADER, 1024)
+    # magic (8s), layout version (u32), header size (u32), capacity (u64), then the creator's
+    # labels: format (u32), set index (u32), set size (u32; 1 by default)
+    assert rig.raw(0, 36) == struct.pack("=8sIIQIII", b"KPDRING\0", 2, HEADER, 1024, 0, 0, 1)
 
     rig.producer.write(b"abc")
     assert rig.raw_u64(OFF_WRITE_POS) == 0  # staged, not published
     rig.producer.publish()
-    assert rig.raw_u64(OFF_WRITE_POS) == 8
+    assert rig.raw_u64(OFF_WRITE_POS) == 16
     rig.drain()
-    assert rig.raw_u64(OFF_RELEASE_POS) == 8
+    assert rig.raw_u64(OFF_RELEASE_POS) == 16
 
 
-def test_entry_is_length_word_then_payload_padded_to_eight(rig_factory):
+def test_entry_is_length_and_seal_then_payload_padded_to_eight(rig_factory):
     rig = rig_factory(1024)
     rig.producer.write_many([b"abcde", b"", b"12345678"])
     expected = (
-        struct.pack("=I", 5) + b"abcde" + b"\0" * 7  # 4 + 5 + 7 = 16
-        + struct.pack("=I", 0) + b"\0" * 4  # 4 + 0 + 4 = 8
-        + struct.pack("=I", 8) + b"12345678" + b"\0" * 4  # 4 + 8 + 4 = 16
+        sealed(0, b"abcde") + b"\0" * 3  # 8 + 5 + 3 = 16
+        + sealed(16, b"")  # 8 + 0 = 8
+        + sealed(24, b"12345678")  # 8 + 8 = 16
     )
     assert rig.raw(HEADER, 40) == expected
     assert rig.raw_u64(OFF_WRITE_POS) == 40
+
+
+def test_reserved_entries_are_sealed_when_published(rig_factory):
+    rig = rig_factory(1024)
+    view = rig.producer.reserve(3)
+    view[:] = b"xyz"
+    del view
+    rig.producer.publish()
+    assert rig.raw(HEADER, 11) == sealed(0, b"xyz")
 
 
 def test_reserve_fills_in_place_and_publishes_once(rig_factory):
@@ -168,7 +185,7 @@ def test_reserve_fills_in_place_and_publishes_once(rig_factory):
 @pytest.mark.parametrize("gap", range(8, 136, 8))
 def test_wrap_marker_at_every_alignment_near_the_end(rig_factory, gap):
     cap = 256
-    for n in range(max(0, gap - 12), min(gap + 4, 125)):
+    for n in range(max(0, gap - 16), min(gap + 4, 121)):
         rig = rig_factory(cap)
         start = cap - gap
         move_to(rig, start)
@@ -176,11 +193,11 @@ def test_wrap_marker_at_every_alignment_near_the_end(rig_factory, gap):
         assert rig.producer.write(payload)
         rig.producer.publish()
         if padded(n) <= gap:  # fits before the end: no marker
-            assert rig.raw(HEADER + start, 4 + n) == struct.pack("=I", n) + payload
+            assert rig.raw(HEADER + start, 8 + n) == sealed(start, payload)
             end = start + padded(n)
         else:  # marker at the old offset, entry at offset 0, skipped bytes belong to it
             assert rig.raw(HEADER + start, 4) == struct.pack("=I", WRAP)
-            assert rig.raw(HEADER, 4 + n) == struct.pack("=I", n) + payload
+            assert rig.raw(HEADER, 8 + n) == sealed(cap, payload)
             end = cap + padded(n)
         assert rig.raw_u64(OFF_WRITE_POS) == end
         batch = rig.consumer.read_batch()
@@ -241,23 +258,23 @@ def test_fifo_order_over_many_wraps_with_random_sizes(sizes, batch, read_chunk, 
 
 def test_full_ring_refuses_until_a_release_frees_room(rig_factory):
     rig = rig_factory(256)
-    assert rig.producer.write(b"a" * 100)  # 104 bytes
-    assert rig.producer.write(b"b" * 100)  # 208
-    assert not rig.producer.write(b"c" * 100)  # 312 > 256
-    assert rig.producer.reserve(100) is None
+    assert rig.producer.write(b"a" * 96)  # 104 bytes
+    assert rig.producer.write(b"b" * 96)  # 208
+    assert not rig.producer.write(b"c" * 96)  # 312 > 256
+    assert rig.producer.reserve(96) is None
     assert rig.producer.write_many([b"d" * 40, b"e" * 40]) == 1  # 48 free: one 48-byte entry
     assert rig.producer.free_bytes() == 0
     first = rig.consumer.read_batch(max_entries=1)
-    assert not rig.producer.write(b"c" * 100)  # read is not released: still full
+    assert not rig.producer.write(b"c" * 96)  # read is not released: still full
     rig.consumer.release(first[0][0])
     del first
     assert rig.producer.free_bytes() == 104
-    assert rig.producer.write(b"c" * 100)
+    assert rig.producer.write(b"c" * 96)
 
 
 def test_used_bytes_fall_only_by_what_is_released(rig_factory):
     rig = rig_factory(1024)
-    rig.producer.write_many([b"x" * 12] * 4)  # 16 bytes each
+    rig.producer.write_many([b"x" * 8] * 4)  # 16 bytes each
     batch = rig.consumer.read_batch()
     assert (rig.ring.used_bytes(), rig.consumer.held_bytes()) == (64, 64)
     rig.consumer.release(batch[1][0])
@@ -293,7 +310,7 @@ def test_read_batch_honours_entry_and_byte_limits_but_returns_at_least_one(rig_f
 def test_oversize_entry_raises_at_once_and_stages_nothing(rig_factory):
     rig = rig_factory(256)
     limit = rig.producer.max_entry_bytes
-    assert limit == 124  # padded(124) == 128 == capacity / 2
+    assert limit == 120  # padded(120) == 128 == capacity / 2
     with pytest.raises(EntryTooLargeError, match="can never fit"):
         rig.producer.write(b"x" * (limit + 1))
     with pytest.raises(EntryTooLargeError):
@@ -318,7 +335,7 @@ def test_new_consumer_replays_exactly_the_unreleased_entries(rig_factory):
     rig.ring.consumer_wake_at = 99  # as if it died asleep
     del rig.consumer  # "crash": dropped without releasing
 
-    ring2 = Ring.attach(rig.name, capacity=1024)
+    ring2 = Ring.attach(rig.path, capacity=1024)
     try:
         replacement = RingConsumer(ring2, rig.wakeups)
         assert ring2.consumer_wake_at == 0
@@ -337,43 +354,43 @@ def test_attach_rejects_bad_magic(rig_factory):
     os.pwrite(fd, b"NOTARING", 0)
     os.close(fd)
     with pytest.raises(RingFormatError, match="bad magic"):
-        Ring.attach(rig.name)
+        Ring.attach(rig.path)
 
 
 def test_attach_rejects_other_layout_version(rig_factory):
     rig = rig_factory()
     fd = os.open(rig.path, os.O_WRONLY)
-    os.pwrite(fd, struct.pack("=I", 2), 8)
+    os.pwrite(fd, struct.pack("=I", 1), 8)
     os.close(fd)
-    with pytest.raises(RingFormatError, match="layout version 2"):
-        Ring.attach(rig.name)
+    with pytest.raises(RingFormatError, match="layout version 1"):
+        Ring.attach(rig.path)
 
 
 def test_attach_rejects_capacity_other_than_configured(rig_factory):
     rig = rig_factory(1024)
     with pytest.raises(RingFormatError, match="capacity 1024 does not match the configured 512"):
-        Ring.attach(rig.name, capacity=512)
+        Ring.attach(rig.path, capacity=512)
 
 
 def test_attach_rejects_truncated_segment(rig_factory):
     rig = rig_factory(1024)
     os.truncate(rig.path, HEADER + 512)
     with pytest.raises(RingFormatError, match="file holds 512 data bytes"):
-        Ring.attach(rig.name)
+        Ring.attach(rig.path)
     os.truncate(rig.path, 100)
     with pytest.raises(RingFormatError, match="smaller than a header"):
-        Ring.attach(rig.name)
+        Ring.attach(rig.path)
 
 
 def test_create_refuses_an_existing_name_unless_replace(rig_factory):
     rig = rig_factory()
     rig.producer.write_many([b"old"])
     with pytest.raises(FileExistsError):
-        Ring.create(rig.name, 256)
-    fresh = Ring.create(rig.name, 512, replace=True)
+        Ring.create(rig.path, 256)
+    fresh = Ring.create(rig.path, 512, replace=True)
     try:
         assert (fresh.capacity, fresh.write_pos) == (512, 0)
-        assert rig.ring.write_pos == 8  # the old mapping is intact, just nameless
+        assert rig.ring.write_pos == 16  # the old mapping is intact, just nameless
     finally:
         fresh.close()
 
@@ -381,25 +398,7 @@ def test_create_refuses_an_existing_name_unless_replace(rig_factory):
 @pytest.mark.parametrize("capacity", [0, 8, 100, 1 << 33])
 def test_create_rejects_bad_capacity(capacity):
     with pytest.raises(ValueError, match="capacity"):
-        Ring.create(unique_name(), capacity)
-
-
-def test_remove_stale_removes_this_instances_rings_only():
-    prefix = f"kpd-test-{os.getpid()}-stale-{uuid.uuid4().hex[:6]}-"
-    rings = [Ring.create(prefix + n, 64) for n in ("w0", "w1")]
-    other = Ring.create(prefix[:-1] + "X-w0", 64)
-    foreign = Path("/dev/shm") / (prefix + "notes")
-    foreign.write_bytes(b"not a ring, keep me")
-    try:
-        assert remove_stale(prefix) == [prefix + "w0", prefix + "w1"]
-        assert not (Path("/dev/shm") / (prefix + "w0")).exists()
-        assert foreign.exists()
-        assert (Path("/dev/shm") / other.name).exists()
-    finally:
-        for ring in [*rings, other]:
-            ring.close()
-        Ring.unlink(other.name)
-        foreign.unlink()
+        Ring.create(Path("/dev/shm") / unique_name(), capacity)
 
 
 # -- wake-ups -------------------------------------------------------------------------------
