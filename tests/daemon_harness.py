@@ -42,19 +42,30 @@ class KpdDaemon:
         self.config_path = workdir / "kpd.yaml"
         self.log_path = workdir / "kpd.log"
         self.prefix = f"kpdtest-{uuid.uuid4().hex[:8]}"
+        self.rings_dir = workdir / "rings"
         config = {
             "kafka": {"bootstrap.servers": bootstrap, "linger.ms": 5},
             "socket": {"path": self.socket_path},
             "workers": {"count": workers},
-            "rings": {"records_bytes": "8MiB", "reports_bytes": "2MiB", "prefix": self.prefix},
+            "rings": {
+                "records_bytes": "8MiB",
+                "reports_bytes": "2MiB",
+                "prefix": self.prefix,
+                "directory": str(self.rings_dir),
+            },
             "metrics": {"enabled": False},
             "shutdown": {"timeout": "20s"},
             "log": {"level": "info"},
         }
         for section, values in (extra or {}).items():
             config.setdefault(section, {}).update(values)
-        self.config_path.write_text(yaml.safe_dump(config))
+        self.config = config
+        self.write_config()
         self.process: subprocess.Popen | None = None
+
+    def write_config(self) -> None:
+        """(Re)write the config file from ``self.config``, e.g. before a restart with changes."""
+        self.config_path.write_text(yaml.safe_dump(self.config))
 
     def start(self, timeout_s: float = 30.0, env: dict[str, str] | None = None) -> KpdDaemon:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 -- closed in stop()
@@ -64,6 +75,8 @@ class KpdDaemon:
             env={**os.environ, **(env or {})},
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            # Its own process group, so kill_all() can kill the whole daemon and nothing else.
+            start_new_session=True,
         )
         wait_for(self._accepting, timeout_s, f"kpd socket {self.socket_path}\n{self.log_tail()}")
         return self
@@ -100,6 +113,13 @@ class KpdDaemon:
                 pids.append(int(entry.name))
         return sorted(pids)
 
+    def kill_all(self) -> None:
+        """kill -9 of the whole daemon, every process of its group at once, as an OOM kill of
+        its cgroup or a crash of the host's service manager does."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self._log.close()
+
     def log_tail(self, size: int = 6000) -> str:
         try:
             return self.log_path.read_bytes()[-size:].decode(errors="replace")
@@ -127,5 +147,3 @@ class KpdDaemon:
     def __exit__(self, *exc) -> None:
         if self.process is not None and self.process.poll() is None:
             self.stop()
-        for name in os.listdir("/dev/shm"):
-            assert not name.startswith(self.prefix), f"ring {name} left behind"

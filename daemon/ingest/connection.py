@@ -344,6 +344,17 @@ class ClientConnection(asyncio.Protocol):
         else:
             quiet.append([first_seq, first_seq + n, n])
 
+    def hold_announcement(self, n: int) -> None:
+        """An ACCEPTED report for ``n`` records waits for its entry's publish (and sync):
+        GOODBYE must wait for it too."""
+        self.owed += n
+
+    def announce(self, accepted_frame: bytes, n: int) -> None:
+        """Send the ACCEPTED report ``hold_announcement`` held back."""
+        self.owed -= n
+        self.send(accepted_frame)
+        self._maybe_say_goodbye()
+
     def forward_reports(self, report_frame: memoryview) -> None:
         """A worker's REPORT frame for this connection: pass on the runs the client asked for
         (ack KAFKA), drop the others, and say GOODBYE once nothing is owed any more."""

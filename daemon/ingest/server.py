@@ -14,6 +14,8 @@ and a close, and the other connections are unaffected. A frame larger than one r
 
 Reports: workers report every record they took; ingest passes on those the client asked
 Kafka acks for, counts what it still owes each connection, and answers GOODBYE once that is 0.
+An ACCEPTED report goes out only once its entry is published (and, with ``rings.fsync:
+always``, synced: ``ring_sync``), never while the entry is merely staged.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 
 from daemon import wire
 from daemon.ingest.connection import ClientConnection, is_legal_topic
+from daemon.ingest.ring_sync import RingSync
 from daemon.ingest.routing import EntryPlanner, worker_for
 from daemon.ring import RingConsumer, RingProducer
 from daemon.wire import ReportRun, encode_reports
@@ -60,6 +63,7 @@ class IngestSettings:
     partitioner: str = "default"  # kafka.partitioner, for records the client left to kpd
     ignore_keys: bool = False  # kafka.partitioner.ignore.keys
     socket_group: str | int | None = None  # chgrp the socket file (name or gid)
+    fsync: str | int = "never"  # rings.fsync: never, always or an interval in ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,7 @@ class IngestStats:
     records_rejected: int
     buffer_full_events: int
     connections: int
+    ring_syncs: int  # rings.fsync: syncs of the records rings' files done so far
 
 
 class TopicDirectory:
@@ -142,6 +147,9 @@ class IngestServer:
         start = (time.time_ns() // 1_000_000) & 0xFFFFFFFF
         self._conn_ids = itertools.count(start << 32)
         self._dirty: set[int] = set()  # rings with staged, unpublished entries
+        # ACCEPTED reports of staged entries: sent once published (and synced, if asked).
+        self._unannounced: list = []
+        self.ring_sync = RingSync(settings.fsync, records)
         self._server: asyncio.AbstractServer | None = None
         self._owned_path: str | None = None  # the socket file we created (and remove)
         self._report_tasks: list[asyncio.Task] = []
@@ -162,6 +170,7 @@ class IngestServer:
             self.records_rejected,
             self.buffer_full_events,
             len(self.connections),
+            self.ring_sync.syncs,
         )
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -183,6 +192,7 @@ class IngestServer:
             self._server = await loop.create_unix_server(self._new_connection, sock=sock)
         for index, ring in enumerate(self._reports):
             self._report_tasks.append(loop.create_task(self._forward_reports(index, ring)))
+        self.ring_sync.start()
 
     def stop_accepting(self) -> None:
         if self._server is not None:
@@ -210,6 +220,7 @@ class IngestServer:
                 break
             await asyncio.sleep(0.01)  # bounded: a frame waits at most max.block.ms
         self.publish_all()
+        await self.ring_sync.close()
 
     async def finish(self) -> None:
         """The workers are done: forward their last reports, then say goodbye to clients."""
@@ -253,7 +264,8 @@ class IngestServer:
         )
         self.publish_all()
         for partition, records, first_seq, n in entries:
-            ring = self._records[worker_for(header.topic, partition, workers)]
+            ring_index = worker_for(header.topic, partition, workers)
+            ring = self._records[ring_index]
             head = entry_head(
                 conn.conn_id, first_seq, n, partition, time.time_ns() // 1_000_000, topic
             )
@@ -281,6 +293,7 @@ class IngestServer:
             del view
             ring.publish()
             self._accepted(conn, first_seq, n, partition, ack)
+            self._announce([ring_index])
 
     def _accepted(
         self, conn: ClientConnection, first_seq: int, n: int, partition: int, ack
@@ -288,14 +301,21 @@ class IngestServer:
         self.records_accepted += n
         conn.owe(first_seq, n, ack)
         if ack == AckLevel.ACCEPTED:
-            run = ReportRun(first_seq, n, Status.ACCEPTED, partition)
-            conn.send(encode_reports([run]))
+            frame = encode_reports([ReportRun(first_seq, n, Status.ACCEPTED, partition)])
+            conn.hold_announcement(n)
+            self._unannounced.append(lambda: conn.announce(frame, n))
 
     def publish_all(self) -> None:
         """Publish staged entries: one index store and at most one wake-up per ring."""
         for index in self._dirty:
             self._records[index].publish()
+        self._announce(self._dirty)
         self._dirty.clear()
+
+    def _announce(self, published) -> None:
+        announce, self._unannounced = self._unannounced, []
+        if announce or published:
+            self.ring_sync.published(published, announce)
 
     # ---- reports -----------------------------------------------------------------------
 

@@ -8,8 +8,9 @@ reports to the supervisor with lines on stdout: ``READY`` once serving, ``QUIESC
 once it accepts no more records, ``STOPPED {json}`` (worker) with what it delivered and left.
 Signals only set events; the loop does the work:
 
-* worker: SIGTERM -> read the ring dry (ingest has quiesced), flush within the drain deadline,
-  report what could not be delivered, exit 0;
+* worker: SIGTERM -> read the ring dry (ingest has quiesced) and flush within the drain
+  deadline; what is not delivered by then stays in the ring for the next start (its clients
+  hear so), exit 0;
 * ingest: SIGTERM -> stop accepting and reading records, publish, say QUIESCED, keep
   forwarding reports; SIGUSR1 -> the workers are done: forward the last reports and exit.
 """
@@ -56,8 +57,12 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
+# After the drain deadline: how long a worker may take to tell clients what stays in its ring.
+_KEEP_REPORT_S = 5.0
+
+
 def _ring_end(end: RingEnd, cls):
-    ring = Ring.attach(end.name)
+    ring = Ring.attach(end.path)
     return cls(ring, RingWakeups.from_fds(*end.fds))
 
 
@@ -122,12 +127,18 @@ async def run_worker(spec: ChildSpec) -> int:
         task.result()  # a crash: let it raise, the supervisor restarts us
         return 1
     worker.stop()
-    try:
-        async with asyncio.timeout(config.shutdown.timeout_s):
-            await task
-    except TimeoutError:
-        log.warning("worker %s: drain deadline passed", index)
-    await worker.close(timeout_s=0.0)
+    done, _ = await asyncio.wait({task}, timeout=config.shutdown.timeout_s)
+    if not done:
+        log.warning(
+            "worker %s: drain deadline passed; %d records undelivered stay in the ring for "
+            "the next start",
+            index,
+            worker.engine.pending_records,
+        )
+    await worker.close()
+    if not done:
+        # run() now reports what it had not taken as kept, then returns.
+        await asyncio.wait({task}, timeout=_KEEP_REPORT_S)
     for running in background:
         running.cancel()
     if reporter is not None:
@@ -191,6 +202,7 @@ async def run_ingest(spec: ChildSpec) -> int:
             partitioner=producer.partitioner,
             ignore_keys=producer.partitioner_ignore_keys,
             socket_group=config.socket.group,
+            fsync=config.rings.fsync,
         ),
         records,
         reports,

@@ -39,10 +39,10 @@ _LENGTH = struct.Struct(">I")
 
 @dataclass(frozen=True, slots=True)
 class RingEnd:
-    """One ring a child attaches to: its shared-memory name and its eventfd numbers (which
+    """One ring a child attaches to: its ring file's path and its eventfd numbers (which
     the child inherits through ``pass_fds``)."""
 
-    name: str
+    path: str
     fds: tuple[int, ...]
 
 

@@ -38,7 +38,9 @@ _REASONS = {
 
 class MetricsServer:
     """``children`` returns the supervisor's current ``Child`` objects; ``config_state`` the
-    supervisor's configuration state (file, settings waiting for a restart, last reload)."""
+    supervisor's configuration state (file, settings waiting for a restart, last reload);
+    ``rings`` what the supervisor did with the ring files at start (``RingFiles.status()``)
+    or None."""
 
     def __init__(
         self,
@@ -47,12 +49,14 @@ class MetricsServer:
         status_dir: str | Path,
         children: Callable[[], Iterable[Any]],
         config_state: Callable[[], dict] = dict,
+        rings: Callable[[], dict | None] = lambda: None,
     ) -> None:
         self._listen = listen
         self._metrics_dir = metrics_dir
         self._status_dir = status_dir
         self._children = children
         self._config_state = config_state
+        self._rings = rings
         self._collector = SupervisorCollector(lambda: child_states(self._children()))
         self._server: asyncio.Server | None = None
 
@@ -111,7 +115,9 @@ class MetricsServer:
             body, content_type = render_metrics(self._metrics_dir, (self._collector,))
             return 200, content_type, body
         if target == b"/status":
-            document = build_status(child_states(self._children()), self._status_dir)
+            document = build_status(
+                child_states(self._children()), self._status_dir, rings=self._rings()
+            )
             document["config"] = self._config_state()
             return 200, "application/json", json.dumps(document, indent=1).encode()
         return _text(404, "try /metrics or /status")

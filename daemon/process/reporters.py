@@ -167,6 +167,7 @@ class IngestReporter(_Reporter):
             "time": time.time(),
             "connections": stats.connections,
             "records": {**counts, "buffer_full": stats.buffer_full_events},
+            "ring_syncs": stats.ring_syncs,
             "rates": self._rates.rates(counts),
             "rings": [
                 {"worker": i, "records": _fill(rec), "reports": _fill(rep)}

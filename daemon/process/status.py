@@ -72,10 +72,14 @@ def child_states(children: Iterable[Any]) -> list[ChildState]:
 
 
 def build_status(
-    children: Iterable[ChildState], status_dir: str | Path, now: float | None = None
+    children: Iterable[ChildState],
+    status_dir: str | Path,
+    now: float | None = None,
+    rings: dict | None = None,
 ) -> dict:
     """The ``/status`` document: each child's state and, when it belongs to the running
-    process (a dead predecessor's file is ignored), its latest snapshot and that one's age."""
+    process (a dead predecessor's file is ignored), its latest snapshot and that one's age;
+    and ``rings``, what the supervisor did with the ring files at start."""
     now = time.time() if now is None else now
     snapshots = read_snapshots(status_dir)
     rows = []
@@ -88,4 +92,7 @@ def build_status(
         else:
             row["snapshot"] = None
         rows.append(row)
-    return {"time": now, "pid": os.getpid(), "children": rows}
+    document = {"time": now, "pid": os.getpid(), "children": rows}
+    if rings is not None:
+        document["rings"] = rings
+    return document

@@ -53,6 +53,7 @@ def format_status(status: dict) -> str:
             for key in totals:
                 totals[key] += snap["rates"].get(key, 0.0)
             notes.extend(_worker_notes(child["name"], snap, now))
+    notes.extend(_ring_notes(status.get("rings")))
     head = (
         f"kpd supervisor pid {status['pid']}: {len(status['children'])} children, "
         f"{totals['in']:.0f} in/s, {totals['sent']:.0f} sent/s, {totals['failed']:.0f} failed/s"
@@ -115,6 +116,25 @@ def _row(child: dict) -> tuple[str, ...]:
             f"{snap['connections']} clients",
         )
     return (*base, "-", "-", "-", "-", "-", "-")
+
+
+def _ring_notes(rings: dict | None) -> list[str]:
+    """What an operator must know about the ring files: records replayed or re-routed at
+    start, and files set aside (they may hold accepted records never produced)."""
+    if not rings:
+        return []
+    notes = []
+    replayed = sum(r["bytes"] for r in rings["adopted"])
+    if replayed:
+        notes.append(f"rings: adopted {_bytes(replayed)} of records left by the previous run")
+    for moved in rings["rerouted"]:
+        notes.append(
+            f"rings: re-routed {moved['entries']} entries of {moved['ring']} "
+            f"(written for {moved['workers']} workers)"
+        )
+    for path in rings["leftovers"]:
+        notes.append(f"rings: NOT PRODUCED, set aside: {path} (see its README.txt)")
+    return notes
 
 
 def _worker_notes(name: str, snap: dict, now: float) -> list[str]:

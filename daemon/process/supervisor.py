@@ -1,14 +1,17 @@
 """The supervisor: rings, children, signals, restarts. It never touches record data.
 
-Owns the shared-memory rings and their eventfds (created here, inherited by children, kept
-open across child restarts so a replacement attaches to the very same ring), the child
-processes, and the embedded broker when configured. Signal handlers only enqueue; the main
-loop dispatches to ``handle_<signal>``.
+Owns the rings' eventfds (created here, inherited by children, kept open across child
+restarts so a replacement attaches to the very same ring), the child processes, and the
+embedded broker when configured. The ring files themselves outlive it: at start it adopts
+what the previous daemon left (``ring_files``) before any child runs, so every worker starts
+with its predecessor's unreleased entries ahead of anything new, and ingest opens the socket
+only after that. Signal handlers only enqueue; the main loop dispatches to ``handle_<signal>``.
 
 Shutdown (SIGTERM/SIGINT) is a bounded drain: ingest quiesces (accepts and reads nothing
-more), then the workers read their rings dry, flush to Kafka within ``shutdown.timeout`` and
-report what failed, then ingest forwards the last reports and exits; the supervisor logs
-"stopped" with what the workers delivered and left.
+more), then the workers read their rings dry and flush to Kafka within ``shutdown.timeout``;
+what is not delivered by then stays in the ring files for the next start. Then ingest
+forwards the last reports and exits; the supervisor logs "stopped" with what the workers
+delivered and left.
 
 Configuration flows down by value: the supervisor validated the file once (``kpd run``) and
 hands each child its settings (``daemon.process.handoff``); children never read the file. A
@@ -34,9 +37,10 @@ from daemon.process.embedded import EmbeddedBroker
 from daemon.process.handoff import ChildSpec, LiveSettings, RingEnd
 from daemon.process.http import MetricsServer
 from daemon.process.logs import setup_logging
+from daemon.process.ring_files import RingFiles, prepare_ring_files
 from daemon.process.sdnotify import SystemdNotifier, listen_fds, run_watchdog
 from daemon.process.status import prepare_status_dir
-from daemon.ring import Ring, RingWakeups, remove_stale
+from daemon.ring import RingWakeups
 
 __all__ = ["LIVE_SETTINGS", "Supervisor"]
 
@@ -56,8 +60,8 @@ class Supervisor:
     def __init__(self, config: DaemonConfig, config_path: str) -> None:
         self._config = config
         self._config_path = config_path
-        self._prefix = f"{config.rings.prefix}-"
-        self._rings: list[tuple[str, RingWakeups]] = []
+        self._wakeups: list[RingWakeups] = []
+        self._ring_files: RingFiles | None = None
         self._children: list[Child] = []
         self._signals: asyncio.Queue[int] = asyncio.Queue()
         self._broker: EmbeddedBroker | None = None
@@ -74,11 +78,24 @@ class Supervisor:
 
     # ---- setup -------------------------------------------------------------------------
 
-    def _create_ring(self, name: str, capacity: int) -> RingEnd:
-        Ring.create(name, capacity, replace=True).close()
+    def _adopt_ring_files(self) -> RingFiles:
+        """The previous daemon's ring files adopted (or set aside), the missing ones made."""
+        rings = self._config.rings
+        try:
+            return prepare_ring_files(
+                rings.directory,
+                rings.prefix,
+                self._config.workers.count,
+                rings.records_bytes,
+                rings.reports_bytes,
+            )
+        except OSError as exc:
+            raise BootFailure(f"rings.directory {rings.directory}: {exc}") from exc
+
+    def _ring_end(self, path: str) -> RingEnd:
         wakeups = RingWakeups.create()
-        self._rings.append((name, wakeups))
-        return RingEnd(name, tuple(wakeups.fds()))
+        self._wakeups.append(wakeups)
+        return RingEnd(path, tuple(wakeups.fds()))
 
     def _child_config(self, bootstrap: tuple[tuple[str, int], ...] | None) -> DaemonConfig:
         """The configuration children run: the validated file, with ``bootstrap.servers:
@@ -92,17 +109,9 @@ class Supervisor:
     def _children_specs(self, bootstrap) -> list[Child]:
         cfg = self._config
         workers = cfg.workers.count
-        stale = remove_stale(self._prefix)
-        if stale:
-            log.info("removed %d stale rings of a previous run: %s", len(stale), stale)
-        records, reports = [], []
-        for index in range(workers):
-            records.append(
-                self._create_ring(f"{self._prefix}records-{index}", cfg.rings.records_bytes)
-            )
-            reports.append(
-                self._create_ring(f"{self._prefix}reports-{index}", cfg.rings.reports_bytes)
-            )
+        self._ring_files = self._adopt_ring_files()
+        records = [self._ring_end(path) for path in self._ring_files.records]
+        reports = [self._ring_end(path) for path in self._ring_files.reports]
         config = self._child_config(bootstrap)
         status_dir = str(self._status_dir) if self._status_dir else None
         children = []
@@ -168,6 +177,7 @@ class Supervisor:
             self._status_dir,
             lambda: self._children,
             self.config_state,
+            lambda: self._ring_files.status() if self._ring_files else None,
         )
         try:
             await self._http.start()
@@ -247,7 +257,10 @@ class Supervisor:
 
     async def handle_sigterm(self) -> None:
         stop_started = time.monotonic()
-        log.info("stopping: draining within %.1fs", self._config.shutdown.timeout_s)
+        log.info(
+            "stopping: draining within %.1fs; what is left stays in the ring files",
+            self._config.shutdown.timeout_s,
+        )
         self._notifier.stopping(status="draining accepted records to Kafka")
         await self._stop_all(drain=True)
         log.info("stopped after %.1fs: %s", time.monotonic() - stop_started, self._stop_account())
@@ -350,8 +363,7 @@ class Supervisor:
         self._notifier.close()
         if self._http is not None:
             await self._http.close()
-        for name, wakeups in self._rings:
-            Ring.unlink(name)
+        for wakeups in self._wakeups:  # the ring files stay: the next start adopts them
             wakeups.close()
         if self._broker is not None:
             await self._broker.stop()

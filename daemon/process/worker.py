@@ -5,6 +5,11 @@ ring. Commit on ack: an entry's ring space is released only once every record in
 outcome *and* that outcome was published to the reports ring, so a worker killed at any point
 is replaced by one that re-reads exactly the entries whose reports may not have gone out.
 
+Stopping keeps what is not delivered: ``close`` ends the engine at once, and every record
+without a Kafka acknowledgement by then stays in the ring (its entry is never released) for the
+next daemon, which adopts the ring file and produces it. Its client hears FAILED
+``SHUTTING_DOWN`` with ``POSSIBLY_PERSISTED``: not lost, and resending it would duplicate it.
+
 Tokens: each record's engine token is ``entry_id << 32 | index``, an int, so the hot path
 appends no objects and an outcome's records split into per-entry runs by arithmetic.
 """
@@ -23,7 +28,7 @@ from daemon.producer.engine import ProducerEngine
 from daemon.producer.outcomes import BatchOutcome, DeliveryFailure
 from daemon.ring import AckWindow, RingConsumer, RingProducer
 from daemon.wire import REPORT_RUN_FIXED_BYTES, ReportRun, encode_reports
-from daemon.wire.base import KpdErrorCode, Status
+from daemon.wire.base import KpdErrorCode, Persistence, Status
 from daemon.wire.records import LAYOUT_HAS_TIMESTAMPS, iter_records, plain_columns
 from daemon.wire.ring_entry import decode_records_entry, encode_report_entry
 
@@ -53,6 +58,7 @@ class _EntryState:
     # no timestamps column, else -1: reported so the client's RecordMetadata has the record's
     # timestamp, as Java's does (records with their own timestamps: the client knows them).
     assigned_ts: int = -1
+    kept: bool = False  # some records stay in the ring for the next daemon: never release
 
 
 class Worker:
@@ -75,6 +81,8 @@ class Worker:
         self._unsent: list[bytes] = []  # encoded report entries the reports ring had no room for
         self._flush_scheduled = False
         self._stopping = asyncio.Event()
+        # Set by close(): records without an outcome now stay in the ring for the next daemon.
+        self._keeping = False
         self.tally = DeliveryTally()  # per-topic counts and end-to-end latency, for metrics
 
     @property
@@ -98,10 +106,19 @@ class Worker:
         self._flush_reports()
 
     def stop(self) -> None:
+        """Read the ring dry and flush: ``run`` returns once everything read has an outcome."""
         self._stopping.set()
 
-    async def close(self, timeout_s: float) -> None:
-        await self._engine.close(timeout_s)
+    async def close(self) -> None:
+        """Stop now and keep the rest: records without an outcome stay in the ring.
+
+        The engine is closed at once; whatever it had not delivered comes back as
+        PRODUCER_CLOSED and is reported as kept, and ``run`` (if still going) reports the
+        entries it has not taken as kept too. Their ring space is never released.
+        """
+        self._keeping = True
+        self._stopping.set()
+        await self._engine.close(0.0)
         self._flush_reports()
 
     async def _wait_for_records(self) -> None:
@@ -133,6 +150,9 @@ class Worker:
         queue = engine.queue(entry.topic, entry.partition)
         token = entry_id << _INDEX_BITS
         default_ts = entry.received_ms
+        if self._keeping:
+            self._keep(entry_id, 0, entry.count)
+            return
         if not entry.records[0] & LAYOUT_HAS_TIMESTAMPS:  # every record gets received_ms
             self._entries[entry_id].assigned_ts = default_ts
         columns = plain_columns(entry.records, entry.count)
@@ -143,14 +163,20 @@ class Worker:
             while not engine.append_packed(queue, *args):
                 if not await engine.wait_for_buffer(max_block_s):
                     log.warning("buffer.memory still full after max.block.ms; still waiting")
+                if self._keeping:  # closed while waiting: the engine takes nothing more
+                    self._keep(entry_id, 0, count)
+                    return
             self._count_in(entry)
             return
         append = engine.append
-        for record in iter_records(entry.records, entry.count):
+        for index, record in enumerate(iter_records(entry.records, entry.count)):
             timestamp = record.timestamp if record.timestamp is not None else default_ts
             while not append(queue, timestamp, record.key, record.value, record.headers, token):
                 if not await engine.wait_for_buffer(max_block_s):
                     log.warning("buffer.memory still full after max.block.ms; still waiting")
+                if self._keeping:
+                    self._keep(entry_id, index, entry.count - index)
+                    return
             token += 1
         self._count_in(entry)
 
@@ -195,14 +221,31 @@ class Worker:
                 # LogAppendTime when the topic uses it, else the CreateTime kpd assigned.
                 outcome.timestamp if outcome.timestamp >= 0 else state.assigned_ts,
             )
+        elif self._keeping:
+            self._keep(entry_id, index, count)
+            return
         else:
             run = _failed_run(state.base_seq + index, count, outcome.partition, error)
         self.tally.count_done(outcome.topic, count, state.received_ms, error)
         self._pending_runs[state.conn_id].append(run)
+        self._settle(entry_id, state, count)
+
+    def _keep(self, entry_id: int, index: int, count: int) -> None:
+        """Records ``index .. index + count`` of an entry stay in the ring: tell the client."""
+        state = self._entries[entry_id]
+        state.kept = True
+        self._pending_runs[state.conn_id].append(_kept_run(state, index, count))
+        self._settle(entry_id, state, count)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_reports)
+
+    def _settle(self, entry_id: int, state: _EntryState, count: int) -> None:
         state.remaining -= count
         if state.remaining == 0:
             del self._entries[entry_id]
-            self._pending_done.append(state.end_pos)
+            if not state.kept:
+                self._pending_done.append(state.end_pos)
 
     def _flush_reports(self) -> None:
         """Publish pending reports, then release the ring space of finished entries."""
@@ -240,6 +283,27 @@ def _chunks(runs: list[ReportRun]):
         size += run_size
     if chunk:
         yield chunk
+
+
+_KEPT_MESSAGE = (
+    "kpd stopped before Kafka acknowledged this record; it stays in kpd's ring file and is "
+    "produced when kpd starts again (resending it would duplicate it)"
+)
+
+
+def _kept_run(state: _EntryState, index: int, count: int) -> ReportRun:
+    return ReportRun(
+        state.base_seq + index,
+        count,
+        Status.FAILED,
+        state.partition,
+        -1,
+        -1,
+        KpdErrorCode.SHUTTING_DOWN,
+        0,
+        Persistence.POSSIBLY_PERSISTED,
+        _KEPT_MESSAGE,
+    )
 
 
 def _failed_run(first_seq: int, count: int, partition: int, error: DeliveryFailure) -> ReportRun:

@@ -84,7 +84,6 @@ _RELEASE_POS = 384
 _PRODUCER_WAKE_AT = 512
 
 
-
 class RingError(Exception):
     """A ring was used in a way its layout or its single-producer/consumer rules forbid."""
 
@@ -100,8 +99,7 @@ class EntryTooLargeError(RingError, ValueError):
 def _check_capacity(capacity: int) -> None:
     if not MIN_CAPACITY <= capacity <= MAX_CAPACITY or capacity % 8:
         raise ValueError(
-            f"ring capacity {capacity} must be a multiple of 8 in "
-            f"[{MIN_CAPACITY}, {MAX_CAPACITY}]"
+            f"ring capacity {capacity} must be a multiple of 8 in [{MIN_CAPACITY}, {MAX_CAPACITY}]"
         )
 
 
@@ -111,6 +109,9 @@ class RingLabels(NamedTuple):
     format: int = 0  # version of the entries' payload format
     index: int = 0  # the ring's place in its set
     count: int = 1  # the size of its set
+
+
+_NO_LABELS = RingLabels()
 
 
 class Ring:
@@ -144,7 +145,7 @@ class Ring:
         cls,
         path: str | os.PathLike,
         capacity: int,
-        labels: RingLabels = RingLabels(),
+        labels: RingLabels = _NO_LABELS,
         *,
         replace: bool = False,
     ) -> Ring:
@@ -165,9 +166,7 @@ class Ring:
             os.close(fd)
             os.unlink(path)
             raise
-        _STATIC.pack_into(
-            mm, 0, b"\0" * 8, LAYOUT_VERSION, HEADER_SIZE, capacity, *labels
-        )
+        _STATIC.pack_into(mm, 0, b"\0" * 8, LAYOUT_VERSION, HEADER_SIZE, capacity, *labels)
         # Magic last: an attach() racing with create() sees "not a ring", never half a header.
         mm[0:8] = MAGIC
         return cls(path, fd, mm, capacity, labels)

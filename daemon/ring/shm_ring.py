@@ -225,6 +225,10 @@ class RingProducer:
             self._rung_for = wake_at
             self.wakeups_sent += 1
 
+    def sync(self) -> None:
+        """Write the ring file's dirty pages to the disk (blocking; see ``Ring.sync``)."""
+        self._ring.sync()
+
     def _seal_staged(self) -> None:
         """Seal the entries staged with ``reserve``/``write``: their payloads are final now."""
         data, words = self._data, self._words

@@ -87,6 +87,8 @@ class RingSettings:
     records_bytes: int
     reports_bytes: int
     prefix: str
+    directory: str
+    fsync: str | int  # "never", "always" or an interval in ms
 
 
 @dataclass(**_FROZEN)

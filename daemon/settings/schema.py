@@ -27,6 +27,7 @@ from daemon.settings.values import (
     DurationMs,
     DurationS,
     FileMode,
+    FsyncPolicy,
     HostPort,
     Int,
     OptionalGroup,
@@ -66,7 +67,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("socket", model.SocketSettings, "The UNIX socket applications connect to."),
     Section("workers", model.WorkerSettings, "The producer worker processes."),
     Section("rings", model.RingSettings,
-            "Shared-memory rings between ingest and each worker: the daemon's only buffer."),
+            "Memory-mapped ring files between ingest and each worker: the daemon's only "
+            "buffer, kept across restarts."),
     Section("metrics", model.MetricsSettings, "The Prometheus endpoint of the supervisor."),
     Section("topics", model.TopicSettings, "Which topics clients may produce to."),
     Section("shutdown", model.ShutdownSettings, "The bounded drain on SIGTERM."),
@@ -184,7 +186,17 @@ DAEMON_SETTINGS: tuple[Setting, ...] = (
             "Size of each worker's delivery-report ring (worker to ingest)."),
     _daemon("rings.prefix", Text(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,31}", 32,
                                  "1-32 of [A-Za-z0-9_-], not starting with -"), "kpd",
-            "Prefix of the shared-memory names; two daemons on one host need different ones."),
+            "Prefix of the ring file names; two daemons sharing a directory need different "
+            "ones."),
+    _daemon("rings.directory", Text(r"\S.*", 4000, "a directory path"), "/var/lib/kpd",
+            "State directory holding the ring files; they outlive the daemon, and the next "
+            "start produces what they still hold. A relative path is relative to the daemon's "
+            "working directory. systemd's StateDirectory=kpd is /var/lib/kpd."),
+    _daemon("rings.fsync", FsyncPolicy(), "never",
+            "When ring files are synced to the disk: never (the kernel writes them back; "
+            "accepted records survive any crash of kpd, not a power loss), an interval such "
+            "as 100ms (a power loss loses at most that much), or always (every publish is on "
+            "the disk before clients hear ACCEPTED)."),
     _daemon("metrics.enabled", Bool(), True, "Serve Prometheus metrics."),
     _daemon("metrics.listen", HostPort(allow_port_zero=True), "127.0.0.1:9464",
             "Address of the /metrics endpoint; port 0 picks a free port."),

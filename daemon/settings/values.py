@@ -362,6 +362,27 @@ class TopicPatterns:
         return "list of topic names or globs"
 
 
+@dataclass(frozen=True)
+class FsyncPolicy:
+    """``never``, ``always`` or an interval: how often ring files are synced to the disk.
+
+    Parses to ``"never"``, ``"always"`` or the interval in whole milliseconds (an int >= 1).
+    """
+
+    def parse(self, raw: Any) -> str | int:
+        if raw in ("never", "always"):
+            return raw
+        try:
+            return DurationMs(1, 3_600_000).parse(raw)
+        except ValueError:
+            raise ValueError(
+                f"must be never, always or an interval like 100ms or '1s' {_got(raw)}"
+            ) from None
+
+    def describe(self) -> str:
+        return "never, always, or an interval 1 ms..1 h"
+
+
 class Required:
     """Type of the REQUIRED marker default: the setting has none and must be given."""
 

@@ -14,6 +14,11 @@ Reports ring (worker -> ingest), one entry per group of report runs for one conn
     conn_id u64 | REPORT frame (codec.encode_reports: length prefix included)
 
 so ingest forwards it to the client as it is, without decoding it.
+
+Records entries outlive the daemon (ring files are adopted by the next start), so their format
+is versioned: ``RECORDS_ENTRY_VERSION`` is written into every records ring's header and a ring
+of another version is never decoded (the daemon moves it aside). Change the layout above, bump
+it (a unit test pins the layout to the version).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import NamedTuple
 
 __all__ = [
     "ENTRY_HEAD_BYTES",
+    "RECORDS_ENTRY_VERSION",
     "RecordsEntry",
     "decode_records_entry",
     "decode_report_entry",
@@ -30,6 +36,8 @@ __all__ = [
     "entry_head",
 ]
 
+# The one version of the records-entry layout; see the module docstring.
+RECORDS_ENTRY_VERSION = 1
 _HEAD = struct.Struct(">QQIiqH")
 _CONN = struct.Struct(">Q")
 ENTRY_HEAD_BYTES = _HEAD.size

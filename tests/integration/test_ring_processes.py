@@ -147,7 +147,7 @@ def finish(proc: subprocess.Popen, timeout: float) -> dict:
 
 @pytest.mark.timeout(120)
 def test_million_entries_survive_a_killed_consumer_in_order_with_few_wakeups():
-    name = f"kpd-test-{os.getpid()}-procs-{uuid.uuid4().hex[:8]}"
+    name = f"/dev/shm/kpd-test-{os.getpid()}-procs-{uuid.uuid4().hex[:8]}"
     ring = Ring.create(name, CAPACITY)
     wakeups = RingWakeups.create()
     children: list[subprocess.Popen] = []

@@ -207,14 +207,14 @@ INGEST_SCRIPT = """
     from daemon.metrics import IngestMetrics
     from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
 
-    name = f"kpd-test-metrics-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    name = f"/dev/shm/kpd-test-metrics-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         records = RingProducer(Ring.create(name + "-rec", 65536), RingWakeups.create())
         reports = RingConsumer(Ring.create(name + "-rep", 65536), RingWakeups.create())
-        records.write(b"x" * 100)
+        records.write(b"x" * 96)
         records.publish()
         stats = IngestStats(records_accepted=12, records_rejected=1, buffer_full_events=0,
-                            connections=2)
+                            connections=2, ring_syncs=0)
         IngestMetrics().flush(stats, [records], [reports])
     finally:
         Ring.unlink(name + "-rec")
@@ -227,9 +227,9 @@ def test_ingest_exports_ring_fill_and_a_dead_process_loses_only_its_gauges(tmp_p
     out = run_child(INGEST_SCRIPT, tmp_path)
     before = scrape(tmp_path)
     ring = (("ring", "records"), ("worker", "0"))
-    assert before[("kpd_ring_used_bytes", ring)] == 104  # u32 length + 100 bytes, padded to 8
+    assert before[("kpd_ring_used_bytes", ring)] == 104  # u32 length, u32 seal + 96 bytes
     assert before[("kpd_ring_capacity_bytes", ring)] == 65536
-    assert before[("kpd_ring_bytes_total", ring)] == 100
+    assert before[("kpd_ring_bytes_total", ring)] == 96
     assert before[("kpd_ring_used_bytes", (("ring", "reports"), ("worker", "0")))] == 0
     assert before[("kpd_ingest_connections", ())] == 2
     assert before[("kpd_ingest_records_accepted_total", ())] == 12
@@ -367,12 +367,12 @@ REPORTERS_SCRIPT = """
     from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
 
     status_dir = os.environ["STATUS_DIR"]
-    name = f"kpd-test-status-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    name = f"/dev/shm/kpd-test-status-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     rec_ring, rep_ring = Ring.create(name + "-rec", 65536), Ring.create(name + "-rep", 65536)
     try:
         rec_w, rep_w = RingWakeups.create(), RingWakeups.create()
         ingest_end = RingProducer(rec_ring, rec_w)
-        ingest_end.write(b"y" * 16380)  # 16384 bytes with its length: a quarter of the ring
+        ingest_end.write(b"y" * 16376)  # 16384 bytes with its length and seal: a quarter of the ring
         ingest_end.publish()
         worker_end = RingConsumer(Ring.attach(name + "-rec"), rec_w)
         engine = ProducerEngine(producer_settings(bootstrap_servers="127.0.0.1:9"),
@@ -385,7 +385,7 @@ REPORTERS_SCRIPT = """
         WorkerReporter(0, engine, tally, worker_end, RingProducer(rep_ring, rep_w),
                        status_dir).report()
         stats = IngestStats(records_accepted=40, records_rejected=0, buffer_full_events=0,
-                            connections=1)
+                            connections=1, ring_syncs=3)
         server = SimpleNamespace(stats=lambda: stats)
         IngestReporter(server, [ingest_end], [RingConsumer(rep_ring, rep_w)], status_dir).report()
     finally:

@@ -1,0 +1,315 @@
+"""The daemon's ring files in ``rings.directory``: adopt what a previous daemon left, make the rest.
+
+Owned by the supervisor and run once at start, before any child exists, so nothing else maps
+these files while they are judged. For each worker index there is one records ring
+(``<prefix>-records-<i>``, ingest -> worker) and one reports ring (``<prefix>-reports-<i>``,
+worker -> ingest). What happens to the files found:
+
+* **records ring of this very layout** (ring layout version, records-entry version, capacity,
+  its index of the same worker count): *adopted in place*. ``recover`` cuts it at its first
+  torn entry; its worker starts at ``release_pos`` and so reads every entry that was published
+  and never released, before anything ingest writes after it.
+* **records ring of the same layout versions but another size or worker count**: its sealed
+  entries are *re-routed*, in ring order, into the ring of ``worker_for(topic, partition, W)``;
+  the old file goes only once the new rings holding its entries are synced to the disk.
+* **anything else** (another layout or entry version, a broken header, entries that do not fit
+  the new rings): *moved aside*, never deleted, into ``<prefix>-aside-<UTC time>/`` with a
+  ``README.txt`` saying why; the log and ``kpd status`` say so too.
+* **reports rings** only carry reports for the previous daemon's client connections, which
+  all ended with it: they are dropped and made new.
+
+The file names of a worker count W are the same as those of another count, so files to
+re-route are first renamed into ``<prefix>-rerouting-<UTC time>/``; if the daemon dies while
+re-routing, that directory stays and is reported like an aside one (its entries may then be
+in the new rings too: at-least-once, never lost).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from daemon.ingest.routing import worker_for
+from daemon.ring import (
+    EntryTooLargeError,
+    Ring,
+    RingError,
+    RingLabels,
+    RingProducer,
+    RingWakeups,
+    entry_size,
+    recover,
+    sealed_entries,
+)
+from daemon.wire.ring_entry import RECORDS_ENTRY_VERSION, decode_records_entry
+
+__all__ = ["RingFiles", "prepare_ring_files"]
+
+log = logging.getLogger(__name__)
+
+_LEFTOVER_DIRS = ("aside", "rerouting")
+
+
+@dataclass
+class RingFiles:
+    """The ring paths a run uses and what adopting the previous run's files did."""
+
+    directory: str
+    prefix: str
+    records: list[str]
+    reports: list[str]
+    adopted: list[dict] = field(default_factory=list)  # rings kept in place, with their backlog
+    rerouted: list[dict] = field(default_factory=list)  # rings whose entries moved to new rings
+    moved_aside: list[dict] = field(default_factory=list)  # this start: path and reason
+
+    def status(self) -> dict:
+        """The ``rings`` part of ``/status``: this start's adoption and every leftover
+        directory (of this start or an earlier one) an operator still has to look at."""
+        return {
+            "directory": self.directory,
+            "adopted": self.adopted,
+            "rerouted": self.rerouted,
+            "moved_aside": self.moved_aside,
+            "leftovers": leftover_dirs(self.directory, self.prefix),
+        }
+
+
+def leftover_dirs(directory: str, prefix: str) -> list[str]:
+    """Directories of moved-aside or half re-routed rings, oldest first."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    wanted = tuple(f"{prefix}-{kind}-" for kind in _LEFTOVER_DIRS)
+    return sorted(
+        os.path.join(directory, n)
+        for n in names
+        if n.startswith(wanted) and os.path.isdir(os.path.join(directory, n))
+    )
+
+
+def prepare_ring_files(
+    directory: str,
+    prefix: str,
+    workers: int,
+    records_bytes: int,
+    reports_bytes: int,
+    clock: Callable[[], float] = time.time,
+) -> RingFiles:
+    """Adopt, re-route or move aside the files found, create the missing ones; see the module
+    docstring. Raises OSError when the directory cannot be used."""
+    os.makedirs(directory, mode=0o750, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock()))
+    files = RingFiles(
+        directory,
+        prefix,
+        [os.path.join(directory, f"{prefix}-records-{i}") for i in range(workers)],
+        [os.path.join(directory, f"{prefix}-reports-{i}") for i in range(workers)],
+    )
+    for path in leftover_dirs(directory, prefix):
+        log.warning("ring files left aside by an earlier start, not produced: %s", path)
+    found = _ring_files(directory, prefix)
+    for path in found["reports"]:
+        Ring.unlink(path)  # reports for connections that ended with the previous daemon
+    to_reroute: list[Ring] = []
+    aside: list[tuple[str, str]] = []
+    adopted: dict[int, Ring] = {}
+    for index, path in found["records"]:
+        verdict = _judge(path, index, workers, records_bytes)
+        if isinstance(verdict, str):
+            aside.append((path, verdict))
+        elif verdict[1]:
+            adopted[index] = verdict[0]
+        else:
+            to_reroute.append(verdict[0])
+    try:
+        for ring in adopted.values():
+            files.adopted.append(_adoption_note(ring))
+        if to_reroute:
+            _reroute(files, to_reroute, adopted, workers, records_bytes, stamp, aside)
+        for index, path in enumerate(files.records):
+            if index not in adopted and not os.path.exists(path):
+                labels = RingLabels(RECORDS_ENTRY_VERSION, index, workers)
+                Ring.create(path, records_bytes, labels).close()
+        for path in files.reports:
+            Ring.create(path, reports_bytes, RingLabels(0, 0, workers), replace=True).close()
+    finally:
+        for ring in adopted.values():
+            ring.close()
+    if aside:
+        files.moved_aside.append(_move_aside(directory, prefix, stamp, aside))
+    return files
+
+
+def _ring_files(directory: str, prefix: str) -> dict[str, list]:
+    pattern = re.compile(rf"{re.escape(prefix)}-(records|reports)-(\d+)")
+    found: dict[str, list] = {"records": [], "reports": []}
+    for name in sorted(os.listdir(directory)):
+        match = pattern.fullmatch(name)
+        path = os.path.join(directory, name)
+        if match is None or not os.path.isfile(path):
+            continue
+        if match[1] == "records":
+            found["records"].append((int(match[2]), path))
+        else:
+            found["reports"].append(path)
+    found["records"].sort()
+    return found
+
+
+def _judge(path: str, index: int, workers: int, capacity: int) -> tuple[Ring, bool] | str:
+    """``(ring, adopt in place?)`` for a records ring this build can read, else the reason
+    it cannot (the file then goes aside). A readable ring has been cut at its torn tail."""
+    try:
+        ring = Ring.attach(path)
+    except (RingError, OSError, ValueError) as exc:
+        return f"not a ring this build reads: {exc}"
+    labels = ring.labels
+    if labels.format != RECORDS_ENTRY_VERSION:
+        ring.close()
+        return (
+            f"records entries of version {labels.format}; this build reads version "
+            f"{RECORDS_ENTRY_VERSION}"
+        )
+    try:
+        found = recover(ring)
+    except RingError as exc:
+        ring.close()
+        return str(exc)
+    if found.problem:
+        log.warning(
+            "ring %s: dropped a torn tail of %d bytes (%s); the %d entries before it are kept",
+            path,
+            found.dropped_bytes,
+            found.problem,
+            found.entries,
+        )
+    in_place = labels == RingLabels(RECORDS_ENTRY_VERSION, index, workers) and (
+        ring.capacity == capacity
+    )
+    return ring, in_place
+
+
+def _adoption_note(ring: Ring) -> dict:
+    used = ring.write_pos - ring.release_pos
+    if used:
+        log.info("adopted ring %s: %d bytes of records to produce first", ring.path, used)
+    return {"ring": ring.name, "bytes": used}
+
+
+def _reroute(
+    files: RingFiles,
+    sources: list[Ring],
+    adopted: dict[int, Ring],
+    workers: int,
+    capacity: int,
+    stamp: str,
+    aside: list[tuple[str, str]],
+) -> None:
+    """Copy the sources' entries into the rings of this run by ``worker_for``, or, when
+    they do not fit, leave them all to be moved aside."""
+    plans = [_plan(ring, workers) for ring in sources]
+    targets: dict[int, Ring] = dict(adopted)
+    # Rename first: the new rings take the same names. The mappings stay valid.
+    holding = os.path.join(files.directory, f"{files.prefix}-rerouting-{stamp}")
+    os.makedirs(holding, exist_ok=True)
+    for ring in sources:
+        os.rename(ring.path, os.path.join(holding, ring.name))
+    for index, path in enumerate(files.records):
+        if index not in targets:
+            labels = RingLabels(RECORDS_ENTRY_VERSION, index, workers)
+            targets[index] = Ring.create(path, capacity, labels, replace=True)
+    fits = _fits(plans, targets)
+    try:
+        if fits:
+            _copy_entries(plans, targets)
+            for index in {t for plan in plans for t, _ in plan}:
+                targets[index].sync()  # before the only other copy goes
+    finally:
+        counts = [len(plan) for plan in plans]
+        plans.clear()  # the payload views pin the sources' mappings
+        for index, ring in targets.items():
+            if index not in adopted:
+                ring.close()
+        for ring in sources:
+            ring.close()
+    if not fits:
+        for ring in sources:
+            aside.append((os.path.join(holding, ring.name), "its entries do not fit the new rings"))
+        return
+    for ring, count in zip(sources, counts, strict=True):
+        note = {"ring": ring.name, "entries": count, "workers": ring.labels.count}
+        files.rerouted.append(note)
+        log.warning(
+            "re-routed %d entries of ring %s (written for %d workers, %d bytes) into the rings "
+            "of %d workers",
+            count,
+            ring.name,
+            ring.labels.count,
+            ring.capacity,
+            workers,
+        )
+    for name in os.listdir(holding):
+        os.unlink(os.path.join(holding, name))
+    os.rmdir(holding)
+
+
+def _plan(ring: Ring, workers: int) -> list[tuple[int, memoryview]]:
+    """``(target worker, entry payload)`` of each sealed entry, in ring order."""
+    plan = []
+    for payload in sealed_entries(ring):
+        entry = decode_records_entry(payload)
+        plan.append((worker_for(entry.topic, entry.partition, workers), payload))
+    return plan
+
+
+def _fits(plans: list[list[tuple[int, memoryview]]], targets: dict[int, Ring]) -> bool:
+    need: dict[int, int] = {}
+    largest: dict[int, int] = {}
+    for plan in plans:
+        for target, payload in plan:
+            need[target] = need.get(target, 0) + entry_size(len(payload))
+            largest[target] = max(largest.get(target, 0), entry_size(len(payload)))
+    for target, nbytes in need.items():
+        ring = targets[target]
+        free = ring.capacity - (ring.write_pos - ring.release_pos)
+        # One wrap-around may skip fewer bytes than the entry that follows it.
+        if nbytes + largest[target] > free:
+            return False
+    return True
+
+
+def _copy_entries(plans: list[list[tuple[int, memoryview]]], targets: dict[int, Ring]) -> None:
+    wakeups = RingWakeups.create()  # no consumer exists yet: nobody is ever rung
+    try:
+        producers = {i: RingProducer(ring, wakeups) for i, ring in targets.items()}
+        for plan in plans:
+            for target, payload in plan:
+                if not producers[target].write(payload):
+                    raise EntryTooLargeError(f"re-routed entry does not fit ring {target}")
+        for producer in producers.values():
+            producer.publish()
+        del producers
+    finally:
+        wakeups.close()
+
+
+def _move_aside(directory: str, prefix: str, stamp: str, files: list[tuple[str, str]]) -> dict:
+    target = Path(directory) / f"{prefix}-aside-{stamp}"
+    target.mkdir(exist_ok=True)
+    lines = [
+        "kpd could not adopt these ring files at its start and left them here untouched.",
+        "They may hold accepted records that were never produced to Kafka.",
+        "",
+    ]
+    for path, reason in files:
+        os.rename(path, target / os.path.basename(path))
+        lines.append(f"{os.path.basename(path)}: {reason}")
+        log.warning("ring file %s moved aside to %s: %s", path, target, reason)
+    (target / "README.txt").write_text("\n".join(lines) + "\n")
+    return {"path": str(target), "files": [(os.path.basename(p), r) for p, r in files]}
