@@ -130,8 +130,11 @@ def prepare_ring_files(
     try:
         for ring in adopted.values():
             files.adopted.append(_adoption_note(ring))
+        # Out of the way first: a fresh ring is about to take the name of each of these.
+        _move_aside(files, stamp, aside)
         if to_reroute:
-            _reroute(files, to_reroute, adopted, workers, records_bytes, stamp, aside)
+            unfit = _reroute(files, to_reroute, adopted, workers, records_bytes, stamp)
+            _move_aside(files, stamp, unfit)
         for index, path in enumerate(files.records):
             if index not in adopted and not os.path.exists(path):
                 labels = RingLabels(RECORDS_ENTRY_VERSION, index, workers)
@@ -141,8 +144,6 @@ def prepare_ring_files(
     finally:
         for ring in adopted.values():
             ring.close()
-    if aside:
-        files.moved_aside.append(_move_aside(directory, prefix, stamp, aside))
     return files
 
 
@@ -209,10 +210,9 @@ def _reroute(
     workers: int,
     capacity: int,
     stamp: str,
-    aside: list[tuple[str, str]],
-) -> None:
-    """Copy the sources' entries into the rings of this run by ``worker_for``, or, when
-    they do not fit, leave them all to be moved aside."""
+) -> list[tuple[str, str]]:
+    """Copy the sources' entries into the rings of this run by ``worker_for``; when they do
+    not fit, copy nothing and return them all (path and reason) to be moved aside."""
     plans = [_plan(ring, workers) for ring in sources]
     targets: dict[int, Ring] = dict(adopted)
     # Rename first: the new rings take the same names. The mappings stay valid.
@@ -239,9 +239,10 @@ def _reroute(
         for ring in sources:
             ring.close()
     if not fits:
-        for ring in sources:
-            aside.append((os.path.join(holding, ring.name), "its entries do not fit the new rings"))
-        return
+        return [
+            (os.path.join(holding, ring.name), "its entries do not fit the new rings")
+            for ring in sources
+        ]
     for ring, count in zip(sources, counts, strict=True):
         note = {"ring": ring.name, "entries": count, "workers": ring.labels.count}
         files.rerouted.append(note)
@@ -257,6 +258,7 @@ def _reroute(
     for name in os.listdir(holding):
         os.unlink(os.path.join(holding, name))
     os.rmdir(holding)
+    return []
 
 
 def _plan(ring: Ring, workers: int) -> list[tuple[int, memoryview]]:
@@ -299,17 +301,32 @@ def _copy_entries(plans: list[list[tuple[int, memoryview]]], targets: dict[int, 
         wakeups.close()
 
 
-def _move_aside(directory: str, prefix: str, stamp: str, files: list[tuple[str, str]]) -> dict:
-    target = Path(directory) / f"{prefix}-aside-{stamp}"
+def _move_aside(files: RingFiles, stamp: str, aside: list[tuple[str, str]]) -> None:
+    """Move ``(path, reason)`` files into this start's aside directory, with a README."""
+    if not aside:
+        return
+    target = Path(files.directory) / f"{files.prefix}-aside-{stamp}"
     target.mkdir(exist_ok=True)
-    lines = [
-        "kpd could not adopt these ring files at its start and left them here untouched.",
-        "They may hold accepted records that were never produced to Kafka.",
-        "",
-    ]
-    for path, reason in files:
+    readme = target / "README.txt"
+    lines = (
+        []
+        if readme.exists()
+        else [
+            "kpd could not adopt these ring files at its start and left them here untouched.",
+            "They may hold accepted records that were never produced to Kafka.",
+            "",
+        ]
+    )
+    for path, reason in aside:
         os.rename(path, target / os.path.basename(path))
         lines.append(f"{os.path.basename(path)}: {reason}")
         log.warning("ring file %s moved aside to %s: %s", path, target, reason)
-    (target / "README.txt").write_text("\n".join(lines) + "\n")
-    return {"path": str(target), "files": [(os.path.basename(p), r) for p, r in files]}
+    with readme.open("a") as out:
+        out.write("\n".join(lines) + "\n")
+    files.moved_aside.append(
+        {"path": str(target), "files": [(os.path.basename(p), r) for p, r in aside]}
+    )
+    # Whatever re-routing left in its holding directory is empty now.
+    for leftover in Path(files.directory).glob(f"{files.prefix}-rerouting-{stamp}"):
+        if not any(leftover.iterdir()):
+            leftover.rmdir()
