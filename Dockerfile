@@ -1,8 +1,9 @@
 # kpd in a container: the same daemon as the systemd unit, with tini as PID 1.
 # See docs/operations.md, "Container". Build: docker build -t kpd .
 #
-# Run it with room for the rings in /dev/shm and time to drain:
-#   docker run --shm-size=1g --stop-timeout=90 -v kpd-run:/run/kpd \
+# Run it with a volume for the ring files (what kpd accepted and has not delivered yet
+# survives the container) and time to drain:
+#   docker run --stop-timeout=90 -v kpd-run:/run/kpd -v kpd-state:/var/lib/kpd \
 #     -v /etc/kpd/kpd.yaml:/etc/kpd/kpd.yaml:ro -p 9464:9464 kpd
 
 # Debian is named so that the pinned tini below stays installable.
@@ -42,7 +43,8 @@ RUN apt-get update \
 RUN groupadd --gid 10001 kpd \
     && useradd --uid 10001 --gid kpd --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin kpd \
-    && install -d -o kpd -g kpd -m 0755 /run/kpd
+    && install -d -o kpd -g kpd -m 0755 /run/kpd \
+    && install -d -o kpd -g kpd -m 0750 /var/lib/kpd
 
 COPY --from=build /opt/kpd /opt/kpd
 COPY --from=build /src/kpd.yaml /etc/kpd/kpd.yaml
@@ -51,7 +53,9 @@ ENV PATH=/opt/kpd/bin:$PATH \
     PYTHONUNBUFFERED=1
 
 # The socket directory (socket.path: /run/kpd/kpd.sock): share it with client containers.
-VOLUME ["/run/kpd"]
+# The state directory (rings.directory: /var/lib/kpd): the ring files, kept across restarts
+# and upgrades of the container.
+VOLUME ["/run/kpd", "/var/lib/kpd"]
 EXPOSE 9464
 # Numeric, so Kubernetes' runAsNonRoot can check it; 10001 is the kpd user made above.
 USER 10001:10001

@@ -136,7 +136,7 @@ def _service(
         return contextlib.nullcontext()
     if contender.service != "kpd":
         raise ValueError(f"unknown service {contender.service!r}")
-    return KpdService(log_dir / "kpd", bootstrap, workload)
+    return KpdService(log_dir / "kpd", bootstrap, workload, contender.daemon)
 
 
 def _run_children(

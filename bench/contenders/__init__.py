@@ -8,6 +8,7 @@ module. Two more seams:
 * ``service="kpd"``: the runner starts a fresh kpd daemon for each run (bench.kpd_service),
   hands its socket to every child as ``options["socket"]``, measures the daemon's processes
   apart from the app's, and stops it with SIGTERM after the run.
+  ``daemon`` adds settings to that daemon's config (e.g. ``rings.fsync``).
 * ``binary``: a program the contender drives (kcat); when it is not on PATH the run is
   skipped with that reason instead of failing.
 
@@ -39,6 +40,7 @@ class Contender:
     processes: int = 1
     options: dict = field(default_factory=dict)
     service: str | None = None  # "kpd": the runner starts a daemon per run
+    daemon: dict = field(default_factory=dict)  # config sections merged into that daemon's
     binary: str | None = None  # a program that must be on PATH, else the run is skipped
     install_hint: str = ""  # how to get ``binary``, printed in the skipped row
     max_records: int | None = None  # fewer records for a slow contender (same records/s)
@@ -50,6 +52,7 @@ _AIOKAFKA = "bench.contenders.aiokafka_producer"
 _CONFLUENT = "bench.contenders.confluent_producer"
 _KCAT = "bench.contenders.kcat"
 LATENCY_RATE = 100_000  # records/s offered by the paced runs
+FSYNC_POLICIES = ("never", "100ms", "always")
 _PACED = {"rate": LATENCY_RATE, "burst": 100}  # 100 records every millisecond
 
 CONTENDERS: dict[str, Contender] = {
@@ -77,6 +80,17 @@ CONTENDERS: dict[str, Contender] = {
         ),
         Contender("kpd-4", _KPD_CLIENT, "the same with 4 app processes, one shard each",
                   processes=4, service="kpd"),
+        # What `accepted` costs per rings.fsync policy (docs/operations.md, "Durability").
+        *(
+            Contender(
+                f"kpd-1-accepted-fsync-{policy}", _KPD_CLIENT,
+                f"kpd-1 at ack level accepted (the future completes once the record is in a "
+                f"ring file) with rings.fsync: {policy}",
+                options={"acks": "accepted"}, service="kpd",
+                daemon={"rings": {"fsync": policy}},
+            )
+            for policy in FSYNC_POLICIES
+        ),
         Contender("aiokafka", _AIOKAFKA,
                   "AIOKafkaProducer.send per record, a done-callback each, under uvloop; "
                   "16 KiB batches; idempotence off (tansu 0.6.0 rejects its InitProducerId v0); "
@@ -123,7 +137,8 @@ CONTENDERS: dict[str, Contender] = {
     )
 }  # fmt: skip
 
-DEFAULT_CONTENDERS = ("kpd-engine", "kpd-engine+part", "kpd-1", "kpd-4", "aiokafka",
+DEFAULT_CONTENDERS = ("kpd-engine", "kpd-engine+part", "kpd-1", "kpd-4",
+                      *(f"kpd-1-accepted-fsync-{p}" for p in FSYNC_POLICIES), "aiokafka",
                       "confluent-kafka", "confluent-kafka-4", "kcat")  # fmt: skip
 # What the test suite's quick run covers: every kind of child that needs no extra package.
 QUICK_CONTENDERS = ("kpd-engine", "kpd-engine+part", "kpd-1", "aiokafka", "confluent-kafka")

@@ -1,11 +1,11 @@
 """Contender: kpd end to end, an app process sending through ``daemon.client.Producer``.
 
 Each child is one app. It connects to the run's daemon (``options["socket"]``, started by the
-runner, see bench.kpd_service) with ``acks="kafka"``, learns the topic's partition count
-before the clock (the client partitions records itself, murmur2 for keys as Java does), sends
-its shard with one ``send()`` per record and waits until every record's future has its
-outcome (``flush()``). The clock stops there; outcomes are tallied after it, since flush()
-returning means every future already holds one.
+runner, see bench.kpd_service) with ``acks="kafka"`` (or ``options["acks"]``), learns the
+topic's partition count before the clock (the client partitions records itself, murmur2 for
+keys as Java does), sends its shard with one ``send()`` per record and waits until every
+record's future has its outcome (``flush()``). The clock stops there; outcomes are tallied
+after it, since flush() returning means every future already holds one.
 
 Options ``rate`` and ``burst``: a paced run for ack latency (bench.pacing). Each record gets a
 done-callback that notes when its future completed (it runs on the client's I/O thread as the
@@ -35,7 +35,7 @@ def main(session: Session) -> None:
     options = session.spec.options
     if "gc_threshold" in options:  # app-side tuning, stated in the contender's description
         gc.set_threshold(*options["gc_threshold"])
-    with Producer(options["socket"], acks="kafka") as producer:
+    with Producer(options["socket"], acks=options.get("acks", "kafka")) as producer:
         producer.partitions_for(session.spec.topic, timeout=_METADATA_TIMEOUT_S)
         if "rate" in options:
             _paced(session, producer, Pace(options["rate"], options["burst"]))

@@ -161,6 +161,9 @@ class Ring:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             os.ftruncate(fd, HEADER_SIZE + capacity)  # zero-filled: all indices start at 0
+            # Reserve the blocks now: a store into a page of a sparse file that the disk has
+            # no room for kills the process with SIGBUS; here it is an OSError at start.
+            os.posix_fallocate(fd, 0, HEADER_SIZE + capacity)
             mm = mmap.mmap(fd, HEADER_SIZE + capacity)
         except BaseException:
             os.close(fd)

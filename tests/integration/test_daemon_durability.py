@@ -143,12 +143,14 @@ def test_sigterm_with_brokers_down_keeps_the_rest_for_the_next_start(mock_cluste
         daemon.stop()
 
 
+@pytest.mark.parametrize("fsync", ["never", "50ms", "always"])
 def test_kill_9_during_heavy_writes_then_a_start_produces_nothing_torn_and_loses_nothing(
-    tansu, tmp_path
+    tansu, tmp_path, fsync
 ):
-    topic = tansu.create_topic("durable-heavy", 6)
+    topic = tansu.create_topic(f"durable-heavy-{fsync}", 6)
     count = 150_000
-    daemon = KpdDaemon(tmp_path, tansu.bootstrap, workers=2).start()
+    extra = {"rings": {"fsync": fsync}}
+    daemon = KpdDaemon(tmp_path, tansu.bootstrap, workers=2, extra=extra).start()
     try:
         client = LoadClient(daemon, topic, "h", count, acks="accepted")
         wait_for(lambda: client.progress() >= 40_000, 60, "heavy writes under way")

@@ -135,6 +135,11 @@ def test_the_runtime_directory_holds_the_default_socket(service, defaults):
     assert activation["Socket.ListenStream"] == [str(defaults.socket.path)]
 
 
+def test_the_state_directory_holds_the_default_ring_files(service, defaults):
+    # The ring files outlive the service (issue 10): /var/lib/<StateDirectory=>.
+    assert Path("/var/lib", service["Service.StateDirectory"][0]) == Path(defaults.rings.directory)
+
+
 def test_the_service_runs_sandboxed_as_its_own_user(service):
     assert service["Service.User"] == ["kpd"]
     for key, value in {

@@ -198,6 +198,13 @@ def test_socket_mode_takes_octal_strings_and_ints(raw, expected):
     assert _config(socket={"mode": raw}).socket.mode == expected
 
 
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("never", "never"), ("always", "always"), (100, 100), ("100ms", 100), ("1s", 1000),
+])
+def test_rings_fsync_takes_never_always_or_an_interval_in_ms(raw, expected):
+    assert _config(rings={"fsync": raw}).rings.fsync == expected
+
+
 def test_unquoted_yaml_octal_mode_reads_as_octal(tmp_path):
     path = tmp_path / "kpd.yaml"
     path.write_text(f"kafka:\n  bootstrap.servers: {BOOT}\nsocket:\n  mode: 0660\n")
@@ -254,6 +261,9 @@ def test_topic_allow_list_matches_names_and_globs():
     ("rings", "prefix", "-kpd", "not starting with -"),
     ("rings", "reports_bytes", 65537, "multiple of 8"),
     ("rings", "reports_bytes", "5GiB", "must be between 65536 and 4294967296"),
+    ("rings", "fsync", "sometimes", "must be never, always or an interval"),
+    ("rings", "fsync", 0, "must be never, always or an interval"),
+    ("rings", "fsync", "2h", "must be never, always or an interval"),
     ("metrics", "listen", "localhost", "must be host:port"),
     ("metrics", "enabled", "yes please", "must be true or false"),
     ("topics", "allow", ["bad topic"], "topic names or patterns"),
