@@ -372,7 +372,7 @@ REPORTERS_SCRIPT = """
     try:
         rec_w, rep_w = RingWakeups.create(), RingWakeups.create()
         ingest_end = RingProducer(rec_ring, rec_w)
-        ingest_end.write(b"y" * 16376)  # 16384 bytes with its length and seal: a quarter of the ring
+        ingest_end.write(b"y" * 16376)  # 16384 with length and seal: a quarter of the ring
         ingest_end.publish()
         worker_end = RingConsumer(Ring.attach(name + "-rec"), rec_w)
         engine = ProducerEngine(producer_settings(bootstrap_servers="127.0.0.1:9"),
@@ -470,6 +470,25 @@ def test_format_status_says_brokers_and_pending_config_in_words(reported):
     assert "worker-0 brokers: 1 connected, 2 unreachable" in lines
     assert "config /etc/kpd/kpd.yaml: kafka.acks changed, applied after a restart" in lines
     assert "config reload 3s ago failed, still running the previous settings: x.yaml: bad" in lines
+
+
+def test_format_status_says_what_became_of_the_previous_runs_ring_files(reported):
+    rings = {
+        "directory": "/var/lib/kpd",
+        "adopted": [{"ring": "kpd-records-0", "bytes": 3 * 1024 * 1024}],
+        "rerouted": [{"ring": "kpd-records-2", "entries": 17, "workers": 3}],
+        "moved_aside": [],
+        "leftovers": ["/var/lib/kpd/kpd-aside-20261202T160000Z"],
+    }
+    status = build_status(reported.children, reported.status_dir, rings=rings)
+    assert status["rings"] == rings
+    lines = format_status(status).splitlines()
+    assert "rings: adopted 3 MiB of records left by the previous run" in lines
+    assert "rings: re-routed 17 entries of kpd-records-2 (written for 3 workers)" in lines
+    assert (
+        "rings: NOT PRODUCED, set aside: /var/lib/kpd/kpd-aside-20261202T160000Z "
+        "(see its README.txt)"
+    ) in lines
 
 
 def test_supervisor_collector_reports_restarts_and_up_from_its_children(reported):
