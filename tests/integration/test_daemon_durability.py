@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import sys
 import urllib.request
 
 import pytest
@@ -59,6 +60,17 @@ def _delivered(bootstrap: str, topic: str, client: str, expected: int) -> set[in
         if name == client:
             indices.add(int(index))
     return indices
+
+
+def _published_bytes(daemon: KpdDaemon) -> int:
+    """Bytes ingest ever published into the records rings: each file's write_pos, the u64 at
+    offset 128 of its header (daemon/ring/region.py), read from the file itself."""
+    total = 0
+    for path in daemon.rings_dir.glob(f"{daemon.prefix}-records-*"):
+        with open(path, "rb") as ring:
+            ring.seek(128)
+            total += int.from_bytes(ring.read(8), sys.byteorder)
+    return total
 
 
 def _status(daemon: KpdDaemon) -> dict:
@@ -153,11 +165,11 @@ def test_kill_9_during_heavy_writes_then_a_start_produces_nothing_torn_and_loses
     daemon = KpdDaemon(tmp_path, tansu.bootstrap, workers=2, extra=extra).start()
     try:
         client = LoadClient(daemon, topic, "h", count, acks="accepted")
-        wait_for(lambda: client.progress() >= 40_000, 60, "heavy writes under way")
+        wait_for(lambda: _published_bytes(daemon) >= 1 << 20, 60, "heavy writes under way")
         daemon.kill_all()
         daemon.start()  # the client may reconnect and go on; either way it finishes
         accepted = _accepted(client.wait())
-        assert len(accepted) >= 5_000, "the kill came while records were being accepted"
+        assert accepted, "the kill came while records were being accepted"
         delivered = _delivered(tansu.bootstrap, topic, "h", len(accepted))
         lost = accepted - delivered
         assert not lost, f"{len(lost)} accepted records lost, e.g. {sorted(lost)[:5]}"
