@@ -34,7 +34,7 @@ class RingPair:
     """The two rings of one worker, both ends held by the test (ingest's ends included)."""
 
     def __init__(self) -> None:
-        base = f"kpd-test-worker-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        base = f"/dev/shm/kpd-test-worker-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.names = (base + "-rec", base + "-rep")
         rec_wakeups, rep_wakeups = RingWakeups.create(), RingWakeups.create()
         self.ingest_records = RingProducer(Ring.create(self.names[0], RING_BYTES), rec_wakeups)
@@ -84,7 +84,7 @@ async def _run_until(worker: Worker, rings: RingPair, records: int, timeout_s: f
     finally:
         worker.stop()
         await asyncio.wait_for(task, 30)
-        await worker.close(timeout_s=1.0)
+        await worker.close()
     return runs
 
 
@@ -140,3 +140,43 @@ def test_worker_fails_records_it_cannot_deliver_and_still_releases_their_space(r
         assert run.error in (KpdErrorCode.DELIVERY_TIMEOUT, KpdErrorCode.UNKNOWN_TOPIC)
         assert run.message  # says why, in words
     assert rings.worker_records.held_bytes() == 0
+
+
+def test_a_worker_closed_before_delivering_keeps_the_records_in_its_ring(rings):
+    # SIGTERM during a broker outage: the drain deadline passes, the worker closes, and what
+    # it could not deliver stays in the ring file for the next daemon, its client told so.
+    rings.put("nowhere", 0, 0, [(None, b"x", None, ())] * 20)
+    rings.put("nowhere", 1, 20, [(None, b"y", None, ())] * 5)
+    settings = producer_settings(bootstrap_servers="127.0.0.1:9", linger_ms=0)
+    worker = Worker(settings, rings.worker_records, rings.worker_reports)
+
+    async def stop_during_the_outage() -> list:
+        task = asyncio.get_running_loop().create_task(worker.run())
+        deadline = time.monotonic() + 10
+        while rings.worker_records.pending_bytes():  # until the worker took both entries
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        worker.stop()
+        done, _ = await asyncio.wait({task}, timeout=0.3)
+        assert not done, "nothing can be delivered: the drain runs until its deadline"
+        await worker.close()
+        await asyncio.wait_for(task, 5)
+        return rings.runs()
+
+    runs = asyncio.run(stop_during_the_outage())
+
+    assert sorted((run.first_seq, run.count) for run in runs) == [(0, 20), (20, 5)]
+    for run in runs:
+        assert (run.status, run.error) == (Status.FAILED, KpdErrorCode.SHUTTING_DOWN)
+        assert run.persistence == Persistence.POSSIBLY_PERSISTED
+        assert "stays in kpd's ring file" in run.message
+    # Never released: a consumer attaching after it (the next daemon's worker) reads both.
+    assert rings.worker_records.held_bytes() == rings.ingest_records.used_bytes() > 0
+    ring, wakeups = Ring.attach(rings.names[0]), RingWakeups.create()
+    try:
+        replay = RingConsumer(ring, wakeups).read_batch()
+        assert len(replay) == 2
+        del replay
+    finally:
+        ring.close()
+        wakeups.close()
