@@ -149,7 +149,7 @@ async def run_worker(spec: ChildSpec) -> int:
 
 def _what_was_done(worker: Worker, records: RingConsumer) -> dict:
     """A stopping worker's account: delivered and failed since it started, and the bytes of
-    ring entries it leaves unreleased (not delivered, not reported)."""
+    ring entries it leaves unreleased (not delivered: the next start produces them)."""
     tally = worker.tally
     return {
         "delivered": sum(tally.sent.values()),

@@ -142,7 +142,7 @@ def test_sigterm_with_brokers_down_keeps_the_rest_for_the_next_start(mock_cluste
             # Frames ingest never read before it stopped reading: refused, not accepted.
             assert "NOT_PERSISTED" in status or "CONNECTION" in status, status
         kept_status = next(s for _, s, _, _ in outcomes if "stays in kpd's ring file" in s)
-        assert kept_status.startswith("failed:SHUTTING_DOWN (POSSIBLY_PERSISTED)")
+        assert "SHUTTING_DOWN" in kept_status and "POSSIBLY_PERSISTED" in kept_status
         _all_brokers(mock_cluster, up=True)
         daemon.start()
         delivered = _delivered(mock_cluster.bootstrap, topic, "a", len(accepted))
