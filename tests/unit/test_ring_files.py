@@ -258,3 +258,12 @@ def test_entries_that_do_not_fit_the_new_rings_are_moved_aside(tmp_path):
     [moved] = new.moved_aside
     assert sorted(name for name, _ in moved["files"]) == ["kpd-records-0", "kpd-records-1"]
     assert payloads(Path(new.records[0])) == []
+
+
+def test_the_records_entry_layout_is_pinned_to_its_version():
+    # Ring files outlive the daemon: an entry written by one build is read by the next. If
+    # this fails, the records-entry layout changed: bump RECORDS_ENTRY_VERSION with it (older
+    # rings are then moved aside, never misread) and update this pair.
+    head = entry_head(1, 2, 3, 4, 5, b"t")
+    # conn_id u64, base_seq u64, count u32, partition i32, received_ms i64, topic_len u16
+    assert (RECORDS_ENTRY_VERSION, head) == (1, struct.pack(">QQIiqH", 1, 2, 3, 4, 5, 1) + b"t")
