@@ -16,13 +16,13 @@ it owns. On exit the supervisor calls ``Ring.unlink``.
 
 Memory ordering: the protocol needs the consumer to see an entry's bytes once it sees the
 ``write_pos`` that covers them, and the producer to overwrite bytes only after the consumer's
-reads of them are done. x86-64 gives both for plain loads and stores (TSO); arm64 does not
-without barriers, which pure Python cannot emit. kpd runs on x86-64; supporting arm64 needs a
-release-store/acquire-load helper in C (or ctypes on a compiled fence) in ``Ring``'s index
-accessors, nowhere else.
+reads of them are done. ``ordering`` decides how the shared indices are accessed: C11 atomics
+from the accelerator (any CPU, arm64 included), or plain loads and stores on x86-64 (TSO) only;
+on a weakly-ordered CPU without the accelerator it refuses (``MemoryOrderingError``).
 """
 
 from daemon.ring.ack_window import AckWindow
+from daemon.ring.ordering import MemoryOrderingError, ordering_of
 from daemon.ring.region import (
     EntryTooLargeError,
     Ring,
@@ -37,6 +37,7 @@ __all__ = [
     "AckWindow",
     "EntryTooLargeError",
     "EventFd",
+    "MemoryOrderingError",
     "Ring",
     "RingConsumer",
     "RingError",
@@ -45,5 +46,6 @@ __all__ = [
     "RingWakeups",
     "entry_size",
     "max_payload",
+    "ordering_of",
     "remove_stale",
 ]

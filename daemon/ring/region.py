@@ -23,11 +23,10 @@ adjacent-line prefetcher pulls cache lines in pairs and Apple/arm64 server cores
 lines, so 64 bytes apart would still bounce the producer's and the consumer's lines together.
 The data area starts on a page boundary so large entries are copied with aligned moves.
 
-Why plain loads and stores of these fields are enough: every field has exactly one writer, and
-the fields are read and written through a ``memoryview`` cast to ``"Q"``, which CPython turns
-into one aligned 8-byte ``memcpy`` — a single ``mov`` on x86-64 and a single ``ldr``/``str`` on
-arm64, so a reader never sees a torn value. Ordering is discussed where it matters, next to
-``RingProducer.publish`` and in ``wakeup``.
+Every field has exactly one writer and is read and written whole (an aligned 8-byte access),
+so a reader never sees a torn value. How the accesses are ordered between the two processes —
+C11 seq_cst atomics from the accelerator, or plain stores on x86-64 only — is decided in
+``ordering`` (``shared_words``), which refuses a weakly-ordered CPU without the accelerator.
 """
 
 from __future__ import annotations
@@ -36,6 +35,8 @@ import mmap
 import os
 import re
 import struct
+
+from daemon.ring.ordering import shared_words
 
 __all__ = [
     "DATA_OFFSET",
@@ -54,7 +55,9 @@ __all__ = [
 
 SHM_DIR = "/dev/shm"
 MAGIC = b"KPDRING\0"
-LAYOUT_VERSION = 1
+# 2: records-ring entries carry the ack level and, for entries ingest partitioned, sequence
+# offsets (daemon/wire/ring_entry.py); a ring of version 1 is not read.
+LAYOUT_VERSION = 2
 HEADER_SIZE = 4096
 DATA_OFFSET = HEADER_SIZE
 MIN_CAPACITY = 64
@@ -112,7 +115,7 @@ class Ring:
         self.name = name
         self.capacity = capacity
         self._mm = mm
-        self._fields = memoryview(mm)[:HEADER_SIZE].cast("Q")
+        self._fields = shared_words(memoryview(mm)[:HEADER_SIZE])
         # The data area as raw bytes, and the same bytes as u32 words for entry lengths.
         self.data = memoryview(mm)[DATA_OFFSET : DATA_OFFSET + capacity]
         self.words = self.data.cast("I")

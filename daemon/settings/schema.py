@@ -99,8 +99,12 @@ KAFKA_SETTINGS: tuple[Setting, ...] = (
     _kafka("acks", Choice({"all": -1, "-1": -1, "0": 0, "1": 1}), "all",
            "Acknowledgements the leader needs before a write counts: 0 none, 1 leader only, "
            "all (= -1) every in-sync replica."),
-    _kafka("batch.size", Size(0), 16384,
-           "Upper bound in bytes of one partition's batch; 0 sends every record alone."),
+    _kafka("batch.size", Size(0), 262144,
+           "Upper bound in bytes of one partition's batch; 0 sends every record alone. kpd's "
+           "default is 256 KiB, not Kafka's 16 KiB: a daemon carries many apps' records, and "
+           "per-batch work dominates kpd's workers and the broker (with 1 KiB records, 16 KiB "
+           "batches cost kpd 2x and the broker 2x the CPU per record of 256 KiB ones; "
+           "docs/performance.md). linger.ms still bounds the wait at low rates."),
     _kafka("linger.ms", DurationMs(), 5,
            "How long a partition's batch may wait for more records before it is sent."),
     _kafka("buffer.memory", Size(0, INT64_MAX), 33554432,

@@ -16,7 +16,8 @@ ring as one slice and the worker decodes it with ``iter_records``; ``encode_reco
 and ``encode_section`` build one (for ingest re-routing subsets of a frame, and for
 ``produce``'s frames).
 
-Must not import kpd modules outside ``daemon.wire*``.
+Must not import kpd modules outside ``daemon.wire*`` and the accelerator (``daemon.accel``:
+the plain layout's checks in one C loop when it is built).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
+from daemon.accel import native
 from daemon.wire.base import (
     AckLevel,
     BadFrameError,
@@ -127,6 +129,13 @@ def _decode_produce_rest(payload, base_seq: int, count: int) -> ProduceHeader:
         raise BadFrameError(KpdErrorCode.BAD_FIELD, f"PRODUCE: ack level {ack}")
     topic, pos = read_string(payload, PRODUCE_FIXED.size, "PRODUCE topic")
     records = memoryview(payload)[pos:]
+    if native is not None and records and records[0] == 0:
+        try:  # the plain layout, validated in one C loop
+            keyless = native.scan_plain(records, count)
+        except ValueError:
+            pass  # malformed: the pure scan below raises the exact BadFrameError
+        else:
+            return ProduceHeader(base_seq, count, partition, AckLevel(ack), topic, records, keyless)
     columns = _scan_records(records, count)
     keyless = columns.lens[:count].count(-1) == count
     return ProduceHeader(base_seq, count, partition, AckLevel(ack), topic, records, keyless)
@@ -221,19 +230,29 @@ def _decode_headers(buf, pos: int, end: int, index: int) -> tuple:
     return tuple(headers)
 
 
-def plain_columns(records, count: int) -> tuple[tuple[int, ...], int] | None:
-    """``(lens, data_start)`` of a records section without timestamps or headers, else None.
+def plain_columns(records, count: int) -> tuple[Sequence[int], Sequence[int], int] | None:
+    """``(key_lens, value_lens, data_start)`` of a records section without timestamps or
+    headers, else None.
 
-    ``lens`` holds the key lengths then the value lengths (-1 = null); the record bytes start
-    at ``data_start``. Validates like ``iter_records``. Lets a worker batch a whole section
-    without a RecordView per record (``BatchBuilder.append_packed``).
+    The lengths are sequences of ints (-1 = null): with the accelerator, native i32 columns
+    that ``BatchBuilder.append_packed`` reads in C without an int object per record. The
+    record bytes start at ``data_start``. Validates like ``iter_records``. Lets a worker batch
+    a whole section without a RecordView per record.
     """
     if count <= 0:
         raise BadFrameError(KpdErrorCode.BAD_RECORD_COUNT, f"records: count {count}")
+    if native is not None and records and records[0] == 0:
+        try:
+            keys, values, data_start = native.plain_lengths(records, count)
+        except ValueError:
+            pass  # malformed: the pure scan below raises the exact BadFrameError
+        else:
+            return memoryview(keys).cast("i"), memoryview(values).cast("i"), data_start
     columns = _scan_records(records, count)
     if columns.timestamps is not None or columns.headers is not None:
         return None
-    return columns.lens, columns.data_start
+    lens = columns.lens
+    return lens[:count], lens[count:], columns.data_start
 
 
 def iter_records(records, count: int) -> Iterator[RecordView]:

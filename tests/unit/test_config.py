@@ -47,7 +47,6 @@ def _error(**sections: dict) -> ConfigError:
 # Java producer defaults (apache/kafka ProducerConfig, CommonClientConfigs, CompressionType).
 KAFKA_DEFAULTS = {
     "acks": -1,  # "all"
-    "batch_size": 16384,
     "linger_ms": 5,  # 5 since Kafka 4.0
     "buffer_memory": 32 * 1024 * 1024,
     "max_block_ms": 60_000,
@@ -74,10 +73,26 @@ KAFKA_DEFAULTS = {
 }
 
 
+# Where kpd's default deliberately differs from Java's, with the reason in the setting's doc.
+DAEMON_DEFAULTS = {
+    "batch_size": (256 * 1024, 16384),  # per-batch work dominates a daemon (performance.md)
+}
+
+
 def test_kafka_defaults_equal_the_java_producer_defaults():
     settings = producer_settings(bootstrap_servers=BOOT)
     actual = {name: getattr(settings, name) for name in KAFKA_DEFAULTS}
     assert actual == KAFKA_DEFAULTS
+
+
+def test_daemon_defaults_that_differ_from_java_say_so_in_the_reference():
+    settings = producer_settings(bootstrap_servers=BOOT)
+    doc = render_markdown()
+    for name, (ours, java) in DAEMON_DEFAULTS.items():
+        assert getattr(settings, name) == ours
+        line = next(row for row in doc.splitlines() if f"`{name.replace('_', '.')}`" in row)
+        assert "not Kafka's" in line and str(ours) in line, line
+        assert java != ours
 
 
 def test_kpd_specific_kafka_defaults():

@@ -131,7 +131,7 @@ def test_header_fields_sit_at_documented_offsets(rig_factory):
     rig = rig_factory(1024)
     assert os.stat(rig.path).st_size == HEADER + 1024
     # magic (8s), layout version (u32), header size (u32), capacity (u64)
-    assert rig.raw(0, 24) == struct.pack("=8sIIQ", b"KPDRING\0", 1, HEADER, 1024)
+    assert rig.raw(0, 24) == struct.pack("=8sIIQ", b"KPDRING\0", 2, HEADER, 1024)
 
     rig.producer.write(b"abc")
     assert rig.raw_u64(OFF_WRITE_POS) == 0  # staged, not published
@@ -343,9 +343,9 @@ def test_attach_rejects_bad_magic(rig_factory):
 def test_attach_rejects_other_layout_version(rig_factory):
     rig = rig_factory()
     fd = os.open(rig.path, os.O_WRONLY)
-    os.pwrite(fd, struct.pack("=I", 2), 8)
+    os.pwrite(fd, struct.pack("=I", 1), 8)  # the layout before ring entries carried ack levels
     os.close(fd)
-    with pytest.raises(RingFormatError, match="layout version 2"):
+    with pytest.raises(RingFormatError, match="layout version 1"):
         Ring.attach(rig.name)
 
 
