@@ -20,7 +20,7 @@ from daemon.kafka.murmur2 import partition_for_key
 from daemon.kafka.records import append_packed_python
 from daemon.ring.ordering import MemoryOrderingError, ordering_of, shared_words
 from daemon.wire.records import decode_produce_header, encode_section, iter_records
-from daemon.wire.ring_entry import seq_runs
+from daemon.wire.ring_entry import ENTRY_HEAD_BYTES, seq_runs
 from tests.accel import IMPLEMENTATIONS, compiled
 
 
@@ -134,8 +134,12 @@ def _frame(keys, values):
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
-def planner(request):
-    accel = compiled() if request.param == "C" else None
+def accel(request):
+    return compiled() if request.param == "C" else None
+
+
+@pytest.fixture
+def planner(accel):
     return EntryPlanner("default", 16384, False, 1 << 20, accel=accel)
 
 
@@ -258,3 +262,22 @@ def test_c_scan_plain_and_plain_lengths_agree_with_the_pure_scan():
     assert compiled().scan_plain(encode_section([None, None], [b"a", b"b"]), 2) is True
     with pytest.raises(ValueError):
         compiled().scan_plain(encode_section([b"k"], [b"v"]), 2)  # columns past the section
+
+
+def test_a_grouped_entry_too_large_for_the_ring_is_cut_keeping_each_records_sequence(accel):
+    small = EntryPlanner("default", 16384, False, 2048, accel=accel)
+    keys = [b"k%d" % (i % 7) for i in range(90)]
+    values = [b"v%03d" % i + b"x" * 60 for i in range(90)]
+    header = _frame(keys, values)
+    entries = small.fit(header, small.split(header, 3))
+    assert len({entry[0] for entry in entries}) > 1 and len(entries) > 3
+    limit = 2048 - ENTRY_HEAD_BYTES - len(b"t")
+    seen = []
+    for partition, section, first_seq, n, offsets in entries:
+        assert len(section) + len(offsets) <= limit and first_seq == 1000
+        for index, record in zip(struct.unpack(f">{n}I", offsets), iter_records(section, n),
+                                 strict=True):  # fmt: skip
+            assert bytes(record.value) == values[index]
+            assert partition == partition_for_key(keys[index], 3)
+            seen.append(index)
+    assert sorted(seen) == list(range(90))
