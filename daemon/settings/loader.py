@@ -344,14 +344,15 @@ def _client_certificate_needs_its_key(d: Draft) -> None:
 
 
 def _security_settings_unused_by_the_protocol_warn(d: Draft) -> None:
-    """`ssl.*` settings written with a protocol without TLS, or `sasl.*` settings with one
-    without SASL, are ignored with a warning (a likely mistake in `security.protocol`)."""
+    """`ssl.*` settings given a value other than their default with a protocol without TLS,
+    or `sasl.*` settings with one without SASL, are ignored with a warning (a likely mistake in `security.protocol`)."""
     protocol = d.get("kafka.security.protocol")
     tls, sasl = protocol in ("SSL", "SASL_SSL"), protocol.startswith("SASL_")
     ignored = sorted(
         path for path in d.explicit
-        if (path.startswith("kafka.ssl.") and not tls)
-        or (path.startswith(("kafka.sasl.", "kafka.enable.sasl.")) and not sasl)
+        if ((path.startswith("kafka.ssl.") and not tls)
+            or (path.startswith(("kafka.sasl.", "kafka.enable.sasl.")) and not sasl))
+        and d.get(path) != _BY_PATH[path].kind.parse(_BY_PATH[path].default)
     )
     if ignored:
         d.warnings.append(f"{', '.join(ignored)} ignored: kafka.security.protocol is {protocol}")
