@@ -345,7 +345,8 @@ def _client_certificate_needs_its_key(d: Draft) -> None:
 
 def _security_settings_unused_by_the_protocol_warn(d: Draft) -> None:
     """`ssl.*` settings given a value other than their default with a protocol without TLS,
-    or `sasl.*` settings with one without SASL, are ignored with a warning (a likely mistake in `security.protocol`)."""
+    or `sasl.*` settings with one without SASL, are ignored with a warning (a likely mistake
+    in `security.protocol`)."""
     protocol = d.get("kafka.security.protocol")
     tls, sasl = protocol in ("SSL", "SASL_SSL"), protocol.startswith("SASL_")
     ignored = sorted(

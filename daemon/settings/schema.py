@@ -218,7 +218,8 @@ KAFKA_SETTINGS: tuple[Setting, ...] = (
            "PLAINTEXT",
            "How to talk to brokers: SSL = TLS, SASL_* = authenticate with sasl.mechanism "
            "(SASL_SSL over TLS)."),
-) + SECURITY_SETTINGS
+    *SECURITY_SETTINGS,
+)
 
 DAEMON_SETTINGS: tuple[Setting, ...] = (
     _daemon("socket.path", Text(r"\S.*", 107, "a path of at most 107 bytes"),
