@@ -68,8 +68,7 @@ async def authenticate(
         offered = ", ".join(answer["mechanisms"]) or "none"
         if answer["error_code"] == _UNSUPPORTED_SASL_MECHANISM:
             why = (
-                f"the broker does not offer SASL mechanism {login.mechanism} "
-                f"(it offers: {offered})"
+                f"the broker does not offer SASL mechanism {login.mechanism} (it offers: {offered})"
             )
         elif answer["error_code"] == _ILLEGAL_SASL_STATE:
             why = "the broker is in no state to start a SASL login (ILLEGAL_SASL_STATE)"

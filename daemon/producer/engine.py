@@ -23,6 +23,7 @@ from daemon.producer.accumulator import Accumulator, AccumulatorSettings, Partit
 from daemon.producer.counters import ProducerCounters
 from daemon.producer.metadata import ClusterView, MetadataManager, TopicView
 from daemon.producer.outcomes import BatchOutcome
+from daemon.producer.security import sasl_login, tls_context
 from daemon.producer.sender import Sender, SenderSettings
 
 __all__ = ["EngineStats", "ProducerEngine", "reconnect_policy"]
@@ -79,6 +80,8 @@ class ProducerEngine:
                 request_timeout_s=settings.request_timeout_ms / 1000 + 1.0,
                 connect_timeout_s=settings.socket_connection_setup_timeout_ms / 1000,
                 max_in_flight=settings.max_in_flight,
+                ssl_context=tls_context(settings),
+                sasl=sasl_login(settings),
             ),
             reconnect_policy(settings),
             self._on_connection_change,

@@ -323,9 +323,12 @@ def _sasl_needs_a_mechanism_and_its_credentials(d: Draft) -> None:
             d.error("kafka.sasl.oauthbearer.token.endpoint.url",
                     "must be an https:// (or http://) URL")
     elif d.get("kafka.enable.sasl.oauthbearer.unsecure.jwt"):
-        if "principal" not in dict(d.get("kafka.sasl.oauthbearer.config")):
+        config = dict(d.get("kafka.sasl.oauthbearer.config"))
+        if "principal" not in config:
             d.error("kafka.sasl.oauthbearer.config",
                     "needs principal=NAME for the unsecured JWT")
+        if not config.get("lifeSeconds", "3600").isdigit():
+            d.error("kafka.sasl.oauthbearer.config", "lifeSeconds must be a whole number")
     elif d.get("kafka.sasl.oauthbearer.token") is None:
         d.error("kafka.sasl.oauthbearer.token",
                 "is required with sasl.mechanism OAUTHBEARER and method default, unless "
