@@ -77,11 +77,15 @@ class TansuBroker:
         start_timeout_s: float = 15.0,
         start_attempts: int = 3,
         port_source: Callable[[], int] = free_port,
+        advertised_port: int | None = None,
     ) -> None:
         self._log_path = Path(log_dir) / "tansu.log"
         self._start_timeout_s = start_timeout_s
         self._start_attempts = start_attempts
         self._port_source = port_source
+        # A front (TLS terminator, SASL front) that clients reach tansu through: Metadata
+        # names its port, so clients that follow Metadata stay behind the front.
+        self._advertised_port = advertised_port
         # Set by start(), cleared by stop(); only the thread that owns the broker touches them.
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
@@ -194,12 +198,13 @@ class TansuBroker:
 
     def _spawn(self, port: int, cluster_id: str) -> subprocess.Popen[bytes]:
         url = f"tcp://{LOOPBACK}:{port}"
+        advertised = f"tcp://{LOOPBACK}:{self._advertised_port or port}"
         args = [
             str(tansu_binary()),
             "broker",
             "--cluster-id", cluster_id,
             "--listener-url", url,
-            "--advertised-listener-url", url,
+            "--advertised-listener-url", advertised,
             "--storage-engine", "memory://tansu/",
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if k not in _INHERITED_ENV_TO_DROP}
