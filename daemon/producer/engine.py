@@ -55,6 +55,9 @@ class EngineStats:
     connects: int = 0
     connect_failures: int = 0
     disconnects: int = 0
+    auth_failures: dict[str, int] = field(default_factory=dict)  # BrokerAuthError.reason -> n
+    auth_error: str | None = None  # the latest TLS/SASL refusal, until a connection succeeds
+    reauthentications: int = 0  # KIP-368 logins on open connections that succeeded
     metadata_refreshes: int = 0
     metadata_refresh_failures: int = 0
 
@@ -145,6 +148,9 @@ class ProducerEngine:
             connects=pool.connects,
             connect_failures=pool.connect_failures,
             disconnects=pool.disconnects,
+            auth_failures=dict(pool.auth_failures),
+            auth_error=pool.auth_error,
+            reauthentications=pool.reauthentications,
             metadata_refreshes=self.metadata.refreshes,
             metadata_refresh_failures=self.metadata.refresh_failures,
         )
