@@ -35,6 +35,7 @@ from daemon.kafka.primitives import ProtocolError
 from daemon.kafka.versions import negotiate
 from daemon.net.auth import SaslLogin, authenticate
 from daemon.net.errors import (
+    BrokerAuthError,
     BrokerConnectionError,
     ConnectionClosedError,
     RequestTimedOutError,
@@ -170,7 +171,19 @@ class BrokerConnection:
                 f"{conn.address}: cannot connect: {exc or 'timed out'}", request_sent=False
             ) from exc
         try:
-            await conn._handshake()
+            try:
+                await conn._handshake()
+            except ConnectionClosedError as exc:
+                if tls is None or isinstance(exc, BrokerAuthError):
+                    raise
+                # TLS 1.3 finishes the client's side of the handshake before the broker has
+                # checked the client's certificate; a broker that refuses it just closes.
+                raise BrokerAuthError(
+                    f"{conn.address}: TLS: the broker closed the connection before answering "
+                    "(does it require a client certificate it trusts? see "
+                    "ssl.certificate.location)",
+                    "tls_handshake",
+                ) from None
             if settings.sasl is not None:
                 conn._schedule_reauth(await conn._login(settings.sasl))
         except BaseException:

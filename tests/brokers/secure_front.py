@@ -50,7 +50,8 @@ class FrontStats:
     logins: int = 0
     reauthentications: int = 0
     failed_logins: int = 0
-    closed_unauthenticated: int = 0  # a request before login, or after the session expired
+    closed_unauthenticated: int = 0  # a request other than ApiVersions before any login
+    closed_expired: int = 0  # a request other than a re-authentication after the session ended
     mechanisms: list[str] = field(default_factory=list)
 
 
@@ -348,9 +349,12 @@ class _Session:
                 if api_key in (SASL_HANDSHAKE, SASL_AUTHENTICATE) and self._users is not None:
                     self._answer_now(self._sasl(api_key, version, correlation_id, payload))
                     continue
-                if api_key != API_VERSIONS and not self._session_valid():
+                if api_key != API_VERSIONS and not self._authenticated:
                     self._front.stats.closed_unauthenticated += 1
                     return  # Kafka closes such a connection
+                if api_key != API_VERSIONS and self._expired():
+                    self._front.stats.closed_expired += 1
+                    return  # and so does it when the session ended (KIP-368)
                 future = asyncio.get_running_loop().create_future()
                 self._forwarded[correlation_id] = future
                 self._answers.append(future)
@@ -365,10 +369,8 @@ class _Session:
             writer.cancel()
             up_writer.close()
 
-    def _session_valid(self) -> bool:
-        if not self._authenticated:
-            return False
-        return self._expires_at is None or time.monotonic() < self._expires_at
+    def _expired(self) -> bool:
+        return self._expires_at is not None and time.monotonic() >= self._expires_at
 
     def _answer_now(self, payload: bytes) -> None:
         future = asyncio.get_running_loop().create_future()
