@@ -16,6 +16,7 @@ from typing import Any
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.brokers.certs import CLIENT_KEY_PASSWORD, Pki
+from tests.brokers.ports import LOOPBACK, free_port
 from tests.brokers.secure_front import SaslUsers, SecureFront
 from tests.brokers.tansu import TansuBroker
 
@@ -52,14 +53,19 @@ class SecureTansu:
         self.users = users
         context = server_context(pki, mutual=mutual, wrong_host=wrong_host) if tls else None
         self.front = SecureFront(tls=context, users=users, session_lifetime_ms=session_lifetime_ms)
-        self.tansu = TansuBroker(log_dir, advertised_port=self.front.port)
+        # The front serves before tansu starts, so tansu's own readiness check, which follows
+        # Metadata to the advertised front, is answered at once instead of timing out.
+        self._tansu_port = free_port()
+        self.tansu = TansuBroker(
+            log_dir, advertised_port=self.front.port, port_source=lambda: self._tansu_port
+        )
 
     def __enter__(self) -> SecureTansu:
-        self.tansu.start()
+        self.front.start(f"{LOOPBACK}:{self._tansu_port}")
         try:
-            self.front.start(self.tansu.bootstrap)
+            self.tansu.start()
         except BaseException:
-            self.tansu.stop()
+            self.front.stop()
             raise
         return self
 
