@@ -173,8 +173,8 @@ class BrokerConnection:
         try:
             try:
                 await conn._handshake()
-            except ConnectionClosedError as exc:
-                if tls is None or isinstance(exc, BrokerAuthError):
+            except ConnectionClosedError:
+                if tls is None:
                     raise
                 # TLS 1.3 finishes the client's side of the handshake before the broker has
                 # checked the client's certificate; a broker that refuses it just closes.
@@ -185,7 +185,7 @@ class BrokerConnection:
                     "tls_handshake",
                 ) from None
             if settings.sasl is not None:
-                conn._schedule_reauth(await conn._login(settings.sasl))
+                conn._schedule_reauth(await conn._first_login(settings.sasl))
         except BaseException:
             conn.close()
             raise
@@ -313,6 +313,17 @@ class BrokerConnection:
         self.versions = negotiate(self.broker_versions)
 
     # ---- SASL (first login and KIP-368 re-authentication) ----------------------------
+
+    async def _first_login(self, login: SaslLogin) -> int:
+        try:
+            return await self._login(login)
+        except ConnectionClosedError:
+            # Some brokers (tansu) just hang up on a mechanism or login they refuse.
+            raise BrokerAuthError(
+                f"{self.address}: the broker closed the connection during the SASL "
+                f"{login.mechanism} login (mechanism not enabled, or credentials refused)",
+                "sasl_authentication",
+            ) from None
 
     async def _login(self, login: SaslLogin) -> int:
         return await authenticate(self.address, login, self.versions, self._exchange)
