@@ -259,6 +259,7 @@ class SecureFront:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._writers: set[asyncio.StreamWriter] = set()  # owned by the loop thread
 
     @property
     def bootstrap(self) -> str:
@@ -273,6 +274,20 @@ class SecureFront:
         if not ready.wait(10):
             raise RuntimeError("secure front did not start")
         return self
+
+    def drop_connections(self) -> None:
+        """Cut every client connection (clients must reconnect and log in again)."""
+        loop = self._loop
+        assert loop is not None
+        done = threading.Event()
+
+        def cut() -> None:
+            for writer in list(self._writers):
+                writer.transport.abort()
+            done.set()
+
+        loop.call_soon_threadsafe(cut)
+        done.wait(10)
 
     def stop(self) -> None:
         loop, self._loop = self._loop, None
@@ -311,6 +326,7 @@ class SecureFront:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self._writers.add(writer)
         self.stats.connections += 1
         try:
             await _Session(self, reader, writer).run()
@@ -318,6 +334,7 @@ class SecureFront:
             pass
         finally:
             self._tasks.discard(task)
+            self._writers.discard(writer)
             writer.close()
 
 

@@ -104,9 +104,7 @@ class SecureTansu:
 
     def create_topic(self, name: str, partitions: int = 1, timeout_s: float = 15.0) -> str:
         """Create ``name`` through the front with confluent-kafka's AdminClient."""
-        mechanism = (
-            "OAUTHBEARER" if self.users and "PLAIN" not in self.users.mechanisms else "PLAIN"
-        )
+        mechanism = self.users.mechanisms[0] if self.users else "PLAIN"
         admin = AdminClient({"bootstrap.servers": self.bootstrap, **self.client_config(mechanism)})
         futures = admin.create_topics([NewTopic(name, partitions, 1)], request_timeout=timeout_s)
         futures[name].result(timeout=timeout_s)
