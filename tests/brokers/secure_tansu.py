@@ -67,6 +67,7 @@ class SecureTansu:
         except BaseException:
             self.front.stop()
             raise
+        self.tansu.release_admin()  # topics are created through the front (create_topic)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -17,8 +17,10 @@ from daemon.config import producer_settings
 from daemon.kafka import messages
 from daemon.net.connection import BrokerConnection, ConnectionSettings
 from daemon.net.errors import BrokerAuthError
+from daemon.net.oauth import OidcClientCredentials, TokenError
 from daemon.producer.security import sasl_login, tls_context
 from tests.brokers.certs import CLIENT_KEY_PASSWORD, Pki, make_pki
+from tests.brokers.oidc import TokenEndpoint
 from tests.brokers.secure_front import SaslUsers
 from tests.brokers.secure_tansu import PASSWORD, USER, SecureTansu
 
@@ -201,3 +203,34 @@ def test_reauthentication_keeps_requests_in_flight(tmp_path: Path, pki):
     assert broker.front.stats.reauthentications >= 2
     assert broker.front.stats.closed_expired == 0
     assert answered > 0
+
+
+def test_oidc_tokens_are_cached_and_fetched_again_before_they_expire():
+    accepted: set[str] = set()
+    now = [1000.0]
+    with TokenEndpoint("kpd", "the-secret", accepted, lifetime_s=100) as idp:
+        source = OidcClientCredentials(
+            idp.url, "kpd", "the-secret", "s1", None, clock=lambda: now[0]
+        )
+
+        async def tokens() -> list[str]:
+            first = await source.token()
+            again = await source.token()
+            now[0] += 79  # still before 80 % of the 100 s lifetime
+            cached = await source.token()
+            now[0] += 2  # past it
+            fresh = await source.token()
+            return [first, again, cached, fresh]
+
+        first, again, cached, fresh = asyncio.run(tokens())
+    assert first == again == cached != fresh
+    assert idp.issued == [first, fresh] and idp.scopes == ["s1", "s1"]
+
+
+def test_an_oidc_endpoint_refusing_the_client_names_the_endpoint_not_the_secret():
+    with TokenEndpoint("kpd", "the-secret", set()) as idp:
+        source = OidcClientCredentials(idp.url, "kpd", "wrong-secret", None, None)
+        with pytest.raises(TokenError) as info:
+            asyncio.run(source.token())
+    assert idp.url in str(info.value) and "HTTP 401" in str(info.value)
+    assert "wrong-secret" not in str(info.value)
