@@ -133,8 +133,8 @@ SECURITY_SETTINGS: tuple[Setting, ...] = (
     _kafka("sasl.oauthbearer.extensions", KeyValues(), None,
            "SASL extensions sent with the token (RFC 7628), e.g. logicalCluster=lkc-1."),
     _kafka("sasl.oauthbearer.token", OptionalSecret(), None,
-           "kpd only: a static bearer token (method default), e.g. one a sidecar keeps "
-           "fresh in a file; reread at each login."),
+           "kpd only: a fixed bearer token (method default), read when the config is loaded; "
+           "for tokens that expire use method oidc."),
     _kafka("enable.sasl.oauthbearer.unsecure.jwt", Bool(), False,
            "Method default without a token: log in with an unsigned JWT built from "
            "sasl.oauthbearer.config. Development brokers only.",
