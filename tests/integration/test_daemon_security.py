@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from daemon.client import DeliveryError, Producer
+from daemon.net.errors import AUTH_FAILURE_REASONS
 from tests.brokers import TansuBroker, read_all, unique_topic_name
 from tests.brokers.certs import CLIENT_KEY_PASSWORD, Pki, make_pki
 from tests.brokers.oidc import TokenEndpoint
@@ -269,6 +270,7 @@ def _failure_case(case: str, pki: Pki, brokers: dict) -> tuple[str, dict, str, s
 def _assert_said_plainly(daemon: KpdDaemon, port: int, reason: str, words: str) -> None:
     """One log line per process and cause, the metric with its reason, a `kpd status` line,
     attempts that back off, the daemon still running, and no secret anywhere."""
+    assert reason in AUTH_FAILURE_REASONS  # the documented label values
     metric, label = "kpd_broker_auth_failures_total", f'reason="{reason}"'
     counted = wait_for(lambda: _total(port, metric, label), 15, f"{metric} {label}")
     status = _status_text(daemon.config_path)
