@@ -197,7 +197,9 @@ class BrokerConnection:
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        # Requests held back during a re-authentication count: they go out right after it,
+        # and max.in.flight (5 with idempotence) must hold for them too.
+        return len(self._pending) + len(self._held or ())
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
