@@ -101,9 +101,21 @@ def _topic(name: str) -> str:
     return name
 
 
+def _check_security(config, path: str) -> None:
+    """The TLS files open (CA, client certificate, key and its passphrase): a config error
+    at start rather than a worker that fails to boot."""
+    from daemon.process.preflight import security_problems
+
+    problems = security_problems(config.producer)
+    if problems:
+        sys.stderr.write(f"kpd: {path}: invalid configuration:\n" + "\n".join(problems) + "\n")
+        sys.exit(EX_CONFIG)
+
+
 def cmd_check_config(args) -> int:
     path = args.file or _config_path(args)
     config = _load(path)
+    _check_security(config, path)
     for warning in config.warnings:
         print(f"warning: {warning}")
     print(f"{path}: OK ({config.workers.count} workers, socket {config.socket.path})")
@@ -120,6 +132,7 @@ def cmd_run(args) -> int:
 
     path = _config_path(args)
     config = _load(path)
+    _check_security(config, path)
     lock = InstanceLock(config.socket.path)
     try:  # before anything starts: a second instance must touch nothing of the first
         lock.acquire()

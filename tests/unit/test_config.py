@@ -256,7 +256,7 @@ def test_topic_allow_list_matches_names_and_globs():
     ("kafka", "bootstrap.servers", [], "at least one"),
     ("kafka", "bootstrap.servers", "a:1,a:1", "must not repeat"),
     ("kafka", "partitioner", "sticky", "must be one of default, round_robin"),
-    ("kafka", "security.protocol", "SSL", "must be one of PLAINTEXT"),
+    ("kafka", "security.protocol", "TLS", "must be one of PLAINTEXT, SSL, SASL_PLAINTEXT"),
     ("socket", "mode", 660, "at most 0777"),
     ("socket", "mode", "rw-rw----", "octal mode"),
     ("socket", "path", "/tmp/" + "x" * 103, "at most 107 bytes"),
@@ -345,8 +345,9 @@ def test_nested_kafka_keys_are_pointed_at_the_flat_spelling():
     ("interceptor.classes", "plug-in code"),
     ("partitioner.class", "choose kafka.partitioner instead"),
     ("transactional.id", "not supported yet"),
-    ("ssl.truststore.location", "TLS is not supported yet"),
-    ("sasl.mechanism", "SASL authentication is not supported yet"),
+    ("ssl.truststore.location", "give a PEM file with ssl.ca.location"),
+    ("sasl.kerberos.service.name", "GSSAPI (Kerberos) is not supported"),
+    ("sasl.jaas.config", "give sasl.username and sasl.password"),
     ("metric.reporters", "Prometheus"),
 ])
 def test_unsupported_kafka_keys_say_why(key, why):
@@ -548,7 +549,7 @@ def test_doc_lists_every_setting_and_every_rejected_key():
     for setting in SETTINGS:
         assert f"| `{setting.key}` |" in doc
     assert "| `key.serializer` |" in doc
-    assert "| `ssl.*` |" in doc
+    assert "| `ssl.keystore.*` |" in doc
 
 
 def test_example_config_sets_every_key_and_loads_to_the_defaults():
