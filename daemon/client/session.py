@@ -30,7 +30,7 @@ from daemon.client.common import (
 from daemon.client.errors import CONNECTION_LOST, DeliveryError
 from daemon.client.future import Hub, RecordFuture
 from daemon.client.inflight import InFlight
-from daemon.kafka.murmur2 import murmur2
+from daemon.kafka.partitioner import Partitioner, TopicPlacement
 from daemon.wire import (
     MAX_METADATA_TOPICS,
     AckLevel,
@@ -47,47 +47,63 @@ from daemon.wire import (
     decode_reports,
     encode_goodbye,
     encode_metadata_request,
+    is_retriable,
 )
 from daemon.wire.base import encode_string
 from daemon.wire.produce import frame_overhead
 from daemon.wire.records import header_blob
 
-__all__ = ["ProducerSession"]
+__all__ = ["AwaitingMetadata", "ProducerSession"]
 
-# Keys whose partition is remembered, per topic: apps reuse keys, and murmur2 is ~1 us of pure
-# Python per record while a dict hit is ~50 ns. Bounded; cleared when full or when the
-# partition count changes.
-_KEY_CACHE_SIZE = 16384
+# After an error answer (UNKNOWN_TOPIC: the topic may be created any moment) the topic is asked
+# again after this backoff, doubling up to the cap, like Java's retry.backoff(.max).ms.
+_ERROR_REFRESH_S = 0.1
+_ERROR_REFRESH_MAX_S = 1.0
+
+
+class AwaitingMetadata(Exception):
+    """add() needs ``topic``'s partition count before it can place a keyed record; nothing was
+    queued. The adapter waits until ``placement_ready(topic)`` (or max.block.ms passed, then
+    ``metadata_timed_out``), and calls add() again — as Java's send() waits for metadata."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(topic)
+        self.topic = topic
 
 
 class _Topic:
-    """Per-topic routing state. ``partitions`` is 0 while unknown: records then go with
-    partition -1 and kpd chooses, so send() never waits for METADATA."""
+    """Per-topic routing state. ``partitions`` is 0 while unknown: keyless records then go
+    with partition -1 (kpd keeps them sticky per frame), keyed ones wait for the count."""
 
     __slots__ = (
         "answer",
         "batches",
         "encoded",
+        "error_backoff",
         "key_partitions",
         "name",
         "partitions",
+        "placement",
         "refresh_at",
         "requested",
-        "sticky",
-        "sticky_bytes",
+        "waited_out",
     )
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.encoded = encode_string(name)  # as the PRODUCE head carries it
         self.partitions = 0
-        self.key_partitions: dict[bytes, int] = {}  # key -> its partition of ``partitions``
+        self.placement: TopicPlacement | None = None  # set once the count is known
+        # ``placement.keys``, read inline by add(): key -> its partition of ``partitions``.
+        self.key_partitions: dict[bytes, int] = {}
         self.batches: dict[int, Batch] = {}  # partition (or -1) -> the frame filling now
-        self.sticky = -1
-        self.sticky_bytes = 0
         self.refresh_at = 0.0
+        self.error_backoff = 0.0  # the next refresh delay after an error answer
         self.requested = False  # a METADATA_REQUEST naming this topic is outstanding
         self.answer: tuple[int, KpdErrorCode | int] | None = None  # the last (count, error)
+        # Set when a wait for the count expired (max.block.ms): keyed records then fail at
+        # once with this error until a count arrives, instead of each waiting again.
+        self.waited_out: DeliveryError | None = None
 
 
 class ProducerSession:
@@ -109,7 +125,9 @@ class ProducerSession:
         self._decoder = decoder  # already past WELCOME: it knows the max frame size
         self._clock = clock
         self._hub = hub
-        self._rng = rng or random.Random()
+        # The one partitioner of kpd (daemon.kafka.partitioner), as ingest uses it: Java's
+        # murmur2 for keys, KIP-794 sticky runs of batch_bytes for keyless records.
+        self._partitioner = Partitioner("default", settings.sticky_bytes, False, rng)
         self._max_frame = welcome.max_frame_bytes
         self._batch_limit = min(settings.batch_bytes, welcome.max_frame_bytes)
         self._topics: dict[str, _Topic] = {}
@@ -159,7 +177,8 @@ class ProducerSession:
                 if partition is None:
                     partition = self._key_partition(state, key)
             elif state.partitions:
-                partition = self._sticky(state, value)
+                size = 0 if value is None else len(value)
+                partition = self._partitioner.sticky(state.placement, size)
             else:
                 partition = -1
         elif type(partition) is not int or partition < 0:
@@ -233,29 +252,23 @@ class ProducerSession:
         return wake
 
     def _key_partition(self, state: _Topic, key: bytes) -> int:
-        if not state.partitions:
-            return -1  # kpd partitions it the same way; not cached: the count will come
-        # Kafka BuiltInPartitioner.partitionForKey: toPositive(murmur2(key)) % count, where
-        # toPositive masks the sign bit, it is not abs() (Kafka Utils.toPositive).
-        partition = (murmur2(key) & 0x7FFFFFFF) % state.partitions
-        cache = state.key_partitions
-        if len(cache) >= _KEY_CACHE_SIZE:
-            cache.clear()
-        cache[key] = partition
-        return partition
-
-    def _sticky(self, state: _Topic, value) -> int:
-        # KIP-794: stay on one partition until ~sticky_bytes went there, then pick another at
-        # random (not the current one, so load really moves on).
-        if state.sticky < 0 or state.sticky >= state.partitions:
-            state.sticky = self._rng.randrange(state.partitions)
-            state.sticky_bytes = 0
-        elif state.sticky_bytes >= self._settings.sticky_bytes and state.partitions > 1:
-            step = self._rng.randrange(1, state.partitions)
-            state.sticky = (state.sticky + step) % state.partitions
-            state.sticky_bytes = 0
-        state.sticky_bytes += 0 if value is None else len(value)
-        return state.sticky
+        """The partition of a key that missed ``key_partitions``; raises AwaitingMetadata
+        while the topic's count is unknown, DeliveryError if it will not come."""
+        placement = state.placement
+        if placement is not None:
+            return placement.for_key(key)
+        answer = state.answer
+        if answer is not None and answer[1] and not is_retriable(answer[1]):
+            raise DeliveryError(
+                answer[1],
+                0,
+                Persistence.NOT_PERSISTED,
+                f"topic {state.name!r}: kpd answered {_code_name(answer[1])} for its metadata",
+            )
+        if state.waited_out is not None:
+            error = state.waited_out
+            raise DeliveryError(error.code, 0, Persistence.NOT_PERSISTED, error.message)
+        raise AwaitingMetadata(state.name)
 
     def _new_topic(self, name: str) -> _Topic:
         if not isinstance(name, str) or not name:
@@ -394,26 +407,69 @@ class ProducerSession:
     def _on_metadata(self, payload) -> None:
         response = decode_metadata_response(payload)
         topics = self._meta_inflight.pop(response.request_id, ())
-        refresh_at = self._clock() + self._settings.metadata_max_age_s
+        now = self._clock()
         for entry in response.topics:
             state = self._topics.get(entry.topic)
             if state is None or entry.topic not in topics:
                 continue
             state.requested = False
             state.answer = (entry.partitions, entry.error)
-            # An unknown or forbidden topic keeps partition -1: kpd fails those records with
-            # the precise error, and the periodic refresh notices a topic created later.
-            partitions = entry.partitions if entry.error == KpdErrorCode.NONE else 0
-            if partitions != state.partitions:
-                state.key_partitions.clear()  # computed modulo the old count
-            state.partitions = partitions
-            state.refresh_at = refresh_at
-            self._next_refresh = min(self._next_refresh, refresh_at)
+            if entry.error == KpdErrorCode.NONE and entry.partitions > 0:
+                # The placement object stays the same; a new count clears its keys in place.
+                state.placement = self._partitioner.topic(state.name, entry.partitions)
+                state.key_partitions = state.placement.keys
+                state.partitions = entry.partitions
+                state.waited_out = None
+                state.error_backoff = 0.0
+                state.refresh_at = now + self._settings.metadata_max_age_s
+            else:
+                # A count already known stays in use (kpd fails records with the precise
+                # error if the topic is really gone); an unknown one is asked again soon, as
+                # the topic may be created any moment and keyed senders may be waiting.
+                state.error_backoff = min(
+                    max(2 * state.error_backoff, _ERROR_REFRESH_S), _ERROR_REFRESH_MAX_S
+                )
+                state.refresh_at = now + state.error_backoff
+            self._next_refresh = min(self._next_refresh, state.refresh_at)
 
     def watch(self, topic: str) -> None:
         """Ask for ``topic``'s partition count if it is new here (then ask ``take_wake()``)."""
         if topic not in self._topics:
             self._new_topic(topic)
+
+    def placement_ready(self, topic: str) -> bool:
+        """True once add() can place a keyed record of ``topic`` or refuse it for good: its
+        count is known, or kpd's answer is a final error, or the connection ended."""
+        if self.ended:
+            return True
+        state = self._topics.get(topic)
+        if state is None or state.placement is not None:
+            return True
+        answer = state.answer
+        return answer is not None and bool(answer[1]) and not is_retriable(answer[1])
+
+    def metadata_timed_out(self, topic: str, waited_ms: float) -> DeliveryError:
+        """A keyed send() waited ``waited_ms`` (max.block.ms) for ``topic``'s count in vain:
+        the error for its record. Later keyed records fail at once with it until a count
+        arrives; the topic keeps being asked meanwhile."""
+        state = self._topics[topic]
+        answer = state.answer
+        if answer is not None and answer[1]:
+            code = answer[1]
+            detail = f"kpd answered {_code_name(code)}"
+        else:
+            code = KpdErrorCode.DELIVERY_TIMEOUT
+            detail = "kpd has not answered"
+        error = DeliveryError(
+            code,
+            0,
+            Persistence.NOT_PERSISTED,
+            f"topic {topic!r} not present in metadata after {waited_ms:g} ms "
+            f"(max.block.ms; {detail})",
+        )
+        if state.placement is None:
+            state.waited_out = error
+        return error
 
     def topic_answer(self, topic: str) -> tuple[int, KpdErrorCode | int] | None:
         """kpd's last (partition count, error) for ``topic``; None until it has answered."""
@@ -504,3 +560,7 @@ class ProducerSession:
         return DeliveryError(
             CONNECTION_LOST, 0, Persistence.NOT_PERSISTED, "the producer is closing"
         )
+
+
+def _code_name(code: KpdErrorCode | int) -> str:
+    return getattr(code, "name", None) or f"error {code}"

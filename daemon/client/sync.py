@@ -30,9 +30,9 @@ from daemon.client.common import (
     partition_count,
     read_welcome,
 )
-from daemon.client.errors import DeliveryError, KpdConnectionError
+from daemon.client.errors import CONNECTION_LOST, DeliveryError, KpdConnectionError
 from daemon.client.future import refused, run_callback
-from daemon.client.session import ProducerSession
+from daemon.client.session import AwaitingMetadata, ProducerSession
 from daemon.wire import FatalProtocolError, FrameDecoder, KpdErrorCode, Persistence, Role
 
 __all__ = ["Producer"]
@@ -164,6 +164,9 @@ class Producer:
                 return session.add(topic, key, value, partition, timestamp_ms, headers)
             except DeliveryError as exc:
                 return refused(exc)
+            except AwaitingMetadata:
+                record = (key, value, partition, timestamp_ms, headers)
+                return self._send_after_metadata(topic, record)
             finally:
                 # At most once per frame (and per new topic or first linger): the I/O thread
                 # is not woken per record.
@@ -171,6 +174,29 @@ class Producer:
                     session.wake = False
                     if not self._woken:
                         self._wake()
+
+    def _send_after_metadata(self, topic: str, record: tuple):
+        """send() of a keyed record whose topic has no partition count yet (under the lock):
+        wait for kpd's METADATA answer up to max.block.ms, as Java's send() waits for
+        metadata, then queue the record — so it leaves partitioned, never with -1."""
+        deadline = time.monotonic() + self._max_block_s
+        while True:
+            session = self._session
+            if session.take_wake() and not self._woken:
+                self._wake()  # the METADATA request for the topic goes out now
+            ready = self._changed.wait_for(
+                lambda: self._session.placement_ready(topic) or self._io_done or self._closed,
+                max(deadline - time.monotonic(), 0.0),
+            )
+            if not ready:
+                return refused(session.metadata_timed_out(topic, self._max_block_s * 1000))
+            try:
+                return session.add(topic, *record)
+            except DeliveryError as exc:
+                return refused(exc)
+            except AwaitingMetadata:
+                if self._io_done or self._closed:
+                    return refused(self._closed_while_waiting())
 
     def _serialize(self, key, value):
         if self._key_serializer is not None:
@@ -194,6 +220,14 @@ class Producer:
             Persistence.NOT_PERSISTED,
             f"more than {self._buffer_bytes} bytes waited to be written to kpd "
             f"for {self._max_block_s} s",
+        )
+
+    def _closed_while_waiting(self) -> DeliveryError:
+        return DeliveryError(
+            CONNECTION_LOST,
+            0,
+            Persistence.NOT_PERSISTED,
+            "the producer closed while the record waited for its topic's partition count",
         )
 
     def partitions_for(self, topic: str, timeout: float | None = None) -> int:
