@@ -22,8 +22,6 @@ Must not import kpd modules outside ``daemon.wire*``.
 from __future__ import annotations
 
 import struct
-import sys
-from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
@@ -58,7 +56,6 @@ PRODUCE_FIXED = struct.Struct(">QIiB")
 _IDENTITY = struct.Struct(">QI")  # the first 12 bytes: which records this frame carries
 _HEADER_VALUE_LEN = struct.Struct(">i")
 SEQ_LIMIT = 1 << 64
-_NATIVE_IS_LITTLE = sys.byteorder == "little"
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__ (~70 ns less)
 
 
@@ -288,22 +285,20 @@ def _iter_general(buf, columns: _Columns, count: int) -> Iterator[RecordView]:
 _NULL_LEN = struct.pack(">i", -1)
 
 
-def _column(values, typecode: str) -> bytes:
-    """A column of ints, big-endian (protocol section 1)."""
-    column = array(typecode, values)
-    if _NATIVE_IS_LITTLE:
-        column.byteswap()
-    return column.tobytes()
+def _column(values, typecode: str, count: int) -> bytes:
+    """A column of ``count`` ints, big-endian (protocol section 1). One struct.pack of the
+    whole column: ~2x faster than array(values) + byteswap, which boxes each int twice."""
+    return struct.pack(f">{count}{typecode}", *values)
 
 
 def _lengths(items: list, nulls: int) -> bytes:
     """The i32 length column of ``items``, ``nulls`` of which are None: length -1 (protocol
     section 1, bytes-or-null)."""
     if not nulls:
-        return _column(map(len, items), "i")
+        return _column(map(len, items), "i", len(items))
     if nulls == len(items):
         return _NULL_LEN * nulls  # keyless frames: all keys null
-    return _column([-1 if item is None else len(item) for item in items], "i")
+    return _column([-1 if item is None else len(item) for item in items], "i", len(items))
 
 
 def _interleave(columns: tuple[list, ...], count: int) -> list:
@@ -341,7 +336,7 @@ def encode_section(
             if stamp < -1:
                 raise ValueError(f"timestamp {stamp} < -1")
             stamps[index] = stamp
-        columns.append(_column(stamps, "q"))
+        columns.append(_column(stamps, "q", count))
     null_keys, null_values = keys.count(None), values.count(None)
     columns.append(_lengths(keys, null_keys))
     columns.append(_lengths(values, null_values))
@@ -350,7 +345,7 @@ def encode_section(
         blobs = [b""] * count
         for index, blob in header_blobs.items():
             blobs[index] = blob
-        columns.append(_column(map(len, blobs), "i"))
+        columns.append(_column(map(len, blobs), "i", count))
         parts = _interleave((keys, values, blobs), count)
     else:
         parts = _interleave((keys, values), count)
