@@ -24,6 +24,7 @@ Must not import kpd's engines (producer, net, ring, process): apps import this a
 """
 
 from daemon.client.aio import AsyncProducer
+from daemon.client.bulk import BulkError, BulkFuture, BulkResult
 from daemon.client.errors import (
     CONNECTION_LOST,
     DeliveryError,
@@ -44,6 +45,9 @@ from daemon.wire import KpdErrorCode, Persistence
 __all__ = [
     "CONNECTION_LOST",
     "AsyncProducer",
+    "BulkError",
+    "BulkFuture",
+    "BulkResult",
     "BytesSerializer",
     "DeliveryError",
     "IntegerSerializer",

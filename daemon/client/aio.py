@@ -16,6 +16,7 @@ import contextlib
 import os
 from collections.abc import Callable
 
+from daemon.client.bulk import BulkFuture, refused_bulk
 from daemon.client.common import (
     ClientSettings,
     Completions,
@@ -232,7 +233,7 @@ class AsyncProducer:
             if session.take_wake():
                 self._service()  # the METADATA request for the topic goes out now
             record = (key, value, partition, timestamp_ms, headers)
-            future = await self._send_after_metadata(topic, record)
+            future = await self._after_metadata(topic, lambda: session.add(topic, *record), refused)
         finally:
             wake = session.take_wake()
             if wake:
@@ -241,9 +242,42 @@ class AsyncProducer:
             await self._connection.drain()
         return future
 
-    async def _send_after_metadata(self, topic: str, record: tuple):
-        """send() of a keyed record whose topic has no partition count yet: wait for it up
-        to max_block_ms, then queue the record (see Producer._send_after_metadata)."""
+    async def send_bulk(self, topic, values, keys=None, *, partition=None) -> BulkFuture:
+        """Queue many records of one topic at once; returns one BulkFuture (not awaited
+        here): ``await`` it for a BulkResult, or BulkError if any record failed. As
+        ``Producer.send_bulk``; awaiting send_bulk() itself waits as send() does."""
+        if self._session is None or self._closed:
+            raise RuntimeError("send_bulk() before start() or after close()")
+        if self._value_serializer is not None:
+            values = [self._value_serializer(value) for value in values]
+        if self._key_serializer is not None and keys is not None:
+            keys = [self._key_serializer(key) for key in keys]
+        session = self._session
+        count = len(values)
+        try:
+            future = session.add_bulk(topic, keys, values, partition)
+        except DeliveryError as exc:
+            future = refused_bulk(exc, count)
+        except AwaitingMetadata:
+            if session.take_wake():
+                self._service()
+            future = await self._after_metadata(
+                topic,
+                lambda: session.add_bulk(topic, keys, values, partition),
+                lambda error: refused_bulk(error, count),
+            )
+        finally:
+            wake = session.take_wake()
+            if wake:
+                self._service()
+        if wake:
+            await self._connection.drain()
+        return future
+
+    async def _after_metadata(self, topic: str, attempt, refuse):
+        """send()/send_bulk() of keyed records whose topic has no partition count yet: wait
+        for it up to max_block_ms, then queue them with ``attempt()`` (see
+        Producer._after_metadata); ``refuse(error)`` makes the failed future."""
         session = self._session
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._max_block_s
@@ -254,14 +288,14 @@ class AsyncProducer:
                 try:
                     await asyncio.wait_for(waiter, max(deadline - loop.time(), 0.0))
                 except TimeoutError:
-                    return refused(session.metadata_timed_out(topic, self._max_block_s * 1000))
+                    return refuse(session.metadata_timed_out(topic, self._max_block_s * 1000))
             try:
-                return session.add(topic, *record)
+                return attempt()
             except DeliveryError as exc:
-                return refused(exc)
+                return refuse(exc)
             except AwaitingMetadata:
                 if self._closed:
-                    return refused(
+                    return refuse(
                         DeliveryError(
                             CONNECTION_LOST,
                             0,

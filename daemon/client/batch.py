@@ -276,6 +276,19 @@ class Batch:
             return None
         return self._error(index, kind, data)
 
+    def failures_in(self, lo: int, hi: int) -> list[tuple[int, DeliveryError]]:
+        """``(index, DeliveryError)`` for the failed records among lo..hi-1 (all settled),
+        found per failed run: delivered runs cost nothing."""
+        failures = []
+        owner = self.owner
+        for number, (first, end, kind, data) in enumerate(self.settlements, 1):
+            if kind == WRITTEN or (kind == REPORTED and data.status is not Status.FAILED):
+                continue
+            for index in range(max(first, lo), min(end, hi)):
+                if owner is None or owner[index] == number:
+                    failures.append((index, self._error(index, kind, data)))
+        return failures
+
     def _delivered(self, index: int, run: ReportRun):
         # Record first_seq+i of a run got offset base_offset+i (protocol section 7).
         offset = run.base_offset

@@ -16,10 +16,14 @@ Must not import sockets, threads or asyncio, nor kpd's engines (producer, net, r
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
+from itertools import accumulate
+from operator import add
 
 from daemon.client.batch import Batch
+from daemon.client.bulk import BulkFuture, RefusedPiece
 from daemon.client.common import (
     ClientSettings,
     Completions,
@@ -50,7 +54,7 @@ from daemon.wire import (
     is_retriable,
 )
 from daemon.wire.base import encode_string
-from daemon.wire.produce import frame_overhead
+from daemon.wire.produce import FIXED_RECORD_BYTES, frame_overhead
 from daemon.wire.records import header_blob
 
 __all__ = ["AwaitingMetadata", "ProducerSession"]
@@ -59,6 +63,7 @@ __all__ = ["AwaitingMetadata", "ProducerSession"]
 # again after this backoff, doubling up to the cap, like Java's retry.backoff(.max).ms.
 _ERROR_REFRESH_S = 0.1
 _ERROR_REFRESH_MAX_S = 1.0
+_PLAIN_TYPES = {bytes, type(None)}
 
 
 class AwaitingMetadata(Exception):
@@ -245,6 +250,146 @@ class ProducerSession:
         if frame.size >= self._batch_limit:
             self._seal(frame)
         return future
+
+    def add_bulk(self, topic, keys, values, partition=None) -> BulkFuture:
+        """Queue many records of one topic; returns one BulkFuture for all. Then read/clear
+        ``wake``. ``keys``: None (all keyless) or one key per value.
+
+        Raises AwaitingMetadata (nothing queued) for keyed records while the topic's count is
+        unknown, DeliveryError when the connection has ended, ValueError/TypeError for bad
+        arguments. Per record it costs a few C-level passes over the columns plus one Python
+        loop step to group by partition (~0.1-0.2 us), not send()'s ~1 us.
+        """
+        if self._refusing:
+            raise self._refusal()
+        values = _bytes_column(values, "value")
+        count = len(values)
+        if keys is not None:
+            keys = _bytes_column(keys, "key")
+            if len(keys) != count:
+                raise ValueError(f"{len(keys)} keys for {count} values")
+            if keys.count(None) == count:
+                keys = None
+        state = self._topics.get(topic)
+        if state is None:
+            state = self._new_topic(topic)
+        if partition is not None:
+            if type(partition) is not int or partition < 0:
+                raise ValueError(f"partition must be a non-negative int or None, not {partition!r}")
+            groups = [(partition, keys, values)]
+            order = None
+        elif keys is None:
+            groups = self._keyless_groups(state, values)
+            order = None
+        else:
+            groups, order = self._keyed_groups(state, keys, values)
+        pieces: list[tuple] = []
+        for part, group_keys, group_values in groups:
+            self._append_group(state, part, group_keys, group_values, pieces)
+        return BulkFuture(pieces, count, self._hub, order)
+
+    def _keyless_groups(self, state: _Topic, values: list) -> list[tuple]:
+        # KIP-794 as for send(): each sticky run takes ~sticky_bytes, then another partition.
+        if not state.partitions:
+            return [(-1, None, values)]  # kpd keeps a keyless frame on one partition
+        budget = self._settings.sticky_bytes
+        ends = list(accumulate(_lengths(values)))
+        groups, start = [], 0
+        while start < len(values):
+            base = ends[start - 1] if start else 0
+            end = min(bisect_left(ends, base + budget, start) + 1, len(values))
+            chunk = values[start:end]
+            part = self._partitioner.sticky(state.placement, ends[end - 1] - base)
+            groups.append((part, None, chunk))
+            start = end
+        return groups
+
+    def _keyed_groups(self, state: _Topic, keys: list, values: list):
+        """Records grouped per partition, each group in the app's order; and the function
+        giving each queued position's app index (needed only if results are read)."""
+        placement = state.placement
+        if placement is None:
+            self._key_partition(state, keys[0])  # raises: AwaitingMetadata or the refusal
+        parts = list(map(placement.keys.get, keys))
+        if None in parts:  # keys not seen yet (or null keys, placed sticky like send())
+            sticky = self._partitioner.sticky
+            parts = [
+                placement.for_key(key)
+                if key is not None
+                else sticky(placement, 0 if value is None else len(value))
+                for key, value in zip(keys, values, strict=True)
+            ]
+        group_keys: dict[int, list] = {}
+        group_values: dict[int, list] = {}
+        for key, value, part in zip(keys, values, parts, strict=True):
+            found = group_keys.get(part)
+            if found is None:
+                found = group_keys[part] = []
+                group_values[part] = []
+            found.append(key)
+            group_values[part].append(value)
+        groups = [(part, group_keys[part], group_values[part]) for part in group_keys]
+
+        def order() -> list[int]:
+            positions: dict[int, list[int]] = {part: [] for part in group_keys}
+            for index, part in enumerate(parts):
+                positions[part].append(index)
+            return [index for indices in positions.values() for index in indices]
+
+        return groups, order
+
+    def _append_group(self, state: _Topic, partition: int, keys, values, pieces: list) -> None:
+        """Append one partition's records to its frames, sealing each that fills; note the
+        ``(frame, lo, hi)`` pieces. A record too large for any frame fails alone."""
+        sizes = (
+            _lengths(values) if keys is None else list(map(add, _lengths(keys), _lengths(values)))
+        )
+        ends = list(
+            accumulate(sizes, lambda total, size: total + size + FIXED_RECORD_BYTES, initial=0)
+        )
+        start, count = 0, len(values)
+        while start < count:
+            frame = state.batches.get(partition)
+            if frame is None:
+                frame = self._open(state, partition)
+            elif frame.per_record != FIXED_RECORD_BYTES:
+                self._seal(frame)  # it has timestamp/header columns: start a plain one
+                continue
+            room = self._batch_limit - frame.size
+            # Records start..end-1 keep the frame under batch_limit; one more may take it to
+            # batch_limit or past it (then it is sealed), as long as it stays within a frame.
+            end = bisect_left(ends, ends[start] + room, start + 1) - 1
+            if end < count and frame.size + ends[end + 1] - ends[start] <= self._max_frame:
+                end += 1
+            if end == start:
+                if frame.keys:
+                    self._seal(frame)
+                    continue
+                self._drop(frame)
+                pieces.append((self._too_large(frame.size + ends[start + 1] - ends[start]), 0, 1))
+                start += 1
+                continue
+            lo = len(frame.keys)
+            if keys is None:
+                frame.keys.extend([None] * (end - start))
+            else:
+                frame.keys.extend(keys[start:end])
+            frame.values.extend(values[start:end])
+            frame.size += ends[end] - ends[start]
+            pieces.append((frame, lo, lo + end - start))
+            if frame.size >= self._batch_limit:
+                self._seal(frame)
+            start = end
+
+    def _too_large(self, needed: int) -> RefusedPiece:
+        return RefusedPiece(
+            DeliveryError(
+                KpdErrorCode.RECORD_TOO_LARGE,
+                0,
+                Persistence.NOT_PERSISTED,
+                f"record needs a {needed}-byte frame, max frame is {self._max_frame} bytes",
+            )
+        )
 
     def take_wake(self) -> bool:
         """``wake``, cleared: True once after something the adapter must act on."""
@@ -560,6 +705,22 @@ class ProducerSession:
         return DeliveryError(
             CONNECTION_LOST, 0, Persistence.NOT_PERSISTED, "the producer is closing"
         )
+
+
+def _bytes_column(items, what: str) -> list:
+    """``items`` as a list of bytes-or-None, checked with C-level passes when they already are."""
+    if type(items) is not list:
+        items = list(items)
+    if set(map(type, items)) <= _PLAIN_TYPES:
+        return items
+    return [check_bytes(item, what) for item in items]
+
+
+def _lengths(items: list):
+    """The byte length of each item (None counts 0), C-level when there is no None."""
+    if None in items:
+        return [0 if item is None else len(item) for item in items]
+    return map(len, items)
 
 
 def _code_name(code: KpdErrorCode | int) -> str:
