@@ -19,7 +19,7 @@ import random
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
-from itertools import accumulate
+from itertools import accumulate, repeat
 from operator import add
 
 from daemon.client.batch import Batch
@@ -268,7 +268,7 @@ class ProducerSession:
             keys = _bytes_column(keys, "key")
             if len(keys) != count:
                 raise ValueError(f"{len(keys)} keys for {count} values")
-            if keys.count(None) == count:
+            if count and keys[0] is None and keys.count(None) == count:
                 keys = None
         state = self._topics.get(topic)
         if state is None:
@@ -319,35 +319,50 @@ class ProducerSession:
                 else sticky(placement, 0 if value is None else len(value))
                 for key, value in zip(keys, values, strict=True)
             ]
-        group_keys: dict[int, list] = {}
-        group_values: dict[int, list] = {}
+        # One loop step per record; bound appends into per-partition lists are the cheapest
+        # grouping CPython offers (~50 ns), cheaper than sorting or one pass per partition.
+        key_lists: list[list] = [[] for _ in range(placement.count)]
+        value_lists: list[list] = [[] for _ in range(placement.count)]
+        key_appends = [found.append for found in key_lists]
+        value_appends = [found.append for found in value_lists]
         for key, value, part in zip(keys, values, parts, strict=True):
-            found = group_keys.get(part)
-            if found is None:
-                found = group_keys[part] = []
-                group_values[part] = []
-            found.append(key)
-            group_values[part].append(value)
-        groups = [(part, group_keys[part], group_values[part]) for part in group_keys]
+            key_appends[part](key)
+            value_appends[part](value)
+        groups = [
+            (part, key_lists[part], value_lists[part])
+            for part in range(placement.count)
+            if key_lists[part]
+        ]
 
         def order() -> list[int]:
-            positions: dict[int, list[int]] = {part: [] for part in group_keys}
+            positions: list[list[int]] = [[] for _ in range(placement.count)]
             for index, part in enumerate(parts):
                 positions[part].append(index)
-            return [index for indices in positions.values() for index in indices]
+            return [index for indices in positions for index in indices]
 
         return groups, order
 
     def _append_group(self, state: _Topic, partition: int, keys, values, pieces: list) -> None:
         """Append one partition's records to its frames, sealing each that fills; note the
         ``(frame, lo, hi)`` pieces. A record too large for any frame fails alone."""
-        sizes = (
-            _lengths(values) if keys is None else list(map(add, _lengths(keys), _lengths(values)))
-        )
-        ends = list(
-            accumulate(sizes, lambda total, size: total + size + FIXED_RECORD_BYTES, initial=0)
-        )
-        start, count = 0, len(values)
+        count = len(values)
+        frame = state.batches.get(partition)
+        if frame is not None and frame.per_record == FIXED_RECORD_BYTES:
+            # The common case, a group that fits the open frame: two C-level sums, no list.
+            size = FIXED_RECORD_BYTES * count + sum(_lengths(values))
+            if keys is not None:
+                size += sum(_lengths(keys))
+            if frame.size + size < self._batch_limit:
+                lo = len(frame.keys)
+                frame.keys.extend([None] * count if keys is None else keys)
+                frame.values.extend(values)
+                frame.size += size
+                pieces.append((frame, lo, lo + count))
+                return
+        sizes = _lengths(values) if keys is None else map(add, _lengths(keys), _lengths(values))
+        # ends[i]: frame bytes of records 0..i-1 of the group (data plus their two lengths).
+        ends = list(accumulate(map(add, sizes, repeat(FIXED_RECORD_BYTES)), initial=0))
+        start = 0
         while start < count:
             frame = state.batches.get(partition)
             if frame is None:
