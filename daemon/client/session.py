@@ -4,8 +4,11 @@ Owns what the sync and asyncio producers share after the handshake: partitioning
 Java's murmur2, keyless -> sticky, explicit -> honoured), per-(topic, partition) batching in
 ``Batch``es (sealed into PRODUCE frames by ``encoding``), the connection's sequence numbers,
 METADATA requests and partition counts, and dispatching the frames kpd sends. add() returns
-each record's ``RecordFuture``; sealed batches awaiting results live in ``InFlight`` and store
-outcomes per report run. It does no I/O and never blocks: the adapters (``sync``, ``aio``)
+each record's ``RecordFuture``, add_bulk() one ``BulkFuture`` for many; sealed batches awaiting
+results live in ``InFlight`` and store outcomes per report run. A keyed record of a topic
+whose partition count is unknown raises ``AwaitingMetadata``: the adapter waits (max.block.ms)
+and calls again, so records leave partitioned by the one partitioner kpd's ingest uses too.
+It does no I/O and never blocks: the adapters (``sync``, ``aio``)
 move bytes, wake waiters and run the done-callbacks listed in the ``Completions`` it returns.
 
 Not thread-safe: an adapter serialises every call (the sync one under its lock).
