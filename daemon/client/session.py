@@ -313,8 +313,9 @@ class ProducerSession:
         placement = state.placement
         if placement is None:
             self._key_partition(state, keys[0])  # raises: AwaitingMetadata or the refusal
-        parts = list(map(placement.keys.get, keys))
-        if None in parts:  # keys not seen yet (or null keys, placed sticky like send())
+        try:
+            parts = placement.for_keys(keys)
+        except TypeError:  # some keys are null: those are placed sticky, like send() does
             sticky = self._partitioner.sticky
             parts = [
                 placement.for_key(key)

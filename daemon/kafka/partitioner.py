@@ -67,6 +67,20 @@ class TopicPlacement:
             keys[key] = partition
         return partition
 
+    def for_keys(self, keys: list[bytes]) -> list[int]:
+        """``for_key`` of each key (none may be None): one C-level pass over the memo when it
+        knows every key, else murmur2 mapped over all of them (no Python call per key)."""
+        memo = self.keys
+        partitions = list(map(memo.get, keys))
+        if None not in partitions:
+            return partitions
+        count = self.count
+        partitions = [(hashed & 0x7FFFFFFF) % count for hashed in map(murmur2, keys)]
+        memo.update(zip(keys, partitions, strict=True))
+        if len(memo) >= KEY_MEMO_SIZE:
+            memo.clear()
+        return partitions
+
 
 class Partitioner:
     """Per-owner partition chooser. ``available`` lists partitions that have a leader."""

@@ -195,3 +195,12 @@ def test_a_topic_placement_puts_keys_where_java_does_and_remembers_them(key, par
     same = partitioner.topic("t", 12)
     same.for_key(key)
     assert partitioner.topic("t", 5) is same and same.keys == {}
+
+
+def test_placing_many_keys_at_once_matches_placing_each():
+    rng = random.Random(5)
+    keys = [rng.randbytes(rng.randrange(0, 30)) for _ in range(2000)] + list(KAFKA_MURMUR2_VECTORS)
+    one_by_one = Partitioner().topic("t", 9)
+    at_once = Partitioner().topic("t", 9)
+    assert at_once.for_keys(keys) == [one_by_one.for_key(key) for key in keys]
+    assert at_once.for_keys(keys) == at_once.for_keys(keys)  # now from the memo
