@@ -180,3 +180,15 @@ def test_async_bulk_is_awaited_for_its_result(kpd):
 
     result = asyncio.run(main())
     assert [m.partition for m in result] == [_java_partition(b"abc", 7), _java_partition(b"21", 7)]
+
+
+def test_null_keys_in_a_keyed_bulk_are_placed_like_keyless_sends(kpd):
+    kpd.partitions["t"] = 7
+    keys = [b"abc", None, b"21", None, b"foobar"]
+    with Producer(kpd.path) as producer:
+        result = producer.send_bulk("t", [b"v%d" % i for i in range(5)], keys).result(DEADLINE)
+    keyed = [(result[i].partition, _java_partition(k, 7)) for i, k in enumerate(keys) if k]
+    assert all(got == expected for got, expected in keyed)
+    # Both keyless records stay on one sticky partition (two tiny records, one run).
+    assert result[1].partition == result[3].partition
+    assert [r[0] for r in kpd.records()].count(None) == 2
