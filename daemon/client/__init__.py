@@ -17,7 +17,8 @@ for kpd's partition count, as Java's send() waits for metadata.
 Layout: ``errors`` (results and DeliveryError), ``serializers``, ``session`` (the sans-IO
 core), ``batch`` (a frame's records, then its outcomes per run), ``inflight``, ``future``
 (RecordFuture: result/exception/done/add_done_callback, awaitable from AsyncProducer),
-``bulk`` (BulkFuture, BulkResult, BulkError), ``sync`` (Producer), ``aio`` (AsyncProducer),
+``bulk`` (BulkFuture, BulkResult, BulkError), ``grouping`` (a bulk's records per partition),
+``sync`` (Producer), ``aio`` (AsyncProducer),
 ``lines`` (``kpd send``'s line sender). Partitioning is ``daemon.kafka.partitioner``, shared
 with kpd's ingest; frames are encoded by ``daemon.wire.produce``. Import from ``daemon.client``.
 

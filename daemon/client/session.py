@@ -36,6 +36,7 @@ from daemon.client.common import (
 )
 from daemon.client.errors import CONNECTION_LOST, DeliveryError
 from daemon.client.future import Hub, RecordFuture
+from daemon.client.grouping import bytes_column, keyed_groups, keyless_groups, lengths
 from daemon.client.inflight import InFlight
 from daemon.kafka.partitioner import Partitioner, TopicPlacement
 from daemon.wire import (
@@ -66,7 +67,6 @@ __all__ = ["AwaitingMetadata", "ProducerSession"]
 # again after this backoff, doubling up to the cap, like Java's retry.backoff(.max).ms.
 _ERROR_REFRESH_S = 0.1
 _ERROR_REFRESH_MAX_S = 1.0
-_PLAIN_TYPES = {bytes, type(None)}
 
 
 class AwaitingMetadata(Exception):
@@ -265,10 +265,10 @@ class ProducerSession:
         """
         if self._refusing:
             raise self._refusal()
-        values = _bytes_column(values, "value")
+        values = bytes_column(values, "value")
         count = len(values)
         if keys is not None:
-            keys = _bytes_column(keys, "key")
+            keys = bytes_column(keys, "key")
             if len(keys) != count:
                 raise ValueError(f"{len(keys)} keys for {count} values")
             if count and keys[0] is None and keys.count(None) == count:
@@ -282,69 +282,17 @@ class ProducerSession:
             groups = [(partition, keys, values)]
             order = None
         elif keys is None:
-            groups = self._keyless_groups(state, values)
+            budget = self._settings.sticky_bytes
+            groups = keyless_groups(self._partitioner, state.placement, values, budget)
             order = None
         else:
-            groups, order = self._keyed_groups(state, keys, values)
+            if state.placement is None:
+                self._key_partition(state, keys[0])  # raises: AwaitingMetadata or the refusal
+            groups, order = keyed_groups(self._partitioner, state.placement, keys, values)
         pieces: list[tuple] = []
         for part, group_keys, group_values in groups:
             self._append_group(state, part, group_keys, group_values, pieces)
         return BulkFuture(pieces, count, self._hub, order)
-
-    def _keyless_groups(self, state: _Topic, values: list) -> list[tuple]:
-        # KIP-794 as for send(): each sticky run takes ~sticky_bytes, then another partition.
-        if not state.partitions:
-            return [(-1, None, values)]  # kpd keeps a keyless frame on one partition
-        budget = self._settings.sticky_bytes
-        ends = list(accumulate(_lengths(values)))
-        groups, start = [], 0
-        while start < len(values):
-            base = ends[start - 1] if start else 0
-            end = min(bisect_left(ends, base + budget, start) + 1, len(values))
-            chunk = values[start:end]
-            part = self._partitioner.sticky(state.placement, ends[end - 1] - base)
-            groups.append((part, None, chunk))
-            start = end
-        return groups
-
-    def _keyed_groups(self, state: _Topic, keys: list, values: list):
-        """Records grouped per partition, each group in the app's order; and the function
-        giving each queued position's app index (needed only if results are read)."""
-        placement = state.placement
-        if placement is None:
-            self._key_partition(state, keys[0])  # raises: AwaitingMetadata or the refusal
-        try:
-            parts = placement.for_keys(keys)
-        except TypeError:  # some keys are null: those are placed sticky, like send() does
-            sticky = self._partitioner.sticky
-            parts = [
-                placement.for_key(key)
-                if key is not None
-                else sticky(placement, 0 if value is None else len(value))
-                for key, value in zip(keys, values, strict=True)
-            ]
-        # One loop step per record; bound appends into per-partition lists are the cheapest
-        # grouping CPython offers (~50 ns), cheaper than sorting or one pass per partition.
-        key_lists: list[list] = [[] for _ in range(placement.count)]
-        value_lists: list[list] = [[] for _ in range(placement.count)]
-        key_appends = [found.append for found in key_lists]
-        value_appends = [found.append for found in value_lists]
-        for key, value, part in zip(keys, values, parts, strict=True):
-            key_appends[part](key)
-            value_appends[part](value)
-        groups = [
-            (part, key_lists[part], value_lists[part])
-            for part in range(placement.count)
-            if key_lists[part]
-        ]
-
-        def order() -> list[int]:
-            positions: list[list[int]] = [[] for _ in range(placement.count)]
-            for index, part in enumerate(parts):
-                positions[part].append(index)
-            return [index for indices in positions for index in indices]
-
-        return groups, order
 
     def _append_group(self, state: _Topic, partition: int, keys, values, pieces: list) -> None:
         """Append one partition's records to its frames, sealing each that fills; note the
@@ -353,9 +301,9 @@ class ProducerSession:
         frame = state.batches.get(partition)
         if frame is not None and frame.per_record == FIXED_RECORD_BYTES:
             # The common case, a group that fits the open frame: two C-level sums, no list.
-            size = FIXED_RECORD_BYTES * count + sum(_lengths(values))
+            size = FIXED_RECORD_BYTES * count + sum(lengths(values))
             if keys is not None:
-                size += sum(_lengths(keys))
+                size += sum(lengths(keys))
             if frame.size + size < self._batch_limit:
                 lo = len(frame.keys)
                 frame.keys.extend([None] * count if keys is None else keys)
@@ -363,7 +311,7 @@ class ProducerSession:
                 frame.size += size
                 pieces.append((frame, lo, lo + count))
                 return
-        sizes = _lengths(values) if keys is None else map(add, _lengths(keys), _lengths(values))
+        sizes = lengths(values) if keys is None else map(add, lengths(keys), lengths(values))
         # ends[i]: frame bytes of records 0..i-1 of the group (data plus their two lengths).
         ends = list(accumulate(map(add, sizes, repeat(FIXED_RECORD_BYTES)), initial=0))
         start = 0
@@ -724,22 +672,6 @@ class ProducerSession:
         return DeliveryError(
             CONNECTION_LOST, 0, Persistence.NOT_PERSISTED, "the producer is closing"
         )
-
-
-def _bytes_column(items, what: str) -> list:
-    """``items`` as a list of bytes-or-None, checked with C-level passes when they already are."""
-    if type(items) is not list:
-        items = list(items)
-    if set(map(type, items)) <= _PLAIN_TYPES:
-        return items
-    return [check_bytes(item, what) for item in items]
-
-
-def _lengths(items: list):
-    """The byte length of each item (None counts 0), C-level when there is no None."""
-    if None in items:
-        return [0 if item is None else len(item) for item in items]
-    return map(len, items)
 
 
 def _code_name(code: KpdErrorCode | int) -> str:
