@@ -23,8 +23,6 @@ the plain layout's checks in one C loop when it is built).
 from __future__ import annotations
 
 import struct
-import sys
-from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
@@ -60,7 +58,6 @@ PRODUCE_FIXED = struct.Struct(">QIiB")
 _IDENTITY = struct.Struct(">QI")  # the first 12 bytes: which records this frame carries
 _HEADER_VALUE_LEN = struct.Struct(">i")
 SEQ_LIMIT = 1 << 64
-_NATIVE_IS_LITTLE = sys.byteorder == "little"
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__ (~70 ns less)
 
 
@@ -307,22 +304,25 @@ def _iter_general(buf, columns: _Columns, count: int) -> Iterator[RecordView]:
 _NULL_LEN = struct.pack(">i", -1)
 
 
-def _column(values, typecode: str) -> bytes:
-    """A column of ints, big-endian (protocol section 1)."""
-    column = array(typecode, values)
-    if _NATIVE_IS_LITTLE:
-        column.byteswap()
-    return column.tobytes()
+def _column(values, typecode: str, count: int) -> bytes:
+    """A column of ``count`` ints, big-endian (protocol section 1). One struct.pack of the
+    whole column: ~2x faster than array(values) + byteswap, which boxes each int twice."""
+    return struct.pack(f">{count}{typecode}", *values)
 
 
-def _lengths(items: list, nulls: int) -> bytes:
-    """The i32 length column of ``items``, ``nulls`` of which are None: length -1 (protocol
-    section 1, bytes-or-null)."""
-    if not nulls:
-        return _column(map(len, items), "i")
-    if nulls == len(items):
-        return _NULL_LEN * nulls  # keyless frames: all keys null
-    return _column([-1 if item is None else len(item) for item in items], "i")
+def _lengths(items: list) -> tuple[bytes, bool]:
+    """The i32 length column of ``items`` (None: length -1, protocol section 1, bytes-or-null)
+    and whether any item is None.
+
+    Tries ``len`` on every item first: counting the None items (``list.count(None)``) costs
+    more than the whole column, and most columns have none."""
+    try:
+        return _column(map(len, items), "i", len(items)), False
+    except TypeError:  # len(None): some items are null
+        pass
+    if items.count(None) == len(items):
+        return _NULL_LEN * len(items), True  # keyless frames: all keys null
+    return _column([-1 if item is None else len(item) for item in items], "i", len(items)), True
 
 
 def _interleave(columns: tuple[list, ...], count: int) -> list:
@@ -360,16 +360,17 @@ def encode_section(
             if stamp < -1:
                 raise ValueError(f"timestamp {stamp} < -1")
             stamps[index] = stamp
-        columns.append(_column(stamps, "q"))
-    null_keys, null_values = keys.count(None), values.count(None)
-    columns.append(_lengths(keys, null_keys))
-    columns.append(_lengths(values, null_values))
+        columns.append(_column(stamps, "q", count))
+    key_lengths, null_keys = _lengths(keys)
+    value_lengths, null_values = _lengths(values)
+    columns.append(key_lengths)
+    columns.append(value_lengths)
     if header_blobs:
         layout |= LAYOUT_HAS_HEADERS
         blobs = [b""] * count
         for index, blob in header_blobs.items():
             blobs[index] = blob
-        columns.append(_column(map(len, blobs), "i"))
+        columns.append(_column(map(len, blobs), "i", count))
         parts = _interleave((keys, values, blobs), count)
     else:
         parts = _interleave((keys, values), count)
