@@ -24,6 +24,7 @@ EX_UNAVAILABLE = 69
 EX_CANTCREAT = 73
 EX_TEMPFAIL = 75
 EX_CONFIG = 78
+_SEND_BUFFER_BYTES = 8 * 1024 * 1024  # `kpd send`: framed bytes not yet written to kpd
 
 EXIT_STATUSES = (
     (EX_OK, "success"),
@@ -101,9 +102,21 @@ def _topic(name: str) -> str:
     return name
 
 
+def _check_security(config, path: str) -> None:
+    """The TLS files open (CA, client certificate, key and its passphrase): a config error
+    at start rather than a worker that fails to boot."""
+    from daemon.process.preflight import security_problems
+
+    problems = security_problems(config.producer)
+    if problems:
+        sys.stderr.write(f"kpd: {path}: invalid configuration:\n" + "\n".join(problems) + "\n")
+        sys.exit(EX_CONFIG)
+
+
 def cmd_check_config(args) -> int:
     path = args.file or _config_path(args)
     config = _load(path)
+    _check_security(config, path)
     for warning in config.warnings:
         print(f"warning: {warning}")
     print(f"{path}: OK ({config.workers.count} workers, socket {config.socket.path})")
@@ -120,6 +133,7 @@ def cmd_run(args) -> int:
 
     path = _config_path(args)
     config = _load(path)
+    _check_security(config, path)
     lock = InstanceLock(config.socket.path)
     try:  # before anything starts: a second instance must touch nothing of the first
         lock.acquire()
@@ -141,55 +155,35 @@ def cmd_run(args) -> int:
         lock.release()
 
 
-def send_input(args):
-    """The records of stdin in ``--format`` (daemon.cli_input); InputError on a bad line."""
-    from daemon.cli_input import read_records
-
-    separator = args.key_separator.encode() if args.key_separator else None
-    return read_records(sys.stdin.buffer, args.format, separator)
-
-
 def cmd_send(args) -> int:
-    from daemon.cli_input import InputError
-    from daemon.client import DeliveryError, Producer
+    from daemon.cli_input import InputError, read_records
+    from daemon.client import Producer
+    from daemon.client.lines import LineSender
 
     socket_path = _socket_path(args)
-    failed = 0
+    separator = args.key_separator.encode() if args.key_separator else None
     bad_input: str | None = None
     try:
-        producer = Producer(socket_path, acks=args.acks)
+        # A small buffer: a pipe that never ends must run in flat memory (LineSender).
+        producer = Producer(socket_path, acks=args.acks, buffer_bytes=_SEND_BUFFER_BYTES)
     except OSError as exc:
         sys.stderr.write(f"kpd: cannot connect to {socket_path}: {exc}\n")
         return EX_UNAVAILABLE
-    futures = []
     with producer:
+        sender = LineSender(producer, args.topic, separator, sys.stderr.write)
         try:
-            for record in send_input(args):
-                futures.append(
-                    producer.send(
-                        args.topic,
-                        record.value,
-                        key=record.key,
-                        partition=record.partition,
-                        timestamp_ms=record.timestamp,
-                        headers=record.headers,
-                    )
-                )
+            if args.format == "lines":
+                sender.send_stream(sys.stdin.buffer)  # the fast path: a bulk per chunk
+            else:
+                sender.send_records(read_records(sys.stdin.buffer, args.format))
         except (InputError, ValueError, TypeError) as exc:  # what was read before is sent
             bad_input = f"kpd: stdin {exc}" if isinstance(exc, InputError) else f"kpd: {exc}"
-        producer.flush()
-    for future in futures:
-        try:
-            future.result()
-        except DeliveryError as exc:
-            failed += 1
-            if failed <= 10:
-                sys.stderr.write(f"kpd: record failed: {exc}\n")
-    print(f"sent {len(futures) - failed} records to {args.topic}, {failed} failed")
+        sender.finish()
+    print(f"sent {sender.delivered} records to {args.topic}, {sender.failed} failed")
     if bad_input is not None:
         sys.stderr.write(bad_input + "\n")
         return EX_DATAERR
-    return EX_FAILED if failed else EX_OK
+    return EX_FAILED if sender.failed else EX_OK
 
 
 def _bootstrap_for_read(args) -> str:

@@ -129,6 +129,13 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _c("kpd_broker_connects_total", "Broker connections established."),
     _c("kpd_broker_connect_failures_total", "Broker connection attempts that failed."),
     _c("kpd_broker_disconnects_total", "Broker connections lost."),
+    _c(
+        "kpd_broker_auth_failures_total",
+        "Broker connections refused by TLS or SASL, by reason (tls_certificate, tls_hostname, "
+        "tls_handshake, sasl_mechanism, sasl_authentication, sasl_token).",
+        ("worker", "reason"),
+    ),
+    _c("kpd_broker_reauthentications_total", "SASL re-authentications (KIP-368) that succeeded."),
     _c("kpd_metadata_refreshes_total", "Cluster metadata refreshes that succeeded."),
     _c("kpd_metadata_refresh_failures_total", "Cluster metadata refreshes that failed."),
     # ---- every child, and the supervisor -------------------------------------------------
@@ -362,6 +369,9 @@ class WorkerMetrics:
         out.add("kpd_broker_connects_total", w, s.connects)
         out.add("kpd_broker_connect_failures_total", w, s.connect_failures)
         out.add("kpd_broker_disconnects_total", w, s.disconnects)
+        for reason, count in s.auth_failures.items():
+            out.add("kpd_broker_auth_failures_total", (*w, reason), count)
+        out.add("kpd_broker_reauthentications_total", w, s.reauthentications)
         out.add("kpd_metadata_refreshes_total", w, s.metadata_refreshes)
         out.add("kpd_metadata_refresh_failures_total", w, s.metadata_refresh_failures)
 

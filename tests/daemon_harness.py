@@ -119,6 +119,22 @@ class KpdDaemon:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
         self._log.close()
+        # The children die a moment after the supervisor: until the ingest is gone its socket
+        # still accepts, and a start() now would take the dying daemon for the new one.
+        wait_for(lambda: not self._group_alive(), 10, f"kpd process group {self.process.pid}")
+
+    def _group_alive(self) -> bool:
+        """Whether a process of the daemon's group still runs (zombies do not count)."""
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == self.process.pid and fields[0] != "Z":
+                return True
+        return False
 
     def log_tail(self, size: int = 6000) -> str:
         try:

@@ -3,7 +3,7 @@
 Every record gets a delivery callback on the future ``send`` returns (the per-record API an
 application uses; aiokafka partitions inside ``send`` with Java's murmur2 for keyed records).
 Settings mirror kpd's: acks, linger.ms and compression from the workload, aiokafka's default
-16 KiB batches (kpd's ``batch.size`` default too). Idempotence is off, unlike kpd and
+16 KiB batches (kpd's ``batch.size`` default is 256 KiB). Idempotence is off, unlike kpd and
 confluent-kafka: aiokafka sends InitProducerId v0 only, which tansu 0.6.0 answers with
 UNKNOWN_SERVER_ERROR (its log says "producer=None epoch=None"), so start() fails with it on.
 

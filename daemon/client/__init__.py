@@ -10,11 +10,17 @@ each record's ``RecordFuture`` from kpd's delivery reports, a whole report run a
         future = producer.send("events", "hello", key=b"user-1")
         metadata = future.result()  # RecordMetadata(topic, partition, offset, timestamp)
 
+``send_bulk(topic, values, keys)`` queues many records with ONE ``BulkFuture``, like
+confluent-kafka's produce_batch. The first keyed record of a topic waits (at most max.block.ms)
+for kpd's partition count, as Java's send() waits for metadata.
+
 Layout: ``errors`` (results and DeliveryError), ``serializers``, ``session`` (the sans-IO
-core), ``batch`` (a frame's records, then its outcomes per run), ``encoding`` (the columnar
-PRODUCE encoder), ``inflight``, ``future`` (RecordFuture: result/exception/done/
-add_done_callback, awaitable from AsyncProducer), ``sync`` (Producer), ``aio``
-(AsyncProducer). Import from ``daemon.client``.
+core), ``batch`` (a frame's records, then its outcomes per run), ``inflight``, ``future``
+(RecordFuture: result/exception/done/add_done_callback, awaitable from AsyncProducer),
+``bulk`` (BulkFuture, BulkResult, BulkError), ``grouping`` (a bulk's records per partition),
+``sync`` (Producer), ``aio`` (AsyncProducer),
+``lines`` (``kpd send``'s line sender). Partitioning is ``daemon.kafka.partitioner``, shared
+with kpd's ingest; frames are encoded by ``daemon.wire.produce``. Import from ``daemon.client``.
 
 Per-record work is what bounds a Python producer, so send() creates no Future, takes no
 Condition and wakes nobody per record, and frames are encoded a column at a time: ~1 us of
@@ -24,6 +30,7 @@ Must not import kpd's engines (producer, net, ring, process): apps import this a
 """
 
 from daemon.client.aio import AsyncProducer
+from daemon.client.bulk import BulkError, BulkFuture, BulkResult
 from daemon.client.errors import (
     CONNECTION_LOST,
     DeliveryError,
@@ -44,6 +51,9 @@ from daemon.wire import KpdErrorCode, Persistence
 __all__ = [
     "CONNECTION_LOST",
     "AsyncProducer",
+    "BulkError",
+    "BulkFuture",
+    "BulkResult",
     "BytesSerializer",
     "DeliveryError",
     "IntegerSerializer",

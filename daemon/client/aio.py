@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
 
+from daemon.client.bulk import BulkFuture, refused_bulk
 from daemon.client.common import (
     ClientSettings,
     Completions,
@@ -22,10 +24,10 @@ from daemon.client.common import (
     partition_count,
     read_welcome,
 )
-from daemon.client.errors import DeliveryError, KpdConnectionError
+from daemon.client.errors import CONNECTION_LOST, DeliveryError, KpdConnectionError
 from daemon.client.future import refused, run_callback
-from daemon.client.session import ProducerSession
-from daemon.wire import FatalProtocolError, FrameDecoder, Role
+from daemon.client.session import AwaitingMetadata, ProducerSession
+from daemon.wire import FatalProtocolError, FrameDecoder, Persistence, Role
 
 __all__ = ["AsyncProducer"]
 
@@ -157,11 +159,13 @@ class AsyncProducer:
         *,
         linger_ms: float = 2.0,
         batch_bytes: int = 64 * 1024,
+        max_block_ms: float = 60_000,
         metadata_max_age_ms: float = 300_000,
         connect_timeout: float | None = 10.0,
         client_name: str | None = None,
     ) -> None:
         self._path = path
+        self._max_block_s = max_block_ms / 1000
         self._settings = ClientSettings.from_arguments(
             acks,
             client_name or f"kpd-python-asyncio pid={os.getpid()}",
@@ -176,7 +180,8 @@ class AsyncProducer:
         self._connection: _Connection | None = None
         self._timer: asyncio.TimerHandle | None = None  # the next seal_due/metadata deadline
         self._waiters: list[tuple[int, asyncio.Future]] = []  # flush(): (target seq, future)
-        self._topic_waiters: list[tuple[str, asyncio.Future]] = []  # partitions_for()
+        # partitions_for() and keyed sends waiting for a count: (ready(), future) pairs.
+        self._topic_waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
         self._ended: asyncio.Future | None = None  # resolved when no more reports will come
         self._closed = False
         self.server_name = ""
@@ -209,7 +214,9 @@ class AsyncProducer:
         RecordMetadata, or use done()/result()/exception()/add_done_callback() as on an
         asyncio Future (result() of a pending record raises InvalidStateError).
 
-        Awaiting send() only waits when the socket's write buffer is full (backpressure).
+        Awaiting send() waits when the socket's write buffer is full (backpressure), and for
+        the first keyed record of a topic until kpd told its partition count (at most
+        max_block_ms, as Java's send() waits for metadata).
         """
         if self._session is None or self._closed:
             raise RuntimeError("send() before start() or after close()")
@@ -222,6 +229,11 @@ class AsyncProducer:
             future = session.add(topic, key, value, partition, timestamp_ms, headers)
         except DeliveryError as exc:
             future = refused(exc)
+        except AwaitingMetadata:
+            if session.take_wake():
+                self._service()  # the METADATA request for the topic goes out now
+            record = (key, value, partition, timestamp_ms, headers)
+            future = await self._after_metadata(topic, lambda: session.add(topic, *record), refused)
         finally:
             wake = session.take_wake()
             if wake:
@@ -229,6 +241,69 @@ class AsyncProducer:
         if wake:
             await self._connection.drain()
         return future
+
+    async def send_bulk(self, topic, values, keys=None, *, partition=None) -> BulkFuture:
+        """Queue many records of one topic at once; returns one BulkFuture (not awaited
+        here): ``await`` it for a BulkResult, or BulkError if any record failed. As
+        ``Producer.send_bulk``; awaiting send_bulk() itself waits as send() does."""
+        if self._session is None or self._closed:
+            raise RuntimeError("send_bulk() before start() or after close()")
+        if self._value_serializer is not None:
+            values = [self._value_serializer(value) for value in values]
+        if self._key_serializer is not None and keys is not None:
+            keys = [self._key_serializer(key) for key in keys]
+        session = self._session
+        count = len(values)
+        try:
+            future = session.add_bulk(topic, keys, values, partition)
+        except DeliveryError as exc:
+            future = refused_bulk(exc, count)
+        except AwaitingMetadata:
+            if session.take_wake():
+                self._service()
+            future = await self._after_metadata(
+                topic,
+                lambda: session.add_bulk(topic, keys, values, partition),
+                lambda error: refused_bulk(error, count),
+            )
+        finally:
+            wake = session.take_wake()
+            if wake:
+                self._service()
+        if wake:
+            await self._connection.drain()
+        return future
+
+    async def _after_metadata(self, topic: str, attempt, refuse):
+        """send()/send_bulk() of keyed records whose topic has no partition count yet: wait
+        for it up to max_block_ms, then queue them with ``attempt()`` (see
+        Producer._after_metadata); ``refuse(error)`` makes the failed future."""
+        session = self._session
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_block_s
+        while True:
+            if not session.placement_ready(topic) and not self._closed:
+                waiter = loop.create_future()
+                self._topic_waiters.append((lambda: session.placement_ready(topic), waiter))
+                try:
+                    await asyncio.wait_for(waiter, max(deadline - loop.time(), 0.0))
+                except TimeoutError:
+                    return refuse(session.metadata_timed_out(topic, self._max_block_s * 1000))
+            try:
+                return attempt()
+            except DeliveryError as exc:
+                return refuse(exc)
+            except AwaitingMetadata:
+                if self._closed:
+                    return refuse(
+                        DeliveryError(
+                            CONNECTION_LOST,
+                            0,
+                            Persistence.NOT_PERSISTED,
+                            "the producer closed while the record waited for its topic's "
+                            "partition count",
+                        )
+                    )
 
     async def partitions_for(self, topic: str, timeout: float | None = None) -> int:
         """As ``Producer.partitions_for``: kpd's partition count for ``topic``."""
@@ -238,7 +313,7 @@ class AsyncProducer:
             self._service()
         if session.topic_answer(topic) is None and not session.ended:
             waiter = asyncio.get_running_loop().create_future()
-            self._topic_waiters.append((topic, waiter))
+            self._topic_waiters.append((lambda: session.topic_answer(topic) is not None, waiter))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter, timeout)
         return partition_count(topic, session.topic_answer(topic), session.ended, timeout)
@@ -339,9 +414,9 @@ class AsyncProducer:
         self._waiters = keep
         if self._topic_waiters:
             self._topic_waiters = [
-                (topic, waiter)
-                for topic, waiter in self._topic_waiters
-                if not _wake_if(waiter, session.ended or session.topic_answer(topic) is not None)
+                (ready, waiter)
+                for ready, waiter in self._topic_waiters
+                if not _wake_if(waiter, session.ended or ready())
             ]
         if session.ended:
             if self._timer is not None:

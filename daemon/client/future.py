@@ -43,13 +43,16 @@ class Hub(Protocol):
 class _Refused:
     """The frame of a future that failed in send() itself: settled from the start."""
 
-    __slots__ = ("error",)
+    __slots__ = ("failure",)
 
-    def __init__(self, error: DeliveryError) -> None:
-        self.error = error
+    def __init__(self, failure: DeliveryError) -> None:
+        self.failure = failure
 
     def outcome(self, index: int) -> DeliveryError:
-        return self.error
+        return self.failure
+
+    def error(self, index: int) -> DeliveryError:
+        return self.failure
 
     def settled(self, index: int) -> bool:
         return True
@@ -83,8 +86,8 @@ class RecordFuture:
 
     def exception(self, timeout: float | None = None) -> DeliveryError | None:
         """The record's DeliveryError, None if it was delivered; TimeoutError if pending."""
-        outcome = self._outcome(timeout)
-        return outcome if isinstance(outcome, DeliveryError) else None
+        self._wait(timeout)
+        return self._frame.error(self._index)
 
     def add_done_callback(self, fn: Callable[[RecordFuture], object]) -> None:
         """Call ``fn(future)`` once the record has its outcome: now if it has (on this
@@ -98,12 +101,15 @@ class RecordFuture:
         run_callback(fn, self)
 
     def _outcome(self, timeout: float | None):
+        self._wait(timeout)
+        return self._frame.outcome(self._index)
+
+    def _wait(self, timeout: float | None) -> None:
         frame, index = self._frame, self._index
         if not frame.settled(index):
             frame.hub.wait(lambda: frame.settled(index), timeout)
             if not frame.settled(index):
                 raise TimeoutError(f"record still without a result after {timeout} s")
-        return frame.outcome(index)
 
     def __await__(self):
         frame, index = self._frame, self._index

@@ -23,6 +23,7 @@ import time
 from collections import deque
 from itertools import islice
 
+from daemon.client.bulk import BulkFuture, refused_bulk
 from daemon.client.common import (
     ClientSettings,
     Completions,
@@ -30,9 +31,9 @@ from daemon.client.common import (
     partition_count,
     read_welcome,
 )
-from daemon.client.errors import DeliveryError, KpdConnectionError
+from daemon.client.errors import CONNECTION_LOST, DeliveryError, KpdConnectionError
 from daemon.client.future import refused, run_callback
-from daemon.client.session import ProducerSession
+from daemon.client.session import AwaitingMetadata, ProducerSession
 from daemon.wire import FatalProtocolError, FrameDecoder, KpdErrorCode, Persistence, Role
 
 __all__ = ["Producer"]
@@ -164,6 +165,9 @@ class Producer:
                 return session.add(topic, key, value, partition, timestamp_ms, headers)
             except DeliveryError as exc:
                 return refused(exc)
+            except AwaitingMetadata:
+                record = (key, value, partition, timestamp_ms, headers)
+                return self._after_metadata(topic, lambda s: s.add(topic, *record), refused)
             finally:
                 # At most once per frame (and per new topic or first linger): the I/O thread
                 # is not woken per record.
@@ -171,6 +175,76 @@ class Producer:
                     session.wake = False
                     if not self._woken:
                         self._wake()
+
+    def send_bulk(self, topic, values, keys=None, *, partition=None) -> BulkFuture:
+        """Queue many records of one topic at once; returns ONE ``BulkFuture`` for all of
+        them (daemon.client.bulk), like confluent-kafka's produce_batch: ~0.2 us of app CPU
+        per record instead of send()'s ~1 us, and no future object per record.
+
+        ``values``: a sequence of values; ``keys``: None (keyless) or one key per value;
+        ``partition``: one explicit partition for all, or None (murmur2 of each key, sticky
+        for keyless records, as send()). Serializers apply per record. ``future.result()``
+        gives a BulkResult (``result[i]``: record i's RecordMetadata) or raises BulkError
+        listing each failed record's index and DeliveryError; add_done_callback(fn) calls
+        fn once for the whole bulk. Raises RuntimeError after close(), TypeError/ValueError
+        for bad arguments (nothing is queued then).
+        """
+        if self._serializing:
+            values, keys = self._serialize_bulk(values, keys)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("send_bulk() on a closed Producer")
+            session = self._session
+            count = len(values)
+            if session.buffered_bytes > self._buffer_bytes and not self._wait_for_buffer():
+                return refused_bulk(self._buffer_full(), count)
+            try:
+                return session.add_bulk(topic, keys, values, partition)
+            except DeliveryError as exc:
+                return refused_bulk(exc, count)
+            except AwaitingMetadata:
+                return self._after_metadata(
+                    topic,
+                    lambda s: s.add_bulk(topic, keys, values, partition),
+                    lambda error: refused_bulk(error, count),
+                )
+            finally:
+                if session.wake:
+                    session.wake = False
+                    if not self._woken:
+                        self._wake()
+
+    def _serialize_bulk(self, values, keys):
+        serialize_value = self._value_serializer
+        if serialize_value is not None:
+            values = [serialize_value(value) for value in values]
+        if self._key_serializer is not None and keys is not None:
+            keys = [self._key_serializer(key) for key in keys]
+        return values, keys
+
+    def _after_metadata(self, topic: str, attempt, refuse):
+        """send()/send_bulk() of keyed records whose topic has no partition count yet (under
+        the lock): wait for kpd's METADATA answer up to max.block.ms, as Java's send() waits
+        for metadata, then queue them with ``attempt(session)`` — so they leave partitioned,
+        never with -1. ``refuse(error)`` makes the failed future."""
+        deadline = time.monotonic() + self._max_block_s
+        while True:
+            session = self._session
+            if session.take_wake() and not self._woken:
+                self._wake()  # the METADATA request for the topic goes out now
+            ready = self._changed.wait_for(
+                lambda: self._session.placement_ready(topic) or self._io_done or self._closed,
+                max(deadline - time.monotonic(), 0.0),
+            )
+            if not ready:
+                return refuse(session.metadata_timed_out(topic, self._max_block_s * 1000))
+            try:
+                return attempt(session)
+            except DeliveryError as exc:
+                return refuse(exc)
+            except AwaitingMetadata:
+                if self._io_done or self._closed:
+                    return refuse(self._closed_while_waiting())
 
     def _serialize(self, key, value):
         if self._key_serializer is not None:
@@ -194,6 +268,14 @@ class Producer:
             Persistence.NOT_PERSISTED,
             f"more than {self._buffer_bytes} bytes waited to be written to kpd "
             f"for {self._max_block_s} s",
+        )
+
+    def _closed_while_waiting(self) -> DeliveryError:
+        return DeliveryError(
+            CONNECTION_LOST,
+            0,
+            Persistence.NOT_PERSISTED,
+            "the producer closed while the record waited for its topic's partition count",
         )
 
     def partitions_for(self, topic: str, timeout: float | None = None) -> int:

@@ -85,13 +85,10 @@ class ClientConnection(asyncio.Protocol):
         self._busy = False
         self.quiescing = False
         # Worker outcomes still owed to the client: ack-KAFKA records in rings without a final
-        # run yet. GOODBYE is answered only once this reaches 0 (docs/protocol.md section 9).
+        # run yet (the server adds them as it writes entries; workers report nothing else).
+        # GOODBYE is answered only once this reaches 0 (docs/protocol.md section 9).
         self.owed = 0
         self._goodbye_due = False
-        # Records in rings with ack NONE or ACCEPTED, as [first_seq, end_seq, unreported]:
-        # workers report every entry whatever its ack (the ring entry does not carry it), so
-        # ingest drops those outcomes here. Consecutive frames merge into one range.
-        self._quiet: list[list[int]] = []
 
     @property
     def busy(self) -> bool:
@@ -332,18 +329,6 @@ class ClientConnection(asyncio.Protocol):
 
     # ---- outcomes from workers ---------------------------------------------------------
 
-    def owe(self, first_seq: int, n: int, ack: AckLevel) -> None:
-        """Records [first_seq, first_seq + n) are in a ring; their worker will report them."""
-        if ack == AckLevel.KAFKA:
-            self.owed += n
-            return
-        quiet = self._quiet
-        if quiet and quiet[-1][1] == first_seq:
-            quiet[-1][1] += n
-            quiet[-1][2] += n
-        else:
-            quiet.append([first_seq, first_seq + n, n])
-
     def hold_announcement(self, n: int) -> None:
         """An ACCEPTED report for ``n`` records waits for its entry's publish (and sync):
         GOODBYE must wait for it too."""
@@ -355,26 +340,13 @@ class ClientConnection(asyncio.Protocol):
         self.send(accepted_frame)
         self._maybe_say_goodbye()
 
-    def forward_reports(self, report_frame: memoryview) -> None:
-        """A worker's REPORT frame for this connection: pass on the runs the client asked for
-        (ack KAFKA), drop the others, and say GOODBYE once nothing is owed any more."""
-        runs = wire.decode_reports(report_frame[5:])  # after the length prefix and type
-        kept = [run for run in runs if not self._drop_quiet(run)] if self._quiet else runs
-        if kept:
-            self.owed -= sum(run.count for run in kept)
-            self.send(bytes(report_frame) if len(kept) == len(runs) else encode_reports(kept))
+    def forward_reports(self, records: int, report_frame: memoryview) -> None:
+        """A worker's REPORT frame of ``records`` records for this connection (ack-KAFKA only:
+        the ring entry carries the ack level): pass it on as it is, undecoded, and say GOODBYE
+        once nothing is owed."""
+        self.owed -= records
+        self.send(bytes(report_frame))
         self._maybe_say_goodbye()
-
-    def _drop_quiet(self, run: ReportRun) -> bool:
-        # A run never spans two entries, so its first record places it. Ranges are few: one
-        # per change of ack level on this connection, gone once fully reported.
-        for index, (start, end, _) in enumerate(self._quiet):
-            if start <= run.first_seq < end:
-                self._quiet[index][2] -= run.count
-                if self._quiet[index][2] <= 0:
-                    del self._quiet[index]
-                return True
-        return False
 
     # ---- output ------------------------------------------------------------------------
 

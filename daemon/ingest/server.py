@@ -12,10 +12,12 @@ never dies of input: a bad frame gets an error report, an unrecoverable stream a
 and a close, and the other connections are unaffected. A frame larger than one ring entry
 (half a ring) is cut into runs of whole records; a record that cannot fit is RECORD_TOO_LARGE.
 
-Reports: workers report every record they took; ingest passes on those the client asked
-Kafka acks for, counts what it still owes each connection, and answers GOODBYE once that is 0.
-An ACCEPTED report goes out only once its entry is published (and, with ``rings.fsync:
-always``, synced: ``ring_sync``), never while the entry is merely staged.
+Reports: each ring entry carries its frame's ack level. Ingest reports ACCEPTED itself, but
+only once the entry is published (and, with ``rings.fsync: always``, synced: ``ring_sync``),
+never while the entry is merely staged; workers report only ack-KAFKA entries, as whole REPORT
+frames that ingest forwards unchanged; ingest counts what it still owes each connection (held
+ACCEPTED reports included) and answers GOODBYE once that is 0. Ack-NONE records get no report
+once accepted.
 """
 
 from __future__ import annotations
@@ -42,13 +44,11 @@ from daemon.wire.base import (
     KpdErrorCode,
     Status,
 )
-from daemon.wire.ring_entry import decode_report_entry, entry_head
+from daemon.wire.ring_entry import decode_report_entry, entry_head, seq_runs
 
 __all__ = ["IngestServer", "IngestSettings", "IngestStats", "TopicDirectory", "is_legal_topic"]
 
 log = logging.getLogger(__name__)
-
-_COLUMN_SLACK = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +64,13 @@ class IngestSettings:
     ignore_keys: bool = False  # kafka.partitioner.ignore.keys
     socket_group: str | int | None = None  # chgrp the socket file (name or gid)
     fsync: str | int = "never"  # rings.fsync: never, always or an interval in ms
+
+
+def _runs_of(first_seq: int, n: int, offsets) -> list[tuple[int, int, int]]:
+    """An entry's records as (first seq, index, count) runs of consecutive sequence numbers."""
+    if offsets is None:
+        return [(first_seq, 0, n)]
+    return [(first_seq + offset, index, k) for offset, index, k in seq_runs(offsets, 0, n)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,10 +245,10 @@ class IngestServer:
         topic = header.topic.encode()
         now_ms = time.time_ns() // 1_000_000
         workers = len(self._records)
-        for position, (partition, records, first_seq, n) in enumerate(entries):
+        for position, (partition, records, first_seq, n, offsets) in enumerate(entries):
             ring_index = worker_for(header.topic, partition, workers)
             ring = self._records[ring_index]
-            head = entry_head(conn.conn_id, first_seq, n, partition, now_ms, topic)
+            head = entry_head(conn.conn_id, first_seq, n, partition, now_ms, ack, topic, offsets)
             view = ring.reserve(len(head) + len(records))
             if view is None:
                 return self._enqueue_when_free(conn, entries[position:], header, ack)
@@ -249,7 +256,7 @@ class IngestServer:
             view[len(head) :] = records
             del view
             self._dirty.add(ring_index)
-            self._accepted(conn, first_seq, n, partition, ack)
+            self._accepted(conn, first_seq, n, partition, ack, offsets)
         return None
 
     async def _enqueue_when_free(self, conn, entries, header, ack) -> None:
@@ -263,12 +270,11 @@ class IngestServer:
             self.settings.max_block_s * 1000,
         )
         self.publish_all()
-        for partition, records, first_seq, n in entries:
+        for partition, records, first_seq, n, offsets in entries:
             ring_index = worker_for(header.topic, partition, workers)
             ring = self._records[ring_index]
-            head = entry_head(
-                conn.conn_id, first_seq, n, partition, time.time_ns() // 1_000_000, topic
-            )
+            now_ms = time.time_ns() // 1_000_000
+            head = entry_head(conn.conn_id, first_seq, n, partition, now_ms, ack, topic, offsets)
             size = len(head) + len(records)
             while True:
                 view = ring.reserve(size)
@@ -277,13 +283,12 @@ class IngestServer:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0 or not await ring.wait_writable(size, timeout=remaining):
                     self.buffer_full_events += 1
-                    conn.reject(
-                        first_seq,
-                        n,
-                        KpdErrorCode.BUFFER_FULL,
+                    message = (
                         f"worker ring full for {self.settings.max_block_s * 1000:.0f} ms"
-                        " (max.block.ms)",
+                        " (max.block.ms)"
                     )
+                    for seq, _, k in _runs_of(first_seq, n, offsets):
+                        conn.reject(seq, k, KpdErrorCode.BUFFER_FULL, message)
                     view = None
                     break
             if view is None:
@@ -292,16 +297,21 @@ class IngestServer:
             view[len(head) :] = records
             del view
             ring.publish()
-            self._accepted(conn, first_seq, n, partition, ack)
+            self._accepted(conn, first_seq, n, partition, ack, offsets)
             self._announce([ring_index])
 
     def _accepted(
-        self, conn: ClientConnection, first_seq: int, n: int, partition: int, ack
+        self, conn: ClientConnection, first_seq: int, n: int, partition: int, ack, offsets
     ) -> None:
         self.records_accepted += n
-        conn.owe(first_seq, n, ack)
-        if ack == AckLevel.ACCEPTED:
-            frame = encode_reports([ReportRun(first_seq, n, Status.ACCEPTED, partition)])
+        if ack == AckLevel.KAFKA:
+            conn.owed += n  # the worker reports them
+        elif ack == AckLevel.ACCEPTED:
+            runs = [
+                ReportRun(seq, k, Status.ACCEPTED, partition)
+                for seq, _, k in _runs_of(first_seq, n, offsets)
+            ]
+            frame = encode_reports(runs)
             conn.hold_announcement(n)
             self._unannounced.append(lambda: conn.announce(frame, n))
 
@@ -329,12 +339,12 @@ class IngestServer:
         if not entries:
             return False
         for _, entry in entries:
-            conn_id, payload = decode_report_entry(entry)  # payload: a whole REPORT frame
+            conn_id, records, frame = decode_report_entry(entry)
             conn = self.connections.get(conn_id)
             if conn is None:
                 continue  # the client left; its records were still delivered or failed
             try:
-                conn.forward_reports(payload)
+                conn.forward_reports(records, frame)
             except Exception:
                 # One bad entry must not stop this ring's reports for every connection.
                 log.exception("client %d: cannot forward a worker report", conn_id & 0xFFFFFFFF)

@@ -19,6 +19,7 @@ from types import MappingProxyType
 from .primitives import ProtocolError, Reader
 from .schema import (
     BOOL,
+    BYTES,
     INT8,
     INT16,
     INT32,
@@ -45,6 +46,8 @@ __all__ = [
     "LIST_OFFSETS",
     "METADATA",
     "PRODUCE",
+    "SASL_AUTHENTICATE",
+    "SASL_HANDSHAKE",
     "ApiSpec",
 ]
 
@@ -153,7 +156,9 @@ class ApiSpec:
 
 def _api(key, name, versions, flexible, request, response, *, api_versions_rules=False):
     supported = parse_versions(versions)
-    first_flexible = parse_versions(flexible).start
+    flexible_versions = parse_versions(flexible)
+    # "none": no version is flexible, so the first flexible one lies past every version.
+    first_flexible = flexible_versions.start if flexible_versions else supported.stop
     compiled = [
         tuple(compile_struct(fields, v, v >= first_flexible, name) for v in supported)
         for fields in (request, response)
@@ -558,6 +563,41 @@ LIST_OFFSETS = _api(
     ),
 )
 
+# --- SaslHandshake (key 17): SaslHandshakeRequest.json / SaslHandshakeResponse.json -------------
+# v1 means "the SASL tokens follow as SaslAuthenticate requests" (KIP-152) instead of v0's raw
+# length-prefixed tokens, which kpd never sends. Never flexible (KAFKA-9577).
+
+SASL_HANDSHAKE = _api(
+    key=17,
+    name="SaslHandshake",
+    versions="1",
+    flexible="none",
+    request=(Field("Mechanism", STRING),),
+    response=(
+        Field("ErrorCode", INT16),
+        Field("Mechanisms", Array(STRING)),
+    ),
+)
+
+# --- SaslAuthenticate (key 36): SaslAuthenticateRequest.json / SaslAuthenticateResponse.json ----
+# v1 adds SessionLifetimeMs (KIP-368: the client must re-authenticate before it runs out);
+# v2 is the first flexible version.
+
+SASL_AUTHENTICATE = _api(
+    key=36,
+    name="SaslAuthenticate",
+    versions="0-2",
+    flexible="2+",
+    request=(Field("AuthBytes", BYTES),),
+    response=(
+        Field("ErrorCode", INT16),
+        Field("ErrorMessage", STRING, nullable="0+"),
+        Field("AuthBytes", BYTES),
+        Field("SessionLifetimeMs", INT64, "1+"),
+    ),
+)
+
+
 API_BY_KEY: Mapping[int, ApiSpec] = MappingProxyType(
     {
         api.key: api
@@ -571,6 +611,8 @@ API_BY_KEY: Mapping[int, ApiSpec] = MappingProxyType(
             END_TXN,
             CREATE_TOPICS,
             LIST_OFFSETS,
+            SASL_HANDSHAKE,
+            SASL_AUTHENTICATE,
         )
     }
 )

@@ -7,31 +7,83 @@
 * an explicit partition is honoured by the caller and never reaches this module;
 * ``round_robin``: every record to the next partition (Java ``RoundRobinPartitioner``).
 
-Owns per-topic sticky/round-robin state for one producer engine. Pure apart from its random
-source, which is injected so tests are deterministic.
+The one partitioner of kpd: the Python client places its records with it before they leave
+the app, and ingest with it for the records a client left to kpd (partition -1), so both put
+a key on the same partition. Owns per-topic placement state — a bounded key -> partition
+memo and the sticky run — in one ``TopicPlacement`` per topic. Pure apart from its random
+source, which is injected so tests are deterministic. Not thread-safe: one owner (ingest's
+event loop; a client session under its adapter's lock).
+
+Must not import kpd modules outside ``daemon.kafka``.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from daemon.kafka.murmur2 import partition_for_key
+from daemon.kafka.murmur2 import murmur2
 
-__all__ = ["PARTITIONERS", "Partitioner"]
+__all__ = ["KEY_MEMO_SIZE", "PARTITIONERS", "Partitioner", "TopicPlacement"]
 
 PARTITIONERS = ("default", "round_robin")
 
+# Keys whose partition a TopicPlacement remembers: apps reuse keys (user ids, hosts), and a
+# dict hit (~40 ns) is far cheaper than murmur2 of the key. Bounded: cleared when full, so
+# unique keys (request ids) cost one insert each and never grow memory.
+KEY_MEMO_SIZE = 16384
 
-@dataclass(slots=True)
-class _StickyState:
-    partition: int = -1
-    bytes_since_switch: int = 0
+
+class TopicPlacement:
+    """Where one topic's records go at one partition count.
+
+    ``keys`` maps a key to its partition of ``count``; callers on a hot path may read it
+    directly (``keys.get(key)``) and call ``for_key`` on a miss. It is cleared in place when
+    the count changes (``Partitioner.topic``), so such a reference stays valid.
+    ``sticky``/``sticky_bytes`` are the current keyless run (-1: none yet), moved only by
+    ``Partitioner.sticky``.
+    """
+
+    __slots__ = ("count", "keys", "sticky", "sticky_bytes")
+
+    def __init__(self, count: int) -> None:
+        if count <= 0:
+            raise ValueError(f"a topic needs a positive partition count, got {count}")
+        self.count = count
+        self.keys: dict[bytes, int] = {}
+        self.sticky = -1
+        self.sticky_bytes = 0
+
+    def for_key(self, key: bytes) -> int:
+        """The partition of a keyed record (Java ``BuiltInPartitioner.partitionForKey``)."""
+        partition = self.keys.get(key)
+        if partition is None:
+            # toPositive(murmur2(key)) % count, where Kafka's Utils.toPositive masks the sign
+            # bit off; it is not abs() (abs(-1) would be 1, the mask gives 2**31 - 1).
+            partition = (murmur2(key) & 0x7FFFFFFF) % self.count
+            keys = self.keys
+            if len(keys) >= KEY_MEMO_SIZE:
+                keys.clear()
+            keys[key] = partition
+        return partition
+
+    def for_keys(self, keys: list[bytes]) -> list[int]:
+        """``for_key`` of each key (none may be None): one C-level pass over the memo when it
+        knows every key, else murmur2 mapped over all of them (no Python call per key)."""
+        memo = self.keys
+        partitions = list(map(memo.get, keys))
+        if None not in partitions:
+            return partitions
+        count = self.count
+        partitions = [(hashed & 0x7FFFFFFF) % count for hashed in map(murmur2, keys)]
+        memo.update(zip(keys, partitions, strict=True))
+        if len(memo) >= KEY_MEMO_SIZE:
+            memo.clear()
+        return partitions
 
 
 class Partitioner:
-    """Per-engine partition chooser. ``available`` lists partitions that have a leader."""
+    """Per-owner partition chooser. ``available`` lists partitions that have a leader."""
 
     def __init__(
         self,
@@ -46,8 +98,21 @@ class Partitioner:
         self._sticky_batch_bytes = sticky_batch_bytes
         self._ignore_keys = ignore_keys
         self._rng = rng or random.Random()
-        self._sticky: dict[str, _StickyState] = {}
+        self._topics: dict[str, TopicPlacement] = {}
         self._counters: dict[str, int] = {}
+
+    def topic(self, topic: str, num_partitions: int) -> TopicPlacement:
+        """``topic``'s placement at ``num_partitions``; a changed count forgets the keys'
+        partitions (they were computed modulo the old count) but keeps the object."""
+        placement = self._topics.get(topic)
+        if placement is None:
+            placement = self._topics[topic] = TopicPlacement(num_partitions)
+        elif placement.count != num_partitions:
+            if num_partitions <= 0:
+                raise ValueError(f"a topic needs a positive partition count, got {num_partitions}")
+            placement.count = num_partitions
+            placement.keys.clear()
+        return placement
 
     def partition(
         self,
@@ -60,25 +125,28 @@ class Partitioner:
         """The partition for one record of ``record_bytes`` bytes (key + value, for stickiness)."""
         if self._round_robin:
             return self._next_round_robin(topic, num_partitions, available)
+        placement = self._topics.get(topic)
+        if placement is None or placement.count != num_partitions:
+            placement = self.topic(topic, num_partitions)
         if key is not None and not self._ignore_keys:
-            return partition_for_key(key, num_partitions)
-        return self._sticky_partition(topic, record_bytes, num_partitions, available)
+            return placement.for_key(key)
+        return self.sticky(placement, record_bytes, available)
 
-    def _sticky_partition(
-        self, topic: str, record_bytes: int, num_partitions: int, available: Sequence[int]
+    def sticky(
+        self, placement: TopicPlacement, record_bytes: int, available: Sequence[int] = ()
     ) -> int:
-        state = self._sticky.get(topic)
-        if state is None:
-            state = self._sticky[topic] = _StickyState()
+        """The partition of a keyless record of ``record_bytes`` bytes (KIP-794): the current
+        run's, until ``sticky_batch_bytes`` went there; then another one."""
+        partition = placement.sticky
         if (
-            state.partition < 0
-            or state.partition >= num_partitions
-            or state.bytes_since_switch >= self._sticky_batch_bytes
+            partition < 0
+            or partition >= placement.count
+            or placement.sticky_bytes >= self._sticky_batch_bytes
         ):
-            state.partition = self._pick_other(state.partition, num_partitions, available)
-            state.bytes_since_switch = 0
-        state.bytes_since_switch += record_bytes
-        return state.partition
+            partition = placement.sticky = self._pick_other(partition, placement.count, available)
+            placement.sticky_bytes = 0
+        placement.sticky_bytes += record_bytes
+        return partition
 
     def _pick_other(self, current: int, num_partitions: int, available: Sequence[int]) -> int:
         # KIP-794: choose among partitions with a leader; when there are none, any partition.

@@ -8,6 +8,12 @@ closed (KIP-392 era clients do the same). The one exception is an answer to a re
 expecting none (Produce acks=0), which some brokers send anyway: it is recognised by its id and
 dropped.
 
+Security: with an ``ssl_context`` the transport is TLS (uvloop's); with a ``sasl`` login the
+connection logs in right after ApiVersions (``daemon.net.auth``) and, when the broker grants a
+session lifetime (KIP-368), logs in again on the same connection before it runs out. While
+that re-authentication runs, new requests are held back and written after it, so requests in
+flight are answered as usual and none is dropped.
+
 Must not import: the producer engine, rings, processes, uvloop (the entry point picks the loop).
 """
 
@@ -17,6 +23,8 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import random
+import ssl
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +33,14 @@ from daemon.kafka import headers, messages
 from daemon.kafka.framing import FrameSplitter
 from daemon.kafka.primitives import ProtocolError
 from daemon.kafka.versions import negotiate
-from daemon.net.errors import BrokerConnectionError, ConnectionClosedError, RequestTimedOutError
+from daemon.net.auth import SaslLogin, authenticate
+from daemon.net.errors import (
+    BrokerAuthError,
+    BrokerConnectionError,
+    ConnectionClosedError,
+    RequestTimedOutError,
+)
+from daemon.net.tls import classify_tls_error
 
 __all__ = ["BrokerConnection", "ConnectionSettings"]
 
@@ -38,6 +53,10 @@ _API_VERSIONS_ERROR = struct.Struct(">h")
 _API_VERSIONS_BODY_OFFSET = 4
 # How many requests sent without expecting a response are remembered (see ``_unanswered``).
 _MAX_UNANSWERED = 1024
+# KIP-368: log in again at a random point between 85 % and 95 % of the session lifetime, as
+# Java's client does, so many connections do not all re-authenticate at once.
+_REAUTH_WINDOW = (0.85, 0.95)
+_SASL_APIS = (messages.SASL_HANDSHAKE.key, messages.SASL_AUTHENTICATE.key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +68,8 @@ class ConnectionSettings:
     max_response_bytes: int = 100 * 1024 * 1024
     software_name: str = "kpd"
     software_version: str = "0.1.0"
+    ssl_context: ssl.SSLContext | None = None  # TLS when set (security.protocol SSL, SASL_SSL)
+    sasl: SaslLogin | None = None  # log in when set (SASL_PLAINTEXT, SASL_SSL)
 
 
 @dataclass(slots=True)
@@ -56,7 +77,7 @@ class _Pending:
     correlation_id: int
     api: messages.ApiSpec
     version: int
-    future: asyncio.Future
+    future: asyncio.Future | None  # None: sent expecting no response (held back only)
     timer: asyncio.TimerHandle | None
 
 
@@ -73,6 +94,9 @@ class _KafkaProtocol(asyncio.Protocol):
         self._owner._on_data(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if isinstance(exc, ssl.SSLError):  # e.g. a TLS 1.3 alert: client certificate refused
+            self._owner._fail_all(classify_tls_error(self._owner.address, exc))
+            return
         reason = f"connection lost: {exc}" if exc else "connection closed by broker"
         self._owner._fail_all(ConnectionClosedError(f"{self._owner.address}: {reason}"))
 
@@ -116,6 +140,12 @@ class BrokerConnection:
         self.versions: dict[int, int] = {}
         self.last_used = 0.0  # loop time of the last request sent (connections.max.idle.ms)
         self.broker_versions: dict[int, tuple[int, int]] = {}
+        # KIP-368 state, owned by the event loop: requests written after the re-authentication
+        # (None when none runs), the timer that starts the next one, and how many succeeded.
+        self._held: list[tuple[bytes, _Pending]] | None = None
+        self._reauth_timer: asyncio.TimerHandle | None = None
+        self._reauth_task: asyncio.Task | None = None
+        self.reauthentications = 0
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -124,15 +154,38 @@ class BrokerConnection:
         """Connect and negotiate API versions; raises BrokerConnectionError on failure."""
         conn = cls(host, port, settings)
         loop = asyncio.get_running_loop()
+        tls = settings.ssl_context
         try:
             async with asyncio.timeout(settings.connect_timeout_s):
-                await loop.create_connection(lambda: _KafkaProtocol(conn), host, port)
+                await loop.create_connection(
+                    lambda: _KafkaProtocol(conn),
+                    host,
+                    port,
+                    ssl=tls,
+                    server_hostname=host if tls is not None else None,
+                )
+        except ssl.SSLError as exc:
+            raise classify_tls_error(conn.address, exc) from None
         except (OSError, TimeoutError) as exc:
             raise BrokerConnectionError(
                 f"{conn.address}: cannot connect: {exc or 'timed out'}", request_sent=False
             ) from exc
         try:
-            await conn._handshake()
+            try:
+                await conn._handshake()
+            except ConnectionClosedError:
+                if tls is None:
+                    raise
+                # TLS 1.3 finishes the client's side of the handshake before the broker has
+                # checked the client's certificate; a broker that refuses it just closes.
+                raise BrokerAuthError(
+                    f"{conn.address}: TLS: the broker closed the connection before answering "
+                    "(does it require a client certificate it trusts? see "
+                    "ssl.certificate.location)",
+                    "tls_handshake",
+                ) from None
+            if settings.sasl is not None:
+                conn._schedule_reauth(await conn._first_login(settings.sasl))
         except BaseException:
             conn.close()
             raise
@@ -144,7 +197,9 @@ class BrokerConnection:
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        # Requests held back during a re-authentication count: they go out right after it,
+        # and max.in.flight (5 with idempotence) must hold for them too.
+        return len(self._pending) + len(self._held or ())
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -198,15 +253,23 @@ class BrokerConnection:
         correlation_id = next(self._correlation_ids)
         frame = headers.encode_request(api, version, correlation_id, self._settings.client_id, body)
         assert self._transport is not None
-        self._transport.write(frame)
-        self.last_used = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        self.last_used = loop.time()
         if not expect_response:
+            if self._held is not None and api.key not in _SASL_APIS:
+                self._held.append((frame, _Pending(correlation_id, api, version, None, None)))
+                return None
+            self._transport.write(frame)
             self._unanswered.append(correlation_id)
             return None
-        loop = asyncio.get_running_loop()
         future = loop.create_future()
         timer = loop.call_later(self._settings.request_timeout_s, self._on_timeout, correlation_id)
-        self._pending.append(_Pending(correlation_id, api, version, future, timer))
+        pending = _Pending(correlation_id, api, version, future, timer)
+        if self._held is not None and api.key not in _SASL_APIS:
+            self._held.append((frame, pending))  # written once the re-authentication is done
+            return future
+        self._transport.write(frame)
+        self._pending.append(pending)
         return future
 
     async def drain(self) -> None:
@@ -250,6 +313,69 @@ class BrokerConnection:
             k["api_key"]: (k["min_version"], k["max_version"]) for k in response["api_keys"]
         }
         self.versions = negotiate(self.broker_versions)
+
+    # ---- SASL (first login and KIP-368 re-authentication) ----------------------------
+
+    async def _first_login(self, login: SaslLogin) -> int:
+        try:
+            return await self._login(login)
+        except ConnectionClosedError:
+            # Some brokers (tansu) just hang up on a mechanism or login they refuse.
+            raise BrokerAuthError(
+                f"{self.address}: the broker closed the connection during the SASL "
+                f"{login.mechanism} login (mechanism not enabled, or credentials refused)",
+                "sasl_authentication",
+            ) from None
+
+    async def _login(self, login: SaslLogin) -> int:
+        return await authenticate(self.address, login, self.versions, self._exchange)
+
+    async def _exchange(self, api: messages.ApiSpec, version: int, body: dict) -> dict:
+        future = self.send(api, version, body)
+        assert future is not None
+        return await future
+
+    def _schedule_reauth(self, lifetime_ms: int) -> None:
+        if lifetime_ms <= 0 or self._closed_error is not None:
+            return
+        delay = lifetime_ms / 1000 * random.uniform(*_REAUTH_WINDOW)
+        loop = asyncio.get_running_loop()
+        self._reauth_timer = loop.call_later(delay, self._start_reauth)
+
+    def _start_reauth(self) -> None:
+        self._reauth_timer = None
+        if self._closed_error is None:
+            loop = asyncio.get_running_loop()
+            self._reauth_task = loop.create_task(self._reauthenticate())
+
+    async def _reauthenticate(self) -> None:
+        assert self._settings.sasl is not None
+        self._held = []
+        try:
+            lifetime_ms = await self._login(self._settings.sasl)
+        except BrokerConnectionError as exc:
+            self._fail_all(exc)
+            return
+        finally:
+            self._release_held()
+        self.reauthentications += 1
+        self._schedule_reauth(lifetime_ms)
+
+    def _release_held(self) -> None:
+        """Write, in order, the requests held back during a re-authentication."""
+        held, self._held = self._held or [], None
+        if self._closed_error is not None:
+            unsent = ConnectionClosedError(str(self._closed_error), request_sent=False)
+            for _, pending in held:
+                self._fail_pending(pending, unsent)
+            return
+        assert self._transport is not None
+        for frame, pending in held:
+            self._transport.write(frame)
+            if pending.future is None:
+                self._unanswered.append(pending.correlation_id)
+            else:
+                self._pending.append(pending)
 
     # ---- transport callbacks (event loop) --------------------------------------------
 
@@ -333,15 +459,27 @@ class BrokerConnection:
             self._writable.set()
             if self._transport is not None:
                 self._transport.abort()
+            if self._reauth_timer is not None:
+                self._reauth_timer.cancel()
         while self._pending:
-            pending = self._pending.popleft()
-            if pending.timer is not None:
-                pending.timer.cancel()
-            if not pending.future.done():
-                pending.future.set_exception(error)
-                # Nobody may await a future failed during close; don't warn "never retrieved".
-                with contextlib.suppress(Exception):
-                    pending.future.exception()
+            self._fail_pending(self._pending.popleft(), error)
+        if self._held:
+            held, self._held = self._held, []
+            # Held back during a re-authentication, never written: the broker cannot have
+            # acted on them, so their records are not in doubt.
+            unsent = ConnectionClosedError(str(error), request_sent=False)
+            for _, pending in held:
+                self._fail_pending(pending, unsent)
+
+    @staticmethod
+    def _fail_pending(pending: _Pending, error: BrokerConnectionError) -> None:
+        if pending.timer is not None:
+            pending.timer.cancel()
+        if pending.future is not None and not pending.future.done():
+            pending.future.set_exception(error)
+            # Nobody may await a future failed during close; don't warn "never retrieved".
+            with contextlib.suppress(Exception):
+                pending.future.exception()
 
 
 def _decode_body(pending: _Pending, payload: bytes) -> dict[str, Any]:

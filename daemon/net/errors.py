@@ -6,7 +6,13 @@ broker (so data may have been written) and whether the connection is gone.
 
 from __future__ import annotations
 
-__all__ = ["BrokerConnectionError", "ConnectionClosedError", "RequestTimedOutError"]
+__all__ = [
+    "AUTH_FAILURE_REASONS",
+    "BrokerAuthError",
+    "BrokerConnectionError",
+    "ConnectionClosedError",
+    "RequestTimedOutError",
+]
 
 
 class BrokerConnectionError(Exception):
@@ -28,3 +34,26 @@ class ConnectionClosedError(BrokerConnectionError):
 class RequestTimedOutError(BrokerConnectionError):
     """No response within the request timeout; the connection is closed, like Java's client,
     because responses arrive in request order and a late one would desynchronise it."""
+
+
+class BrokerAuthError(BrokerConnectionError):
+    """TLS or SASL refused the connection: retrying at once will not help.
+
+    ``reason`` is a short label for metrics (``AUTH_FAILURE_REASONS``); the message names the
+    broker and the cause in words an operator can act on, and never holds a secret.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message, request_sent=False)
+        self.reason = reason
+
+
+# Labels of BrokerAuthError.reason, the ``reason`` of kpd_broker_auth_failures_total.
+AUTH_FAILURE_REASONS = (
+    "tls_certificate",  # the broker's chain does not verify against ssl.ca.location
+    "tls_hostname",  # the certificate does not name the host kpd connected to
+    "tls_handshake",  # any other TLS failure (protocol, client certificate refused, ...)
+    "sasl_mechanism",  # the broker does not offer sasl.mechanism, or speaks no SASL
+    "sasl_authentication",  # the broker refused the credentials
+    "sasl_token",  # no OAUTHBEARER token could be obtained (OIDC endpoint failed)
+)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from daemon.net.connection import BrokerConnection, ConnectionSettings
-from daemon.net.errors import BrokerConnectionError
+from daemon.net.errors import BrokerAuthError, BrokerConnectionError
 
 __all__ = ["BrokerPool", "ReconnectPolicy"]
 
@@ -45,7 +45,15 @@ class ReconnectPolicy:
 
 
 class _Slot:
-    __slots__ = ("address", "connection", "failures", "next_attempt", "task", "watcher")
+    __slots__ = (
+        "address",
+        "connection",
+        "failures",
+        "last_error",
+        "next_attempt",
+        "task",
+        "watcher",
+    )
 
     def __init__(self, address: tuple[str, int]) -> None:
         self.address = address
@@ -57,6 +65,7 @@ class _Slot:
         self.watcher: asyncio.Task | None = None
         self.failures = 0
         self.next_attempt = 0.0
+        self.last_error = ""  # logged once; a repeat of the same failure is not logged again
 
 
 class BrokerPool:
@@ -79,6 +88,11 @@ class BrokerPool:
         self.connects = 0
         self.connect_failures = 0
         self.disconnects = 0
+        # TLS and SASL refusals by BrokerAuthError.reason, and the latest one in words (None
+        # once a connection succeeds again): kpd_broker_auth_failures_total and `kpd status`.
+        self.auth_failures: dict[str, int] = {}
+        self.auth_error: str | None = None
+        self._reauthentications_closed = 0  # of connections no longer open
 
     def set_address(self, node_id: int, host: str, port: int) -> None:
         """Record (or update) where a broker listens; a moved broker gets a new connection."""
@@ -115,6 +129,12 @@ class BrokerPool:
         ready.sort(key=lambda item: item[0] < 0)
         return ready[0][1] if ready else None
 
+    @property
+    def reauthentications(self) -> int:
+        """KIP-368 re-authentications that succeeded, on open and closed connections."""
+        open_ = sum(s.connection.reauthentications for s in self._slots.values() if s.connection)
+        return self._reauthentications_closed + open_
+
     def known(self) -> list[int]:
         return list(self._slots)
 
@@ -144,7 +164,15 @@ class BrokerPool:
             slot.next_attempt = asyncio.get_running_loop().time() + self._policy.delay(
                 slot.failures, self._rng
             )
-            log.warning("broker %s (%s:%s): %s", node_id, host, port, exc)
+            if isinstance(exc, BrokerAuthError):
+                self.auth_failures[exc.reason] = self.auth_failures.get(exc.reason, 0) + 1
+                self.auth_error = str(exc)
+            # One line per cause: a broker refusing every attempt in the same way is logged
+            # once, not at every backoff (the metrics count every attempt).
+            text = str(exc)
+            if text != slot.last_error:
+                log.warning("broker %s: %s", node_id, text)
+                slot.last_error = text
             log.debug(
                 "broker %s: next connection attempt in %.2fs (%d failures in a row)",
                 node_id,
@@ -157,7 +185,17 @@ class BrokerPool:
             conn.close("pool closed")
             return
         slot.connection = conn
+        if slot.last_error:
+            log.info(
+                "broker %s (%s:%s): connected after %d failed attempt(s)",
+                node_id,
+                host,
+                port,
+                slot.failures,
+            )
         slot.failures = 0
+        slot.last_error = ""
+        self.auth_error = None
         self.connects += 1
         log.debug("broker %s (%s:%s): connected", node_id, host, port)
         loop = asyncio.get_running_loop()
@@ -183,6 +221,7 @@ class BrokerPool:
             slot.connection = None
             self.disconnects += 1
             log.debug("broker %s (%s:%s): connection closed", node_id, *slot.address)
+            self._reauthentications_closed += conn.reauthentications
             slot.next_attempt = asyncio.get_running_loop().time() + self._policy.backoff_s
             if not self._closed:
                 self._on_change(node_id, False)

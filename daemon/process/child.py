@@ -45,6 +45,7 @@ from daemon.process.titles import set_title, worker_title
 from daemon.process.worker import Worker
 from daemon.producer.engine import reconnect_policy
 from daemon.producer.metadata import MetadataManager
+from daemon.producer.security import sasl_login, tls_context
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
 
 log = logging.getLogger("kpd")
@@ -163,7 +164,11 @@ async def run_ingest(spec: ChildSpec) -> int:
     producer = config.producer
     set_title("kpd: ingest")
     pool = BrokerPool(
-        ConnectionSettings(client_id=f"{producer.client_id}-ingest"),
+        ConnectionSettings(
+            client_id=f"{producer.client_id}-ingest",
+            ssl_context=tls_context(producer),
+            sasl=sasl_login(producer),
+        ),
         reconnect_policy(producer),
         lambda node, up: metadata.connection_changed(up),
     )

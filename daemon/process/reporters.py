@@ -139,6 +139,7 @@ class WorkerReporter(_Reporter):
             "buffer": {"used": state.buffer_used, "total": state.buffer_total},
             "brokers": {str(node): up for node, up in sorted(state.brokers.items())},
             "last_error": None if last is None else {"time": last[0], "error": last[1]},
+            "broker_auth_error": state.auth_error,
         }
 
 

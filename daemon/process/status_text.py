@@ -142,6 +142,8 @@ def _worker_notes(name: str, snap: dict, now: float) -> list[str]:
         f"{topic}[{_ranges(partitions)}]" for topic, partitions in snap["partitions"].items()
     )
     notes = [f"{name} partitions: {parts or '-'}"]
+    if snap.get("broker_auth_error"):
+        notes.append(f"{name} CANNOT CONNECT: {snap['broker_auth_error']}")
     brokers = {node: up for node, up in snap["brokers"].items() if int(node) >= 0}
     if not all(brokers.values()):
         notes.append(

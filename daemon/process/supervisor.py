@@ -30,6 +30,7 @@ import signal
 import time
 from pathlib import Path
 
+from daemon.accel import IMPLEMENTATION, native
 from daemon.config import ConfigError, DaemonConfig, changed_settings, load_config
 from daemon.metrics import mark_dead, prepare_multiprocess_dir
 from daemon.process.children import Child
@@ -40,7 +41,7 @@ from daemon.process.logs import setup_logging
 from daemon.process.ring_files import RingFiles, prepare_ring_files
 from daemon.process.sdnotify import SystemdNotifier, listen_fds, run_watchdog
 from daemon.process.status import prepare_status_dir
-from daemon.ring import RingWakeups
+from daemon.ring import MemoryOrderingError, RingWakeups, ordering_of
 
 __all__ = ["LIVE_SETTINGS", "Supervisor"]
 
@@ -135,6 +136,14 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(signum, self._signals.put_nowait, signum)
+        # Children inherit the environment, so they choose the same implementation.
+        log.log(logging.INFO if native is not None else logging.WARNING,
+                "accelerator: %s", IMPLEMENTATION)  # fmt: skip
+        try:
+            log.info("ring memory ordering: %s", ordering_of())
+        except MemoryOrderingError as exc:
+            log.error("%s; not starting", exc)
+            return 1
         bootstrap = None
         activated = listen_fds()
         if activated:

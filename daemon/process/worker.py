@@ -7,11 +7,17 @@ is replaced by one that re-reads exactly the entries whose reports may not have 
 
 Stopping keeps what is not delivered: ``close`` ends the engine at once, and every record
 without a Kafka acknowledgement by then stays in the ring (its entry is never released) for the
-next daemon, which adopts the ring file and produces it. Its client hears FAILED
-``SHUTTING_DOWN`` with ``POSSIBLY_PERSISTED``: not lost, and resending it would duplicate it.
+next daemon, which adopts the ring file and produces it. A client waiting for its Kafka outcome
+(ack KAFKA) hears FAILED ``SHUTTING_DOWN`` with ``POSSIBLY_PERSISTED``: not lost, and
+resending it would duplicate it.
 
 Tokens: each record's engine token is ``entry_id << 32 | index``, an int, so the hot path
 appends no objects and an outcome's records split into per-entry runs by arithmetic.
+
+Reports at the granularity the client reads: only entries of ack level KAFKA are reported (the
+ring entry carries the level; ingest reported ACCEPTED once the entry was published, NONE
+gets nothing), in runs of consecutive sequence numbers — one per entry of a batch, or, for an
+entry ingest partitioned itself, one per stretch of consecutive sequence numbers in it.
 """
 
 from __future__ import annotations
@@ -28,9 +34,9 @@ from daemon.producer.engine import ProducerEngine
 from daemon.producer.outcomes import BatchOutcome, DeliveryFailure
 from daemon.ring import AckWindow, RingConsumer, RingProducer
 from daemon.wire import REPORT_RUN_FIXED_BYTES, ReportRun, encode_reports
-from daemon.wire.base import KpdErrorCode, Persistence, Status
+from daemon.wire.base import AckLevel, KpdErrorCode, Persistence, Status
 from daemon.wire.records import LAYOUT_HAS_TIMESTAMPS, iter_records, plain_columns
-from daemon.wire.ring_entry import decode_records_entry, encode_report_entry
+from daemon.wire.ring_entry import decode_records_entry, encode_report_entry, seq_runs
 
 __all__ = ["Worker"]
 
@@ -54,6 +60,8 @@ class _EntryState:
     remaining: int
     received_ms: int
     count: int
+    reported: bool  # ack KAFKA: the client waits for these outcomes
+    seq_offsets: bytes | None  # an entry ingest partitioned: each record's seq - base_seq
     # The CreateTime every record of the entry got from kpd (received_ms) when the client sent
     # no timestamps column, else -1: reported so the client's RecordMetadata has the record's
     # timestamp, as Java's does (records with their own timestamps: the client knows them).
@@ -144,6 +152,8 @@ class Worker:
             entry.count,
             entry.received_ms,
             entry.count,
+            entry.ack == AckLevel.KAFKA,
+            None if entry.seq_offsets is None else bytes(entry.seq_offsets),
         )
         self._window.track(end_pos)
         engine = self._engine
@@ -157,14 +167,13 @@ class Worker:
             self._entries[entry_id].assigned_ts = default_ts
         columns = plain_columns(entry.records, entry.count)
         if columns is not None:  # the common case: no per-record timestamps or headers
-            lens, data_start = columns
-            count = entry.count
-            args = (default_ts, entry.records, lens[:count], lens[count:], data_start, token)
+            key_lens, value_lens, data_start = columns
+            args = (default_ts, entry.records, key_lens, value_lens, data_start, token)
             while not engine.append_packed(queue, *args):
                 if not await engine.wait_for_buffer(max_block_s):
                     log.warning("buffer.memory still full after max.block.ms; still waiting")
                 if self._keeping:  # closed while waiting: the engine takes nothing more
-                    self._keep(entry_id, 0, count)
+                    self._keep(entry_id, 0, entry.count)
                     return
             self._count_in(entry)
             return
@@ -210,31 +219,29 @@ class Worker:
     ) -> None:
         state = self._entries[entry_id]
         error = outcome.error
-        if error is None:
-            base = outcome.base_offset + offset_in_batch if outcome.base_offset >= 0 else -1
-            run = ReportRun(
-                state.base_seq + index,
-                count,
-                Status.DELIVERED,
-                outcome.partition,
-                base,
-                # LogAppendTime when the topic uses it, else the CreateTime kpd assigned.
-                outcome.timestamp if outcome.timestamp >= 0 else state.assigned_ts,
-            )
-        elif self._keeping:
+        if error is not None and self._keeping:
             self._keep(entry_id, index, count)
             return
-        else:
-            run = _failed_run(state.base_seq + index, count, outcome.partition, error)
         self.tally.count_done(outcome.topic, count, state.received_ms, error)
-        self._pending_runs[state.conn_id].append(run)
+        if state.reported:
+            runs = self._pending_runs[state.conn_id]
+            if state.seq_offsets is None:
+                first_seq = state.base_seq + index
+                runs.append(_run(first_seq, count, offset_in_batch, outcome, state.assigned_ts))
+            else:
+                for seq_offset, at, k in seq_runs(state.seq_offsets, index, count):
+                    offset = offset_in_batch + at - index
+                    first_seq = state.base_seq + seq_offset
+                    runs.append(_run(first_seq, k, offset, outcome, state.assigned_ts))
         self._settle(entry_id, state, count)
 
     def _keep(self, entry_id: int, index: int, count: int) -> None:
-        """Records ``index .. index + count`` of an entry stay in the ring: tell the client."""
+        """Records ``index .. index + count`` of an entry stay in the ring: tell the client,
+        if it waits for their Kafka outcome (ack KAFKA; ACCEPTED was already answered)."""
         state = self._entries[entry_id]
         state.kept = True
-        self._pending_runs[state.conn_id].append(_kept_run(state, index, count))
+        if state.reported:
+            self._pending_runs[state.conn_id].extend(_kept_runs(state, index, count))
         self._settle(entry_id, state, count)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -253,7 +260,8 @@ class Worker:
         unsent = self._unsent
         for conn_id, runs in self._pending_runs.items():
             for chunk in _chunks(runs):
-                unsent.append(encode_report_entry(conn_id, encode_reports(chunk)))
+                records = sum(run.count for run in chunk)
+                unsent.append(encode_report_entry(conn_id, records, encode_reports(chunk)))
         self._pending_runs.clear()
         if unsent:
             del unsent[: self._reports.write_many(unsent)]
@@ -291,19 +299,39 @@ _KEPT_MESSAGE = (
 )
 
 
-def _kept_run(state: _EntryState, index: int, count: int) -> ReportRun:
-    return ReportRun(
-        state.base_seq + index,
-        count,
-        Status.FAILED,
-        state.partition,
-        -1,
-        -1,
-        KpdErrorCode.SHUTTING_DOWN,
-        0,
-        Persistence.POSSIBLY_PERSISTED,
-        _KEPT_MESSAGE,
-    )
+def _kept_runs(state: _EntryState, index: int, count: int) -> list[ReportRun]:
+    """FAILED SHUTTING_DOWN POSSIBLY_PERSISTED runs for records ``index .. index + count``."""
+    if state.seq_offsets is None:
+        spans = [(index, count)]
+    else:
+        spans = [(offset, k) for offset, _, k in seq_runs(state.seq_offsets, index, count)]
+    return [
+        ReportRun(
+            state.base_seq + first,
+            k,
+            Status.FAILED,
+            state.partition,
+            -1,
+            -1,
+            KpdErrorCode.SHUTTING_DOWN,
+            0,
+            Persistence.POSSIBLY_PERSISTED,
+            _KEPT_MESSAGE,
+        )
+        for first, k in spans
+    ]
+
+
+def _run(
+    first_seq: int, count: int, offset_in_batch: int, outcome: BatchOutcome, assigned_ts: int
+) -> ReportRun:
+    """The run of ``count`` records of ``outcome``'s batch from ``offset_in_batch`` on."""
+    if outcome.error is not None:
+        return _failed_run(first_seq, count, outcome.partition, outcome.error)
+    base = outcome.base_offset + offset_in_batch if outcome.base_offset >= 0 else -1
+    # LogAppendTime when the topic uses it, else the CreateTime kpd assigned.
+    timestamp = outcome.timestamp if outcome.timestamp >= 0 else assigned_ts
+    return ReportRun(first_seq, count, Status.DELIVERED, outcome.partition, base, timestamp)
 
 
 def _failed_run(first_seq: int, count: int, partition: int, error: DeliveryFailure) -> ReportRun:

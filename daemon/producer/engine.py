@@ -23,6 +23,7 @@ from daemon.producer.accumulator import Accumulator, AccumulatorSettings, Partit
 from daemon.producer.counters import ProducerCounters
 from daemon.producer.metadata import ClusterView, MetadataManager, TopicView
 from daemon.producer.outcomes import BatchOutcome
+from daemon.producer.security import sasl_login, tls_context
 from daemon.producer.sender import Sender, SenderSettings
 
 __all__ = ["EngineStats", "ProducerEngine", "reconnect_policy"]
@@ -54,6 +55,9 @@ class EngineStats:
     connects: int = 0
     connect_failures: int = 0
     disconnects: int = 0
+    auth_failures: dict[str, int] = field(default_factory=dict)  # BrokerAuthError.reason -> n
+    auth_error: str | None = None  # the latest TLS/SASL refusal, until a connection succeeds
+    reauthentications: int = 0  # KIP-368 logins on open connections that succeeded
     metadata_refreshes: int = 0
     metadata_refresh_failures: int = 0
 
@@ -79,6 +83,8 @@ class ProducerEngine:
                 request_timeout_s=settings.request_timeout_ms / 1000 + 1.0,
                 connect_timeout_s=settings.socket_connection_setup_timeout_ms / 1000,
                 max_in_flight=settings.max_in_flight,
+                ssl_context=tls_context(settings),
+                sasl=sasl_login(settings),
             ),
             reconnect_policy(settings),
             self._on_connection_change,
@@ -142,6 +148,9 @@ class ProducerEngine:
             connects=pool.connects,
             connect_failures=pool.connect_failures,
             disconnects=pool.disconnects,
+            auth_failures=dict(pool.auth_failures),
+            auth_error=pool.auth_error,
+            reauthentications=pool.reauthentications,
             metadata_refreshes=self.metadata.refreshes,
             metadata_refresh_failures=self.metadata.refresh_failures,
         )

@@ -149,12 +149,13 @@ class MetadataManager:
         except TimeoutError:
             view = self.view.topics.get(topic)
             code = view.error_code if view is not None else 3
-            raise UnknownTopicError(
-                topic,
+            message = (
                 f"topic not present in metadata after {timeout_s * 1000:.0f} ms"
-                f" ({error_name(code)})",
-                code,
-            ) from None
+                f" ({error_name(code)})"
+            )
+            if self._pool.auth_error is not None:
+                message += f"; kpd cannot connect: {self._pool.auth_error}"
+            raise UnknownTopicError(topic, message, code) from None
 
     async def _run(self) -> None:
         while True:

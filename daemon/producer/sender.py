@@ -392,13 +392,14 @@ class Sender:
                 Persistence.POSSIBLY_PERSISTED if batch.in_doubt else Persistence.NOT_PERSISTED
             )
             waited = (now - batch.created) * 1000
-            error = DeliveryFailure(
-                DELIVERY_TIMEOUT,
-                "DELIVERY_TIMEOUT",
+            message = (
                 f"expiring {batch.record_count} record(s) for {batch.topic}-{batch.partition}: "
-                f"{waited:.0f} ms has passed since batch creation",
-                persistence,
+                f"{waited:.0f} ms has passed since batch creation"
             )
+            if self._pool.auth_error is not None:
+                # Say why nothing got through: the cause an operator has to fix.
+                message += f"; kpd cannot connect: {self._pool.auth_error}"
+            error = DeliveryFailure(DELIVERY_TIMEOUT, "DELIVERY_TIMEOUT", message, persistence)
             self._report_failure(batch, error)
             if self._s.idempotent and batch.base_sequence >= 0:
                 self._bump_needed = True

@@ -17,13 +17,13 @@ the daemon exits: what was never released is produced by the next one.
 
 Memory ordering: the protocol needs the consumer to see an entry's bytes once it sees the
 ``write_pos`` that covers them, and the producer to overwrite bytes only after the consumer's
-reads of them are done. x86-64 gives both for plain loads and stores (TSO); arm64 does not
-without barriers, which pure Python cannot emit. kpd runs on x86-64; supporting arm64 needs a
-release-store/acquire-load helper in C (or ctypes on a compiled fence) in ``Ring``'s index
-accessors, nowhere else.
+reads of them are done. ``ordering`` decides how the shared indices are accessed: C11 atomics
+from the accelerator (any CPU, arm64 included), or plain loads and stores on x86-64 (TSO) only;
+on a weakly-ordered CPU without the accelerator it refuses (``MemoryOrderingError``).
 """
 
 from daemon.ring.ack_window import AckWindow
+from daemon.ring.ordering import MemoryOrderingError, ordering_of
 from daemon.ring.region import (
     LAYOUT_VERSION,
     EntryTooLargeError,
@@ -48,6 +48,7 @@ __all__ = [
     "AckWindow",
     "EntryTooLargeError",
     "EventFd",
+    "MemoryOrderingError",
     "Recovery",
     "Ring",
     "RingConsumer",
@@ -58,6 +59,7 @@ __all__ = [
     "RingWakeups",
     "entry_size",
     "max_payload",
+    "ordering_of",
     "recover",
     "sealed_entries",
 ]

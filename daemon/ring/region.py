@@ -33,13 +33,13 @@ adjacent-line prefetcher pulls cache lines in pairs and Apple/arm64 server cores
 lines, so 64 bytes apart would still bounce the producer's and the consumer's lines together.
 The data area starts on a page boundary so large entries are copied with aligned moves.
 
-Why plain loads and stores of these fields are enough: every field has exactly one writer, and
-the fields are read and written through a ``memoryview`` cast to ``"Q"``, which CPython turns
-into one aligned 8-byte ``memcpy`` — a single ``mov`` on x86-64 and a single ``ldr``/``str`` on
-arm64, so a reader never sees a torn value. Ordering is discussed where it matters, next to
-``RingProducer.publish`` and in ``wakeup``; what reaches the disk, and in which order, is not
-ordered at all (the kernel writes dirty pages back when it likes): ``shm_ring`` seals every
-entry with a checksum so that ``recover`` can tell a complete entry from a torn one.
+Every field has exactly one writer and is read and written whole (an aligned 8-byte access),
+so a reader never sees a torn value. How the accesses are ordered between the two processes —
+C11 seq_cst atomics from the accelerator, or plain stores on x86-64 only — is decided in
+``ordering`` (``shared_words``), which refuses a weakly-ordered CPU without the accelerator.
+What reaches the disk, and in which order, is not ordered at all (the kernel writes dirty pages
+back when it likes): ``shm_ring`` seals every entry with a checksum so that ``recover`` can tell
+a complete entry from a torn one.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ import mmap
 import os
 import struct
 from typing import NamedTuple
+
+from daemon.ring.ordering import shared_words
 
 __all__ = [
     "DATA_OFFSET",
@@ -64,10 +66,14 @@ __all__ = [
 ]
 
 MAGIC = b"KPDRING\0"
-# Version 2: file-backed rings whose header carries the creator's labels, and sealed entries
-# (``shm_ring``). Bump it whenever this header or the entry framing in ``shm_ring`` changes: a
-# daemon never adopts a ring of another layout version (it moves the file aside instead).
-LAYOUT_VERSION = 2
+# 2 (perf-daemon): records-ring entries carry the ack level and, for entries ingest
+# partitioned, sequence offsets (daemon/wire/ring_entry.py).
+# 3: file-backed rings whose header carries the creator's labels, and sealed entries
+# (``shm_ring``), on top of 2's records entries.
+# Bump it whenever this header, the entry framing in ``shm_ring`` or the records-entry layout
+# (``RECORDS_ENTRY_VERSION``) changes: a daemon never adopts a ring of another layout version
+# (it moves the file aside instead).
+LAYOUT_VERSION = 3
 HEADER_SIZE = 4096
 DATA_OFFSET = HEADER_SIZE
 MIN_CAPACITY = 64
@@ -133,7 +139,7 @@ class Ring:
         self.labels = labels
         self._fd = fd  # kept open for sync(): fdatasync needs a descriptor, not a mapping
         self._mm = mm
-        self._fields = memoryview(mm)[:HEADER_SIZE].cast("Q")
+        self._fields = shared_words(memoryview(mm)[:HEADER_SIZE])
         # The data area as raw bytes, and the same bytes as u32 words for entry lengths.
         self.data = memoryview(mm)[DATA_OFFSET : DATA_OFFSET + capacity]
         self.words = self.data.cast("I")

@@ -20,7 +20,13 @@ from typing import Any
 
 import yaml
 
-from daemon.settings.schema import SECTIONS, SETTINGS, Setting, unsupported_reason
+from daemon.settings.schema import (
+    KAFKA_ALIASES,
+    SECTIONS,
+    SETTINGS,
+    Setting,
+    unsupported_reason,
+)
 from daemon.settings.values import REQUIRED
 
 _BY_PATH: dict[str, Setting] = {s.path: s for s in SETTINGS}
@@ -148,6 +154,11 @@ def _load_section(draft: Draft, section: str, body: Any) -> None:
         draft.error(section, f"must be a mapping of settings (got {body!r})")
         return
     for key, raw in body.items():
+        if section == "kafka" and key in KAFKA_ALIASES:
+            if KAFKA_ALIASES[key] in body:
+                draft.error(f"{section}.{key}", f"is an alias of {KAFKA_ALIASES[key]}: give one")
+                continue
+            key = KAFKA_ALIASES[key]
         setting = _BY_PATH.get(f"{section}.{key}")
         if setting is None:
             draft.error(f"{section}.{key}", _unknown_key(section, str(key), raw))
@@ -286,6 +297,71 @@ def _ring_holds_largest_request(d: Draft) -> None:
                 f"must be at least 2 x kafka.max.request.size = {2 * largest} (got {ring})")
 
 
+_SASL_NEEDS_USER = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _sasl_needs_a_mechanism_and_its_credentials(d: Draft) -> None:
+    """`security.protocol` SASL_PLAINTEXT or SASL_SSL needs `sasl.mechanism`. PLAIN and
+    SCRAM-SHA-* need `sasl.username` and `sasl.password`; OAUTHBEARER with method `oidc` needs
+    the token endpoint URL, client id and client secret; with method `default` it needs
+    `sasl.oauthbearer.token` or `enable.sasl.oauthbearer.unsecure.jwt: true` with a
+    `principal=` in `sasl.oauthbearer.config`."""
+    if d.get("kafka.security.protocol") not in ("SASL_PLAINTEXT", "SASL_SSL"):
+        return
+    mechanism = d.get("kafka.sasl.mechanism")
+    needed: tuple[str, ...] = ()
+    if mechanism is None:
+        d.error("kafka.sasl.mechanism", f"is required with security.protocol "
+                f"{d.get('kafka.security.protocol')}")
+    elif mechanism in _SASL_NEEDS_USER:
+        needed = ("kafka.sasl.username", "kafka.sasl.password")
+    elif d.get("kafka.sasl.oauthbearer.method") == "oidc":
+        needed = ("kafka.sasl.oauthbearer.token.endpoint.url", "kafka.sasl.oauthbearer.client.id",
+                  "kafka.sasl.oauthbearer.client.secret")
+        url = d.get("kafka.sasl.oauthbearer.token.endpoint.url") or ""
+        if url and not url.startswith(("https://", "http://")):
+            d.error("kafka.sasl.oauthbearer.token.endpoint.url",
+                    "must be an https:// (or http://) URL")
+    elif d.get("kafka.enable.sasl.oauthbearer.unsecure.jwt"):
+        config = dict(d.get("kafka.sasl.oauthbearer.config"))
+        if "principal" not in config:
+            d.error("kafka.sasl.oauthbearer.config",
+                    "needs principal=NAME for the unsecured JWT")
+        if not config.get("lifeSeconds", "3600").isdigit():
+            d.error("kafka.sasl.oauthbearer.config", "lifeSeconds must be a whole number")
+    elif d.get("kafka.sasl.oauthbearer.token") is None:
+        d.error("kafka.sasl.oauthbearer.token",
+                "is required with sasl.mechanism OAUTHBEARER and method default, unless "
+                "enable.sasl.oauthbearer.unsecure.jwt is true (development only)")
+    for path in needed:
+        if d.get(path) is None:
+            d.error(path, f"is required with sasl.mechanism {mechanism}")
+
+
+def _client_certificate_needs_its_key(d: Draft) -> None:
+    """`ssl.certificate.location` and `ssl.key.location` go together (mutual TLS)."""
+    cert, key = "kafka.ssl.certificate.location", "kafka.ssl.key.location"
+    if (d.get(cert) is None) != (d.get(key) is None):
+        missing = key if d.get(key) is None else cert
+        d.error(missing, f"is required with {cert if missing == key else key}")
+
+
+def _security_settings_unused_by_the_protocol_warn(d: Draft) -> None:
+    """`ssl.*` settings given a value other than their default with a protocol without TLS,
+    or `sasl.*` settings with one without SASL, are ignored with a warning (a likely mistake
+    in `security.protocol`)."""
+    protocol = d.get("kafka.security.protocol")
+    tls, sasl = protocol in ("SSL", "SASL_SSL"), protocol.startswith("SASL_")
+    ignored = sorted(
+        path for path in d.explicit
+        if ((path.startswith("kafka.ssl.") and not tls)
+            or (path.startswith(("kafka.sasl.", "kafka.enable.sasl.")) and not sasl))
+        and d.get(path) != _BY_PATH[path].kind.parse(_BY_PATH[path].default)
+    )
+    if ignored:
+        d.warnings.append(f"{', '.join(ignored)} ignored: kafka.security.protocol is {protocol}")
+
+
 @dataclass(frozen=True)
 class Rule:
     sections: tuple[str, ...]  # the rule runs only when all of these are loaded
@@ -304,6 +380,9 @@ FINALIZE_RULES: tuple[Rule, ...] = (
     Rule(("kafka",), _reconnect_backoff_static_when_only_initial_set),
     Rule(("kafka",), _backoff_initial_within_cap),
     Rule(("kafka", "rings"), _ring_holds_largest_request),
+    Rule(("kafka",), _sasl_needs_a_mechanism_and_its_credentials),
+    Rule(("kafka",), _client_certificate_needs_its_key),
+    Rule(("kafka",), _security_settings_unused_by_the_protocol_warn),
 )
 
 

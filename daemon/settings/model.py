@@ -4,13 +4,15 @@ Field names are the ``attr`` column of the schema (``daemon.settings.schema``); 
 the two agree. Fields have no defaults on purpose: defaults live in the schema only, so build
 these through ``daemon.config`` (``parse_config``, ``load_config``, ``producer_settings``).
 
-Pure data: imports only the stdlib.
+Pure data: imports only the stdlib and ``daemon.settings.secret``.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+
+from daemon.settings.secret import Secret
 
 _FROZEN = {"frozen": True, "slots": True, "kw_only": True}
 
@@ -50,12 +52,37 @@ class ProducerSettings:
     reconnect_backoff_max_ms: int
     socket_connection_setup_timeout_ms: int
     socket_connection_setup_timeout_max_ms: int
-    security_protocol: str
+    security_protocol: str  # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    ssl_ca_location: str | None  # None = the system trust store
+    ssl_certificate_location: str | None
+    ssl_key_location: str | None
+    ssl_key_password: Secret | None
+    ssl_endpoint_identification_algorithm: str  # https or none
+    sasl_mechanism: str | None
+    sasl_username: str | None
+    sasl_password: Secret | None
+    sasl_oauthbearer_method: str  # default or oidc
+    sasl_oauthbearer_token_endpoint_url: str | None
+    sasl_oauthbearer_client_id: str | None
+    sasl_oauthbearer_client_secret: Secret | None
+    sasl_oauthbearer_scope: str | None
+    sasl_oauthbearer_extensions: tuple[tuple[str, str], ...]
+    sasl_oauthbearer_token: Secret | None
+    sasl_oauthbearer_unsecure_jwt: bool
+    sasl_oauthbearer_config: tuple[tuple[str, str], ...]
 
     @property
     def embedded_broker(self) -> bool:
         """True when ``bootstrap.servers: embedded``: start a local development broker."""
         return not self.bootstrap_servers
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
 
     @property
     def compression_level(self) -> int | None:

@@ -30,7 +30,11 @@ from daemon.settings.values import (
     FsyncPolicy,
     HostPort,
     Int,
+    KeyValues,
     OptionalGroup,
+    OptionalPath,
+    OptionalSecret,
+    OptionalText,
     ServerList,
     Size,
     Text,
@@ -90,6 +94,58 @@ def _daemon(path: str, kind: Any, default: Any, doc: str, attr: str = "") -> Set
     return Setting(section, key, attr or key, kind, default, doc)
 
 
+# TLS and SASL, with librdkafka's names (file paths, not Java keystores): a confluent-kafka
+# user's settings carry over. Secrets take a string, {file: PATH} or {credential: NAME}.
+_PATH = OptionalPath("a PEM file path")
+SECURITY_SETTINGS: tuple[Setting, ...] = (
+    _kafka("ssl.ca.location", _PATH, None,
+           "CA certificates (PEM) to verify brokers with; null = the system trust store. Also "
+           "used for the OIDC token endpoint."),
+    _kafka("ssl.certificate.location", _PATH, None,
+           "Client certificate (PEM, chain allowed) for mutual TLS; needs ssl.key.location."),
+    _kafka("ssl.key.location", _PATH, None, "Private key (PEM) of ssl.certificate.location."),
+    _kafka("ssl.key.password", OptionalSecret(), None,
+           "Passphrase of an encrypted ssl.key.location."),
+    _kafka("ssl.endpoint.identification.algorithm",
+           Choice({"https": "https", "none": "none"}, case_sensitive=False), "https",
+           "https: the broker's certificate must name the host kpd connects to; none: skip "
+           "that check (the chain is still verified)."),
+    _kafka("sasl.mechanism",
+           Choice({m: m for m in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")},
+                  case_sensitive=False, nullable=True), None,
+           "SASL mechanism for SASL_PLAINTEXT/SASL_SSL (required there); librdkafka's "
+           "`sasl.mechanisms` is accepted as an alias."),
+    _kafka("sasl.username", OptionalText(255, "a user name"), None,
+           "User for PLAIN and SCRAM-SHA-*."),
+    _kafka("sasl.password", OptionalSecret(), None, "Password for PLAIN and SCRAM-SHA-*."),
+    _kafka("sasl.oauthbearer.method",
+           Choice({"default": "default", "oidc": "oidc"}, case_sensitive=False), "default",
+           "OAUTHBEARER token source: oidc = OIDC client credentials (KIP-768) from "
+           "sasl.oauthbearer.token.endpoint.url; default = sasl.oauthbearer.token, or an "
+           "unsecured JWT with enable.sasl.oauthbearer.unsecure.jwt (development only)."),
+    _kafka("sasl.oauthbearer.token.endpoint.url",
+           OptionalText(2048, "an https:// or http:// URL"), None,
+           "OIDC token endpoint (method oidc)."),
+    _kafka("sasl.oauthbearer.client.id", OptionalText(1024, "a client id"), None,
+           "OIDC client id (method oidc)."),
+    _kafka("sasl.oauthbearer.client.secret", OptionalSecret(), None,
+           "OIDC client secret (method oidc)."),
+    _kafka("sasl.oauthbearer.scope", OptionalText(1024, "a scope"), None,
+           "OIDC scope to request (method oidc); null requests none."),
+    _kafka("sasl.oauthbearer.extensions", KeyValues(), None,
+           "SASL extensions sent with the token (RFC 7628), e.g. logicalCluster=lkc-1."),
+    _kafka("sasl.oauthbearer.token", OptionalSecret(), None,
+           "kpd only: a fixed bearer token (method default), read when the config is loaded; "
+           "for tokens that expire use method oidc."),
+    _kafka("enable.sasl.oauthbearer.unsecure.jwt", Bool(), False,
+           "Method default without a token: log in with an unsigned JWT built from "
+           "sasl.oauthbearer.config. Development brokers only.",
+           attr="sasl_oauthbearer_unsecure_jwt"),
+    _kafka("sasl.oauthbearer.config", KeyValues(), None,
+           "For the unsecured JWT: principal=NAME (required), scope=..., lifeSeconds=3600, "
+           "as librdkafka; written with spaces or commas between pairs."),
+)
+
 KAFKA_SETTINGS: tuple[Setting, ...] = (
     _kafka("bootstrap.servers", ServerList(), REQUIRED,
            "Brokers to fetch cluster metadata from first; `embedded` starts a local "
@@ -101,8 +157,12 @@ KAFKA_SETTINGS: tuple[Setting, ...] = (
     _kafka("acks", Choice({"all": -1, "-1": -1, "0": 0, "1": 1}), "all",
            "Acknowledgements the leader needs before a write counts: 0 none, 1 leader only, "
            "all (= -1) every in-sync replica."),
-    _kafka("batch.size", Size(0), 16384,
-           "Upper bound in bytes of one partition's batch; 0 sends every record alone."),
+    _kafka("batch.size", Size(0), 262144,
+           "Upper bound in bytes of one partition's batch; 0 sends every record alone. kpd's "
+           "default is 256 KiB, not Kafka's 16 KiB: a daemon carries many apps' records, and "
+           "per-batch work dominates kpd's workers and the broker (with 1 KiB records, 16 KiB "
+           "batches cost kpd 2x and the broker 2x the CPU per record of 256 KiB ones; "
+           "docs/performance.md). linger.ms still bounds the wait at low rates."),
     _kafka("linger.ms", DurationMs(), 5,
            "How long a partition's batch may wait for more records before it is sent."),
     _kafka("buffer.memory", Size(0, INT64_MAX), 33554432,
@@ -158,8 +218,13 @@ KAFKA_SETTINGS: tuple[Setting, ...] = (
            "First timeout for a TCP connection to a broker to be established."),
     _kafka("socket.connection.setup.timeout.max.ms", _MS, 30000,
            "Cap of the exponentially growing connection setup timeout."),
-    _kafka("security.protocol", Choice({"PLAINTEXT": "PLAINTEXT"}, case_sensitive=False),
-           "PLAINTEXT", "Only PLAINTEXT: TLS and SASL are not supported yet."),
+    _kafka("security.protocol",
+           Choice({p: p for p in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")},
+                  case_sensitive=False),
+           "PLAINTEXT",
+           "How to talk to brokers: SSL = TLS, SASL_* = authenticate with sasl.mechanism "
+           "(SASL_SSL over TLS)."),
+    *SECURITY_SETTINGS,
 )
 
 DAEMON_SETTINGS: tuple[Setting, ...] = (
@@ -231,6 +296,9 @@ UNSUPPORTED_KAFKA: dict[str, str] = {
     "partitioner.class": _NO_PLUGINS + "; choose kafka.partitioner instead",
     "config.providers": _NO_PLUGINS,
     "security.providers": _NO_PLUGINS,
+    "sasl.jaas.config": "Java JAAS is not read; give sasl.username and sasl.password",
+    "sasl.client.callback.handler.class": _NO_PLUGINS,
+    "sasl.login.callback.handler.class": _NO_PLUGINS,
     "metric.reporters": _METRICS,
     "metrics.sample.window.ms": _METRICS,
     "metrics.num.samples": _METRICS,
@@ -250,9 +318,19 @@ UNSUPPORTED_KAFKA: dict[str, str] = {
 }
 
 UNSUPPORTED_KAFKA_PREFIXES: dict[str, str] = {
-    "ssl.": "TLS is not supported yet; kpd speaks PLAINTEXT only",
-    "sasl.": "SASL authentication is not supported yet",
+    "ssl.keystore.": "Java keystores are not read; give PEM files with ssl.certificate.location "
+    "and ssl.key.location",
+    "ssl.truststore.": "Java truststores are not read; give a PEM file with ssl.ca.location",
+    "sasl.kerberos.": "GSSAPI (Kerberos) is not supported; use PLAIN, SCRAM or OAUTHBEARER",
+    "sasl.login.": "kpd logs in by itself; sasl.mechanism and the sasl.* credentials choose how",
+    "sasl.oauthbearer.jwks.": "a client does not validate tokens; that is the broker's job",
+    "ssl.": "not supported; kpd's TLS settings are ssl.ca.location, ssl.certificate.location, "
+    "ssl.key.location, ssl.key.password and ssl.endpoint.identification.algorithm",
+    "sasl.": "not supported; see the sasl.* settings in docs/configuration.md",
 }
+
+# librdkafka spellings accepted for a kpd key (the two may not both be written).
+KAFKA_ALIASES: dict[str, str] = {"sasl.mechanisms": "sasl.mechanism"}
 
 
 def unsupported_reason(key: str) -> str | None:

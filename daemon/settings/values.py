@@ -5,8 +5,8 @@ text completes the sentence "<yaml path>: ...") and ``describe() -> str`` for th
 doc. Types know nothing of paths, sections or other settings: cross-field rules live in the
 loader's ``finalize`` step.
 
-Pure: no I/O except reading the CPU affinity for ``workers.count: auto``; imports only the
-stdlib.
+Pure: no I/O except reading the CPU affinity for ``workers.count: auto`` and secret files
+(``daemon.settings.secret``); imports only the stdlib.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from daemon.settings.secret import Secret, parse_secret
 
 INT32_MAX = 2**31 - 1  # Java int: the bound of Kafka's Type.INT settings
 INT64_MAX = 2**63 - 1  # Java long: the bound of Kafka's Type.LONG settings
@@ -189,8 +191,11 @@ class Choice:
 
     options: Mapping[str, Any]
     case_sensitive: bool = True
+    nullable: bool = False  # null means "not set"
 
     def parse(self, raw: Any) -> Any:
+        if raw is None and self.nullable:
+            return None
         # YAML reads `acks: 1` as an int; Kafka's own configs are strings, so compare as text.
         if isinstance(raw, bool) or not isinstance(raw, (str, int)):
             raise ValueError(f"must be one of {', '.join(self.options)} {_got(raw)}")
@@ -201,7 +206,7 @@ class Choice:
         raise ValueError(f"must be one of {', '.join(self.options)} {_got(raw)}")
 
     def describe(self) -> str:
-        return "one of " + ", ".join(self.options)
+        return "one of " + ", ".join(self.options) + (" or null" if self.nullable else "")
 
 
 @dataclass(frozen=True)
@@ -391,3 +396,74 @@ class Required:
 
 
 REQUIRED = Required()
+
+
+@dataclass(frozen=True)
+class OptionalSecret:
+    """A secret (see ``daemon.settings.secret``), or null for none."""
+
+    def parse(self, raw: Any) -> Secret | None:
+        return None if raw is None else parse_secret(raw)
+
+    def describe(self) -> str:
+        return "secret: string, {file: PATH} or {credential: NAME}; or null"
+
+
+@dataclass(frozen=True)
+class OptionalPath:
+    """A file path, or null. Whether the file is usable is checked where it is opened."""
+
+    what: str = "a file path"
+
+    def parse(self, raw: Any) -> str | None:
+        if raw is None:
+            return None
+        if not isinstance(raw, str) or not raw.strip() or "\0" in raw:
+            raise ValueError(f"must be {self.what} or null {_got(raw)}")
+        return raw
+
+    def describe(self) -> str:
+        return f"{self.what} or null"
+
+
+@dataclass(frozen=True)
+class OptionalText:
+    max_len: int = 4096
+    what: str = "a string"
+
+    def parse(self, raw: Any) -> str | None:
+        if raw is None:
+            return None
+        if not isinstance(raw, str) or len(raw.encode()) > self.max_len:
+            raise ValueError(f"must be {self.what} or null {_got(raw)}")
+        return raw
+
+    def describe(self) -> str:
+        return f"{self.what} or null"
+
+
+@dataclass(frozen=True)
+class KeyValues:
+    """librdkafka's ``key=value,key2=value2`` (or a YAML mapping) of plain strings."""
+
+    def parse(self, raw: Any) -> tuple[tuple[str, str], ...]:
+        if raw is None or raw == "":
+            return ()
+        if isinstance(raw, str):
+            # librdkafka separates sasl.oauthbearer.config's pairs by spaces, extensions' by
+            # commas; both are accepted for both (neither allows either in a value).
+            pairs = [part.partition("=") for part in re.split(r"[,\s]+", raw) if part]
+            if any(not sep or not key for key, sep, _ in pairs):
+                raise ValueError(f"must be key=value pairs {_got(raw)}")
+            items = [(key.strip(), value.strip()) for key, _, value in pairs]
+        elif isinstance(raw, dict):
+            items = [(str(key), str(value)) for key, value in raw.items()]
+        else:
+            raise ValueError(f"must be key=value,... or a mapping {_got(raw)}")
+        for key, _ in items:
+            if not re.fullmatch(r"[A-Za-z]+", key) or key == "auth":
+                raise ValueError(f"keys must be letters only and not 'auth' (got {key!r})")
+        return tuple(items)
+
+    def describe(self) -> str:
+        return "key=value,... or a mapping"

@@ -16,17 +16,17 @@ ring as one slice and the worker decodes it with ``iter_records``; ``encode_reco
 and ``encode_section`` build one (for ingest re-routing subsets of a frame, and for
 ``produce``'s frames).
 
-Must not import kpd modules outside ``daemon.wire*``.
+Must not import kpd modules outside ``daemon.wire*`` and the accelerator (``daemon.accel``:
+the plain layout's checks in one C loop when it is built).
 """
 
 from __future__ import annotations
 
 import struct
-import sys
-from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
+from daemon.accel import native
 from daemon.wire.base import (
     AckLevel,
     BadFrameError,
@@ -58,7 +58,6 @@ PRODUCE_FIXED = struct.Struct(">QIiB")
 _IDENTITY = struct.Struct(">QI")  # the first 12 bytes: which records this frame carries
 _HEADER_VALUE_LEN = struct.Struct(">i")
 SEQ_LIMIT = 1 << 64
-_NATIVE_IS_LITTLE = sys.byteorder == "little"
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__ (~70 ns less)
 
 
@@ -127,6 +126,13 @@ def _decode_produce_rest(payload, base_seq: int, count: int) -> ProduceHeader:
         raise BadFrameError(KpdErrorCode.BAD_FIELD, f"PRODUCE: ack level {ack}")
     topic, pos = read_string(payload, PRODUCE_FIXED.size, "PRODUCE topic")
     records = memoryview(payload)[pos:]
+    if native is not None and records and records[0] == 0:
+        try:  # the plain layout, validated in one C loop
+            keyless = native.scan_plain(records, count)
+        except ValueError:
+            pass  # malformed: the pure scan below raises the exact BadFrameError
+        else:
+            return ProduceHeader(base_seq, count, partition, AckLevel(ack), topic, records, keyless)
     columns = _scan_records(records, count)
     keyless = columns.lens[:count].count(-1) == count
     return ProduceHeader(base_seq, count, partition, AckLevel(ack), topic, records, keyless)
@@ -221,19 +227,29 @@ def _decode_headers(buf, pos: int, end: int, index: int) -> tuple:
     return tuple(headers)
 
 
-def plain_columns(records, count: int) -> tuple[tuple[int, ...], int] | None:
-    """``(lens, data_start)`` of a records section without timestamps or headers, else None.
+def plain_columns(records, count: int) -> tuple[Sequence[int], Sequence[int], int] | None:
+    """``(key_lens, value_lens, data_start)`` of a records section without timestamps or
+    headers, else None.
 
-    ``lens`` holds the key lengths then the value lengths (-1 = null); the record bytes start
-    at ``data_start``. Validates like ``iter_records``. Lets a worker batch a whole section
-    without a RecordView per record (``BatchBuilder.append_packed``).
+    The lengths are sequences of ints (-1 = null): with the accelerator, native i32 columns
+    that ``BatchBuilder.append_packed`` reads in C without an int object per record. The
+    record bytes start at ``data_start``. Validates like ``iter_records``. Lets a worker batch
+    a whole section without a RecordView per record.
     """
     if count <= 0:
         raise BadFrameError(KpdErrorCode.BAD_RECORD_COUNT, f"records: count {count}")
+    if native is not None and records and records[0] == 0:
+        try:
+            keys, values, data_start = native.plain_lengths(records, count)
+        except ValueError:
+            pass  # malformed: the pure scan below raises the exact BadFrameError
+        else:
+            return memoryview(keys).cast("i"), memoryview(values).cast("i"), data_start
     columns = _scan_records(records, count)
     if columns.timestamps is not None or columns.headers is not None:
         return None
-    return columns.lens, columns.data_start
+    lens = columns.lens
+    return lens[:count], lens[count:], columns.data_start
 
 
 def iter_records(records, count: int) -> Iterator[RecordView]:
@@ -288,22 +304,25 @@ def _iter_general(buf, columns: _Columns, count: int) -> Iterator[RecordView]:
 _NULL_LEN = struct.pack(">i", -1)
 
 
-def _column(values, typecode: str) -> bytes:
-    """A column of ints, big-endian (protocol section 1)."""
-    column = array(typecode, values)
-    if _NATIVE_IS_LITTLE:
-        column.byteswap()
-    return column.tobytes()
+def _column(values, typecode: str, count: int) -> bytes:
+    """A column of ``count`` ints, big-endian (protocol section 1). One struct.pack of the
+    whole column: ~2x faster than array(values) + byteswap, which boxes each int twice."""
+    return struct.pack(f">{count}{typecode}", *values)
 
 
-def _lengths(items: list, nulls: int) -> bytes:
-    """The i32 length column of ``items``, ``nulls`` of which are None: length -1 (protocol
-    section 1, bytes-or-null)."""
-    if not nulls:
-        return _column(map(len, items), "i")
-    if nulls == len(items):
-        return _NULL_LEN * nulls  # keyless frames: all keys null
-    return _column([-1 if item is None else len(item) for item in items], "i")
+def _lengths(items: list) -> tuple[bytes, bool]:
+    """The i32 length column of ``items`` (None: length -1, protocol section 1, bytes-or-null)
+    and whether any item is None.
+
+    Tries ``len`` on every item first: counting the None items (``list.count(None)``) costs
+    more than the whole column, and most columns have none."""
+    try:
+        return _column(map(len, items), "i", len(items)), False
+    except TypeError:  # len(None): some items are null
+        pass
+    if items.count(None) == len(items):
+        return _NULL_LEN * len(items), True  # keyless frames: all keys null
+    return _column([-1 if item is None else len(item) for item in items], "i", len(items)), True
 
 
 def _interleave(columns: tuple[list, ...], count: int) -> list:
@@ -341,16 +360,17 @@ def encode_section(
             if stamp < -1:
                 raise ValueError(f"timestamp {stamp} < -1")
             stamps[index] = stamp
-        columns.append(_column(stamps, "q"))
-    null_keys, null_values = keys.count(None), values.count(None)
-    columns.append(_lengths(keys, null_keys))
-    columns.append(_lengths(values, null_values))
+        columns.append(_column(stamps, "q", count))
+    key_lengths, null_keys = _lengths(keys)
+    value_lengths, null_values = _lengths(values)
+    columns.append(key_lengths)
+    columns.append(value_lengths)
     if header_blobs:
         layout |= LAYOUT_HAS_HEADERS
         blobs = [b""] * count
         for index, blob in header_blobs.items():
             blobs[index] = blob
-        columns.append(_column(map(len, blobs), "i"))
+        columns.append(_column(map(len, blobs), "i", count))
         parts = _interleave((keys, values, blobs), count)
     else:
         parts = _interleave((keys, values), count)

@@ -2,6 +2,9 @@
 
 - TansuBroker: one tansu process (Kafka-compatible, in-memory) on a free loopback port.
 - MockCluster: librdkafka's multi-broker mock cluster, with fault injection.
+- SecureTansu (secure_tansu.py): tansu behind a TLS terminator and SASL front
+  (secure_front.py, SCRAM from `scramp`), with certificates from certs.py and an OIDC token
+  endpoint (oidc.py); proven with librdkafka in tests/integration/test_secure_brokers.py.
 - read_all / partition_for_key_librdkafka: confluent-kafka as the reference reader and
   partitioner.
 

@@ -65,6 +65,7 @@ def read_all(
     *,
     exact: bool = True,
     isolation_level: str = "read_committed",
+    config: dict[str, object] | None = None,
 ) -> list[ConsumedRecord]:
     """Read every record of `topic`, from the beginning of each partition.
 
@@ -72,9 +73,10 @@ def read_all(
     end, sorted by (partition, offset). With `exact`, finding more than `expected` records
     fails too, so duplicates from a retry are caught. Fails with an AssertionError that says
     what was read when the deadline passes first, or on any non-transient consumer error.
+    ``config`` adds librdkafka settings (TLS, SASL) to the consumer's.
     """
     deadline = time.monotonic() + timeout_s
-    consumer = Consumer(_consumer_config(bootstrap, isolation_level))
+    consumer = Consumer({**_consumer_config(bootstrap, isolation_level), **(config or {})})
     try:
         partitions = _partitions_of(consumer, bootstrap, topic, deadline)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])

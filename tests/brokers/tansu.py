@@ -77,11 +77,19 @@ class TansuBroker:
         start_timeout_s: float = 15.0,
         start_attempts: int = 3,
         port_source: Callable[[], int] = free_port,
+        advertised_port: int | None = None,
+        authentication: bool = False,
     ) -> None:
         self._log_path = Path(log_dir) / "tansu.log"
         self._start_timeout_s = start_timeout_s
         self._start_attempts = start_attempts
         self._port_source = port_source
+        # A front (TLS terminator, SASL front) that clients reach tansu through: Metadata
+        # names its port, so clients that follow Metadata stay behind the front.
+        self._advertised_port = advertised_port
+        # tansu --authentication: SASL (SCRAM-SHA-256/512, OAUTHBEARER) required, but memory
+        # storage holds no users, so every login fails: the real broker's failure path.
+        self._authentication = authentication
         # Set by start(), cleared by stop(); only the thread that owns the broker touches them.
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
@@ -176,6 +184,11 @@ class TansuBroker:
         self._wait_for_leaders(name, partitions, timeout_s)
         return name
 
+    def release_admin(self) -> None:
+        """Drop the AdminClient: behind a front that requires TLS or a login it would only
+        keep reconnecting to the advertised front and fill the test output."""
+        self._admin = None
+
     def metadata(self, topic: str | None = None, timeout_s: float = 5.0) -> ClusterMetadata:
         return self._require_admin().list_topics(topic, timeout=timeout_s)
 
@@ -189,18 +202,22 @@ class TansuBroker:
         # A client made before the port listens logs "connection refused" on stderr; waiting
         # for the listener first keeps test output free of that noise.
         self._wait_listening(deadline)
+        if self._authentication:
+            return  # nothing but a login can be asked of it, and every login fails
         self._admin = AdminClient({"bootstrap.servers": self.bootstrap})
         self._wait_answering(cluster_id, deadline)
 
     def _spawn(self, port: int, cluster_id: str) -> subprocess.Popen[bytes]:
         url = f"tcp://{LOOPBACK}:{port}"
+        advertised = f"tcp://{LOOPBACK}:{self._advertised_port or port}"
         args = [
             str(tansu_binary()),
             "broker",
             "--cluster-id", cluster_id,
             "--listener-url", url,
-            "--advertised-listener-url", url,
+            "--advertised-listener-url", advertised,
             "--storage-engine", "memory://tansu/",
+            *(["--authentication"] if self._authentication else []),
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if k not in _INHERITED_ENV_TO_DROP}
         env["NO_COLOR"] = "1"  # plain text log lines

@@ -87,3 +87,39 @@ def test_metrics_port_in_use_stops_the_daemon_at_boot(tansu, tmp_path):
         )
     assert result.returncode == 1
     assert "cannot serve metrics" in result.stderr
+
+
+def _reports_ring_bytes(port: int) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith("kpd_ring_bytes_total{") and 'ring="reports"' in line
+    )
+
+
+def test_workers_report_nothing_for_records_no_client_waits_on(tansu, tmp_path):
+    # The ring entry carries the ack level: records sent with ack none or accepted are
+    # delivered without one byte through the reports rings; ack kafka records use them.
+    topic = "quiet-acks"
+    tansu.create_topic(topic, 4)
+    port = free_port()
+    extra = {"metrics": {"enabled": True, "listen": f"127.0.0.1:{port}"}}
+    count = 2_000
+    with KpdDaemon(tmp_path, tansu.bootstrap, workers=2, extra=extra) as daemon:
+        for acks in ("none", "accepted"):
+            with Producer(daemon.socket_path, acks=acks) as producer:
+                for i in range(count // 2):
+                    producer.send(topic, b"v%d" % i, key=b"k%d" % i)
+                producer.flush(timeout=60)
+        wait_for(
+            lambda: _scrape(port).get("kpd_records_sent_total") == count,
+            20,
+            "every record delivered",
+        )
+        assert _reports_ring_bytes(port) == 0
+        with Producer(daemon.socket_path, acks="kafka") as producer:
+            producer.send(topic, b"reported", key=b"k").result(timeout=30)
+        # Exactly one report entry went through: conn id + count (12), a REPORT frame of one
+        # run (5 + 4 + 40). Had the quiet records been reported, the total would never be this.
+        wait_for(lambda: _reports_ring_bytes(port) == 61, 20, "exactly the kafka-ack report")

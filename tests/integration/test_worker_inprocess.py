@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from daemon.config import producer_settings
 from daemon.process.worker import Worker
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
 from daemon.wire import decode_reports
-from daemon.wire.base import KpdErrorCode, Persistence, Status
+from daemon.wire.base import AckLevel, KpdErrorCode, Persistence, Status
 from daemon.wire.records import encode_records
 from daemon.wire.ring_entry import decode_report_entry, entry_head
 from tests.brokers.reader import read_all
@@ -42,19 +43,24 @@ class RingPair:
         self.worker_reports = RingProducer(Ring.create(self.names[1], RING_BYTES), rep_wakeups)
         self.ingest_reports = RingConsumer(Ring.attach(self.names[1]), rep_wakeups)
 
-    def put(self, topic: str, partition: int, base_seq: int, records) -> None:
+    def put(
+        self, topic: str, partition: int, base_seq: int, records, ack=AckLevel.KAFKA, offsets=None
+    ) -> None:
         section = encode_records(records)
-        head = entry_head(CONN_ID, base_seq, len(records), partition, 1_700_000_000_000,
-                          topic.encode())  # fmt: skip
+        seq_offsets = None if offsets is None else struct.pack(f">{len(offsets)}I", *offsets)
+        head = entry_head(CONN_ID, base_seq, len(records), partition, 1_700_000_000_000, ack,
+                          topic.encode(), seq_offsets)  # fmt: skip
         assert self.ingest_records.write(head + section)
         self.ingest_records.publish()
 
     def runs(self) -> list:
         runs = []
         for end_pos, entry in self.ingest_reports.read_batch():
-            conn_id, frame = decode_report_entry(entry)
+            conn_id, count, frame = decode_report_entry(entry)
             assert conn_id == CONN_ID
-            runs.extend(decode_reports(frame[5:]))  # after the length prefix and type byte
+            decoded = decode_reports(frame[5:])  # after the length prefix and type byte
+            assert count == sum(run.count for run in decoded)
+            runs.extend(decoded)
             self.ingest_reports.release(end_pos)
         return runs
 
@@ -144,9 +150,13 @@ def test_worker_fails_records_it_cannot_deliver_and_still_releases_their_space(r
 
 def test_a_worker_closed_before_delivering_keeps_the_records_in_its_ring(rings):
     # SIGTERM during a broker outage: the drain deadline passes, the worker closes, and what
-    # it could not deliver stays in the ring file for the next daemon, its client told so.
+    # it could not deliver stays in the ring file for the next daemon; a client waiting for
+    # Kafka's ack is told so (by each record's own sequence number, for an entry ingest
+    # partitioned), one that asked for ack accepted already has its answer.
     rings.put("nowhere", 0, 0, [(None, b"x", None, ())] * 20)
     rings.put("nowhere", 1, 20, [(None, b"y", None, ())] * 5)
+    rings.put("nowhere", 1, 25, [(None, b"a", None, ())] * 3, ack=AckLevel.ACCEPTED)
+    rings.put("nowhere", 2, 40, [(b"k", b"s", None, ())] * 4, offsets=[0, 1, 5, 9])
     settings = producer_settings(bootstrap_servers="127.0.0.1:9", linger_ms=0)
     worker = Worker(settings, rings.worker_records, rings.worker_reports)
 
@@ -165,7 +175,9 @@ def test_a_worker_closed_before_delivering_keeps_the_records_in_its_ring(rings):
 
     runs = asyncio.run(stop_during_the_outage())
 
-    assert sorted((run.first_seq, run.count) for run in runs) == [(0, 20), (20, 5)]
+    assert sorted((run.first_seq, run.count) for run in runs) == [
+        (0, 20), (20, 5), (40, 2), (45, 1), (49, 1)
+    ]  # fmt: skip
     for run in runs:
         assert (run.status, run.error) == (Status.FAILED, KpdErrorCode.SHUTTING_DOWN)
         assert run.persistence == Persistence.POSSIBLY_PERSISTED
@@ -175,8 +187,36 @@ def test_a_worker_closed_before_delivering_keeps_the_records_in_its_ring(rings):
     ring, wakeups = Ring.attach(rings.names[0]), RingWakeups.create()
     try:
         replay = RingConsumer(ring, wakeups).read_batch()
-        assert len(replay) == 2
+        assert len(replay) == 4
         del replay
     finally:
         ring.close()
         wakeups.close()
+
+
+def test_worker_reports_only_kafka_ack_entries_and_maps_scattered_sequences(
+    tansu, topic_factory, rings
+):
+    # Entries of ack none/accepted get no report at all (nobody reads it) but their ring space
+    # is still released once Kafka has them; an entry ingest partitioned itself carries each
+    # record's sequence offset, and its runs name exactly those sequence numbers.
+    topic = topic_factory(tansu, partitions=1)
+    quiet = [(b"q%d" % i, b"quiet", None, ()) for i in range(40)]
+    rings.put(topic, 0, 0, quiet[:20], ack=AckLevel.NONE)
+    rings.put(topic, 0, 20, quiet[20:], ack=AckLevel.ACCEPTED)
+    offsets = [0, 1, 2, 5, 9, 10, 11, 30]  # frame base 100: seqs 100-102, 105, 109-111, 130
+    scattered = [(b"s%d" % o, b"seq%d" % (100 + o), None, ()) for o in offsets]
+    rings.put(topic, 0, 100, scattered, offsets=offsets)
+    worker = Worker(producer_settings(bootstrap_servers=tansu.bootstrap, linger_ms=5),
+                    rings.worker_records, rings.worker_reports)  # fmt: skip
+
+    runs = asyncio.run(_run_until(worker, rings, len(offsets), 60))
+
+    assert sorted((run.first_seq, run.count) for run in runs) == [
+        (100, 3), (105, 1), (109, 3), (130, 1)
+    ]  # fmt: skip
+    log = {(r.partition, r.offset): r for r in read_all(tansu.bootstrap, topic, 48)}
+    for run in runs:
+        for i in range(run.count):
+            assert log[(run.partition, run.base_offset + i)].value == b"seq%d" % (run.first_seq + i)
+    assert rings.worker_records.held_bytes() == 0

@@ -16,6 +16,7 @@ import json
 import random
 import struct
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -115,6 +116,10 @@ class FakeKpd:
         self.respond: Callable[[_Conn, Received], list[ReportRun]] = self.deliver
         self.frames: list[Received] = []
         self.metadata_requests: list[tuple[str, ...]] = []
+        self.metadata_answers: list[TopicMetadata] = []  # what it answered, in order
+        self.topic_errors: dict[str, KpdErrorCode] = {}  # METADATA answers other than a count
+        self.hold_metadata = False  # keep METADATA answers until release_metadata()
+        self._held_metadata: list = []
         self.goodbyes: list[int] = []
         self.violations: list[str] = []  # protocol errors the client made
         self.hellos: list = []
@@ -174,6 +179,17 @@ class FakeKpd:
                     runs = _merge(runs)
                 if runs:
                     conn.writer.write(encode_reports(runs))
+
+        self.call(send)
+
+    def release_metadata(self) -> None:
+        """Send the METADATA answers held by ``hold_metadata`` and stop holding them."""
+
+        def send():
+            self.hold_metadata = False
+            held, self._held_metadata = self._held_metadata, []
+            for conn, answer in held:
+                conn.writer.write(answer)
 
         self.call(send)
 
@@ -249,8 +265,12 @@ class FakeKpd:
         if kind is FrameType.METADATA_REQUEST:
             request = decode_metadata_request(payload)
             entries = [self._topic_metadata(topic) for topic in request.topics]
-            self._note(metadata=request.topics)
-            conn.writer.write(encode_metadata_response(request.request_id, entries))
+            answer = encode_metadata_response(request.request_id, entries)
+            if self.hold_metadata:
+                self._held_metadata.append((conn, answer))
+            else:
+                conn.writer.write(answer)
+            self._note(metadata=request.topics, answers=entries)
             return True
         if kind is FrameType.GOODBYE:
             next_seq = decode_goodbye(payload)
@@ -304,13 +324,18 @@ class FakeKpd:
         return True
 
     def _topic_metadata(self, topic: str) -> TopicMetadata:
+        if topic in self.topic_errors:
+            return TopicMetadata(topic, self.topic_errors[topic], -1)
         count = self.partitions.get(topic)
         if count is None:
             return TopicMetadata(topic, KpdErrorCode.UNKNOWN_TOPIC, -1)
         return TopicMetadata(topic, KpdErrorCode.NONE, count)
 
-    def _note(self, frame=None, metadata=None, goodbye=None, violation=None, hello=None) -> None:
+    def _note(
+        self, frame=None, metadata=None, goodbye=None, violation=None, hello=None, answers=()
+    ) -> None:
         with self._changed:
+            self.metadata_answers.extend(answers)
             if frame is not None:
                 self.frames.append(frame)
             if metadata is not None:
@@ -568,13 +593,90 @@ def test_keyless_records_stick_to_one_partition_then_move_on(kpd):
     assert all(a != b for a, b in itertools.pairwise(runs))
 
 
-def test_records_before_metadata_arrives_let_kpd_choose(kpd):
+def test_the_first_keyed_record_waits_for_the_partition_count_and_leaves_partitioned(kpd):
+    # No partitions_for(): the app sends at once, and kpd's METADATA answer is late.
+    kpd.partitions["t"] = 7
+    kpd.hold_metadata = True
+    sent: Future = Future()
     with Producer(kpd.path) as producer:
-        future = producer.send("fresh", b"v", key=b"abc")
+        thread = threading.Thread(
+            target=lambda: sent.set_result(producer.send("t", b"v", key=b"abc")), daemon=True
+        )
+        thread.start()
+        kpd.wait_for(lambda: kpd.metadata_requests == [("t",)])
+        assert not sent.done()  # send() is blocked on the count, like Java's waitOnMetadata
+        kpd.release_metadata()
+        future = sent.result(DEADLINE)
+        thread.join(DEADLINE)
+        later = [producer.send("t", b"v", key=key) for key in KAFKA_MURMUR2]
+        producer.flush()
+    assert future.result().partition == _java_partition(b"abc", 7)
+    assert [f.result().partition for f in later] == [_java_partition(k, 7) for k in KAFKA_MURMUR2]
+    assert all(frame.partition >= 0 for frame in kpd.frames)  # none left to kpd
+
+
+def test_keyless_records_before_the_count_let_kpd_choose_without_waiting(kpd):
+    kpd.hold_metadata = True
+    with Producer(kpd.path) as producer:
+        future = producer.send("t", b"v")  # returns although METADATA is unanswered
         producer.flush()
         assert future.result().partition == 0  # what the fake kpd chose for partition -1
+        kpd.release_metadata()
     assert kpd.frames[0].partition == -1
-    assert ("fresh",) in kpd.metadata_requests
+    assert ("t",) in kpd.metadata_requests
+
+
+def test_a_keyed_record_for_a_missing_topic_fails_clearly_after_max_block_ms(kpd):
+    with Producer(kpd.path, max_block_ms=300) as producer:
+        started = time.monotonic()
+        error = _error(producer.send("nope", b"v", key=b"k"))
+        assert time.monotonic() - started >= 0.3  # it waited max.block.ms, not less
+        assert error.code is KpdErrorCode.UNKNOWN_TOPIC
+        assert error.persistence is Persistence.NOT_PERSISTED
+        assert "'nope' not present in metadata after 300 ms" in str(error)
+        # It asked again while it waited (the topic may have been created meanwhile).
+        assert kpd.metadata_requests.count(("nope",)) >= 2
+        # The next keyed record fails at once with the same error instead of waiting again...
+        again = producer.send("nope", b"v", key=b"k")
+        assert again.done() and _error(again).message == error.message
+        # ...until the topic exists: the client keeps asking, and then places records again.
+        kpd.partitions["nope"] = 3
+        kpd.wait_for(lambda: TopicMetadata("nope", KpdErrorCode.NONE, 3) in kpd.metadata_answers)
+        producer.send("t", b"barrier", partition=0).result(DEADLINE)  # reported after it
+        assert producer.send("nope", b"v", key=b"abc").result(DEADLINE).partition == (
+            _java_partition(b"abc", 3)
+        )
+    assert not kpd.violations
+
+
+def test_a_keyed_record_for_a_forbidden_topic_fails_at_once(kpd):
+    kpd.topic_errors["secret"] = KpdErrorCode.TOPIC_NOT_ALLOWED
+    with Producer(kpd.path, max_block_ms=DEADLINE * 1000) as producer:
+        error = _error(producer.send("secret", b"v", key=b"k"))  # no max.block.ms wait
+    assert error.code is KpdErrorCode.TOPIC_NOT_ALLOWED
+    assert "kpd answered TOPIC_NOT_ALLOWED" in error.message
+    assert not any(frame.topic == "secret" for frame in kpd.frames)
+
+
+def test_async_first_keyed_record_awaits_the_partition_count(kpd):
+    kpd.partitions["t"] = 7
+    kpd.hold_metadata = True
+
+    async def main():
+        async with AsyncProducer(kpd.path, max_block_ms=200) as producer:
+            pending = asyncio.ensure_future(producer.send("t", b"v", key=b"abc"))
+            await asyncio.to_thread(kpd.wait_for, lambda: kpd.metadata_requests == [("t",)])
+            assert not pending.done()
+            await asyncio.to_thread(kpd.release_metadata)
+            placed = await (await pending)
+            missing = await producer.send("nope", b"v", key=b"k")
+            await producer.flush()
+            return placed, missing
+
+    placed, missing = _run(main())
+    assert placed.partition == _java_partition(b"abc", 7)
+    assert _error(missing).code is KpdErrorCode.UNKNOWN_TOPIC
+    assert "after 200 ms" in _error(missing).message
 
 
 def test_unknown_topic_raises_topic_error_from_partitions_for(kpd):

@@ -188,7 +188,7 @@ def test_goodbye_waits_for_the_reports_still_owed(rig):
         conn.data_received(wire.encode_goodbye(4))
         before = transport.frames()
         delivered = ReportRun(0, 4, Status.DELIVERED, 1, 100, -1)
-        conn.forward_reports(memoryview(wire.encode_reports([delivered])))
+        conn.forward_reports(4, memoryview(wire.encode_reports([delivered])))
         return before, transport
 
     before, transport = _run(scenario())

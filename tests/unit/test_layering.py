@@ -8,6 +8,7 @@ missing from ``ALLOWED`` fails the test, so a new one has to take its place in t
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -16,17 +17,19 @@ DAEMON = Path(__file__).resolve().parents[2] / "daemon"
 
 # unit (package or top-level module) -> kpd units it may import (besides itself)
 ALLOWED = {
-    "kafka": set(),
-    "wire": {"kafka"},
-    "ring": set(),
+    "accel": set(),  # the compiled accelerator: below everything, any unit may use it
+    "kafka": {"accel"},
+    "wire": {"kafka", "accel"},
+    "ring": {"accel"},
     "settings": set(),
     "config": {"settings"},
     "net": {"kafka"},
     "producer": {"kafka", "net", "config", "settings"},
-    "ingest": {"wire", "kafka", "ring"},
+    "ingest": {"wire", "kafka", "ring", "accel"},
     "client": {"wire", "kafka"},
     "metrics": {"producer"},
     "process": {
+        "accel",
         "kafka",
         "wire",
         "ring",
@@ -102,6 +105,20 @@ def test_pure_codecs_do_no_io_and_read_no_clock(unit):
     for path in _files(unit):
         imported = {name.split(".")[0] for name in _imports(path)}
         assert not imported & IMPURE_MODULES, f"{path}: imports {imported & IMPURE_MODULES}"
+
+
+def test_the_accelerator_does_no_io_in_python_or_in_c():
+    # Its Python side only reads the KPD_PURE_PYTHON switch; its C side includes no I/O
+    # headers and calls nothing that reaches the outside world.
+    for path in _files("accel"):
+        imported = {name.split(".")[0] for name in _imports(path)}
+        assert imported <= {"__future__", "os", "types", ".", "daemon"}, f"{path}: {imported}"
+    source = (DAEMON / "accel" / "_accel.c").read_text()
+    includes = set(re.findall(r"#include <([^>]+)>", source))
+    assert includes <= {"Python.h", "stdatomic.h", "stdint.h", "string.h"}, includes
+    io = r"\b(fopen|open|read|write|\w*printf|socket|time|clock\w*|getenv)\s*\("
+    calls = re.findall(io, source)
+    assert not calls, f"_accel.c calls {calls}"
 
 
 def _private_names_defined(tree: ast.AST) -> set[str]:

@@ -15,7 +15,23 @@ from collections import Counter
 
 import pytest
 
+from daemon.client.common import ClientSettings
+from daemon.client.session import ProducerSession
+from daemon.ingest.routing import EntryPlanner
 from daemon.kafka.partitioner import Partitioner
+from daemon.wire import (
+    Frame,
+    FrameDecoder,
+    FrameType,
+    KpdErrorCode,
+    Role,
+    TopicMetadata,
+    Welcome,
+    decode_produce_header,
+    encode_metadata_response,
+    iter_records,
+)
+from daemon.wire.produce import encode_produce_frame
 
 # Kafka UtilsTest.testMurmur2: key -> murmur2 hash as Java computes it (a signed int32).
 KAFKA_MURMUR2_VECTORS = {
@@ -123,3 +139,68 @@ def test_round_robin_without_available_partitions_cycles_over_all():
 def test_unknown_strategy_is_refused():
     with pytest.raises(ValueError, match="unknown partitioner"):
         Partitioner("uniform_sticky")
+
+
+def test_the_client_and_ingest_place_every_key_on_the_same_partition():
+    # The client places keyed records before they leave the app; ingest places the ones a
+    # client left to kpd (partition -1). Both go through this one Partitioner and must agree
+    # with each other and with Java whatever the key: each is driven through its real entry
+    # point, and the client's placement is read from the PRODUCE frames it wrote.
+    rng = random.Random(11)
+    keys = [rng.randbytes(rng.randrange(0, 40)) for _ in range(3000)]
+    keys += list(KAFKA_MURMUR2_VECTORS)
+    partitions = 7
+
+    session = ProducerSession(
+        ClientSettings(), Welcome(1, 1 << 24, 0, "t"), FrameDecoder(Role.CLIENT), lambda: 0.0, None
+    )
+    session.watch("t")
+    session.take_output()  # its METADATA request; answered as kpd would:
+    answer = encode_metadata_response(0, [TopicMetadata("t", KpdErrorCode.NONE, partitions)])
+    session.accept([Frame(FrameType.METADATA_RESPONSE, memoryview(answer)[5:])])
+    for key in keys:
+        session.add("t", key, b"v")
+    session.seal_all()
+    client = {}
+    for out in session.take_output():
+        header = decode_produce_header(memoryview(out.data)[5:])
+        for record in iter_records(header.records, header.count):
+            client[bytes(record.key)] = header.partition
+
+    frame = encode_produce_frame(b"\x00\x01t", -1, 0, keys, [b"v"] * len(keys))
+    header = decode_produce_header(memoryview(frame)[5:])
+    ingest = {}
+    for partition, records, _, count, _ in EntryPlanner("default", 16384, False, 1 << 30).split(
+        header, partitions
+    ):
+        for record in iter_records(records, count):
+            ingest[bytes(record.key)] = partition
+
+    assert client == ingest and len(client) == len(set(keys))
+    for key, murmur2_hash in KAFKA_MURMUR2_VECTORS.items():
+        assert client[key] == java_partition(murmur2_hash, partitions)
+
+
+@pytest.mark.parametrize(
+    ("key", "partition"), [(b"", 9), (b"a", 4), (b"key1", 8), (b"hello world", 7)]
+)
+def test_a_topic_placement_puts_keys_where_java_does_and_remembers_them(key, partition):
+    # Java's partitions of 12 for these keys (see test_murmur2.py), asked twice: computed,
+    # then from the memo; a new partition count forgets the memo.
+    placement = Partitioner().topic("t", 12)
+    assert placement.for_key(key) == partition
+    assert placement.keys == {key: partition} and placement.for_key(key) == partition
+    assert Partitioner().topic("t", 12) is not placement
+    partitioner = Partitioner()
+    same = partitioner.topic("t", 12)
+    same.for_key(key)
+    assert partitioner.topic("t", 5) is same and same.keys == {}
+
+
+def test_placing_many_keys_at_once_matches_placing_each():
+    rng = random.Random(5)
+    keys = [rng.randbytes(rng.randrange(0, 30)) for _ in range(2000)] + list(KAFKA_MURMUR2_VECTORS)
+    one_by_one = Partitioner().topic("t", 9)
+    at_once = Partitioner().topic("t", 9)
+    assert at_once.for_keys(keys) == [one_by_one.for_key(key) for key in keys]
+    assert at_once.for_keys(keys) == at_once.for_keys(keys)  # now from the memo

@@ -139,7 +139,7 @@ def test_header_fields_sit_at_documented_offsets(rig_factory):
     assert os.stat(rig.path).st_size == HEADER + 1024
     # magic (8s), layout version (u32), header size (u32), capacity (u64), then the creator's
     # labels: format (u32), set index (u32), set size (u32; 1 by default)
-    assert rig.raw(0, 36) == struct.pack("=8sIIQIII", b"KPDRING\0", 2, HEADER, 1024, 0, 0, 1)
+    assert rig.raw(0, 36) == struct.pack("=8sIIQIII", b"KPDRING\0", 3, HEADER, 1024, 0, 0, 1)
 
     rig.producer.write(b"abc")
     assert rig.raw_u64(OFF_WRITE_POS) == 0  # staged, not published
@@ -360,9 +360,9 @@ def test_attach_rejects_bad_magic(rig_factory):
 def test_attach_rejects_other_layout_version(rig_factory):
     rig = rig_factory()
     fd = os.open(rig.path, os.O_WRONLY)
-    os.pwrite(fd, struct.pack("=I", 1), 8)
+    os.pwrite(fd, struct.pack("=I", 2), 8)  # shm rings without labels or sealed entries
     os.close(fd)
-    with pytest.raises(RingFormatError, match="layout version 1"):
+    with pytest.raises(RingFormatError, match="layout version 2"):
         Ring.attach(rig.path)
 
 

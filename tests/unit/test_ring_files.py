@@ -38,7 +38,11 @@ CAPACITY = 64 * 1024
 
 
 def records_entry(topic: str, partition: int, seq: int) -> bytes:
-    return entry_head(7, seq, 1, partition, 1000, topic.encode()) + b"records-%d" % seq
+    # Every ack level (1 none, 2 accepted, 3 kafka), and every third entry one ingest
+    # partitioned itself (a seq_offsets column): re-routing must keep both as they were.
+    ack = 1 + seq % 3
+    offsets = struct.pack(">I", seq % 5) if seq % 3 == 0 else None
+    return entry_head(7, seq, 1, partition, 1000, ack, topic.encode(), offsets) + b"rec-%d" % seq
 
 
 def write_ring(path: Path, entries: list[bytes], labels=None, capacity=CAPACITY) -> None:
@@ -213,6 +217,12 @@ def test_another_worker_count_reroutes_every_entry_by_worker_for(tmp_path):
         for payload in payloads(Path(path)):
             entry = decode_records_entry(memoryview(payload))
             assert worker_for(entry.topic, entry.partition, 2) == index
+            assert entry.ack == 1 + entry.base_seq % 3
+            if entry.base_seq % 3 == 0:
+                assert bytes(entry.seq_offsets) == struct.pack(">I", entry.base_seq % 5)
+            else:
+                assert entry.seq_offsets is None
+            assert bytes(entry.records) == b"rec-%d" % entry.base_seq
             got.append(payload)
     assert sorted(got) == sorted(sent)
     assert new.moved_aside == []
@@ -264,6 +274,12 @@ def test_the_records_entry_layout_is_pinned_to_its_version():
     # Ring files outlive the daemon: an entry written by one build is read by the next. If
     # this fails, the records-entry layout changed: bump RECORDS_ENTRY_VERSION with it (older
     # rings are then moved aside, never misread) and update this pair.
-    head = entry_head(1, 2, 3, 4, 5, b"t")
-    # conn_id u64, base_seq u64, count u32, partition i32, received_ms i64, topic_len u16
-    assert (RECORDS_ENTRY_VERSION, head) == (1, struct.pack(">QQIiqH", 1, 2, 3, 4, 5, 1) + b"t")
+    # conn_id u64, base_seq u64, count u32, partition i32, received_ms i64, ack u8, flags u8,
+    # topic_len u16, topic, then (flags & 1, scattered) count x u32 sequence offsets
+    consecutive = entry_head(1, 2, 3, 4, 5, 3, b"t")
+    scattered = entry_head(1, 2, 3, 4, 5, 2, b"t", struct.pack(">3I", 0, 4, 9))
+    assert (RECORDS_ENTRY_VERSION, consecutive, scattered) == (
+        2,
+        struct.pack(">QQIiqBBH", 1, 2, 3, 4, 5, 3, 0, 1) + b"t",
+        struct.pack(">QQIiqBBH", 1, 2, 3, 4, 5, 2, 1, 1) + b"t" + struct.pack(">3I", 0, 4, 9),
+    )

@@ -18,7 +18,7 @@ def test_a_burst_of_failures_with_long_messages_is_cut_into_entries_a_small_ring
     ]  # fmt: skip
     chunks = list(_chunks(runs))
     assert [run for chunk in chunks for run in chunk] == runs  # all of them, in order
-    limit = max_payload(SMALLEST_REPORTS_RING) - 8  # 8: the entry's connection id
+    limit = max_payload(SMALLEST_REPORTS_RING) - 12  # 12: connection id, record count
     assert all(len(encode_reports(chunk)) <= limit for chunk in chunks)
 
 

@@ -1,0 +1,589 @@
+/* kpd's compiled accelerator: the per-record loops that stay hot after the design removed
+ * what it could, and the ring index accesses that need real memory ordering.
+ *
+ * Every function here has a pure-Python twin that stays the reference (named in each
+ * comment); daemon/accel/__init__.py chooses one implementation at import, and the tests run
+ * the golden vectors against both. Pure: no I/O, no clock, no global state, no allocation
+ * beyond the Python objects returned. Every read of caller-supplied memory is bounds-checked
+ * first: a bad length raises ValueError, never reads past a buffer.
+ *
+ *   murmur2(key)                      Java Utils.murmur2 (daemon/kafka/murmur2.py)
+ *   append_packed(...)                RecordBatch v2 records from packed key/value columns
+ *                                     (daemon/kafka/records.py append_packed_python)
+ *   partition_keys(...)               murmur2 partition per record of a records section
+ *                                     (daemon/ingest/routing.py, pure loop)
+ *   gather_records(...)               a records section of chosen records, plus their
+ *                                     sequence offsets (daemon/ingest/routing.py)
+ *   scan_plain, plain_lengths         a plain records section validated / its length
+ *                                     columns (daemon/wire/records.py _scan_records)
+ *   SharedWords(buffer)               u64 words with seq_cst atomic loads and stores, for the
+ *                                     rings' shared indices (daemon/ring/region.py)
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ---- varints (Kafka's zigzag varint / varlong, protocol "Record") -------------------- */
+
+static inline uint64_t zigzag64(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
+
+static inline Py_ssize_t varint_size(uint64_t u)
+{
+    Py_ssize_t n = 1;
+    while (u >= 0x80) {
+        u >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static inline char *put_varint(char *out, uint64_t u)
+{
+    while (u >= 0x80) {
+        *out++ = (char)((u & 0x7f) | 0x80);
+        u >>= 7;
+    }
+    *out++ = (char)u;
+    return out;
+}
+
+/* ---- murmur2 ------------------------------------------------------------------------- */
+
+/* Java Utils.murmur2: MurmurHash2 32-bit, seed 0x9747b28c, blocks read little-endian, the
+ * tail switch falling through 3 -> 2 -> 1. Returns Java's signed int. */
+static int32_t murmur2_raw(const unsigned char *data, Py_ssize_t length)
+{
+    const uint32_t m = 0x5bd1e995u;
+    uint32_t h = 0x9747b28cu ^ (uint32_t)length;
+    Py_ssize_t i, tail = length & ~(Py_ssize_t)3;
+    for (i = 0; i < tail; i += 4) {
+        uint32_t k = (uint32_t)data[i] | ((uint32_t)data[i + 1] << 8) |
+                     ((uint32_t)data[i + 2] << 16) | ((uint32_t)data[i + 3] << 24);
+        k *= m;
+        k ^= k >> 24;
+        k *= m;
+        h *= m;
+        h ^= k;
+    }
+    switch (length & 3) {
+    case 3:
+        h ^= (uint32_t)data[tail + 2] << 16;
+        /* fall through */
+    case 2:
+        h ^= (uint32_t)data[tail + 1] << 8;
+        /* fall through */
+    case 1:
+        h ^= (uint32_t)data[tail];
+        h *= m;
+    }
+    h ^= h >> 13;
+    h *= m;
+    h ^= h >> 15;
+    return (int32_t)h;
+}
+
+static PyObject *accel_murmur2(PyObject *self, PyObject *arg)
+{
+    Py_buffer key;
+    if (PyObject_GetBuffer(arg, &key, PyBUF_SIMPLE) < 0)
+        return NULL;
+    int32_t h = murmur2_raw(key.buf, key.len);
+    PyBuffer_Release(&key);
+    return PyLong_FromLong(h);
+}
+
+/* ---- records sections (docs/protocol.md section 6; daemon/wire/records.py) ------------ */
+
+static inline int32_t be_i32(const unsigned char *p)
+{
+    return (int32_t)(((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) |
+                     (uint32_t)p[3]);
+}
+
+static inline void put_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* A plain records section (layout 0: no timestamps, no headers) of ``count`` records:
+ * checks the column bounds and that the lengths add up; on success fills the data start. */
+static int plain_section(const Py_buffer *s, Py_ssize_t count, Py_ssize_t *data_start)
+{
+    const unsigned char *b = s->buf;
+    if (count <= 0 || s->len < 1 || b[0] != 0) {
+        PyErr_SetString(PyExc_ValueError, "records: not a plain section (layout 0) of 1+ records");
+        return -1;
+    }
+    if (count > (s->len - 1) / 8) {
+        PyErr_SetString(PyExc_ValueError, "records: columns run past the section");
+        return -1;
+    }
+    Py_ssize_t start = 1 + 8 * count, need = 0;
+    for (Py_ssize_t i = 0; i < 2 * count; i++) {
+        int32_t n = be_i32(b + 1 + 4 * i);
+        if (n < -1) {
+            PyErr_SetString(PyExc_ValueError, "records: length below -1");
+            return -1;
+        }
+        if (n > 0)
+            need += n;
+    }
+    if (need != s->len - start) {
+        PyErr_SetString(PyExc_ValueError, "records: lengths do not add up to the data");
+        return -1;
+    }
+    *data_start = start;
+    return 0;
+}
+
+/* partition_keys(section, count, num_partitions, null_partition) -> bytes
+ * One partition per record as a u32 column in native order (array("I") reads it): Java's
+ * toPositive(murmur2(key)) % num_partitions for keyed records, ``null_partition`` for null
+ * keys. The pure twin is EntryPlanner's per-record loop in daemon/ingest/routing.py. */
+static PyObject *accel_partition_keys(PyObject *self, PyObject *args)
+{
+    Py_buffer s;
+    Py_ssize_t count, parts, null_partition, start;
+    if (!PyArg_ParseTuple(args, "y*nnn", &s, &count, &parts, &null_partition))
+        return NULL;
+    if (parts <= 0 || parts > 0x7fffffff || null_partition < 0 || null_partition >= parts) {
+        PyBuffer_Release(&s);
+        PyErr_SetString(PyExc_ValueError, "partition_keys: bad partition count or null partition");
+        return NULL;
+    }
+    if (plain_section(&s, count, &start) < 0) {
+        PyBuffer_Release(&s);
+        return NULL;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, count * 4);
+    if (out == NULL) {
+        PyBuffer_Release(&s);
+        return NULL;
+    }
+    uint32_t *column = (uint32_t *)PyBytes_AS_STRING(out);
+    const unsigned char *b = s.buf;
+    Py_ssize_t pos = start;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        int32_t klen = be_i32(b + 1 + 4 * i), vlen = be_i32(b + 1 + 4 * (count + i));
+        if (klen < 0) {
+            column[i] = (uint32_t)null_partition;
+        } else {
+            uint32_t h = (uint32_t)murmur2_raw(b + pos, klen) & 0x7fffffffu;
+            column[i] = h % (uint32_t)parts;
+            pos += klen;
+        }
+        if (vlen > 0)
+            pos += vlen;
+    }
+    PyBuffer_Release(&s);
+    return out;
+}
+
+/* gather_records(section, count, partitions, wanted) -> (section, seq_offsets, n)
+ * The plain records section of the records whose entry in ``partitions`` (a native u32
+ * column, one per record) equals ``wanted``, in order, and their indices in the frame as a
+ * big-endian u32 column (the ring entry's sequence offsets). One pass over the columns. */
+static PyObject *accel_gather_records(PyObject *self, PyObject *args)
+{
+    Py_buffer s, p;
+    Py_ssize_t count, start;
+    unsigned long wanted;
+    PyObject *section = NULL, *offsets = NULL, *result = NULL;
+    if (!PyArg_ParseTuple(args, "y*ny*k", &s, &count, &p, &wanted))
+        return NULL;
+    if (plain_section(&s, count, &start) < 0)
+        goto done;
+    if (p.len != count * 4) {
+        PyErr_SetString(PyExc_ValueError, "gather_records: one u32 partition per record");
+        goto done;
+    }
+    const unsigned char *b = s.buf;
+    const uint32_t *parts = p.buf;
+    Py_ssize_t n = 0, data = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (parts[i] != wanted)
+            continue;
+        int32_t klen = be_i32(b + 1 + 4 * i), vlen = be_i32(b + 1 + 4 * (count + i));
+        n++;
+        data += (klen > 0 ? klen : 0) + (vlen > 0 ? vlen : 0);
+    }
+    section = PyBytes_FromStringAndSize(NULL, 1 + 8 * n + data);
+    offsets = PyBytes_FromStringAndSize(NULL, 4 * n);
+    if (section == NULL || offsets == NULL)
+        goto done;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(section);
+    unsigned char *seqs = (unsigned char *)PyBytes_AS_STRING(offsets);
+    unsigned char *out_data = out + 1 + 8 * n;
+    out[0] = 0;
+    Py_ssize_t pos = start, k = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        int32_t klen = be_i32(b + 1 + 4 * i), vlen = be_i32(b + 1 + 4 * (count + i));
+        Py_ssize_t size = (klen > 0 ? klen : 0) + (vlen > 0 ? vlen : 0);
+        if (parts[i] == wanted) {
+            memcpy(out + 1 + 4 * k, b + 1 + 4 * i, 4);
+            memcpy(out + 1 + 4 * (n + k), b + 1 + 4 * (count + i), 4);
+            put_be32(seqs + 4 * k, (uint32_t)i);
+            memcpy(out_data, b + pos, size);
+            out_data += size;
+            k++;
+        }
+        pos += size;
+    }
+    result = Py_BuildValue("OOn", section, offsets, n);
+done:
+    Py_XDECREF(section);
+    Py_XDECREF(offsets);
+    PyBuffer_Release(&s);
+    PyBuffer_Release(&p);
+    return result;
+}
+
+/* scan_plain(section, count) -> keyless
+ * Validates a plain records section as daemon/wire/records.py _scan_records does (raises
+ * ValueError on any fault; the caller re-runs the pure scan for the exact error) and says
+ * whether every key is null. */
+static PyObject *accel_scan_plain(PyObject *self, PyObject *args)
+{
+    Py_buffer s;
+    Py_ssize_t count, start;
+    if (!PyArg_ParseTuple(args, "y*n", &s, &count))
+        return NULL;
+    if (plain_section(&s, count, &start) < 0) {
+        PyBuffer_Release(&s);
+        return NULL;
+    }
+    const unsigned char *b = s.buf;
+    int keyless = 1;
+    for (Py_ssize_t i = 0; i < count && keyless; i++)
+        keyless = be_i32(b + 1 + 4 * i) == -1;
+    PyBuffer_Release(&s);
+    return PyBool_FromLong(keyless);
+}
+
+/* plain_lengths(section, count) -> (key_lens, value_lens, data_start)
+ * The length columns of a plain records section as native i32 bytes (memoryview(...).cast("i")
+ * reads them as ints; append_packed reads them without an int object per record). */
+static PyObject *accel_plain_lengths(PyObject *self, PyObject *args)
+{
+    Py_buffer s;
+    Py_ssize_t count, start;
+    if (!PyArg_ParseTuple(args, "y*n", &s, &count))
+        return NULL;
+    if (plain_section(&s, count, &start) < 0) {
+        PyBuffer_Release(&s);
+        return NULL;
+    }
+    PyObject *keys = PyBytes_FromStringAndSize(NULL, 4 * count);
+    PyObject *values = PyBytes_FromStringAndSize(NULL, 4 * count);
+    PyObject *result = NULL;
+    if (keys != NULL && values != NULL) {
+        const unsigned char *b = s.buf;
+        int32_t *k = (int32_t *)PyBytes_AS_STRING(keys);
+        int32_t *v = (int32_t *)PyBytes_AS_STRING(values);
+        for (Py_ssize_t i = 0; i < count; i++) {
+            k[i] = be_i32(b + 1 + 4 * i);
+            v[i] = be_i32(b + 1 + 4 * (count + i));
+        }
+        result = Py_BuildValue("OOn", keys, values, start);
+    }
+    Py_XDECREF(keys);
+    Py_XDECREF(values);
+    PyBuffer_Release(&s);
+    return result;
+}
+
+/* ---- RecordBatch v2 records (Kafka implementation.html "Record") ---------------------- */
+
+/* A column of lengths: a buffer of native i32 (memoryview cast "i", array("i")) read in place,
+ * or any sequence of ints. */
+typedef struct {
+    Py_buffer view; /* when ints != NULL */
+    const int32_t *ints;
+    PyObject *seq; /* PySequence_Fast otherwise */
+    Py_ssize_t len;
+} Column;
+
+static int column_open(Column *c, PyObject *obj)
+{
+    c->ints = NULL;
+    c->seq = NULL;
+    if (PyObject_CheckBuffer(obj) && PyObject_GetBuffer(obj, &c->view, PyBUF_FORMAT) == 0) {
+        const char *f = c->view.format;
+        if (c->view.itemsize == 4 && f != NULL && (strcmp(f, "i") == 0 || strcmp(f, "@i") == 0 ||
+                                                   strcmp(f, "=i") == 0)) {
+            c->ints = c->view.buf;
+            c->len = c->view.len / 4;
+            return 0;
+        }
+        PyBuffer_Release(&c->view);
+    }
+    PyErr_Clear();
+    c->seq = PySequence_Fast(obj, "lengths must be a sequence of ints or an i32 buffer");
+    if (c->seq == NULL)
+        return -1;
+    c->len = PySequence_Fast_GET_SIZE(c->seq);
+    return 0;
+}
+
+static void column_close(Column *c)
+{
+    if (c->ints != NULL)
+        PyBuffer_Release(&c->view);
+    Py_XDECREF(c->seq);
+    c->ints = NULL;
+    c->seq = NULL;
+}
+
+static int column_get(Column *c, Py_ssize_t i, Py_ssize_t *out)
+{
+    if (c->ints != NULL) {
+        *out = c->ints[i];
+        return 0;
+    }
+    *out = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(c->seq, i));
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* append_packed(buf, head, data, key_lens, value_lens, index, pos, offset, max_size)
+ *     -> (next index, next data position, bytes added)
+ * Appends records index.. to the bytearray ``buf`` until it holds ``max_size`` bytes (at
+ * least one record when ``offset`` is 0, i.e. the batch is empty). Each record is
+ *     length varint | head (attributes + timestampDelta varlong, shared) | offsetDelta varint
+ *     | keyLength varint | key | valueLength varint | value | headerCount varint (0)
+ * with the key and value read back to back from ``data`` at ``pos``; -1 = null. The pure
+ * twin is append_packed_python in daemon/kafka/records.py. */
+static PyObject *accel_append_packed(PyObject *self, PyObject *args)
+{
+    PyObject *buf, *klens_obj, *vlens_obj, *result = NULL;
+    Column klens = {0}, vlens = {0};
+    Py_buffer head, data;
+    Py_ssize_t index, pos, offset, max_size;
+    if (!PyArg_ParseTuple(args, "Yy*y*OOnnnn", &buf, &head, &data, &klens_obj, &vlens_obj,
+                          &index, &pos, &offset, &max_size))
+        return NULL;
+    if (column_open(&klens, klens_obj) < 0 || column_open(&vlens, vlens_obj) < 0)
+        goto done;
+    Py_ssize_t count = klens.len;
+    if (vlens.len != count || index < 0 || offset < 0 || pos < 0) {
+        PyErr_SetString(PyExc_ValueError, "append_packed: bad columns or positions");
+        goto done;
+    }
+    /* Pass 1: how many records fit, and their bytes, lengths checked against the data. */
+    const char *src = data.buf;
+    Py_ssize_t start = PyByteArray_GET_SIZE(buf), size = start, end = index, p = pos, o = offset;
+    while (end < count && (size < max_size || o == 0)) {
+        Py_ssize_t klen, vlen;
+        if (column_get(&klens, end, &klen) < 0 || column_get(&vlens, end, &vlen) < 0)
+            goto done;
+        Py_ssize_t kbytes = klen > 0 ? klen : 0, vbytes = vlen > 0 ? vlen : 0;
+        if (klen < -1 || vlen < -1 || kbytes > data.len - p || vbytes > data.len - p - kbytes) {
+            PyErr_SetString(PyExc_ValueError, "append_packed: a length runs past the data");
+            goto done;
+        }
+        Py_ssize_t body = head.len + varint_size(zigzag64(o)) + varint_size(zigzag64(klen)) +
+                          kbytes + varint_size(zigzag64(vlen)) + vbytes + 1;
+        size += varint_size(zigzag64(body)) + body;
+        p += kbytes + vbytes;
+        o++;
+        end++;
+    }
+    /* One resize for them all. Growing to up to twice the new size and back keeps that
+     * capacity (CPython shrinks a bytearray in place while it stays above half its
+     * allocation), so the next appends to this batch grow without copying it again. */
+    Py_ssize_t room = size < max_size ? (2 * size < max_size ? 2 * size : max_size) : size;
+    if (room > size && PyByteArray_Resize(buf, room) < 0)
+        goto done;
+    if (PyByteArray_Resize(buf, size) < 0)
+        goto done;
+    /* Pass 2: write them. */
+    char *out = PyByteArray_AS_STRING(buf) + start;
+    Py_ssize_t i;
+    for (i = index; i < end; i++) {
+        Py_ssize_t klen, vlen;
+        column_get(&klens, i, &klen); /* read and checked in pass 1 */
+        column_get(&vlens, i, &vlen);
+        Py_ssize_t kbytes = klen > 0 ? klen : 0, vbytes = vlen > 0 ? vlen : 0;
+        uint64_t zk = zigzag64(klen), zv = zigzag64(vlen), zo = zigzag64(offset);
+        Py_ssize_t body = head.len + varint_size(zo) + varint_size(zk) + kbytes +
+                          varint_size(zv) + vbytes + 1;
+        out = put_varint(out, zigzag64(body));
+        memcpy(out, head.buf, head.len);
+        out += head.len;
+        out = put_varint(out, zo);
+        out = put_varint(out, zk);
+        memcpy(out, src + pos, kbytes);
+        out += kbytes;
+        out = put_varint(out, zv);
+        memcpy(out, src + pos + kbytes, vbytes);
+        out += vbytes;
+        *out++ = 0; /* headerCount */
+        pos += kbytes + vbytes;
+        offset++;
+    }
+    result = Py_BuildValue("nnn", i, pos, size - start);
+done:
+    column_close(&klens);
+    column_close(&vlens);
+    PyBuffer_Release(&head);
+    PyBuffer_Release(&data);
+    return result;
+}
+
+/* ---- SharedWords: ordered u64 words in shared memory ---------------------------------- */
+
+/* The rings' shared indices (write_pos, release_pos, the wake_at flags) are read and written
+ * by two processes. seq_cst loads and stores give what the ring protocol needs on any CPU:
+ * release/acquire for publish -> read and read -> release, and the store -> load order of the
+ * announce-then-sleep wake-up protocol (daemon/ring/wakeup.py). A plain aligned 8-byte access
+ * gives the first only on x86-64 (TSO), the second nowhere. */
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;
+    int held;
+    Py_ssize_t words;
+} SharedWords;
+
+static int SharedWords_init(SharedWords *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *obj;
+    if (!PyArg_ParseTuple(args, "O", &obj))
+        return -1;
+    if (self->held) {
+        PyBuffer_Release(&self->view);
+        self->held = 0;
+    }
+    if (PyObject_GetBuffer(obj, &self->view, PyBUF_WRITABLE) < 0)
+        return -1;
+    self->held = 1;
+    if (((uintptr_t)self->view.buf) % 8 != 0) {
+        PyErr_SetString(PyExc_ValueError, "SharedWords: the buffer must be 8-byte aligned");
+        return -1;
+    }
+    self->words = self->view.len / 8;
+    return 0;
+}
+
+static void SharedWords_dealloc(SharedWords *self)
+{
+    if (self->held)
+        PyBuffer_Release(&self->view);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static _Atomic uint64_t *word_at(SharedWords *self, PyObject *key)
+{
+    if (!self->held) {
+        PyErr_SetString(PyExc_ValueError, "SharedWords: released");
+        return NULL;
+    }
+    Py_ssize_t i = PyNumber_AsSsize_t(key, PyExc_IndexError);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if (i < 0 || i >= self->words) {
+        PyErr_SetString(PyExc_IndexError, "SharedWords: index out of range");
+        return NULL;
+    }
+    return (_Atomic uint64_t *)self->view.buf + i;
+}
+
+static PyObject *SharedWords_getitem(SharedWords *self, PyObject *key)
+{
+    _Atomic uint64_t *word = word_at(self, key);
+    if (word == NULL)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(atomic_load_explicit(word, memory_order_seq_cst));
+}
+
+static int SharedWords_setitem(SharedWords *self, PyObject *key, PyObject *value)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "SharedWords: words cannot be deleted");
+        return -1;
+    }
+    _Atomic uint64_t *word = word_at(self, key);
+    if (word == NULL)
+        return -1;
+    unsigned long long v = PyLong_AsUnsignedLongLong(value);
+    if (v == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    atomic_store_explicit(word, (uint64_t)v, memory_order_seq_cst);
+    return 0;
+}
+
+static Py_ssize_t SharedWords_len(SharedWords *self) { return self->held ? self->words : 0; }
+
+static PyObject *SharedWords_release(SharedWords *self, PyObject *unused)
+{
+    if (self->held) {
+        PyBuffer_Release(&self->view);
+        self->held = 0;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMappingMethods SharedWords_mapping = {
+    .mp_length = (lenfunc)SharedWords_len,
+    .mp_subscript = (binaryfunc)SharedWords_getitem,
+    .mp_ass_subscript = (objobjargproc)SharedWords_setitem,
+};
+
+static PyMethodDef SharedWords_methods[] = {
+    {"release", (PyCFunction)SharedWords_release, METH_NOARGS,
+     "Give the buffer back (the mapping can then be closed)."},
+    {NULL},
+};
+
+static PyTypeObject SharedWordsType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "daemon.accel._accel.SharedWords",
+    .tp_basicsize = sizeof(SharedWords),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "u64 words of a writable buffer, read and written with seq_cst atomics.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)SharedWords_init,
+    .tp_dealloc = (destructor)SharedWords_dealloc,
+    .tp_as_mapping = &SharedWords_mapping,
+    .tp_methods = SharedWords_methods,
+};
+
+/* ---- module --------------------------------------------------------------------------- */
+
+static PyMethodDef accel_methods[] = {
+    {"murmur2", accel_murmur2, METH_O, "Java Utils.murmur2 of a bytes-like key (signed int)."},
+    {"partition_keys", accel_partition_keys, METH_VARARGS,
+     "A native u32 column of each record's key partition."},
+    {"gather_records", accel_gather_records, METH_VARARGS,
+     "The records section and sequence offsets of one partition's records."},
+    {"scan_plain", accel_scan_plain, METH_VARARGS,
+     "Validate a plain records section; True if every key is null."},
+    {"plain_lengths", accel_plain_lengths, METH_VARARGS,
+     "The length columns of a plain records section as native i32 bytes."},
+    {"append_packed", accel_append_packed, METH_VARARGS,
+     "Append packed records to a RecordBatch v2 bytearray."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef accel_module = {
+    PyModuleDef_HEAD_INIT, "daemon.accel._accel", "kpd's compiled accelerator.", -1,
+    accel_methods,
+};
+
+PyMODINIT_FUNC PyInit__accel(void)
+{
+    if (PyType_Ready(&SharedWordsType) < 0)
+        return NULL;
+    PyObject *module = PyModule_Create(&accel_module);
+    if (module == NULL)
+        return NULL;
+    Py_INCREF(&SharedWordsType);
+    if (PyModule_AddObject(module, "SharedWords", (PyObject *)&SharedWordsType) < 0) {
+        Py_DECREF(&SharedWordsType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
