@@ -13,8 +13,12 @@ each record's ``RecordFuture`` from kpd's delivery reports, a whole report run a
 Layout: ``errors`` (results and DeliveryError), ``serializers``, ``session`` (the sans-IO
 core), ``batch`` (a frame's records, then its outcomes per run), ``encoding`` (the columnar
 PRODUCE encoder), ``inflight``, ``future`` (RecordFuture: result/exception/done/
-add_done_callback, awaitable from AsyncProducer), ``sync`` (Producer), ``aio``
-(AsyncProducer). Import from ``daemon.client``.
+add_done_callback, awaitable from AsyncProducer), ``reconnect`` (backoff and max.block.ms
+while kpd is away), ``sync`` (Producer), ``aio`` (AsyncProducer). Import from
+``daemon.client``.
+
+Both reconnect by themselves when kpd restarts or its ingest process dies: records written on
+the broken connection fail POSSIBLY_PERSISTED, the rest are sent on the next one (docs/client.md).
 
 Per-record work is what bounds a Python producer, so send() creates no Future, takes no
 Condition and wakes nobody per record, and frames are encoded a column at a time: ~1 us of
