@@ -223,7 +223,7 @@ class ClientConnection(asyncio.Protocol):
             return None
         self.next_seq = header.base_seq + header.count
         if self.quiescing:
-            self._fail(
+            self.reject(
                 header.base_seq,
                 header.count,
                 KpdErrorCode.SHUTTING_DOWN,
