@@ -529,8 +529,10 @@ class ProducerSession:
         if run.partition != -1 or run.persistence is not Persistence.NOT_PERSISTED:
             return False  # a worker's SHUTTING_DOWN: records it had taken
         self._draining = True
-        for out in self._recent:
+        for out in reversed(self._recent):  # the refused frames are the newest written
             batch = out.batch
+            if batch.base_seq < run.first_seq:
+                break
             if batch.base_seq == run.first_seq:
                 if batch.count != run.count or batch.remaining != batch.count:
                     return False
