@@ -18,9 +18,14 @@ Layout: ``errors`` (results and DeliveryError), ``serializers``, ``session`` (th
 core), ``batch`` (a frame's records, then its outcomes per run), ``inflight``, ``future``
 (RecordFuture: result/exception/done/add_done_callback, awaitable from AsyncProducer),
 ``bulk`` (BulkFuture, BulkResult, BulkError), ``grouping`` (a bulk's records per partition),
-``sync`` (Producer), ``aio`` (AsyncProducer),
-``lines`` (``kpd send``'s line sender). Partitioning is ``daemon.kafka.partitioner``, shared
-with kpd's ingest; frames are encoded by ``daemon.wire.produce``. Import from ``daemon.client``.
+``reconnect`` (backoff and max.block.ms while kpd is away), ``sync`` (Producer), ``aio``
+(AsyncProducer), ``lines`` (``kpd send``'s line sender). Partitioning is
+``daemon.kafka.partitioner``, shared with kpd's ingest; frames are encoded by
+``daemon.wire.produce``. Import from ``daemon.client``.
+
+Both producers reconnect by themselves when kpd restarts or its ingest process dies: records
+written on the broken connection fail POSSIBLY_PERSISTED, the rest are sent on the next one
+(docs/client.md).
 
 Per-record work is what bounds a Python producer, so send() creates no Future, takes no
 Condition and wakes nobody per record, and frames are encoded a column at a time: ~1 us of

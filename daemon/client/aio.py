@@ -6,6 +6,11 @@ written when a batch fills or its linger timer fires, and ``data_received`` sett
 run by run and wakes the coroutines awaiting those records. A caller cancelling an awaited
 future never touches the connection, nor other coroutines awaiting the same record.
 
+Reconnecting: when the connection ends, the records written on it fail (POSSIBLY_PERSISTED)
+and a task reconnects with backoff (``reconnect``), then sends what was never written first.
+Meanwhile ``await send()`` waits for a connection up to max.block.ms, and records queued before
+the break fail once kpd has been unreachable that long.
+
 Must not import threads or kpd's engines (producer, net, ring, process).
 """
 
@@ -26,6 +31,7 @@ from daemon.client.common import (
 )
 from daemon.client.errors import CONNECTION_LOST, DeliveryError, KpdConnectionError
 from daemon.client.future import refused, run_callback
+from daemon.client.reconnect import Reconnector, unreachable
 from daemon.client.session import AwaitingMetadata, ProducerSession
 from daemon.wire import FatalProtocolError, FrameDecoder, Persistence, Role
 
@@ -95,7 +101,7 @@ class _Connection(asyncio.Protocol):
         for data in backlog:
             self._producer._on_data(data)
         if self._lost_reason is not None:
-            self._producer._on_lost(self._lost_reason)
+            self._producer._on_lost(self, self._lost_reason)
 
     def data_received(self, data: bytes) -> None:
         if not self._welcome.done():
@@ -126,7 +132,7 @@ class _Connection(asyncio.Protocol):
         elif self._backlog is not None:
             self._lost_reason = reason
         else:
-            self._producer._on_lost(reason)
+            self._producer._on_lost(self, reason)
         if self._can_write is not None and not self._can_write.done():
             self._can_write.set_result(None)
         self.closed.set_result(None)
@@ -148,7 +154,7 @@ class _Connection(asyncio.Protocol):
 class AsyncProducer:
     """``await start()`` (or ``async with``), then ``fut = await send(...)``; ``await fut``
     gives RecordMetadata or raises DeliveryError (``fut`` is a RecordFuture, see
-    daemon.client.future). ``acks`` as for the sync Producer."""
+    daemon.client.future). ``acks`` and the reconnect settings as for the sync Producer."""
 
     def __init__(
         self,
@@ -163,16 +169,27 @@ class AsyncProducer:
         metadata_max_age_ms: float = 300_000,
         connect_timeout: float | None = 10.0,
         client_name: str | None = None,
+        reconnect_backoff_ms: float = 50,
+        reconnect_backoff_max_ms: float = 1000,
     ) -> None:
         self._path = path
-        self._max_block_s = max_block_ms / 1000
-        self._settings = ClientSettings.from_arguments(
+        self._settings = settings = ClientSettings.from_arguments(
             acks,
             client_name or f"kpd-python-asyncio pid={os.getpid()}",
             batch_bytes,
             linger_ms,
             metadata_max_age_ms,
+            reconnect_backoff_ms,
+            reconnect_backoff_max_ms,
+            max_block_ms,
         )
+        self._max_block_s = settings.max_block_s
+        self._link = Reconnector(
+            settings.reconnect_backoff_s, settings.reconnect_backoff_max_s, settings.max_block_s
+        )
+        self._connected: asyncio.Event | None = None  # set while a connection is up
+        self._wakeup: asyncio.Event | None = None  # close() interrupts a reconnect wait
+        self._reconnecting: asyncio.Task | None = None
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
         self._connect_timeout = connect_timeout
@@ -187,13 +204,31 @@ class AsyncProducer:
         self.server_name = ""
 
     async def start(self) -> None:
-        """Connect and handshake; raises OSError (KpdConnectionError if kpd refuses)."""
+        """Connect and handshake; raises OSError naming the socket (KpdConnectionError if kpd
+        refuses). Later losses are repaired in the background."""
+        loop = asyncio.get_running_loop()
+        connection, welcome, decoder, early = await self._open()
+        self.server_name = welcome.server_name
+        self._connection = connection
+        self._ended = loop.create_future()
+        self._connected = asyncio.Event()
+        self._connected.set()
+        self._wakeup = asyncio.Event()
+        self._session = ProducerSession(self._settings, welcome, decoder, loop.time, _Hub())
+        self._finish(self._session.accept(early))
+        connection.attach()
+
+    async def _open(self):
+        """Connect and exchange HELLO/WELCOME: (connection, welcome, decoder, early frames)."""
         loop = asyncio.get_running_loop()
         welcome_future = loop.create_future()
-        transport, connection = await asyncio.wait_for(
-            loop.create_unix_connection(lambda: _Connection(self, welcome_future), self._path),
-            self._connect_timeout,
-        )
+        try:
+            transport, connection = await asyncio.wait_for(
+                loop.create_unix_connection(lambda: _Connection(self, welcome_future), self._path),
+                self._connect_timeout,
+            )
+        except OSError as exc:  # TimeoutError included
+            raise unreachable(self._path, exc) from None
         transport.write(hello_frame(self._settings))
         try:
             welcome, decoder, early = await asyncio.wait_for(
@@ -202,12 +237,7 @@ class AsyncProducer:
         except BaseException:
             transport.close()
             raise
-        self.server_name = welcome.server_name
-        self._connection = connection
-        self._ended = loop.create_future()
-        self._session = ProducerSession(self._settings, welcome, decoder, loop.time, _Hub())
-        self._finish(self._session.accept(early))
-        connection.attach()
+        return connection, welcome, decoder, early
 
     async def send(self, topic, value, key=None, partition=None, timestamp_ms=None, headers=None):
         """Queue one record; returns its RecordFuture (not awaited here): ``await`` it for
@@ -220,6 +250,8 @@ class AsyncProducer:
         """
         if self._session is None or self._closed:
             raise RuntimeError("send() before start() or after close()")
+        if not self._link.connected and not await self._wait_for_connection():
+            return refused(self._unreachable())
         if self._key_serializer is not None:
             key = self._key_serializer(key)
         if self._value_serializer is not None:
@@ -248,6 +280,8 @@ class AsyncProducer:
         ``Producer.send_bulk``; awaiting send_bulk() itself waits as send() does."""
         if self._session is None or self._closed:
             raise RuntimeError("send_bulk() before start() or after close()")
+        if not self._link.connected and not await self._wait_for_connection():
+            return refused_bulk(self._unreachable(), len(values))
         if self._value_serializer is not None:
             values = [self._value_serializer(value) for value in values]
         if self._key_serializer is not None and keys is not None:
@@ -305,6 +339,19 @@ class AsyncProducer:
                         )
                     )
 
+    async def _wait_for_connection(self) -> bool:
+        # Up to max.block.ms from the start of the outage (as the sync Producer).
+        timeout = max(self._link.expires_at() - asyncio.get_running_loop().time(), 0)
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _unreachable(self) -> DeliveryError:
+        message = self._link.outage_message(self._path, asyncio.get_running_loop().time())
+        return DeliveryError(CONNECTION_LOST, 0, Persistence.NOT_PERSISTED, message)
+
     async def partitions_for(self, topic: str, timeout: float | None = None) -> int:
         """As ``Producer.partitions_for``: kpd's partition count for ``topic``."""
         session = self._require_started()
@@ -340,11 +387,14 @@ class AsyncProducer:
         if not self._closed:
             self._closed = True
             session.begin_close()
+            self._wakeup.set()  # a reconnect task waiting out its backoff re-checks
             self._service()
             try:
                 await asyncio.wait_for(asyncio.shield(self._ended), timeout)
             except TimeoutError:
                 self._finish(session.connection_lost("closed by the app before kpd reported"))
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
         self._connection.transport.close()
         await asyncio.shield(self._connection.closed)
 
@@ -366,13 +416,14 @@ class AsyncProducer:
         """Frame what is due, write it, and arm the timer for the next deadline."""
         session = self._session
         session.seal_due()
-        out = session.take_output()
+        out = session.take_output() if self._link.connected else None
         if out and not session.ended:
             transport = self._connection.transport
             transport.writelines([item.data for item in out])
             # Handed to the transport counts as sent: if the connection dies now these records
             # are reported POSSIBLY_PERSISTED, the safe side.
-            self._finish(session.sent(out[-1].end_seq, sum(item.buffered for item in out)))
+            end_seq = max(item.end_seq for item in out)
+            self._finish(session.sent(end_seq, sum(item.buffered for item in out)))
         self._arm(session.next_deadline())
 
     def _arm(self, deadline: float | None) -> None:
@@ -390,13 +441,66 @@ class AsyncProducer:
     def _on_data(self, data: bytes) -> None:
         session = self._session
         self._finish(session.receive(data))
-        if session.ended:
-            self._connection.transport.close()
+        if session.ended or session.broken:
+            self._connection.transport.close()  # connection_lost follows: _on_lost
         else:
             self._service()  # failures may have asked for a METADATA refresh
 
-    def _on_lost(self, reason: str) -> None:
-        self._finish(self._session.connection_lost(reason))
+    def _on_lost(self, connection: _Connection, reason: str) -> None:
+        if connection is not self._connection:
+            return  # a connection given up on already
+        session = self._session
+        code, message = session.broken or (CONNECTION_LOST, f"connection to kpd lost ({reason})")
+        self._link.lost(asyncio.get_running_loop().time(), message)
+        self._connected.clear()
+        self._finish(session.disconnected(code, message))
+        if not session.ended and self._reconnecting is None:
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+
+    # --- reconnecting -------------------------------------------------------------------------
+
+    async def _reconnect(self) -> None:
+        """Try again with backoff until a handshake succeeds or the producer is done; fail
+        the queued records once kpd has been unreachable for max.block.ms."""
+        loop = asyncio.get_running_loop()
+        link, session = self._link, self._session
+        while True:
+            if session.ended or (session.closing and not session.pending):
+                self._reconnecting = None
+                if not session.ended:
+                    self._finish(session.connection_lost("closed while disconnected"))
+                return
+            now = loop.time()
+            if session.pending and link.expired(now):
+                message = link.outage_message(self._path, now)
+                self._finish(session.fail_queued(CONNECTION_LOST, message))
+                continue
+            wait = link.due_in(now)
+            if wait > 0:
+                if session.pending:
+                    wait = min(wait, max(link.expires_at() - now, 0))
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), wait)
+                continue
+            try:
+                connection, welcome, decoder, early = await self._open()
+            except OSError as exc:
+                link.failed(loop.time(), str(exc))
+                continue
+            if session.ended:  # close() gave up meanwhile
+                connection.transport.close()
+                continue
+            self._reconnecting = None
+            self._connection = connection
+            self.server_name = welcome.server_name
+            link.succeeded()
+            self._connected.set()
+            self._finish(session.reconnected(welcome, decoder))
+            self._finish(session.accept(early))
+            connection.attach()
+            self._service()
+            return
 
     def _finish(self, done: Completions) -> None:
         """Wake awaiting records, then flush() and close() waiters whose condition now holds."""

@@ -53,6 +53,13 @@ class ClientSettings:
     sticky_bytes: int = 64 * 1024
     # Partition counts are refreshed this often (Java's metadata.max.age.ms: 5 minutes).
     metadata_max_age_s: float = 300.0
+    # After kpd went away: first wait before reconnecting, growing x2 per failed attempt up to
+    # the max (Kafka's reconnect.backoff.ms = 50 and reconnect.backoff.max.ms = 1000).
+    reconnect_backoff_s: float = 0.05
+    reconnect_backoff_max_s: float = 1.0
+    # send() blocks at most this long for buffer space or a connection; records queued while
+    # kpd is unreachable fail after this long (Kafka's max.block.ms: 60 s).
+    max_block_s: float = 60.0
 
     @classmethod
     def from_arguments(
@@ -62,10 +69,20 @@ class ClientSettings:
         batch_bytes: int,
         linger_ms: float,
         metadata_max_age_ms: float,
+        reconnect_backoff_ms: float = 50.0,
+        reconnect_backoff_max_ms: float = 1000.0,
+        max_block_ms: float = 60_000.0,
     ) -> ClientSettings:
         """The settings both producers build from their keyword arguments (ms, names)."""
         if acks not in ACKS:
             raise ValueError(f"acks must be one of {sorted(ACKS)}, not {acks!r}")
+        if not 0 < reconnect_backoff_ms <= reconnect_backoff_max_ms:
+            raise ValueError(
+                "need 0 < reconnect_backoff_ms <= reconnect_backoff_max_ms, not "
+                f"{reconnect_backoff_ms} and {reconnect_backoff_max_ms}"
+            )
+        if max_block_ms < 0:
+            raise ValueError(f"max_block_ms must be >= 0, not {max_block_ms}")
         return cls(
             ack=ACKS[acks],
             client_name=client_name,
@@ -73,13 +90,17 @@ class ClientSettings:
             linger_s=linger_ms / 1000,
             sticky_bytes=batch_bytes,
             metadata_max_age_s=metadata_max_age_ms / 1000,
+            reconnect_backoff_s=reconnect_backoff_ms / 1000,
+            reconnect_backoff_max_s=reconnect_backoff_max_ms / 1000,
+            max_block_s=max_block_ms / 1000,
         )
 
 
 class Outgoing(NamedTuple):
     data: bytes
-    end_seq: int  # sequence number after this frame's records (unchanged for control frames)
+    end_seq: int  # sequence number after this PRODUCE frame's records; -1: a control frame
     buffered: int  # bytes of it counted in buffered_bytes (PRODUCE frames only)
+    batch: object = None  # the Batch of a PRODUCE frame (resent after a reconnect if unwritten)
 
 
 class Completions:

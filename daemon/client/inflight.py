@@ -75,6 +75,19 @@ class InFlight:
         if self._frames.pop(frame.base_seq, None) is not None:
             del self._seqs[bisect_right(self._seqs, frame.base_seq) - 1]
 
+    def rewind_written(self, seq: int) -> None:
+        """Frames from ``seq`` on will be written again (a draining kpd refused them)."""
+        self.written_below = min(self.written_below, seq)
+
+    def fail_written(self, code: int, message: str, done: Completions) -> None:
+        """The connection ended and the producer reconnects: frames written on it may be in
+        Kafka (POSSIBLY_PERSISTED); the unwritten ones stay, to be sent on the next one."""
+        seqs = self._seqs
+        data = ended_data(code, message, True)
+        while seqs and seqs[0] < self.written_below:
+            frame = self._frames.pop(seqs.pop(0))
+            frame.settle(0, frame.count, ENDED, data, done)
+
     def fail_all(self, code: int, message: str, done: Completions) -> None:
         """The connection ended: written records may be in Kafka, the others are not."""
         for base in self._seqs:

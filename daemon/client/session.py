@@ -3,12 +3,14 @@
 Owns what the sync and asyncio producers share after the handshake: partitioning (keyed ->
 Java's murmur2, keyless -> sticky, explicit -> honoured), per-(topic, partition) batching in
 ``Batch``es (sealed into PRODUCE frames by ``encoding``), the connection's sequence numbers,
-METADATA requests and partition counts, and dispatching the frames kpd sends. add() returns
-each record's ``RecordFuture``, add_bulk() one ``BulkFuture`` for many; sealed batches awaiting
-results live in ``InFlight`` and store outcomes per report run. A keyed record of a topic
-whose partition count is unknown raises ``AwaitingMetadata``: the adapter waits (max.block.ms)
-and calls again, so records leave partitioned by the one partitioner kpd's ingest uses too.
-It does no I/O and never blocks: the adapters (``sync``, ``aio``)
+METADATA requests and partition counts, dispatching the frames kpd sends, and what survives a
+reconnect (``disconnected``/``reconnected``: written frames fail POSSIBLY_PERSISTED, frames not
+yet written are renumbered for the new connection and sent there). add() returns each record's
+``RecordFuture``, add_bulk() one ``BulkFuture`` for many; sealed batches awaiting results live
+in ``InFlight`` and store outcomes per report run. A keyed record of a topic whose partition
+count is unknown raises ``AwaitingMetadata``: the adapter waits (max.block.ms) and calls again,
+so records leave partitioned by the one partitioner kpd's ingest uses too. It does no I/O and
+never blocks: the adapters (``sync``, ``aio``)
 move bytes, wake waiters and run the done-callbacks listed in the ``Completions`` it returns.
 
 Not thread-safe: an adapter serialises every call (the sync one under its lock).
@@ -58,7 +60,7 @@ from daemon.wire import (
     is_retriable,
 )
 from daemon.wire.base import encode_string
-from daemon.wire.produce import FIXED_RECORD_BYTES, frame_overhead
+from daemon.wire.produce import FIXED_RECORD_BYTES, frame_overhead, with_base_seq
 from daemon.wire.records import header_blob
 
 __all__ = ["AwaitingMetadata", "ProducerSession"]
@@ -77,6 +79,12 @@ class AwaitingMetadata(Exception):
     def __init__(self, topic: str) -> None:
         super().__init__(topic)
         self.topic = topic
+
+
+# Written frames kept (their bytes) in case kpd answers them SHUTTING_DOWN while draining for a
+# restart: those are sent again on the next connection instead of failing. Only the newest
+# frames matter (kpd refuses what arrives after it began to drain), so the window is bounded.
+_RESEND_WINDOW_BYTES = 16 * 1024 * 1024
 
 
 class _Topic:
@@ -141,6 +149,24 @@ class ProducerSession:
         self._topics: dict[str, _Topic] = {}
         self._lingering: deque[Batch] = deque()  # open frames, oldest (earliest deadline) first
         self._outbox: deque[Outgoing] = deque()  # framed, not yet taken by the adapter
+        # PRODUCE frames sealed but not yet confirmed written (``sent``), oldest first: a suffix
+        # of the sealed frames, since frames are written in order. After a reconnect they are
+        # sent again on the new connection: kpd never saw them whole.
+        self._unwritten: deque[Outgoing] = deque()
+        # Written PRODUCE frames, newest last, while they may still be refused by a draining
+        # kpd (see _RESEND_WINDOW_BYTES); trimmed from the left.
+        self._recent: deque[Outgoing] = deque()
+        self._recent_bytes = 0
+        # Set once kpd answered a whole frame SHUTTING_DOWN / NOT_PERSISTED: it is draining for
+        # a restart and accepts nothing more on this connection. Frames from _resend_from on
+        # (all written after kpd began to drain, hence refused or never read) are sent again
+        # on the next connection; nothing more is written on this one.
+        self._draining = False
+        self._resend_from: int | None = None
+        # Sequence numbers restart at 0 on every connection (protocol section 1) while futures,
+        # flush() and InFlight keep one numbering for the producer's life: on the wire a record
+        # is ``seq - _origin``. 0 until the first reconnect.
+        self._origin = 0
         # Bytes framed but not yet written: what the adapter bounds for backpressure. A plain
         # attribute, read by send() on every record. Written only by the session.
         self.buffered_bytes = 0
@@ -157,8 +183,11 @@ class ProducerSession:
         self._next_refresh = float("inf")
         self._closing = False
         self._refusing = False  # closing or ended: add() raises
-        self.ended = False  # no more reports will come (GOODBYE, ERROR, EOF, protocol fault)
+        self.ended = False  # for good: close() finished (GOODBYE) or gave up
         self.end_error: DeliveryError | None = None  # why it ended, unless by a clean GOODBYE
+        # (code, message) once the current connection is over (ERROR from kpd, a malformed
+        # stream): the adapter closes the socket and calls disconnected(code, message).
+        self.broken: tuple[int, str] | None = None
 
     # --- records in -------------------------------------------------------------------------
 
@@ -418,11 +447,15 @@ class ProducerSession:
         # frames of different partitions fill concurrently but must go out numbered in the
         # order they are sent (protocol §6: base_seq = previous base_seq + count).
         data = frame.seal(self._topics[frame.topic].encoded, base)
+        if self._origin:
+            data = with_base_seq(data, base - self._origin)
         self._next_seq = base + frame.count
         self._inflight.add(frame)
         if not self._outbox:
             self.wake = True
-        self._outbox.append(Outgoing(data, self._next_seq, len(data)))
+        out = Outgoing(data, self._next_seq, len(data), frame)
+        self._outbox.append(out)
+        self._unwritten.append(out)
         self.buffered_bytes += len(data)
 
     def seal_due(self) -> None:
@@ -447,12 +480,15 @@ class ProducerSession:
             return
         self.seal_all()
         self._closing = self._refusing = True
-        self._outbox.append(Outgoing(encode_goodbye(self._next_seq), self._next_seq, 0))
+        self._outbox.append(Outgoing(encode_goodbye(self._next_seq - self._origin), -1, 0))
 
     # --- frames out ---------------------------------------------------------------------------
 
     def take_output(self) -> list[Outgoing]:
-        """Frames to write, in order: METADATA requests that are due, then framed batches."""
+        """Frames to write, in order: METADATA requests that are due, then framed batches.
+        Nothing while kpd drains: what is framed waits for the next connection."""
+        if self._draining:
+            return []
         out = self._metadata_requests()
         out.extend(self._outbox)
         self._outbox.clear()
@@ -464,6 +500,16 @@ class ProducerSession:
         With acks "none" that settles those records: no report will come for them.
         """
         self.buffered_bytes -= nbytes
+        unwritten, recent = self._unwritten, self._recent
+        while unwritten and unwritten[0].end_seq <= end_seq:
+            out = unwritten.popleft()
+            recent.append(out)
+            self._recent_bytes += len(out.data)
+        keep_from = self._resend_from
+        while recent and (keep_from is None or recent[0].batch.base_seq < keep_from):
+            if recent[0].batch.remaining and self._recent_bytes <= _RESEND_WINDOW_BYTES:
+                break
+            self._recent_bytes -= len(recent.popleft().data)
         done = Completions()
         self._inflight.written(end_seq, self._settings.ack is AckLevel.NONE, done)
         return done
@@ -504,7 +550,7 @@ class ProducerSession:
             self._meta_inflight[request_id] = topics
             for topic in topics:
                 self._topics[topic].requested = True
-            out.append(Outgoing(encode_metadata_request(request_id, topics), self._next_seq, 0))
+            out.append(Outgoing(encode_metadata_request(request_id, topics), -1, 0))
         return out
 
     def _mark_due_topics(self) -> None:
@@ -602,7 +648,7 @@ class ProducerSession:
             frames = self._decoder.feed(data)
         except FatalProtocolError as exc:
             self._dispatch(exc.frames, done)
-            self._end(exc.code, f"kpd sent a malformed stream: {exc.message}", done)
+            self._break(exc.code, f"kpd sent a malformed stream: {exc.message}")
             return done
         self._dispatch(frames, done)
         return done
@@ -615,18 +661,23 @@ class ProducerSession:
 
     def _dispatch(self, frames: list[Frame], done: Completions) -> None:
         for frame in frames:
-            if self.ended:
+            if self.ended or self.broken:
                 return
             try:
                 self._handle(frame, done)
             except BadFrameError as exc:
                 # Protocol §4: a client MUST close the connection on any malformed server frame.
-                self._end(exc.code, f"kpd sent a malformed {frame.type.name}: {exc.message}", done)
+                self._break(exc.code, f"kpd sent a malformed {frame.type.name}: {exc.message}")
 
     def _handle(self, frame: Frame, done: Completions) -> None:
         kind = frame.type
         if kind is FrameType.REPORT:
+            origin = self._origin
             for run in decode_reports(frame.payload):
+                if origin:
+                    run = run._replace(first_seq=run.first_seq + origin)
+                if run.error == KpdErrorCode.SHUTTING_DOWN and self._hold_for_resend(run):
+                    continue
                 # Protocol §8: ask again after INVALID_PARTITION (partitions may have been
                 # added) and UNKNOWN_TOPIC (the topic may have been created meanwhile).
                 for topic in self._inflight.apply(run, done):
@@ -635,10 +686,29 @@ class ProducerSession:
             self._on_metadata(frame.payload)
         elif kind is FrameType.ERROR:
             error = decode_error(frame.payload)
-            self._end(error.code, f"kpd closed the connection: {error.message}", done)
+            self._break(error.code, f"kpd closed the connection: {error.message}")
         elif kind is FrameType.GOODBYE:
             self._on_goodbye(done)
         # PONG: this client sends no PING; the decoder allows it, so it is ignored.
+
+    def _hold_for_resend(self, run) -> bool:
+        """A draining kpd refused a frame (protocol section 9: a whole frame, partition -1,
+        NOT_PERSISTED): stop writing here, and keep the frame for the next connection if its
+        bytes are still at hand (True: the run settles nothing)."""
+        if run.partition != -1 or run.persistence is not Persistence.NOT_PERSISTED:
+            return False  # a worker's SHUTTING_DOWN: records it had taken
+        self._draining = True
+        for out in reversed(self._recent):  # the refused frames are the newest written
+            batch = out.batch
+            if batch.base_seq < run.first_seq:
+                break
+            if batch.base_seq == run.first_seq:
+                if batch.count != run.count or batch.remaining != batch.count:
+                    return False
+                if self._resend_from is None or run.first_seq < self._resend_from:
+                    self._resend_from = run.first_seq
+                return True
+        return False
 
     def _on_goodbye(self, done: Completions) -> None:
         # Protocol §9: the server sent every report it owes before its GOODBYE. Anything still
@@ -647,10 +717,92 @@ class ProducerSession:
             self._end(CONNECTION_LOST, "kpd said goodbye without reporting these records", done)
         self.ended = self._refusing = True
 
+    # --- connections end, the producer goes on ------------------------------------------------
+
+    def _break(self, code: int, message: str) -> None:
+        if self.broken is None:
+            self.broken = (code, message)
+
+    def disconnected(self, code: int, message: str) -> Completions:
+        """The connection is over (EOF, socket error, ERROR, malformed stream) and the producer
+        will reconnect: frames written on it fail POSSIBLY_PERSISTED with ``code`` (kpd may
+        have taken them: resending could duplicate), frames not yet written wait for the next
+        connection, and so do open batches (and a GOODBYE queued by begin_close())."""
+        done = Completions()
+        self.broken = None
+        if self.ended:
+            return done
+        self._draining = False
+        if self._resend_from is not None:
+            # Everything written from there on reached a kpd that no longer accepted records.
+            again = [out for out in self._recent if out.batch.base_seq >= self._resend_from]
+            self._unwritten.extendleft(reversed(again))
+            self.buffered_bytes += sum(len(out.data) for out in again)
+            self._inflight.rewind_written(self._resend_from)
+            self._resend_from = None
+        self._recent.clear()
+        self._recent_bytes = 0
+        self._inflight.fail_written(code, message, done)
+        self._outbox.clear()  # control frames die with the connection; PRODUCE ones are kept
+        self._meta_inflight.clear()
+        for state in self._topics.values():
+            state.requested = False
+            self._meta_wanted[state.name] = None  # ask again: kpd may have restarted
+        return done
+
+    def reconnected(self, welcome: Welcome, decoder: FrameDecoder) -> Completions:
+        """A new connection is past WELCOME: frames never written go out first on it,
+        renumbered from 0 in the order they were sealed (so per partition, in send() order)."""
+        done = Completions()
+        self._decoder = decoder
+        self._max_frame = welcome.max_frame_bytes
+        self._batch_limit = min(self._settings.batch_bytes, welcome.max_frame_bytes)
+        unwritten = self._unwritten
+        if any(len(out.data) > self._max_frame for out in unwritten):
+            # Rare (kpd restarted with a smaller socket.max_frame_bytes). Dropping only the big
+            # frames would leave a gap in the numbering, so they all fail, as never sent.
+            self.fail_queued(
+                KpdErrorCode.RECORD_TOO_LARGE,
+                f"kpd's max frame is now {self._max_frame} bytes, smaller than a frame queued "
+                "while reconnecting",
+                done,
+            )
+        self._origin = unwritten[0].batch.base_seq if unwritten else self._next_seq
+        self._unwritten = deque(
+            out._replace(data=with_base_seq(out.data, out.batch.base_seq - self._origin))
+            for out in unwritten
+        )
+        self._outbox = deque(self._unwritten)
+        if self._closing:
+            self._outbox.append(Outgoing(encode_goodbye(self._next_seq - self._origin), -1, 0))
+        self.wake = True
+        return done
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def pending(self) -> bool:
+        """Records are queued or in flight (sealed, without a result, or still open)."""
+        return bool(self._inflight) or self._open_batches > 0
+
+    def fail_queued(self, code: int, message: str, done: Completions | None = None) -> Completions:
+        """Every record waiting for a connection fails NOT_PERSISTED (it was never written):
+        kpd stayed unreachable for max.block.ms. The producer keeps trying to reconnect."""
+        done = Completions() if done is None else done
+        self.seal_all()
+        self._outbox.clear()
+        self._unwritten.clear()
+        self._inflight.fail_all(code, message, done)  # the written ones failed on disconnect
+        self.buffered_bytes = 0
+        return done
+
     # --- the end ------------------------------------------------------------------------------
 
     def connection_lost(self, reason: str) -> Completions:
-        """The socket failed or hit EOF: settle every open record with CONNECTION_LOST."""
+        """The producer stops for good (closed, or closing and the connection ended): settle
+        every open record with CONNECTION_LOST."""
         done = Completions()
         if not self.ended:
             self._end(CONNECTION_LOST, f"connection to kpd lost ({reason})", done)
@@ -662,6 +814,7 @@ class ProducerSession:
         self.end_error = DeliveryError(code, 0, Persistence.NOT_PERSISTED, message)
         self.seal_all()  # unsent batches become frames that are never written
         self._outbox.clear()
+        self._unwritten.clear()
         self._inflight.fail_all(code, message, done)
         self.buffered_bytes = 0
 

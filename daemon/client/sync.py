@@ -9,6 +9,12 @@ every waiter: no per-record lock or Condition. Done-callbacks run on the I/O thr
 the lock, so a callback may call send() — but, as with Kafka's own producer, they should be
 quick.
 
+Reconnecting: when the connection ends (kpd restarted, its ingest process crashed, a socket
+error) the I/O thread fails the records written on it (POSSIBLY_PERSISTED), then reconnects
+with backoff (``reconnect``) and sends what was never written first. Meanwhile send() blocks
+for a connection up to max.block.ms, and records queued before the break fail once kpd has
+been unreachable that long.
+
 Must not import asyncio or kpd's engines (producer, net, ring, process).
 """
 
@@ -33,6 +39,7 @@ from daemon.client.common import (
 )
 from daemon.client.errors import CONNECTION_LOST, DeliveryError, KpdConnectionError
 from daemon.client.future import refused, run_callback
+from daemon.client.reconnect import Reconnector, unreachable
 from daemon.client.session import AwaitingMetadata, ProducerSession
 from daemon.wire import FatalProtocolError, FrameDecoder, KpdErrorCode, Persistence, Role
 
@@ -64,11 +71,17 @@ def run_callbacks(done: Completions) -> None:
 
 
 def _handshake(path: str, settings: ClientSettings, timeout: float | None):
-    """Connect and exchange HELLO/WELCOME (blocking). Returns (socket, welcome, decoder, frames)."""
+    """Connect and exchange HELLO/WELCOME (blocking). Returns (socket, welcome, decoder, frames).
+
+    Raises OSError naming the socket (KpdConnectionError if kpd refused or broke the handshake).
+    """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
-        sock.connect(path)
+        try:
+            sock.connect(path)
+        except OSError as exc:
+            raise unreachable(path, exc) from None
         sock.sendall(hello_frame(settings))
         decoder = FrameDecoder(Role.CLIENT)
         frames: list = []
@@ -94,7 +107,10 @@ class Producer:
 
     ``acks``: "none" (futures resolve once the frame is written), "accepted" (once kpd holds
     the record in a worker ring; offset -1) or "kafka" (once Kafka acknowledged it).
-    Connecting happens here and raises OSError (KpdConnectionError if kpd refuses).
+    The first connection is made here and raises OSError naming the socket
+    (KpdConnectionError if kpd refuses). Later losses are repaired in the background: see
+    ``reconnect_backoff_ms``, ``reconnect_backoff_max_ms`` and ``max_block_ms`` in
+    docs/client.md.
     """
 
     def __init__(
@@ -111,6 +127,8 @@ class Producer:
         metadata_max_age_ms: float = 300_000,
         connect_timeout: float | None = 10.0,
         client_name: str | None = None,
+        reconnect_backoff_ms: float = 50,
+        reconnect_backoff_max_ms: float = 1000,
     ) -> None:
         settings = ClientSettings.from_arguments(
             acks,
@@ -118,7 +136,13 @@ class Producer:
             batch_bytes,
             linger_ms,
             metadata_max_age_ms,
+            reconnect_backoff_ms,
+            reconnect_backoff_max_ms,
+            max_block_ms,
         )
+        self._path = path
+        self._settings = settings
+        self._connect_timeout = connect_timeout
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
         self._serializing = key_serializer is not None or value_serializer is not None
@@ -132,6 +156,10 @@ class Producer:
         hub = _Hub(self._changed)
         self._session = ProducerSession(settings, welcome, decoder, time.monotonic, hub)
         self._settled_below = 0  # published after the futures below it were resolved
+        # Connected or not, and when to try again; read by send() to block while disconnected.
+        self._link = Reconnector(
+            settings.reconnect_backoff_s, settings.reconnect_backoff_max_s, settings.max_block_s
+        )
         self._io_done = False  # the I/O thread has exited
         self._closed = False  # close() was called: send() raises
         self._woken = False  # a byte is in the wake pipe and not yet drained
@@ -159,6 +187,8 @@ class Producer:
             if self._closed:
                 raise RuntimeError("send() on a closed Producer")
             session = self._session
+            if not self._link.connected and not self._wait_for_connection():
+                return refused(self._unreachable())
             if session.buffered_bytes > self._buffer_bytes and not self._wait_for_buffer():
                 return refused(self._buffer_full())
             try:
@@ -196,6 +226,8 @@ class Producer:
                 raise RuntimeError("send_bulk() on a closed Producer")
             session = self._session
             count = len(values)
+            if not self._link.connected and not self._wait_for_connection():
+                return refused_bulk(self._unreachable(), count)
             if session.buffered_bytes > self._buffer_bytes and not self._wait_for_buffer():
                 return refused_bulk(self._buffer_full(), count)
             try:
@@ -261,6 +293,17 @@ class Producer:
             self._max_block_s,
         )
 
+    def _wait_for_connection(self) -> bool:
+        # Like Java's send() blocking on metadata, up to max.block.ms — counted from the start
+        # of the outage, so that once kpd has been away that long every send() fails at once
+        # instead of stalling the app max.block.ms per record.
+        timeout = max(self._link.expires_at() - time.monotonic(), 0)
+        return self._changed.wait_for(lambda: self._link.connected or self._io_done, timeout)
+
+    def _unreachable(self) -> DeliveryError:
+        message = self._link.outage_message(self._path, time.monotonic())
+        return DeliveryError(CONNECTION_LOST, 0, Persistence.NOT_PERSISTED, message)
+
     def _buffer_full(self) -> DeliveryError:
         return DeliveryError(
             KpdErrorCode.BUFFER_FULL,
@@ -321,6 +364,7 @@ class Producer:
             else:
                 already, self._closed = False, True
                 self._session.begin_close()
+                self._changed.notify_all()  # an I/O thread waiting to reconnect re-checks
                 if not self._woken:
                     self._wake()
         if not already:
@@ -358,7 +402,11 @@ class Producer:
 
     def _io_main(self) -> None:
         try:
-            self._serve()
+            while True:
+                broken = self._serve()
+                self._sock.close()
+                if broken is None or not self._reconnect(*broken):
+                    return
         except Exception as exc:
             with self._lock:
                 done = self._session.connection_lost(f"{type(exc).__name__}: {exc}")
@@ -374,7 +422,19 @@ class Producer:
                 self._settled_below = self._session.next_seq
                 self._changed.notify_all()
 
-    def _serve(self) -> None:
+    def _serve(self) -> tuple[int, str] | None:
+        """Move frames on the current connection until it is over: returns None once the
+        session has ended (close() finished), else (code, why) the connection broke."""
+        try:
+            self._serve_connection()
+        except OSError as exc:  # ECONNRESET, EPIPE: kpd went away mid-write or mid-read
+            return CONNECTION_LOST, f"connection to kpd lost ({type(exc).__name__}: {exc})"
+        with self._lock:
+            if self._session.ended:
+                return None
+            return self._session.broken or (CONNECTION_LOST, "kpd closed the socket")
+
+    def _serve_connection(self) -> None:
         selector = selectors.DefaultSelector()
         selector.register(self._sock, selectors.EVENT_READ)
         selector.register(self._wake_r, selectors.EVENT_READ)
@@ -387,7 +447,7 @@ class Producer:
                     session.seal_due()
                     for out in session.take_output():
                         pending.append([memoryview(out.data), out.end_seq, out.buffered])
-                    if session.ended:
+                    if session.ended or session.broken:
                         return
                     deadline = session.next_deadline()
                 if pending:
@@ -419,12 +479,11 @@ class Producer:
             data = self._sock.recv(_READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return True
+        if not data:
+            return False  # EOF: _serve tells why
         with self._lock:
-            if data:
-                done = self._session.receive(data)
-            else:
-                done = self._session.connection_lost("kpd closed the socket")
-            ended = self._session.ended
+            done = self._session.receive(data)
+            ended = self._session.ended or self._session.broken is not None
             if not done.callbacks:
                 self._settle_locked()
         if done.callbacks:
@@ -443,10 +502,10 @@ class Producer:
         while pending and written >= len(pending[0][0]):
             entry = pending.popleft()
             written -= len(entry[0])
-            sent_end, sent_bytes = entry[1], sent_bytes + entry[2]
+            sent_end, sent_bytes = max(sent_end, entry[1]), sent_bytes + entry[2]
         if written:
             pending[0][0] = pending[0][0][written:]
-        if sent_end < 0:
+        if sent_end < 0 and not sent_bytes:
             return
         with self._lock:
             done = self._session.sent(sent_end, sent_bytes)
@@ -466,3 +525,65 @@ class Producer:
         """Under the lock: publish settled_below and wake every waiter, once per read/write."""
         self._settled_below = max(self._settled_below, self._session.settled_below)
         self._changed.notify_all()
+
+    # --- reconnecting (the I/O thread) ------------------------------------------------------
+
+    def _reconnect(self, code: int, reason: str) -> bool:
+        """After the connection broke: fail what was written on it, then try again with
+        backoff until a handshake succeeds (True) or the producer is done (False)."""
+        with self._lock:
+            done = self._session.disconnected(code, reason)
+            self._link.lost(time.monotonic(), reason)
+        self._publish(done)
+        while True:
+            with self._lock:
+                if not self._await_attempt():
+                    return False
+            try:
+                sock, welcome, decoder, early = _handshake(
+                    self._path, self._settings, self._connect_timeout
+                )
+            except OSError as exc:
+                with self._lock:
+                    self._link.failed(time.monotonic(), str(exc))
+                continue
+            with self._lock:
+                self._sock = sock
+                self.server_name = welcome.server_name
+                done = self._session.reconnected(welcome, decoder)
+                done.callbacks.extend(self._session.accept(early).callbacks)
+                self._link.succeeded()
+            self._publish(done)
+            return True
+
+    def _await_attempt(self) -> bool:
+        """Under the lock: wait until the next attempt is due, failing queued records once kpd
+        has been unreachable for max.block.ms. False once there is nothing left to do: the
+        session ended (close() gave up) or it is closing with nothing left to send."""
+        link, session = self._link, self._session
+        while True:
+            if session.ended or (session.closing and not session.pending):
+                if not session.ended:
+                    self._publish_locked(session.connection_lost("closed while disconnected"))
+                return False
+            now = time.monotonic()
+            if session.pending and link.expired(now):
+                message = link.outage_message(self._path, now)
+                self._publish_locked(session.fail_queued(CONNECTION_LOST, message))
+                continue
+            wait = link.due_in(now)
+            if wait <= 0:
+                return True
+            if session.pending:
+                wait = min(wait, max(link.expires_at() - now, 0))
+            self._changed.wait(wait)  # close() and flush() notify
+
+    def _publish_locked(self, done: Completions) -> None:
+        """Under the lock: run ``done``'s callbacks with the lock released, then tell waiters."""
+        if done.callbacks:
+            self._lock.release()
+            try:
+                run_callbacks(done)
+            finally:
+                self._lock.acquire()
+        self._settle_locked()

@@ -95,10 +95,12 @@ class ClientConnection(asyncio.Protocol):
         return self._busy
 
     def quiesce(self) -> None:
-        """Read nothing more from this client; frames already read are still handled."""
+        """Accept no more records from this client. Frames in progress finish; every later
+        PRODUCE is answered SHUTTING_DOWN / NOT_PERSISTED (docs/protocol.md section 9), so
+        the client knows for certain those records are not in Kafka and may send them again
+        after reconnecting — instead of leaving them unread in the socket, where they would
+        count as written and of unknown outcome."""
         self.quiescing = True
-        if self.transport is not None and not self.closed:
-            self.transport.pause_reading()
 
     # ---- asyncio callbacks -------------------------------------------------------------
 
@@ -178,8 +180,7 @@ class ClientConnection(asyncio.Protocol):
                 self._backlog.pop(0)
             self._busy = False
             if not self.closed:
-                if not self.quiescing:
-                    self.transport.resume_reading()
+                self.transport.resume_reading()
                 self._pump()
 
     def _handle(self, frame):
@@ -218,6 +219,15 @@ class ClientConnection(asyncio.Protocol):
             self._sequence_mismatch("PRODUCE base_seq", header.base_seq)
             return None
         self.next_seq = header.base_seq + header.count
+        if self.quiescing:
+            self.reject(
+                header.base_seq,
+                header.count,
+                KpdErrorCode.SHUTTING_DOWN,
+                "kpd is shutting down; the records were not accepted: send them again after "
+                "reconnecting",
+            )
+            return None
         ack = header.ack if header.ack != AckLevel.CONNECTION_DEFAULT else self.ack_default
         server = self._server
         if not is_legal_topic(header.topic):

@@ -217,7 +217,8 @@ class IngestServer:
             conn.abort(KpdErrorCode.SHUTTING_DOWN, "kpd is shutting down")
 
     async def quiesce(self) -> None:
-        """Accept no more records: stop listening and reading, finish frames in progress."""
+        """Accept no more records: stop listening, finish frames in progress, answer later
+        PRODUCE frames SHUTTING_DOWN (ClientConnection.quiesce)."""
         self.stop_accepting()
         for conn in list(self.connections.values()):
             conn.quiesce()

@@ -23,11 +23,18 @@ from daemon.wire.records import (
     split_records,
 )
 
-__all__ = ["FIXED_RECORD_BYTES", "encode_produce", "encode_produce_frame", "frame_overhead"]
+__all__ = [
+    "FIXED_RECORD_BYTES",
+    "encode_produce",
+    "encode_produce_frame",
+    "frame_overhead",
+    "with_base_seq",
+]
 
 # Every record costs its key and value lengths (2 x i32) in the columns, whatever its size.
 FIXED_RECORD_BYTES = 8
 _FRAME_PREFIX = struct.Struct(">IB")  # length (of what follows it), frame type
+_BASE_SEQ = struct.Struct(">Q")  # a PRODUCE payload starts with base_seq (protocol section 6)
 
 
 def frame_overhead(topic_bytes: bytes) -> int:
@@ -72,3 +79,14 @@ def encode_produce(
     return encode_produce_frame(
         encode_string(topic), partition, base_seq, keys, values, timestamps, blobs, ack
     )
+
+
+def with_base_seq(frame: bytes, base_seq: int) -> bytes:
+    """``frame`` (a whole PRODUCE frame) renumbered to start at ``base_seq``.
+
+    A client that reconnects sends the frames it never wrote on the new connection, whose
+    numbering starts again at 0 (protocol section 1): only the first field of the payload,
+    right after the 5-byte prefix, changes.
+    """
+    start = _FRAME_PREFIX.size
+    return b"".join((frame[:start], _BASE_SEQ.pack(base_seq), frame[start + _BASE_SEQ.size :]))

@@ -25,9 +25,10 @@ def main() -> int:
     parser.add_argument("--keys", type=int, default=100)
     parser.add_argument("--acks", default="kafka")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--max-block-ms", type=float, default=60_000)
     args = parser.parse_args()
     futures = []
-    with Producer(args.socket, acks=args.acks) as producer:
+    with Producer(args.socket, acks=args.acks, max_block_ms=args.max_block_ms) as producer:
         for index in range(args.count):
             key = f"{args.client}-k{index % args.keys}".encode()
             value = f"{args.client}-{index}".encode()

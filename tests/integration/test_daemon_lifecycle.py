@@ -22,7 +22,15 @@ pytestmark = pytest.mark.timeout(240)
 class LoadClient:
     """One app process sending records through daemon.client (tests/integration/load_client)."""
 
-    def __init__(self, daemon: KpdDaemon, topic: str, name: str, count: int, acks="kafka"):
+    def __init__(
+        self,
+        daemon: KpdDaemon,
+        topic: str,
+        name: str,
+        count: int,
+        acks="kafka",
+        max_block_ms: float = 60_000,
+    ):
         self.name = name
         self.count = count
         self.out = daemon.workdir / f"{name}.jsonl"
@@ -44,6 +52,8 @@ class LoadClient:
                 acks,
                 "--out",
                 str(self.out),
+                "--max-block-ms",
+                str(max_block_ms),
             ],
             cwd=REPO,
             stdout=subprocess.PIPE,
@@ -126,7 +136,8 @@ def test_sigterm_under_load_delivers_everything_accepted(tansu, tmp_path):
     tansu.create_topic(topic, 6)
     count = 200_000
     with KpdDaemon(tmp_path, tansu.bootstrap, workers=2) as daemon:
-        client = LoadClient(daemon, topic, "t", count, acks="accepted")
+        # Once kpd is gone the client waits max.block.ms for it before failing what is left.
+        client = LoadClient(daemon, topic, "t", count, acks="accepted", max_block_ms=2000)
         wait_for(lambda: client.progress() >= 20_000, 60, "records flowing")
         assert daemon.stop() == 0, daemon.log_tail()
         results = client.wait()

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import random
+import socket
 import struct
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pytest
@@ -208,6 +210,22 @@ class FakeKpd:
                 conn.writer.transport.abort()
 
         self.call(drop)
+
+    def stop_listening(self) -> None:
+        """kpd is gone: no socket file, every connection cut."""
+
+        async def stop():
+            self._server.close()
+            for conn in self._conns:
+                conn.writer.transport.abort()
+            await self._server.wait_closed()
+            if os.path.exists(self.path):  # uvloop removes it on close, asyncio does not
+                os.unlink(self.path)
+
+        self.call(stop())
+
+    def listen_again(self) -> None:
+        self._server = self.call(asyncio.start_unix_server(self._serve, self.path))
 
     # --- policies (server thread) -----------------------------------------------------------
 
@@ -494,20 +512,26 @@ def test_unknown_error_code_from_a_newer_kpd_is_a_non_retriable_failure(kpd):
     assert not error.retriable
 
 
-def test_connection_loss_fails_sent_records_as_possibly_persisted_and_unsent_as_not(kpd):
+def test_connection_loss_fails_written_records_and_sends_the_rest_after_reconnecting(kpd):
     kpd.respond = kpd.silent
     producer = Producer(kpd.path, linger_ms=60_000, batch_bytes=1000)
     sent = producer.send("t", b"x" * 1000, partition=0)  # fills a frame: written at once
     kpd.wait_for(lambda: len(kpd.frames) == 1)
     lingering = producer.send("t", b"small", partition=1)  # waits out its 60 s linger
+    kpd.respond = kpd.deliver
     kpd.drop_connections()
     assert _error(sent).persistence is Persistence.POSSIBLY_PERSISTED
-    assert _error(lingering).persistence is Persistence.NOT_PERSISTED
     assert _error(sent).code == CONNECTION_LOST
     assert _error(sent).retriable
     later = producer.send("t", b"after", partition=0)
-    assert _error(later).persistence is Persistence.NOT_PERSISTED
+    producer.flush(DEADLINE)
+    assert lingering.result(0).partition == 1
+    assert later.result(0).partition == 0
     producer.close()
+    assert len(kpd.hellos) == 2
+    # The new connection numbers from 0 again: the fake kpd checks it (no violations).
+    assert kpd.violations == []
+    assert [(f.base_seq, f.records[0][1]) for f in kpd.frames[1:]] == [(0, b"small"), (1, b"after")]
 
 
 def test_error_frame_fails_outstanding_records_with_its_code(kpd):
@@ -520,6 +544,22 @@ def test_error_frame_fails_outstanding_records_with_its_code(kpd):
     assert error.code is KpdErrorCode.SHUTTING_DOWN
     assert error.retriable
     assert "draining" in error.message
+
+
+def test_a_frame_a_draining_kpd_refused_is_sent_again_after_reconnecting(kpd):
+    # Protocol section 9: while kpd drains for a restart it answers PRODUCE frames with a
+    # FAILED run SHUTTING_DOWN / NOT_PERSISTED (whole frame, partition -1), then closes.
+    kpd.respond = _failing(
+        error=KpdErrorCode.SHUTTING_DOWN, persistence=Persistence.NOT_PERSISTED, message="bye"
+    )
+    with Producer(kpd.path) as producer:
+        future = producer.send("t", b"a", partition=0)
+        kpd.wait_for(lambda: len(kpd.frames) == 1)
+        kpd.respond = kpd.deliver  # the restarted kpd
+        kpd.send_to_clients(encode_error(KpdErrorCode.SHUTTING_DOWN, "drained"), close=True)
+        assert future.result(DEADLINE).offset == 0
+    assert [(f.base_seq, f.records[0][1]) for f in kpd.frames] == [(0, b"a"), (0, b"a")]
+    assert len(kpd.hellos) == 2 and kpd.violations == []
 
 
 def test_malformed_server_frame_ends_the_connection(kpd):
@@ -551,9 +591,55 @@ def test_handshake_refused_raises_kpd_connection_error(kpd):
     assert isinstance(caught.value, OSError)
 
 
-def test_connecting_to_a_missing_socket_raises_oserror(tmp_path):
-    with pytest.raises(OSError):
-        Producer(str(tmp_path / "absent.sock"))
+def test_connecting_to_a_missing_socket_raises_oserror_naming_the_path(tmp_path):
+    path = str(tmp_path / "absent.sock")
+    with pytest.raises(FileNotFoundError) as caught:
+        Producer(path)
+    assert f"is kpd running? socket: {path}" in str(caught.value)
+
+
+def test_a_socket_nobody_serves_is_refused_with_the_path(tmp_path):
+    path = str(tmp_path / "stale.sock")
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(path)  # a killed daemon's leftover: bound, never listening
+    with pytest.raises(ConnectionRefusedError) as caught:
+        Producer(path)
+    stale.close()
+    assert f"socket: {path}" in str(caught.value)
+
+
+def test_records_survive_kpd_going_away_and_coming_back(kpd):
+    with Producer(kpd.path, linger_ms=60_000) as producer:
+        producer.send("t", b"before", partition=0)
+        producer.flush(DEADLINE)
+        queued = producer.send("t", b"queued", partition=0)  # lingers in an open batch
+        kpd.stop_listening()
+        # Blocks until kpd is back if the I/O thread noticed the outage already, else queues.
+        with ThreadPoolExecutor(1) as pool:
+            during = pool.submit(producer.send, "t", b"during", partition=0)
+            kpd.listen_again()
+            during = during.result(DEADLINE)
+        producer.flush(DEADLINE)
+        assert (queued.result(0).offset, during.result(0).offset) == (1, 2)
+    assert [r[1] for r in kpd.records()] == [b"before", b"queued", b"during"]
+    assert kpd.violations == []
+
+
+def test_send_blocks_for_max_block_ms_while_kpd_is_down_then_fails_naming_the_socket(kpd):
+    producer = Producer(kpd.path, linger_ms=60_000, max_block_ms=300)
+    queued = producer.send("t", b"queued", partition=0)
+    kpd.stop_listening()
+    # Queued before the outage: fails once kpd stayed unreachable for max.block.ms.
+    error = _error(queued)
+    assert error.persistence is Persistence.NOT_PERSISTED
+    assert f"is kpd running? socket: {kpd.path}" in error.message
+    # Sent during the outage: send() blocks up to max.block.ms, then the future fails.
+    error = _error(producer.send("t", b"later", partition=0))
+    assert error.code == CONNECTION_LOST
+    assert error.persistence is Persistence.NOT_PERSISTED
+    assert "max.block.ms 300" in error.message and kpd.path in error.message
+    assert "No such file or directory" in error.message
+    producer.close(timeout=DEADLINE)
 
 
 # --- partitioning ---------------------------------------------------------------------------
@@ -876,25 +962,58 @@ def test_async_producer_failure_and_close(kpd):
     assert kpd.records() == [(None, b"v", None, ())]
 
 
-def test_async_producer_connection_loss_fails_outstanding_records(kpd):
+def test_async_producer_connection_loss_fails_written_records_and_reconnects(kpd):
     kpd.respond = kpd.silent
 
     async def main():
         async with AsyncProducer(kpd.path, batch_bytes=1) as producer:
             future = await producer.send("t", b"v", partition=0)  # a full frame: written now
             await asyncio.to_thread(kpd.wait_for, lambda: len(kpd.frames) == 1)
+            kpd.respond = kpd.deliver
             await asyncio.to_thread(kpd.drop_connections)
             with pytest.raises(DeliveryError) as caught:
                 await future
             later = await producer.send("t", b"w", partition=0)
-            with pytest.raises(DeliveryError) as refused:
-                await later
-            return caught.value, refused.value
+            return caught.value, await later
 
-    lost, refused = _run(main())
+    lost, later = _run(main())
     assert lost.code == CONNECTION_LOST
     assert lost.persistence is Persistence.POSSIBLY_PERSISTED
-    assert refused.persistence is Persistence.NOT_PERSISTED
+    assert later.partition == 0
+    assert len(kpd.hellos) == 2 and kpd.violations == []
+
+
+def test_async_send_waits_for_max_block_ms_while_kpd_is_down_then_fails(kpd):
+    async def main():
+        producer = AsyncProducer(kpd.path, linger_ms=60_000, max_block_ms=300)
+        await producer.start()
+        queued = await producer.send("t", b"queued", partition=0)
+        await asyncio.to_thread(kpd.stop_listening)
+        with pytest.raises(DeliveryError) as before:
+            await queued
+        with pytest.raises(DeliveryError) as during:
+            await (await producer.send("t", b"later", partition=0))
+        await asyncio.to_thread(kpd.listen_again)
+        # The outage outlasted max.block.ms, so send() fails at once until the reconnect task,
+        # within its backoff, is through: an app that retries gets through without a restart.
+        deadline = asyncio.get_running_loop().time() + DEADLINE
+        while True:
+            future = await producer.send("t", b"after", partition=0)
+            await producer.flush(DEADLINE)
+            if future.exception() is None:
+                break
+            assert asyncio.get_running_loop().time() < deadline, future.exception()
+            await asyncio.sleep(0.05)  # an app's retry pause, not synchronisation
+        after = await future
+        await producer.close(timeout=DEADLINE)
+        return before.value, during.value, after
+
+    before, during, after = _run(main())
+    for error in (before, during):
+        assert error.persistence is Persistence.NOT_PERSISTED
+        assert f"is kpd running? socket: {kpd.path}" in error.message
+    assert after.partition == 0
+    assert [r[1] for r in kpd.records()] == [b"after"]
 
 
 def test_async_flush_waits_for_held_reports_and_close_collects_the_rest(kpd):

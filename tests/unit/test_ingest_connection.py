@@ -22,7 +22,16 @@ from daemon.ingest.routing import worker_for
 from daemon.ingest.server import IngestServer, IngestSettings, TopicDirectory
 from daemon.kafka.errors import code_of
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
-from daemon.wire import AckLevel, FrameDecoder, FrameType, KpdErrorCode, ReportRun, Role, Status
+from daemon.wire import (
+    AckLevel,
+    FrameDecoder,
+    FrameType,
+    KpdErrorCode,
+    Persistence,
+    ReportRun,
+    Role,
+    Status,
+)
 from daemon.wire.ring_entry import decode_records_entry
 
 WORKERS = 2
@@ -197,3 +206,23 @@ def test_goodbye_waits_for_the_reports_still_owed(rig):
     assert wire.decode_reports(report.payload)[0].base_offset == 100
     assert (goodbye.type, wire.decode_goodbye(goodbye.payload)) == (FrameType.GOODBYE, 4)
     assert transport.closed
+
+
+def test_a_quiescing_connection_keeps_reading_and_refuses_records_as_not_persisted(rig):
+    # protocol.md section 9: once kpd drains, PRODUCE frames are answered with one FAILED run
+    # per frame (partition -1, SHUTTING_DOWN, NOT_PERSISTED), never left unread in the socket.
+    async def scenario():
+        conn, transport = rig.connect()
+        conn.data_received(wire.encode_produce(0, TOPIC, 1, [(None, b"in", None, ())]))
+        conn.quiesce()
+        records = [(None, b"a", None, ()), (None, b"b", None, ())]
+        conn.data_received(wire.encode_produce(1, TOPIC, 1, records))
+        return transport
+
+    transport = _run(scenario())
+    assert not transport.paused
+    (report,) = transport.frames()
+    (run,) = wire.decode_reports(report.payload)
+    assert (run.first_seq, run.count, run.partition) == (1, 2, -1)
+    assert (run.error, run.persistence) == (KpdErrorCode.SHUTTING_DOWN, Persistence.NOT_PERSISTED)
+    assert [e.base_seq for _, e in rig.entries()] == [0]  # only the frame before the drain
