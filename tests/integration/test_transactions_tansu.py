@@ -1,0 +1,126 @@
+"""Exactly-once mode against tansu, judged by the log oracle (tests/brokers/txn_log.py).
+
+tansu's read_committed consumers see aborted records (its Fetch sends no aborted list), so
+every check here reads the raw log and derives the committed view from the control records.
+The oracle itself is proven first, on what confluent-kafka's transactional producer wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from confluent_kafka import Producer
+
+from daemon.config import producer_settings
+from tests.brokers.txn_log import committed_view, read_committed, read_partition
+from tests.engine_producer import DeliveryFailed, KafkaProducer
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_oracle_sees_commit_abort_commit_as_the_first_and_third(tansu, topic_factory):
+    topic = topic_factory(tansu, 1)
+    producer = Producer({"bootstrap.servers": tansu.bootstrap, "transactional.id": topic})
+    producer.init_transactions(20)
+    for index, commit in enumerate((True, False, True)):
+        producer.begin_transaction()
+        producer.produce(topic, key=b"k", value=b"txn%d" % index)
+        producer.flush(20)
+        (producer.commit_transaction if commit else producer.abort_transaction)(20)
+
+    batches = read_partition(tansu.bootstrap, topic, 0)
+    view = committed_view(batches)
+
+    # Three data batches and three control batches (COMMIT, ABORT, COMMIT), all transactional.
+    assert [b.control_type for b in batches if b.control] == [1, 0, 1]
+    assert all(b.transactional for b in batches)
+    assert [r.value for r in view.visible] == [b"txn0", b"txn2"]
+    assert (view.committed, view.aborted, view.aborted_records) == (2, 1, 1)
+    assert view.open_transactions == {}
+
+
+def test_oracle_hides_a_transaction_that_never_ended(tansu, topic_factory):
+    topic = topic_factory(tansu, 1)
+    producer = Producer({"bootstrap.servers": tansu.bootstrap, "transactional.id": topic})
+    producer.init_transactions(20)
+    producer.begin_transaction()
+    producer.produce(topic, value=b"left open")
+    producer.flush(20)
+
+    view = committed_view(read_partition(tansu.bootstrap, topic, 0))
+
+    assert view.visible == []
+    assert sum(view.open_transactions.values()) == 1
+
+
+async def _send(producer: KafkaProducer, topic: str, values: list[bytes]) -> list:
+    futures = [await producer.send(topic, value, key=value[-1:]) for value in values]
+    await producer.flush(30)
+    return futures
+
+
+def test_engine_commits_each_record_once_and_reports_committed_offsets(tansu, topic_factory):
+    topic = topic_factory(tansu, 3)
+    values = [b"r%05d" % i for i in range(3000)]
+
+    async def run():
+        settings = producer_settings(
+            bootstrap_servers=tansu.bootstrap,
+            transactional_id=topic,
+            transaction_interval_ms=20,
+            linger_ms=1,
+        )
+        async with KafkaProducer(settings) as producer:
+            futures = await _send(producer, topic, values)
+            counters = producer.engine.counters
+            return [f.result() for f in futures], counters.transactions_committed
+
+    reports, committed = asyncio.run(run())
+    views = read_committed(tansu.bootstrap, topic, 3)
+
+    visible = {(p, r.offset): r.value for p, v in views.items() for r in v.visible}
+    assert sorted(visible.values()) == values  # each record once, none aborted
+    for value, report in zip(values, reports, strict=True):
+        assert visible[(report.partition, report.offset)] == value
+    assert committed >= 1
+    assert all(v.open_transactions == {} for v in views.values())
+
+
+def test_second_producer_with_the_same_id_fences_the_first(tansu, topic_factory):
+    topic = topic_factory(tansu, 1)
+
+    async def run():
+        def settings():
+            return producer_settings(
+                bootstrap_servers=tansu.bootstrap,
+                transactional_id=topic,
+                transaction_interval_ms=60_000,  # keep the first transaction open
+                linger_ms=0,
+            )
+
+        first = await KafkaProducer(settings()).start()
+        pending = await first.send(topic, b"from the first")
+        # Wait for the first record to be written inside the open transaction.
+        while first.engine.counters.records_sent == 0:
+            await asyncio.sleep(0.01)
+        async with KafkaProducer(settings()) as second:
+            (later,) = await _send(second, topic, [b"from the second"])
+            assert later.result().offset >= 0
+            after = await first.send(topic, b"first, after the fence")
+            with pytest.raises(DeliveryFailed) as fenced:
+                await asyncio.wait_for(asyncio.shield(after), 20)
+            stats = first.engine.stats().transaction
+            await first.close()
+        return fenced.value.error, pending, stats
+
+    error, pending, stats = asyncio.run(run())
+
+    assert error.name == "PRODUCER_FENCED"
+    assert "writes nothing more" in error.message
+    assert stats.state == "fatal" and "PRODUCER_FENCED" in stats.error
+    with pytest.raises(DeliveryFailed):
+        pending.result()  # its transaction was aborted by the fence: reported failed
+    view = committed_view(read_partition(tansu.bootstrap, topic, 0))
+    assert [r.value for r in view.visible] == [b"from the second"]
+    assert view.aborted >= 1  # the fence aborted the first one's open transaction
