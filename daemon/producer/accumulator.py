@@ -31,6 +31,7 @@ from daemon.producer.batch import ProducerBatch
 __all__ = ["Accumulator", "AccumulatorSettings", "PartitionQueue"]
 
 
+
 @dataclass(frozen=True, slots=True)
 class AccumulatorSettings:
     batch_size: int = 16384

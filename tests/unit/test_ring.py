@@ -145,14 +145,9 @@ def test_entry_is_length_word_then_payload_padded_to_eight(rig_factory):
     rig = rig_factory(1024)
     rig.producer.write_many([b"abcde", b"", b"12345678"])
     expected = (
-        struct.pack("=I", 5)
-        + b"abcde"
-        + b"\0" * 7  # 4 + 5 + 7 = 16
-        + struct.pack("=I", 0)
-        + b"\0" * 4  # 4 + 0 + 4 = 8
-        + struct.pack("=I", 8)
-        + b"12345678"
-        + b"\0" * 4  # 4 + 8 + 4 = 16
+        struct.pack("=I", 5) + b"abcde" + b"\0" * 7  # 4 + 5 + 7 = 16
+        + struct.pack("=I", 0) + b"\0" * 4  # 4 + 0 + 4 = 8
+        + struct.pack("=I", 8) + b"12345678" + b"\0" * 4  # 4 + 8 + 4 = 16
     )
     assert rig.raw(HEADER, 40) == expected
     assert rig.raw_u64(OFF_WRITE_POS) == 40
