@@ -31,7 +31,6 @@ from daemon.producer.batch import ProducerBatch
 __all__ = ["Accumulator", "AccumulatorSettings", "PartitionQueue"]
 
 
-
 @dataclass(frozen=True, slots=True)
 class AccumulatorSettings:
     batch_size: int = 16384

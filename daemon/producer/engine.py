@@ -189,7 +189,8 @@ class ProducerEngine:
             reauthentications=pool.reauthentications,
             metadata_refreshes=self.metadata.refreshes,
             metadata_refresh_failures=self.metadata.refresh_failures,
-            transaction=None if self._sender.transactions is None
+            transaction=None
+            if self._sender.transactions is None
             else self._sender.transactions.stats(),
         )
 

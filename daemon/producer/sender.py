@@ -325,9 +325,9 @@ class Sender:
         action = classify(code)
         kind = action.action
         txn = self.transactions
-        if txn is not None and kind is not Action.SUCCESS:
-            if txn.failed(batch, code, message, kind):
-                return
+        handled = txn is not None and kind is not Action.SUCCESS
+        if handled and txn.failed(batch, code, message, kind):
+            return
         if action.persistence is Persistence.POSSIBLY_PERSISTED:
             # The broker may have appended the batch (REQUEST_TIMED_OUT waiting for replicas,
             # NOT_ENOUGH_REPLICAS_AFTER_APPEND…): whatever later attempts answer, a final

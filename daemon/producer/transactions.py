@@ -330,9 +330,7 @@ class DirectChannel:
     """Connections of its own for the transaction protocol: one to a bootstrap server (for
     FindCoordinator) and one to the coordinator, re-opened when lost. Owned by one loop."""
 
-    def __init__(
-        self, bootstrap: Iterable[tuple[str, int]], settings: ConnectionSettings
-    ) -> None:
+    def __init__(self, bootstrap: Iterable[tuple[str, int]], settings: ConnectionSettings) -> None:
         self._bootstrap = list(bootstrap)
         self._settings = settings
         self._connections: dict[tuple[str, int], BrokerConnection] = {}
