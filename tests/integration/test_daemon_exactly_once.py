@@ -49,8 +49,9 @@ def test_sigkilled_worker_leaves_every_accepted_record_committed_exactly_once(ta
         victim = daemon.child_pids("worker")[0]
         os.kill(victim, signal.SIGKILL)
         wait_for(
-            lambda: len(daemon.child_pids("worker")) == 2
-            and victim not in daemon.child_pids("worker"),
+            lambda: (
+                len(daemon.child_pids("worker")) == 2 and victim not in daemon.child_pids("worker")
+            ),
             30,
             "the worker to be replaced",
         )
@@ -73,9 +74,7 @@ def test_sigkilled_worker_leaves_every_accepted_record_committed_exactly_once(ta
         assert at[(partition, offset)] == f"k-{index}".encode()
 
 
-def test_daemon_killed_then_restarted_with_another_worker_count_fences_the_old_ids(
-    tansu, tmp_path
-):
+def test_daemon_killed_then_restarted_with_another_worker_count_fences_the_old_ids(tansu, tmp_path):
     topic = "eos-relayout"
     tansu.create_topic(topic, 4)
     # Long transactions: when kpd is killed, its workers' transactions are open.
