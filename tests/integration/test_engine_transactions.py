@@ -1,8 +1,10 @@
-"""Exactly-once mode against tansu, judged by the log oracle (tests/brokers/txn_log.py).
+"""The engine in exactly-once mode against tansu and librdkafka's mock cluster, judged by
+the log oracle (tests/brokers/txn_log.py).
 
-tansu's read_committed consumers see aborted records (its Fetch sends no aborted list), so
-every check here reads the raw log and derives the committed view from the control records.
-The oracle itself is proven first, on what confluent-kafka's transactional producer wrote.
+tansu's read_committed consumers see aborted records (its Fetch sends no aborted list) and the
+mock filters nothing either, so every check here reads the raw log and derives the committed
+view from the control records. The oracle itself is proven first, on what confluent-kafka's
+transactional producer wrote.
 """
 
 from __future__ import annotations
@@ -124,3 +126,36 @@ def test_second_producer_with_the_same_id_fences_the_first(tansu, topic_factory)
     view = committed_view(read_partition(tansu.bootstrap, topic, 0))
     assert [r.value for r in view.visible] == [b"from the second"]
     assert view.aborted >= 1  # the fence aborted the first one's open transaction
+
+
+def test_abortable_produce_error_aborts_and_replays_instead_of_failing(mock_cluster):
+    # UNKNOWN_PRODUCER_ID on a Produce inside a transaction: Java aborts (KIP-360); kpd then
+    # sends the whole transaction again under a new epoch, and no record is failed.
+    topic = mock_cluster.create_topic("eos-abortable", 2, 3)
+    first, second = [b"a%04d" % i for i in range(200)], [b"b%04d" % i for i in range(200)]
+
+    async def run():
+        settings = producer_settings(
+            bootstrap_servers=mock_cluster.bootstrap,
+            transactional_id=topic,
+            transaction_interval_ms=50,
+            linger_ms=1,
+        )
+        async with KafkaProducer(settings) as producer:
+            futures = await _send(producer, topic, first)
+            mock_cluster.push_request_errors(0, 59)  # ApiKey 0: Produce
+            futures += [await producer.send(topic, v, key=v[-1:]) for v in second]
+            await producer.flush(30)
+            counters = producer.engine.counters
+            results = [f.result() for f in futures]  # raises if any record failed
+            return results, counters.transactions_aborted
+
+    results, aborted = asyncio.run(run())
+    views = read_committed(mock_cluster.bootstrap, topic, 2)
+
+    assert aborted == 1
+    visible = {(p, r.offset): r.value for p, v in views.items() for r in v.visible}
+    assert sorted(visible.values()) == first + second  # each once; the aborted copies hidden
+    assert sum(v.aborted for v in views.values()) >= 1
+    for value, report in zip(first + second, results, strict=True):
+        assert visible[(report.partition, report.offset)] == value
