@@ -212,6 +212,8 @@ class ProducerEngine:
             log.warning("close: %d records undelivered at the deadline", self.pending_records)
         self._sender.fail_queued("producer closed before these records could be sent")
         await self._sender.stop()
+        if self._sender.transactions is not None:
+            await self._sender.transactions.close(self._sender.requests_in_flight)
         await self.metadata.close()
         if self._txn_channel is not None:
             await self._txn_channel.close()

@@ -444,7 +444,15 @@ class Sender:
                 self._bump_needed = True
 
     def fail_queued(self, reason: str) -> None:
-        """Close without time left: fail everything still queued (never sent or retrying)."""
+        """Close without time left: fail everything still queued (never sent or retrying),
+        and in exactly-once mode what the uncommitted transaction holds."""
+        held = [] if self.transactions is None else self.transactions.fail_held(reason)
+        for batch in held:
+            failure = DeliveryFailure(
+                PRODUCER_CLOSED, "PRODUCER_CLOSED", f"{reason}; its transaction never committed",
+                Persistence.NOT_PERSISTED,
+            )  # fmt: skip
+            self.report_failure(batch, failure)
         for batch in self._acc.abort_queued():
             persistence = (
                 Persistence.POSSIBLY_PERSISTED if batch.in_doubt else Persistence.NOT_PERSISTED

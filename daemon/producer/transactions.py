@@ -188,7 +188,9 @@ class TransactionManager:
             if not await self._retry_add(codes):
                 break
         self.partitions.update(new)
-        self.state = TxnState.IN_TRANSACTION
+        # Produce answers that arrived meanwhile may have moved the state on (ABORTING, FATAL).
+        if self.state in (TxnState.READY, TxnState.IN_TRANSACTION):
+            self.state = TxnState.IN_TRANSACTION
 
     async def _retry_add(self, codes: list[tuple[str, int, int]]) -> bool:
         """Act on AddPartitionsToTxn's per-partition codes; True means send it again."""

@@ -246,6 +246,34 @@ class TransactionDriver:
             log.warning("%s: aborting the transaction: %s", m.transactional_id, why)
             m.state = TxnState.ABORTING
 
+    # ---- closing -------------------------------------------------------------------------
+
+    async def close(self, in_flight: int, timeout_s: float = 5.0) -> None:
+        """The engine closes: abort an open transaction now rather than let it hold back
+        read_committed consumers until transaction.timeout.ms. Only with nothing in flight:
+        a Produce landing after the abort could leave a transaction open instead."""
+        m = self.manager
+        if in_flight or m.state not in (
+            TxnState.IN_TRANSACTION,
+            TxnState.COMMITTING,
+            TxnState.ABORTING,
+        ):
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await m.end(commit=False)
+        except (TimeoutError, TransactionAbortable, TransactionFatal) as exc:
+            log.warning("%s: could not abort at close: %s", m.transactional_id, exc)
+
+    def fail_held(self, reason: str) -> list[ProducerBatch]:
+        """Close without time left: the batches the transaction holds, to be failed (their
+        transaction never commits)."""
+        held = [b for b, _, _ in self._acked] + self._replay
+        self._acked, self._replay = [], []
+        for batch in held:
+            self._acc.release(batch)
+        return held
+
     # ---- fatal ---------------------------------------------------------------------------
 
     def _fail_all(self, error: TransactionFatal | None) -> None:

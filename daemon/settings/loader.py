@@ -272,6 +272,16 @@ def _transaction_fits_buffer(d: Draft) -> None:
                           f"half of kafka.buffer.memory = {limit}")
 
 
+def _transactions_commit_before_timeout(d: Draft) -> None:
+    """`transaction.interval.ms` must be below `transaction.timeout.ms`, or the coordinator
+    would abort every transaction before kpd commits it (an error naming both keys)."""
+    interval = d.get("kafka.transaction.interval.ms")
+    timeout = d.get("kafka.transaction.timeout.ms")
+    if d.get(_TRANSACTIONAL_ID) is not None and interval >= timeout:
+        d.error("kafka.transaction.interval.ms",
+                f"must be below kafka.transaction.timeout.ms = {timeout} (got {interval})")
+
+
 def _delivery_timeout_covers_linger_and_request(d: Draft) -> None:
     """`delivery.timeout.ms` must be >= `linger.ms` + `request.timeout.ms`: a smaller value
     written in the file is an error; the default is raised to the sum with a warning
@@ -410,6 +420,7 @@ FINALIZE_RULES: tuple[Rule, ...] = (
     Rule(("kafka",), _idempotence_needs_retries),
     Rule(("kafka",), _idempotence_caps_in_flight),
     Rule(("kafka",), _transaction_fits_buffer),
+    Rule(("kafka",), _transactions_commit_before_timeout),
     Rule(("kafka",), _delivery_timeout_covers_linger_and_request),
     Rule(("kafka",), _reconnect_backoff_static_when_only_initial_set),
     Rule(("kafka",), _backoff_initial_within_cap),

@@ -78,7 +78,7 @@ def test_daemon_killed_then_restarted_with_another_worker_count_fences_the_old_i
     topic = "eos-relayout"
     tansu.create_topic(topic, 4)
     # Long transactions: when kpd is killed, its workers' transactions are open.
-    first = KpdDaemon(tmp_path, tansu.bootstrap, workers=2, extra=_eos(topic, 600_000))
+    first = KpdDaemon(tmp_path, tansu.bootstrap, workers=2, extra=_eos(topic, 50_000))
     first.start()
     client = LoadClient(first, topic, "a", 2000, acks="accepted")
     client.wait()

@@ -602,6 +602,8 @@ def test_without_transactional_id_there_are_no_transactions():
     ({"max.in.flight.requests.per.connection": 6},
      "kafka.max.in.flight.requests.per.connection", "kafka.transactional.id"),
     ({"transaction.max.bytes": "17MiB"}, "kafka.transaction.max.bytes", "kafka.buffer.memory"),
+    ({"transaction.interval.ms": 60000}, "kafka.transaction.interval.ms",
+     "kafka.transaction.timeout.ms"),
 ])
 def test_exactly_once_conflicts_are_errors_naming_both_keys(edit, path, other):
     # Without a transactional id, acks: 1 only turns idempotence off with a warning; with one,
