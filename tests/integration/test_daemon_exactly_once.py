@@ -29,6 +29,15 @@ def _committed_values(bootstrap: str, topic: str, partitions: int):
     return views, values
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie waiting for its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def _assert_key_order(views) -> None:
     """Within a partition, each key's records are committed in the order the client sent."""
     for view in views.values():
@@ -92,6 +101,9 @@ def test_daemon_killed_then_restarted_with_another_worker_count_fences_the_old_i
         os.kill(pid, signal.SIGKILL)
     first.process.wait()
     first._log.close()
+    # Its ingest must be gone before the next daemon starts: a live one still answers on the
+    # same socket path, and the harness would take it for the new daemon.
+    wait_for(lambda: not any(_alive(pid) for pid in children), 30, "the killed children gone")
 
     second = KpdDaemon(
         tmp_path, tansu.bootstrap, workers=3,
