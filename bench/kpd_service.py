@@ -31,7 +31,9 @@ class KpdService:
     """One daemon for one run; a context manager. Raises AssertionError (the harness's) or
     RuntimeError when the daemon does not start, stop or clean up."""
 
-    def __init__(self, workdir: Path, bootstrap: str, workload: Workload) -> None:
+    def __init__(
+        self, workdir: Path, bootstrap: str, workload: Workload, exactly_once: bool = False
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         extra = {
             "kafka": {"acks": workload.acks, "linger.ms": workload.linger_ms,
@@ -40,6 +42,8 @@ class KpdService:
                       "reports_bytes": f"{_REPORTS_RING_MIB}MiB"},
             "log": {"level": "warning"},  # per-record logging would be measured as kpd's CPU
         }  # fmt: skip
+        if exactly_once:
+            extra["kafka"]["transactional.id"] = "bench-eos"
         self._daemon = KpdDaemon(workdir, bootstrap, workers=WORKERS, extra=extra)
         self.pids: tuple[int, ...] = ()
 

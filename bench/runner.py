@@ -134,9 +134,10 @@ def _service(
 ) -> contextlib.AbstractContextManager[KpdService | None]:
     if contender.service is None:
         return contextlib.nullcontext()
-    if contender.service != "kpd":
+    if contender.service not in ("kpd", "kpd-eos"):
         raise ValueError(f"unknown service {contender.service!r}")
-    return KpdService(log_dir / "kpd", bootstrap, workload)
+    exactly_once = contender.service == "kpd-eos"
+    return KpdService(log_dir / "kpd", bootstrap, workload, exactly_once=exactly_once)
 
 
 def _run_children(

@@ -5,7 +5,8 @@ Owns the registry. A contender is a module with ``main(session)`` (see bench.chi
 the parent sums CPU and delivery over them. Adding a contender is one entry here plus one
 module. Two more seams:
 
-* ``service="kpd"``: the runner starts a fresh kpd daemon for each run (bench.kpd_service),
+* ``service="kpd"`` (``"kpd-eos"``: in exactly-once mode): the runner starts a fresh kpd
+  daemon for each run (bench.kpd_service),
   hands its socket to every child as ``options["socket"]``, measures the daemon's processes
   apart from the app's, and stops it with SIGTERM after the run.
 * ``binary``: a program the contender drives (kcat); when it is not on PATH the run is
@@ -101,6 +102,19 @@ CONTENDERS: dict[str, Contender] = {
             "kpd-engine-1MB", _KPD, "kpd-engine with batch.size 1000000 (librdkafka's default)",
             options={"partition": "given", "settings": {"batch_size": 1_000_000}},
         ),
+        # Not run by default: exactly-once mode (kafka.transactional.id), beside the defaults.
+        Contender(
+            "kpd-engine-eos", _KPD,
+            "kpd-engine in exactly-once mode: transactional.id set, a commit every 100 ms "
+            "(transaction.interval.ms), outcomes only once committed",
+            options={"partition": "given", "settings": {"transactional_id": "bench-eos"}},
+        ),
+        Contender(
+            "kpd-1-eos", _KPD_CLIENT,
+            "kpd-1 with the daemon in exactly-once mode (kafka.transactional.id); records are "
+            "acknowledged once their transaction committed",
+            service="kpd-eos",
+        ),
         Contender(
             "kpd-1@100k", _KPD_CLIENT,
             f"kpd-1 paced at {LATENCY_RATE:,} records/s offered (100 records every ms); "
@@ -129,4 +143,5 @@ DEFAULT_CONTENDERS = ("kpd-engine", "kpd-engine+part", "kpd-1", "kpd-4", "aiokaf
 QUICK_CONTENDERS = ("kpd-engine", "kpd-engine+part", "kpd-1", "aiokafka", "confluent-kafka")
 LATENCY_CONTENDERS = ("kpd-1@100k", "kpd-1@100k-gc", "confluent-kafka@100k")
 # Ratios are printed for these against every other contender.
-KPD_CONTENDERS = ("kpd-engine", "kpd-engine+part", "kpd-engine-1MB", "kpd-1", "kpd-4")
+KPD_CONTENDERS = ("kpd-engine", "kpd-engine+part", "kpd-engine-1MB", "kpd-1", "kpd-4",
+                  "kpd-engine-eos", "kpd-1-eos")
