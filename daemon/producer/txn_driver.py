@@ -284,7 +284,10 @@ class TransactionDriver:
         name = error.name if error is not None else "TRANSACTION_FATAL"
         held = [b for b, _, _ in self._acked] + self._replay
         self._acked, self._replay = [], []
-        in_doubt = Persistence.POSSIBLY_PERSISTED if self._commit_sent else None
+        # Only an EndTxn(commit) that went out and was never answered (code 0) may have
+        # committed; a clear fatal answer to it means the commit did not happen.
+        unanswered = error is None or error.code == 0
+        in_doubt = Persistence.POSSIBLY_PERSISTED if self._commit_sent and unanswered else None
         for batch in held:
             self._acc.release(batch)
             failure = DeliveryFailure(
