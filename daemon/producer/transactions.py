@@ -47,6 +47,7 @@ __all__ = [
     "TransactionAbortable",
     "TransactionFatal",
     "TransactionManager",
+    "TransactionRetriable",
     "TransactionSettings",
     "TxnState",
     "fence_transactional_ids",
@@ -95,6 +96,11 @@ class TransactionFatal(Exception):
         self.name = error_name(code) if code else "TRANSACTION_FATAL"
 
 
+class TransactionRetriable(Exception):
+    """The coordinator could not be reached this time; ask again on a later loop turn (the
+    sender meanwhile keeps expiring batches past ``delivery.timeout.ms``)."""
+
+
 class TransactionAbortable(Exception):
     """The open transaction must be aborted; the producer may go on after that."""
 
@@ -132,6 +138,7 @@ class TransactionManager:
         self.partitions: set[tuple[str, int]] = set()  # added to the open transaction
         self.fatal: TransactionFatal | None = None
         self._coordinator: tuple[int, str, int] | None = None
+        self._unanswered_end_txn = 0  # EndTxn requests sent and lost in a row
 
     @property
     def transactional_id(self) -> str:
@@ -222,6 +229,7 @@ class TransactionManager:
                 "committed": commit,
             }
             answer = await self._call(messages.END_TXN, body, max_lost=_MAX_LOST_END_TXN)
+            self._unanswered_end_txn = 0
             self._check(answer["error_code"], "EndTxn")
         self.partitions.clear()
         self.state = TxnState.READY if commit else TxnState.UNINITIALIZED
@@ -244,8 +252,9 @@ class TransactionManager:
         self, api: messages.ApiSpec, body: dict, min_version: int = 0, max_lost: int = 0
     ) -> dict:
         """Send ``api`` to the coordinator until it answers with a code that is not
-        "look again" or "try later"; connection failures retry after the backoff."""
-        lost = 0
+        "look again" or "try later". A connection failure raises ``TransactionRetriable``
+        after the backoff; ``max_lost`` such failures in a row after the request went out
+        make its outcome unknowable (fatal)."""
         while True:
             try:
                 conn = await self._coordinator_connection()
@@ -257,15 +266,14 @@ class TransactionManager:
                 answer = await conn.request(api, body, version=version)
             except BrokerConnectionError as exc:
                 self._coordinator = None
-                if exc.request_sent:
-                    lost += 1
-                if max_lost and lost >= max_lost:
-                    raise TransactionFatal(
-                        0, f"{api.name} for {self.transactional_id} unanswered {lost} times: "
-                        f"its outcome is unknown ({exc})") from exc  # fmt: skip
+                if max_lost and exc.request_sent:
+                    self._unanswered_end_txn += 1
+                    if self._unanswered_end_txn >= max_lost:
+                        self._fatal(0, f"{api.name} unanswered {max_lost} times in a row: its "
+                                    f"outcome is unknown ({exc})")  # fmt: skip
                 log.warning("%s for %s: %s; retrying", api.name, self.transactional_id, exc)
                 await asyncio.sleep(self.settings.retry_backoff_s)
-                continue
+                raise TransactionRetriable(f"{api.name}: {exc}") from exc
             code = answer.get("error_code", _NONE)
             if code in _NEW_COORDINATOR:
                 self._coordinator = None
@@ -369,4 +377,9 @@ async def fence_transactional_ids(
             TransactionSettings(transactional_id, settings.timeout_ms, settings.retry_backoff_s),
             channel,
         )
-        await manager.initialize()
+        while True:  # the caller bounds the time
+            try:
+                await manager.initialize()
+                break
+            except TransactionRetriable:
+                continue

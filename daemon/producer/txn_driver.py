@@ -40,6 +40,7 @@ from daemon.producer.transactions import (
     TransactionAbortable,
     TransactionFatal,
     TransactionManager,
+    TransactionRetriable,
     TxnState,
 )
 
@@ -110,6 +111,8 @@ class TransactionDriver:
                 return await self._commit(in_flight, now)
             await self._add_partitions(now)
             return True
+        except TransactionRetriable:
+            return False  # the coordinator is unreachable: again on a later turn
         except TransactionAbortable as exc:
             log.warning("%s: aborting the transaction: %s", m.transactional_id, exc)
             m.state = TxnState.ABORTING
@@ -262,7 +265,7 @@ class TransactionDriver:
         try:
             async with asyncio.timeout(timeout_s):
                 await m.end(commit=False)
-        except (TimeoutError, TransactionAbortable, TransactionFatal) as exc:
+        except (TimeoutError, TransactionRetriable, TransactionAbortable, TransactionFatal) as exc:
             log.warning("%s: could not abort at close: %s", m.transactional_id, exc)
 
     def fail_held(self, reason: str) -> list[ProducerBatch]:

@@ -160,3 +160,36 @@ def test_abortable_produce_error_aborts_and_replays_instead_of_failing(mock_clus
     assert all(v.open_transactions == {} for v in views.values())
     for value, report in zip(first + second, results, strict=True):
         assert visible[(report.partition, report.offset)] == value
+
+
+def test_records_still_expire_while_the_coordinator_is_unreachable():
+    # Nothing listens on the port: InitProducerId never gets through, and the sender's loop
+    # must still expire queued records at delivery.timeout.ms instead of waiting forever.
+    from daemon.producer.engine import ProducerEngine
+    from tests.brokers.ports import free_port
+
+    outcomes = []
+
+    async def run():
+        settings = producer_settings(
+            bootstrap_servers=f"127.0.0.1:{free_port()}",
+            transactional_id="unreachable",
+            request_timeout_ms=300,
+            delivery_timeout_ms=800,
+            linger_ms=0,
+            retry_backoff_ms=20,
+            reconnect_backoff_ms=20,
+        )
+        engine = ProducerEngine(settings, outcomes.append)
+        await engine.start()
+        assert engine.append(engine.queue("t", 0), 0, None, b"v", (), "token")
+        try:
+            await engine.flush(10)
+        finally:
+            await engine.close(0)
+
+    asyncio.run(run())
+
+    (outcome,) = outcomes
+    assert outcome.tokens == ["token"]
+    assert outcome.error.name == "DELIVERY_TIMEOUT"

@@ -14,6 +14,7 @@ from daemon.producer.transactions import (
     TransactionAbortable,
     TransactionFatal,
     TransactionManager,
+    TransactionRetriable,
     TransactionSettings,
     TxnState,
     fence_transactional_ids,
@@ -129,12 +130,17 @@ def test_concurrent_transactions_and_not_coordinator_are_retried_with_a_new_look
                      "FindCoordinator", "InitProducerId"]  # fmt: skip
 
 
-def test_a_lost_connection_is_retried_after_a_new_lookup():
+def test_a_lost_connection_hands_control_back_then_retries_after_a_new_lookup():
+    # The sender's loop gets control back (to expire batches) and asks again on a later turn.
     lost = ConnectionClosedError("gone", request_sent=True)
     channel = FakeChannel({"FindCoordinator": [found(), found()], "InitProducerId": [lost, init()]})
     txn = manager(channel)
+    with pytest.raises(TransactionRetriable):
+        run(txn.initialize())
+    assert txn.state is TxnState.UNINITIALIZED
     run(txn.initialize())
     assert txn.state is TxnState.READY
+    assert [name for _, name, _ in channel.requests].count("FindCoordinator") == 2
 
 
 def test_an_old_broker_without_init_producer_id_v3_is_fatal():
@@ -236,8 +242,13 @@ def test_an_end_txn_that_is_never_answered_is_fatal_rather_than_retried_forever(
     txn, channel = ready({"AddPartitionsToTxn": [added(("a", 0))], "EndTxn": lost})
     channel.scripts["FindCoordinator"] = [found()] * 8  # a lookup after each loss
     run(txn.add_partitions([("a", 0)]))
+    for _ in range(7):
+        with pytest.raises(TransactionRetriable):
+            run(txn.end(commit=True))
+        assert txn.state is TxnState.IN_TRANSACTION  # still open: the commit is sent again
     with pytest.raises(TransactionFatal, match="outcome is unknown"):
         run(txn.end(commit=True))
+    assert txn.state is TxnState.FATAL and txn.fatal.code == 0
 
 
 def test_fencing_bumps_the_epoch_of_every_old_id():
