@@ -81,7 +81,7 @@ class Sender:
         self._on_outcome = on_outcome
         self._rng = rng or random.Random()
         self.identity = ProducerIdentity()
-        # Exactly-once mode (set by the engine with ``use_transactions``); None otherwise.
+        # Exactly-once mode (the engine sets it when kafka.transactional.id is set); else None.
         self.transactions: TransactionDriver | None = None
         self._bump_needed = False
         self._wake = asyncio.Event()
