@@ -22,6 +22,7 @@ from pathlib import Path
 
 from daemon.config import DaemonConfig, ProducerSettings
 from daemon.net.connection import ConnectionSettings
+from daemon.producer.security import sasl_login, tls_context
 from daemon.producer.transactions import (
     DirectChannel,
     TransactionSettings,
@@ -78,6 +79,8 @@ async def fence_previous_layout(config: DaemonConfig, producer: ProducerSettings
             ConnectionSettings(
                 client_id=f"{producer.client_id}-supervisor",
                 request_timeout_s=producer.request_timeout_ms / 1000,
+                ssl_context=tls_context(producer),
+                sasl=sasl_login(producer),
             ),
         )
         try:

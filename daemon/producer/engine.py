@@ -149,6 +149,8 @@ class ProducerEngine:
                 client_id=settings.client_id,
                 request_timeout_s=settings.request_timeout_ms / 1000,
                 connect_timeout_s=settings.socket_connection_setup_timeout_ms / 1000,
+                ssl_context=tls_context(settings),
+                sasl=sasl_login(settings),
             ),
         )
         manager = TransactionManager(
