@@ -153,7 +153,7 @@ def ratios_table(summaries: Sequence[Summary]) -> str:
                 f"| {_ratio(kpd.producer_cpu_s_per_m, other.producer_cpu_s_per_m)} "
                 f"| {_ratio(kpd.app_and_kpd_cpu_s_per_m, other.app_and_kpd_cpu_s_per_m)} |"
             )
-    return "\n".join(rows)
+    return "\n".join(rows) if len(rows) > 2 else ""
 
 
 def lines_table(summaries: Sequence[Summary]) -> str:
@@ -293,7 +293,8 @@ def render_results(
         out += [f"## Workload {name}: {description}", "", results_table(mine), ""]
         if any(_reads_lines(s.contender) for s in mine):
             out += ["The shell path, the sender program apart:", "", lines_table(mine), ""]
-        out += [ratios_table(mine), ""]
+        ratios = ratios_table(mine)
+        out += [ratios, ""] if ratios else []
     if scaling_results:
         scaling = summarize(scaling_results)
         out += ["## Scaling with kpd's workers", "", _SCALING_NOTE.format(
@@ -318,16 +319,15 @@ machine with fewer cores than apps + workers + broker, more workers only share t
 cores."""
 
 
-_LATENCY_NOTE = """Workload (a) records sent in bursts of 100 every millisecond by one app \
-process, never waiting for acks; latency per record from just before send()/produce() to its \
-completion (kpd: the future's done-callback on the client's I/O thread; confluent-kafka: the \
-delivery callback, served by poll() while the sender waits for the next burst). "load \
+_LATENCY_NOTE = """The row's workload, its records sent in bursts of 100 every millisecond by \
+one app process, never waiting for acks; latency per record from just before send()/produce() \
+to its completion (kpd: the future's done-callback on the client's I/O thread; confluent-kafka: \
+the delivery callback, served by poll() while the sender waits for the next burst). "load \
 achieved": the sender offered at least 98 % of the target rate; "latest burst": how late the \
-worst burst started. Percentiles are nearest-rank over the records sent after the first \
-second (the warm-up: connections to the partition leaders, producer id; librdkafka's first \
-records waited ~0.5 s for it); the last column is the 99th percentile over every record. \
-CPU per record here is at 100k records/s, where per-wake-up costs are not amortised as in \
-the flat-out runs."""
+worst burst started. Percentiles are nearest-rank over the records sent after the first second \
+(the warm-up: connections to the partition leaders, producer id; librdkafka's first records \
+waited ~0.5 s for it); the last column is the 99th percentile over every record. CPU per record \
+here is at 100k records/s, where per-wake-up costs are not amortised as in the flat-out runs."""
 
 
 _METHOD = """## Method

@@ -88,7 +88,7 @@ def _ratio_row(figures: _Figures, what: str, workload: str, numerator: str, deno
                figure: Figure, limit: float, at_least: bool, unit: str = "") -> str:  # fmt: skip
     top, why_top = figures.get(workload, numerator)
     bottom, why_bottom = figures.get(workload, denominator)
-    bound = f"{'>=' if at_least else '<='} {limit:g}"
+    bound = f"{'>=' if at_least else '<='} {limit:.1f}"
     if top is None or bottom is None:
         return _row(what, workload, why_top or why_bottom, bound, None)
     a, b = figure(top), figure(bottom)
@@ -103,7 +103,7 @@ def _ratio_row(figures: _Figures, what: str, workload: str, numerator: str, deno
 def _absolute_row(figures: _Figures, what: str, workload: str, contender: str, figure: Figure,
                   limit: float, unit: str) -> str:  # fmt: skip
     s, why = figures.get(workload, contender)
-    bound = f"<= {limit:g}{unit}"
+    bound = f"<= {limit:.1f}{unit}"
     if s is None:
         return _row(what, workload, why, bound, None)
     value = figure(s)
@@ -171,8 +171,11 @@ def _latency(latency_results: Sequence[RunResult], w: str) -> str:
 
 
 def _shell_path(figures: _Figures) -> list[str]:
-    senders = (("kpd-send-file", "kpd send < FILE"), ("kpd-send-pipe", "... | kpd send"))
-    rows = [_ratio_row(figures, f"records/s, `{how}` / rsyslog (imptcp -> omkafka)", "l",
+    senders = (
+        ("kpd-send-file", "`kpd send < FILE`"),
+        ("kpd-send-pipe", "`kpd send` fed by a pipe"),
+    )
+    rows = [_ratio_row(figures, f"records/s, {how} / rsyslog (imptcp -> omkafka)", "l",
                        sender, "rsyslog", _records_per_s, 1.2, at_least=True)
             for sender, how in senders]  # fmt: skip
     return rows + [_flat_row(figures, sender, how) for sender, how in senders]
@@ -182,8 +185,8 @@ def _flat_row(figures: _Figures, sender: str, how: str) -> str:
     """Peak RSS of the sender on (l) against (l-short): a quarter of the lines."""
     long, why_long = figures.get("l", sender)
     short, why_short = figures.get("l-short", sender)
-    bound = f"<= {FLAT_RSS_RATIO:g}"
-    what = f"`{how}` peak RSS, (l) / (l-short) (flat however long the input)"
+    bound = f"<= {FLAT_RSS_RATIO:.1f}"
+    what = f"{how}: peak RSS on (l) / on (l-short) (flat however long the input)"
     if long is None or short is None:
         return _row(what, "l, l-short", why_long or why_short, bound, None)
     ratio = long.reaped_rss_mib / short.reaped_rss_mib

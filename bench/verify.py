@@ -26,7 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from bench.workloads import Workload, key_for
 
-__all__ = ["WARM_UP_KEY", "Delivery", "RecordCounter", "count_delivered"]
+__all__ = ["WARM_UP_KEY", "Delivery", "RecordCounter", "count_delivered", "wait_for_warm_up"]
 
 WARM_UP_KEY = b"kpd-bench-warm-up"
 
@@ -135,6 +135,22 @@ def count_delivered(
         warm_ups=counter.warm_ups,
         expected_warm_ups=warm_ups,
     )
+
+
+def wait_for_warm_up(bootstrap: str, topic: str, partitions: int, timeout_s: float) -> None:
+    """Return once a record keyed WARM_UP_KEY is in ``topic``; TimeoutError after
+    ``timeout_s``. For a contender that must warm up through Kafka before the clock."""
+    deadline = time.monotonic() + timeout_s
+    consumer = Consumer(_consumer_config(bootstrap))
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        while time.monotonic() < deadline:
+            for message in consumer.consume(100, _POLL_S):
+                if message.error() is None and message.key() == WARM_UP_KEY:
+                    return
+    finally:
+        consumer.close()
+    raise TimeoutError(f"no warm-up record in {topic} after {timeout_s} s")
 
 
 def _drain(messages: list, counter: RecordCounter, at_end: set[int]) -> str:

@@ -47,10 +47,15 @@ def main(session: Session) -> None:
         with lines_file.open("rb") as source:
             session.ready()
             before = children_usage()
-            proc = start(command, stdin=subprocess.PIPE if from_pipe else source,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
             if from_pipe:
-                _fill(proc, source)
+                reader, writer = os.pipe()
+                proc = start(command, stdin=reader, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)  # fmt: skip
+                os.close(reader)
+                _fill(writer, source)
+            else:
+                proc = start(command, stdin=source, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)  # fmt: skip
             stdout, stderr = proc.communicate(timeout=_TIMEOUT_S)
             session.stop_clock()
         after = children_usage()
@@ -70,15 +75,16 @@ def _command(session: Session) -> list[str]:
     return command
 
 
-def _fill(proc: subprocess.Popen, source) -> None:
-    """Copy the file into ``kpd send``'s stdin pipe (in the kernel), then close it."""
-    assert proc.stdin is not None
+def _fill(sink: int, source) -> None:
+    """Copy the file into ``kpd send``'s stdin pipe (in the kernel), then close the pipe.
+    kpd send prints only at its end, so its stdout and stderr cannot fill meanwhile."""
     size = os.fstat(source.fileno()).st_size
-    sink = proc.stdin.fileno()
     offset = 0
-    while offset < size:
-        offset += os.sendfile(sink, source.fileno(), offset, size - offset)
-    proc.stdin.close()
+    try:
+        while offset < size:
+            offset += os.sendfile(sink, source.fileno(), offset, size - offset)
+    finally:
+        os.close(sink)
 
 
 def _outcome(status: int, stdout: bytes, stderr: bytes, count: int) -> tuple[int, int, list]:

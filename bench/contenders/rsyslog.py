@@ -18,8 +18,9 @@ bench.contenders.programs): Debian's fails the ApiVersions exchange with tansu.
 
 Before the clock: rsyslogd starts, and one warm-up record (key bench.verify.WARM_UP_KEY) goes
 through it, because omkafka opens its Kafka connection (metadata, producer id) on its first
-message; the child waits until librdkafka's statistics (omkafka's ``statsFile``) say it was
-delivered. The lines are written to a file first. The clock runs from sending the file over
+message; the child waits until the record is in the topic (a consumer; librdkafka's
+statistics would not do: omkafka serves librdkafka's callbacks only when it handles a
+message). The lines are written to a file first. The clock runs from sending the file over
 the socket (``sendfile``) to rsyslogd's exit: after the lines, a last line ``kpd-bench-end``
 makes rsyslog write a marker file (so every line was read and queued), then SIGTERM makes it
 drain its queue into omkafka and librdkafka deliver everything before it exits. rsyslog gives
@@ -33,7 +34,6 @@ inside a bench child process.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -45,7 +45,7 @@ from pathlib import Path
 from bench.child import Session
 from bench.contenders.programs import children_usage, librdkafka_dir, start
 from bench.procstat import cpu_seconds
-from bench.verify import WARM_UP_KEY
+from bench.verify import WARM_UP_KEY, wait_for_warm_up
 from bench.workloads import LINE_SEPARATOR, lines
 
 _END_LINE = b"kpd-bench-end"
@@ -53,8 +53,7 @@ _MODULE_DIRS = ("/usr/lib/*/rsyslog", "/usr/lib/rsyslog", "/usr/lib64/rsyslog")
 _START_TIMEOUT_S = 30.0
 _WARM_UP_TIMEOUT_S = 60.0
 _RUN_TIMEOUT_S = 600.0
-_POLL_S = 0.001  # how often the marker file and the statistics are looked at
-_STATS_INTERVAL_MS = 100
+_POLL_S = 0.001  # how often the marker file is looked for
 
 _CONFIG = """\
 main_queue(queue.timeoutShutdown="60000")
@@ -71,12 +70,10 @@ ruleset(name="kpd_bench") {{
   action(type="omkafka" broker=["{bootstrap}"] topic="{topic}" template="kpd_bench_value"
          dynaKey="on" key="kpd_bench_key" partitions.auto="on"
          resubmitOnFailure="on" action.resumeRetryCount="-1" closeTimeout="60000"
-         statsFile="{stats}"
          confParam=["acks={acks}", "linger.ms={linger_ms}", "compression.type={compression}",
                     "enable.idempotence=true", "partitioner=murmur2_random",
                     "queue.buffering.max.messages=10000000",
-                    "queue.buffering.max.kbytes=2097151",
-                    "statistics.interval.ms={stats_interval_ms}"])
+                    "queue.buffering.max.kbytes=2097151"])
 }}
 input(type="imptcp" path="{socket}" unlink="on" ruleset="kpd_bench")
 """
@@ -94,12 +91,11 @@ def main(session: Session) -> None:
         lines_file = work / "lines"
         with lines_file.open("wb") as out:
             out.writelines(lines(session.records))
-        paths = {name: work / name for name in ("rsyslog.conf", "marker", "stats", "socket")}
+        paths = {name: work / name for name in ("rsyslog.conf", "marker", "socket")}
         paths["rsyslog.conf"].write_text(_CONFIG.format(
-            work=work, end=_END_LINE.decode(), marker=paths["marker"], stats=paths["stats"],
-            socket=paths["socket"], bootstrap=session.spec.bootstrap, topic=session.spec.topic,
-            acks=workload.acks, linger_ms=workload.linger_ms, compression=workload.compression,
-            stats_interval_ms=_STATS_INTERVAL_MS))  # fmt: skip
+            work=work, end=_END_LINE.decode(), marker=paths["marker"], socket=paths["socket"],
+            bootstrap=session.spec.bootstrap, topic=session.spec.topic, acks=workload.acks,
+            linger_ms=workload.linger_ms, compression=workload.compression))  # fmt: skip
         log_path = work / "rsyslogd.log"
         env = dict(os.environ, LD_LIBRARY_PATH=str(librdkafka_dir(work)))
         before = children_usage()
@@ -110,8 +106,8 @@ def main(session: Session) -> None:
         try:
             _wait_for(paths["socket"].exists, proc, log_path, _START_TIMEOUT_S, "its socket")
             _send(paths["socket"], [WARM_UP_KEY + LINE_SEPARATOR + b"warm-up\n"])
-            _wait_for(lambda: _delivered_everything(paths["stats"], 1), proc, log_path,
-                      _WARM_UP_TIMEOUT_S, "the warm-up record's delivery")  # fmt: skip
+            wait_for_warm_up(session.spec.bootstrap, session.spec.topic, workload.partitions,
+                             _WARM_UP_TIMEOUT_S)  # fmt: skip
             cpu_at_go = cpu_seconds(proc.pid)
             session.ready()
             with lines_file.open("rb") as source:
@@ -157,20 +153,6 @@ def _wait_for(condition, proc: subprocess.Popen, log_path: Path, timeout_s: floa
         if time.monotonic() > deadline:
             raise TimeoutError(f"rsyslogd: no {what} after {timeout_s} s: {_tail(log_path)}")
         time.sleep(_POLL_S)
-
-
-def _delivered_everything(stats_path: Path, produced: int) -> bool:
-    """librdkafka's latest statistics: ``produced`` messages sent and none left in its queues
-    (``msg_cnt`` counts a message until its delivery report)."""
-    try:
-        text = stats_path.read_bytes()
-    except FileNotFoundError:
-        return False
-    complete = text[: text.rfind(b"\n") + 1].strip().splitlines()
-    if not complete:
-        return False
-    latest = json.loads(complete[-1])
-    return latest["txmsgs"] >= produced and latest["msg_cnt"] == 0
 
 
 def _failures(log: str, status: int) -> list[str]:
