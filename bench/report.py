@@ -333,8 +333,12 @@ here is at 100k records/s, where per-wake-up costs are not amortised as in the f
 _METHOD = """## Method
 
 - Each run starts a fresh tansu (memory storage) on loopback, creates the topic, and starts the
-  contender in its own process(es). The contender builds its records and connects before the
-  clock starts; the clock runs from "go" to the last delivery report.
+  contender in its own process(es). The contender builds its records before the clock starts;
+  the clock runs from "go" to the last delivery report. The librdkafka clients get the topic's
+  metadata before the clock; kpd's apps connect after "go" and send at once (`-warm`
+  variants connect and call partitions_for first); `kpd send` and kcat start inside the
+  clock; rsyslogd runs and has delivered a warm-up record before it, and its clock ends when
+  it has exited after delivering everything.
 - CPU is utime + stime from /proc/PID/stat (all threads, 10 ms ticks) read by the parent just
   before "go" and just after "done", for the producer process(es) and for the broker. CPU
   seconds per million records equals microseconds per record.
@@ -345,9 +349,11 @@ _METHOD = """## Method
   per worker, metrics off, log level warning) and stop it with SIGTERM afterwards; "kpd CPU"
   is its supervisor, ingest and workers (found by PPID), read like the app's.
 - Peak RSS is VmHWM of the app process(es) and includes the records it built up front;
-  RSS growth is VmHWM minus VmRSS at "go": the client's own buffers. kpd's peak RSS is the
-  sum of VmHWM over its processes; a ring page counts in each process that touched it
-  (ingest and the ring's worker), so it is an upper bound of kpd's memory.
+  RSS growth is VmHWM minus VmRSS at "go": the client's own buffers. A program the app
+  process runs (kcat, `kpd send`, rsyslogd) has its own VmHWM, read every 20 ms while it runs
+  (not ru_maxrss, which Linux raises to the RSS the forked child had before exec). kpd's
+  peak RSS is the sum of VmHWM over its processes; a ring page counts in each process that
+  touched it (ingest and the ring's worker), so it is an upper bound of kpd's memory.
 - Delivery is verified by reading the topic back with librdkafka (CRCs checked) and counting
   distinct record ids (each value starts with its id); a run counts only if every record was
   read exactly once with its own key (and, for rsyslog, its one warm-up record, sent before

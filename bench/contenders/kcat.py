@@ -14,7 +14,8 @@ kcat to its exit: kcat's start (process, metadata) is in it, as it is for anyone
 kcat exits non-zero when a delivery fails and prints no per-record outcomes, so "delivered"
 here means its exit status was 0; the read-back by bench.verify counts the records.
 
-kcat is reaped by the child, so its CPU and peak RSS come from the child's RUSAGE_CHILDREN.
+kcat is reaped by the child, so its CPU comes from the child's RUSAGE_CHILDREN; its peak RSS
+is its VmHWM sampled while it runs (bench.contenders.programs).
 
 Runs only inside a bench child process.
 """
@@ -28,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 from bench.child import Session
-from bench.contenders.programs import children_usage, librdkafka_dir, start
+from bench.contenders.programs import children_cpu_s, librdkafka_dir, start, wait_for_exit
 
 # Bytes that a record (ASCII keys, an 8-byte big-endian id, ASCII filler) cannot contain in
 # this order; make_file checks every record anyway.
@@ -45,24 +46,26 @@ def main(session: Session) -> None:
         _write_records(session, records_file)
         command = _command(session, records_file)
         session.ready()
-        before = children_usage()
-        proc = start(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        cpu_before = children_cpu_s()
+        # stderr to a file: nobody reads a pipe while kcat runs.
+        with (workdir / "stderr").open("wb") as stderr_file:
+            proc = start(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr_file)
         try:
-            _, stderr = proc.communicate(timeout=_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise
+            peak_kib = wait_for_exit(proc, _TIMEOUT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         session.stop_clock()
         # kcat is the only child this process reaps, so the children's totals are kcat's.
-        after = children_usage()
-    cpu_s = after.cpu_s - before.cpu_s
+        cpu_s = children_cpu_s() - cpu_before
+        stderr = (workdir / "stderr").read_bytes()
     count = len(session.records.values)
     ok = proc.returncode == 0
     tail = stderr[-1500:].decode(errors="replace")
     errors = [] if ok else [f"kcat exited {proc.returncode}: {tail}"]
     session.done(count if ok else 0, 0 if ok else count, errors, reaped_cpu_s=cpu_s,
-                 reaped_rss_kib=after.max_rss_kib)  # fmt: skip
+                 reaped_rss_kib=peak_kib)  # fmt: skip
 
 
 def _write_records(session: Session, path: Path) -> None:

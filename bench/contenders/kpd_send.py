@@ -10,9 +10,10 @@ does, and as the rsyslog contender feeds its socket.
 The clock runs from starting ``kpd send`` (its imports and connection included, as for anyone
 who runs it) to its exit, which follows its last record's outcome. "delivered" is what it
 prints (``sent N records to T, F failed``), or every record when it exits 0 without saying.
-Its CPU and peak RSS come from this child's RUSAGE_CHILDREN (it is the only program this
-child reaps); the daemon's processes are measured by the runner. Peak RSS over two input
-lengths shows whether its memory stays flat however long the input.
+Its CPU comes from this child's RUSAGE_CHILDREN (it is the only program this child reaps),
+its peak RSS from its VmHWM sampled while it runs (bench.contenders.programs); the daemon's
+processes are measured by the runner. Peak RSS over two input lengths shows whether its
+memory stays flat however long the input.
 
 Imports no client library; runs only inside a bench child process.
 """
@@ -21,13 +22,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from bench.child import Session
-from bench.contenders.programs import children_usage, start
+from bench.contenders.programs import children_cpu_s, start, wait_for_exit
 from bench.workloads import LINE_SEPARATOR, lines
 
 _TIMEOUT_S = 900.0
@@ -39,30 +39,32 @@ def main(session: Session) -> None:
     if not workload.text:
         raise ValueError(f"kpd send reads lines; workload {workload.name} is not a text one")
     with tempfile.TemporaryDirectory(prefix="kpd-bench-send-") as tmp:
-        lines_file = Path(tmp) / "lines"
+        work = Path(tmp)
+        lines_file = work / "lines"
         with lines_file.open("wb") as out:
             out.writelines(lines(session.records))
         command = _command(session)
         from_pipe = session.spec.options.get("input", "file") == "pipe"
-        with lines_file.open("rb") as source:
+        # Files, not pipes, for its output: nobody reads a pipe while this child feeds it.
+        with lines_file.open("rb") as source, (work / "stdout").open("wb") as stdout, \
+                (work / "stderr").open("wb") as stderr:  # fmt: skip
             session.ready()
-            before = children_usage()
+            cpu_before = children_cpu_s()
             if from_pipe:
                 reader, writer = os.pipe()
-                proc = start(command, stdin=reader, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)  # fmt: skip
+                proc = start(command, stdin=reader, stdout=stdout, stderr=stderr)
                 os.close(reader)
                 _fill(writer, source)
             else:
-                proc = start(command, stdin=source, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)  # fmt: skip
-            stdout, stderr = proc.communicate(timeout=_TIMEOUT_S)
+                proc = start(command, stdin=source, stdout=stdout, stderr=stderr)
+            peak_kib = wait_for_exit(proc, _TIMEOUT_S)
             session.stop_clock()
-        after = children_usage()
+        cpu_s = children_cpu_s() - cpu_before
+        output = (work / "stdout").read_bytes()
+        errors = (work / "stderr").read_bytes()
     count = len(session.records.values)
-    delivered, failed, errors = _outcome(proc.returncode, stdout, stderr, count)
-    session.done(delivered, failed, errors, reaped_cpu_s=after.cpu_s - before.cpu_s,
-                 reaped_rss_kib=after.max_rss_kib)  # fmt: skip
+    delivered, failed, errors = _outcome(proc.returncode, output, errors, count)
+    session.done(delivered, failed, errors, reaped_cpu_s=cpu_s, reaped_rss_kib=peak_kib)
 
 
 def _command(session: Session) -> list[str]:
@@ -76,8 +78,7 @@ def _command(session: Session) -> list[str]:
 
 
 def _fill(sink: int, source) -> None:
-    """Copy the file into ``kpd send``'s stdin pipe (in the kernel), then close the pipe.
-    kpd send prints only at its end, so its stdout and stderr cannot fill meanwhile."""
+    """Copy the file into ``kpd send``'s stdin pipe (in the kernel), then close the pipe."""
     size = os.fstat(source.fileno()).st_size
     offset = 0
     try:

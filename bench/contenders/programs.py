@@ -1,12 +1,13 @@
 """What the contenders that drive a program (kcat, ``kpd send``, rsyslogd) share.
 
-Owns three small things: starting a program so that it dies with the child that started it
-(a failed run kills the child, and an orphaned rsyslogd would keep producing), the CPU and
-peak RSS of the programs a child reaped (``RUSAGE_CHILDREN``: the parent cannot read /proc of
-a process that is gone), and the directory whose ``librdkafka.so.1`` is the confluent-kafka
-wheel's library. Debian's librdkafka 2.0.2 (behind kcat and rsyslog's omkafka) fails the
-ApiVersions exchange with tansu (DESIGN.md, "Facts measured"); the wheel's 2.16 works, and
-with it every librdkafka contender runs the same librdkafka.
+Owns four small things: starting a program so that it dies with the child that started it (a
+failed run kills the child, and an orphaned rsyslogd would keep producing), the CPU of the
+programs a child reaped (``RUSAGE_CHILDREN``: the parent cannot read /proc of a process that is
+gone), their peak RSS (sampled from /proc while they run: see ``wait_for_exit``), and the
+directory whose ``librdkafka.so.1`` is the confluent-kafka wheel's library. Debian's librdkafka
+2.0.2 (behind kcat and rsyslog's omkafka) fails the ApiVersions exchange with tansu (DESIGN.md,
+"Facts measured"); the wheel's 2.16 works, and with it every librdkafka contender runs the same
+librdkafka.
 
 Imports confluent_kafka only to find its library; runs only inside a bench child process.
 """
@@ -17,25 +18,47 @@ import ctypes
 import resource
 import signal
 import subprocess
-from dataclasses import dataclass
+import time
 from pathlib import Path
 
 import confluent_kafka
 
-__all__ = ["Usage", "children_usage", "librdkafka_dir", "start"]
+from bench.procstat import memory_kib
+
+__all__ = ["children_cpu_s", "librdkafka_dir", "peak_rss_kib", "start", "wait_for_exit"]
 
 _PR_SET_PDEATHSIG = 1  # prctl(2)
+_SAMPLE_S = 0.02  # how often a running program's VmHWM is read
 
 
-@dataclass(frozen=True)
-class Usage:
-    cpu_s: float  # user + system CPU of every reaped child so far
-    max_rss_kib: int  # the largest peak RSS among them
-
-
-def children_usage() -> Usage:
+def children_cpu_s() -> float:
+    """User + system CPU of every child this process reaped so far."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return Usage(usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_kib(pid: int) -> int:
+    """VmHWM of a running process (0 once it is a zombie: it has no memory left)."""
+    try:
+        return memory_kib(pid).get("VmHWM", 0)
+    except OSError:
+        return 0
+
+
+def wait_for_exit(proc: subprocess.Popen, timeout_s: float, peak_kib: int = 0) -> int:
+    """Wait for ``proc`` to exit, reading its VmHWM every 20 ms; returns the largest seen (or
+    ``peak_kib``, if larger). Not RUSAGE_CHILDREN's ru_maxrss: Linux counts in it the RSS the
+    forked child had before exec, which is this child's, records and all. The last reading is
+    at most 20 ms before the exit. TimeoutError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        peak_kib = max(peak_kib, peak_rss_kib(proc.pid))
+        try:
+            proc.wait(timeout=_SAMPLE_S)
+            return peak_kib
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{proc.args[0]} still running after {timeout_s} s") from None
 
 
 def _die_with_parent() -> None:  # runs in the forked child, before exec

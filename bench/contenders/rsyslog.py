@@ -2,34 +2,34 @@
 
 The shell path's incumbent: an app writes ``key<TAB>value`` lines to a socket and rsyslog
 produces them. The child runs its own ``rsyslogd -n -f CONF -i PIDFILE`` in the foreground,
-with a config and work directory in a temporary directory and imptcp listening on a socket
-path there; it never touches the system's logger, /dev/log or /etc/rsyslog.conf.
+with a config and work directory in a temporary directory and imptcp listening on a socket path
+there; it never touches the system's logger, /dev/log or /etc/rsyslog.conf.
 
 The config (``_CONFIG``) takes the raw line (``%rawmsg%``: no syslog header is expected) and
 splits it at the tab into omkafka's key (``dynaKey``) and value; tabs pass unescaped
 (``parser.escapeControlCharacterTab="off"``). librdkafka settings are the other librdkafka
 contenders' (acks, linger.ms, compression, idempotence, murmur2_random). Tuned so that no
-record is dropped: librdkafka's queue holds 10,000,000 messages (a full queue would suspend
-the action and lose messages), omkafka resubmits failed messages and retries for ever, and
-shutdown waits for the main queue and for librdkafka to deliver (60 s each).
+record is dropped: librdkafka's queue holds 10,000,000 messages (a full queue would suspend the
+action and lose messages), omkafka resubmits failed messages and retries for ever, and shutdown
+waits for the main queue and for librdkafka to deliver (60 s each).
 
 rsyslog runs on the confluent-kafka wheel's librdkafka (LD_LIBRARY_PATH, see
 bench.contenders.programs): Debian's fails the ApiVersions exchange with tansu.
 
 Before the clock: rsyslogd starts, and one warm-up record (key bench.verify.WARM_UP_KEY) goes
 through it, because omkafka opens its Kafka connection (metadata, producer id) on its first
-message; the child waits until the record is in the topic (a consumer; librdkafka's
-statistics would not do: omkafka serves librdkafka's callbacks only when it handles a
-message). The lines are written to a file first. The clock runs from sending the file over
-the socket (``sendfile``) to rsyslogd's exit: after the lines, a last line ``kpd-bench-end``
-makes rsyslog write a marker file (so every line was read and queued), then SIGTERM makes it
-drain its queue into omkafka and librdkafka deliver everything before it exits. rsyslog gives
-no per-record outcome: "delivered" means it exited 0 and its log names no failed delivery;
-the read-back counts the records.
+message; the child waits until the record is in the topic (a consumer; librdkafka's statistics
+would not do: omkafka serves librdkafka's callbacks only when it handles a message). The lines
+are written to a file first. The clock runs from sending the file over the socket
+(``sendfile``) to rsyslogd's exit: after the lines, a last line ``kpd-bench-end`` makes rsyslog
+write a marker file (so every line was read and queued), then SIGTERM makes it drain its queue
+into omkafka and librdkafka deliver everything before it exits. rsyslog gives no per-record
+outcome: "delivered" means it exited 0 and its log names no failed delivery; the read-back
+counts the records.
 
 CPU is rsyslogd's from "go" (read from /proc then) to its exit (its rusage, reaped by this
-child); peak RSS is rsyslogd's VmHWM over its life. Imports no client library; runs only
-inside a bench child process.
+child); peak RSS is rsyslogd's VmHWM over its life, sampled from /proc while it runs. Imports
+no client library; runs only inside a bench child process.
 """
 
 from __future__ import annotations
@@ -43,7 +43,13 @@ import time
 from pathlib import Path
 
 from bench.child import Session
-from bench.contenders.programs import children_usage, librdkafka_dir, start
+from bench.contenders.programs import (
+    children_cpu_s,
+    librdkafka_dir,
+    peak_rss_kib,
+    start,
+    wait_for_exit,
+)
 from bench.procstat import cpu_seconds
 from bench.verify import WARM_UP_KEY, wait_for_warm_up
 from bench.workloads import LINE_SEPARATOR, lines
@@ -98,7 +104,7 @@ def main(session: Session) -> None:
             linger_ms=workload.linger_ms, compression=workload.compression))  # fmt: skip
         log_path = work / "rsyslogd.log"
         env = dict(os.environ, LD_LIBRARY_PATH=str(librdkafka_dir(work)))
-        before = children_usage()
+        cpu_before = children_cpu_s()
         with log_path.open("wb") as log:
             proc = start(["rsyslogd", "-n", "-f", str(paths["rsyslog.conf"]),
                           "-i", str(work / "rsyslogd.pid")],
@@ -113,19 +119,19 @@ def main(session: Session) -> None:
             with lines_file.open("rb") as source:
                 _send(paths["socket"], [source, _END_LINE + b"\n"])
             _wait_for(paths["marker"].exists, proc, log_path, _RUN_TIMEOUT_S, "the last line")
+            peak_kib = peak_rss_kib(proc.pid)
             proc.send_signal(signal.SIGTERM)
-            status = proc.wait(timeout=_RUN_TIMEOUT_S)
+            peak_kib = wait_for_exit(proc, _RUN_TIMEOUT_S, peak_kib)
             session.stop_clock()
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        after = children_usage()
-        errors = _failures(log_path.read_text(errors="replace"), status)
+        cpu_s = children_cpu_s() - cpu_before - cpu_at_go
+        errors = _failures(log_path.read_text(errors="replace"), proc.returncode)
     count = len(session.records.values)
-    session.done(0 if errors else count, count if errors else 0, errors,
-                 reaped_cpu_s=after.cpu_s - before.cpu_s - cpu_at_go,
-                 reaped_rss_kib=after.max_rss_kib, warm_ups=1)  # fmt: skip
+    session.done(0 if errors else count, count if errors else 0, errors, reaped_cpu_s=cpu_s,
+                 reaped_rss_kib=peak_kib, warm_ups=1)  # fmt: skip
 
 
 def _omkafka_installed() -> bool:
