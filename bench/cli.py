@@ -28,6 +28,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from bench import environment, report
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     plan = _plan(args)
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="kpd-bench-") as tmp:
         log_root = args.log_dir or Path(tmp)
         if args.profile:
@@ -98,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         if scaling:
             print(f"\n{report.scaling_table(report.summarize(scaling))}\n", flush=True)
         latency = _run_latency(plan.latency, log_root)
-    _write_outputs(args, argv, plan, throughput, scaling, latency)
+    minutes = (time.monotonic() - started) / 60
+    print(f"{len(throughput) + len(scaling) + len(latency)} runs in {minutes:.1f} min")
+    _write_outputs(args, argv, plan, throughput, scaling, latency, minutes)
     everything = [*throughput, *scaling, *latency]
     for r in everything:
         if r.skipped:
@@ -213,7 +217,7 @@ def _run_latency(steps: tuple[Step, ...], log_root: Path) -> list[RunResult]:
     return results
 
 
-def _write_outputs(args, argv, plan: Plan, throughput, scaling, latency) -> None:
+def _write_outputs(args, argv, plan: Plan, throughput, scaling, latency, minutes) -> None:
     if args.json:
         runs = [r.to_json() for r in [*throughput, *scaling, *latency]]
         args.json.write_text(json.dumps(runs, indent=1))
@@ -226,6 +230,7 @@ def _write_outputs(args, argv, plan: Plan, throughput, scaling, latency) -> None
         "command": "`" + " ".join(["python -m bench", *argv]) + "`",
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "counts": _counts(plan),
+        "duration": f"{minutes:.1f} min",
         # Producer and broker share these cores with whatever else runs: say how busy it was.
         "load average at the end (1, 5, 15 min)": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
