@@ -1,7 +1,7 @@
 """What a benchmark ran on: machine and versions, for the header of RESULTS.md.
 
-Owns nothing; reads /proc, package metadata and the programs' own version output. Imports no client library
-(versions come from installed package metadata), so the parent stays light.
+Owns nothing; reads /proc, package metadata and the programs' own version output. Imports no
+client library (versions come from installed package metadata), so the parent stays light.
 """
 
 from __future__ import annotations
