@@ -17,9 +17,11 @@ apps do first and whether they keep their futures":
   not know per-record outcomes: "delivered" is then the shard once flush() returned, and the
   read-back (bench.verify) is what counts.
 * ``api``: ``"send"`` (default), one ``send()`` per record; ``"batch"`` hands the client
-  ``BATCH_RECORDS`` records per call through its batch API. That API's name is not settled
-  yet: the first of ``BATCH_METHODS`` the Producer has is used (see ``_batch_sender``), and
-  the run is skipped as "not available" when it has none.
+  ``BATCH_RECORDS`` records per call through its batch API (one future per call): the first
+  of ``BATCH_METHODS`` the Producer has (``send_bulk(topic, values, keys)`` is the one being
+  built; see ``_batch_sender``), and the run is skipped as "not available" when it has none.
+  A failed batch future's exception lists its failed records (``failures``) or counts as the
+  whole batch.
 
 Options ``rate`` and ``burst``: a paced run for ack latency (bench.pacing). Each record gets a
 done-callback that notes when its future completed (it runs on the client's I/O thread as the
@@ -47,7 +49,7 @@ _METADATA_TIMEOUT_S = 30.0
 _FLUSH_TIMEOUT_S = 600.0
 # Candidate names of the client's batch API ("many records, one future or callback per
 # batch", like confluent-kafka's produce_batch), in the order they are tried.
-BATCH_METHODS = ("send_batch", "send_many", "produce_batch")
+BATCH_METHODS = ("send_bulk", "send_batch", "send_many", "produce_batch")
 BATCH_RECORDS = 1000  # records per batch call: an app flushing what it gathered
 
 
@@ -163,8 +165,9 @@ def _paced(session: Session, producer: Producer, pace: Pace) -> None:
 
 
 def _report(session: Session, futures: list, per_future: int = 1) -> None:
-    """Tally outcomes; a batch future (``per_future`` records) counts for its records."""
+    """Tally outcomes; a batch future (``per_future`` records) counts for the records its
+    exception lists as failed, or for all of them."""
     count = len(session.records.values)
     failures = [error for error in (f.exception(0) for f in futures) if error is not None]
-    failed = min(count, len(failures) * per_future)
+    failed = min(count, sum(len(getattr(e, "failures", ())) or per_future for e in failures))
     session.done(count - failed, failed, [str(e) for e in failures[:5]])
