@@ -9,8 +9,10 @@ plan the test suite runs, and how the command line narrows either. Three section
 * latency: the paced contenders, one run each.
 
 The default plan fits ~30 minutes on a 2-core machine: 1,000,000 records of (a), (u) and (l),
-250,000 of (c) (1 KiB values: a quarter of the bytes still takes kpd ~3 s) and of (l-short),
-3 runs each; one run per scaling row and per paced contender. Workloads (b) and (d),
+250,000 of (c) (1 KiB values: a quarter of the bytes still takes kpd ~3 s), 3 runs each;
+4,000,000 lines of (l-long) once, for `kpd send`'s memory (it must not grow with the input:
+the two lengths are both far beyond what a bounded sender keeps in flight); one run per
+scaling row and per paced contender. Workloads (b) and (d),
 aiokafka, confluent-kafka-4 and the engine variants are not in it (no target names them);
 ``--workload`` / ``--contenders`` run them. Adding a row to the default run is adding a
 contender name to a step here.
@@ -30,7 +32,7 @@ from bench.workloads import WORKLOADS, Workload, base_name, quick
 __all__ = ["Plan", "Step", "default_plan", "narrow", "quick_plan", "worker_counts"]
 
 DEFAULT_RUNS = 3
-LINES_SHORT_SHARE = 4  # (l-short) has a quarter of (l)'s lines: memory must not follow
+LINES_LONG_SCALE = 4  # (l-long) has 4 times (l)'s lines: `kpd send`'s memory must not follow
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class Step:
     workload: Workload
     contenders: tuple[str, ...]
     runs: int = DEFAULT_RUNS
-    share: int = 1  # a --records override gives this step records // share
+    scale: int = 1  # a --records override gives this step records x scale
 
 
 @dataclass(frozen=True)
@@ -71,10 +73,10 @@ def worker_counts(cpus: int | None = None) -> tuple[int, ...]:
     return tuple(counts)
 
 
-def _lines_short(workload: Workload, contenders: tuple[str, ...], runs: int) -> Step:
-    short = replace(workload, name=f"{workload.name}-short",
-                    records=workload.records // LINES_SHORT_SHARE)  # fmt: skip
-    return Step(short, contenders, runs, share=LINES_SHORT_SHARE)
+def _lines_long(workload: Workload, contenders: tuple[str, ...], runs: int) -> Step:
+    long = replace(workload, name=f"{workload.name}-long",
+                   records=workload.records * LINES_LONG_SCALE)  # fmt: skip
+    return Step(long, contenders, runs, scale=LINES_LONG_SCALE)
 
 
 def default_plan(cpus: int | None = None) -> Plan:
@@ -86,7 +88,7 @@ def default_plan(cpus: int | None = None) -> Plan:
             Step(replace(c, records=250_000),
                  ("kpd-1", "confluent-kafka", "confluent-kafka-tuned")),
             Step(lines, _LINES),
-            _lines_short(lines, ("kpd-send-file", "kpd-send-pipe"), DEFAULT_RUNS),
+            _lines_long(lines, ("kpd-send-pipe",), runs=1),
         ),
         scaling=_scaling(a, worker_counts(cpus), runs=1),
         latency=(Step(a, LATENCY_CONTENDERS, runs=1), Step(u, ("kpd-1@100k",), runs=1)),
@@ -179,7 +181,7 @@ def _resized(plan: Plan, runs: int | None, records: int | None) -> Plan:
     def resize(step: Step, runs: int | None) -> Step:
         workload = step.workload
         if records:
-            workload = replace(workload, records=max(1, records // step.share))
+            workload = replace(workload, records=records * step.scale)
         return replace(step, workload=workload, runs=runs or step.runs)
 
     return Plan(

@@ -135,7 +135,7 @@ def quick(workload: Workload, records: int = QUICK_RECORDS) -> Workload:
 
 
 def base_name(workload_name: str) -> str:
-    """The name a workload has in a full run: "a-quick" -> "a", "l-quick-short" -> "l-short"."""
+    """The name a workload has in a full run: "a-quick" -> "a", "l-quick-long" -> "l-long"."""
     return workload_name.replace("-quick", "")
 
 

@@ -32,19 +32,19 @@ def test_the_default_plan_runs_every_contender_a_target_names() -> None:
                           "confluent-kafka", "confluent-kafka-tuned", "kpd-1@100k"):  # fmt: skip
             assert (workload, contender) in ran
     assert {("c", "kpd-1"), ("c", "confluent-kafka"), ("l", "rsyslog")} <= ran
-    assert {("l", "kpd-send-pipe"), ("l-short", "kpd-send-pipe")} <= ran
+    assert {("l", "kpd-send-pipe"), ("l-long", "kpd-send-pipe")} <= ran
     lines = {s.workload.name: s.workload.records for s in plan.throughput}
-    assert lines["l-short"] * 4 == lines["l"]
+    assert lines["l-long"] == 4 * lines["l"]
 
 
 def test_naming_contenders_narrows_the_plan_and_leaves_out_scaling_and_latency() -> None:
     plan = narrow(default_plan(cpus=2), contenders=["rsyslog", "kpd-1"], records=1000, runs=1)
     steps = {s.workload.name: (s.contenders, s.workload.records, s.runs) for s in plan.steps}
-    # kpd-1 wherever the plan runs it, rsyslog on the lines; the short lines keep their share.
+    # kpd-1 wherever the plan runs it, rsyslog on the lines; the long lines keep their scale.
     assert steps == {"a": (("kpd-1",), 1000, 1), "u": (("kpd-1",), 1000, 1),
                      "c": (("kpd-1",), 1000, 1), "l": (("rsyslog",), 1000, 1)}  # fmt: skip
-    lines = narrow(default_plan(cpus=2), workloads=["l-short"], records=1000)
-    assert lines.throughput[0].workload.records == 250
+    lines = narrow(default_plan(cpus=2), workloads=["l-long"], records=1000)
+    assert lines.throughput[0].workload.records == 4000
     assert not lines.scaling and not lines.latency
     # A line reader never lands on a binary workload; an unplanned workload gets defaults.
     mixed = narrow(quick_plan(), workloads=["a", "b"], contenders=["kpd-send-pipe", "kpd-1"])
@@ -83,11 +83,9 @@ def test_targets_judge_each_figure_against_its_limit_and_say_what_was_not_measur
         skipped,
         _run("rsyslog", 500_000, 2.0, workload="l", reaped_cpu_s=2.0, reaped_rss_kib=60 << 10),
         _run("kpd-send-pipe", 700_000, 1.0, workload="l", reaped_rss_kib=40 << 10, **kpd),
-        _run("kpd-send-pipe", 700_000, 1.0, workload="l-short", records=250_000,
-             reaped_rss_kib=36 << 10, **kpd),  # 40 / 36 MiB = 1.11: flat
-        _run("kpd-send-file", 500_000, 1.0, workload="l", reaped_rss_kib=400 << 10, **kpd),
-        _run("kpd-send-file", 500_000, 1.0, workload="l-short", records=250_000,
-             reaped_rss_kib=100 << 10, **kpd),  # 4x the memory for 4x the lines
+        _run("kpd-send-pipe", 700_000, 1.0, workload="l-long", records=4_000_000,
+             reaped_rss_kib=44 << 10, **kpd),  # 44 / 40 MiB = 1.1: flat
+        _run("kpd-send-file", 500_000, 1.0, workload="l", reaped_rss_kib=40 << 10, **kpd),
     ]  # fmt: skip
     paced = _run("kpd-1@100k", 100_000, 1.0)
     paced.latency = {"offered_rate": 100_000, "achieved_rate": 99_000.0, "achieved": True,
@@ -108,7 +106,21 @@ def test_targets_judge_each_figure_against_its_limit_and_say_what_was_not_measur
     assert v["records/s, kpd-1 / confluent-kafka (callbacks)", "u"] == "not measured"
     assert v["records/s, `kpd send` fed by a pipe / rsyslog (imptcp -> omkafka)", "l"] == "met"
     assert v["records/s, `kpd send < FILE` / rsyslog (imptcp -> omkafka)", "l"] == "**missed**"
-    flat = "peak RSS on (l) / on (l-short) (flat however long the input)"
-    assert v[f"`kpd send` fed by a pipe: {flat}", "l, l-short"] == "met"
-    assert v[f"`kpd send < FILE`: {flat}", "l, l-short"] == "**missed**"
+    flat = "peak RSS on (l-long) / on (l) (flat however long the input)"
+    assert v[f"`kpd send` fed by a pipe: {flat}", "l-long, l"] == "met"
     assert v["kpd's peak RSS (sum of VmHWM), the worst kpd run", "all"] == "met"
+
+
+def test_a_sender_whose_memory_follows_its_input_misses_the_flat_memory_target() -> None:
+    kpd = dict(kpd_processes=4, kpd_workers=2, kpd_ring_bytes=40 * 2**20)
+    results = [
+        _run("kpd-send-pipe", 300_000, 1.0, workload="l", reaped_rss_kib=170 << 10, **kpd),
+        _run("kpd-send-pipe", 300_000, 1.0, workload="l-long", records=4_000_000,
+             reaped_rss_kib=600 << 10, **kpd),  # a future per line: 3.5x for 4x the lines
+    ]  # fmt: skip
+    v = _verdicts(results, [])
+    flat = "`kpd send` fed by a pipe: peak RSS on (l-long) / on (l) (flat however long the input)"
+    assert v[flat, "l-long, l"] == "**missed**"
+    assert v["records/s, `kpd send` fed by a pipe / rsyslog (imptcp -> omkafka)", "l"] == (
+        "not measured"
+    )
