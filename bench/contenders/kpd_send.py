@@ -1,7 +1,8 @@
 """Contender: ``kpd send``, lines from stdin to the run's kpd daemon, as a shell pipeline runs it.
 
-The command is ``kpd send --topic T --socket S --key-separator TAB --acks kafka``, the
-``kpd`` script beside this interpreter (the venv's). The lines (``key<TAB>value``, the same as
+The command is ``kpd send --topic T --socket S --key-separator TAB --acks kafka``, run as
+``python -m daemon.cli`` from this checkout, as the runner runs the daemon (the venv's ``kpd``
+script would import whichever checkout the venv was installed from). The lines (``key<TAB>value``, the same as
 rsyslog's, see bench.workloads.lines) are written to a file before the clock. Option
 ``input``: ``"file"`` makes the file its stdin (``kpd send < FILE``); ``"pipe"`` gives it a
 pipe that this child fills from the file with sendfile, as ``tail -F app.log | kpd send``
@@ -31,6 +32,7 @@ from bench.contenders.programs import children_cpu_s, start, wait_for_exit
 from bench.workloads import LINE_SEPARATOR, lines
 
 _TIMEOUT_S = 900.0
+_CHECKOUT = Path(__file__).resolve().parents[2]  # where `python -m daemon.cli` finds daemon/
 _SUMMARY = re.compile(rb"sent (\d+) records to .*?, (\d+) failed")
 
 
@@ -52,11 +54,11 @@ def main(session: Session) -> None:
             cpu_before = children_cpu_s()
             if from_pipe:
                 reader, writer = os.pipe()
-                proc = start(command, stdin=reader, stdout=stdout, stderr=stderr)
+                proc = start(command, stdin=reader, stdout=stdout, stderr=stderr, cwd=_CHECKOUT)
                 os.close(reader)
                 _fill(writer, source)
             else:
-                proc = start(command, stdin=source, stdout=stdout, stderr=stderr)
+                proc = start(command, stdin=source, stdout=stdout, stderr=stderr, cwd=_CHECKOUT)
             peak_kib = wait_for_exit(proc, _TIMEOUT_S)
             session.stop_clock()
         cpu_s = children_cpu_s() - cpu_before
@@ -68,9 +70,7 @@ def main(session: Session) -> None:
 
 
 def _command(session: Session) -> list[str]:
-    script = Path(sys.executable).with_name("kpd")
-    kpd = [str(script)] if script.exists() else [sys.executable, "-m", "daemon.cli"]
-    command = [*kpd, "send", "--topic", session.spec.topic,
+    command = [sys.executable, "-m", "daemon.cli", "send", "--topic", session.spec.topic,
                "--socket", session.spec.options["socket"], "--acks", "kafka"]  # fmt: skip
     if session.workload.keyed:
         command += ["--key-separator", LINE_SEPARATOR.decode()]
