@@ -2,11 +2,11 @@
 
 The command is ``kpd send --topic T --socket S --key-separator TAB --acks kafka``, run as
 ``python -m daemon.cli`` from this checkout, as the runner runs the daemon (the venv's ``kpd``
-script would import whichever checkout the venv was installed from). The lines (``key<TAB>value``, the same as
-rsyslog's, see bench.workloads.lines) are written to a file before the clock. Option
-``input``: ``"file"`` makes the file its stdin (``kpd send < FILE``); ``"pipe"`` gives it a
-pipe that this child fills from the file with sendfile, as ``tail -F app.log | kpd send``
-does, and as the rsyslog contender feeds its socket.
+script would import whichever checkout the venv was installed from). The lines
+(``key<TAB>value``, the same as rsyslog's, see bench.workloads.lines) are written to a file
+before the clock. Option ``input``: ``"file"`` makes the file its stdin (``kpd send < FILE``);
+``"pipe"`` gives it a pipe that this child fills from the file with sendfile, as ``tail -F
+app.log | kpd send`` does, and as the rsyslog contender feeds its socket.
 
 The clock runs from starting ``kpd send`` (its imports and connection included, as for anyone
 who runs it) to its exit, which follows its last record's outcome. "delivered" is what it
