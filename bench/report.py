@@ -186,7 +186,7 @@ def scaling_table(summaries: Sequence[Summary]) -> str:
     """One row per worker count: how kpd's throughput and CPU per record follow its workers."""
     rows = [
         "| workers | app processes | records/s | x 1 worker | app CPU µs/rec | kpd CPU µs/rec "
-        "| kpd CPU µs/rec per worker | broker CPU µs/rec | verified |",
+        "| broker CPU µs/rec | kpd peak RSS MiB (rings MiB) | verified |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     ordered = sorted(summaries, key=lambda s: s.kpd_workers)
@@ -199,8 +199,8 @@ def scaling_table(summaries: Sequence[Summary]) -> str:
         rows.append(
             f"| {s.kpd_workers} | {apps} | {s.records_per_s:,.0f} "
             f"| {_ratio(s.records_per_s, one)} | {s.producer_cpu_s_per_m:.2f} "
-            f"| {s.kpd_cpu_s_per_m:.2f} | {s.kpd_cpu_s_per_m / s.kpd_workers:.2f} "
-            f"| {s.broker_cpu_s_per_m:.2f} | {s.verified_runs}/{s.runs} |"
+            f"| {s.kpd_cpu_s_per_m:.2f} | {s.broker_cpu_s_per_m:.2f} "
+            f"| {s.kpd_rss_peak_mib:.0f} ({s.kpd_ring_mib:.0f}) | {s.verified_runs}/{s.runs} |"
         )
     return "\n".join(rows)
 
