@@ -12,8 +12,8 @@ The default plan fits ~30 minutes on a 2-core machine: 1,000,000 records of (a),
 250,000 of (c) (1 KiB values: a quarter of the bytes still takes kpd ~3 s), 3 runs each;
 4,000,000 lines of (l-long) once, for `kpd send`'s memory (it must not grow with the input:
 the two lengths are both far beyond what a bounded sender keeps in flight); one run per
-scaling row and per paced contender. Workloads (b) and (d),
-aiokafka, confluent-kafka-4 and the engine variants are not in it (no target names them);
+scaling row and per paced contender. Workloads (b) and (d), aiokafka, confluent-kafka-4, the
+``-warm`` app variants and the engine variants are not in it (no target names them);
 ``--workload`` / ``--contenders`` run them. Adding a row to the default run is adding a
 contender name to a step here.
 
