@@ -7,7 +7,7 @@ processes by child), plan (which contenders run on which workload, how often: th
 run, the quick run, the command line's narrowing), runner (one measured run: broker, kpd
 daemon, children, /proc readings, verification), verify (reading the topic back), report
 (medians, tables, RESULTS.md), targets (issue 11's targets, met or missed), profile (py-spy),
-cli.
+cli; daemon_cpu is a tool of its own (kpd's CPU per process, fed by a raw socket writer).
 
 Extending: a new row is a ``Contender`` in bench.contenders (a kpd variant is often only
 ``options`` for its child module, or ``service_settings`` for its daemon, e.g.
