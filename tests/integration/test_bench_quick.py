@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.contenders import Contender
+from bench.contenders import Contender, find
 from bench.pacing import Pace, latency_summary, percentile, run_paced
 from bench.plan import quick_plan
 from bench.profile import render_top
@@ -56,14 +56,14 @@ def test_quick_bench_delivers_every_record_of_every_contender(tmp_path: Path) ->
         assert run["delivery"]["read"] == QUICK_RECORDS
         assert run["wall_s"] > 0
         assert run["rss_peak_kib"] > 0  # /proc of the child was read while it ran
-        if contender in ("kpd-1", "kpd-1-nokeep", "kpd-send-pipe"):
+        if contender == "kpd-4@w1":  # the scaling row: its own worker count
+            assert (run["kpd_processes"], run["kpd_workers"]) == (3, 1)
+            assert run["kpd_ring_bytes"] == (16 + 4) * 2**20
+        elif find(contender).service == "kpd":
             # The daemon's supervisor, ingest and 2 workers were found and read apart.
             assert (run["kpd_processes"], run["kpd_workers"]) == (4, 2)
             assert run["kpd_rss_peak_kib"] > 0
             assert run["kpd_ring_bytes"] == 2 * (16 + 4) * 2**20
-        elif contender == "kpd-4@w1":  # the scaling row: its own worker count
-            assert (run["kpd_processes"], run["kpd_workers"]) == (3, 1)
-            assert run["kpd_ring_bytes"] == (16 + 4) * 2**20
         else:
             assert run["kpd_processes"] == 0
         if contender in ("kpd-send-pipe", "rsyslog"):  # the program the child ran and reaped
