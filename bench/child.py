@@ -4,16 +4,20 @@ Owns the child's half of a line protocol with the parent (bench.runner), so ever
 is timed and measured the same way:
 
     child  -> {"event": "ready", "pid": ..., "measure_pids": [...]}   records built, client up
+              or {"event": "skip", "reason": ...}   the contender cannot run here; it exits
     parent -> "go"                          parent has read /proc of the child and the broker
     child  -> {"event": "done", "wall_s": ..., "delivered": ..., "failed": ..., "errors": [...],
-               "reaped_cpu_s": ..., "reaped_rss_kib": ..., "latency": {...} or null}
+               "reaped_cpu_s": ..., "reaped_rss_kib": ..., "warm_ups": ...,
+               "latency": {...} or null}
     parent -> "exit"                        parent has read /proc again; the child may close
 
 Messages go over the child's original stdout; fd 1 is pointed at stderr before any client is
 imported, so a library that prints cannot corrupt the protocol. The wall clock runs from "go"
 to the last delivery report (or to ``stop_clock()``, when a contender tallies outcomes after
-they all arrived). A program the child ran and reaped during the timed part (kcat) cannot be
-read from /proc by the parent: the child reports its rusage instead. Run as
+they all arrived). A program the child ran and reaped during the timed part (kcat, ``kpd
+send``, rsyslogd) cannot be read from /proc by the parent: the child reports its rusage
+instead. ``skip`` is for what only the child can find out (an API the installed client lacks,
+a module a program lacks); the run is then reported as skipped, not failed. Run as
 ``python -m bench.child SPEC_JSON``; the contender module named in the spec provides
 ``main(session)``. Imports no client library itself.
 """
@@ -82,6 +86,11 @@ class Session:
         self._expect("go")
         self._started = time.perf_counter()
 
+    def skip(self, reason: str) -> None:
+        """Instead of ready(): this contender cannot run here (the reason says why); the
+        contender's main returns after this."""
+        self._send(event="skip", reason=reason)
+
     def stop_clock(self) -> None:
         """Every record has its outcome: stop the clock now, before tallying them."""
         if self._stopped is None:
@@ -95,11 +104,13 @@ class Session:
         *,
         reaped_cpu_s: float = 0.0,
         reaped_rss_kib: int = 0,
+        warm_ups: int = 0,
         latency: dict | None = None,
     ) -> None:
         """Every record has a delivery report: stop the clock (unless stop_clock() did),
         report, wait for "exit". ``reaped_*``: CPU and peak RSS of programs the child ran
-        and reaped while timed; ``latency``: a paced run's figures (bench.pacing)."""
+        and reaped while timed; ``warm_ups``: records keyed bench.verify.WARM_UP_KEY sent
+        before the clock; ``latency``: a paced run's figures (bench.pacing)."""
         if self._started is None:
             raise RuntimeError("done() before ready()")
         self.stop_clock()
@@ -107,7 +118,7 @@ class Session:
         wall = self._stopped - self._started
         self._send(event="done", wall_s=wall, delivered=delivered, failed=failed,
                    errors=errors[:5], reaped_cpu_s=reaped_cpu_s, reaped_rss_kib=reaped_rss_kib,
-                   latency=latency)  # fmt: skip
+                   warm_ups=warm_ups, latency=latency)  # fmt: skip
         self._expect("exit")
 
     def _send(self, **message: object) -> None:

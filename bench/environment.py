@@ -1,7 +1,7 @@
 """What a benchmark ran on: machine and versions, for the header of RESULTS.md.
 
-Owns nothing; reads /proc, package metadata and ``tansu --version``. Imports no client library
-(versions come from installed package metadata), so the parent stays light.
+Owns nothing; reads /proc, package metadata and the programs' own version output. Imports no
+client library (versions come from installed package metadata), so the parent stays light.
 """
 
 from __future__ import annotations
@@ -33,7 +33,18 @@ def versions() -> dict[str, str]:
     found["librdkafka"] = _librdkafka_version()
     found["tansu"] = _tansu_version()
     found["kcat"] = _kcat_version()
+    found["rsyslog"] = _rsyslog_version()
     return found
+
+
+def _rsyslog_version() -> str:
+    # `rsyslogd -v` starts "rsyslogd  8.2302.0 (aka 2023.02) compiled with:"; it only prints.
+    try:
+        out = subprocess.run(["rsyslogd", "-v"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "not installed (apt-get install -y rsyslog rsyslog-kafka)"
+    first = out.stdout.splitlines()[0] if out.stdout else ""
+    return first.removeprefix("rsyslogd").split("compiled")[0].strip() or "unknown"
 
 
 def _kcat_version() -> str:

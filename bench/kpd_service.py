@@ -1,7 +1,9 @@
 """The kpd daemon that a kpd contender's app processes send to: one fresh daemon per run.
 
 Owns the daemon of one run: writes its config (the run's tansu as bootstrap, 2 workers, rings
-of a unique prefix, metrics off, the workload's acks / linger.ms / compression), starts
+of a unique prefix, metrics off, the workload's acks / linger.ms / compression, then the
+contender's own ``service_settings`` on top, section by section: another worker count for
+the scaling table, another ``rings`` setting for a durability row), starts
 ``python -m daemon.cli run`` through the test suite's harness (tests.daemon_harness), finds
 its processes (the supervisor and its children, by PPID in /proc) once the socket accepts,
 and stops it by pid with SIGTERM. The runner measures those pids apart from the app's.
@@ -32,7 +34,7 @@ class KpdService:
     RuntimeError when the daemon does not start, stop or clean up."""
 
     def __init__(
-        self, workdir: Path, bootstrap: str, workload: Workload, daemon: dict | None = None
+        self, workdir: Path, bootstrap: str, workload: Workload, settings: dict | None = None
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         extra = {
@@ -42,9 +44,10 @@ class KpdService:
                       "reports_bytes": f"{_REPORTS_RING_MIB}MiB"},
             "log": {"level": "warning"},  # per-record logging would be measured as kpd's CPU
         }  # fmt: skip
-        for section, values in (daemon or {}).items():  # the contender's own settings
+        for section, values in (settings or {}).items():
             extra.setdefault(section, {}).update(values)
-        self._daemon = KpdDaemon(workdir, bootstrap, workers=WORKERS, extra=extra)
+        self.workers = int(extra.pop("workers", {}).get("count", WORKERS))
+        self._daemon = KpdDaemon(workdir, bootstrap, workers=self.workers, extra=extra)
         self.pids: tuple[int, ...] = ()
 
     @property
@@ -54,7 +57,7 @@ class KpdService:
     @property
     def ring_bytes(self) -> int:
         """Shared memory the config asks for: every worker's record and report rings."""
-        return WORKERS * (_RECORDS_RING_MIB + _REPORTS_RING_MIB) * 1024 * 1024
+        return self.workers * (_RECORDS_RING_MIB + _REPORTS_RING_MIB) * 1024 * 1024
 
     def __enter__(self) -> KpdService:
         self._daemon.start(timeout_s=_START_TIMEOUT_S)
@@ -62,10 +65,10 @@ class KpdService:
         # The supervisor listens before it spawns ingest and the workers, so the socket may
         # accept before all of them exist: wait for them (every child counts as kpd's).
         deadline = time.monotonic() + _START_TIMEOUT_S
-        while len(children := child_pids(supervisor)) < WORKERS + 1:
+        while len(children := child_pids(supervisor)) < self.workers + 1:
             if time.monotonic() > deadline:
                 self._daemon.stop(_STOP_TIMEOUT_S)
-                raise RuntimeError(f"kpd has children {children}, expected ingest + {WORKERS} "
+                raise RuntimeError(f"kpd has children {children}, expected ingest + {self.workers} "
                                    f"workers:\n{self._daemon.log_tail()}")  # fmt: skip
             time.sleep(0.02)
         self.pids = (supervisor, *children)

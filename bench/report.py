@@ -7,8 +7,10 @@ Figures per (workload, contender), each the median over runs: records/s; MB/s of
 bytes; CPU seconds per million records (which is also microseconds per record) of the app
 process(es), of the kpd daemon's processes when there is one, and of the broker; peak RSS of
 the app and its growth during the timed part (the peak includes the pre-built records, the
-growth is the client's own memory); kpd's peak RSS next to its configured rings. Paced runs
-get their own table of ack latency; the targets of the issue are judged in bench.targets.
+growth is the client's own memory); kpd's peak RSS next to its configured rings. Text
+workloads (the shell path) get a table of their own with the sender program apart (``kpd
+send``, rsyslogd), the scaling runs a table by worker count, paced runs a table of ack
+latency; the targets of the issue are judged in bench.targets.
 """
 
 from __future__ import annotations
@@ -17,16 +19,19 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from bench.contenders import CONTENDERS, is_kpd
 from bench.runner import RunResult
 from bench.targets import targets_table
 
 __all__ = [
     "Summary",
     "latency_table",
+    "lines_table",
     "ratios_table",
     "render_results",
     "results_table",
     "runs_table",
+    "scaling_table",
     "summarize",
 ]
 
@@ -47,6 +52,10 @@ class Summary:
     kpd_rss_peak_mib: float
     kpd_ring_mib: float
     kpd_processes: int
+    records: int = 0
+    reaped_cpu_s_per_m: float = 0.0  # the program the app process ran (kpd send, rsyslogd)
+    reaped_rss_mib: float = 0.0  # its peak RSS
+    kpd_workers: int = 0
     skipped: str = ""
 
     @property
@@ -93,6 +102,10 @@ def _summary(workload: str, contender: str, runs: list[RunResult]) -> Summary:
         kpd_rss_peak_mib=median([r.kpd_rss_peak_kib / 1024 for r in kpd]),
         kpd_ring_mib=median([r.kpd_ring_bytes / 2**20 for r in kpd]),
         kpd_processes=max((r.kpd_processes for r in kpd), default=0),
+        records=max((r.records for r in runs), default=0),
+        reaped_cpu_s_per_m=median([r.reaped_cpu_s / r.records * 1e6 for r in good]),
+        reaped_rss_mib=median([r.reaped_rss_kib / 1024 for r in good]),
+        kpd_workers=max((r.kpd_workers for r in kpd), default=0),
         skipped=skipped,
     )
 
@@ -120,35 +133,91 @@ def results_table(summaries: Sequence[Summary]) -> str:
     return "\n".join(rows)
 
 
-def ratios_table(summaries: Sequence[Summary], kpd_names: Sequence[str]) -> str:
-    """kpd / each other contender: throughput (>1: kpd faster), the app's CPU per record and
-    the app's plus kpd's CPU per record (<1: kpd cheaper)."""
-    by_name = {s.contender: s for s in summaries}
+def ratios_table(summaries: Sequence[Summary]) -> str:
+    """Each kpd contender / each other contender: throughput (>1: kpd faster), the app's CPU
+    per record and the app's plus kpd's CPU per record (<1: kpd cheaper)."""
     rows = [
         "| kpd contender | vs | throughput kpd/other | app CPU per record kpd/other "
         "| app + kpd CPU per record kpd/other |",
         "|---|---|---:|---:|---:|",
     ]
-    for kpd_name in kpd_names:
-        kpd = by_name.get(kpd_name)
-        if kpd is None:
+    for kpd in summaries:
+        if not is_kpd(kpd.contender) or not kpd.verified_runs:
             continue
         for other in summaries:
-            if other.contender in kpd_names or not other.runs:
+            if is_kpd(other.contender) or not other.verified_runs:
                 continue
             rows.append(
-                f"| {kpd_name} | {other.contender} "
+                f"| {kpd.contender} | {other.contender} "
                 f"| {_ratio(kpd.records_per_s, other.records_per_s)} "
                 f"| {_ratio(kpd.producer_cpu_s_per_m, other.producer_cpu_s_per_m)} "
                 f"| {_ratio(kpd.app_and_kpd_cpu_s_per_m, other.app_and_kpd_cpu_s_per_m)} |"
             )
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
+def lines_table(summaries: Sequence[Summary]) -> str:
+    """The shell path: the sender program apart from the app process that feeds it (which
+    only writes a file into a socket or pipe), and the sender's own peak RSS."""
+    rows = [
+        "| contender | lines | records/s | sender CPU µs/rec | kpd CPU µs/rec "
+        "| sender + kpd CPU µs/rec | feeding app CPU µs/rec | broker CPU µs/rec "
+        "| sender peak RSS MiB | kpd peak RSS MiB | verified |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for s in summaries:
+        if s.skipped and not s.runs:
+            rows.append(f"| {s.contender} | skipped: {s.skipped} |" + " |" * 9)
+            continue
+        kpd_cpu = s.kpd_cpu_s_per_m if s.kpd_processes else 0.0
+        rows.append(
+            f"| {s.contender} | {s.records:,} | {s.records_per_s:,.0f} "
+            f"| {s.reaped_cpu_s_per_m:.2f} | {_or_dash(s.kpd_processes, kpd_cpu)} "
+            f"| {s.reaped_cpu_s_per_m + kpd_cpu:.2f} "
+            f"| {s.producer_cpu_s_per_m - s.reaped_cpu_s_per_m:.2f} "
+            f"| {s.broker_cpu_s_per_m:.2f} | {s.reaped_rss_mib:.0f} "
+            f"| {_or_dash(s.kpd_processes, s.kpd_rss_peak_mib, '.0f')} "
+            f"| {s.verified_runs}/{s.runs} |"
+        )
     return "\n".join(rows)
+
+
+def scaling_table(summaries: Sequence[Summary]) -> str:
+    """One row per worker count: how kpd's throughput and CPU per record follow its workers."""
+    rows = [
+        "| workers | app processes | records/s | x 1 worker | app CPU µs/rec | kpd CPU µs/rec "
+        "| broker CPU µs/rec | kpd peak RSS MiB (rings MiB) | verified |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    ordered = sorted(summaries, key=lambda s: s.kpd_workers)
+    one = next((s.records_per_s for s in ordered if s.kpd_workers == 1), float("nan"))
+    for s in ordered:
+        apps = s.contender.split("@")[0].removeprefix("kpd-")
+        if not s.verified_runs:
+            rows.append(f"| {s.contender} | {apps} | FAILED |" + " |" * 6)
+            continue
+        rows.append(
+            f"| {s.kpd_workers} | {apps} | {s.records_per_s:,.0f} "
+            f"| {_ratio(s.records_per_s, one)} | {s.producer_cpu_s_per_m:.2f} "
+            f"| {s.kpd_cpu_s_per_m:.2f} | {s.broker_cpu_s_per_m:.2f} "
+            f"| {s.kpd_rss_peak_mib:.0f} ({s.kpd_ring_mib:.0f}) | {s.verified_runs}/{s.runs} |"
+        )
+    return "\n".join(rows)
+
+
+def _reads_lines(contender: str) -> bool:
+    known = CONTENDERS.get(contender)
+    return known is not None and known.lines
+
+
+def _or_dash(present: object, value: float, fmt: str = ".2f") -> str:
+    return format(value, fmt) if present else "-"
 
 
 def latency_table(results: Sequence[RunResult]) -> str:
     """One row per paced run: the load offered and achieved, and the ack latency."""
     rows = [
-        "| contender | run | offered rec/s | achieved rec/s | load achieved | latest burst ms "
+        "| contender | workload | offered rec/s | achieved rec/s | load achieved | latest burst ms "
         "| p50 ms | p99 ms | p99.9 ms | max ms | p99 ms incl. warm-up | app CPU s/1M rec "
         "| kpd CPU s/1M rec | verified |",
         "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -156,11 +225,12 @@ def latency_table(results: Sequence[RunResult]) -> str:
     for r in results:
         lat = r.latency
         if lat is None:
-            rows.append(f"| {r.contender} | {r.run} | FAILED: {r.error} |" + " |" * 11)
+            rows.append(f"| {r.contender} | {r.workload} | FAILED: {r.error} |" + " |" * 11)
             continue
         kpd_cpu = f"{r.kpd_cpu_s / r.records * 1e6:.2f}" if r.kpd_processes else "-"
         rows.append(
-            f"| {r.contender} | {r.run} | {lat['offered_rate']:,} | {lat['achieved_rate']:,.0f} "
+            f"| {r.contender} | {r.workload} | {lat['offered_rate']:,} "
+            f"| {lat['achieved_rate']:,.0f} "
             f"| {'yes' if lat['achieved'] else 'NO'} | {lat['latest_burst_ms']:.1f} "
             f"| {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | {lat['p999_ms']:.2f} "
             f"| {lat['max_ms']:.2f} | {lat['p99_all_ms']:.2f} "
@@ -199,61 +269,96 @@ def render_results(
     context: dict[str, dict[str, str]],
     workloads: dict[str, str],
     contenders: dict[str, str],
-    kpd_names: Sequence[str],
     latency_results: Sequence[RunResult] = (),
+    scaling_results: Sequence[RunResult] = (),
+    notes: Sequence[str] = (),
 ) -> str:
     """The whole RESULTS.md. ``context`` holds titled key/value sections (run, machine,
-    versions); ``workloads`` and ``contenders`` map names to descriptions; ``latency_results``
-    are the paced runs."""
+    versions); ``workloads`` and ``contenders`` map names to descriptions; ``results`` are
+    the throughput runs, ``latency_results`` the paced runs, ``scaling_results`` the runs by
+    worker count; ``notes`` are lines said about this run (what was skipped and why)."""
     out = ["# kpd benchmark results", "", "Written by `python -m bench`; do not edit by hand.", ""]
     for title, values in context.items():
         out += [f"## {title}", ""] + [f"- {k}: {v}" for k, v in values.items()] + [""]
     summaries = summarize(results)
-    out += ["## Targets", "", targets_table(summaries, results, latency_results), ""]
+    targets = targets_table(summaries, [*results, *scaling_results], latency_results)
+    out += ["## Targets", "", _TARGETS_NOTE, "", targets, ""]
+    if notes:
+        out += ["## Notes on this run", ""] + [f"- {n}" for n in notes] + [""]
     out += ["## Contenders", ""] + [f"- **{k}**: {v}" for k, v in contenders.items()] + [""]
     for name, description in workloads.items():
         mine = [s for s in summaries if s.workload == name]
-        out += [f"## Workload {name}: {description}", "", results_table(mine), "",
-                ratios_table(mine, kpd_names), ""]  # fmt: skip
+        if not mine:
+            continue
+        out += [f"## Workload {name}: {description}", "", results_table(mine), ""]
+        if any(_reads_lines(s.contender) for s in mine):
+            out += ["The shell path, the sender program apart:", "", lines_table(mine), ""]
+        ratios = ratios_table(mine)
+        out += [ratios, ""] if ratios else []
+    if scaling_results:
+        scaling = summarize(scaling_results)
+        out += ["## Scaling with kpd's workers", "", _SCALING_NOTE.format(
+            workload=scaling[0].workload, records=scaling[0].records), "",
+            scaling_table(scaling), ""]  # fmt: skip
     if latency_results:
         out += ["## Ack latency at a fixed offered load", "", _LATENCY_NOTE, "",
                 latency_table(latency_results), ""]  # fmt: skip
-    out += ["## Every run", "", runs_table([*results, *latency_results]), "", _METHOD]
+    out += ["## Every run", "", runs_table([*results, *scaling_results, *latency_results]),
+            "", _METHOD]  # fmt: skip
     return "\n".join(out) + "\n"
 
 
-_LATENCY_NOTE = """Workload (a) records sent in bursts of 100 every millisecond by one app \
-process, never waiting for acks; latency per record from just before send()/produce() to its \
-completion (kpd: the future's done-callback on the client's I/O thread; confluent-kafka: the \
-delivery callback, served by poll() while the sender waits for the next burst). "load \
+_TARGETS_NOTE = """From issue 11; each ratio is kpd's figure over the other's (records/s: \
+higher is better; CPU and memory: lower is better), medians over this run's verified runs. \
+(u) repeats the targets of (a) with a unique 36-byte key per record."""
+
+_SCALING_NOTE = """Workload ({workload}), {records:,} records; max(4, workers) app processes \
+keeping every future (kpd-4 at 1, 2 and 4 workers); the worker counts are 1, 2, 4, ... up \
+to the CPUs of the machine, so the same command on a bigger host shows how kpd scales. On a \
+machine with fewer cores than apps + workers + broker, more workers only share the same \
+cores."""
+
+
+_LATENCY_NOTE = """The row's workload, its records sent in bursts of 100 every millisecond by \
+one app process, never waiting for acks; latency per record from just before send()/produce() \
+to its completion (kpd: the future's done-callback on the client's I/O thread; confluent-kafka: \
+the delivery callback, served by poll() while the sender waits for the next burst). "load \
 achieved": the sender offered at least 98 % of the target rate; "latest burst": how late the \
-worst burst started. Percentiles are nearest-rank over the records sent after the first \
-second (the warm-up: connections to the partition leaders, producer id; librdkafka's first \
-records waited ~0.5 s for it); the last column is the 99th percentile over every record. \
-CPU per record here is at 100k records/s, where per-wake-up costs are not amortised as in \
-the flat-out runs."""
+worst burst started. Percentiles are nearest-rank over the records sent after the first second \
+(the warm-up: connections to the partition leaders, producer id; librdkafka's first records \
+waited ~0.5 s for it); the last column is the 99th percentile over every record. CPU per record \
+here is at 100k records/s, where per-wake-up costs are not amortised as in the flat-out runs."""
 
 
 _METHOD = """## Method
 
 - Each run starts a fresh tansu (memory storage) on loopback, creates the topic, and starts the
-  contender in its own process(es). The contender builds its records and connects before the
-  clock starts; the clock runs from "go" to the last delivery report.
+  contender in its own process(es). The contender builds its records before the clock starts;
+  the clock runs from "go" to the last delivery report. The librdkafka clients get the topic's
+  metadata before the clock; kpd's apps connect after "go" and send at once (`-warm`
+  variants connect and call partitions_for first); `kpd send` and kcat start inside the
+  clock; rsyslogd runs and has delivered a warm-up record before it, and its clock ends when
+  it has exited after delivering everything.
 - CPU is utime + stime from /proc/PID/stat (all threads, 10 ms ticks) read by the parent just
   before "go" and just after "done", for the producer process(es) and for the broker. CPU
   seconds per million records equals microseconds per record.
 - "app" is the contender's own process(es): the Python app for the clients, the app plus
-  kcat for kcat (kcat's rusage as its parent reaped it). The kpd contenders start a fresh
-  daemon per run (2 workers, 16 MiB record and 4 MiB report rings per worker, metrics off,
-  log level warning) and stop it with SIGTERM afterwards; "kpd CPU" is its supervisor,
-  ingest and workers (found by PPID), read like the app's.
+  the program it drives for kcat, `kpd send` and rsyslogd (their rusage as the app process
+  reaped them; rsyslogd's from "go" on). The kpd contenders start a fresh daemon per run
+  (2 workers unless the scaling table says otherwise, 16 MiB record and 4 MiB report rings
+  per worker, metrics off, log level warning) and stop it with SIGTERM afterwards; "kpd CPU"
+  is its supervisor, ingest and workers (found by PPID), read like the app's.
 - Peak RSS is VmHWM of the app process(es) and includes the records it built up front;
-  RSS growth is VmHWM minus VmRSS at "go": the client's own buffers. kpd's peak RSS is the
-  sum of VmHWM over its processes; a ring page counts in each process that touched it
-  (ingest and the ring's worker), so it is an upper bound of kpd's memory.
+  RSS growth is VmHWM minus VmRSS at "go": the client's own buffers. A program the app
+  process runs (kcat, `kpd send`, rsyslogd) has its own VmHWM, read every 20 ms while it runs
+  (not ru_maxrss, which Linux raises to the RSS the forked child had before exec). kpd's
+  peak RSS is the sum of VmHWM over its processes; a ring page counts in each process that
+  touched it (ingest and the ring's worker), so it is an upper bound of kpd's memory.
 - Delivery is verified by reading the topic back with librdkafka (CRCs checked) and counting
   distinct record ids (each value starts with its id); a run counts only if every record was
-  read exactly once with its own key. Figures are medians over verified runs.
+  read exactly once with its own key (and, for rsyslog, its one warm-up record, sent before
+  the clock because omkafka connects on its first message). Figures are medians over
+  verified runs.
 - Producer and broker share the machine's cores, as in the issue's measurements; so does
   anything else running, which is why runs are interleaved and medians reported.
 - Each client keeps its own defaults beyond the workload's settings. Batch size: kpd 256 KiB,

@@ -7,7 +7,8 @@ the topic back (bench.verify) before stopping the broker. Every child is stopped
 pid, also when the run fails. A contender with ``service="kpd"`` gets a fresh kpd daemon
 (bench.kpd_service) between the broker and its children; the daemon's processes are measured
 apart from the app's and it is stopped with SIGTERM before the read-back. A contender whose
-``binary`` is missing is skipped, not failed.
+``binary`` is missing is skipped, not failed; so is one whose child says it cannot run here
+(the ``skip`` event of bench.child).
 
 Imports tests.brokers.tansu for the broker (the same one the test suite starts) and no client
 library of its own.
@@ -55,12 +56,16 @@ class RunResult:
     broker_cpu_s: float = 0.0
     rss_ready_kib: int = 0  # resident set when the clock started (records already built)
     rss_peak_kib: int = 0  # VmHWM at the end: the run's peak, records included
+    reaped_cpu_s: float = 0.0  # CPU of a program the child ran (kcat, kpd send, rsyslogd)
+    reaped_rss_kib: int = 0  # its peak RSS
     kpd_processes: int = 0  # the daemon's processes (0: no daemon in this run)
+    kpd_workers: int = 0
     kpd_cpu_s: float = 0.0
     kpd_rss_peak_kib: int = 0  # sum of VmHWM over the daemon's processes
     kpd_ring_bytes: int = 0  # shared memory the daemon's config asks for
     latency: dict | None = None  # a paced run's figures (bench.pacing.latency_summary)
     skipped: str = ""  # why the run did not happen (a missing program); not a failure
+    warm_ups: int = 0  # records the contender sent before the clock (bench.verify)
     delivered: int = 0  # as the client's delivery reports say
     failed: int = 0
     client_errors: list[str] = field(default_factory=list)
@@ -121,8 +126,11 @@ def run_once(
                               log_dir, done_timeout_s, attach)  # fmt: skip
         except (AssertionError, RuntimeError, OSError) as exc:  # the daemon failed
             result.error = result.error or f"kpd: {type(exc).__name__}: {exc}"
+        if result.skipped:
+            return result
         if not result.error:
-            result.delivery = count_delivered(broker.bootstrap, topic, workload)
+            result.delivery = count_delivered(broker.bootstrap, topic, workload,
+                                              warm_ups=result.warm_ups)  # fmt: skip
         if not result.ok:
             result.error = result.error or "delivery not verified"
             result.client_errors.append(f"tansu log tail: {broker.log_tail(1500)}")
@@ -136,7 +144,7 @@ def _service(
         return contextlib.nullcontext()
     if contender.service != "kpd":
         raise ValueError(f"unknown service {contender.service!r}")
-    return KpdService(log_dir / "kpd", bootstrap, workload, contender.daemon)
+    return KpdService(log_dir / "kpd", bootstrap, workload, contender.service_settings)
 
 
 def _run_children(
@@ -154,6 +162,7 @@ def _run_children(
     if service is not None:
         options["socket"] = service.socket_path
         result.kpd_processes = len(service.pids)
+        result.kpd_workers = service.workers
         result.kpd_ring_bytes = service.ring_bytes
     children = _spawn(contender, workload, broker.bootstrap, topic, options, log_dir)
     measured = False
@@ -161,12 +170,18 @@ def _run_children(
         _measure(children, broker, service.pids if service else (), result, done_timeout_s,
                  attach)  # fmt: skip
         measured = True
+    except _Skipped:
+        pass
     except (TimeoutError, RuntimeError, OSError, ValueError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
         if service is not None:
             result.client_errors.append(f"kpd log tail: {service.log_tail()}")
     finally:
         _stop(children, graceful=measured)
+
+
+class _Skipped(Exception):
+    """A child said it cannot run here (RunResult.skipped says why)."""
 
 
 class _Child:
@@ -176,7 +191,8 @@ class _Child:
         self.proc = proc
         self.log_path = log_path
 
-    def receive(self, event: str, deadline: float) -> dict:
+    def receive(self, event: str, deadline: float, alternative: str = "") -> dict:
+        """The next message, which must be ``event`` (or ``alternative``, when given)."""
         stdout = self.proc.stdout
         assert stdout is not None
         ready, _, _ = select.select([stdout], [], [], max(0.0, deadline - time.monotonic()))
@@ -185,7 +201,7 @@ class _Child:
             why = "timed out" if not ready else self._exit_status()
             raise RuntimeError(f"contender {why} before {event!r}: {self.stderr_tail()}")
         message = json.loads(line)
-        if message.get("event") != event:
+        if message.get("event") not in (event, alternative or event):
             raise RuntimeError(f"expected {event!r} from the contender, got {message}")
         return message
 
@@ -244,7 +260,10 @@ def _measure(
     deadline = time.monotonic() + _READY_TIMEOUT_S
     pids: list[int] = []
     for child in children:
-        ready = child.receive("ready", deadline)
+        ready = child.receive("ready", deadline, alternative="skip")
+        if ready["event"] == "skip":
+            result.skipped = ready["reason"]  # the others are killed by _stop
+            raise _Skipped
         pids += [ready["pid"], *ready["measure_pids"]]
     broker_pid = broker.pid
     assert broker_pid is not None
@@ -275,8 +294,11 @@ def _measure(
     result.failed = sum(done["failed"] for done in dones)
     result.client_errors = [e for done in dones for e in done["errors"]]
     # Programs a child ran and reaped while timed (kcat): their rusage, as the child read it.
-    result.producer_cpu_s += sum(done["reaped_cpu_s"] for done in dones)
-    result.rss_peak_kib += sum(done["reaped_rss_kib"] for done in dones)
+    result.reaped_cpu_s = sum(done["reaped_cpu_s"] for done in dones)
+    result.producer_cpu_s += result.reaped_cpu_s
+    result.reaped_rss_kib = sum(done["reaped_rss_kib"] for done in dones)
+    result.rss_peak_kib += result.reaped_rss_kib
+    result.warm_ups = sum(done["warm_ups"] for done in dones)
     latencies = [done["latency"] for done in dones if done["latency"]]
     result.latency = latencies[0] if len(latencies) == 1 else None
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from daemon.producer.counters import LATENCY_BOUNDS, SIZE_BOUNDS, LatencyHistogram
+from daemon.producer.counters import COUNT_BOUNDS, LATENCY_BOUNDS, SIZE_BOUNDS, LatencyHistogram
 
 __all__ = [
     "CATALOGUE",
@@ -52,7 +52,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # End-to-end delivery can take up to delivery.timeout.ms (120 s by default): the request
 # latency bounds plus three wider ones, so slow deliveries do not all land in +Inf.
 DELIVERY_BOUNDS = (*LATENCY_BOUNDS, 30.0, 60.0, 120.0)
-RECORDS_PER_REQUEST_BOUNDS = (1, 10, 100, 1000, 10000, 100000)
+RECORDS_PER_REQUEST_BOUNDS = COUNT_BOUNDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +138,15 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _c("kpd_broker_reauthentications_total", "SASL re-authentications (KIP-368) that succeeded."),
     _c("kpd_metadata_refreshes_total", "Cluster metadata refreshes that succeeded."),
     _c("kpd_metadata_refresh_failures_total", "Cluster metadata refreshes that failed."),
+    # ---- worker: exactly-once mode (kafka.transactional.id) ------------------------------
+    _c("kpd_transactions_committed_total", "Transactions committed (EndTxn commit)."),
+    _c("kpd_transactions_aborted_total", "Transactions aborted and replayed."),
+    _h("kpd_transaction_commit_seconds", "EndTxn(commit) round trip.", LATENCY_BOUNDS),
+    _h("kpd_transaction_records", "Records per committed transaction.", COUNT_BOUNDS),
+    _g(
+        "kpd_transactions_fenced",
+        "1 once the worker's transactional id is fenced or not authorized: it writes nothing more.",
+    ),
     # ---- every child, and the supervisor -------------------------------------------------
     _g(
         "kpd_report_timestamp_seconds",
@@ -349,6 +358,11 @@ class WorkerMetrics:
         out.add("kpd_batch_retries_total", w, c.retries)
         out.add("kpd_batch_splits_total", w, c.batch_splits)
         out.add("kpd_producer_epoch_bumps_total", w, c.epoch_bumps)
+        if c.transactions_committed or c.transactions_aborted:
+            out.add("kpd_transactions_committed_total", w, c.transactions_committed)
+            out.add("kpd_transactions_aborted_total", w, c.transactions_aborted)
+            out.transfer("kpd_transaction_commit_seconds", (), c.transaction_commit_time)
+            out.transfer("kpd_transaction_records", (), c.transaction_records)
         for error, n in c.errors_by_code.items():
             out.add("kpd_broker_errors_total", (*w, error), n)
         out.transfer("kpd_batch_size_bytes", (), c.batch_bytes)
@@ -374,6 +388,8 @@ class WorkerMetrics:
         out.add("kpd_broker_reauthentications_total", w, s.reauthentications)
         out.add("kpd_metadata_refreshes_total", w, s.metadata_refreshes)
         out.add("kpd_metadata_refresh_failures_total", w, s.metadata_refresh_failures)
+        if s.transaction is not None:
+            out.set("kpd_transactions_fenced", w, 1 if s.transaction.error else 0)
 
 
 class IngestMetrics:

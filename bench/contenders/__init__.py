@@ -2,15 +2,19 @@
 
 Owns the registry. A contender is a module with ``main(session)`` (see bench.child) run in
 ``processes`` child processes, each producing one shard of the records (``i % processes``);
-the parent sums CPU and delivery over them. Adding a contender is one entry here plus one
-module. Two more seams:
+the parent sums CPU and delivery over them. Adding a contender is one entry here plus, for a
+new kind of client, one module; bench.plan says which workloads run it by default. Seams:
 
 * ``service="kpd"``: the runner starts a fresh kpd daemon for each run (bench.kpd_service),
   hands its socket to every child as ``options["socket"]``, measures the daemon's processes
-  apart from the app's, and stops it with SIGTERM after the run.
-  ``daemon`` adds settings to that daemon's config (e.g. ``rings.fsync``).
-* ``binary``: a program the contender drives (kcat); when it is not on PATH the run is
-  skipped with that reason instead of failing.
+  apart from the app's, and stops it with SIGTERM after the run. ``service_settings`` are
+  config sections laid over the daemon's bench config, e.g. ``{"workers": {"count": 1}}``
+  (the scaling table, see ``scaling_contender``) or ``{"rings": {...}}`` for a durability row.
+* ``binary``: a program the contender drives (kcat, rsyslogd); when it is not on PATH the run
+  is skipped with that reason instead of failing. What only the child can tell (a missing
+  client API, a missing rsyslog module) it reports with ``Session.skip``.
+* ``lines``: the contender reads text lines (``kpd send``, rsyslog) and runs only on a text
+  workload (bench.workloads).
 
 ``LATENCY_CONTENDERS`` are the paced runs (``options["rate"]`` records/s offered, in bursts):
 they report ack latency percentiles, not throughput.
@@ -20,15 +24,17 @@ Imports no client library: the parent only needs names and module paths.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 __all__ = [
     "CONTENDERS",
-    "DEFAULT_CONTENDERS",
-    "KPD_CONTENDERS",
     "LATENCY_CONTENDERS",
-    "QUICK_CONTENDERS",
+    "LATENCY_RATE",
     "Contender",
+    "find",
+    "is_kpd",
+    "scaling_contender",
 ]
 
 
@@ -40,20 +46,32 @@ class Contender:
     processes: int = 1
     options: dict = field(default_factory=dict)
     service: str | None = None  # "kpd": the runner starts a daemon per run
-    daemon: dict = field(default_factory=dict)  # config sections merged into that daemon's
+    service_settings: dict = field(default_factory=dict)  # daemon config sections, laid over
     binary: str | None = None  # a program that must be on PATH, else the run is skipped
     install_hint: str = ""  # how to get ``binary``, printed in the skipped row
     max_records: int | None = None  # fewer records for a slow contender (same records/s)
+    lines: bool = False  # reads text lines: runs on text workloads only
+
+
+def is_kpd(name: str) -> bool:
+    """kpd's own contenders (the engine, the client, ``kpd send``): ratios are kpd / other."""
+    return name.startswith("kpd")
 
 
 _KPD = "bench.contenders.kpd_engine"
 _KPD_CLIENT = "bench.contenders.kpd_client"
+_KPD_SEND = "bench.contenders.kpd_send"
 _AIOKAFKA = "bench.contenders.aiokafka_producer"
 _CONFLUENT = "bench.contenders.confluent_producer"
 _KCAT = "bench.contenders.kcat"
+_RSYSLOG = "bench.contenders.rsyslog"
 LATENCY_RATE = 100_000  # records/s offered by the paced runs
-FSYNC_POLICIES = ("never", "100ms", "always")
+FSYNC_POLICIES = ("never", "100ms", "always")  # the rings.fsync rows
 _PACED = {"rate": LATENCY_RATE, "burst": 100}  # 100 records every millisecond
+_POLL_EVERY = 1000  # the tuned confluent-kafka loop's poll(0) interval
+_KPD_APP = ("an app process that connects and sends at once (no partitions_for first) "
+            "through daemon.client.Producer (acks=kafka) over the UNIX socket to a kpd "
+            "daemon (2 workers) started for the run")  # fmt: skip
 
 CONTENDERS: dict[str, Contender] = {
     c.name: c
@@ -71,15 +89,32 @@ CONTENDERS: dict[str, Contender] = {
             "as the other clients do inside send",
             options={"partition": "inline"},
         ),
+        # kpd with librdkafka's batch size, to tell batch size from engine cost when values
+        # are large.
         Contender(
-            "kpd-1", _KPD_CLIENT,
-            "kpd end to end: one app process sends through daemon.client.Producer "
-            "(acks=kafka) over the UNIX socket to a kpd daemon (2 workers) started for the "
-            "run, and waits for every record's future",
-            service="kpd",
+            "kpd-engine-1MB", _KPD, "kpd-engine with batch.size 1000000 (librdkafka's default)",
+            options={"partition": "given", "settings": {"batch_size": 1_000_000}},
         ),
-        Contender("kpd-4", _KPD_CLIENT, "the same with 4 app processes, one shard each",
+        Contender("kpd-1", _KPD_CLIENT,
+                  f"kpd end to end: {_KPD_APP}; one send() per record, every future kept "
+                  "until flush()",
+                  service="kpd"),
+        Contender("kpd-4", _KPD_CLIENT, "kpd-1 with 4 app processes, one shard each",
                   processes=4, service="kpd"),
+        Contender("kpd-1-nokeep", _KPD_CLIENT,
+                  "kpd-1 keeping no future (each dropped at once; flush() at the end)",
+                  options={"keep": "none"}, service="kpd"),
+        Contender("kpd-4-nokeep", _KPD_CLIENT, "kpd-1-nokeep with 4 app processes",
+                  processes=4, options={"keep": "none"}, service="kpd"),
+        Contender("kpd-1-warm", _KPD_CLIENT,
+                  "kpd-1 connecting and calling partitions_for(topic) before the clock",
+                  options={"start": "warm"}, service="kpd"),
+        Contender("kpd-4-warm", _KPD_CLIENT, "kpd-1-warm with 4 app processes",
+                  processes=4, options={"start": "warm"}, service="kpd"),
+        Contender("kpd-1-batch", _KPD_CLIENT,
+                  "kpd-1 through the client's batch API, 1,000 records per call, keeping the "
+                  "batches' futures (skipped as not available when the client has none)",
+                  options={"api": "batch"}, service="kpd"),
         # What `accepted` costs per rings.fsync policy (docs/operations.md, "Durability").
         *(
             Contender(
@@ -87,21 +122,26 @@ CONTENDERS: dict[str, Contender] = {
                 f"kpd-1 at ack level accepted (the future completes once the record is in a "
                 f"ring file) with rings.fsync: {policy}",
                 options={"acks": "accepted"}, service="kpd",
-                daemon={"rings": {"fsync": policy}},
+                service_settings={"rings": {"fsync": policy}},
             )
             for policy in FSYNC_POLICIES
         ),
         Contender("aiokafka", _AIOKAFKA,
                   "AIOKafkaProducer.send per record, a done-callback each, under uvloop; "
                   "16 KiB batches; idempotence off (tansu 0.6.0 rejects its InitProducerId v0); "
-                  "at most 300,000 records per run (it runs ~10x slower than the others, and "
-                  "the full bench must stay within ~25 min)",
+                  "at most 300,000 records per run (it runs ~10x slower than the others)",
                   max_records=300_000),
         Contender("confluent-kafka", _CONFLUENT,
-                  "confluent_kafka.Producer.produce per record, a delivery callback each; "
+                  "confluent_kafka.Producer.produce per record, a delivery callback each, "
+                  "poll() only when produce() raises BufferError (librdkafka's queue is full); "
                   "librdkafka's default 1 MB batch.size; partitioner murmur2_random"),
+        Contender("confluent-kafka-tuned", _CONFLUENT,
+                  f"confluent-kafka that also calls poll(0) every {_POLL_EVERY:,} records "
+                  "(callbacks served in small doses, a short queue)",
+                  options={"poll_every": _POLL_EVERY}),
         Contender("confluent-kafka-4", _CONFLUENT,
-                  "the same in 4 processes, one shard each", processes=4),
+                  "confluent-kafka-tuned in 4 processes, one shard each", processes=4,
+                  options={"poll_every": _POLL_EVERY}),
         Contender(
             "kcat", _KCAT,
             "`kcat -P -l FILE` (Debian's kcat 1.7 on the confluent-kafka wheel's librdkafka via "
@@ -109,16 +149,41 @@ CONTENDERS: dict[str, Contender] = {
             "includes kcat's start; same librdkafka settings as confluent-kafka",
             binary="kcat", install_hint="apt-get install -y kcat",
         ),
-        # Not run by default: kpd with librdkafka's batch size, to tell batch size from engine
-        # cost when values are large.
         Contender(
-            "kpd-engine-1MB", _KPD, "kpd-engine with batch.size 1000000 (librdkafka's default)",
-            options={"partition": "given", "settings": {"batch_size": 1_000_000}},
+            "rsyslog", _RSYSLOG,
+            "Debian's rsyslogd 8.2302 in the foreground with its own config: imptcp on a UNIX "
+            "stream socket -> omkafka (key and value split at the tab), on the confluent-kafka "
+            "wheel's librdkafka via LD_LIBRARY_PATH (Debian's 2.0.2 fails ApiVersions with "
+            "tansu); the lines sent over the socket by the app process; the clock ends when "
+            "rsyslogd has exited after delivering everything (SIGTERM after the last line)",
+            binary="rsyslogd", install_hint="apt-get install -y rsyslog rsyslog-kafka",
+            lines=True,
+        ),
+        # Not run by default: exactly-once mode (kafka.transactional.id), beside the defaults.
+        Contender(
+            "kpd-engine-eos", _KPD,
+            "kpd-engine in exactly-once mode: transactional.id set, a commit every 100 ms "
+            "(transaction.interval.ms), outcomes only once committed",
+            options={"partition": "given", "settings": {"transactional_id": "bench-eos"}},
         ),
         Contender(
+            "kpd-1-eos", _KPD_CLIENT,
+            "kpd-1 with the daemon in exactly-once mode (kafka.transactional.id); records are "
+            "acknowledged once their transaction committed",
+            service="kpd", service_settings={"kafka": {"transactional.id": "bench-eos"}},
+        ),
+        Contender("kpd-send-file", _KPD_SEND,
+                  "`kpd send --key-separator TAB < FILE` to a kpd daemon (2 workers) started "
+                  "for the run; the clock includes its start",
+                  options={"input": "file"}, service="kpd", lines=True),
+        Contender("kpd-send-pipe", _KPD_SEND,
+                  "`... | kpd send --key-separator TAB`: the app process writes the lines into "
+                  "its stdin pipe, as it writes them to rsyslog's socket",
+                  options={"input": "pipe"}, service="kpd", lines=True),
+        Contender(
             "kpd-1@100k", _KPD_CLIENT,
-            f"kpd-1 paced at {LATENCY_RATE:,} records/s offered (100 records every ms); "
-            "latency from send() to the future's done-callback",
+            f"kpd-1 paced at {LATENCY_RATE:,} records/s offered (100 records every ms), the "
+            "app's default gc settings; latency from send() to the future's done-callback",
             options=_PACED, service="kpd",
         ),
         Contender(
@@ -137,11 +202,33 @@ CONTENDERS: dict[str, Contender] = {
     )
 }  # fmt: skip
 
-DEFAULT_CONTENDERS = ("kpd-engine", "kpd-engine+part", "kpd-1", "kpd-4",
-                      *(f"kpd-1-accepted-fsync-{p}" for p in FSYNC_POLICIES), "aiokafka",
-                      "confluent-kafka", "confluent-kafka-4", "kcat")  # fmt: skip
-# What the test suite's quick run covers: every kind of child that needs no extra package.
-QUICK_CONTENDERS = ("kpd-engine", "kpd-engine+part", "kpd-1", "aiokafka", "confluent-kafka")
 LATENCY_CONTENDERS = ("kpd-1@100k", "kpd-1@100k-gc", "confluent-kafka@100k")
-# Ratios are printed for these against every other contender.
-KPD_CONTENDERS = ("kpd-engine", "kpd-engine+part", "kpd-engine-1MB", "kpd-1", "kpd-4")
+SCALING_APPS = 4  # app processes of a scaling run, at least (more when there are more workers)
+
+
+def scaling_contender(workers: int) -> Contender:
+    """kpd with ``workers`` workers and max(4, workers) app processes keeping every future:
+    one row of the scaling table."""
+    apps = max(SCALING_APPS, workers)
+    return Contender(
+        f"kpd-{apps}@w{workers}", _KPD_CLIENT,
+        f"kpd-{apps} (kpd-1 with {apps} app processes) against a daemon with {workers} "
+        f"worker{'s' if workers > 1 else ''}",
+        processes=apps, service="kpd", service_settings={"workers": {"count": workers}},
+    )  # fmt: skip
+
+
+_SCALING_NAME = re.compile(r"kpd-(\d+)@w(\d+)")
+
+
+def find(name: str) -> Contender:
+    """The contender called ``name``: a registry entry or a scaling row (``kpd-4@w2``).
+    Raises KeyError for any other name."""
+    if name in CONTENDERS:
+        return CONTENDERS[name]
+    scaling = _SCALING_NAME.fullmatch(name)
+    if scaling:
+        found = scaling_contender(int(scaling[2]))
+        if found.name == name:
+            return found
+    raise KeyError(name)

@@ -2,7 +2,8 @@
 
 Debian's kcat links Debian's librdkafka 2.0.2, whose ApiVersions exchange fails against tansu;
 the librdkafka 2.16 inside the confluent-kafka wheel works, so kcat runs with LD_LIBRARY_PATH
-at a directory holding a ``librdkafka.so.1`` link to the wheel's library. librdkafka settings
+at a directory holding a ``librdkafka.so.1`` link to the wheel's library
+(bench.contenders.programs). librdkafka settings
 are the confluent-kafka contender's (acks, linger.ms, compression, idempotence,
 murmur2_random), so the two differ only in who calls ``rd_kafka_produce``.
 
@@ -13,23 +14,22 @@ kcat to its exit: kcat's start (process, metadata) is in it, as it is for anyone
 kcat exits non-zero when a delivery fails and prints no per-record outcomes, so "delivered"
 here means its exit status was 0; the read-back by bench.verify counts the records.
 
-kcat is reaped by the child, so its CPU and peak RSS come from the child's RUSAGE_CHILDREN.
+kcat is reaped by the child, so its CPU comes from the child's RUSAGE_CHILDREN; its peak RSS
+is its VmHWM sampled while it runs (bench.contenders.programs).
 
-Imports confluent_kafka only to find its library; runs only inside a bench child process.
+Runs only inside a bench child process.
 """
 
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-import confluent_kafka
-
 from bench.child import Session
+from bench.contenders.programs import children_cpu_s, librdkafka_dir, start, wait_for_exit
 
 # Bytes that a record (ASCII keys, an 8-byte big-endian id, ASCII filler) cannot contain in
 # this order; make_file checks every record anyway.
@@ -41,42 +41,31 @@ _TIMEOUT_S = 600.0
 def main(session: Session) -> None:
     with tempfile.TemporaryDirectory(prefix="kpd-bench-kcat-") as tmp:
         workdir = Path(tmp)
-        env = dict(os.environ, LD_LIBRARY_PATH=str(_librdkafka_dir(workdir)))
+        env = dict(os.environ, LD_LIBRARY_PATH=str(librdkafka_dir(workdir)))
         records_file = workdir / "records"
         _write_records(session, records_file)
         command = _command(session, records_file)
         session.ready()
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)  # fmt: skip
+        cpu_before = children_cpu_s()
+        # stderr to a file: nobody reads a pipe while kcat runs.
+        with (workdir / "stderr").open("wb") as stderr_file:
+            proc = start(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr_file)
         try:
-            _, stderr = proc.communicate(timeout=_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise
+            peak_kib = wait_for_exit(proc, _TIMEOUT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         session.stop_clock()
         # kcat is the only child this process reaps, so the children's totals are kcat's.
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        cpu_s = children_cpu_s() - cpu_before
+        stderr = (workdir / "stderr").read_bytes()
     count = len(session.records.values)
     ok = proc.returncode == 0
     tail = stderr[-1500:].decode(errors="replace")
     errors = [] if ok else [f"kcat exited {proc.returncode}: {tail}"]
     session.done(count if ok else 0, 0 if ok else count, errors, reaped_cpu_s=cpu_s,
-                 reaped_rss_kib=after.ru_maxrss)  # fmt: skip
-
-
-def _librdkafka_dir(workdir: Path) -> Path:
-    """A directory whose ``librdkafka.so.1`` is the confluent-kafka wheel's library."""
-    libs = Path(confluent_kafka.__file__).resolve().parent.parent / "confluent_kafka.libs"
-    found = sorted(libs.glob("librdkafka-*.so.1"))
-    if not found:
-        raise FileNotFoundError(f"no librdkafka-*.so.1 in {libs}")
-    libdir = workdir / "lib"
-    libdir.mkdir()
-    (libdir / "librdkafka.so.1").symlink_to(found[0])
-    return libdir
+                 reaped_rss_kib=peak_kib)  # fmt: skip
 
 
 def _write_records(session: Session, path: Path) -> None:

@@ -42,6 +42,7 @@ from daemon.process.handoff import (
 from daemon.process.logs import setup_logging
 from daemon.process.reporters import IngestReporter, WorkerReporter
 from daemon.process.titles import set_title, worker_title
+from daemon.process.txn_layout import worker_transactional_id
 from daemon.process.worker import Worker
 from daemon.producer.engine import reconnect_policy
 from daemon.producer.metadata import MetadataManager
@@ -100,11 +101,11 @@ async def run_worker(spec: ChildSpec) -> int:
         _pin_to_cpu(index)
     records = _ring_end(spec.records[0], RingConsumer)
     reports = _ring_end(spec.reports[0], RingProducer)
-    worker = Worker(
-        dataclasses.replace(producer, client_id=f"{producer.client_id}-w{index}"),
-        records,
-        reports,
-    )
+    mine = dataclasses.replace(producer, client_id=f"{producer.client_id}-w{index}")
+    if producer.transactional:
+        txn_id = worker_transactional_id(producer.transactional_id, config.workers.count, index)
+        mine = dataclasses.replace(mine, transactional_id=txn_id)
+    worker = Worker(mine, records, reports)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     background = [

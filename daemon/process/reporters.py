@@ -140,6 +140,7 @@ class WorkerReporter(_Reporter):
             "brokers": {str(node): up for node, up in sorted(state.brokers.items())},
             "last_error": None if last is None else {"time": last[0], "error": last[1]},
             "broker_auth_error": state.auth_error,
+            "transaction": _transaction(state.transaction),
         }
 
 
@@ -175,6 +176,19 @@ class IngestReporter(_Reporter):
                 for i, (rec, rep) in enumerate(zip(self._records, self._reports, strict=True))
             ],
         }
+
+
+def _transaction(stats: Any) -> dict | None:
+    """Exactly-once mode: the worker's transactional id and state (None otherwise)."""
+    if stats is None:
+        return None
+    return {
+        "id": stats.transactional_id,
+        "state": stats.state,
+        "producer_id": stats.producer_id,
+        "epoch": stats.epoch,
+        "error": stats.error,
+    }
 
 
 def _fill(ring: Any) -> dict[str, int]:

@@ -150,6 +150,14 @@ def _worker_notes(name: str, snap: dict, now: float) -> list[str]:
             f"{name} brokers: "
             + ", ".join(f"{n} {'connected' if up else 'unreachable'}" for n, up in brokers.items())
         )
+    txn = snap.get("transaction")
+    if txn is not None:
+        notes.append(
+            f"{name} transactional id {txn['id']}: {txn['state']} "
+            f"(producer id {txn['producer_id']}, epoch {txn['epoch']})"
+        )
+        if txn["error"]:
+            notes.append(f"{name} WRITES STOPPED: {txn['error']}")
     error = snap.get("last_error")
     if error is not None:
         notes.append(f"{name} last error {now - error['time']:.0f}s ago: {error['error']}")

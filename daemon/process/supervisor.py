@@ -41,6 +41,7 @@ from daemon.process.logs import setup_logging
 from daemon.process.ring_files import RingFiles, prepare_ring_files
 from daemon.process.sdnotify import SystemdNotifier, listen_fds, run_watchdog
 from daemon.process.status import prepare_status_dir
+from daemon.process.txn_layout import fence_previous_layout
 from daemon.ring import MemoryOrderingError, RingWakeups, ordering_of
 
 __all__ = ["LIVE_SETTINGS", "Supervisor"]
@@ -157,6 +158,8 @@ class Supervisor:
                 bootstrap = (self._broker.address,)
                 log.info("kafka.bootstrap.servers: embedded -> 127.0.0.1:%d", self._broker.port)
             await self._start_metrics()
+            if self._config.producer.transactional:
+                await self._fence_previous_layout(bootstrap)
             self._children = self._children_specs(bootstrap)
             await self._boot_all()
             workers = len(self._children) - 1
@@ -192,6 +195,22 @@ class Supervisor:
             await self._http.start()
         except OSError as exc:
             raise BootFailure(f"cannot serve metrics on {cfg.metrics.listen}: {exc}") from exc
+
+    async def _fence_previous_layout(self, bootstrap) -> None:
+        """Exactly-once mode: no worker writes before the ids of an older worker layout are
+        fenced (``txn_layout``); bounded by max.block.ms, then the daemon does not start."""
+        producer = self._config.producer
+        if bootstrap:
+            servers = tuple((host, int(port)) for host, port in bootstrap)
+            producer = dataclasses.replace(producer, bootstrap_servers=servers)
+        try:
+            async with asyncio.timeout(producer.max_block_ms / 1000):
+                await fence_previous_layout(self._config, producer)
+        except Exception as exc:  # any failure means: do not start writing
+            raise BootFailure(
+                f"cannot fence the transactional ids of the previous worker layout: "
+                f"{exc or type(exc).__name__}"
+            ) from exc
 
     def _spawn_task(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -31,7 +31,6 @@ from daemon.producer.batch import ProducerBatch
 __all__ = ["Accumulator", "AccumulatorSettings", "PartitionQueue"]
 
 
-
 @dataclass(frozen=True, slots=True)
 class AccumulatorSettings:
     batch_size: int = 16384
@@ -42,6 +41,7 @@ class AccumulatorSettings:
     compression_level: int | None = None
     idempotent: bool = True
     guarantee_order: bool = False  # non-idempotent with one request in flight: mute partitions
+    transactional: bool = False  # batches carry the transactional attribute bit
 
 
 class PartitionQueue:
@@ -145,7 +145,7 @@ class Accumulator:
 
     def _new_batch(self, pq: PartitionQueue, now: float) -> ProducerBatch:
         s = self._settings
-        builder = BatchBuilder(s.compression, s.compression_level, False)
+        builder = BatchBuilder(s.compression, s.compression_level, s.transactional)
         batch = ProducerBatch(pq.topic, pq.partition, builder, now)
         pq.batches.append(batch)
         self._wake()
@@ -232,11 +232,35 @@ class Accumulator:
 
     # ---- answers -----------------------------------------------------------------------
 
-    def completed(self, batch: ProducerBatch) -> None:
-        """The batch left the engine for good (delivered or finally failed)."""
+    def completed(self, batch: ProducerBatch, release: bool = True) -> None:
+        """The batch's request is over: delivered or finally failed. ``release=False`` keeps
+        its bytes in ``buffer.memory``: a transaction holds its batches until it commits
+        (then ``release``) or aborts (then ``requeue``)."""
         pq = self._queues[(batch.topic, batch.partition)]
         pq.in_flight.remove(batch)
+        if release:
+            self.buffer_used -= batch.buffer_bytes
+
+    def release(self, batch: ProducerBatch) -> None:
+        """A batch held after ``completed(release=False)`` leaves the engine for good."""
         self.buffer_used -= batch.buffer_bytes
+
+    def requeue(self, batches: list[ProducerBatch]) -> None:
+        """Put held batches (of an aborted transaction) back in front of their partitions'
+        never-sent batches, in drain order, to be sent again under a new epoch."""
+        for batch in sorted(batches, key=lambda b: b.order):
+            pq = self._queues[(batch.topic, batch.partition)]
+            batch.retry_at = 0.0
+            batch.base_sequence = -1
+            batch.in_doubt = False
+            batch.transaction = -1
+            position = 0
+            for queued in pq.batches:
+                if queued.order < 0 or queued.order > batch.order:
+                    break
+                position += 1
+            pq.batches.insert(position, batch)
+        self._wake()
 
     def expired(self, batch: ProducerBatch) -> None:
         """A queued (not in-flight) batch is given up; it is already off its queue."""

@@ -35,6 +35,7 @@ class ProducerBatch:
         "sent_at",
         "tokens",
         "topic",
+        "transaction",
     )
 
     def __init__(
@@ -62,6 +63,7 @@ class ProducerBatch:
         self.producer_epoch = -1
         self.base_sequence = -1  # -1: no sequence assigned yet
         self.order = -1  # per-partition drain order, fixed at first drain: retries keep it
+        self.transaction = -1  # exactly-once: number of the transaction it was sent in
 
     @property
     def record_count(self) -> int:

@@ -15,6 +15,7 @@ __all__ = ["LatencyHistogram", "ProducerCounters"]
 # Seconds; Prometheus-style cumulative "le" bounds.
 LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SIZE_BOUNDS = (256, 1024, 4096, 16384, 65536, 262144, 1048576)
+COUNT_BOUNDS = (1, 10, 100, 1000, 10000, 100000)
 
 
 @dataclass(slots=True)
@@ -48,7 +49,7 @@ class ProducerCounters:
     batch_bytes: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(SIZE_BOUNDS))
     requests_sent: int = 0
     records_per_request: LatencyHistogram = field(
-        default_factory=lambda: LatencyHistogram((1, 10, 100, 1000, 10000, 100000))
+        default_factory=lambda: LatencyHistogram(COUNT_BOUNDS)
     )
     queue_time: LatencyHistogram = field(default_factory=LatencyHistogram)
     request_latency: dict[int, LatencyHistogram] = field(default_factory=dict)  # by broker id
@@ -56,3 +57,10 @@ class ProducerCounters:
     batch_splits: int = 0
     epoch_bumps: int = 0
     errors_by_code: Counter = field(default_factory=Counter)  # broker error names seen
+    # Exactly-once mode only.
+    transactions_committed: int = 0
+    transactions_aborted: int = 0
+    transaction_commit_time: LatencyHistogram = field(default_factory=LatencyHistogram)
+    transaction_records: LatencyHistogram = field(
+        default_factory=lambda: LatencyHistogram(COUNT_BOUNDS)
+    )

@@ -25,6 +25,8 @@ from daemon.producer.metadata import ClusterView, MetadataManager, TopicView
 from daemon.producer.outcomes import BatchOutcome
 from daemon.producer.security import sasl_login, tls_context
 from daemon.producer.sender import Sender, SenderSettings
+from daemon.producer.transactions import DirectChannel, TransactionManager, TransactionSettings
+from daemon.producer.txn_driver import TransactionDriver, TransactionStats
 
 __all__ = ["EngineStats", "ProducerEngine", "reconnect_policy"]
 
@@ -60,6 +62,7 @@ class EngineStats:
     reauthentications: int = 0  # KIP-368 logins on open connections that succeeded
     metadata_refreshes: int = 0
     metadata_refresh_failures: int = 0
+    transaction: TransactionStats | None = None  # exactly-once mode only
 
 
 class ProducerEngine:
@@ -107,6 +110,7 @@ class ProducerEngine:
                 compression_level=settings.compression_level,
                 idempotent=settings.enable_idempotence,
                 guarantee_order=not settings.enable_idempotence and settings.max_in_flight == 1,
+                transactional=settings.transactional,
             ),
             self._wake_sender,
         )
@@ -128,11 +132,45 @@ class ProducerEngine:
             self._on_outcome,
             rng,
         )
+        self._txn_channel: DirectChannel | None = None
+        if settings.transactional:
+            self._use_transactions(settings)
         self._buffer_freed = asyncio.Event()
         self._flush_waiters: list[asyncio.Future] = []
         self.pending_records = 0  # appended, no outcome yet
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _use_transactions(self, settings: ProducerSettings) -> None:
+        """Exactly-once mode: the sender writes in transactions of ``transactional_id``."""
+        self._txn_channel = DirectChannel(
+            settings.bootstrap_servers,
+            ConnectionSettings(
+                client_id=settings.client_id,
+                request_timeout_s=settings.request_timeout_ms / 1000,
+                connect_timeout_s=settings.socket_connection_setup_timeout_ms / 1000,
+                ssl_context=tls_context(settings),
+                sasl=sasl_login(settings),
+            ),
+        )
+        manager = TransactionManager(
+            TransactionSettings(
+                settings.transactional_id,
+                settings.transaction_timeout_ms,
+                settings.retry_backoff_ms / 1000,
+            ),
+            self._txn_channel,
+        )
+        self._sender.transactions = TransactionDriver(
+            manager,
+            settings.transaction_interval_ms / 1000,
+            settings.transaction_max_bytes,
+            self._accumulator,
+            self._sender.identity,
+            self.counters,
+            self._on_outcome,
+            self._sender.report_failure,
+        )
 
     def stats(self) -> EngineStats:
         pool = self._pool
@@ -153,6 +191,9 @@ class ProducerEngine:
             reauthentications=pool.reauthentications,
             metadata_refreshes=self.metadata.refreshes,
             metadata_refresh_failures=self.metadata.refresh_failures,
+            transaction=None
+            if self._sender.transactions is None
+            else self._sender.transactions.stats(),
         )
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -173,7 +214,11 @@ class ProducerEngine:
             log.warning("close: %d records undelivered at the deadline", self.pending_records)
         self._sender.fail_queued("producer closed before these records could be sent")
         await self._sender.stop()
+        if self._sender.transactions is not None:
+            await self._sender.transactions.close(self._sender.requests_in_flight)
         await self.metadata.close()
+        if self._txn_channel is not None:
+            await self._txn_channel.close()
         # Closing the connections fails the requests still unanswered; their callbacks report
         # those records POSSIBLY_PERSISTED (the sender is stopping, so it does not retry).
         await self._pool.close()

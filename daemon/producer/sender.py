@@ -36,6 +36,7 @@ from daemon.producer.outcomes import (
     DeliveryFailure,
 )
 from daemon.producer.splitting import split_batch
+from daemon.producer.txn_driver import TransactionDriver
 
 __all__ = ["Sender", "SenderSettings"]
 
@@ -80,6 +81,8 @@ class Sender:
         self._on_outcome = on_outcome
         self._rng = rng or random.Random()
         self.identity = ProducerIdentity()
+        # Exactly-once mode (the engine sets it when kafka.transactional.id is set); else None.
+        self.transactions: TransactionDriver | None = None
         self._bump_needed = False
         self._wake = asyncio.Event()
         self._requests_in_flight: dict[int, int] = {}  # broker id -> produce requests
@@ -115,12 +118,27 @@ class Sender:
             self._wake.clear()
             now = loop.time()
             self._expire(now)
+            if self.transactions is not None:
+                await self._run_transactional(now)
+                continue
             needs_identity = self._s.idempotent and (self._bump_needed or not self.identity.known)
             if needs_identity and not await self._ensure_identity():
                 await self._sleep(self._s.retry_backoff_s)
                 continue
             self._send_ready(now)
             await self._sleep(self._next_wait(loop.time()))
+
+    async def _run_transactional(self, now: float) -> None:
+        txn = self.transactions
+        flushing = self._acc.flushing > 0
+        if await txn.step(now, self.requests_in_flight, flushing, self._stopping):
+            self._send_ready(now)
+        loop = asyncio.get_running_loop()
+        wait = self._next_wait(loop.time())
+        due = txn.next_due(loop.time())
+        if due is not None:
+            wait = due if wait is None else min(wait, due)
+        await self._sleep(wait)
 
     async def _sleep(self, seconds: float | None) -> None:
         if seconds is not None and seconds <= 0:
@@ -199,7 +217,10 @@ class Sender:
         start = self._drain_start.get(broker, 0) % len(queues)
         queues = queues[start:] + queues[:start]
         self._drain_start[broker] = start + 1
+        txn = self.transactions
         while self._requests_in_flight.get(broker, 0) < self._s.max_in_flight:
+            if txn is not None:  # re-checked per drain: a partition's head changes
+                queues = [pq for pq in queues if txn.may_drain(pq)]
             batches = self._acc.drain(queues, now, self._stamp)
             if not batches:
                 return
@@ -209,6 +230,8 @@ class Sender:
         if self._s.idempotent:
             sequence = self._acc.assign_sequence(batch, pq)
             batch.build(self.identity.producer_id, self.identity.epoch, sequence)
+            if self.transactions is not None:
+                self.transactions.sent(batch)
         else:
             batch.build(-1, -1, -1)
 
@@ -222,8 +245,9 @@ class Sender:
             records += batch.record_count
             if batch.attempts > 1:
                 self._counters.retries += 1
+        txn = self.transactions
         body = {
-            "transactional_id": None,
+            "transactional_id": None if txn is None else txn.manager.transactional_id,
             "acks": self._s.acks,
             "timeout_ms": self._s.request_timeout_ms,
             "topic_data": [
@@ -300,6 +324,10 @@ class Sender:
     def _retry_or_fail(self, batch: ProducerBatch, code: int, message: str, now: float) -> None:
         action = classify(code)
         kind = action.action
+        txn = self.transactions
+        handled = txn is not None and kind is not Action.SUCCESS
+        if handled and txn.failed(batch, code, message, kind):
+            return
         if action.persistence is Persistence.POSSIBLY_PERSISTED:
             # The broker may have appended the batch (REQUEST_TIMED_OUT waiting for replicas,
             # NOT_ENOUGH_REPLICAS_AFTER_APPEND…): whatever later attempts answer, a final
@@ -332,7 +360,11 @@ class Sender:
         if kind in (Action.RETRY, Action.REFRESH_AND_RETRY):
             message = f"{message} (gave up after {batch.attempts} attempts)".strip()
         self._fail(batch, DeliveryFailure(code, error_name(code), message, persistence))
-        if self._s.idempotent and batch.base_sequence >= 0:
+        if txn is not None:
+            # The broker rejected this batch for itself; its records are failed as Java
+            # fails them, and the rest of the transaction is replayed in a new one.
+            txn.abort(f"{batch.topic}-{batch.partition}: {error_name(code)}")
+        elif self._s.idempotent and batch.base_sequence >= 0:
             # Later batches of this partition carry sequences after the failed one's: the
             # broker would reject them as out of order, so start a new epoch (KIP-360).
             self._bump_needed = True
@@ -364,22 +396,26 @@ class Sender:
     # ---- outcomes ----------------------------------------------------------------------
 
     def _succeed(self, batch: ProducerBatch, base_offset: int, timestamp: int, now: float) -> None:
-        self._acc.completed(batch)
         counters = self._counters
         counters.records_sent += batch.record_count
         counters.batches_sent += 1
         counters.bytes_sent += batch.size_in_bytes
         counters.batch_bytes.observe(batch.size_in_bytes)
         counters.queue_time.observe(batch.sent_at - batch.created, batch.record_count)
+        if self.transactions is not None:
+            self.transactions.acked(batch, base_offset, timestamp)  # an outcome at commit
+            return
+        self._acc.completed(batch)
         self._on_outcome(
             BatchOutcome(batch.topic, batch.partition, batch.tokens, base_offset, timestamp, None)
         )
 
     def _fail(self, batch: ProducerBatch, error: DeliveryFailure) -> None:
         self._acc.completed(batch)
-        self._report_failure(batch, error)
+        self.report_failure(batch, error)
 
-    def _report_failure(self, batch: ProducerBatch, error: DeliveryFailure) -> None:
+    def report_failure(self, batch: ProducerBatch, error: DeliveryFailure) -> None:
+        """Count and report a batch's records failed (the batch is already off its queue)."""
         self._counters.records_failed[error.name] += batch.record_count
         log.warning(
             "%s-%d: %d records failed: %s", batch.topic, batch.partition, batch.record_count, error
@@ -400,16 +436,27 @@ class Sender:
                 # Say why nothing got through: the cause an operator has to fix.
                 message += f"; kpd cannot connect: {self._pool.auth_error}"
             error = DeliveryFailure(DELIVERY_TIMEOUT, "DELIVERY_TIMEOUT", message, persistence)
-            self._report_failure(batch, error)
-            if self._s.idempotent and batch.base_sequence >= 0:
+            self.report_failure(batch, error)
+            if self.transactions is not None:
+                if batch.transaction >= 0:  # sent in this transaction: its sequence is used
+                    self.transactions.abort(f"{batch.topic}-{batch.partition}: delivery timeout")
+            elif self._s.idempotent and batch.base_sequence >= 0:
                 self._bump_needed = True
 
     def fail_queued(self, reason: str) -> None:
-        """Close without time left: fail everything still queued (never sent or retrying)."""
+        """Close without time left: fail everything still queued (never sent or retrying),
+        and in exactly-once mode what the uncommitted transaction holds."""
+        held = [] if self.transactions is None else self.transactions.fail_held(reason)
+        for batch in held:
+            failure = DeliveryFailure(
+                PRODUCER_CLOSED, "PRODUCER_CLOSED", f"{reason}; its transaction never committed",
+                Persistence.NOT_PERSISTED,
+            )  # fmt: skip
+            self.report_failure(batch, failure)
         for batch in self._acc.abort_queued():
             persistence = (
                 Persistence.POSSIBLY_PERSISTED if batch.in_doubt else Persistence.NOT_PERSISTED
             )
-            self._report_failure(
+            self.report_failure(
                 batch, DeliveryFailure(PRODUCER_CLOSED, "PRODUCER_CLOSED", reason, persistence)
             )

@@ -203,6 +203,16 @@ def _unknown(name: str, known: list[str], what: str, prefix: str = "") -> str:
 # ProducerConfig.postProcessAndValidateIdempotenceConfigs.
 
 _IDEMPOTENCE = "kafka.enable.idempotence"
+_TRANSACTIONAL_ID = "kafka.transactional.id"
+
+
+def _transactions_need_idempotence(d: Draft) -> None:
+    """`transactional.id` needs idempotence: `enable.idempotence: false` with it is an error
+    naming both keys, and so are the conflicts below, which without a transactional id would
+    only turn idempotence off (Java: "Cannot set a transactional.id without also enabling
+    idempotence")."""
+    if d.get(_TRANSACTIONAL_ID) is not None and not d.get(_IDEMPOTENCE):
+        d.error(_IDEMPOTENCE, f"is false but {_TRANSACTIONAL_ID} needs idempotence")
 
 
 def _idempotence_needs_acks_all(d: Draft) -> None:
@@ -221,7 +231,9 @@ def _idempotence_needs_retries(d: Draft) -> None:
 
 
 def _conflict(d: Draft, path: str, actual: str, need: str) -> None:
-    if d.is_explicit(_IDEMPOTENCE):
+    if d.get(_TRANSACTIONAL_ID) is not None:
+        d.error(path, f"{actual} but {_TRANSACTIONAL_ID} is set and idempotence {need}")
+    elif d.is_explicit(_IDEMPOTENCE):
         d.error(path, f"{actual} but kafka.enable.idempotence: true {need}")
     else:
         d.set(_IDEMPOTENCE, False)
@@ -234,10 +246,40 @@ def _idempotence_caps_in_flight(d: Draft) -> None:
     when idempotence is only on by default, as in Kafka: brokers keep the sequence state of a
     producer's last 5 batches per partition only (ProducerStateEntry.NUM_BATCHES_TO_RETAIN)."""
     in_flight = d.get("kafka.max.in.flight.requests.per.connection")
-    if d.get(_IDEMPOTENCE) and in_flight > 5:
+    if d.get(_TRANSACTIONAL_ID) is not None and in_flight > 5:
+        d.error("kafka.max.in.flight.requests.per.connection",
+                f"must be at most 5 with {_TRANSACTIONAL_ID} set (got {in_flight})")
+    elif d.get(_IDEMPOTENCE) and in_flight > 5:
         d.error("kafka.max.in.flight.requests.per.connection",
                 f"must be at most 5 with idempotence (got {in_flight}); "
                 "set kafka.enable.idempotence: false to allow more")
+
+
+def _transaction_fits_buffer(d: Draft) -> None:
+    """`transaction.max.bytes` must be at most half of `buffer.memory`, which holds a
+    transaction's batches until it commits: a larger value written in the file is an error
+    naming both keys; the default is lowered to the half with a warning."""
+    limit = d.get("kafka.buffer.memory") // 2
+    size = d.get("kafka.transaction.max.bytes")
+    if d.get(_TRANSACTIONAL_ID) is None or size <= limit:
+        return
+    if d.is_explicit("kafka.transaction.max.bytes"):
+        d.error("kafka.transaction.max.bytes",
+                f"must be at most half of kafka.buffer.memory = {limit} (got {size})")
+    else:
+        d.set("kafka.transaction.max.bytes", max(1024, limit))
+        d.warnings.append(f"kafka.transaction.max.bytes lowered from its default {size} to "
+                          f"half of kafka.buffer.memory = {limit}")
+
+
+def _transactions_commit_before_timeout(d: Draft) -> None:
+    """`transaction.interval.ms` must be below `transaction.timeout.ms`, or the coordinator
+    would abort every transaction before kpd commits it (an error naming both keys)."""
+    interval = d.get("kafka.transaction.interval.ms")
+    timeout = d.get("kafka.transaction.timeout.ms")
+    if d.get(_TRANSACTIONAL_ID) is not None and interval >= timeout:
+        d.error("kafka.transaction.interval.ms",
+                f"must be below kafka.transaction.timeout.ms = {timeout} (got {interval})")
 
 
 def _delivery_timeout_covers_linger_and_request(d: Draft) -> None:
@@ -373,9 +415,12 @@ class Rule:
 
 
 FINALIZE_RULES: tuple[Rule, ...] = (
+    Rule(("kafka",), _transactions_need_idempotence),
     Rule(("kafka",), _idempotence_needs_acks_all),
     Rule(("kafka",), _idempotence_needs_retries),
     Rule(("kafka",), _idempotence_caps_in_flight),
+    Rule(("kafka",), _transaction_fits_buffer),
+    Rule(("kafka",), _transactions_commit_before_timeout),
     Rule(("kafka",), _delivery_timeout_covers_linger_and_request),
     Rule(("kafka",), _reconnect_backoff_static_when_only_initial_set),
     Rule(("kafka",), _backoff_initial_within_cap),

@@ -39,6 +39,10 @@ class ProducerSettings:
     delivery_timeout_ms: int
     max_in_flight: int
     enable_idempotence: bool
+    transactional_id: str | None  # None: not transactional
+    transaction_timeout_ms: int
+    transaction_interval_ms: int  # kpd: commit this often
+    transaction_max_bytes: int  # kpd: commit early at this many bytes
     compression: str  # codec name: none, gzip, snappy, lz4, zstd
     compression_gzip_level: int
     compression_lz4_level: int
@@ -83,6 +87,10 @@ class ProducerSettings:
     @property
     def uses_sasl(self) -> bool:
         return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @property
+    def transactional(self) -> bool:
+        return self.transactional_id is not None
 
     @property
     def compression_level(self) -> int | None:

@@ -32,6 +32,7 @@ from daemon.settings.values import (
     Int,
     KeyValues,
     OptionalGroup,
+    OptionalName,
     OptionalPath,
     OptionalSecret,
     OptionalText,
@@ -188,6 +189,24 @@ KAFKA_SETTINGS: tuple[Setting, ...] = (
     _kafka("enable.idempotence", Bool(), True,
            "Producer ids and sequence numbers so retries write no duplicates and keep order; "
            "needs acks=all, retries > 0, max.in.flight <= 5."),
+    # Kafka allows any string; kpd appends "-<workers>-<index>" per worker, and a plain
+    # character set keeps the ids readable in logs, file names and broker tools.
+    _kafka("transactional.id",
+           OptionalName(Text(r"[A-Za-z0-9._-]+", 200, "1-200 of [A-Za-z0-9._-]")), None,
+           "Turns on exactly-once mode: each worker writes in transactions under its own id "
+           "`<transactional.id>-<workers.count>-<index>`; needs idempotence, acks=all and "
+           "max.in.flight <= 5. Null: no transactions."),
+    _kafka("transaction.timeout.ms", _MS_INT, 60000,
+           "How long the coordinator lets a transaction stay open before it aborts it; at most "
+           "the broker's transaction.max.timeout.ms."),
+    _kafka("transaction.interval.ms", _MS_INT, 100,
+           "kpd only, exactly-once mode: commit the open transaction this often. Records are "
+           "reported at ack level `kafka` only once committed, so this adds about half of it, "
+           "plus one EndTxn round trip, to their latency; a larger value means fewer, larger "
+           "transactions."),
+    _kafka("transaction.max.bytes", Size(1024), "8MiB",
+           "kpd only, exactly-once mode: commit early once a transaction holds this many bytes "
+           "of batches; at most half of buffer.memory, which holds them until the commit."),
     _kafka("compression.type",
            Choice({name: name for name in ("none", "gzip", "snappy", "lz4", "zstd")}), "none",
            "Codec for whole record batches.", attr="compression"),
@@ -285,7 +304,6 @@ SETTINGS: tuple[Setting, ...] = KAFKA_SETTINGS + DAEMON_SETTINGS
 _NOT_YET = "not supported yet"
 _NO_PLUGINS = "kpd runs no plug-in code"
 _METRICS = "kpd serves Prometheus metrics instead (see the metrics section)"
-_TRANSACTIONS = "transactions are not supported yet"
 _ADAPTIVE = "kpd's sticky partitioner is uniform; adaptive partitioning is not supported yet"
 
 # Java producer keys kpd rejects on purpose, with the reason the error message gives.
@@ -306,9 +324,8 @@ UNSUPPORTED_KAFKA: dict[str, str] = {
     "enable.metrics.push": _METRICS,
     "partitioner.adaptive.partitioning.enable": _ADAPTIVE,
     "partitioner.availability.timeout.ms": _ADAPTIVE,
-    "transactional.id": _TRANSACTIONS,
-    "transaction.timeout.ms": _TRANSACTIONS,
-    "transaction.two.phase.commit.enable": _TRANSACTIONS,
+    "transaction.two.phase.commit.enable": "kpd commits its own transactions (KIP-939 is "
+    "for an external transaction manager)",
     "client.dns.lookup": _NOT_YET,
     "send.buffer.bytes": _NOT_YET + "; kpd uses the system's socket buffer sizes",
     "receive.buffer.bytes": _NOT_YET + "; kpd uses the system's socket buffer sizes",

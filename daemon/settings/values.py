@@ -227,6 +227,19 @@ class Text:
 
 
 @dataclass(frozen=True)
+class OptionalName:
+    """A name of ``Text``'s rules (its pattern), or null (the setting is off)."""
+
+    text: Text = Text()
+
+    def parse(self, raw: Any) -> str | None:
+        return None if raw is None else self.text.parse(raw)
+
+    def describe(self) -> str:
+        return f"{self.text.describe()} or null"
+
+
+@dataclass(frozen=True)
 class OptionalGroup:
     """A group name or numeric gid, or null for "the daemon's own group"."""
 

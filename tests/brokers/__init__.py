@@ -7,6 +7,8 @@
   endpoint (oidc.py); proven with librdkafka in tests/integration/test_secure_brokers.py.
 - read_all / partition_for_key_librdkafka: confluent-kafka as the reference reader and
   partitioner.
+- txn_log: the read_committed view computed from the raw log (its own Fetch and batch
+  decoder), because neither broker filters aborted transactions.
 
 Nothing here imports kpd: these are the yardsticks kpd is measured against.
 """

@@ -354,7 +354,7 @@ def test_nested_kafka_keys_are_pointed_at_the_flat_spelling():
     ("key.serializer", "serializers run in the client"),
     ("interceptor.classes", "plug-in code"),
     ("partitioner.class", "choose kafka.partitioner instead"),
-    ("transactional.id", "not supported yet"),
+    ("transaction.two.phase.commit.enable", "kpd commits its own transactions"),
     ("ssl.truststore.location", "give a PEM file with ssl.ca.location"),
     ("sasl.kerberos.service.name", "GSSAPI (Kerberos) is not supported"),
     ("sasl.jaas.config", "give sasl.username and sasl.password"),
@@ -587,3 +587,49 @@ def test_main_prints_the_markdown_and_rejects_unknown_flags(capsys):
     assert main(["--markdown"]) == 0
     assert capsys.readouterr().out == render_markdown()
     assert main(["--html"]) == 2
+
+
+# --- exactly-once mode -----------------------------------------------------------------------
+
+
+def test_transactional_id_turns_on_exactly_once_with_java_defaults():
+    producer = _config(kafka={"transactional.id": "orders-eos"}).producer
+    assert producer.transactional and producer.transactional_id == "orders-eos"
+    assert (producer.enable_idempotence, producer.acks, producer.max_in_flight) == (True, -1, 5)
+    assert producer.transaction_timeout_ms == 60000  # Java's default
+    assert (producer.transaction_interval_ms, producer.transaction_max_bytes) == (100, 8 << 20)
+
+
+def test_without_transactional_id_there_are_no_transactions():
+    assert not _config().producer.transactional
+
+
+@pytest.mark.parametrize(("edit", "path", "other"), [
+    ({"acks": 1}, "kafka.acks", "kafka.transactional.id"),
+    ({"acks": 0}, "kafka.acks", "kafka.transactional.id"),
+    ({"enable.idempotence": False}, "kafka.enable.idempotence", "kafka.transactional.id"),
+    ({"retries": 0}, "kafka.retries", "kafka.transactional.id"),
+    ({"max.in.flight.requests.per.connection": 6},
+     "kafka.max.in.flight.requests.per.connection", "kafka.transactional.id"),
+    ({"transaction.max.bytes": "17MiB"}, "kafka.transaction.max.bytes", "kafka.buffer.memory"),
+    ({"transaction.interval.ms": 60000}, "kafka.transaction.interval.ms",
+     "kafka.transaction.timeout.ms"),
+])
+def test_exactly_once_conflicts_are_errors_naming_both_keys(edit, path, other):
+    # Without a transactional id, acks: 1 only turns idempotence off with a warning; with one,
+    # Java refuses the config ("Cannot set a transactional.id without also enabling
+    # idempotence"), and so does kpd.
+    error = _error(kafka={"transactional.id": "t", **edit})
+    assert error.path == path
+    assert other in str(error)
+
+
+def test_default_transaction_size_shrinks_to_half_a_small_buffer_with_a_warning():
+    config = _config(kafka={"transactional.id": "t", "buffer.memory": "4MiB"})
+    assert config.producer.transaction_max_bytes == 2 << 20
+    assert any("transaction.max.bytes" in warning for warning in config.warnings)
+
+
+@pytest.mark.parametrize("bad", ["", "has space", "x" * 201, 5])
+def test_transactional_id_must_be_a_plain_name(bad):
+    assert _error(kafka={"transactional.id": bad}).path == "kafka.transactional.id"

@@ -128,6 +128,16 @@ WORKER_SCRIPT = """
     counters.queue_time.observe(0.04, 3)
     state.in_flight, state.pending = 0, 1
     metrics.flush(counters, tally, state)
+
+    # exactly-once mode: a worker with a transactional id, then fenced
+    from daemon.producer.txn_driver import TransactionStats
+    counters.transactions_committed, counters.transactions_aborted = 4, 1
+    counters.transaction_commit_time.observe(0.003, 4)
+    counters.transaction_records.observe(500, 4)
+    state.transaction = TransactionStats("t-2-0", "in_transaction", 5, 1, None)
+    metrics.flush(counters, tally, state)
+    state.transaction = TransactionStats("t-2-0", "fatal", 5, 1, "t-2-0: PRODUCER_FENCED")
+    metrics.flush(counters, tally, state)
     print(json.dumps({"pid": __import__("os").getpid()}))
 """
 
@@ -156,6 +166,41 @@ def test_records_are_counted_by_topic_and_failures_by_reason(worker_scrape):
     assert worker_scrape[("kpd_records_sent_total", (("topic", "orders"), w))] == 8
     failed = ("kpd_records_failed_total", (("reason", "REQUEST_TIMED_OUT"), ("topic", "orders"), w))
     assert worker_scrape[failed] == 2
+
+
+def test_transaction_metrics_count_commits_aborts_and_say_fenced(worker_scrape):
+    w = ("worker", "3")
+    assert worker_scrape[("kpd_transactions_committed_total", (w,))] == 4
+    assert worker_scrape[("kpd_transactions_aborted_total", (w,))] == 1
+    assert worker_scrape[("kpd_transaction_commit_seconds_count", ())] == 4
+    assert worker_scrape[("kpd_transaction_commit_seconds_bucket", (("le", "0.005"),))] == 4
+    assert worker_scrape[("kpd_transaction_records_bucket", (("le", "100.0"),))] == 0
+    assert worker_scrape[("kpd_transaction_records_bucket", (("le", "1000.0"),))] == 4
+    assert worker_scrape[("kpd_transactions_fenced", (w,))] == 1
+
+
+def test_status_text_shows_each_workers_transactional_id_and_a_fenced_one_loudly():
+    def worker(index: int, state: str, error: str | None) -> dict:
+        snapshot = {
+            "role": "worker", "time": 100.0, "partitions": {"t": [index]},
+            "rings": {"records": {"used": 0, "capacity": 64}},
+            "rates": {"in": 0.0, "sent": 0.0, "failed": 0.0}, "records": {"pending": 0},
+            "brokers": {}, "last_error": None,
+            "transaction": {"id": f"orders-2-{index}", "state": state, "producer_id": 7 + index,
+                            "epoch": 3, "error": error},
+        }  # fmt: skip
+        return {"name": f"worker-{index}", "pid": 10 + index, "up": True, "restarts": 0,
+                "snapshot": snapshot, "age_s": 0.5}  # fmt: skip
+
+    status = {"time": 100.0, "pid": 1, "children": [
+        worker(0, "in_transaction", None),
+        worker(1, "fatal", "orders-2-1: Produce: PRODUCER_FENCED"),
+    ]}  # fmt: skip
+    lines = format_status(status).splitlines()
+    assert "worker-0 transactional id orders-2-0: in_transaction (producer id 7, epoch 3)" in lines
+    assert "worker-1 transactional id orders-2-1: fatal (producer id 8, epoch 3)" in lines
+    assert "worker-1 WRITES STOPPED: orders-2-1: Produce: PRODUCER_FENCED" in lines
+    assert not any("worker-0 WRITES STOPPED" in line for line in lines)
 
 
 def test_gauges_hold_the_last_flushed_value(worker_scrape):

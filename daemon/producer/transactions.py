@@ -1,0 +1,385 @@
+"""A transactional producer's side of the transaction protocol (KIP-98): the state machine
+and the requests to the transaction coordinator.
+
+Owns one transactional id's state (``TxnState``), its producer id and epoch, the partitions
+added to the open transaction and the coordinator connection. The sender decides *when* to
+begin, add, commit and abort (it owns the batches); this module does the talking and says
+what each answer means, following Java's ``TransactionManager`` handlers:
+
+* FindCoordinator(key_type=1) finds the coordinator; NOT_COORDINATOR or
+  COORDINATOR_NOT_AVAILABLE on any request looks it up again and retries;
+* COORDINATOR_LOAD_IN_PROGRESS, CONCURRENT_TRANSACTIONS (the previous transaction is still
+  completing) and UNKNOWN_TOPIC_OR_PARTITION retry after ``retry.backoff.ms``;
+* PRODUCER_FENCED / INVALID_PRODUCER_EPOCH (another producer took the id), the
+  authorization errors and INVALID_TXN_STATE are fatal: ``TransactionFatal``, and the
+  producer id never writes again;
+* any other partition error of AddPartitionsToTxn, and UNKNOWN_PRODUCER_ID /
+  INVALID_PRODUCER_ID_MAPPING, are abortable: ``TransactionAbortable``; the sender aborts and
+  replays the transaction's records under a fresh epoch.
+
+InitProducerId with the transactional id and producer id/epoch -1 bumps the epoch; the
+coordinator aborts whatever transaction the previous epoch left open, which is how a restarted
+worker fences its crashed predecessor (and how kpd fences the ids of an old worker layout).
+It needs InitProducerId v3+ (tansu 0.6 answers v0-2 with UNKNOWN_SERVER_ERROR; KIP-360's bump
+with the current id/epoch it does not implement, so kpd never sends that form).
+
+The connections come through a ``Channel`` so that the state machine runs against a fake one
+in unit tests. Must not import the sender, the accumulator or anything of process/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from daemon.kafka import messages
+from daemon.kafka.errors import error_name
+from daemon.net.connection import BrokerConnection, ConnectionSettings
+from daemon.net.errors import BrokerConnectionError
+
+__all__ = [
+    "Channel",
+    "DirectChannel",
+    "TransactionAbortable",
+    "TransactionFatal",
+    "TransactionManager",
+    "TransactionRetriable",
+    "TransactionSettings",
+    "TxnState",
+    "fence_transactional_ids",
+]
+
+log = logging.getLogger(__name__)
+
+_MIN_INIT_PRODUCER_ID_VERSION = 3  # transactional InitProducerId below v3: tansu errors
+_TRANSACTION_KEY = 1  # FindCoordinator key_type: 0 group, 1 transaction
+# Consecutive lost answers to one EndTxn after which its fate counts as unknowable: tansu 0.6
+# closes the connection instead of answering a fenced EndTxn, so retrying forever would hang.
+_MAX_LOST_END_TXN = 8
+
+# Error codes (Kafka's Errors.java).
+_NONE = 0
+_UNKNOWN_TOPIC_OR_PARTITION = 3
+_COORDINATOR_LOAD_IN_PROGRESS = 14
+_COORDINATOR_NOT_AVAILABLE = 15
+_NOT_COORDINATOR = 16
+_CONCURRENT_TRANSACTIONS = 51
+_OPERATION_NOT_ATTEMPTED = 55
+_RETRY = frozenset({_COORDINATOR_LOAD_IN_PROGRESS, _CONCURRENT_TRANSACTIONS})
+_NEW_COORDINATOR = frozenset({_COORDINATOR_NOT_AVAILABLE, _NOT_COORDINATOR})
+# Fenced (47 INVALID_PRODUCER_EPOCH from older coordinators, 90 PRODUCER_FENCED), not allowed
+# (29 topic, 31 cluster, 53 transactional id authorization), 48 INVALID_TXN_STATE, and
+# 35 UNSUPPORTED_VERSION: this producer can never write again.
+FATAL_CODES = frozenset({29, 31, 35, 47, 48, 53, 90})
+_ABORTABLE = frozenset({59, 49})  # UNKNOWN_PRODUCER_ID, INVALID_PRODUCER_ID_MAPPING
+
+
+class TxnState(enum.Enum):
+    UNINITIALIZED = "uninitialized"  # no producer id yet (or a new epoch is needed)
+    READY = "ready"  # a producer id; no transaction open
+    IN_TRANSACTION = "in_transaction"  # partitions added; records flowing
+    COMMITTING = "committing"  # no more drains; EndTxn(commit) once in-flight is back
+    ABORTING = "aborting"  # an abortable error: EndTxn(abort), new epoch, replay
+    FATAL = "fatal"  # fenced or not authorized: this id writes nothing more
+
+
+class TransactionFatal(Exception):
+    """The transactional id can never write again (fenced, not authorized)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.name = error_name(code) if code else "TRANSACTION_FATAL"
+
+
+class TransactionRetriable(Exception):
+    """The coordinator could not be reached this time; ask again on a later loop turn (the
+    sender meanwhile keeps expiring batches past ``delivery.timeout.ms``)."""
+
+
+class TransactionAbortable(Exception):
+    """The open transaction must be aborted; the producer may go on after that."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionSettings:
+    transactional_id: str
+    timeout_ms: int = 60000  # transaction.timeout.ms
+    retry_backoff_s: float = 0.1
+
+
+class Channel(Protocol):
+    """Where requests go: any broker (FindCoordinator) or one broker (the coordinator)."""
+
+    async def any_broker(self) -> Any: ...
+
+    async def broker(self, node_id: int, host: str, port: int) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+class TransactionManager:
+    """One transactional id's state machine. Owned by the engine's event loop."""
+
+    def __init__(self, settings: TransactionSettings, channel: Channel) -> None:
+        self.settings = settings
+        self._channel = channel
+        self.state = TxnState.UNINITIALIZED
+        self.producer_id = -1
+        self.epoch = -1
+        self.partitions: set[tuple[str, int]] = set()  # added to the open transaction
+        self.fatal: TransactionFatal | None = None
+        self._coordinator: tuple[int, str, int] | None = None
+        self._unanswered_end_txn = 0  # EndTxn requests sent and lost in a row
+
+    @property
+    def transactional_id(self) -> str:
+        return self.settings.transactional_id
+
+    # ---- the protocol --------------------------------------------------------------------
+
+    async def initialize(self) -> None:
+        """Get a producer id and a fresh epoch for the transactional id (fencing any older
+        epoch and aborting its open transaction); READY afterwards."""
+        self._require_not_fatal()
+        body = {
+            "transactional_id": self.transactional_id,
+            "transaction_timeout_ms": self.settings.timeout_ms,
+            "producer_id": -1,
+            "producer_epoch": -1,
+        }
+        answer = await self._call(messages.INIT_PRODUCER_ID, body, _MIN_INIT_PRODUCER_ID_VERSION)
+        self._check(answer["error_code"], "InitProducerId")
+        self.producer_id = answer["producer_id"]
+        self.epoch = answer["producer_epoch"]
+        self.partitions.clear()
+        self.state = TxnState.READY
+        log.info(
+            "transactional id %s: producer id %d epoch %d",
+            self.transactional_id,
+            self.producer_id,
+            self.epoch,
+        )
+
+    async def add_partitions(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """AddPartitionsToTxn for partitions not yet in the transaction; the first one opens
+        the transaction (IN_TRANSACTION)."""
+        self._require_not_fatal()
+        new = sorted(set(partitions) - self.partitions)
+        if not new:
+            return
+        topics: dict[str, list[int]] = {}
+        for topic, partition in new:
+            topics.setdefault(topic, []).append(partition)
+        body = {
+            "transactional_id": self.transactional_id,
+            "producer_id": self.producer_id,
+            "producer_epoch": self.epoch,
+            "topics": [{"name": t, "partitions": p} for t, p in topics.items()],
+        }
+        while True:
+            answer = await self._call(messages.ADD_PARTITIONS_TO_TXN, body)
+            codes = [
+                (topic["name"], result["partition_index"], result["error_code"])
+                for topic in answer["results"]
+                for result in topic["results"]
+            ]
+            if not await self._retry_add(codes):
+                break
+        self.partitions.update(new)
+        # Produce answers that arrived meanwhile may have moved the state on (ABORTING, FATAL).
+        if self.state in (TxnState.READY, TxnState.IN_TRANSACTION):
+            self.state = TxnState.IN_TRANSACTION
+
+    async def _retry_add(self, codes: list[tuple[str, int, int]]) -> bool:
+        """Act on AddPartitionsToTxn's per-partition codes; True means send it again."""
+        failed = [(t, p, c) for t, p, c in codes if c != _NONE]
+        if not failed:
+            return False
+        errors = {c for _, _, c in failed}
+        fatal = errors & FATAL_CODES
+        if fatal:
+            self._check(min(fatal), "AddPartitionsToTxn")
+        if errors & _NEW_COORDINATOR:
+            self._coordinator = None
+        if errors <= _RETRY | _NEW_COORDINATOR | {_UNKNOWN_TOPIC_OR_PARTITION}:
+            await asyncio.sleep(self.settings.retry_backoff_s)
+            return True
+        real = [f"{t}-{p}: {error_name(c)}" for t, p, c in failed if c != _OPERATION_NOT_ATTEMPTED]
+        code = next(c for _, _, c in failed if c != _OPERATION_NOT_ATTEMPTED)
+        raise TransactionAbortable(code, "AddPartitionsToTxn failed: " + ", ".join(real))
+
+    async def end(self, commit: bool) -> None:
+        """EndTxn: commit or abort the open transaction. Afterwards READY (commit) or
+        UNINITIALIZED (abort: the sender gets a new epoch before it replays)."""
+        self._require_not_fatal()
+        if self.partitions:
+            body = {
+                "transactional_id": self.transactional_id,
+                "producer_id": self.producer_id,
+                "producer_epoch": self.epoch,
+                "committed": commit,
+            }
+            answer = await self._call(messages.END_TXN, body, max_lost=_MAX_LOST_END_TXN)
+            self._unanswered_end_txn = 0
+            self._check(answer["error_code"], "EndTxn")
+        self.partitions.clear()
+        self.state = TxnState.READY if commit else TxnState.UNINITIALIZED
+
+    def fail(self, error: TransactionFatal) -> None:
+        """Enter FATAL for good (the sender saw a fatal error in a Produce answer)."""
+        if self.fatal is None:
+            self.fatal = error
+            log.error(
+                "transactional id %s is fenced or not authorized (%s); this worker writes "
+                "nothing more until kpd restarts",
+                self.transactional_id,
+                error,
+            )
+        self.state = TxnState.FATAL
+
+    # ---- requests to the coordinator -----------------------------------------------------
+
+    async def _call(
+        self, api: messages.ApiSpec, body: dict, min_version: int = 0, max_lost: int = 0
+    ) -> dict:
+        """Send ``api`` to the coordinator until it answers with a code that is not
+        "look again" or "try later". A connection failure raises ``TransactionRetriable``
+        after the backoff; ``max_lost`` such failures in a row after the request went out
+        make its outcome unknowable (fatal)."""
+        while True:
+            try:
+                conn = await self._coordinator_connection()
+                version = conn.version_for(api)
+                if version < min_version:
+                    raise TransactionFatal(
+                        35, f"the broker speaks {api.name} v{version}; transactions need "
+                        f"v{min_version}+")  # fmt: skip
+                answer = await conn.request(api, body, version=version)
+            except BrokerConnectionError as exc:
+                self._coordinator = None
+                if max_lost and exc.request_sent:
+                    self._unanswered_end_txn += 1
+                    if self._unanswered_end_txn >= max_lost:
+                        self._fatal(0, f"{api.name} unanswered {max_lost} times in a row: its "
+                                    f"outcome is unknown ({exc})")  # fmt: skip
+                log.warning("%s for %s: %s; retrying", api.name, self.transactional_id, exc)
+                await asyncio.sleep(self.settings.retry_backoff_s)
+                raise TransactionRetriable(f"{api.name}: {exc}") from exc
+            code = answer.get("error_code", _NONE)
+            if code in _NEW_COORDINATOR:
+                self._coordinator = None
+            if code in _NEW_COORDINATOR or code in _RETRY:
+                await asyncio.sleep(self.settings.retry_backoff_s)
+                continue
+            return answer
+
+    async def _coordinator_connection(self) -> Any:
+        if self._coordinator is None:
+            self._coordinator = await self._find_coordinator()
+        return await self._channel.broker(*self._coordinator)
+
+    async def _find_coordinator(self) -> tuple[int, str, int]:
+        while True:
+            conn = await self._channel.any_broker()
+            version = conn.version_for(messages.FIND_COORDINATOR)
+            body = {
+                "key": self.transactional_id,
+                "key_type": _TRANSACTION_KEY,
+                "coordinator_keys": [self.transactional_id],
+            }
+            answer = await conn.request(messages.FIND_COORDINATOR, body, version=version)
+            found = answer["coordinators"][0] if version >= 4 else answer
+            code = found["error_code"]
+            if code == _NONE:
+                log.info(
+                    "transaction coordinator of %s: node %d at %s:%d",
+                    self.transactional_id,
+                    found["node_id"],
+                    found["host"],
+                    found["port"],
+                )
+                return found["node_id"], found["host"], found["port"]
+            self._check_fatal(code, "FindCoordinator")
+            await asyncio.sleep(self.settings.retry_backoff_s)
+
+    # ---- error handling ------------------------------------------------------------------
+
+    def _check(self, code: int, what: str) -> None:
+        if code == _NONE:
+            return
+        self._check_fatal(code, what)
+        if code in _ABORTABLE:
+            raise TransactionAbortable(code, f"{what}: {error_name(code)}")
+        # Java: "Unexpected error in ..." is fatal for every handler.
+        self._fatal(code, f"{what}: unexpected {error_name(code)}")
+
+    def _check_fatal(self, code: int, what: str) -> None:
+        if code in FATAL_CODES:
+            self._fatal(code, f"{what}: {error_name(code)}")
+
+    def _fatal(self, code: int, message: str) -> None:
+        error = TransactionFatal(code, f"{self.transactional_id}: {message}")
+        self.fail(error)
+        raise error
+
+    def _require_not_fatal(self) -> None:
+        if self.fatal is not None:
+            raise self.fatal
+
+
+class DirectChannel:
+    """Connections of its own for the transaction protocol: one to a bootstrap server (for
+    FindCoordinator) and one to the coordinator, re-opened when lost. Owned by one loop."""
+
+    def __init__(self, bootstrap: Iterable[tuple[str, int]], settings: ConnectionSettings) -> None:
+        self._bootstrap = list(bootstrap)
+        self._settings = settings
+        self._connections: dict[tuple[str, int], BrokerConnection] = {}
+        self._next = 0
+
+    async def any_broker(self) -> BrokerConnection:
+        address = self._bootstrap[self._next % len(self._bootstrap)]
+        self._next += 1
+        return await self._open(address)
+
+    async def broker(self, node_id: int, host: str, port: int) -> BrokerConnection:
+        return await self._open((host, port))
+
+    async def _open(self, address: tuple[str, int]) -> BrokerConnection:
+        conn = self._connections.get(address)
+        if conn is None or conn.closed:
+            conn = await BrokerConnection.open(address[0], address[1], self._settings)
+            self._connections[address] = conn
+        return conn
+
+    async def close(self) -> None:
+        for conn in self._connections.values():
+            conn.close("transactions closed")
+        self._connections.clear()
+
+
+async def fence_transactional_ids(
+    ids: Iterable[str], channel: Channel, settings: TransactionSettings
+) -> None:
+    """Bump the epoch of each transactional id, so its coordinator aborts any transaction
+    it left open and its old producers can write nothing more (InitProducerId per id)."""
+    for transactional_id in ids:
+        manager = TransactionManager(
+            TransactionSettings(transactional_id, settings.timeout_ms, settings.retry_backoff_s),
+            channel,
+        )
+        while True:  # the caller bounds the time
+            try:
+                await manager.initialize()
+                break
+            except TransactionRetriable:
+                continue

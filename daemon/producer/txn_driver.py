@@ -1,0 +1,306 @@
+"""Exactly-once sending: the sender's batches in transactions, one open at a time.
+
+Owns the bookkeeping of the open transaction — the batches Kafka acknowledged in it (held,
+with their offsets, until the commit), the batches to send again after an abort, its size and
+age — and drives the ``TransactionManager`` from the sender's loop (``step``):
+
+* a partition's batches are drained only once AddPartitionsToTxn added it to the
+  transaction (Java's Sender does the same);
+* every ``transaction.interval.ms``, at ``transaction.max.bytes`` or when a flush waits, the
+  transaction commits: nothing new is drained, the in-flight requests and the transaction's
+  own retries finish, then EndTxn(commit); only then do its records get their outcomes, so a
+  record is reported delivered only once committed, and ring space is released only then;
+* an abortable error (a batch lost its sequence state, AddPartitionsToTxn failed, a batch
+  finally failed) waits for the in-flight requests, sends EndTxn(abort), gets a new epoch
+  and puts every held batch back in its partition queue, to be committed in a fresh
+  transaction. A batch the broker rejected for itself (too large, invalid) is failed, as the
+  Java producer fails it; the others are replayed instead of failed;
+* a fatal error (fenced by another producer with the same id, not authorized) fails every
+  record the engine holds and every record appended later, with that error: the worker
+  writes nothing more, and says so in its log, metrics and status.
+
+Owned by the engine's event loop; no locking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from daemon.kafka.errors import Action, Persistence, error_name
+from daemon.producer.accumulator import Accumulator, PartitionQueue
+from daemon.producer.batch import ProducerBatch
+from daemon.producer.counters import ProducerCounters
+from daemon.producer.identity import ProducerIdentity
+from daemon.producer.outcomes import BatchOutcome, DeliveryFailure
+from daemon.producer.transactions import (
+    FATAL_CODES,
+    TransactionAbortable,
+    TransactionFatal,
+    TransactionManager,
+    TransactionRetriable,
+    TxnState,
+)
+
+__all__ = ["TransactionDriver", "TransactionStats"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionStats:
+    transactional_id: str
+    state: str
+    producer_id: int
+    epoch: int
+    error: str | None  # the fatal error, once fatal
+
+
+class TransactionDriver:
+    def __init__(
+        self,
+        manager: TransactionManager,
+        interval_s: float,
+        max_bytes: int,
+        accumulator: Accumulator,
+        identity: ProducerIdentity,
+        counters: ProducerCounters,
+        emit: Callable[[BatchOutcome], None],
+        report_failure: Callable[[ProducerBatch, DeliveryFailure], None],
+    ) -> None:
+        self.manager = manager
+        self._interval_s = interval_s
+        self._max_bytes = max_bytes
+        self._acc = accumulator
+        self._identity = identity
+        self._counters = counters
+        self._emit = emit
+        self._report_failure = report_failure
+        self._acked: list[tuple[ProducerBatch, int, int]] = []  # (batch, base offset, time)
+        self._replay: list[ProducerBatch] = []  # back in the queues after the abort
+        self.number = 0  # of the open (or next) transaction; batches carry it when sent
+        self._bytes = 0
+        self._started = 0.0
+        self._commit_sent = False  # an EndTxn(commit) went out without a clear answer yet
+
+    def stats(self) -> TransactionStats:
+        m = self.manager
+        error = None if m.fatal is None else str(m.fatal)
+        return TransactionStats(m.transactional_id, m.state.value, m.producer_id, m.epoch, error)
+
+    # ---- the sender's loop ---------------------------------------------------------------
+
+    async def step(self, now: float, in_flight: int, flushing: bool, stopping: bool) -> bool:
+        """Move the transaction on; True when the sender may drain (``may_drain``)."""
+        m = self.manager
+        try:
+            if m.state is TxnState.FATAL:
+                self._fail_all(m.fatal)
+                return False
+            if m.state is TxnState.ABORTING:
+                return await self._abort(in_flight)
+            if m.state is TxnState.UNINITIALIZED:
+                if in_flight:
+                    return False
+                await self._initialize()
+            if m.state is TxnState.IN_TRANSACTION and self._commit_due(now, flushing, stopping):
+                m.state = TxnState.COMMITTING
+            if m.state is TxnState.COMMITTING:
+                return await self._commit(in_flight, now)
+            await self._add_partitions(now)
+            return True
+        except TransactionRetriable:
+            return False  # the coordinator is unreachable: again on a later turn
+        except TransactionAbortable as exc:
+            log.warning("%s: aborting the transaction: %s", m.transactional_id, exc)
+            m.state = TxnState.ABORTING
+            return False
+        except TransactionFatal as exc:
+            m.fail(exc)
+            self._fail_all(exc)
+            return False
+
+    def next_due(self, now: float) -> float | None:
+        """Seconds until the open transaction is due to commit by age."""
+        if self.manager.state is not TxnState.IN_TRANSACTION:
+            return None
+        return max(0.0, self._started + self._interval_s - now)
+
+    def may_drain(self, pq: PartitionQueue) -> bool:
+        m = self.manager
+        if m.state is TxnState.IN_TRANSACTION:
+            return (pq.topic, pq.partition) in m.partitions
+        if m.state is TxnState.COMMITTING:  # only the transaction's own retries
+            return bool(pq.batches) and pq.batches[0].transaction == self.number
+        return False
+
+    def sent(self, batch: ProducerBatch) -> None:
+        batch.transaction = self.number
+        self._bytes += batch.size_in_bytes
+
+    def _commit_due(self, now: float, flushing: bool, stopping: bool) -> bool:
+        return (
+            flushing
+            or stopping
+            or self._bytes >= self._max_bytes
+            or now - self._started >= self._interval_s
+        )
+
+    async def _initialize(self) -> None:
+        await self.manager.initialize()
+        self._identity.producer_id = self.manager.producer_id
+        self._identity.epoch = self.manager.epoch
+        self._acc.reset_sequences()
+
+    async def _add_partitions(self, now: float) -> None:
+        m = self.manager
+        wanted = [
+            (pq.topic, pq.partition)
+            for pq in self._acc.queues()
+            if pq.batches and (pq.topic, pq.partition) not in m.partitions
+        ]
+        if not wanted:
+            return
+        opening = m.state is TxnState.READY
+        await m.add_partitions(wanted)
+        if opening:
+            self._started = now
+
+    async def _commit(self, in_flight: int, now: float) -> bool:
+        if in_flight or any(
+            b.transaction == self.number for pq in self._acc.queues() for b in pq.batches
+        ):
+            return True  # the transaction's last answers and retries first
+        self._commit_sent = True
+        await self.manager.end(commit=True)
+        self._commit_sent = False
+        counters = self._counters
+        counters.transactions_committed += 1
+        counters.transaction_commit_time.observe(asyncio.get_running_loop().time() - now)
+        counters.transaction_records.observe(sum(b.record_count for b, _, _ in self._acked))
+        acked, self._acked = self._acked, []
+        for batch, base_offset, timestamp in acked:
+            self._acc.release(batch)
+            topic, partition = batch.topic, batch.partition
+            self._emit(BatchOutcome(topic, partition, batch.tokens, base_offset, timestamp, None))
+        self._next_transaction()
+        return True
+
+    async def _abort(self, in_flight: int) -> bool:
+        if in_flight:
+            return False  # every answer of the transaction first
+        await self.manager.end(commit=False)
+        self._counters.transactions_aborted += 1
+        replay = [b for b, _, _ in self._acked] + self._replay
+        self._acked, self._replay = [], []
+        # Never-answered and retrying batches of the aborted transaction are still queued.
+        self._acc.requeue(replay)
+        for pq in self._acc.queues():
+            for batch in pq.batches:
+                batch.transaction = -1
+        log.info(
+            "%s: transaction aborted; %d batches go again in a new one",
+            self.manager.transactional_id,
+            len(replay),
+        )
+        self._next_transaction()
+        await self._initialize()  # a new epoch: the replay starts at sequence 0
+        return True
+
+    def _next_transaction(self) -> None:
+        self.number += 1
+        self._bytes = 0
+
+    # ---- answers (called by the sender) --------------------------------------------------
+
+    def acked(self, batch: ProducerBatch, base_offset: int, timestamp: int) -> None:
+        """Kafka appended the batch; it is delivered once the transaction commits."""
+        self._acc.completed(batch, release=False)
+        if self.manager.state in (TxnState.ABORTING, TxnState.FATAL):
+            self._replay.append(batch)
+        else:
+            self._acked.append((batch, base_offset, timestamp))
+
+    def failed(self, batch: ProducerBatch, code: int, message: str, kind: Action) -> bool:
+        """A batch's error inside a transaction; True when handled here, False when the
+        sender's own retry applies (a retriable error while the transaction is healthy)."""
+        m = self.manager
+        if code in FATAL_CODES or kind is Action.FATAL:
+            self._acc.completed(batch, release=False)
+            self._replay.append(batch)
+            error = TransactionFatal(code, f"{m.transactional_id}: Produce: {error_name(code)}")
+            m.fail(error)
+            self._fail_all(error)
+            return True
+        if m.state in (TxnState.ABORTING, TxnState.FATAL) or kind is Action.BUMP_EPOCH:
+            # The transaction is lost anyway, or this batch lost its sequence state: replay.
+            self._acc.completed(batch, release=False)
+            self._replay.append(batch)
+            self.abort(f"{batch.topic}-{batch.partition}: {error_name(code)} {message}")
+            return True
+        return False
+
+    def abort(self, why: str) -> None:
+        """An abortable error: abort the open transaction once its answers are in."""
+        m = self.manager
+        if m.state in (TxnState.IN_TRANSACTION, TxnState.COMMITTING, TxnState.READY):
+            log.warning("%s: aborting the transaction: %s", m.transactional_id, why)
+            m.state = TxnState.ABORTING
+
+    # ---- closing -------------------------------------------------------------------------
+
+    async def close(self, in_flight: int, timeout_s: float = 5.0) -> None:
+        """The engine closes: abort an open transaction now rather than let it hold back
+        read_committed consumers until transaction.timeout.ms. Only with nothing in flight:
+        a Produce landing after the abort could leave a transaction open instead."""
+        m = self.manager
+        if in_flight or m.state not in (
+            TxnState.IN_TRANSACTION,
+            TxnState.COMMITTING,
+            TxnState.ABORTING,
+        ):
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await m.end(commit=False)
+        except (TimeoutError, TransactionRetriable, TransactionAbortable, TransactionFatal) as exc:
+            log.warning("%s: could not abort at close: %s", m.transactional_id, exc)
+
+    def fail_held(self, reason: str) -> list[ProducerBatch]:
+        """Close without time left: the batches the transaction holds, to be failed (their
+        transaction never commits)."""
+        held = [b for b, _, _ in self._acked] + self._replay
+        self._acked, self._replay = [], []
+        for batch in held:
+            self._acc.release(batch)
+        return held
+
+    # ---- fatal ---------------------------------------------------------------------------
+
+    def _fail_all(self, error: TransactionFatal | None) -> None:
+        """Fail every record the engine holds that is not in flight. Records of the open
+        transaction were aborted by whoever fenced us (NOT_PERSISTED), unless our EndTxn
+        (commit) may have gone through."""
+        code = error.code if error is not None else 0
+        name = error.name if error is not None else "TRANSACTION_FATAL"
+        held = [b for b, _, _ in self._acked] + self._replay
+        self._acked, self._replay = [], []
+        # Only an EndTxn(commit) that went out and was never answered (code 0) may have
+        # committed; a clear fatal answer to it means the commit did not happen.
+        unanswered = error is None or error.code == 0
+        in_doubt = Persistence.POSSIBLY_PERSISTED if self._commit_sent and unanswered else None
+        for batch in held:
+            self._acc.release(batch)
+            failure = DeliveryFailure(
+                code, name, f"{error}; this worker writes nothing more",
+                in_doubt or Persistence.NOT_PERSISTED,
+            )  # fmt: skip
+            self._report_failure(batch, failure)
+        for batch in self._acc.abort_queued():
+            failure = DeliveryFailure(
+                code, name, f"{error}; this worker writes nothing more",
+                Persistence.NOT_PERSISTED,
+            )  # fmt: skip
+            self._report_failure(batch, failure)
