@@ -218,7 +218,7 @@ def test_a_killed_ingest_is_restarted_and_serves_again(tansu, tmp_path):
         wait_for(
             lambda: daemon.child_pids("ingest") not in ([], [victim]),
             30,
-            "ingest to be restarted",
+            f"ingest to be restarted\n{daemon.log_tail()}",
         )
         wait_for(daemon._accepting, 30, "the socket to serve again")
         results = LoadClient(daemon, topic, "i", 2_000).wait()
