@@ -14,6 +14,7 @@ Imports only the stdlib, PyYAML and ``daemon.settings``.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -360,6 +361,15 @@ def _line_fits_a_request(d: Draft) -> None:
         d.error("socket.lines", "path must differ from socket.path")
 
 
+def _lines_topic_allowed(d: Draft) -> None:
+    """`socket.lines.topic` must be allowed by `topics.allow`: every line would be refused."""
+    lines = d.get("socket.lines")
+    if lines is not None and not any(
+        fnmatch.fnmatchcase(lines.topic, pattern) for pattern in d.get("topics.allow")
+    ):
+        d.error("socket.lines", f"topic {lines.topic!r} is not in topics.allow")
+
+
 _SASL_NEEDS_USER = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
@@ -447,6 +457,7 @@ FINALIZE_RULES: tuple[Rule, ...] = (
     Rule(("kafka",), _backoff_initial_within_cap),
     Rule(("kafka", "rings"), _ring_holds_largest_request),
     Rule(("kafka", "socket"), _line_fits_a_request),
+    Rule(("socket", "topics"), _lines_topic_allowed),
     Rule(("kafka",), _sasl_needs_a_mechanism_and_its_credentials),
     Rule(("kafka",), _client_certificate_needs_its_key),
     Rule(("kafka",), _security_settings_unused_by_the_protocol_warn),

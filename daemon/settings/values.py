@@ -507,6 +507,9 @@ class OptionalBlock:
     def describe(self) -> str:
         parts = []
         for sub in self.keys:
-            default = "required" if sub.default is REQUIRED else f"default {sub.default!r}"
+            if sub.default is REQUIRED:
+                default = "required"
+            else:
+                default = "default " + ("null" if sub.default is None else f"{sub.default}")
             parts.append(f"`{sub.key}` ({sub.kind.describe()}, {default}): {sub.doc}")
         return f"null, or {self.what}: " + "; ".join(parts)
