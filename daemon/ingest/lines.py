@@ -99,6 +99,11 @@ class LineSplitter:
         self._partial = bytearray()  # the unfinished last line, at most max_line_bytes
         self._skipping = False  # inside a too-long line: drop everything up to its newline
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held of an unfinished line (never more than ``max_line_bytes``)."""
+        return len(self._partial)
+
     def feed(self, data: bytes) -> tuple[list[bytes], int]:
         """The lines ``data`` completes (empty ones left out), and how many lines it showed
         to be too long."""
@@ -213,19 +218,22 @@ class LinesConnection(asyncio.Protocol):
         if self._busy:
             return
         listener = self._listener
-        while self._pending and not self.closed:
+        # Lines already read are routed even if the writer is gone: they were read whole.
+        while self._pending:
             batch = self._take_batch()
             try:
                 waiting = listener.route(self, batch)
             except Exception as exc:
                 # A bug must cost this connection only, never the ingest process.
                 log.exception("%s: routing lines failed", self.name)
-                self._drop(len(batch), f"kpd could not route the lines: {exc}")
+                self._drop(len(batch) + len(self._pending), f"kpd could not route them: {exc}")
+                self._pending.clear()
                 self.close()
                 return
             if waiting is not None:
                 self._busy = True
-                self.transport.pause_reading()
+                if not self.closed:
+                    self.transport.pause_reading()
                 asyncio.get_running_loop().create_task(self._finish_async(waiting))
                 return
         listener.host.publish_all()
@@ -240,10 +248,9 @@ class LinesConnection(asyncio.Protocol):
         finally:
             self._busy = False
             self._listener.host.publish_all()
-            if not self.closed:
-                if not self._listener.quiescing:
-                    self.transport.resume_reading()
-                self._pump()
+            if not self.closed and not self._listener.quiescing:
+                self.transport.resume_reading()
+            self._pump()
 
     def _take_batch(self) -> list[bytes]:
         """As many pending lines as fit one ring entry together."""
