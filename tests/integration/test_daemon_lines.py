@@ -189,7 +189,9 @@ def test_a_full_worker_ring_pauses_the_writer_and_loses_no_line(tansu, tmp_path)
         try:
             writer.start()
             wait_for(
-                lambda: "a worker's ring is full; reading nothing more" in daemon.log_tail(1_000_000),
+                lambda: (
+                    "a worker's ring is full; reading nothing more" in daemon.log_tail(1_000_000)
+                ),
                 30,
                 "ingest to stop reading the lines socket",
             )
