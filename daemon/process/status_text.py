@@ -112,9 +112,19 @@ def _row(child: dict) -> tuple[str, ...]:
             "",
             "",
             "",
-            f"{snap['connections']} clients",
+            _ingest_clients(snap),
         )
     return (*base, "-", "-", "-", "-", "-", "-")
+
+
+def _ingest_clients(snap: dict) -> str:
+    text = f"{snap['connections']} clients"
+    lines = snap.get("lines")  # present when socket.lines is configured
+    if lines is not None:
+        text += f", {lines['connections']} line writers"
+        if lines["too_long"]:
+            text += f" ({lines['too_long']} lines too long)"
+    return text
 
 
 def _worker_notes(name: str, snap: dict, now: float) -> list[str]:

@@ -13,13 +13,15 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import urllib.request
 
 from tests.brokers import read_all, unique_topic_name
 from tests.brokers.ports import free_port
 from tests.brokers.reader import partition_for_key_librdkafka
-from tests.daemon_harness import KpdDaemon, wait_for
+from tests.daemon_harness import REPO, KpdDaemon, wait_for
 
 
 def _daemon(tmp_path, tansu, topic: str, lines: dict | None = None, **extra) -> KpdDaemon:
@@ -55,6 +57,18 @@ def _metric(port: int, name: str) -> float:
         for line in body.splitlines()
         if line.split("{", 1)[0].split(" ", 1)[0] == name
     )
+
+
+def _kpd_status(daemon: KpdDaemon) -> str:
+    shown = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "status", "--config", str(daemon.config_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout
 
 
 def _ingest_snapshot(port: int) -> dict:
@@ -139,6 +153,11 @@ def test_too_long_and_binary_lines_are_handled_as_documented_and_ingest_keeps_ru
             "the too-long lines to be counted",
         )
         assert daemon.child_pids("ingest") == ingest, "ingest was restarted: it died of input"
+        wait_for(
+            lambda: "0 line writers (3 lines too long)" in _kpd_status(daemon),
+            20,
+            "kpd status to show the skipped lines",
+        )
         assert daemon.stop() == 0
     assert sorted(r.value for r in records) == sorted(
         [b"first", b"second", binary, b"third", b"after"]
