@@ -100,6 +100,18 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "ingest",
     ),
     _g("kpd_ingest_connections", "Client connections open on the kpd socket.", (), "ingest"),
+    _c(
+        "kpd_ingest_lines_too_long_total",
+        "Lines skipped on the socket.lines socket for being longer than max_line_bytes.",
+        (),
+        "ingest",
+    ),
+    _g(
+        "kpd_ingest_lines_connections",
+        "Writers connected to the socket.lines socket.",
+        (),
+        "ingest",
+    ),
     _g("kpd_ring_used_bytes", "Bytes in a ring not yet released by its consumer.", _RING, "ingest"),
     _g("kpd_ring_capacity_bytes", "Size of a ring's data area.", _RING, "ingest"),
     _c("kpd_ring_bytes_total", "Payload bytes that went through a ring.", _RING, "ingest"),
@@ -399,14 +411,20 @@ class IngestMetrics:
     def __init__(self) -> None:
         self._out = _Exporter(("ingest", "any"))
 
-    def flush(self, stats: Any, records: Sequence[Any], reports: Sequence[Any]) -> None:
+    def flush(
+        self, stats: Any, records: Sequence[Any], reports: Sequence[Any], lines: Any = None
+    ) -> None:
         """``stats`` is the ``IngestServer``'s ``stats()``; ``records``/``reports`` its ring
-        ends by worker index (``RingProducer``\\ s and ``RingConsumer``\\ s)."""
+        ends by worker index (``RingProducer``\\ s and ``RingConsumer``\\ s); ``lines`` the
+        ``LinesListener``'s ``stats()`` when ``socket.lines`` is configured."""
         out = self._out
         out.add("kpd_ingest_records_accepted_total", (), stats.records_accepted)
         out.add("kpd_ingest_records_rejected_total", (), stats.records_rejected)
         out.add("kpd_ingest_buffer_full_total", (), stats.buffer_full_events)
         out.set("kpd_ingest_connections", (), stats.connections)
+        if lines is not None:
+            out.add("kpd_ingest_lines_too_long_total", (), lines.lines_too_long)
+            out.set("kpd_ingest_lines_connections", (), lines.connections)
         for index, ring in enumerate(records):
             self._ring("records", index, ring, ring.bytes_written)
         for index, ring in enumerate(reports):

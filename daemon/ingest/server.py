@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
 import itertools
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from daemon import wire
 from daemon.ingest.connection import ClientConnection, is_legal_topic
 from daemon.ingest.ring_sync import RingSync
 from daemon.ingest.routing import EntryPlanner, worker_for
+from daemon.ingest.socket_file import group_id, refuse_if_served
 from daemon.ring import RingConsumer, RingProducer
 from daemon.wire import ReportRun, encode_reports
 from daemon.wire.base import (
@@ -110,25 +109,6 @@ class TopicDirectory:
         return count
 
 
-def _refuse_if_served(path: str) -> None:
-    """A socket file someone still answers on is a running kpd: never steal it."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(path)
-        except OSError:
-            return  # nobody listens: a dead daemon's leftover
-    raise OSError(f"{path}: another process serves this socket (is kpd already running?)")
-
-
-def _group_id(group: str | int) -> int:
-    if isinstance(group, int):
-        return group
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise OSError(f"socket.group: no group named {group!r}") from None
-
-
 class IngestServer:
     def __init__(
         self,
@@ -187,14 +167,14 @@ class IngestServer:
         if sock is None:
             path = self.settings.socket_path
             if os.path.exists(path):
-                _refuse_if_served(path)
+                refuse_if_served(path)
                 os.unlink(path)  # a stale socket of a dead daemon
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             self._server = await loop.create_unix_server(self._new_connection, path)
             self._owned_path = path
             os.chmod(path, self.settings.socket_mode)
             if self.settings.socket_group is not None:
-                os.chown(path, -1, _group_id(self.settings.socket_group))
+                os.chown(path, -1, group_id(self.settings.socket_group))
         else:
             self._server = await loop.create_unix_server(self._new_connection, sock=sock)
         for index, ring in enumerate(self._reports):
@@ -237,7 +217,12 @@ class IngestServer:
         await self.close()
 
     def _new_connection(self) -> ClientConnection:
-        return ClientConnection(self, next(self._conn_ids))
+        return ClientConnection(self, self.next_connection_id())
+
+    def next_connection_id(self) -> int:
+        """A connection id no other connection of this ingest (or of an earlier one) has: for
+        this server's clients and for other listeners that enqueue (``daemon.ingest.lines``)."""
+        return next(self._conn_ids)
 
     # ---- routing -----------------------------------------------------------------------
 

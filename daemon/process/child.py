@@ -29,6 +29,7 @@ import sys
 
 import uvloop
 
+from daemon.ingest.lines import LinesListener, LinesSettings
 from daemon.ingest.server import IngestServer, IngestSettings, TopicDirectory
 from daemon.net.connection import ConnectionSettings
 from daemon.net.pool import BrokerPool
@@ -214,16 +215,19 @@ async def run_ingest(spec: ChildSpec) -> int:
         reports,
         directory,
     )
+    lines = _lines_listener(config.socket.lines, server)
     metadata.start()
     if spec.listen_fd is not None:  # socket activation: serve systemd's socket, never unlink it
         await server.start(sock=socket.socket(fileno=spec.listen_fd))
     else:
         await server.start()
+    if lines is not None:
+        await lines.start()
     loop = asyncio.get_running_loop()
     background = [loop.create_task(_follow_live_settings(spec))]
     reporter = None
     if spec.status_dir:
-        reporter = IngestReporter(server, records, reports, spec.status_dir)
+        reporter = IngestReporter(server, records, reports, spec.status_dir, lines)
         background.append(loop.create_task(reporter.run()))
     quiesce, finish = asyncio.Event(), asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, quiesce.set)
@@ -231,10 +235,14 @@ async def run_ingest(spec: ChildSpec) -> int:
     loop.add_signal_handler(signal.SIGINT, lambda: None)
     _say("READY")
     await quiesce.wait()
+    if lines is not None:
+        await lines.quiesce()  # before the server's, whose last publish_all covers both
     await server.quiesce()
     _say("QUIESCED")
     await finish.wait()
     await server.finish()
+    if lines is not None:
+        lines.close()
     for running in background:
         running.cancel()
     if reporter is not None:
@@ -242,6 +250,24 @@ async def run_ingest(spec: ChildSpec) -> int:
     await metadata.close()
     await pool.close()
     return 0
+
+
+def _lines_listener(settings, server: IngestServer) -> LinesListener | None:
+    """The plain-lines listener of ``socket.lines``, or None when it is not configured."""
+    if settings is None:
+        return None
+    separator = settings.key_separator
+    return LinesListener(
+        LinesSettings(
+            path=str(settings.path),
+            topic=settings.topic,
+            key_separator=separator.encode() if separator is not None else None,
+            max_line_bytes=settings.max_line_bytes,
+            mode=settings.mode,
+            group=settings.group,
+        ),
+        server,
+    )
 
 
 def _tune_gc() -> None:

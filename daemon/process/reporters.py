@@ -147,9 +147,17 @@ class WorkerReporter(_Reporter):
 class IngestReporter(_Reporter):
     """The ingest process's metrics and snapshot."""
 
-    def __init__(self, server: Any, records: list, reports: list, status_dir: str | Path) -> None:
+    def __init__(
+        self,
+        server: Any,
+        records: list,
+        reports: list,
+        status_dir: str | Path,
+        lines: Any = None,  # the LinesListener of socket.lines, if configured
+    ) -> None:
         super().__init__()
         self._server = server
+        self._lines = lines
         self._records = records
         self._reports = reports
         self._metrics = IngestMetrics()
@@ -158,12 +166,13 @@ class IngestReporter(_Reporter):
 
     def report(self) -> None:
         stats = self._server.stats()
-        self._metrics.flush(stats, self._records, self._reports)
-        self._writer.write(self.snapshot(stats))
+        lines = self._lines.stats() if self._lines is not None else None
+        self._metrics.flush(stats, self._records, self._reports, lines)
+        self._writer.write(self.snapshot(stats, lines))
 
-    def snapshot(self, stats: Any) -> dict:
+    def snapshot(self, stats: Any, lines: Any = None) -> dict:
         counts = {"accepted": stats.records_accepted, "rejected": stats.records_rejected}
-        return {
+        snapshot = {
             "role": "ingest",
             "pid": os.getpid(),
             "time": time.time(),
@@ -176,6 +185,12 @@ class IngestReporter(_Reporter):
                 for i, (rec, rep) in enumerate(zip(self._records, self._reports, strict=True))
             ],
         }
+        if lines is not None:
+            snapshot["lines"] = {
+                "connections": lines.connections,
+                "too_long": lines.lines_too_long,
+            }
+        return snapshot
 
 
 def _transaction(stats: Any) -> dict | None:

@@ -113,7 +113,7 @@ def _row(child: dict) -> tuple[str, ...]:
             "",
             "",
             "",
-            f"{snap['connections']} clients",
+            _ingest_clients(snap),
         )
     return (*base, "-", "-", "-", "-", "-", "-")
 
@@ -135,6 +135,16 @@ def _ring_notes(rings: dict | None) -> list[str]:
     for path in rings["leftovers"]:
         notes.append(f"rings: NOT PRODUCED, set aside: {path} (see its README.txt)")
     return notes
+
+
+def _ingest_clients(snap: dict) -> str:
+    text = f"{snap['connections']} clients"
+    lines = snap.get("lines")  # present when socket.lines is configured
+    if lines is not None:
+        text += f", {lines['connections']} line writers"
+        if lines["too_long"]:
+            text += f" ({lines['too_long']} lines too long)"
+    return text
 
 
 def _worker_notes(name: str, snap: dict, now: float) -> list[str]:

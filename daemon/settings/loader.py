@@ -14,6 +14,7 @@ Imports only the stdlib, PyYAML and ``daemon.settings``.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -339,6 +340,36 @@ def _ring_holds_largest_request(d: Draft) -> None:
                 f"must be at least 2 x kafka.max.request.size = {2 * largest} (got {ring})")
 
 
+# Room a record takes in a produce request beyond its key and value (batch and record
+# headers, varints), with margin: a line at max_line_bytes must still fit one request.
+_REQUEST_OVERHEAD = 1024
+
+
+def _line_fits_a_request(d: Draft) -> None:
+    """`socket.lines.max_line_bytes` must be at most `kafka.max.request.size` - 1KiB, so that
+    a line of the largest allowed length still fits one produce request (and one ring entry),
+    and `socket.lines.path` must differ from `socket.path`."""
+    lines = d.get("socket.lines")
+    if lines is None:
+        return
+    limit = d.get("kafka.max.request.size") - _REQUEST_OVERHEAD
+    if lines.max_line_bytes > limit:
+        d.error("socket.lines",
+                f"max_line_bytes must be at most kafka.max.request.size - 1KiB = {limit} "
+                f"(got {lines.max_line_bytes})")
+    if lines.path == d.get("socket.path"):
+        d.error("socket.lines", "path must differ from socket.path")
+
+
+def _lines_topic_allowed(d: Draft) -> None:
+    """`socket.lines.topic` must be allowed by `topics.allow`: every line would be refused."""
+    lines = d.get("socket.lines")
+    if lines is not None and not any(
+        fnmatch.fnmatchcase(lines.topic, pattern) for pattern in d.get("topics.allow")
+    ):
+        d.error("socket.lines", f"topic {lines.topic!r} is not in topics.allow")
+
+
 _SASL_NEEDS_USER = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
@@ -425,6 +456,8 @@ FINALIZE_RULES: tuple[Rule, ...] = (
     Rule(("kafka",), _reconnect_backoff_static_when_only_initial_set),
     Rule(("kafka",), _backoff_initial_within_cap),
     Rule(("kafka", "rings"), _ring_holds_largest_request),
+    Rule(("kafka", "socket"), _line_fits_a_request),
+    Rule(("socket", "topics"), _lines_topic_allowed),
     Rule(("kafka",), _sasl_needs_a_mechanism_and_its_credentials),
     Rule(("kafka",), _client_certificate_needs_its_key),
     Rule(("kafka",), _security_settings_unused_by_the_protocol_warn),

@@ -103,12 +103,25 @@ class ProducerSettings:
 
 
 @dataclass(**_FROZEN)
+class LinesSocketSettings:
+    """``socket.lines``: the plain-text listener (one newline-terminated line, one record)."""
+
+    path: str
+    topic: str
+    key_separator: str | None  # None: every record is keyless
+    mode: int
+    group: str | int | None
+    max_line_bytes: int
+
+
+@dataclass(**_FROZEN)
 class SocketSettings:
     path: str
     mode: int
     group: str | int | None
     max_frame_bytes: int
     max_connections: int
+    lines: LinesSocketSettings | None  # None: no plain-text listener
 
 
 @dataclass(**_FROZEN)

@@ -31,6 +31,7 @@ from daemon.settings.values import (
     HostPort,
     Int,
     KeyValues,
+    OptionalBlock,
     OptionalGroup,
     OptionalName,
     OptionalPath,
@@ -38,6 +39,7 @@ from daemon.settings.values import (
     OptionalText,
     ServerList,
     Size,
+    SubSetting,
     Text,
     TopicPatterns,
     WorkerCount,
@@ -246,10 +248,32 @@ KAFKA_SETTINGS: tuple[Setting, ...] = (
     *SECURITY_SETTINGS,
 )
 
+# sun_path holds 108 bytes including the NUL (unix(7)).
+_SOCKET_PATH = Text(r"\S.*", 107, "a path of at most 107 bytes")
+
+# The plain-text listener (daemon.ingest.lines): each newline-terminated line is one record.
+_LINES_SOCKET = OptionalBlock(
+    (
+        SubSetting("path", _SOCKET_PATH, REQUIRED,
+                   "its UNIX socket; relative to the working directory like socket.path"),
+        SubSetting("topic", Text(r"(?!\.\.?$)[a-zA-Z0-9._-]{1,249}", 249, "a topic name"),
+                   REQUIRED, "the topic every line goes to"),
+        SubSetting("key_separator", OptionalText(16, "1-16 bytes", min_len=1), None,
+                   "a line `KEY<sep>VALUE` is keyed at the first separator (a line without "
+                   "one is keyless); null: every line is a keyless value"),
+        SubSetting("mode", FileMode(), "0660", "permission bits of the socket file"),
+        SubSetting("group", OptionalGroup(), None, "group owning the socket file"),
+        SubSetting("max_line_bytes", Size(1, 2**31 - 1), "512KiB",
+                   "a longer line is skipped whole and counted in "
+                   "kpd_ingest_lines_too_long_total"),
+    ),
+    model.LinesSocketSettings,
+    "a mapping",
+)
+
 DAEMON_SETTINGS: tuple[Setting, ...] = (
-    _daemon("socket.path", Text(r"\S.*", 107, "a path of at most 107 bytes"),
+    _daemon("socket.path", _SOCKET_PATH,
             "/run/kpd/kpd.sock",
-            # sun_path holds 108 bytes including the NUL (unix(7)).
             "UNIX socket path; a relative path is relative to the daemon's working directory."),
     _daemon("socket.mode", FileMode(), "0660", "Permission bits of the socket file."),
     _daemon("socket.group", OptionalGroup(), None,
@@ -260,6 +284,11 @@ DAEMON_SETTINGS: tuple[Setting, ...] = (
             "plus room for frame headers."),
     _daemon("socket.max_connections", Int(1, 65536), 1024,
             "Client connections served at once; more are refused."),
+    _daemon("socket.lines", _LINES_SOCKET, None,
+            "A plain-text listener for programs that cannot link a kpd client (shell "
+            "scripts, log shippers): every newline-terminated line written to its socket is "
+            "one record (ack level `accepted`). See docs/operations.md, \"Sending plain "
+            "lines\"."),
     _daemon("workers.count", WorkerCount(), "auto",
             "Worker processes; `auto` = the CPUs this process may run on."),
     _daemon("workers.cpu_affinity", Bool(), False,

@@ -443,11 +443,12 @@ class OptionalPath:
 class OptionalText:
     max_len: int = 4096
     what: str = "a string"
+    min_len: int = 0
 
     def parse(self, raw: Any) -> str | None:
         if raw is None:
             return None
-        if not isinstance(raw, str) or len(raw.encode()) > self.max_len:
+        if not isinstance(raw, str) or not self.min_len <= len(raw.encode()) <= self.max_len:
             raise ValueError(f"must be {self.what} or null {_got(raw)}")
         return raw
 
@@ -480,3 +481,56 @@ class KeyValues:
 
     def describe(self) -> str:
         return "key=value,... or a mapping"
+
+
+@dataclass(frozen=True)
+class SubSetting:
+    """One key of an ``OptionalBlock``: its value type, default (raw YAML, or REQUIRED) and doc."""
+
+    key: str
+    kind: Any
+    default: Any
+    doc: str
+
+
+@dataclass(frozen=True)
+class OptionalBlock:
+    """A small mapping of named sub-settings, or null: an optional feature configured by a few
+    keys of its own (``socket.lines``). Each key is parsed by its own value type, so a block
+    is checked exactly like a section; ``build`` receives the parsed values by key."""
+
+    keys: tuple[SubSetting, ...]
+    build: Any  # a callable taking the parsed values as keyword arguments
+    what: str = "a mapping"
+
+    def parse(self, raw: Any) -> Any:
+        if raw is None:
+            return None
+        names = [sub.key for sub in self.keys]
+        if not isinstance(raw, dict):
+            raise ValueError(f"must be {self.what} of {', '.join(names)}, or null {_got(raw)}")
+        for key in raw:
+            if key not in names:
+                raise ValueError(f"unknown key {key!r} (known: {', '.join(names)})")
+        values = {}
+        for sub in self.keys:
+            if sub.key in raw:
+                try:
+                    values[sub.key] = sub.kind.parse(raw[sub.key])
+                except ValueError as exc:
+                    raise ValueError(f"{sub.key}: {exc}") from None
+            elif sub.default is REQUIRED:
+                raise ValueError(f"{sub.key} is required")
+            else:
+                values[sub.key] = sub.kind.parse(sub.default)
+        return self.build(**values)
+
+    def describe(self) -> str:
+        parts = []
+        for sub in self.keys:
+            if sub.default is REQUIRED:
+                default = "required"
+            else:
+                default = "default " + ("null" if sub.default is None else f"{sub.default}")
+            parts.append(f"`{sub.key}` ({sub.kind.describe()}, {default}): {sub.doc}")
+        return f"null, or {self.what}: " + "; ".join(parts)

@@ -72,12 +72,15 @@ def test_status_of_a_stopped_daemon_says_it_is_not_running(tmp_path):
             }
         )
     )
-    result = kpd("status", "--config", str(config))
-    assert result.returncode == 69
-    assert result.stderr == (
+    message = (
         f"kpd: the daemon of {config} is not running (nothing answers on "
         f"http://127.0.0.1:{port}/status: Connection refused; no socket at {socket_path})\n"
     )
+    for json_form in ([], ["--json"]):  # scripts get the same message and exit status
+        result = kpd("status", *json_form, "--config", str(config))
+        assert result.returncode == 69, json_form
+        assert result.stderr == message
+        assert result.stdout == ""
 
 
 def test_send_jsonl_through_the_configs_socket_delivers_every_field(tansu, tmp_path):

@@ -70,6 +70,20 @@ def test_metrics_and_status_count_what_was_sent(tansu, tmp_path):
         assert shown.returncode == 0, shown.stderr
         assert "worker" in shown.stdout and topic in shown.stdout, shown.stdout
 
+        as_json = subprocess.run(
+            [sys.executable, "-m", "daemon.cli", "status", "--json",
+             "--config", str(daemon.config_path)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )  # fmt: skip
+        assert as_json.returncode == 0, as_json.stderr
+        document = json.loads(as_json.stdout)  # the whole of stdout is one JSON document
+        assert sorted(c["role"] for c in document["children"]) == ["ingest", "worker", "worker"]
+        ingest = next(c["snapshot"] for c in document["children"] if c["role"] == "ingest")
+        assert ingest["records"]["accepted"] == count, ingest
+
 
 def test_metrics_port_in_use_stops_the_daemon_at_boot(tansu, tmp_path):
     with socket.socket() as taken:

@@ -23,6 +23,7 @@ from daemon.config import (
     render_example,
     render_markdown,
 )
+from daemon.settings.model import LinesSocketSettings
 from daemon.settings.schema import SECTIONS, SETTINGS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -633,3 +634,38 @@ def test_default_transaction_size_shrinks_to_half_a_small_buffer_with_a_warning(
 @pytest.mark.parametrize("bad", ["", "has space", "x" * 201, 5])
 def test_transactional_id_must_be_a_plain_name(bad):
     assert _error(kafka={"transactional.id": bad}).path == "kafka.transactional.id"
+
+
+# --- socket.lines: one setting whose value is a small block of keys -------------------------
+
+
+def test_socket_lines_is_off_by_default_and_takes_its_keys_with_defaults():
+    assert _config().socket.lines is None
+    lines = _config(socket={"lines": {"path": "l.sock", "topic": "logs", "key_separator": "\t"}})
+    assert lines.socket.lines == LinesSocketSettings(
+        path="l.sock", topic="logs", key_separator="\t", mode=0o660, group=None,
+        max_line_bytes=512 * 1024,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("lines", "fragment"),
+    [
+        ("l.sock", "socket.lines: must be a mapping of path, topic"),
+        ({"topic": "logs"}, "socket.lines: path is required"),
+        ({"path": "l.sock", "topic": "a b"}, "socket.lines: topic: must be a topic name"),
+        ({"path": "l.sock", "topic": "t", "key_separator": ""}, "key_separator: must be 1-16"),
+        ({"path": "l.sock", "topic": "t", "sep": ","}, "unknown key 'sep' (known: path, topic"),
+        ({"path": "l.sock", "topic": "t", "max_line_bytes": "2MiB"},
+         "max_line_bytes must be at most kafka.max.request.size - 1KiB = 1047552"),
+        ({"path": "kpd.sock", "topic": "t"}, "path must differ from socket.path"),
+    ],
+)  # fmt: skip
+def test_socket_lines_errors_name_the_key(lines, fragment):
+    error = _error(socket={"path": "kpd.sock", "lines": lines})
+    assert fragment in str(error)
+
+
+def test_socket_lines_topic_must_be_allowed():
+    error = _error(socket={"lines": {"path": "l.sock", "topic": "logs"}}, topics={"allow": ["x"]})
+    assert "socket.lines: topic 'logs' is not in topics.allow" in str(error)
