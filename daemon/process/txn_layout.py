@@ -39,9 +39,9 @@ def worker_transactional_id(base: str, workers: int, index: int) -> str:
 
 
 def layout_path(config: DaemonConfig) -> Path:
-    """Where the last layout is remembered. The socket's directory stands in for the state
-    directory until kpd has one setting for it (then: ``<state directory>/...``)."""
-    return Path(config.socket.path).parent / f"{config.rings.prefix}-transactions.json"
+    """Where the last layout is remembered: the state directory, beside the ring files, so
+    it survives exactly as long as the records it concerns."""
+    return Path(config.rings.directory) / f"{config.rings.prefix}-transactions.json"
 
 
 def _read_layout(path: Path) -> tuple[str, int] | None:
@@ -56,6 +56,7 @@ def _read_layout(path: Path) -> tuple[str, int] | None:
 
 
 def _write_layout(path: Path, base: str, workers: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)  # may run before the rings are made
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"transactional_id": base, "workers": workers}))
     os.replace(tmp, path)
