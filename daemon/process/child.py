@@ -18,6 +18,7 @@ Signals only set events; the loop does the work:
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import dataclasses
 import gc
 import json
@@ -283,7 +284,27 @@ def _log_role(spec: ChildSpec) -> str:
     return spec.role if spec.role == "ingest" else f"{spec.role}{spec.index}"
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_the_supervisor() -> None:
+    """Ask the kernel to SIGKILL this child when its supervisor dies (kill -9, OOM).
+
+    An orphaned ingest or worker would keep accepting and writing ring files that the next
+    kpd adopts or re-routes — two writers on one ring. Killing it is safe by design: what it
+    accepted is in the ring files. Linux only; elsewhere the child runs on as before."""
+    supervisor = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor:  # the supervisor died before the request took effect
+        os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _die_with_the_supervisor()
     # argv (ROLE INDEX) is for ps only; the spec on stdin is what counts.
     spec = read_first_message()
     if spec.role == "worker":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -149,3 +150,37 @@ def test_record_metadata_timestamp_is_the_records_create_time(tansu, tmp_path):
         assert result.timestamp == stored[name], (name, result)
     assert before <= results[0].timestamp <= after and before <= results[1].timestamp <= after
     assert results[2].timestamp == 1_234_567
+
+
+def test_children_die_with_a_killed_supervisor_and_the_next_start_delivers_what_they_took(
+    tansu, tmp_path
+):
+    """kill -9 of the supervisor alone: an orphaned ingest would go on accepting into ring
+    files the next kpd adopts. The children die with it; the next start delivers everything
+    that was accepted (at ack level accepted the app got its answer before the kill)."""
+    topic = "orphans"
+    tansu.create_topic(topic, 2)
+    daemon = KpdDaemon(tmp_path, tansu.bootstrap, workers=2).start()
+    children = daemon.child_pids("ingest") + daemon.child_pids("worker")
+    assert len(children) == 3
+    with Producer(daemon.socket_path, acks="accepted") as producer:
+        for i in range(2000):
+            producer.send(topic, b"%d" % i)
+        producer.flush(timeout=30)
+    os.kill(daemon.process.pid, signal.SIGKILL)
+    daemon.process.wait()
+
+    def running(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state != "Z"
+
+    wait_for(lambda: not any(map(running, children)), 10, "the children to exit")
+    daemon.start()  # the same config and ring files: the next start adopts them
+    try:
+        values = {r.value for r in read_all(tansu.bootstrap, topic, 2000, exact=False)}
+        assert values >= {b"%d" % i for i in range(2000)}
+    finally:
+        assert daemon.stop() == 0
