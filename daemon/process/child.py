@@ -300,7 +300,7 @@ def _die_with_the_supervisor() -> None:
     except (OSError, AttributeError):
         return
     if os.getppid() != supervisor:  # the supervisor died before the request took effect
-        os._exit(1)
+        raise SystemExit("kpd child: the supervisor died before this child started")
 
 
 def main(argv: list[str] | None = None) -> int:
