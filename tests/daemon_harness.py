@@ -113,6 +113,21 @@ class KpdDaemon:
                 pids.append(int(entry.name))
         return sorted(pids)
 
+    def kill_a_worker(self, timeout_s: float = 30.0) -> int:
+        """kill -9 of worker 0 (by pid order); returns once the supervisor replaced it."""
+        victim = self.child_pids("worker")[0]
+        workers = len(self.child_pids("worker"))
+        os.kill(victim, signal.SIGKILL)
+        wait_for(
+            lambda: (
+                len(self.child_pids("worker")) == workers
+                and victim not in self.child_pids("worker")
+            ),
+            timeout_s,
+            "the worker to be replaced",
+        )
+        return victim
+
     def kill_all(self) -> None:
         """kill -9 of the whole daemon, every process of its group at once, as an OOM kill of
         its cgroup or a crash of the host's service manager does."""

@@ -55,15 +55,7 @@ def test_sigkilled_worker_leaves_every_accepted_record_committed_exactly_once(ta
     with KpdDaemon(tmp_path, tansu.bootstrap, workers=2, extra=_eos(topic)) as daemon:
         client = LoadClient(daemon, topic, "k", count)
         wait_for(lambda: client.progress() >= count // 3, 60, "a third of the records sent")
-        victim = daemon.child_pids("worker")[0]
-        os.kill(victim, signal.SIGKILL)
-        wait_for(
-            lambda: (
-                len(daemon.child_pids("worker")) == 2 and victim not in daemon.child_pids("worker")
-            ),
-            30,
-            "the worker to be replaced",
-        )
+        daemon.kill_a_worker()
         results = client.wait()
         assert daemon.stop() == 0
     failed = [r for r in results if r[1] != "ok"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -108,15 +107,7 @@ def test_sigkilled_worker_loses_no_acknowledged_record(tansu, tmp_path):
     with KpdDaemon(tmp_path, tansu.bootstrap, workers=2) as daemon:
         client = LoadClient(daemon, topic, "k", count)
         wait_for(lambda: client.progress() >= count // 3, 60, "a third of the records sent")
-        victim = daemon.child_pids("worker")[0]
-        os.kill(victim, signal.SIGKILL)
-        wait_for(
-            lambda: (
-                len(daemon.child_pids("worker")) == 2 and victim not in daemon.child_pids("worker")
-            ),
-            30,
-            "the worker to be replaced",
-        )
+        daemon.kill_a_worker()
         results = client.wait()
         assert daemon.stop() == 0
     failed = [r for r in results if r[1] != "ok"]
