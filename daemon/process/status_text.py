@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 from daemon.process.reporters import REPORT_INTERVAL_S
+from daemon.process.titles import partition_ranges
 
 __all__ = ["fetch_status", "format_status"]
 
@@ -149,7 +150,8 @@ def _ingest_clients(snap: dict) -> str:
 
 def _worker_notes(name: str, snap: dict, now: float) -> list[str]:
     parts = ", ".join(
-        f"{topic}[{_ranges(partitions)}]" for topic, partitions in snap["partitions"].items()
+        f"{topic}[{partition_ranges(partitions)}]"
+        for topic, partitions in snap["partitions"].items()
     )
     notes = [f"{name} partitions: {parts or '-'}"]
     if snap.get("broker_auth_error"):
@@ -186,16 +188,6 @@ def _bytes(n: float) -> str:
         n /= 1024
     return f"{n:.0f} GiB"
 
-
-def _ranges(values: list[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2,5'."""
-    spans: list[list[int]] = []
-    for v in values:
-        if spans and v == spans[-1][1] + 1:
-            spans[-1][1] = v
-        else:
-            spans.append([v, v])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
