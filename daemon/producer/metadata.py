@@ -84,7 +84,7 @@ class MetadataManager:
             pool.set_address(-1 - index, host, port)  # bootstrap ids are negative
         self._bootstrap_ids = [-1 - index for index in range(len(bootstrap))]
         self.view = ClusterView()
-        self.wanted: set[str] = set()  # topics this engine produces to
+        self._wanted: set[str] = set()  # topics this engine produces to (``want``)
         self._wake = asyncio.Event()
         self._connected = asyncio.Event()  # set when the pool reports a new connection
         self._updated = asyncio.Condition()
@@ -109,6 +109,12 @@ class MetadataManager:
     def request_update(self) -> None:
         self._wake.set()
 
+    def want(self, topic: str) -> None:
+        """Include ``topic`` in every metadata request from now on (asking at once if new)."""
+        if topic not in self._wanted:
+            self._wanted.add(topic)
+            self.request_update()
+
     async def wait_for_topic(self, topic: str, timeout_s: float) -> TopicView:
         """The topic's view once it has partitions; UnknownTopicError after ``timeout_s``, or
         as soon as a metadata answer to a request sent after this call says the topic does
@@ -122,8 +128,7 @@ class MetadataManager:
         view = self.view.topics.get(topic)
         if view is not None and view.leaders:
             return view
-        if topic not in self.wanted:
-            self.wanted.add(topic)
+        self._wanted.add(topic)
         asked_after = self._requests_sent
         self.request_update()
         try:
@@ -138,7 +143,7 @@ class MetadataManager:
                             and view.error_code == _UNKNOWN_TOPIC_OR_PARTITION
                             and self._answered_by.get(topic, 0) > asked_after
                         ):
-                            self.wanted.discard(topic)  # do not keep asking for it
+                            self._wanted.discard(topic)  # do not keep asking for it
                             raise UnknownTopicError(
                                 topic,
                                 "the cluster says it does not exist "
@@ -180,7 +185,7 @@ class MetadataManager:
                 self.refresh_failures += 1
                 return False
         body = {
-            "topics": [{"name": t, "topic_id": _NO_TOPIC_ID} for t in sorted(self.wanted)],
+            "topics": [{"name": t, "topic_id": _NO_TOPIC_ID} for t in sorted(self._wanted)],
             "allow_auto_topic_creation": self._allow_auto_create,
             "include_cluster_authorized_operations": False,
             "include_topic_authorized_operations": False,

@@ -132,7 +132,7 @@ class TransactionManager:
     def __init__(self, settings: TransactionSettings, channel: Channel) -> None:
         self.settings = settings
         self._channel = channel
-        self.state = TxnState.UNINITIALIZED
+        self._state = TxnState.UNINITIALIZED  # changed only by this class's methods
         self.producer_id = -1
         self.epoch = -1
         self.partitions: set[tuple[str, int]] = set()  # added to the open transaction
@@ -143,6 +143,26 @@ class TransactionManager:
     @property
     def transactional_id(self) -> str:
         return self.settings.transactional_id
+
+    @property
+    def state(self) -> TxnState:
+        return self._state
+
+    # ---- transitions the sender's side decides -------------------------------------------
+
+    def begin_commit(self) -> None:
+        """Stop adding to the open transaction: EndTxn(commit) once its answers are in."""
+        if self._state is not TxnState.IN_TRANSACTION:
+            raise RuntimeError(f"cannot commit in state {self._state.value}")
+        self._state = TxnState.COMMITTING
+
+    def begin_abort(self, why: str) -> None:
+        """An abortable error: EndTxn(abort) once the transaction's answers are in, then a new
+        epoch and a replay. A fatal state stays fatal."""
+        if self._state is TxnState.FATAL:
+            return
+        log.warning("%s: aborting the transaction: %s", self.transactional_id, why)
+        self._state = TxnState.ABORTING
 
     # ---- the protocol --------------------------------------------------------------------
 
@@ -161,7 +181,7 @@ class TransactionManager:
         self.producer_id = answer["producer_id"]
         self.epoch = answer["producer_epoch"]
         self.partitions.clear()
-        self.state = TxnState.READY
+        self._state = TxnState.READY
         log.info(
             "transactional id %s: producer id %d epoch %d",
             self.transactional_id,
@@ -196,8 +216,8 @@ class TransactionManager:
                 break
         self.partitions.update(new)
         # Produce answers that arrived meanwhile may have moved the state on (ABORTING, FATAL).
-        if self.state in (TxnState.READY, TxnState.IN_TRANSACTION):
-            self.state = TxnState.IN_TRANSACTION
+        if self._state in (TxnState.READY, TxnState.IN_TRANSACTION):
+            self._state = TxnState.IN_TRANSACTION
 
     async def _retry_add(self, codes: list[tuple[str, int, int]]) -> bool:
         """Act on AddPartitionsToTxn's per-partition codes; True means send it again."""
@@ -232,7 +252,7 @@ class TransactionManager:
             self._unanswered_end_txn = 0
             self._check(answer["error_code"], "EndTxn")
         self.partitions.clear()
-        self.state = TxnState.READY if commit else TxnState.UNINITIALIZED
+        self._state = TxnState.READY if commit else TxnState.UNINITIALIZED
 
     def fail(self, error: TransactionFatal) -> None:
         """Enter FATAL for good (the sender saw a fatal error in a Produce answer)."""
@@ -244,7 +264,7 @@ class TransactionManager:
                 self.transactional_id,
                 error,
             )
-        self.state = TxnState.FATAL
+        self._state = TxnState.FATAL
 
     # ---- requests to the coordinator -----------------------------------------------------
 

@@ -130,7 +130,7 @@ WORKER_SCRIPT = """
     metrics.flush(counters, tally, state)
 
     # exactly-once mode: a worker with a transactional id, then fenced
-    from daemon.producer.txn_driver import TransactionStats
+    from daemon.producer.completion import TransactionStats
     counters.transactions_committed, counters.transactions_aborted = 4, 1
     counters.transaction_commit_time.observe(0.003, 4)
     counters.transaction_records.observe(500, 4)

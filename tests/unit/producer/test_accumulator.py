@@ -13,9 +13,11 @@ import struct
 import pytest
 
 from daemon.kafka.records import decode_batches
-from daemon.producer.accumulator import Accumulator, AccumulatorSettings, PartitionQueue
+from daemon.producer.accumulator import Accumulator, PartitionQueue
 from daemon.producer.batch import ProducerBatch
+from daemon.producer.engine import accumulator_settings
 from daemon.producer.splitting import split_batch
+from tests.unit.producer.fakes import config
 
 PRODUCER_ID = 4000
 EPOCH = 2
@@ -41,9 +43,10 @@ class Wakes:
 
 
 def make(**overrides) -> tuple[Accumulator, Wakes]:
-    settings = {"batch_size": 1000, "linger_s": 0.010, "buffer_memory": 1 << 20, **overrides}
+    """An accumulator with the schema's defaults, overridden by ``kafka:`` setting attrs."""
+    settings = {"batch_size": 1000, "linger_ms": 10, "buffer_memory": 1 << 20, **overrides}
     wakes = Wakes()
-    return Accumulator(AccumulatorSettings(**settings), wakes), wakes
+    return Accumulator(accumulator_settings(config(**settings)), wakes), wakes
 
 
 def idempotent_stamp(acc: Accumulator):
@@ -73,7 +76,7 @@ def drain(acc: Accumulator, pqs, now: float) -> list[ProducerBatch]:
 
 
 def test_open_batch_waits_for_linger_then_is_drained():
-    acc, _ = make(linger_s=0.010)
+    acc, _ = make(linger_ms=10)
     pq = acc.queue("t", 0)
     append(acc, pq, ["a", "b"], now=100.0)
     assert drain(acc, [pq], now=100.009) == []
@@ -84,7 +87,7 @@ def test_open_batch_waits_for_linger_then_is_drained():
 
 
 def test_batch_reaching_batch_size_is_sealed_and_sent_without_waiting_for_linger():
-    acc, wakes = make(batch_size=200, linger_s=60.0)
+    acc, wakes = make(batch_size=200, linger_ms=60_000)
     pq = acc.queue("t", 0)
     append(acc, pq, range(30), now=5.0, size=20)  # ~25 bytes each: several batches
     assert len(pq.batches) > 1
@@ -97,7 +100,7 @@ def test_batch_reaching_batch_size_is_sealed_and_sent_without_waiting_for_linger
 
 
 def test_an_open_batch_behind_another_is_not_held_by_linger_once_it_is_the_head():
-    acc, _ = make(batch_size=FOUR_PER_BATCH, linger_s=60.0)
+    acc, _ = make(batch_size=FOUR_PER_BATCH, linger_ms=60_000)
     pq = acc.queue("t", 0)
     append(acc, pq, range(6), now=1.0, size=20)  # first batch seals, second stays open
     assert len(pq.batches) == 2 and not pq.batches[1].sealed
@@ -107,15 +110,15 @@ def test_an_open_batch_behind_another_is_not_held_by_linger_once_it_is_the_head(
 
 
 def test_flush_makes_open_batches_ready_at_once():
-    acc, _ = make(linger_s=60.0)
+    acc, _ = make(linger_ms=60_000)
     pq = acc.queue("t", 0)
     append(acc, pq, ["x"], now=1.0)
-    acc.flushing += 1
+    acc.begin_flush()
     assert [b.tokens for b in drain(acc, [pq], now=1.0)] == [["x"]]
 
 
 def test_nearly_full_buffer_sends_without_waiting_for_linger():
-    acc, _ = make(linger_s=60.0, buffer_memory=200)
+    acc, _ = make(linger_ms=60_000, buffer_memory=200)
     pq = acc.queue("t", 0)
     append(acc, pq, range(4), now=1.0, size=40)  # ~43 bytes each: 172 >= 90% of 200
     assert len(drain(acc, [pq], now=1.0)) == 1
@@ -125,7 +128,7 @@ def test_nearly_full_buffer_sends_without_waiting_for_linger():
 
 
 def test_one_drain_takes_at_most_one_batch_per_partition_oldest_first():
-    acc, _ = make(batch_size=100, linger_s=0.0)
+    acc, _ = make(batch_size=100, linger_ms=0)
     p0, p1 = acc.queue("t", 0), acc.queue("t", 1)
     append(acc, p0, [f"p0-{i}" for i in range(12)], now=1.0, size=20)
     append(acc, p1, ["p1-0"], now=1.0)
@@ -134,7 +137,7 @@ def test_one_drain_takes_at_most_one_batch_per_partition_oldest_first():
 
 
 def test_max_request_size_stops_the_drain_but_the_first_batch_always_goes():
-    acc, _ = make(batch_size=10_000, linger_s=0.0, max_request_size=300)
+    acc, _ = make(batch_size=10_000, linger_ms=0, max_request_size=300)
     queues = [acc.queue("t", p) for p in range(3)]
     for pq in queues:
         append(acc, pq, [pq.partition], now=1.0, size=250)  # each batch alone > 300/2
@@ -144,7 +147,7 @@ def test_max_request_size_stops_the_drain_but_the_first_batch_always_goes():
 
 
 def test_consecutive_batches_of_a_partition_get_consecutive_sequence_numbers():
-    acc, _ = make(batch_size=100, linger_s=0.0)
+    acc, _ = make(batch_size=100, linger_ms=0)
     pq = acc.queue("t", 0)
     append(acc, pq, range(12), now=1.0, size=20)
     sent = []
@@ -159,7 +162,7 @@ def test_consecutive_batches_of_a_partition_get_consecutive_sequence_numbers():
 
 
 def test_sequence_numbers_wrap_to_zero_after_int32_max():
-    acc, _ = make(linger_s=0.0)
+    acc, _ = make(linger_ms=0)
     pq = acc.queue("t", 0)
     pq.next_sequence = 2**31 - 2
     append(acc, pq, ["a", "b", "c"], now=1.0)
@@ -171,7 +174,7 @@ def test_sequence_numbers_wrap_to_zero_after_int32_max():
 
 
 def test_without_idempotence_one_batch_in_flight_mutes_its_partition():
-    acc, _ = make(batch_size=100, linger_s=0.0, idempotent=False, guarantee_order=True)
+    acc, _ = make(batch_size=100, linger_ms=0, enable_idempotence=False, max_in_flight=1)
     pq = acc.queue("t", 0)
     append(acc, pq, range(12), now=1.0, size=20)
     (first,) = drain(acc, [pq], now=1.0)
@@ -184,7 +187,7 @@ def test_without_idempotence_one_batch_in_flight_mutes_its_partition():
 
 
 def three_in_flight() -> tuple[Accumulator, PartitionQueue, list[ProducerBatch]]:
-    acc, _ = make(batch_size=FOUR_PER_BATCH, linger_s=0.0)
+    acc, _ = make(batch_size=FOUR_PER_BATCH, linger_ms=0)
     pq = acc.queue("t", 0)
     append(acc, pq, range(16), now=1.0, size=20)  # 4 records per batch: 4 batches
     sent = [drain(acc, [pq], now=1.0)[0] for _ in range(3)]
@@ -194,9 +197,9 @@ def three_in_flight() -> tuple[Accumulator, PartitionQueue, list[ProducerBatch]]
 def test_retried_batches_go_back_in_front_of_unsent_ones_in_their_original_order():
     acc, pq, (a, b, c) = three_in_flight()
     # Answers come back in any order; the queue must still read a, b, c, then the unsent one.
-    acc.reenqueue(c, retry_at=2.0, recover=False)
-    acc.reenqueue(a, retry_at=2.0, recover=False)
-    acc.reenqueue(b, retry_at=2.0, recover=False)
+    acc.schedule_retry(c, retry_at=2.0, recover=False)
+    acc.schedule_retry(a, retry_at=2.0, recover=False)
+    acc.schedule_retry(b, retry_at=2.0, recover=False)
     assert [batch.tokens[0] for batch in pq.batches] == [0, 4, 8, 12]
 
 
@@ -204,7 +207,7 @@ def test_retry_backoff_holds_a_retried_batch_until_its_time():
     acc, pq, (a, b, c) = three_in_flight()
     acc.completed(b)
     acc.completed(c)
-    acc.reenqueue(a, retry_at=1.5, recover=False)
+    acc.schedule_retry(a, retry_at=1.5, recover=False)
     assert drain(acc, [pq], now=1.4) == []
     assert acc.next_ready_in(1.4) == pytest.approx(0.1)
     assert drain(acc, [pq], now=1.5) == [a]
@@ -212,10 +215,10 @@ def test_retry_backoff_holds_a_retried_batch_until_its_time():
 
 def test_recovering_partition_drains_nothing_until_every_in_flight_batch_is_back():
     acc, pq, (a, b, c) = three_in_flight()
-    acc.reenqueue(a, retry_at=0.0, recover=True)
+    acc.schedule_retry(a, retry_at=0.0, recover=True)
     assert drain(acc, [pq], now=1.0) == []  # b and c still in flight
     acc.completed(b)
-    acc.reenqueue(c, retry_at=0.0, recover=True)
+    acc.schedule_retry(c, retry_at=0.0, recover=True)
     acc.finish_recovery(pq)
     assert not pq.recovering
     # b was written (sequences 4-7); a and c were not. Renumbered from a's own sequence 0,
@@ -229,7 +232,7 @@ def test_recovery_keeps_the_sequence_of_an_in_doubt_batch_so_the_broker_can_dedu
     acc, pq, (a, b, c) = three_in_flight()
     for batch in (a, b, c):
         batch.in_doubt = True
-        acc.reenqueue(batch, retry_at=0.0, recover=True)
+        acc.schedule_retry(batch, retry_at=0.0, recover=True)
     acc.finish_recovery(pq)
     resent = [drain(acc, [pq], now=1.0)[0] for _ in range(3)]
     assert [producer_fields(s)[2] for s in resent] == [0, 4, 8]
@@ -239,7 +242,7 @@ def test_recovery_keeps_the_sequence_of_an_in_doubt_batch_so_the_broker_can_dedu
 def test_new_epoch_resets_every_partition_to_sequence_zero():
     acc, pq, (a, b, c) = three_in_flight()
     for batch in (a, b, c):
-        acc.reenqueue(batch, retry_at=0.0, recover=True)
+        acc.schedule_retry(batch, retry_at=0.0, recover=True)
     acc.reset_sequences()
 
     def stamp_new_epoch(batch: ProducerBatch, q: PartitionQueue) -> None:
@@ -267,7 +270,7 @@ def test_split_batch_halves_in_order_and_keeps_tokens_bytes_and_sequence_place()
     assert [p.tokens for p in parts] == [[4, 5], [6, 7]]
     assert pq.recovering and b not in pq.in_flight
     acc.completed(a)
-    acc.reenqueue(c, retry_at=1.0, recover=True)  # rejected as out of order after b
+    acc.schedule_retry(c, retry_at=1.0, recover=True)  # rejected as out of order after b
     acc.finish_recovery(pq)
     resent = [drain(acc, [pq], now=1.0)[0] for _ in range(4)]
     assert [r.tokens for r in resent] == [[4, 5], [6, 7], [8, 9, 10, 11], [12, 13, 14, 15]]
@@ -278,7 +281,7 @@ def test_split_batch_halves_in_order_and_keeps_tokens_bytes_and_sequence_place()
 
 
 def test_split_of_an_odd_batch_puts_the_extra_record_first():
-    acc, _ = make(linger_s=0.0)
+    acc, _ = make(linger_ms=0)
     pq = acc.queue("t", 0)
     append(acc, pq, ["a", "b", "c"], now=1.0)
     (batch,) = drain(acc, [pq], now=1.0)
@@ -289,13 +292,13 @@ def test_split_of_an_odd_batch_puts_the_extra_record_first():
 
 
 def test_only_batches_older_than_the_delivery_timeout_expire_and_free_their_buffer():
-    acc, _ = make(batch_size=FOUR_PER_BATCH, linger_s=0.0)
+    acc, _ = make(batch_size=FOUR_PER_BATCH, linger_ms=0)
     pq = acc.queue("t", 0)
     append(acc, pq, range(4), now=1.0, size=20)  # one full batch created at 1.0
     append(acc, pq, range(4, 6), now=3.0, size=20)  # a young one created at 3.0
     before = acc.buffer_used
-    assert acc.expire(now=5.9, delivery_timeout_s=5.0) == []
-    (old,) = acc.expire(now=6.0, delivery_timeout_s=5.0)
+    assert acc.take_expired(now=5.9, delivery_timeout_s=5.0) == []
+    (old,) = acc.take_expired(now=6.0, delivery_timeout_s=5.0)
     assert old.tokens == [0, 1, 2, 3]
     assert acc.buffer_used == before - old.buffer_bytes
     assert [b.tokens for b in pq.batches] == [[4, 5]]
@@ -303,15 +306,15 @@ def test_only_batches_older_than_the_delivery_timeout_expire_and_free_their_buff
 
 def test_a_recovering_partition_does_not_expire_while_its_answers_are_outstanding():
     acc, _pq, (a, _, _) = three_in_flight()
-    acc.reenqueue(a, retry_at=0.0, recover=True)
-    assert acc.expire(now=100.0, delivery_timeout_s=5.0) == []
+    acc.schedule_retry(a, retry_at=0.0, recover=True)
+    assert acc.take_expired(now=100.0, delivery_timeout_s=5.0) == []
 
 
 def test_buffer_is_fully_returned_once_every_batch_completed():
     acc, pq, sent = three_in_flight()
     for batch in sent:
         acc.completed(batch)
-    acc.expire(now=1000.0, delivery_timeout_s=1.0)
+    acc.take_expired(now=1000.0, delivery_timeout_s=1.0)
     assert acc.buffer_used == 0
     assert not pq.batches and not pq.in_flight
 
