@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from daemon.kafka import messages
-from daemon.kafka.errors import error_name
+from daemon.kafka.errors import code_of, error_name
 from daemon.net.errors import BrokerConnectionError
 from daemon.net.pool import BrokerPool
 
@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 _NO_TOPIC_ID = uuid.UUID(int=0)
 
 # Kafka error codes that mean "ask again later" for a topic in a Metadata response.
-_UNKNOWN_TOPIC_OR_PARTITION = 3
-_TOPIC_NOT_READY = {_UNKNOWN_TOPIC_OR_PARTITION, 5}  # and LEADER_NOT_AVAILABLE
+_UNKNOWN_TOPIC_OR_PARTITION = code_of("UNKNOWN_TOPIC_OR_PARTITION")
+_LEADER_NOT_AVAILABLE = code_of("LEADER_NOT_AVAILABLE")
+_TOPIC_NOT_READY = {_UNKNOWN_TOPIC_OR_PARTITION, _LEADER_NOT_AVAILABLE}
 
 
 class UnknownTopicError(Exception):
@@ -153,7 +154,7 @@ class MetadataManager:
                         await self._updated.wait()
         except TimeoutError:
             view = self.view.topics.get(topic)
-            code = view.error_code if view is not None else 3
+            code = view.error_code if view is not None else _UNKNOWN_TOPIC_OR_PARTITION
             message = (
                 f"topic not present in metadata after {timeout_s * 1000:.0f} ms"
                 f" ({error_name(code)})"
@@ -233,7 +234,8 @@ class MetadataManager:
             leaders = [-1] * count
             for p in t["partitions"]:
                 # LEADER_NOT_AVAILABLE on a partition: it has no leader right now.
-                leaders[p["partition_index"]] = -1 if p["error_code"] == 5 else p["leader_id"]
+                no_leader = p["error_code"] == _LEADER_NOT_AVAILABLE
+                leaders[p["partition_index"]] = -1 if no_leader else p["leader_id"]
             view = TopicView(name, code, tuple(leaders))
             if log.isEnabledFor(logging.DEBUG) and self.view.topics.get(name) != view:
                 log.debug(

@@ -42,6 +42,7 @@ __all__ = ["Sender", "SenderSettings"]
 log = logging.getLogger(__name__)
 
 # Kafka error codes the sender treats specially, by their names in the error table.
+_NONE = code_of("NONE")
 _NETWORK_EXCEPTION = code_of("NETWORK_EXCEPTION")  # a lost connection, as Java reports it
 _REQUEST_TIMED_OUT = code_of("REQUEST_TIMED_OUT")  # no answer within request.timeout.ms
 _OUT_OF_ORDER_SEQUENCE = code_of("OUT_OF_ORDER_SEQUENCE_NUMBER")
@@ -271,7 +272,7 @@ class Sender:
 
     def _on_partition_result(self, batch: ProducerBatch, result: dict, now: float) -> None:
         code = result["error_code"]
-        if code == 0:
+        if code == _NONE:
             self._succeed(batch, result["base_offset"], result.get("log_append_time_ms", -1), now)
             return
         self._counters.errors_by_code[error_name(code)] += 1

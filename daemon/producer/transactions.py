@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from daemon.kafka import messages
-from daemon.kafka.errors import error_name
+from daemon.kafka.errors import code_of, error_name
 from daemon.net.connection import BrokerConnection, ConnectionSettings
 from daemon.net.errors import BrokerConnectionError
 
@@ -61,21 +61,31 @@ _TRANSACTION_KEY = 1  # FindCoordinator key_type: 0 group, 1 transaction
 # closes the connection instead of answering a fenced EndTxn, so retrying forever would hang.
 _MAX_LOST_END_TXN = 8
 
-# Error codes (Kafka's Errors.java).
-_NONE = 0
-_UNKNOWN_TOPIC_OR_PARTITION = 3
-_COORDINATOR_LOAD_IN_PROGRESS = 14
-_COORDINATOR_NOT_AVAILABLE = 15
-_NOT_COORDINATOR = 16
-_CONCURRENT_TRANSACTIONS = 51
-_OPERATION_NOT_ATTEMPTED = 55
-_RETRY = frozenset({_COORDINATOR_LOAD_IN_PROGRESS, _CONCURRENT_TRANSACTIONS})
-_NEW_COORDINATOR = frozenset({_COORDINATOR_NOT_AVAILABLE, _NOT_COORDINATOR})
-# Fenced (47 INVALID_PRODUCER_EPOCH from older coordinators, 90 PRODUCER_FENCED), not allowed
-# (29 topic, 31 cluster, 53 transactional id authorization), 48 INVALID_TXN_STATE, and
-# 35 UNSUPPORTED_VERSION: this producer can never write again.
-FATAL_CODES = frozenset({29, 31, 35, 47, 48, 53, 90})
-_ABORTABLE = frozenset({59, 49})  # UNKNOWN_PRODUCER_ID, INVALID_PRODUCER_ID_MAPPING
+# Error codes, by their names in the error table (Kafka's Errors.java).
+_NONE = code_of("NONE")
+_UNKNOWN_TOPIC_OR_PARTITION = code_of("UNKNOWN_TOPIC_OR_PARTITION")
+_OPERATION_NOT_ATTEMPTED = code_of("OPERATION_NOT_ATTEMPTED")
+_UNSUPPORTED_VERSION = code_of("UNSUPPORTED_VERSION")
+_RETRY = frozenset(map(code_of, ("COORDINATOR_LOAD_IN_PROGRESS", "CONCURRENT_TRANSACTIONS")))
+_NEW_COORDINATOR = frozenset(map(code_of, ("COORDINATOR_NOT_AVAILABLE", "NOT_COORDINATOR")))
+# Fenced (INVALID_PRODUCER_EPOCH from older coordinators, PRODUCER_FENCED), not allowed (topic,
+# cluster, transactional id authorization), INVALID_TXN_STATE, and UNSUPPORTED_VERSION: this
+# producer can never write again.
+FATAL_CODES = frozenset(
+    map(
+        code_of,
+        (
+            "TOPIC_AUTHORIZATION_FAILED",
+            "CLUSTER_AUTHORIZATION_FAILED",
+            "UNSUPPORTED_VERSION",
+            "INVALID_PRODUCER_EPOCH",
+            "INVALID_TXN_STATE",
+            "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
+            "PRODUCER_FENCED",
+        ),
+    )
+)
+_ABORTABLE = frozenset(map(code_of, ("UNKNOWN_PRODUCER_ID", "INVALID_PRODUCER_ID_MAPPING")))
 
 
 class TxnState(enum.Enum):
@@ -281,8 +291,10 @@ class TransactionManager:
                 version = conn.version_for(api)
                 if version < min_version:
                     raise TransactionFatal(
-                        35, f"the broker speaks {api.name} v{version}; transactions need "
-                        f"v{min_version}+")  # fmt: skip
+                        _UNSUPPORTED_VERSION,
+                        f"the broker speaks {api.name} v{version}; transactions need "
+                        f"v{min_version}+",
+                    )
                 answer = await conn.request(api, body, version=version)
             except BrokerConnectionError as exc:
                 self._coordinator = None

@@ -10,7 +10,8 @@ accumulator, counters, the completions) is the real code.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,16 @@ def config(**overrides: Any) -> ProducerSettings:
     """``ProducerSettings`` from the schema's defaults, overridden by attribute name
     (``linger_ms=0``), validated as the ``kafka:`` section of a file is."""
     return producer_settings(bootstrap_servers=BOOTSTRAP, **overrides)
+
+
+def in_loop(test: Callable[..., Coroutine]) -> Callable[..., None]:
+    """Run an ``async def`` test in a fresh event loop (the suite has no asyncio plugin)."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
