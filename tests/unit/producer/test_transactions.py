@@ -259,3 +259,31 @@ def test_fencing_bumps_the_epoch_of_every_old_id():
     inits = [body["transactional_id"] for _, name, body in channel.requests
              if name == "InitProducerId"]  # fmt: skip
     assert inits == ["x-2-0", "x-2-1"]
+
+
+# ---- transitions the sender's side asks for (the manager's own methods) ----------------------
+
+
+def test_begin_commit_only_from_an_open_transaction():
+    txn, _ = ready({"AddPartitionsToTxn": [added(("a", 0))]})
+    with pytest.raises(RuntimeError):
+        txn.begin_commit()  # READY: nothing to commit
+    run(txn.add_partitions([("a", 0)]))
+    txn.begin_commit()
+    assert txn.state is TxnState.COMMITTING
+
+
+def test_begin_abort_marks_the_transaction_aborting_but_never_leaves_fatal():
+    txn, _ = ready({"AddPartitionsToTxn": [added(("a", 0))]})
+    run(txn.add_partitions([("a", 0)]))
+    txn.begin_abort("a batch failed")
+    assert txn.state is TxnState.ABORTING
+    txn.fail(TransactionFatal(90, "fenced"))
+    txn.begin_abort("too late")
+    assert txn.state is TxnState.FATAL
+
+
+def test_state_is_read_only_from_outside():
+    txn, _ = ready({})
+    with pytest.raises(AttributeError):
+        txn.state = TxnState.COMMITTING
