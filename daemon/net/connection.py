@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.kafka import headers, messages
+from daemon.kafka.errors import ErrorCode
 from daemon.kafka.framing import FrameSplitter
 from daemon.kafka.primitives import ProtocolError
 from daemon.kafka.versions import negotiate
@@ -44,9 +45,6 @@ from daemon.net.tls import classify_tls_error
 
 __all__ = ["BrokerConnection", "ConnectionSettings"]
 
-# Kafka error code UNSUPPORTED_VERSION: the broker answers an ApiVersions request it cannot
-# parse with a v0 response carrying this code and its own supported range (KIP-511).
-_UNSUPPORTED_VERSION = 35
 # ApiVersions responses always carry response header v0 (KIP-511): the body, whose first field in
 # every version is the int16 error code, starts right after the correlation id.
 _API_VERSIONS_ERROR = struct.Struct(">h")
@@ -296,7 +294,7 @@ class BrokerConnection:
         }
         response = await self.request(api, body, version=version)
         assert response is not None
-        if response["error_code"] == _UNSUPPORTED_VERSION:
+        if response["error_code"] == ErrorCode.UNSUPPORTED_VERSION:
             # The broker told us its ApiVersions range in a v0-shaped answer: retry within it.
             ranges = {
                 k["api_key"]: (k["min_version"], k["max_version"]) for k in response["api_keys"]
@@ -305,7 +303,7 @@ class BrokerConnection:
             version = max(lo, min(hi, api.max_version))
             response = await self.request(api, body, version=version)
             assert response is not None
-        if response["error_code"] != 0:
+        if response["error_code"] != ErrorCode.NONE:
             raise BrokerConnectionError(
                 f"{self.address}: ApiVersions failed with error {response['error_code']}"
             )
@@ -508,6 +506,6 @@ def _unsupported_api_versions(api: messages.ApiSpec, payload: bytes) -> dict[str
     if len(payload) < end:
         return None
     (error_code,) = _API_VERSIONS_ERROR.unpack_from(payload, _API_VERSIONS_BODY_OFFSET)
-    if error_code != _UNSUPPORTED_VERSION:
+    if error_code != ErrorCode.UNSUPPORTED_VERSION:
         return None
     return {"error_code": error_code, "api_keys": [], "throttle_time_ms": 0}

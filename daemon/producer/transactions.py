@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from daemon.kafka import messages
-from daemon.kafka.errors import error_name
+from daemon.kafka.errors import ErrorCode, error_name
 from daemon.net.connection import BrokerConnection, ConnectionSettings
 from daemon.net.errors import BrokerConnectionError
 
@@ -61,21 +61,23 @@ _TRANSACTION_KEY = 1  # FindCoordinator key_type: 0 group, 1 transaction
 # closes the connection instead of answering a fenced EndTxn, so retrying forever would hang.
 _MAX_LOST_END_TXN = 8
 
-# Error codes (Kafka's Errors.java).
-_NONE = 0
-_UNKNOWN_TOPIC_OR_PARTITION = 3
-_COORDINATOR_LOAD_IN_PROGRESS = 14
-_COORDINATOR_NOT_AVAILABLE = 15
-_NOT_COORDINATOR = 16
-_CONCURRENT_TRANSACTIONS = 51
-_OPERATION_NOT_ATTEMPTED = 55
-_RETRY = frozenset({_COORDINATOR_LOAD_IN_PROGRESS, _CONCURRENT_TRANSACTIONS})
-_NEW_COORDINATOR = frozenset({_COORDINATOR_NOT_AVAILABLE, _NOT_COORDINATOR})
-# Fenced (47 INVALID_PRODUCER_EPOCH from older coordinators, 90 PRODUCER_FENCED), not allowed
-# (29 topic, 31 cluster, 53 transactional id authorization), 48 INVALID_TXN_STATE, and
-# 35 UNSUPPORTED_VERSION: this producer can never write again.
-FATAL_CODES = frozenset({29, 31, 35, 47, 48, 53, 90})
-_ABORTABLE = frozenset({59, 49})  # UNKNOWN_PRODUCER_ID, INVALID_PRODUCER_ID_MAPPING
+_RETRY = frozenset({ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, ErrorCode.CONCURRENT_TRANSACTIONS})
+_NEW_COORDINATOR = frozenset({ErrorCode.COORDINATOR_NOT_AVAILABLE, ErrorCode.NOT_COORDINATOR})
+# Fenced (INVALID_PRODUCER_EPOCH from older coordinators, PRODUCER_FENCED), not allowed (topic,
+# cluster, transactional id authorization), INVALID_TXN_STATE, and UNSUPPORTED_VERSION: this
+# producer can never write again.
+FATAL_CODES = frozenset(
+    {
+        ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+        ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+        ErrorCode.UNSUPPORTED_VERSION,
+        ErrorCode.INVALID_PRODUCER_EPOCH,
+        ErrorCode.INVALID_TXN_STATE,
+        ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        ErrorCode.PRODUCER_FENCED,
+    }
+)
+_ABORTABLE = frozenset({ErrorCode.UNKNOWN_PRODUCER_ID, ErrorCode.INVALID_PRODUCER_ID_MAPPING})
 
 
 class TxnState(enum.Enum):
@@ -201,7 +203,7 @@ class TransactionManager:
 
     async def _retry_add(self, codes: list[tuple[str, int, int]]) -> bool:
         """Act on AddPartitionsToTxn's per-partition codes; True means send it again."""
-        failed = [(t, p, c) for t, p, c in codes if c != _NONE]
+        failed = [(t, p, c) for t, p, c in codes if c != ErrorCode.NONE]
         if not failed:
             return False
         errors = {c for _, _, c in failed}
@@ -210,11 +212,12 @@ class TransactionManager:
             self._check(min(fatal), "AddPartitionsToTxn")
         if errors & _NEW_COORDINATOR:
             self._coordinator = None
-        if errors <= _RETRY | _NEW_COORDINATOR | {_UNKNOWN_TOPIC_OR_PARTITION}:
+        if errors <= _RETRY | _NEW_COORDINATOR | {ErrorCode.UNKNOWN_TOPIC_OR_PARTITION}:
             await asyncio.sleep(self.settings.retry_backoff_s)
             return True
-        real = [f"{t}-{p}: {error_name(c)}" for t, p, c in failed if c != _OPERATION_NOT_ATTEMPTED]
-        code = next(c for _, _, c in failed if c != _OPERATION_NOT_ATTEMPTED)
+        skipped = ErrorCode.OPERATION_NOT_ATTEMPTED  # named in no message: a partner failed
+        real = [f"{t}-{p}: {error_name(c)}" for t, p, c in failed if c != skipped]
+        code = next(c for _, _, c in failed if c != skipped)
         raise TransactionAbortable(code, "AddPartitionsToTxn failed: " + ", ".join(real))
 
     async def end(self, commit: bool) -> None:
@@ -274,7 +277,7 @@ class TransactionManager:
                 log.warning("%s for %s: %s; retrying", api.name, self.transactional_id, exc)
                 await asyncio.sleep(self.settings.retry_backoff_s)
                 raise TransactionRetriable(f"{api.name}: {exc}") from exc
-            code = answer.get("error_code", _NONE)
+            code = answer.get("error_code", ErrorCode.NONE)
             if code in _NEW_COORDINATOR:
                 self._coordinator = None
             if code in _NEW_COORDINATOR or code in _RETRY:
@@ -299,7 +302,7 @@ class TransactionManager:
             answer = await conn.request(messages.FIND_COORDINATOR, body, version=version)
             found = answer["coordinators"][0] if version >= 4 else answer
             code = found["error_code"]
-            if code == _NONE:
+            if code == ErrorCode.NONE:
                 log.info(
                     "transaction coordinator of %s: node %d at %s:%d",
                     self.transactional_id,
@@ -314,7 +317,7 @@ class TransactionManager:
     # ---- error handling ------------------------------------------------------------------
 
     def _check(self, code: int, what: str) -> None:
-        if code == _NONE:
+        if code == ErrorCode.NONE:
             return
         self._check_fatal(code, what)
         if code in _ABORTABLE:
