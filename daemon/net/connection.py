@@ -57,17 +57,23 @@ _REAUTH_WINDOW = (0.85, 0.95)
 _SASL_APIS = (messages.SASL_HANDSHAKE.key, messages.SASL_AUTHENTICATE.key)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionSettings:
-    client_id: str = "kpd"
-    request_timeout_s: float = 30.0
-    connect_timeout_s: float = 10.0
-    max_in_flight: int = 5
-    max_response_bytes: int = 100 * 1024 * 1024
+    """What one connection runs with. The Kafka settings have no defaults here: build this
+    with ``daemon.net.from_config.connection_settings`` from the validated configuration."""
+
+    client_id: str
+    request_timeout_s: float  # request.timeout.ms (plus a margin on Produce connections)
+    # socket.connection.setup.timeout.ms: TCP, TLS, ApiVersions and SASL of one open. A pool
+    # grows it per consecutive failure (KIP-601); a single open uses it as it is.
+    connect_timeout_s: float
+    max_in_flight: int  # max.in.flight.requests.per.connection
+    ssl_context: ssl.SSLContext | None  # TLS when set (security.protocol SSL, SASL_SSL)
+    sasl: SaslLogin | None  # log in when set (SASL_PLAINTEXT, SASL_SSL)
+    # kpd's own limits and name, not Kafka settings:
+    max_response_bytes: int = 100 * 1024 * 1024  # a larger frame means a corrupt stream
     software_name: str = "kpd"
     software_version: str = "0.1.0"
-    ssl_context: ssl.SSLContext | None = None  # TLS when set (security.protocol SSL, SASL_SSL)
-    sasl: SaslLogin | None = None  # log in when set (SASL_PLAINTEXT, SASL_SSL)
 
 
 @dataclass(slots=True)

@@ -30,9 +30,10 @@ import sys
 
 import uvloop
 
+from daemon.config import DaemonConfig
 from daemon.ingest.lines import LinesListener, LinesSettings
 from daemon.ingest.server import IngestServer, IngestSettings, TopicDirectory
-from daemon.net.connection import ConnectionSettings
+from daemon.net.from_config import connection_settings, reconnect_policy
 from daemon.net.pool import BrokerPool
 from daemon.process.handoff import (
     ChildSpec,
@@ -46,9 +47,7 @@ from daemon.process.reporters import IngestReporter, WorkerReporter
 from daemon.process.titles import set_title, worker_title
 from daemon.process.txn_layout import worker_transactional_id
 from daemon.process.worker import Worker
-from daemon.producer.engine import reconnect_policy
 from daemon.producer.metadata import MetadataManager
-from daemon.producer.security import sasl_login, tls_context
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
 
 log = logging.getLogger("kpd")
@@ -162,15 +161,30 @@ def _what_was_done(worker: Worker, records: RingConsumer) -> dict:
     }
 
 
+def ingest_settings(config: DaemonConfig) -> IngestSettings:
+    """The ingest server's settings, every value from the validated configuration."""
+    producer = config.producer
+    return IngestSettings(
+        socket_path=str(config.socket.path),
+        socket_mode=config.socket.mode,
+        max_frame_bytes=config.socket.max_frame_bytes,
+        max_block_s=producer.max_block_ms / 1000,
+        batch_size=producer.batch_size,
+        max_connections=config.socket.max_connections,
+        partitioner=producer.partitioner,
+        ignore_keys=producer.partitioner_ignore_keys,
+        socket_group=config.socket.group,
+        fsync=config.rings.fsync,
+    )
+
+
 async def run_ingest(spec: ChildSpec) -> int:
     config = spec.config
     producer = config.producer
     set_title("kpd: ingest")
     pool = BrokerPool(
-        ConnectionSettings(
-            client_id=f"{producer.client_id}-ingest",
-            ssl_context=tls_context(producer),
-            sasl=sasl_login(producer),
+        connection_settings(
+            producer, client_id=f"{producer.client_id}-ingest", carries_produce=False
         ),
         reconnect_policy(producer),
         lambda node, up: metadata.connection_changed(up),
@@ -200,18 +214,7 @@ async def run_ingest(spec: ChildSpec) -> int:
     records = [_ring_end(r, RingProducer) for r in spec.records]
     reports = [_ring_end(r, RingConsumer) for r in spec.reports]
     server = IngestServer(
-        IngestSettings(
-            socket_path=str(config.socket.path),
-            socket_mode=config.socket.mode,
-            max_frame_bytes=config.socket.max_frame_bytes,
-            max_block_s=producer.max_block_ms / 1000,
-            batch_size=producer.batch_size,
-            max_connections=config.socket.max_connections,
-            partitioner=producer.partitioner,
-            ignore_keys=producer.partitioner_ignore_keys,
-            socket_group=config.socket.group,
-            fsync=config.rings.fsync,
-        ),
+        ingest_settings(config),
         records,
         reports,
         directory,
