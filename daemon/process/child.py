@@ -27,6 +27,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 import uvloop
 
@@ -47,7 +48,7 @@ from daemon.process.reporters import IngestReporter, WorkerReporter
 from daemon.process.titles import set_title, worker_title
 from daemon.process.txn_layout import worker_transactional_id
 from daemon.process.worker import Worker
-from daemon.producer.metadata import MetadataManager
+from daemon.producer.metadata import ClusterView, MetadataManager
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
 
 log = logging.getLogger("kpd")
@@ -178,10 +179,12 @@ def ingest_settings(config: DaemonConfig) -> IngestSettings:
     )
 
 
-async def run_ingest(spec: ChildSpec) -> int:
-    config = spec.config
+def ingest_metadata(
+    config: DaemonConfig, on_metadata: Callable[[ClusterView], None]
+) -> tuple[BrokerPool, MetadataManager]:
+    """Ingest's view of the cluster (partition counts for routing): its own pool, with the
+    same connection settings as the workers' (request.timeout.ms, TLS, SASL, ...)."""
     producer = config.producer
-    set_title("kpd: ingest")
     pool = BrokerPool(
         connection_settings(
             producer, client_id=f"{producer.client_id}-ingest", carries_produce=False
@@ -189,14 +192,6 @@ async def run_ingest(spec: ChildSpec) -> int:
         reconnect_policy(producer),
         lambda node, up: metadata.connection_changed(up),
     )
-    directory: TopicDirectory
-
-    def on_metadata(view) -> None:
-        for topic, count in list(directory.counts.items()):
-            known = view.topics.get(topic)
-            if known is not None and known.partition_count > count:
-                directory.counts[topic] = known.partition_count  # partitions were added
-
     metadata = MetadataManager(
         list(producer.bootstrap_servers),
         pool,
@@ -205,6 +200,21 @@ async def run_ingest(spec: ChildSpec) -> int:
         on_metadata,
         allow_auto_create=config.topics.auto_create,
     )
+    return pool, metadata
+
+
+async def run_ingest(spec: ChildSpec) -> int:
+    config = spec.config
+    set_title("kpd: ingest")
+    directory: TopicDirectory
+
+    def on_metadata(view) -> None:
+        for topic, count in list(directory.counts.items()):
+            known = view.topics.get(topic)
+            if known is not None and known.partition_count > count:
+                directory.counts[topic] = known.partition_count  # partitions were added
+
+    pool, metadata = ingest_metadata(config, on_metadata)
 
     async def resolve(topic: str, timeout_s: float) -> int:
         view = await metadata.wait_for_topic(topic, timeout_s)
