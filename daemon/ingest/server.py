@@ -50,19 +50,22 @@ __all__ = ["IngestServer", "IngestSettings", "IngestStats", "TopicDirectory", "i
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IngestSettings:
+    """What the server runs with, every value from the validated configuration (no defaults
+    here: they live in the schema; the ingest process builds this from its config)."""
+
     socket_path: str
-    socket_mode: int = 0o660
-    max_frame_bytes: int = 1114112
-    max_block_s: float = 60.0
-    batch_size: int = 16384  # sticky partitioning switches after this many bytes
-    server_name: str = "kpd"
-    max_connections: int = 1024
-    partitioner: str = "default"  # kafka.partitioner, for records the client left to kpd
-    ignore_keys: bool = False  # kafka.partitioner.ignore.keys
-    socket_group: str | int | None = None  # chgrp the socket file (name or gid)
-    fsync: str | int = "never"  # rings.fsync: never, always or an interval in ms
+    socket_mode: int
+    max_frame_bytes: int
+    max_block_s: float  # kafka.max.block.ms
+    batch_size: int  # kafka.batch.size: sticky partitioning switches after this many bytes
+    max_connections: int
+    partitioner: str  # kafka.partitioner, for records the client left to kpd
+    ignore_keys: bool  # kafka.partitioner.ignore.keys
+    socket_group: str | int | None  # chgrp the socket file (name or gid)
+    fsync: str | int  # rings.fsync: never, always or an interval in ms
+    server_name: str = "kpd"  # kpd's name in the handshake, not a setting
 
 
 def _runs_of(first_seq: int, n: int, offsets) -> list[tuple[int, int, int]]:

@@ -27,12 +27,14 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 import uvloop
 
+from daemon.config import DaemonConfig
 from daemon.ingest.lines import LinesListener, LinesSettings
 from daemon.ingest.server import IngestServer, IngestSettings, TopicDirectory
-from daemon.net.connection import ConnectionSettings
+from daemon.net.from_config import connection_settings, reconnect_policy
 from daemon.net.pool import BrokerPool
 from daemon.process.handoff import (
     ChildSpec,
@@ -46,9 +48,7 @@ from daemon.process.reporters import IngestReporter, WorkerReporter
 from daemon.process.titles import set_title, worker_title
 from daemon.process.txn_layout import worker_transactional_id
 from daemon.process.worker import Worker
-from daemon.producer.engine import reconnect_policy
-from daemon.producer.metadata import MetadataManager
-from daemon.producer.security import sasl_login, tls_context
+from daemon.producer.metadata import ClusterView, MetadataManager
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
 
 log = logging.getLogger("kpd")
@@ -162,27 +162,36 @@ def _what_was_done(worker: Worker, records: RingConsumer) -> dict:
     }
 
 
-async def run_ingest(spec: ChildSpec) -> int:
-    config = spec.config
+def ingest_settings(config: DaemonConfig) -> IngestSettings:
+    """The ingest server's settings, every value from the validated configuration."""
     producer = config.producer
-    set_title("kpd: ingest")
+    return IngestSettings(
+        socket_path=str(config.socket.path),
+        socket_mode=config.socket.mode,
+        max_frame_bytes=config.socket.max_frame_bytes,
+        max_block_s=producer.max_block_ms / 1000,
+        batch_size=producer.batch_size,
+        max_connections=config.socket.max_connections,
+        partitioner=producer.partitioner,
+        ignore_keys=producer.partitioner_ignore_keys,
+        socket_group=config.socket.group,
+        fsync=config.rings.fsync,
+    )
+
+
+def ingest_metadata(
+    config: DaemonConfig, on_metadata: Callable[[ClusterView], None]
+) -> tuple[BrokerPool, MetadataManager]:
+    """Ingest's view of the cluster (partition counts for routing): its own pool, with the
+    same connection settings as the workers' (request.timeout.ms, TLS, SASL, ...)."""
+    producer = config.producer
     pool = BrokerPool(
-        ConnectionSettings(
-            client_id=f"{producer.client_id}-ingest",
-            ssl_context=tls_context(producer),
-            sasl=sasl_login(producer),
+        connection_settings(
+            producer, client_id=f"{producer.client_id}-ingest", carries_produce=False
         ),
         reconnect_policy(producer),
         lambda node, up: metadata.connection_changed(up),
     )
-    directory: TopicDirectory
-
-    def on_metadata(view) -> None:
-        for topic, count in list(directory.counts.items()):
-            known = view.topics.get(topic)
-            if known is not None and known.partition_count > count:
-                directory.counts[topic] = known.partition_count  # partitions were added
-
     metadata = MetadataManager(
         list(producer.bootstrap_servers),
         pool,
@@ -191,6 +200,21 @@ async def run_ingest(spec: ChildSpec) -> int:
         on_metadata,
         allow_auto_create=config.topics.auto_create,
     )
+    return pool, metadata
+
+
+async def run_ingest(spec: ChildSpec) -> int:
+    config = spec.config
+    set_title("kpd: ingest")
+    directory: TopicDirectory
+
+    def on_metadata(view) -> None:
+        for topic, count in list(directory.counts.items()):
+            known = view.topics.get(topic)
+            if known is not None and known.partition_count > count:
+                directory.counts[topic] = known.partition_count  # partitions were added
+
+    pool, metadata = ingest_metadata(config, on_metadata)
 
     async def resolve(topic: str, timeout_s: float) -> int:
         view = await metadata.wait_for_topic(topic, timeout_s)
@@ -200,18 +224,7 @@ async def run_ingest(spec: ChildSpec) -> int:
     records = [_ring_end(r, RingProducer) for r in spec.records]
     reports = [_ring_end(r, RingConsumer) for r in spec.reports]
     server = IngestServer(
-        IngestSettings(
-            socket_path=str(config.socket.path),
-            socket_mode=config.socket.mode,
-            max_frame_bytes=config.socket.max_frame_bytes,
-            max_block_s=producer.max_block_ms / 1000,
-            batch_size=producer.batch_size,
-            max_connections=config.socket.max_connections,
-            partitioner=producer.partitioner,
-            ignore_keys=producer.partitioner_ignore_keys,
-            socket_group=config.socket.group,
-            fsync=config.rings.fsync,
-        ),
+        ingest_settings(config),
         records,
         reports,
         directory,

@@ -17,8 +17,8 @@ from typing import Any
 
 from daemon.config import ProducerSettings
 from daemon.kafka.compression import codec_id
-from daemon.net.connection import ConnectionSettings
-from daemon.net.pool import BrokerPool, ReconnectPolicy
+from daemon.net.from_config import connection_settings, reconnect_policy
+from daemon.net.pool import BrokerPool
 from daemon.producer.accumulator import Accumulator, AccumulatorSettings, PartitionQueue
 from daemon.producer.completion import (
     Completion,
@@ -29,7 +29,6 @@ from daemon.producer.completion import (
 from daemon.producer.counters import ProducerCounters
 from daemon.producer.metadata import ClusterView, MetadataManager, TopicView
 from daemon.producer.outcomes import BatchOutcome
-from daemon.producer.security import sasl_login, tls_context
 from daemon.producer.sender import Sender, SenderSettings
 from daemon.producer.transactions import DirectChannel, TransactionManager, TransactionSettings
 from daemon.producer.txn_driver import TransactionalCompletion
@@ -38,22 +37,10 @@ __all__ = [
     "EngineStats",
     "ProducerEngine",
     "accumulator_settings",
-    "reconnect_policy",
     "sender_settings",
 ]
 
 log = logging.getLogger(__name__)
-
-
-def reconnect_policy(settings: ProducerSettings) -> ReconnectPolicy:
-    """The connection pool's policy from Kafka's reconnect/setup/idle settings."""
-    return ReconnectPolicy(
-        backoff_s=settings.reconnect_backoff_ms / 1000,
-        backoff_max_s=settings.reconnect_backoff_max_ms / 1000,
-        setup_timeout_s=settings.socket_connection_setup_timeout_ms / 1000,
-        setup_timeout_max_s=settings.socket_connection_setup_timeout_max_ms / 1000,
-        max_idle_s=settings.connections_max_idle_ms / 1000,
-    )
 
 
 def accumulator_settings(settings: ProducerSettings) -> AccumulatorSettings:
@@ -120,16 +107,7 @@ class ProducerEngine:
         self._on_outcome_cb = on_outcome
         rng = rng or random.Random()
         self._pool = BrokerPool(
-            ConnectionSettings(
-                client_id=settings.client_id,
-                # The broker applies request.timeout.ms to the ack wait itself; the connection
-                # waits a little longer so the broker's own answer wins when both are due.
-                request_timeout_s=settings.request_timeout_ms / 1000 + 1.0,
-                connect_timeout_s=settings.socket_connection_setup_timeout_ms / 1000,
-                max_in_flight=settings.max_in_flight,
-                ssl_context=tls_context(settings),
-                sasl=sasl_login(settings),
-            ),
+            connection_settings(settings, client_id=settings.client_id, carries_produce=True),
             reconnect_policy(settings),
             self._on_connection_change,
             rng,
@@ -179,13 +157,7 @@ class ProducerEngine:
         """Exactly-once mode: the sender writes in transactions of ``transactional_id``."""
         self._txn_channel = DirectChannel(
             settings.bootstrap_servers,
-            ConnectionSettings(
-                client_id=settings.client_id,
-                request_timeout_s=settings.request_timeout_ms / 1000,
-                connect_timeout_s=settings.socket_connection_setup_timeout_ms / 1000,
-                ssl_context=tls_context(settings),
-                sasl=sasl_login(settings),
-            ),
+            connection_settings(settings, client_id=settings.client_id, carries_produce=False),
         )
         manager = TransactionManager(
             TransactionSettings(

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from daemon.kafka import messages
-from daemon.kafka.errors import code_of, error_name
+from daemon.kafka.errors import ErrorCode, error_name
 from daemon.net.errors import BrokerConnectionError
 from daemon.net.pool import BrokerPool
 
@@ -28,9 +28,7 @@ log = logging.getLogger(__name__)
 _NO_TOPIC_ID = uuid.UUID(int=0)
 
 # Kafka error codes that mean "ask again later" for a topic in a Metadata response.
-_UNKNOWN_TOPIC_OR_PARTITION = code_of("UNKNOWN_TOPIC_OR_PARTITION")
-_LEADER_NOT_AVAILABLE = code_of("LEADER_NOT_AVAILABLE")
-_TOPIC_NOT_READY = {_UNKNOWN_TOPIC_OR_PARTITION, _LEADER_NOT_AVAILABLE}
+_TOPIC_NOT_READY = {ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, ErrorCode.LEADER_NOT_AVAILABLE}
 
 
 class UnknownTopicError(Exception):
@@ -141,7 +139,7 @@ class MetadataManager:
                             return view
                         if (
                             view is not None
-                            and view.error_code == _UNKNOWN_TOPIC_OR_PARTITION
+                            and view.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
                             and self._answered_by.get(topic, 0) > asked_after
                         ):
                             self._wanted.discard(topic)  # do not keep asking for it
@@ -149,12 +147,12 @@ class MetadataManager:
                                 topic,
                                 "the cluster says it does not exist "
                                 "(UNKNOWN_TOPIC_OR_PARTITION) and did not create it",
-                                _UNKNOWN_TOPIC_OR_PARTITION,
+                                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                             )
                         await self._updated.wait()
         except TimeoutError:
             view = self.view.topics.get(topic)
-            code = view.error_code if view is not None else _UNKNOWN_TOPIC_OR_PARTITION
+            code = view.error_code if view is not None else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
             message = (
                 f"topic not present in metadata after {timeout_s * 1000:.0f} ms"
                 f" ({error_name(code)})"
@@ -234,8 +232,8 @@ class MetadataManager:
             leaders = [-1] * count
             for p in t["partitions"]:
                 # LEADER_NOT_AVAILABLE on a partition: it has no leader right now.
-                no_leader = p["error_code"] == _LEADER_NOT_AVAILABLE
-                leaders[p["partition_index"]] = -1 if no_leader else p["leader_id"]
+                leaderless = p["error_code"] == ErrorCode.LEADER_NOT_AVAILABLE
+                leaders[p["partition_index"]] = -1 if leaderless else p["leader_id"]
             view = TopicView(name, code, tuple(leaders))
             if log.isEnabledFor(logging.DEBUG) and self.view.topics.get(name) != view:
                 log.debug(

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from daemon.kafka import messages
-from daemon.kafka.errors import Action, Persistence, classify, code_of, error_name
+from daemon.kafka.errors import Action, ErrorCode, Persistence, classify, error_name
 from daemon.net.errors import BrokerConnectionError, RequestTimedOutError
 from daemon.net.pool import BrokerPool
 from daemon.producer.accumulator import Accumulator, PartitionQueue
@@ -41,11 +41,6 @@ __all__ = ["Sender", "SenderSettings"]
 
 log = logging.getLogger(__name__)
 
-# Kafka error codes the sender treats specially, by their names in the error table.
-_NONE = code_of("NONE")
-_NETWORK_EXCEPTION = code_of("NETWORK_EXCEPTION")  # a lost connection, as Java reports it
-_REQUEST_TIMED_OUT = code_of("REQUEST_TIMED_OUT")  # no answer within request.timeout.ms
-_OUT_OF_ORDER_SEQUENCE = code_of("OUT_OF_ORDER_SEQUENCE_NUMBER")
 _EXPIRY_CHECK_S = 0.05
 
 
@@ -249,7 +244,8 @@ class Sender:
             for batch in batches:
                 result = results.get((batch.topic, batch.partition))
                 if result is None:
-                    self._retry_or_fail(batch, _NETWORK_EXCEPTION, "no answer for partition", now)
+                    lost = ErrorCode.NETWORK_EXCEPTION
+                    self._retry_or_fail(batch, lost, "no answer for partition", now)
                 else:
                     self._on_partition_result(batch, result, now)
         self._wake.set()
@@ -262,7 +258,7 @@ class Sender:
 
     def _connection_failed(self, broker: int, batches, exc: BaseException, now: float) -> None:
         timed_out = isinstance(exc, RequestTimedOutError)
-        code = _REQUEST_TIMED_OUT if timed_out else _NETWORK_EXCEPTION
+        code = ErrorCode.REQUEST_TIMED_OUT if timed_out else ErrorCode.NETWORK_EXCEPTION
         sent = getattr(exc, "request_sent", True)
         for batch in batches:
             if sent:
@@ -272,7 +268,7 @@ class Sender:
 
     def _on_partition_result(self, batch: ProducerBatch, result: dict, now: float) -> None:
         code = result["error_code"]
-        if code == _NONE:
+        if code == ErrorCode.NONE:
             self._succeed(batch, result["base_offset"], result.get("log_append_time_ms", -1), now)
             return
         self._counters.errors_by_code[error_name(code)] += 1
@@ -298,7 +294,8 @@ class Sender:
             self._split(batch, now)
             return
         if kind is Action.BUMP_EPOCH and self._s.idempotent:
-            if code != _OUT_OF_ORDER_SEQUENCE or self._acc.is_oldest_in_flight(batch):
+            out_of_order = code == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
+            if not out_of_order or self._acc.is_oldest_in_flight(batch):
                 # Not merely following an earlier failed batch: the sequence state is lost.
                 why = f"{batch.topic}-{batch.partition}: {error_name(code)}"
                 self._completion.need_new_epoch(why)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from daemon.kafka import messages
-from daemon.kafka.errors import code_of, error_name
+from daemon.kafka.errors import ErrorCode, error_name
 from daemon.net.connection import BrokerConnection, ConnectionSettings
 from daemon.net.errors import BrokerConnectionError
 
@@ -61,31 +61,23 @@ _TRANSACTION_KEY = 1  # FindCoordinator key_type: 0 group, 1 transaction
 # closes the connection instead of answering a fenced EndTxn, so retrying forever would hang.
 _MAX_LOST_END_TXN = 8
 
-# Error codes, by their names in the error table (Kafka's Errors.java).
-_NONE = code_of("NONE")
-_UNKNOWN_TOPIC_OR_PARTITION = code_of("UNKNOWN_TOPIC_OR_PARTITION")
-_OPERATION_NOT_ATTEMPTED = code_of("OPERATION_NOT_ATTEMPTED")
-_UNSUPPORTED_VERSION = code_of("UNSUPPORTED_VERSION")
-_RETRY = frozenset(map(code_of, ("COORDINATOR_LOAD_IN_PROGRESS", "CONCURRENT_TRANSACTIONS")))
-_NEW_COORDINATOR = frozenset(map(code_of, ("COORDINATOR_NOT_AVAILABLE", "NOT_COORDINATOR")))
+_RETRY = frozenset({ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, ErrorCode.CONCURRENT_TRANSACTIONS})
+_NEW_COORDINATOR = frozenset({ErrorCode.COORDINATOR_NOT_AVAILABLE, ErrorCode.NOT_COORDINATOR})
 # Fenced (INVALID_PRODUCER_EPOCH from older coordinators, PRODUCER_FENCED), not allowed (topic,
 # cluster, transactional id authorization), INVALID_TXN_STATE, and UNSUPPORTED_VERSION: this
 # producer can never write again.
 FATAL_CODES = frozenset(
-    map(
-        code_of,
-        (
-            "TOPIC_AUTHORIZATION_FAILED",
-            "CLUSTER_AUTHORIZATION_FAILED",
-            "UNSUPPORTED_VERSION",
-            "INVALID_PRODUCER_EPOCH",
-            "INVALID_TXN_STATE",
-            "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
-            "PRODUCER_FENCED",
-        ),
-    )
+    {
+        ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+        ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+        ErrorCode.UNSUPPORTED_VERSION,
+        ErrorCode.INVALID_PRODUCER_EPOCH,
+        ErrorCode.INVALID_TXN_STATE,
+        ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        ErrorCode.PRODUCER_FENCED,
+    }
 )
-_ABORTABLE = frozenset(map(code_of, ("UNKNOWN_PRODUCER_ID", "INVALID_PRODUCER_ID_MAPPING")))
+_ABORTABLE = frozenset({ErrorCode.UNKNOWN_PRODUCER_ID, ErrorCode.INVALID_PRODUCER_ID_MAPPING})
 
 
 class TxnState(enum.Enum):
@@ -231,7 +223,7 @@ class TransactionManager:
 
     async def _retry_add(self, codes: list[tuple[str, int, int]]) -> bool:
         """Act on AddPartitionsToTxn's per-partition codes; True means send it again."""
-        failed = [(t, p, c) for t, p, c in codes if c != _NONE]
+        failed = [(t, p, c) for t, p, c in codes if c != ErrorCode.NONE]
         if not failed:
             return False
         errors = {c for _, _, c in failed}
@@ -240,11 +232,12 @@ class TransactionManager:
             self._check(min(fatal), "AddPartitionsToTxn")
         if errors & _NEW_COORDINATOR:
             self._coordinator = None
-        if errors <= _RETRY | _NEW_COORDINATOR | {_UNKNOWN_TOPIC_OR_PARTITION}:
+        if errors <= _RETRY | _NEW_COORDINATOR | {ErrorCode.UNKNOWN_TOPIC_OR_PARTITION}:
             await asyncio.sleep(self.settings.retry_backoff_s)
             return True
-        real = [f"{t}-{p}: {error_name(c)}" for t, p, c in failed if c != _OPERATION_NOT_ATTEMPTED]
-        code = next(c for _, _, c in failed if c != _OPERATION_NOT_ATTEMPTED)
+        skipped = ErrorCode.OPERATION_NOT_ATTEMPTED  # named in no message: a partner failed
+        real = [f"{t}-{p}: {error_name(c)}" for t, p, c in failed if c != skipped]
+        code = next(c for _, _, c in failed if c != skipped)
         raise TransactionAbortable(code, "AddPartitionsToTxn failed: " + ", ".join(real))
 
     async def end(self, commit: bool) -> None:
@@ -291,7 +284,7 @@ class TransactionManager:
                 version = conn.version_for(api)
                 if version < min_version:
                     raise TransactionFatal(
-                        _UNSUPPORTED_VERSION,
+                        ErrorCode.UNSUPPORTED_VERSION,
                         f"the broker speaks {api.name} v{version}; transactions need "
                         f"v{min_version}+",
                     )
@@ -306,7 +299,7 @@ class TransactionManager:
                 log.warning("%s for %s: %s; retrying", api.name, self.transactional_id, exc)
                 await asyncio.sleep(self.settings.retry_backoff_s)
                 raise TransactionRetriable(f"{api.name}: {exc}") from exc
-            code = answer.get("error_code", _NONE)
+            code = answer.get("error_code", ErrorCode.NONE)
             if code in _NEW_COORDINATOR:
                 self._coordinator = None
             if code in _NEW_COORDINATOR or code in _RETRY:
@@ -331,7 +324,7 @@ class TransactionManager:
             answer = await conn.request(messages.FIND_COORDINATOR, body, version=version)
             found = answer["coordinators"][0] if version >= 4 else answer
             code = found["error_code"]
-            if code == _NONE:
+            if code == ErrorCode.NONE:
                 log.info(
                     "transaction coordinator of %s: node %d at %s:%d",
                     self.transactional_id,
@@ -346,7 +339,7 @@ class TransactionManager:
     # ---- error handling ------------------------------------------------------------------
 
     def _check(self, code: int, what: str) -> None:
-        if code == _NONE:
+        if code == ErrorCode.NONE:
             return
         self._check_fatal(code, what)
         if code in _ABORTABLE:

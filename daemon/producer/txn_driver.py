@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from daemon.kafka.errors import Action, Persistence, error_name
+from daemon.kafka.errors import Action, ErrorCode, Persistence, error_name
 from daemon.producer.accumulator import Accumulator, PartitionQueue
 from daemon.producer.batch import ProducerBatch
 from daemon.producer.completion import OutcomeReporter, TransactionStats, Turn
@@ -295,13 +295,13 @@ class TransactionalCompletion:
         """Fail every record the engine holds that is not in flight. Records of the open
         transaction were aborted by whoever fenced us (NOT_PERSISTED), unless our EndTxn
         (commit) may have gone through."""
-        code = error.code if error is not None else 0
+        code = error.code if error is not None else ErrorCode.NONE
         name = error.name if error is not None else "TRANSACTION_FATAL"
         held = [b for b, _, _ in self._acked] + self._replay
         self._acked, self._replay = [], []
         # Only an EndTxn(commit) that went out and was never answered (code 0) may have
         # committed; a clear fatal answer to it means the commit did not happen.
-        unanswered = error is None or error.code == 0
+        unanswered = error is None or error.code == ErrorCode.NONE
         in_doubt = Persistence.POSSIBLY_PERSISTED if self._commit_sent and unanswered else None
         for batch in held:
             self._acc.release(batch)

@@ -33,6 +33,7 @@ from daemon.wire import (
     Status,
 )
 from daemon.wire.ring_entry import decode_records_entry
+from tests.settings_for import settings_for
 
 WORKERS = 2
 TOPIC = "orders"
@@ -93,8 +94,8 @@ class Rig:
 
         topics = TopicDirectory(lambda topic: topic != "forbidden", never)
         topics.counts[TOPIC] = PARTITIONS
-        self.server = IngestServer(IngestSettings(socket_path="/nonexistent"), records,
-                                   reports, topics)  # fmt: skip
+        settings = settings_for(IngestSettings, socket_path="/nonexistent")
+        self.server = IngestServer(settings, records, reports, topics)
 
     def connect(self) -> tuple[ClientConnection, RecordingTransport]:
         conn = ClientConnection(self.server, 7)

@@ -23,7 +23,7 @@ ALLOWED = {
     "ring": {"accel"},
     "settings": set(),
     "config": {"settings"},
-    "net": {"kafka"},
+    "net": {"kafka", "settings"},  # from_config: connection settings from the schema's model
     "producer": {"kafka", "net", "config", "settings"},
     "ingest": {"wire", "kafka", "ring", "accel"},
     "client": {"wire", "kafka"},
