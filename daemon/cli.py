@@ -128,8 +128,8 @@ def cmd_run(args) -> int:
 
     from daemon.process.instance import AlreadyRunning, InstanceLock
     from daemon.process.logs import setup_logging
+    from daemon.process.status.titles import set_title
     from daemon.process.supervisor import Supervisor
-    from daemon.process.titles import set_title
 
     path = _config_path(args)
     config = _load(path)
@@ -254,7 +254,7 @@ def cmd_read(args) -> int:
 def cmd_status(args) -> int:
     import json
 
-    from daemon.process.status_text import fetch_status, format_status
+    from daemon.process.status.text import fetch_status, format_status
 
     path = _config_path(args)
     config = _load(path)

@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from daemon import wire
 from daemon.ingest.connection import ClientConnection, is_legal_topic
 from daemon.ingest.ring_sync import RingSync
-from daemon.ingest.routing import EntryPlanner, worker_for
+from daemon.ingest.routing import EntryPlanner
 from daemon.ingest.socket_file import group_id, refuse_if_served
+from daemon.ownership import worker_for
 from daemon.ring import RingConsumer, RingProducer
 from daemon.wire import ReportRun, encode_reports
 from daemon.wire.base import (
@@ -321,7 +322,7 @@ class IngestServer:
                 await ring.wait_readable()
 
     def _forward_once(self, ring: RingConsumer) -> bool:
-        entries = ring.read_batch()
+        entries = ring.read_entries()
         if not entries:
             return False
         for _, entry in entries:

@@ -42,14 +42,14 @@ from daemon.process.handoff import (
     read_messages,
 )
 from daemon.process.logs import setup_logging
-from daemon.process.reporters import IngestReporter, WorkerReporter
-from daemon.process.titles import set_title, worker_title
+from daemon.process.status.reporters import IngestReporter, WorkerReporter
+from daemon.process.status.titles import set_title, worker_title
 from daemon.process.txn_layout import worker_transactional_id
-from daemon.process.worker import Worker
 from daemon.producer.engine import reconnect_policy
 from daemon.producer.metadata import MetadataManager
 from daemon.producer.security import sasl_login, tls_context
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
+from daemon.worker import Worker
 
 log = logging.getLogger("kpd")
 

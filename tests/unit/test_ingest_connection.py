@@ -18,9 +18,9 @@ import pytest
 
 from daemon import wire
 from daemon.ingest.connection import ClientConnection
-from daemon.ingest.routing import worker_for
 from daemon.ingest.server import IngestServer, IngestSettings, TopicDirectory
 from daemon.kafka.errors import code_of
+from daemon.ownership import worker_for
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
 from daemon.wire import (
     AckLevel,
@@ -108,7 +108,7 @@ class Rig:
     def entries(self) -> list:
         found = []
         for index, ring in enumerate(self.worker_ends):
-            for _, entry in ring.read_batch():
+            for _, entry in ring.read_entries():
                 found.append((index, decode_records_entry(entry)))
         return found
 
