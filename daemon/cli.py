@@ -156,7 +156,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_send(args) -> int:
-    from daemon.cli_input import InputError, read_records
+    from daemon.cli_input import InputError, read_json_records
     from daemon.client import Producer
     from daemon.client.lines import LineSender
 
@@ -175,11 +175,12 @@ def cmd_send(args) -> int:
             if args.format == "lines":
                 sender.send_stream(sys.stdin.buffer)  # the fast path: a bulk per chunk
             else:
-                sender.send_records(read_records(sys.stdin.buffer, args.format))
+                sender.send_records(read_json_records(sys.stdin.buffer))
         except (InputError, ValueError, TypeError) as exc:  # what was read before is sent
             bad_input = f"kpd: stdin {exc}" if isinstance(exc, InputError) else f"kpd: {exc}"
         sender.finish()
-    print(f"sent {sender.delivered} records to {args.topic}, {sender.failed} failed")
+    skipped = f", {sender.empty} empty lines skipped" if sender.empty else ""
+    print(f"sent {sender.delivered} records to {args.topic}, {sender.failed} failed{skipped}")
     if bad_input is not None:
         sys.stderr.write(bad_input + "\n")
         return EX_DATAERR

@@ -30,8 +30,9 @@ import sys
 
 import uvloop
 
+from daemon.ingest.admission import Admission, TopicDirectory
 from daemon.ingest.lines import LinesListener, LinesSettings
-from daemon.ingest.server import IngestServer, IngestSettings, TopicDirectory
+from daemon.ingest.server import IngestServer, IngestSettings
 from daemon.net.connection import ConnectionSettings
 from daemon.net.pool import BrokerPool
 from daemon.process.handoff import (
@@ -178,10 +179,7 @@ async def run_ingest(spec: ChildSpec) -> int:
     directory: TopicDirectory
 
     def on_metadata(view) -> None:
-        for topic, count in list(directory.counts.items()):
-            known = view.topics.get(topic)
-            if known is not None and known.partition_count > count:
-                directory.counts[topic] = known.partition_count  # partitions were added
+        directory.update({topic: t.partition_count for topic, t in view.topics.items()})
 
     metadata = MetadataManager(
         list(producer.bootstrap_servers),
@@ -216,7 +214,7 @@ async def run_ingest(spec: ChildSpec) -> int:
         reports,
         directory,
     )
-    lines = _lines_listener(config.socket.lines, server)
+    lines = _lines_listener(config.socket.lines, server.admission)
     metadata.start()
     if spec.listen_fd is not None:  # socket activation: serve systemd's socket, never unlink it
         await server.start(sock=socket.socket(fileno=spec.listen_fd))
@@ -253,7 +251,7 @@ async def run_ingest(spec: ChildSpec) -> int:
     return 0
 
 
-def _lines_listener(settings, server: IngestServer) -> LinesListener | None:
+def _lines_listener(settings, admission: Admission) -> LinesListener | None:
     """The plain-lines listener of ``socket.lines``, or None when it is not configured."""
     if settings is None:
         return None
@@ -267,7 +265,7 @@ def _lines_listener(settings, server: IngestServer) -> LinesListener | None:
             mode=settings.mode,
             group=settings.group,
         ),
-        server,
+        admission,
     )
 
 
