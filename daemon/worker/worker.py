@@ -84,6 +84,8 @@ class Worker:
         self._pending_done: list[int] = []
         self._unsent: list[bytes] = []  # encoded report entries the reports ring had no room for
         self._flush_scheduled = False
+        # Waits for the reports ring to make room for ``_unsent`` (then flushes again).
+        self._room_wait: asyncio.Task | None = None
         self._stopping = asyncio.Event()
         # Set by close(): records without an outcome now stay in the ring for the next daemon.
         self._keeping = False
@@ -264,9 +266,12 @@ class Worker:
         if unsent:
             del unsent[: self._reports.write_many(unsent)]
             if unsent:
-                # The reports ring is full (ingest is behind): retry soon; the entries stay
-                # unreleased until their reports are out.
-                asyncio.get_running_loop().call_later(0.005, self._flush_reports)
+                # The reports ring is full (ingest is behind): flush again once ingest has
+                # made room (the ring's space wake-up); the entries stay unreleased until
+                # their reports are out, and outcomes arriving meanwhile join this flush.
+                if self._room_wait is None:
+                    loop = asyncio.get_running_loop()
+                    self._room_wait = loop.create_task(self._flush_when_room(len(unsent[0])))
                 self._flush_scheduled = True
                 return
         if self._pending_done:
@@ -274,3 +279,10 @@ class Worker:
             self._pending_done = []
             if release is not None:
                 self._records.release(release)
+
+    async def _flush_when_room(self, nbytes: int) -> None:
+        try:
+            await self._reports.wait_writable(nbytes)
+        finally:
+            self._room_wait = None
+        self._flush_reports()
