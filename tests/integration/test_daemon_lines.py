@@ -83,8 +83,8 @@ def test_every_line_is_a_record_keyed_at_the_separator_like_librdkafka(tansu, tm
     count = 20_000
     keys = [b"user-%d" % (i % 97) for i in range(count)]
     body = b"".join(b"%s\tevent %d\twith a tab in the value\n" % (keys[i], i) for i in range(count))
-    # Empty lines are no records (counted); a line without the separator is a keyless value; the last
-    # line needs no newline before the writer closes.
+    # Empty lines are no records (they are counted); a line without the separator is a keyless
+    # value; the last line needs no newline before the writer closes.
     extra_lines = b"\n\nno separator here\nlast line"
     with _daemon(tmp_path, tansu, topic, {"key_separator": "\t"}) as daemon:
         half = body.index(b"\n", len(body) // 2) + 1  # two writers, each of whole lines
