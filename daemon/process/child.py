@@ -32,8 +32,9 @@ from collections.abc import Callable
 import uvloop
 
 from daemon.config import DaemonConfig
+from daemon.ingest.admission import Admission, TopicDirectory
 from daemon.ingest.lines import LinesListener, LinesSettings
-from daemon.ingest.server import IngestServer, IngestSettings, TopicDirectory
+from daemon.ingest.server import IngestServer, IngestSettings
 from daemon.net.from_config import connection_settings, reconnect_policy
 from daemon.net.pool import BrokerPool
 from daemon.process.handoff import (
@@ -44,12 +45,12 @@ from daemon.process.handoff import (
     read_messages,
 )
 from daemon.process.logs import setup_logging
-from daemon.process.reporters import IngestReporter, WorkerReporter
-from daemon.process.titles import set_title, worker_title
+from daemon.process.status.reporters import IngestReporter, WorkerReporter
+from daemon.process.status.titles import set_title, worker_title
 from daemon.process.txn_layout import worker_transactional_id
-from daemon.process.worker import Worker
 from daemon.producer.metadata import ClusterView, MetadataManager
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
+from daemon.worker import Worker
 
 log = logging.getLogger("kpd")
 
@@ -208,11 +209,8 @@ async def run_ingest(spec: ChildSpec) -> int:
     set_title("kpd: ingest")
     directory: TopicDirectory
 
-    def on_metadata(view) -> None:
-        for topic, count in list(directory.counts.items()):
-            known = view.topics.get(topic)
-            if known is not None and known.partition_count > count:
-                directory.counts[topic] = known.partition_count  # partitions were added
+    def on_metadata(view: ClusterView) -> None:
+        directory.update({topic: t.partition_count for topic, t in view.topics.items()})
 
     pool, metadata = ingest_metadata(config, on_metadata)
 
@@ -229,7 +227,7 @@ async def run_ingest(spec: ChildSpec) -> int:
         reports,
         directory,
     )
-    lines = _lines_listener(config.socket.lines, server)
+    lines = _lines_listener(config.socket.lines, server.admission)
     metadata.start()
     if spec.listen_fd is not None:  # socket activation: serve systemd's socket, never unlink it
         await server.start(sock=socket.socket(fileno=spec.listen_fd))
@@ -266,7 +264,7 @@ async def run_ingest(spec: ChildSpec) -> int:
     return 0
 
 
-def _lines_listener(settings, server: IngestServer) -> LinesListener | None:
+def _lines_listener(settings, admission: Admission) -> LinesListener | None:
     """The plain-lines listener of ``socket.lines``, or None when it is not configured."""
     if settings is None:
         return None
@@ -280,7 +278,7 @@ def _lines_listener(settings, server: IngestServer) -> LinesListener | None:
             mode=settings.mode,
             group=settings.group,
         ),
-        server,
+        admission,
     )
 
 

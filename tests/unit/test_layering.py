@@ -25,9 +25,12 @@ ALLOWED = {
     "config": {"settings"},
     "net": {"kafka", "settings"},  # from_config: connection settings from the schema's model
     "producer": {"kafka", "net", "config", "settings"},
-    "ingest": {"wire", "kafka", "ring", "accel"},
+    "ownership": set(),  # worker_for, the one rule of which worker owns a partition; pure
+    "ingest": {"wire", "kafka", "ring", "accel", "ownership"},
     "client": {"wire", "kafka"},
     "metrics": {"producer"},
+    # one worker process's ring <-> engine adapter; never ingest or the supervisor
+    "worker": {"wire", "ring", "config", "producer", "metrics"},
     "process": {
         "accel",
         "kafka",
@@ -39,11 +42,13 @@ ALLOWED = {
         "producer",
         "ingest",
         "metrics",
+        "ownership",
+        "worker",
     },
     "cli": {"config", "settings", "client", "process", "wire", "kafka", "cli_input"},
     "cli_input": set(),  # kpd send's input formats, pure
 }
-PURE = ("kafka", "wire")  # codecs: bytes <-> values, nothing else
+PURE = ("kafka", "wire", "ownership")  # bytes <-> values and pure rules, nothing else
 IMPURE_MODULES = {
     "socket",
     "asyncio",

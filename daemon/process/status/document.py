@@ -2,7 +2,7 @@
 
 The children write snapshots (``reporters``); the supervisor prepares their directory and
 builds the ``/status`` document from its own ``Child`` table and the snapshots that belong to
-the running processes (``build_status``). ``status_text`` turns the document into words for
+the running processes (``build_status``). ``text`` turns the document into words for
 ``kpd status``. Must not import uvloop, signal or the supervisor.
 """
 

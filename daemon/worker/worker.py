@@ -29,14 +29,14 @@ from dataclasses import dataclass
 
 from daemon.config import ProducerSettings
 from daemon.metrics import DeliveryTally
-from daemon.producer import outcomes
 from daemon.producer.engine import ProducerEngine
-from daemon.producer.outcomes import BatchOutcome, DeliveryFailure
+from daemon.producer.outcomes import BatchOutcome
 from daemon.ring import AckWindow, RingConsumer, RingProducer
-from daemon.wire import REPORT_RUN_FIXED_BYTES, ReportRun, encode_reports
-from daemon.wire.base import AckLevel, KpdErrorCode, Persistence, Status
+from daemon.wire import ReportRun, encode_reports
+from daemon.wire.base import AckLevel
 from daemon.wire.records import LAYOUT_HAS_TIMESTAMPS, iter_records, plain_columns
 from daemon.wire.ring_entry import decode_records_entry, encode_report_entry, seq_runs
+from daemon.worker.reports import chunks, kept_runs, run_of
 
 __all__ = ["Worker"]
 
@@ -45,10 +45,6 @@ log = logging.getLogger(__name__)
 _INDEX_BITS = 32
 _INDEX_MASK = (1 << _INDEX_BITS) - 1
 _READ_MAX_BYTES = 1 << 20  # per ring read: bounds the time between outcome handling
-# Bytes of report runs per reports-ring entry: well below half of the smallest reports ring
-# the config allows (64 KiB), the largest entry a ring takes, even for a burst of failures
-# whose runs carry messages.
-_ENTRY_BUDGET = 16 * 1024
 
 
 @dataclass(slots=True)
@@ -88,6 +84,8 @@ class Worker:
         self._pending_done: list[int] = []
         self._unsent: list[bytes] = []  # encoded report entries the reports ring had no room for
         self._flush_scheduled = False
+        # Waits for the reports ring to make room for ``_unsent`` (then flushes again).
+        self._room_wait: asyncio.Task | None = None
         self._stopping = asyncio.Event()
         # Set by close(): records without an outcome now stay in the ring for the next daemon.
         self._keeping = False
@@ -102,7 +100,7 @@ class Worker:
         await self._engine.start()
         max_block_s = self._settings.max_block_ms / 1000
         while True:
-            entries = self._records.read_batch(max_bytes=_READ_MAX_BYTES)
+            entries = self._records.read_entries(max_bytes=_READ_MAX_BYTES)
             if not entries:
                 if self._stopping.is_set():
                     break  # ingest has quiesced: the ring is dry for good
@@ -227,12 +225,12 @@ class Worker:
             runs = self._pending_runs[state.conn_id]
             if state.seq_offsets is None:
                 first_seq = state.base_seq + index
-                runs.append(_run(first_seq, count, offset_in_batch, outcome, state.assigned_ts))
+                runs.append(run_of(first_seq, count, offset_in_batch, outcome, state.assigned_ts))
             else:
                 for seq_offset, at, k in seq_runs(state.seq_offsets, index, count):
                     offset = offset_in_batch + at - index
                     first_seq = state.base_seq + seq_offset
-                    runs.append(_run(first_seq, k, offset, outcome, state.assigned_ts))
+                    runs.append(run_of(first_seq, k, offset, outcome, state.assigned_ts))
         self._settle(entry_id, state, count)
 
     def _keep(self, entry_id: int, index: int, count: int) -> None:
@@ -241,7 +239,9 @@ class Worker:
         state = self._entries[entry_id]
         state.kept = True
         if state.reported:
-            self._pending_runs[state.conn_id].extend(_kept_runs(state, index, count))
+            self._pending_runs[state.conn_id].extend(
+                kept_runs(state.base_seq, state.partition, state.seq_offsets, index, count)
+            )
         self._settle(entry_id, state, count)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -259,16 +259,19 @@ class Worker:
         self._flush_scheduled = False
         unsent = self._unsent
         for conn_id, runs in self._pending_runs.items():
-            for chunk in _chunks(runs):
+            for chunk in chunks(runs):
                 records = sum(run.count for run in chunk)
                 unsent.append(encode_report_entry(conn_id, records, encode_reports(chunk)))
         self._pending_runs.clear()
         if unsent:
             del unsent[: self._reports.write_many(unsent)]
             if unsent:
-                # The reports ring is full (ingest is behind): retry soon; the entries stay
-                # unreleased until their reports are out.
-                asyncio.get_running_loop().call_later(0.005, self._flush_reports)
+                # The reports ring is full (ingest is behind): flush again once ingest has
+                # made room (the ring's space wake-up); the entries stay unreleased until
+                # their reports are out, and outcomes arriving meanwhile join this flush.
+                if self._room_wait is None:
+                    loop = asyncio.get_running_loop()
+                    self._room_wait = loop.create_task(self._flush_when_room(len(unsent[0])))
                 self._flush_scheduled = True
                 return
         if self._pending_done:
@@ -277,81 +280,9 @@ class Worker:
             if release is not None:
                 self._records.release(release)
 
-
-def _chunks(runs: list[ReportRun]):
-    """The runs in groups whose encoded size stays within ``_ENTRY_BUDGET``."""
-    chunk: list[ReportRun] = []
-    size = 0
-    for run in runs:
-        run_size = REPORT_RUN_FIXED_BYTES + len(run.message) * 4  # UTF-8 at most 4 bytes/char
-        if chunk and size + run_size > _ENTRY_BUDGET:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(run)
-        size += run_size
-    if chunk:
-        yield chunk
-
-
-_KEPT_MESSAGE = (
-    "kpd stopped before Kafka acknowledged this record; it stays in kpd's ring file and is "
-    "produced when kpd starts again (resending it would duplicate it)"
-)
-
-
-def _kept_runs(state: _EntryState, index: int, count: int) -> list[ReportRun]:
-    """FAILED SHUTTING_DOWN POSSIBLY_PERSISTED runs for records ``index .. index + count``."""
-    if state.seq_offsets is None:
-        spans = [(index, count)]
-    else:
-        spans = [(offset, k) for offset, _, k in seq_runs(state.seq_offsets, index, count)]
-    return [
-        ReportRun(
-            state.base_seq + first,
-            k,
-            Status.FAILED,
-            state.partition,
-            -1,
-            -1,
-            KpdErrorCode.SHUTTING_DOWN,
-            0,
-            Persistence.POSSIBLY_PERSISTED,
-            _KEPT_MESSAGE,
-        )
-        for first, k in spans
-    ]
-
-
-def _run(
-    first_seq: int, count: int, offset_in_batch: int, outcome: BatchOutcome, assigned_ts: int
-) -> ReportRun:
-    """The run of ``count`` records of ``outcome``'s batch from ``offset_in_batch`` on."""
-    if outcome.error is not None:
-        return _failed_run(first_seq, count, outcome.partition, outcome.error)
-    base = outcome.base_offset + offset_in_batch if outcome.base_offset >= 0 else -1
-    # LogAppendTime when the topic uses it, else the CreateTime kpd assigned.
-    timestamp = outcome.timestamp if outcome.timestamp >= 0 else assigned_ts
-    return ReportRun(first_seq, count, Status.DELIVERED, outcome.partition, base, timestamp)
-
-
-def _failed_run(first_seq: int, count: int, partition: int, error: DeliveryFailure) -> ReportRun:
-    if error.code == outcomes.DELIVERY_TIMEOUT:
-        code, kafka_code = KpdErrorCode.DELIVERY_TIMEOUT, 0
-    elif error.code == outcomes.PRODUCER_CLOSED:
-        code, kafka_code = KpdErrorCode.SHUTTING_DOWN, 0
-    elif error.code < 0:
-        code, kafka_code = KpdErrorCode.INTERNAL_ERROR, 0
-    else:
-        code, kafka_code = KpdErrorCode.KAFKA_ERROR, error.code
-    return ReportRun(
-        first_seq,
-        count,
-        Status.FAILED,
-        partition,
-        -1,
-        -1,
-        code,
-        kafka_code,
-        error.persistence,
-        str(error)[:1000],
-    )
+    async def _flush_when_room(self, nbytes: int) -> None:
+        try:
+            await self._reports.wait_writable(nbytes)
+        finally:
+            self._room_wait = None
+        self._flush_reports()

@@ -70,7 +70,7 @@ WRAP_MARKER = 0xFFFFFFFF
 # An entry's head: its u32 length and u32 seal; the payload starts 8-aligned after it.
 _LENGTH_SIZE = 8
 _SEAL_PREFIX = struct.Struct("<QI")  # what the seal covers before the payload: position, length
-_UNLIMITED = 1 << 62  # stands for "no limit" in read_batch's countdowns
+_UNLIMITED = 1 << 62  # stands for "no limit" in read_entries's countdowns
 
 
 def entry_size(payload_len: int) -> int:
@@ -312,7 +312,7 @@ class RingConsumer:
     """The consuming end. One per ring at a time; owns ``release_pos`` and
     ``consumer_wake_at``, and a process-local read cursor.
 
-    Views returned by ``read_batch`` point into shared memory: they stay valid until their
+    Views returned by ``read_entries`` point into shared memory: they stay valid until their
     entry is released (after that the producer may overwrite the bytes) and they keep the
     mapping alive. Copy what must outlive the release. Used from one thread.
     """
@@ -368,7 +368,7 @@ class RingConsumer:
 
     # -- reading and releasing -------------------------------------------------------------
 
-    def read_batch(
+    def read_entries(
         self, max_entries: int | None = None, max_bytes: int | None = None
     ) -> list[tuple[int, memoryview]]:
         """Read published entries after the cursor: ``[(end_pos, payload view), ...]``.
@@ -405,7 +405,7 @@ class RingConsumer:
         return out
 
     def release(self, pos: int) -> None:
-        """Free everything before ``pos`` (an ``end_pos`` from ``read_batch``) for reuse.
+        """Free everything before ``pos`` (an ``end_pos`` from ``read_entries``) for reuse.
 
         Monotonic: releasing an earlier position than before is an error, releasing the same
         one again does nothing. Wakes the producer if it sleeps for space this release makes.

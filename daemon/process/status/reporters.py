@@ -189,6 +189,7 @@ class IngestReporter(_Reporter):
             snapshot["lines"] = {
                 "connections": lines.connections,
                 "too_long": lines.lines_too_long,
+                "empty": lines.lines_empty,
             }
         return snapshot
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.ingest.routing import worker_for
+from daemon.ownership import worker_for
 from daemon.process.ring_files import prepare_ring_files
 from daemon.ring import (
     Ring,
@@ -131,7 +131,7 @@ def test_an_old_laps_entry_at_the_same_offset_never_passes_for_a_new_one(tmp_pat
     old = b"o" * 120
     while ring.write_pos < capacity:  # fill lap 1 exactly: 8 entries of 128 bytes
         assert producer.write_many([old]) == 1
-    batch = consumer.read_batch()
+    batch = consumer.read_entries()
     consumer.release(batch[-1][0])
     del batch, producer, consumer
     wakeups.close()

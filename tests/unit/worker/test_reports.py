@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from daemon.process.worker import _chunks
 from daemon.ring import max_payload
 from daemon.wire import ReportRun, encode_reports
 from daemon.wire.base import KpdErrorCode, Persistence, Status
+from daemon.worker.reports import chunks as _chunks
 
 SMALLEST_REPORTS_RING = 64 * 1024  # rings.reports_bytes' lower bound in the schema
 

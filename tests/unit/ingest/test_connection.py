@@ -17,10 +17,11 @@ from collections.abc import Iterator
 import pytest
 
 from daemon import wire
+from daemon.ingest.admission import TopicDirectory
 from daemon.ingest.connection import ClientConnection
-from daemon.ingest.routing import worker_for
-from daemon.ingest.server import IngestServer, IngestSettings, TopicDirectory
+from daemon.ingest.server import IngestServer, IngestSettings
 from daemon.kafka.errors import code_of
+from daemon.ownership import worker_for
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
 from daemon.wire import (
     AckLevel,
@@ -89,11 +90,13 @@ class Rig:
             self.worker_ends.append(RingConsumer(Ring.attach(rec), rec_w))
             reports.append(RingConsumer(Ring.create(rep, 1 << 16), rep_w))
 
-        async def never(topic: str, timeout_s: float) -> int:
+        async def only_orders(topic: str, timeout_s: float) -> int:
+            if topic == TOPIC:
+                return PARTITIONS
             raise LookupError(f"unknown topic {topic}")
 
-        topics = TopicDirectory(lambda topic: topic != "forbidden", never)
-        topics.counts[TOPIC] = PARTITIONS
+        topics = TopicDirectory(lambda topic: topic != "forbidden", only_orders)
+        asyncio.run(topics.partition_count(TOPIC, 1.0))  # known: frames for it route at once
         settings = settings_for(IngestSettings, socket_path="/nonexistent")
         self.server = IngestServer(settings, records, reports, topics)
 
@@ -109,7 +112,7 @@ class Rig:
     def entries(self) -> list:
         found = []
         for index, ring in enumerate(self.worker_ends):
-            for _, entry in ring.read_batch():
+            for _, entry in ring.read_entries():
                 found.append((index, decode_records_entry(entry)))
         return found
 

@@ -1,7 +1,7 @@
 """Unit tests of the shared-memory ring (daemon.ring), one process, real files in /dev/shm.
 
 Expected bytes and offsets come from the layout documented in daemon/ring/region.py and
-shm_ring.py, written out here with struct field by field and read back from the file itself,
+file_ring.py, written out here with struct field by field and read back from the file itself,
 not through the code under test.
 """
 
@@ -85,7 +85,7 @@ class Rig:
 
     def drain(self) -> list[bytes]:
         """Read everything published, release it, return copies of the payloads."""
-        batch = self.consumer.read_batch()
+        batch = self.consumer.read_entries()
         payloads = [bytes(view) for _, view in batch]
         if batch:
             self.consumer.release(batch[-1][0])
@@ -176,7 +176,7 @@ def test_reserve_fills_in_place_and_publishes_once(rig_factory):
         view = rig.producer.reserve(5)
         view[:] = b"abc%02d" % i
         del view
-    assert rig.consumer.read_batch() == []
+    assert rig.consumer.read_entries() == []
     rig.producer.publish()
     assert rig.producer.publishes == 1
     assert rig.drain() == [b"abc00", b"abc01", b"abc02"]
@@ -200,7 +200,7 @@ def test_wrap_marker_at_every_alignment_near_the_end(rig_factory, gap):
             assert rig.raw(HEADER, 8 + n) == sealed(cap, payload)
             end = cap + padded(n)
         assert rig.raw_u64(OFF_WRITE_POS) == end
-        batch = rig.consumer.read_batch()
+        batch = rig.consumer.read_entries()
         assert [(e, bytes(v)) for e, v in batch] == [(end, payload)]
         del batch
         rig.consumer.release(end)
@@ -236,7 +236,7 @@ def test_fifo_order_over_many_wraps_with_random_sizes(sizes, batch, read_chunk, 
         sent, got, held = 0, [], deque()
         for _ in range(4 * len(payloads) + 10):
             sent += rig.producer.write_many(payloads[sent : sent + batch])
-            fresh = [(end, bytes(view)) for end, view in rig.consumer.read_batch(read_chunk)]
+            fresh = [(end, bytes(view)) for end, view in rig.consumer.read_entries(read_chunk)]
             got += [payload for _, payload in fresh]
             held += [end for end, _ in fresh]
             # Release in ring order, lagging like a worker waiting for acks; release all
@@ -264,7 +264,7 @@ def test_full_ring_refuses_until_a_release_frees_room(rig_factory):
     assert rig.producer.reserve(96) is None
     assert rig.producer.write_many([b"d" * 40, b"e" * 40]) == 1  # 48 free: one 48-byte entry
     assert rig.producer.free_bytes() == 0
-    first = rig.consumer.read_batch(max_entries=1)
+    first = rig.consumer.read_entries(max_entries=1)
     assert not rig.producer.write(b"c" * 96)  # read is not released: still full
     rig.consumer.release(first[0][0])
     del first
@@ -275,7 +275,7 @@ def test_full_ring_refuses_until_a_release_frees_room(rig_factory):
 def test_used_bytes_fall_only_by_what_is_released(rig_factory):
     rig = rig_factory(1024)
     rig.producer.write_many([b"x" * 8] * 4)  # 16 bytes each
-    batch = rig.consumer.read_batch()
+    batch = rig.consumer.read_entries()
     assert (rig.ring.used_bytes(), rig.consumer.held_bytes()) == (64, 64)
     rig.consumer.release(batch[1][0])
     assert (rig.ring.used_bytes(), rig.consumer.held_bytes()) == (32, 32)
@@ -286,7 +286,7 @@ def test_used_bytes_fall_only_by_what_is_released(rig_factory):
 def test_release_is_monotonic_and_within_what_was_read(rig_factory):
     rig = rig_factory()
     rig.producer.write_many([b"a", b"b"])
-    batch = rig.consumer.read_batch(max_entries=1)
+    batch = rig.consumer.read_entries(max_entries=1)
     with pytest.raises(RingError, match="outside the read span"):
         rig.consumer.release(batch[0][0] + 8)  # the second entry is not read yet
     rig.consumer.release(batch[0][0])
@@ -296,13 +296,13 @@ def test_release_is_monotonic_and_within_what_was_read(rig_factory):
     del batch
 
 
-def test_read_batch_honours_entry_and_byte_limits_but_returns_at_least_one(rig_factory):
+def test_read_entries_honours_entry_and_byte_limits_but_returns_at_least_one(rig_factory):
     rig = rig_factory(1024)
     rig.producer.write_many([b"a" * 10, b"b" * 10, b"c" * 50, b"d" * 10])
-    assert [len(v) for _, v in rig.consumer.read_batch(max_entries=1)] == [10]
-    assert [len(v) for _, v in rig.consumer.read_batch(max_bytes=15)] == [10]
-    assert [len(v) for _, v in rig.consumer.read_batch(max_bytes=15)] == [50]
-    assert [len(v) for _, v in rig.consumer.read_batch()] == [10]
+    assert [len(v) for _, v in rig.consumer.read_entries(max_entries=1)] == [10]
+    assert [len(v) for _, v in rig.consumer.read_entries(max_bytes=15)] == [10]
+    assert [len(v) for _, v in rig.consumer.read_entries(max_bytes=15)] == [50]
+    assert [len(v) for _, v in rig.consumer.read_entries()] == [10]
     assert rig.consumer.entries_read == 4
     assert rig.consumer.bytes_read == 80
 
@@ -328,7 +328,7 @@ def test_oversize_entry_raises_at_once_and_stages_nothing(rig_factory):
 def test_new_consumer_replays_exactly_the_unreleased_entries(rig_factory):
     rig = rig_factory(1024)
     rig.producer.write_many([b"rec%d" % i for i in range(10)])
-    batch = rig.consumer.read_batch()
+    batch = rig.consumer.read_entries()
     assert len(batch) == 10
     rig.consumer.release(batch[3][0])  # entries 0..3 acknowledged
     del batch
@@ -339,11 +339,11 @@ def test_new_consumer_replays_exactly_the_unreleased_entries(rig_factory):
     try:
         replacement = RingConsumer(ring2, rig.wakeups)
         assert ring2.consumer_wake_at == 0
-        replayed = [bytes(v) for _, v in replacement.read_batch()]
+        replayed = [bytes(v) for _, v in replacement.read_entries()]
         assert replayed == [b"rec%d" % i for i in range(4, 10)]
         rig.producer.write(b"rec10")
         rig.producer.publish()
-        assert [bytes(v) for _, v in replacement.read_batch()] == [b"rec10"]
+        assert [bytes(v) for _, v in replacement.read_entries()] == [b"rec10"]
     finally:
         ring2.close()
 
@@ -432,7 +432,7 @@ def test_sleeping_consumer_is_woken_by_one_publish(rig_factory):
 def test_sleeping_producer_is_woken_only_by_a_release_that_makes_room(rig_factory):
     rig = rig_factory(256, backstop_s=30)
     rig.producer.write_many([b"s" * 20, b"s" * 20, b"L" * 100, b"L" * 100])  # 24+24+104+104
-    batch = rig.consumer.read_batch()
+    batch = rig.consumer.read_entries()
     result = []
     sleeper = threading.Thread(
         target=lambda: result.append(rig.producer.wait_writable_blocking(100, timeout=30))
@@ -538,7 +538,7 @@ def test_ack_window_rejects_out_of_order_tracking():
 
 def test_ring_package_imports_no_process_layer_module():
     forbidden = {"multiprocessing", "uvloop", "signal", "prometheus_client"}
-    ring_dir = Path(__file__).resolve().parents[2] / "daemon" / "ring"
+    ring_dir = Path(__file__).resolve().parents[3] / "daemon" / "ring"
     for source in ring_dir.glob("*.py"):
         for node in ast.walk(ast.parse(source.read_text())):
             if isinstance(node, ast.Import):

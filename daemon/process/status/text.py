@@ -9,8 +9,8 @@ import json
 import time
 import urllib.request
 
-from daemon.process.reporters import REPORT_INTERVAL_S
-from daemon.process.titles import partition_ranges
+from daemon.process.status.reporters import REPORT_INTERVAL_S
+from daemon.process.status.titles import partition_ranges
 
 __all__ = ["fetch_status", "format_status"]
 
@@ -187,7 +187,6 @@ def _bytes(n: float) -> str:
             return f"{n:.0f} {unit}"
         n /= 1024
     return f"{n:.0f} GiB"
-
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:

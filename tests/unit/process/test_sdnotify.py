@@ -30,7 +30,7 @@ from daemon.process.sdnotify import (
     run_watchdog,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 RECV_DEADLINE_S = 5.0
 
 
