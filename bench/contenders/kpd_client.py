@@ -43,7 +43,7 @@ from functools import partial
 
 from bench.child import Session
 from bench.pacing import Pace, latency_summary, run_paced
-from daemon.client import Producer
+from kpd import Producer
 
 _METADATA_TIMEOUT_S = 30.0
 _FLUSH_TIMEOUT_S = 600.0

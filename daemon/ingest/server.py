@@ -31,19 +31,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from daemon import wire
 from daemon.ingest.connection import ClientConnection, is_legal_topic
 from daemon.ingest.ring_sync import RingSync
 from daemon.ingest.routing import EntryPlanner, worker_for
 from daemon.ingest.socket_file import group_id, refuse_if_served
 from daemon.ring import RingConsumer, RingProducer
-from daemon.wire import ReportRun, encode_reports
-from daemon.wire.base import (
+from daemon.wire.ring_entry import decode_report_entry, entry_head, seq_runs
+from kpd import protocol as wire
+from kpd.protocol import ReportRun, encode_reports
+from kpd.protocol.base import (
     AckLevel,
     KpdErrorCode,
     Status,
 )
-from daemon.wire.ring_entry import decode_report_entry, entry_head, seq_runs
 
 __all__ = ["IngestServer", "IngestSettings", "IngestStats", "TopicDirectory", "is_legal_topic"]
 

@@ -33,10 +33,10 @@ from daemon.producer import outcomes
 from daemon.producer.engine import ProducerEngine
 from daemon.producer.outcomes import BatchOutcome, DeliveryFailure
 from daemon.ring import AckWindow, RingConsumer, RingProducer
-from daemon.wire import REPORT_RUN_FIXED_BYTES, ReportRun, encode_reports
-from daemon.wire.base import AckLevel, KpdErrorCode, Persistence, Status
-from daemon.wire.records import LAYOUT_HAS_TIMESTAMPS, iter_records, plain_columns
 from daemon.wire.ring_entry import decode_records_entry, encode_report_entry, seq_runs
+from kpd.protocol import REPORT_RUN_FIXED_BYTES, ReportRun, encode_reports
+from kpd.protocol.base import AckLevel, KpdErrorCode, Persistence, Status
+from kpd.protocol.records import LAYOUT_HAS_TIMESTAMPS, iter_records, plain_columns
 
 __all__ = ["Worker"]
 

@@ -16,13 +16,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from daemon import wire
 from daemon.ingest.connection import ClientConnection
 from daemon.ingest.routing import worker_for
 from daemon.ingest.server import IngestServer, IngestSettings, TopicDirectory
 from daemon.kafka.errors import code_of
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
-from daemon.wire import (
+from daemon.wire.ring_entry import decode_records_entry
+from kpd import protocol as wire
+from kpd.protocol import (
     AckLevel,
     FrameDecoder,
     FrameType,
@@ -32,7 +33,6 @@ from daemon.wire import (
     Role,
     Status,
 )
-from daemon.wire.ring_entry import decode_records_entry
 
 WORKERS = 2
 TOPIC = "orders"
