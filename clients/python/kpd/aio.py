@@ -31,7 +31,8 @@ from kpd.common import (
 )
 from kpd.errors import CONNECTION_LOST, DeliveryError, KpdConnectionError
 from kpd.future import refused, run_callback
-from kpd.protocol import FatalProtocolError, FrameDecoder, Persistence, Role
+from kpd.policy import ATTEMPT, STOP, WAIT, MetadataWait, reconnect_step, unreachable_error
+from kpd.protocol import FatalProtocolError, FrameDecoder, Role
 from kpd.reconnect import Reconnector, unreachable
 from kpd.session import AwaitingMetadata, ProducerSession
 
@@ -309,35 +310,22 @@ class AsyncProducer:
         return future
 
     async def _after_metadata(self, topic: str, attempt, refuse):
-        """send()/send_bulk() of keyed records whose topic has no partition count yet: wait
-        for it up to max_block_ms, then queue them with ``attempt()`` (see
-        Producer._after_metadata); ``refuse(error)`` makes the failed future."""
+        """send()/send_bulk() of keyed records whose topic has no partition count yet: the
+        shared ``policy.MetadataWait``, waited on a future the topic's answer resolves."""
         session = self._session
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._max_block_s
+        wait = MetadataWait(session, topic, attempt, refuse, self._max_block_s, loop.time())
         while True:
-            if not session.placement_ready(topic) and not self._closed:
+            if not wait.ready() and not self._closed:
                 waiter = loop.create_future()
-                self._topic_waiters.append((lambda: session.placement_ready(topic), waiter))
+                self._topic_waiters.append((wait.ready, waiter))
                 try:
-                    await asyncio.wait_for(waiter, max(deadline - loop.time(), 0.0))
+                    await asyncio.wait_for(waiter, wait.remaining(loop.time()))
                 except TimeoutError:
-                    return refuse(session.metadata_timed_out(topic, self._max_block_s * 1000))
-            try:
-                return attempt()
-            except DeliveryError as exc:
-                return refuse(exc)
-            except AwaitingMetadata:
-                if self._closed:
-                    return refuse(
-                        DeliveryError(
-                            CONNECTION_LOST,
-                            0,
-                            Persistence.NOT_PERSISTED,
-                            "the producer closed while the record waited for its topic's "
-                            "partition count",
-                        )
-                    )
+                    return wait.timed_out()
+            future = wait.retry(self._closed)
+            if future is not None:
+                return future
 
     async def _wait_for_connection(self) -> bool:
         # Up to max.block.ms from the start of the outage (as the sync Producer).
@@ -349,8 +337,7 @@ class AsyncProducer:
         return True
 
     def _unreachable(self) -> DeliveryError:
-        message = self._link.outage_message(self._path, asyncio.get_running_loop().time())
-        return DeliveryError(CONNECTION_LOST, 0, Persistence.NOT_PERSISTED, message)
+        return unreachable_error(self._link, self._path, asyncio.get_running_loop().time())
 
     async def partitions_for(self, topic: str, timeout: float | None = None) -> int:
         """As ``Producer.partitions_for``: kpd's partition count for ``topic``."""
@@ -465,23 +452,18 @@ class AsyncProducer:
         loop = asyncio.get_running_loop()
         link, session = self._link, self._session
         while True:
-            if session.ended or (session.closing and not session.pending):
+            step = reconnect_step(session, link, self._path, loop.time())
+            if step.action is STOP:
                 self._reconnecting = None
-                if not session.ended:
-                    self._finish(session.connection_lost("closed while disconnected"))
+            if step.done is not None:
+                self._finish(step.done)
+            if step.action is STOP:
                 return
-            now = loop.time()
-            if session.pending and link.expired(now):
-                message = link.outage_message(self._path, now)
-                self._finish(session.fail_queued(CONNECTION_LOST, message))
-                continue
-            wait = link.due_in(now)
-            if wait > 0:
-                if session.pending:
-                    wait = min(wait, max(link.expires_at() - now, 0))
+            if step.action is WAIT:
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), wait)
+                    await asyncio.wait_for(self._wakeup.wait(), step.wait)
+            if step.action is not ATTEMPT:
                 continue
             try:
                 connection, welcome, decoder, early = await self._open()

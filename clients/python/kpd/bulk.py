@@ -2,7 +2,7 @@
 
 Owns the bulk side of the future protocol. A bulk's records are appended to the connection's
 frames like send()'s, grouped per partition, so they land in a few ``pieces``: ``(frame, lo,
-hi)``, records lo..hi-1 of a frame (``batch.Batch``). The future holds only those pieces —
+hi)``, records lo..hi-1 of a ``produce_frame.ProduceFrame``. The future holds only those pieces —
 no object per record — so a bulk of 10,000 records costs the app one future, and knowing it
 is done is O(pieces). Per-record outcomes are computed when asked (``BulkResult``), from the
 frames' runs; ``order`` maps the pieces' records back to the order the app gave them.

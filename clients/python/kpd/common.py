@@ -100,7 +100,7 @@ class Outgoing(NamedTuple):
     data: bytes
     end_seq: int  # sequence number after this PRODUCE frame's records; -1: a control frame
     buffered: int  # bytes of it counted in buffered_bytes (PRODUCE frames only)
-    batch: object = None  # the Batch of a PRODUCE frame (resent after a reconnect if unwritten)
+    frame: object = None  # the ProduceFrame of a PRODUCE frame (resent after a reconnect)
 
 
 class Completions:

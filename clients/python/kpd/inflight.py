@@ -4,7 +4,7 @@ Owns the bookkeeping between "this frame went out" and "each of its records has 
 matching REPORT runs to frames (runs may split a frame or span several, in any order —
 protocol §7), settling acks-"none" frames once written, and failing what is left when the
 connection ends with the right persistence. Work is per run and per frame, never per record:
-the frames store outcomes per run (``Batch.settle``). Pure; the session calls it.
+the frames store outcomes per run (``ProduceFrame.settle``). Pure; the session calls it.
 
 Must not import sockets, threads or asyncio, nor kpd's engines.
 """
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from kpd.batch import ENDED, REPORTED, WRITTEN, Batch, ended_data
 from kpd.common import Completions
+from kpd.produce_frame import ENDED, REPORTED, WRITTEN, ProduceFrame, ended_data
 from kpd.protocol import KpdErrorCode, ReportRun, Status
 
 __all__ = ["InFlight"]
@@ -25,7 +25,7 @@ _REFRESH_CODES = (KpdErrorCode.INVALID_PARTITION, KpdErrorCode.UNKNOWN_TOPIC)
 
 class InFlight:
     def __init__(self) -> None:
-        self._frames: dict[int, Batch] = {}  # base_seq -> frame
+        self._frames: dict[int, ProduceFrame] = {}  # base_seq -> frame
         self._seqs: list[int] = []  # the keys of _frames, ascending (framed in order)
         self.written_below = 0  # every record below this sequence number was written
         self.unmatched = 0  # report records with no open future: acks "none", or duplicates
@@ -37,7 +37,7 @@ class InFlight:
         """The first record still without a result, or ``default`` if there is none."""
         return self._seqs[0] if self._seqs else default
 
-    def add(self, frame: Batch) -> None:
+    def add(self, frame: ProduceFrame) -> None:
         self._frames[frame.base_seq] = frame
         self._seqs.append(frame.base_seq)
 
@@ -71,7 +71,7 @@ class InFlight:
             return {frame.topic for frame in frames}
         return set()
 
-    def _forget(self, frame: Batch) -> None:
+    def _forget(self, frame: ProduceFrame) -> None:
         if self._frames.pop(frame.base_seq, None) is not None:
             del self._seqs[bisect_right(self._seqs, frame.base_seq) - 1]
 

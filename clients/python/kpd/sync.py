@@ -39,6 +39,7 @@ from kpd.common import (
 )
 from kpd.errors import CONNECTION_LOST, DeliveryError, KpdConnectionError
 from kpd.future import refused, run_callback
+from kpd.policy import ATTEMPT, STOP, WAIT, MetadataWait, reconnect_step, unreachable_error
 from kpd.protocol import FatalProtocolError, FrameDecoder, KpdErrorCode, Persistence, Role
 from kpd.reconnect import Reconnector, unreachable
 from kpd.session import AwaitingMetadata, ProducerSession
@@ -197,7 +198,7 @@ class Producer:
                 return refused(exc)
             except AwaitingMetadata:
                 record = (key, value, partition, timestamp_ms, headers)
-                return self._after_metadata(topic, lambda s: s.add(topic, *record), refused)
+                return self._after_metadata(topic, lambda: session.add(topic, *record), refused)
             finally:
                 # At most once per frame (and per new topic or first linger): the I/O thread
                 # is not woken per record.
@@ -237,7 +238,7 @@ class Producer:
             except AwaitingMetadata:
                 return self._after_metadata(
                     topic,
-                    lambda s: s.add_bulk(topic, keys, values, partition),
+                    lambda: session.add_bulk(topic, keys, values, partition),
                     lambda error: refused_bulk(error, count),
                 )
             finally:
@@ -256,27 +257,21 @@ class Producer:
 
     def _after_metadata(self, topic: str, attempt, refuse):
         """send()/send_bulk() of keyed records whose topic has no partition count yet (under
-        the lock): wait for kpd's METADATA answer up to max.block.ms, as Java's send() waits
-        for metadata, then queue them with ``attempt(session)`` — so they leave partitioned,
-        never with -1. ``refuse(error)`` makes the failed future."""
-        deadline = time.monotonic() + self._max_block_s
+        the lock): the shared ``policy.MetadataWait``, waited on the Producer's Condition."""
+        session = self._session
+        wait = MetadataWait(session, topic, attempt, refuse, self._max_block_s, time.monotonic())
         while True:
-            session = self._session
             if session.take_wake() and not self._woken:
                 self._wake()  # the METADATA request for the topic goes out now
             ready = self._changed.wait_for(
-                lambda: self._session.placement_ready(topic) or self._io_done or self._closed,
-                max(deadline - time.monotonic(), 0.0),
+                lambda: wait.ready() or self._io_done or self._closed,
+                wait.remaining(time.monotonic()),
             )
             if not ready:
-                return refuse(session.metadata_timed_out(topic, self._max_block_s * 1000))
-            try:
-                return attempt(session)
-            except DeliveryError as exc:
-                return refuse(exc)
-            except AwaitingMetadata:
-                if self._io_done or self._closed:
-                    return refuse(self._closed_while_waiting())
+                return wait.timed_out()
+            future = wait.retry(self._io_done or self._closed)
+            if future is not None:
+                return future
 
     def _serialize(self, key, value):
         if self._key_serializer is not None:
@@ -301,8 +296,7 @@ class Producer:
         return self._changed.wait_for(lambda: self._link.connected or self._io_done, timeout)
 
     def _unreachable(self) -> DeliveryError:
-        message = self._link.outage_message(self._path, time.monotonic())
-        return DeliveryError(CONNECTION_LOST, 0, Persistence.NOT_PERSISTED, message)
+        return unreachable_error(self._link, self._path, time.monotonic())
 
     def _buffer_full(self) -> DeliveryError:
         return DeliveryError(
@@ -311,14 +305,6 @@ class Producer:
             Persistence.NOT_PERSISTED,
             f"more than {self._buffer_bytes} bytes waited to be written to kpd "
             f"for {self._max_block_s} s",
-        )
-
-    def _closed_while_waiting(self) -> DeliveryError:
-        return DeliveryError(
-            CONNECTION_LOST,
-            0,
-            Persistence.NOT_PERSISTED,
-            "the producer closed while the record waited for its topic's partition count",
         )
 
     def partitions_for(self, topic: str, timeout: float | None = None) -> int:
@@ -557,26 +543,18 @@ class Producer:
             return True
 
     def _await_attempt(self) -> bool:
-        """Under the lock: wait until the next attempt is due, failing queued records once kpd
-        has been unreachable for max.block.ms. False once there is nothing left to do: the
-        session ended (close() gave up) or it is closing with nothing left to send."""
-        link, session = self._link, self._session
+        """Under the lock: wait until the next attempt is due (``policy.reconnect_step``);
+        False once there is nothing left to do."""
         while True:
-            if session.ended or (session.closing and not session.pending):
-                if not session.ended:
-                    self._publish_locked(session.connection_lost("closed while disconnected"))
+            step = reconnect_step(self._session, self._link, self._path, time.monotonic())
+            if step.done is not None:
+                self._publish_locked(step.done)
+            if step.action is STOP:
                 return False
-            now = time.monotonic()
-            if session.pending and link.expired(now):
-                message = link.outage_message(self._path, now)
-                self._publish_locked(session.fail_queued(CONNECTION_LOST, message))
-                continue
-            wait = link.due_in(now)
-            if wait <= 0:
+            if step.action is ATTEMPT:
                 return True
-            if session.pending:
-                wait = min(wait, max(link.expires_at() - now, 0))
-            self._changed.wait(wait)  # close() and flush() notify
+            if step.action is WAIT:
+                self._changed.wait(step.wait)  # close() and flush() notify
 
     def _publish_locked(self, done: Completions) -> None:
         """Under the lock: run ``done``'s callbacks with the lock released, then tell waiters."""

@@ -1,4 +1,4 @@
-"""A client frame's outcome store (``kpd.batch.Batch``): each record keeps the
+"""A client frame's outcome store (``kpd.batch.ProduceFrame``): each record keeps the
 outcome of the FIRST report run that covered it, whatever order runs come in and however they
 overlap (protocol section 7), and finding it takes O(1) per record.
 
@@ -13,9 +13,9 @@ import threading
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kpd.batch import PENDING, REPORTED, Batch
 from kpd.common import Completions
 from kpd.errors import DeliveryError, RecordMetadata
+from kpd.produce_frame import PENDING, REPORTED, ProduceFrame
 from kpd.protocol import KpdErrorCode, Persistence, ReportRun, Status
 
 BASE_SEQ = 1000
@@ -25,8 +25,8 @@ class _Hub:
     lock = threading.Lock()
 
 
-def _sealed(count: int) -> Batch:
-    frame = Batch("t", 2, 0, 0.0, _Hub())
+def _sealed(count: int) -> ProduceFrame:
+    frame = ProduceFrame("t", 2, 0, 0.0, _Hub())
     frame.keys.extend([b"k"] * count)
     frame.values.extend([b"v"] * count)
     frame.seal(b"\x00\x01t", BASE_SEQ)

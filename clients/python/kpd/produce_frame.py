@@ -1,6 +1,6 @@
 """One PRODUCE frame of the client: its records while it fills, its outcomes once reported.
 
-Owns ``Batch``, the unit the client's cost is paid in. While open it holds the records as
+Owns ``ProduceFrame``, the unit the client's cost is paid in. While open it holds the records as
 plain lists (the session appends to them on send()'s hot path and ``encoding`` lays them out
 at seal time). Once sealed it is in flight, and its records' outcomes are stored PER RUN, not
 per record: a settlement ``(lo, hi, kind, data)`` says "records lo..hi-1 of this frame ended
@@ -27,7 +27,7 @@ from kpd.errors import DeliveryError
 from kpd.protocol import Persistence, ReportRun, Status
 from kpd.protocol.produce import FIXED_RECORD_BYTES, encode_produce_frame
 
-__all__ = ["ENDED", "PENDING", "REPORTED", "WRITTEN", "Batch"]
+__all__ = ["ENDED", "PENDING", "REPORTED", "WRITTEN", "ProduceFrame"]
 
 PENDING = object()  # outcome() of a record without a result yet
 
@@ -48,7 +48,7 @@ def _owned_by(number: int, count: int) -> array:
     return array("i", [number]) * count
 
 
-class Batch:
+class ProduceFrame:
     """Records for one (topic, partition) of one connection: open, then sealed, then settled.
 
     ``hub`` is how a future waits (see ``future.Hub``); the session passes the adapter's.
