@@ -22,20 +22,13 @@ from kpd import (
     RecordMetadata,
 )
 from kpd.protocol import ReportRun, Status
-from tests.unit.client.test_producer import (
+from tests.unit.client.fake_kpd import (
     DEADLINE,
     KAFKA_MURMUR2,
-    FakeKpd,
+    FakeConn,
     Received,
-    _Conn,
-    _java_partition,
+    java_partition,
 )
-
-
-@pytest.fixture
-def kpd(tmp_path):
-    with FakeKpd(str(tmp_path / "kpd.sock")) as server:
-        yield server
 
 
 def test_a_keyed_bulk_lands_where_send_would_and_reads_back_in_the_apps_order(kpd):
@@ -52,13 +45,13 @@ def test_a_keyed_bulk_lands_where_send_would_and_reads_back_in_the_apps_order(kp
         r[1]: (frame.partition, frame.base_seq) for frame in kpd.frames for r in frame.records
     }
     for i, (key, value) in enumerate(zip(keys, values, strict=True)):
-        assert result[i].partition == received[value][0] == _java_partition(key, 7)
+        assert result[i].partition == received[value][0] == java_partition(key, 7)
     per_partition: dict[int, list] = {}
     for frame in kpd.frames:
         per_partition.setdefault(frame.partition, []).extend(r[1] for r in frame.records)
     for partition, got in per_partition.items():
         assert got == [
-            v for v, k in zip(values, keys, strict=True) if _java_partition(k, 7) == partition
+            v for v, k in zip(values, keys, strict=True) if java_partition(k, 7) == partition
         ]
     # Offsets: the fake gives consecutive offsets per partition in arrival order.
     for got in per_partition.values():
@@ -91,7 +84,7 @@ def test_bulk_and_single_sends_share_frames_and_sequence_numbers(kpd):
 
 
 def test_failed_records_of_a_bulk_are_listed_with_their_index_and_error(kpd):
-    def split(conn: _Conn, frame: Received) -> list[ReportRun]:
+    def split(conn: FakeConn, frame: Received) -> list[ReportRun]:
         # Within each frame: the middle third failed, reported before the rest.
         third = max(frame.count // 3, 1)
         failed = ReportRun(
@@ -179,7 +172,7 @@ def test_async_bulk_is_awaited_for_its_result(kpd):
             return await future
 
     result = asyncio.run(main())
-    assert [m.partition for m in result] == [_java_partition(b"abc", 7), _java_partition(b"21", 7)]
+    assert [m.partition for m in result] == [java_partition(b"abc", 7), java_partition(b"21", 7)]
 
 
 def test_null_keys_in_a_keyed_bulk_are_placed_like_keyless_sends(kpd):
@@ -187,7 +180,7 @@ def test_null_keys_in_a_keyed_bulk_are_placed_like_keyless_sends(kpd):
     keys = [b"abc", None, b"21", None, b"foobar"]
     with Producer(kpd.path) as producer:
         result = producer.send_bulk("t", [b"v%d" % i for i in range(5)], keys).result(DEADLINE)
-    keyed = [(result[i].partition, _java_partition(k, 7)) for i, k in enumerate(keys) if k]
+    keyed = [(result[i].partition, java_partition(k, 7)) for i, k in enumerate(keys) if k]
     assert all(got == expected for got, expected in keyed)
     # Both keyless records stay on one sticky partition (two tiny records, one run).
     assert result[1].partition == result[3].partition
