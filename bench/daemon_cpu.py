@@ -84,7 +84,7 @@ def _frames(args) -> list[bytes]:
                                                     ack=ack))  # fmt: skip
             seq += len(chunk)
         return frames
-    # The normal path: the client partitions (as daemon.client does once it knows the count),
+    # The normal path: the client partitions (as kpd does once it knows the count),
     # one frame per partition as its accumulator would cut them.
     by_partition: dict[int, list] = {}
     for key in keys:

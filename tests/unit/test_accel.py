@@ -2,7 +2,7 @@
 
 Expected bytes come from the Kafka record format written field by field (``struct.pack`` and
 hand-encoded zigzag varints), never from either implementation; the two are also run against
-each other on many shapes. See tests/unit/test_murmur2.py for murmur2 (Kafka's vectors).
+each other on many shapes. See tests/unit/client/test_murmur2.py for murmur2 (Kafka's vectors).
 """
 
 from __future__ import annotations

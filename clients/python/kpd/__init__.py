@@ -1,10 +1,10 @@
-"""The Python client of kpd: ``Producer`` (threads) and ``AsyncProducer`` (asyncio).
+"""kpd-client: the Python client of kpd, ``Producer`` (threads) and ``AsyncProducer`` (asyncio).
 
-Both speak the kpd socket protocol (docs/protocol.md) through the shared codec
-(``daemon.wire``) and one sans-IO ``ProducerSession``: they ask kpd for partition
-counts and partition records themselves like Kafka's Java producer (murmur2 for keys, sticky
-for keyless records), batch records per (topic, partition) into PRODUCE frames, and settle
-each record's ``RecordFuture`` from kpd's delivery reports, a whole report run at a time.
+Both speak the kpd socket protocol (docs/protocol.md) through its codec (``kpd.protocol``)
+and one sans-IO ``ProducerSession``: they ask kpd for partition counts and partition records
+themselves like Kafka's Java producer (murmur2 for keys, sticky for keyless records), fill
+PRODUCE frames per (topic, partition), and settle each record's ``RecordFuture`` from kpd's
+delivery reports, a whole report run at a time.
 
     with Producer("/run/kpd/kpd.sock", value_serializer=StringSerializer()) as producer:
         future = producer.send("events", "hello", key=b"user-1")
@@ -15,13 +15,14 @@ confluent-kafka's produce_batch. The first keyed record of a topic waits (at mos
 for kpd's partition count, as Java's send() waits for metadata.
 
 Layout: ``errors`` (results and DeliveryError), ``serializers``, ``session`` (the sans-IO
-core), ``batch`` (a frame's records, then its outcomes per run), ``inflight``, ``future``
-(RecordFuture: result/exception/done/add_done_callback, awaitable from AsyncProducer),
-``bulk`` (BulkFuture, BulkResult, BulkError), ``grouping`` (a bulk's records per partition),
-``reconnect`` (backoff and max.block.ms while kpd is away), ``sync`` (Producer), ``aio``
-(AsyncProducer), ``lines`` (``kpd send``'s line sender). Partitioning is
-``kpd.partitioner``, shared with kpd's ingest; frames are encoded by
-``kpd.protocol.produce``. Import from ``daemon.client``.
+core) and its parts ``framer`` (records into frames), ``topics`` (partition counts and
+METADATA), ``resend`` (frames that survive a reconnect), ``inflight`` and ``produce_frame``
+(a frame's records, then its outcomes per run); ``policy`` (the waiting decisions both shells
+share), ``future`` (RecordFuture), ``bulk`` (BulkFuture, BulkResult, BulkError), ``grouping``
+(a bulk's records per partition), ``reconnect`` (backoff and max.block.ms while kpd is away),
+``sync`` (Producer), ``aio`` (AsyncProducer), ``lines`` (``kpd send``'s line sender). Below
+them, shared with the daemon (which depends on this distribution): ``protocol`` (the kpd
+socket protocol), ``partitioner`` and ``murmur2``, and ``accel`` (the optional C twins).
 
 Both producers reconnect by themselves when kpd restarts or its ingest process dies: records
 written on the broken connection fail POSSIBLY_PERSISTED, the rest are sent on the next one
@@ -31,7 +32,8 @@ Per-record work is what bounds a Python producer, so send() creates no Future, t
 Condition and wakes nobody per record, and frames are encoded a column at a time: ~1 us of
 CPU per record, I/O thread included (measured against a running kpd).
 
-Must not import kpd's engines (producer, net, ring, process): apps import this alone.
+Standard library only; must not import anything of the daemon (``daemon``): apps install
+this alone, possibly beside python-daemon, whose package has that name too.
 """
 
 from kpd.aio import AsyncProducer
