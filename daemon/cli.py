@@ -157,8 +157,8 @@ def cmd_run(args) -> int:
 
 def cmd_send(args) -> int:
     from daemon.cli_input import InputError, read_json_records
-    from daemon.client import Producer
-    from daemon.client.lines import LineSender
+    from kpd import Producer
+    from kpd.lines import LineSender
 
     socket_path = _socket_path(args)
     separator = args.key_separator.encode() if args.key_separator else None

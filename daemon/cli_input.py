@@ -1,6 +1,6 @@
 """How ``kpd send --format jsonl`` reads records from its input: JSON lines.
 
-Plain lines (``--format lines``, the default) are cut by ``daemon.client.lines.LineSender``
+Plain lines (``--format lines``, the default) are cut by ``kpd.lines.LineSender``
 itself, in bulk; the rule for them: each line is a record's value (the newline stripped), with
 a key separator the text before its first occurrence is the key, and an empty line is no
 record (skipped and counted, as on the ``socket.lines`` socket).

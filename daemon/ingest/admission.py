@@ -46,10 +46,10 @@ from daemon.ingest.routing import Entry, EntryPlanner
 from daemon.kafka.errors import code_of
 from daemon.ownership import worker_for
 from daemon.ring import RingProducer
-from daemon.wire import ReportRun, encode_reports
-from daemon.wire.base import AckLevel, KpdErrorCode, Status
-from daemon.wire.records import ProduceHeader
 from daemon.wire.ring_entry import entry_head, seq_runs
+from kpd.protocol import ReportRun, encode_reports
+from kpd.protocol.base import AckLevel, KpdErrorCode, Status
+from kpd.protocol.records import ProduceHeader
 
 __all__ = ["Admission", "RecordSource", "ReportReader", "TopicDirectory", "is_legal_topic"]
 

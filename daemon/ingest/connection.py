@@ -16,10 +16,10 @@ import socket
 import struct
 from typing import Any, Protocol
 
-from daemon import wire
 from daemon.ingest.admission import Admission
-from daemon.wire import ReportRun, encode_reports
-from daemon.wire.base import (
+from kpd import protocol as wire
+from kpd.protocol import ReportRun, encode_reports
+from kpd.protocol.base import (
     AckLevel,
     BadFrameError,
     FatalProtocolError,
@@ -28,7 +28,7 @@ from daemon.wire.base import (
     Persistence,
     Status,
 )
-from daemon.wire.records import decode_produce_header
+from kpd.protocol.records import decode_produce_header
 
 __all__ = ["ClientConnection", "ConnectionHost"]
 

@@ -45,9 +45,9 @@ from typing import NamedTuple
 
 from daemon.ingest.admission import Admission
 from daemon.ingest.socket_file import group_id, refuse_if_served
-from daemon.wire.base import AckLevel, KpdErrorCode
-from daemon.wire.records import ProduceHeader, encode_section
 from daemon.wire.ring_entry import ENTRY_HEAD_BYTES
+from kpd.protocol.base import AckLevel, KpdErrorCode
+from kpd.protocol.records import ProduceHeader, encode_section
 
 __all__ = ["LineSplitter", "LinesListener", "LinesSettings", "LinesStats", "SplitLines"]
 

@@ -20,10 +20,10 @@ from array import array
 from types import ModuleType
 
 from daemon.accel import native
-from daemon.kafka.murmur2 import partition_for_key
-from daemon.kafka.partitioner import Partitioner
-from daemon.wire.records import RecordIn, encode_records, iter_records
 from daemon.wire.ring_entry import ENTRY_HEAD_BYTES
+from kpd.murmur2 import partition_for_key
+from kpd.partitioner import Partitioner
+from kpd.protocol.records import RecordIn, encode_records, iter_records
 
 # One entry: (partition, records section, first seq, record count, seq offsets or None).
 Entry = tuple[int, "memoryview | bytes", int, int, "bytes | None"]

@@ -23,15 +23,15 @@ import logging
 import os
 from dataclasses import dataclass
 
-from daemon import wire
 from daemon.ingest.admission import Admission, TopicDirectory
 from daemon.ingest.connection import ClientConnection
 from daemon.ingest.ring_sync import RingSync
 from daemon.ingest.routing import EntryPlanner
 from daemon.ingest.socket_file import group_id, refuse_if_served
 from daemon.ring import RingConsumer, RingProducer
-from daemon.wire.base import KpdErrorCode
 from daemon.wire.ring_entry import decode_report_entry
+from kpd import protocol as wire
+from kpd.protocol.base import KpdErrorCode
 
 __all__ = ["IngestServer", "IngestSettings", "IngestStats"]
 

@@ -21,7 +21,8 @@ Data, not classes: there is no exception type per code. Unknown codes (a broker 
 table) are handled as Java handles them — as the non-retriable UNKNOWN_SERVER_ERROR — but are
 reported as POSSIBLY_PERSISTED, because nothing is known about what the broker did.
 
-Pure: must not import anything outside the standard library.
+Pure: must not import anything outside the standard library but kpd-client's protocol
+vocabulary (``Persistence``, which the client and kpd's socket protocol share).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from types import MappingProxyType
+
+# The one definition of whether records may be in the log, shared with the kpd protocol and
+# the client: it lives in kpd-client (kpd.protocol.base) and is re-exported here for the engine.
+from kpd.protocol.base import Persistence
 
 __all__ = [
     "ERRORS",
@@ -226,20 +231,6 @@ class Action(enum.Enum):
     SPLIT = "split"  # batch over the broker's max.message.bytes: split it, retry the pieces
     FATAL = "fatal"  # this producer id can never write again (fenced, not authorized)
     FAIL = "fail"  # report the records failed
-
-
-class Persistence(enum.IntEnum):
-    """Whether records may be in the log. The one definition kpd has: the engine, the kpd
-    socket protocol (a REPORT run's persistence byte carries these values; 0 on a run that did
-    not fail) and the client's ``DeliveryError`` all use it.
-
-    A failure's persistence only ever grows over several attempts: once an attempt may have
-    written the records, a later clean rejection does not make them "not persisted"
-    (``NOT_PERSISTED < POSSIBLY_PERSISTED``)."""
-
-    PERSISTED = 0
-    NOT_PERSISTED = 1
-    POSSIBLY_PERSISTED = 2
 
 
 @dataclass(frozen=True, slots=True)

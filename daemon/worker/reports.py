@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from daemon.producer import outcomes
 from daemon.producer.outcomes import BatchOutcome, DeliveryFailure
-from daemon.wire import REPORT_RUN_FIXED_BYTES, ReportRun
-from daemon.wire.base import KpdErrorCode, Persistence, Status
 from daemon.wire.ring_entry import seq_runs
+from kpd.protocol import REPORT_RUN_FIXED_BYTES, ReportRun
+from kpd.protocol.base import KpdErrorCode, Persistence, Status
 
 __all__ = ["chunks", "kept_runs", "run_of"]
 

@@ -32,11 +32,11 @@ from daemon.metrics import DeliveryTally
 from daemon.producer.engine import ProducerEngine
 from daemon.producer.outcomes import BatchOutcome
 from daemon.ring import AckWindow, RingConsumer, RingProducer
-from daemon.wire import ReportRun, encode_reports
-from daemon.wire.base import AckLevel
-from daemon.wire.records import LAYOUT_HAS_TIMESTAMPS, iter_records, plain_columns
 from daemon.wire.ring_entry import decode_records_entry, encode_report_entry, seq_runs
 from daemon.worker.reports import chunks, kept_runs, run_of
+from kpd.protocol import ReportRun, encode_reports
+from kpd.protocol.base import AckLevel
+from kpd.protocol.records import LAYOUT_HAS_TIMESTAMPS, iter_records, plain_columns
 
 __all__ = ["Worker"]
 

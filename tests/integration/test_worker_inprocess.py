@@ -20,11 +20,11 @@ import pytest
 
 from daemon.config import producer_settings
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
-from daemon.wire import decode_reports
-from daemon.wire.base import AckLevel, KpdErrorCode, Persistence, Status
-from daemon.wire.records import encode_records
 from daemon.wire.ring_entry import decode_report_entry, entry_head
 from daemon.worker import Worker
+from kpd.protocol import decode_reports
+from kpd.protocol.base import AckLevel, KpdErrorCode, Persistence, Status
+from kpd.protocol.records import encode_records
 from tests.brokers.reader import read_all
 
 RING_BYTES = 1 << 20

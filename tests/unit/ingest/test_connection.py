@@ -16,14 +16,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from daemon import wire
 from daemon.ingest.admission import TopicDirectory
 from daemon.ingest.connection import ClientConnection
 from daemon.ingest.server import IngestServer, IngestSettings
 from daemon.kafka.errors import code_of
 from daemon.ownership import worker_for
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
-from daemon.wire import (
+from daemon.wire.ring_entry import decode_records_entry
+from kpd import protocol as wire
+from kpd.protocol import (
     AckLevel,
     FrameDecoder,
     FrameType,
@@ -33,7 +34,6 @@ from daemon.wire import (
     Role,
     Status,
 )
-from daemon.wire.ring_entry import decode_records_entry
 from tests.settings_for import settings_for
 
 WORKERS = 2

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from daemon.ring import max_payload
-from daemon.wire import ReportRun, encode_reports
-from daemon.wire.base import KpdErrorCode, Persistence, Status
 from daemon.worker.reports import chunks as _chunks
+from kpd.protocol import ReportRun, encode_reports
+from kpd.protocol.base import KpdErrorCode, Persistence, Status
 
 SMALLEST_REPORTS_RING = 64 * 1024  # rings.reports_bytes' lower bound in the schema
 
