@@ -33,7 +33,7 @@ EXIT_STATUSES = (
     (EX_DATAERR, "kpd send: an input line is not a record (EX_DATAERR)"),
     (EX_UNAVAILABLE, "the daemon (or a broker, for kpd read) is not reachable (EX_UNAVAILABLE)"),
     (EX_CANTCREAT, "kpd run: the instance lock file cannot be created (EX_CANTCREAT)"),
-    (EX_TEMPFAIL, "kpd run: another kpd runs with this config's socket (EX_TEMPFAIL)"),
+    (EX_TEMPFAIL, "kpd run: another kpd runs with this socket or these ring files (EX_TEMPFAIL)"),
     (EX_CONFIG, "the config file is missing, unreadable or invalid (EX_CONFIG)"),
 )
 
@@ -126,7 +126,7 @@ def cmd_check_config(args) -> int:
 def cmd_run(args) -> int:
     import uvloop
 
-    from daemon.process.instance import AlreadyRunning, InstanceLock
+    from daemon.process.instance import AlreadyRunning, instance_locks
     from daemon.process.logs import setup_logging
     from daemon.process.status.titles import set_title
     from daemon.process.supervisor import Supervisor
@@ -134,16 +134,20 @@ def cmd_run(args) -> int:
     path = _config_path(args)
     config = _load(path)
     _check_security(config, path)
-    lock = InstanceLock(config.socket.path)
-    try:  # before anything starts: a second instance must touch nothing of the first
-        lock.acquire()
-    except AlreadyRunning as exc:
-        sys.stderr.write(f"kpd: {exc}\n")
-        return EX_TEMPFAIL
-    except OSError as exc:
-        sys.stderr.write(f"kpd: cannot create the instance lock {lock.path}: {exc.strerror}\n")
-        return EX_CANTCREAT
+    locks = instance_locks(config)
+    held = []
     try:
+        for lock in locks:  # before anything starts: a second instance touches nothing
+            try:
+                lock.acquire()
+            except AlreadyRunning as exc:
+                sys.stderr.write(f"kpd: {exc}\n")
+                return EX_TEMPFAIL
+            except OSError as exc:
+                sys.stderr.write(f"kpd: cannot create the instance lock {lock.path}: "
+                                 f"{exc.strerror}\n")  # fmt: skip
+                return EX_CANTCREAT
+            held.append(lock)
         set_title(f"kpd: supervisor {path}")
         setup_logging(config.log.level, config.log.format, "supervisor")
         for warning in config.warnings:
@@ -152,7 +156,8 @@ def cmd_run(args) -> int:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(supervisor.run())
     finally:
-        lock.release()
+        for lock in held:
+            lock.release()
 
 
 def cmd_send(args) -> int:

@@ -5,7 +5,9 @@ numbers, status directory) into the child's stdin and passes the eventfds throug
 ``pass_fds``; the child never reads the config file (``daemon.process.handoff``). Later
 messages on stdin carry settings a SIGHUP applies live (the log level and format). A child
 reports to the supervisor with lines on stdout: ``READY`` once serving, ``QUIESCED`` (ingest)
-once it accepts no more records, ``STOPPED {json}`` (worker) with what it delivered and left.
+once it accepts no more records, ``STOPPED {json}`` (worker) with what it delivered and left,
+and ``BEAT`` every interval from its event loop (``daemon.process.heartbeat``: silence gets it
+replaced; SIGUSR2 dumps its stacks to the log).
 Signals only set events; the loop does the work:
 
 * worker: SIGTERM -> read the ring dry (ingest has quiesced) and flush within the drain
@@ -44,6 +46,7 @@ from daemon.process.handoff import (
     read_first_message,
     read_messages,
 )
+from daemon.process.heartbeat import arm_stack_dump, beat
 from daemon.process.logs import setup_logging
 from daemon.process.status.reporters import IngestReporter, WorkerReporter
 from daemon.process.status.titles import set_title, worker_title
@@ -114,6 +117,7 @@ async def run_worker(spec: ChildSpec) -> int:
     background = [
         loop.create_task(_follow_live_settings(spec)),
         loop.create_task(_follow_partitions(index, worker)),
+        loop.create_task(beat(_say, config.supervisor.heartbeat_timeout_s)),
     ]
     reporter = None
     if spec.status_dir:
@@ -236,7 +240,10 @@ async def run_ingest(spec: ChildSpec) -> int:
     if lines is not None:
         await lines.start()
     loop = asyncio.get_running_loop()
-    background = [loop.create_task(_follow_live_settings(spec))]
+    background = [
+        loop.create_task(_follow_live_settings(spec)),
+        loop.create_task(beat(_say, config.supervisor.heartbeat_timeout_s)),
+    ]
     reporter = None
     if spec.status_dir:
         reporter = IngestReporter(server, records, reports, spec.status_dir, lines)
@@ -321,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     if spec.role == "worker":
         set_title(worker_title(spec.index, ()))
     setup_logging(spec.config.log.level, spec.config.log.format, _log_role(spec))
+    arm_stack_dump()
     entry = run_worker if spec.role == "worker" else run_ingest
     _tune_gc()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

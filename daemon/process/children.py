@@ -2,8 +2,9 @@
 
 Owns the asyncio subprocess of one role/index, the pipe to its stdin (its ``ChildSpec`` at
 every spawn, then live settings; see ``daemon.process.handoff``) and the task reading its
-stdout status lines (``READY``, ``QUIESCED``, ``STOPPED <json>``). A child that exits before
-saying READY failed to boot.
+stdout status lines (``READY``, ``QUIESCED``, ``STOPPED <json>``, and ``BEAT`` from its
+event loop every interval: ``daemon.process.heartbeat``). A child that exits before saying
+READY failed to boot.
 
 The spec is a value the supervisor replaces only for settings that apply live, so a child
 respawned after a crash runs exactly the settings its siblings run.
@@ -15,9 +16,11 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from dataclasses import dataclass, field, replace
 
 from daemon.process.handoff import ChildSpec, LiveSettings, encode_message
+from daemon.process.heartbeat import BEAT, silence_shown_after_s
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,9 @@ class Child:
     stopped: dict | None = None
     # Held so the status reader is not garbage-collected mid-flight (asyncio keeps weak refs).
     status_task: asyncio.Task | None = None
+    # time.monotonic() of the last sign of life (READY or BEAT); owned by the status reader.
+    last_beat: float = 0.0
+    hung_kills: int = 0  # times the supervisor killed it for not beating
 
     @property
     def role(self) -> str:
@@ -93,7 +99,10 @@ class Child:
         assert process.stdout is not None
         async for raw in process.stdout:
             line = raw.decode(errors="replace").strip()
-            if line == "READY":
+            if line == BEAT:
+                self.last_beat = time.monotonic()
+            elif line == "READY":
+                self.last_beat = time.monotonic()
                 self.ready.set()
                 self.failures_in_a_row = 0
             elif line == "QUIESCED":
@@ -107,6 +116,30 @@ class Child:
         if process.stdin is not None:
             process.stdin.close()
         self.exited.set()
+
+    @property
+    def heartbeat_timeout_s(self) -> float:
+        return self.spec.config.supervisor.heartbeat_timeout_s
+
+    def running(self) -> bool:
+        """Its process runs and said READY."""
+        process = self.process
+        return process is not None and process.returncode is None and self.ready.is_set()
+
+    def silent_s(self, now: float | None = None) -> float:
+        """Seconds since its last beat (0 while it is not running: nothing to hear then)."""
+        if not self.running():
+            return 0.0
+        return max(0.0, (time.monotonic() if now is None else now) - self.last_beat)
+
+    def not_responding_s(self, now: float | None = None) -> float | None:
+        """The silence once it is long enough to say so (beats missed), else None."""
+        silent = self.silent_s(now)
+        return silent if silent > silence_shown_after_s(self.heartbeat_timeout_s) else None
+
+    def hung(self, now: float | None = None) -> bool:
+        """Silent for longer than supervisor.heartbeat_timeout."""
+        return self.silent_s(now) > self.heartbeat_timeout_s
 
     def signal(self, signum: int) -> None:
         if self.process is not None and self.process.returncode is None:

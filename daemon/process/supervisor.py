@@ -13,6 +13,10 @@ what is not delivered by then stays in the ring files for the next start. Then i
 forwards the last reports and exits; the supervisor logs "stopped" with what the workers
 delivered and left.
 
+Every child beats from its event loop (``daemon.process.heartbeat``); a child silent for longer
+than ``supervisor.heartbeat_timeout`` is hung: its stack is dumped to the log, it is killed and
+restarted like a crashed one. The systemd watchdog is fed only while every child runs and beats.
+
 Configuration flows down by value: the supervisor validated the file once (``kpd run``) and
 hands each child its settings (``daemon.process.handoff``); children never read the file. A
 SIGHUP re-reads and validates it here: settings in ``LIVE_SETTINGS`` apply at once to the
@@ -24,6 +28,7 @@ keeps running the settings its siblings run. An invalid file changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -36,6 +41,7 @@ from daemon.metrics import mark_dead, prepare_multiprocess_dir
 from daemon.process.children import Child
 from daemon.process.embedded import EmbeddedBroker
 from daemon.process.handoff import ChildSpec, LiveSettings, RingEnd
+from daemon.process.heartbeat import DUMP_GRACE_S, STACK_DUMP_SIGNAL, beat_interval_s
 from daemon.process.http import MetricsServer
 from daemon.process.logs import setup_logging
 from daemon.process.ring_files import RingFiles, prepare_ring_files
@@ -166,6 +172,7 @@ class Supervisor:
             log.info("kpd ready: socket %s, %d workers", self._config.socket.path, workers)
             self._notifier.ready(status=f"serving {self._config.socket.path}, {workers} workers")
             self._spawn_task(run_watchdog(self._notifier, self._healthy))
+            self._spawn_task(self._watch_heartbeats())
             await self._main_loop()
         except BootFailure as exc:
             log.error("%s; stopping", exc)
@@ -218,11 +225,32 @@ class Supervisor:
         task.add_done_callback(self._tasks.discard)
 
     def _healthy(self) -> bool:
-        """Every child runs and has booted: only then does the watchdog beat."""
-        return all(
-            c.process is not None and c.process.returncode is None and c.ready.is_set()
-            for c in self._children
-        )
+        """Every child runs, has booted and beats: only then does the watchdog beat."""
+        return all(c.running() and not c.hung() for c in self._children)
+
+    async def _watch_heartbeats(self) -> None:
+        """Replace every child that stopped beating (``supervisor.heartbeat_timeout``)."""
+        interval = beat_interval_s(self._config.supervisor.heartbeat_timeout_s)
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            for child in self._children:
+                if not self._stopping and not child.stopping and child.hung():
+                    await self._kill_hung(child)
+
+    async def _kill_hung(self, child: Child) -> None:
+        """Ask a hung child for its stacks, then SIGKILL it; ``_watch`` restarts it."""
+        child.hung_kills += 1
+        log.error(
+            "%s (pid %d) NOT RESPONDING for %.1fs (supervisor.heartbeat_timeout %.1fs): "
+            "asking for its stack dump (SIGUSR2, in this log), then killing and replacing it",
+            child.name, child.pid, child.silent_s(), child.heartbeat_timeout_s,
+        )  # fmt: skip
+        self._notifier.status(f"replacing {child.name}: not responding")
+        child.signal(STACK_DUMP_SIGNAL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(child.exited.wait(), DUMP_GRACE_S)
+        child.signal(signal.SIGKILL)
+        await child.exited.wait()
 
     async def _boot_all(self) -> None:
         for child in self._children:

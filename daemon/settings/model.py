@@ -161,6 +161,11 @@ class ShutdownSettings:
 
 
 @dataclass(**_FROZEN)
+class SupervisorSettings:
+    heartbeat_timeout_s: float
+
+
+@dataclass(**_FROZEN)
 class LogSettings:
     level: str
     format: str
@@ -177,6 +182,7 @@ class DaemonConfig:
     metrics: MetricsSettings
     topics: TopicSettings
     shutdown: ShutdownSettings
+    supervisor: SupervisorSettings
     log: LogSettings
     warnings: tuple[str, ...]
     source: str

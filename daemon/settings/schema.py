@@ -79,6 +79,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("metrics", model.MetricsSettings, "The Prometheus endpoint of the supervisor."),
     Section("topics", model.TopicSettings, "Which topics clients may produce to."),
     Section("shutdown", model.ShutdownSettings, "The bounded drain on SIGTERM."),
+    Section("supervisor", model.SupervisorSettings,
+            "How the supervisor watches its child processes (ingest and the workers)."),
     Section("log", model.LogSettings, "The daemon's own logs (stderr, so journald keeps them)."),
 )
 
@@ -322,6 +324,13 @@ DAEMON_SETTINGS: tuple[Setting, ...] = (
     _daemon("shutdown.timeout", DurationS(0.001), "30s",
             "On SIGTERM, how long to drain buffered records to Kafka before exiting anyway.",
             attr="timeout_s"),
+    _daemon("supervisor.heartbeat_timeout", DurationS(0.5), "30s",
+            "A child process (ingest or a worker) whose event loop has not beaten for this "
+            "long is hung (a deadlock, an endless loop, SIGSTOP): the supervisor logs it, has "
+            "it dump its stack to the log, kills it and starts another, which produces what "
+            "its ring still holds. The systemd watchdog is fed only while every child beats: "
+            "keep WatchdogSec= above this.",
+            attr="heartbeat_timeout_s"),
     _daemon("log.level", Choice({n: n for n in ("debug", "info", "warning", "error")}), "info",
             "Least severe level logged."),
     _daemon("log.format", Choice({"text": "text", "json": "json"}), "text",

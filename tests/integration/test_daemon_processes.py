@@ -64,7 +64,8 @@ def test_a_second_instance_of_a_config_exits_75_and_touches_nothing_of_the_first
         assert second.stderr == (
             f"kpd: kpd is already running for socket {daemon.socket_path} "
             f"(pid {daemon.process.pid}, lock {daemon.socket_path}.lock); stop it first, "
-            "or give this instance its own socket.path\n"
+            "or give this instance its own socket.path and its own rings.prefix "
+            "(or rings.directory)\n"
         )
         # The first daemon's broker, address file, socket and metrics port are untouched.
         assert address_file.read_text() == address
@@ -184,3 +185,32 @@ def test_children_die_with_a_killed_supervisor_and_the_next_start_delivers_what_
         assert values >= {b"%d" % i for i in range(2000)}
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_second_daemon_on_the_same_ring_files_exits_75_naming_the_holder(tansu, tmp_path):
+    """Its own socket but the first one's rings.directory and rings.prefix: refused (both
+    would consume every ring and produce each record twice)."""
+    topic = "ring-lock"
+    tansu.create_topic(topic, 1)
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    with KpdDaemon(first_dir, tansu.bootstrap, workers=1) as first:
+        second = KpdDaemon(second_dir, tansu.bootstrap, workers=1)
+        second.config["rings"].update(first.config["rings"])
+        second.write_config()
+        run = subprocess.run(
+            [sys.executable, "-m", "daemon.cli", "run", "--config", str(second.config_path)],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert run.returncode == EX_TEMPFAIL, run.stderr
+        assert run.stderr == (
+            f"kpd: kpd is already running for ring files {first.rings_dir / first.prefix}-* "
+            f"(pid {first.process.pid}, lock {first.rings_dir / first.prefix}.lock); stop it "
+            "first, or give this instance its own rings.prefix (or rings.directory)\n"
+        )
+        assert not Path(second.socket_path).exists()
+        with Producer(first.socket_path, acks="kafka") as producer:
+            producer.send(topic, b"once").result(timeout=30)
+        assert first.stop() == 0
+    assert [r.value for r in read_all(tansu.bootstrap, topic, 1)] == [b"once"]

@@ -558,6 +558,10 @@ class _FakeChild:
         self.ready = asyncio.Event()
         if state.up:
             self.ready.set()
+        self._not_responding_s = state.not_responding_s
+
+    def not_responding_s(self) -> float | None:
+        return self._not_responding_s
 
 
 async def _get(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:

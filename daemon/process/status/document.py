@@ -50,6 +50,8 @@ class ChildState:
     pid: int | None
     restarts: int
     up: bool  # running and said READY
+    # Seconds since its last heartbeat once beats were missed (None: it beats).
+    not_responding_s: float | None = None
 
 
 def child_states(children: Iterable[Any]) -> list[ChildState]:
@@ -66,9 +68,14 @@ def child_states(children: Iterable[Any]) -> list[ChildState]:
                 child.pid,
                 child.restarts,
                 running and child.ready.is_set(),
+                _rounded(child.not_responding_s()),
             )
         )
     return states
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
 
 
 def build_status(

@@ -44,6 +44,9 @@ def format_status(status: dict) -> str:
     totals = {"in": 0.0, "sent": 0.0, "failed": 0.0}
     for child in status["children"]:
         rows.append(_row(child))
+        silent = child.get("not_responding_s")
+        if silent is not None:
+            notes.append(f"{child['name']}: NOT RESPONDING for {silent:.0f} s")
         snap = child.get("snapshot")
         if snap is None:
             notes.append(f"{child['name']}: no current snapshot")
@@ -86,7 +89,7 @@ def _row(child: dict) -> tuple[str, ...]:
     base = (
         child["name"],
         str(child["pid"] or "-"),
-        "yes" if child["up"] else "NO",
+        _up_text(child),
         str(child["restarts"]),
     )
     if snap.get("role") == "worker":
@@ -117,6 +120,12 @@ def _row(child: dict) -> tuple[str, ...]:
             _ingest_clients(snap),
         )
     return (*base, "-", "-", "-", "-", "-", "-")
+
+
+def _up_text(child: dict) -> str:
+    if not child["up"]:
+        return "NO"
+    return "yes" if child.get("not_responding_s") is None else "HUNG"
 
 
 def _ring_notes(rings: dict | None) -> list[str]:
