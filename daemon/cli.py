@@ -323,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_epilog(),
         formatter_class=_Formatter,
     )
+    from daemon.version import VERSION
+
+    parser.add_argument("--version", action="version", version=f"kpd {VERSION}")
     sub = parser.add_subparsers(
         dest="command", required=True, parser_class=_Parser, metavar="COMMAND"
     )

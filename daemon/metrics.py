@@ -175,6 +175,29 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     ),
     _c("kpd_child_restarts_total", "Child restarts by the supervisor.", ("child",), "supervisor"),
     _g("kpd_child_up", "1 while a child runs and said READY.", ("child",), "supervisor"),
+    _c(
+        "kpd_child_hung_total",
+        "Children killed and replaced for not beating (supervisor.heartbeat_timeout).",
+        ("child",),
+        "supervisor",
+    ),
+    # ---- what each process costs (the supervisor reads /proc at scrape time) -------------
+    _g("kpd_process_resident_bytes", "Resident memory (RSS).", ("child",), "supervisor"),
+    _g(
+        "kpd_process_proportional_bytes",
+        "Proportional memory (PSS): shared ring pages split between their mappers; sums to "
+        "what kpd holds.",
+        ("child",),
+        "supervisor",
+    ),
+    _c("kpd_process_cpu_seconds_total", "User and system CPU time.", ("child",), "supervisor"),
+    _g("kpd_process_open_fds", "Open file descriptors.", ("child",), "supervisor"),
+    _g(
+        "kpd_build_info",
+        "Always 1: kpd's version, the Python that runs it and the ring/codec accelerator.",
+        ("version", "python", "accelerator"),
+        "supervisor",
+    ),
 )
 
 
@@ -452,26 +475,56 @@ class ChildLike(Protocol):
     name: str
     restarts: int
     up: bool
+    hung_kills: int
+    usage: Any  # daemon.process.usage.ProcessUsage or None
+
+
+@dataclass(frozen=True, slots=True)
+class BuildInfo:
+    version: str
+    python: str
+    accelerator: str
 
 
 class SupervisorCollector:
     """The supervisor's own metrics, read from its child table at scrape time: they need no
-    files, since the supervisor is the process that serves them."""
+    files, since the supervisor is the process that serves them. ``own_usage`` is the
+    supervisor's own ``ProcessUsage`` (or None), exported as ``child="supervisor"``."""
 
-    def __init__(self, children: Callable[[], Iterable[ChildLike]]) -> None:
+    def __init__(
+        self,
+        children: Callable[[], Iterable[ChildLike]],
+        build: BuildInfo,
+        own_usage: Callable[[], Any] = lambda: None,
+    ) -> None:
         self._children = children
+        self._build = build
+        self._own_usage = own_usage
         self._specs = {s.name: s for s in CATALOGUE if s.source == "supervisor"}
 
-    def collect(self) -> Iterable[Any]:
+    def _family(self, name: str) -> Any:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        restarts_spec = self._specs["kpd_child_restarts_total"]
-        up_spec = self._specs["kpd_child_up"]
-        restarts = CounterMetricFamily(
-            restarts_spec.name, restarts_spec.help, labels=restarts_spec.labels
-        )
-        up = GaugeMetricFamily(up_spec.name, up_spec.help, labels=up_spec.labels)
+        spec = self._specs[name]
+        kind = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
+        return kind(spec.name, spec.help, labels=spec.labels)
+
+    def collect(self) -> Iterable[Any]:
+        families = {name: self._family(name) for name in self._specs}
+        build = self._build
+        families["kpd_build_info"].add_metric((build.version, build.python, build.accelerator), 1)
+        usages = [("supervisor", self._own_usage())]
         for child in self._children():
-            restarts.add_metric((child.name,), child.restarts)
-            up.add_metric((child.name,), 1 if child.up else 0)
-        return [restarts, up]
+            families["kpd_child_restarts_total"].add_metric((child.name,), child.restarts)
+            families["kpd_child_up"].add_metric((child.name,), 1 if child.up else 0)
+            families["kpd_child_hung_total"].add_metric((child.name,), child.hung_kills)
+            usages.append((child.name, child.usage))
+        for name, usage in usages:
+            if usage is None:
+                continue
+            labels = (name,)
+            families["kpd_process_resident_bytes"].add_metric(labels, usage.resident_bytes)
+            families["kpd_process_proportional_bytes"].add_metric(labels, usage.proportional_bytes)
+            families["kpd_process_cpu_seconds_total"].add_metric(labels, usage.cpu_seconds)
+            families["kpd_process_open_fds"].add_metric(labels, usage.open_fds)
+        return list(families.values())

@@ -53,6 +53,7 @@ from daemon.process.status.titles import set_title, worker_title
 from daemon.process.txn_layout import worker_transactional_id
 from daemon.producer.metadata import ClusterView, MetadataManager
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
+from daemon.version import VERSION
 from daemon.worker import Worker
 
 log = logging.getLogger("kpd")
@@ -181,6 +182,7 @@ def ingest_settings(config: DaemonConfig) -> IngestSettings:
         ignore_keys=producer.partitioner_ignore_keys,
         socket_group=config.socket.group,
         fsync=config.rings.fsync,
+        server_name=f"kpd {VERSION}",
     )
 
 

@@ -1,9 +1,13 @@
-"""The supervisor's HTTP endpoint on ``metrics.listen``: ``GET /metrics`` and ``GET /status``.
+"""The supervisor's HTTP endpoint on ``metrics.listen``: ``/metrics``, ``/status``, ``/healthz``
+and ``/readyz``.
 
 A tiny HTTP/1.1 server on the supervisor's own asyncio loop: one request per connection,
 answered and closed, so no threads and nothing to keep alive. ``/metrics`` is the aggregated
 exposition of every process's metric files plus the supervisor's child table; ``/status`` is
-``build_status`` as JSON. Anything else is 404, any method but GET/HEAD is 405.
+``build_status`` as JSON. ``/healthz`` answers 200 whenever the supervisor's loop runs (a
+liveness probe: restart kpd when it fails); ``/readyz`` answers 200 only while every child
+runs and beats and every worker that owns partitions has a broker connection (a readiness
+probe), else 503 with the reasons. Anything else is 404, any method but GET/HEAD is 405.
 
 Owns the listening socket only. Must not import uvloop or signal; it reads the supervisor's
 children through the callable it is given, never through the supervisor.
@@ -14,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from daemon.metrics import SupervisorCollector, render_metrics
-from daemon.process.status.document import build_status, child_states
+from daemon.metrics import BuildInfo, SupervisorCollector, render_metrics
+from daemon.process.status.document import build_status, child_states, unready_reasons
+from daemon.process.usage import usage_of
 
 __all__ = ["MetricsServer"]
 
@@ -33,6 +39,7 @@ _REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 
 
@@ -40,7 +47,7 @@ class MetricsServer:
     """``children`` returns the supervisor's current ``Child`` objects; ``config_state`` the
     supervisor's configuration state (file, settings waiting for a restart, last reload);
     ``rings`` what the supervisor did with the ring files at start (``RingFiles.status()``)
-    or None."""
+    or None; ``build`` what ``kpd_build_info`` says."""
 
     def __init__(
         self,
@@ -50,6 +57,7 @@ class MetricsServer:
         children: Callable[[], Iterable[Any]],
         config_state: Callable[[], dict] = dict,
         rings: Callable[[], dict | None] = lambda: None,
+        build: BuildInfo | None = None,
     ) -> None:
         self._listen = listen
         self._metrics_dir = metrics_dir
@@ -57,7 +65,11 @@ class MetricsServer:
         self._children = children
         self._config_state = config_state
         self._rings = rings
-        self._collector = SupervisorCollector(lambda: child_states(self._children()))
+        self._collector = SupervisorCollector(
+            lambda: child_states(self._children()),
+            build or BuildInfo("unknown", "unknown", "unknown"),
+            lambda: usage_of(os.getpid()),
+        )
         self._server: asyncio.Server | None = None
 
     @property
@@ -120,7 +132,12 @@ class MetricsServer:
             )
             document["config"] = self._config_state()
             return 200, "application/json", json.dumps(document, indent=1).encode()
-        return _text(404, "try /metrics or /status")
+        if target == b"/healthz":
+            return _text(200, "ok")
+        if target == b"/readyz":
+            reasons = unready_reasons(child_states(self._children()), self._status_dir)
+            return _text(503, "\n".join(reasons)) if reasons else _text(200, "ready")
+        return _text(404, "try /metrics, /status, /healthz or /readyz")
 
 
 def _text(status: int, message: str) -> tuple[int, str, bytes]:

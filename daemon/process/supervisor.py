@@ -31,13 +31,15 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
+import platform
 import signal
 import time
 from pathlib import Path
 
 from daemon.accel import IMPLEMENTATION, native
 from daemon.config import ConfigError, DaemonConfig, changed_settings, load_config
-from daemon.metrics import mark_dead, prepare_multiprocess_dir
+from daemon.metrics import BuildInfo, mark_dead, prepare_multiprocess_dir
 from daemon.process.children import Child
 from daemon.process.embedded import EmbeddedBroker
 from daemon.process.handoff import ChildSpec, LiveSettings, RingEnd
@@ -49,6 +51,7 @@ from daemon.process.sdnotify import SystemdNotifier, listen_fds, run_watchdog
 from daemon.process.status.document import prepare_status_dir
 from daemon.process.txn_layout import fence_previous_layout
 from daemon.ring import MemoryOrderingError, RingWakeups, ordering_of
+from daemon.version import VERSION
 
 __all__ = ["LIVE_SETTINGS", "Supervisor"]
 
@@ -143,6 +146,8 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(signum, self._signals.put_nowait, signum)
+        log.info("kpd %s starting (Python %s, pid %d)", VERSION, platform.python_version(),
+                 os.getpid())  # fmt: skip
         # Children inherit the environment, so they choose the same implementation.
         log.log(logging.INFO if native is not None else logging.WARNING,
                 "accelerator: %s", IMPLEMENTATION)  # fmt: skip
@@ -197,6 +202,7 @@ class Supervisor:
             lambda: self._children,
             self.config_state,
             lambda: self._ring_files.status() if self._ring_files else None,
+            BuildInfo(VERSION, platform.python_version(), IMPLEMENTATION),
         )
         try:
             await self._http.start()

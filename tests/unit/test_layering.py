@@ -28,6 +28,7 @@ ALLOWED = {
     "wire": {"kafka", "accel"},
     "ring": {"accel"},
     "settings": set(),
+    "version": set(),  # kpd's version from the package metadata
     "config": {"settings"},
     "net": {"kafka", "settings"},  # from_config: connection settings from the schema's model
     "producer": {"kafka", "net", "config", "settings"},
@@ -49,8 +50,9 @@ ALLOWED = {
         "metrics",
         "ownership",
         "worker",
+        "version",
     },
-    "cli": {"config", "settings", "process", "wire", "kafka", "cli_input"},
+    "cli": {"config", "settings", "process", "wire", "kafka", "cli_input", "version"},
     "cli_input": set(),  # kpd send's input formats, pure
 }
 PURE = ("kafka", "wire", "ownership")  # bytes <-> values and pure rules, nothing else

@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from daemon.metrics import (
     CATALOGUE,
     DELIVERY_BOUNDS,
+    BuildInfo,
     DeliveryTally,
     SupervisorCollector,
     mark_dead,
@@ -36,6 +37,7 @@ from daemon.process.http import MetricsServer
 from daemon.process.status.document import ChildState, build_status, read_snapshots
 from daemon.process.status.reporters import RateMeter, StatusWriter
 from daemon.process.status.text import fetch_status, format_status
+from daemon.process.usage import ProcessUsage
 from daemon.producer.counters import ProducerCounters
 from daemon.producer.outcomes import DeliveryFailure, Persistence
 
@@ -537,8 +539,15 @@ def test_format_status_says_what_became_of_the_previous_runs_ring_files(reported
 
 
 def test_supervisor_collector_reports_restarts_and_up_from_its_children(reported):
-    collector = SupervisorCollector(lambda: reported.children)
+    build = BuildInfo("1.2.3", "3.12.1", "native")
+    own = ProcessUsage(resident_bytes=10, proportional_bytes=7, cpu_seconds=1.5, open_fds=9)
+    collector = SupervisorCollector(lambda: reported.children, build, lambda: own)
     samples = scrape(reported.metrics_dir, (collector,))
+    build_labels = (("accelerator", "native"), ("python", "3.12.1"), ("version", "1.2.3"))
+    assert samples[("kpd_build_info", build_labels)] == 1
+    assert samples[("kpd_process_proportional_bytes", (("child", "supervisor"),))] == 7
+    assert samples[("kpd_process_cpu_seconds_total", (("child", "supervisor"),))] == 1.5
+    assert samples[("kpd_child_hung_total", (("child", "worker-0"),))] == 0
     assert samples[("kpd_child_restarts_total", (("child", "worker-0"),))] == 2
     assert samples[("kpd_child_up", (("child", "worker-1"),))] == 0
     assert samples[("kpd_child_up", (("child", "ingest"),))] == 1
@@ -554,6 +563,7 @@ class _FakeChild:
     def __init__(self, state: ChildState) -> None:
         self.name, self.role, self.index, self.pid = state.name, state.role, state.index, state.pid
         self.restarts = state.restarts
+        self.hung_kills = state.hung_kills
         self.process = SimpleNamespace(returncode=None if state.up else 1)
         self.ready = asyncio.Event()
         if state.up:
@@ -594,6 +604,14 @@ def test_http_endpoint_serves_metrics_status_and_404(reported):
             document = await asyncio.to_thread(fetch_status, "127.0.0.1", port)
             assert [c["name"] for c in document["children"]] == ["worker-0", "worker-1", "ingest"]
             assert document["children"][0]["snapshot"]["partitions"] == {"orders": [0, 1, 2, 5]}
+
+            status, _, body = await _get(port, b"GET /healthz HTTP/1.1\r\n\r\n")
+            assert (status, body) == ("HTTP/1.1 200 OK", b"ok\n")
+            status, _, body = await _get(port, b"GET /readyz HTTP/1.1\r\n\r\n")
+            assert (status, body) == (
+                "HTTP/1.1 503 Service Unavailable",
+                b"worker-1: not running\n",
+            )
 
             status, _, _ = await _get(port, b"GET /nowhere HTTP/1.1\r\n\r\n")
             assert status == "HTTP/1.1 404 Not Found"

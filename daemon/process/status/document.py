@@ -17,7 +17,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ChildState", "build_status", "child_states", "prepare_status_dir", "read_snapshots"]
+from daemon.process.usage import ProcessUsage, usage_of
+
+__all__ = [
+    "ChildState",
+    "build_status",
+    "child_states",
+    "prepare_status_dir",
+    "read_snapshots",
+    "unready_reasons",
+]
 
 
 def prepare_status_dir(path: str | Path) -> Path:
@@ -50,8 +59,10 @@ class ChildState:
     pid: int | None
     restarts: int
     up: bool  # running and said READY
+    hung_kills: int = 0  # killed for not beating
     # Seconds since its last heartbeat once beats were missed (None: it beats).
     not_responding_s: float | None = None
+    usage: ProcessUsage | None = None  # memory, CPU, descriptors (None: not running)
 
 
 def child_states(children: Iterable[Any]) -> list[ChildState]:
@@ -68,7 +79,9 @@ def child_states(children: Iterable[Any]) -> list[ChildState]:
                 child.pid,
                 child.restarts,
                 running and child.ready.is_set(),
+                child.hung_kills,
                 _rounded(child.not_responding_s()),
+                usage_of(child.pid) if running else None,
             )
         )
     return states
@@ -99,7 +112,34 @@ def build_status(
         else:
             row["snapshot"] = None
         rows.append(row)
-    document = {"time": now, "pid": os.getpid(), "children": rows}
+    own = usage_of(os.getpid())
+    document = {
+        "time": now,
+        "pid": os.getpid(),
+        "usage": asdict(own) if own is not None else None,
+        "children": rows,
+    }
     if rings is not None:
         document["rings"] = rings
     return document
+
+
+def unready_reasons(children: Iterable[ChildState], status_dir: str | Path) -> list[str]:
+    """Why the daemon is not ready (``/readyz``): a child down or not beating, a worker that
+    owns partitions without any broker connection. Empty when ready."""
+    snapshots = read_snapshots(status_dir)
+    reasons = []
+    for state in children:
+        if not state.up:
+            reasons.append(f"{state.name}: not running")
+            continue
+        if state.not_responding_s is not None:
+            reasons.append(f"{state.name}: not responding for {state.not_responding_s:.0f}s")
+            continue
+        snap = snapshots.get(state.name)
+        if state.role != "worker" or snap is None or snap.get("pid") != state.pid:
+            continue
+        brokers = [up for node, up in snap["brokers"].items() if int(node) >= 0]
+        if snap["partitions"] and not any(brokers):
+            reasons.append(f"{state.name}: owns partitions but no broker is connected")
+    return reasons
