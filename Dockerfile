@@ -7,13 +7,25 @@
 #     -v /etc/kpd/kpd.yaml:/etc/kpd/kpd.yaml:ro -p 9464:9464 kpd
 
 # Debian is named so that the pinned tini below stays installable.
+# Multi-arch: docker buildx build --platform linux/amd64,linux/arm64 -t REPO/kpd:VERSION --push .
+# Each platform's build stage compiles the accelerators for its own CPU (natively, or under
+# QEMU emulation); see docs/operations.md, "Container".
 ARG BASE=python:3.11-slim-bookworm
 
-# ---- build: kpd and its wheels into a venv, and the container's config ----------------------
+# ---- build: kpd, kpd-client and their C accelerators into a venv, and the config ------------
 FROM ${BASE} AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# A C compiler for the accelerators (daemon.accel._accel and kpd._accel): without them the
+# workers run the pure-Python path (about twice the CPU) and a weakly ordered CPU (arm64)
+# refuses to run the rings. Build stage only: nothing of it reaches the runtime image.
+# libc6-dev follows Debian's security updates, so its version is not pinned.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc=4:12.2.0-3 libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
 # kpd-client first: the daemon depends on it (and its setup.py includes its kpd_loops.h), and
@@ -21,8 +33,12 @@ WORKDIR /src
 COPY clients/python ./clients/python
 COPY pyproject.toml setup.py README.md ./
 COPY daemon ./daemon
+# The accelerators' build is optional for pip (a warning, then the pure path): the build
+# fails here instead if either is missing from the image.
 RUN python -m venv /opt/kpd \
-    && /opt/kpd/bin/pip install --no-compile ./clients/python .
+    && /opt/kpd/bin/pip install --no-compile ./clients/python . \
+    && /opt/kpd/bin/python -c "import daemon.accel as d, kpd.accel as k; \
+assert d.native and k.native, (d.IMPLEMENTATION, k.IMPLEMENTATION); print(d.IMPLEMENTATION)"
 
 # The example config with every default, except that metrics listen on all interfaces: in
 # a container 127.0.0.1 is the container's own loopback, unreachable through -p 9464:9464.
@@ -67,10 +83,12 @@ USER 10001:10001
 # give it --stop-timeout=90, docker stop's default of 10 s cuts the drain short.
 STOPSIGNAL SIGTERM
 
-# Healthy = the supervisor's loop answers /metrics. A config without metrics (or on another
-# port) needs --no-healthcheck or its own HEALTHCHECK.
+# Healthy = the supervisor's loop answers /healthz (liveness; /readyz says whether the children
+# beat and the workers reach Kafka). No curl in the slim image: the venv's Python asks, and
+# urlopen raises (exit 1) on anything but a 2xx. A config without metrics (or on another port)
+# needs --no-healthcheck or its own HEALTHCHECK.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/metrics', timeout=4).read(1)"]
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/healthz', timeout=4).read(1)"]
 
 ENTRYPOINT ["/usr/bin/tini", "--", "kpd"]
 CMD ["run", "--config", "/etc/kpd/kpd.yaml"]

@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from daemon.net.errors import AUTH_FAILURE_REASONS
 from daemon.producer.counters import COUNT_BOUNDS, LATENCY_BOUNDS, SIZE_BOUNDS, LatencyHistogram
+from kpd.protocol import KpdErrorCode
 
 __all__ = [
     "CATALOGUE",
@@ -53,6 +55,13 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # latency bounds plus three wider ones, so slow deliveries do not all land in +Inf.
 DELIVERY_BOUNDS = (*LATENCY_BOUNDS, 30.0, 60.0, 120.0)
 RECORDS_PER_REQUEST_BOUNDS = COUNT_BOUNDS
+
+# Label values exported at 0 from the start (or from a topic's first record), so that an
+# alert's rate() sees the first failure: a series born at its first increment has no "before".
+# The engine's own failure names (daemon.producer.sender); Kafka's error names appear as they
+# happen (they are too many to export per topic in advance).
+FAILURE_REASONS_AT_ZERO = ("DELIVERY_TIMEOUT", "RETRIES_EXHAUSTED", "PRODUCER_CLOSED")
+REJECTION_REASONS = tuple(code.name for code in KpdErrorCode if code is not KpdErrorCode.NONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +100,10 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     # ---- ingest: clients -> rings (ingest holds an end of every ring) --------------------
     _c("kpd_ingest_records_accepted_total", "Records accepted into a worker ring.", (), "ingest"),
     _c(
-        "kpd_ingest_records_rejected_total", "Records refused before reaching a ring.", (), "ingest"
+        "kpd_ingest_records_rejected_total",
+        "Records refused before reaching a ring, by reason (the kpd error code's name).",
+        ("reason",),
+        "ingest",
     ),
     _c(
         "kpd_ingest_buffer_full_total",
@@ -304,7 +316,10 @@ class _Exporter:
     def add(self, name: str, labels: tuple[str, ...], total: float) -> None:
         """Export a monotonic plain counter's current ``total`` as a delta."""
         key = (name, labels)
-        last = self._last.get(key, 0)
+        last = self._last.get(key)
+        if last is None:  # exported from its first flush, at 0 if need be: rate() sees it
+            last = self._last[key] = 0
+            self._child(name, labels)
         # A plain counter below its last value was replaced by a fresh one: all of it is new.
         delta = total - last if total >= last else total
         if delta:
@@ -385,8 +400,9 @@ class WorkerMetrics:
         out, w = self._out, self._w
         for topic, n in tally.received.items():
             out.add("kpd_records_received_total", (*w, topic), n)
-        for topic, n in tally.sent.items():
-            out.add("kpd_records_sent_total", (*w, topic), n)
+            out.add("kpd_records_sent_total", (*w, topic), tally.sent[topic])
+            for reason in FAILURE_REASONS_AT_ZERO:
+                out.add("kpd_records_failed_total", (*w, topic, reason), 0)
         for (topic, reason), n in tally.failed.items():
             out.add("kpd_records_failed_total", (*w, topic, reason), n)
         out.transfer("kpd_record_delivery_seconds", (), tally.delivery)
@@ -424,8 +440,8 @@ class WorkerMetrics:
         out.add("kpd_broker_connects_total", w, s.connects)
         out.add("kpd_broker_connect_failures_total", w, s.connect_failures)
         out.add("kpd_broker_disconnects_total", w, s.disconnects)
-        for reason, count in s.auth_failures.items():
-            out.add("kpd_broker_auth_failures_total", (*w, reason), count)
+        for reason in AUTH_FAILURE_REASONS:
+            out.add("kpd_broker_auth_failures_total", (*w, reason), s.auth_failures.get(reason, 0))
         out.add("kpd_broker_reauthentications_total", w, s.reauthentications)
         out.add("kpd_metadata_refreshes_total", w, s.metadata_refreshes)
         out.add("kpd_metadata_refresh_failures_total", w, s.metadata_refresh_failures)
@@ -448,7 +464,9 @@ class IngestMetrics:
         ``LinesListener``'s ``stats()`` when ``socket.lines`` is configured."""
         out = self._out
         out.add("kpd_ingest_records_accepted_total", (), stats.records_accepted)
-        out.add("kpd_ingest_records_rejected_total", (), stats.records_rejected)
+        for reason in REJECTION_REASONS:
+            count = stats.rejected_by_reason.get(reason, 0)
+            out.add("kpd_ingest_records_rejected_total", (reason,), count)
         out.add("kpd_ingest_buffer_full_total", (), stats.buffer_full_events)
         out.set("kpd_ingest_connections", (), stats.connections)
         if lines is not None:

@@ -38,6 +38,7 @@ import itertools
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
 
@@ -159,6 +160,7 @@ class Admission:
         # Counts for stats(); written only here.
         self.records_accepted = 0
         self.records_rejected = 0
+        self.rejected_by_reason: Counter[str] = Counter()  # by KpdErrorCode name
         self.buffer_full_events = 0
 
     def next_source_id(self) -> int:
@@ -218,6 +220,7 @@ class Admission:
         """Answer records FAILED, NOT_PERSISTED, and count them: every record ingest refuses
         passes here, the sources' own refusals (a malformed frame, a draining ingest) too."""
         self.records_rejected += count
+        self.rejected_by_reason[code.name] += count
         source.refused(first_seq, count, code, message, kafka_error)
 
     async def describe(self, topic: str) -> tuple[KpdErrorCode, int]:

@@ -192,7 +192,8 @@ class ClientConnection(asyncio.Protocol):
         ack = hello.default_ack
         self.ack_default = AckLevel(ack) if ack != AckLevel.CONNECTION_DEFAULT else AckLevel.KAFKA
         self.greeted = True
-        self.send(wire.encode_welcome(version, self._server.settings.max_frame_bytes))
+        settings = self._server.settings
+        self.send(wire.encode_welcome(version, settings.max_frame_bytes, settings.server_name))
 
     def _produce(self, payload):
         try:

@@ -65,6 +65,7 @@ class IngestStats:
     buffer_full_events: int
     connections: int
     ring_syncs: int  # rings.fsync: syncs of the records rings' files done so far
+    rejected_by_reason: dict[str, int]  # records_rejected by KpdErrorCode name
 
 
 class IngestServer:
@@ -106,6 +107,7 @@ class IngestServer:
             admission.buffer_full_events,
             len(self.connections),
             admission.ring_sync.syncs,
+            dict(admission.rejected_by_reason),
         )
 
     # ---- lifecycle ---------------------------------------------------------------------

@@ -1,18 +1,27 @@
-"""The supervisor watching its children, as an operator sees it: a hung child replaced."""
+"""The supervisor as an operator sees it: a hung child replaced, health and readiness, the
+version, counters present from the start, what each process costs."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import platform
 import signal
+import subprocess
+import sys
+import urllib.error
 import urllib.request
 
+from prometheus_client.parser import text_string_to_metric_families
+
+from daemon.accel import IMPLEMENTATION
 from daemon.process.status.text import format_status
+from daemon.version import VERSION
 from kpd import Producer
 from tests.brokers.ports import free_port
 from tests.brokers.reader import read_all
-from tests.daemon_harness import KpdDaemon, wait_for
+from tests.daemon_harness import REPO, KpdDaemon, wait_for
 
 
 def _status(port: int) -> dict:
@@ -68,3 +77,95 @@ def test_a_stopped_worker_is_replaced_and_its_records_reach_kafka(tansu, tmp_pat
     values = sorted(r.value for r in read_all(tansu.bootstrap, topic, 200, exact=False))
     expected = sorted(b"%s-%d" % (when, i) for when in (b"before", b"during") for i in range(100))
     assert sorted(set(values)) == expected  # at least once: nothing lost
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _samples(port: int) -> dict[tuple[str, tuple], float]:
+    _, body = _get(port, "/metrics")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+    }
+
+
+def test_an_operator_sees_version_health_and_every_counter_from_the_start(tansu, tmp_path):
+    topic = "operator-view"
+    tansu.create_topic(topic, 2)
+    port = free_port()
+    extra = {"metrics": {"enabled": True, "listen": f"127.0.0.1:{port}"}}
+    version = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "--version"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert version.returncode == 0 and version.stdout == f"kpd {VERSION}\n"
+    with KpdDaemon(tmp_path, tansu.bootstrap, workers=2, extra=extra) as daemon:
+        assert f"kpd {VERSION} starting" in daemon.log_tail()
+        assert _get(port, "/healthz") == (200, "ok\n")
+        # Before any record: the counters an alert's rate() needs are there, at 0.
+        retries = ("kpd_batch_retries_total", (("worker", "1"),))
+        samples = wait_for(
+            lambda: (
+                (s := _samples(port)).get(("kpd_ingest_records_accepted_total", ())) == 0
+                and s.get(retries) == 0
+                and s
+            ),
+            10,
+            "the first flush of ingest and the workers",
+        )
+        assert (
+            samples[("kpd_ingest_records_rejected_total", (("reason", "TOPIC_NOT_ALLOWED"),))] == 0
+        )
+        build = [k for k in samples if k[0] == "kpd_build_info"]
+        assert build == [
+            (
+                "kpd_build_info",
+                (
+                    ("accelerator", IMPLEMENTATION),
+                    ("python", platform.python_version()),
+                    ("version", VERSION),
+                ),
+            )
+        ]
+        for child in ("supervisor", "ingest", "worker-0", "worker-1"):
+            assert samples[("kpd_process_proportional_bytes", (("child", child),))] > 0
+            assert samples[("kpd_process_resident_bytes", (("child", child),))] > 0
+            assert samples[("kpd_process_open_fds", (("child", child),))] > 2
+            assert ("kpd_process_cpu_seconds_total", (("child", child),)) in samples
+
+        with Producer(daemon.socket_path, acks="kafka") as producer:
+            assert producer.server_name == f"kpd {VERSION}"
+            for partition in range(2):
+                producer.send(topic, b"x", partition=partition).result(timeout=30)
+        failed = ("kpd_records_failed_total", (("reason", "DELIVERY_TIMEOUT"), ("topic", topic)))
+        wait_for(
+            lambda: sum(
+                v for (name, labels), v in _samples(port).items()
+                if (name, tuple(x for x in labels if x[0] != "worker")) == failed
+            ) == 0 and any(k[0] == failed[0] for k in _samples(port)),
+            10,
+            "kpd_records_failed_total at 0 once the topic is seen",
+        )  # fmt: skip
+        # Ready: every child beats, every worker owning partitions reaches a broker.
+        assert wait_for(lambda: _get(port, "/readyz")[0] == 200, 20, "/readyz")
+        (ingest,) = daemon.child_pids("ingest")
+        os.kill(ingest, signal.SIGSTOP)
+        try:
+            _, body = wait_for(
+                lambda: (answer := _get(port, "/readyz"))[0] == 503 and answer,
+                20,
+                "/readyz to notice the stopped ingest",
+            )
+            assert body.startswith("ingest: not responding for ")
+            assert _get(port, "/healthz")[0] == 200  # alive: the supervisor answers
+        finally:
+            os.kill(ingest, signal.SIGCONT)
+        assert wait_for(lambda: _get(port, "/readyz")[0] == 200, 20, "/readyz again")
+        assert daemon.stop() == 0

@@ -34,7 +34,7 @@ ALLOWED = {
     "producer": {"kafka", "net", "config", "settings"},
     "ownership": set(),  # worker_for, the one rule of which worker owns a partition; pure
     "ingest": {"wire", "kafka", "ring", "accel", "ownership"},
-    "metrics": {"producer"},
+    "metrics": {"producer", "net"},
     # one worker process's ring <-> engine adapter; never ingest or the supervisor
     "worker": {"wire", "ring", "config", "producer", "metrics"},
     "process": {

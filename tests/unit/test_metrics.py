@@ -261,7 +261,8 @@ INGEST_SCRIPT = """
         records.write(b"x" * 96)
         records.publish()
         stats = IngestStats(records_accepted=12, records_rejected=1, buffer_full_events=0,
-                            connections=2, ring_syncs=0)
+                            connections=2, ring_syncs=0,
+                            rejected_by_reason={"TOPIC_NOT_ALLOWED": 1})
         IngestMetrics().flush(stats, [records], [reports])
     finally:
         Ring.unlink(name + "-rec")
@@ -280,6 +281,10 @@ def test_ingest_exports_ring_fill_and_a_dead_process_loses_only_its_gauges(tmp_p
     assert before[("kpd_ring_used_bytes", (("ring", "reports"), ("worker", "0")))] == 0
     assert before[("kpd_ingest_connections", ())] == 2
     assert before[("kpd_ingest_records_accepted_total", ())] == 12
+    assert before[("kpd_ingest_records_rejected_total", (("reason", "TOPIC_NOT_ALLOWED"),))] == 1
+    # Every other reason is there from the first flush, at 0: rate() sees its first increase.
+    assert before[("kpd_ingest_records_rejected_total", (("reason", "BUFFER_FULL"),))] == 0
+    assert before[("kpd_ingest_buffer_full_total", ())] == 0
 
     mark_dead(out["pid"], tmp_path)
 
@@ -432,7 +437,7 @@ REPORTERS_SCRIPT = """
         WorkerReporter(0, engine, tally, worker_end, RingProducer(rep_ring, rep_w),
                        status_dir).report()
         stats = IngestStats(records_accepted=40, records_rejected=0, buffer_full_events=0,
-                            connections=1, ring_syncs=3)
+                            connections=1, ring_syncs=3, rejected_by_reason={})
         server = SimpleNamespace(stats=lambda: stats)
         IngestReporter(server, [ingest_end], [RingConsumer(rep_ring, rep_w)], status_dir).report()
     finally:
