@@ -262,34 +262,71 @@ def cmd_status(args) -> int:
 
     from daemon.process.status.text import fetch_status, format_status
 
-    path = _config_path(args)
-    config = _load(path)
-    if not config.metrics.enabled:
-        sys.stderr.write(f"kpd: metrics.enabled is false in {path}: the daemon serves no status\n")
-        return EX_UNAVAILABLE
-    host, port = config.metrics.listen
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1"  # a wildcard bind is reached on loopback
+    url, explain = _status_url(args)
     try:
-        status = fetch_status(host, port)
+        status = fetch_status(url)
     except OSError as exc:
         reason = getattr(exc, "reason", exc)  # urllib wraps the socket's error
         why = getattr(reason, "strerror", None) or str(reason)
-        url = f"http://{host}:{port}/status"
-        socket_path = args.socket or str(config.socket.path)
-        if os.path.exists(socket_path):
-            sys.stderr.write(
-                f"kpd: nothing answers on {url} ({why}), but the socket {socket_path} exists: "
-                f"the daemon of {path} may be starting, stopping or hung\n"
-            )
-        else:
-            sys.stderr.write(
-                f"kpd: the daemon of {path} is not running (nothing answers on {url}: {why}; "
-                f"no socket at {socket_path})\n"
-            )
+        sys.stderr.write(f"kpd: {explain(f'{url}status', why)}\n")
         return EX_UNAVAILABLE
     print(json.dumps(status, indent=1) if args.json else format_status(status))
     return EX_OK
+
+
+def _status_url(args):
+    """The daemon's HTTP endpoint and what to say when it does not answer: --url; else the
+    URL file beside the socket (--socket, the config's socket.path, or the socket of the
+    supervisor running that config when the file no longer loads); else metrics.listen."""
+    from daemon.config import ConfigError, load_config
+    from daemon.process.status.address import http_url, socket_of_supervisor, url_of
+
+    if args.url:
+        return args.url.rstrip("/") + "/", lambda url, why: f"nothing answers on {url} ({why})"
+    path = _config_path(args)
+    config = None
+    socket_path = args.socket
+    try:
+        config = load_config(path)
+    except ConfigError as exc:  # a daemon may still run the settings it loaded before
+        socket_path = socket_path or socket_of_supervisor(path)
+        if socket_path is None:
+            sys.stderr.write(f"kpd: {exc}\n(and no running kpd supervisor of {path} found)\n")
+            sys.exit(EX_CONFIG)
+        first = str(exc).splitlines()[0]
+        sys.stderr.write(f"kpd: warning: {path} does not load now ({first}); asking the "
+                         f"daemon running it, socket {socket_path}\n")  # fmt: skip
+    if socket_path is None:
+        socket_path = str(config.socket.path)
+    url = url_of(socket_path)
+    if url is not None:
+        return (
+            url,
+            lambda url, why: (
+                f"nothing answers on {url} ({why}), the address the daemon of {socket_path} "
+                "wrote: it may be stopping or hung"
+            ),
+        )
+    if config is None or not config.metrics.enabled:
+        sys.stderr.write(
+            f"kpd: the daemon of {socket_path or path} serves no status (not running, or "
+            "metrics.enabled is false)\n"
+        )
+        sys.exit(EX_UNAVAILABLE)
+    host, port = config.metrics.listen
+
+    def explain(url: str, why: str) -> str:
+        if os.path.exists(socket_path):
+            return (
+                f"nothing answers on {url} ({why}), but the socket {socket_path} exists: "
+                f"the daemon of {path} may be starting, stopping or hung"
+            )
+        return (
+            f"the daemon of {path} is not running (nothing answers on {url}: {why}; "
+            f"no socket at {socket_path})"
+        )
+
+    return http_url(host, port), explain
 
 
 def _epilog() -> str:
@@ -362,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_status, socket=True,
     )  # fmt: skip
     status.add_argument("--json", action="store_true", help="print the /status document as JSON")
+    status.add_argument(
+        "--url",
+        metavar="URL",
+        help="the daemon's HTTP endpoint, e.g. http://127.0.0.1:9464/ (default: what the daemon "
+        "wrote beside its socket, else metrics.listen of the config)",
+    )
     read = _command(
         sub, "read", "print a topic's records as partition:offset key<TAB>value (development aid)",
         cmd_read,

@@ -48,6 +48,7 @@ from daemon.process.http import MetricsServer
 from daemon.process.logs import setup_logging
 from daemon.process.ring_files import RingFiles, prepare_ring_files
 from daemon.process.sdnotify import SystemdNotifier, listen_fds, run_watchdog
+from daemon.process.status.address import forget_url, remember_url
 from daemon.process.status.document import prepare_status_dir
 from daemon.process.txn_layout import fence_previous_layout
 from daemon.ring import MemoryOrderingError, RingWakeups, ordering_of
@@ -208,6 +209,8 @@ class Supervisor:
             await self._http.start()
         except OSError as exc:
             raise BootFailure(f"cannot serve metrics on {cfg.metrics.listen}: {exc}") from exc
+        # Beside the socket, for kpd status: the bound port when metrics.listen asked for 0.
+        remember_url(cfg.socket.path, cfg.metrics.listen[0], self._http.port)
 
     async def _fence_previous_layout(self, bootstrap) -> None:
         """Exactly-once mode: no worker writes before the ids of an older worker layout are
@@ -353,10 +356,10 @@ class Supervisor:
         try:
             new = load_config(self._config_path)
         except ConfigError as exc:
-            log.error(
-                "reload: %s is invalid; still running the settings loaded before:\n%s",
+            log.error(  # one event, one line: the problems joined
+                "reload: %s is invalid; still running the settings loaded before: %s",
                 self._config_path,
-                exc,
+                "; ".join(str(exc).splitlines()),
             )
             self._last_reload = {"time": time.time(), "ok": False, "error": str(exc)}
             return
@@ -424,6 +427,7 @@ class Supervisor:
             task.cancel()
         self._notifier.close()
         if self._http is not None:
+            forget_url(self._config.socket.path)
             await self._http.close()
         for wakeups in self._wakeups:  # the ring files stay: the next start adopts them
             wakeups.close()

@@ -169,3 +169,45 @@ def test_an_operator_sees_version_health_and_every_counter_from_the_start(tansu,
             os.kill(ingest, signal.SIGCONT)
         assert wait_for(lambda: _get(port, "/readyz")[0] == 200, 20, "/readyz again")
         assert daemon.stop() == 0
+
+
+def _kpd(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "daemon.cli", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_kpd_status_finds_a_port_0_daemon_and_one_whose_config_broke(tmp_path):
+    extra = {"metrics": {"enabled": True, "listen": "127.0.0.1:0"}}
+    with KpdDaemon(tmp_path, "embedded", workers=1, extra=extra) as daemon:
+        url = wait_for(
+            lambda: (
+                (tmp_path / "kpd.sock.url").exists()
+                and (tmp_path / "kpd.sock.url").read_text().strip()
+            ),
+            10,
+            "the URL file beside the socket",
+        )
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0/")
+        status = _kpd("status", "--config", str(daemon.config_path))
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.startswith(f"kpd supervisor pid {daemon.process.pid}: 2 children")
+        for override in (["--url", url], ["--socket", daemon.socket_path]):
+            by = _kpd("status", "--config", "/nonexistent/kpd.yaml", *override)
+            assert by.returncode == 0, (override, by.stderr)
+            assert by.stdout.startswith(f"kpd supervisor pid {daemon.process.pid}")
+
+        daemon.config_path.write_text("kafka: [unclosed\n")
+        os.kill(daemon.process.pid, signal.SIGHUP)
+        wait_for(lambda: "reload:" in daemon.log_tail(), 10, "the reload to be logged")
+        reload_lines = [line for line in daemon.log_tail().splitlines() if "reload:" in line]
+        assert len(reload_lines) == 1 and "invalid YAML at line" in reload_lines[0]
+        broken = _kpd("status", "--config", str(daemon.config_path))
+        assert broken.returncode == 0, broken.stderr
+        assert broken.stderr.startswith(f"kpd: warning: {daemon.config_path} does not load now")
+        assert "config reload " in broken.stdout and " failed, still running the previous" in (
+            broken.stdout
+        )
+        assert daemon.stop() == 0
+    assert not (tmp_path / "kpd.sock.url").exists()

@@ -606,7 +606,7 @@ def test_http_endpoint_serves_metrics_status_and_404(reported):
             assert b'kpd_child_restarts_total{child="worker-0"} 2.0' in body
             assert b'kpd_ring_capacity_bytes{ring="records",worker="0"} 65536.0' in body
 
-            document = await asyncio.to_thread(fetch_status, "127.0.0.1", port)
+            document = await asyncio.to_thread(fetch_status, f"http://127.0.0.1:{port}/")
             assert [c["name"] for c in document["children"]] == ["worker-0", "worker-1", "ingest"]
             assert document["children"][0]["snapshot"]["partitions"] == {"orders": [0, 1, 2, 5]}
 

@@ -15,10 +15,10 @@ from daemon.process.status.titles import partition_ranges
 __all__ = ["fetch_status", "format_status"]
 
 
-def fetch_status(host: str, port: int, timeout_s: float = 5.0) -> dict:
-    """GET ``/status`` from a running daemon. Raises OSError when it cannot be reached."""
-    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    with urllib.request.urlopen(f"http://{netloc}/status", timeout=timeout_s) as answer:
+def fetch_status(url: str, timeout_s: float = 5.0) -> dict:
+    """GET ``<url>status`` from a running daemon (``url`` ends in /). Raises OSError when it
+    cannot be reached."""
+    with urllib.request.urlopen(f"{url}status", timeout=timeout_s) as answer:
         return json.loads(answer.read())
 
 
