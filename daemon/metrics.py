@@ -155,7 +155,11 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _g("kpd_buffer_available_bytes", "Free buffer.memory of the worker's engine."),
     _g("kpd_buffer_total_bytes", "buffer.memory of the worker's engine."),
     # ---- worker: brokers and metadata ----------------------------------------------------
-    _g("kpd_broker_connected", "1 while connected to the broker.", ("worker", "broker")),
+    _g(
+        "kpd_broker_connected",
+        "0 while connecting to the broker fails; 1 while connected, or idle (not needed yet).",
+        ("worker", "broker"),
+    ),
     _c("kpd_broker_connects_total", "Broker connections established."),
     _c("kpd_broker_connect_failures_total", "Broker connection attempts that failed."),
     _c("kpd_broker_disconnects_total", "Broker connections lost."),
@@ -434,9 +438,12 @@ class WorkerMetrics:
         out.set("kpd_requests_in_flight", w, s.in_flight)
         out.set("kpd_buffer_available_bytes", w, s.buffer_total - s.buffer_used)
         out.set("kpd_buffer_total_bytes", w, s.buffer_total)
-        for node_id, connected in s.brokers.items():
+        for node_id in s.brokers:
             if node_id >= 0:  # negative ids are bootstrap addresses, not brokers
-                out.set("kpd_broker_connected", (*w, str(node_id)), 1 if connected else 0)
+                # 0 only while connecting fails: a broker this worker has not needed yet, or
+                # whose connection closed idle, is not down (an idle daemon must not page).
+                reachable = node_id not in s.brokers_failing
+                out.set("kpd_broker_connected", (*w, str(node_id)), 1 if reachable else 0)
         out.add("kpd_broker_connects_total", w, s.connects)
         out.add("kpd_broker_connect_failures_total", w, s.connect_failures)
         out.add("kpd_broker_disconnects_total", w, s.disconnects)

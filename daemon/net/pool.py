@@ -141,6 +141,12 @@ class BrokerPool:
     def known(self) -> list[int]:
         return list(self._slots)
 
+    def failing(self) -> list[int]:
+        """Brokers whose latest connection attempt failed (and none has succeeded since): the
+        unreachable ones, as opposed to those merely not connected because nothing needed
+        them yet or their connection closed after connections.max.idle.ms."""
+        return [node_id for node_id, slot in self._slots.items() if slot.failures]
+
     def connect_all(self, node_ids: list[int]) -> None:
         for node_id in node_ids:
             self.get(node_id)

@@ -82,6 +82,8 @@ class EngineStats:
     in_flight: int = 0
     pending: int = 0
     brokers: dict[int, bool] = field(default_factory=dict)  # node id -> connected
+    # Of the brokers not connected, those whose connection attempts fail (the rest are idle).
+    brokers_failing: frozenset[int] = frozenset()
     connects: int = 0
     connect_failures: int = 0
     disconnects: int = 0
@@ -187,6 +189,7 @@ class ProducerEngine:
             in_flight=self._sender.requests_in_flight,
             pending=self.pending_records,
             brokers=brokers,
+            brokers_failing=frozenset(pool.failing()),
             connects=pool.connects,
             connect_failures=pool.connect_failures,
             disconnects=pool.disconnects,

@@ -211,3 +211,39 @@ def test_kpd_status_finds_a_port_0_daemon_and_one_whose_config_broke(tmp_path):
         )
         assert daemon.stop() == 0
     assert not (tmp_path / "kpd.sock.url").exists()
+
+
+def test_an_idle_healthy_daemon_does_not_look_broken(tansu, tmp_path):
+    """Connections closed after connections.max.idle.ms, brokers never needed: the documented
+    alert min by (broker) (kpd_broker_connected) == 0 stays quiet, kpd status says no broker
+    is unreachable and /readyz says ready."""
+    topic = "idle-daemon"
+    tansu.create_topic(topic, 2)
+    port = free_port()
+    extra = {
+        "metrics": {"enabled": True, "listen": f"127.0.0.1:{port}"},
+        "kafka": {"connections.max.idle.ms": 500},
+    }
+    with KpdDaemon(tmp_path, tansu.bootstrap, workers=2, extra=extra) as daemon:
+        with Producer(daemon.socket_path, acks="kafka") as producer:
+            for partition in range(2):
+                producer.send(topic, b"once", partition=partition).result(timeout=30)
+        before = sum(
+            v for (name, _), v in _samples(port).items() if name == "kpd_broker_disconnects_total"
+        )
+
+        def idle_closed() -> bool:
+            samples = _samples(port)
+            closed = sum(v for (n, _), v in samples.items() if n == "kpd_broker_disconnects_total")
+            return closed > before
+
+        wait_for(idle_closed, 20, "the idle connections to close")
+        connected = {
+            labels: v for (name, labels), v in _samples(port).items()
+            if name == "kpd_broker_connected"
+        }  # fmt: skip
+        assert connected and all(v == 1 for v in connected.values()), connected
+        text = _kpd("status", "--config", str(daemon.config_path))
+        assert text.returncode == 0 and "unreachable" not in text.stdout, text.stdout
+        assert _get(port, "/readyz") == (200, "ready\n")
+        assert daemon.stop() == 0

@@ -107,7 +107,8 @@ WORKER_SCRIPT = """
     tally = DeliveryTally(clock=lambda: 1000.0)
     metrics = WorkerMetrics(3)
     state = EngineStats(buffer_used=100, buffer_total=1000, in_flight=2, pending=7,
-                       brokers={-1: True, 1: True, 2: False}, connects=3, metadata_refreshes=1)
+                       brokers={-1: True, 1: True, 2: False, 3: False}, brokers_failing={2},
+                       connects=3, metadata_refreshes=1)
 
     # first interval
     tally.count_received("orders", 0, 10)
@@ -211,7 +212,9 @@ def test_gauges_hold_the_last_flushed_value(worker_scrape):
     assert worker_scrape[("kpd_records_pending", (w,))] == 1
     assert worker_scrape[("kpd_buffer_available_bytes", (w,))] == 900
     assert worker_scrape[("kpd_broker_connected", (("broker", "1"), w))] == 1
-    assert worker_scrape[("kpd_broker_connected", (("broker", "2"), w))] == 0
+    assert worker_scrape[("kpd_broker_connected", (("broker", "2"), w))] == 0  # failing
+    # Not connected but not failing either (not needed yet, or closed idle): not down.
+    assert worker_scrape[("kpd_broker_connected", (("broker", "3"), w))] == 1
     # Bootstrap pseudo-brokers (negative ids) are not brokers.
     assert ("kpd_broker_connected", (("broker", "-1"), w)) not in worker_scrape
 
@@ -511,15 +514,17 @@ def test_format_status_prints_a_row_per_child_with_ring_fill(reported):
 def test_format_status_says_brokers_and_pending_config_in_words(reported):
     status = build_status(reported.children, reported.status_dir)
     worker = next(row for row in status["children"] if row["name"] == "worker-0")
-    worker["snapshot"]["brokers"] = {"-1": False, "1": True, "2": False}
+    worker["snapshot"]["brokers"] = {"-1": False, "1": True, "2": False, "3": False}
+    worker["snapshot"]["brokers_failing"] = [2]
     status["config"] = {
         "source": "/etc/kpd/kpd.yaml",
         "restart_needed": ["kafka.acks"],
         "last_reload": {"time": status["time"] - 3, "ok": False, "error": "x.yaml: bad\nmore"},
     }
     lines = format_status(status).splitlines()
-    assert next(line for line in lines if line.startswith("worker-0 ")).endswith("1 of 2 connected")
-    assert "worker-0 brokers: 1 connected, 2 unreachable" in lines
+    row = next(line for line in lines if line.startswith("worker-0 "))
+    assert row.endswith("1 of 3 connected, 1 unreachable")
+    assert "worker-0 brokers: 1 connected, 2 unreachable, 3 idle" in lines
     assert "config /etc/kpd/kpd.yaml: kafka.acks changed, applied after a restart" in lines
     assert "config reload 3s ago failed, still running the previous settings: x.yaml: bad" in lines
 
@@ -614,10 +619,7 @@ def test_http_endpoint_serves_metrics_status_and_404(reported):
             assert (status, body) == ("HTTP/1.1 200 OK", b"ok\n")
             status, _, body = await _get(port, b"GET /readyz HTTP/1.1\r\n\r\n")
             assert status == "HTTP/1.1 503 Service Unavailable"
-            assert body.decode().splitlines() == [
-                "worker-0: owns partitions but no broker is connected",
-                "worker-1: not running",
-            ]
+            assert body.decode().splitlines() == ["worker-1: not running"]
 
             status, _, _ = await _get(port, b"GET /nowhere HTTP/1.1\r\n\r\n")
             assert status == "HTTP/1.1 404 Not Found"

@@ -126,7 +126,8 @@ def build_status(
 
 def unready_reasons(children: Iterable[ChildState], status_dir: str | Path) -> list[str]:
     """Why the daemon is not ready (``/readyz``): a child down or not beating, a worker that
-    owns partitions without any broker connection. Empty when ready."""
+    owns partitions and fails to connect to every broker it knows (idle is fine). Empty when
+    ready."""
     snapshots = read_snapshots(status_dir)
     reasons = []
     for state in children:
@@ -139,7 +140,8 @@ def unready_reasons(children: Iterable[ChildState], status_dir: str | Path) -> l
         snap = snapshots.get(state.name)
         if state.role != "worker" or snap is None or snap.get("pid") != state.pid:
             continue
-        brokers = [up for node, up in snap["brokers"].items() if int(node) >= 0]
-        if snap["partitions"] and not any(brokers):
-            reasons.append(f"{state.name}: owns partitions but no broker is connected")
+        brokers = [node for node in snap["brokers"] if int(node) >= 0]
+        failing = {str(node) for node in snap.get("brokers_failing", ())}
+        if snap["partitions"] and brokers and all(node in failing for node in brokers):
+            reasons.append(f"{state.name}: owns partitions but reaches no broker")
     return reasons

@@ -138,6 +138,7 @@ class WorkerReporter(_Reporter):
             "requests_in_flight": state.in_flight,
             "buffer": {"used": state.buffer_used, "total": state.buffer_total},
             "brokers": {str(node): up for node, up in sorted(state.brokers.items())},
+            "brokers_failing": sorted(state.brokers_failing),
             "last_error": None if last is None else {"time": last[0], "error": last[1]},
             "broker_auth_error": state.auth_error,
             "transaction": _transaction(state.transaction),

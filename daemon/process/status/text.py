@@ -96,6 +96,9 @@ def _row(child: dict) -> tuple[str, ...]:
         rates = snap["rates"]
         known = {node: up for node, up in snap["brokers"].items() if int(node) >= 0}
         brokers = f"{sum(known.values())} of {len(known)} connected" if known else ""
+        failing = len(_unreachable(snap))
+        if failing:
+            brokers += f", {failing} unreachable"
         return (
             *base,
             _ring_text(snap["rings"]["records"]),
@@ -166,10 +169,14 @@ def _worker_notes(name: str, snap: dict, now: float) -> list[str]:
     if snap.get("broker_auth_error"):
         notes.append(f"{name} CANNOT CONNECT: {snap['broker_auth_error']}")
     brokers = {node: up for node, up in snap["brokers"].items() if int(node) >= 0}
-    if not all(brokers.values()):
+    unreachable = _unreachable(snap)
+    if unreachable:
         notes.append(
             f"{name} brokers: "
-            + ", ".join(f"{n} {'connected' if up else 'unreachable'}" for n, up in brokers.items())
+            + ", ".join(
+                f"{n} {'connected' if up else 'unreachable' if n in unreachable else 'idle'}"
+                for n, up in brokers.items()
+            )
         )
     txn = snap.get("transaction")
     if txn is not None:
@@ -183,6 +190,15 @@ def _worker_notes(name: str, snap: dict, now: float) -> list[str]:
     if error is not None:
         notes.append(f"{name} last error {now - error['time']:.0f}s ago: {error['error']}")
     return notes
+
+
+def _unreachable(snap: dict) -> set[str]:
+    """Brokers (not bootstrap aliases) a worker fails to connect to; the other unconnected
+    ones are idle: not needed yet, or closed after connections.max.idle.ms."""
+    failing = snap.get("brokers_failing")
+    if failing is None:  # a snapshot of an older kpd: every unconnected broker
+        return {n for n, up in snap["brokers"].items() if int(n) >= 0 and not up}
+    return {str(n) for n in failing if n >= 0}
 
 
 def _ring_text(fill: dict) -> str:
