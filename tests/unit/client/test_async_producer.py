@@ -141,6 +141,8 @@ def test_async_flush_waits_for_held_reports_and_close_collects_the_rest(kpd):
     assert kpd.goodbyes == [2]
 
 
+
+
 def test_async_first_keyed_record_awaits_the_partition_count(kpd):
     kpd.partitions["t"] = 7
     kpd.hold_metadata = True
@@ -160,6 +162,8 @@ def test_async_first_keyed_record_awaits_the_partition_count(kpd):
     assert placed.partition == java_partition(b"abc", 7)
     assert error_of(missing).code is KpdErrorCode.UNKNOWN_TOPIC
     assert "after 200 ms" in error_of(missing).message
+
+
 
 
 def test_awaiting_coroutines_are_independent_when_one_is_cancelled(kpd):
@@ -182,6 +186,8 @@ def test_awaiting_coroutines_are_independent_when_one_is_cancelled(kpd):
     metadata, cancelled, called = _run(main())
     assert metadata == RecordMetadata("t", 0, 0, -1)
     assert cancelled and called
+
+
 
 
 async def _await(future):

@@ -480,6 +480,8 @@ def test_close_times_out_and_fails_what_kpd_never_reported(kpd):
     assert kpd.goodbyes == [1]
 
 
+
+
 # --- futures ---------------------------------------------------------------------------------
 
 
