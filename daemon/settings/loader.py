@@ -330,14 +330,41 @@ def _backoff_initial_within_cap(d: Draft) -> None:
             d.set(initial, d.get(cap))
 
 
+_MIN_RING = 64 * 1024  # the schema's smallest ring
+_REPORTS_SHARE = 9  # a worker's reports ring gets 1/9 of its share, its records ring the rest
+
+
+def _rings_from_the_budget(d: Draft) -> None:
+    """Ring sizes not written are a worker's share of `rings.memory` (multiples of 8)."""
+    share = d.get("rings.memory") // d.get("workers.count")
+    if d.get("rings.reports_bytes") is None:
+        d.set("rings.reports_bytes", max(_MIN_RING, share // _REPORTS_SHARE // 8 * 8))
+    if d.get("rings.records_bytes") is None:
+        records = (share - share // _REPORTS_SHARE) // 8 * 8
+        d.set("rings.records_bytes", max(_MIN_RING, records))
+    elif d.is_explicit("rings.memory") and d.is_explicit("rings.reports_bytes"):
+        d.warnings.append("rings.memory is ignored: rings.records_bytes and "
+                          "rings.reports_bytes are both set")  # fmt: skip
+
+
 def _ring_holds_largest_request(d: Draft) -> None:
     """`rings.records_bytes` must be at least twice `kafka.max.request.size`: one ring entry
     may take at most half its ring (so an entry behind a wrap-around still fits), and the
-    largest record Kafka would take must fit in one entry."""
+    largest record Kafka would take must fit in one entry. A size derived from `rings.memory`
+    names that setting (and the worker count) instead."""
     ring, largest = d.get("rings.records_bytes"), d.get("kafka.max.request.size")
-    if ring < 2 * largest:
+    if ring >= 2 * largest:
+        return
+    if d.is_explicit("rings.records_bytes"):
         d.error("rings.records_bytes",
                 f"must be at least 2 x kafka.max.request.size = {2 * largest} (got {ring})")
+        return
+    workers = d.get("workers.count")
+    needed = -(-2 * largest * _REPORTS_SHARE // (_REPORTS_SHARE - 1)) * workers
+    d.error("rings.memory",
+            f"gives each of {workers} workers a records ring of {ring} bytes, below 2 x "
+            f"kafka.max.request.size = {2 * largest}: raise it to at least {needed} "
+            "(or lower workers.count)")  # fmt: skip
 
 
 # Room a record takes in a produce request beyond its key and value (batch and record
@@ -455,7 +482,8 @@ FINALIZE_RULES: tuple[Rule, ...] = (
     Rule(("kafka",), _delivery_timeout_covers_linger_and_request),
     Rule(("kafka",), _reconnect_backoff_static_when_only_initial_set),
     Rule(("kafka",), _backoff_initial_within_cap),
-    Rule(("kafka", "rings"), _ring_holds_largest_request),
+    Rule(("workers", "rings"), _rings_from_the_budget),
+    Rule(("kafka", "workers", "rings"), _ring_holds_largest_request),
     Rule(("kafka", "socket"), _line_fits_a_request),
     Rule(("socket", "topics"), _lines_topic_allowed),
     Rule(("kafka",), _sasl_needs_a_mechanism_and_its_credentials),

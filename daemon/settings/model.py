@@ -132,7 +132,8 @@ class WorkerSettings:
 
 @dataclass(**_FROZEN)
 class RingSettings:
-    records_bytes: int
+    memory: int  # rings.memory: the budget records_bytes and reports_bytes come from
+    records_bytes: int  # per worker; finalize derives it from memory unless written
     reports_bytes: int
     prefix: str
     directory: str

@@ -36,6 +36,7 @@ from daemon.settings.values import (
     OptionalName,
     OptionalPath,
     OptionalSecret,
+    OptionalSize,
     OptionalText,
     ServerList,
     Size,
@@ -295,10 +296,18 @@ DAEMON_SETTINGS: tuple[Setting, ...] = (
             "Worker processes; `auto` = the CPUs this process may run on."),
     _daemon("workers.cpu_affinity", Bool(), False,
             "Pin worker i to the i-th usable CPU (wrapping around)."),
-    _daemon("rings.records_bytes", _RING_SIZE, "64MiB",
-            "Size of each worker's record ring (ingest to worker)."),
-    _daemon("rings.reports_bytes", _RING_SIZE, "8MiB",
-            "Size of each worker's delivery-report ring (worker to ingest)."),
+    _daemon("rings.memory", Size(2 * 1024 * 1024, 2**40), "64MiB",
+            "All ring files together, every worker's records and reports rings: one budget, "
+            "as Java's buffer.memory is one number per producer, so kpd's memory does not "
+            "grow with workers.count (the rings' pages become resident as they wrap). Each "
+            "worker gets rings.memory / workers.count, 8/9 of it for its records ring and 1/9 "
+            "for its reports ring (each at least 64KiB)."),
+    _daemon("rings.records_bytes", OptionalSize(_RING_SIZE), None,
+            "Size of each worker's record ring (ingest to worker); null: its share of "
+            "rings.memory."),
+    _daemon("rings.reports_bytes", OptionalSize(_RING_SIZE), None,
+            "Size of each worker's delivery-report ring (worker to ingest); null: its share "
+            "of rings.memory."),
     _daemon("rings.prefix", Text(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,31}", 32,
                                  "1-32 of [A-Za-z0-9_-], not starting with -"), "kpd",
             "Prefix of the ring file names; two daemons sharing a directory need different "

@@ -440,6 +440,19 @@ class OptionalPath:
 
 
 @dataclass(frozen=True)
+class OptionalSize:
+    """A ``Size``, or null ("not set": a finalize rule derives it)."""
+
+    size: Size
+
+    def parse(self, raw: Any) -> int | None:
+        return None if raw is None else self.size.parse(raw)
+
+    def describe(self) -> str:
+        return f"{self.size.describe()}, or null"
+
+
+@dataclass(frozen=True)
 class OptionalText:
     max_len: int = 4096
     what: str = "a string"

@@ -21,7 +21,8 @@ from daemon.version import VERSION
 from kpd import Producer
 from tests.brokers.ports import free_port
 from tests.brokers.reader import read_all
-from tests.daemon_harness import REPO, KpdDaemon, wait_for
+from tests.daemon_harness import REPO, KpdDaemon
+from tests.waiting import wait_for
 
 
 def _status(port: int) -> dict:

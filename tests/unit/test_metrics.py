@@ -501,6 +501,8 @@ def test_format_status_prints_a_row_per_child_with_ring_fill(reported):
         "FAILED/s",
         "PENDING",
         "BROKERS",
+        "MEMORY",
+        "(RSS/PSS)",
     ]
     worker = next(line for line in lines if line.startswith("worker-0 "))
     assert worker.split()[:6] == ["worker-0", str(reported.pid), "yes", "2", "25.0%", "of"]
@@ -523,7 +525,7 @@ def test_format_status_says_brokers_and_pending_config_in_words(reported):
     }
     lines = format_status(status).splitlines()
     row = next(line for line in lines if line.startswith("worker-0 "))
-    assert row.endswith("1 of 3 connected, 1 unreachable")
+    assert row.endswith("1 of 3 connected, 1 unreachable  -")  # no /proc usage in this test
     assert "worker-0 brokers: 1 connected, 2 unreachable, 3 idle" in lines
     assert "config /etc/kpd/kpd.yaml: kafka.acks changed, applied after a restart" in lines
     assert "config reload 3s ago failed, still running the previous settings: x.yaml: bad" in lines

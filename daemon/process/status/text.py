@@ -33,6 +33,7 @@ _COLUMNS = (
     "FAILED/s",
     "PENDING",
     "BROKERS",
+    "MEMORY (RSS/PSS)",
 )
 
 
@@ -62,6 +63,9 @@ def format_status(status: dict) -> str:
         f"kpd supervisor pid {status['pid']}: {len(status['children'])} children, "
         f"{totals['in']:.0f} in/s, {totals['sent']:.0f} sent/s, {totals['failed']:.0f} failed/s"
     )
+    held = [status.get("usage")] + [c.get("usage") for c in status["children"]]
+    if all(held):  # PSS adds up: shared ring pages counted once
+        head += f", {_bytes(sum(u['proportional_bytes'] for u in held))} held (PSS)"
     notes = _config_notes(status.get("config"), now) + notes
     return "\n".join([head, "", *_table(rows), *(["", *notes] if notes else [])]) + "\n"
 
@@ -85,6 +89,16 @@ def _config_notes(config: dict | None, now: float) -> list[str]:
 
 
 def _row(child: dict) -> tuple[str, ...]:
+    return (*_activity_row(child), _memory_text(child.get("usage")))
+
+
+def _memory_text(usage: dict | None) -> str:
+    if not usage:
+        return "-"
+    return f"{_bytes(usage['resident_bytes'])} / {_bytes(usage['proportional_bytes'])}"
+
+
+def _activity_row(child: dict) -> tuple[str, ...]:
     snap = child.get("snapshot") or {}
     base = (
         child["name"],

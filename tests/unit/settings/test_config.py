@@ -109,8 +109,11 @@ def test_daemon_section_defaults():
     assert config.socket.mode == 0o660
     assert config.socket.group is None
     assert config.socket.max_frame_bytes == 1024 * 1024 + 64 * 1024
-    assert config.rings.records_bytes == 64 * 1024 * 1024
-    assert config.rings.reports_bytes == 8 * 1024 * 1024
+    # One 64 MiB budget split over the workers: 8/9 records ring, 1/9 reports ring each.
+    share = 64 * 1024 * 1024 // config.workers.count
+    assert config.rings.memory == 64 * 1024 * 1024
+    assert config.rings.reports_bytes == share // 9 // 8 * 8
+    assert config.rings.records_bytes == (share - share // 9) // 8 * 8
     assert config.rings.prefix == "kpd"
     assert config.metrics.enabled is True
     assert config.metrics.listen == ("127.0.0.1", 9464)
@@ -669,3 +672,23 @@ def test_socket_lines_errors_name_the_key(lines, fragment):
 def test_socket_lines_topic_must_be_allowed():
     error = _error(socket={"lines": {"path": "l.sock", "topic": "logs"}}, topics={"allow": ["x"]})
     assert "socket.lines: topic 'logs' is not in topics.allow" in str(error)
+
+
+def test_rings_share_one_budget_whatever_the_worker_count():
+    for workers in (1, 2, 16):
+        rings = _config(workers={"count": workers}).rings
+        total = workers * (rings.records_bytes + rings.reports_bytes)
+        assert 64 * 1024 * 1024 - 16 * workers <= total <= 64 * 1024 * 1024, workers
+        assert rings.records_bytes % 8 == 0 and rings.reports_bytes % 8 == 0
+    written = _config(rings={"records_bytes": "2MiB"}, workers={"count": 4}).rings
+    assert written.records_bytes == 2 * 1024 * 1024  # a written size wins
+    assert written.reports_bytes == 64 * 1024 * 1024 // 4 // 9 // 8 * 8
+
+
+def test_a_budget_too_small_for_the_workers_names_rings_memory():
+    error = _error(rings={"memory": "16MiB"}, workers={"count": 16})
+    assert error.path == "rings.memory"
+    assert str(error).startswith(
+        "rings.memory: gives each of 16 workers a records ring of 932064 bytes, below "
+        "2 x kafka.max.request.size = 2097152: raise it to at least 37748736"
+    )
