@@ -248,3 +248,23 @@ def test_an_idle_healthy_daemon_does_not_look_broken(tansu, tmp_path):
         assert text.returncode == 0 and "unreachable" not in text.stdout, text.stdout
         assert _get(port, "/readyz") == (200, "ready\n")
         assert daemon.stop() == 0
+
+
+def test_the_rings_share_one_budget_and_status_shows_each_process_memory(tmp_path):
+    port = free_port()
+    extra = {"metrics": {"enabled": True, "listen": f"127.0.0.1:{port}"}}
+    daemon = KpdDaemon(tmp_path, "embedded", workers=4, extra=extra)
+    for size in ("records_bytes", "reports_bytes"):  # the harness's small fixed sizes
+        del daemon.config["rings"][size]
+    daemon.config["rings"]["memory"] = "16MiB"
+    daemon.write_config()
+    with daemon:
+        files = list(daemon.rings_dir.glob(f"{daemon.prefix}-re*"))
+        assert len(files) == 8
+        total = sum(path.stat().st_size for path in files)
+        assert 15 * 1024 * 1024 < total <= 16 * 1024 * 1024 + 8 * 4096  # + ring headers
+        text = _kpd("status", "--config", str(daemon.config_path))
+        assert text.returncode == 0, text.stderr
+        assert " held (PSS)" in text.stdout.splitlines()[0]
+        assert "MEMORY (RSS/PSS)" in text.stdout
+        assert daemon.stop() == 0
