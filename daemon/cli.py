@@ -20,7 +20,9 @@ EX_OK = 0
 EX_FAILED = 1
 EX_USAGE = 64
 EX_DATAERR = 65
+EX_NOINPUT = 66
 EX_UNAVAILABLE = 69
+EX_OSERR = 71
 EX_CANTCREAT = 73
 EX_TEMPFAIL = 75
 EX_CONFIG = 78
@@ -31,7 +33,9 @@ EXIT_STATUSES = (
     (EX_FAILED, "kpd send: some records were not delivered (each is printed)"),
     (EX_USAGE, "bad command line (EX_USAGE)"),
     (EX_DATAERR, "kpd send: an input line is not a record (EX_DATAERR)"),
+    (EX_NOINPUT, "kpd read: the topic does not exist (EX_NOINPUT)"),
     (EX_UNAVAILABLE, "the daemon (or a broker, for kpd read) is not reachable (EX_UNAVAILABLE)"),
+    (EX_OSERR, "kpd run: the daemon could not start, e.g. metrics port in use (EX_OSERR)"),
     (EX_CANTCREAT, "kpd run: the instance lock file cannot be created (EX_CANTCREAT)"),
     (EX_TEMPFAIL, "kpd run: another kpd runs with this socket or these ring files (EX_TEMPFAIL)"),
     (EX_CONFIG, "the config file is missing, unreadable or invalid (EX_CONFIG)"),
@@ -160,6 +164,16 @@ def cmd_run(args) -> int:
             lock.release()
 
 
+# What `kpd send` says of the records it got an outcome for, by --acks.
+_DONE_WORD = {"kafka": "sent", "accepted": "accepted", "none": "written"}
+
+
+def _report_failure(line: int, error: BaseException) -> None:
+    """One line per failed record (the first ones): its input line and why."""
+    where = f"stdin line {line}" if line else "stdin"
+    sys.stderr.write(f"kpd: {where}: record failed: {error}\n")
+
+
 def cmd_send(args) -> int:
     from daemon.cli_input import InputError, read_json_records
     from kpd import Producer
@@ -175,21 +189,36 @@ def cmd_send(args) -> int:
         sys.stderr.write(f"kpd: cannot connect to {socket_path}: {exc}\n")
         return EX_UNAVAILABLE
     with producer:
-        sender = LineSender(producer, args.topic, separator, sys.stderr.write)
+        sender = LineSender(producer, args.topic, separator, _report_failure)
         try:
             if args.format == "lines":
                 sender.send_stream(sys.stdin.buffer)  # the fast path: a bulk per chunk
             else:
                 sender.send_records(read_json_records(sys.stdin.buffer))
-        except (InputError, ValueError, TypeError) as exc:  # what was read before is sent
-            bad_input = f"kpd: stdin {exc}" if isinstance(exc, InputError) else f"kpd: {exc}"
+        except InputError as exc:  # what was read before is sent
+            bad_input = f"kpd: stdin {exc}; input stopped there, {_not_sent(exc.line)}"
+        except (ValueError, TypeError) as exc:
+            bad_input = f"kpd: {exc}"
         sender.finish()
     skipped = f", {sender.empty} empty lines skipped" if sender.empty else ""
-    print(f"sent {sender.delivered} records to {args.topic}, {sender.failed} failed{skipped}")
+    word = _DONE_WORD[args.acks]
+    print(f"{word} {sender.delivered} records to {args.topic}, {sender.failed} failed{skipped}")
     if bad_input is not None:
         sys.stderr.write(bad_input + "\n")
         return EX_DATAERR
     return EX_FAILED if sender.failed else EX_OK
+
+
+def _not_sent(line: int) -> str:
+    """How many lines from ``line`` on were not sent: counted when stdin is a file (a pipe may
+    never end, so its rest is not read)."""
+    import stat
+
+    if not stat.S_ISREG(os.fstat(sys.stdin.fileno()).st_mode):
+        return f"lines {line} and after were not sent (the rest of stdin was not read)"
+    rest = sys.stdin.buffer.read()
+    left = rest.count(b"\n") + (1 if rest and not rest.endswith(b"\n") else 0)
+    return f"lines {line} to {line + left} ({left + 1} lines) were not sent"
 
 
 def _bootstrap_for_read(args) -> str:
@@ -230,7 +259,7 @@ def cmd_read(args) -> int:
         metadata = consumer.list_topics(args.topic, timeout=10).topics.get(args.topic)
         if metadata is None or metadata.error is not None:
             sys.stderr.write(f"kpd: topic {args.topic!r} not found on {bootstrap}\n")
-            return 1
+            return EX_NOINPUT
         partitions = sorted(metadata.partitions)
         consumer.assign([TopicPartition(args.topic, p, 0) for p in partitions])
         at_end: set[int] = set()
@@ -244,7 +273,7 @@ def cmd_read(args) -> int:
                     at_end.add(message.partition())
                     continue
                 sys.stderr.write(f"kpd: {message.error()}\n")
-                return 1
+                return EX_UNAVAILABLE
             key = message.key()
             value = message.value() or b""
             prefix = f"{message.partition()}:{message.offset()} "

@@ -41,6 +41,7 @@ class InputRecord:
     headers: tuple[tuple[str, bytes | None], ...] | None = None
     partition: int | None = None
     timestamp: int | None = None
+    line: int = 0  # its 1-based line number in the input, for messages
 
 
 def read_json_records(lines: Iterable[bytes]) -> Iterator[InputRecord]:
@@ -66,6 +67,7 @@ def read_json_records(lines: Iterable[bytes]) -> Iterator[InputRecord]:
             headers=_headers(obj.get("headers"), number),
             partition=_int(obj.get("partition"), number, "partition", 0),
             timestamp=_int(obj.get("timestamp"), number, "timestamp", 0),
+            line=number,
         )
 
 

@@ -211,7 +211,8 @@ class Admission:
         if entries is None:
             self.refuse(source, header.base_seq, header.count, KpdErrorCode.RECORD_TOO_LARGE,
                         "a record does not fit in a worker ring entry of "
-                        f"{planner.max_entry_bytes} bytes (rings.records_bytes / 2)")  # fmt: skip
+                        f"{planner.max_entry_bytes} bytes (half of a worker's records ring: "
+                        "raise kpd's rings.memory or rings.records_bytes)")  # fmt: skip
             return None
         return self._enqueue(source, entries, header, ack)
 

@@ -59,6 +59,9 @@ __all__ = ["LIVE_SETTINGS", "Supervisor"]
 log = logging.getLogger(__name__)
 
 _BOOT_TIMEOUT_S = 30.0
+# sysexits' EX_OSERR: the daemon could not start or keep its children (kpd --help lists it);
+# 1 means "some records were not delivered" for kpd send.
+EXIT_BOOT_FAILED = 71
 
 # Settings a SIGHUP applies to the running daemon; every other change waits for a restart.
 LIVE_SETTINGS = frozenset({"log.level", "log.format"})
@@ -156,7 +159,7 @@ class Supervisor:
             log.info("ring memory ordering: %s", ordering_of())
         except MemoryOrderingError as exc:
             log.error("%s; not starting", exc)
-            return 1
+            return EXIT_BOOT_FAILED
         bootstrap = None
         activated = listen_fds()
         if activated:
@@ -182,7 +185,7 @@ class Supervisor:
             await self._main_loop()
         except BootFailure as exc:
             log.error("%s; stopping", exc)
-            self.exit_code = 1
+            self.exit_code = EXIT_BOOT_FAILED
             await self._stop_all(drain=False)
         finally:
             await self._cleanup()
@@ -314,7 +317,7 @@ class Supervisor:
                 await self._await_ready(child)
             except BootFailure as exc:
                 log.error("%s; stopping the daemon", exc)
-                self.exit_code = 1
+                self.exit_code = EXIT_BOOT_FAILED
                 self._signals.put_nowait(signal.SIGTERM)
                 return
 

@@ -111,3 +111,44 @@ def test_send_jsonl_through_the_configs_socket_delivers_every_field(tansu, tmp_p
     assert records[b"no key"].headers == (("dup", b"a"), ("dup", None))
     assert (records[None].key, records[None].partition) == (b"tombstone", 0)
     assert b"fine" in records and b"never read" not in records
+
+
+def test_send_names_the_input_line_of_each_failure_and_where_jsonl_input_stopped(tansu, tmp_path):
+    topic = "cli-failures"
+    tansu.create_topic(topic, 1)
+    small = {"socket": {"max_frame_bytes": 65536}, "kafka": {"max.request.size": 60000}}
+    with KpdDaemon(tmp_path, tansu.bootstrap, workers=1, extra=small) as daemon:
+        stdin = f"a\n{'x' * 70_000}\n\nb\n"  # line 2 fits no 64 KiB frame
+        sent = kpd("send", "--config", str(daemon.config_path), "--topic", topic, stdin=stdin)
+        assert sent.returncode == 1, sent.stderr
+        assert sent.stdout == f"sent 2 records to {topic}, 1 failed, 1 empty lines skipped\n"
+        (failure,) = sent.stderr.splitlines()
+        assert failure.startswith("kpd: stdin line 2: record failed: RECORD_TOO_LARGE")
+        assert "raise socket.max_frame_bytes" in failure
+
+        accepted = kpd("send", "--config", str(daemon.config_path), "--topic", topic,
+                       "--acks", "accepted", stdin="c\nd\n")  # fmt: skip
+        assert accepted.stdout == f"accepted 2 records to {topic}, 0 failed\n"
+
+        jsonl = tmp_path / "records.jsonl"
+        jsonl.write_text('{"value": "e"}\nnot json\n{"value": "f"}\n{"value": "g"}\n')
+        with jsonl.open("rb") as stdin_file:
+            stopped = subprocess.run(
+                [sys.executable, "-m", "daemon.cli", "send", "--config", str(daemon.config_path),
+                 "--topic", topic, "--format", "jsonl"],
+                cwd=REPO, stdin=stdin_file, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+        assert stopped.returncode == 65
+        assert stopped.stdout == f"sent 1 records to {topic}, 0 failed\n"
+        assert stopped.stderr.startswith("kpd: stdin line 2: not JSON")
+        assert stopped.stderr.endswith(
+            "; input stopped there, lines 2 to 4 (3 lines) were not sent\n"
+        )
+        assert daemon.stop() == 0
+
+
+def test_read_of_a_missing_topic_exits_66(tansu):
+    result = kpd("read", "--bootstrap", tansu.bootstrap, "--topic", "no-such-topic-here",
+                 "--timeout", "2")  # fmt: skip
+    assert result.returncode == 66, result.stderr
+    assert result.stderr == f"kpd: topic 'no-such-topic-here' not found on {tansu.bootstrap}\n"

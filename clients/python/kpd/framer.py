@@ -152,7 +152,8 @@ class Framer:
                 KpdErrorCode.RECORD_TOO_LARGE,
                 0,
                 Persistence.NOT_PERSISTED,
-                f"record needs a {alone}-byte frame, max frame is {self.max_frame} bytes",
+                f"record needs a {alone}-byte frame, max frame is {self.max_frame} bytes "
+                "(raise socket.max_frame_bytes in kpd's config)",
             )
         index = len(frame.keys)
         frame.keys.append(key)
@@ -257,7 +258,8 @@ class Framer:
                 KpdErrorCode.RECORD_TOO_LARGE,
                 0,
                 Persistence.NOT_PERSISTED,
-                f"record needs a {needed}-byte frame, max frame is {self.max_frame} bytes",
+                f"record needs a {needed}-byte frame, max frame is {self.max_frame} bytes "
+                "(raise socket.max_frame_bytes in kpd's config)",
             )
         )
 

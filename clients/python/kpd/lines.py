@@ -35,9 +35,10 @@ class LineSender:
     """Send a stream's lines to ``topic`` through ``producer``; count what was delivered.
 
     ``separator``: split each line at its first occurrence into key and value (a line
-    without it is a keyless record); None: every line is a keyless value. ``report(text)``
-    prints a failure. The tallies are written by done-callbacks (the client's I/O thread)
-    under ``_changed``'s lock, and read after ``send_stream`` returned.
+    without it is a keyless record); None: every line is a keyless value.
+    ``report(line, error)`` prints a failure: ``line`` is the record's 1-based line number in
+    the stream. The tallies are written by done-callbacks (the client's I/O thread) under
+    ``_changed``'s lock, and read after ``send_stream`` returned.
     """
 
     def __init__(
@@ -45,7 +46,7 @@ class LineSender:
         producer: Producer,
         topic: str,
         separator: bytes | None,
-        report: Callable[[str], object],
+        report: Callable[[int, BaseException], object],
         max_in_flight: int = 100_000,
     ) -> None:
         self._producer = producer
@@ -58,6 +59,7 @@ class LineSender:
         self.delivered = 0
         self.failed = 0
         self.empty = 0  # empty lines skipped (written and read by the sending thread only)
+        self.lines_read = 0  # lines of the stream read so far (sending thread only)
 
     def send_stream(self, stream: BinaryIO) -> None:
         """Send every line of ``stream`` until EOF (then call ``finish``)."""
@@ -65,21 +67,27 @@ class LineSender:
         while chunk := stream.read1(_READ_BYTES):
             lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
             rest = lines.pop()  # after the last newline: the start of the next line, or b""
-            if b"" in lines:  # one C-speed scan; rare, so the copy below is too
+            first = self.lines_read + 1
+            self.lines_read += len(lines)
+            numbers = None  # the lines' numbers are first, first + 1, ... unless some are empty
+            if b"" in lines:  # one C-speed scan; rare, so the copies below are too
+                numbers = [first + i for i, line in enumerate(lines) if line]
                 kept = [line for line in lines if line]
                 self.empty += len(lines) - len(kept)
                 lines = kept
             if lines:
-                self._send(lines)
+                self._send(lines, first, numbers)
         if rest:
-            self._send([rest])
+            self.lines_read += 1
+            self._send([rest], self.lines_read, None)
 
     def send_records(self, records: Iterable) -> None:
         """Send records with their own partition, timestamp or headers (``kpd send --format
         jsonl``, kpd's ``cli_input.InputRecord``) one send() each, keeping no future."""
-        send, topic, done = self._producer.send, self._topic, self._record_done
+        send, topic = self._producer.send, self._topic
         for record in records:
             self._reserve(1)
+            line = getattr(record, "line", 0)
             send(
                 topic,
                 record.value,
@@ -87,7 +95,7 @@ class LineSender:
                 partition=record.partition,
                 timestamp_ms=record.timestamp,
                 headers=record.headers,
-            ).add_done_callback(done)
+            ).add_done_callback(lambda future, line=line: self._record_done(future, line))
 
     def finish(self) -> None:
         """Send what is queued and wait until every record sent has its outcome."""
@@ -100,10 +108,14 @@ class LineSender:
             self._changed.wait_for(lambda: self._in_flight < self._max_in_flight)
             self._in_flight += count
 
-    def _send(self, lines: list[bytes]) -> None:
+    def _send(self, lines: list[bytes], first: int, numbers: list[int] | None) -> None:
+        """``first``: the first line's number; ``numbers``: every line's, when not
+        consecutive (empty lines were skipped)."""
         self._reserve(len(lines))
         keys, values = self._split(lines)
-        self._producer.send_bulk(self._topic, values, keys).add_done_callback(self._done)
+        self._producer.send_bulk(self._topic, values, keys).add_done_callback(
+            lambda future: self._done(future, first, numbers)
+        )
 
     def _split(self, lines: list[bytes]) -> tuple[list | None, list]:
         separator = self._separator
@@ -117,20 +129,27 @@ class LineSender:
         keys = [key if found else None for key, found, _ in parts]
         return keys, [value if found else key for key, found, value in parts]
 
-    def _record_done(self, future) -> None:
+    def _record_done(self, future, line: int) -> None:
         error = future.exception(0)
-        self._tally(1, [] if error is None else [(0, error)])
+        self._tally(1, [] if error is None else [(line, error)])
 
-    def _done(self, future: BulkFuture) -> None:
+    def _done(self, future: BulkFuture, first: int, numbers: list[int] | None) -> None:
         error = future.exception(0)
-        self._tally(len(future), [] if error is None else error.failures)
+        if error is None:
+            self._tally(len(future), [])
+            return
+        self._tally(
+            len(future),
+            [(numbers[i] if numbers else first + i, failure) for i, failure in error.failures],
+        )
 
     def _tally(self, count: int, failures: list) -> None:
+        """``failures``: (line number, error) of the records that failed."""
         with self._changed:
             shown = self.failed
             self.failed += len(failures)
             self.delivered += count - len(failures)
             self._in_flight -= count
             self._changed.notify_all()
-        for _, failure in failures[: max(_SHOWN_ERRORS - shown, 0)]:
-            self._report(f"kpd: record failed: {failure}\n")
+        for line, failure in failures[: max(_SHOWN_ERRORS - shown, 0)]:
+            self._report(line, failure)
