@@ -32,7 +32,7 @@ from daemon.producer.batch import ProducerBatch
 from daemon.producer.counters import ProducerCounters
 from daemon.producer.identity import ProducerIdentity, ProducerIdError
 from daemon.producer.metadata import MetadataManager
-from daemon.producer.outcomes import BatchOutcome, DeliveryFailure
+from daemon.producer.outcomes import PRODUCER_CLOSED, BatchOutcome, DeliveryFailure
 
 __all__ = ["Completion", "IdempotentCompletion", "OutcomeReporter", "TransactionStats", "Turn"]
 
@@ -73,9 +73,14 @@ class OutcomeReporter:
     def failed(self, batch: ProducerBatch, error: DeliveryFailure) -> None:
         """Count and report a batch's records failed (the batch is already off its queue)."""
         self._counters.records_failed[error.name] += batch.record_count
-        log.warning(
-            "%s-%d: %d records failed: %s", batch.topic, batch.partition, batch.record_count, error
-        )
+        # PRODUCER_CLOSED: the engine's owner decides what becomes of them (kpd's worker
+        # keeps them in its ring for the next start and logs that), so no failure warning.
+        level = logging.DEBUG if error.code == PRODUCER_CLOSED else logging.WARNING
+        log.log(
+            level,
+            "%s-%d: %d records failed: %s",
+            batch.topic, batch.partition, batch.record_count, error,
+        )  # fmt: skip
         self._emit(BatchOutcome(batch.topic, batch.partition, batch.tokens, -1, -1, error))
 
 
