@@ -160,7 +160,9 @@ KAFKA_SETTINGS: tuple[Setting, ...] = (
     _kafka("client.id", Text(r"[A-Za-z0-9._ -]*", 255, "a client id of [A-Za-z0-9._ -]"), "kpd",
            "Sent with every request for broker logs and quotas (Kafka's default is empty; "
            "kpd's is `kpd`)."),
-    _kafka("acks", Choice({"all": -1, "-1": -1, "0": 0, "1": 1}), "all",
+    _kafka("acks", Choice({"all": -1, "-1": -1, "0": 0, "1": 1},
+                          hint="Kafka has no acks 2: the replication quorum ack is all (-1)"),
+           "all",
            "Acknowledgements the leader needs before a write counts: 0 none, 1 leader only, "
            "all (= -1) every in-sync replica."),
     _kafka("batch.size", Size(0), 262144,

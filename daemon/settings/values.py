@@ -192,18 +192,23 @@ class Choice:
     options: Mapping[str, Any]
     case_sensitive: bool = True
     nullable: bool = False  # null means "not set"
+    hint: str = ""  # said after a refused value, e.g. what an older spelling means now
 
     def parse(self, raw: Any) -> Any:
         if raw is None and self.nullable:
             return None
         # YAML reads `acks: 1` as an int; Kafka's own configs are strings, so compare as text.
         if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-            raise ValueError(f"must be one of {', '.join(self.options)} {_got(raw)}")
+            raise ValueError(self._refusal(raw))
         text = str(raw).strip()
         for name, value in self.options.items():
             if text == name or (not self.case_sensitive and text.lower() == name.lower()):
                 return value
-        raise ValueError(f"must be one of {', '.join(self.options)} {_got(raw)}")
+        raise ValueError(self._refusal(raw))
+
+    def _refusal(self, raw: Any) -> str:
+        hint = f"; {self.hint}" if self.hint else ""
+        return f"must be one of {', '.join(self.options)} {_got(raw)}{hint}"
 
     def describe(self) -> str:
         return "one of " + ", ".join(self.options) + (" or null" if self.nullable else "")

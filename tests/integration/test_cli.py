@@ -152,3 +152,12 @@ def test_read_of_a_missing_topic_exits_66(tansu):
                  "--timeout", "2")  # fmt: skip
     assert result.returncode == 66, result.stderr
     assert result.stderr == f"kpd: topic 'no-such-topic-here' not found on {tansu.bootstrap}\n"
+
+
+def test_run_with_acks_2_says_the_quorum_ack_is_all(tmp_path):
+    config = tmp_path / "kpd.yaml"
+    config.write_text(yaml.safe_dump({"kafka": {"bootstrap.servers": "127.0.0.1:1", "acks": 2}}))
+    result = kpd("run", "--config", str(config))
+    assert result.returncode == 78
+    assert "kafka.acks: must be one of all, -1, 0, 1 (got 2); Kafka has no acks 2: the " \
+           "replication quorum ack is all (-1)" in result.stderr  # fmt: skip
