@@ -486,6 +486,11 @@ class IngestMetrics:
             self._ring("reports", index, ring, ring.bytes_read)
         out.set("kpd_report_timestamp_seconds", ("ingest",), time.time())
 
+    def count_accepted(self, total: int) -> None:
+        """Export ``records_accepted`` now (at each publish: one mmap write per batch of
+        entries, not per record), so the count never trails what the workers receive."""
+        self._out.add("kpd_ingest_records_accepted_total", (), total)
+
     def _ring(self, kind: str, index: int, ring: Any, moved: int) -> None:
         labels = (kind, str(index))
         self._out.set("kpd_ring_used_bytes", labels, ring.used_bytes())

@@ -162,6 +162,10 @@ class Admission:
         self.records_rejected = 0
         self.rejected_by_reason: Counter[str] = Counter()  # by KpdErrorCode name
         self.buffer_full_events = 0
+        # Called once per publish of staged entries, when set: the metrics count what the
+        # rings received at once, not at the next periodic flush, so a killed ingest takes
+        # no published record out of kpd_ingest_records_accepted_total (the workers count it).
+        self.on_published: Callable[[], None] | None = None
 
     def next_source_id(self) -> int:
         """A ``conn_id`` no other source of this ingest (or of an earlier one) has."""
@@ -307,6 +311,8 @@ class Admission:
         """Publish staged entries: one index store and at most one wake-up per ring."""
         for index in self._dirty:
             self._records[index].publish()
+        if self._dirty and self.on_published is not None:
+            self.on_published()
         self._announce(self._dirty)
         self._dirty.clear()
 

@@ -316,6 +316,8 @@ class Supervisor:
             try:
                 await self._await_ready(child)
             except BootFailure as exc:
+                if self._stopping:  # stopped while it booted: not a failure
+                    return
                 log.error("%s; stopping the daemon", exc)
                 self.exit_code = EXIT_BOOT_FAILED
                 self._signals.put_nowait(signal.SIGTERM)

@@ -268,3 +268,29 @@ def test_the_rings_share_one_budget_and_status_shows_each_process_memory(tmp_pat
         assert " held (PSS)" in text.stdout.splitlines()[0]
         assert "MEMORY (RSS/PSS)" in text.stdout
         assert daemon.stop() == 0
+
+
+def test_counts_do_not_drift_when_ingest_is_killed(tansu, tmp_path):
+    """Records accepted just before a kill -9 of ingest (inside its once-a-second flush) are
+    counted by ingest as by the workers: accepted == received, for good."""
+    topic = "no-drift"
+    tansu.create_topic(topic, 2)
+    port = free_port()
+    extra = {"metrics": {"enabled": True, "listen": f"127.0.0.1:{port}"}}
+    with KpdDaemon(tmp_path, tansu.bootstrap, workers=2, extra=extra) as daemon:
+        with Producer(daemon.socket_path, acks="accepted") as producer:
+            for i in range(3000):
+                producer.send(topic, b"r%d" % i)
+            producer.flush(timeout=30)
+        (ingest,) = daemon.child_pids("ingest")
+        os.kill(ingest, signal.SIGKILL)  # before its next periodic flush, most likely
+        wait_for(lambda: daemon.child_pids("ingest") not in ([], [ingest]), 30, "a new ingest")
+
+        def totals() -> tuple[float, float] | None:
+            samples = _samples(port)
+            accepted = samples.get(("kpd_ingest_records_accepted_total", ()), 0)
+            received = sum(v for (n, _), v in samples.items() if n == "kpd_records_received_total")
+            return (accepted, received) if received == 3000 else None
+
+        assert wait_for(totals, 20, "the workers to count every record") == (3000, 3000)
+        assert daemon.stop() == 0

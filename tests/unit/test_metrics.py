@@ -441,7 +441,8 @@ REPORTERS_SCRIPT = """
                        status_dir).report()
         stats = IngestStats(records_accepted=40, records_rejected=0, buffer_full_events=0,
                             connections=1, ring_syncs=3, rejected_by_reason={})
-        server = SimpleNamespace(stats=lambda: stats)
+        admission = SimpleNamespace(records_accepted=40, on_published=None)
+        server = SimpleNamespace(stats=lambda: stats, admission=admission)
         IngestReporter(server, [ingest_end], [RingConsumer(rep_ring, rep_w)], status_dir).report()
     finally:
         Ring.unlink(name + "-rec")

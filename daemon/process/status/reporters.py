@@ -162,6 +162,8 @@ class IngestReporter(_Reporter):
         self._records = records
         self._reports = reports
         self._metrics = IngestMetrics()
+        admission = server.admission
+        admission.on_published = lambda: self._metrics.count_accepted(admission.records_accepted)
         self._writer = StatusWriter(status_dir, "ingest")
         self._rates = RateMeter()
 
