@@ -21,6 +21,16 @@ def _cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
 
 
+def _refused_start(config_path: Path) -> str:
+    """`kpd run` of a config another daemon holds: it exits 75 at once; its stderr."""
+    run = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "run", "--config", str(config_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == EX_TEMPFAIL, run.stderr
+    return run.stderr
+
+
 def test_every_process_shows_its_role_in_its_title(tansu, tmp_path):
     topic = "titles"
     tansu.create_topic(topic, 4)
@@ -56,12 +66,7 @@ def test_a_second_instance_of_a_config_exits_75_and_touches_nothing_of_the_first
     with KpdDaemon(tmp_path, "embedded", workers=1, extra=extra) as daemon:
         address_file = tmp_path / "embedded-broker.address"
         address = wait_for(lambda: address_file.read_text(), 10, "the broker's address file")
-        second = subprocess.run(
-            [sys.executable, "-m", "daemon.cli", "run", "--config", str(daemon.config_path)],
-            cwd=REPO, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert second.returncode == EX_TEMPFAIL, second.stderr
-        assert second.stderr == (
+        assert _refused_start(daemon.config_path) == (
             f"kpd: kpd is already running for socket {daemon.socket_path} "
             f"(pid {daemon.process.pid}, lock {daemon.socket_path}.lock); stop it first, "
             "or give this instance its own socket.path and its own rings.prefix "
@@ -199,12 +204,7 @@ def test_a_second_daemon_on_the_same_ring_files_exits_75_naming_the_holder(tansu
         second = KpdDaemon(second_dir, tansu.bootstrap, workers=1)
         second.config["rings"].update(first.config["rings"])
         second.write_config()
-        run = subprocess.run(
-            [sys.executable, "-m", "daemon.cli", "run", "--config", str(second.config_path)],
-            cwd=REPO, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert run.returncode == EX_TEMPFAIL, run.stderr
-        assert run.stderr == (
+        assert _refused_start(second.config_path) == (
             f"kpd: kpd is already running for ring files {first.rings_dir / first.prefix}-* "
             f"(pid {first.process.pid}, lock {first.rings_dir / first.prefix}.lock); stop it "
             "first, or give this instance its own rings.prefix (or rings.directory)\n"
