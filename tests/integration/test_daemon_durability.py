@@ -204,7 +204,8 @@ def test_a_restart_with_another_worker_count_reroutes_the_kept_entries(mock_clus
         assert sorted(r["workers"] for r in rings["rerouted"]) == [2, 2]
         assert rings["leftovers"] == []
         assert sorted(os.listdir(daemon.rings_dir)) == sorted(
-            f"{daemon.prefix}-{kind}-{i}" for kind in ("records", "reports") for i in range(3)
+            [f"{daemon.prefix}-{kind}-{i}" for kind in ("records", "reports") for i in range(3)]
+            + [f"{daemon.prefix}.lock"]  # the ring files' instance lock (daemon.process.instance)
         )
         delivered = _delivered(mock_cluster.bootstrap, topic, "w", len(accepted))
         lost = accepted - delivered
