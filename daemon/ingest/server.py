@@ -87,7 +87,6 @@ class IngestServer:
         self.connections: dict[int, ClientConnection] = {}
         self._server: asyncio.AbstractServer | None = None
         self._owned_path: str | None = None  # the socket file we created (and remove)
-        self._report_tasks: list[asyncio.Task] = []
         # One ring entry may take at most half its ring; every records ring has the same size.
         planner = EntryPlanner(
             settings.partitioner,
@@ -125,8 +124,11 @@ class IngestServer:
                 os.chown(path, -1, group_id(self.settings.socket_group))
         else:
             self._server = await loop.create_unix_server(self._new_connection, sock=sock)
-        for index, ring in enumerate(self._reports):
-            self._report_tasks.append(loop.create_task(self._forward_reports(index, ring)))
+        for ring in self._reports:
+            # Watched for the life of the server: a report doorbell calls _forward_reports
+            # directly, with no task, future or add_reader per wait (issue 18, finding 5).
+            ring.watch(loop, lambda ring=ring: self._forward_reports(ring))
+            self._forward_reports(ring)
         self.admission.ring_sync.start()
 
     def stop_accepting(self) -> None:
@@ -139,8 +141,8 @@ class IngestServer:
 
     async def close(self) -> None:
         self.stop_accepting()
-        for task in self._report_tasks:
-            task.cancel()
+        for ring in self._reports:
+            ring.unwatch()
         for conn in list(self.connections.values()):
             conn.abort(KpdErrorCode.SHUTTING_DOWN, "kpd is shutting down")
 
@@ -177,10 +179,12 @@ class IngestServer:
 
     # ---- reports -----------------------------------------------------------------------
 
-    async def _forward_reports(self, index: int, ring: RingConsumer) -> None:
+    def _forward_reports(self, ring: RingConsumer) -> None:
+        """Forward what the ring holds, then sleep on its doorbell until more comes."""
         while True:
-            if not self._forward_once(ring):
-                await ring.wait_readable()
+            self._forward_once(ring)
+            if not ring.sleep_until_readable():
+                return
 
     def _forward_once(self, ring: RingConsumer) -> bool:
         entries = ring.read_entries()

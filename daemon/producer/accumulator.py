@@ -357,6 +357,18 @@ class Accumulator:
                 expired.append(batch)
         return expired
 
+    def next_expiry_in(self, now: float, delivery_timeout_s: float) -> float | None:
+        """Seconds until ``take_expired`` would take something (None: nothing queued it
+        could take). Only each queue's head can expire first; see ``take_expired``."""
+        oldest = None
+        for pq in self._queues.values():
+            batches = pq.batches
+            if batches and not (pq.recovering and pq.in_flight):
+                created = batches[0].created
+                if oldest is None or created < oldest:
+                    oldest = created
+        return None if oldest is None else oldest + delivery_timeout_s - now
+
     def is_oldest_in_flight(self, batch: ProducerBatch) -> bool:
         """True when no earlier batch of the same partition is still in flight."""
         pq = self._queues[(batch.topic, batch.partition)]

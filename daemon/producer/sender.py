@@ -4,7 +4,10 @@ Owns the requests in flight and the retry decisions. Per loop turn it
 expires batches past ``delivery.timeout.ms``, drains every broker that has a ready connection
 and a free in-flight slot (one request per broker carrying the ready batches of all the
 partitions it leads, like Java's ``Sender.sendProducerData``), then sleeps until the next
-batch is due or something wakes it (a batch sealed, a response, new metadata).
+batch is due or something wakes it (a batch sealed, a response, new metadata). The sleep is
+one future woken by ``wake`` or by one TimerHandle armed for the earliest deadline (a batch's
+linger or retry, a delivery timeout, the completion's next due time), re-armed only when the
+earliest deadline moves earlier: no timer per turn and no periodic backstop.
 
 Answers are handled in the transport callback, batch by batch, through ``kafka.errors``'
 classify: success, retry (with exponential backoff and jitter, KIP-580), refresh metadata and
@@ -40,8 +43,6 @@ from daemon.producer.splitting import split_batch
 __all__ = ["Sender", "SenderSettings"]
 
 log = logging.getLogger(__name__)
-
-_EXPIRY_CHECK_S = 0.05
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,7 +81,11 @@ class Sender:
         self._completion = completion
         self._rng = rng or random.Random()
         self._clock = clock  # None: the running loop's time, from start()
-        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._woken = False  # wake() came while no sleep was pending: the next one returns
+        self._sleeping: asyncio.Future | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # the loop time the armed timer fires at
         self._requests_in_flight: dict[int, int] = {}  # broker id -> produce requests
         self._drain_start: dict[int, int] = {}  # broker id -> rotation for fairness
         self._task: asyncio.Task | None = None
@@ -89,17 +94,25 @@ class Sender:
     # ---- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         if self._clock is None:
             self._clock = loop.time
         self._task = loop.create_task(self._run())
 
     def wake(self) -> None:
-        self._wake.set()
+        sleeping = self._sleeping
+        if sleeping is not None:
+            if not sleeping.done():
+                sleeping.set_result(None)
+        else:
+            self._woken = True
 
     async def stop(self) -> None:
         self._stopping = True
-        self._wake.set()
+        self.wake()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -115,7 +128,7 @@ class Sender:
         clock = self._clock
         completion = self._completion
         while True:
-            self._wake.clear()
+            self._woken = False
             now = clock()
             self._expire(now)
             turn = await completion.prepare(
@@ -134,24 +147,44 @@ class Sender:
             await self._sleep(wait)
 
     async def _sleep(self, seconds: float | None) -> None:
-        if seconds is not None and seconds <= 0:
+        if self._woken or (seconds is not None and seconds <= 0):
             return
+        loop = self._loop
+        if seconds is not None:
+            self._arm(loop, loop.time() + seconds)
+        self._sleeping = sleeping = loop.create_future()
         try:
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
+            await sleeping
+        finally:
+            self._sleeping = None
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """Have the timer fire by ``when``: a timer already armed for then or earlier stays
+        (waking early only costs a turn that re-arms), a later one is moved."""
+        timer = self._timer
+        if timer is not None:
+            if self._timer_at <= when:
+                return
+            timer.cancel()
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.wake()
 
     def _next_wait(self, now: float) -> float | None:
+        # Something due that could not go (window full, no connection, no leader, a partition
+        # recovering) waits for what wakes us: answers, connections, metadata; and for the
+        # delivery timeout of the oldest queued batch, which is a deadline of its own.
         due = self._acc.next_ready_in(now)
-        if due is None:
-            return None  # nothing queued: the next opened batch wakes us
-        if due > 0:
-            return min(due, _EXPIRY_CHECK_S)
-        # Something is due but could not go (window full, no connection, no leader, a
-        # partition recovering): answers, connections and metadata wake us; the timeout is
-        # only a backstop so delivery timeouts are still noticed.
-        return _EXPIRY_CHECK_S
+        expiry = self._acc.next_expiry_in(now, self._s.delivery_timeout_s)
+        if due is not None and due <= 0:
+            due = None
+        if expiry is not None and (due is None or expiry < due):
+            # Floor at 1 ms: a head that take_expired just kept must not make a spin.
+            return max(expiry, 0.001)
+        return due
 
     # ---- sending -----------------------------------------------------------------------
 
@@ -248,7 +281,7 @@ class Sender:
                     self._retry_or_fail(batch, lost, "no answer for partition", now)
                 else:
                     self._on_partition_result(batch, result, now)
-        self._wake.set()
+        self.wake()
 
     def _latency(self, broker: int) -> LatencyHistogram:
         histogram = self._counters.request_latency.get(broker)

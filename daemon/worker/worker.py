@@ -86,7 +86,9 @@ class Worker:
         self._flush_scheduled = False
         # Waits for the reports ring to make room for ``_unsent`` (then flushes again).
         self._room_wait: asyncio.Task | None = None
-        self._stopping = asyncio.Event()
+        self._stopping = False
+        # Resolved by the records ring's doorbell (a watch registered once in run) or stop().
+        self._woken: asyncio.Future | None = None
         # Set by close(): records without an outcome now stay in the ring for the next daemon.
         self._keeping = False
         self.tally = DeliveryTally()  # per-topic counts and end-to-end latency, for metrics
@@ -99,21 +101,28 @@ class Worker:
         """Read, produce and report until ``stop()``; then drain what was read."""
         await self._engine.start()
         max_block_s = self._settings.max_block_ms / 1000
-        while True:
-            entries = self._records.read_entries(max_bytes=_READ_MAX_BYTES)
-            if not entries:
-                if self._stopping.is_set():
-                    break  # ingest has quiesced: the ring is dry for good
-                await self._wait_for_records()
-                continue
-            for end_pos, entry in entries:
-                await self._take(end_pos, entry, max_block_s)
+        loop = asyncio.get_running_loop()
+        self._records.watch(loop, self._wake)
+        try:
+            while True:
+                entries = self._records.read_entries(max_bytes=_READ_MAX_BYTES)
+                if not entries:
+                    if self._stopping:
+                        break  # ingest has quiesced: the ring is dry for good
+                    await self._wait_for_records(loop)
+                    continue
+                for end_pos, entry in entries:
+                    await self._take(end_pos, entry, max_block_s)
+        finally:
+            self._records.unwatch()
         await self._engine.flush()
         self._flush_reports()
 
     def stop(self) -> None:
         """Read the ring dry and flush: ``run`` returns once everything read has an outcome."""
-        self._stopping.set()
+        self._stopping = True
+        self._records.wake_watch()
+        self._wake()
 
     async def close(self) -> None:
         """Stop now and keep the rest: records without an outcome stay in the ring.
@@ -123,18 +132,26 @@ class Worker:
         entries it has not taken as kept too. Their ring space is never released.
         """
         self._keeping = True
-        self._stopping.set()
+        self.stop()
         await self._engine.close(0.0)
         self._flush_reports()
 
-    async def _wait_for_records(self) -> None:
-        waiter = asyncio.ensure_future(self._records.wait_readable())
-        stopper = asyncio.ensure_future(self._stopping.wait())
+    async def _wait_for_records(self, loop: asyncio.AbstractEventLoop) -> None:
+        # One future per sleep and nothing else: the doorbell is watched for the life of run
+        # (no add_reader/remove_reader, no task, no timer per wait: issue 18's finding 1).
+        if self._records.sleep_until_readable():
+            return
+        self._woken = woken = loop.create_future()
         try:
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await woken
         finally:
-            waiter.cancel()
-            stopper.cancel()
+            self._woken = None
+            self._records.wake_watch()  # cancelled (close): the watch must not stay armed
+
+    def _wake(self) -> None:
+        woken = self._woken
+        if woken is not None and not woken.done():
+            woken.set_result(None)
 
     # ---- the hot path ------------------------------------------------------------------
 
