@@ -21,7 +21,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from daemon.ingest.admission import Admission, TopicDirectory
 from daemon.ingest.connection import ClientConnection
@@ -65,6 +67,9 @@ class IngestStats:
     buffer_full_events: int
     connections: int
     ring_syncs: int  # rings.fsync: syncs of the records rings' files done so far
+    # The stage trace's last stage (report written -> forwarded to the client), the
+    # histogram the process layer gave the server (None: not traced).
+    stage_forward: Any = None
 
 
 class IngestServer:
@@ -74,7 +79,11 @@ class IngestServer:
         records: list[RingProducer],
         reports: list[RingConsumer],
         topics: TopicDirectory,
+        stage_forward: Any = None,
     ) -> None:
+        """``stage_forward``: a histogram (``observe(seconds, times)``) for the stage trace's
+        "report written -> forwarded" stage, from the process layer (ingest imports no
+        metrics); None leaves it untraced."""
         if settings.max_frame_bytes < wire.MIN_MAX_FRAME_BYTES:
             # Fail at boot: every connection's FrameDecoder would refuse it, leaving clients
             # hanging in the handshake.
@@ -84,6 +93,7 @@ class IngestServer:
             )
         self.settings = settings
         self._reports = reports
+        self._stage_forward = stage_forward
         self.connections: dict[int, ClientConnection] = {}
         self._server: asyncio.AbstractServer | None = None
         self._owned_path: str | None = None  # the socket file we created (and remove)
@@ -105,6 +115,7 @@ class IngestServer:
             admission.buffer_full_events,
             len(self.connections),
             admission.ring_sync.syncs,
+            self._stage_forward,
         )
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -190,8 +201,10 @@ class IngestServer:
         entries = ring.read_entries()
         if not entries:
             return False
+        trace = self._stage_forward
+        now_ns = time.monotonic_ns()
         for _, entry in entries:
-            conn_id, records, frame = decode_report_entry(entry)
+            conn_id, records, written_ns, frame = decode_report_entry(entry)
             conn = self.connections.get(conn_id)
             if conn is None:
                 continue  # the client left; its records were still delivered or failed
@@ -200,5 +213,7 @@ class IngestServer:
             except Exception:
                 # One bad entry must not stop this ring's reports for every connection.
                 log.exception("client %d: cannot forward a worker report", conn_id & 0xFFFFFFFF)
+            if trace is not None and written_ns:
+                trace.observe(max(0, now_ns - written_ns) / 1e9, records)
         ring.release(entries[-1][0])
         return True

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -217,21 +218,27 @@ class Sender:
         completion = self._completion
         while self._requests_in_flight.get(broker, 0) < self._s.max_in_flight:
             queues = completion.drainable(queues)  # re-asked per drain: a partition's head changes
+            ready = time.monotonic()  # the stage trace's "batch ready" (the loop's clock is ms)
             batches = self._acc.drain(queues, now, completion.stamp)
             if not batches:
                 return
-            self._send_request(broker, conn, batches, now)
+            self._send_request(broker, conn, batches, now, ready)
 
-    def _send_request(self, broker: int, conn, batches: list[ProducerBatch], now: float) -> None:
+    def _send_request(
+        self, broker: int, conn, batches: list[ProducerBatch], now: float, ready: float
+    ) -> None:
         topics: dict[str, list[dict]] = {}
         records = 0
+        counters = self._counters
         for batch in batches:
             topics.setdefault(batch.topic, []).append(
                 {"index": batch.partition, "records": batch.payload}
             )
             records += batch.record_count
             if batch.attempts > 1:
-                self._counters.retries += 1
+                counters.retries += 1
+            else:
+                counters.stage_batch.observe(now - batch.created, batch.record_count)
         body = {
             "transactional_id": self._completion.transactional_id,
             "acks": self._s.acks,
@@ -240,7 +247,6 @@ class Sender:
                 {"name": name, "partition_data": parts} for name, parts in topics.items()
             ],
         }
-        counters = self._counters
         counters.requests_sent += 1
         counters.records_per_request.observe(records)
         try:
@@ -257,12 +263,25 @@ class Sender:
             for batch in batches:
                 self._succeed(batch, -1, -1, now)
             return
+        written = time.monotonic()
+        counters.stage_write.observe(written - ready, records)
         self._requests_in_flight[broker] = self._requests_in_flight.get(broker, 0) + 1
-        future.add_done_callback(lambda f: self._on_answer(broker, batches, f, now))
+        future.add_done_callback(
+            lambda f: self._on_answer(broker, batches, f, now, written, records)
+        )
 
     # ---- answers -----------------------------------------------------------------------
 
-    def _on_answer(self, broker: int, batches: list[ProducerBatch], future, sent: float) -> None:
+    def _on_answer(
+        self,
+        broker: int,
+        batches: list[ProducerBatch],
+        future,
+        sent: float,
+        written: float,
+        records: int,
+    ) -> None:
+        self._counters.stage_broker.observe(time.monotonic() - written, records)
         self._requests_in_flight[broker] -= 1
         now = self._clock()
         self._latency(broker).observe(now - sent)

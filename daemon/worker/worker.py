@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -82,6 +83,9 @@ class Worker:
         # Outcomes wait here until the next report flush (once per loop turn).
         self._pending_runs: dict[int, list[ReportRun]] = defaultdict(list)
         self._pending_done: list[int] = []
+        # (time.monotonic() the outcome came, its records) until its reports are written:
+        # the stage trace's "answer read -> report written".
+        self._outcome_times: list[tuple[float, int]] = []
         self._unsent: list[bytes] = []  # encoded report entries the reports ring had no room for
         self._flush_scheduled = False
         # Waits for the reports ring to make room for ``_unsent`` (then flushes again).
@@ -205,7 +209,7 @@ class Worker:
         self._count_in(entry)
 
     def _count_in(self, entry) -> None:
-        self.tally.count_received(entry.topic, entry.partition, entry.count)
+        self.tally.count_received(entry.topic, entry.partition, entry.count, entry.received_ms)
 
     # ---- outcomes -> reports -----------------------------------------------------------
 
@@ -225,6 +229,7 @@ class Worker:
             assert tokens[start + count - 1] == first + count - 1, "entry run broken"
             self._report_run(entry_id, index, count, start, outcome)
             start += count
+        self._outcome_times.append((time.monotonic(), total))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_reports)
@@ -275,10 +280,12 @@ class Worker:
         """Publish pending reports, then release the ring space of finished entries."""
         self._flush_scheduled = False
         unsent = self._unsent
+        written_ns = time.monotonic_ns()
         for conn_id, runs in self._pending_runs.items():
             for chunk in chunks(runs):
                 records = sum(run.count for run in chunk)
-                unsent.append(encode_report_entry(conn_id, records, encode_reports(chunk)))
+                frame = encode_reports(chunk)
+                unsent.append(encode_report_entry(conn_id, records, frame, written_ns))
         self._pending_runs.clear()
         if unsent:
             del unsent[: self._reports.write_many(unsent)]
@@ -291,11 +298,19 @@ class Worker:
                     self._room_wait = loop.create_task(self._flush_when_room(len(unsent[0])))
                 self._flush_scheduled = True
                 return
+        if self._outcome_times:
+            self._trace_reports(written_ns / 1e9)
         if self._pending_done:
             release = self._window.done(self._pending_done)
             self._pending_done = []
             if release is not None:
                 self._records.release(release)
+
+    def _trace_reports(self, written: float) -> None:
+        observe = self.tally.stage_report.observe
+        for came, records in self._outcome_times:
+            observe(max(0.0, written - came), records)
+        self._outcome_times.clear()
 
     async def _flush_when_room(self, nbytes: int) -> None:
         try:

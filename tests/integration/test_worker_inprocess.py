@@ -56,7 +56,7 @@ class RingPair:
     def runs(self) -> list:
         runs = []
         for end_pos, entry in self.ingest_reports.read_entries():
-            conn_id, count, frame = decode_report_entry(entry)
+            conn_id, count, _, frame = decode_report_entry(entry)
             assert conn_id == CONN_ID
             decoded = decode_reports(frame[5:])  # after the length prefix and type byte
             assert count == sum(run.count for run in decoded)
