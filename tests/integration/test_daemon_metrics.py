@@ -134,6 +134,7 @@ def test_workers_report_nothing_for_records_no_client_waits_on(tansu, tmp_path):
         assert _reports_ring_bytes(port) == 0
         with Producer(daemon.socket_path, acks="kafka") as producer:
             producer.send(topic, b"reported", key=b"k").result(timeout=30)
-        # Exactly one report entry went through: conn id + count (12), a REPORT frame of one
-        # run (5 + 4 + 40). Had the quiet records been reported, the total would never be this.
-        wait_for(lambda: _reports_ring_bytes(port) == 61, 20, "exactly the kafka-ack report")
+        # Exactly one report entry went through: conn id + count + written_ns (20), a REPORT
+        # frame of one run (5 + 4 + 40). Had the quiet records been reported, the total would
+        # never be this.
+        wait_for(lambda: _reports_ring_bytes(port) == 69, 20, "exactly the kafka-ack report")
