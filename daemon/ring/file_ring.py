@@ -466,9 +466,13 @@ class RingConsumer:
             self._watch.disarm()
 
     def unwatch(self) -> None:
-        if self._watch is not None:
-            self._watch.close()
+        watch = self._watch
+        if watch is not None:
+            watch.close()
             self._watch = None
+            # Keep the counts: they are the ring end's, not the watch's.
+            self._sleeper.sleeps += watch.sleeps
+            self._sleeper.missed_wakeups += watch.missed_wakeups
 
     def _wait_callbacks(self) -> WaitHooks:
         ring, cursor = self._ring, self._cursor
