@@ -237,6 +237,25 @@ class Accumulator:
                 soonest = wait
         return soonest
 
+    def next_deadline_in(self, now: float) -> tuple[bool, float | None]:
+        """``(some head batch is sendable by time now, seconds until the soonest head that is
+        not yet)``: ``next_ready_in`` split, so a head that is due but cannot go (window
+        full, no connection) does not hide the linger deadlines of the other queues."""
+        due_now = False
+        soonest: float | None = None
+        linger = self._settings.linger_s
+        for pq in self._queues.values():
+            if not pq.batches:
+                continue
+            batch = pq.batches[0]
+            due = batch.retry_at if batch.retry_at > now else batch.created + linger
+            wait = due - now
+            if wait <= 0:
+                due_now = True
+            elif soonest is None or wait < soonest:
+                soonest = wait
+        return due_now, soonest
+
     def assign_sequence(self, batch: ProducerBatch, pq: PartitionQueue) -> int:
         """The batch's base sequence, assigning the partition's next one when it has none."""
         if batch.base_sequence < 0:

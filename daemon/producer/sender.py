@@ -45,6 +45,9 @@ __all__ = ["Sender", "SenderSettings"]
 
 log = logging.getLogger(__name__)
 
+# How long a batch that is due but could not go waits at most for a recheck (see _next_wait).
+_BLOCKED_RECHECK_S = 0.05
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SenderSettings:
@@ -175,17 +178,20 @@ class Sender:
         self.wake()
 
     def _next_wait(self, now: float) -> float | None:
-        # Something due that could not go (window full, no connection, no leader, a partition
-        # recovering) waits for what wakes us: answers, connections, metadata; and for the
-        # delivery timeout of the oldest queued batch, which is a deadline of its own.
-        due = self._acc.next_ready_in(now)
+        # The soonest of: a head batch's linger or retry deadline, the delivery timeout of the
+        # oldest queued batch, and, only while some batch is due but could not go (window
+        # full, no connection, no leader, a partition recovering), a recheck. Answers,
+        # connections and metadata wake the sender in those cases; the recheck bounds what a
+        # wake that never comes would cost, as the old per-turn 50 ms backstop did.
+        due_now, wait = self._acc.next_deadline_in(now)
         expiry = self._acc.next_expiry_in(now, self._s.delivery_timeout_s)
-        if due is not None and due <= 0:
-            due = None
-        if expiry is not None and (due is None or expiry < due):
+        if expiry is not None:
             # Floor at 1 ms: a head that take_expired just kept must not make a spin.
-            return max(expiry, 0.001)
-        return due
+            expiry = max(expiry, 0.001)
+            wait = expiry if wait is None else min(wait, expiry)
+        if due_now:
+            wait = _BLOCKED_RECHECK_S if wait is None else min(wait, _BLOCKED_RECHECK_S)
+        return wait
 
     # ---- sending -----------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -26,17 +27,29 @@ def _scrape(port: int) -> dict[str, float]:
     return totals
 
 
-def test_metrics_and_status_count_what_was_sent(tansu, tmp_path):
-    topic = "metrics-counts"
+@contextlib.contextmanager
+def _daemon_with_metrics(tansu, tmp_path, topic: str):
+    """A two-worker daemon serving /metrics, and ``topic`` of 4 partitions: (daemon, port)."""
     tansu.create_topic(topic, 4)
     port = free_port()
     extra = {"metrics": {"enabled": True, "listen": f"127.0.0.1:{port}"}}
-    count = 5_000
     with KpdDaemon(tmp_path, tansu.bootstrap, workers=2, extra=extra) as daemon:
-        with Producer(daemon.socket_path, acks="kafka") as producer:
-            futures = [producer.send(topic, b"v%d" % i, key=b"k%d" % i) for i in range(count)]
-            producer.flush(timeout=60)
-        assert all(f.result().offset >= 0 for f in futures)
+        yield daemon, port
+
+
+def _send_acked(daemon: KpdDaemon, topic: str, count: int) -> None:
+    """Send ``count`` keyed records with ack kafka; every one delivered."""
+    with Producer(daemon.socket_path, acks="kafka") as producer:
+        futures = [producer.send(topic, b"v%d" % i, key=b"k%d" % i) for i in range(count)]
+        producer.flush(timeout=60)
+    assert all(f.result().offset >= 0 for f in futures)
+
+
+def test_metrics_and_status_count_what_was_sent(tansu, tmp_path):
+    topic = "metrics-counts"
+    count = 5_000
+    with _daemon_with_metrics(tansu, tmp_path, topic) as (daemon, port):
+        _send_acked(daemon, topic, count)
 
         def counted() -> dict[str, float] | None:
             metrics = _scrape(port)
@@ -147,15 +160,9 @@ def test_every_stage_of_the_stage_trace_counts_the_records_that_passed(tansu, tm
     # kpd_record_stage_seconds{stage}: each stage observes every ack-kafka record once
     # (ingest's "forward" included), whichever worker it went through.
     topic = "stage-trace"
-    tansu.create_topic(topic, 4)
-    port = free_port()
-    extra = {"metrics": {"enabled": True, "listen": f"127.0.0.1:{port}"}}
     count = 2_000
-    with KpdDaemon(tmp_path, tansu.bootstrap, workers=2, extra=extra) as daemon:
-        with Producer(daemon.socket_path, acks="kafka") as producer:
-            futures = [producer.send(topic, b"v%d" % i, key=b"k%d" % i) for i in range(count)]
-            producer.flush(timeout=60)
-        assert all(f.result().offset >= 0 for f in futures)
+    with _daemon_with_metrics(tansu, tmp_path, topic) as (daemon, port):
+        _send_acked(daemon, topic, count)
 
         def stage_counts() -> dict[str, float] | None:
             body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)

@@ -77,12 +77,18 @@ def rings() -> Iterator[RingPair]:
     pair.close()
 
 
-async def _run_until(worker: Worker, rings: RingPair, records: int, timeout_s: float) -> list:
-    """Run the worker until ``records`` records have report runs; return the runs."""
+async def _run_until(
+    worker: Worker, rings: RingPair, records: int, timeout_s: float, read_after=lambda: True
+) -> list:
+    """Run the worker until ``records`` records have report runs; return the runs. Reports
+    are read (as ingest does) only once ``read_after()`` holds."""
     task = asyncio.get_running_loop().create_task(worker.run())
     runs: list = []
     deadline = time.monotonic() + timeout_s
     try:
+        while not read_after():
+            assert time.monotonic() < deadline and not task.done(), task
+            await asyncio.sleep(0.01)
         while sum(run.count for run in runs) < records:
             assert time.monotonic() < deadline, f"only {runs} after {timeout_s} s"
             assert not task.done(), task
@@ -256,25 +262,10 @@ def test_a_full_reports_ring_makes_the_worker_wait_for_room(tansu, topic_factory
                         rings.worker_records, rings.worker_reports)  # fmt: skip
         reports = rings.ingest_reports._ring
 
-        async def read_late() -> list:
-            task = asyncio.get_running_loop().create_task(worker.run())
-            deadline = time.monotonic() + 60
-            while not reports.producer_wake_at:  # the worker sleeps for room
-                assert time.monotonic() < deadline and not task.done(), task
-                await asyncio.sleep(0.01)
-            runs: list = []
-            try:
-                while sum(run.count for run in runs) < entries:
-                    assert time.monotonic() < deadline, f"{len(runs)} runs"
-                    runs.extend(rings.runs())
-                    await asyncio.sleep(0.01)
-            finally:
-                worker.stop()
-                await asyncio.wait_for(task, 30)
-                await worker.close()
-            return runs
+        def waits_for_room() -> bool:  # the worker announced it sleeps for reports-ring space
+            return reports.producer_wake_at != 0
 
-        runs = asyncio.run(read_late())
+        runs = asyncio.run(_run_until(worker, rings, entries, 60, read_after=waits_for_room))
         assert sorted(run.first_seq for run in runs) == [seq * 2 for seq in range(entries)]
         assert {run.status for run in runs} == {Status.DELIVERED}
     finally:

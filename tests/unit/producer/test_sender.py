@@ -483,18 +483,33 @@ async def test_the_timer_moves_only_to_an_earlier_deadline():
 
 
 @in_loop
-async def test_delivery_timeout_fires_from_its_own_deadline_not_a_periodic_check():
+async def test_a_batch_that_cannot_go_expires_at_its_delivery_timeout_with_no_wake():
     timeouts = {"delivery_timeout_ms": 300, "request_timeout_ms": 200, "linger_ms": 0}
     async with Rig(clock=LoopClock(), **timeouts) as rig:
-        loop = asyncio.get_running_loop()
         rig.move_leader(-1)
         rig.append("a")
-        created = loop.time()
-        await until(lambda: rig.sender._sleeping is not None and rig.sender._timer is not None)
-        # Due but unsendable (no leader): the sleep is until the batch's delivery timeout.
-        assert rig.sender._timer_at == pytest.approx(created + 0.3, abs=0.05)
-        outcome = await rig.outcome()  # no wake from the test: the timer alone
+        outcome = await rig.outcome()  # nothing from the test wakes the sender: its timer
     assert outcome.error.name == "DELIVERY_TIMEOUT"
+
+
+@in_loop
+async def test_a_due_batch_that_cannot_go_does_not_hide_another_partitions_linger():
+    # Partition 0 is due but has no leader (rechecked, not sendable); partition 1's batch
+    # lingers 200 ms: the sender's timer is for the earlier of the two, and partition 1's
+    # request goes out when its linger ends, with no wake from the test.
+    async with Rig(clock=LoopClock(), linger_ms=200) as rig:
+        view = rig.metadata.view
+        rig.metadata.view = ClusterView(
+            view.brokers,
+            {TOPIC: TopicView(TOPIC, 0, (-1, 1))},
+        )
+        rig.sender.wake()
+        pq0, pq1 = rig.acc.queue(TOPIC, 0), rig.acc.queue(TOPIC, 1)
+        rig.acc.append(pq0, 1_700_000_000_000, None, b"x", (), 1, rig.clock() - 1)  # due
+        rig.acc.append(pq1, 1_700_000_000_000, None, b"y", (), 2, rig.clock())
+        request = await rig.request(1)
+        (topic,) = request.body["topic_data"]
+        assert [p["index"] for p in topic["partition_data"]] == [1]
 
 
 @in_loop
