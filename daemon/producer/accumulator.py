@@ -225,17 +225,8 @@ class Accumulator:
 
     def next_ready_in(self, now: float) -> float | None:
         """Seconds until some queued batch becomes sendable by time alone (None: no such batch)."""
-        soonest: float | None = None
-        linger = self._settings.linger_s
-        for pq in self._queues.values():
-            if not pq.batches:
-                continue
-            batch = pq.batches[0]
-            due = batch.retry_at if batch.retry_at > now else batch.created + linger
-            wait = max(0.0, due - now)
-            if soonest is None or wait < soonest:
-                soonest = wait
-        return soonest
+        due_now, soonest = self.next_deadline_in(now)
+        return 0.0 if due_now else soonest
 
     def next_deadline_in(self, now: float) -> tuple[bool, float | None]:
         """``(some head batch is sendable by time now, seconds until the soonest head that is
