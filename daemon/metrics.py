@@ -32,7 +32,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from daemon.net.errors import AUTH_FAILURE_REASONS
-from daemon.producer.counters import COUNT_BOUNDS, LATENCY_BOUNDS, SIZE_BOUNDS, LatencyHistogram
+from daemon.producer.counters import (
+    COUNT_BOUNDS,
+    LATENCY_BOUNDS,
+    SIZE_BOUNDS,
+    STAGE_BOUNDS,
+    LatencyHistogram,
+)
 from kpd.protocol import KpdErrorCode
 
 __all__ = [
@@ -89,9 +95,15 @@ def _g(name: str, help: str, labels=("worker",), source="worker", mode="livesum"
     return MetricSpec(name, "gauge", help, labels, source, mode)
 
 
-def _h(name: str, help: str, buckets: Sequence[float], labels: tuple[str, ...] = ()) -> MetricSpec:
+def _h(
+    name: str,
+    help: str,
+    buckets: Sequence[float],
+    labels: tuple[str, ...] = (),
+    source: str = "worker",
+) -> MetricSpec:
     # No worker label: buckets add up across workers, and W times the series would not pay.
-    return MetricSpec(name, "histogram", help, labels, buckets=tuple(buckets))
+    return MetricSpec(name, "histogram", help, labels, source, buckets=tuple(buckets))
 
 
 _RING = ("ring", "worker")
@@ -140,6 +152,17 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _h("kpd_record_delivery_seconds", "Ingest accepted -> Kafka acked.", DELIVERY_BOUNDS),
     _h("kpd_record_queue_seconds", "Time records waited in a batch.", LATENCY_BOUNDS),
     _g("kpd_records_pending", "Records in the engine without an outcome yet."),
+    _h(
+        "kpd_record_stage_seconds",
+        "Where a record's time goes, stage by stage (docs/performance.md): ring (ingest "
+        "accepted -> worker took it; to 1 ms), batch (-> its batch drained for a request; the "
+        "batch's oldest record), write (-> request written), broker (-> answer read), report "
+        "(-> report written to the reports ring), forward (-> ingest forwarded it to the "
+        "client).",
+        STAGE_BOUNDS,
+        ("stage",),
+        source="any",
+    ),
     # ---- worker: batches and requests ----------------------------------------------------
     _c("kpd_sent_bytes_total", "Record batch bytes acknowledged by Kafka."),
     _c("kpd_batches_sent_total", "Record batches acknowledged by Kafka."),
@@ -264,7 +287,17 @@ class DeliveryTally:
     (``count_received``) and once per run of an entry's records in an outcome
     (``count_done``), never per record. Owned by the worker's event loop."""
 
-    __slots__ = ("_clock", "delivery", "failed", "last_error", "partitions", "received", "sent")
+    __slots__ = (
+        "_clock",
+        "delivery",
+        "failed",
+        "last_error",
+        "partitions",
+        "received",
+        "sent",
+        "stage_report",
+        "stage_ring",
+    )
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock  # wall clock: received_ms comes from ingest's time.time_ns()
@@ -274,10 +307,21 @@ class DeliveryTally:
         self.partitions: set[tuple[str, int]] = set()  # (topic, partition) seen in the ring
         self.delivery = LatencyHistogram(DELIVERY_BOUNDS)  # accepted -> acked, seconds
         self.last_error: tuple[float, str] | None = None  # (unix time, description)
+        # The stage trace's worker stages, per record: ingest accepted -> the worker took the
+        # entry from its ring (from the entry's received_ms: wall-clock milliseconds, so a
+        # figure to 1 ms), and Kafka's answer read -> its report written to the reports ring.
+        self.stage_ring = LatencyHistogram(STAGE_BOUNDS)
+        self.stage_report = LatencyHistogram(STAGE_BOUNDS)
 
-    def count_received(self, topic: str, partition: int, count: int) -> None:
+    def count_received(
+        self, topic: str, partition: int, count: int, received_ms: int | None = None
+    ) -> None:
         self.received[topic] += count
         self.partitions.add((topic, partition))
+        if received_ms is not None:
+            # received_ms was truncated to the ms: half a ms is its expected loss.
+            waited = self._clock() - received_ms / 1000 - 0.0005
+            self.stage_ring.observe(max(0.0, waited), count)
 
     def count_done(self, topic: str, count: int, received_ms: int, error: Any = None) -> None:
         """``error`` is the outcome's ``DeliveryError`` (None when delivered)."""
@@ -410,6 +454,8 @@ class WorkerMetrics:
         for (topic, reason), n in tally.failed.items():
             out.add("kpd_records_failed_total", (*w, topic, reason), n)
         out.transfer("kpd_record_delivery_seconds", (), tally.delivery)
+        out.transfer("kpd_record_stage_seconds", ("ring",), tally.stage_ring)
+        out.transfer("kpd_record_stage_seconds", ("report",), tally.stage_report)
 
     def _flush_engine(self, c: Any) -> None:
         out, w = self._out, self._w
@@ -429,6 +475,9 @@ class WorkerMetrics:
         out.transfer("kpd_batch_size_bytes", (), c.batch_bytes)
         out.transfer("kpd_request_records", (), c.records_per_request)
         out.transfer("kpd_record_queue_seconds", (), c.queue_time)
+        out.transfer("kpd_record_stage_seconds", ("batch",), c.stage_batch)
+        out.transfer("kpd_record_stage_seconds", ("write",), c.stage_write)
+        out.transfer("kpd_record_stage_seconds", ("broker",), c.stage_broker)
         for broker, hist in c.request_latency.items():
             out.transfer("kpd_request_latency_seconds", (str(broker),), hist)
 
@@ -484,6 +533,8 @@ class IngestMetrics:
             self._ring("records", index, ring, ring.bytes_written)
         for index, ring in enumerate(reports):
             self._ring("reports", index, ring, ring.bytes_read)
+        if stats.stage_forward is not None:
+            out.transfer("kpd_record_stage_seconds", ("forward",), stats.stage_forward)
         out.set("kpd_report_timestamp_seconds", ("ingest",), time.time())
 
     def count_accepted(self, total: int) -> None:

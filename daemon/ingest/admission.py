@@ -90,6 +90,9 @@ class RecordSource(Protocol):
         """Records ``[first_seq, first_seq + count)`` were not taken (NOT_PERSISTED)."""
 
 
+_MAX_VERDICTS = 4096
+
+
 class TopicDirectory:
     """Partition counts by topic, as ingest knows them, plus whether a topic is allowed.
 
@@ -104,9 +107,17 @@ class TopicDirectory:
         self._allows = allows
         self._resolve = resolve  # (topic, timeout_s) -> awaitable partition count or raises
         self._counts: dict[str, int] = {}
+        # topics.allow's verdict per topic name: the glob match ran per frame (issue 18,
+        # finding 7). Bounded: names come from clients, so a stream of new ones clears it.
+        self._verdicts: dict[str, bool] = {}
 
     def allowed(self, topic: str) -> bool:
-        return self._allows(topic)
+        verdict = self._verdicts.get(topic)
+        if verdict is None:
+            if len(self._verdicts) >= _MAX_VERDICTS:
+                self._verdicts.clear()
+            verdict = self._verdicts[topic] = self._allows(topic)
+        return verdict
 
     def known(self, topic: str) -> int | None:
         """The topic's partition count if ingest knows it, without asking Kafka."""

@@ -21,7 +21,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from daemon.ingest.admission import Admission, TopicDirectory
 from daemon.ingest.connection import ClientConnection
@@ -66,6 +68,9 @@ class IngestStats:
     connections: int
     ring_syncs: int  # rings.fsync: syncs of the records rings' files done so far
     rejected_by_reason: dict[str, int]  # records_rejected by KpdErrorCode name
+    # The stage trace's last stage (report written -> forwarded to the client), the
+    # histogram the process layer gave the server (None: not traced).
+    stage_forward: Any = None
 
 
 class IngestServer:
@@ -75,7 +80,11 @@ class IngestServer:
         records: list[RingProducer],
         reports: list[RingConsumer],
         topics: TopicDirectory,
+        stage_forward: Any = None,
     ) -> None:
+        """``stage_forward``: a histogram (``observe(seconds, times)``) for the stage trace's
+        "report written -> forwarded" stage, from the process layer (ingest imports no
+        metrics); None leaves it untraced."""
         if settings.max_frame_bytes < wire.MIN_MAX_FRAME_BYTES:
             # Fail at boot: every connection's FrameDecoder would refuse it, leaving clients
             # hanging in the handshake.
@@ -85,10 +94,10 @@ class IngestServer:
             )
         self.settings = settings
         self._reports = reports
+        self._stage_forward = stage_forward
         self.connections: dict[int, ClientConnection] = {}
         self._server: asyncio.AbstractServer | None = None
         self._owned_path: str | None = None  # the socket file we created (and remove)
-        self._report_tasks: list[asyncio.Task] = []
         # One ring entry may take at most half its ring; every records ring has the same size.
         planner = EntryPlanner(
             settings.partitioner,
@@ -108,6 +117,7 @@ class IngestServer:
             len(self.connections),
             admission.ring_sync.syncs,
             dict(admission.rejected_by_reason),
+            self._stage_forward,
         )
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -127,8 +137,11 @@ class IngestServer:
                 os.chown(path, -1, group_id(self.settings.socket_group))
         else:
             self._server = await loop.create_unix_server(self._new_connection, sock=sock)
-        for index, ring in enumerate(self._reports):
-            self._report_tasks.append(loop.create_task(self._forward_reports(index, ring)))
+        for ring in self._reports:
+            # Watched for the life of the server: a report doorbell calls _forward_reports
+            # directly, with no task, future or add_reader per wait (issue 18, finding 5).
+            ring.watch(loop, lambda ring=ring: self._forward_reports(ring))
+            self._forward_reports(ring)
         self.admission.ring_sync.start()
 
     def stop_accepting(self) -> None:
@@ -141,8 +154,8 @@ class IngestServer:
 
     async def close(self) -> None:
         self.stop_accepting()
-        for task in self._report_tasks:
-            task.cancel()
+        for ring in self._reports:
+            ring.unwatch()
         for conn in list(self.connections.values()):
             conn.abort(KpdErrorCode.SHUTTING_DOWN, "kpd is shutting down")
 
@@ -179,17 +192,21 @@ class IngestServer:
 
     # ---- reports -----------------------------------------------------------------------
 
-    async def _forward_reports(self, index: int, ring: RingConsumer) -> None:
+    def _forward_reports(self, ring: RingConsumer) -> None:
+        """Forward what the ring holds, then sleep on its doorbell until more comes."""
         while True:
-            if not self._forward_once(ring):
-                await ring.wait_readable()
+            self._forward_once(ring)
+            if not ring.sleep_until_readable():
+                return
 
     def _forward_once(self, ring: RingConsumer) -> bool:
         entries = ring.read_entries()
         if not entries:
             return False
+        trace = self._stage_forward
+        now_ns = time.monotonic_ns()
         for _, entry in entries:
-            conn_id, records, frame = decode_report_entry(entry)
+            conn_id, records, written_ns, frame = decode_report_entry(entry)
             conn = self.connections.get(conn_id)
             if conn is None:
                 continue  # the client left; its records were still delivered or failed
@@ -198,5 +215,7 @@ class IngestServer:
             except Exception:
                 # One bad entry must not stop this ring's reports for every connection.
                 log.exception("client %d: cannot forward a worker report", conn_id & 0xFFFFFFFF)
+            if trace is not None and written_ns:
+                trace.observe(max(0, now_ns - written_ns) / 1e9, records)
         ring.release(entries[-1][0])
         return True

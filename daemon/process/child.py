@@ -51,6 +51,7 @@ from daemon.process.logs import setup_logging
 from daemon.process.status.reporters import IngestReporter, WorkerReporter
 from daemon.process.status.titles import set_title, worker_title
 from daemon.process.txn_layout import worker_transactional_id
+from daemon.producer.counters import STAGE_BOUNDS, LatencyHistogram
 from daemon.producer.metadata import ClusterView, MetadataManager
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
 from daemon.version import VERSION
@@ -232,6 +233,7 @@ async def run_ingest(spec: ChildSpec) -> int:
         records,
         reports,
         directory,
+        stage_forward=LatencyHistogram(STAGE_BOUNDS),
     )
     lines = _lines_listener(config.socket.lines, server.admission)
     metadata.start()
