@@ -54,7 +54,9 @@ from kpd.session import AwaitingMetadata, ProducerSession
 
 __all__ = ["Producer"]
 
-_READ_SIZE = 256 * 1024
+# Below glibc's mmap threshold (128 KiB): a larger recv() buffer is mmap'd, shrunk (mremap)
+# and unmapped per read, three syscalls per REPORT frame at low rates. Reports are small.
+_READ_SIZE = 64 * 1024
 _MAX_IOV = 512  # buffers per sendmsg(); Linux allows IOV_MAX = 1024
 
 
