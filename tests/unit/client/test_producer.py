@@ -40,6 +40,7 @@ from tests.unit.client.fake_kpd import (
     java_partition,
     results,
 )
+from tests.waiting import wait_for
 
 # --- delivery and results -------------------------------------------------------------------
 
@@ -434,13 +435,6 @@ def test_sequence_numbers_are_continuous_across_frames_and_partitions(kpd):
     assert frames == kpd.frames  # and they went out in that order
 
 
-def _wait_until(predicate) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.001)
-
-
 def test_an_idle_producer_writes_each_record_at_once_without_flush(kpd):
     with Producer(kpd.path) as producer:  # the default: no linger
         for offset in range(3):
@@ -455,7 +449,7 @@ def test_records_sent_while_a_write_is_in_flight_coalesce_and_ring_no_doorbell(k
         # ~3.8 MB in full frames: far more than the socket holds while kpd does not read, so
         # once the I/O thread took the first of them its write stays in flight until resumed.
         big = [producer.send("t", b"x" * 60_000, partition=0) for _ in range(64)]
-        _wait_until(lambda: len(producer._session._outbox) < 64)
+        wait_for(lambda: len(producer._session._outbox) < 64, DEADLINE, "the first write")
         rings = []
         ring = producer._doorbell.ring
         producer._doorbell.ring = lambda: rings.append(1) or ring()
