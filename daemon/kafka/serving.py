@@ -4,8 +4,9 @@ kpd's Kafka-protocol listener (``socket.kafka``) poses as a broker to unmodified
 This module owns what that takes on the wire, and nothing else:
 
 * ``ADVERTISED``: the APIs and versions kpd implements as a broker — ApiVersions, Metadata,
-  InitProducerId, Produce (RecordBatch v2, so v3+). Nothing else is advertised, so clients
-  negotiate down to these and never send the transactional or consumer APIs.
+  InitProducerId, Produce (RecordBatch v2, so v3+) — so clients negotiate down to these. The
+  only other entries of the ApiVersions answer are ``FEATURE_MARKERS``, which librdkafka needs
+  to see before it writes v2 batches; the transactional APIs are not listed.
 * ``decode_request``: a request payload (the bytes after the 4-byte size) into a ``Request``,
   or a ``RequestRefused`` saying whether an answer is possible. Request header v1 (classic) or
   v2 (flexible APIs: a tagged-field section after the client id, which stays a classic
@@ -55,6 +56,13 @@ ADVERTISED = MappingProxyType(
 for _spec, _low, _high in ADVERTISED.values():
     assert _spec.min_version <= _low <= _high <= _spec.max_version, _spec.name
 
+# Listed in ApiVersions but never served: librdkafka enables features by the versions a broker
+# lists, not by the APIs a producer uses (rdkafka_feature.c): RecordBatch v2 — hence
+# idempotence — needs Produce v3 *and* Fetch v4, zstd Produce v7 and Fetch v10, lz4
+# FindCoordinator v0. A request of these is refused like any unserved one (the connection is
+# closed); a producer never sends them (FindCoordinator only with a transactional.id).
+FEATURE_MARKERS = MappingProxyType({1: (4, 10), 10: (0, 0)})  # Fetch, FindCoordinator
+
 UNSUPPORTED_VERSION = code_of("UNSUPPORTED_VERSION")
 _HEAD = struct.Struct(">hhi")  # api_key, api_version, correlation_id
 
@@ -85,9 +93,11 @@ class RequestRefused:
 
 def api_versions_body(error_code: int = 0) -> dict:
     """The ApiVersions response body: ``ADVERTISED`` and ``error_code``."""
+    versions = {key: (low, high) for key, (_, low, high) in ADVERTISED.items()}
+    versions.update(FEATURE_MARKERS)
     keys = [
         {"api_key": key, "min_version": low, "max_version": high}
-        for key, (_, low, high) in sorted(ADVERTISED.items())
+        for key, (low, high) in sorted(versions.items())
     ]
     return {"error_code": error_code, "api_keys": keys, "throttle_time_ms": 0}
 

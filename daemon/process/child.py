@@ -21,6 +21,7 @@ import asyncio
 import ctypes
 import dataclasses
 import gc
+import ipaddress
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ import sys
 
 import uvloop
 
+from daemon.ingest.kafka.listener import KafkaListener, KafkaListenerSettings
 from daemon.ingest.lines import LinesListener, LinesSettings
 from daemon.ingest.server import IngestServer, IngestSettings, TopicDirectory
 from daemon.net.connection import ConnectionSettings
@@ -217,6 +219,7 @@ async def run_ingest(spec: ChildSpec) -> int:
         directory,
     )
     lines = _lines_listener(config.socket.lines, server)
+    kafka = _kafka_listener(config, server)  # before server.start: it receives reports
     metadata.start()
     if spec.listen_fd is not None:  # socket activation: serve systemd's socket, never unlink it
         await server.start(sock=socket.socket(fileno=spec.listen_fd))
@@ -224,11 +227,13 @@ async def run_ingest(spec: ChildSpec) -> int:
         await server.start()
     if lines is not None:
         await lines.start()
+    if kafka is not None:
+        await kafka.start()
     loop = asyncio.get_running_loop()
     background = [loop.create_task(_follow_live_settings(spec))]
     reporter = None
     if spec.status_dir:
-        reporter = IngestReporter(server, records, reports, spec.status_dir, lines)
+        reporter = IngestReporter(server, records, reports, spec.status_dir, lines, kafka)
         background.append(loop.create_task(reporter.run()))
     quiesce, finish = asyncio.Event(), asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, quiesce.set)
@@ -238,12 +243,16 @@ async def run_ingest(spec: ChildSpec) -> int:
     await quiesce.wait()
     if lines is not None:
         await lines.quiesce()  # before the server's, whose last publish_all covers both
+    if kafka is not None:
+        kafka.quiesce()
     await server.quiesce()
     _say("QUIESCED")
     await finish.wait()
     await server.finish()
     if lines is not None:
         lines.close()
+    if kafka is not None:
+        kafka.close()
     for running in background:
         running.cancel()
     if reporter is not None:
@@ -269,6 +278,35 @@ def _lines_listener(settings, server: IngestServer) -> LinesListener | None:
         ),
         server,
     )
+
+
+def _kafka_listener(config, server: IngestServer) -> KafkaListener | None:
+    """The Kafka-protocol listener of ``socket.kafka``, or None when it is not configured.
+    Its dedupe state lives beside the ring files, so it survives what they survive."""
+    address = config.socket.kafka
+    if address is None:
+        return None
+    host, port = address
+    if not _is_loopback(host):
+        log.warning("socket.kafka listens on %s: anyone who can reach it can produce", host)
+    state = os.path.join(config.rings.directory, f"{config.rings.prefix}-kafka-producers.jsonl")
+    return KafkaListener(
+        KafkaListenerSettings(
+            host=host,
+            port=port,
+            max_connections=config.socket.max_connections,
+            max_request_bytes=config.socket.max_frame_bytes,
+            state_path=state,
+        ),
+        server,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _tune_gc() -> None:

@@ -118,14 +118,15 @@ def test_api_versions_of_an_unknown_version_answers_v0_unsupported_with_the_tabl
     payload = struct.pack(">hhi", 18, 9, 42) + classic_string("new") + b"\x00" + b"\xff" * 5
     refused = serving.decode_request(payload)
     assert isinstance(refused, serving.RequestRefused)
-    entries = [(0, 3, 11), (3, 1, 12), (18, 0, 3), (22, 0, 4)]  # sorted by api key
+    # sorted by api key; Fetch 4-10 and FindCoordinator 0 only for librdkafka's feature checks
+    entries = [(0, 3, 11), (1, 4, 10), (3, 1, 12), (10, 0, 0), (18, 0, 3), (22, 0, 4)]
     body = struct.pack(">i", 42) + struct.pack(">hi", 35, len(entries))  # corr, error, count
     body += b"".join(struct.pack(">hhh", *entry) for entry in entries)
     assert refused.answer == struct.pack(">i", len(body)) + body
 
 
 def test_api_versions_v3_response_keeps_header_v0_and_compact_arrays():
-    entries = [(0, 3, 11), (3, 1, 12), (18, 0, 3), (22, 0, 4)]
+    entries = [(0, 3, 11), (1, 4, 10), (3, 1, 12), (10, 0, 0), (18, 0, 3), (22, 0, 4)]
     body = struct.pack(">i", 5)  # correlation id only: header v0 even though v3 is flexible
     body += struct.pack(">h", 0) + uvarint(len(entries) + 1)
     body += b"".join(struct.pack(">hhh", *entry) + b"\x00" for entry in entries)

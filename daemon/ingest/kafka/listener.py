@@ -1,0 +1,578 @@
+"""The Kafka-protocol listener (``socket.kafka``): Kafka requests in, ring entries out.
+
+Any unmodified Kafka client sets ``bootstrap.servers`` to this TCP listener and produces
+through kpd. kpd poses as the single broker (node 0) leading every partition: ApiVersions
+advertises only what kpd serves (``daemon.kafka.serving``), Metadata shows the real cluster's
+partition counts, InitProducerId hands out kpd's own producer ids (``producers``), and each
+Produce partition's batch is checked (``daemon.kafka.incoming``), laid out as a kpd records
+section and written into the rings through the ingest server's ``enqueue`` — the path a kpd
+client's PRODUCE frame takes. The client's partition is honoured.
+
+Acks: 0 -> ring ack level NONE (no response at all, as Kafka does); 1 -> ACCEPTED (answered
+once the entry is published to its ring); -1 -> KAFKA (answered with the worker's report: the
+real base offset and log-append time).
+
+Order: a connection's requests are handled one after another (entries enqueued in request
+order, so per-partition order holds across pipelined requests) and answered in request order
+(the Kafka protocol requires it); waiting for outcomes does not hold up the next request.
+
+Reports: every ring entry of this listener carries one stable connection id (``SOURCE_ID``)
+and a sequence number from a counter that starts at the wall clock in ns, above any earlier
+ingest's. So after ingest (or the whole daemon) was killed, the reports of entries the old
+listener wrote still reach the new one, which records them as the first outcome of batches an
+idempotent producer will resend.
+
+Must not import the server module (it receives a ``KafkaHost``), uvloop or the engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+import logging
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from daemon.ingest.connection import is_legal_topic
+from daemon.ingest.kafka.outcomes import kafka_code
+from daemon.ingest.kafka.producers import KeptBatch, ProducerRegistry
+from daemon.kafka import incoming, serving
+from daemon.kafka.errors import code_of
+from daemon.kafka.messages import API_VERSIONS, INIT_PRODUCER_ID, METADATA, PRODUCE
+from daemon.kafka.primitives import ProtocolError
+from daemon.wire import decode_reports
+from daemon.wire.base import AckLevel, KpdErrorCode, Persistence, Status
+from daemon.wire.records import ProduceHeader, encode_section, header_blob
+
+__all__ = ["SOURCE_ID", "KafkaHost", "KafkaListener", "KafkaListenerSettings", "KafkaStats"]
+
+log = logging.getLogger(__name__)
+
+# The connection id of every ring entry this listener writes. The server's own ids are
+# (ms clock & 0xFFFFFFFF) << 32 plus a counter, so they reach this one only if a clock's low
+# 32 bits are all ones *and* 2**32 - 2 connections came in that millisecond.
+SOURCE_ID = 0xFFFF_FFFF_FFFF_FFFE
+NODE_ID = 0
+CLUSTER_ID = "kpd"
+_SIZE = struct.Struct(">i")
+_FRAME_HEAD = 5  # a kpd REPORT frame: u32 length, type byte
+_MAX_QUEUED_REQUESTS = 64  # read no more from a client with this many requests unanswered
+_METADATA_LOOKUP_S = 10.0  # at most this long on an unknown topic inside one Metadata request
+_BUFFER_FULL_THROTTLE_MS = 1000
+
+NONE = 0
+UNKNOWN_TOPIC_OR_PARTITION = code_of("UNKNOWN_TOPIC_OR_PARTITION")
+TOPIC_AUTHORIZATION_FAILED = code_of("TOPIC_AUTHORIZATION_FAILED")
+INVALID_TOPIC_EXCEPTION = code_of("INVALID_TOPIC_EXCEPTION")
+MESSAGE_TOO_LARGE = code_of("MESSAGE_TOO_LARGE")
+INVALID_REQUIRED_ACKS = code_of("INVALID_REQUIRED_ACKS")
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED = code_of("TRANSACTIONAL_ID_AUTHORIZATION_FAILED")
+DUPLICATE_SEQUENCE_NUMBER = code_of("DUPLICATE_SEQUENCE_NUMBER")
+NOT_LEADER_OR_FOLLOWER = code_of("NOT_LEADER_OR_FOLLOWER")
+REQUEST_TIMED_OUT = code_of("REQUEST_TIMED_OUT")
+_ACK_LEVELS = {0: AckLevel.NONE, 1: AckLevel.ACCEPTED, -1: AckLevel.KAFKA}
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaListenerSettings:
+    host: str
+    port: int
+    max_connections: int
+    max_request_bytes: int
+    state_path: str | None  # the dedupe state file; None keeps it in memory only
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaStats:
+    connections: int
+    requests: int
+    records: int  # records accepted into rings through this listener
+    errors: dict[int, int]  # Kafka error code -> partitions (or requests) answered with it
+    producers: int  # producer ids known
+
+
+class KafkaHost(Protocol):
+    """What the listener needs of the ingest server (``IngestServer``), as ``LinesHost``."""
+
+    settings: Any  # IngestSettings: max_block_s
+    topics: Any  # TopicDirectory
+    planner: Any  # EntryPlanner
+    connections: dict
+    records_rejected: int
+
+    def enqueue(self, conn: Any, entries, header, ack) -> Any: ...
+
+    def publish_all(self) -> None: ...
+
+
+# One partition's answer: (error code, base offset, log-append time).
+Outcome = tuple[int, int, int]
+
+
+class _Pending:
+    """A batch in rings whose outcome the listener waits for. Owned by the event loop."""
+
+    __slots__ = ("append_time", "base_offset", "count", "error", "future", "remaining", "start")
+
+    def __init__(self, start: int, count: int, future: asyncio.Future) -> None:
+        self.start = start
+        self.count = count
+        self.remaining = count
+        self.error = NONE
+        self.base_offset = -1
+        self.append_time = -1
+        self.future = future
+
+
+class KafkaListener:
+    """The ``socket.kafka`` server, its connections, and the report source of its entries."""
+
+    def __init__(self, settings: KafkaListenerSettings, host: KafkaHost) -> None:
+        self.settings = settings
+        self.host = host
+        self.producers = ProducerRegistry(settings.state_path)
+        # Above every sequence number an earlier listener used (it counted from its own start
+        # time, by at most one per record), and above every kept batch's.
+        self._next_seq = max(time.time_ns(), self.producers.highest_ring_seq())
+        self._pending: dict[int, _Pending] = {}  # by first sequence number
+        self._starts: list[int] = []  # the keys of _pending, ascending
+        self.connections: set[KafkaConnection] = set()
+        self.requests = 0
+        self.records = 0
+        self.errors: collections.Counter[int] = collections.Counter()
+        self._server: asyncio.AbstractServer | None = None
+        self.quiescing = False
+        # What IngestServer calls on a connection, for entries of this listener: it must be in
+        # the server's registry before the report rings are read (IngestServer.start).
+        self.owed = 0
+        self.busy = False
+        self.conn_id = SOURCE_ID
+        self.name = "kafka listener"
+        host.connections[SOURCE_ID] = self
+
+    def stats(self) -> KafkaStats:
+        return KafkaStats(
+            len(self.connections),
+            self.requests,
+            self.records,
+            dict(self.errors),
+            self.producers.stats()[0],
+        )
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: KafkaConnection(self), self.settings.host, self.settings.port
+        )
+        log.info(
+            "Kafka protocol listener on %s:%d (anyone who can reach it can produce)",
+            self.settings.host,
+            self.settings.port,
+        )
+
+    def quiesce(self) -> None:
+        """Accept no more connections or records; requests already read get
+        NOT_LEADER_OR_FOLLOWER, so clients retry them after reconnecting."""
+        self.quiescing = True
+        if self._server is not None:
+            self._server.close()
+
+    def close(self) -> None:
+        self.quiesce()
+        for conn in list(self.connections):
+            conn.close()
+        self.producers.close()
+
+    # ---- Produce -----------------------------------------------------------------------
+
+    async def produce_partition(self, topic: str, partition: int, data, version: int,
+                                ack: AckLevel, timeout_s: float):  # fmt: skip
+        """Check and enqueue one partition's batch. Returns an ``Outcome`` or an awaitable of
+        one (the answer once the ack level is reached)."""
+        batch = incoming.read_batch(data, version)
+        if isinstance(batch, incoming.BatchRefused):
+            log.info("kafka client: %s-%d: %s", topic, partition, batch.message)
+            return batch.error_code, -1, -1
+        if self.quiescing:
+            return NOT_LEADER_OR_FOLLOWER, -1, -1
+        host = self.host
+        if not is_legal_topic(topic):
+            return INVALID_TOPIC_EXCEPTION, -1, -1
+        if not host.topics.allowed(topic):
+            return TOPIC_AUTHORIZATION_FAILED, -1, -1
+        count = host.topics.counts.get(topic)
+        if count is None or partition >= count:
+            try:
+                count = await host.topics.partition_count(topic, host.settings.max_block_s)
+            except Exception:
+                return UNKNOWN_TOPIC_OR_PARTITION, -1, -1
+        if not 0 <= partition < count:
+            return UNKNOWN_TOPIC_OR_PARTITION, -1, -1
+        idempotent = batch.producer_id >= 0
+        if idempotent:
+            check = self.producers.check(batch.producer_id, batch.producer_epoch, topic,
+                                         partition, batch.base_sequence, batch.count)  # fmt: skip
+            if check.error:
+                return check.error, -1, -1
+            if check.duplicate is not None:
+                return self._duplicate(check.duplicate, timeout_s)
+        return await self._enqueue(topic, partition, batch, ack, count, idempotent)
+
+    async def _enqueue(self, topic, partition, batch, ack, count, idempotent):
+        host = self.host
+        header_blobs = {i: header_blob(h) for i, h in batch.headers.items()}
+        section = encode_section(batch.keys, batch.values, batch.timestamps, header_blobs)
+        start = self._next_seq
+        self._next_seq += batch.count
+        header = ProduceHeader(start, batch.count, partition, ack, topic, memoryview(section),
+                               batch.keys.count(None) == batch.count)  # fmt: skip
+        entries = host.planner.fit(header, host.planner.split(header, count))
+        if entries is None:
+            return MESSAGE_TOO_LARGE, -1, -1
+        pending = self._track(start, batch.count) if ack != AckLevel.NONE else None
+        waiting = host.enqueue(self, entries, header, ack)
+        if waiting is not None:
+            await waiting
+        host.publish_all()
+        if pending is not None and pending.error and pending.remaining == 0:
+            return pending.future.result()  # refused while enqueueing (ring full)
+        self.records += batch.count
+        if idempotent:
+            self.producers.accepted(batch.producer_id, batch.producer_epoch, topic, partition,
+                                    batch.base_sequence, batch.count, start)  # fmt: skip
+        if pending is None:
+            return NONE, -1, -1
+        return pending.future
+
+    def _duplicate(self, kept: KeptBatch, timeout_s: float):
+        """A resent batch: its first outcome, once known. One whose outcome never arrives
+        (its report was lost with a killed daemon, or it was accepted at acks=1) is answered
+        DUPLICATE_SEQUENCE_NUMBER after the request's timeout, which Kafka clients take as
+        success without an offset: its records are in kpd's rings or already in Kafka."""
+        if kept.outcome is not None:
+            return kept.outcome
+        pending = self._pending.get(kept.ring_seq) or self._track(kept.ring_seq, kept.count)
+        return _first_outcome(pending.future, timeout_s)
+
+    def _track(self, start: int, count: int) -> _Pending:
+        pending = _Pending(start, count, asyncio.get_running_loop().create_future())
+        self._pending[start] = pending
+        bisect.insort(self._starts, start)
+        return pending
+
+    # ---- what IngestServer calls back (this listener is the entries' "connection") ------
+
+    def forward_reports(self, records: int, report_frame) -> None:
+        """A worker's REPORT frame for entries of this listener."""
+        self.owed -= records
+        for run in decode_reports(memoryview(report_frame)[_FRAME_HEAD:]):
+            self._outcome(run.first_seq, run.count, run.status, run.base_offset,
+                          run.timestamp, kafka_code(run.error, run.kafka_error),
+                          run.persistence)  # fmt: skip
+
+    def hold_announcement(self, n: int) -> None:
+        self.owed += n
+
+    def announce(self, accepted_frame: bytes, n: int) -> None:
+        """Entries of acks=1 batches are published (and synced): answer them."""
+        self.owed -= n
+        self.forward_reports(0, accepted_frame)
+
+    def reject(self, first_seq: int, count: int, code: KpdErrorCode, message: str,
+               kafka_error: int = 0) -> None:  # fmt: skip
+        self.host.records_rejected += count
+        log.info("kafka client: %d records refused: %s", count, message)
+        self._outcome(first_seq, count, Status.FAILED, -1, -1, kafka_code(code, kafka_error),
+                      Persistence.NOT_PERSISTED)  # fmt: skip
+
+    def send(self, frame: bytes) -> None:
+        """Nothing is written to the listener itself."""
+
+    def abort(self, code: KpdErrorCode, message: str) -> None:
+        """IngestServer.close closes every connection; the listener's own close does it."""
+
+    def _outcome(self, seq, count, status, base_offset, append_time, error, persistence):
+        index = bisect.bisect_right(self._starts, seq) - 1
+        pending = self._pending.get(self._starts[index]) if index >= 0 else None
+        if pending is None or seq >= pending.start + pending.count:
+            # No one waits (the client left, or an earlier ingest wrote the entry): keep a
+            # delivered batch's outcome for the resend that may come.
+            if status == Status.DELIVERED:
+                self.producers.resolved(seq, NONE, base_offset, append_time)
+            return
+        pending.remaining -= count
+        if status == Status.FAILED:
+            if not pending.error:
+                pending.error = error
+        elif seq == pending.start:
+            pending.base_offset, pending.append_time = base_offset, append_time
+        if pending.remaining > 0:
+            return
+        del self._pending[pending.start]
+        self._starts.pop(bisect.bisect_left(self._starts, pending.start))
+        outcome = (pending.error, pending.base_offset, pending.append_time)
+        if not pending.error:
+            self.producers.resolved(pending.start, *outcome)
+        elif persistence == Persistence.NOT_PERSISTED:
+            self.producers.withdrawn(pending.start)
+        if not pending.future.done():
+            pending.future.set_result(outcome)
+
+    # ---- Metadata and InitProducerId ---------------------------------------------------
+
+    async def metadata(self, body: dict, sockname) -> dict:
+        host, port = sockname[0], sockname[1]
+        if host in ("0.0.0.0", "::"):
+            host = self.settings.host
+        requested = body["topics"]
+        if requested is None:  # all topics: the ones ingest knows
+            names = sorted(self.host.topics.counts)
+        else:
+            names = [t["name"] for t in requested if t["name"] is not None]
+        topics = [await self._topic_metadata(name) for name in names]
+        return {
+            "brokers": [{"node_id": NODE_ID, "host": host, "port": port}],
+            "cluster_id": CLUSTER_ID,
+            "controller_id": NODE_ID,
+            "topics": topics,
+        }
+
+    async def _topic_metadata(self, name: str) -> dict:
+        topics = self.host.topics
+        answer = {"name": name, "error_code": NONE, "partitions": []}
+        if not is_legal_topic(name):
+            answer["error_code"] = INVALID_TOPIC_EXCEPTION
+            return answer
+        if not topics.allowed(name):
+            answer["error_code"] = TOPIC_AUTHORIZATION_FAILED
+            return answer
+        try:
+            timeout = min(self.host.settings.max_block_s, _METADATA_LOOKUP_S)
+            count = await topics.partition_count(name, timeout)
+        except Exception:
+            answer["error_code"] = UNKNOWN_TOPIC_OR_PARTITION
+            return answer
+        answer["partitions"] = [
+            {"partition_index": i, "leader_id": NODE_ID, "leader_epoch": 0,
+             "replica_nodes": [NODE_ID], "isr_nodes": [NODE_ID]}
+            for i in range(count)
+        ]  # fmt: skip
+        return answer
+
+    def init_producer_id(self, body: dict) -> dict:
+        if body["transactional_id"] is not None:
+            # kpd's exactly-once is the daemon's own kafka.transactional.id.
+            return {"error_code": TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "producer_id": -1,
+                    "producer_epoch": -1}  # fmt: skip
+        producer_id, epoch = self.producers.init_producer(body["producer_id"],
+                                                          body["producer_epoch"])  # fmt: skip
+        return {"error_code": NONE, "producer_id": producer_id, "producer_epoch": epoch}
+
+
+async def _first_outcome(future: asyncio.Future, timeout_s: float) -> Outcome:
+    try:
+        return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+    except TimeoutError:
+        return DUPLICATE_SEQUENCE_NUMBER, -1, -1
+
+
+class KafkaConnection(asyncio.Protocol):
+    """One Kafka client. Owns its read buffer, its request queue and its answer order."""
+
+    def __init__(self, listener: KafkaListener) -> None:
+        self._listener = listener
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._requests: asyncio.Queue = asyncio.Queue()
+        self._answers: collections.deque = collections.deque()  # futures, in request order
+        self._answer_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._paused = False
+        self.closed = False
+        self.name = "kafka client"
+
+    # ---- asyncio callbacks -------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.name = f"kafka client {peer[0]}:{peer[1]}"
+        listener = self._listener
+        if len(listener.connections) >= listener.settings.max_connections:
+            log.warning("%s: refused, %d connections already (socket.max_connections)",
+                        self.name, len(listener.connections))  # fmt: skip
+            transport.abort()
+            self.closed = True
+            return
+        listener.connections.add(self)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._handle_requests()),
+                       loop.create_task(self._write_answers())]  # fmt: skip
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self._listener.connections.discard(self)
+        for task in self._tasks:
+            task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        limit = self._listener.settings.max_request_bytes
+        while len(buffer) >= 4:
+            (size,) = _SIZE.unpack_from(buffer, 0)
+            if size < 0 or size > limit:
+                self._fatal(f"request of {size} bytes (the limit is {limit})")
+                return
+            if len(buffer) < 4 + size:
+                break
+            payload = bytes(buffer[4 : 4 + size])
+            del buffer[: 4 + size]
+            self._requests.put_nowait(payload)
+        if self._requests.qsize() + len(self._answers) >= _MAX_QUEUED_REQUESTS and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.close()
+        self.closed = True
+
+    def _fatal(self, reason: str) -> None:
+        log.warning("%s: closing: %s", self.name, reason)
+        self._listener.errors[-1] += 1
+        self._buffer.clear()
+        if self.transport is not None:
+            self.transport.abort()
+        self.closed = True
+
+    # ---- requests ----------------------------------------------------------------------
+
+    async def _handle_requests(self) -> None:
+        while not self.closed:
+            payload = await self._requests.get()
+            try:
+                await self._handle(payload)
+            except ProtocolError as exc:
+                self._fatal(f"bad request: {exc}")
+            except Exception:
+                log.exception("%s: request handling failed", self.name)
+                self._fatal("kpd could not handle the request")
+            if self._paused and self._requests.qsize() + len(self._answers) < _MAX_QUEUED_REQUESTS:
+                self._paused = False
+                if not self.closed:
+                    self.transport.resume_reading()
+
+    async def _handle(self, payload: bytes) -> None:
+        listener = self._listener
+        listener.requests += 1
+        request = serving.decode_request(payload)
+        if isinstance(request, serving.RequestRefused):
+            if request.answer is not None:
+                self._answer_now(request.answer)
+                return
+            self._fatal(request.reason)
+            return
+        api, version, correlation_id, body = (request.api, request.version,
+                                              request.correlation_id, request.body)  # fmt: skip
+        if api is API_VERSIONS:
+            self._answer_now(serving.encode_response(api, version, correlation_id,
+                                                     serving.api_versions_body()))  # fmt: skip
+        elif api is METADATA:
+            answer = await listener.metadata(body, self.transport.get_extra_info("sockname"))
+            self._answer_now(serving.encode_response(api, version, correlation_id, answer))
+        elif api is INIT_PRODUCER_ID:
+            answer = listener.init_producer_id(body)
+            self._count_error(answer["error_code"])
+            self._answer_now(serving.encode_response(api, version, correlation_id, answer))
+        elif api is PRODUCE:
+            await self._produce(version, correlation_id, body)
+
+    async def _produce(self, version: int, correlation_id: int, body: dict) -> None:
+        listener = self._listener
+        acks = body["acks"]
+        ack = _ACK_LEVELS.get(acks)
+        timeout_s = max(body["timeout_ms"], 0) / 1000
+        parts = []  # (topic, partition, Outcome or awaitable)
+        for topic_data in body["topic_data"]:
+            topic = topic_data["name"]
+            for data in topic_data["partition_data"]:
+                index = data["index"]
+                if ack is None:
+                    result = (INVALID_REQUIRED_ACKS, -1, -1)
+                elif body["transactional_id"] is not None:
+                    result = (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, -1, -1)
+                else:
+                    result = await listener.produce_partition(
+                        topic, index, data["records"] or b"", version, ack, timeout_s
+                    )
+                parts.append((topic, index, result))
+        if acks == 0:
+            for _, _, result in parts:  # nobody reads an answer to acks=0; count errors
+                if isinstance(result, tuple):
+                    self._count_error(result[0])
+            return
+        answer = asyncio.get_running_loop().create_task(
+            self._produce_answer(version, correlation_id, parts)
+        )
+        self._queue_answer(answer)
+
+    async def _produce_answer(self, version, correlation_id, parts) -> bytes:
+        by_topic: dict[str, list] = {}
+        throttle = 0
+        for topic, index, result in parts:
+            if not isinstance(result, tuple):
+                result = await result
+            error, base_offset, append_time = result
+            self._count_error(error)
+            if error == REQUEST_TIMED_OUT:
+                throttle = _BUFFER_FULL_THROTTLE_MS
+            by_topic.setdefault(topic, []).append(
+                {"index": index, "error_code": error, "base_offset": base_offset,
+                 "log_append_time_ms": append_time, "log_start_offset": -1}
+            )  # fmt: skip
+        body = {
+            "responses": [
+                {"name": topic, "partition_responses": answers}
+                for topic, answers in by_topic.items()
+            ],
+            "throttle_time_ms": throttle,
+        }
+        return serving.encode_response(PRODUCE, version, correlation_id, body)
+
+    def _count_error(self, code: int) -> None:
+        if code:
+            self._listener.errors[code] += 1
+
+    # ---- answers, in request order -----------------------------------------------------
+
+    def _answer_now(self, frame: bytes) -> None:
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(frame)
+        self._queue_answer(future)
+
+    def _queue_answer(self, awaitable) -> None:
+        self._answers.append(awaitable)
+        self._answer_ready.set()
+
+    async def _write_answers(self) -> None:
+        while not self.closed:
+            if not self._answers:
+                self._answer_ready.clear()
+                await self._answer_ready.wait()
+                continue
+            try:
+                frame = await self._answers[0]
+            except Exception:
+                log.exception("%s: answering a request failed", self.name)
+                self._fatal("kpd could not answer a request")
+                return
+            self._answers.popleft()
+            if not self.closed:
+                self.transport.write(frame)

@@ -1,0 +1,144 @@
+"""The Kafka-protocol listener (`socket.kafka`) of the real daemon, with real Kafka clients.
+
+confluent-kafka (librdkafka) producers set `bootstrap.servers` to kpd; what they are told
+(partition, offset) is checked against what an independent reader (confluent-kafka's
+consumer, straight from tansu) finds: every record once, per-key order kept, headers and
+timestamps carried, and the daemon survives garbage on the listener.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+from confluent_kafka import Producer
+
+from tests.brokers import read_all, unique_topic_name
+from tests.brokers.ports import free_port
+from tests.daemon_harness import KpdDaemon, wait_for
+
+
+def _daemon(tmp_path, tansu, **extra) -> KpdDaemon:
+    port = free_port()
+    settings = {"socket": {"kafka": f"127.0.0.1:{port}"}}
+    for section, values in extra.items():
+        settings.setdefault(section, {}).update(values)
+    daemon = KpdDaemon(tmp_path, tansu.bootstrap, workers=2, extra=settings)
+    daemon.kafka_bootstrap = f"127.0.0.1:{port}"
+    return daemon
+
+
+def _producer(bootstrap: str, **config) -> Producer:
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 5,
+            "message.timeout.ms": 60000,
+            "partitioner": "murmur2_random",
+            **config,
+        }
+    )
+
+
+def _produce(producer: Producer, topic: str, records, **extra) -> dict:
+    """Send `records` ((key, value) pairs); return {value: (error, partition, offset)}."""
+    reports: dict = {}
+
+    def on_delivery(err, msg):
+        reports[msg.value()] = (err, msg.partition(), msg.offset())
+
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=on_delivery, **extra)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    assert producer.flush(60) == 0, "librdkafka could not deliver everything in 60 s"
+    return reports
+
+
+def test_idempotent_librdkafka_at_acks_all_gets_the_offsets_the_records_have_in_kafka(
+    tansu, tmp_path
+):
+    topic = unique_topic_name("kafka-listener")
+    tansu.create_topic(topic, 4)
+    count = 5000
+    records = [(b"key-%d" % (i % 31), b"value %d" % i) for i in range(count)]
+    with _daemon(tmp_path, tansu) as daemon:
+        producer = _producer(daemon.kafka_bootstrap, **{"enable.idempotence": True, "acks": "all"})
+        reports = _produce(producer, topic, records, headers=[("h", b"x")])
+        consumed = read_all(tansu.bootstrap, topic, count, timeout_s=60)
+        assert daemon.stop() == 0, daemon.log_tail()
+    failed = [v for v, (err, _, _) in reports.items() if err is not None]
+    assert not failed, f"{len(failed)} failed: {reports[failed[0]]}"
+    found = {r.value: (r.partition, r.offset) for r in consumed}
+    assert len(found) == count  # read_all(exact) already refused duplicates
+    wrong = [v for v, (_, p, o) in reports.items() if found[v] != (p, o)]
+    assert not wrong, f"{len(wrong)} reported elsewhere than found: {wrong[:3]}"
+    assert all(r.headers == [("h", b"x")] for r in consumed[:10])
+    last: dict[bytes, int] = {}
+    for r in consumed:  # sorted by (partition, offset)
+        index = int(r.value.split()[1])
+        assert last.get(r.key, -1) < index, f"key {r.key!r} out of order"
+        last[r.key] = index
+
+
+@pytest.mark.parametrize("acks", ["1", "0"])
+def test_acks_1_and_0_deliver_every_record_once(tansu, tmp_path, acks):
+    topic = unique_topic_name(f"kafka-listener-acks{acks}")
+    tansu.create_topic(topic, 2)
+    count = 2000
+    records = [(None, b"v%d" % i) for i in range(count)]
+    with _daemon(tmp_path, tansu) as daemon:
+        producer = _producer(daemon.kafka_bootstrap, acks=acks, **{"enable.idempotence": False})
+        reports = _produce(producer, topic, records)
+        consumed = read_all(tansu.bootstrap, topic, count, timeout_s=60)
+        assert daemon.stop() == 0, daemon.log_tail()
+    assert all(err is None for err, _, _ in reports.values())
+    assert sorted(r.value for r in consumed) == sorted(v for _, v in records)
+
+
+def _request(api_key: int, version: int, correlation_id: int, body: bytes) -> bytes:
+    payload = struct.pack(">hhih", api_key, version, correlation_id, 4) + b"test" + body
+    return struct.pack(">i", len(payload)) + payload
+
+
+def _closed_or_answered(bootstrap: str, data: bytes) -> bytes:
+    host, port = bootstrap.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            if len(b"".join(chunks)) >= 4:
+                size = struct.unpack_from(">i", b"".join(chunks))[0]
+                if len(b"".join(chunks)) >= 4 + size:
+                    return b"".join(chunks)
+
+
+def test_garbage_oversized_and_unserved_requests_never_hurt_the_daemon(tansu, tmp_path):
+    topic = unique_topic_name("kafka-listener-garbage")
+    tansu.create_topic(topic, 1)
+    with _daemon(tmp_path, tansu) as daemon:
+        bootstrap = daemon.kafka_bootstrap
+        assert _closed_or_answered(bootstrap, b"\xff" * 64) == b""  # negative size: closed
+        assert _closed_or_answered(bootstrap, struct.pack(">i", 1 << 30)) == b""  # too large
+        assert _closed_or_answered(bootstrap, _request(1, 11, 1, b"\x00" * 40)) == b""  # Fetch
+        # A Produce v9 whose body is garbage: closed, never produced.
+        assert _closed_or_answered(bootstrap, _request(0, 9, 2, b"\x07" * 30)) == b""
+        # ApiVersions v99: answered v0 UNSUPPORTED_VERSION (35) with kpd's table.
+        answer = _closed_or_answered(bootstrap, _request(18, 99, 3, b""))
+        assert struct.unpack_from(">iih", answer) == (len(answer) - 4, 3, 35)
+        # The listener still serves a real client afterwards.
+        producer = _producer(bootstrap, **{"enable.idempotence": True})
+        reports = _produce(producer, topic, [(None, b"after the garbage")])
+        assert [err for err, _, _ in reports.values()] == [None]
+        read_all(tansu.bootstrap, topic, 1, timeout_s=30)
+        wait_for(lambda: daemon.process.poll() is None, 1, "the daemon to be alive")
+        assert daemon.stop() == 0, daemon.log_tail()
