@@ -69,7 +69,9 @@ def test_idempotent_librdkafka_at_acks_all_gets_the_offsets_the_records_have_in_
     records = [(b"key-%d" % (i % 31), b"value %d" % i) for i in range(count)]
     with _daemon(tmp_path, tansu) as daemon:
         producer = _producer(daemon.kafka_bootstrap, **{"enable.idempotence": True, "acks": "all"})
-        reports = _produce(producer, topic, records, headers=[("h", b"x")])
+        reports = _produce(
+            producer, topic, records, headers=[("h", b"x")], timestamp=1_700_000_000_123
+        )
         consumed = read_all(tansu.bootstrap, topic, count, timeout_s=60)
         assert daemon.stop() == 0, daemon.log_tail()
     failed = [v for v, (err, _, _) in reports.items() if err is not None]
@@ -78,7 +80,8 @@ def test_idempotent_librdkafka_at_acks_all_gets_the_offsets_the_records_have_in_
     assert len(found) == count  # read_all(exact) already refused duplicates
     wrong = [v for v, (_, p, o) in reports.items() if found[v] != (p, o)]
     assert not wrong, f"{len(wrong)} reported elsewhere than found: {wrong[:3]}"
-    assert all(r.headers == [("h", b"x")] for r in consumed[:10])
+    assert {r.headers for r in consumed} == {(("h", b"x"),)}
+    assert {r.timestamp for r in consumed} == {1_700_000_000_123}
     last: dict[bytes, int] = {}
     for r in consumed:  # sorted by (partition, offset)
         index = int(r.value.split()[1])
@@ -122,11 +125,21 @@ def _closed_or_answered(bootstrap: str, data: bytes) -> bytes:
                     return b"".join(chunks)
 
 
+def _listening(bootstrap: str) -> bool:
+    host, port = bootstrap.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 def test_garbage_oversized_and_unserved_requests_never_hurt_the_daemon(tansu, tmp_path):
     topic = unique_topic_name("kafka-listener-garbage")
     tansu.create_topic(topic, 1)
     with _daemon(tmp_path, tansu) as daemon:
         bootstrap = daemon.kafka_bootstrap
+        wait_for(lambda: _listening(bootstrap), 20, "the Kafka listener to accept connections")
         assert _closed_or_answered(bootstrap, b"\xff" * 64) == b""  # negative size: closed
         assert _closed_or_answered(bootstrap, struct.pack(">i", 1 << 30)) == b""  # too large
         assert _closed_or_answered(bootstrap, _request(1, 11, 1, b"\x00" * 40)) == b""  # Fetch
