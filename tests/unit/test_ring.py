@@ -153,7 +153,8 @@ def test_entry_is_length_and_seal_then_payload_padded_to_eight(rig_factory):
     rig = rig_factory(1024)
     rig.producer.write_many([b"abcde", b"", b"12345678"])
     expected = (
-        sealed(0, b"abcde") + b"\0" * 3  # 8 + 5 + 3 = 16
+        sealed(0, b"abcde")
+        + b"\0" * 3  # 8 + 5 + 3 = 16
         + sealed(16, b"")  # 8 + 0 = 8
         + sealed(24, b"12345678")  # 8 + 8 = 16
     )
