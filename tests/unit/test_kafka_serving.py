@@ -8,11 +8,14 @@ implementation.html, with the CRC from the ``crc32c`` package.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import struct
 
 import pytest
 from crc32c import crc32c
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from daemon.kafka import incoming, serving
 from daemon.kafka.messages import API_VERSIONS, METADATA, PRODUCE
@@ -289,3 +292,34 @@ def test_zstd_before_produce_v7_is_unsupported_compression():
     blob = batch(zstd.ZstdCompressor().compress(three_records()), 3, attributes=4)
     assert incoming.read_batch(blob, 6).error_code == 76
     assert incoming.read_batch(blob, 7).count == 3
+
+
+# ---- fuzzing: bytes from anyone never raise anything but a ProtocolError -----------------------
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300))
+def test_fuzzed_requests_decode_or_raise_protocol_error(data):
+    with contextlib.suppress(ProtocolError):
+        serving.decode_request(data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_fuzzed_produce_requests_and_batches_never_crash_the_codec(data):
+    good = produce_v9(batch(three_records(), 3, producer=(1, 0, 0)))
+    flips = data.draw(st.lists(st.tuples(st.integers(0, len(good) - 1), st.integers(1, 255)),
+                               min_size=1, max_size=4))  # fmt: skip
+    mutated = bytearray(good)
+    for index, xor in flips:
+        mutated[index] ^= xor
+    try:
+        request = serving.decode_request(bytes(mutated))
+    except ProtocolError:
+        return
+    if not isinstance(request, serving.Request) or request.api is not PRODUCE:
+        return
+    for topic in request.body["topic_data"]:
+        for part in topic["partition_data"]:
+            got = incoming.read_batch(part["records"] or b"", request.version)
+            assert isinstance(got, incoming.IncomingBatch | incoming.BatchRefused)
