@@ -16,10 +16,13 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# kpd-client first: the daemon depends on it (and its setup.py includes its kpd_loops.h), and
+# it is not on PyPI, so both are installed from here in one pip call.
+COPY clients/python ./clients/python
+COPY pyproject.toml setup.py README.md ./
 COPY daemon ./daemon
 RUN python -m venv /opt/kpd \
-    && /opt/kpd/bin/pip install --no-compile .
+    && /opt/kpd/bin/pip install --no-compile ./clients/python .
 
 # The example config with every default, except that metrics listen on all interfaces: in
 # a container 127.0.0.1 is the container's own loopback, unreachable through -p 9464:9464.

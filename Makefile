@@ -6,10 +6,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint bench bench-quick clean
 
-$(STAMP): pyproject.toml
+# kpd-client (clients/python) is not on PyPI: it is installed from the tree in the same pip
+# call, which is what satisfies the daemon's kpd-client==<version> dependency.
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,embedded,tools,bench]'
+	$(BIN)/pip install --quiet -e clients/python -e '.[test,embedded,tools,bench]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -59,4 +61,4 @@ bench-quick: $(STAMP) $(SYSTEM_DEPS)
 	$(BIN)/python -m bench --quick
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info clients/python/build clients/python/*.egg-info

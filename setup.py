@@ -1,6 +1,9 @@
 """Build kpd's optional C accelerator (``daemon.accel._accel``); everything else is in
 pyproject.toml.
 
+It includes ``kpd_loops.h`` from kpd-client (clients/python/kpd/): the loops the client's
+accelerator and this one share live there once.
+
 The extension is optional: when it cannot be built (no compiler, no Python headers) the
 install still succeeds with a warning and kpd runs its pure-Python path, saying so in its
 start-up log ("accelerator: pure Python").
@@ -31,6 +34,8 @@ setup(
         Extension(
             "daemon.accel._accel",
             ["daemon/accel/_accel.c"],
+            include_dirs=["clients/python/kpd"],
+            depends=["clients/python/kpd/kpd_loops.h"],
             extra_compile_args=["-std=c11", "-O2"],
             optional=True,
         )

@@ -32,9 +32,9 @@ from pathlib import Path
 
 from bench.procstat import cpu_seconds
 from bench.profile import find_py_spy, render_top
-from daemon import wire
-from daemon.kafka.murmur2 import partition_for_key
-from daemon.wire.base import AckLevel, FrameType, encode_string
+from kpd import protocol as wire
+from kpd.murmur2 import partition_for_key
+from kpd.protocol.base import AckLevel, FrameType, encode_string
 from tests.brokers.tansu import TansuBroker
 from tests.daemon_harness import KpdDaemon
 
@@ -84,7 +84,7 @@ def _frames(args) -> list[bytes]:
                                                     ack=ack))  # fmt: skip
             seq += len(chunk)
         return frames
-    # The normal path: the client partitions (as daemon.client does once it knows the count),
+    # The normal path: the client partitions (as kpd does once it knows the count),
     # one frame per partition as its accumulator would cut them.
     by_partition: dict[int, list] = {}
     for key in keys:

@@ -128,8 +128,8 @@ def cmd_run(args) -> int:
 
     from daemon.process.instance import AlreadyRunning, InstanceLock
     from daemon.process.logs import setup_logging
+    from daemon.process.status.titles import set_title
     from daemon.process.supervisor import Supervisor
-    from daemon.process.titles import set_title
 
     path = _config_path(args)
     config = _load(path)
@@ -156,9 +156,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_send(args) -> int:
-    from daemon.cli_input import InputError, read_records
-    from daemon.client import Producer
-    from daemon.client.lines import LineSender
+    from daemon.cli_input import InputError, read_json_records
+    from kpd import Producer
+    from kpd.lines import LineSender
 
     socket_path = _socket_path(args)
     separator = args.key_separator.encode() if args.key_separator else None
@@ -175,11 +175,12 @@ def cmd_send(args) -> int:
             if args.format == "lines":
                 sender.send_stream(sys.stdin.buffer)  # the fast path: a bulk per chunk
             else:
-                sender.send_records(read_records(sys.stdin.buffer, args.format))
+                sender.send_records(read_json_records(sys.stdin.buffer))
         except (InputError, ValueError, TypeError) as exc:  # what was read before is sent
             bad_input = f"kpd: stdin {exc}" if isinstance(exc, InputError) else f"kpd: {exc}"
         sender.finish()
-    print(f"sent {sender.delivered} records to {args.topic}, {sender.failed} failed")
+    skipped = f", {sender.empty} empty lines skipped" if sender.empty else ""
+    print(f"sent {sender.delivered} records to {args.topic}, {sender.failed} failed{skipped}")
     if bad_input is not None:
         sys.stderr.write(bad_input + "\n")
         return EX_DATAERR
@@ -254,7 +255,7 @@ def cmd_read(args) -> int:
 def cmd_status(args) -> int:
     import json
 
-    from daemon.process.status_text import fetch_status, format_status
+    from daemon.process.status.text import fetch_status, format_status
 
     path = _config_path(args)
     config = _load(path)

@@ -1,7 +1,10 @@
-"""How ``kpd send`` reads records from its input: plain lines or JSON lines.
+"""How ``kpd send --format jsonl`` reads records from its input: JSON lines.
 
-* ``lines``: each line is a record's value (the newline stripped); with a key separator, the
-  text before its first occurrence is the key.
+Plain lines (``--format lines``, the default) are cut by ``kpd.lines.LineSender``
+itself, in bulk; the rule for them: each line is a record's value (the newline stripped), with
+a key separator the text before its first occurrence is the key, and an empty line is no
+record (skipped and counted, as on the ``socket.lines`` socket).
+
 * ``jsonl``: each line is one JSON object with optional fields ``key`` and ``value`` (strings
   as UTF-8, or null), ``headers`` (an object, or a list of ``[name, value]`` pairs for repeated
   names; values strings or null), ``partition`` (an int >= 0) and ``timestamp`` (ms since the
@@ -17,7 +20,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["FORMATS", "InputError", "InputRecord", "read_records"]
+__all__ = ["FORMATS", "InputError", "InputRecord", "read_json_records"]
 
 FORMATS = ("lines", "jsonl")
 _JSON_FIELDS = frozenset({"key", "value", "headers", "partition", "timestamp"})
@@ -40,28 +43,8 @@ class InputRecord:
     timestamp: int | None = None
 
 
-def read_records(
-    lines: Iterable[bytes], fmt: str = "lines", key_separator: bytes | None = None
-) -> Iterator[InputRecord]:
-    """The records of ``lines`` (bytes, as from ``sys.stdin.buffer``); raises InputError."""
-    if fmt == "lines":
-        yield from _plain(lines, key_separator)
-    elif fmt == "jsonl":
-        yield from _json_lines(lines)
-    else:
-        raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
-
-
-def _plain(lines: Iterable[bytes], separator: bytes | None) -> Iterator[InputRecord]:
-    for line in lines:
-        line = line.rstrip(b"\n")
-        key = None
-        if separator is not None and separator in line:
-            key, line = line.split(separator, 1)
-        yield InputRecord(line, key)
-
-
-def _json_lines(lines: Iterable[bytes]) -> Iterator[InputRecord]:
+def read_json_records(lines: Iterable[bytes]) -> Iterator[InputRecord]:
+    """The records of JSON ``lines`` (bytes, as from ``sys.stdin.buffer``); raises InputError."""
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue

@@ -106,6 +106,12 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         (),
         "ingest",
     ),
+    _c(
+        "kpd_ingest_lines_empty_total",
+        "Empty lines skipped on the socket.lines socket (an empty line is no record).",
+        (),
+        "ingest",
+    ),
     _g(
         "kpd_ingest_lines_connections",
         "Writers connected to the socket.lines socket.",
@@ -443,6 +449,7 @@ class IngestMetrics:
         out.set("kpd_ingest_connections", (), stats.connections)
         if lines is not None:
             out.add("kpd_ingest_lines_too_long_total", (), lines.lines_too_long)
+            out.add("kpd_ingest_lines_empty_total", (), lines.lines_empty)
             out.set("kpd_ingest_lines_connections", (), lines.connections)
         if kafka is not None:  # the KafkaListener's stats() when socket.kafka is configured
             out.set("kpd_kafka_connections", (), kafka.connections)

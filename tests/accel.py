@@ -1,8 +1,9 @@
 """Both implementations of the accelerated loops, for tests parametrized over them.
 
-``compiled()`` is the C extension imported directly (whatever KPD_PURE_PYTHON says, so the
+``compiled()`` is the daemon's C extension and ``compiled_client()`` kpd-client's, each
+imported directly (whatever KPD_PURE_PYTHON says, so the
 golden tests check it even in a run that forces the daemon's pure path); a machine where it
-was not built fails ``tests/unit/test_accel.py`` rather than skipping the C side silently.
+was not built fails its golden tests rather than skipping the C side silently.
 """
 
 from __future__ import annotations
@@ -17,4 +18,14 @@ def compiled():
         from daemon.accel import _accel
     except ImportError as exc:
         pytest.fail(f"the C accelerator is not built ({exc}): pip install -e . builds it")
+    return _accel
+
+
+def compiled_client():
+    """kpd-client's C extension (murmur2, the records-section checks)."""
+    try:
+        from kpd import _accel
+    except ImportError as exc:
+        pytest.fail(f"kpd-client's C accelerator is not built ({exc}): pip install -e "
+                    "clients/python builds it")  # fmt: skip
     return _accel

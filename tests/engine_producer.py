@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from daemon.config import ProducerSettings
-from daemon.kafka.partitioner import Partitioner
 from daemon.producer.engine import ProducerEngine
 from daemon.producer.outcomes import (
     BUFFER_EXHAUSTED,
@@ -20,6 +19,7 @@ from daemon.producer.outcomes import (
     DeliveryFailure,
     Persistence,
 )
+from kpd.partitioner import Partitioner
 
 __all__ = ["DeliveryFailed", "KafkaProducer", "SentRecord"]
 

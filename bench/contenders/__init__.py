@@ -70,7 +70,7 @@ FSYNC_POLICIES = ("never", "100ms", "always")  # the rings.fsync rows
 _PACED = {"rate": LATENCY_RATE, "burst": 100}  # 100 records every millisecond
 _POLL_EVERY = 1000  # the tuned confluent-kafka loop's poll(0) interval
 _KPD_APP = ("an app process that connects and sends at once (no partitions_for first) "
-            "through daemon.client.Producer (acks=kafka) over the UNIX socket to a kpd "
+            "through kpd.Producer (acks=kafka) over the UNIX socket to a kpd "
             "daemon (2 workers) started for the run")  # fmt: skip
 
 CONTENDERS: dict[str, Contender] = {

@@ -1,4 +1,4 @@
-"""Contender: kpd end to end, an app process sending through ``daemon.client.Producer``.
+"""Contender: kpd end to end, an app process sending through ``kpd.Producer``.
 
 Each child is one app talking to the run's daemon (``options["socket"]``, started by the
 runner, see bench.kpd_service) with ``acks="kafka"`` (or ``options["acks"]``); it sends its
@@ -29,7 +29,7 @@ delivery report arrives); latency is that minus the time just before its send().
 keeps no future after it is done, as an app reacting in callbacks would. Option
 ``gc_threshold``: the app raises its own gc thresholds first.
 
-Imports daemon.client; runs only inside a bench child process.
+Imports kpd; runs only inside a bench child process.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from functools import partial
 
 from bench.child import Session
 from bench.pacing import Pace, latency_summary, run_paced
-from daemon.client import Producer
+from kpd import Producer
 
 _METADATA_TIMEOUT_S = 30.0
 _FLUSH_TIMEOUT_S = 600.0
@@ -111,7 +111,7 @@ def _missing_batch_api() -> str:
     names = [name for name in BATCH_METHODS if hasattr(Producer, name)]
     if names:
         return ""
-    return f"not available: daemon.client.Producer has none of {', '.join(BATCH_METHODS)}"
+    return f"not available: kpd.Producer has none of {', '.join(BATCH_METHODS)}"
 
 
 def _in_batches(session: Session, producer: Producer) -> None:

@@ -24,10 +24,10 @@ import uvloop
 
 from bench.child import Session
 from daemon.config import producer_settings
-from daemon.kafka.murmur2 import partition_for_key
-from daemon.kafka.partitioner import Partitioner
 from daemon.producer.engine import ProducerEngine
 from daemon.producer.outcomes import BatchOutcome
+from kpd.murmur2 import partition_for_key
+from kpd.partitioner import Partitioner
 
 # Records appended between two turns of the event loop. A kpd worker hands the engine what one
 # ring read returned; 1000 records of ~130 B is ~130 KB, a typical ring chunk.

@@ -7,23 +7,25 @@
  * beyond the Python objects returned. Every read of caller-supplied memory is bounds-checked
  * first: a bad length raises ValueError, never reads past a buffer.
  *
- *   murmur2(key)                      Java Utils.murmur2 (daemon/kafka/murmur2.py)
  *   append_packed(...)                RecordBatch v2 records from packed key/value columns
  *                                     (daemon/kafka/records.py append_packed_python)
  *   partition_keys(...)               murmur2 partition per record of a records section
  *                                     (daemon/ingest/routing.py, pure loop)
  *   gather_records(...)               a records section of chosen records, plus their
  *                                     sequence offsets (daemon/ingest/routing.py)
- *   scan_plain, plain_lengths         a plain records section validated / its length
- *                                     columns (daemon/wire/records.py _scan_records)
  *   SharedWords(buffer)               u64 words with seq_cst atomic loads and stores, for the
  *                                     rings' shared indices (daemon/ring/region.py)
+ *
+ * murmur2 and the records-section checks are kpd-client's (clients/python/kpd/_accel.c): the
+ * loops this file shares with it are in clients/python/kpd/kpd_loops.h, included, never copied.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "kpd_loops.h" /* kpd_murmur2, kpd_be_i32, kpd_plain_section: clients/python/kpd/ */
 
 /* ---- varints (Kafka's zigzag varint / varlong, protocol "Record") -------------------- */
 
@@ -49,96 +51,12 @@ static inline char *put_varint(char *out, uint64_t u)
     return out;
 }
 
-/* ---- murmur2 ------------------------------------------------------------------------- */
-
-/* Java Utils.murmur2: MurmurHash2 32-bit, seed 0x9747b28c, blocks read little-endian, the
- * tail switch falling through 3 -> 2 -> 1. Returns Java's signed int. */
-static int32_t murmur2_raw(const unsigned char *data, Py_ssize_t length)
-{
-    const uint32_t m = 0x5bd1e995u;
-    uint32_t h = 0x9747b28cu ^ (uint32_t)length;
-    Py_ssize_t i, tail = length & ~(Py_ssize_t)3;
-    for (i = 0; i < tail; i += 4) {
-        uint32_t k = (uint32_t)data[i] | ((uint32_t)data[i + 1] << 8) |
-                     ((uint32_t)data[i + 2] << 16) | ((uint32_t)data[i + 3] << 24);
-        k *= m;
-        k ^= k >> 24;
-        k *= m;
-        h *= m;
-        h ^= k;
-    }
-    switch (length & 3) {
-    case 3:
-        h ^= (uint32_t)data[tail + 2] << 16;
-        /* fall through */
-    case 2:
-        h ^= (uint32_t)data[tail + 1] << 8;
-        /* fall through */
-    case 1:
-        h ^= (uint32_t)data[tail];
-        h *= m;
-    }
-    h ^= h >> 13;
-    h *= m;
-    h ^= h >> 15;
-    return (int32_t)h;
-}
-
-static PyObject *accel_murmur2(PyObject *self, PyObject *arg)
-{
-    Py_buffer key;
-    if (PyObject_GetBuffer(arg, &key, PyBUF_SIMPLE) < 0)
-        return NULL;
-    int32_t h = murmur2_raw(key.buf, key.len);
-    PyBuffer_Release(&key);
-    return PyLong_FromLong(h);
-}
-
-/* ---- records sections (docs/protocol.md section 6; daemon/wire/records.py) ------------ */
-
-static inline int32_t be_i32(const unsigned char *p)
-{
-    return (int32_t)(((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) |
-                     (uint32_t)p[3]);
-}
-
 static inline void put_be32(unsigned char *p, uint32_t v)
 {
     p[0] = (unsigned char)(v >> 24);
     p[1] = (unsigned char)(v >> 16);
     p[2] = (unsigned char)(v >> 8);
     p[3] = (unsigned char)v;
-}
-
-/* A plain records section (layout 0: no timestamps, no headers) of ``count`` records:
- * checks the column bounds and that the lengths add up; on success fills the data start. */
-static int plain_section(const Py_buffer *s, Py_ssize_t count, Py_ssize_t *data_start)
-{
-    const unsigned char *b = s->buf;
-    if (count <= 0 || s->len < 1 || b[0] != 0) {
-        PyErr_SetString(PyExc_ValueError, "records: not a plain section (layout 0) of 1+ records");
-        return -1;
-    }
-    if (count > (s->len - 1) / 8) {
-        PyErr_SetString(PyExc_ValueError, "records: columns run past the section");
-        return -1;
-    }
-    Py_ssize_t start = 1 + 8 * count, need = 0;
-    for (Py_ssize_t i = 0; i < 2 * count; i++) {
-        int32_t n = be_i32(b + 1 + 4 * i);
-        if (n < -1) {
-            PyErr_SetString(PyExc_ValueError, "records: length below -1");
-            return -1;
-        }
-        if (n > 0)
-            need += n;
-    }
-    if (need != s->len - start) {
-        PyErr_SetString(PyExc_ValueError, "records: lengths do not add up to the data");
-        return -1;
-    }
-    *data_start = start;
-    return 0;
 }
 
 /* partition_keys(section, count, num_partitions, null_partition) -> bytes
@@ -156,7 +74,7 @@ static PyObject *accel_partition_keys(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "partition_keys: bad partition count or null partition");
         return NULL;
     }
-    if (plain_section(&s, count, &start) < 0) {
+    if (kpd_plain_section(&s, count, &start) < 0) {
         PyBuffer_Release(&s);
         return NULL;
     }
@@ -169,11 +87,11 @@ static PyObject *accel_partition_keys(PyObject *self, PyObject *args)
     const unsigned char *b = s.buf;
     Py_ssize_t pos = start;
     for (Py_ssize_t i = 0; i < count; i++) {
-        int32_t klen = be_i32(b + 1 + 4 * i), vlen = be_i32(b + 1 + 4 * (count + i));
+        int32_t klen = kpd_be_i32(b + 1 + 4 * i), vlen = kpd_be_i32(b + 1 + 4 * (count + i));
         if (klen < 0) {
             column[i] = (uint32_t)null_partition;
         } else {
-            uint32_t h = (uint32_t)murmur2_raw(b + pos, klen) & 0x7fffffffu;
+            uint32_t h = (uint32_t)kpd_murmur2(b + pos, klen) & 0x7fffffffu;
             column[i] = h % (uint32_t)parts;
             pos += klen;
         }
@@ -196,7 +114,7 @@ static PyObject *accel_gather_records(PyObject *self, PyObject *args)
     PyObject *section = NULL, *offsets = NULL, *result = NULL;
     if (!PyArg_ParseTuple(args, "y*ny*k", &s, &count, &p, &wanted))
         return NULL;
-    if (plain_section(&s, count, &start) < 0)
+    if (kpd_plain_section(&s, count, &start) < 0)
         goto done;
     if (p.len != count * 4) {
         PyErr_SetString(PyExc_ValueError, "gather_records: one u32 partition per record");
@@ -208,7 +126,7 @@ static PyObject *accel_gather_records(PyObject *self, PyObject *args)
     for (Py_ssize_t i = 0; i < count; i++) {
         if (parts[i] != wanted)
             continue;
-        int32_t klen = be_i32(b + 1 + 4 * i), vlen = be_i32(b + 1 + 4 * (count + i));
+        int32_t klen = kpd_be_i32(b + 1 + 4 * i), vlen = kpd_be_i32(b + 1 + 4 * (count + i));
         n++;
         data += (klen > 0 ? klen : 0) + (vlen > 0 ? vlen : 0);
     }
@@ -222,7 +140,7 @@ static PyObject *accel_gather_records(PyObject *self, PyObject *args)
     out[0] = 0;
     Py_ssize_t pos = start, k = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
-        int32_t klen = be_i32(b + 1 + 4 * i), vlen = be_i32(b + 1 + 4 * (count + i));
+        int32_t klen = kpd_be_i32(b + 1 + 4 * i), vlen = kpd_be_i32(b + 1 + 4 * (count + i));
         Py_ssize_t size = (klen > 0 ? klen : 0) + (vlen > 0 ? vlen : 0);
         if (parts[i] == wanted) {
             memcpy(out + 1 + 4 * k, b + 1 + 4 * i, 4);
@@ -240,60 +158,6 @@ done:
     Py_XDECREF(offsets);
     PyBuffer_Release(&s);
     PyBuffer_Release(&p);
-    return result;
-}
-
-/* scan_plain(section, count) -> keyless
- * Validates a plain records section as daemon/wire/records.py _scan_records does (raises
- * ValueError on any fault; the caller re-runs the pure scan for the exact error) and says
- * whether every key is null. */
-static PyObject *accel_scan_plain(PyObject *self, PyObject *args)
-{
-    Py_buffer s;
-    Py_ssize_t count, start;
-    if (!PyArg_ParseTuple(args, "y*n", &s, &count))
-        return NULL;
-    if (plain_section(&s, count, &start) < 0) {
-        PyBuffer_Release(&s);
-        return NULL;
-    }
-    const unsigned char *b = s.buf;
-    int keyless = 1;
-    for (Py_ssize_t i = 0; i < count && keyless; i++)
-        keyless = be_i32(b + 1 + 4 * i) == -1;
-    PyBuffer_Release(&s);
-    return PyBool_FromLong(keyless);
-}
-
-/* plain_lengths(section, count) -> (key_lens, value_lens, data_start)
- * The length columns of a plain records section as native i32 bytes (memoryview(...).cast("i")
- * reads them as ints; append_packed reads them without an int object per record). */
-static PyObject *accel_plain_lengths(PyObject *self, PyObject *args)
-{
-    Py_buffer s;
-    Py_ssize_t count, start;
-    if (!PyArg_ParseTuple(args, "y*n", &s, &count))
-        return NULL;
-    if (plain_section(&s, count, &start) < 0) {
-        PyBuffer_Release(&s);
-        return NULL;
-    }
-    PyObject *keys = PyBytes_FromStringAndSize(NULL, 4 * count);
-    PyObject *values = PyBytes_FromStringAndSize(NULL, 4 * count);
-    PyObject *result = NULL;
-    if (keys != NULL && values != NULL) {
-        const unsigned char *b = s.buf;
-        int32_t *k = (int32_t *)PyBytes_AS_STRING(keys);
-        int32_t *v = (int32_t *)PyBytes_AS_STRING(values);
-        for (Py_ssize_t i = 0; i < count; i++) {
-            k[i] = be_i32(b + 1 + 4 * i);
-            v[i] = be_i32(b + 1 + 4 * (count + i));
-        }
-        result = Py_BuildValue("OOn", keys, values, start);
-    }
-    Py_XDECREF(keys);
-    Py_XDECREF(values);
-    PyBuffer_Release(&s);
     return result;
 }
 
@@ -553,15 +417,10 @@ static PyTypeObject SharedWordsType = {
 /* ---- module --------------------------------------------------------------------------- */
 
 static PyMethodDef accel_methods[] = {
-    {"murmur2", accel_murmur2, METH_O, "Java Utils.murmur2 of a bytes-like key (signed int)."},
     {"partition_keys", accel_partition_keys, METH_VARARGS,
      "A native u32 column of each record's key partition."},
     {"gather_records", accel_gather_records, METH_VARARGS,
      "The records section and sequence offsets of one partition's records."},
-    {"scan_plain", accel_scan_plain, METH_VARARGS,
-     "Validate a plain records section; True if every key is null."},
-    {"plain_lengths", accel_plain_lengths, METH_VARARGS,
-     "The length columns of a plain records section as native i32 bytes."},
     {"append_packed", accel_append_packed, METH_VARARGS,
      "Append packed records to a RecordBatch v2 bytearray."},
     {NULL, NULL, 0, NULL},

@@ -3,22 +3,23 @@
 Owns its frame decoder, its sequence counter, the backlog of frames waiting behind a full ring
 or an unknown topic, what it still owes the client in reports, and its pause state. Frames are
 handled in order; a bad frame gets its error report, an unrecoverable stream an ERROR frame and
-a close, and nothing a client sends can stop the server.
+a close, and nothing a client sends can stop the server. Its PRODUCE frames go into rings
+through the server's ``Admission`` (a record source: ``admission.RecordSource``); it is also
+the ``ReportReader`` of its own records' outcomes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import socket
 import struct
 from typing import Any, Protocol
 
-from daemon import wire
-from daemon.kafka.errors import code_of
-from daemon.wire import ReportRun, encode_reports
-from daemon.wire.base import (
+from daemon.ingest.admission import Admission
+from kpd import protocol as wire
+from kpd.protocol import ReportRun, encode_reports
+from kpd.protocol.base import (
     AckLevel,
     BadFrameError,
     FatalProtocolError,
@@ -27,42 +28,27 @@ from daemon.wire.base import (
     Persistence,
     Status,
 )
-from daemon.wire.records import decode_produce_header
+from kpd.protocol.records import decode_produce_header
 
-__all__ = ["ClientConnection", "ConnectionHost", "is_legal_topic"]
+__all__ = ["ClientConnection", "ConnectionHost"]
 
 log = logging.getLogger(__name__)
 
 _MAX_CLIENT_BUFFER = 64 * 1024 * 1024  # a client that never reads its reports is cut off
 
-# Kafka's rule for topic names (org.apache.kafka.common.internals.Topic.validate): 1 to 249
-# of [a-zA-Z0-9._-], and not "." or ".." (they would be directory names on the broker).
-_LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
-_INVALID_TOPIC_EXCEPTION = code_of("INVALID_TOPIC_EXCEPTION")
-# Bytes a record may add to a re-encoded records section beyond its own one-record section:
-# a timestamp (8) and a header length (4) once any other record of the section has them.
-
-
-def is_legal_topic(topic: str) -> bool:
-    """Whether Kafka accepts ``topic`` as a name at all (whether it exists is another matter)."""
-    return _LEGAL_TOPIC.fullmatch(topic) is not None and topic not in (".", "..")
-
 
 class ConnectionHost(Protocol):
     """What a connection needs of the server that accepted it (``IngestServer``): its
-    settings, the registry of live connections, the topic directory, the entry planner, and
-    the two steps of putting records into rings. Declared here so the connection does not
-    import the server."""
+    settings, its admission, and a place in its registry of live connections. Declared here
+    so the connection does not import the server."""
 
-    settings: Any  # IngestSettings
-    connections: dict[int, ClientConnection]
-    topics: Any  # TopicDirectory
-    planner: Any  # EntryPlanner
-    records_rejected: int  # every record ingest refuses, counted by ClientConnection.reject
+    settings: Any  # IngestSettings: max_frame_bytes
+    admission: Admission
 
-    def enqueue(self, conn: ClientConnection, entries, header, ack) -> Any: ...
+    def register(self, conn: ClientConnection) -> str | None:
+        """Count ``conn`` among the live connections; why not, if the server is full."""
 
-    def publish_all(self) -> None: ...
+    def forget(self, conn: ClientConnection) -> None: ...
 
 
 class ClientConnection(asyncio.Protocol):
@@ -70,6 +56,7 @@ class ClientConnection(asyncio.Protocol):
 
     def __init__(self, server: ConnectionHost, conn_id: int) -> None:
         self._server = server
+        self._admission = server.admission
         self.conn_id = conn_id
         # For logs: the id's low half counts connections of this ingest (the high half only
         # keeps ids unique across ingest restarts); the peer's pid is added once known.
@@ -83,9 +70,12 @@ class ClientConnection(asyncio.Protocol):
         # Frames waiting behind a full ring or an unknown topic, processed in order.
         self._backlog: list = []
         self._busy = False
+        self.idle = asyncio.Event()  # set while not busy: what a draining server waits on
+        self.idle.set()
         self.quiescing = False
-        # Worker outcomes still owed to the client: ack-KAFKA records in rings without a final
-        # run yet (the server adds them as it writes entries; workers report nothing else).
+        self.reader = self  # a kpd client reads its outcomes on this connection
+        # Outcomes still owed to the client: ack-KAFKA records in rings without a final run yet
+        # and ACCEPTED reports held until their entry is published (``owe``, from admission).
         # GOODBYE is answered only once this reaches 0 (docs/protocol.md section 9).
         self.owed = 0
         self._goodbye_due = False
@@ -110,20 +100,14 @@ class ClientConnection(asyncio.Protocol):
         if pid is not None:
             self.name += f" (pid {pid})"
         log.debug("%s connected", self.name)
-        server = self._server
-        if len(server.connections) >= server.settings.max_connections:
-            self.abort(
-                KpdErrorCode.TOO_MANY_CONNECTIONS,
-                f"kpd serves {server.settings.max_connections} connections already "
-                "(socket.max_connections)",
-            )
-            return
-        server.connections[self.conn_id] = self
+        refusal = self._server.register(self)
+        if refusal is not None:
+            self.abort(KpdErrorCode.TOO_MANY_CONNECTIONS, refusal)
 
     def connection_lost(self, exc) -> None:
         log.debug("%s disconnected%s", self.name, f": {exc}" if exc else "")
         self.closed = True
-        self._server.connections.pop(self.conn_id, None)
+        self._server.forget(self)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -143,7 +127,6 @@ class ClientConnection(asyncio.Protocol):
         """Process backlog frames synchronously while possible; go async when one must wait."""
         if self._busy:
             return
-        server = self._server
         while self._backlog and not self.closed:
             item = self._backlog[0]
             if isinstance(item, FatalProtocolError):
@@ -159,13 +142,14 @@ class ClientConnection(asyncio.Protocol):
                 return
             if waiting is not None:
                 self._busy = True
+                self.idle.clear()
                 self.transport.pause_reading()
                 asyncio.get_running_loop().create_task(self._finish_async(waiting))
                 return
             if self.closed:
                 return  # the frame ended the connection; abort() emptied the backlog
             self._backlog.pop(0)
-        server.publish_all()
+        self._admission.publish_all()
 
     async def _finish_async(self, waiting) -> None:
         try:
@@ -179,6 +163,7 @@ class ClientConnection(asyncio.Protocol):
             if self._backlog:
                 self._backlog.pop(0)
             self._busy = False
+            self.idle.set()
             if not self.closed:
                 self.transport.resume_reading()
                 self._pump()
@@ -229,30 +214,7 @@ class ClientConnection(asyncio.Protocol):
             )
             return None
         ack = header.ack if header.ack != AckLevel.CONNECTION_DEFAULT else self.ack_default
-        server = self._server
-        if not is_legal_topic(header.topic):
-            # Kafka would answer INVALID_TOPIC_EXCEPTION for such a name; asking it would only
-            # hold the connection for max.block.ms (and keep the name in the metadata wanted set).
-            self.reject(
-                header.base_seq,
-                header.count,
-                KpdErrorCode.KAFKA_ERROR,
-                f"topic {header.topic!r} is not a legal Kafka topic name",
-                kafka_error=_INVALID_TOPIC_EXCEPTION,
-            )
-            return None
-        if not server.topics.allowed(header.topic):
-            self.reject(
-                header.base_seq,
-                header.count,
-                KpdErrorCode.TOPIC_NOT_ALLOWED,
-                f"topic {header.topic!r} is not in topics.allow",
-            )
-            return None
-        count = server.topics.counts.get(header.topic)
-        if count is None or header.partition >= count:
-            return self._produce_after_lookup(header, ack)
-        return self._route(header, ack, count)
+        return self._admission.admit(self, header, ack)
 
     def _malformed_produce(self, exc: BadFrameError) -> None:
         if exc.count is None:  # payload shorter than 12 bytes or count 0: nothing to answer
@@ -270,56 +232,11 @@ class ClientConnection(asyncio.Protocol):
     def _sequence_mismatch(self, what: str, got: int) -> None:
         self.abort(KpdErrorCode.SEQUENCE_MISMATCH, f"{what} {got}, expected {self.next_seq}")
 
-    async def _produce_after_lookup(self, header, ack) -> None:
-        server = self._server
-        try:
-            count = await server.topics.partition_count(header.topic, server.settings.max_block_s)
-        except Exception as exc:
-            self.reject(header.base_seq, header.count, KpdErrorCode.UNKNOWN_TOPIC, str(exc))
-            return
-        waiting = self._route(header, ack, count)
-        if waiting is not None:
-            await waiting
-        server.publish_all()
-
-    def _route(self, header, ack, count: int):
-        if header.partition >= count:
-            self.reject(
-                header.base_seq,
-                header.count,
-                KpdErrorCode.INVALID_PARTITION,
-                f"{header.topic} has {count} partitions; no partition {header.partition}",
-            )
-            return None
-        server = self._server
-        entries = server.planner.fit(header, server.planner.split(header, count))
-        if entries is None:
-            self.reject(
-                header.base_seq,
-                header.count,
-                KpdErrorCode.RECORD_TOO_LARGE,
-                "a record does not fit in a worker ring entry of "
-                f"{server.planner.max_entry_bytes} bytes (rings.records_bytes / 2)",
-            )
-            return None
-        return server.enqueue(self, entries, header, ack)
-
     async def _metadata(self, request: wire.MetadataRequest) -> None:
-        server = self._server
         answers = []
         for topic in request.topics:
-            if not is_legal_topic(topic):
-                answers.append(wire.TopicMetadata(topic, KpdErrorCode.UNKNOWN_TOPIC, -1))
-                continue
-            if not server.topics.allowed(topic):
-                answers.append(wire.TopicMetadata(topic, KpdErrorCode.TOPIC_NOT_ALLOWED, -1))
-                continue
-            try:
-                count = await server.topics.partition_count(topic, server.settings.max_block_s)
-            except Exception:
-                answers.append(wire.TopicMetadata(topic, KpdErrorCode.UNKNOWN_TOPIC, -1))
-                continue
-            answers.append(wire.TopicMetadata(topic, KpdErrorCode.NONE, count))
+            code, count = await self._admission.describe(topic)
+            answers.append(wire.TopicMetadata(topic, code, count))
         self.send(wire.encode_metadata_response(request.request_id, answers))
 
     def _goodbye(self, next_seq: int) -> None:
@@ -339,13 +256,14 @@ class ClientConnection(asyncio.Protocol):
 
     # ---- outcomes from workers ---------------------------------------------------------
 
-    def hold_announcement(self, n: int) -> None:
-        """An ACCEPTED report for ``n`` records waits for its entry's publish (and sync):
-        GOODBYE must wait for it too."""
+    def owe(self, n: int) -> None:
+        """Admission staged ``n`` records whose outcome this client waits for (a worker's
+        report, or an ACCEPTED report held until the entry is published and synced): GOODBYE
+        waits for them."""
         self.owed += n
 
-    def announce(self, accepted_frame: bytes, n: int) -> None:
-        """Send the ACCEPTED report ``hold_announcement`` held back."""
+    def accepted(self, accepted_frame: bytes, n: int) -> None:
+        """Send the ACCEPTED report of ``n`` owed records."""
         self.owed -= n
         self.send(accepted_frame)
         self._maybe_say_goodbye()
@@ -372,8 +290,13 @@ class ClientConnection(asyncio.Protocol):
     def reject(
         self, first_seq: int, count: int, code: KpdErrorCode, message: str, kafka_error: int = 0
     ) -> None:
+        """Refuse records of this connection through admission, which counts every refusal."""
+        self._admission.refuse(self, first_seq, count, code, message, kafka_error)
+
+    def refused(
+        self, first_seq: int, count: int, code: KpdErrorCode, message: str, kafka_error: int
+    ) -> None:
         """Answer records [first_seq, first_seq + count) FAILED, NOT_PERSISTED."""
-        self._server.records_rejected += count  # every record ingest refuses passes here
         run = ReportRun(
             first_seq,
             count,

@@ -6,16 +6,19 @@ every line becomes one record for the configured topic, keyed at the first ``key
 when one is configured. Nothing is ever written back: the ack level is ``accepted``, so a line
 counts as accepted once it is in a worker's ring (and kpd then delivers it like any record).
 
-The records take the same path as a client's frames: one records section per batch of lines,
-cut into ring entries and partitioned by the server's ``EntryPlanner`` (Kafka's partitioner:
-murmur2 for keyed lines, sticky for keyless ones), written by ``IngestServer.enqueue`` and
-counted in ingest's stats. This module owns only the socket, its connections and the lines.
+The records take the same path as a client's frames: each writer is a record source of
+ingest's ``Admission`` (``admission.RecordSource``), and each batch of lines one records
+section handed to ``admit`` — checked, partitioned (Kafka's partitioner: murmur2 for keyed
+lines, sticky for keyless ones), cut into ring entries and counted there like a client's
+frame. A writer reads no reports (its ``reader`` is None). This module owns only the socket,
+its connections and the lines.
 
 Rules (docs/operations.md, "Sending plain lines"):
 
 * Lines end at ``\\n``; the bytes are taken as they are (a ``\\r`` before the ``\\n`` stays in
-  the value). An empty line is no record. A last line without ``\\n`` before the writer closes
-  its end is a record too.
+  the value). A last line without ``\\n`` before the writer closes its end is a record too.
+* An empty line (nothing between two ``\\n``) is not a record: it is skipped and counted
+  (``kpd_ingest_lines_empty_total``), as ``kpd send`` skips and counts it.
 * A line longer than ``max_line_bytes`` is skipped whole: its bytes are read and dropped up to
   the next newline, so memory stays bounded by the limit; the connection logs it (the first
   one as a warning, later ones at debug level plus a count when it closes) and
@@ -27,7 +30,8 @@ Rules (docs/operations.md, "Sending plain lines"):
 * On shutdown the listener stops accepting and reading; lines not read by then were never
   accepted.
 
-Must not import the server module (it receives a ``LinesHost``), uvloop or the engines.
+Must not import the server module (it receives the server's ``Admission``), uvloop or the
+engines.
 """
 
 from __future__ import annotations
@@ -37,14 +41,15 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import NamedTuple
 
+from daemon.ingest.admission import Admission
 from daemon.ingest.socket_file import group_id, refuse_if_served
-from daemon.wire.base import AckLevel, KpdErrorCode
-from daemon.wire.records import ProduceHeader, encode_section
 from daemon.wire.ring_entry import ENTRY_HEAD_BYTES
+from kpd.protocol.base import AckLevel, KpdErrorCode
+from kpd.protocol.records import ProduceHeader, encode_section
 
-__all__ = ["LineSplitter", "LinesHost", "LinesListener", "LinesSettings", "LinesStats"]
+__all__ = ["LineSplitter", "LinesListener", "LinesSettings", "LinesStats", "SplitLines"]
 
 log = logging.getLogger(__name__)
 
@@ -70,22 +75,15 @@ class LinesStats:
 
     connections: int
     lines_too_long: int
+    lines_empty: int
 
 
-class LinesHost(Protocol):
-    """What the listener needs of the ingest server (``IngestServer``): the same seams a
-    kpd-protocol connection uses. Declared here so this module does not import the server."""
+class SplitLines(NamedTuple):
+    """What one chunk of bytes completed."""
 
-    settings: Any  # IngestSettings: max_block_s
-    topics: Any  # TopicDirectory
-    planner: Any  # EntryPlanner
-    records_rejected: int
-
-    def next_connection_id(self) -> int: ...
-
-    def enqueue(self, conn: Any, entries, header, ack) -> Any: ...
-
-    def publish_all(self) -> None: ...
+    lines: list[bytes]  # the complete, non-empty lines, in order
+    too_long: int  # lines it showed to be longer than the limit (skipped)
+    empty: int  # empty lines (skipped: an empty line is no record)
 
 
 class LineSplitter:
@@ -104,17 +102,16 @@ class LineSplitter:
         """Bytes held of an unfinished line (never more than ``max_line_bytes``)."""
         return len(self._partial)
 
-    def feed(self, data: bytes) -> tuple[list[bytes], int]:
-        """The lines ``data`` completes (empty ones left out), and how many lines it showed
-        to be too long."""
+    def feed(self, data: bytes) -> SplitLines:
+        """The lines ``data`` completes, and how many lines it skipped (too long, empty)."""
         parts = data.split(b"\n")
         rest = parts.pop()  # after the last newline: the start of a line still coming
-        too_long = 0
+        too_long = empty = 0
         lines = []
         if parts:
             first = parts[0]
             if self._skipping:
-                parts[0] = b""  # the tail of a line already counted as too long
+                del parts[0]  # the tail of a line already counted as too long
                 self._skipping = False
             elif self._partial:
                 self._partial += first
@@ -126,15 +123,17 @@ class LineSplitter:
                     too_long += 1
                 elif line:
                     lines.append(line)
+                else:
+                    empty += 1
         if self._skipping:
-            return lines, too_long
+            return SplitLines(lines, too_long, empty)
         if len(self._partial) + len(rest) > self.max_line_bytes:
             too_long += 1
             self._partial.clear()
             self._skipping = True
         else:
             self._partial += rest
-        return lines, too_long
+        return SplitLines(lines, too_long, empty)
 
     def finish(self) -> bytes | None:
         """The last line, unterminated, once the writer has closed its end (None if none)."""
@@ -152,17 +151,22 @@ def split_key(line: bytes, separator: bytes | None) -> tuple[bytes | None, bytes
 
 
 class LinesConnection(asyncio.Protocol):
-    """One writer of the lines socket. Owns its splitter, the lines read but not yet in a ring,
-    and its pause state; all on ingest's event loop."""
+    """One writer of the lines socket, a record source of ingest's admission. Owns its
+    splitter, the lines read but not yet in a ring, and its pause state; all on ingest's
+    event loop."""
+
+    reader = None  # write-only: nobody reads outcomes here (admission.RecordSource)
 
     def __init__(self, listener: LinesListener, conn_id: int) -> None:
         self._listener = listener
-        self.conn_id = conn_id  # from the server's sequence: unique among all connections
+        self.conn_id = conn_id  # from admission's sequence: unique among all sources
         self.name = f"lines client {conn_id & 0xFFFFFFFF}"
         self.transport: asyncio.Transport | None = None
         self._splitter = LineSplitter(listener.settings.max_line_bytes)
         self._pending: list[bytes] = []  # complete lines not yet written to a ring
         self._busy = False  # a batch waits for ring space or a topic lookup; reading paused
+        self.idle = asyncio.Event()  # set while not busy: what a draining listener waits on
+        self.idle.set()
         self._eof = False
         self.closed = False
         self.next_seq = 0  # numbers this connection's records, as a client's frames would
@@ -187,9 +191,10 @@ class LinesConnection(asyncio.Protocol):
         log.debug("%s disconnected%s", self.name, f": {exc}" if exc else "")
 
     def data_received(self, data: bytes) -> None:
-        lines, too_long = self._splitter.feed(data)
+        lines, too_long, empty = self._splitter.feed(data)
         if too_long:
             self._skipped(too_long)
+        self._listener.lines_empty += empty
         self._pending.extend(lines)
         self._pump()
 
@@ -226,17 +231,21 @@ class LinesConnection(asyncio.Protocol):
             except Exception as exc:
                 # A bug must cost this connection only, never the ingest process.
                 log.exception("%s: routing lines failed", self.name)
-                self._drop(len(batch) + len(self._pending), f"kpd could not route them: {exc}")
+                lost = len(batch) + len(self._pending)
+                message = f"kpd could not route them: {exc}"
+                admission = self._listener.admission
+                admission.refuse(self, self.next_seq, lost, KpdErrorCode.INTERNAL_ERROR, message)
                 self._pending.clear()
                 self.close()
                 return
             if waiting is not None:
                 self._busy = True
+                self.idle.clear()
                 if not self.closed:
                     self.transport.pause_reading()
                 asyncio.get_running_loop().create_task(self._finish_async(waiting))
                 return
-        listener.host.publish_all()
+        listener.admission.publish_all()
         if self._eof and not self._pending:
             self.close()
 
@@ -247,7 +256,8 @@ class LinesConnection(asyncio.Protocol):
             log.exception("%s: routing lines failed", self.name)
         finally:
             self._busy = False
-            self._listener.host.publish_all()
+            self.idle.set()
+            self._listener.admission.publish_all()
             if not self.closed and not self._listener.quiescing:
                 self.transport.resume_reading()
             self._pump()
@@ -267,25 +277,13 @@ class LinesConnection(asyncio.Protocol):
         del pending[:end]
         return batch
 
-    # ---- what IngestServer.enqueue calls back ------------------------------------------
+    # ---- what admission calls back ---------------------------------------------------
 
-    def send(self, frame: bytes) -> None:
-        """Reports (ACCEPTED runs) have no reader here: the lines socket is write-only."""
-
-    def hold_announcement(self, n: int) -> None:
-        """An ACCEPTED report waits for its entry's publish (and sync) on a client socket;
-        here there is no reader to hold it for, and no GOODBYE to delay."""
-
-    def announce(self, accepted_frame: bytes, n: int) -> None:
-        """The held ACCEPTED report: nothing to send (see ``send``)."""
-
-    def reject(
-        self, first_seq: int, count: int, code: KpdErrorCode, message: str, kafka_error: int = 0
+    def refused(
+        self, first_seq: int, count: int, code: KpdErrorCode, message: str, kafka_error: int
     ) -> None:
-        self._drop(count, message)
-
-    def _drop(self, count: int, message: str) -> None:
-        self._listener.host.records_rejected += count
+        """Lines admission did not take: there is nobody to answer, so they are logged (and
+        counted by admission as rejected)."""
         log.warning("%s: %d lines dropped: %s", self.name, count, message)
 
     def _skipped(self, count: int) -> None:
@@ -307,23 +305,24 @@ class LinesConnection(asyncio.Protocol):
 class LinesListener:
     """The ``socket.lines`` socket and its connections, in the ingest process."""
 
-    def __init__(self, settings: LinesSettings, host: LinesHost) -> None:
+    def __init__(self, settings: LinesSettings, admission: Admission) -> None:
         self.settings = settings
-        self.host = host
+        self.admission = admission
         self.connections: dict[int, LinesConnection] = {}
         self.quiescing = False
         self.lines_too_long = 0
+        self.lines_empty = 0
         self._server: asyncio.AbstractServer | None = None
         self._owned_path: str | None = None
         topic = settings.topic.encode()
         self._topic = settings.topic
         # Line bytes one batch may carry so that its ring entry always fits (no re-cutting).
         self.batch_budget = (
-            host.planner.max_entry_bytes - ENTRY_HEAD_BYTES - len(topic) - _SECTION_SLACK
+            admission.planner.max_entry_bytes - ENTRY_HEAD_BYTES - len(topic) - _SECTION_SLACK
         )
 
     def stats(self) -> LinesStats:
-        return LinesStats(len(self.connections), self.lines_too_long)
+        return LinesStats(len(self.connections), self.lines_too_long, self.lines_empty)
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -356,11 +355,8 @@ class LinesListener:
         self.stop_accepting()
         for conn in list(self.connections.values()):
             conn.stop_reading()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.host.settings.max_block_s
-        while any(c.busy for c in self.connections.values()) and loop.time() < deadline:
-            await asyncio.sleep(0.01)  # bounded: a batch waits at most max.block.ms
-        self.host.publish_all()
+        await self.admission.wait_idle(self.connections.values)
+        self.admission.publish_all()
 
     def close(self) -> None:
         self.stop_accepting()
@@ -368,7 +364,7 @@ class LinesListener:
             conn.close()
 
     def _new_connection(self) -> LinesConnection:
-        return LinesConnection(self, self.host.next_connection_id())
+        return LinesConnection(self, self.admission.next_source_id())
 
     # ---- routing -----------------------------------------------------------------------
 
@@ -394,27 +390,4 @@ class LinesListener:
             keys.count(None) == len(keys),
         )
         conn.next_seq += len(lines)
-        count = self.host.topics.counts.get(self._topic)
-        if count is None:
-            return self._route_after_lookup(conn, header)
-        return self._enqueue(conn, header, count)
-
-    async def _route_after_lookup(self, conn: LinesConnection, header: ProduceHeader) -> None:
-        host = self.host
-        try:
-            count = await host.topics.partition_count(self._topic, host.settings.max_block_s)
-        except Exception as exc:
-            conn.reject(header.base_seq, header.count, KpdErrorCode.UNKNOWN_TOPIC, str(exc))
-            return
-        waiting = self._enqueue(conn, header, count)
-        if waiting is not None:
-            await waiting
-
-    def _enqueue(self, conn: LinesConnection, header: ProduceHeader, count: int):
-        planner = self.host.planner
-        entries = planner.fit(header, planner.split(header, count))
-        if entries is None:  # cannot happen with the configured limits; never crash on it
-            conn.reject(header.base_seq, header.count, KpdErrorCode.RECORD_TOO_LARGE,
-                        "a line does not fit in a worker ring entry")  # fmt: skip
-            return None
-        return self.host.enqueue(conn, entries, header, AckLevel.ACCEPTED)
+        return self.admission.admit(conn, header, AckLevel.ACCEPTED)

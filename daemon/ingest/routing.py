@@ -1,13 +1,9 @@
-"""Where a client's records go: the partition, the worker that owns it, the ring entries.
+"""Where a client's records go: the partition and the ring entries.
 
-* ``worker_for(topic, partition, workers)`` spreads the partitions of a topic over the workers
-  round-robin from a topic-dependent start, so a topic with at least W partitions keeps every
-  worker busy and two topics do not pile their partition 0 on the same worker. New partitions
-  (a topic grown while kpd runs) simply map to a worker by the same rule. A pure, stable
-  function: no table is shared between processes.
-* ``EntryPlanner`` cuts one PRODUCE frame into entries — (partition, records section, first
-  sequence number, record count, sequence offsets) — choosing partitions the client left to
-  kpd with Kafka's partitioner rules, and re-cutting a frame too large for one ring entry.
+``EntryPlanner`` cuts one PRODUCE frame into entries — (partition, records section, first
+sequence number, record count, sequence offsets) — choosing partitions the client left to kpd
+with Kafka's partitioner rules, and re-cutting a frame too large for one ring entry. Which
+worker's ring an entry goes into is ``daemon.ownership.worker_for``.
 
 When ingest must partition a keyed frame itself (the client sent partition -1), it groups the
 frame's records by partition in one pass: one entry per partition the frame touches, whose
@@ -20,30 +16,23 @@ Pure apart from the partitioner's random source; no I/O.
 from __future__ import annotations
 
 import struct
-import zlib
 from array import array
 from types import ModuleType
 
 from daemon.accel import native
-from daemon.kafka.murmur2 import partition_for_key
-from daemon.kafka.partitioner import Partitioner
-from daemon.wire.records import RecordIn, encode_records, iter_records
 from daemon.wire.ring_entry import ENTRY_HEAD_BYTES
+from kpd.murmur2 import partition_for_key
+from kpd.partitioner import Partitioner
+from kpd.protocol.records import RecordIn, encode_records, iter_records
 
 # One entry: (partition, records section, first seq, record count, seq offsets or None).
 Entry = tuple[int, "memoryview | bytes", int, int, "bytes | None"]
 
-__all__ = ["EntryPlanner", "worker_for"]
+__all__ = ["Entry", "EntryPlanner"]
 
 # Bytes a record may add to a re-encoded records section beyond its own one-record section:
 # a timestamp (8) and a header length (4) once any other record of the section has them.
 _COLUMN_SLACK = 12
-
-
-def worker_for(topic: str, partition: int, workers: int) -> int:
-    # crc32 rather than hash(): str hashes are salted per process, and every process of kpd
-    # must agree (and keep agreeing after a restart, so replayed rings go the same way).
-    return (zlib.crc32(topic.encode()) + partition) % workers
 
 
 class EntryPlanner:

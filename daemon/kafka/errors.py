@@ -8,6 +8,9 @@ Owns:
   protocol_errors.html), and whether the client's metadata is stale when it is seen (the
   exception extends ``InvalidMetadataException``, on which Java's Sender requests a metadata
   update).
+* ``ErrorCode`` — the same table's codes by name (an ``IntEnum`` made from ``ERRORS``), for
+  every comparison with a code elsewhere in kpd: ``code == ErrorCode.NOT_COORDINATOR``, never
+  ``code == 16`` (``tests/unit/test_errors.py`` rejects bare numbers).
 * ``classify(code)`` — the action for one partition's error code in a *Produce* response, and
   whether that partition's records may have been written if the action ends in failure. The
   persistence facts follow librdkafka's ``rd_kafka_err_action`` (``MSG_NOT_PERSISTED`` /
@@ -18,7 +21,8 @@ Data, not classes: there is no exception type per code. Unknown codes (a broker 
 table) are handled as Java handles them — as the non-retriable UNKNOWN_SERVER_ERROR — but are
 reported as POSSIBLY_PERSISTED, because nothing is known about what the broker did.
 
-Pure: must not import anything outside the standard library.
+Pure: must not import anything outside the standard library but kpd-client's protocol
+vocabulary (``Persistence``, which the client and kpd's socket protocol share).
 """
 
 from __future__ import annotations
@@ -27,10 +31,15 @@ import enum
 from dataclasses import dataclass
 from types import MappingProxyType
 
+# The one definition of whether records may be in the log, shared with the kpd protocol and
+# the client: it lives in kpd-client (kpd.protocol.base) and is re-exported here for the engine.
+from kpd.protocol.base import Persistence
+
 __all__ = [
     "ERRORS",
     "Action",
     "ErrorAction",
+    "ErrorCode",
     "ErrorInfo",
     "Persistence",
     "classify",
@@ -194,6 +203,11 @@ ERRORS: MappingProxyType[int, ErrorInfo] = MappingProxyType(
 )
 _BY_NAME: MappingProxyType[str, int] = MappingProxyType({row[1]: row[0] for row in _ROWS})
 
+# Made from the table, so the table stays the one place a code is written. Members compare
+# equal to plain ints (a decoded response's ``error_code``), and codes the table lacks (a
+# broker newer than kpd) stay plain ints: ``ErrorCode`` is for naming, not for decoding.
+ErrorCode = enum.IntEnum("ErrorCode", [(name, code) for code, name, _, _ in _ROWS])
+
 
 def error_info(code: int) -> ErrorInfo | None:
     """The table row of ``code``, or None for a code this table does not know."""
@@ -219,20 +233,6 @@ class Action(enum.Enum):
     FAIL = "fail"  # report the records failed
 
 
-class Persistence(enum.IntEnum):
-    """Whether records may be in the log. The one definition kpd has: the engine, the kpd
-    socket protocol (a REPORT run's persistence byte carries these values; 0 on a run that did
-    not fail) and the client's ``DeliveryError`` all use it.
-
-    A failure's persistence only ever grows over several attempts: once an attempt may have
-    written the records, a later clean rejection does not make them "not persisted"
-    (``NOT_PERSISTED < POSSIBLY_PERSISTED``)."""
-
-    PERSISTED = 0
-    NOT_PERSISTED = 1
-    POSSIBLY_PERSISTED = 2
-
-
 @dataclass(frozen=True, slots=True)
 class ErrorAction:
     """``classify``'s answer. ``persistence`` is what to report if the records finally fail
@@ -248,31 +248,45 @@ class ErrorAction:
 
 
 # Codes whose Produce answer means the broker may have appended the batch before failing:
-# the ack wait timed out (7), replication fell short after the append (20), the connection
-# dropped with the request in flight (13), or the broker hit an unexpected error (-1).
+# the ack wait timed out, replication fell short after the append, the connection dropped with
+# the request in flight, or the broker hit an unexpected error.
 # librdkafka rd_kafka_err_action: RD_KAFKA_ERR_ACTION_MSG_POSSIBLY_PERSISTED.
-_POSSIBLY_PERSISTED = frozenset({-1, 7, 13, 20})
+_POSSIBLY_PERSISTED = frozenset(
+    {
+        ErrorCode.UNKNOWN_SERVER_ERROR,
+        ErrorCode.REQUEST_TIMED_OUT,
+        ErrorCode.NETWORK_EXCEPTION,
+        ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    }
+)
 
 # Idempotent-producer codes that Java (KIP-360) resolves by bumping the epoch and resetting
 # sequence numbers rather than failing the producer: the broker lost or rejected our sequence
 # state, and the batch itself was not appended.
-_BUMP_EPOCH = frozenset({45, 47, 59})  # OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH,
-#                                        UNKNOWN_PRODUCER_ID
+_BUMP_EPOCH = frozenset(
+    {
+        ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
+        ErrorCode.INVALID_PRODUCER_EPOCH,
+        ErrorCode.UNKNOWN_PRODUCER_ID,
+    }
+)
 
 # A producer id that can never write again: another instance took the transactional id
 # (PRODUCER_FENCED), or it lacks the ACL to write idempotently/transactionally (Java's
 # TransactionManager makes these fatal).
-_FATAL = frozenset({31, 53, 90})
-
-_NONE = 0
-_MESSAGE_TOO_LARGE = 10
-_DUPLICATE_SEQUENCE_NUMBER = 46
+_FATAL = frozenset(
+    {
+        ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+        ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        ErrorCode.PRODUCER_FENCED,
+    }
+)
 
 
 def _classify_uncached(code: int) -> ErrorAction:
-    if code == _NONE:
+    if code == ErrorCode.NONE:
         return ErrorAction(code, Action.SUCCESS, Persistence.PERSISTED)
-    if code == _DUPLICATE_SEQUENCE_NUMBER:
+    if code == ErrorCode.DUPLICATE_SEQUENCE_NUMBER:
         # The broker already holds this batch from an earlier attempt (Java's Sender treats it
         # as success; the offset in the response is not meaningful).
         return ErrorAction(code, Action.SUCCESS, Persistence.PERSISTED)
@@ -282,7 +296,7 @@ def _classify_uncached(code: int) -> ErrorAction:
         else Persistence.NOT_PERSISTED
     )
     info = ERRORS.get(code)
-    if code == _MESSAGE_TOO_LARGE:
+    if code == ErrorCode.MESSAGE_TOO_LARGE:
         action = Action.SPLIT  # Java's Sender splits a batch of >1 record and retries
     elif code in _BUMP_EPOCH:
         action = Action.BUMP_EPOCH

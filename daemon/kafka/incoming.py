@@ -31,15 +31,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .compression import ZSTD
-from .errors import code_of
+from .errors import ErrorCode
 from .records import CorruptBatchError, decode_batches
 
 __all__ = ["BatchRefused", "IncomingBatch", "read_batch"]
 
-CORRUPT_MESSAGE = code_of("CORRUPT_MESSAGE")
-INVALID_RECORD = code_of("INVALID_RECORD")
-UNSUPPORTED_COMPRESSION_TYPE = code_of("UNSUPPORTED_COMPRESSION_TYPE")
-INVALID_TIMESTAMP = code_of("INVALID_TIMESTAMP")
 _FIRST_ZSTD_PRODUCE_VERSION = 7  # KIP-110
 _MAGIC_OFFSET = 16
 
@@ -73,41 +69,50 @@ class BatchRefused:
 def read_batch(data, produce_version: int) -> IncomingBatch | BatchRefused:
     """Check one partition's records bytes (see the module docstring)."""
     if not data:
-        return BatchRefused(INVALID_RECORD, "the partition carries no record batch")
+        return BatchRefused(ErrorCode.INVALID_RECORD, "the partition carries no record batch")
     if len(data) > _MAGIC_OFFSET and data[_MAGIC_OFFSET] != 2:
-        return BatchRefused(INVALID_RECORD, f"record batch magic {data[_MAGIC_OFFSET]}: v2 only")
+        return BatchRefused(
+            ErrorCode.INVALID_RECORD, f"record batch magic {data[_MAGIC_OFFSET]}: v2 only"
+        )
     try:
         batches = decode_batches(data)
     except CorruptBatchError as exc:
-        return BatchRefused(CORRUPT_MESSAGE, str(exc))
+        return BatchRefused(ErrorCode.CORRUPT_MESSAGE, str(exc))
     if len(batches) != 1:
-        return BatchRefused(INVALID_RECORD, f"{len(batches)} record batches: exactly one allowed")
+        return BatchRefused(
+            ErrorCode.INVALID_RECORD, f"{len(batches)} record batches: exactly one allowed"
+        )
     (batch,) = batches
     records = batch.records
     if not records or batch.last_offset_delta != len(records) - 1:
         return BatchRefused(
-            INVALID_RECORD,
+            ErrorCode.INVALID_RECORD,
             f"{len(records)} records but lastOffsetDelta {batch.last_offset_delta}",
         )
     if batch.is_transactional or batch.is_control:
         return BatchRefused(
-            INVALID_RECORD, "transactional and control batches are not accepted by kpd"
+            ErrorCode.INVALID_RECORD, "transactional and control batches are not accepted by kpd"
         )
     if batch.compression == ZSTD and produce_version < _FIRST_ZSTD_PRODUCE_VERSION:
         return BatchRefused(
-            UNSUPPORTED_COMPRESSION_TYPE, f"zstd needs Produce v7+, got v{produce_version}"
+            ErrorCode.UNSUPPORTED_COMPRESSION_TYPE,
+            f"zstd needs Produce v7+, got v{produce_version}",
         )
     timestamps = {}
     headers = {}
     base_offset = batch.base_offset
     for index, record in enumerate(records):
         if record.timestamp < -1:
-            return BatchRefused(INVALID_TIMESTAMP, f"record {index}: timestamp {record.timestamp}")
+            return BatchRefused(
+                ErrorCode.INVALID_TIMESTAMP, f"record {index}: timestamp {record.timestamp}"
+            )
         timestamps[index] = record.timestamp
         if record.headers:
             headers[index] = record.headers
         if record.offset - base_offset != index:
-            return BatchRefused(INVALID_RECORD, f"record {index} has offset delta out of order")
+            return BatchRefused(
+                ErrorCode.INVALID_RECORD, f"record {index} has offset delta out of order"
+            )
     return IncomingBatch(
         producer_id=batch.producer_id,
         producer_epoch=batch.producer_epoch,

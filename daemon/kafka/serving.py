@@ -28,7 +28,7 @@ import struct
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from .errors import code_of
+from .errors import ErrorCode
 from .headers import encode_response
 from .messages import API_VERSIONS, INIT_PRODUCER_ID, METADATA, PRODUCE, ApiSpec
 from .primitives import ProtocolError, Reader
@@ -63,7 +63,6 @@ for _spec, _low, _high in ADVERTISED.values():
 # closed); a producer never sends them (FindCoordinator only with a transactional.id).
 FEATURE_MARKERS = MappingProxyType({1: (4, 10), 10: (0, 0)})  # Fetch, FindCoordinator
 
-UNSUPPORTED_VERSION = code_of("UNSUPPORTED_VERSION")
 _HEAD = struct.Struct(">hhi")  # api_key, api_version, correlation_id
 
 
@@ -91,7 +90,7 @@ class RequestRefused:
     answer: bytes | None = None
 
 
-def api_versions_body(error_code: int = 0) -> dict:
+def api_versions_body(error_code: int = ErrorCode.NONE) -> dict:
     """The ApiVersions response body: ``ADVERTISED`` and ``error_code``."""
     versions = {key: (low, high) for key, (_, low, high) in ADVERTISED.items()}
     versions.update(FEATURE_MARKERS)
@@ -121,7 +120,7 @@ def decode_request(payload) -> Request | RequestRefused:
         if api is API_VERSIONS:
             # KIP-511: header v0 and a v0 body, which every client version can read.
             answer = encode_response(
-                API_VERSIONS, 0, correlation_id, api_versions_body(UNSUPPORTED_VERSION)
+                API_VERSIONS, 0, correlation_id, api_versions_body(ErrorCode.UNSUPPORTED_VERSION)
             )
         return RequestRefused(api_key, version, correlation_id, reason, answer)
     reader = Reader(payload, _HEAD.size)

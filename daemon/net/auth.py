@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.kafka import messages
+from daemon.kafka.errors import ErrorCode
 from daemon.net.errors import BrokerAuthError
 from daemon.net.oauth import TokenError, TokenSource
 from daemon.net.sasl import OAuthBearer, Plain, SaslError, SaslMechanism, Scram
 
 __all__ = ["SaslLogin", "authenticate"]
 
-_UNSUPPORTED_SASL_MECHANISM = 33
-_ILLEGAL_SASL_STATE = 34
 
 Exchange = Callable[[messages.ApiSpec, int, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -64,13 +63,13 @@ async def authenticate(
             "sasl_mechanism",
         )
     answer = await exchange(messages.SASL_HANDSHAKE, 1, {"mechanism": login.mechanism})
-    if answer["error_code"] != 0:
+    if answer["error_code"] != ErrorCode.NONE:
         offered = ", ".join(answer["mechanisms"]) or "none"
-        if answer["error_code"] == _UNSUPPORTED_SASL_MECHANISM:
+        if answer["error_code"] == ErrorCode.UNSUPPORTED_SASL_MECHANISM:
             why = (
                 f"the broker does not offer SASL mechanism {login.mechanism} (it offers: {offered})"
             )
-        elif answer["error_code"] == _ILLEGAL_SASL_STATE:
+        elif answer["error_code"] == ErrorCode.ILLEGAL_SASL_STATE:
             why = "the broker is in no state to start a SASL login (ILLEGAL_SASL_STATE)"
         else:
             why = f"SaslHandshake failed with error {answer['error_code']}"
@@ -84,7 +83,7 @@ async def authenticate(
     lifetime_ms = 0
     while token is not None:
         answer = await exchange(messages.SASL_AUTHENTICATE, version, {"auth_bytes": token})
-        if answer["error_code"] != 0:
+        if answer["error_code"] != ErrorCode.NONE:
             detail = answer.get("error_message") or f"error {answer['error_code']}"
             raise BrokerAuthError(
                 f"{address}: SASL {login.mechanism} authentication failed: {detail}",

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.kafka import headers, messages
+from daemon.kafka.errors import ErrorCode
 from daemon.kafka.framing import FrameSplitter
 from daemon.kafka.primitives import ProtocolError
 from daemon.kafka.versions import negotiate
@@ -44,9 +45,6 @@ from daemon.net.tls import classify_tls_error
 
 __all__ = ["BrokerConnection", "ConnectionSettings"]
 
-# Kafka error code UNSUPPORTED_VERSION: the broker answers an ApiVersions request it cannot
-# parse with a v0 response carrying this code and its own supported range (KIP-511).
-_UNSUPPORTED_VERSION = 35
 # ApiVersions responses always carry response header v0 (KIP-511): the body, whose first field in
 # every version is the int16 error code, starts right after the correlation id.
 _API_VERSIONS_ERROR = struct.Struct(">h")
@@ -59,17 +57,23 @@ _REAUTH_WINDOW = (0.85, 0.95)
 _SASL_APIS = (messages.SASL_HANDSHAKE.key, messages.SASL_AUTHENTICATE.key)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionSettings:
-    client_id: str = "kpd"
-    request_timeout_s: float = 30.0
-    connect_timeout_s: float = 10.0
-    max_in_flight: int = 5
-    max_response_bytes: int = 100 * 1024 * 1024
+    """What one connection runs with. The Kafka settings have no defaults here: build this
+    with ``daemon.net.from_config.connection_settings`` from the validated configuration."""
+
+    client_id: str
+    request_timeout_s: float  # request.timeout.ms (plus a margin on Produce connections)
+    # socket.connection.setup.timeout.ms: TCP, TLS, ApiVersions and SASL of one open. A pool
+    # grows it per consecutive failure (KIP-601); a single open uses it as it is.
+    connect_timeout_s: float
+    max_in_flight: int  # max.in.flight.requests.per.connection
+    ssl_context: ssl.SSLContext | None  # TLS when set (security.protocol SSL, SASL_SSL)
+    sasl: SaslLogin | None  # log in when set (SASL_PLAINTEXT, SASL_SSL)
+    # kpd's own limits and name, not Kafka settings:
+    max_response_bytes: int = 100 * 1024 * 1024  # a larger frame means a corrupt stream
     software_name: str = "kpd"
     software_version: str = "0.1.0"
-    ssl_context: ssl.SSLContext | None = None  # TLS when set (security.protocol SSL, SASL_SSL)
-    sasl: SaslLogin | None = None  # log in when set (SASL_PLAINTEXT, SASL_SSL)
 
 
 @dataclass(slots=True)
@@ -296,7 +300,7 @@ class BrokerConnection:
         }
         response = await self.request(api, body, version=version)
         assert response is not None
-        if response["error_code"] == _UNSUPPORTED_VERSION:
+        if response["error_code"] == ErrorCode.UNSUPPORTED_VERSION:
             # The broker told us its ApiVersions range in a v0-shaped answer: retry within it.
             ranges = {
                 k["api_key"]: (k["min_version"], k["max_version"]) for k in response["api_keys"]
@@ -305,7 +309,7 @@ class BrokerConnection:
             version = max(lo, min(hi, api.max_version))
             response = await self.request(api, body, version=version)
             assert response is not None
-        if response["error_code"] != 0:
+        if response["error_code"] != ErrorCode.NONE:
             raise BrokerConnectionError(
                 f"{self.address}: ApiVersions failed with error {response['error_code']}"
             )
@@ -508,6 +512,6 @@ def _unsupported_api_versions(api: messages.ApiSpec, payload: bytes) -> dict[str
     if len(payload) < end:
         return None
     (error_code,) = _API_VERSIONS_ERROR.unpack_from(payload, _API_VERSIONS_BODY_OFFSET)
-    if error_code != _UNSUPPORTED_VERSION:
+    if error_code != ErrorCode.UNSUPPORTED_VERSION:
         return None
     return {"error_code": error_code, "api_keys": [], "throttle_time_ms": 0}

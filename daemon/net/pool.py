@@ -25,22 +25,25 @@ __all__ = ["BrokerPool", "ReconnectPolicy"]
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReconnectPolicy:
-    backoff_s: float = 0.05  # reconnect.backoff.ms
-    backoff_max_s: float = 1.0  # reconnect.backoff.max.ms
-    setup_timeout_s: float = 10.0  # socket.connection.setup.timeout.ms
-    setup_timeout_max_s: float = 30.0  # socket.connection.setup.timeout.max.ms
-    max_idle_s: float = 540.0  # connections.max.idle.ms
+    """How a pool reconnects; built by ``daemon.net.from_config.reconnect_policy``. The first
+    setup timeout is the connection settings' ``connect_timeout_s``, the one owner of
+    socket.connection.setup.timeout.ms; this policy holds only its cap."""
+
+    backoff_s: float  # reconnect.backoff.ms
+    backoff_max_s: float  # reconnect.backoff.max.ms
+    setup_timeout_max_s: float  # socket.connection.setup.timeout.max.ms
+    max_idle_s: float  # connections.max.idle.ms
 
     def delay(self, failures: int, rng: random.Random) -> float:
         # Exponential with ±20% jitter, like Java's ExponentialBackoff for reconnects.
         base = min(self.backoff_max_s, self.backoff_s * (2 ** max(0, failures - 1)))
         return base * rng.uniform(0.8, 1.2)
 
-    def setup_timeout(self, failures: int, rng: random.Random) -> float:
+    def setup_timeout(self, first_s: float, failures: int, rng: random.Random) -> float:
         # KIP-601: the connect timeout grows exponentially per consecutive failure, ±20%.
-        base = min(self.setup_timeout_max_s, self.setup_timeout_s * (2**failures))
+        base = min(self.setup_timeout_max_s, first_s * (2**failures))
         return base * rng.uniform(0.8, 1.2)
 
 
@@ -153,7 +156,9 @@ class BrokerPool:
         if delay:
             await asyncio.sleep(delay)
         host, port = slot.address
-        timeout = self._policy.setup_timeout(slot.failures, self._rng)
+        # This attempt's timeout, grown from the settings' first one (their owner).
+        first = self._settings.connect_timeout_s
+        timeout = self._policy.setup_timeout(first, slot.failures, self._rng)
         settings = dataclasses.replace(self._settings, connect_timeout_s=timeout)
         log.debug("broker %s (%s:%s): connecting (timeout %.1fs)", node_id, host, port, timeout)
         try:

@@ -28,13 +28,16 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 import uvloop
 
+from daemon.config import DaemonConfig
+from daemon.ingest.admission import Admission, TopicDirectory
 from daemon.ingest.kafka.listener import KafkaListener, KafkaListenerSettings
 from daemon.ingest.lines import LinesListener, LinesSettings
-from daemon.ingest.server import IngestServer, IngestSettings, TopicDirectory
-from daemon.net.connection import ConnectionSettings
+from daemon.ingest.server import IngestServer, IngestSettings
+from daemon.net.from_config import connection_settings, reconnect_policy
 from daemon.net.pool import BrokerPool
 from daemon.process.handoff import (
     ChildSpec,
@@ -44,14 +47,12 @@ from daemon.process.handoff import (
     read_messages,
 )
 from daemon.process.logs import setup_logging
-from daemon.process.reporters import IngestReporter, WorkerReporter
-from daemon.process.titles import set_title, worker_title
+from daemon.process.status.reporters import IngestReporter, WorkerReporter
+from daemon.process.status.titles import set_title, worker_title
 from daemon.process.txn_layout import worker_transactional_id
-from daemon.process.worker import Worker
-from daemon.producer.engine import reconnect_policy
-from daemon.producer.metadata import MetadataManager
-from daemon.producer.security import sasl_login, tls_context
+from daemon.producer.metadata import ClusterView, MetadataManager
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
+from daemon.worker import Worker
 
 log = logging.getLogger("kpd")
 
@@ -164,27 +165,36 @@ def _what_was_done(worker: Worker, records: RingConsumer) -> dict:
     }
 
 
-async def run_ingest(spec: ChildSpec) -> int:
-    config = spec.config
+def ingest_settings(config: DaemonConfig) -> IngestSettings:
+    """The ingest server's settings, every value from the validated configuration."""
     producer = config.producer
-    set_title("kpd: ingest")
+    return IngestSettings(
+        socket_path=str(config.socket.path),
+        socket_mode=config.socket.mode,
+        max_frame_bytes=config.socket.max_frame_bytes,
+        max_block_s=producer.max_block_ms / 1000,
+        batch_size=producer.batch_size,
+        max_connections=config.socket.max_connections,
+        partitioner=producer.partitioner,
+        ignore_keys=producer.partitioner_ignore_keys,
+        socket_group=config.socket.group,
+        fsync=config.rings.fsync,
+    )
+
+
+def ingest_metadata(
+    config: DaemonConfig, on_metadata: Callable[[ClusterView], None]
+) -> tuple[BrokerPool, MetadataManager]:
+    """Ingest's view of the cluster (partition counts for routing): its own pool, with the
+    same connection settings as the workers' (request.timeout.ms, TLS, SASL, ...)."""
+    producer = config.producer
     pool = BrokerPool(
-        ConnectionSettings(
-            client_id=f"{producer.client_id}-ingest",
-            ssl_context=tls_context(producer),
-            sasl=sasl_login(producer),
+        connection_settings(
+            producer, client_id=f"{producer.client_id}-ingest", carries_produce=False
         ),
         reconnect_policy(producer),
         lambda node, up: metadata.connection_changed(up),
     )
-    directory: TopicDirectory
-
-    def on_metadata(view) -> None:
-        for topic, count in list(directory.counts.items()):
-            known = view.topics.get(topic)
-            if known is not None and known.partition_count > count:
-                directory.counts[topic] = known.partition_count  # partitions were added
-
     metadata = MetadataManager(
         list(producer.bootstrap_servers),
         pool,
@@ -193,6 +203,18 @@ async def run_ingest(spec: ChildSpec) -> int:
         on_metadata,
         allow_auto_create=config.topics.auto_create,
     )
+    return pool, metadata
+
+
+async def run_ingest(spec: ChildSpec) -> int:
+    config = spec.config
+    set_title("kpd: ingest")
+    directory: TopicDirectory
+
+    def on_metadata(view: ClusterView) -> None:
+        directory.update({topic: t.partition_count for topic, t in view.topics.items()})
+
+    pool, metadata = ingest_metadata(config, on_metadata)
 
     async def resolve(topic: str, timeout_s: float) -> int:
         view = await metadata.wait_for_topic(topic, timeout_s)
@@ -202,24 +224,15 @@ async def run_ingest(spec: ChildSpec) -> int:
     records = [_ring_end(r, RingProducer) for r in spec.records]
     reports = [_ring_end(r, RingConsumer) for r in spec.reports]
     server = IngestServer(
-        IngestSettings(
-            socket_path=str(config.socket.path),
-            socket_mode=config.socket.mode,
-            max_frame_bytes=config.socket.max_frame_bytes,
-            max_block_s=producer.max_block_ms / 1000,
-            batch_size=producer.batch_size,
-            max_connections=config.socket.max_connections,
-            partitioner=producer.partitioner,
-            ignore_keys=producer.partitioner_ignore_keys,
-            socket_group=config.socket.group,
-            fsync=config.rings.fsync,
-        ),
+        ingest_settings(config),
         records,
         reports,
         directory,
     )
-    lines = _lines_listener(config.socket.lines, server)
-    kafka = _kafka_listener(config, server)  # before server.start: it receives reports
+    lines = _lines_listener(config.socket.lines, server.admission)
+    kafka = _kafka_listener(config, server.admission)
+    if kafka is not None:  # before server.start: reports of an earlier ingest's entries too
+        server.hear_reports(kafka.conn_id, kafka)
     metadata.start()
     if spec.listen_fd is not None:  # socket activation: serve systemd's socket, never unlink it
         await server.start(sock=socket.socket(fileno=spec.listen_fd))
@@ -244,7 +257,7 @@ async def run_ingest(spec: ChildSpec) -> int:
     if lines is not None:
         await lines.quiesce()  # before the server's, whose last publish_all covers both
     if kafka is not None:
-        kafka.quiesce()
+        await kafka.quiesce()
     await server.quiesce()
     _say("QUIESCED")
     await finish.wait()
@@ -262,7 +275,7 @@ async def run_ingest(spec: ChildSpec) -> int:
     return 0
 
 
-def _lines_listener(settings, server: IngestServer) -> LinesListener | None:
+def _lines_listener(settings, admission: Admission) -> LinesListener | None:
     """The plain-lines listener of ``socket.lines``, or None when it is not configured."""
     if settings is None:
         return None
@@ -276,11 +289,11 @@ def _lines_listener(settings, server: IngestServer) -> LinesListener | None:
             mode=settings.mode,
             group=settings.group,
         ),
-        server,
+        admission,
     )
 
 
-def _kafka_listener(config, server: IngestServer) -> KafkaListener | None:
+def _kafka_listener(config, admission: Admission) -> KafkaListener | None:
     """The Kafka-protocol listener of ``socket.kafka``, or None when it is not configured.
     Its dedupe state lives beside the ring files, so it survives what they survive."""
     address = config.socket.kafka
@@ -298,7 +311,7 @@ def _kafka_listener(config, server: IngestServer) -> KafkaListener | None:
             max_request_bytes=config.socket.max_frame_bytes,
             state_path=state,
         ),
-        server,
+        admission,
     )
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.metrics import SupervisorCollector, render_metrics
-from daemon.process.status import build_status, child_states
+from daemon.process.status.document import build_status, child_states
 
 __all__ = ["MetricsServer"]
 

@@ -6,8 +6,8 @@ wrong key passphrase is one clear config error at start, not a worker that fails
 
 from __future__ import annotations
 
+from daemon.net.from_config import tls_context
 from daemon.net.tls import TlsConfigError
-from daemon.producer.security import tls_context
 from daemon.settings.model import ProducerSettings
 
 __all__ = ["security_problems"]

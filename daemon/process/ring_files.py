@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daemon.ingest.routing import worker_for
+from daemon.ownership import worker_for
 from daemon.ring import (
     EntryTooLargeError,
     Ring,

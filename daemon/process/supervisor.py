@@ -40,7 +40,7 @@ from daemon.process.http import MetricsServer
 from daemon.process.logs import setup_logging
 from daemon.process.ring_files import RingFiles, prepare_ring_files
 from daemon.process.sdnotify import SystemdNotifier, listen_fds, run_watchdog
-from daemon.process.status import prepare_status_dir
+from daemon.process.status.document import prepare_status_dir
 from daemon.process.txn_layout import fence_previous_layout
 from daemon.ring import MemoryOrderingError, RingWakeups, ordering_of
 

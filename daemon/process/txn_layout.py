@@ -21,8 +21,7 @@ import os
 from pathlib import Path
 
 from daemon.config import DaemonConfig, ProducerSettings
-from daemon.net.connection import ConnectionSettings
-from daemon.producer.security import sasl_login, tls_context
+from daemon.net.from_config import connection_settings
 from daemon.producer.transactions import (
     DirectChannel,
     TransactionSettings,
@@ -77,11 +76,8 @@ async def fence_previous_layout(config: DaemonConfig, producer: ProducerSettings
         )
         channel = DirectChannel(
             producer.bootstrap_servers,
-            ConnectionSettings(
-                client_id=f"{producer.client_id}-supervisor",
-                request_timeout_s=producer.request_timeout_ms / 1000,
-                ssl_context=tls_context(producer),
-                sasl=sasl_login(producer),
+            connection_settings(
+                producer, client_id=f"{producer.client_id}-supervisor", carries_produce=False
             ),
         )
         try:

@@ -31,17 +31,19 @@ from daemon.producer.batch import ProducerBatch
 __all__ = ["Accumulator", "AccumulatorSettings", "PartitionQueue"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AccumulatorSettings:
-    batch_size: int = 16384
-    linger_s: float = 0.005
-    buffer_memory: int = 33554432
-    max_request_size: int = 1048576
-    compression: int = 0
-    compression_level: int | None = None
-    idempotent: bool = True
-    guarantee_order: bool = False  # non-idempotent with one request in flight: mute partitions
-    transactional: bool = False  # batches carry the transactional attribute bit
+    """Built only from the validated config (``engine.accumulator_settings``): no defaults."""
+
+    batch_size: int
+    linger_s: float
+    buffer_memory: int
+    max_request_size: int
+    compression: int  # codec id of compression.type
+    compression_level: int | None
+    idempotent: bool
+    guarantee_order: bool  # non-idempotent with one request in flight: mute partitions
+    transactional: bool  # batches carry the transactional attribute bit
 
 
 class PartitionQueue:
@@ -73,7 +75,7 @@ class Accumulator:
         self._wake = wake  # tells the sender a batch was opened or sealed (once per batch)
         self._queues: dict[tuple[str, int], PartitionQueue] = {}
         self.buffer_used = 0  # bytes appended and not yet completed
-        self.flushing = 0  # >0 while someone waits in flush(): linger is ignored
+        self._flushes = 0  # flush() calls waiting (begin_flush/end_flush): linger is ignored
 
     # ---- appending (the per-record hot path) -------------------------------------------
 
@@ -151,6 +153,19 @@ class Accumulator:
         self._wake()
         return batch
 
+    # ---- flushing ----------------------------------------------------------------------
+
+    def begin_flush(self) -> None:
+        """Someone waits for everything to be sent: ignore linger until ``end_flush``."""
+        self._flushes += 1
+
+    def end_flush(self) -> None:
+        self._flushes -= 1
+
+    @property
+    def flushing(self) -> bool:
+        return self._flushes > 0
+
     # ---- draining ----------------------------------------------------------------------
 
     def queues(self) -> Iterator[PartitionQueue]:
@@ -197,7 +212,7 @@ class Accumulator:
         batch = pq.batches[0]
         if batch.retry_at > now:
             return None
-        if batch.sealed or len(pq.batches) > 1 or self.flushing:
+        if batch.sealed or len(pq.batches) > 1 or self._flushes:
             return batch
         if now - batch.created >= self._settings.linger_s or self._buffer_pressed():
             return batch
@@ -232,20 +247,24 @@ class Accumulator:
 
     # ---- answers -----------------------------------------------------------------------
 
-    def completed(self, batch: ProducerBatch, release: bool = True) -> None:
-        """The batch's request is over: delivered or finally failed. ``release=False`` keeps
-        its bytes in ``buffer.memory``: a transaction holds its batches until it commits
-        (then ``release``) or aborts (then ``requeue``)."""
-        pq = self._queues[(batch.topic, batch.partition)]
-        pq.in_flight.remove(batch)
-        if release:
-            self.buffer_used -= batch.buffer_bytes
-
-    def release(self, batch: ProducerBatch) -> None:
-        """A batch held after ``completed(release=False)`` leaves the engine for good."""
+    def completed(self, batch: ProducerBatch) -> None:
+        """The batch's request is over and the batch leaves the engine: delivered or finally
+        failed. Its bytes return to ``buffer.memory``."""
+        self._queues[(batch.topic, batch.partition)].in_flight.remove(batch)
         self.buffer_used -= batch.buffer_bytes
 
-    def requeue(self, batches: list[ProducerBatch]) -> None:
+    def hold(self, batch: ProducerBatch) -> None:
+        """The batch's request is over but a transaction keeps the batch, and its bytes in
+        ``buffer.memory``, until it commits (then ``release``) or aborts (then
+        ``replay_aborted``)."""
+        self._queues[(batch.topic, batch.partition)].in_flight.remove(batch)
+
+    def release(self, batch: ProducerBatch) -> None:
+        """A batch on no queue and not in flight (held, expired or aborted) leaves the engine:
+        its bytes return to ``buffer.memory``."""
+        self.buffer_used -= batch.buffer_bytes
+
+    def replay_aborted(self, batches: list[ProducerBatch]) -> None:
         """Put held batches (of an aborted transaction) back in front of their partitions'
         never-sent batches, in drain order, to be sent again under a new epoch."""
         for batch in sorted(batches, key=lambda b: b.order):
@@ -262,11 +281,7 @@ class Accumulator:
             pq.batches.insert(position, batch)
         self._wake()
 
-    def expired(self, batch: ProducerBatch) -> None:
-        """A queued (not in-flight) batch is given up; it is already off its queue."""
-        self.buffer_used -= batch.buffer_bytes
-
-    def reenqueue(self, batch: ProducerBatch, retry_at: float, recover: bool) -> None:
+    def schedule_retry(self, batch: ProducerBatch, retry_at: float, recover: bool) -> None:
         """Put an in-flight batch back for retry, in front of never-sent batches, in drain
         order. ``recover``: hold the partition until all its in-flight batches are back."""
         pq = self._queues[(batch.topic, batch.partition)]
@@ -290,7 +305,7 @@ class Accumulator:
             part.retry_at = retry_at
             self.buffer_used += part.buffer_bytes
             pq.in_flight.append(part)
-            self.reenqueue(part, retry_at, recover=True)
+            self.schedule_retry(part, retry_at, recover=True)
         self.completed(batch)
 
     def finish_recovery(self, pq: PartitionQueue) -> None:
@@ -321,11 +336,11 @@ class Accumulator:
         for pq in self._queues.values():
             while pq.batches:
                 batch = pq.batches.popleft()
-                self.expired(batch)
+                self.release(batch)
                 aborted.append(batch)
         return aborted
 
-    def expire(self, now: float, delivery_timeout_s: float) -> list[ProducerBatch]:
+    def take_expired(self, now: float, delivery_timeout_s: float) -> list[ProducerBatch]:
         """Remove and return queued batches older than ``delivery.timeout.ms``.
 
         Only the head run of each queue can be that old (batches queue in creation order and
@@ -338,7 +353,7 @@ class Accumulator:
                 if pq.recovering and pq.in_flight:
                     break  # re-sequencing is pending; let the in-flight answers land first
                 batch = batches.popleft()
-                self.expired(batch)
+                self.release(batch)
                 expired.append(batch)
         return expired
 

@@ -17,30 +17,58 @@ from typing import Any
 
 from daemon.config import ProducerSettings
 from daemon.kafka.compression import codec_id
-from daemon.net.connection import ConnectionSettings
-from daemon.net.pool import BrokerPool, ReconnectPolicy
+from daemon.net.from_config import connection_settings, reconnect_policy
+from daemon.net.pool import BrokerPool
 from daemon.producer.accumulator import Accumulator, AccumulatorSettings, PartitionQueue
+from daemon.producer.completion import (
+    Completion,
+    IdempotentCompletion,
+    OutcomeReporter,
+    TransactionStats,
+)
 from daemon.producer.counters import ProducerCounters
 from daemon.producer.metadata import ClusterView, MetadataManager, TopicView
 from daemon.producer.outcomes import BatchOutcome
-from daemon.producer.security import sasl_login, tls_context
 from daemon.producer.sender import Sender, SenderSettings
 from daemon.producer.transactions import DirectChannel, TransactionManager, TransactionSettings
-from daemon.producer.txn_driver import TransactionDriver, TransactionStats
+from daemon.producer.txn_driver import TransactionalCompletion
 
-__all__ = ["EngineStats", "ProducerEngine", "reconnect_policy"]
+__all__ = [
+    "EngineStats",
+    "ProducerEngine",
+    "accumulator_settings",
+    "sender_settings",
+]
 
 log = logging.getLogger(__name__)
 
 
-def reconnect_policy(settings: ProducerSettings) -> ReconnectPolicy:
-    """The connection pool's policy from Kafka's reconnect/setup/idle settings."""
-    return ReconnectPolicy(
-        backoff_s=settings.reconnect_backoff_ms / 1000,
-        backoff_max_s=settings.reconnect_backoff_max_ms / 1000,
-        setup_timeout_s=settings.socket_connection_setup_timeout_ms / 1000,
-        setup_timeout_max_s=settings.socket_connection_setup_timeout_max_ms / 1000,
-        max_idle_s=settings.connections_max_idle_ms / 1000,
+def accumulator_settings(settings: ProducerSettings) -> AccumulatorSettings:
+    """The accumulator's settings from the validated config (their one source)."""
+    return AccumulatorSettings(
+        batch_size=settings.batch_size,
+        linger_s=settings.linger_ms / 1000,
+        buffer_memory=settings.buffer_memory,
+        max_request_size=settings.max_request_size,
+        compression=codec_id(settings.compression),
+        compression_level=settings.compression_level,
+        idempotent=settings.enable_idempotence,
+        guarantee_order=not settings.enable_idempotence and settings.max_in_flight == 1,
+        transactional=settings.transactional,
+    )
+
+
+def sender_settings(settings: ProducerSettings) -> SenderSettings:
+    """The sender's settings from the validated config (their one source)."""
+    return SenderSettings(
+        acks=settings.acks,
+        retries=settings.retries,
+        retry_backoff_s=settings.retry_backoff_ms / 1000,
+        retry_backoff_max_s=settings.retry_backoff_max_ms / 1000,
+        request_timeout_ms=settings.request_timeout_ms,
+        delivery_timeout_s=settings.delivery_timeout_ms / 1000,
+        max_in_flight=settings.max_in_flight,
+        idempotent=settings.enable_idempotence,
     )
 
 
@@ -79,16 +107,7 @@ class ProducerEngine:
         self._on_outcome_cb = on_outcome
         rng = rng or random.Random()
         self._pool = BrokerPool(
-            ConnectionSettings(
-                client_id=settings.client_id,
-                # The broker applies request.timeout.ms to the ack wait itself; the connection
-                # waits a little longer so the broker's own answer wins when both are due.
-                request_timeout_s=settings.request_timeout_ms / 1000 + 1.0,
-                connect_timeout_s=settings.socket_connection_setup_timeout_ms / 1000,
-                max_in_flight=settings.max_in_flight,
-                ssl_context=tls_context(settings),
-                sasl=sasl_login(settings),
-            ),
+            connection_settings(settings, client_id=settings.client_id, carries_produce=True),
             reconnect_policy(settings),
             self._on_connection_change,
             rng,
@@ -100,58 +119,45 @@ class ProducerEngine:
             settings.retry_backoff_ms / 1000,
             self._on_metadata,
         )
-        self._accumulator = Accumulator(
-            AccumulatorSettings(
-                batch_size=settings.batch_size,
-                linger_s=settings.linger_ms / 1000,
-                buffer_memory=settings.buffer_memory,
-                max_request_size=settings.max_request_size,
-                compression=codec_id(settings.compression),
-                compression_level=settings.compression_level,
+        self._accumulator = Accumulator(accumulator_settings(settings), self._wake_sender)
+        reporter = OutcomeReporter(self.counters, self._on_outcome)
+        self._txn_channel: DirectChannel | None = None
+        self._completion: Completion = (
+            self._transactional_completion(settings, reporter)
+            if settings.transactional
+            else IdempotentCompletion(
                 idempotent=settings.enable_idempotence,
-                guarantee_order=not settings.enable_idempotence and settings.max_in_flight == 1,
-                transactional=settings.transactional,
-            ),
-            self._wake_sender,
+                transaction_timeout_ms=settings.transaction_timeout_ms,
+                accumulator=self._accumulator,
+                metadata=self.metadata,
+                pool=self._pool,
+                counters=self.counters,
+                reporter=reporter,
+            )
         )
         self._sender = Sender(
-            SenderSettings(
-                acks=settings.acks,
-                retries=settings.retries,
-                retry_backoff_s=settings.retry_backoff_ms / 1000,
-                retry_backoff_max_s=settings.retry_backoff_max_ms / 1000,
-                request_timeout_ms=settings.request_timeout_ms,
-                delivery_timeout_s=settings.delivery_timeout_ms / 1000,
-                max_in_flight=settings.max_in_flight,
-                idempotent=settings.enable_idempotence,
-            ),
+            sender_settings(settings),
             self._accumulator,
             self.metadata,
             self._pool,
             self.counters,
-            self._on_outcome,
+            reporter,
+            self._completion,
             rng,
         )
-        self._txn_channel: DirectChannel | None = None
-        if settings.transactional:
-            self._use_transactions(settings)
         self._buffer_freed = asyncio.Event()
         self._flush_waiters: list[asyncio.Future] = []
         self.pending_records = 0  # appended, no outcome yet
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _use_transactions(self, settings: ProducerSettings) -> None:
+    def _transactional_completion(
+        self, settings: ProducerSettings, reporter: OutcomeReporter
+    ) -> TransactionalCompletion:
         """Exactly-once mode: the sender writes in transactions of ``transactional_id``."""
         self._txn_channel = DirectChannel(
             settings.bootstrap_servers,
-            ConnectionSettings(
-                client_id=settings.client_id,
-                request_timeout_s=settings.request_timeout_ms / 1000,
-                connect_timeout_s=settings.socket_connection_setup_timeout_ms / 1000,
-                ssl_context=tls_context(settings),
-                sasl=sasl_login(settings),
-            ),
+            connection_settings(settings, client_id=settings.client_id, carries_produce=False),
         )
         manager = TransactionManager(
             TransactionSettings(
@@ -161,15 +167,13 @@ class ProducerEngine:
             ),
             self._txn_channel,
         )
-        self._sender.transactions = TransactionDriver(
-            manager,
-            settings.transaction_interval_ms / 1000,
-            settings.transaction_max_bytes,
-            self._accumulator,
-            self._sender.identity,
-            self.counters,
-            self._on_outcome,
-            self._sender.report_failure,
+        return TransactionalCompletion(
+            manager=manager,
+            interval_s=settings.transaction_interval_ms / 1000,
+            max_bytes=settings.transaction_max_bytes,
+            accumulator=self._accumulator,
+            counters=self.counters,
+            reporter=reporter,
         )
 
     def stats(self) -> EngineStats:
@@ -191,9 +195,7 @@ class ProducerEngine:
             reauthentications=pool.reauthentications,
             metadata_refreshes=self.metadata.refreshes,
             metadata_refresh_failures=self.metadata.refresh_failures,
-            transaction=None
-            if self._sender.transactions is None
-            else self._sender.transactions.stats(),
+            transaction=self._completion.stats(),
         )
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -214,8 +216,7 @@ class ProducerEngine:
             log.warning("close: %d records undelivered at the deadline", self.pending_records)
         self._sender.fail_queued("producer closed before these records could be sent")
         await self._sender.stop()
-        if self._sender.transactions is not None:
-            await self._sender.transactions.close(self._sender.requests_in_flight)
+        await self._completion.close(self._sender.requests_in_flight)
         await self.metadata.close()
         if self._txn_channel is not None:
             await self._txn_channel.close()
@@ -233,10 +234,7 @@ class ProducerEngine:
         records for partitions it never looked up, and Metadata v1+ with an empty topic list
         means "no topics" (some brokers answer all topics; Kafka and librdkafka's mock do not).
         """
-        metadata = self.metadata
-        if topic not in metadata.wanted:
-            metadata.wanted.add(topic)
-            metadata.request_update()
+        self.metadata.want(topic)
         return self._accumulator.queue(topic, partition)
 
     def append(
@@ -307,13 +305,13 @@ class ProducerEngine:
             return
         waiter = self._loop.create_future()
         self._flush_waiters.append(waiter)
-        self._accumulator.flushing += 1
+        self._accumulator.begin_flush()
         self._sender.wake()
         try:
             async with asyncio.timeout(timeout_s):
                 await waiter
         finally:
-            self._accumulator.flushing -= 1
+            self._accumulator.end_flush()
             if waiter in self._flush_waiters:
                 self._flush_waiters.remove(waiter)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from daemon.kafka import messages
-from daemon.kafka.errors import error_name
+from daemon.kafka.errors import ErrorCode, error_name
 from daemon.net.errors import BrokerConnectionError
 from daemon.net.pool import BrokerPool
 
@@ -28,8 +28,7 @@ log = logging.getLogger(__name__)
 _NO_TOPIC_ID = uuid.UUID(int=0)
 
 # Kafka error codes that mean "ask again later" for a topic in a Metadata response.
-_UNKNOWN_TOPIC_OR_PARTITION = 3
-_TOPIC_NOT_READY = {_UNKNOWN_TOPIC_OR_PARTITION, 5}  # and LEADER_NOT_AVAILABLE
+_TOPIC_NOT_READY = {ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, ErrorCode.LEADER_NOT_AVAILABLE}
 
 
 class UnknownTopicError(Exception):
@@ -84,7 +83,7 @@ class MetadataManager:
             pool.set_address(-1 - index, host, port)  # bootstrap ids are negative
         self._bootstrap_ids = [-1 - index for index in range(len(bootstrap))]
         self.view = ClusterView()
-        self.wanted: set[str] = set()  # topics this engine produces to
+        self._wanted: set[str] = set()  # topics this engine produces to (``want``)
         self._wake = asyncio.Event()
         self._connected = asyncio.Event()  # set when the pool reports a new connection
         self._updated = asyncio.Condition()
@@ -109,6 +108,12 @@ class MetadataManager:
     def request_update(self) -> None:
         self._wake.set()
 
+    def want(self, topic: str) -> None:
+        """Include ``topic`` in every metadata request from now on (asking at once if new)."""
+        if topic not in self._wanted:
+            self._wanted.add(topic)
+            self.request_update()
+
     async def wait_for_topic(self, topic: str, timeout_s: float) -> TopicView:
         """The topic's view once it has partitions; UnknownTopicError after ``timeout_s``, or
         as soon as a metadata answer to a request sent after this call says the topic does
@@ -122,8 +127,7 @@ class MetadataManager:
         view = self.view.topics.get(topic)
         if view is not None and view.leaders:
             return view
-        if topic not in self.wanted:
-            self.wanted.add(topic)
+        self._wanted.add(topic)
         asked_after = self._requests_sent
         self.request_update()
         try:
@@ -135,20 +139,20 @@ class MetadataManager:
                             return view
                         if (
                             view is not None
-                            and view.error_code == _UNKNOWN_TOPIC_OR_PARTITION
+                            and view.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
                             and self._answered_by.get(topic, 0) > asked_after
                         ):
-                            self.wanted.discard(topic)  # do not keep asking for it
+                            self._wanted.discard(topic)  # do not keep asking for it
                             raise UnknownTopicError(
                                 topic,
                                 "the cluster says it does not exist "
                                 "(UNKNOWN_TOPIC_OR_PARTITION) and did not create it",
-                                _UNKNOWN_TOPIC_OR_PARTITION,
+                                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                             )
                         await self._updated.wait()
         except TimeoutError:
             view = self.view.topics.get(topic)
-            code = view.error_code if view is not None else 3
+            code = view.error_code if view is not None else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
             message = (
                 f"topic not present in metadata after {timeout_s * 1000:.0f} ms"
                 f" ({error_name(code)})"
@@ -180,7 +184,7 @@ class MetadataManager:
                 self.refresh_failures += 1
                 return False
         body = {
-            "topics": [{"name": t, "topic_id": _NO_TOPIC_ID} for t in sorted(self.wanted)],
+            "topics": [{"name": t, "topic_id": _NO_TOPIC_ID} for t in sorted(self._wanted)],
             "allow_auto_topic_creation": self._allow_auto_create,
             "include_cluster_authorized_operations": False,
             "include_topic_authorized_operations": False,
@@ -228,7 +232,8 @@ class MetadataManager:
             leaders = [-1] * count
             for p in t["partitions"]:
                 # LEADER_NOT_AVAILABLE on a partition: it has no leader right now.
-                leaders[p["partition_index"]] = -1 if p["error_code"] == 5 else p["leader_id"]
+                leaderless = p["error_code"] == ErrorCode.LEADER_NOT_AVAILABLE
+                leaders[p["partition_index"]] = -1 if leaderless else p["leader_id"]
             view = TopicView(name, code, tuple(leaders))
             if log.isEnabledFor(logging.DEBUG) and self.view.topics.get(name) != view:
                 log.debug(

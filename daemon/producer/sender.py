@@ -1,14 +1,19 @@
 """The sender: turns ready batches into ProduceRequests, one per broker, and acts on answers.
 
-Owns the requests in flight, the producer identity and the retry decisions. Per loop turn it
+Owns the requests in flight and the retry decisions. Per loop turn it
 expires batches past ``delivery.timeout.ms``, drains every broker that has a ready connection
 and a free in-flight slot (one request per broker carrying the ready batches of all the
 partitions it leads, like Java's ``Sender.sendProducerData``), then sleeps until the next
 batch is due or something wakes it (a batch sealed, a response, new metadata).
 
-Answers are handled in the transport callback, batch by batch, through ``protocol.errors``'
+Answers are handled in the transport callback, batch by batch, through ``kafka.errors``'
 classify: success, retry (with exponential backoff and jitter, KIP-580), refresh metadata and
 retry, split (MESSAGE_TOO_LARGE), bump the epoch (KIP-360), or fail with a persistence status.
+
+What differs by mode — idempotent or transactional — is the ``Completion`` the sender is built
+with (``completion.py``): it gets the producer identity, stamps batches, and says what an
+answer means for the records (complete now, or at the transaction's commit). The sender has
+no mode branches of its own. Time comes from an injected clock (the event loop's by default).
 """
 
 from __future__ import annotations
@@ -21,45 +26,36 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from daemon.kafka import messages
-from daemon.kafka.errors import Action, Persistence, classify, error_name
+from daemon.kafka.errors import Action, ErrorCode, Persistence, classify, error_name
 from daemon.net.errors import BrokerConnectionError, RequestTimedOutError
 from daemon.net.pool import BrokerPool
 from daemon.producer.accumulator import Accumulator, PartitionQueue
 from daemon.producer.batch import ProducerBatch
+from daemon.producer.completion import Completion, OutcomeReporter, Turn
 from daemon.producer.counters import LatencyHistogram, ProducerCounters
-from daemon.producer.identity import ProducerIdentity, ProducerIdError
 from daemon.producer.metadata import MetadataManager
-from daemon.producer.outcomes import (
-    DELIVERY_TIMEOUT,
-    PRODUCER_CLOSED,
-    BatchOutcome,
-    DeliveryFailure,
-)
+from daemon.producer.outcomes import DELIVERY_TIMEOUT, PRODUCER_CLOSED, DeliveryFailure
 from daemon.producer.splitting import split_batch
-from daemon.producer.txn_driver import TransactionDriver
 
 __all__ = ["Sender", "SenderSettings"]
 
 log = logging.getLogger(__name__)
 
-# Kafka error codes the sender treats specially.
-_NETWORK_EXCEPTION = 13
-_REQUEST_TIMED_OUT = 7
-_OUT_OF_ORDER_SEQUENCE = 45
 _EXPIRY_CHECK_S = 0.05
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SenderSettings:
-    acks: int = -1
-    retries: int = 2147483647
-    retry_backoff_s: float = 0.1
-    retry_backoff_max_s: float = 1.0
-    request_timeout_ms: int = 30000
-    delivery_timeout_s: float = 120.0
-    max_in_flight: int = 5
-    idempotent: bool = True
-    transaction_timeout_ms: int = 60000
+    """Built only from the validated config (``engine.sender_settings``): no defaults."""
+
+    acks: int
+    retries: int
+    retry_backoff_s: float
+    retry_backoff_max_s: float
+    request_timeout_ms: int
+    delivery_timeout_s: float
+    max_in_flight: int
+    idempotent: bool
 
 
 class Sender:
@@ -70,20 +66,20 @@ class Sender:
         metadata: MetadataManager,
         pool: BrokerPool,
         counters: ProducerCounters,
-        on_outcome: Callable[[BatchOutcome], None],
+        reporter: OutcomeReporter,
+        completion: Completion,
         rng: random.Random | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._s = settings
         self._acc = accumulator
         self._metadata = metadata
         self._pool = pool
         self._counters = counters
-        self._on_outcome = on_outcome
+        self._reporter = reporter
+        self._completion = completion
         self._rng = rng or random.Random()
-        self.identity = ProducerIdentity()
-        # Exactly-once mode (the engine sets it when kafka.transactional.id is set); else None.
-        self.transactions: TransactionDriver | None = None
-        self._bump_needed = False
+        self._clock = clock  # None: the running loop's time, from start()
         self._wake = asyncio.Event()
         self._requests_in_flight: dict[int, int] = {}  # broker id -> produce requests
         self._drain_start: dict[int, int] = {}  # broker id -> rotation for fairness
@@ -93,7 +89,10 @@ class Sender:
     # ---- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        if self._clock is None:
+            self._clock = loop.time
+        self._task = loop.create_task(self._run())
 
     def wake(self) -> None:
         self._wake.set()
@@ -113,32 +112,26 @@ class Sender:
     # ---- the loop ----------------------------------------------------------------------
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        clock = self._clock
+        completion = self._completion
         while True:
             self._wake.clear()
-            now = loop.time()
+            now = clock()
             self._expire(now)
-            if self.transactions is not None:
-                await self._run_transactional(now)
-                continue
-            needs_identity = self._s.idempotent and (self._bump_needed or not self.identity.known)
-            if needs_identity and not await self._ensure_identity():
+            turn = await completion.prepare(
+                now, self.requests_in_flight, self._acc.flushing, self._stopping
+            )
+            if turn is Turn.BACK_OFF:
                 await self._sleep(self._s.retry_backoff_s)
                 continue
-            self._send_ready(now)
-            await self._sleep(self._next_wait(loop.time()))
-
-    async def _run_transactional(self, now: float) -> None:
-        txn = self.transactions
-        flushing = self._acc.flushing > 0
-        if await txn.step(now, self.requests_in_flight, flushing, self._stopping):
-            self._send_ready(now)
-        loop = asyncio.get_running_loop()
-        wait = self._next_wait(loop.time())
-        due = txn.next_due(loop.time())
-        if due is not None:
-            wait = due if wait is None else min(wait, due)
-        await self._sleep(wait)
+            if turn is Turn.SEND:
+                self._send_ready(now)
+            now = clock()
+            wait = self._next_wait(now)
+            due = completion.next_due(now)
+            if due is not None:
+                wait = due if wait is None else min(wait, due)
+            await self._sleep(wait)
 
     async def _sleep(self, seconds: float | None) -> None:
         if seconds is not None and seconds <= 0:
@@ -160,38 +153,9 @@ class Sender:
         # only a backstop so delivery timeouts are still noticed.
         return _EXPIRY_CHECK_S
 
-    # ---- identity ----------------------------------------------------------------------
-
-    async def _ensure_identity(self) -> bool:
-        """Get a producer id, or bump the epoch once every in-flight request has come back."""
-        if self.requests_in_flight:
-            return True  # keep handling answers; no new drains happen while bump is pending
-        conn = self._pool.any_ready()
-        if conn is None:
-            self._metadata.request_update()
-            return False
-        had_identity = self.identity.known
-        try:
-            await self.identity.initialize(conn, self._s.transaction_timeout_ms)
-        except (BrokerConnectionError, ProducerIdError) as exc:
-            log.warning("cannot get a producer id from %s: %s", conn.address, exc)
-            return False
-        if had_identity:
-            self._counters.epoch_bumps += 1
-            log.warning(
-                "producer epoch bumped: id %d epoch %d; sequence numbers restart at 0",
-                self.identity.producer_id,
-                self.identity.epoch,
-            )
-        self._acc.reset_sequences()
-        self._bump_needed = False
-        return True
-
     # ---- sending -----------------------------------------------------------------------
 
     def _send_ready(self, now: float) -> None:
-        if self._bump_needed:
-            return
         by_broker: dict[int, list[PartitionQueue]] = {}
         view = self._metadata.view
         missing_leader = False
@@ -217,23 +181,13 @@ class Sender:
         start = self._drain_start.get(broker, 0) % len(queues)
         queues = queues[start:] + queues[:start]
         self._drain_start[broker] = start + 1
-        txn = self.transactions
+        completion = self._completion
         while self._requests_in_flight.get(broker, 0) < self._s.max_in_flight:
-            if txn is not None:  # re-checked per drain: a partition's head changes
-                queues = [pq for pq in queues if txn.may_drain(pq)]
-            batches = self._acc.drain(queues, now, self._stamp)
+            queues = completion.drainable(queues)  # re-asked per drain: a partition's head changes
+            batches = self._acc.drain(queues, now, completion.stamp)
             if not batches:
                 return
             self._send_request(broker, conn, batches, now)
-
-    def _stamp(self, batch: ProducerBatch, pq: PartitionQueue) -> None:
-        if self._s.idempotent:
-            sequence = self._acc.assign_sequence(batch, pq)
-            batch.build(self.identity.producer_id, self.identity.epoch, sequence)
-            if self.transactions is not None:
-                self.transactions.sent(batch)
-        else:
-            batch.build(-1, -1, -1)
 
     def _send_request(self, broker: int, conn, batches: list[ProducerBatch], now: float) -> None:
         topics: dict[str, list[dict]] = {}
@@ -245,9 +199,8 @@ class Sender:
             records += batch.record_count
             if batch.attempts > 1:
                 self._counters.retries += 1
-        txn = self.transactions
         body = {
-            "transactional_id": None if txn is None else txn.manager.transactional_id,
+            "transactional_id": self._completion.transactional_id,
             "acks": self._s.acks,
             "timeout_ms": self._s.request_timeout_ms,
             "topic_data": [
@@ -278,7 +231,7 @@ class Sender:
 
     def _on_answer(self, broker: int, batches: list[ProducerBatch], future, sent: float) -> None:
         self._requests_in_flight[broker] -= 1
-        now = asyncio.get_running_loop().time()
+        now = self._clock()
         self._latency(broker).observe(now - sent)
         exc = future.exception()
         if exc is not None:
@@ -291,7 +244,8 @@ class Sender:
             for batch in batches:
                 result = results.get((batch.topic, batch.partition))
                 if result is None:
-                    self._retry_or_fail(batch, _NETWORK_EXCEPTION, "no answer for partition", now)
+                    lost = ErrorCode.NETWORK_EXCEPTION
+                    self._retry_or_fail(batch, lost, "no answer for partition", now)
                 else:
                     self._on_partition_result(batch, result, now)
         self._wake.set()
@@ -304,7 +258,7 @@ class Sender:
 
     def _connection_failed(self, broker: int, batches, exc: BaseException, now: float) -> None:
         timed_out = isinstance(exc, RequestTimedOutError)
-        code = _REQUEST_TIMED_OUT if timed_out else _NETWORK_EXCEPTION
+        code = ErrorCode.REQUEST_TIMED_OUT if timed_out else ErrorCode.NETWORK_EXCEPTION
         sent = getattr(exc, "request_sent", True)
         for batch in batches:
             if sent:
@@ -314,7 +268,7 @@ class Sender:
 
     def _on_partition_result(self, batch: ProducerBatch, result: dict, now: float) -> None:
         code = result["error_code"]
-        if code == 0:
+        if code == ErrorCode.NONE:
             self._succeed(batch, result["base_offset"], result.get("log_append_time_ms", -1), now)
             return
         self._counters.errors_by_code[error_name(code)] += 1
@@ -324,9 +278,7 @@ class Sender:
     def _retry_or_fail(self, batch: ProducerBatch, code: int, message: str, now: float) -> None:
         action = classify(code)
         kind = action.action
-        txn = self.transactions
-        handled = txn is not None and kind is not Action.SUCCESS
-        if handled and txn.failed(batch, code, message, kind):
+        if kind is not Action.SUCCESS and self._completion.failed(batch, code, message, kind):
             return
         if action.persistence is Persistence.POSSIBLY_PERSISTED:
             # The broker may have appended the batch (REQUEST_TIMED_OUT waiting for replicas,
@@ -342,11 +294,12 @@ class Sender:
             self._split(batch, now)
             return
         if kind is Action.BUMP_EPOCH and self._s.idempotent:
-            if code == _OUT_OF_ORDER_SEQUENCE and not self._acc.is_oldest_in_flight(batch):
-                kind = Action.RETRY  # an earlier batch failed first; this one just followed it
-            else:
-                self._bump_needed = True
-                kind = Action.RETRY
+            out_of_order = code == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
+            if not out_of_order or self._acc.is_oldest_in_flight(batch):
+                # Not merely following an earlier failed batch: the sequence state is lost.
+                why = f"{batch.topic}-{batch.partition}: {error_name(code)}"
+                self._completion.need_new_epoch(why)
+            kind = Action.RETRY
         if kind in (Action.RETRY, Action.REFRESH_AND_RETRY) and self._may_retry(batch, now):
             backoff = self._backoff(batch.attempts)
             log.debug(
@@ -354,20 +307,14 @@ class Sender:
                 batch.topic, batch.partition, error_name(code), message,
                 batch.attempts, batch.record_count, backoff * 1000,
             )  # fmt: skip
-            self._acc.reenqueue(batch, now + backoff, self._s.idempotent)
+            self._acc.schedule_retry(batch, now + backoff, self._s.idempotent)
             return
         persistence = Persistence.POSSIBLY_PERSISTED if batch.in_doubt else action.persistence
         if kind in (Action.RETRY, Action.REFRESH_AND_RETRY):
             message = f"{message} (gave up after {batch.attempts} attempts)".strip()
-        self._fail(batch, DeliveryFailure(code, error_name(code), message, persistence))
-        if txn is not None:
-            # The broker rejected this batch for itself; its records are failed as Java
-            # fails them, and the rest of the transaction is replayed in a new one.
-            txn.abort(f"{batch.topic}-{batch.partition}: {error_name(code)}")
-        elif self._s.idempotent and batch.base_sequence >= 0:
-            # Later batches of this partition carry sequences after the failed one's: the
-            # broker would reject them as out of order, so start a new epoch (KIP-360).
-            self._bump_needed = True
+        self._acc.completed(batch)
+        self._reporter.failed(batch, DeliveryFailure(code, error_name(code), message, persistence))
+        self._completion.gave_up(batch, f"{batch.topic}-{batch.partition}: {error_name(code)}")
 
     def _may_retry(self, batch: ProducerBatch, now: float) -> bool:
         if self._stopping:
@@ -402,28 +349,10 @@ class Sender:
         counters.bytes_sent += batch.size_in_bytes
         counters.batch_bytes.observe(batch.size_in_bytes)
         counters.queue_time.observe(batch.sent_at - batch.created, batch.record_count)
-        if self.transactions is not None:
-            self.transactions.acked(batch, base_offset, timestamp)  # an outcome at commit
-            return
-        self._acc.completed(batch)
-        self._on_outcome(
-            BatchOutcome(batch.topic, batch.partition, batch.tokens, base_offset, timestamp, None)
-        )
-
-    def _fail(self, batch: ProducerBatch, error: DeliveryFailure) -> None:
-        self._acc.completed(batch)
-        self.report_failure(batch, error)
-
-    def report_failure(self, batch: ProducerBatch, error: DeliveryFailure) -> None:
-        """Count and report a batch's records failed (the batch is already off its queue)."""
-        self._counters.records_failed[error.name] += batch.record_count
-        log.warning(
-            "%s-%d: %d records failed: %s", batch.topic, batch.partition, batch.record_count, error
-        )
-        self._on_outcome(BatchOutcome(batch.topic, batch.partition, batch.tokens, -1, -1, error))
+        self._completion.acked(batch, base_offset, timestamp)
 
     def _expire(self, now: float) -> None:
-        for batch in self._acc.expire(now, self._s.delivery_timeout_s):
+        for batch in self._acc.take_expired(now, self._s.delivery_timeout_s):
             persistence = (
                 Persistence.POSSIBLY_PERSISTED if batch.in_doubt else Persistence.NOT_PERSISTED
             )
@@ -436,27 +365,22 @@ class Sender:
                 # Say why nothing got through: the cause an operator has to fix.
                 message += f"; kpd cannot connect: {self._pool.auth_error}"
             error = DeliveryFailure(DELIVERY_TIMEOUT, "DELIVERY_TIMEOUT", message, persistence)
-            self.report_failure(batch, error)
-            if self.transactions is not None:
-                if batch.transaction >= 0:  # sent in this transaction: its sequence is used
-                    self.transactions.abort(f"{batch.topic}-{batch.partition}: delivery timeout")
-            elif self._s.idempotent and batch.base_sequence >= 0:
-                self._bump_needed = True
+            self._reporter.failed(batch, error)
+            self._completion.expired(batch, f"{batch.topic}-{batch.partition}: delivery timeout")
 
     def fail_queued(self, reason: str) -> None:
         """Close without time left: fail everything still queued (never sent or retrying),
         and in exactly-once mode what the uncommitted transaction holds."""
-        held = [] if self.transactions is None else self.transactions.fail_held(reason)
-        for batch in held:
+        for batch in self._completion.fail_held(reason):
             failure = DeliveryFailure(
                 PRODUCER_CLOSED, "PRODUCER_CLOSED", f"{reason}; its transaction never committed",
                 Persistence.NOT_PERSISTED,
             )  # fmt: skip
-            self.report_failure(batch, failure)
+            self._reporter.failed(batch, failure)
         for batch in self._acc.abort_queued():
             persistence = (
                 Persistence.POSSIBLY_PERSISTED if batch.in_doubt else Persistence.NOT_PERSISTED
             )
-            self.report_failure(
+            self._reporter.failed(
                 batch, DeliveryFailure(PRODUCER_CLOSED, "PRODUCER_CLOSED", reason, persistence)
             )

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from daemon.kafka import messages
-from daemon.kafka.errors import error_name
+from daemon.kafka.errors import ErrorCode, error_name
 from daemon.net.connection import BrokerConnection, ConnectionSettings
 from daemon.net.errors import BrokerConnectionError
 
@@ -61,21 +61,23 @@ _TRANSACTION_KEY = 1  # FindCoordinator key_type: 0 group, 1 transaction
 # closes the connection instead of answering a fenced EndTxn, so retrying forever would hang.
 _MAX_LOST_END_TXN = 8
 
-# Error codes (Kafka's Errors.java).
-_NONE = 0
-_UNKNOWN_TOPIC_OR_PARTITION = 3
-_COORDINATOR_LOAD_IN_PROGRESS = 14
-_COORDINATOR_NOT_AVAILABLE = 15
-_NOT_COORDINATOR = 16
-_CONCURRENT_TRANSACTIONS = 51
-_OPERATION_NOT_ATTEMPTED = 55
-_RETRY = frozenset({_COORDINATOR_LOAD_IN_PROGRESS, _CONCURRENT_TRANSACTIONS})
-_NEW_COORDINATOR = frozenset({_COORDINATOR_NOT_AVAILABLE, _NOT_COORDINATOR})
-# Fenced (47 INVALID_PRODUCER_EPOCH from older coordinators, 90 PRODUCER_FENCED), not allowed
-# (29 topic, 31 cluster, 53 transactional id authorization), 48 INVALID_TXN_STATE, and
-# 35 UNSUPPORTED_VERSION: this producer can never write again.
-FATAL_CODES = frozenset({29, 31, 35, 47, 48, 53, 90})
-_ABORTABLE = frozenset({59, 49})  # UNKNOWN_PRODUCER_ID, INVALID_PRODUCER_ID_MAPPING
+_RETRY = frozenset({ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, ErrorCode.CONCURRENT_TRANSACTIONS})
+_NEW_COORDINATOR = frozenset({ErrorCode.COORDINATOR_NOT_AVAILABLE, ErrorCode.NOT_COORDINATOR})
+# Fenced (INVALID_PRODUCER_EPOCH from older coordinators, PRODUCER_FENCED), not allowed (topic,
+# cluster, transactional id authorization), INVALID_TXN_STATE, and UNSUPPORTED_VERSION: this
+# producer can never write again.
+FATAL_CODES = frozenset(
+    {
+        ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+        ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+        ErrorCode.UNSUPPORTED_VERSION,
+        ErrorCode.INVALID_PRODUCER_EPOCH,
+        ErrorCode.INVALID_TXN_STATE,
+        ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        ErrorCode.PRODUCER_FENCED,
+    }
+)
+_ABORTABLE = frozenset({ErrorCode.UNKNOWN_PRODUCER_ID, ErrorCode.INVALID_PRODUCER_ID_MAPPING})
 
 
 class TxnState(enum.Enum):
@@ -132,7 +134,7 @@ class TransactionManager:
     def __init__(self, settings: TransactionSettings, channel: Channel) -> None:
         self.settings = settings
         self._channel = channel
-        self.state = TxnState.UNINITIALIZED
+        self._state = TxnState.UNINITIALIZED  # changed only by this class's methods
         self.producer_id = -1
         self.epoch = -1
         self.partitions: set[tuple[str, int]] = set()  # added to the open transaction
@@ -143,6 +145,26 @@ class TransactionManager:
     @property
     def transactional_id(self) -> str:
         return self.settings.transactional_id
+
+    @property
+    def state(self) -> TxnState:
+        return self._state
+
+    # ---- transitions the sender's side decides -------------------------------------------
+
+    def begin_commit(self) -> None:
+        """Stop adding to the open transaction: EndTxn(commit) once its answers are in."""
+        if self._state is not TxnState.IN_TRANSACTION:
+            raise RuntimeError(f"cannot commit in state {self._state.value}")
+        self._state = TxnState.COMMITTING
+
+    def begin_abort(self, why: str) -> None:
+        """An abortable error: EndTxn(abort) once the transaction's answers are in, then a new
+        epoch and a replay. A fatal state stays fatal."""
+        if self._state is TxnState.FATAL:
+            return
+        log.warning("%s: aborting the transaction: %s", self.transactional_id, why)
+        self._state = TxnState.ABORTING
 
     # ---- the protocol --------------------------------------------------------------------
 
@@ -161,7 +183,7 @@ class TransactionManager:
         self.producer_id = answer["producer_id"]
         self.epoch = answer["producer_epoch"]
         self.partitions.clear()
-        self.state = TxnState.READY
+        self._state = TxnState.READY
         log.info(
             "transactional id %s: producer id %d epoch %d",
             self.transactional_id,
@@ -196,12 +218,12 @@ class TransactionManager:
                 break
         self.partitions.update(new)
         # Produce answers that arrived meanwhile may have moved the state on (ABORTING, FATAL).
-        if self.state in (TxnState.READY, TxnState.IN_TRANSACTION):
-            self.state = TxnState.IN_TRANSACTION
+        if self._state in (TxnState.READY, TxnState.IN_TRANSACTION):
+            self._state = TxnState.IN_TRANSACTION
 
     async def _retry_add(self, codes: list[tuple[str, int, int]]) -> bool:
         """Act on AddPartitionsToTxn's per-partition codes; True means send it again."""
-        failed = [(t, p, c) for t, p, c in codes if c != _NONE]
+        failed = [(t, p, c) for t, p, c in codes if c != ErrorCode.NONE]
         if not failed:
             return False
         errors = {c for _, _, c in failed}
@@ -210,11 +232,12 @@ class TransactionManager:
             self._check(min(fatal), "AddPartitionsToTxn")
         if errors & _NEW_COORDINATOR:
             self._coordinator = None
-        if errors <= _RETRY | _NEW_COORDINATOR | {_UNKNOWN_TOPIC_OR_PARTITION}:
+        if errors <= _RETRY | _NEW_COORDINATOR | {ErrorCode.UNKNOWN_TOPIC_OR_PARTITION}:
             await asyncio.sleep(self.settings.retry_backoff_s)
             return True
-        real = [f"{t}-{p}: {error_name(c)}" for t, p, c in failed if c != _OPERATION_NOT_ATTEMPTED]
-        code = next(c for _, _, c in failed if c != _OPERATION_NOT_ATTEMPTED)
+        skipped = ErrorCode.OPERATION_NOT_ATTEMPTED  # named in no message: a partner failed
+        real = [f"{t}-{p}: {error_name(c)}" for t, p, c in failed if c != skipped]
+        code = next(c for _, _, c in failed if c != skipped)
         raise TransactionAbortable(code, "AddPartitionsToTxn failed: " + ", ".join(real))
 
     async def end(self, commit: bool) -> None:
@@ -232,7 +255,7 @@ class TransactionManager:
             self._unanswered_end_txn = 0
             self._check(answer["error_code"], "EndTxn")
         self.partitions.clear()
-        self.state = TxnState.READY if commit else TxnState.UNINITIALIZED
+        self._state = TxnState.READY if commit else TxnState.UNINITIALIZED
 
     def fail(self, error: TransactionFatal) -> None:
         """Enter FATAL for good (the sender saw a fatal error in a Produce answer)."""
@@ -244,7 +267,7 @@ class TransactionManager:
                 self.transactional_id,
                 error,
             )
-        self.state = TxnState.FATAL
+        self._state = TxnState.FATAL
 
     # ---- requests to the coordinator -----------------------------------------------------
 
@@ -261,8 +284,10 @@ class TransactionManager:
                 version = conn.version_for(api)
                 if version < min_version:
                     raise TransactionFatal(
-                        35, f"the broker speaks {api.name} v{version}; transactions need "
-                        f"v{min_version}+")  # fmt: skip
+                        ErrorCode.UNSUPPORTED_VERSION,
+                        f"the broker speaks {api.name} v{version}; transactions need "
+                        f"v{min_version}+",
+                    )
                 answer = await conn.request(api, body, version=version)
             except BrokerConnectionError as exc:
                 self._coordinator = None
@@ -274,7 +299,7 @@ class TransactionManager:
                 log.warning("%s for %s: %s; retrying", api.name, self.transactional_id, exc)
                 await asyncio.sleep(self.settings.retry_backoff_s)
                 raise TransactionRetriable(f"{api.name}: {exc}") from exc
-            code = answer.get("error_code", _NONE)
+            code = answer.get("error_code", ErrorCode.NONE)
             if code in _NEW_COORDINATOR:
                 self._coordinator = None
             if code in _NEW_COORDINATOR or code in _RETRY:
@@ -299,7 +324,7 @@ class TransactionManager:
             answer = await conn.request(messages.FIND_COORDINATOR, body, version=version)
             found = answer["coordinators"][0] if version >= 4 else answer
             code = found["error_code"]
-            if code == _NONE:
+            if code == ErrorCode.NONE:
                 log.info(
                     "transaction coordinator of %s: node %d at %s:%d",
                     self.transactional_id,
@@ -314,7 +339,7 @@ class TransactionManager:
     # ---- error handling ------------------------------------------------------------------
 
     def _check(self, code: int, what: str) -> None:
-        if code == _NONE:
+        if code == ErrorCode.NONE:
             return
         self._check_fatal(code, what)
         if code in _ABORTABLE:

@@ -1,8 +1,11 @@
 """Exactly-once sending: the sender's batches in transactions, one open at a time.
 
-Owns the bookkeeping of the open transaction — the batches Kafka acknowledged in it (held,
-with their offsets, until the commit), the batches to send again after an abort, its size and
-age — and drives the ``TransactionManager`` from the sender's loop (``step``):
+``TransactionalCompletion`` is the sender's completion policy in exactly-once mode (see
+``completion.py``; the sender is built with it). Owns the bookkeeping of the open transaction
+— the batches Kafka acknowledged in it (held, with their offsets, until the commit), the
+batches to send again after an abort, its size and age — and drives the
+``TransactionManager`` from the sender's loop (``prepare``), changing its state only through
+the manager's own methods:
 
 * a partition's batches are drained only once AddPartitionsToTxn added it to the
   transaction (Java's Sender does the same);
@@ -26,15 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 
-from daemon.kafka.errors import Action, Persistence, error_name
+from daemon.kafka.errors import Action, ErrorCode, Persistence, error_name
 from daemon.producer.accumulator import Accumulator, PartitionQueue
 from daemon.producer.batch import ProducerBatch
+from daemon.producer.completion import OutcomeReporter, TransactionStats, Turn
 from daemon.producer.counters import ProducerCounters
-from daemon.producer.identity import ProducerIdentity
-from daemon.producer.outcomes import BatchOutcome, DeliveryFailure
+from daemon.producer.outcomes import DeliveryFailure
 from daemon.producer.transactions import (
     FATAL_CODES,
     TransactionAbortable,
@@ -44,40 +45,30 @@ from daemon.producer.transactions import (
     TxnState,
 )
 
-__all__ = ["TransactionDriver", "TransactionStats"]
+__all__ = ["TransactionalCompletion"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class TransactionStats:
-    transactional_id: str
-    state: str
-    producer_id: int
-    epoch: int
-    error: str | None  # the fatal error, once fatal
+class TransactionalCompletion:
+    """Records complete when their transaction commits (the ``Completion`` of exactly-once)."""
 
-
-class TransactionDriver:
     def __init__(
         self,
+        *,
         manager: TransactionManager,
         interval_s: float,
         max_bytes: int,
         accumulator: Accumulator,
-        identity: ProducerIdentity,
         counters: ProducerCounters,
-        emit: Callable[[BatchOutcome], None],
-        report_failure: Callable[[ProducerBatch, DeliveryFailure], None],
+        reporter: OutcomeReporter,
     ) -> None:
         self.manager = manager
         self._interval_s = interval_s
         self._max_bytes = max_bytes
         self._acc = accumulator
-        self._identity = identity
         self._counters = counters
-        self._emit = emit
-        self._report_failure = report_failure
+        self._reporter = reporter
         self._acked: list[tuple[ProducerBatch, int, int]] = []  # (batch, base offset, time)
         self._replay: list[ProducerBatch] = []  # back in the queues after the abort
         self.number = 0  # of the open (or next) transaction; batches carry it when sent
@@ -90,10 +81,17 @@ class TransactionDriver:
         error = None if m.fatal is None else str(m.fatal)
         return TransactionStats(m.transactional_id, m.state.value, m.producer_id, m.epoch, error)
 
+    @property
+    def transactional_id(self) -> str:
+        return self.manager.transactional_id
+
     # ---- the sender's loop ---------------------------------------------------------------
 
-    async def step(self, now: float, in_flight: int, flushing: bool, stopping: bool) -> bool:
-        """Move the transaction on; True when the sender may drain (``may_drain``)."""
+    async def prepare(self, now: float, in_flight: int, flushing: bool, stopping: bool) -> Turn:
+        """Move the transaction on; SEND when the sender may drain (``drainable``)."""
+        return Turn.SEND if await self._step(now, in_flight, flushing, stopping) else Turn.HOLD
+
+    async def _step(self, now: float, in_flight: int, flushing: bool, stopping: bool) -> bool:
         m = self.manager
         try:
             if m.state is TxnState.FATAL:
@@ -106,7 +104,7 @@ class TransactionDriver:
                     return False
                 await self._initialize()
             if m.state is TxnState.IN_TRANSACTION and self._commit_due(now, flushing, stopping):
-                m.state = TxnState.COMMITTING
+                m.begin_commit()
             if m.state is TxnState.COMMITTING:
                 return await self._commit(in_flight, now)
             await self._add_partitions(now)
@@ -114,8 +112,7 @@ class TransactionDriver:
         except TransactionRetriable:
             return False  # the coordinator is unreachable: again on a later turn
         except TransactionAbortable as exc:
-            log.warning("%s: aborting the transaction: %s", m.transactional_id, exc)
-            m.state = TxnState.ABORTING
+            m.begin_abort(str(exc))
             return False
         except TransactionFatal as exc:
             m.fail(exc)
@@ -128,7 +125,10 @@ class TransactionDriver:
             return None
         return max(0.0, self._started + self._interval_s - now)
 
-    def may_drain(self, pq: PartitionQueue) -> bool:
+    def drainable(self, queues: list[PartitionQueue]) -> list[PartitionQueue]:
+        return [pq for pq in queues if self._may_drain(pq)]
+
+    def _may_drain(self, pq: PartitionQueue) -> bool:
         m = self.manager
         if m.state is TxnState.IN_TRANSACTION:
             return (pq.topic, pq.partition) in m.partitions
@@ -136,7 +136,9 @@ class TransactionDriver:
             return bool(pq.batches) and pq.batches[0].transaction == self.number
         return False
 
-    def sent(self, batch: ProducerBatch) -> None:
+    def stamp(self, batch: ProducerBatch, pq: PartitionQueue) -> None:
+        m = self.manager
+        batch.build(m.producer_id, m.epoch, self._acc.assign_sequence(batch, pq))
         batch.transaction = self.number
         self._bytes += batch.size_in_bytes
 
@@ -149,9 +151,7 @@ class TransactionDriver:
         )
 
     async def _initialize(self) -> None:
-        await self.manager.initialize()
-        self._identity.producer_id = self.manager.producer_id
-        self._identity.epoch = self.manager.epoch
+        await self.manager.initialize()  # batches are stamped with its producer id and epoch
         self._acc.reset_sequences()
 
     async def _add_partitions(self, now: float) -> None:
@@ -183,8 +183,7 @@ class TransactionDriver:
         acked, self._acked = self._acked, []
         for batch, base_offset, timestamp in acked:
             self._acc.release(batch)
-            topic, partition = batch.topic, batch.partition
-            self._emit(BatchOutcome(topic, partition, batch.tokens, base_offset, timestamp, None))
+            self._reporter.delivered(batch, base_offset, timestamp)
         self._next_transaction()
         return True
 
@@ -196,7 +195,7 @@ class TransactionDriver:
         replay = [b for b, _, _ in self._acked] + self._replay
         self._acked, self._replay = [], []
         # Never-answered and retrying batches of the aborted transaction are still queued.
-        self._acc.requeue(replay)
+        self._acc.replay_aborted(replay)
         for pq in self._acc.queues():
             for batch in pq.batches:
                 batch.transaction = -1
@@ -217,7 +216,7 @@ class TransactionDriver:
 
     def acked(self, batch: ProducerBatch, base_offset: int, timestamp: int) -> None:
         """Kafka appended the batch; it is delivered once the transaction commits."""
-        self._acc.completed(batch, release=False)
+        self._acc.hold(batch)
         if self.manager.state in (TxnState.ABORTING, TxnState.FATAL):
             self._replay.append(batch)
         else:
@@ -228,7 +227,7 @@ class TransactionDriver:
         sender's own retry applies (a retriable error while the transaction is healthy)."""
         m = self.manager
         if code in FATAL_CODES or kind is Action.FATAL:
-            self._acc.completed(batch, release=False)
+            self._acc.hold(batch)
             self._replay.append(batch)
             error = TransactionFatal(code, f"{m.transactional_id}: Produce: {error_name(code)}")
             m.fail(error)
@@ -236,18 +235,31 @@ class TransactionDriver:
             return True
         if m.state in (TxnState.ABORTING, TxnState.FATAL) or kind is Action.BUMP_EPOCH:
             # The transaction is lost anyway, or this batch lost its sequence state: replay.
-            self._acc.completed(batch, release=False)
+            self._acc.hold(batch)
             self._replay.append(batch)
-            self.abort(f"{batch.topic}-{batch.partition}: {error_name(code)} {message}")
+            self._abort_open(f"{batch.topic}-{batch.partition}: {error_name(code)} {message}")
             return True
         return False
 
-    def abort(self, why: str) -> None:
+    def need_new_epoch(self, why: str) -> None:
+        # ``failed`` already replays a BUMP_EPOCH batch; a transaction renews its epoch by
+        # aborting (the abort ends with InitProducerId).
+        self._abort_open(why)
+
+    def gave_up(self, batch: ProducerBatch, why: str) -> None:
+        # The broker rejected this batch for itself; its records are failed as Java fails
+        # them, and the rest of the transaction is replayed in a new one.
+        self._abort_open(why)
+
+    def expired(self, batch: ProducerBatch, why: str) -> None:
+        if batch.transaction >= 0:  # sent in this transaction: its sequence is used
+            self._abort_open(why)
+
+    def _abort_open(self, why: str) -> None:
         """An abortable error: abort the open transaction once its answers are in."""
         m = self.manager
         if m.state in (TxnState.IN_TRANSACTION, TxnState.COMMITTING, TxnState.READY):
-            log.warning("%s: aborting the transaction: %s", m.transactional_id, why)
-            m.state = TxnState.ABORTING
+            m.begin_abort(why)
 
     # ---- closing -------------------------------------------------------------------------
 
@@ -283,13 +295,13 @@ class TransactionDriver:
         """Fail every record the engine holds that is not in flight. Records of the open
         transaction were aborted by whoever fenced us (NOT_PERSISTED), unless our EndTxn
         (commit) may have gone through."""
-        code = error.code if error is not None else 0
+        code = error.code if error is not None else ErrorCode.NONE
         name = error.name if error is not None else "TRANSACTION_FATAL"
         held = [b for b, _, _ in self._acked] + self._replay
         self._acked, self._replay = [], []
         # Only an EndTxn(commit) that went out and was never answered (code 0) may have
         # committed; a clear fatal answer to it means the commit did not happen.
-        unanswered = error is None or error.code == 0
+        unanswered = error is None or error.code == ErrorCode.NONE
         in_doubt = Persistence.POSSIBLY_PERSISTED if self._commit_sent and unanswered else None
         for batch in held:
             self._acc.release(batch)
@@ -297,10 +309,10 @@ class TransactionDriver:
                 code, name, f"{error}; this worker writes nothing more",
                 in_doubt or Persistence.NOT_PERSISTED,
             )  # fmt: skip
-            self._report_failure(batch, failure)
+            self._reporter.failed(batch, failure)
         for batch in self._acc.abort_queued():
             failure = DeliveryFailure(
                 code, name, f"{error}; this worker writes nothing more",
                 Persistence.NOT_PERSISTED,
             )  # fmt: skip
-            self._report_failure(batch, failure)
+            self._reporter.failed(batch, failure)

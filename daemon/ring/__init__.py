@@ -4,7 +4,7 @@ The package knows bytes, not Kafka, and must not import multiprocessing, uvloop,
 prometheus_client (the process layer owns those). Pieces:
 
 * ``region``     -- the ring file, its header layout and lifecycle (``Ring``, ``RingLabels``);
-* ``shm_ring``   -- the entry format and the two ends (``RingProducer``, ``RingConsumer``),
+* ``file_ring``   -- the entry format and the two ends (``RingProducer``, ``RingConsumer``),
   and ``recover``/``sealed_entries`` for a ring file left by a previous daemon;
 * ``wakeup``     -- eventfd doorbells and the announce-then-sleep protocol;
 * ``ack_window`` -- commit on ack: out-of-order completions to a contiguous release point.
@@ -23,6 +23,15 @@ on a weakly-ordered CPU without the accelerator it refuses (``MemoryOrderingErro
 """
 
 from daemon.ring.ack_window import AckWindow
+from daemon.ring.file_ring import (
+    Recovery,
+    RingConsumer,
+    RingProducer,
+    entry_size,
+    max_payload,
+    recover,
+    sealed_entries,
+)
 from daemon.ring.ordering import MemoryOrderingError, ordering_of
 from daemon.ring.region import (
     LAYOUT_VERSION,
@@ -31,15 +40,6 @@ from daemon.ring.region import (
     RingError,
     RingFormatError,
     RingLabels,
-)
-from daemon.ring.shm_ring import (
-    Recovery,
-    RingConsumer,
-    RingProducer,
-    entry_size,
-    max_payload,
-    recover,
-    sealed_entries,
 )
 from daemon.ring.wakeup import EventFd, RingWakeups
 

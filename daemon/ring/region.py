@@ -1,7 +1,7 @@
 """One ring's region: a memory-mapped file, its header and its data area.
 
 This module owns the byte layout and the lifecycle of a region (create, attach, sync, unlink).
-It does not know who writes entries (see ``shm_ring``) and it knows nothing of Kafka. It must
+It does not know who writes entries (see ``file_ring``) and it knows nothing of Kafka. It must
 not import multiprocessing, uvloop, signal or prometheus_client: the region is a file opened
 with ``os.open`` and mapped with ``mmap`` (``MAP_SHARED``), so any process that knows the path
 can attach, and what a process stored survives that process: the page cache holds it until
@@ -22,7 +22,7 @@ Layout (all integers native-endian: a ring never leaves its host)::
     256     8     consumer_wake_at consumer     0 = awake; else asleep until write_pos >= it
     384     8     release_pos      consumer     bytes ever released (monotonic)
     512     8     producer_wake_at producer     0 = awake; else asleep until release_pos >= it
-    4096    cap   data area        producer     entries, see shm_ring
+    4096    cap   data area        producer     entries, see file_ring
 
 The creator's labels (format, set index and size) let the next daemon decide whether it can
 adopt a ring left by its predecessor as it is, must re-route its entries, or must leave it
@@ -38,7 +38,7 @@ so a reader never sees a torn value. How the accesses are ordered between the tw
 C11 seq_cst atomics from the accelerator, or plain stores on x86-64 only — is decided in
 ``ordering`` (``shared_words``), which refuses a weakly-ordered CPU without the accelerator.
 What reaches the disk, and in which order, is not ordered at all (the kernel writes dirty pages
-back when it likes): ``shm_ring`` seals every entry with a checksum so that ``recover`` can tell
+back when it likes): ``file_ring`` seals every entry with a checksum so that ``recover`` can tell
 a complete entry from a torn one.
 """
 
@@ -69,8 +69,8 @@ MAGIC = b"KPDRING\0"
 # 2 (perf-daemon): records-ring entries carry the ack level and, for entries ingest
 # partitioned, sequence offsets (daemon/wire/ring_entry.py).
 # 3: file-backed rings whose header carries the creator's labels, and sealed entries
-# (``shm_ring``), on top of 2's records entries.
-# Bump it whenever this header, the entry framing in ``shm_ring`` or the records-entry layout
+# (``file_ring``), on top of 2's records entries.
+# Bump it whenever this header, the entry framing in ``file_ring`` or the records-entry layout
 # (``RECORDS_ENTRY_VERSION``) changes: a daemon never adopts a ring of another layout version
 # (it moves the file aside instead).
 LAYOUT_VERSION = 3

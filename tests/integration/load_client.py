@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from daemon.client import DeliveryError, Producer
+from kpd import DeliveryError, Producer
 
 
 def main() -> int:

@@ -29,7 +29,7 @@ from collections import Counter
 
 import pytest
 
-from daemon.client import AsyncProducer, DeliveryError, Persistence, Producer
+from kpd import AsyncProducer, DeliveryError, Persistence, Producer
 from tests.brokers.reader import read_all
 from tests.daemon_harness import KpdDaemon, wait_for
 

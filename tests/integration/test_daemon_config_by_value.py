@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 import yaml
 
-from daemon.client import Producer
+from kpd import Producer
 from tests.brokers.ports import free_port
 from tests.brokers.reader import read_all
 from tests.daemon_harness import KpdDaemon, wait_for

@@ -1,7 +1,7 @@
 """Nothing accepted is lost across a restart of the whole daemon (issue 10).
 
 The real daemon as a subprocess, real brokers (librdkafka's mock cluster where brokers go down
-and come back, tansu otherwise), apps sending with daemon.client at ack level ``accepted``;
+and come back, tansu otherwise), apps sending with kpd at ack level ``accepted``;
 every check reads the topic back with confluent-kafka's consumer: accepted ⊆ delivered.
 """
 

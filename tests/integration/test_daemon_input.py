@@ -40,8 +40,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon import wire
-from daemon.wire import FrameType, KpdErrorCode, Persistence, Status
+from kpd import protocol as wire
+from kpd.protocol import FrameType, KpdErrorCode, Persistence, Status
 from tests.brokers import TansuBroker, read_all, unique_topic_name
 from tests.daemon_harness import KpdDaemon
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(240)
 
 
 class LoadClient:
-    """One app process sending records through daemon.client (tests/integration/load_client)."""
+    """One app process sending records through kpd (tests/integration/load_client)."""
 
     def __init__(
         self,

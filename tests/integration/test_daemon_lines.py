@@ -83,8 +83,8 @@ def test_every_line_is_a_record_keyed_at_the_separator_like_librdkafka(tansu, tm
     count = 20_000
     keys = [b"user-%d" % (i % 97) for i in range(count)]
     body = b"".join(b"%s\tevent %d\twith a tab in the value\n" % (keys[i], i) for i in range(count))
-    # Empty lines are no records; a line without the separator is a keyless value; the last
-    # line needs no newline before the writer closes.
+    # Empty lines are no records (they are counted); a line without the separator is a keyless
+    # value; the last line needs no newline before the writer closes.
     extra_lines = b"\n\nno separator here\nlast line"
     with _daemon(tmp_path, tansu, topic, {"key_separator": "\t"}) as daemon:
         half = body.index(b"\n", len(body) // 2) + 1  # two writers, each of whole lines
@@ -100,7 +100,7 @@ def test_every_line_is_a_record_keyed_at_the_separator_like_librdkafka(tansu, tm
         wait_for(
             lambda: (
                 _ingest_snapshot(daemon.metrics_port).get("lines")
-                == {"connections": 0, "too_long": 0}
+                == {"connections": 0, "too_long": 0, "empty": 2}
             ),
             20,
             "/status to show the lines listener",
@@ -125,7 +125,7 @@ def test_every_line_is_a_record_keyed_at_the_separator_like_librdkafka(tansu, tm
         last[r.key] = index
 
 
-def test_too_long_and_binary_lines_are_handled_as_documented_and_ingest_keeps_running(
+def test_empty_too_long_and_binary_lines_are_handled_as_documented_and_ingest_keeps_running(
     tansu, tmp_path
 ):
     topic = unique_topic_name("lines-garbage")
@@ -134,6 +134,7 @@ def test_too_long_and_binary_lines_are_handled_as_documented_and_ingest_keeps_ru
     data = b"".join(
         [
             b"first\n",
+            b"\n\n",  # two empty lines: no records, counted
             b"x" * 5000 + b"\n",  # too long, in one write
             b"second\n",
             binary + b"\n",
@@ -151,6 +152,11 @@ def test_too_long_and_binary_lines_are_handled_as_documented_and_ingest_keeps_ru
             lambda: _metric(daemon.metrics_port, "kpd_ingest_lines_too_long_total") == 3,
             20,
             "the too-long lines to be counted",
+        )
+        wait_for(
+            lambda: _metric(daemon.metrics_port, "kpd_ingest_lines_empty_total") == 2,
+            20,
+            "the empty lines to be counted",
         )
         assert daemon.child_pids("ingest") == ingest, "ingest was restarted: it died of input"
         wait_for(

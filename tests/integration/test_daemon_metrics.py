@@ -8,7 +8,7 @@ import subprocess
 import sys
 import urllib.request
 
-from daemon.client import Producer
+from kpd import Producer
 from tests.brokers.ports import free_port
 from tests.daemon_harness import REPO, KpdDaemon, wait_for
 

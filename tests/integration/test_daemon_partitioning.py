@@ -6,10 +6,10 @@ import socket
 
 import pytest
 
-from daemon import wire
-from daemon.wire.base import AckLevel, Status
-from daemon.wire.produce import encode_produce
-from daemon.wire.records import RecordIn
+from kpd import protocol as wire
+from kpd.protocol.base import AckLevel, Status
+from kpd.protocol.produce import encode_produce
+from kpd.protocol.records import RecordIn
 from tests.brokers.reader import partition_for_key_librdkafka, read_all
 from tests.daemon_harness import KpdDaemon
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daemon.client import Producer
+from kpd import Producer
 from tests.brokers.ports import free_port
 from tests.brokers.reader import read_all
 from tests.daemon_harness import REPO, KpdDaemon, wait_for
@@ -110,7 +110,7 @@ def test_a_topic_the_cluster_does_not_create_fails_at_once_not_after_max_block_m
     # tansu creates topics when asked; topics.auto_create: false makes kpd not ask, so tansu
     # answers UNKNOWN_TOPIC_OR_PARTITION as a cluster with auto.create.topics.enable=false does.
     # max.block.ms is far beyond the test's timeout: only the fresh answer can end the wait.
-    from daemon.client import DeliveryError
+    from kpd import DeliveryError
 
     topic = "never-created"
     extra = {"kafka": {"max.block.ms": 600_000}, "topics": {"auto_create": False}}

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.client import DeliveryError, Producer
 from daemon.net.errors import AUTH_FAILURE_REASONS
+from kpd import DeliveryError, Producer
 from tests.brokers import TansuBroker, read_all, unique_topic_name
 from tests.brokers.certs import CLIENT_KEY_PASSWORD, Pki, make_pki
 from tests.brokers.oidc import TokenEndpoint

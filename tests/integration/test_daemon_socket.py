@@ -8,8 +8,8 @@ import socket
 import struct
 from pathlib import Path
 
-from daemon import wire
-from daemon.wire.base import AckLevel, KpdErrorCode
+from kpd import protocol as wire
+from kpd.protocol.base import AckLevel, KpdErrorCode
 from tests.daemon_harness import KpdDaemon, wait_for
 
 

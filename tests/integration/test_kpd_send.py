@@ -98,7 +98,7 @@ def test_kpd_send_delivers_every_line_in_memory_that_does_not_grow_with_the_inpu
     assert all(r.partition == reference[r.key] for r in records if r.key is not None)
 
 
-def test_kpd_send_sends_lines_as_they_come_from_a_pipe_that_stays_open(kpd, tansu):
+def test_kpd_send_sends_lines_as_they_come_and_skips_and_counts_empty_ones(kpd, tansu):
     topic = tansu.create_topic(unique_topic_name("send-stream"), PARTITIONS)
     process = subprocess.Popen(
         [sys.executable, "-m", "daemon.cli", "send", "--socket", kpd.socket_path, "--topic", topic],
@@ -107,7 +107,7 @@ def test_kpd_send_sends_lines_as_they_come_from_a_pipe_that_stays_open(kpd, tans
         stdout=subprocess.PIPE,
     )
     try:
-        process.stdin.write(b"first\nsecond\n")
+        process.stdin.write(b"first\n\nsecond\n\n")  # an empty line is no record
         process.stdin.flush()
         # Like `tail -F`: no EOF yet, and the lines are in Kafka anyway.
         assert sorted(r.value for r in read_all(tansu.bootstrap, topic, 2)) == [b"first", b"second"]
@@ -118,5 +118,6 @@ def test_kpd_send_sends_lines_as_they_come_from_a_pipe_that_stays_open(kpd, tans
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process.stdout.read().decode().strip() == f"sent 3 records to {topic}, 0 failed"
+    summary = process.stdout.read().decode().strip()
+    assert summary == f"sent 3 records to {topic}, 0 failed, 2 empty lines skipped"
     assert len(read_all(tansu.bootstrap, topic, 3)) == 3

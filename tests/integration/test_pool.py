@@ -7,13 +7,14 @@ import random
 
 from daemon.net.connection import ConnectionSettings
 from daemon.net.pool import BrokerPool, ReconnectPolicy
+from tests.settings_for import settings_for
 
 
 def test_setup_timeout_doubles_per_failure_up_to_its_maximum_with_jitter():
-    policy = ReconnectPolicy(setup_timeout_s=1.0, setup_timeout_max_s=5.0)
+    policy = settings_for(ReconnectPolicy, setup_timeout_max_s=5.0)
     rng = random.Random(1)
     for failures, base in [(0, 1.0), (1, 2.0), (2, 4.0), (3, 5.0), (10, 5.0)]:
-        timeout = policy.setup_timeout(failures, rng)
+        timeout = policy.setup_timeout(1.0, failures, rng)
         assert base * 0.8 <= timeout <= base * 1.2, (failures, timeout)
 
 
@@ -23,8 +24,8 @@ def test_a_connection_unused_for_connections_max_idle_is_closed(tansu):
 
     async def scenario() -> None:
         pool = BrokerPool(
-            ConnectionSettings(client_id="pool-test"),
-            ReconnectPolicy(max_idle_s=0.2),
+            settings_for(ConnectionSettings, client_id="pool-test"),
+            settings_for(ReconnectPolicy, max_idle_s=0.2),
             lambda node, up: changes.append((node, up)),
         )
         pool.set_address(7, host, int(port))

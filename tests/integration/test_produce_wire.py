@@ -28,6 +28,7 @@ from daemon.kafka.compression import CODEC_NAMES, GZIP, LZ4, NONE, SNAPPY, ZSTD
 from daemon.kafka.records import BatchBuilder
 from daemon.net.connection import BrokerConnection, ConnectionSettings
 from tests.brokers import CREATE_TIME, ConsumedRecord, MockCluster, read_all, unique_topic_name
+from tests.settings_for import settings_for
 
 T0_MS = 1_700_000_000_000
 CODECS = (NONE, GZIP, SNAPPY, LZ4, ZSTD)
@@ -105,7 +106,7 @@ def expected(
 
 
 def settings() -> ConnectionSettings:
-    return ConnectionSettings(client_id="kpd-wire-test", request_timeout_s=10.0)
+    return settings_for(ConnectionSettings, client_id="kpd-wire-test", request_timeout_s=10.0)
 
 
 class Wire:

@@ -74,7 +74,7 @@ def run_consumer(consumer: RingConsumer, park_after: int | None) -> dict:
     while next_seq != ENTRIES:
         if not consumer.wait_readable_blocking(timeout=30):
             raise SystemExit("no data for 30 s")
-        batch = consumer.read_batch(max_entries=256)
+        batch = consumer.read_entries(max_entries=256)
         if first_seq is None:
             first_seq = next_seq = HEAD.unpack_from(batch[0][1])[0]
         for _, view in batch:

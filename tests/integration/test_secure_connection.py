@@ -17,8 +17,8 @@ from daemon.config import producer_settings
 from daemon.kafka import messages
 from daemon.net.connection import BrokerConnection, ConnectionSettings
 from daemon.net.errors import BrokerAuthError
+from daemon.net.from_config import connection_settings
 from daemon.net.oauth import OidcClientCredentials, TokenError
-from daemon.producer.security import sasl_login, tls_context
 from tests.brokers.certs import CLIENT_KEY_PASSWORD, Pki, make_pki
 from tests.brokers.oidc import TokenEndpoint
 from tests.brokers.secure_front import SaslUsers
@@ -49,9 +49,7 @@ def _kafka(broker: SecureTansu, **extra) -> dict:
 def _open(kafka: dict) -> BrokerConnection:
     settings = producer_settings(kafka)
     host, port = settings.bootstrap_servers[0]
-    connection = ConnectionSettings(
-        connect_timeout_s=10, ssl_context=tls_context(settings), sasl=sasl_login(settings)
-    )
+    connection = connection_settings(settings, client_id="kpd", carries_produce=False)
     return asyncio.run(_metadata_then_close(host, port, connection))
 
 
@@ -182,7 +180,7 @@ def test_reauthentication_keeps_requests_in_flight(tmp_path: Path, pki):
 
         async def run() -> tuple[int, int]:
             conn = await BrokerConnection.open(
-                host, port, ConnectionSettings(sasl=sasl_login(settings))
+                host, port, connection_settings(settings, client_id="kpd", carries_produce=False)
             )
             answered = 0
             loop = asyncio.get_running_loop()

@@ -19,12 +19,12 @@ from collections.abc import Iterator
 import pytest
 
 from daemon.config import producer_settings
-from daemon.process.worker import Worker
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
-from daemon.wire import decode_reports
-from daemon.wire.base import AckLevel, KpdErrorCode, Persistence, Status
-from daemon.wire.records import encode_records
 from daemon.wire.ring_entry import decode_report_entry, entry_head
+from daemon.worker import Worker
+from kpd.protocol import decode_reports
+from kpd.protocol.base import AckLevel, KpdErrorCode, Persistence, Status
+from kpd.protocol.records import encode_records
 from tests.brokers.reader import read_all
 
 RING_BYTES = 1 << 20
@@ -55,7 +55,7 @@ class RingPair:
 
     def runs(self) -> list:
         runs = []
-        for end_pos, entry in self.ingest_reports.read_batch():
+        for end_pos, entry in self.ingest_reports.read_entries():
             conn_id, count, frame = decode_report_entry(entry)
             assert conn_id == CONN_ID
             decoded = decode_reports(frame[5:])  # after the length prefix and type byte
@@ -186,7 +186,7 @@ def test_a_worker_closed_before_delivering_keeps_the_records_in_its_ring(rings):
     assert rings.worker_records.held_bytes() == rings.ingest_records.used_bytes() > 0
     ring, wakeups = Ring.attach(rings.names[0]), RingWakeups.create()
     try:
-        replay = RingConsumer(ring, wakeups).read_batch()
+        replay = RingConsumer(ring, wakeups).read_entries()
         assert len(replay) == 4
         del replay
     finally:

@@ -2,7 +2,7 @@
 
 Expected bytes come from the Kafka record format written field by field (``struct.pack`` and
 hand-encoded zigzag varints), never from either implementation; the two are also run against
-each other on many shapes. See tests/unit/test_murmur2.py for murmur2 (Kafka's vectors).
+each other on many shapes. See tests/unit/client/test_murmur2.py for murmur2 (Kafka's vectors).
 """
 
 from __future__ import annotations
@@ -16,19 +16,19 @@ from array import array
 import pytest
 
 from daemon.ingest.routing import EntryPlanner
-from daemon.kafka.murmur2 import partition_for_key
 from daemon.kafka.records import append_packed_python
 from daemon.ring.ordering import MemoryOrderingError, ordering_of, shared_words
-from daemon.wire.records import decode_produce_header, encode_section, iter_records
 from daemon.wire.ring_entry import ENTRY_HEAD_BYTES, seq_runs
-from tests.accel import IMPLEMENTATIONS, compiled
+from kpd.murmur2 import partition_for_key
+from kpd.protocol.records import decode_produce_header, encode_section, iter_records
+from tests.accel import IMPLEMENTATIONS, compiled, compiled_client
 
 
 def test_the_c_accelerator_is_built_and_chosen_unless_kpd_pure_python_is_set():
     probe = (
-        "import daemon.accel as a, daemon.kafka.murmur2 as m, daemon.kafka.records as r;"
-        "print(a.IMPLEMENTATION);"
-        "print(m.murmur2 is getattr(a.native, 'murmur2', None));"
+        "import daemon.accel as a, kpd.accel as c, kpd.murmur2 as m, daemon.kafka.records as r;"
+        "print(a.IMPLEMENTATION == c.IMPLEMENTATION and a.IMPLEMENTATION);"
+        "print(m.murmur2 is getattr(c.native, 'murmur2', None));"
         "print(r._append_packed is r.append_packed_python)"
     )
 
@@ -127,7 +127,7 @@ def test_c_append_packed_refuses_lengths_past_the_data():
 
 
 def _frame(keys, values):
-    from daemon.wire.produce import encode_produce_frame
+    from kpd.protocol.produce import encode_produce_frame
 
     frame = encode_produce_frame(b"\x00\x01t", -1, 1000, keys, values)
     return decode_produce_header(memoryview(frame)[5:])
@@ -252,16 +252,16 @@ def test_c_scan_plain_and_plain_lengths_agree_with_the_pure_scan():
         values = [None if rng.random() < 0.1 else rng.randbytes(rng.randint(0, 50))
                   for _ in range(count)]  # fmt: skip
         section = encode_section(keys, values)
-        key_lens, value_lens, start = compiled().plain_lengths(section, count)
+        key_lens, value_lens, start = compiled_client().plain_lengths(section, count)
         assert list(memoryview(key_lens).cast("i")) == [-1 if k is None else len(k) for k in keys]
         assert list(memoryview(value_lens).cast("i")) == [
             -1 if v is None else len(v) for v in values
         ]
         assert start == 1 + 8 * count
-        assert compiled().scan_plain(section, count) == (keys.count(None) == count)
-    assert compiled().scan_plain(encode_section([None, None], [b"a", b"b"]), 2) is True
+        assert compiled_client().scan_plain(section, count) == (keys.count(None) == count)
+    assert compiled_client().scan_plain(encode_section([None, None], [b"a", b"b"]), 2) is True
     with pytest.raises(ValueError):
-        compiled().scan_plain(encode_section([b"k"], [b"v"]), 2)  # columns past the section
+        compiled_client().scan_plain(encode_section([b"k"], [b"v"]), 2)  # columns past the section
 
 
 def test_a_grouped_entry_too_large_for_the_ring_is_cut_keeping_each_records_sequence(accel):

@@ -24,6 +24,7 @@ import pytest
 from daemon.kafka import headers, messages
 from daemon.net.connection import BrokerConnection, ConnectionSettings
 from daemon.net.errors import BrokerConnectionError, ConnectionClosedError, RequestTimedOutError
+from tests.settings_for import settings_for
 
 LOOPBACK = "127.0.0.1"
 DEADLINE_S = 5.0  # every test finishes well within this, or fails
@@ -173,7 +174,9 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
 
 
 def settings(**overrides: Any) -> ConnectionSettings:
-    return ConnectionSettings(**{"client_id": "kpd-test", "request_timeout_s": 5.0, **overrides})
+    return settings_for(
+        ConnectionSettings, **{"client_id": "kpd-test", "request_timeout_s": 5.0, **overrides}
+    )
 
 
 def metadata_request(*topics: str) -> dict:

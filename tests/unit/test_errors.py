@@ -7,6 +7,7 @@ import pytest
 from daemon.kafka.errors import (
     ERRORS,
     Action,
+    ErrorCode,
     Persistence,
     classify,
     code_of,
@@ -129,3 +130,12 @@ def test_every_retriable_code_is_retried_or_resolved_by_the_producer() -> None:
     for code, info in ERRORS.items():
         if info.retriable:
             assert classify(code).action in (Action.RETRY, Action.REFRESH_AND_RETRY), code
+
+
+def test_error_code_names_every_row_of_the_table_and_nothing_else() -> None:
+    assert {(code.value, code.name) for code in ErrorCode} == {
+        (code, info.name) for code, info in ERRORS.items()
+    }
+    # Kafka's Errors.java numbers, not the table's, so a shifted row cannot go unnoticed.
+    assert (ErrorCode.NOT_COORDINATOR, ErrorCode.PRODUCER_FENCED) == (16, 90)
+    assert ErrorCode.UNKNOWN_SERVER_ERROR == -1

@@ -1,19 +1,25 @@
 """The import graph of DESIGN.md §4, checked on the source's imports.
 
-Lower layers never import higher ones; the client imports nothing of ingest, ingest nothing of
-the producer engine; only ``process`` wires engines together. A package (or top-level module)
-missing from ``ALLOWED`` fails the test, so a new one has to take its place in the graph.
+Lower layers never import higher ones; ingest imports nothing of the producer engine; only
+``process`` wires engines together. kpd-client (``clients/python/kpd``) sits below the whole
+daemon: it imports nothing of ``daemon``, and any daemon unit may import it (the kpd socket
+protocol, the partitioner). Inside kpd the protocol, the partitioner and the accelerator sit
+below the client. A package (or top-level module) missing from ``ALLOWED`` or
+``CLIENT_ALLOWED`` fails the test, so a new one has to take its place in the graph.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
-DAEMON = Path(__file__).resolve().parents[2] / "daemon"
+ROOT = Path(__file__).resolve().parents[2]
+DAEMON = ROOT / "daemon"
+CLIENT = ROOT / "clients" / "python" / "kpd"
 
 # unit (package or top-level module) -> kpd units it may import (besides itself)
 ALLOWED = {
@@ -23,11 +29,13 @@ ALLOWED = {
     "ring": {"accel"},
     "settings": set(),
     "config": {"settings"},
-    "net": {"kafka"},
+    "net": {"kafka", "settings"},  # from_config: connection settings from the schema's model
     "producer": {"kafka", "net", "config", "settings"},
-    "ingest": {"wire", "kafka", "ring", "accel"},
-    "client": {"wire", "kafka"},
+    "ownership": set(),  # worker_for, the one rule of which worker owns a partition; pure
+    "ingest": {"wire", "kafka", "ring", "accel", "ownership"},
     "metrics": {"producer"},
+    # one worker process's ring <-> engine adapter; never ingest or the supervisor
+    "worker": {"wire", "ring", "config", "producer", "metrics"},
     "process": {
         "accel",
         "kafka",
@@ -39,11 +47,23 @@ ALLOWED = {
         "producer",
         "ingest",
         "metrics",
+        "ownership",
+        "worker",
     },
-    "cli": {"config", "settings", "client", "process", "wire", "kafka", "cli_input"},
+    "cli": {"config", "settings", "process", "wire", "kafka", "cli_input"},
     "cli_input": set(),  # kpd send's input formats, pure
 }
-PURE = ("kafka", "wire")  # codecs: bytes <-> values, nothing else
+PURE = ("kafka", "wire", "ownership")  # bytes <-> values and pure rules, nothing else
+
+# kpd-client's own graph: unit -> kpd units it may import. Its lower units are what the
+# daemon imports of it; the rest (``None``: any unit of kpd) is the client an app uses.
+CLIENT_LOWER = {
+    "accel": set(),
+    "murmur2": {"accel"},
+    "partitioner": {"murmur2"},
+    "protocol": {"accel"},
+}
+CLIENT_PURE = ("protocol", "murmur2", "partitioner")
 IMPURE_MODULES = {
     "socket",
     "asyncio",
@@ -107,18 +127,67 @@ def test_pure_codecs_do_no_io_and_read_no_clock(unit):
         assert not imported & IMPURE_MODULES, f"{path}: imports {imported & IMPURE_MODULES}"
 
 
+def _client_units() -> set[str]:
+    units = {p.stem for p in CLIENT.glob("*.py") if p.stem != "__init__"}
+    return units | {p.name for p in CLIENT.iterdir() if (p / "__init__.py").exists()}
+
+
+def _client_files(unit: str) -> list[Path]:
+    package = CLIENT / unit
+    return sorted(package.rglob("*.py")) if package.is_dir() else [CLIENT / f"{unit}.py"]
+
+
+def test_kpd_client_imports_nothing_of_the_daemon():
+    # What an app installs: the daemon's package (and python-daemon's, also named ``daemon``)
+    # must never be needed by it.
+    for path in sorted(CLIENT.rglob("*.py")):
+        for name in _imports(path):
+            assert name.split(".")[0] != "daemon", f"{path}: imports {name}"
+
+
+def test_kpd_client_uses_the_standard_library_only():
+    allowed_top = {"kpd", "__future__", "."} | set(sys.stdlib_module_names)
+    for path in sorted(CLIENT.rglob("*.py")):
+        for name in _imports(path):
+            assert name.split(".")[0] in allowed_top, f"{path}: imports {name}"
+
+
+@pytest.mark.parametrize("unit", sorted(CLIENT_LOWER))
+def test_kpd_clients_lower_units_import_nothing_of_the_client_above_them(unit):
+    assert unit in _client_units()
+    for path in _client_files(unit):
+        for name in _imports(path):
+            parts = name.split(".")
+            if parts[0] == "kpd" and len(parts) > 1:
+                assert parts[1] in CLIENT_LOWER[unit] | {unit}, f"{path}: imports {name}"
+
+
+@pytest.mark.parametrize("unit", CLIENT_PURE)
+def test_kpd_clients_codecs_do_no_io_and_read_no_clock(unit):
+    for path in _client_files(unit):
+        imported = {name.split(".")[0] for name in _imports(path)}
+        assert not imported & IMPURE_MODULES, f"{path}: imports {imported & IMPURE_MODULES}"
+
+
 def test_the_accelerator_does_no_io_in_python_or_in_c():
     # Its Python side only reads the KPD_PURE_PYTHON switch; its C side includes no I/O
     # headers and calls nothing that reaches the outside world.
     for path in _files("accel"):
         imported = {name.split(".")[0] for name in _imports(path)}
-        assert imported <= {"__future__", "os", "types", ".", "daemon"}, f"{path}: {imported}"
-    source = (DAEMON / "accel" / "_accel.c").read_text()
-    includes = set(re.findall(r"#include <([^>]+)>", source))
-    assert includes <= {"Python.h", "stdatomic.h", "stdint.h", "string.h"}, includes
-    io = r"\b(fopen|open|read|write|\w*printf|socket|time|clock\w*|getenv)\s*\("
-    calls = re.findall(io, source)
-    assert not calls, f"_accel.c calls {calls}"
+        allowed = {"__future__", "os", "types", ".", "daemon", "kpd"}
+        assert imported <= allowed, f"{path}: {imported}"
+    imported = {name.split(".")[0] for name in _imports(CLIENT / "accel.py")}
+    assert imported <= {"__future__", "os", "types", "kpd"}, imported
+    sources = [DAEMON / "accel" / "_accel.c", CLIENT / "_accel.c", CLIENT / "kpd_loops.h"]
+    for path in sources:
+        source = path.read_text()
+        includes = set(re.findall(r"#include <([^>]+)>", source))
+        assert includes <= {"Python.h", "stdatomic.h", "stdint.h", "string.h"}, includes
+        # Local includes: only the shared loops of kpd-client (the C exists once).
+        assert set(re.findall(r'#include "([^"]+)"', source)) <= {"kpd_loops.h"}
+        io = r"\b(fopen|open|read|write|\w*printf|socket|time|clock\w*|getenv)\s*\("
+        calls = re.findall(io, source)
+        assert not calls, f"{path.name} calls {calls}"
 
 
 def _private_names_defined(tree: ast.AST) -> set[str]:
@@ -146,7 +215,7 @@ def test_no_module_reads_another_modules_private_attributes():
     """``x._name`` only where this module defines ``_name``: what metrics and status need,
     engines and servers offer as public ``stats()`` snapshots. Library constants that are
     spelled with a leading underscore (``KafkaError._PARTITION_EOF``) are public."""
-    for path in sorted(DAEMON.rglob("*.py")):
+    for path in [*sorted(DAEMON.rglob("*.py")), *sorted(CLIENT.rglob("*.py"))]:
         tree = ast.parse(path.read_text())
         own = _private_names_defined(tree)
         for node in ast.walk(tree):
@@ -164,10 +233,11 @@ def test_no_module_reads_another_modules_private_attributes():
 
 def test_no_import_cycles_between_modules():
     graph: dict[str, set[str]] = {}
-    for path in DAEMON.rglob("*.py"):
-        module = ".".join(path.relative_to(DAEMON.parent).with_suffix("").parts)
-        module = module.removesuffix(".__init__")
-        graph[module] = {n for n in _imports(path) if n.startswith("daemon.")}
+    for top in (DAEMON, CLIENT):
+        for path in top.rglob("*.py"):
+            module = ".".join(path.relative_to(top.parent).with_suffix("").parts)
+            module = module.removesuffix(".__init__")
+            graph[module] = {n for n in _imports(path) if n.startswith(("daemon.", "kpd."))}
     state: dict[str, int] = {}
 
     def visit(module: str, trail: list[str]) -> None:

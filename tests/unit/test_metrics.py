@@ -33,9 +33,9 @@ from daemon.metrics import (
     render_metrics,
 )
 from daemon.process.http import MetricsServer
-from daemon.process.reporters import RateMeter, StatusWriter
-from daemon.process.status import ChildState, build_status, read_snapshots
-from daemon.process.status_text import fetch_status, format_status
+from daemon.process.status.document import ChildState, build_status, read_snapshots
+from daemon.process.status.reporters import RateMeter, StatusWriter
+from daemon.process.status.text import fetch_status, format_status
 from daemon.producer.counters import ProducerCounters
 from daemon.producer.outcomes import DeliveryFailure, Persistence
 
@@ -130,7 +130,7 @@ WORKER_SCRIPT = """
     metrics.flush(counters, tally, state)
 
     # exactly-once mode: a worker with a transactional id, then fenced
-    from daemon.producer.txn_driver import TransactionStats
+    from daemon.producer.completion import TransactionStats
     counters.transactions_committed, counters.transactions_aborted = 4, 1
     counters.transaction_commit_time.observe(0.003, 4)
     counters.transaction_records.observe(500, 4)
@@ -406,7 +406,7 @@ REPORTERS_SCRIPT = """
     from daemon.config import producer_settings
     from daemon.ingest.server import IngestStats
     from daemon.metrics import DeliveryTally
-    from daemon.process.reporters import IngestReporter, WorkerReporter
+    from daemon.process.status.reporters import IngestReporter, WorkerReporter
     from daemon.producer.engine import ProducerEngine
     from daemon.producer.outcomes import DeliveryFailure, Persistence
     from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups

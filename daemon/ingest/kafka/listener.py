@@ -5,8 +5,10 @@ through kpd. kpd poses as the single broker (node 0) leading every partition: Ap
 advertises only what kpd serves (``daemon.kafka.serving``), Metadata shows the real cluster's
 partition counts, InitProducerId hands out kpd's own producer ids (``producers``), and each
 Produce partition's batch is checked (``daemon.kafka.incoming``), laid out as a kpd records
-section and written into the rings through the ingest server's ``enqueue`` — the path a kpd
-client's PRODUCE frame takes. The client's partition is honoured.
+section and handed to ingest's ``Admission.admit`` — the one way into the rings, which a kpd
+client's PRODUCE frame and a ``socket.lines`` writer take too: the listener is one record source
+(``admission.RecordSource``) and its own ``ReportReader``. The client's partition is honoured;
+admission's refusals become Kafka error codes (``outcomes``).
 
 Acks: 0 -> ring ack level NONE (no response at all, as Kafka does); 1 -> ACCEPTED (answered
 once the entry is published to its ring); -1 -> KAFKA (answered with the worker's report: the
@@ -16,13 +18,15 @@ Order: a connection's requests are handled one after another (entries enqueued i
 order, so per-partition order holds across pipelined requests) and answered in request order
 (the Kafka protocol requires it); waiting for outcomes does not hold up the next request.
 
-Reports: every ring entry of this listener carries one stable connection id (``SOURCE_ID``)
-and a sequence number from a counter that starts at the wall clock in ns, above any earlier
-ingest's. So after ingest (or the whole daemon) was killed, the reports of entries the old
-listener wrote still reach the new one, which records them as the first outcome of batches an
-idempotent producer will resend.
+Reports: every ring entry of this listener carries one stable conn_id (``SOURCE_ID``) and a
+sequence number from a counter that starts at the wall clock in ns, above any earlier ingest's.
+The ingest server hands workers' reports for ``SOURCE_ID`` to the listener
+(``IngestServer.hear_reports``) without counting it as a connection of its socket. So after
+ingest (or the whole daemon) was killed, the reports of entries the old listener wrote still
+reach the new one, which records them as the first outcome of batches an idempotent producer
+will resend.
 
-Must not import the server module (it receives a ``KafkaHost``), uvloop or the engines.
+Must not import the server module (it receives ingest's ``Admission``), uvloop or the engines.
 """
 
 from __future__ import annotations
@@ -34,26 +38,25 @@ import logging
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
 
-from daemon.ingest.connection import is_legal_topic
+from daemon.ingest.admission import Admission, ReportReader, is_legal_topic
 from daemon.ingest.kafka.outcomes import kafka_code
 from daemon.ingest.kafka.producers import KeptBatch, ProducerRegistry
 from daemon.kafka import incoming, serving
-from daemon.kafka.errors import code_of
+from daemon.kafka.errors import ErrorCode
 from daemon.kafka.messages import API_VERSIONS, INIT_PRODUCER_ID, METADATA, PRODUCE
 from daemon.kafka.primitives import ProtocolError
-from daemon.wire import decode_reports
-from daemon.wire.base import AckLevel, KpdErrorCode, Persistence, Status
-from daemon.wire.records import ProduceHeader, encode_section, header_blob
+from kpd.protocol import decode_reports
+from kpd.protocol.base import AckLevel, KpdErrorCode, Persistence, Status
+from kpd.protocol.records import ProduceHeader, encode_section, header_blob
 
-__all__ = ["SOURCE_ID", "KafkaHost", "KafkaListener", "KafkaListenerSettings", "KafkaStats"]
+__all__ = ["SOURCE_ID", "KafkaListener", "KafkaListenerSettings", "KafkaStats"]
 
 log = logging.getLogger(__name__)
 
-# The connection id of every ring entry this listener writes. The server's own ids are
+# The conn_id of every ring entry this listener writes. Admission's ids for other sources are
 # (ms clock & 0xFFFFFFFF) << 32 plus a counter, so they reach this one only if a clock's low
-# 32 bits are all ones *and* 2**32 - 2 connections came in that millisecond.
+# 32 bits are all ones *and* 2**32 - 2 sources came in that millisecond.
 SOURCE_ID = 0xFFFF_FFFF_FFFF_FFFE
 NODE_ID = 0
 CLUSTER_ID = "kpd"
@@ -63,16 +66,6 @@ _MAX_QUEUED_REQUESTS = 64  # read no more from a client with this many requests 
 _METADATA_LOOKUP_S = 10.0  # at most this long on an unknown topic inside one Metadata request
 _BUFFER_FULL_THROTTLE_MS = 1000
 
-NONE = 0
-UNKNOWN_TOPIC_OR_PARTITION = code_of("UNKNOWN_TOPIC_OR_PARTITION")
-TOPIC_AUTHORIZATION_FAILED = code_of("TOPIC_AUTHORIZATION_FAILED")
-INVALID_TOPIC_EXCEPTION = code_of("INVALID_TOPIC_EXCEPTION")
-MESSAGE_TOO_LARGE = code_of("MESSAGE_TOO_LARGE")
-INVALID_REQUIRED_ACKS = code_of("INVALID_REQUIRED_ACKS")
-TRANSACTIONAL_ID_AUTHORIZATION_FAILED = code_of("TRANSACTIONAL_ID_AUTHORIZATION_FAILED")
-DUPLICATE_SEQUENCE_NUMBER = code_of("DUPLICATE_SEQUENCE_NUMBER")
-NOT_LEADER_OR_FOLLOWER = code_of("NOT_LEADER_OR_FOLLOWER")
-REQUEST_TIMED_OUT = code_of("REQUEST_TIMED_OUT")
 _ACK_LEVELS = {0: AckLevel.NONE, 1: AckLevel.ACCEPTED, -1: AckLevel.KAFKA}
 
 
@@ -94,20 +87,6 @@ class KafkaStats:
     producers: int  # producer ids known
 
 
-class KafkaHost(Protocol):
-    """What the listener needs of the ingest server (``IngestServer``), as ``LinesHost``."""
-
-    settings: Any  # IngestSettings: max_block_s
-    topics: Any  # TopicDirectory
-    planner: Any  # EntryPlanner
-    connections: dict
-    records_rejected: int
-
-    def enqueue(self, conn: Any, entries, header, ack) -> Any: ...
-
-    def publish_all(self) -> None: ...
-
-
 # One partition's answer: (error code, base offset, log-append time).
 Outcome = tuple[int, int, int]
 
@@ -121,18 +100,18 @@ class _Pending:
         self.start = start
         self.count = count
         self.remaining = count
-        self.error = NONE
+        self.error = ErrorCode.NONE
         self.base_offset = -1
         self.append_time = -1
         self.future = future
 
 
 class KafkaListener:
-    """The ``socket.kafka`` server, its connections, and the report source of its entries."""
+    """The ``socket.kafka`` server, its connections, and the record source of their batches."""
 
-    def __init__(self, settings: KafkaListenerSettings, host: KafkaHost) -> None:
+    def __init__(self, settings: KafkaListenerSettings, admission: Admission) -> None:
         self.settings = settings
-        self.host = host
+        self.admission = admission
         self.producers = ProducerRegistry(settings.state_path)
         # Above every sequence number an earlier listener used (it counted from its own start
         # time, by at most one per record), and above every kept batch's.
@@ -145,13 +124,18 @@ class KafkaListener:
         self.errors: collections.Counter[int] = collections.Counter()
         self._server: asyncio.AbstractServer | None = None
         self.quiescing = False
-        # What IngestServer calls on a connection, for entries of this listener: it must be in
-        # the server's registry before the report rings are read (IngestServer.start).
-        self.owed = 0
-        self.busy = False
+        # admission.RecordSource: ring entries carry SOURCE_ID; reports come back under it.
         self.conn_id = SOURCE_ID
         self.name = "kafka listener"
-        host.connections[SOURCE_ID] = self
+        self.reader: ReportReader = self  # it hears its own outcomes
+        self.owed = 0  # records whose outcome a worker or a publish still owes
+        self._waiting = 0  # batches waiting in admit for a topic lookup or ring space
+        self.idle = asyncio.Event()  # set while none waits: what quiesce waits for
+        self.idle.set()
+
+    @property
+    def busy(self) -> bool:
+        return self._waiting > 0
 
     def stats(self) -> KafkaStats:
         return KafkaStats(
@@ -175,15 +159,19 @@ class KafkaListener:
             self.settings.port,
         )
 
-    def quiesce(self) -> None:
+    async def quiesce(self) -> None:
         """Accept no more connections or records; requests already read get
-        NOT_LEADER_OR_FOLLOWER, so clients retry them after reconnecting."""
+        NOT_LEADER_OR_FOLLOWER, so clients retry them after reconnecting. Batches waiting in
+        admission for ring space finish first (at most max.block.ms)."""
         self.quiescing = True
         if self._server is not None:
             self._server.close()
+        await self.admission.wait_idle(lambda: (self,))
 
     def close(self) -> None:
-        self.quiesce()
+        self.quiescing = True
+        if self._server is not None:
+            self._server.close()
         for conn in list(self.connections):
             conn.close()
         self.producers.close()
@@ -192,27 +180,14 @@ class KafkaListener:
 
     async def produce_partition(self, topic: str, partition: int, data, version: int,
                                 ack: AckLevel, timeout_s: float):  # fmt: skip
-        """Check and enqueue one partition's batch. Returns an ``Outcome`` or an awaitable of
+        """Check and admit one partition's batch. Returns an ``Outcome`` or an awaitable of
         one (the answer once the ack level is reached)."""
         batch = incoming.read_batch(data, version)
         if isinstance(batch, incoming.BatchRefused):
             log.info("kafka client: %s-%d: %s", topic, partition, batch.message)
             return batch.error_code, -1, -1
         if self.quiescing:
-            return NOT_LEADER_OR_FOLLOWER, -1, -1
-        host = self.host
-        if not is_legal_topic(topic):
-            return INVALID_TOPIC_EXCEPTION, -1, -1
-        if not host.topics.allowed(topic):
-            return TOPIC_AUTHORIZATION_FAILED, -1, -1
-        count = host.topics.counts.get(topic)
-        if count is None or partition >= count:
-            try:
-                count = await host.topics.partition_count(topic, host.settings.max_block_s)
-            except Exception:
-                return UNKNOWN_TOPIC_OR_PARTITION, -1, -1
-        if not 0 <= partition < count:
-            return UNKNOWN_TOPIC_OR_PARTITION, -1, -1
+            return ErrorCode.NOT_LEADER_OR_FOLLOWER, -1, -1
         idempotent = batch.producer_id >= 0
         if idempotent:
             check = self.producers.check(batch.producer_id, batch.producer_epoch, topic,
@@ -221,32 +196,44 @@ class KafkaListener:
                 return check.error, -1, -1
             if check.duplicate is not None:
                 return self._duplicate(check.duplicate, timeout_s)
-        return await self._enqueue(topic, partition, batch, ack, count, idempotent)
+        return await self._admit(topic, partition, batch, ack, idempotent)
 
-    async def _enqueue(self, topic, partition, batch, ack, count, idempotent):
-        host = self.host
+    async def _admit(self, topic, partition, batch, ack, idempotent):
         header_blobs = {i: header_blob(h) for i, h in batch.headers.items()}
         section = encode_section(batch.keys, batch.values, batch.timestamps, header_blobs)
         start = self._next_seq
         self._next_seq += batch.count
         header = ProduceHeader(start, batch.count, partition, ack, topic, memoryview(section),
                                batch.keys.count(None) == batch.count)  # fmt: skip
-        entries = host.planner.fit(header, host.planner.split(header, count))
-        if entries is None:
-            return MESSAGE_TOO_LARGE, -1, -1
-        pending = self._track(start, batch.count) if ack != AckLevel.NONE else None
-        waiting = host.enqueue(self, entries, header, ack)
+        pending = self._track(start, batch.count)  # admission's refusals land here too
+        admission = self.admission
+        waiting = admission.admit(self, header, ack)
         if waiting is not None:
-            await waiting
-        host.publish_all()
-        if pending is not None and pending.error and pending.remaining == 0:
-            return pending.future.result()  # refused while enqueueing (ring full)
+            self._waiting += 1
+            self.idle.clear()
+            try:
+                await waiting
+            finally:
+                self._waiting -= 1
+                if not self._waiting:
+                    self.idle.set()
+        admission.publish_all()
+        if ack == AckLevel.NONE or pending.error:
+            # No outcome comes for acks=0 records; a refused batch is answered now (a part
+            # admission took before a ring stayed full still goes to Kafka).
+            if pending.start in self._pending:
+                self._untrack(pending)
+            if pending.error:
+                return pending.error, -1, -1
         self.records += batch.count
         if idempotent:
+            # After the publish, before the answer: a resend after any crash finds it.
             self.producers.accepted(batch.producer_id, batch.producer_epoch, topic, partition,
                                     batch.base_sequence, batch.count, start)  # fmt: skip
-        if pending is None:
-            return NONE, -1, -1
+        if ack == AckLevel.NONE:
+            return ErrorCode.NONE, -1, -1
+        if pending.future.done():  # acks=1, announced by the publish: keep it for a resend
+            self.producers.resolved(start, *pending.future.result())
         return pending.future
 
     def _duplicate(self, kept: KeptBatch, timeout_s: float):
@@ -265,36 +252,34 @@ class KafkaListener:
         bisect.insort(self._starts, start)
         return pending
 
-    # ---- what IngestServer calls back (this listener is the entries' "connection") ------
+    def _untrack(self, pending: _Pending) -> None:
+        del self._pending[pending.start]
+        self._starts.pop(bisect.bisect_left(self._starts, pending.start))
+
+    # ---- what admission and the ingest server call back ----------------------------------
 
     def forward_reports(self, records: int, report_frame) -> None:
-        """A worker's REPORT frame for entries of this listener."""
+        """A worker's REPORT frame for entries of this listener (``IngestServer``)."""
         self.owed -= records
         for run in decode_reports(memoryview(report_frame)[_FRAME_HEAD:]):
             self._outcome(run.first_seq, run.count, run.status, run.base_offset,
                           run.timestamp, kafka_code(run.error, run.kafka_error),
                           run.persistence)  # fmt: skip
 
-    def hold_announcement(self, n: int) -> None:
+    def owe(self, n: int) -> None:
+        """admission.ReportReader: ``n`` records' outcomes are on their way."""
         self.owed += n
 
-    def announce(self, accepted_frame: bytes, n: int) -> None:
-        """Entries of acks=1 batches are published (and synced): answer them."""
-        self.owed -= n
-        self.forward_reports(0, accepted_frame)
+    def accepted(self, frame: bytes, n: int) -> None:
+        """admission.ReportReader: entries of acks=1 batches are published (and synced)."""
+        self.forward_reports(n, frame)
 
-    def reject(self, first_seq: int, count: int, code: KpdErrorCode, message: str,
-               kafka_error: int = 0) -> None:  # fmt: skip
-        self.host.records_rejected += count
+    def refused(self, first_seq: int, count: int, code: KpdErrorCode, message: str,
+                kafka_error: int) -> None:  # fmt: skip
+        """admission.RecordSource: records admission did not take (it counted them)."""
         log.info("kafka client: %d records refused: %s", count, message)
         self._outcome(first_seq, count, Status.FAILED, -1, -1, kafka_code(code, kafka_error),
                       Persistence.NOT_PERSISTED)  # fmt: skip
-
-    def send(self, frame: bytes) -> None:
-        """Nothing is written to the listener itself."""
-
-    def abort(self, code: KpdErrorCode, message: str) -> None:
-        """IngestServer.close closes every connection; the listener's own close does it."""
 
     def _outcome(self, seq, count, status, base_offset, append_time, error, persistence):
         index = bisect.bisect_right(self._starts, seq) - 1
@@ -303,7 +288,7 @@ class KafkaListener:
             # No one waits (the client left, or an earlier ingest wrote the entry): keep a
             # delivered batch's outcome for the resend that may come.
             if status == Status.DELIVERED:
-                self.producers.resolved(seq, NONE, base_offset, append_time)
+                self.producers.resolved(seq, ErrorCode.NONE, base_offset, append_time)
             return
         pending.remaining -= count
         if status == Status.FAILED:
@@ -313,8 +298,7 @@ class KafkaListener:
             pending.base_offset, pending.append_time = base_offset, append_time
         if pending.remaining > 0:
             return
-        del self._pending[pending.start]
-        self._starts.pop(bisect.bisect_left(self._starts, pending.start))
+        self._untrack(pending)
         outcome = (pending.error, pending.base_offset, pending.append_time)
         if not pending.error:
             self.producers.resolved(pending.start, *outcome)
@@ -331,7 +315,7 @@ class KafkaListener:
             host = self.settings.host
         requested = body["topics"]
         if requested is None:  # all topics: the ones ingest knows
-            names = sorted(self.host.topics.counts)
+            names = self.admission.topics.names()
         else:
             names = [t["name"] for t in requested if t["name"] is not None]
         topics = [await self._topic_metadata(name) for name in names]
@@ -343,19 +327,19 @@ class KafkaListener:
         }
 
     async def _topic_metadata(self, name: str) -> dict:
-        topics = self.host.topics
-        answer = {"name": name, "error_code": NONE, "partitions": []}
+        topics = self.admission.topics
+        answer = {"name": name, "error_code": ErrorCode.NONE, "partitions": []}
         if not is_legal_topic(name):
-            answer["error_code"] = INVALID_TOPIC_EXCEPTION
+            answer["error_code"] = ErrorCode.INVALID_TOPIC_EXCEPTION
             return answer
         if not topics.allowed(name):
-            answer["error_code"] = TOPIC_AUTHORIZATION_FAILED
+            answer["error_code"] = ErrorCode.TOPIC_AUTHORIZATION_FAILED
             return answer
         try:
-            timeout = min(self.host.settings.max_block_s, _METADATA_LOOKUP_S)
+            timeout = min(self.admission.max_block_s, _METADATA_LOOKUP_S)
             count = await topics.partition_count(name, timeout)
         except Exception:
-            answer["error_code"] = UNKNOWN_TOPIC_OR_PARTITION
+            answer["error_code"] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
             return answer
         answer["partitions"] = [
             {"partition_index": i, "leader_id": NODE_ID, "leader_epoch": 0,
@@ -367,18 +351,18 @@ class KafkaListener:
     def init_producer_id(self, body: dict) -> dict:
         if body["transactional_id"] is not None:
             # kpd's exactly-once is the daemon's own kafka.transactional.id.
-            return {"error_code": TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "producer_id": -1,
-                    "producer_epoch": -1}  # fmt: skip
+            return {"error_code": ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    "producer_id": -1, "producer_epoch": -1}  # fmt: skip
         producer_id, epoch = self.producers.init_producer(body["producer_id"],
                                                           body["producer_epoch"])  # fmt: skip
-        return {"error_code": NONE, "producer_id": producer_id, "producer_epoch": epoch}
+        return {"error_code": ErrorCode.NONE, "producer_id": producer_id, "producer_epoch": epoch}
 
 
 async def _first_outcome(future: asyncio.Future, timeout_s: float) -> Outcome:
     try:
         return await asyncio.wait_for(asyncio.shield(future), timeout_s)
     except TimeoutError:
-        return DUPLICATE_SEQUENCE_NUMBER, -1, -1
+        return ErrorCode.DUPLICATE_SEQUENCE_NUMBER, -1, -1
 
 
 class KafkaConnection(asyncio.Protocol):
@@ -505,9 +489,9 @@ class KafkaConnection(asyncio.Protocol):
             for data in topic_data["partition_data"]:
                 index = data["index"]
                 if ack is None:
-                    result = (INVALID_REQUIRED_ACKS, -1, -1)
+                    result = (ErrorCode.INVALID_REQUIRED_ACKS, -1, -1)
                 elif body["transactional_id"] is not None:
-                    result = (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, -1, -1)
+                    result = (ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, -1, -1)
                 else:
                     result = await listener.produce_partition(
                         topic, index, data["records"] or b"", version, ack, timeout_s
@@ -531,7 +515,7 @@ class KafkaConnection(asyncio.Protocol):
                 result = await result
             error, base_offset, append_time = result
             self._count_error(error)
-            if error == REQUEST_TIMED_OUT:
+            if error == ErrorCode.REQUEST_TIMED_OUT:
                 throttle = _BUFFER_FULL_THROTTLE_MS
             by_topic.setdefault(topic, []).append(
                 {"index": index, "error_code": error, "base_offset": base_offset,

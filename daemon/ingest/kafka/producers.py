@@ -30,15 +30,12 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from daemon.kafka.errors import code_of
+from daemon.kafka.errors import ErrorCode
 from daemon.kafka.records import increment_sequence
 
 __all__ = ["BATCHES_KEPT", "KeptBatch", "ProducerRegistry", "SequenceCheck"]
 
 BATCHES_KEPT = 5
-INVALID_PRODUCER_EPOCH = code_of("INVALID_PRODUCER_EPOCH")
-OUT_OF_ORDER_SEQUENCE_NUMBER = code_of("OUT_OF_ORDER_SEQUENCE_NUMBER")
-UNKNOWN_PRODUCER_ID = code_of("UNKNOWN_PRODUCER_ID")
 _MAX_EPOCH = 0x7FFF  # Kafka bumps to a new producer id when the epoch would pass Short.MAX
 
 
@@ -107,21 +104,29 @@ class ProducerRegistry:
               base_sequence: int, count: int) -> SequenceCheck:  # fmt: skip
         current = self._epochs.get(producer_id)
         if current is None:
-            return SequenceCheck(UNKNOWN_PRODUCER_ID)
+            return SequenceCheck(ErrorCode.UNKNOWN_PRODUCER_ID)
         if epoch < current:
-            return SequenceCheck(INVALID_PRODUCER_EPOCH)
+            return SequenceCheck(ErrorCode.INVALID_PRODUCER_EPOCH)
         state = self._states.get((producer_id, topic, partition))
         if state is None or epoch > state.epoch:
-            return _NEW if base_sequence == 0 else SequenceCheck(OUT_OF_ORDER_SEQUENCE_NUMBER)
+            return (
+                _NEW
+                if base_sequence == 0
+                else SequenceCheck(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER)
+            )
         for kept in state.batches:
             if kept.base_sequence == base_sequence and kept.count == count:
                 return SequenceCheck(duplicate=kept)
         if not state.batches:
-            return _NEW if base_sequence == 0 else SequenceCheck(OUT_OF_ORDER_SEQUENCE_NUMBER)
+            return (
+                _NEW
+                if base_sequence == 0
+                else SequenceCheck(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER)
+            )
         last = state.batches[-1]
         if base_sequence == increment_sequence(last.base_sequence, last.count):
             return _NEW
-        return SequenceCheck(OUT_OF_ORDER_SEQUENCE_NUMBER)
+        return SequenceCheck(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER)
 
     def accepted(self, producer_id: int, epoch: int, topic: str, partition: int,
                  base_sequence: int, count: int, ring_seq: int) -> KeptBatch:  # fmt: skip

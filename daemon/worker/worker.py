@@ -1,0 +1,288 @@
+"""A worker: its records ring in, its producer engine to Kafka, its reports ring out.
+
+Owns one engine, the consuming end of its records ring and the producing end of its reports
+ring. Commit on ack: an entry's ring space is released only once every record in it has an
+outcome *and* that outcome was published to the reports ring, so a worker killed at any point
+is replaced by one that re-reads exactly the entries whose reports may not have gone out.
+
+Stopping keeps what is not delivered: ``close`` ends the engine at once, and every record
+without a Kafka acknowledgement by then stays in the ring (its entry is never released) for the
+next daemon, which adopts the ring file and produces it. A client waiting for its Kafka outcome
+(ack KAFKA) hears FAILED ``SHUTTING_DOWN`` with ``POSSIBLY_PERSISTED``: not lost, and
+resending it would duplicate it.
+
+Tokens: each record's engine token is ``entry_id << 32 | index``, an int, so the hot path
+appends no objects and an outcome's records split into per-entry runs by arithmetic.
+
+Reports at the granularity the client reads: only entries of ack level KAFKA are reported (the
+ring entry carries the level; ingest reported ACCEPTED once the entry was published, NONE
+gets nothing), in runs of consecutive sequence numbers — one per entry of a batch, or, for an
+entry ingest partitioned itself, one per stretch of consecutive sequence numbers in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+from daemon.config import ProducerSettings
+from daemon.metrics import DeliveryTally
+from daemon.producer.engine import ProducerEngine
+from daemon.producer.outcomes import BatchOutcome
+from daemon.ring import AckWindow, RingConsumer, RingProducer
+from daemon.wire.ring_entry import decode_records_entry, encode_report_entry, seq_runs
+from daemon.worker.reports import chunks, kept_runs, run_of
+from kpd.protocol import ReportRun, encode_reports
+from kpd.protocol.base import AckLevel
+from kpd.protocol.records import LAYOUT_HAS_TIMESTAMPS, iter_records, plain_columns
+
+__all__ = ["Worker"]
+
+log = logging.getLogger(__name__)
+
+_INDEX_BITS = 32
+_INDEX_MASK = (1 << _INDEX_BITS) - 1
+_READ_MAX_BYTES = 1 << 20  # per ring read: bounds the time between outcome handling
+
+
+@dataclass(slots=True)
+class _EntryState:
+    conn_id: int
+    base_seq: int
+    partition: int
+    end_pos: int
+    remaining: int
+    received_ms: int
+    count: int
+    reported: bool  # ack KAFKA: the client waits for these outcomes
+    seq_offsets: bytes | None  # an entry ingest partitioned: each record's seq - base_seq
+    # The CreateTime every record of the entry got from kpd (received_ms) when the client sent
+    # no timestamps column, else -1: reported so the client's RecordMetadata has the record's
+    # timestamp, as Java's does (records with their own timestamps: the client knows them).
+    assigned_ts: int = -1
+    kept: bool = False  # some records stay in the ring for the next daemon: never release
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: ProducerSettings,
+        records: RingConsumer,
+        reports: RingProducer,
+    ) -> None:
+        self._settings = settings
+        self._records = records
+        self._reports = reports
+        self._engine = ProducerEngine(settings, self._on_outcome)
+        self._window = AckWindow(records.cursor)
+        self._entries: dict[int, _EntryState] = {}
+        self._next_entry_id = 1
+        # Outcomes wait here until the next report flush (once per loop turn).
+        self._pending_runs: dict[int, list[ReportRun]] = defaultdict(list)
+        self._pending_done: list[int] = []
+        self._unsent: list[bytes] = []  # encoded report entries the reports ring had no room for
+        self._flush_scheduled = False
+        # Waits for the reports ring to make room for ``_unsent`` (then flushes again).
+        self._room_wait: asyncio.Task | None = None
+        self._stopping = asyncio.Event()
+        # Set by close(): records without an outcome now stay in the ring for the next daemon.
+        self._keeping = False
+        self.tally = DeliveryTally()  # per-topic counts and end-to-end latency, for metrics
+
+    @property
+    def engine(self) -> ProducerEngine:
+        return self._engine
+
+    async def run(self) -> None:
+        """Read, produce and report until ``stop()``; then drain what was read."""
+        await self._engine.start()
+        max_block_s = self._settings.max_block_ms / 1000
+        while True:
+            entries = self._records.read_entries(max_bytes=_READ_MAX_BYTES)
+            if not entries:
+                if self._stopping.is_set():
+                    break  # ingest has quiesced: the ring is dry for good
+                await self._wait_for_records()
+                continue
+            for end_pos, entry in entries:
+                await self._take(end_pos, entry, max_block_s)
+        await self._engine.flush()
+        self._flush_reports()
+
+    def stop(self) -> None:
+        """Read the ring dry and flush: ``run`` returns once everything read has an outcome."""
+        self._stopping.set()
+
+    async def close(self) -> None:
+        """Stop now and keep the rest: records without an outcome stay in the ring.
+
+        The engine is closed at once; whatever it had not delivered comes back as
+        PRODUCER_CLOSED and is reported as kept, and ``run`` (if still going) reports the
+        entries it has not taken as kept too. Their ring space is never released.
+        """
+        self._keeping = True
+        self._stopping.set()
+        await self._engine.close(0.0)
+        self._flush_reports()
+
+    async def _wait_for_records(self) -> None:
+        waiter = asyncio.ensure_future(self._records.wait_readable())
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+
+    # ---- the hot path ------------------------------------------------------------------
+
+    async def _take(self, end_pos: int, entry: memoryview, max_block_s: float) -> None:
+        entry = decode_records_entry(entry)
+        entry_id = self._next_entry_id
+        self._next_entry_id += 1
+        self._entries[entry_id] = _EntryState(
+            entry.conn_id,
+            entry.base_seq,
+            entry.partition,
+            end_pos,
+            entry.count,
+            entry.received_ms,
+            entry.count,
+            entry.ack == AckLevel.KAFKA,
+            None if entry.seq_offsets is None else bytes(entry.seq_offsets),
+        )
+        self._window.track(end_pos)
+        engine = self._engine
+        queue = engine.queue(entry.topic, entry.partition)
+        token = entry_id << _INDEX_BITS
+        default_ts = entry.received_ms
+        if self._keeping:
+            self._keep(entry_id, 0, entry.count)
+            return
+        if not entry.records[0] & LAYOUT_HAS_TIMESTAMPS:  # every record gets received_ms
+            self._entries[entry_id].assigned_ts = default_ts
+        columns = plain_columns(entry.records, entry.count)
+        if columns is not None:  # the common case: no per-record timestamps or headers
+            key_lens, value_lens, data_start = columns
+            args = (default_ts, entry.records, key_lens, value_lens, data_start, token)
+            while not engine.append_packed(queue, *args):
+                if not await engine.wait_for_buffer(max_block_s):
+                    log.warning("buffer.memory still full after max.block.ms; still waiting")
+                if self._keeping:  # closed while waiting: the engine takes nothing more
+                    self._keep(entry_id, 0, entry.count)
+                    return
+            self._count_in(entry)
+            return
+        append = engine.append
+        for index, record in enumerate(iter_records(entry.records, entry.count)):
+            timestamp = record.timestamp if record.timestamp is not None else default_ts
+            while not append(queue, timestamp, record.key, record.value, record.headers, token):
+                if not await engine.wait_for_buffer(max_block_s):
+                    log.warning("buffer.memory still full after max.block.ms; still waiting")
+                if self._keeping:
+                    self._keep(entry_id, index, entry.count - index)
+                    return
+            token += 1
+        self._count_in(entry)
+
+    def _count_in(self, entry) -> None:
+        self.tally.count_received(entry.topic, entry.partition, entry.count)
+
+    # ---- outcomes -> reports -----------------------------------------------------------
+
+    def _on_outcome(self, outcome: BatchOutcome) -> None:
+        tokens = outcome.tokens
+        start = 0
+        total = len(tokens)
+        entries = self._entries
+        while start < total:
+            first = tokens[start]
+            entry_id = first >> _INDEX_BITS
+            index = first & _INDEX_MASK
+            # An entry's records are appended to its partition's batches back to back, so
+            # within a batch they are consecutive tokens: the run ends where the batch or the
+            # entry does. O(runs), not O(records).
+            count = min(total - start, entries[entry_id].count - index)
+            assert tokens[start + count - 1] == first + count - 1, "entry run broken"
+            self._report_run(entry_id, index, count, start, outcome)
+            start += count
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_reports)
+
+    def _report_run(
+        self, entry_id: int, index: int, count: int, offset_in_batch: int, outcome: BatchOutcome
+    ) -> None:
+        state = self._entries[entry_id]
+        error = outcome.error
+        if error is not None and self._keeping:
+            self._keep(entry_id, index, count)
+            return
+        self.tally.count_done(outcome.topic, count, state.received_ms, error)
+        if state.reported:
+            runs = self._pending_runs[state.conn_id]
+            if state.seq_offsets is None:
+                first_seq = state.base_seq + index
+                runs.append(run_of(first_seq, count, offset_in_batch, outcome, state.assigned_ts))
+            else:
+                for seq_offset, at, k in seq_runs(state.seq_offsets, index, count):
+                    offset = offset_in_batch + at - index
+                    first_seq = state.base_seq + seq_offset
+                    runs.append(run_of(first_seq, k, offset, outcome, state.assigned_ts))
+        self._settle(entry_id, state, count)
+
+    def _keep(self, entry_id: int, index: int, count: int) -> None:
+        """Records ``index .. index + count`` of an entry stay in the ring: tell the client,
+        if it waits for their Kafka outcome (ack KAFKA; ACCEPTED was already answered)."""
+        state = self._entries[entry_id]
+        state.kept = True
+        if state.reported:
+            self._pending_runs[state.conn_id].extend(
+                kept_runs(state.base_seq, state.partition, state.seq_offsets, index, count)
+            )
+        self._settle(entry_id, state, count)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_reports)
+
+    def _settle(self, entry_id: int, state: _EntryState, count: int) -> None:
+        state.remaining -= count
+        if state.remaining == 0:
+            del self._entries[entry_id]
+            if not state.kept:
+                self._pending_done.append(state.end_pos)
+
+    def _flush_reports(self) -> None:
+        """Publish pending reports, then release the ring space of finished entries."""
+        self._flush_scheduled = False
+        unsent = self._unsent
+        for conn_id, runs in self._pending_runs.items():
+            for chunk in chunks(runs):
+                records = sum(run.count for run in chunk)
+                unsent.append(encode_report_entry(conn_id, records, encode_reports(chunk)))
+        self._pending_runs.clear()
+        if unsent:
+            del unsent[: self._reports.write_many(unsent)]
+            if unsent:
+                # The reports ring is full (ingest is behind): flush again once ingest has
+                # made room (the ring's space wake-up); the entries stay unreleased until
+                # their reports are out, and outcomes arriving meanwhile join this flush.
+                if self._room_wait is None:
+                    loop = asyncio.get_running_loop()
+                    self._room_wait = loop.create_task(self._flush_when_room(len(unsent[0])))
+                self._flush_scheduled = True
+                return
+        if self._pending_done:
+            release = self._window.done(self._pending_done)
+            self._pending_done = []
+            if release is not None:
+                self._records.release(release)
+
+    async def _flush_when_room(self, nbytes: int) -> None:
+        try:
+            await self._reports.wait_writable(nbytes)
+        finally:
+            self._room_wait = None
+        self._flush_reports()

@@ -1,0 +1,289 @@
+"""The transaction state machine (daemon/producer/transactions.py) against a fake channel
+whose brokers answer from a script: which requests go where, and what each answer does to
+the state. The error handling follows Java's TransactionManager handlers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from daemon.kafka import messages
+from daemon.net.errors import ConnectionClosedError
+from daemon.producer.transactions import (
+    TransactionAbortable,
+    TransactionFatal,
+    TransactionManager,
+    TransactionRetriable,
+    TransactionSettings,
+    TxnState,
+    fence_transactional_ids,
+)
+
+COORDINATOR = (7, "coord", 9092)
+
+
+class FakeBroker:
+    """Answers requests from per-API scripts; records every request it got."""
+
+    def __init__(self, name: str, log: list, scripts: dict[str, list], versions=None) -> None:
+        self.name = name
+        self._log = log
+        self._scripts = scripts
+        self._versions = versions or {}
+
+    def version_for(self, api: messages.ApiSpec) -> int:
+        return self._versions.get(api.name, api.max_version)
+
+    async def request(self, api: messages.ApiSpec, body: dict, *, version: int) -> dict:
+        self._log.append((self.name, api.name, dict(body)))
+        answer = self._scripts[api.name].pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+class FakeChannel:
+    def __init__(self, scripts: dict[str, list], versions=None) -> None:
+        self.scripts = scripts  # shared by both brokers
+        self.requests: list = []
+        self.bootstrap = FakeBroker("bootstrap", self.requests, scripts, versions)
+        self.coordinator = FakeBroker("coordinator", self.requests, scripts, versions)
+        self.asked_for: list = []
+
+    async def any_broker(self):
+        return self.bootstrap
+
+    async def broker(self, node_id: int, host: str, port: int):
+        self.asked_for.append((node_id, host, port))
+        return self.coordinator
+
+    async def close(self) -> None:
+        pass
+
+
+def found(code: int = 0) -> dict:
+    node, host, port = COORDINATOR
+    entry = {"key": "t", "node_id": node, "host": host, "port": port, "error_code": code,
+             "error_message": None}  # fmt: skip
+    return {"throttle_time_ms": 0, "coordinators": [entry]}
+
+
+def init(code: int = 0, pid: int = 4, epoch: int = 1) -> dict:
+    return {"throttle_time_ms": 0, "error_code": code, "producer_id": pid, "producer_epoch": epoch}
+
+
+def added(*codes: tuple) -> dict:
+    """An AddPartitionsToTxn answer: (topic, partition) or (topic, partition, error code)."""
+    topics: dict[str, list] = {}
+    for topic, partition, *error in codes:
+        code = error[0] if error else 0
+        topics.setdefault(topic, []).append({"partition_index": partition, "error_code": code})
+    return {
+        "throttle_time_ms": 0,
+        "results": [{"name": t, "results": r} for t, r in topics.items()],
+    }
+
+
+def ended(code: int = 0) -> dict:
+    return {"throttle_time_ms": 0, "error_code": code}
+
+
+def manager(channel: FakeChannel) -> TransactionManager:
+    return TransactionManager(TransactionSettings("t", 60000, retry_backoff_s=0.0), channel)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_initialize_finds_the_coordinator_then_gets_a_fresh_epoch_there():
+    channel = FakeChannel({"FindCoordinator": [found()], "InitProducerId": [init(pid=4, epoch=3)]})
+    txn = manager(channel)
+
+    run(txn.initialize())
+
+    assert txn.state is TxnState.READY
+    assert (txn.producer_id, txn.epoch) == (4, 3)
+    find, init_request = channel.requests
+    assert find[:2] == ("bootstrap", "FindCoordinator")
+    assert find[2]["key_type"] == 1 and find[2]["coordinator_keys"] == ["t"]
+    assert init_request[:2] == ("coordinator", "InitProducerId")
+    # -1/-1: the coordinator bumps the epoch and aborts what an older epoch left open.
+    assert init_request[2] == {"transactional_id": "t", "transaction_timeout_ms": 60000,
+                               "producer_id": -1, "producer_epoch": -1}  # fmt: skip
+    assert channel.asked_for == [COORDINATOR]
+
+
+def test_concurrent_transactions_and_not_coordinator_are_retried_with_a_new_lookup():
+    channel = FakeChannel({
+        "FindCoordinator": [found(15), found(), found()],  # COORDINATOR_NOT_AVAILABLE first
+        "InitProducerId": [init(51), init(16), init()],  # CONCURRENT_TRANSACTIONS, NOT_COORD.
+    })  # fmt: skip
+    txn = manager(channel)
+
+    run(txn.initialize())
+
+    assert txn.state is TxnState.READY
+    names = [name for _, name, _ in channel.requests]
+    assert names == ["FindCoordinator", "FindCoordinator", "InitProducerId", "InitProducerId",
+                     "FindCoordinator", "InitProducerId"]  # fmt: skip
+
+
+def test_a_lost_connection_hands_control_back_then_retries_after_a_new_lookup():
+    # The sender's loop gets control back (to expire batches) and asks again on a later turn.
+    lost = ConnectionClosedError("gone", request_sent=True)
+    channel = FakeChannel({"FindCoordinator": [found(), found()], "InitProducerId": [lost, init()]})
+    txn = manager(channel)
+    with pytest.raises(TransactionRetriable):
+        run(txn.initialize())
+    assert txn.state is TxnState.UNINITIALIZED
+    run(txn.initialize())
+    assert txn.state is TxnState.READY
+    assert [name for _, name, _ in channel.requests].count("FindCoordinator") == 2
+
+
+def test_an_old_broker_without_init_producer_id_v3_is_fatal():
+    channel = FakeChannel({"FindCoordinator": [found()]}, versions={"InitProducerId": 2})
+    txn = manager(channel)
+    with pytest.raises(TransactionFatal, match="v3"):
+        run(txn.initialize())
+
+
+@pytest.mark.parametrize("code", [90, 47, 53, 31])  # fenced (both codes), not authorized
+def test_fenced_or_unauthorized_init_is_fatal_for_good(code):
+    channel = FakeChannel({"FindCoordinator": [found()], "InitProducerId": [init(code)]})
+    txn = manager(channel)
+    with pytest.raises(TransactionFatal) as raised:
+        run(txn.initialize())
+    assert txn.state is TxnState.FATAL and raised.value.code == code
+    with pytest.raises(TransactionFatal):  # nothing more is sent once fatal
+        run(txn.add_partitions([("a", 0)]))
+    assert len(channel.requests) == 2
+
+
+def ready(scripts: dict[str, list]) -> tuple[TransactionManager, FakeChannel]:
+    channel = FakeChannel({"FindCoordinator": [found()], "InitProducerId": [init()], **scripts})
+    txn = manager(channel)
+    run(txn.initialize())
+    return txn, channel
+
+
+def test_add_partitions_opens_the_transaction_and_sends_only_new_partitions():
+    txn, channel = ready({"AddPartitionsToTxn": [added(("a", 0), ("b", 1)), added(("a", 1))]})
+
+    run(txn.add_partitions([("a", 0), ("b", 1)]))
+    run(txn.add_partitions([("a", 0), ("a", 1)]))
+
+    assert txn.state is TxnState.IN_TRANSACTION
+    assert txn.partitions == {("a", 0), ("a", 1), ("b", 1)}
+    first, second = (body for _, name, body in channel.requests if name == "AddPartitionsToTxn")
+    assert first["topics"] == [{"name": "a", "partitions": [0]}, {"name": "b", "partitions": [1]}]
+    assert second["topics"] == [{"name": "a", "partitions": [1]}]
+    assert (first["producer_id"], first["producer_epoch"]) == (4, 1)
+
+
+def test_add_partitions_retries_concurrent_transactions_and_unknown_partitions():
+    txn, _ = ready(
+        {"AddPartitionsToTxn": [added(("a", 0, 51)), added(("a", 0, 3)), added(("a", 0))]}
+    )
+    run(txn.add_partitions([("a", 0)]))
+    assert txn.state is TxnState.IN_TRANSACTION
+
+
+def test_a_partition_error_of_add_partitions_is_abortable_and_names_the_partition():
+    # INVALID_TOPIC (17) on one partition; Kafka answers OPERATION_NOT_ATTEMPTED for the rest.
+    txn, _ = ready({"AddPartitionsToTxn": [added(("a", 0, 55), ("bad", 0, 17))]})
+    with pytest.raises(TransactionAbortable, match="bad-0: INVALID_TOPIC_EXCEPTION"):
+        run(txn.add_partitions([("a", 0), ("bad", 0)]))
+    assert txn.partitions == set()
+
+
+def test_a_fenced_add_partitions_is_fatal():
+    txn, _ = ready({"AddPartitionsToTxn": [added(("a", 0, 90))]})
+    with pytest.raises(TransactionFatal):
+        run(txn.add_partitions([("a", 0)]))
+    assert txn.state is TxnState.FATAL and txn.fatal.name == "PRODUCER_FENCED"
+
+
+def test_commit_sends_end_txn_and_leaves_the_producer_ready():
+    txn, channel = ready({"AddPartitionsToTxn": [added(("a", 0))], "EndTxn": [ended(51), ended()]})
+    run(txn.add_partitions([("a", 0)]))
+    run(txn.end(commit=True))
+    assert txn.state is TxnState.READY and txn.partitions == set()
+    ends = [body for _, name, body in channel.requests if name == "EndTxn"]
+    assert len(ends) == 2 and ends[-1]["committed"] is True  # CONCURRENT_TRANSACTIONS: again
+
+
+def test_abort_leaves_the_producer_needing_a_new_epoch():
+    txn, channel = ready({"AddPartitionsToTxn": [added(("a", 0))], "EndTxn": [ended()]})
+    run(txn.add_partitions([("a", 0)]))
+    run(txn.end(commit=False))
+    assert txn.state is TxnState.UNINITIALIZED
+    assert channel.requests[-1][2]["committed"] is False
+
+
+def test_ending_a_transaction_with_no_partitions_sends_nothing():
+    txn, channel = ready({})
+    run(txn.end(commit=True))
+    assert txn.state is TxnState.READY and len(channel.requests) == 2
+
+
+def test_unknown_producer_id_on_commit_is_abortable():
+    txn, _ = ready({"AddPartitionsToTxn": [added(("a", 0))], "EndTxn": [ended(59)]})
+    run(txn.add_partitions([("a", 0)]))
+    with pytest.raises(TransactionAbortable):
+        run(txn.end(commit=True))
+
+
+def test_an_end_txn_that_is_never_answered_is_fatal_rather_than_retried_forever():
+    # tansu 0.6 closes the connection instead of answering a fenced EndTxn.
+    lost = [ConnectionClosedError("closed by broker", request_sent=True) for _ in range(8)]
+    txn, channel = ready({"AddPartitionsToTxn": [added(("a", 0))], "EndTxn": lost})
+    channel.scripts["FindCoordinator"] = [found()] * 8  # a lookup after each loss
+    run(txn.add_partitions([("a", 0)]))
+    for _ in range(7):
+        with pytest.raises(TransactionRetriable):
+            run(txn.end(commit=True))
+        assert txn.state is TxnState.IN_TRANSACTION  # still open: the commit is sent again
+    with pytest.raises(TransactionFatal, match="outcome is unknown"):
+        run(txn.end(commit=True))
+    assert txn.state is TxnState.FATAL and txn.fatal.code == 0
+
+
+def test_fencing_bumps_the_epoch_of_every_old_id():
+    channel = FakeChannel({
+        "FindCoordinator": [found(), found()], "InitProducerId": [init(), init()],
+    })  # fmt: skip
+    run(fence_transactional_ids(["x-2-0", "x-2-1"], channel, TransactionSettings("", 1000, 0.0)))
+    inits = [body["transactional_id"] for _, name, body in channel.requests
+             if name == "InitProducerId"]  # fmt: skip
+    assert inits == ["x-2-0", "x-2-1"]
+
+
+# ---- transitions the sender's side asks for (the manager's own methods) ----------------------
+
+
+def test_begin_commit_only_from_an_open_transaction():
+    txn, _ = ready({"AddPartitionsToTxn": [added(("a", 0))]})
+    with pytest.raises(RuntimeError):
+        txn.begin_commit()  # READY: nothing to commit
+    run(txn.add_partitions([("a", 0)]))
+    txn.begin_commit()
+    assert txn.state is TxnState.COMMITTING
+
+
+def test_begin_abort_marks_the_transaction_aborting_but_never_leaves_fatal():
+    txn, _ = ready({"AddPartitionsToTxn": [added(("a", 0))]})
+    run(txn.add_partitions([("a", 0)]))
+    txn.begin_abort("a batch failed")
+    assert txn.state is TxnState.ABORTING
+    txn.fail(TransactionFatal(90, "fenced"))
+    txn.begin_abort("too late")
+    assert txn.state is TxnState.FATAL
+
+
+def test_state_is_read_only_from_outside():
+    txn, _ = ready({})
+    with pytest.raises(AttributeError):
+        txn.state = TxnState.COMMITTING
