@@ -11,6 +11,9 @@ as Kafka codes, and an idempotent resend is answered without a second entry.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+
+import pytest
 
 from daemon.ingest.kafka.listener import SOURCE_ID, KafkaListener, KafkaListenerSettings
 from daemon.kafka.errors import ErrorCode
@@ -20,10 +23,17 @@ from daemon.ring import Ring, RingProducer, RingWakeups
 from daemon.wire.ring_entry import encode_report_entry
 from kpd import protocol as wire
 from kpd.protocol import AckLevel, ReportRun, Status
-from tests.unit.ingest.test_connection import PARTITIONS, TOPIC, WORKERS, rig  # noqa: F401
+from tests.unit.ingest.test_connection import PARTITIONS, TOPIC, WORKERS, Rig
 
 PRODUCE_VERSION = 9
 TIMEOUT_S = 5.0
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    made = Rig()
+    yield made
+    made.close()
 
 
 def _listener(rig) -> KafkaListener:
