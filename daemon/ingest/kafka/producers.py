@@ -15,10 +15,18 @@ requests in flight per partition with idempotence on):
 * anything else                                     -> OUT_OF_ORDER_SEQUENCE_NUMBER (45)
 * a producer id kpd never issued                    -> UNKNOWN_PRODUCER_ID (59)
 
+Expiry: every InitProducerId of a new client process hands out a new id, so ids are forgotten
+when idle, as a broker forgets them after ``producer.id.expiration.ms``: an id that never had a
+batch kept after ``UNUSED_ID_EXPIRY_S`` (a process that initialised and left, or kept the id
+for nothing), any other after ``IDLE_ID_EXPIRY_S`` (Kafka's default of one day). A batch of a
+forgotten id is answered UNKNOWN_PRODUCER_ID, on which clients ask for a new id. Ids are never
+issued twice (the next id is kept in the file).
+
 Durability: an append-only file of JSON lines beside the ring files. A batch's line is written
 after its ring entry is published and before the client hears an answer; its outcome's line
-when the outcome is known. A torn last line (kill -9 mid-write) is ignored on load; at load the
-file is rewritten compacted (tmp + rename). Page-cache writes survive any process crash, as the
+when the outcome is known. A torn last line (kill -9 mid-write) is ignored on load; at load,
+and whenever the file holds ``COMPACT_RATIO`` times more lines than the live state needs, it
+is rewritten compacted (tmp + rename). Page-cache writes survive any process crash, as the
 ring files do; what survives a power loss is the ring files' fsync choice, not made here.
 
 Owned by the listener on ingest's event loop; no locks. Must not import the listener.
@@ -28,14 +36,29 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from daemon.kafka.errors import ErrorCode
 from daemon.kafka.records import increment_sequence
 
-__all__ = ["BATCHES_KEPT", "KeptBatch", "ProducerRegistry", "SequenceCheck"]
+__all__ = [
+    "BATCHES_KEPT",
+    "IDLE_ID_EXPIRY_S",
+    "UNUSED_ID_EXPIRY_S",
+    "KeptBatch",
+    "ProducerRegistry",
+    "SequenceCheck",
+]
 
 BATCHES_KEPT = 5
+# A client asks for its id right before producing; one unused this long was left behind.
+UNUSED_ID_EXPIRY_S = 600.0
+IDLE_ID_EXPIRY_S = 86_400.0  # Kafka's producer.id.expiration.ms default
+_EXPIRY_SCAN_S = 60.0  # look for expired ids at most this often (a scan of every id)
+COMPACT_RATIO = 4  # rewrite the file once it has this many times the live state's lines
+_COMPACT_MIN_LINES = 10_000  # ... and at least this many
 _MAX_EPOCH = 0x7FFF  # Kafka bumps to a new producer id when the epoch would pass Short.MAX
 
 
@@ -71,13 +94,18 @@ _NEW = SequenceCheck()
 class ProducerRegistry:
     """Producer ids, epochs and kept batches; persisted to ``path`` (None: memory only)."""
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, clock: Callable[[], float] = time.monotonic) -> None:
         self._path = path
+        self._clock = clock
         self._next_id = 1  # kpd's producer ids start at 1; 0 is never issued
         self._epochs: dict[int, int] = {}  # producer id -> current epoch
+        self._last_used: dict[int, float] = {}  # producer id -> clock() of its last use
+        self._keys: dict[int, set[tuple[int, str, int]]] = {}  # producer id -> its states
         self._states: dict[tuple[int, str, int], _PartitionState] = {}
         self._by_ring_seq: dict[int, tuple[tuple[int, str, int], KeptBatch]] = {}
+        self._next_scan = clock() + _EXPIRY_SCAN_S
         self._fd: int | None = None
+        self._lines = 0  # lines in the file
         if path is not None:
             self._load(path)
             self._compact(path)
@@ -87,16 +115,32 @@ class ProducerRegistry:
     def init_producer(self, producer_id: int = -1, epoch: int = -1) -> tuple[int, int]:
         """A (producer id, epoch) for an InitProducerId request. A known id with its current
         epoch gets the epoch bumped (KIP-360) and its sequences reset; anything else a new id."""
+        now = self._clock()
+        if now >= self._next_scan:
+            self.expire(now)
         if producer_id >= 0 and self._epochs.get(producer_id) == epoch and epoch < _MAX_EPOCH:
             epoch += 1
         else:
             producer_id, epoch = self._next_id, 0
             self._next_id += 1
         self._epochs[producer_id] = epoch
-        for key in [k for k in self._states if k[0] == producer_id]:
-            self._forget(key)
+        self._last_used[producer_id] = now
+        self._forget_states(producer_id)
         self._write({"pid": producer_id, "epoch": epoch})
         return producer_id, epoch
+
+    def expire(self, now: float) -> int:
+        """Forget the ids idle past their expiry (module docstring); how many."""
+        self._next_scan = now + _EXPIRY_SCAN_S
+        expired = [
+            pid
+            for pid, used in self._last_used.items()
+            if now - used > (IDLE_ID_EXPIRY_S if self._keys.get(pid) else UNUSED_ID_EXPIRY_S)
+        ]
+        for pid in expired:
+            self._drop(pid)
+            self._write({"gone": pid})
+        return len(expired)
 
     # ---- sequences -------------------------------------------------------------------------
 
@@ -105,6 +149,7 @@ class ProducerRegistry:
         current = self._epochs.get(producer_id)
         if current is None:
             return SequenceCheck(ErrorCode.UNKNOWN_PRODUCER_ID)
+        self._last_used[producer_id] = self._clock()
         if epoch < current:
             return SequenceCheck(ErrorCode.INVALID_PRODUCER_EPOCH)
         state = self._states.get((producer_id, topic, partition))
@@ -156,6 +201,11 @@ class ProducerRegistry:
             state.batches.pop()
         self._write({"r": ring_seq, "x": 1})
 
+    def _drop(self, producer_id: int) -> None:
+        self._forget_states(producer_id)
+        self._epochs.pop(producer_id, None)
+        self._last_used.pop(producer_id, None)
+
     def stats(self) -> tuple[int, int]:
         """(producer ids known, (producer, partition) states kept)."""
         return len(self._epochs), len(self._states)
@@ -174,6 +224,7 @@ class ProducerRegistry:
             if state is not None:
                 self._forget(key)
             state = self._states[key] = _PartitionState(epoch)
+            self._keys.setdefault(producer_id, set()).add(key)
         kept = KeptBatch(base_sequence, count, ring_seq)
         state.batches.append(kept)
         self._by_ring_seq[ring_seq] = (key, kept)
@@ -186,12 +237,31 @@ class ProducerRegistry:
         state = self._states.pop(key)
         for kept in state.batches:
             self._by_ring_seq.pop(kept.ring_seq, None)
+        keys = self._keys.get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._keys[key[0]]
+
+    def _forget_states(self, producer_id: int) -> None:
+        for key in list(self._keys.get(producer_id, ())):
+            self._forget(key)
 
     # ---- the file --------------------------------------------------------------------------
 
     def _write(self, line: dict) -> None:
-        if self._fd is not None:
-            os.write(self._fd, json.dumps(line, separators=(",", ":")).encode() + b"\n")
+        if self._fd is None:
+            return
+        os.write(self._fd, json.dumps(line, separators=(",", ":")).encode() + b"\n")
+        self._lines += 1
+        if self._lines > _COMPACT_MIN_LINES and self._lines > COMPACT_RATIO * self._live_lines():
+            os.close(self._fd)
+            self._fd = None
+            self._compact(self._path)
+
+    def _live_lines(self) -> int:
+        """Lines a compacted file holds: an id's, a kept batch's and its outcome's."""
+        return len(self._epochs) + 2 * len(self._by_ring_seq) + 1
 
     def _load(self, path: str) -> None:
         try:
@@ -210,9 +280,13 @@ class ProducerRegistry:
         if "pid" in line:
             pid, epoch = line["pid"], line["epoch"]
             self._epochs[pid] = epoch
+            self._last_used[pid] = self._clock()  # a fresh idle period after a restart
             self._next_id = max(self._next_id, pid + 1)
-            for key in [k for k in self._states if k[0] == pid]:
-                self._forget(key)
+            self._forget_states(pid)
+        elif "gone" in line:
+            self._drop(line["gone"])
+        elif "next" in line:
+            self._next_id = max(self._next_id, line["next"])
         elif "k" in line:
             pid, topic, partition = line["k"]
             self._keep(pid, line["e"], topic, partition, line["s"], line["n"], line["r"])
@@ -230,7 +304,8 @@ class ProducerRegistry:
         )
 
     def _compact(self, path: str) -> None:
-        lines = [{"pid": pid, "epoch": epoch} for pid, epoch in self._epochs.items()]
+        lines = [{"next": self._next_id}]
+        lines += [{"pid": pid, "epoch": epoch} for pid, epoch in self._epochs.items()]
         for (pid, topic, partition), state in self._states.items():
             for kept in state.batches:
                 key = [pid, topic, partition]
@@ -248,3 +323,4 @@ class ProducerRegistry:
             os.fsync(file.fileno())
         os.replace(tmp, path)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._lines = len(lines)
