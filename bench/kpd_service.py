@@ -3,7 +3,8 @@
 Owns the daemon of one run: writes its config (the run's tansu as bootstrap, 2 workers, rings
 of a unique prefix, metrics off, the workload's acks / linger.ms / compression, then the
 contender's own ``service_settings`` on top, section by section: another worker count for
-the scaling table, another ``rings`` setting for a durability row), starts
+the scaling table, another ``rings`` setting for a durability row; ``socket.kafka: auto``
+opens the Kafka listener on a free loopback port, ``kafka_bootstrap``), starts
 ``python -m daemon.cli run`` through the test suite's harness (tests.daemon_harness), finds
 its processes (the supervisor and its children, by PPID in /proc) once the socket accepts,
 and stops it by pid with SIGTERM. The runner measures those pids apart from the app's.
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from bench.procstat import child_pids
 from bench.workloads import Workload
+from tests.brokers.ports import free_port
 from tests.daemon_harness import KpdDaemon
 
 __all__ = ["KpdService"]
@@ -46,6 +48,11 @@ class KpdService:
         }  # fmt: skip
         for section, values in (settings or {}).items():
             extra.setdefault(section, {}).update(values)
+        # A Kafka client's bootstrap.servers when the run goes through kpd's Kafka listener.
+        self.kafka_bootstrap: str | None = None
+        if extra.get("socket", {}).get("kafka") == "auto":
+            self.kafka_bootstrap = f"127.0.0.1:{free_port()}"
+            extra["socket"] = {**extra["socket"], "kafka": self.kafka_bootstrap}
         self.workers = int(extra.pop("workers", {}).get("count", WORKERS))
         self._daemon = KpdDaemon(workdir, bootstrap, workers=self.workers, extra=extra)
         self.pids: tuple[int, ...] = ()

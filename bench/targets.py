@@ -17,6 +17,10 @@ On (c), 1 KiB values: kpd-1 >= 0.8 x confluent-kafka and x confluent-kafka-tuned
 On (l), lines: `kpd send` (file and pipe) >= 1.2 x rsyslog, records/s; fed by a pipe, its
     peak RSS on (l-long), 4 times the lines, <= 1.2 x its peak on (l) (memory that stays flat).
 Every kpd run: kpd's peak RSS <= its rings + 60 MiB per kpd process (the worst run).
+On (a), a librdkafka producer through kpd's Kafka listener (socket.kafka): records/s >= 0.8 x
+    the same producer straight to the cluster (confluent-kafka-via-kpd / confluent-kafka);
+    kpd's CPU <= 1.5 us per record; its p50 ack latency at 100,000 records/s offered at most
+    2 ms above the direct producer's (confluent-kafka-via-kpd@100k - confluent-kafka@100k).
 
 Pure: takes summaries and run results, returns text. Imports no client library.
 """
@@ -36,6 +40,7 @@ if TYPE_CHECKING:  # report imports this module; only the types are needed here
 __all__ = ["targets_table"]
 
 P99_LIMIT_MS = 25.0
+LISTENER_ADDED_P50_MS = 2.0
 RSS_MIB_PER_PROCESS = 60
 FLAT_RSS_RATIO = 1.2
 
@@ -128,6 +133,7 @@ def targets_table(
         for other in ("confluent-kafka", "confluent-kafka-tuned")
     ]  # fmt: skip
     rows += _shell_path(figures)
+    rows += _kafka_listener(figures, latency_results, "a")
     rows.append(_memory(results))
     return "\n".join(rows)
 
@@ -151,6 +157,35 @@ def _end_to_end(figures: _Figures, w: str) -> list[str]:
         _absolute_row(figures, "kpd's own CPU per record (supervisor + ingest + workers, "
                       "kpd-1)", w, "kpd-1", _kpd_cpu, 0.6, " µs"),
     ]  # fmt: skip
+
+
+def _kafka_listener(figures: _Figures, latency_results: Sequence[RunResult], w: str) -> list[str]:
+    via, direct = "confluent-kafka-via-kpd", "confluent-kafka"
+    return [
+        _ratio_row(figures, f"records/s, librdkafka through kpd's Kafka listener / direct "
+                   f"({via} / {direct})", w, via, direct, _records_per_s, 0.8, at_least=True),
+        _absolute_row(figures, f"kpd's own CPU per record through the Kafka listener ({via})",
+                      w, via, _kpd_cpu, 1.5, " µs"),
+        _added_p50(latency_results, w, f"{via}@100k", f"{direct}@100k"),
+    ]  # fmt: skip
+
+
+def _added_p50(latency_results: Sequence[RunResult], w: str, via: str, direct: str) -> str:
+    what = f"p50 ack latency added by kpd's Kafka listener at 100,000 rec/s ({via} - {direct})"
+    bound = f"<= {LISTENER_ADDED_P50_MS:g} ms"
+    found = {}
+    for contender in (via, direct):
+        runs = [r for r in latency_results
+                if r.contender == contender and base_name(r.workload) == w]  # fmt: skip
+        if not runs or runs[0].latency is None or not runs[0].ok:
+            return _row(what, w, f"{contender} not run or failed on ({w})", bound, None)
+        found[contender] = runs[0].latency
+    added = found[via]["p50_ms"] - found[direct]["p50_ms"]
+    achieved = found[via]["achieved"] and found[direct]["achieved"]
+    offered = "" if achieved else " (offered load NOT achieved)"
+    measured = (f"{added:.2f} ms ({found[via]['p50_ms']:.2f} - {found[direct]['p50_ms']:.2f})"
+                f"{offered}")  # fmt: skip
+    return _row(what, w, measured, bound, added <= LISTENER_ADDED_P50_MS and achieved)
 
 
 def _latency(latency_results: Sequence[RunResult], w: str) -> str:

@@ -10,6 +10,9 @@ new kind of client, one module; bench.plan says which workloads run it by defaul
   apart from the app's, and stops it with SIGTERM after the run. ``service_settings`` are
   config sections laid over the daemon's bench config, e.g. ``{"workers": {"count": 1}}``
   (the scaling table, see ``scaling_contender``) or ``{"rings": {...}}`` for a durability row.
+  ``{"socket": {"kafka": "auto"}}`` opens kpd's Kafka listener on a free loopback port, and
+  the children's bootstrap is that listener instead of the broker (a Kafka client through
+  kpd).
 * ``binary``: a program the contender drives (kcat, rsyslogd); when it is not on PATH the run
   is skipped with that reason instead of failing. What only the child can tell (a missing
   client API, a missing rsyslog module) it reports with ``Session.skip``.
@@ -69,6 +72,7 @@ LATENCY_RATE = 100_000  # records/s offered by the paced runs
 FSYNC_POLICIES = ("never", "100ms", "always")  # the rings.fsync rows
 _PACED = {"rate": LATENCY_RATE, "burst": 100}  # 100 records every millisecond
 _POLL_EVERY = 1000  # the tuned confluent-kafka loop's poll(0) interval
+_VIA_KPD = {"socket": {"kafka": "auto"}}  # bootstrap.servers at kpd's Kafka listener
 _KPD_APP = ("an app process that connects and sends at once (no partitions_for first) "
             "through kpd.Producer (acks=kafka) over the UNIX socket to a kpd "
             "daemon (2 workers) started for the run")  # fmt: skip
@@ -142,6 +146,11 @@ CONTENDERS: dict[str, Contender] = {
         Contender("confluent-kafka-4", _CONFLUENT,
                   "confluent-kafka-tuned in 4 processes, one shard each", processes=4,
                   options={"poll_every": _POLL_EVERY}),
+        Contender("confluent-kafka-via-kpd", _CONFLUENT,
+                  "confluent-kafka with bootstrap.servers at kpd's Kafka listener "
+                  "(socket.kafka) of a kpd daemon (2 workers) started for the run; the same "
+                  "librdkafka settings, so acks=all is answered once the cluster acknowledged",
+                  service="kpd", service_settings=_VIA_KPD),
         Contender(
             "kcat", _KCAT,
             "`kcat -P -l FILE` (Debian's kcat 1.7 on the confluent-kafka wheel's librdkafka via "
@@ -199,10 +208,17 @@ CONTENDERS: dict[str, Contender] = {
             "produce() to the delivery callback (poll() serves callbacks between bursts)",
             options=_PACED,
         ),
+        Contender(
+            "confluent-kafka-via-kpd@100k", _CONFLUENT,
+            "confluent-kafka@100k through kpd's Kafka listener (confluent-kafka-via-kpd)",
+            options=_PACED, service="kpd", service_settings=_VIA_KPD,
+        ),
     )
 }  # fmt: skip
 
-LATENCY_CONTENDERS = ("kpd-1@100k", "kpd-1@100k-gc", "confluent-kafka@100k")
+LATENCY_CONTENDERS = (
+    "kpd-1@100k", "kpd-1@100k-gc", "confluent-kafka@100k", "confluent-kafka-via-kpd@100k"
+)  # fmt: skip
 SCALING_APPS = 4  # app processes of a scaling run, at least (more when there are more workers)
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "BatchBuilder",
     "CorruptBatchError",
     "DecodedBatch",
+    "OpenedBatch",
     "Record",
     "append_packed_python",
     "batch_base_sequence",
@@ -60,6 +61,7 @@ __all__ = [
     "decode_batches",
     "encode_record_tail",
     "increment_sequence",
+    "open_batch",
     "restamp",
 ]
 
@@ -463,7 +465,71 @@ def decode_batches(data: bytes | bytearray | memoryview) -> list[DecodedBatch]:
     return batches
 
 
+@dataclass(frozen=True, slots=True)
+class OpenedBatch:
+    """One batch whose header and CRC are verified and whose records are decompressed, not
+    yet decoded: ``payload`` holds ``count`` records (``decode_batches`` or a caller that
+    reads them its own way, like the Kafka listener's ``kafka.sections``)."""
+
+    base_offset: int
+    partition_leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    compression: int
+    timestamp_type: int  # 0 = CreateTime, 1 = LogAppendTime
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    count: int
+    payload: memoryview
+    end: int  # where the next batch starts
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & TRANSACTIONAL_FLAG)
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & CONTROL_FLAG)
+
+    @property
+    def fixed_timestamp(self) -> int | None:
+        """LogAppendTime: every record's timestamp is the broker's, stored as maxTimestamp."""
+        return self.max_timestamp if self.timestamp_type else None
+
+
 def _decode_batch(view: memoryview, pos: int) -> tuple[DecodedBatch, int]:
+    opened = open_batch(view, pos)
+    records = _decode_records(opened.payload, opened.count, opened.base_offset,
+                              opened.base_timestamp, opened.fixed_timestamp)  # fmt: skip
+    batch = DecodedBatch(
+        base_offset=opened.base_offset,
+        partition_leader_epoch=opened.partition_leader_epoch,
+        magic=opened.magic,
+        crc=opened.crc,
+        attributes=opened.attributes,
+        compression=opened.compression,
+        timestamp_type=opened.timestamp_type,
+        is_transactional=opened.is_transactional,
+        is_control=opened.is_control,
+        last_offset_delta=opened.last_offset_delta,
+        base_timestamp=opened.base_timestamp,
+        max_timestamp=opened.max_timestamp,
+        producer_id=opened.producer_id,
+        producer_epoch=opened.producer_epoch,
+        base_sequence=opened.base_sequence,
+        records=records,
+    )
+    return batch, opened.end
+
+
+def open_batch(view: memoryview, pos: int = 0) -> OpenedBatch:
+    """The batch at ``pos``: header read, CRC verified, records decompressed (not decoded).
+    Raises ``CorruptBatchError`` as ``decode_batches`` does."""
     if len(view) - pos < HEADER_SIZE:
         raise CorruptBatchError(f"truncated batch header at byte {pos}")
     (
@@ -492,35 +558,30 @@ def _decode_batch(view: memoryview, pos: int) -> tuple[DecodedBatch, int]:
             f"CRC mismatch at byte {pos}: stored {crc:#x}, computed {actual:#x}"
         )
     codec = attributes & COMPRESSION_MASK
-    timestamp_type = 1 if attributes & TIMESTAMP_TYPE_FLAG else 0
     payload = view[pos + HEADER_SIZE : end]
     if codec != NONE:
         try:
             payload = memoryview(decompress(codec, payload))
         except CompressionError as exc:
             raise CorruptBatchError(str(exc)) from exc
-    # LogAppendTime: every record's timestamp is the broker's, stored as maxTimestamp.
-    fixed_ts = max_timestamp if timestamp_type else None
-    records = _decode_records(payload, count, base_offset, base_timestamp, fixed_ts)
-    batch = DecodedBatch(
+    return OpenedBatch(
         base_offset=base_offset,
         partition_leader_epoch=leader_epoch,
         magic=magic,
         crc=crc,
         attributes=attributes,
         compression=codec,
-        timestamp_type=timestamp_type,
-        is_transactional=bool(attributes & TRANSACTIONAL_FLAG),
-        is_control=bool(attributes & CONTROL_FLAG),
+        timestamp_type=1 if attributes & TIMESTAMP_TYPE_FLAG else 0,
         last_offset_delta=last_offset_delta,
         base_timestamp=base_timestamp,
         max_timestamp=max_timestamp,
         producer_id=producer_id,
         producer_epoch=producer_epoch,
         base_sequence=base_sequence,
-        records=records,
+        count=count,
+        payload=payload,
+        end=end,
     )
-    return batch, end
 
 
 def _decode_records(

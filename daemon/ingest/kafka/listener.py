@@ -48,7 +48,7 @@ from daemon.kafka.messages import API_VERSIONS, INIT_PRODUCER_ID, METADATA, PROD
 from daemon.kafka.primitives import ProtocolError
 from kpd.protocol import decode_reports
 from kpd.protocol.base import AckLevel, KpdErrorCode, Persistence, Status
-from kpd.protocol.records import ProduceHeader, encode_section, header_blob
+from kpd.protocol.records import ProduceHeader
 
 __all__ = ["SOURCE_ID", "KafkaListener", "KafkaListenerSettings", "KafkaStats"]
 
@@ -199,12 +199,10 @@ class KafkaListener:
         return await self._admit(topic, partition, batch, ack, idempotent)
 
     async def _admit(self, topic, partition, batch, ack, idempotent):
-        header_blobs = {i: header_blob(h) for i, h in batch.headers.items()}
-        section = encode_section(batch.keys, batch.values, batch.timestamps, header_blobs)
         start = self._next_seq
         self._next_seq += batch.count
-        header = ProduceHeader(start, batch.count, partition, ack, topic, memoryview(section),
-                               batch.keys.count(None) == batch.count)  # fmt: skip
+        header = ProduceHeader(start, batch.count, partition, ack, topic,
+                               memoryview(batch.section), batch.keyless)  # fmt: skip
         pending = self._track(start, batch.count)  # admission's refusals land here too
         admission = self.admission
         waiting = admission.admit(self, header, ack)
