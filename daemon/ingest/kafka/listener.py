@@ -130,6 +130,8 @@ class KafkaListener:
         self.reader: ReportReader = self  # it hears its own outcomes
         self.owed = 0  # records whose outcome a worker or a publish still owes
         self._waiting = 0  # batches waiting in admit for a topic lookup or ring space
+        # Idempotent batches admitted but not yet published: (pending, batch, topic, partition)
+        self._staged: list[tuple] = []
         self.idle = asyncio.Event()  # set while none waits: what quiesce waits for
         self.idle.set()
 
@@ -207,6 +209,7 @@ class KafkaListener:
         admission = self.admission
         waiting = admission.admit(self, header, ack)
         if waiting is not None:
+            self.publish()  # nothing admitted stays unpublished behind an await
             self._waiting += 1
             self.idle.clear()
             try:
@@ -215,7 +218,6 @@ class KafkaListener:
                 self._waiting -= 1
                 if not self._waiting:
                     self.idle.set()
-        admission.publish_all()
         if ack == AckLevel.NONE or pending.error:
             # No outcome comes for acks=0 records; a refused batch is answered now (a part
             # admission took before a ring stayed full still goes to Kafka).
@@ -225,14 +227,22 @@ class KafkaListener:
                 return pending.error, -1, -1
         self.records += batch.count
         if idempotent:
-            # After the publish, before the answer: a resend after any crash finds it.
-            self.producers.accepted(batch.producer_id, batch.producer_epoch, topic, partition,
-                                    batch.base_sequence, batch.count, start)  # fmt: skip
+            self._staged.append((pending, batch, topic, partition))  # kept once published
         if ack == AckLevel.NONE:
             return ErrorCode.NONE, -1, -1
-        if pending.future.done():  # acks=1, announced by the publish: keep it for a resend
-            self.producers.resolved(start, *pending.future.result())
         return pending.future
+
+    def publish(self) -> None:
+        """Publish what admission staged (once per request: one ring wake-up, not one per
+        partition), then keep the idempotent batches it published — after the publish and
+        before any answer, so that a resend after any crash finds them."""
+        self.admission.publish_all()
+        staged, self._staged = self._staged, []
+        for pending, batch, topic, partition in staged:
+            self.producers.accepted(batch.producer_id, batch.producer_epoch, topic, partition,
+                                    batch.base_sequence, batch.count, pending.start)  # fmt: skip
+            if pending.future.done():  # acks=1 announced by the publish, or a fast worker
+                self.producers.resolved(pending.start, *pending.future.result())
 
     def _duplicate(self, kept: KeptBatch, timeout_s: float):
         """A resent batch: its first outcome, once known. One whose outcome never arrives
@@ -495,6 +505,7 @@ class KafkaConnection(asyncio.Protocol):
                         topic, index, data["records"] or b"", version, ack, timeout_s
                     )
                 parts.append((topic, index, result))
+        listener.publish()
         if acks == 0:
             for _, _, result in parts:  # nobody reads an answer to acks=0; count errors
                 if isinstance(result, tuple):

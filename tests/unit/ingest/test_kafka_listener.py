@@ -74,6 +74,7 @@ def test_a_batch_at_acks_all_is_answered_with_the_offset_the_worker_reports(rig)
             TOPIC, partition, _batch([b"a", b"b", b"c"]), PRODUCE_VERSION, AckLevel.KAFKA,
             TIMEOUT_S,
         )  # fmt: skip
+        listener.publish()  # what the connection does once per Produce request
         ((index, entry),) = rig.entries()
         assert (index, entry.conn_id, entry.partition, entry.count) == (worker, SOURCE_ID, 2, 3)
         assert rig.server.stats().connections == 0  # not a connection of the kpd socket
@@ -113,6 +114,8 @@ def test_acks_1_is_answered_once_the_entry_is_published(rig):
         answer = await listener.produce_partition(
             TOPIC, 0, _batch([b"x", b"y"]), PRODUCE_VERSION, AckLevel.ACCEPTED, TIMEOUT_S
         )
+        assert not answer.done()  # nothing published yet
+        listener.publish()
         return await answer, listener.owed
 
     outcome, owed = asyncio.run(scenario())
@@ -131,6 +134,7 @@ def test_an_idempotent_resend_gets_the_first_outcome_and_no_second_entry(rig):
         first = await listener.produce_partition(
             TOPIC, partition, batch, PRODUCE_VERSION, AckLevel.KAFKA, TIMEOUT_S
         )
+        listener.publish()
         ((_, entry),) = rig.entries()
         _report(rig, worker, entry.base_seq, 2, 7)
         await rig.server.finish()
