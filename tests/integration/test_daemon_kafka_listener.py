@@ -22,7 +22,8 @@ from confluent_kafka import Producer
 from bench.contenders.programs import librdkafka_dir
 from tests.brokers import read_all, unique_topic_name
 from tests.brokers.ports import free_port
-from tests.daemon_harness import KpdDaemon, wait_for
+from tests.daemon_harness import KpdDaemon
+from tests.waiting import wait_for
 
 
 def _daemon(tmp_path, tansu, **extra) -> KpdDaemon:
