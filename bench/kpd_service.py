@@ -17,7 +17,9 @@ Imports no client library and no kpd code: the daemon is a subprocess.
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -34,6 +36,7 @@ _RECORDS_RING_MIB = 16  # per worker, ingest -> worker
 _REPORTS_RING_MIB = 4  # per worker, worker -> ingest
 _START_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 60.0
+_SOCKET_PATH_MAX = 107  # bytes of a UNIX socket's path (sun_path)
 
 
 class KpdService:
@@ -60,6 +63,11 @@ class KpdService:
             self.kafka_bootstrap = f"127.0.0.1:{free_port()}"
             extra["socket"] = {**extra["socket"], "kafka": self.kafka_bootstrap}
         self.workers = int(extra.pop("workers", {}).get("count", WORKERS))
+        self._short_dir: Path | None = None
+        if len(str(workdir / "kpd.sock").encode()) > _SOCKET_PATH_MAX:
+            # A deep log directory (pytest's, with a long contender name) cannot hold the
+            # daemon's socket: its files go to a short directory, removed after the run.
+            self._short_dir = workdir = Path(tempfile.mkdtemp(prefix="kpd-bench-"))
         self._daemon = KpdDaemon(workdir, bootstrap, workers=self.workers, extra=extra)
         self.pids: tuple[int, ...] = ()
         self.roles: dict[int, str] = {}  # pid -> "supervisor", "ingest", "worker 0", ...
@@ -74,6 +82,13 @@ class KpdService:
         return self.workers * (_RECORDS_RING_MIB + _REPORTS_RING_MIB) * 1024 * 1024
 
     def __enter__(self) -> KpdService:
+        try:
+            return self._start()
+        except BaseException:
+            self._remove_short_dir()
+            raise
+
+    def _start(self) -> KpdService:
         self._daemon.start(timeout_s=_START_TIMEOUT_S)
         supervisor = self._daemon.process.pid
         # The supervisor listens before it spawns ingest and the workers, so the socket may
@@ -101,10 +116,17 @@ class KpdService:
             return None
 
     def __exit__(self, *exc_info: object) -> None:
-        status = self._daemon.stop(_STOP_TIMEOUT_S)
-        if status != 0:
-            raise RuntimeError(f"kpd exited with status {status} after SIGTERM:\n"
-                               f"{self._daemon.log_tail()}")  # fmt: skip
+        try:
+            status = self._daemon.stop(_STOP_TIMEOUT_S)
+            if status != 0:
+                raise RuntimeError(f"kpd exited with status {status} after SIGTERM:\n"
+                                   f"{self._daemon.log_tail()}")  # fmt: skip
+        finally:
+            self._remove_short_dir()
+
+    def _remove_short_dir(self) -> None:
+        if self._short_dir is not None:
+            shutil.rmtree(self._short_dir, ignore_errors=True)
 
     def log_tail(self) -> str:
         return self._daemon.log_tail(2000)
