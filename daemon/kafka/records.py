@@ -30,6 +30,7 @@ import producer, net, ring, ingest or process code.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -428,44 +429,6 @@ class Record:
 
 
 @dataclass(frozen=True, slots=True)
-class DecodedBatch:
-    """Every header field of a batch plus its records, as read and verified."""
-
-    base_offset: int
-    partition_leader_epoch: int
-    magic: int
-    crc: int
-    attributes: int
-    compression: int
-    timestamp_type: int  # 0 = CreateTime, 1 = LogAppendTime
-    is_transactional: bool
-    is_control: bool
-    last_offset_delta: int
-    base_timestamp: int
-    max_timestamp: int
-    producer_id: int
-    producer_epoch: int
-    base_sequence: int
-    records: list[Record]
-
-
-def decode_batches(data: bytes | bytearray | memoryview) -> list[DecodedBatch]:
-    """Decode consecutive v2 batches, verifying each CRC and decompressing the records.
-
-    Strict: any truncation, CRC mismatch, other magic, or length that does not add up raises
-    ``CorruptBatchError`` (a trailing partial batch, which a Fetch response may carry, is an
-    error here: this reader checks what kpd wrote).
-    """
-    view = memoryview(data)
-    batches = []
-    pos = 0
-    while pos < len(view):
-        batch, pos = _decode_batch(view, pos)
-        batches.append(batch)
-    return batches
-
-
-@dataclass(frozen=True, slots=True)
 class OpenedBatch:
     """One batch whose header and CRC are verified and whose records are decompressed, not
     yet decoded: ``payload`` holds ``count`` records (``decode_batches`` or a caller that
@@ -502,29 +465,35 @@ class OpenedBatch:
         return self.max_timestamp if self.timestamp_type else None
 
 
+@dataclass(frozen=True, slots=True)
+class DecodedBatch(OpenedBatch):
+    """An opened batch (every header field, verified) plus its records, decoded."""
+
+    records: list[Record]
+
+
+def decode_batches(data: bytes | bytearray | memoryview) -> list[DecodedBatch]:
+    """Decode consecutive v2 batches, verifying each CRC and decompressing the records.
+
+    Strict: any truncation, CRC mismatch, other magic, or length that does not add up raises
+    ``CorruptBatchError`` (a trailing partial batch, which a Fetch response may carry, is an
+    error here: this reader checks what kpd wrote).
+    """
+    view = memoryview(data)
+    batches = []
+    pos = 0
+    while pos < len(view):
+        batch, pos = _decode_batch(view, pos)
+        batches.append(batch)
+    return batches
+
+
 def _decode_batch(view: memoryview, pos: int) -> tuple[DecodedBatch, int]:
     opened = open_batch(view, pos)
     records = _decode_records(opened.payload, opened.count, opened.base_offset,
                               opened.base_timestamp, opened.fixed_timestamp)  # fmt: skip
-    batch = DecodedBatch(
-        base_offset=opened.base_offset,
-        partition_leader_epoch=opened.partition_leader_epoch,
-        magic=opened.magic,
-        crc=opened.crc,
-        attributes=opened.attributes,
-        compression=opened.compression,
-        timestamp_type=opened.timestamp_type,
-        is_transactional=opened.is_transactional,
-        is_control=opened.is_control,
-        last_offset_delta=opened.last_offset_delta,
-        base_timestamp=opened.base_timestamp,
-        max_timestamp=opened.max_timestamp,
-        producer_id=opened.producer_id,
-        producer_epoch=opened.producer_epoch,
-        base_sequence=opened.base_sequence,
-        records=records,
-    )
-    return batch, opened.end
+    fields = (getattr(opened, field.name) for field in dataclasses.fields(OpenedBatch))
+    return DecodedBatch(*fields, records), opened.end
 
 
 def open_batch(view: memoryview, pos: int = 0) -> OpenedBatch:
