@@ -279,11 +279,6 @@ async def test_request_timeout_is_reported_as_request_timed_out_once_retries_run
 
 
 @in_loop
-@pytest.mark.xfail(
-    strict=True,
-    reason="found while writing this test, left for its own change: classify() gives "
-    "NETWORK_EXCEPTION POSSIBLY_PERSISTED, which overrides request_sent=False",
-)
 async def test_a_request_never_written_leaves_its_batch_not_persisted():
     async with Rig(retries=0) as rig:
         rig.brokers[1].refuse_send = BrokerConnectionError("closed", request_sent=False)
