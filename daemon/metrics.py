@@ -142,6 +142,20 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         (),
         "ingest",
     ),
+    _g("kpd_kafka_connections", "Kafka clients connected to socket.kafka.", (), "ingest"),
+    _c("kpd_kafka_requests_total", "Kafka requests read on socket.kafka.", (), "ingest"),
+    _c(
+        "kpd_kafka_records_total",
+        "Records accepted into rings through socket.kafka.",
+        (),
+        "ingest",
+    ),
+    _c(
+        "kpd_kafka_errors_total",
+        "Kafka error codes socket.kafka answered, by code (-1: connection closed).",
+        ("code",),
+        "ingest",
+    ),
     _g("kpd_ring_used_bytes", "Bytes in a ring not yet released by its consumer.", _RING, "ingest"),
     _g("kpd_ring_capacity_bytes", "Size of a ring's data area.", _RING, "ingest"),
     _c("kpd_ring_bytes_total", "Payload bytes that went through a ring.", _RING, "ingest"),
@@ -513,7 +527,12 @@ class IngestMetrics:
         self._out = _Exporter(("ingest", "any"))
 
     def flush(
-        self, stats: Any, records: Sequence[Any], reports: Sequence[Any], lines: Any = None
+        self,
+        stats: Any,
+        records: Sequence[Any],
+        reports: Sequence[Any],
+        lines: Any = None,
+        kafka: Any = None,
     ) -> None:
         """``stats`` is the ``IngestServer``'s ``stats()``; ``records``/``reports`` its ring
         ends by worker index (``RingProducer``\\ s and ``RingConsumer``\\ s); ``lines`` the
@@ -529,6 +548,12 @@ class IngestMetrics:
             out.add("kpd_ingest_lines_too_long_total", (), lines.lines_too_long)
             out.add("kpd_ingest_lines_empty_total", (), lines.lines_empty)
             out.set("kpd_ingest_lines_connections", (), lines.connections)
+        if kafka is not None:  # the KafkaListener's stats() when socket.kafka is configured
+            out.set("kpd_kafka_connections", (), kafka.connections)
+            out.add("kpd_kafka_requests_total", (), kafka.requests)
+            out.add("kpd_kafka_records_total", (), kafka.records)
+            for code, n in kafka.errors.items():
+                out.add("kpd_kafka_errors_total", (str(code),), n)
         for index, ring in enumerate(records):
             self._ring("records", index, ring, ring.bytes_written)
         for index, ring in enumerate(reports):

@@ -11,11 +11,14 @@ what it staged, and holds ACCEPTED answers until their entries are published (an
 ``ring_sync``).
 
 A record source is anything that hands records to ``admit`` (``RecordSource`` below): today a
-kpd-protocol client connection (``connection``) and a ``socket.lines`` writer (``lines``);
-a Kafka-protocol listener will be a third. The interface is small on purpose:
+kpd-protocol client connection (``connection``), a ``socket.lines`` writer (``lines``) and
+the ``socket.kafka`` listener (``kafka.listener``, one source for all its Kafka clients).
+The interface is small on purpose:
 
 * ``conn_id`` -- from ``next_source_id()``: ring entries carry it, and workers' reports come
-  back under it, so it is unique among all sources of this ingest and of earlier ones;
+  back under it, so it is unique among all sources of this ingest and of earlier ones (the
+  Kafka listener's is one fixed id outside that sequence, so that reports of entries an
+  earlier ingest wrote reach it);
 * ``name`` -- for logs;
 * ``refused(first_seq, count, code, message, kafka_error)`` -- records admission did not take
   (FAILED, NOT_PERSISTED); admission has counted them already;
@@ -118,6 +121,10 @@ class TopicDirectory:
                 self._verdicts.clear()
             verdict = self._verdicts[topic] = self._allows(topic)
         return verdict
+
+    def names(self) -> list[str]:
+        """The topics ingest knows, sorted (a Kafka Metadata request for all topics)."""
+        return sorted(self._counts)
 
     def known(self, topic: str) -> int | None:
         """The topic's partition count if ingest knows it, without asking Kafka."""

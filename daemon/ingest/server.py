@@ -2,8 +2,10 @@
 
 Owns the listening socket, the client connections (``connection``, one per client), the
 consuming end of every reports ring, and the ``Admission`` through which every record source
-(its connections, the ``socket.lines`` writers) puts records into the workers' records rings:
-topic checks, partition lookup, planning into ring entries, backpressure (``admission``).
+(its connections, the ``socket.lines`` writers, the ``socket.kafka`` listener) puts records
+into the workers' records rings: topic checks, partition lookup, planning into ring entries,
+backpressure (``admission``). Reports go to the connection under the entry's conn_id, or to a
+source of another socket that asked to hear them (``hear_reports``).
 Ingest never dies of input: a bad frame gets an error report, an unrecoverable stream an
 ERROR frame and a close, and the other connections are unaffected.
 
@@ -23,7 +25,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from daemon.ingest.admission import Admission, TopicDirectory
 from daemon.ingest.connection import ClientConnection
@@ -35,9 +37,16 @@ from daemon.wire.ring_entry import decode_report_entry
 from kpd import protocol as wire
 from kpd.protocol.base import KpdErrorCode
 
-__all__ = ["IngestServer", "IngestSettings", "IngestStats"]
+__all__ = ["IngestServer", "IngestSettings", "IngestStats", "ReportSink"]
 
 log = logging.getLogger(__name__)
+
+
+class ReportSink(Protocol):
+    """Who hears the workers' REPORT frames of one conn_id."""
+
+    def forward_reports(self, records: int, frame) -> None:
+        """A worker's REPORT frame covering ``records`` records."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +105,9 @@ class IngestServer:
         self._reports = reports
         self._stage_forward = stage_forward
         self.connections: dict[int, ClientConnection] = {}
+        # Record sources that are no connection of this socket but hear workers' reports
+        # under a conn_id of their own (the Kafka listener): not counted, never aborted.
+        self._report_sinks: dict[int, ReportSink] = {}
         self._server: asyncio.AbstractServer | None = None
         self._owned_path: str | None = None  # the socket file we created (and remove)
         # One ring entry may take at most half its ring; every records ring has the same size.
@@ -186,6 +198,11 @@ class IngestServer:
         self.connections[conn.conn_id] = conn
         return None
 
+    def hear_reports(self, conn_id: int, sink: ReportSink) -> None:
+        """Workers' reports for ``conn_id`` go to ``sink``: a record source of another socket
+        (before ``start``, so reports of entries an earlier ingest wrote reach it too)."""
+        self._report_sinks[conn_id] = sink
+
     def forget(self, conn: ClientConnection) -> None:
         """A connection is gone: later reports for it are dropped."""
         self.connections.pop(conn.conn_id, None)
@@ -207,7 +224,7 @@ class IngestServer:
         now_ns = time.monotonic_ns()
         for _, entry in entries:
             conn_id, records, written_ns, frame = decode_report_entry(entry)
-            conn = self.connections.get(conn_id)
+            conn = self.connections.get(conn_id) or self._report_sinks.get(conn_id)
             if conn is None:
                 continue  # the client left; its records were still delivered or failed
             try:

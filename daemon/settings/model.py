@@ -122,6 +122,7 @@ class SocketSettings:
     max_frame_bytes: int
     max_connections: int
     lines: LinesSocketSettings | None  # None: no plain-text listener
+    kafka: tuple[str, int] | None  # None: no Kafka-protocol listener
 
 
 @dataclass(**_FROZEN)

@@ -23,6 +23,7 @@ entry ingest partitioned itself, one per stretch of consecutive sequence numbers
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import defaultdict
@@ -37,7 +38,12 @@ from daemon.wire.ring_entry import decode_records_entry, encode_report_entry, se
 from daemon.worker.reports import chunks, kept_runs, run_of
 from kpd.protocol import ReportRun, encode_reports
 from kpd.protocol.base import AckLevel
-from kpd.protocol.records import LAYOUT_HAS_TIMESTAMPS, iter_records, plain_columns
+from kpd.protocol.records import (
+    LAYOUT_HAS_TIMESTAMPS,
+    iter_records,
+    plain_columns,
+    stamped_columns,
+)
 
 __all__ = ["Worker"]
 
@@ -196,6 +202,11 @@ class Worker:
                     return
             self._count_in(entry)
             return
+        stamped = stamped_columns(entry.records, entry.count)
+        if stamped is not None:  # per-record timestamps, no headers: a Kafka client's records
+            if await self._take_stamped(entry_id, entry, stamped, token, max_block_s):
+                self._count_in(entry)
+            return
         append = engine.append
         for index, record in enumerate(iter_records(entry.records, entry.count)):
             timestamp = record.timestamp if record.timestamp is not None else default_ts
@@ -207,6 +218,30 @@ class Worker:
                     return
             token += 1
         self._count_in(entry)
+
+    async def _take_stamped(self, entry_id, entry, columns, token, max_block_s) -> bool:
+        """Append the records of each run of equal timestamps with one ``append_packed``
+        (a client stamps records in ms: a run is every record of one millisecond). False
+        when the worker closed while waiting for buffer space (the rest is kept)."""
+        timestamps, key_lens, value_lens, pos = columns
+        engine = self._engine
+        queue = engine.queue(entry.topic, entry.partition)
+        start = 0
+        for stamp, run in itertools.groupby(timestamps):
+            end = start + sum(1 for _ in run)
+            keys, values = key_lens[start:end], value_lens[start:end]
+            timestamp = stamp if stamp != -1 else entry.received_ms
+            args = (timestamp, entry.records, keys, values, pos, token + start)
+            while not engine.append_packed(queue, *args):
+                if not await engine.wait_for_buffer(max_block_s):
+                    log.warning("buffer.memory still full after max.block.ms; still waiting")
+                if self._keeping:
+                    self._keep(entry_id, start, entry.count - start)
+                    return False
+            # Each null (-1) adds -1 to a sum of lengths but no data bytes.
+            pos += sum(keys) + keys.count(-1) + sum(values) + values.count(-1)
+            start = end
+        return True
 
     def _count_in(self, entry) -> None:
         self.tally.count_received(entry.topic, entry.partition, entry.count, entry.received_ms)

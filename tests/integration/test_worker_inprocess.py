@@ -133,6 +133,26 @@ def test_worker_delivers_entries_and_reports_the_offsets_kafka_gave(tansu, topic
     assert rings.ingest_records.free_bytes() == rings.ingest_records.capacity
 
 
+def test_records_with_their_own_timestamps_and_no_headers_keep_them(tansu, topic_factory, rings):
+    # What a Kafka client's batch becomes through kpd's Kafka listener: a timestamp column, no
+    # headers; the worker appends each run of equal timestamps at once (and -1: kpd's time).
+    topic = topic_factory(tansu, partitions=1)
+    stamps = [1_600_000_000_000 + i // 7 for i in range(60)] + [-1, -1, 1_500_000_000_000]
+    records = [(b"k%d" % i if i % 3 else None, b"v%d" % i, stamp, ())
+               for i, stamp in enumerate(stamps)]  # fmt: skip
+    rings.put(topic, 0, 0, records)
+    worker = Worker(producer_settings(bootstrap_servers=tansu.bootstrap, linger_ms=5),
+                    rings.worker_records, rings.worker_reports)  # fmt: skip
+
+    runs = asyncio.run(_run_until(worker, rings, len(records), 60))
+
+    assert {run.status for run in runs} == {Status.DELIVERED}
+    log = sorted(read_all(tansu.bootstrap, topic, len(records)), key=lambda r: r.offset)
+    assert [(r.key, r.value) for r in log] == [(k, v) for k, v, _, _ in records]
+    received = 1_700_000_000_000  # the entry's received_ms (RingPair.put)
+    assert [r.timestamp for r in log] == [s if s != -1 else received for s in stamps]
+
+
 def test_worker_fails_records_it_cannot_deliver_and_still_releases_their_space(rings):
     rings.put("nowhere", 0, 0, [(None, b"x", None, ())] * 20)
     settings = producer_settings(
