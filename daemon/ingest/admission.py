@@ -15,7 +15,9 @@ kpd-protocol client connection (``connection``) and a ``socket.lines`` writer (`
 a Kafka-protocol listener will be a third. The interface is small on purpose:
 
 * ``conn_id`` -- from ``next_source_id()``: ring entries carry it, and workers' reports come
-  back under it, so it is unique among all sources of this ingest and of earlier ones;
+  back under it, so it is unique among all sources of this ingest and of earlier ones; or,
+  for a protocol v2 connection, its session id (bit 63 set, never a ``next_source_id``):
+  then every entry it stages is journaled in ``sessions`` once published;
 * ``name`` -- for logs;
 * ``refused(first_seq, count, code, message, kafka_error)`` -- records admission did not take
   (FAILED, NOT_PERSISTED); admission has counted them already;
@@ -43,11 +45,12 @@ from typing import Protocol
 
 from daemon.ingest.ring_sync import RingSync
 from daemon.ingest.routing import Entry, EntryPlanner
+from daemon.ingest.sessions import Sessions
 from daemon.kafka.errors import code_of
 from daemon.ownership import worker_for
 from daemon.ring import RingProducer
 from daemon.wire.ring_entry import entry_head, seq_runs
-from kpd.protocol import ReportRun, encode_reports
+from kpd.protocol import SESSION_BIT, ReportRun, encode_reports
 from kpd.protocol.base import AckLevel, KpdErrorCode, Status
 from kpd.protocol.records import ProduceHeader
 
@@ -143,15 +146,20 @@ class Admission:
         planner: EntryPlanner,
         sync: RingSync,
         max_block_s: float,
+        sessions: Sessions | None = None,
     ) -> None:
         self._records = records
+        # Protocol v2 sessions: entries of a source whose conn_id is a session id are
+        # journaled after their publish, before their announcement (``sessions``).
+        self.sessions = sessions
         self.topics = topics
         self.planner = planner
         self.ring_sync = sync
         self.max_block_s = max_block_s
         # Source ids stay unique across ingest restarts: reports of a previous ingest's
         # sources must never reach a new one that reused a small id.
-        start = (time.time_ns() // 1_000_000) & 0xFFFFFFFF
+        # Bit 63 stays clear: ids with it set are protocol v2 session ids (kpd.protocol).
+        start = (time.time_ns() // 1_000_000) & 0x7FFFFFFF
         self._ids = itertools.count(start << 32)
         self._dirty: set[int] = set()  # rings with staged, unpublished entries
         # ACCEPTED reports of staged entries: sent once published (and synced, if asked).
@@ -287,6 +295,8 @@ class Admission:
 
     def _accepted(self, source, first_seq: int, n: int, partition: int, ack, offsets) -> None:
         self.records_accepted += n
+        if self.sessions is not None and source.conn_id & SESSION_BIT:
+            self.sessions.taken(source.conn_id, first_seq, n, offsets, ack != AckLevel.NONE)
         reader = source.reader
         if reader is None or ack == AckLevel.NONE:
             return
@@ -308,6 +318,8 @@ class Admission:
 
     def _announce(self, published: Iterable[int]) -> None:
         announce, self._unannounced = self._unannounced, []
+        if self.sessions is not None:
+            self.sessions.flush()  # published: the entries' journal lines, before ACCEPTED
         if announce or published:
             self.ring_sync.published(published, announce)
 

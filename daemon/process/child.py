@@ -45,6 +45,7 @@ from daemon.process.handoff import (
     read_messages,
 )
 from daemon.process.logs import setup_logging
+from daemon.process.ring_files import sessions_path
 from daemon.process.status.reporters import IngestReporter, WorkerReporter
 from daemon.process.status.titles import set_title, worker_title
 from daemon.process.txn_layout import worker_transactional_id
@@ -177,6 +178,9 @@ def ingest_settings(config: DaemonConfig) -> IngestSettings:
         ignore_keys=producer.partitioner_ignore_keys,
         socket_group=config.socket.group,
         fsync=config.rings.fsync,
+        sessions_path=sessions_path(config.rings.directory, config.rings.prefix),
+        session_expiry_s=config.socket.session_expiry_s,
+        session_window_records=config.socket.session_window_records,
     )
 
 

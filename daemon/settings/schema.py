@@ -284,6 +284,15 @@ DAEMON_SETTINGS: tuple[Setting, ...] = (
             "plus room for frame headers."),
     _daemon("socket.max_connections", Int(1, 65536), 1024,
             "Client connections served at once; more are refused."),
+    _daemon("socket.session_expiry", DurationS(1), "900s",
+            "Protocol version 2: how long kpd remembers a session (its records taken and "
+            "their outcomes, in <rings.directory>/<rings.prefix>-sessions.journal) after its "
+            "last connection ended; a client reconnecting later starts a new session.",
+            attr="session_expiry_s"),
+    _daemon("socket.session_window", Int(1000, 2**31 - 1), 1000000,
+            "Protocol version 2: records of resolved history each session keeps for "
+            "recognising resends (records still waiting for their outcome are kept anyway).",
+            attr="session_window_records"),
     _daemon("socket.lines", _LINES_SOCKET, None,
             "A plain-text listener for programs that cannot link a kpd client (shell "
             "scripts, log shippers): every newline-terminated line written to its socket is "

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 
@@ -97,7 +99,9 @@ class Rig:
 
         topics = TopicDirectory(lambda topic: topic != "forbidden", only_orders)
         asyncio.run(topics.partition_count(TOPIC, 1.0))  # known: frames for it route at once
-        settings = settings_for(IngestSettings, socket_path="/nonexistent")
+        self.journal = os.path.join(tempfile.mkdtemp(prefix="kpd-test-sessions-"), "journal")
+        settings = settings_for(IngestSettings, socket_path="/nonexistent",
+                                sessions_path=self.journal)  # fmt: skip
         self.server = IngestServer(settings, records, reports, topics)
 
     def connect(self) -> tuple[ClientConnection, RecordingTransport]:
@@ -119,6 +123,7 @@ class Rig:
     def close(self) -> None:
         for name in self.names:
             Ring.unlink(name)
+        shutil.rmtree(os.path.dirname(self.journal), ignore_errors=True)
 
 
 @pytest.fixture

@@ -51,7 +51,7 @@ class Persistence(IntEnum):
     POSSIBLY_PERSISTED = 2
 
 # Protocol versions this codec speaks, lowest and highest (HELLO/WELCOME negotiate within it).
-PROTOCOL_VERSIONS = (1, 1)
+PROTOCOL_VERSIONS = (1, 2)
 
 # Until the handshake is done neither side knows the peer's limit, so both cap frames at a
 # size that fits any sane HELLO/WELCOME/ERROR. It also makes a non-kpd peer fail fast: the
