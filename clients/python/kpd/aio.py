@@ -26,6 +26,7 @@ from kpd.common import (
     ClientSettings,
     Completions,
     hello_frame,
+    new_session_id,
     partition_count,
     read_welcome,
 )
@@ -174,6 +175,7 @@ class AsyncProducer:
         reconnect_backoff_max_ms: float = 1000,
     ) -> None:
         self._path = path
+        self._session_id = new_session_id()  # protocol v2: outlives the connections
         self._settings = settings = ClientSettings.from_arguments(
             acks,
             client_name or f"kpd-python-asyncio pid={os.getpid()}",
@@ -230,7 +232,8 @@ class AsyncProducer:
             )
         except OSError as exc:  # TimeoutError included
             raise unreachable(self._path, exc) from None
-        transport.write(hello_frame(self._settings))
+        resume_seq = self._session.resume_seq if self._session is not None else 0
+        transport.write(hello_frame(self._settings, self._session_id, resume_seq))
         try:
             welcome, decoder, early = await asyncio.wait_for(
                 asyncio.shield(welcome_future), self._connect_timeout

@@ -34,6 +34,7 @@ from kpd.common import (
     ClientSettings,
     Completions,
     hello_frame,
+    new_session_id,
     partition_count,
     read_welcome,
 )
@@ -71,7 +72,7 @@ def run_callbacks(done: Completions) -> None:
         run_callback(fn, future)
 
 
-def _handshake(path: str, settings: ClientSettings, timeout: float | None):
+def _handshake(path: str, hello: bytes, timeout: float | None):
     """Connect and exchange HELLO/WELCOME (blocking). Returns (socket, welcome, decoder, frames).
 
     Raises OSError naming the socket (KpdConnectionError if kpd refused or broke the handshake).
@@ -83,7 +84,7 @@ def _handshake(path: str, settings: ClientSettings, timeout: float | None):
             sock.connect(path)
         except OSError as exc:
             raise unreachable(path, exc) from None
-        sock.sendall(hello_frame(settings))
+        sock.sendall(hello)
         decoder = FrameDecoder(Role.CLIENT)
         frames: list = []
         while not frames:
@@ -149,7 +150,10 @@ class Producer:
         self._serializing = key_serializer is not None or value_serializer is not None
         self._buffer_bytes = buffer_bytes
         self._max_block_s = max_block_ms / 1000
-        self._sock, welcome, decoder, early = _handshake(path, settings, connect_timeout)
+        self._session_id = new_session_id()  # protocol v2: outlives the connections
+        self._sock, welcome, decoder, early = _handshake(
+            path, hello_frame(settings, self._session_id), connect_timeout
+        )
         self.server_name = welcome.server_name
         # Guards the session and every field below; the I/O thread and send() share them.
         self._lock = threading.Lock()
@@ -525,10 +529,10 @@ class Producer:
             with self._lock:
                 if not self._await_attempt():
                     return False
+            with self._lock:
+                hello = hello_frame(self._settings, self._session_id, self._session.resume_seq)
             try:
-                sock, welcome, decoder, early = _handshake(
-                    self._path, self._settings, self._connect_timeout
-                )
+                sock, welcome, decoder, early = _handshake(self._path, hello, self._connect_timeout)
             except OSError as exc:
                 with self._lock:
                     self._link.failed(time.monotonic(), str(exc))
