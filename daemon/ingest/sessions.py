@@ -84,7 +84,10 @@ class Sessions:
     def __init__(self, journal: DedupeJournal) -> None:
         self.journal = journal
         self._peers: dict[int, SessionPeer] = {}
-        self._unjournaled: list[tuple[str, int, int, bool]] = []  # frames taken, not yet written
+        self._unjournaled: list[tuple[str, int, int, bool]] = []  # entries taken, not written
+        # Resent records, by what kpd made of them (for the log and tests): answered from the
+        # journal, pending (answered when their report comes), taken as new.
+        self.resent = {"answered": 0, "pending": 0, "taken": 0}
 
     @staticmethod
     def key(session_id: int) -> str:
@@ -105,9 +108,16 @@ class Sessions:
         self.journal.touch(key)
         self.journal.forget_below(key, resume_seq)
         taken_end = window.next_seq if window is not None else None
-        return max(taken_end if taken_end is not None else resume_seq, resume_seq), resumed
+        next_seq = max(taken_end if taken_end is not None else resume_seq, resume_seq)
+        if resume_seq or resumed:
+            log.info("%s: session %s %s at %d (the client holds records from %d)", peer.name,
+                     key, "resumed" if resumed else "unknown, new", next_seq,
+                     resume_seq)  # fmt: skip
+        return next_seq, resumed
 
     def detach(self, peer: SessionPeer, session_id: int) -> None:
+        log.info("%s: session %s: resent records so far: %s", peer.name, self.key(session_id),
+                 self.resent)  # fmt: skip
         if self._peers.get(session_id) is peer:
             del self._peers[session_id]
             self.journal.touch(self.key(session_id))  # the idle clock starts now
@@ -143,16 +153,23 @@ class Sessions:
         session's connection; returns the sub-ranges kpd never took (refused, or lost with a
         connection before they reached a ring), to be admitted as new: none is in Kafka."""
         pieces = self.journal.lookup(self.key(session_id), first, count)
+        before = dict(self.resent)
         runs, cursor, untaken = [], first, []
         for piece in pieces:
             if piece.first > cursor:
                 untaken.append((cursor, piece.first - cursor))
             cursor = piece.first + piece.count
-            if piece.outcome is not None and piece.outcome != NO_REPORT:
+            if piece.outcome is None:
+                self.resent["pending"] += piece.count  # its report goes to the session's
+                continue  # connection when it comes
+            self.resent["answered"] += piece.count
+            if piece.outcome != NO_REPORT:
                 runs.append(run_of(piece.first, piece.count, piece.outcome, piece.delta))
-            # pending: its report goes to the session's connection when it comes
         if cursor < first + count:
             untaken.append((cursor, first + count - cursor))
+        self.resent["taken"] += sum(k for _, k in untaken)
+        log.debug("session %s: resent records %d..%d: %s", self.key(session_id), first,
+                 first + count - 1, {k: v - before[k] for k, v in self.resent.items()})  # fmt: skip
         peer = self._peers.get(session_id)
         if runs and peer is not None:
             peer.send(encode_reports(runs))
