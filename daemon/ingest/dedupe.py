@@ -106,7 +106,9 @@ class DedupeJournal:
         self._lines = 0  # lines in the file since its last rewrite
         if path is not None:
             self._load(path)
-            self.expire()
+            horizon = clock() - idle_expiry_s
+            for key in [k for k, w in self.windows.items() if w.touched < horizon]:
+                del self.windows[key]  # expired while kpd was down: the rewrite drops them
             self.compact()
 
     # ---- queries -------------------------------------------------------------------------

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from daemon.ingest.admission import Admission, TopicDirectory
 from daemon.ingest.connection import ClientConnection
 from daemon.ingest.dedupe import DedupeJournal
-from daemon.ingest.sessions import Sessions
 from daemon.ingest.ring_sync import RingSync
 from daemon.ingest.routing import EntryPlanner
+from daemon.ingest.sessions import Sessions
 from daemon.ingest.socket_file import group_id, refuse_if_served
 from daemon.ring import RingConsumer, RingProducer
 from daemon.wire.ring_entry import decode_report_entry

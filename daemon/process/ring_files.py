@@ -36,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from daemon.ingest.dedupe import DedupeJournal
+from daemon.ingest.sessions import Sessions
 from daemon.ownership import worker_for
 from daemon.ring import (
     EntryTooLargeError,
@@ -48,8 +50,6 @@ from daemon.ring import (
     recover,
     sealed_entries,
 )
-from daemon.ingest.dedupe import DedupeJournal
-from daemon.ingest.sessions import Sessions
 from daemon.wire.ring_entry import (
     RECORDS_ENTRY_VERSION,
     decode_records_entry,
@@ -171,8 +171,8 @@ def _keep_session_reports(reports_ring: str, journal_path: str) -> None:
         return
     try:
         recover(ring)
-        owed = [(conn_id, bytes(frame)) for conn_id, _, frame in
-                map(decode_report_entry, sealed_entries(ring)) if conn_id & SESSION_BIT]  # fmt: skip
+        entries = map(decode_report_entry, sealed_entries(ring))
+        owed = [(conn_id, bytes(frame)) for conn_id, _, frame in entries if conn_id & SESSION_BIT]
     except (RingError, ValueError):
         owed = []
     finally:

@@ -13,8 +13,8 @@ from typing import Any, NamedTuple
 
 from kpd.errors import KpdConnectionError, RecordMetadata, TopicError
 from kpd.protocol import (
-    SESSION_BIT,
     PROTOCOL_VERSIONS,
+    SESSION_BIT,
     AckLevel,
     BadFrameError,
     Frame,
@@ -33,8 +33,8 @@ __all__ = [
     "check_bytes",
     "headers_list",
     "hello_frame",
-    "new_session_id",
     "make_metadata",
+    "new_session_id",
     "partition_count",
     "read_welcome",
 ]

@@ -84,6 +84,7 @@ class Rig:
         base = f"kpd-test-conn-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.names = []
         records, reports, self.worker_ends = [], [], []
+        self.report_ends: list = []  # (ring name, wakeups): a worker's end, made on demand
         for index in range(WORKERS):
             rec, rep = f"{base}-{index}-rec", f"{base}-{index}-rep"
             self.names += [rec, rep]
@@ -91,6 +92,7 @@ class Rig:
             records.append(RingProducer(Ring.create(rec, 1 << 20), rec_w))
             self.worker_ends.append(RingConsumer(Ring.attach(rec), rec_w))
             reports.append(RingConsumer(Ring.create(rep, 1 << 16), rep_w))
+            self.report_ends.append((rep, rep_w))
 
         async def only_orders(topic: str, timeout_s: float) -> int:
             if topic == TOPIC:
@@ -112,6 +114,10 @@ class Rig:
         (welcome,) = transport.frames()
         assert welcome.type == FrameType.WELCOME
         return conn, transport
+
+    def worker_report_ring(self, index: int) -> RingProducer:
+        name, wakeups = self.report_ends[index]
+        return RingProducer(Ring.attach(name), wakeups)
 
     def entries(self) -> list:
         found = []
