@@ -27,6 +27,7 @@ from kpd.common import (
     Completions,
     hello_frame,
     new_session_id,
+    not_connected_welcome,
     partition_count,
     read_welcome,
 )
@@ -207,17 +208,28 @@ class AsyncProducer:
         self.server_name = ""
 
     async def start(self) -> None:
-        """Connect and handshake; raises OSError naming the socket (KpdConnectionError if kpd
-        refuses). Later losses are repaired in the background."""
+        """Connect and handshake. If kpd is not running the producer starts anyway and send()
+        waits for kpd up to max_block_ms (KpdConnectionError if kpd refuses the handshake).
+        Connection losses are repaired in the background."""
         loop = asyncio.get_running_loop()
-        connection, welcome, decoder, early = await self._open()
+        try:
+            connection, welcome, decoder, early = await self._open()
+        except KpdConnectionError:
+            raise  # kpd answered, and said no: a configuration problem, not an outage
+        except OSError as exc:
+            connection, early = None, []
+            welcome, decoder = not_connected_welcome(), FrameDecoder(Role.CLIENT)
+            self._link.lost(loop.time(), str(exc))
         self.server_name = welcome.server_name
         self._connection = connection
         self._ended = loop.create_future()
         self._connected = asyncio.Event()
-        self._connected.set()
         self._wakeup = asyncio.Event()
         self._session = ProducerSession(self._settings, welcome, decoder, loop.time, _Hub())
+        if connection is None:
+            self._reconnecting = loop.create_task(self._reconnect())
+            return
+        self._connected.set()
         self._finish(self._session.accept(early))
         connection.attach()
 

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from kpd.errors import KpdConnectionError, RecordMetadata, TopicError
 from kpd.protocol import (
+    MIN_MAX_FRAME_BYTES,
     PROTOCOL_VERSIONS,
     SESSION_BIT,
     AckLevel,
@@ -35,6 +36,7 @@ __all__ = [
     "hello_frame",
     "make_metadata",
     "new_session_id",
+    "not_connected_welcome",
     "partition_count",
     "read_welcome",
 ]
@@ -135,6 +137,12 @@ def hello_frame(settings: ClientSettings, session_id: int, resume_seq: int = 0) 
     number (in the session's numbering) it still holds without a report."""
     return encode_hello(*PROTOCOL_VERSIONS, settings.ack, settings.client_name,
                         session_id=session_id, resume_seq=resume_seq)  # fmt: skip
+
+
+def not_connected_welcome() -> Welcome:
+    """What a producer starts with when kpd is not running yet: version 0 (no session to
+    resume) and the smallest frame limit kpd may announce, replaced by the first WELCOME."""
+    return Welcome(0, MIN_MAX_FRAME_BYTES, 0, "")
 
 
 def read_welcome(frames: list[Frame]) -> Welcome:

@@ -35,6 +35,7 @@ from kpd.common import (
     Completions,
     hello_frame,
     new_session_id,
+    not_connected_welcome,
     partition_count,
     read_welcome,
 )
@@ -109,8 +110,9 @@ class Producer:
 
     ``acks``: "none" (futures resolve once the frame is written), "accepted" (once kpd holds
     the record in a worker ring; offset -1) or "kafka" (once Kafka acknowledged it).
-    The first connection is made here and raises OSError naming the socket
-    (KpdConnectionError if kpd refuses). Later losses are repaired in the background: see
+    The first connection is tried here: if kpd is not running the Producer starts anyway and
+    ``send()`` waits for kpd up to ``max_block_ms``; KpdConnectionError if kpd refuses the
+    handshake. Connection losses are repaired in the background: see
     ``reconnect_backoff_ms``, ``reconnect_backoff_max_ms`` and ``max_block_ms`` in
     docs/client.md.
     """
@@ -151,9 +153,18 @@ class Producer:
         self._buffer_bytes = buffer_bytes
         self._max_block_s = max_block_ms / 1000
         self._session_id = new_session_id()  # protocol v2: outlives the connections
-        self._sock, welcome, decoder, early = _handshake(
-            path, hello_frame(settings, self._session_id), connect_timeout
-        )
+        try:
+            self._sock, welcome, decoder, early = _handshake(
+                path, hello_frame(settings, self._session_id), connect_timeout
+            )
+            down = None
+        except KpdConnectionError:
+            raise  # kpd answered, and said no: a configuration problem, not an outage
+        except OSError as exc:
+            # kpd is not running (yet): start anyway, as Java's KafkaProducer does; send()
+            # waits for it up to max_block_ms, the I/O thread keeps trying (issue 19).
+            self._sock, down = None, str(exc)
+            welcome, decoder, early = not_connected_welcome(), FrameDecoder(Role.CLIENT), []
         self.server_name = welcome.server_name
         # Guards the session and every field below; the I/O thread and send() share them.
         self._lock = threading.Lock()
@@ -165,6 +176,8 @@ class Producer:
         self._link = Reconnector(
             settings.reconnect_backoff_s, settings.reconnect_backoff_max_s, settings.max_block_s
         )
+        if down is not None:
+            self._link.lost(time.monotonic(), down)
         self._io_done = False  # the I/O thread has exited
         self._closed = False  # close() was called: send() raises
         self._woken = False  # a byte is in the wake pipe and not yet drained
@@ -392,6 +405,8 @@ class Producer:
 
     def _io_main(self) -> None:
         try:
+            if self._sock is None and not self._connect_again():
+                return  # closed before kpd was ever reached
             while True:
                 broken = self._serve()
                 self._sock.close()
@@ -404,7 +419,8 @@ class Producer:
             if not isinstance(exc, OSError):
                 raise  # a client bug: let threading.excepthook print it
         finally:
-            self._sock.close()
+            if self._sock is not None:
+                self._sock.close()
             with self._lock:
                 self._io_done = True  # from now on _wake() is a no-op: the pipe is gone
                 os.close(self._wake_r)
@@ -525,6 +541,10 @@ class Producer:
             done = self._session.disconnected(code, reason)
             self._link.lost(time.monotonic(), reason)
         self._publish(done)
+        return self._connect_again()
+
+    def _connect_again(self) -> bool:
+        """Try with backoff until a handshake succeeds (True) or the producer is done."""
         while True:
             with self._lock:
                 if not self._await_attempt():
