@@ -46,7 +46,6 @@ from typing import Protocol
 from daemon.ingest.ring_sync import RingSync
 from daemon.ingest.routing import Entry, EntryPlanner
 from daemon.ingest.sessions import Sessions
-from daemon.kafka.errors import code_of
 from daemon.ownership import worker_for
 from daemon.ring import RingProducer
 from daemon.wire.ring_entry import entry_head, seq_runs
@@ -61,7 +60,6 @@ log = logging.getLogger(__name__)
 # Kafka's rule for topic names (org.apache.kafka.common.internals.Topic.validate): 1 to 249
 # of [a-zA-Z0-9._-], and not "." or ".." (they would be directory names on the broker).
 _LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
-_INVALID_TOPIC_EXCEPTION = code_of("INVALID_TOPIC_EXCEPTION")
 
 
 def is_legal_topic(topic: str) -> bool:
@@ -179,11 +177,10 @@ class Admission:
         """Check, plan and enqueue one unit of records; None when done, else an awaitable."""
         topic = header.topic
         if not is_legal_topic(topic):
-            # Kafka would answer INVALID_TOPIC_EXCEPTION for such a name; asking it would only
-            # hold the source for max.block.ms (and keep the name in the metadata wanted set).
-            self.refuse(source, header.base_seq, header.count, KpdErrorCode.KAFKA_ERROR,
-                        f"topic {topic!r} is not a legal Kafka topic name",
-                        _INVALID_TOPIC_EXCEPTION)  # fmt: skip
+            # kpd decides this itself (asking Kafka would only hold the source for
+            # max.block.ms), so its own code, as METADATA answers (docs/protocol.md 10).
+            self.refuse(source, header.base_seq, header.count, KpdErrorCode.INVALID_TOPIC,
+                        f"topic {topic!r} is not a legal Kafka topic name")  # fmt: skip
             return None
         if not self.topics.allowed(topic):
             self.refuse(source, header.base_seq, header.count, KpdErrorCode.TOPIC_NOT_ALLOWED,
@@ -231,7 +228,7 @@ class Admission:
     async def describe(self, topic: str) -> tuple[KpdErrorCode, int]:
         """A METADATA request's answer for ``topic``: (error code, partition count or -1)."""
         if not is_legal_topic(topic):
-            return KpdErrorCode.UNKNOWN_TOPIC, -1
+            return KpdErrorCode.INVALID_TOPIC, -1
         if not self.topics.allowed(topic):
             return KpdErrorCode.TOPIC_NOT_ALLOWED, -1
         try:

@@ -35,6 +35,7 @@ __all__ = ["ClientConnection", "ConnectionHost"]
 log = logging.getLogger(__name__)
 
 _MAX_CLIENT_BUFFER = 64 * 1024 * 1024  # a client that never reads its reports is cut off
+_LINGER_S = 2.0  # after ERROR: how long kpd reads and drops what a client still sends
 
 
 class ConnectionHost(Protocol):
@@ -115,6 +116,8 @@ class ClientConnection(asyncio.Protocol):
             self._admission.sessions.detach(self, self.session_id)
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return  # after ERROR: read and dropped until the client closes (abort)
         try:
             frames = self._decoder.feed(data)
         except FatalProtocolError as exc:
@@ -387,13 +390,29 @@ class ClientConnection(asyncio.Protocol):
         self.send(encode_reports([run]))
 
     def abort(self, code: KpdErrorCode, message: str) -> None:
-        """End the connection with an ERROR frame (docs/protocol.md section 4)."""
+        """End the connection with an ERROR frame (docs/protocol.md section 4): written, then
+        the socket half-closed, and what the client still sends read and dropped until it
+        closes (at most ``_LINGER_S``), so that a client still writing gets the ERROR and an
+        EOF rather than EPIPE/ECONNRESET with the ERROR lost."""
         log.info("%s: closing: %s", self.name, message)
-        if not self.closed and self.transport is not None:
-            self.transport.write(wire.encode_error(code, message[:1000]))
-            self.transport.close()
+        transport = self.transport
+        if not self.closed and transport is not None:
+            transport.write(wire.encode_error(code, message[:1000]))
+            if _can_half_close(transport):
+                transport.write_eof()
+                transport.resume_reading()
+                asyncio.get_running_loop().call_later(_LINGER_S, transport.close)
+            else:
+                transport.close()
         self.closed = True
         self._backlog.clear()
+
+
+def _can_half_close(transport) -> bool:
+    try:
+        return bool(transport.can_write_eof())
+    except NotImplementedError:
+        return False
 
 
 def _peer_pid(transport) -> int | None:

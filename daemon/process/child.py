@@ -21,6 +21,7 @@ import asyncio
 import ctypes
 import dataclasses
 import gc
+import importlib.metadata
 import json
 import logging
 import os
@@ -164,6 +165,15 @@ def _what_was_done(worker: Worker, records: RingConsumer) -> dict:
     }
 
 
+def server_name() -> str:
+    """kpd's name in WELCOME (docs/protocol.md section 5): ``kpd/<version> <host>``."""
+    try:
+        version = importlib.metadata.version("kpd")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return f"kpd/{version} {socket.gethostname()}"[:200]
+
+
 def ingest_settings(config: DaemonConfig) -> IngestSettings:
     """The ingest server's settings, every value from the validated configuration."""
     producer = config.producer
@@ -178,6 +188,7 @@ def ingest_settings(config: DaemonConfig) -> IngestSettings:
         ignore_keys=producer.partitioner_ignore_keys,
         socket_group=config.socket.group,
         fsync=config.rings.fsync,
+        server_name=server_name(),
         sessions_path=sessions_path(config.rings.directory, config.rings.prefix),
         session_expiry_s=config.socket.session_expiry_s,
         session_window_records=config.socket.session_window_records,

@@ -127,6 +127,7 @@ class KpdErrorCode(IntEnum):
     BUFFER_FULL = 44
     KAFKA_ERROR = 45
     DELIVERY_TIMEOUT = 46
+    INVALID_TOPIC = 47
 
 
 # Codes after which sending the same records again (on this or a new connection) can succeed
