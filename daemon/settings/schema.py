@@ -221,7 +221,9 @@ KAFKA_SETTINGS: tuple[Setting, ...] = (
     _kafka("compression.zstd.level", Int(-131072, 22), 3,
            "zstd level when compression.type is zstd."),
     _kafka("max.request.size", Size(0), 1048576,
-           "Largest request kpd sends, and so the largest uncompressed batch or record."),
+           "Largest produce request kpd sends with several batches in it; one batch (or "
+           "record) larger than this still goes, alone in its request, and the broker's "
+           "message.max.bytes decides (docs/protocol.md section 6, Record size)."),
     _kafka("metadata.max.age.ms", _MS, 300000,
            "Refresh cluster metadata at least this often, even without errors."),
     _kafka("partitioner",
