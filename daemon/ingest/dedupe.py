@@ -37,7 +37,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from bisect import bisect_right
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -70,20 +71,44 @@ class _Range:
 
 @dataclass(slots=True)
 class Window:
-    """One key's taken ranges, in the order taken (contiguous or not: the owner decides)."""
+    """One key's taken ranges (disjoint, contiguous or not: the owner decides), kept sorted
+    by first sequence number so that a lookup is a binary search, never a scan."""
 
     ranges: list[_Range] = field(default_factory=list)
+    firsts: list[int] = field(default_factory=list)  # ranges[i].first, for bisect
     floor: int = 0  # the owner said nothing below this is needed (``forget_below``)
     touched: float = 0.0  # clock() of the last taken/resolved/forget/touch
+    pending: int = 0  # records taken without an outcome yet
 
     @property
     def next_seq(self) -> int | None:
         """One past the newest taken sequence number; None for an empty window."""
-        return max(r.end for r in self.ranges) if self.ranges else None
+        return self.ranges[-1].end if self.ranges else None
 
-    @property
-    def pending(self) -> int:
-        return sum(r.count - r.resolved for r in self.ranges)
+    def add(self, taken: _Range) -> None:
+        index = bisect_right(self.firsts, taken.first)
+        self.firsts.insert(index, taken.first)
+        self.ranges.insert(index, taken)
+        self.pending += taken.count - taken.resolved
+
+    def overlapping(self, first: int, end: int) -> Iterator[_Range]:
+        ranges = self.ranges
+        index = max(bisect_right(self.firsts, first) - 1, 0)
+        while index < len(ranges) and ranges[index].first < end:
+            if ranges[index].end > first:
+                yield ranges[index]
+            index += 1
+
+    def drop_front(self, n: int) -> None:
+        self.pending -= sum(r.count - r.resolved for r in self.ranges[:n])
+        del self.ranges[:n]
+        del self.firsts[:n]
+
+    def drop_below(self, seq: int) -> None:
+        n = 0
+        while n < len(self.ranges) and self.ranges[n].end <= seq:
+            n += 1
+        self.drop_front(n)
 
 
 class DedupeJournal:
@@ -125,9 +150,7 @@ class DedupeJournal:
             return []
         end = first + count
         pieces: list[Piece] = []
-        for taken in window.ranges:
-            if taken.end <= first or taken.first >= end:
-                continue
+        for taken in window.overlapping(first, end):
             lo, hi = max(first, taken.first), min(end, taken.end)
             cursor = lo
             for run_first, run_count, outcome in sorted(taken.runs, key=lambda run: run[0]):
@@ -156,7 +179,7 @@ class DedupeJournal:
 
     def taken(self, key: str, first: int, count: int) -> None:
         window = self.touch(key)
-        window.ranges.append(_Range(first, count))
+        window.add(_Range(first, count))
         self._write({"k": key, "t": [first, count]})
         self._bound(window)
 
@@ -176,7 +199,7 @@ class DedupeJournal:
         if window is None or seq <= window.floor:
             return
         window.floor = seq
-        _drop_below(window, seq)
+        window.drop_below(seq)
         self._write({"k": key, "f": seq})
 
     def drop(self, key: str) -> None:
@@ -230,7 +253,10 @@ class DedupeJournal:
         record["ms"] = int(self._clock() * 1000)
         os.write(self._fd, _line(record).encode())
         self._lines += 1
-        if self._lines > _COMPACT_MIN_LINES and self._lines > COMPACT_FACTOR * self._live_lines():
+        # Counting the live lines costs a pass over the windows: only every 1000 lines.
+        if self._lines % _COMPACT_MIN_LINES == 0 and (
+            self._lines > COMPACT_FACTOR * self._live_lines()
+        ):
             self.compact()
 
     def _load(self, path: str) -> None:
@@ -257,39 +283,39 @@ class DedupeJournal:
         window.touched = max(window.touched, record.get("ms", 0) / 1000)
         if "t" in record:
             first, count = record["t"]
-            window.ranges.append(_Range(first, count))
+            window.add(_Range(first, count))
         elif "o" in record:
             first, count, outcome = record["o"]
             self._apply(window, first, count, outcome)
         elif "f" in record:
             window.floor = max(window.floor, record["f"])
-            _drop_below(window, window.floor)
+            window.drop_below(window.floor)
 
     @staticmethod
     def _apply(window: Window, first: int, count: int, outcome: Any) -> bool:
         end, applied = first + count, False
-        for taken in window.ranges:
+        for taken in window.overlapping(first, end):
             lo, hi = max(first, taken.first), min(end, taken.end)
-            if lo >= hi:
-                continue
             if any(lo < r[0] + r[1] and r[0] < hi for r in taken.runs):
                 continue  # already resolved: an outcome is given once
             taken.runs.append((lo, hi - lo, outcome))
             taken.resolved += hi - lo
+            window.pending -= hi - lo
             applied = True
         return applied
 
     def _bound(self, window: Window) -> None:
         """Drop the oldest fully resolved ranges beyond ``window_records`` of history."""
-        ranges = window.ranges
-        while len(ranges) > 1 and ranges[-1].end - ranges[0].first > self.window_records:
-            if ranges[0].resolved < ranges[0].count:
-                return
-            ranges.pop(0)
-
-
-def _drop_below(window: Window, seq: int) -> None:
-    window.ranges = [r for r in window.ranges if r.end > seq]
+        ranges, n = window.ranges, 0
+        newest = ranges[-1].end if ranges else 0
+        while (
+            n < len(ranges) - 1
+            and newest - ranges[n].first > self.window_records
+            and ranges[n].resolved == ranges[n].count
+        ):
+            n += 1
+        if n:
+            window.drop_front(n)
 
 
 def _line(record: dict) -> str:
