@@ -293,7 +293,7 @@ class Admission:
     def _accepted(self, source, first_seq: int, n: int, partition: int, ack, offsets) -> None:
         self.records_accepted += n
         if self.sessions is not None and source.conn_id & SESSION_BIT:
-            self.sessions.taken(source.conn_id, first_seq, n, offsets, ack != AckLevel.NONE)
+            self.sessions.taken(source.conn_id, first_seq, n, offsets, partition, ack)
         reader = source.reader
         if reader is None or ack == AckLevel.NONE:
             return

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from daemon.ingest.dedupe import DedupeJournal
 from daemon.wire.ring_entry import seq_runs
 from kpd.protocol import ReportRun, decode_reports, encode_reports
-from kpd.protocol.base import KpdErrorCode, Persistence, Status
+from kpd.protocol.base import AckLevel, KpdErrorCode, Persistence, Status
 
 __all__ = ["SessionPeer", "Sessions", "outcome_of", "run_of"]
 
@@ -84,7 +84,8 @@ class Sessions:
     def __init__(self, journal: DedupeJournal) -> None:
         self.journal = journal
         self._peers: dict[int, SessionPeer] = {}
-        self._unjournaled: list[tuple[str, int, int, bool]] = []  # entries taken, not written
+        # Entries staged and not yet journaled: (key, first, count, partition, ack level).
+        self._unjournaled: list[tuple[str, int, int, int, AckLevel]] = []
         # Resent records, by what kpd made of them (for the log and tests): answered from the
         # journal, pending (answered when their report comes), taken as new.
         self.resent = {"answered": 0, "pending": 0, "taken": 0}
@@ -128,25 +129,31 @@ class Sessions:
 
     # ---- taking records ------------------------------------------------------------------
 
-    def taken(self, session_id: int, first: int, count: int, offsets, reported: bool) -> None:
+    def taken(self, session_id: int, first: int, count: int, offsets, partition: int,
+              ack: AckLevel) -> None:  # fmt: skip
         """Admission staged a ring entry of the session (``offsets``: its scattered sequence
         offsets, or None): its lines wait for the next ``flush``, after the publish."""
         key = self.key(session_id)
         if offsets is None:
-            self._unjournaled.append((key, first, count, reported))
+            self._unjournaled.append((key, first, count, partition, ack))
             return
         for offset, _, k in seq_runs(offsets, 0, count):
-            self._unjournaled.append((key, first + offset, k, reported))
+            self._unjournaled.append((key, first + offset, k, partition, ack))
 
     def flush(self) -> None:
         """Write the lines of the entries staged since the last flush: admission calls it
         after publishing them and before announcing them."""
         lines, self._unjournaled = self._unjournaled, []
         journal = self.journal
-        for key, first, count, reported in lines:
+        for key, first, count, partition, ack in lines:
             journal.taken(key, first, count)
-            if not reported:  # ack NONE: no outcome will ever come
+            if ack == AckLevel.NONE:  # no outcome will ever come
                 journal.resolved(key, first, count, NO_REPORT)
+            elif ack == AckLevel.ACCEPTED:
+                # Published: that is the outcome, whenever its report goes out (after a sync
+                # with rings.fsync); no worker reports these, so it is journaled now.
+                run = ReportRun(first, count, Status.ACCEPTED, partition)
+                journal.resolved(key, first, count, outcome_of(run))
 
     def resend(self, session_id: int, first: int, count: int) -> list[tuple[int, int]]:
         """A resent frame ``[first, first + count)``: answers what kpd knows now, to the

@@ -41,7 +41,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kpd import protocol as wire
-from kpd.protocol import FrameType, KpdErrorCode, Persistence, Status
+from kpd.protocol import SESSION_BIT, FrameType, KpdErrorCode, Persistence, Status
 from tests.brokers import TansuBroker, read_all, unique_topic_name
 from tests.daemon_harness import KpdDaemon
 
@@ -70,6 +70,8 @@ BODY_CODES = frozenset(
     }
 )
 FATAL_CODES = frozenset(code for code in KpdErrorCode if 1 <= code <= 39)
+# A HELLO offering version 2 or more carries a session id and a resume_seq (protocol.md 5).
+_V2_SESSION = struct.pack(">QQ", SESSION_BIT | 1, 0)
 
 # ---- frames, field by field -----------------------------------------------------------------
 
@@ -528,7 +530,7 @@ BEFORE_HELLO = st.one_of(
     st.integers(3, 0xFFFF).map(  # kpd speaks 1..2; a HELLO offering 2 also names a session
         lambda v: _fatal(
             f"versions {v}..{v}",
-            frame(FrameType.HELLO, hello_payload(low=v, high=v)),
+            frame(FrameType.HELLO, hello_payload(low=v, high=v) + _V2_SESSION),
             KpdErrorCode.UNSUPPORTED_VERSION,
         )
     ),
