@@ -64,7 +64,18 @@ def test_a_session_outlives_ingest_kills_and_a_daemon_kill_with_no_record_failed
     missing = [i for i in range(count) if values[f"s-{i}".encode()] == 0]
     assert not missing, f"{len(missing)} reported records not in Kafka, first {missing[:5]}"
     doubled = {v: n for v, n in values.items() if n > 1}
-    assert not doubled, f"{len(doubled)} records in Kafka twice: {list(doubled)[:5]}"
+    if doubled:  # where the copies are, and which one the report named: for the diagnosis
+        where = {}
+        for p, view in views.items():
+            for r in view.visible:
+                if r.value in doubled:
+                    where.setdefault(r.value, []).append((p, r.offset))
+        reported = {f"s-{i}".encode(): (p, o) for i, _, p, o in results}
+        first = sorted(doubled)[:3]
+        raise AssertionError(
+            f"{len(doubled)} records in Kafka twice, e.g. "
+            + ", ".join(f"{v!r} at {where[v]} reported {reported[v]}" for v in first)
+        )
     assert sum(values.values()) == count
     _assert_key_order(views)
     at = {(p, r.offset): r.value for p, v in views.items() for r in v.visible}
