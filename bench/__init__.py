@@ -5,9 +5,11 @@ Modules: workloads (what is produced, and the record ids that make delivery chec
 contenders (who produces it: a registry plus one module per kind of client, run in child
 processes by child), plan (which contenders run on which workload, how often: the default
 run, the quick run, the command line's narrowing), runner (one measured run: broker, kpd
-daemon, children, /proc readings, verification), verify (reading the topic back), report
-(medians, tables, RESULTS.md), targets (issue 11's targets, met or missed), profile (py-spy),
-cli; daemon_cpu is a tool of its own (kpd's CPU per process, fed by a raw socket writer).
+daemon, children, /proc readings per process, verification), verify (reading the topic
+back), pacing (the paced runs' schedule and latency percentiles), stages (the daemon's
+per-record stage trace read from /metrics), report (medians, tables, RESULTS.md), targets
+(issues 11's and 18's targets, met or missed), profile (py-spy), cli; daemon_cpu is a tool
+of its own (kpd's CPU per process, fed by a raw socket writer).
 
 Extending: a new row is a ``Contender`` in bench.contenders (a kpd variant is often only
 ``options`` for its child module, or ``service_settings`` for its daemon, e.g.

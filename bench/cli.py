@@ -14,6 +14,7 @@ reported, not failed.
     python -m bench --contenders rsyslog,kpd-send-pipe --records 50000 --runs 1
     python -m bench --scaling 1,2 --workload a --contenders none --records 100000
     python -m bench --latency kpd-1@100k --workload u --contenders none
+    python -m bench --latency all --contenders none --scaling none   # only the paced rows
     python -m bench --profile --workload a   # kpd engine under py-spy -> bench/profile/
 
 Naming workloads or contenders narrows the plan and leaves out scaling and latency unless
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from bench import environment, report
 from bench.contenders import CONTENDERS, find
-from bench.plan import Plan, Step, default_plan, narrow, quick_plan, worker_counts
+from bench.plan import ALL_PACED, Plan, Step, default_plan, narrow, quick_plan, worker_counts
 from bench.profile import attach_py_spy, render_top
 from bench.runner import REPO_ROOT, RunResult, run_once
 from bench.workloads import QUICK_RECORDS, WORKLOADS, Workload
@@ -55,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--latency",
         default=None,
-        help="paced contenders for ack latency, comma-separated, or 'none'",
+        help="paced contenders for ack latency, comma-separated, 'all' (the plan's paced "
+        "rows: kpd-1 and confluent-kafka at 1k, 10k and 100k records/s) or 'none'",
     )
     p.add_argument("--scaling", default=None,
                    help="worker counts for the scaling table, comma-separated, 'auto' "
@@ -119,7 +121,7 @@ def _plan(args: argparse.Namespace) -> Plan:
     contenders = _names(args.contenders)
     latency = _names(args.latency)
     for name in [*(contenders or ()), *(latency or ())]:
-        if not _known(name):
+        if name != ALL_PACED and not _known(name):
             raise SystemExit(f"unknown contender {name!r}; see --help")
     try:
         plan = narrow(base, workloads=_names(args.workload) or (),
@@ -213,7 +215,8 @@ def _run_latency(steps: tuple[Step, ...], log_root: Path) -> list[RunResult]:
                   f"{result.delivery.describe() if result.delivery else result.error}",
                   flush=True)  # fmt: skip
     if results:
-        print(f"\n{report.latency_table(results)}\n", flush=True)
+        print(f"\n{report.latency_table(results)}\n\n{report.process_cpu_table(results)}\n\n"
+              f"{report.stage_table(results)}\n", flush=True)  # fmt: skip
     return results
 
 

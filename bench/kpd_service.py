@@ -5,18 +5,23 @@ of a unique prefix, metrics off, the workload's acks / linger.ms / compression, 
 contender's own ``service_settings`` on top, section by section: another worker count for
 the scaling table, another ``rings`` setting for a durability row), starts
 ``python -m daemon.cli run`` through the test suite's harness (tests.daemon_harness), finds
-its processes (the supervisor and its children, by PPID in /proc) once the socket accepts,
-and stops it by pid with SIGTERM. The runner measures those pids apart from the app's.
+its processes (the supervisor and its children, by PPID in /proc, each named by its role)
+once the socket accepts, and stops it by pid with SIGTERM. The runner measures those pids
+apart from the app's, process by process. When the contender turns metrics on with
+``metrics.listen`` at port 0, the service picks a free loopback port itself (so it knows
+where to scrape) and ``scrape()`` reads the supervisor's /metrics text.
 
 Imports no client library and no kpd code: the daemon is a subprocess.
 """
 
 from __future__ import annotations
 
+import socket
 import time
+import urllib.request
 from pathlib import Path
 
-from bench.procstat import child_pids
+from bench.procstat import child_pids, process_role
 from bench.workloads import Workload
 from tests.daemon_harness import KpdDaemon
 
@@ -46,9 +51,11 @@ class KpdService:
         }  # fmt: skip
         for section, values in (settings or {}).items():
             extra.setdefault(section, {}).update(values)
+        self.metrics_url = _metrics_url(extra)
         self.workers = int(extra.pop("workers", {}).get("count", WORKERS))
         self._daemon = KpdDaemon(workdir, bootstrap, workers=self.workers, extra=extra)
         self.pids: tuple[int, ...] = ()
+        self.roles: dict[int, str] = {}  # pid -> "supervisor", "ingest", "worker 0", ...
 
     @property
     def socket_path(self) -> str:
@@ -72,7 +79,19 @@ class KpdService:
                                    f"workers:\n{self._daemon.log_tail()}")  # fmt: skip
             time.sleep(0.02)
         self.pids = (supervisor, *children)
+        self.roles = {supervisor: "supervisor"}
+        self.roles.update({pid: process_role(pid) for pid in children})
         return self
+
+    def scrape(self) -> str | None:
+        """The supervisor's /metrics text, or None when metrics are off or it does not answer."""
+        if self.metrics_url is None:
+            return None
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+                return response.read().decode("utf-8", errors="replace")
+        except OSError:
+            return None
 
     def __exit__(self, *exc_info: object) -> None:
         status = self._daemon.stop(_STOP_TIMEOUT_S)
@@ -82,3 +101,17 @@ class KpdService:
 
     def log_tail(self) -> str:
         return self._daemon.log_tail(2000)
+
+
+def _metrics_url(extra: dict) -> str | None:
+    """Where /metrics will be, with a free port put in for port 0; None when metrics are off."""
+    metrics = extra.setdefault("metrics", {})
+    if not metrics.get("enabled"):
+        return None
+    host, _, port = str(metrics.get("listen", "127.0.0.1:0")).rpartition(":")
+    if int(port) == 0:
+        with socket.socket() as probe:  # a port free now; the daemon binds it a moment later
+            probe.bind((host, 0))
+            port = str(probe.getsockname()[1])
+        metrics["listen"] = f"{host}:{port}"
+    return f"http://{host}:{port}/metrics"

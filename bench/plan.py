@@ -6,13 +6,17 @@ plan the test suite runs, and how the command line narrows either. Three section
 * throughput: every contender of a step on the step's workload, ``runs`` times, interleaved;
 * scaling: kpd with 1, 2, 4, ... workers up to the CPUs present (bench.contenders
   ``scaling_contender``), on workload (a);
-* latency: the paced contenders, one run each.
+* latency: the paced contenders, one run each: kpd-1 and confluent-kafka side by side at
+  1,000, 10,000 and 100,000 records/s offered (issue 18), each rate a step of its own whose
+  record count is the rate times ``PACED_SECONDS`` (long enough for a stable p99 at 1k/s:
+  15,000 records, the first second of them the warm-up), plus kpd-1@100k-gc.
 
 The default plan fits ~30 minutes on a 2-core machine: 1,000,000 records of (a), (u) and (l),
 250,000 of (c) (1 KiB values: a quarter of the bytes still takes kpd ~3 s), 3 runs each;
 4,000,000 lines of (l-long) once, for `kpd send`'s memory (it must not grow with the input:
 the two lengths are both far beyond what a bounded sender keeps in flight); one run per
-scaling row, per rings.fsync row (``kpd-1-accepted-fsync-*``) and per paced contender.
+scaling row, per rings.fsync row (``kpd-1-accepted-fsync-*``) and per paced contender (~1.5
+minutes for the seven paced runs).
 Workloads (b) and (d), aiokafka, confluent-kafka-4, the ``-warm`` app variants and the engine
 variants are not in it (no target names them); ``--workload`` / ``--contenders`` run them.
 Adding a row to the default run is adding a contender name to a step here.
@@ -26,13 +30,35 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from bench.contenders import FSYNC_POLICIES, LATENCY_CONTENDERS, find, scaling_contender
+from bench.contenders import (
+    FSYNC_POLICIES,
+    LATENCY_RATES,
+    PACED_CLIENTS,
+    find,
+    paced_name,
+    scaling_contender,
+)
 from bench.workloads import WORKLOADS, Workload, base_name, quick
 
-__all__ = ["Plan", "Step", "default_plan", "narrow", "quick_plan", "worker_counts"]
+__all__ = [
+    "ALL_PACED",
+    "PACED_SECONDS",
+    "Plan",
+    "Step",
+    "default_plan",
+    "latency_steps",
+    "narrow",
+    "quick_plan",
+    "worker_counts",
+]
 
 DEFAULT_RUNS = 3
 LINES_LONG_SCALE = 4  # (l-long) has 4 times (l)'s lines: `kpd send`'s memory must not follow
+# Seconds of paced sending per rate: at 1k/s a p99.9 needs thousands of records after the
+# one-second warm-up; at 100k/s ten seconds is a million records.
+PACED_SECONDS = {1_000: 15, 10_000: 10, 100_000: 10}
+ALL_PACED = "all"  # --latency all: the plan's own paced steps
+_QUICK_PACED_RATE = 10_000  # the quick plan's one paced rate (2 s of its records)
 
 
 @dataclass(frozen=True)
@@ -93,8 +119,22 @@ def default_plan(cpus: int | None = None) -> Plan:
             _lines_long(lines, ("kpd-send-pipe",), runs=1),
         ),
         scaling=_scaling(a, worker_counts(cpus), runs=1),
-        latency=(Step(a, LATENCY_CONTENDERS, runs=1), Step(u, ("kpd-1@100k",), runs=1)),
+        latency=latency_steps(a, extra={100_000: ("kpd-1@100k-gc",)}),
     )  # fmt: skip
+
+
+def latency_steps(workload: Workload, rates: Sequence[int] = LATENCY_RATES,
+                  extra: dict[int, tuple[str, ...]] | None = None,
+                  seconds: dict[int, float] | None = None) -> tuple[Step, ...]:  # fmt: skip
+    """One step per rate: kpd-1 and confluent-kafka paced at it (and ``extra`` contenders
+    at that rate), ``workload`` cut to the rate times its seconds of records."""
+    seconds = seconds or PACED_SECONDS
+    steps = []
+    for rate in rates:
+        records = int(rate * seconds.get(rate, 10))
+        names = (*(paced_name(c, rate) for c in PACED_CLIENTS), *(extra or {}).get(rate, ()))
+        steps.append(Step(replace(workload, records=records), names, runs=1))
+    return tuple(steps)
 
 
 def quick_plan() -> Plan:
@@ -109,6 +149,8 @@ def quick_plan() -> Plan:
             Step(quick(WORKLOADS["l"]), ("rsyslog", "kpd-send-pipe"), runs=1),
         ),
         scaling=_scaling(a, (1,), runs=1),
+        latency=latency_steps(a, (_QUICK_PACED_RATE,),
+                              seconds={_QUICK_PACED_RATE: a.records / _QUICK_PACED_RATE}),
         quick=True,
     )  # fmt: skip
 
@@ -130,7 +172,9 @@ def narrow(
     for them, or a default set of contenders for a workload it does not run). ``contenders``:
     only those, on the given workloads or else wherever the plan runs them (on (a), or (l)
     for a line reader, when it runs them nowhere). Naming either drops scaling and latency
-    unless ``scaling`` / ``latency`` name what to run. ``runs`` and ``records`` override."""
+    unless ``scaling`` / ``latency`` name what to run: paced contenders, grouped by their rate
+    into steps of that rate's length (``PACED_SECONDS``; the quick plan keeps its records),
+    or ``["all"]`` for the plan's own paced steps. ``runs`` and ``records`` override."""
     focused = bool(workloads or contenders)
     steps = list(plan.throughput)
     if workloads:
@@ -144,12 +188,26 @@ def narrow(
     if scaling is not None:
         base = steps[0].workload if workloads and steps else _workload("a", plan)
         scaling_steps = _scaling(base, scaling, runs=1) if scaling else ()
-    latency_steps = plan.latency if not focused else ()
-    if latency is not None:
+    paced = plan.latency if not focused else ()
+    if latency is not None and list(latency) != [ALL_PACED]:
         base = steps[0].workload if workloads and steps else _workload("a", plan)
-        latency_steps = (Step(base, tuple(latency), runs=1),) if latency else ()
-    narrowed = Plan(tuple(steps), scaling_steps, latency_steps, plan.quick)
+        paced = _paced_steps(base, latency, plan.quick)
+    elif latency is not None:
+        paced = plan.latency
+    narrowed = Plan(tuple(steps), scaling_steps, paced, plan.quick)
     return _resized(narrowed, runs, records)
+
+
+def _paced_steps(base: Workload, names: Sequence[str], quick_plan: bool) -> tuple[Step, ...]:
+    """The named paced contenders, one step per rate (in the order the rates first appear)."""
+    by_rate: dict[int, list[str]] = {}
+    for name in names:
+        by_rate.setdefault(int(find(name).options.get("rate", 0)), []).append(name)
+    steps = []
+    for rate, group in by_rate.items():
+        records = base.records if quick_plan or not rate else rate * PACED_SECONDS.get(rate, 10)
+        steps.append(Step(replace(base, records=int(records)), tuple(group), runs=1))
+    return tuple(steps)
 
 
 def _workload(name: str, plan: Plan) -> Workload:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["child_pids", "cpu_seconds", "memory_kib"]
+__all__ = ["child_pids", "cpu_seconds", "memory_kib", "process_role"]
 
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 # proc(5): after "pid (comm) state", utime and stime are fields 14 and 15 (1-based). comm may
@@ -58,3 +58,22 @@ def child_pids(parent: int) -> list[int]:
         if int(stat[stat.rindex(b")") + 2 :].split()[1]) == parent:
             found.append(int(entry.name))
     return sorted(found)
+
+
+def process_role(pid: int) -> str:
+    """A kpd child's role from its title (``kpd: worker 0 [...]`` -> ``worker 0``), or from
+    its argv before it set one (``python -m daemon.process.child worker 0``); else the
+    command name."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return f"pid {pid}"
+    title = " ".join(argv)
+    if title.startswith("kpd: "):
+        words = title.removeprefix("kpd: ").split()
+        return " ".join(words[:2]) if words[:1] == ["worker"] else words[0] if words else title
+    if "daemon.process.child" in argv:
+        rest = argv[argv.index("daemon.process.child") + 1 :]
+        return " ".join(rest[:2]) if rest[:1] == ["worker"] else (rest[0] if rest else title)
+    return argv[0] if argv else f"pid {pid}"

@@ -10,7 +10,8 @@ the app and its growth during the timed part (the peak includes the pre-built re
 growth is the client's own memory); kpd's peak RSS next to its configured rings. Text
 workloads (the shell path) get a table of their own with the sender program apart (``kpd
 send``, rsyslogd), the scaling runs a table by worker count, paced runs a table of ack
-latency; the targets of the issue are judged in bench.targets.
+latency, one of CPU per record per process and one of the daemon's stage trace (bench.stages)
+when it has one; the targets of the issues are judged in bench.targets.
 """
 
 from __future__ import annotations
@@ -21,17 +22,20 @@ from dataclasses import dataclass
 
 from bench.contenders import CONTENDERS, is_kpd
 from bench.runner import RunResult
+from bench.stages import STAGE_METRIC
 from bench.targets import targets_table
 
 __all__ = [
     "Summary",
     "latency_table",
     "lines_table",
+    "process_cpu_table",
     "ratios_table",
     "render_results",
     "results_table",
     "runs_table",
     "scaling_table",
+    "stage_table",
     "summarize",
 ]
 
@@ -215,29 +219,77 @@ def _or_dash(present: object, value: float, fmt: str = ".2f") -> str:
 
 
 def latency_table(results: Sequence[RunResult]) -> str:
-    """One row per paced run: the load offered and achieved, and the ack latency."""
+    """One row per paced run, in run order (kpd-1 and confluent-kafka side by side at each
+    rate): the load offered and achieved, the ack latency, CPU per record."""
     rows = [
-        "| contender | workload | offered rec/s | achieved rec/s | load achieved | latest burst ms "
-        "| p50 ms | p99 ms | p99.9 ms | max ms | p99 ms incl. warm-up | app CPU s/1M rec "
-        "| kpd CPU s/1M rec | verified |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| offered rec/s | contender | achieved rec/s | load achieved | latest burst ms "
+        "| p50 ms | p99 ms | p99.9 ms | max ms | p99 ms incl. warm-up | app CPU µs/rec "
+        "| kpd CPU µs/rec | verified |",
+        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         lat = r.latency
         if lat is None:
-            rows.append(f"| {r.contender} | {r.workload} | FAILED: {r.error} |" + " |" * 11)
+            rows.append(f"| - | {r.contender} | FAILED: {r.error} |" + " |" * 10)
             continue
-        kpd_cpu = f"{r.kpd_cpu_s / r.records * 1e6:.2f}" if r.kpd_processes else "-"
         rows.append(
-            f"| {r.contender} | {r.workload} | {lat['offered_rate']:,} "
-            f"| {lat['achieved_rate']:,.0f} "
+            f"| {lat['offered_rate']:,} | {r.contender} | {lat['achieved_rate']:,.0f} "
             f"| {'yes' if lat['achieved'] else 'NO'} | {lat['latest_burst_ms']:.1f} "
             f"| {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | {lat['p999_ms']:.2f} "
             f"| {lat['max_ms']:.2f} | {lat['p99_all_ms']:.2f} "
-            f"| {r.producer_cpu_s / r.records * 1e6:.2f} | {kpd_cpu} "
+            f"| {r.producer_cpu_s / r.records * 1e6:.2f} "
+            f"| {_or_dash(r.kpd_processes, r.kpd_cpu_s / r.records * 1e6)} "
             f"| {'yes' if r.ok else 'NO'} |"
         )
     return "\n".join(rows)
+
+
+def _role_order(role: str) -> tuple[int, str]:
+    rank = {"supervisor": 0, "ingest": 1}.get(role.split()[0], 2)
+    return rank, role.rjust(12)  # "worker 10" after "worker 9"
+
+
+def process_cpu_table(results: Sequence[RunResult]) -> str:
+    """CPU per record of each process of a paced run: the app, then kpd's supervisor,
+    ingest and each worker (µs of CPU per record offered)."""
+    roles = sorted({role for r in results for role in r.kpd_cpu_by_process}, key=_role_order)
+    rows = [
+        "| offered rec/s | contender | app µs/rec | "
+        + "".join(f"{role} µs/rec | " for role in roles)
+        + "kpd total µs/rec |",
+        "|---:|---|---:|" + "---:|" * (len(roles) + 1),
+    ]
+    for r in results:
+        if r.latency is None:
+            continue
+        per_record = 1e6 / r.records
+        cells = [f"{r.kpd_cpu_by_process[role] * per_record:.2f}"
+                 if role in r.kpd_cpu_by_process else "-" for role in roles]  # fmt: skip
+        total = _or_dash(r.kpd_processes, r.kpd_cpu_s * per_record)
+        rows.append(f"| {r.latency['offered_rate']:,} | {r.contender} "
+                    f"| {r.producer_cpu_s * per_record:.2f} | "
+                    + "".join(f"{c} | " for c in cells) + f"{total} |")  # fmt: skip
+    return "\n".join(rows)
+
+
+def stage_table(results: Sequence[RunResult]) -> str:
+    """Where a kpd record's time goes at each rate: each stage of the daemon's stage trace
+    (bench.stages) over the run's records, or why there is none."""
+    rows = ["| offered rec/s | contender | stage | records | mean ms | p50 ms | p99 ms |",
+            "|---:|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for r in results:
+        if not r.kpd_processes or r.latency is None:
+            continue
+        head = f"| {r.latency['offered_rate']:,} | {r.contender} |"
+        if r.stages is None:
+            rows.append(f"{head} not available: /metrics not scraped (metrics off) | | | | |")
+        elif not r.stages:
+            rows.append(f"{head} not available: the daemon exports no {STAGE_METRIC} | | | | |")
+        for stage in r.stages or ():
+            rows.append(f"{head} {stage['stage']} | {stage['count']:,.0f} "
+                        f"| {stage['mean_s'] * 1e3:.3f} | {stage['p50_s'] * 1e3:.3f} "
+                        f"| {stage['p99_s'] * 1e3:.3f} |")  # fmt: skip
+    return "\n".join(rows) if len(rows) > 2 else ""
 
 
 def _ratio(numerator: float, denominator: float) -> str:
@@ -302,15 +354,22 @@ def render_results(
             scaling_table(scaling), ""]  # fmt: skip
     if latency_results:
         out += ["## Ack latency at a fixed offered load", "", _LATENCY_NOTE, "",
-                latency_table(latency_results), ""]  # fmt: skip
+                latency_table(latency_results), "", _PROCESS_CPU_NOTE, "",
+                process_cpu_table(latency_results), ""]  # fmt: skip
+        stages = stage_table(latency_results)
+        out += [_STAGES_NOTE, "", stages, ""] if stages else []
     out += ["## Every run", "", runs_table([*results, *scaling_results, *latency_results]),
             "", _METHOD]  # fmt: skip
     return "\n".join(out) + "\n"
 
 
-_TARGETS_NOTE = """From issue 11; each ratio is kpd's figure over the other's (records/s: \
-higher is better; CPU and memory: lower is better), medians over this run's verified runs. \
-(u) repeats the targets of (a) with a unique 36-byte key per record."""
+_TARGETS_NOTE = """From issues 11 (flat out) and 18 (ack latency and CPU per record at \
+1,000, 10,000 and 100,000 records/s offered, and flat out again: a row both set says "11, \
+18"); issue 18's latency targets replace issue 11's p99 <= 25 ms at 100k/s. Each ratio is \
+kpd's figure over the other's (records/s: higher is better; CPU and memory: lower is better), \
+medians over this run's verified runs; a paced figure is its one run's, against \
+confluent-kafka's in the same `make bench`. (u) repeats the targets of (a) with a unique \
+36-byte key per record."""
 
 _SCALING_NOTE = """Workload ({workload}), {records:,} records; max(4, workers) app processes \
 keeping every future (kpd-4 at 1, 2 and 4 workers); the worker counts are 1, 2, 4, ... up \
@@ -319,15 +378,27 @@ machine with fewer cores than apps + workers + broker, more workers only share t
 cores."""
 
 
-_LATENCY_NOTE = """The row's workload, its records sent in bursts of 100 every millisecond by \
-one app process, never waiting for acks; latency per record from just before send()/produce() \
-to its completion (kpd: the future's done-callback on the client's I/O thread; confluent-kafka: \
-the delivery callback, served by poll() while the sender waits for the next burst). "load \
-achieved": the sender offered at least 98 % of the target rate; "latest burst": how late the \
-worst burst started. Percentiles are nearest-rank over the records sent after the first second \
-(the warm-up: connections to the partition leaders, producer id; librdkafka's first records \
-waited ~0.5 s for it); the last column is the 99th percentile over every record. CPU per record \
-here is at 100k records/s, where per-wake-up costs are not amortised as in the flat-out runs."""
+_LATENCY_NOTE = """Workload (a) paced as issue 18 measures it: one app process sends in \
+bursts every millisecond (1, 10 or 100 records), never waiting for acks; acks=all, linger.ms \
+5, 12 partitions; kpd at its defaults (2 workers, metrics on so its stage trace can be read); \
+15 s of records at 1k/s, 10 s at 10k/s and 100k/s. Latency per record from just before \
+send()/produce() to its completion (kpd: the future's done-callback on the client's I/O \
+thread; confluent-kafka: the delivery callback, served by poll() while the sender waits for \
+the next burst). "load achieved": the sender offered at least 98 % of the target rate; \
+"latest burst": how late the worst burst started. Percentiles are nearest-rank over the \
+records sent after the first second (the warm-up: connections to the partition leaders, \
+producer id; librdkafka's first records waited ~0.5 s for it); "p99 incl. warm-up" is over \
+every record. CPU per record is the process's CPU from "go" to the last ack over the records \
+sent: at a fixed rate it is mostly per wake-up, not per record, so it falls as the rate \
+rises."""
+
+_PROCESS_CPU_NOTE = """CPU per record per process of the paced runs (utime + stime from \
+/proc/PID/stat, 10 ms ticks; "app" includes the client's threads, librdkafka's for \
+confluent-kafka):"""
+
+_STAGES_NOTE = """Where a kpd record's time goes (the daemon's per-record stage trace, \
+`kpd_record_stage_seconds{stage}` on /metrics, over the run's records: scraped before "go" and \
+after the last ack; p50 and p99 estimated from the histogram's buckets):"""
 
 
 _METHOD = """## Method

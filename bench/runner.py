@@ -2,7 +2,8 @@
 
 Owns the broker and the contender's child processes for the length of a run, and the parent's
 half of the protocol in bench.child. It reads ``/proc`` of the children and the broker just
-before "go" and just after "done", so CPU and memory are attributed per process, then reads
+before "go" and just after "done", so CPU and memory are attributed per process (and the
+daemon's /metrics, for its stage trace, when it serves them), then reads
 the topic back (bench.verify) before stopping the broker. Every child is stopped by its own
 pid, also when the run fails. A contender with ``service="kpd"`` gets a fresh kpd daemon
 (bench.kpd_service) between the broker and its children; the daemon's processes are measured
@@ -17,6 +18,7 @@ library of its own.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import select
 import shutil
@@ -33,6 +35,7 @@ from bench.child import ChildSpec
 from bench.contenders import Contender
 from bench.kpd_service import KpdService
 from bench.procstat import cpu_seconds, memory_kib
+from bench.stages import stage_figures
 from bench.verify import Delivery, count_delivered
 from bench.workloads import Workload
 from tests.brokers.tansu import TansuBroker
@@ -42,6 +45,8 @@ __all__ = ["RunResult", "run_once"]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _READY_TIMEOUT_S = 120.0  # imports, building up to 1M records, connecting
 _STOP_TIMEOUT_S = 30.0
+_METRICS_FLUSH_S = 1.1  # the daemon's processes flush their metrics once a second
+_METRICS_SETTLE_S = 5.0
 
 
 @dataclass
@@ -61,9 +66,13 @@ class RunResult:
     kpd_processes: int = 0  # the daemon's processes (0: no daemon in this run)
     kpd_workers: int = 0
     kpd_cpu_s: float = 0.0
+    kpd_cpu_by_process: dict[str, float] = field(default_factory=dict)  # role -> CPU s
     kpd_rss_peak_kib: int = 0  # sum of VmHWM over the daemon's processes
     kpd_ring_bytes: int = 0  # shared memory the daemon's config asks for
     latency: dict | None = None  # a paced run's figures (bench.pacing.latency_summary)
+    # The daemon's stage trace over the run (bench.stages.StageFigures as dicts); None when
+    # /metrics was not scraped (metrics off), [] when it has no stage trace.
+    stages: list[dict] | None = None
     skipped: str = ""  # why the run did not happen (a missing program); not a failure
     warm_ups: int = 0  # records the contender sent before the clock (bench.verify)
     delivered: int = 0  # as the client's delivery reports say
@@ -167,8 +176,7 @@ def _run_children(
     children = _spawn(contender, workload, broker.bootstrap, topic, options, log_dir)
     measured = False
     try:
-        _measure(children, broker, service.pids if service else (), result, done_timeout_s,
-                 attach)  # fmt: skip
+        _measure(children, broker, service, result, done_timeout_s, attach)
         measured = True
     except _Skipped:
         pass
@@ -251,12 +259,13 @@ def _spawn(
 def _measure(
     children: list[_Child],
     broker: TansuBroker,
-    kpd_pids: tuple[int, ...],
+    service: KpdService | None,
     result: RunResult,
     done_timeout_s: float,
     attach: Attach | None,
 ) -> None:
-    """The protocol: all ready, read /proc, go, all done, read /proc, exit."""
+    """The protocol: all ready, read /proc (and /metrics), go, all done, read /proc, exit."""
+    kpd_pids = service.pids if service else ()
     deadline = time.monotonic() + _READY_TIMEOUT_S
     pids: list[int] = []
     for child in children:
@@ -269,8 +278,10 @@ def _measure(
     assert broker_pid is not None
     stop_attached = attach(pids) if attach else None
     try:
+        # Scraped before the CPU readings: serving /metrics is not the run's work.
+        metrics_before = service.scrape() if service else None
         cpu_before = sum(cpu_seconds(pid) for pid in pids)
-        kpd_before = sum(cpu_seconds(pid) for pid in kpd_pids)
+        kpd_before = {pid: cpu_seconds(pid) for pid in kpd_pids}
         broker_before = cpu_seconds(broker_pid)
         result.rss_ready_kib = sum(memory_kib(pid)["VmRSS"] for pid in pids)
         for child in children:
@@ -278,8 +289,15 @@ def _measure(
         deadline = time.monotonic() + done_timeout_s
         dones = [child.receive("done", deadline) for child in children]
         result.producer_cpu_s = sum(cpu_seconds(pid) for pid in pids) - cpu_before
-        result.kpd_cpu_s = sum(cpu_seconds(pid) for pid in kpd_pids) - kpd_before
+        kpd_after = {pid: cpu_seconds(pid) for pid in kpd_pids}
         result.broker_cpu_s = cpu_seconds(broker_pid) - broker_before
+        result.kpd_cpu_s = sum(kpd_after.values()) - sum(kpd_before.values())
+        if service is not None:
+            result.kpd_cpu_by_process = {
+                service.roles.get(pid, f"pid {pid}"): kpd_after[pid] - kpd_before[pid]
+                for pid in kpd_pids
+            }
+            result.stages = _stages(service, metrics_before)
         # With several processes this is the sum of their peaks: an upper bound of the total.
         result.rss_peak_kib = sum(memory_kib(pid)["VmHWM"] for pid in pids)
         # Each ring is mapped by two processes (ingest and its worker) and counts in both.
@@ -301,6 +319,23 @@ def _measure(
     result.warm_ups = sum(done["warm_ups"] for done in dones)
     latencies = [done["latency"] for done in dones if done["latency"]]
     result.latency = latencies[0] if len(latencies) == 1 else None
+
+
+def _stages(service: KpdService, before: str | None) -> list[dict] | None:
+    """The stage trace of the run's records: /metrics now minus /metrics before "go". The
+    daemon's processes flush their histograms on an interval, so scrape until the stage
+    counts stop moving (at most ``_METRICS_SETTLE_S``)."""
+    if before is None:
+        return None
+    deadline = time.monotonic() + _METRICS_SETTLE_S
+    figures = stage_figures(service.scrape(), before)
+    while figures and time.monotonic() < deadline:
+        time.sleep(_METRICS_FLUSH_S)
+        again = stage_figures(service.scrape(), before)
+        if [f.count for f in again] == [f.count for f in figures]:
+            break
+        figures = again
+    return [dataclasses.asdict(f) for f in figures]
 
 
 def _stop(children: list[_Child], graceful: bool) -> None:

@@ -1,9 +1,11 @@
-"""The performance issue's targets, judged from one run's figures: met, missed, not measured.
+"""The performance issues' targets, judged from one run's figures: met, missed, not measured.
 
 Owns the targets (what is compared with what, on which workload, and the limits) and their
-table in RESULTS.md. Every target is always listed; one whose contender did not run (or was
-skipped, e.g. a client without a batch API) says "not measured" and why. Workloads are
-matched by their full-run name ("a-quick" counts as "a"), so the quick run exercises this too.
+table in RESULTS.md; each row says which issue set it (11: flat out; 18: at the loads hosts
+run at, and flat out again where it repeats 11's targets, which then share the row). Every
+target is always listed; one whose contender did not run (or was skipped, e.g. a client
+without a batch API) says "not measured" and why. Workloads are matched by their full-run
+name ("a-quick" counts as "a"), so the quick run exercises this too.
 
 On (a) and again on (u) (a unique 36-byte key per record):
     kpd-1 >= 1.2 x confluent-kafka (callbacks) and >= 1.0 x confluent-kafka-tuned, records/s
@@ -12,7 +14,11 @@ On (a) and again on (u) (a unique 36-byte key per record):
     the app's CPU per record: send() <= 1.0 us, the batch API <= 0.3 us, send() <= 0.5 x
         confluent-kafka's produce()
     kpd's own processes <= 0.6 us of CPU per record (kpd-1)
-    p99 ack latency <= 25 ms at 100,000 records/s offered, the app's default gc (kpd-1@100k)
+Paced on (a) at 1,000, 10,000 and 100,000 records/s offered (issue 18, replacing issue 11's
+p99 <= 25 ms at 100k/s), kpd-1@Nk against confluent-kafka@Nk in the same run:
+    ack latency p50 <= confluent's p50 + 2 ms; p99 <= max(1.5 x confluent's p99, its p99 +
+        2 ms); kpd's own CPU per record <= 50 us at 1k/s, 8 us at 10k/s, 1.5 us at 100k/s;
+        the app's CPU per record at 1k/s <= 20 us
 On (c), 1 KiB values: kpd-1 >= 0.8 x confluent-kafka and x confluent-kafka-tuned.
 On (l), lines: `kpd send` (file and pipe) >= 1.2 x rsyslog, records/s; fed by a pipe, its
     peak RSS on (l-long), 4 times the lines, <= 1.2 x its peak on (l) (memory that stays flat).
@@ -27,15 +33,21 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from bench.contenders import LATENCY_RATES, paced_name
 from bench.workloads import base_name
 
 if TYPE_CHECKING:  # report imports this module; only the types are needed here
     from bench.report import Summary
     from bench.runner import RunResult
 
-__all__ = ["targets_table"]
+__all__ = ["paced_rows", "targets_table"]
 
-P99_LIMIT_MS = 25.0
+# Issue 18, paced: kpd's own CPU per record (us) at each rate offered, the app's at 1k/s,
+# and the latency slack over confluent-kafka's figures in the same run.
+KPD_CPU_US_AT = {1_000: 50.0, 10_000: 8.0, 100_000: 1.5}
+APP_CPU_US_AT = {1_000: 20.0}
+P50_SLACK_MS = 2.0
+P99_FACTOR, P99_SLACK_MS = 1.5, 2.0
 RSS_MIB_PER_PROCESS = 60
 FLAT_RSS_RATIO = 1.2
 
@@ -80,36 +92,39 @@ def _verdict(ok: bool | None) -> str:
     return "not measured" if ok is None else ("met" if ok else "**missed**")
 
 
-def _row(what: str, workload: str, measured: str, limit: str, ok: bool | None) -> str:
-    return f"| {what} | {workload} | {measured} | {limit} | {_verdict(ok)} |"
+def _row(what: str, workload: str, measured: str, limit: str, ok: bool | None,
+         issue: str = "11") -> str:  # fmt: skip
+    return f"| {what} | {workload} | {measured} | {limit} | {issue} | {_verdict(ok)} |"
 
 
 def _ratio_row(figures: _Figures, what: str, workload: str, numerator: str, denominator: str,
-               figure: Figure, limit: float, at_least: bool, unit: str = "") -> str:  # fmt: skip
+               figure: Figure, limit: float, at_least: bool, unit: str = "",
+               issue: str = "11") -> str:  # fmt: skip
     top, why_top = figures.get(workload, numerator)
     bottom, why_bottom = figures.get(workload, denominator)
     bound = f"{'>=' if at_least else '<='} {limit:.1f}"
     if top is None or bottom is None:
-        return _row(what, workload, why_top or why_bottom, bound, None)
+        return _row(what, workload, why_top or why_bottom, bound, None, issue)
     a, b = figure(top), figure(bottom)
     if not b or math.isnan(a) or math.isnan(b):
-        return _row(what, workload, "no figure", bound, None)
+        return _row(what, workload, "no figure", bound, None, issue)
     ratio = a / b
     digits = 0 if unit == "" else 2
     measured = f"{ratio:.2f} ({a:,.{digits}f} / {b:,.{digits}f}{unit})"
-    return _row(what, workload, measured, bound, ratio >= limit if at_least else ratio <= limit)
+    ok = ratio >= limit if at_least else ratio <= limit
+    return _row(what, workload, measured, bound, ok, issue)
 
 
 def _absolute_row(figures: _Figures, what: str, workload: str, contender: str, figure: Figure,
-                  limit: float, unit: str) -> str:  # fmt: skip
+                  limit: float, unit: str, issue: str = "11") -> str:  # fmt: skip
     s, why = figures.get(workload, contender)
     bound = f"<= {limit:.1f}{unit}"
     if s is None:
-        return _row(what, workload, why, bound, None)
+        return _row(what, workload, why, bound, None, issue)
     value = figure(s)
     if math.isnan(value):
-        return _row(what, workload, "no figure", bound, None)
-    return _row(what, workload, f"{value:.2f}{unit}", bound, value <= limit)
+        return _row(what, workload, "no figure", bound, None, issue)
+    return _row(what, workload, f"{value:.2f}{unit}", bound, value <= limit, issue)
 
 
 def targets_table(
@@ -118,14 +133,15 @@ def targets_table(
     latency_results: Sequence[RunResult],
 ) -> str:
     figures = _Figures(summaries)
-    rows = ["| target | workload | measured | limit | verdict |", "|---|---|---:|---:|---|"]
+    rows = ["| target | workload | measured | limit | issue | verdict |",
+            "|---|---|---:|---:|---|---|"]  # fmt: skip
+    rows += paced_rows(latency_results)
     for workload in ("a", "u"):
         rows += _end_to_end(figures, workload)
-        rows.append(_latency(latency_results, workload))
     rows += [
         _ratio_row(figures, f"records/s with 1 KiB values, kpd-1 / {other}", "c", "kpd-1",
-                   other, _records_per_s, 0.8, at_least=True)
-        for other in ("confluent-kafka", "confluent-kafka-tuned")
+                   other, _records_per_s, 0.8, at_least=True, issue=issue)
+        for other, issue in (("confluent-kafka", "11"), ("confluent-kafka-tuned", "11, 18"))
     ]  # fmt: skip
     rows += _shell_path(figures)
     rows.append(_memory(results))
@@ -133,41 +149,103 @@ def targets_table(
 
 
 def _end_to_end(figures: _Figures, w: str) -> list[str]:
+    both = "11, 18" if w == "a" else "11"  # issue 18 repeats the CPU targets on (a)
     return [
         _ratio_row(figures, "records/s, kpd-1 / confluent-kafka (callbacks)", w, "kpd-1",
                    "confluent-kafka", _records_per_s, 1.2, at_least=True),
         _ratio_row(figures, "records/s, kpd-1 / confluent-kafka-tuned (poll(0) every 1,000)",
-                   w, "kpd-1", "confluent-kafka-tuned", _records_per_s, 1.0, at_least=True),
+                   w, "kpd-1", "confluent-kafka-tuned", _records_per_s, 1.0, at_least=True,
+                   issue="11, 18"),
         _ratio_row(figures, "records/s, 4 apps / 1 app (send at once, keep every future)", w,
                    "kpd-4", "kpd-1", _records_per_s, 0.9, at_least=True),
         _ratio_row(figures, "records/s, 4 apps / 1 app (send at once, keep no future)", w,
                    "kpd-4-nokeep", "kpd-1-nokeep", _records_per_s, 0.9, at_least=True),
         _absolute_row(figures, "app CPU per record, send() (kpd-1)", w, "kpd-1", _app_cpu,
-                      1.0, " µs"),
+                      1.0, " µs", issue=both),
         _absolute_row(figures, "app CPU per record, the batch API (kpd-1-batch)", w,
-                      "kpd-1-batch", _app_cpu, 0.3, " µs"),
+                      "kpd-1-batch", _app_cpu, 0.3, " µs", issue=both),
         _ratio_row(figures, "app CPU per record, kpd-1 send() / confluent-kafka produce()", w,
-                   "kpd-1", "confluent-kafka", _app_cpu, 0.5, at_least=False, unit=" µs"),
+                   "kpd-1", "confluent-kafka", _app_cpu, 0.5, at_least=False, unit=" µs",
+                   issue=both),
         _absolute_row(figures, "kpd's own CPU per record (supervisor + ingest + workers, "
-                      "kpd-1)", w, "kpd-1", _kpd_cpu, 0.6, " µs"),
+                      "kpd-1)", w, "kpd-1", _kpd_cpu, 0.6, " µs", issue=both),
     ]  # fmt: skip
 
 
-def _latency(latency_results: Sequence[RunResult], w: str) -> str:
-    contender = "kpd-1@100k"
-    what = f"p99 ack latency at 100,000 rec/s offered, default gc ({contender})"
-    bound = f"<= {P99_LIMIT_MS:g} ms"
-    runs = [r for r in latency_results
-            if r.contender == contender and base_name(r.workload) == w]  # fmt: skip
-    if not runs:
-        return _row(what, w, f"{contender} not run on ({w})", bound, None)
-    r = runs[0]
-    lat = r.latency
-    if lat is None or not r.ok:
-        return _row(what, w, f"run failed: {r.error}"[:200], bound, None)
-    offered = "" if lat["achieved"] else " (offered load NOT achieved)"
-    measured = f"{lat['p99_ms']:.2f} ms at {lat['achieved_rate']:,.0f} rec/s{offered}"
-    return _row(what, w, measured, bound, lat["p99_ms"] <= P99_LIMIT_MS and lat["achieved"])
+def paced_rows(latency_results: Sequence[RunResult]) -> list[str]:
+    """Issue 18's targets at each rate offered: kpd-1@Nk's latency against
+    confluent-kafka@Nk's in the same run, kpd's own CPU per record, the app's at 1k/s."""
+    runs = {r.contender: r for r in latency_results if base_name(r.workload) == "a"}
+    rows = []
+    for rate in LATENCY_RATES:
+        kpd = runs.get(paced_name("kpd-1", rate))
+        other = runs.get(paced_name("confluent-kafka", rate))
+        rows += _latency_rows(rate, kpd, other)
+        rows.append(_paced_cpu_row(rate, kpd, "kpd's own CPU per record (supervisor + ingest "
+                                   "+ workers)", KPD_CPU_US_AT[rate], _kpd_us))  # fmt: skip
+        if rate in APP_CPU_US_AT:
+            rows.append(_paced_cpu_row(rate, kpd, "the app's CPU per record (send())",
+                                       APP_CPU_US_AT[rate], _app_us))  # fmt: skip
+    return rows
+
+
+def _rate(rate: int) -> str:
+    return f"{rate:,} rec/s offered"
+
+
+def _paced_problem(run: RunResult | None, name: str) -> str:
+    """Why a paced run gives no figure ("" when it does)."""
+    if run is None:
+        return f"{name} not run"
+    if run.latency is None or not run.ok:
+        return f"{name} failed: {run.error}"[:200]
+    if not run.latency["achieved"]:
+        return f"{name} did not offer the load ({run.latency['achieved_rate']:,.0f} rec/s)"
+    return ""
+
+
+def _latency_rows(rate: int, kpd: RunResult | None, other: RunResult | None) -> list[str]:
+    names = paced_name("kpd-1", rate), paced_name("confluent-kafka", rate)
+    limits = {
+        "p50": (lambda c: c + P50_SLACK_MS, f"confluent p50 + {P50_SLACK_MS:g} ms"),
+        "p99": (lambda c: max(P99_FACTOR * c, c + P99_SLACK_MS),
+                f"max({P99_FACTOR:g} x confluent p99, + {P99_SLACK_MS:g} ms)"),
+    }  # fmt: skip
+    rows = []
+    for q, (limit_of, bound) in limits.items():
+        what = f"ack latency {q} at {_rate(rate)}, {names[0]} vs {names[1]}"
+        problem = _paced_problem(kpd, names[0]) or _paced_problem(other, names[1])
+        if problem or kpd is None or other is None:
+            rows.append(_row(what, "a", problem, f"<= {bound}", None, "18"))
+            continue
+        mine, theirs = kpd.latency[f"{q}_ms"], other.latency[f"{q}_ms"]  # type: ignore[index]
+        limit = limit_of(theirs)
+        measured = f"{mine:.2f} ms (confluent {theirs:.2f} ms)"
+        rows.append(_row(what, "a", measured, f"<= {limit:.2f} ms ({bound})", mine <= limit,
+                         "18"))  # fmt: skip
+    return rows
+
+
+def _kpd_us(run: RunResult) -> float:
+    return run.kpd_cpu_s / run.records * 1e6 if run.kpd_processes else math.nan
+
+
+def _app_us(run: RunResult) -> float:
+    return run.producer_cpu_s / run.records * 1e6
+
+
+def _paced_cpu_row(rate: int, run: RunResult | None, what: str, limit: float,
+                   figure: Callable[[RunResult], float]) -> str:  # fmt: skip
+    name = paced_name("kpd-1", rate)
+    what = f"{what} at {_rate(rate)} ({name})"
+    bound = f"<= {limit:g} µs"
+    problem = _paced_problem(run, name)
+    if problem or run is None:
+        return _row(what, "a", problem, bound, None, "18")
+    value = figure(run)
+    if math.isnan(value):
+        return _row(what, "a", "no figure", bound, None, "18")
+    return _row(what, "a", f"{value:.2f} µs", bound, value <= limit, "18")
 
 
 def _shell_path(figures: _Figures) -> list[str]:
@@ -211,4 +289,4 @@ def _memory(results: Sequence[RunResult]) -> str:
         return _row(what, "all", "no kpd run", bound, None)
     peak, limit, r = worst
     measured = f"{peak:.0f} MiB ({r.contender} on ({base_name(r.workload)}); limit {limit:.0f} MiB)"
-    return _row(what, "all", measured, bound, peak <= limit)
+    return _row(what, "all", measured, bound, peak <= limit, "11")

@@ -12,25 +12,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import yaml
 
+from tests.waiting import wait_for
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def wait_for(condition, timeout_s: float, what: str, interval_s: float = 0.02):
-    """Poll ``condition`` until it returns a truthy value or the deadline passes."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(interval_s)
 
 
 class KpdDaemon:

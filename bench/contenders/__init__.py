@@ -16,8 +16,9 @@ new kind of client, one module; bench.plan says which workloads run it by defaul
 * ``lines``: the contender reads text lines (``kpd send``, rsyslog) and runs only on a text
   workload (bench.workloads).
 
-``LATENCY_CONTENDERS`` are the paced runs (``options["rate"]`` records/s offered, in bursts):
-they report ack latency percentiles, not throughput.
+``LATENCY_CONTENDERS`` are the paced runs (``options["rate"]`` records/s offered, in bursts
+every millisecond), kpd-1 and confluent-kafka at each of ``LATENCY_RATES``: they report ack
+latency percentiles, not throughput.
 
 Imports no client library: the parent only needs names and module paths.
 """
@@ -30,10 +31,12 @@ from dataclasses import dataclass, field
 __all__ = [
     "CONTENDERS",
     "LATENCY_CONTENDERS",
-    "LATENCY_RATE",
+    "LATENCY_RATES",
+    "PACED_CLIENTS",
     "Contender",
     "find",
     "is_kpd",
+    "paced_name",
     "scaling_contender",
 ]
 
@@ -65,13 +68,51 @@ _AIOKAFKA = "bench.contenders.aiokafka_producer"
 _CONFLUENT = "bench.contenders.confluent_producer"
 _KCAT = "bench.contenders.kcat"
 _RSYSLOG = "bench.contenders.rsyslog"
-LATENCY_RATE = 100_000  # records/s offered by the paced runs
+# Records/s offered by the paced runs (issue 18: the loads hosts really run at), each in
+# bursts every millisecond: 1, 10 and 100 records per burst.
+LATENCY_RATES = (1_000, 10_000, 100_000)
+PACED_CLIENTS = ("kpd-1", "confluent-kafka")  # side by side at each rate
 FSYNC_POLICIES = ("never", "100ms", "always")  # the rings.fsync rows
-_PACED = {"rate": LATENCY_RATE, "burst": 100}  # 100 records every millisecond
+# The paced kpd runs keep kpd's default metrics.enabled (the throughput rows turn it off), so
+# the runner can read the per-record stage trace from /metrics; port 0: the service picks one.
+_METRICS_ON = {"metrics": {"enabled": True, "listen": "127.0.0.1:0"}}
 _POLL_EVERY = 1000  # the tuned confluent-kafka loop's poll(0) interval
 _KPD_APP = ("an app process that connects and sends at once (no partitions_for first) "
             "through kpd.Producer (acks=kafka) over the UNIX socket to a kpd "
             "daemon (2 workers) started for the run")  # fmt: skip
+
+
+def paced_name(client: str, rate: int) -> str:
+    """``kpd-1@1k``: ``client`` paced at ``rate`` records/s (a multiple of 1,000)."""
+    return f"{client}@{rate // 1000}k"
+
+
+def _paced(rate: int) -> dict:
+    """Options of a paced run: ``rate`` records/s in bursts every millisecond."""
+    return {"rate": rate, "burst": max(1, rate // 1000)}
+
+
+def _paced_contenders() -> list[Contender]:
+    made = []
+    for rate in LATENCY_RATES:
+        burst = _paced(rate)["burst"]
+        every = f"{rate:,} records/s offered ({burst} record{'s' if burst > 1 else ''} every ms)"
+        made += [
+            Contender(
+                paced_name("kpd-1", rate), _KPD_CLIENT,
+                f"kpd-1 paced at {every}, the app's default gc settings, kpd at its defaults "
+                "(metrics on); latency from send() to the future's done-callback",
+                options=_paced(rate), service="kpd", service_settings=_METRICS_ON,
+            ),
+            Contender(
+                paced_name("confluent-kafka", rate), _CONFLUENT,
+                f"confluent-kafka paced at {every}; latency from produce() to the delivery "
+                "callback (poll() serves callbacks between bursts)",
+                options=_paced(rate),
+            ),
+        ]  # fmt: skip
+    return made
+
 
 CONTENDERS: dict[str, Contender] = {
     c.name: c
@@ -180,29 +221,20 @@ CONTENDERS: dict[str, Contender] = {
                   "`... | kpd send --key-separator TAB`: the app process writes the lines into "
                   "its stdin pipe, as it writes them to rsyslog's socket",
                   options={"input": "pipe"}, service="kpd", lines=True),
-        Contender(
-            "kpd-1@100k", _KPD_CLIENT,
-            f"kpd-1 paced at {LATENCY_RATE:,} records/s offered (100 records every ms), the "
-            "app's default gc settings; latency from send() to the future's done-callback",
-            options=_PACED, service="kpd",
-        ),
+        *_paced_contenders(),
         Contender(
             "kpd-1@100k-gc", _KPD_CLIENT,
             "kpd-1@100k with the app's gc thresholds raised (gc.set_threshold(100000, 50, 100)),"
             " the tuning docs/operations.md suggests for latency-sensitive apps that keep many"
             " futures alive",
-            options={**_PACED, "gc_threshold": [100_000, 50, 100]}, service="kpd",
-        ),
-        Contender(
-            "confluent-kafka@100k", _CONFLUENT,
-            f"confluent-kafka paced at {LATENCY_RATE:,} records/s offered; latency from "
-            "produce() to the delivery callback (poll() serves callbacks between bursts)",
-            options=_PACED,
+            options={**_paced(100_000), "gc_threshold": [100_000, 50, 100]},
+            service="kpd", service_settings=_METRICS_ON,
         ),
     )
 }  # fmt: skip
 
-LATENCY_CONTENDERS = ("kpd-1@100k", "kpd-1@100k-gc", "confluent-kafka@100k")
+
+LATENCY_CONTENDERS = tuple(paced_name(c, r) for r in LATENCY_RATES for c in PACED_CLIENTS)
 SCALING_APPS = 4  # app processes of a scaling run, at least (more when there are more workers)
 
 

@@ -12,7 +12,8 @@ Idempotence on, as kpd's default; batch sizes are librdkafka's defaults (``batch
 
 Options ``rate`` and ``burst``: a paced run for ack latency (bench.pacing). The sender serves
 delivery callbacks with ``poll(timeout)`` while it waits for the next burst, so a callback
-runs (and notes its time) as soon as librdkafka has the delivery report.
+runs (and notes its time) as soon as librdkafka has the delivery report (or, for a wait under
+poll()'s millisecond resolution, serves what is ready and sleeps the rest).
 
 Imports confluent_kafka; runs only inside a bench child process.
 """
@@ -29,6 +30,7 @@ from bench.pacing import Pace, latency_summary, run_paced
 
 _FULL_QUEUE_POLL_S = 0.005  # queue.buffering.max.* reached: serve callbacks, then retry
 _FLUSH_TIMEOUT_S = 300.0
+_MIN_POLL_S = 0.001  # poll()'s timeout resolution: a millisecond
 
 
 class _Tally:
@@ -121,8 +123,19 @@ def _paced(session: Session, producer: Producer, tally: _Tally, pace: Pace) -> d
             sent_at[i] = clock()
             produce(topic, values[i], keys[i], on_delivery=on_delivery)
 
+    def wait(seconds: float) -> None:
+        # librdkafka's poll() takes whole milliseconds: poll(0.0004) is poll(0) and returns at
+        # once, so passing every sub-millisecond wait would spin a core between bursts (at
+        # 1k/s that measured ~1,000 µs of app CPU per record and starved the broker). Serve
+        # what is ready, then sleep out the rest.
+        if seconds >= _MIN_POLL_S:
+            producer.poll(seconds)
+        else:
+            producer.poll(0)
+            time.sleep(seconds)
+
     session.ready()
-    latest = run_paced(pace, count, send_burst, producer.poll, clock)
+    latest = run_paced(pace, count, send_burst, wait, clock)
     producer.flush(_FLUSH_TIMEOUT_S)
     session.stop_clock()
     return latency_summary(pace, sent_at, done_at, latest)

@@ -261,9 +261,7 @@ class Sender:
         code = ErrorCode.REQUEST_TIMED_OUT if timed_out else ErrorCode.NETWORK_EXCEPTION
         sent = getattr(exc, "request_sent", True)
         for batch in batches:
-            if sent:
-                batch.in_doubt = True
-            self._retry_or_fail(batch, code, str(exc), now)
+            self._retry_or_fail(batch, code, str(exc), now, written=sent)
         self._metadata.request_update()
 
     def _on_partition_result(self, batch: ProducerBatch, result: dict, now: float) -> None:
@@ -275,12 +273,17 @@ class Sender:
         message = result.get("error_message") or ""
         self._retry_or_fail(batch, code, message, now)
 
-    def _retry_or_fail(self, batch: ProducerBatch, code: int, message: str, now: float) -> None:
+    def _retry_or_fail(
+        self, batch: ProducerBatch, code: int, message: str, now: float, *, written: bool = True
+    ) -> None:
+        """Retry ``batch`` or fail it for ``code``. ``written`` is False when the request
+        never left kpd (the connection refused it): then this attempt cannot have appended
+        anything, whatever ``classify(code)`` says of the code in general."""
         action = classify(code)
         kind = action.action
         if kind is not Action.SUCCESS and self._completion.failed(batch, code, message, kind):
             return
-        if action.persistence is Persistence.POSSIBLY_PERSISTED:
+        if written and action.persistence is Persistence.POSSIBLY_PERSISTED:
             # The broker may have appended the batch (REQUEST_TIMED_OUT waiting for replicas,
             # NOT_ENOUGH_REPLICAS_AFTER_APPEND…): whatever later attempts answer, a final
             # failure must say so, as a lost connection does.
@@ -309,7 +312,10 @@ class Sender:
             )  # fmt: skip
             self._acc.schedule_retry(batch, now + backoff, self._s.idempotent)
             return
-        persistence = Persistence.POSSIBLY_PERSISTED if batch.in_doubt else action.persistence
+        if batch.in_doubt:
+            persistence = Persistence.POSSIBLY_PERSISTED
+        else:
+            persistence = action.persistence if written else Persistence.NOT_PERSISTED
         if kind in (Action.RETRY, Action.REFRESH_AND_RETRY):
             message = f"{message} (gave up after {batch.attempts} attempts)".strip()
         self._acc.completed(batch)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -18,6 +17,7 @@ from daemon.config import producer_settings
 from daemon.kafka.errors import Persistence
 from tests.brokers import ApiKey, MockCluster, read_all
 from tests.engine_producer import DeliveryFailed, KafkaProducer
+from tests.waiting import wait_for_async
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,13 +54,6 @@ def cluster(mock_cluster: MockCluster) -> MockCluster:
 
 
 # ---- helpers --------------------------------------------------------------------------------
-
-
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.005)  # poll interval of a wait-for-condition loop
 
 
 class Stream:
@@ -166,7 +159,7 @@ def test_stream_survives_leader_moves_errors_a_bounced_broker_and_rtt_exactly_on
             for fault in faults:
                 wave = await stream.wave(40)
                 fault()  # lands while this wave's batches are queued or in flight
-                await wait_until(lambda w=wave: any(f.done() for f in w))
+                await wait_for_async(lambda w=wave: any(f.done() for f in w), 20.0)
             await stream.wave(40)
             await producer.flush(30)
             counters = producer.engine.counters
@@ -197,7 +190,7 @@ def test_without_idempotence_one_request_in_flight_keeps_order_under_retries(
                           [REQUEST_TIMED_OUT]):
                 wave = await stream.wave(60)
                 cluster.push_request_errors(ApiKey.PRODUCE, *codes)
-                await wait_until(lambda w=wave: any(f.done() for f in w))
+                await wait_for_async(lambda w=wave: any(f.done() for f in w), 20.0)
             await stream.wave(60)
             await producer.flush(30)
             assert producer.engine.counters.retries > 0

@@ -39,13 +39,6 @@ def in_loop(test: Callable[..., Coroutine]) -> Callable[..., None]:
     return run
 
 
-async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    """Wait (yielding to the loop) until ``condition()`` holds; fail after ``timeout_s``."""
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0.001)
-
-
 class FakeClock:
     """The sender's clock: time moves only when a test moves it."""
 

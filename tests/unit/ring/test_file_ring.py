@@ -13,10 +13,8 @@ import contextlib
 import os
 import struct
 import threading
-import time
 import uuid
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 
 import crc32c
@@ -35,6 +33,7 @@ from daemon.ring import (
     RingProducer,
     RingWakeups,
 )
+from tests.waiting import wait_for, wait_for_async
 
 # The documented layout, restated independently of the code under test.
 HEADER = 4096
@@ -110,14 +109,6 @@ def rig_factory():
     yield make
     for rig in rigs:
         rig.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.001)
 
 
 def move_to(rig: Rig, pos: int) -> None:
@@ -420,7 +411,7 @@ def test_sleeping_consumer_is_woken_by_one_publish(rig_factory):
         target=lambda: result.append(rig.consumer.wait_readable_blocking(timeout=30))
     )
     sleeper.start()
-    wait_until(lambda: rig.raw_u64(OFF_CONSUMER_WAKE_AT) == 1)
+    wait_for(lambda: rig.raw_u64(OFF_CONSUMER_WAKE_AT) == 1)
     rig.producer.write_many([b"a", b"b", b"c"])
     sleeper.join(10)
     assert result == [True]
@@ -438,7 +429,7 @@ def test_sleeping_producer_is_woken_only_by_a_release_that_makes_room(rig_factor
         target=lambda: result.append(rig.producer.wait_writable_blocking(100, timeout=30))
     )
     sleeper.start()
-    wait_until(lambda: rig.raw_u64(OFF_PRODUCER_WAKE_AT) != 0)
+    wait_for(lambda: rig.raw_u64(OFF_PRODUCER_WAKE_AT) != 0)
     rig.consumer.release(batch[0][0])  # 24 bytes free: not enough for 104
     assert rig.consumer.wakeups_sent == 0
     rig.consumer.release(batch[2][0])
@@ -473,7 +464,7 @@ def test_backstop_recovers_a_lost_wakeup(rig_factory):
             target=lambda: result.append(rig.consumer.wait_readable_blocking(timeout=30))
         )
         sleeper.start()
-        wait_until(lambda: rig.raw_u64(OFF_CONSUMER_WAKE_AT) != 0)
+        wait_for(lambda: rig.raw_u64(OFF_CONSUMER_WAKE_AT) != 0)
         producer.write_many([b"lost"])
         sleeper.join(10)
         assert result == [True]
@@ -488,12 +479,12 @@ def test_async_waits_are_woken_through_the_event_loop(rig_factory, new_loop):
 
     async def scenario():
         reader = asyncio.create_task(rig.consumer.wait_readable(timeout=30))
-        await until_async(lambda: rig.raw_u64(OFF_CONSUMER_WAKE_AT) != 0)
+        await wait_for_async(lambda: rig.raw_u64(OFF_CONSUMER_WAKE_AT) != 0)
         rig.producer.write_many([b"y" * 120, b"y" * 120])
         assert await reader is True
 
         writer = asyncio.create_task(rig.producer.wait_writable(120, timeout=30))
-        await until_async(lambda: rig.raw_u64(OFF_PRODUCER_WAKE_AT) != 0)
+        await wait_for_async(lambda: rig.raw_u64(OFF_PRODUCER_WAKE_AT) != 0)
         rig.drain()
         assert await writer is True
         assert await rig.consumer.wait_readable(timeout=0.01) is False
@@ -505,13 +496,6 @@ def test_async_waits_are_woken_through_the_event_loop(rig_factory, new_loop):
         loop.close()
     assert (rig.producer.wakeups_sent, rig.consumer.wakeups_sent) == (1, 1)
     assert rig.producer.missed_wakeups == rig.consumer.missed_wakeups == 0
-
-
-async def until_async(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached before the deadline"
-        await asyncio.sleep(0.001)
 
 
 # -- commit on ack --------------------------------------------------------------------------

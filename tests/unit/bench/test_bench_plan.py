@@ -1,14 +1,16 @@
 """The benchmark's plan and its targets: what a run measures and how RESULTS.md judges it.
 
 Pure pieces of bench/ (no broker, no child): which worker counts the scaling table covers,
-how the command line narrows the default plan, and the verdict of each of issue 11's targets
-from figures given here. Speed is never measured here.
+how the command line narrows the default plan, the paced steps at each rate, the verdict of
+each of issues 11's and 18's targets from figures given here, and the paced tables. Speed is
+never measured here.
 """
 
 from __future__ import annotations
 
+from bench.contenders import find
 from bench.plan import default_plan, narrow, quick_plan, worker_counts
-from bench.report import summarize
+from bench.report import process_cpu_table, stage_table, summarize
 from bench.runner import RunResult
 from bench.targets import targets_table
 from bench.verify import Delivery
@@ -29,7 +31,7 @@ def test_the_default_plan_runs_every_contender_a_target_names() -> None:
     ran = {(s.workload.name, c) for s in plan.steps for c in s.contenders}
     for workload in ("a", "u"):
         for contender in ("kpd-1", "kpd-4", "kpd-1-nokeep", "kpd-4-nokeep", "kpd-1-batch",
-                          "confluent-kafka", "confluent-kafka-tuned", "kpd-1@100k"):  # fmt: skip
+                          "confluent-kafka", "confluent-kafka-tuned"):  # fmt: skip
             assert (workload, contender) in ran
     assert {("c", "kpd-1"), ("c", "confluent-kafka"), ("l", "rsyslog")} <= ran
     assert {("l", "kpd-send-pipe"), ("l-long", "kpd-send-pipe")} <= ran
@@ -87,10 +89,7 @@ def test_targets_judge_each_figure_against_its_limit_and_say_what_was_not_measur
              reaped_rss_kib=44 << 10, **kpd),  # 44 / 40 MiB = 1.1: flat
         _run("kpd-send-file", 500_000, 1.0, workload="l", reaped_rss_kib=40 << 10, **kpd),
     ]  # fmt: skip
-    paced = _run("kpd-1@100k", 100_000, 1.0)
-    paced.latency = {"offered_rate": 100_000, "achieved_rate": 99_000.0, "achieved": True,
-                     "p99_ms": 30.0}  # fmt: skip
-    v = _verdicts(results, [paced])
+    v = _verdicts(results, [])
 
     assert v["records/s, kpd-1 / confluent-kafka (callbacks)", "a"] == "met"
     assert v["records/s, kpd-1 / confluent-kafka-tuned (poll(0) every 1,000)", "a"] == "**missed**"
@@ -100,9 +99,6 @@ def test_targets_judge_each_figure_against_its_limit_and_say_what_was_not_measur
     assert v["app CPU per record, kpd-1 send() / confluent-kafka produce()", "a"] == "met"
     assert v["app CPU per record, the batch API (kpd-1-batch)", "a"] == "not measured"
     assert v["kpd's own CPU per record (supervisor + ingest + workers, kpd-1)", "a"] == "met"
-    assert v["p99 ack latency at 100,000 rec/s offered, default gc (kpd-1@100k)", "a"] == (
-        "**missed**"
-    )  # 30 ms > 25 ms
     assert v["records/s, kpd-1 / confluent-kafka (callbacks)", "u"] == "not measured"
     assert v["records/s, `kpd send` fed by a pipe / rsyslog (imptcp -> omkafka)", "l"] == "met"
     assert v["records/s, `kpd send < FILE` / rsyslog (imptcp -> omkafka)", "l"] == "**missed**"
@@ -124,3 +120,109 @@ def test_a_sender_whose_memory_follows_its_input_misses_the_flat_memory_target()
     assert v["records/s, `kpd send` fed by a pipe / rsyslog (imptcp -> omkafka)", "l"] == (
         "not measured"
     )
+
+
+def test_the_paced_rows_put_kpd_and_confluent_side_by_side_at_each_rate() -> None:
+    steps = default_plan(cpus=2).latency
+    by_rate = {s.contenders[0]: (s.workload.name, s.workload.records, s.contenders) for s in steps}
+    assert by_rate == {
+        "kpd-1@1k": ("a", 15_000, ("kpd-1@1k", "confluent-kafka@1k")),  # 15 s at 1k/s
+        "kpd-1@10k": ("a", 100_000, ("kpd-1@10k", "confluent-kafka@10k")),
+        "kpd-1@100k": ("a", 1_000_000, ("kpd-1@100k", "confluent-kafka@100k", "kpd-1@100k-gc")),
+    }  # fmt: skip
+    assert find("kpd-1@1k").options == {"rate": 1000, "burst": 1}  # a record every ms
+    assert find("confluent-kafka@10k").options == {"rate": 10_000, "burst": 10}
+    assert find("kpd-1@100k").service_settings["metrics"]["enabled"]  # kpd's default
+    quick = quick_plan().latency
+    assert [(s.workload.records, s.contenders) for s in quick] == [
+        (20_000, ("kpd-1@10k", "confluent-kafka@10k"))]  # fmt: skip
+    # --latency all: the plan's own paced rows; named ones are grouped by their rate.
+    only = narrow(default_plan(cpus=2), contenders=[], scaling=[], latency=["all"])
+    assert only.latency == steps and not only.scaling
+    named = narrow(
+        default_plan(cpus=2), contenders=[], latency=["kpd-1@1k", "kpd-1@10k", "confluent-kafka@1k"]
+    )
+    assert [(s.workload.records, s.contenders) for s in named.latency] == [
+        (15_000, ("kpd-1@1k", "confluent-kafka@1k")), (100_000, ("kpd-1@10k",))]  # fmt: skip
+
+
+def _paced(contender: str, rate: int, p50: float, p99: float, app_cpu_s: float = 0.0,
+           kpd_cpu: dict[str, float] | None = None, achieved: bool = True,
+           stages: list[dict] | None = None) -> RunResult:  # fmt: skip
+    seconds = {1000: 15, 10_000: 10, 100_000: 10}[rate]
+    run = _run(contender, rate, app_cpu_s, records=rate * seconds)
+    run.latency = {"offered_rate": rate, "achieved_rate": float(rate), "achieved": achieved,
+                   "latest_burst_ms": 0.1, "p50_ms": p50, "p99_ms": p99, "p999_ms": p99,
+                   "max_ms": p99, "p99_all_ms": p99}  # fmt: skip
+    if kpd_cpu is not None:
+        run.kpd_processes, run.kpd_workers = len(kpd_cpu), len(kpd_cpu) - 2
+        run.kpd_cpu_by_process = kpd_cpu
+        run.kpd_cpu_s = sum(kpd_cpu.values())
+        run.stages = stages
+    return run
+
+
+def test_issue_18_paced_targets_compare_kpd_with_confluent_in_the_same_run() -> None:
+    cpu_1k = {"supervisor": 0.015, "ingest": 0.3, "worker 0": 0.3, "worker 1": 0.03}
+    latency = [
+        # 1k/s: 15,000 records; kpd 0.645 s of CPU = 43 us/rec (met), the app 0.3 s = 20 us.
+        _paced("kpd-1@1k", 1000, p50=7.0, p99=9.9, app_cpu_s=0.3, kpd_cpu=cpu_1k),
+        _paced("confluent-kafka@1k", 1000, p50=5.0, p99=6.5),
+        # 10k/s: p50 7.01 > 5 + 2 (missed); p99 within 1.5 x 10 = 15 (met); 9 us/rec (missed).
+        _paced(
+            "kpd-1@10k",
+            10_000,
+            p50=7.01,
+            p99=15.0,
+            kpd_cpu={"supervisor": 0.0, "ingest": 0.5, "worker 0": 0.4},
+        ),
+        _paced("confluent-kafka@10k", 10_000, p50=5.0, p99=10.0),
+        # 100k/s: confluent did not offer the load: kpd's latency is not measured.
+        _paced(
+            "kpd-1@100k",
+            100_000,
+            p50=3.0,
+            p99=6.0,
+            kpd_cpu={"supervisor": 0.1, "ingest": 0.5, "worker 0": 0.5},
+        ),
+        _paced("confluent-kafka@100k", 100_000, p50=3.0, p99=6.0, achieved=False),
+    ]
+    v = _verdicts([], latency)
+    at = "rec/s offered, kpd-1@{k}k vs confluent-kafka@{k}k"
+    assert v["ack latency p50 at 1,000 " + at.format(k=1), "a"] == "met"
+    # 9.9 ms > max(1.5 x 6.5, 6.5 + 2) = 9.75 ms
+    assert v["ack latency p99 at 1,000 " + at.format(k=1), "a"] == "**missed**"
+    assert v["ack latency p50 at 10,000 " + at.format(k=10), "a"] == "**missed**"
+    assert v["ack latency p99 at 10,000 " + at.format(k=10), "a"] == "met"
+    assert v["ack latency p99 at 100,000 " + at.format(k=100), "a"] == "not measured"
+    own = "kpd's own CPU per record (supervisor + ingest + workers) at {r} rec/s offered ({n})"
+    assert v[own.format(r="1,000", n="kpd-1@1k"), "a"] == "met"
+    assert v[own.format(r="10,000", n="kpd-1@10k"), "a"] == "**missed**"
+    assert v[own.format(r="100,000", n="kpd-1@100k"), "a"] == "met"  # 1.1 us <= 1.5
+    app = "the app's CPU per record (send()) at 1,000 rec/s offered (kpd-1@1k)"
+    assert v[app, "a"] == "met"
+
+    table = process_cpu_table(latency).splitlines()
+    assert table[0] == (
+        "| offered rec/s | contender | app µs/rec | supervisor µs/rec "
+        "| ingest µs/rec | worker 0 µs/rec | worker 1 µs/rec | kpd total µs/rec |"
+    )
+    assert table[2] == "| 1,000 | kpd-1@1k | 20.00 | 1.00 | 20.00 | 20.00 | 2.00 | 43.00 |"
+    assert table[3] == "| 1,000 | confluent-kafka@1k | 0.00 | - | - | - | - | - |"
+
+
+def test_the_stage_table_shows_each_stage_or_says_why_there_is_none() -> None:
+    stages = [{"stage": "ingest_accepted", "count": 15000.0, "mean_s": 0.0004, "p50_s": 0.0003,
+               "p99_s": 0.002}]  # fmt: skip
+    runs = [
+        _paced("kpd-1@1k", 1000, 7.0, 9.0, kpd_cpu={"supervisor": 0.0}, stages=stages),
+        _paced("kpd-1@10k", 10_000, 7.0, 9.0, kpd_cpu={"supervisor": 0.0}, stages=[]),
+        _paced("kpd-1@100k", 100_000, 7.0, 9.0, kpd_cpu={"supervisor": 0.0}, stages=None),
+        _paced("confluent-kafka@1k", 1000, 5.0, 6.0),  # no daemon: no row
+    ]
+    assert stage_table(runs).splitlines()[2:] == [
+        "| 1,000 | kpd-1@1k | ingest_accepted | 15,000 | 0.400 | 0.300 | 2.000 |",
+        "| 10,000 | kpd-1@10k | not available: the daemon exports no kpd_record_stage_seconds "
+        "| | | | |",
+        "| 100,000 | kpd-1@100k | not available: /metrics not scraped (metrics off) | | | | |",
+    ]  # fmt: skip

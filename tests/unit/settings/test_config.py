@@ -26,7 +26,7 @@ from daemon.config import (
 from daemon.settings.model import LinesSocketSettings
 from daemon.settings.schema import SECTIONS, SETTINGS
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 BOOT = "broker:9092"
 
 
