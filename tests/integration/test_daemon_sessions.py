@@ -13,8 +13,8 @@ import pytest
 
 from tests.daemon_harness import KpdDaemon, wait_for
 from tests.integration.test_daemon_exactly_once import (
+    _assert_committed_once,
     _assert_key_order,
-    _committed_values,
     _eos,
 )
 from tests.integration.test_daemon_lifecycle import LoadClient
@@ -60,23 +60,7 @@ def test_a_session_outlives_ingest_kills_and_a_daemon_kill_with_no_record_failed
     failed = [r for r in results if r[1] != "ok"]
     assert not failed, f"{len(failed)} of {count} sends failed, first {failed[:3]}"
 
-    views, values = _committed_values(tansu.bootstrap, topic, 6)
-    missing = [i for i in range(count) if values[f"s-{i}".encode()] == 0]
-    assert not missing, f"{len(missing)} reported records not in Kafka, first {missing[:5]}"
-    doubled = {v: n for v, n in values.items() if n > 1}
-    if doubled:  # where the copies are, and which one the report named: for the diagnosis
-        where = {}
-        for p, view in views.items():
-            for r in view.visible:
-                if r.value in doubled:
-                    where.setdefault(r.value, []).append((p, r.offset))
-        reported = {f"s-{i}".encode(): (p, o) for i, _, p, o in results}
-        first = sorted(doubled)[:3]
-        raise AssertionError(
-            f"{len(doubled)} records in Kafka twice, e.g. "
-            + ", ".join(f"{v!r} at {where[v]} reported {reported[v]}" for v in first)
-        )
-    assert sum(values.values()) == count
+    views = _assert_committed_once(tansu.bootstrap, topic, 6, "s", count)
     _assert_key_order(views)
     at = {(p, r.offset): r.value for p, v in views.items() for r in v.visible}
     for index, _, partition, offset in results:
