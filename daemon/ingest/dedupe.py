@@ -177,10 +177,17 @@ class DedupeJournal:
         window.touched = self._clock()
         return window
 
-    def taken(self, key: str, first: int, count: int) -> None:
+    def taken(self, key: str, first: int, count: int, outcome: Any = None) -> None:
+        """``outcome`` (not None): known already; journaled in the same line, so that no
+        crash can leave the range taken without it."""
         window = self.touch(key)
-        window.add(_Range(first, count))
-        self._write({"k": key, "t": [first, count]})
+        taken = _Range(first, count)
+        window.add(taken)
+        record: dict = {"k": key, "t": [first, count]}
+        if outcome is not None:
+            self._apply(window, first, count, outcome)
+            record["o"] = [first, count, outcome]
+        self._write(record)
         self._bound(window)
 
     def resolved(self, key: str, first: int, count: int, outcome: Any) -> None:
@@ -284,7 +291,7 @@ class DedupeJournal:
         if "t" in record:
             first, count = record["t"]
             window.add(_Range(first, count))
-        elif "o" in record:
+        if "o" in record:  # alone, or with its "t" in the same line
             first, count, outcome = record["o"]
             self._apply(window, first, count, outcome)
         elif "f" in record:

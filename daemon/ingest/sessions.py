@@ -146,14 +146,15 @@ class Sessions:
         lines, self._unjournaled = self._unjournaled, []
         journal = self.journal
         for key, first, count, partition, ack in lines:
-            journal.taken(key, first, count)
+            outcome = None  # ack KAFKA: the worker's report brings it
             if ack == AckLevel.NONE:  # no outcome will ever come
-                journal.resolved(key, first, count, NO_REPORT)
+                outcome = NO_REPORT
             elif ack == AckLevel.ACCEPTED:
                 # Published: that is the outcome, whenever its report goes out (after a sync
-                # with rings.fsync); no worker reports these, so it is journaled now.
-                run = ReportRun(first, count, Status.ACCEPTED, partition)
-                journal.resolved(key, first, count, outcome_of(run))
+                # with rings.fsync); no worker reports these, so it is journaled now, in the
+                # taken line itself.
+                outcome = outcome_of(ReportRun(first, count, Status.ACCEPTED, partition))
+            journal.taken(key, first, count, outcome)
 
     def resend(self, session_id: int, first: int, count: int) -> list[tuple[int, int]]:
         """A resent frame ``[first, first + count)``: answers what kpd knows now, to the

@@ -103,3 +103,13 @@ def test_the_file_is_rewritten_once_mostly_dead(tmp_path):
     lines = path.read_text().count("\n")
     assert lines <= COMPACT_FACTOR * 2 * 8 + 1000 + 10
     assert _journal(path, window=5).window("s").next_seq == 5000
+
+
+def test_a_range_taken_with_its_outcome_is_one_line_and_comes_back_resolved(tmp_path):
+    path = tmp_path / "j"
+    journal = _journal(path)
+    journal.taken("s", 0, 3, ["accepted"])
+    assert journal.window("s").pending == 0
+    journal.close()
+    assert '"t":[0,3]' in path.read_text().splitlines()[-1]  # taken and outcome together
+    assert _journal(path).lookup("s", 0, 3) == [Piece(0, 3, ["accepted"], 0)]
