@@ -3,7 +3,8 @@
 Owns the daemon of one run: writes its config (the run's tansu as bootstrap, 2 workers, rings
 of a unique prefix, metrics off, the workload's acks / linger.ms / compression, then the
 contender's own ``service_settings`` on top, section by section: another worker count for
-the scaling table, another ``rings`` setting for a durability row), starts
+the scaling table, another ``rings`` setting for a durability row; ``socket.kafka: auto``
+opens the Kafka listener on a free loopback port, ``kafka_bootstrap``), starts
 ``python -m daemon.cli run`` through the test suite's harness (tests.daemon_harness), finds
 its processes (the supervisor and its children, by PPID in /proc, each named by its role)
 once the socket accepts, and stops it by pid with SIGTERM. The runner measures those pids
@@ -16,13 +17,16 @@ Imports no client library and no kpd code: the daemon is a subprocess.
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 from bench.procstat import child_pids, process_role
 from bench.workloads import Workload
+from tests.brokers.ports import free_port
 from tests.daemon_harness import KpdDaemon
 
 __all__ = ["KpdService"]
@@ -32,6 +36,7 @@ _RECORDS_RING_MIB = 16  # per worker, ingest -> worker
 _REPORTS_RING_MIB = 4  # per worker, worker -> ingest
 _START_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 60.0
+_SOCKET_PATH_MAX = 107  # bytes of a UNIX socket's path (sun_path)
 
 
 class KpdService:
@@ -52,7 +57,17 @@ class KpdService:
         for section, values in (settings or {}).items():
             extra.setdefault(section, {}).update(values)
         self.metrics_url = _metrics_url(extra)
+        # A Kafka client's bootstrap.servers when the run goes through kpd's Kafka listener.
+        self.kafka_bootstrap: str | None = None
+        if extra.get("socket", {}).get("kafka") == "auto":
+            self.kafka_bootstrap = f"127.0.0.1:{free_port()}"
+            extra["socket"] = {**extra["socket"], "kafka": self.kafka_bootstrap}
         self.workers = int(extra.pop("workers", {}).get("count", WORKERS))
+        self._short_dir: Path | None = None
+        if len(str(workdir / "kpd.sock").encode()) > _SOCKET_PATH_MAX:
+            # A deep log directory (pytest's, with a long contender name) cannot hold the
+            # daemon's socket: its files go to a short directory, removed after the run.
+            self._short_dir = workdir = Path(tempfile.mkdtemp(prefix="kpd-bench-"))
         self._daemon = KpdDaemon(workdir, bootstrap, workers=self.workers, extra=extra)
         self.pids: tuple[int, ...] = ()
         self.roles: dict[int, str] = {}  # pid -> "supervisor", "ingest", "worker 0", ...
@@ -67,6 +82,13 @@ class KpdService:
         return self.workers * (_RECORDS_RING_MIB + _REPORTS_RING_MIB) * 1024 * 1024
 
     def __enter__(self) -> KpdService:
+        try:
+            return self._start()
+        except BaseException:
+            self._remove_short_dir()
+            raise
+
+    def _start(self) -> KpdService:
         self._daemon.start(timeout_s=_START_TIMEOUT_S)
         supervisor = self._daemon.process.pid
         # The supervisor listens before it spawns ingest and the workers, so the socket may
@@ -94,10 +116,17 @@ class KpdService:
             return None
 
     def __exit__(self, *exc_info: object) -> None:
-        status = self._daemon.stop(_STOP_TIMEOUT_S)
-        if status != 0:
-            raise RuntimeError(f"kpd exited with status {status} after SIGTERM:\n"
-                               f"{self._daemon.log_tail()}")  # fmt: skip
+        try:
+            status = self._daemon.stop(_STOP_TIMEOUT_S)
+            if status != 0:
+                raise RuntimeError(f"kpd exited with status {status} after SIGTERM:\n"
+                                   f"{self._daemon.log_tail()}")  # fmt: skip
+        finally:
+            self._remove_short_dir()
+
+    def _remove_short_dir(self) -> None:
+        if self._short_dir is not None:
+            shutil.rmtree(self._short_dir, ignore_errors=True)
 
     def log_tail(self) -> str:
         return self._daemon.log_tail(2000)

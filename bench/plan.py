@@ -82,7 +82,7 @@ class Plan:
 
 
 _END_TO_END = ("kpd-1", "kpd-1-batch", "kpd-1-nokeep", "kpd-4", "kpd-4-nokeep",
-               "confluent-kafka", "confluent-kafka-tuned")  # fmt: skip
+               "confluent-kafka", "confluent-kafka-via-kpd", "confluent-kafka-tuned")  # fmt: skip
 _FSYNC = tuple(f"kpd-1-accepted-fsync-{policy}" for policy in FSYNC_POLICIES)
 _LINES = ("rsyslog", "kpd-send-file", "kpd-send-pipe")
 # A workload named on the command line that the default plan does not run gets these.
@@ -143,7 +143,8 @@ def quick_plan() -> Plan:
     return Plan(
         throughput=(
             Step(a, ("kpd-engine", "kpd-1", "kpd-1-nokeep", "kpd-1-batch", "aiokafka",
-                     "confluent-kafka", "confluent-kafka-tuned"), runs=1),
+                     "confluent-kafka", "confluent-kafka-tuned", "confluent-kafka-via-kpd"),
+                 runs=1),
             Step(quick(WORKLOADS["d"]), ("kpd-1",), runs=1),
             Step(quick(WORKLOADS["u"]), ("kpd-1",), runs=1),
             Step(quick(WORKLOADS["l"]), ("rsyslog", "kpd-send-pipe"), runs=1),

@@ -173,7 +173,9 @@ def _run_children(
         result.kpd_processes = len(service.pids)
         result.kpd_workers = service.workers
         result.kpd_ring_bytes = service.ring_bytes
-    children = _spawn(contender, workload, broker.bootstrap, topic, options, log_dir)
+    # A Kafka client through kpd's Kafka listener is pointed at kpd instead of the broker.
+    bootstrap = (service and service.kafka_bootstrap) or broker.bootstrap
+    children = _spawn(contender, workload, bootstrap, topic, options, log_dir)
     measured = False
     try:
         _measure(children, broker, service, result, done_timeout_s, attach)

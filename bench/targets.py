@@ -23,6 +23,10 @@ On (c), 1 KiB values: kpd-1 >= 0.8 x confluent-kafka and x confluent-kafka-tuned
 On (l), lines: `kpd send` (file and pipe) >= 1.2 x rsyslog, records/s; fed by a pipe, its
     peak RSS on (l-long), 4 times the lines, <= 1.2 x its peak on (l) (memory that stays flat).
 Every kpd run: kpd's peak RSS <= its rings + 60 MiB per kpd process (the worst run).
+Issue 20, on (a), a librdkafka producer through kpd's Kafka listener (socket.kafka): records/s
+    >= 0.8 x the same producer straight to the cluster (confluent-kafka-via-kpd /
+    confluent-kafka); kpd's CPU <= 1.5 us per record; paced, its p50 ack latency <= the direct
+    producer's + 2 ms at each rate (confluent-kafka-via-kpd@Nk vs confluent-kafka@Nk).
 
 Pure: takes summaries and run results, returns text. Imports no client library.
 """
@@ -144,6 +148,7 @@ def targets_table(
         for other, issue in (("confluent-kafka", "11"), ("confluent-kafka-tuned", "11, 18"))
     ]  # fmt: skip
     rows += _shell_path(figures)
+    rows += _kafka_listener(figures, latency_results)
     rows.append(_memory(results))
     return "\n".join(rows)
 
@@ -223,6 +228,33 @@ def _latency_rows(rate: int, kpd: RunResult | None, other: RunResult | None) -> 
         measured = f"{mine:.2f} ms (confluent {theirs:.2f} ms)"
         rows.append(_row(what, "a", measured, f"<= {limit:.2f} ms ({bound})", mine <= limit,
                          "18"))  # fmt: skip
+    return rows
+
+
+def _kafka_listener(figures: _Figures, latency_results: Sequence[RunResult]) -> list[str]:
+    """Issue 20: librdkafka through kpd's Kafka listener against librdkafka direct."""
+    via, direct = "confluent-kafka-via-kpd", "confluent-kafka"
+    rows = [
+        _ratio_row(figures, f"records/s, librdkafka through kpd's Kafka listener / direct "
+                   f"({via} / {direct})", "a", via, direct, _records_per_s, 0.8,
+                   at_least=True, issue="20"),
+        _absolute_row(figures, f"kpd's own CPU per record through the Kafka listener ({via})",
+                      "a", via, _kpd_cpu, 1.5, " µs", issue="20"),
+    ]  # fmt: skip
+    runs = {r.contender: r for r in latency_results if base_name(r.workload) == "a"}
+    for rate in LATENCY_RATES:
+        names = paced_name(via, rate), paced_name(direct, rate)
+        what = f"ack latency p50 at {_rate(rate)}, {names[0]} vs {names[1]}"
+        bound = f"confluent p50 + {P50_SLACK_MS:g} ms"
+        mine, theirs = runs.get(names[0]), runs.get(names[1])
+        problem = _paced_problem(mine, names[0]) or _paced_problem(theirs, names[1])
+        if problem or mine is None or theirs is None:
+            rows.append(_row(what, "a", problem, f"<= {bound}", None, "20"))
+            continue
+        p50, limit = mine.latency["p50_ms"], theirs.latency["p50_ms"] + P50_SLACK_MS  # type: ignore[index]
+        measured = f"{p50:.2f} ms (direct {theirs.latency['p50_ms']:.2f} ms)"  # type: ignore[index]
+        rows.append(_row(what, "a", measured, f"<= {limit:.2f} ms ({bound})", p50 <= limit,
+                         "20"))  # fmt: skip
     return rows
 
 

@@ -31,7 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from daemon.producer.counters import COUNT_BOUNDS, LATENCY_BOUNDS, SIZE_BOUNDS, LatencyHistogram
+from daemon.producer.counters import (
+    COUNT_BOUNDS,
+    LATENCY_BOUNDS,
+    SIZE_BOUNDS,
+    STAGE_BOUNDS,
+    LatencyHistogram,
+)
 
 __all__ = [
     "CATALOGUE",
@@ -80,9 +86,15 @@ def _g(name: str, help: str, labels=("worker",), source="worker", mode="livesum"
     return MetricSpec(name, "gauge", help, labels, source, mode)
 
 
-def _h(name: str, help: str, buckets: Sequence[float], labels: tuple[str, ...] = ()) -> MetricSpec:
+def _h(
+    name: str,
+    help: str,
+    buckets: Sequence[float],
+    labels: tuple[str, ...] = (),
+    source: str = "worker",
+) -> MetricSpec:
     # No worker label: buckets add up across workers, and W times the series would not pay.
-    return MetricSpec(name, "histogram", help, labels, buckets=tuple(buckets))
+    return MetricSpec(name, "histogram", help, labels, source, buckets=tuple(buckets))
 
 
 _RING = ("ring", "worker")
@@ -118,6 +130,20 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         (),
         "ingest",
     ),
+    _g("kpd_kafka_connections", "Kafka clients connected to socket.kafka.", (), "ingest"),
+    _c("kpd_kafka_requests_total", "Kafka requests read on socket.kafka.", (), "ingest"),
+    _c(
+        "kpd_kafka_records_total",
+        "Records accepted into rings through socket.kafka.",
+        (),
+        "ingest",
+    ),
+    _c(
+        "kpd_kafka_errors_total",
+        "Kafka error codes socket.kafka answered, by code (-1: connection closed).",
+        ("code",),
+        "ingest",
+    ),
     _g("kpd_ring_used_bytes", "Bytes in a ring not yet released by its consumer.", _RING, "ingest"),
     _g("kpd_ring_capacity_bytes", "Size of a ring's data area.", _RING, "ingest"),
     _c("kpd_ring_bytes_total", "Payload bytes that went through a ring.", _RING, "ingest"),
@@ -128,6 +154,17 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _h("kpd_record_delivery_seconds", "Ingest accepted -> Kafka acked.", DELIVERY_BOUNDS),
     _h("kpd_record_queue_seconds", "Time records waited in a batch.", LATENCY_BOUNDS),
     _g("kpd_records_pending", "Records in the engine without an outcome yet."),
+    _h(
+        "kpd_record_stage_seconds",
+        "Where a record's time goes, stage by stage (docs/performance.md): ring (ingest "
+        "accepted -> worker took it; to 1 ms), batch (-> its batch drained for a request; the "
+        "batch's oldest record), write (-> request written), broker (-> answer read), report "
+        "(-> report written to the reports ring), forward (-> ingest forwarded it to the "
+        "client).",
+        STAGE_BOUNDS,
+        ("stage",),
+        source="any",
+    ),
     # ---- worker: batches and requests ----------------------------------------------------
     _c("kpd_sent_bytes_total", "Record batch bytes acknowledged by Kafka."),
     _c("kpd_batches_sent_total", "Record batches acknowledged by Kafka."),
@@ -225,7 +262,17 @@ class DeliveryTally:
     (``count_received``) and once per run of an entry's records in an outcome
     (``count_done``), never per record. Owned by the worker's event loop."""
 
-    __slots__ = ("_clock", "delivery", "failed", "last_error", "partitions", "received", "sent")
+    __slots__ = (
+        "_clock",
+        "delivery",
+        "failed",
+        "last_error",
+        "partitions",
+        "received",
+        "sent",
+        "stage_report",
+        "stage_ring",
+    )
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock  # wall clock: received_ms comes from ingest's time.time_ns()
@@ -235,10 +282,21 @@ class DeliveryTally:
         self.partitions: set[tuple[str, int]] = set()  # (topic, partition) seen in the ring
         self.delivery = LatencyHistogram(DELIVERY_BOUNDS)  # accepted -> acked, seconds
         self.last_error: tuple[float, str] | None = None  # (unix time, description)
+        # The stage trace's worker stages, per record: ingest accepted -> the worker took the
+        # entry from its ring (from the entry's received_ms: wall-clock milliseconds, so a
+        # figure to 1 ms), and Kafka's answer read -> its report written to the reports ring.
+        self.stage_ring = LatencyHistogram(STAGE_BOUNDS)
+        self.stage_report = LatencyHistogram(STAGE_BOUNDS)
 
-    def count_received(self, topic: str, partition: int, count: int) -> None:
+    def count_received(
+        self, topic: str, partition: int, count: int, received_ms: int | None = None
+    ) -> None:
         self.received[topic] += count
         self.partitions.add((topic, partition))
+        if received_ms is not None:
+            # received_ms was truncated to the ms: half a ms is its expected loss.
+            waited = self._clock() - received_ms / 1000 - 0.0005
+            self.stage_ring.observe(max(0.0, waited), count)
 
     def count_done(self, topic: str, count: int, received_ms: int, error: Any = None) -> None:
         """``error`` is the outcome's ``DeliveryError`` (None when delivered)."""
@@ -367,6 +425,8 @@ class WorkerMetrics:
         for (topic, reason), n in tally.failed.items():
             out.add("kpd_records_failed_total", (*w, topic, reason), n)
         out.transfer("kpd_record_delivery_seconds", (), tally.delivery)
+        out.transfer("kpd_record_stage_seconds", ("ring",), tally.stage_ring)
+        out.transfer("kpd_record_stage_seconds", ("report",), tally.stage_report)
 
     def _flush_engine(self, c: Any) -> None:
         out, w = self._out, self._w
@@ -386,6 +446,9 @@ class WorkerMetrics:
         out.transfer("kpd_batch_size_bytes", (), c.batch_bytes)
         out.transfer("kpd_request_records", (), c.records_per_request)
         out.transfer("kpd_record_queue_seconds", (), c.queue_time)
+        out.transfer("kpd_record_stage_seconds", ("batch",), c.stage_batch)
+        out.transfer("kpd_record_stage_seconds", ("write",), c.stage_write)
+        out.transfer("kpd_record_stage_seconds", ("broker",), c.stage_broker)
         for broker, hist in c.request_latency.items():
             out.transfer("kpd_request_latency_seconds", (str(broker),), hist)
 
@@ -418,7 +481,12 @@ class IngestMetrics:
         self._out = _Exporter(("ingest", "any"))
 
     def flush(
-        self, stats: Any, records: Sequence[Any], reports: Sequence[Any], lines: Any = None
+        self,
+        stats: Any,
+        records: Sequence[Any],
+        reports: Sequence[Any],
+        lines: Any = None,
+        kafka: Any = None,
     ) -> None:
         """``stats`` is the ``IngestServer``'s ``stats()``; ``records``/``reports`` its ring
         ends by worker index (``RingProducer``\\ s and ``RingConsumer``\\ s); ``lines`` the
@@ -432,10 +500,18 @@ class IngestMetrics:
             out.add("kpd_ingest_lines_too_long_total", (), lines.lines_too_long)
             out.add("kpd_ingest_lines_empty_total", (), lines.lines_empty)
             out.set("kpd_ingest_lines_connections", (), lines.connections)
+        if kafka is not None:  # the KafkaListener's stats() when socket.kafka is configured
+            out.set("kpd_kafka_connections", (), kafka.connections)
+            out.add("kpd_kafka_requests_total", (), kafka.requests)
+            out.add("kpd_kafka_records_total", (), kafka.records)
+            for code, n in kafka.errors.items():
+                out.add("kpd_kafka_errors_total", (str(code),), n)
         for index, ring in enumerate(records):
             self._ring("records", index, ring, ring.bytes_written)
         for index, ring in enumerate(reports):
             self._ring("reports", index, ring, ring.bytes_read)
+        if stats.stage_forward is not None:
+            out.transfer("kpd_record_stage_seconds", ("forward",), stats.stage_forward)
         out.set("kpd_report_timestamp_seconds", ("ingest",), time.time())
 
     def _ring(self, kind: str, index: int, ring: Any, moved: int) -> None:

@@ -10,6 +10,9 @@ new kind of client, one module; bench.plan says which workloads run it by defaul
   apart from the app's, and stops it with SIGTERM after the run. ``service_settings`` are
   config sections laid over the daemon's bench config, e.g. ``{"workers": {"count": 1}}``
   (the scaling table, see ``scaling_contender``) or ``{"rings": {...}}`` for a durability row.
+  ``{"socket": {"kafka": "auto"}}`` opens kpd's Kafka listener on a free loopback port, and
+  the children's bootstrap is that listener instead of the broker (a Kafka client through
+  kpd).
 * ``binary``: a program the contender drives (kcat, rsyslogd); when it is not on PATH the run
   is skipped with that reason instead of failing. What only the child can tell (a missing
   client API, a missing rsyslog module) it reports with ``Session.skip``.
@@ -71,12 +74,15 @@ _RSYSLOG = "bench.contenders.rsyslog"
 # Records/s offered by the paced runs (issue 18: the loads hosts really run at), each in
 # bursts every millisecond: 1, 10 and 100 records per burst.
 LATENCY_RATES = (1_000, 10_000, 100_000)
-PACED_CLIENTS = ("kpd-1", "confluent-kafka")  # side by side at each rate
+# Side by side at each rate; confluent-kafka-via-kpd: the same client through kpd's Kafka
+# listener (issue 20).
+PACED_CLIENTS = ("kpd-1", "confluent-kafka", "confluent-kafka-via-kpd")
 FSYNC_POLICIES = ("never", "100ms", "always")  # the rings.fsync rows
 # The paced kpd runs keep kpd's default metrics.enabled (the throughput rows turn it off), so
 # the runner can read the per-record stage trace from /metrics; port 0: the service picks one.
 _METRICS_ON = {"metrics": {"enabled": True, "listen": "127.0.0.1:0"}}
 _POLL_EVERY = 1000  # the tuned confluent-kafka loop's poll(0) interval
+_VIA_KPD = {"socket": {"kafka": "auto"}}  # bootstrap.servers at kpd's Kafka listener
 _KPD_APP = ("an app process that connects and sends at once (no partitions_for first) "
             "through kpd.Producer (acks=kafka) over the UNIX socket to a kpd "
             "daemon (2 workers) started for the run")  # fmt: skip
@@ -109,6 +115,12 @@ def _paced_contenders() -> list[Contender]:
                 f"confluent-kafka paced at {every}; latency from produce() to the delivery "
                 "callback (poll() serves callbacks between bursts)",
                 options=_paced(rate),
+            ),
+            Contender(
+                paced_name("confluent-kafka-via-kpd", rate), _CONFLUENT,
+                f"{paced_name('confluent-kafka', rate)} through kpd's Kafka listener "
+                "(confluent-kafka-via-kpd)",
+                options=_paced(rate), service="kpd", service_settings=_VIA_KPD,
             ),
         ]  # fmt: skip
     return made
@@ -183,6 +195,11 @@ CONTENDERS: dict[str, Contender] = {
         Contender("confluent-kafka-4", _CONFLUENT,
                   "confluent-kafka-tuned in 4 processes, one shard each", processes=4,
                   options={"poll_every": _POLL_EVERY}),
+        Contender("confluent-kafka-via-kpd", _CONFLUENT,
+                  "confluent-kafka with bootstrap.servers at kpd's Kafka listener "
+                  "(socket.kafka) of a kpd daemon (2 workers) started for the run; the same "
+                  "librdkafka settings, so acks=all is answered once the cluster acknowledged",
+                  service="kpd", service_settings=_VIA_KPD),
         Contender(
             "kcat", _KCAT,
             "`kcat -P -l FILE` (Debian's kcat 1.7 on the confluent-kafka wheel's librdkafka via "

@@ -13,6 +13,8 @@
  *                                     (daemon/ingest/routing.py, pure loop)
  *   gather_records(...)               a records section of chosen records, plus their
  *                                     sequence offsets (daemon/ingest/routing.py)
+ *   kafka_section(...)                a Kafka batch's records as a kpd records section, for
+ *                                     the Kafka listener (daemon/kafka/sections.py)
  *   SharedWords(buffer)               u64 words with seq_cst atomic loads and stores, for the
  *                                     rings' shared indices (daemon/ring/region.py)
  *
@@ -414,6 +416,245 @@ static PyTypeObject SharedWordsType = {
     .tp_methods = SharedWords_methods,
 };
 
+/* ---- kafka_section: a Kafka batch's records as a kpd records section ------------------- */
+
+/* kafka_section(payload, count, base_timestamp, fixed_timestamp, fixed) -> (bytes, keyless)
+ * The records of one decompressed RecordBatch v2 laid out as kpd's records section: a
+ * timestamp column, key and value length columns, a header length column when a record has
+ * headers, then each record's key, value and header blob. The pure twin and the reference is
+ * daemon/kafka/sections.py kafka_section_python: same checks, same order, same bytes. A
+ * failure raises ValueError(kind, message): 0 a record does not decode, 1 a timestamp below -1
+ * or beyond i64, 2 an offsetDelta that is not the record's index. */
+
+#define KS_CORRUPT 0
+#define KS_TIMESTAMP 1
+#define KS_OFFSET 2
+#define KS_MAX_HEADER_NAME 0xFFFF
+
+static PyObject *ks_fail(int kind, const char *message)
+{
+    PyObject *args = Py_BuildValue("(is)", kind, message);
+    if (args != NULL) {
+        PyErr_SetObject(PyExc_ValueError, args);
+        Py_DECREF(args);
+    }
+    return NULL;
+}
+
+/* A zig-zag varint of at most 10 bytes whose value fits 64 bits; -1 when corrupt. */
+static inline int ks_varint(const unsigned char *b, Py_ssize_t n, Py_ssize_t *pos, int64_t *out)
+{
+    uint64_t raw = 0;
+    int shift = 0;
+    Py_ssize_t p = *pos;
+    for (;;) {
+        if (p >= n)
+            return -1;
+        unsigned char byte = b[p++];
+        if (shift == 63 && byte > 1)
+            return -1; /* beyond 64 bits, or an 11th byte */
+        raw |= (uint64_t)(byte & 0x7f) << shift;
+        if (byte < 0x80)
+            break;
+        shift += 7;
+    }
+    *pos = p;
+    *out = (int64_t)(raw >> 1) ^ -(int64_t)(raw & 1);
+    return 0;
+}
+
+/* A nullable byte string: its length (-1: null) and start; -1 when it does not fit. */
+static inline int ks_nullable(const unsigned char *b, Py_ssize_t n, Py_ssize_t *pos,
+                              int64_t *length, Py_ssize_t *start)
+{
+    if (ks_varint(b, n, pos, length) < 0)
+        return -1;
+    if (*length < 0) {
+        *length = -1;
+        return 0;
+    }
+    if (*length > (int64_t)(n - *pos))
+        return -1;
+    *start = *pos;
+    *pos += (Py_ssize_t)*length;
+    return 0;
+}
+
+static inline void put_be64(unsigned char *p, uint64_t v)
+{
+    put_be32(p, (uint32_t)(v >> 32));
+    put_be32(p + 4, (uint32_t)v);
+}
+
+/* One record's fields, as the two passes read them. */
+typedef struct {
+    int64_t ts_delta, offset_delta, key_len, value_len, header_count;
+    Py_ssize_t key_start, value_start, headers_start, end;
+} KsRecord;
+
+/* Read the record at *pos (bounds-checked against the whole payload, as the twin does) and
+ * the byte size of its kpd header blob; 0, or -1 with *why set when it is corrupt. */
+static int ks_record(const unsigned char *b, Py_ssize_t n, Py_ssize_t *pos, KsRecord *r,
+                     int64_t *blob_bytes, int check_names, const char **why)
+{
+    int64_t length;
+    *why = "a record does not decode";
+    if (ks_varint(b, n, pos, &length) < 0)
+        return -1;
+    if (length < 0 || length > (int64_t)(n - *pos)) {
+        *why = "a record length exceeds the batch";
+        return -1;
+    }
+    r->end = *pos + (Py_ssize_t)length;
+    *pos += 1; /* record attributes: unused */
+    Py_ssize_t start = 0;
+    if (ks_varint(b, n, pos, &r->ts_delta) < 0 || ks_varint(b, n, pos, &r->offset_delta) < 0 ||
+        ks_nullable(b, n, pos, &r->key_len, &r->key_start) < 0 ||
+        ks_nullable(b, n, pos, &r->value_len, &r->value_start) < 0 ||
+        ks_varint(b, n, pos, &r->header_count) < 0)
+        return -1;
+    if (r->header_count < 0) {
+        *why = "a negative header count";
+        return -1;
+    }
+    r->headers_start = *pos;
+    *blob_bytes = 0;
+    for (int64_t h = 0; h < r->header_count; h++) {
+        int64_t name_len, value_len;
+        if (ks_varint(b, n, pos, &name_len) < 0)
+            return -1;
+        if (name_len < 0 || name_len > (int64_t)(n - *pos) || name_len > KS_MAX_HEADER_NAME) {
+            *why = "a header name length out of range";
+            return -1;
+        }
+        if (check_names) {
+            PyObject *name = PyUnicode_DecodeUTF8((const char *)b + *pos, (Py_ssize_t)name_len,
+                                                  "strict");
+            if (name == NULL) {
+                PyErr_Clear();
+                *why = "a header name is not UTF-8";
+                return -1;
+            }
+            Py_DECREF(name);
+        }
+        *pos += (Py_ssize_t)name_len;
+        if (ks_nullable(b, n, pos, &value_len, &start) < 0)
+            return -1;
+        *blob_bytes += 2 + name_len + 4 + (value_len > 0 ? value_len : 0);
+    }
+    if (*pos != r->end) {
+        *why = "a record's fields do not end at its length";
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *accel_kafka_section(PyObject *self, PyObject *args)
+{
+    Py_buffer payload;
+    Py_ssize_t count;
+    long long base_ts, fixed_ts;
+    int fixed;
+    if (!PyArg_ParseTuple(args, "y*nLLp", &payload, &count, &base_ts, &fixed_ts, &fixed))
+        return NULL;
+    const unsigned char *b = payload.buf;
+    Py_ssize_t n = payload.len;
+    PyObject *result = NULL;
+    if (count < 1 || count > n) {
+        ks_fail(KS_CORRUPT, "the record count does not fit the batch");
+        goto done;
+    }
+    /* Pass 1: every record decodes (corruption first, anywhere), then the sizes. */
+    Py_ssize_t pos = 0, data_bytes = 0;
+    int any_headers = 0, keyless = 1;
+    const char *why = NULL;
+    KsRecord r;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        int64_t blob = 0;
+        if (ks_record(b, n, &pos, &r, &blob, 1, &why) < 0) {
+            ks_fail(KS_CORRUPT, why);
+            goto done;
+        }
+        data_bytes += (r.key_len > 0 ? r.key_len : 0) + (r.value_len > 0 ? r.value_len : 0) + blob;
+        any_headers |= r.header_count > 0;
+        keyless &= r.key_len < 0;
+    }
+    if (pos != n) {
+        ks_fail(KS_CORRUPT, "bytes after the last record");
+        goto done;
+    }
+    /* The timestamps and offset deltas, record by record, as the twin checks them. */
+    pos = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        int64_t blob;
+        ks_record(b, n, &pos, &r, &blob, 0, &why);
+        int64_t stamp = fixed_ts;
+        if (!fixed && __builtin_add_overflow((int64_t)base_ts, r.ts_delta, &stamp)) {
+            ks_fail(KS_TIMESTAMP, "a timestamp beyond 64 bits");
+            goto done;
+        }
+        if (stamp < -1) {
+            ks_fail(KS_TIMESTAMP, "a timestamp below -1");
+            goto done;
+        }
+        if (r.offset_delta != i) {
+            ks_fail(KS_OFFSET, "an offset delta that is not the record's index");
+            goto done;
+        }
+    }
+    Py_ssize_t columns = any_headers ? 4 : 3;
+    Py_ssize_t head = 1 + 8 * count + 4 * (columns - 1) * count;
+    PyObject *section = PyBytes_FromStringAndSize(NULL, head + data_bytes);
+    if (section == NULL)
+        goto done;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(section);
+    out[0] = 0x01 | (any_headers ? 0x02 : 0); /* LAYOUT_HAS_TIMESTAMPS | LAYOUT_HAS_HEADERS */
+    unsigned char *stamps = out + 1, *key_lens = stamps + 8 * count;
+    unsigned char *value_lens = key_lens + 4 * count, *header_lens = value_lens + 4 * count;
+    unsigned char *data = out + head;
+    /* Pass 2: write. Everything was checked above; only copies are left. */
+    pos = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        int64_t blob;
+        ks_record(b, n, &pos, &r, &blob, 0, &why);
+        put_be64(stamps + 8 * i, (uint64_t)(fixed ? (int64_t)fixed_ts : base_ts + r.ts_delta));
+        put_be32(key_lens + 4 * i, (uint32_t)(int32_t)r.key_len);
+        put_be32(value_lens + 4 * i, (uint32_t)(int32_t)r.value_len);
+        if (r.key_len > 0) {
+            memcpy(data, b + r.key_start, (size_t)r.key_len);
+            data += r.key_len;
+        }
+        if (r.value_len > 0) {
+            memcpy(data, b + r.value_start, (size_t)r.value_len);
+            data += r.value_len;
+        }
+        if (any_headers)
+            put_be32(header_lens + 4 * i, (uint32_t)blob);
+        Py_ssize_t hp = r.headers_start;
+        for (int64_t h = 0; h < r.header_count; h++) {
+            int64_t name_len, value_len;
+            Py_ssize_t value_start = 0;
+            ks_varint(b, n, &hp, &name_len);
+            data[0] = (unsigned char)(name_len >> 8);
+            data[1] = (unsigned char)name_len;
+            memcpy(data + 2, b + hp, (size_t)name_len);
+            data += 2 + name_len;
+            hp += (Py_ssize_t)name_len;
+            ks_nullable(b, n, &hp, &value_len, &value_start);
+            put_be32(data, (uint32_t)(int32_t)value_len);
+            data += 4;
+            if (value_len > 0) {
+                memcpy(data, b + value_start, (size_t)value_len);
+                data += value_len;
+            }
+        }
+    }
+    result = Py_BuildValue("(NO)", section, keyless ? Py_True : Py_False);
+done:
+    PyBuffer_Release(&payload);
+    return result;
+}
+
 /* ---- module --------------------------------------------------------------------------- */
 
 static PyMethodDef accel_methods[] = {
@@ -423,6 +664,8 @@ static PyMethodDef accel_methods[] = {
      "The records section and sequence offsets of one partition's records."},
     {"append_packed", accel_append_packed, METH_VARARGS,
      "Append packed records to a RecordBatch v2 bytearray."},
+    {"kafka_section", accel_kafka_section, METH_VARARGS,
+     "A Kafka batch's decompressed records as a kpd records section, and whether keyless."},
     {NULL, NULL, 0, NULL},
 };
 

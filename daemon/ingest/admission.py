@@ -11,13 +11,16 @@ what it staged, and holds ACCEPTED answers until their entries are published (an
 ``ring_sync``).
 
 A record source is anything that hands records to ``admit`` (``RecordSource`` below): today a
-kpd-protocol client connection (``connection``) and a ``socket.lines`` writer (``lines``);
-a Kafka-protocol listener will be a third. The interface is small on purpose:
+kpd-protocol client connection (``connection``), a ``socket.lines`` writer (``lines``) and
+the ``socket.kafka`` listener (``kafka.listener``, one source for all its Kafka clients).
+The interface is small on purpose:
 
 * ``conn_id`` -- from ``next_source_id()``: ring entries carry it, and workers' reports come
-  back under it, so it is unique among all sources of this ingest and of earlier ones; or,
-  for a protocol v2 connection, its session id (bit 63 set, never a ``next_source_id``):
-  then every entry it stages is journaled in ``sessions`` once published;
+  back under it, so it is unique among all sources of this ingest and of earlier ones (the
+  Kafka listener's is one fixed id outside that sequence, so that reports of entries an
+  earlier ingest wrote reach it); or, for a protocol v2 connection, its session id (bit 63
+  set, never a ``next_source_id``): then every entry it stages is journaled in
+  ``sessions`` once published;
 * ``name`` -- for logs;
 * ``refused(first_seq, count, code, message, kafka_error)`` -- records admission did not take
   (FAILED, NOT_PERSISTED); admission has counted them already;
@@ -90,6 +93,9 @@ class RecordSource(Protocol):
         """Records ``[first_seq, first_seq + count)`` were not taken (NOT_PERSISTED)."""
 
 
+_MAX_VERDICTS = 4096
+
+
 class TopicDirectory:
     """Partition counts by topic, as ingest knows them, plus whether a topic is allowed.
 
@@ -104,9 +110,21 @@ class TopicDirectory:
         self._allows = allows
         self._resolve = resolve  # (topic, timeout_s) -> awaitable partition count or raises
         self._counts: dict[str, int] = {}
+        # topics.allow's verdict per topic name: the glob match ran per frame (issue 18,
+        # finding 7). Bounded: names come from clients, so a stream of new ones clears it.
+        self._verdicts: dict[str, bool] = {}
 
     def allowed(self, topic: str) -> bool:
-        return self._allows(topic)
+        verdict = self._verdicts.get(topic)
+        if verdict is None:
+            if len(self._verdicts) >= _MAX_VERDICTS:
+                self._verdicts.clear()
+            verdict = self._verdicts[topic] = self._allows(topic)
+        return verdict
+
+    def names(self) -> list[str]:
+        """The topics ingest knows, sorted (a Kafka Metadata request for all topics)."""
+        return sorted(self._counts)
 
     def known(self, topic: str) -> int | None:
         """The topic's partition count if ingest knows it, without asking Kafka."""

@@ -2,8 +2,10 @@
 
 Owns the listening socket, the client connections (``connection``, one per client), the
 consuming end of every reports ring, and the ``Admission`` through which every record source
-(its connections, the ``socket.lines`` writers) puts records into the workers' records rings:
-topic checks, partition lookup, planning into ring entries, backpressure (``admission``).
+(its connections, the ``socket.lines`` writers, the ``socket.kafka`` listener) puts records
+into the workers' records rings: topic checks, partition lookup, planning into ring entries,
+backpressure (``admission``). Reports go to the connection under the entry's conn_id, or to a
+source of another socket that asked to hear them (``hear_reports``).
 Ingest never dies of input: a bad frame gets an error report, an unrecoverable stream an
 ERROR frame and a close, and the other connections are unaffected.
 
@@ -21,7 +23,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from daemon.ingest.admission import Admission, TopicDirectory
 from daemon.ingest.connection import ClientConnection
@@ -36,9 +40,16 @@ from kpd import protocol as wire
 from kpd.protocol import SESSION_BIT
 from kpd.protocol.base import KpdErrorCode
 
-__all__ = ["IngestServer", "IngestSettings", "IngestStats"]
+__all__ = ["IngestServer", "IngestSettings", "IngestStats", "ReportSink"]
 
 log = logging.getLogger(__name__)
+
+
+class ReportSink(Protocol):
+    """Who hears the workers' REPORT frames of one conn_id."""
+
+    def forward_reports(self, records: int, frame) -> None:
+        """A worker's REPORT frame covering ``records`` records."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,6 +83,9 @@ class IngestStats:
     buffer_full_events: int
     connections: int
     ring_syncs: int  # rings.fsync: syncs of the records rings' files done so far
+    # The stage trace's last stage (report written -> forwarded to the client), the
+    # histogram the process layer gave the server (None: not traced).
+    stage_forward: Any = None
 
 
 class IngestServer:
@@ -81,7 +95,11 @@ class IngestServer:
         records: list[RingProducer],
         reports: list[RingConsumer],
         topics: TopicDirectory,
+        stage_forward: Any = None,
     ) -> None:
+        """``stage_forward``: a histogram (``observe(seconds, times)``) for the stage trace's
+        "report written -> forwarded" stage, from the process layer (ingest imports no
+        metrics); None leaves it untraced."""
         if settings.max_frame_bytes < wire.MIN_MAX_FRAME_BYTES:
             # Fail at boot: every connection's FrameDecoder would refuse it, leaving clients
             # hanging in the handshake.
@@ -91,10 +109,14 @@ class IngestServer:
             )
         self.settings = settings
         self._reports = reports
+        self._stage_forward = stage_forward
         self.connections: dict[int, ClientConnection] = {}
+        # Record sources that are no connection of this socket but hear workers' reports
+        # under a conn_id of their own (the Kafka listener): not counted, never aborted.
+        self._report_sinks: dict[int, ReportSink] = {}
         self._server: asyncio.AbstractServer | None = None
         self._owned_path: str | None = None  # the socket file we created (and remove)
-        self._report_tasks: list[asyncio.Task] = []
+        self._expiring: asyncio.Task | None = None  # drops idle protocol v2 sessions
         # One ring entry may take at most half its ring; every records ring has the same size.
         planner = EntryPlanner(
             settings.partitioner,
@@ -120,6 +142,7 @@ class IngestServer:
             admission.buffer_full_events,
             len(self.connections),
             admission.ring_sync.syncs,
+            self._stage_forward,
         )
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -139,10 +162,13 @@ class IngestServer:
                 os.chown(path, -1, group_id(self.settings.socket_group))
         else:
             self._server = await loop.create_unix_server(self._new_connection, sock=sock)
-        for index, ring in enumerate(self._reports):
-            self._report_tasks.append(loop.create_task(self._forward_reports(index, ring)))
+        for ring in self._reports:
+            # Watched for the life of the server: a report doorbell calls _forward_reports
+            # directly, with no task, future or add_reader per wait (issue 18, finding 5).
+            ring.watch(loop, lambda ring=ring: self._forward_reports(ring))
+            self._forward_reports(ring)
         if self.admission.sessions is not None:
-            self._report_tasks.append(loop.create_task(self._expire_sessions()))
+            self._expiring = loop.create_task(self._expire_sessions())
         self.admission.ring_sync.start()
 
     def stop_accepting(self) -> None:
@@ -155,8 +181,10 @@ class IngestServer:
 
     async def close(self) -> None:
         self.stop_accepting()
-        for task in self._report_tasks:
-            task.cancel()
+        for ring in self._reports:
+            ring.unwatch()
+        if self._expiring is not None:
+            self._expiring.cancel()
         for conn in list(self.connections.values()):
             conn.abort(KpdErrorCode.SHUTTING_DOWN, "kpd is shutting down")
 
@@ -187,6 +215,11 @@ class IngestServer:
         self.connections[conn.registry_id] = conn
         return None
 
+    def hear_reports(self, conn_id: int, sink: ReportSink) -> None:
+        """Workers' reports for ``conn_id`` go to ``sink``: a record source of another socket
+        (before ``start``, so reports of entries an earlier ingest wrote reach it too)."""
+        self._report_sinks[conn_id] = sink
+
     def forget(self, conn: ClientConnection) -> None:
         """A connection is gone: later reports for it are dropped."""
         self.connections.pop(conn.registry_id, None)
@@ -200,19 +233,24 @@ class IngestServer:
 
     # ---- reports -----------------------------------------------------------------------
 
-    async def _forward_reports(self, index: int, ring: RingConsumer) -> None:
+    def _forward_reports(self, ring: RingConsumer) -> None:
+        """Forward what the ring holds, then sleep on its doorbell until more comes."""
         while True:
-            if not self._forward_once(ring):
-                await ring.wait_readable()
+            self._forward_once(ring)
+            if not ring.sleep_until_readable():
+                return
 
     def _forward_once(self, ring: RingConsumer) -> bool:
         entries = ring.read_entries()
         if not entries:
             return False
+        trace = self._stage_forward
+        now_ns = time.monotonic_ns()
         sessions = self.admission.sessions
         for _, entry in entries:
-            conn_id, records, frame = decode_report_entry(entry)
-            if conn_id & SESSION_BIT and sessions is not None:
+            conn_id, records, written_ns, frame = decode_report_entry(entry)
+            conn = self.connections.get(conn_id) or self._report_sinks.get(conn_id)
+            if conn is None and conn_id & SESSION_BIT and sessions is not None:
                 try:
                     # Journaled before the ring entry is released: after a kill -9 of ingest
                     # the next one reads it again or finds it in the journal.
@@ -220,7 +258,6 @@ class IngestServer:
                 except Exception:
                     log.exception("session %x: cannot take a worker report", conn_id)
                 continue
-            conn = self.connections.get(conn_id)
             if conn is None:
                 continue  # the client left; its records were still delivered or failed
             try:
@@ -228,5 +265,7 @@ class IngestServer:
             except Exception:
                 # One bad entry must not stop this ring's reports for every connection.
                 log.exception("client %d: cannot forward a worker report", conn_id & 0xFFFFFFFF)
+            if trace is not None and written_ns:
+                trace.observe(max(0, now_ns - written_ns) / 1e9, records)
         ring.release(entries[-1][0])
         return True

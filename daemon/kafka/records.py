@@ -30,6 +30,7 @@ import producer, net, ring, ingest or process code.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ __all__ = [
     "BatchBuilder",
     "CorruptBatchError",
     "DecodedBatch",
+    "OpenedBatch",
     "Record",
     "append_packed_python",
     "batch_base_sequence",
@@ -60,6 +62,7 @@ __all__ = [
     "decode_batches",
     "encode_record_tail",
     "increment_sequence",
+    "open_batch",
     "restamp",
 ]
 
@@ -426,8 +429,10 @@ class Record:
 
 
 @dataclass(frozen=True, slots=True)
-class DecodedBatch:
-    """Every header field of a batch plus its records, as read and verified."""
+class OpenedBatch:
+    """One batch whose header and CRC are verified and whose records are decompressed, not
+    yet decoded: ``payload`` holds ``count`` records (``decode_batches`` or a caller that
+    reads them its own way, like the Kafka listener's ``kafka.sections``)."""
 
     base_offset: int
     partition_leader_epoch: int
@@ -436,14 +441,34 @@ class DecodedBatch:
     attributes: int
     compression: int
     timestamp_type: int  # 0 = CreateTime, 1 = LogAppendTime
-    is_transactional: bool
-    is_control: bool
     last_offset_delta: int
     base_timestamp: int
     max_timestamp: int
     producer_id: int
     producer_epoch: int
     base_sequence: int
+    count: int
+    payload: memoryview
+    end: int  # where the next batch starts
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & TRANSACTIONAL_FLAG)
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & CONTROL_FLAG)
+
+    @property
+    def fixed_timestamp(self) -> int | None:
+        """LogAppendTime: every record's timestamp is the broker's, stored as maxTimestamp."""
+        return self.max_timestamp if self.timestamp_type else None
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedBatch(OpenedBatch):
+    """An opened batch (every header field, verified) plus its records, decoded."""
+
     records: list[Record]
 
 
@@ -464,6 +489,16 @@ def decode_batches(data: bytes | bytearray | memoryview) -> list[DecodedBatch]:
 
 
 def _decode_batch(view: memoryview, pos: int) -> tuple[DecodedBatch, int]:
+    opened = open_batch(view, pos)
+    records = _decode_records(opened.payload, opened.count, opened.base_offset,
+                              opened.base_timestamp, opened.fixed_timestamp)  # fmt: skip
+    fields = (getattr(opened, field.name) for field in dataclasses.fields(OpenedBatch))
+    return DecodedBatch(*fields, records), opened.end
+
+
+def open_batch(view: memoryview, pos: int = 0) -> OpenedBatch:
+    """The batch at ``pos``: header read, CRC verified, records decompressed (not decoded).
+    Raises ``CorruptBatchError`` as ``decode_batches`` does."""
     if len(view) - pos < HEADER_SIZE:
         raise CorruptBatchError(f"truncated batch header at byte {pos}")
     (
@@ -492,35 +527,30 @@ def _decode_batch(view: memoryview, pos: int) -> tuple[DecodedBatch, int]:
             f"CRC mismatch at byte {pos}: stored {crc:#x}, computed {actual:#x}"
         )
     codec = attributes & COMPRESSION_MASK
-    timestamp_type = 1 if attributes & TIMESTAMP_TYPE_FLAG else 0
     payload = view[pos + HEADER_SIZE : end]
     if codec != NONE:
         try:
             payload = memoryview(decompress(codec, payload))
         except CompressionError as exc:
             raise CorruptBatchError(str(exc)) from exc
-    # LogAppendTime: every record's timestamp is the broker's, stored as maxTimestamp.
-    fixed_ts = max_timestamp if timestamp_type else None
-    records = _decode_records(payload, count, base_offset, base_timestamp, fixed_ts)
-    batch = DecodedBatch(
+    return OpenedBatch(
         base_offset=base_offset,
         partition_leader_epoch=leader_epoch,
         magic=magic,
         crc=crc,
         attributes=attributes,
         compression=codec,
-        timestamp_type=timestamp_type,
-        is_transactional=bool(attributes & TRANSACTIONAL_FLAG),
-        is_control=bool(attributes & CONTROL_FLAG),
+        timestamp_type=1 if attributes & TIMESTAMP_TYPE_FLAG else 0,
         last_offset_delta=last_offset_delta,
         base_timestamp=base_timestamp,
         max_timestamp=max_timestamp,
         producer_id=producer_id,
         producer_epoch=producer_epoch,
         base_sequence=base_sequence,
-        records=records,
+        count=count,
+        payload=payload,
+        end=end,
     )
-    return batch, end
 
 
 def _decode_records(

@@ -22,6 +22,7 @@ import ctypes
 import dataclasses
 import gc
 import importlib.metadata
+import ipaddress
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ import uvloop
 
 from daemon.config import DaemonConfig
 from daemon.ingest.admission import Admission, TopicDirectory
+from daemon.ingest.kafka.listener import KafkaListener, KafkaListenerSettings
 from daemon.ingest.lines import LinesListener, LinesSettings
 from daemon.ingest.server import IngestServer, IngestSettings
 from daemon.net.from_config import connection_settings, reconnect_policy
@@ -50,6 +52,7 @@ from daemon.process.ring_files import sessions_path
 from daemon.process.status.reporters import IngestReporter, WorkerReporter
 from daemon.process.status.titles import set_title, worker_title
 from daemon.process.txn_layout import worker_transactional_id
+from daemon.producer.counters import STAGE_BOUNDS, LatencyHistogram
 from daemon.producer.metadata import ClusterView, MetadataManager
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
 from daemon.worker import Worker
@@ -241,8 +244,12 @@ async def run_ingest(spec: ChildSpec) -> int:
         records,
         reports,
         directory,
+        stage_forward=LatencyHistogram(STAGE_BOUNDS),
     )
     lines = _lines_listener(config.socket.lines, server.admission)
+    kafka = _kafka_listener(config, server.admission)
+    if kafka is not None:  # before server.start: reports of an earlier ingest's entries too
+        server.hear_reports(kafka.conn_id, kafka)
     metadata.start()
     if spec.listen_fd is not None:  # socket activation: serve systemd's socket, never unlink it
         await server.start(sock=socket.socket(fileno=spec.listen_fd))
@@ -250,11 +257,13 @@ async def run_ingest(spec: ChildSpec) -> int:
         await server.start()
     if lines is not None:
         await lines.start()
+    if kafka is not None:
+        await kafka.start()
     loop = asyncio.get_running_loop()
     background = [loop.create_task(_follow_live_settings(spec))]
     reporter = None
     if spec.status_dir:
-        reporter = IngestReporter(server, records, reports, spec.status_dir, lines)
+        reporter = IngestReporter(server, records, reports, spec.status_dir, lines, kafka)
         background.append(loop.create_task(reporter.run()))
     quiesce, finish = asyncio.Event(), asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, quiesce.set)
@@ -264,12 +273,16 @@ async def run_ingest(spec: ChildSpec) -> int:
     await quiesce.wait()
     if lines is not None:
         await lines.quiesce()  # before the server's, whose last publish_all covers both
+    if kafka is not None:
+        await kafka.quiesce()
     await server.quiesce()
     _say("QUIESCED")
     await finish.wait()
     await server.finish()
     if lines is not None:
         lines.close()
+    if kafka is not None:
+        kafka.close()
     for running in background:
         running.cancel()
     if reporter is not None:
@@ -295,6 +308,35 @@ def _lines_listener(settings, admission: Admission) -> LinesListener | None:
         ),
         admission,
     )
+
+
+def _kafka_listener(config, admission: Admission) -> KafkaListener | None:
+    """The Kafka-protocol listener of ``socket.kafka``, or None when it is not configured.
+    Its dedupe state lives beside the ring files, so it survives what they survive."""
+    address = config.socket.kafka
+    if address is None:
+        return None
+    host, port = address
+    if not _is_loopback(host):
+        log.warning("socket.kafka listens on %s: anyone who can reach it can produce", host)
+    state = os.path.join(config.rings.directory, f"{config.rings.prefix}-kafka-producers.jsonl")
+    return KafkaListener(
+        KafkaListenerSettings(
+            host=host,
+            port=port,
+            max_connections=config.socket.max_connections,
+            max_request_bytes=config.socket.max_frame_bytes,
+            state_path=state,
+        ),
+        admission,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _tune_gc() -> None:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from daemon.ingest.dedupe import DedupeJournal
+from daemon.ingest.kafka.listener import SOURCE_ID as KAFKA_LISTENER_ID
 from daemon.ingest.sessions import Sessions
 from daemon.ownership import worker_for
 from daemon.ring import (
@@ -172,7 +173,8 @@ def _keep_session_reports(reports_ring: str, journal_path: str) -> None:
     try:
         recover(ring)
         entries = map(decode_report_entry, sealed_entries(ring))
-        owed = [(conn_id, bytes(frame)) for conn_id, _, frame in entries if conn_id & SESSION_BIT]
+        owed = [(conn_id, bytes(frame)) for conn_id, _, _, frame in entries
+                if conn_id & SESSION_BIT and conn_id != KAFKA_LISTENER_ID]  # fmt: skip
     except (RingError, ValueError):
         owed = []
     finally:

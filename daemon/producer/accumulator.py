@@ -225,6 +225,14 @@ class Accumulator:
 
     def next_ready_in(self, now: float) -> float | None:
         """Seconds until some queued batch becomes sendable by time alone (None: no such batch)."""
+        due_now, soonest = self.next_deadline_in(now)
+        return 0.0 if due_now else soonest
+
+    def next_deadline_in(self, now: float) -> tuple[bool, float | None]:
+        """``(some head batch is sendable by time now, seconds until the soonest head that is
+        not yet)``: ``next_ready_in`` split, so a head that is due but cannot go (window
+        full, no connection) does not hide the linger deadlines of the other queues."""
+        due_now = False
         soonest: float | None = None
         linger = self._settings.linger_s
         for pq in self._queues.values():
@@ -232,10 +240,12 @@ class Accumulator:
                 continue
             batch = pq.batches[0]
             due = batch.retry_at if batch.retry_at > now else batch.created + linger
-            wait = max(0.0, due - now)
-            if soonest is None or wait < soonest:
+            wait = due - now
+            if wait <= 0:
+                due_now = True
+            elif soonest is None or wait < soonest:
                 soonest = wait
-        return soonest
+        return due_now, soonest
 
     def assign_sequence(self, batch: ProducerBatch, pq: PartitionQueue) -> int:
         """The batch's base sequence, assigning the partition's next one when it has none."""
@@ -356,6 +366,18 @@ class Accumulator:
                 self.release(batch)
                 expired.append(batch)
         return expired
+
+    def next_expiry_in(self, now: float, delivery_timeout_s: float) -> float | None:
+        """Seconds until ``take_expired`` would take something (None: nothing queued it
+        could take). Only each queue's head can expire first; see ``take_expired``."""
+        oldest = None
+        for pq in self._queues.values():
+            batches = pq.batches
+            if batches and not (pq.recovering and pq.in_flight):
+                created = batches[0].created
+                if oldest is None or created < oldest:
+                    oldest = created
+        return None if oldest is None else oldest + delivery_timeout_s - now
 
     def is_oldest_in_flight(self, batch: ProducerBatch) -> bool:
         """True when no earlier batch of the same partition is still in flight."""

@@ -10,10 +10,16 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-__all__ = ["LatencyHistogram", "ProducerCounters"]
+__all__ = ["STAGE_BOUNDS", "LatencyHistogram", "ProducerCounters"]
 
 # Seconds; Prometheus-style cumulative "le" bounds.
 LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# The per-record stage trace (kpd_record_stage_seconds): 50 µs to 10 s, finer at the bottom
+# than LATENCY_BOUNDS, where the in-process stages are.
+STAGE_BOUNDS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
 SIZE_BOUNDS = (256, 1024, 4096, 16384, 65536, 262144, 1048576)
 COUNT_BOUNDS = (1, 10, 100, 1000, 10000, 100000)
 
@@ -53,6 +59,12 @@ class ProducerCounters:
     )
     queue_time: LatencyHistogram = field(default_factory=LatencyHistogram)
     request_latency: dict[int, LatencyHistogram] = field(default_factory=dict)  # by broker id
+    # The stage trace's producer stages, per record (observed per batch, weighted by its
+    # records): the batch's age when drained for a request (its oldest record's wait:
+    # "worker took it -> batch ready"), drained -> request written, written -> answer read.
+    stage_batch: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(STAGE_BOUNDS))
+    stage_write: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(STAGE_BOUNDS))
+    stage_broker: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(STAGE_BOUNDS))
     retries: int = 0
     batch_splits: int = 0
     epoch_bumps: int = 0

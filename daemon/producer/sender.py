@@ -4,7 +4,10 @@ Owns the requests in flight and the retry decisions. Per loop turn it
 expires batches past ``delivery.timeout.ms``, drains every broker that has a ready connection
 and a free in-flight slot (one request per broker carrying the ready batches of all the
 partitions it leads, like Java's ``Sender.sendProducerData``), then sleeps until the next
-batch is due or something wakes it (a batch sealed, a response, new metadata).
+batch is due or something wakes it (a batch sealed, a response, new metadata). The sleep is
+one future woken by ``wake`` or by one TimerHandle armed for the earliest deadline (a batch's
+linger or retry, a delivery timeout, the completion's next due time), re-armed only when the
+earliest deadline moves earlier: no timer per turn and no periodic backstop.
 
 Answers are handled in the transport callback, batch by batch, through ``kafka.errors``'
 classify: success, retry (with exponential backoff and jitter, KIP-580), refresh metadata and
@@ -22,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,7 +45,8 @@ __all__ = ["Sender", "SenderSettings"]
 
 log = logging.getLogger(__name__)
 
-_EXPIRY_CHECK_S = 0.05
+# How long a batch that is due but could not go waits at most for a recheck (see _next_wait).
+_BLOCKED_RECHECK_S = 0.05
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,7 +85,11 @@ class Sender:
         self._completion = completion
         self._rng = rng or random.Random()
         self._clock = clock  # None: the running loop's time, from start()
-        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._woken = False  # wake() came while no sleep was pending: the next one returns
+        self._sleeping: asyncio.Future | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # the loop time the armed timer fires at
         self._requests_in_flight: dict[int, int] = {}  # broker id -> produce requests
         self._drain_start: dict[int, int] = {}  # broker id -> rotation for fairness
         self._task: asyncio.Task | None = None
@@ -89,17 +98,25 @@ class Sender:
     # ---- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         if self._clock is None:
             self._clock = loop.time
         self._task = loop.create_task(self._run())
 
     def wake(self) -> None:
-        self._wake.set()
+        sleeping = self._sleeping
+        if sleeping is not None:
+            if not sleeping.done():
+                sleeping.set_result(None)
+        else:
+            self._woken = True
 
     async def stop(self) -> None:
         self._stopping = True
-        self._wake.set()
+        self.wake()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -115,7 +132,7 @@ class Sender:
         clock = self._clock
         completion = self._completion
         while True:
-            self._wake.clear()
+            self._woken = False
             now = clock()
             self._expire(now)
             turn = await completion.prepare(
@@ -134,24 +151,47 @@ class Sender:
             await self._sleep(wait)
 
     async def _sleep(self, seconds: float | None) -> None:
-        if seconds is not None and seconds <= 0:
+        if self._woken or (seconds is not None and seconds <= 0):
             return
+        loop = self._loop
+        if seconds is not None:
+            self._arm(loop, loop.time() + seconds)
+        self._sleeping = sleeping = loop.create_future()
         try:
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
+            await sleeping
+        finally:
+            self._sleeping = None
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """Have the timer fire by ``when``: a timer already armed for then or earlier stays
+        (waking early only costs a turn that re-arms), a later one is moved."""
+        timer = self._timer
+        if timer is not None:
+            if self._timer_at <= when:
+                return
+            timer.cancel()
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.wake()
 
     def _next_wait(self, now: float) -> float | None:
-        due = self._acc.next_ready_in(now)
-        if due is None:
-            return None  # nothing queued: the next opened batch wakes us
-        if due > 0:
-            return min(due, _EXPIRY_CHECK_S)
-        # Something is due but could not go (window full, no connection, no leader, a
-        # partition recovering): answers, connections and metadata wake us; the timeout is
-        # only a backstop so delivery timeouts are still noticed.
-        return _EXPIRY_CHECK_S
+        # The soonest of: a head batch's linger or retry deadline, the delivery timeout of the
+        # oldest queued batch, and, only while some batch is due but could not go (window
+        # full, no connection, no leader, a partition recovering), a recheck. Answers,
+        # connections and metadata wake the sender in those cases; the recheck bounds what a
+        # wake that never comes would cost, as the old per-turn 50 ms backstop did.
+        due_now, wait = self._acc.next_deadline_in(now)
+        expiry = self._acc.next_expiry_in(now, self._s.delivery_timeout_s)
+        if expiry is not None:
+            # Floor at 1 ms: a head that take_expired just kept must not make a spin.
+            expiry = max(expiry, 0.001)
+            wait = expiry if wait is None else min(wait, expiry)
+        if due_now:
+            wait = _BLOCKED_RECHECK_S if wait is None else min(wait, _BLOCKED_RECHECK_S)
+        return wait
 
     # ---- sending -----------------------------------------------------------------------
 
@@ -184,21 +224,27 @@ class Sender:
         completion = self._completion
         while self._requests_in_flight.get(broker, 0) < self._s.max_in_flight:
             queues = completion.drainable(queues)  # re-asked per drain: a partition's head changes
+            ready = time.monotonic()  # the stage trace's "batch ready" (the loop's clock is ms)
             batches = self._acc.drain(queues, now, completion.stamp)
             if not batches:
                 return
-            self._send_request(broker, conn, batches, now)
+            self._send_request(broker, conn, batches, now, ready)
 
-    def _send_request(self, broker: int, conn, batches: list[ProducerBatch], now: float) -> None:
+    def _send_request(
+        self, broker: int, conn, batches: list[ProducerBatch], now: float, ready: float
+    ) -> None:
         topics: dict[str, list[dict]] = {}
         records = 0
+        counters = self._counters
         for batch in batches:
             topics.setdefault(batch.topic, []).append(
                 {"index": batch.partition, "records": batch.payload}
             )
             records += batch.record_count
             if batch.attempts > 1:
-                self._counters.retries += 1
+                counters.retries += 1
+            else:
+                counters.stage_batch.observe(now - batch.created, batch.record_count)
         body = {
             "transactional_id": self._completion.transactional_id,
             "acks": self._s.acks,
@@ -207,7 +253,6 @@ class Sender:
                 {"name": name, "partition_data": parts} for name, parts in topics.items()
             ],
         }
-        counters = self._counters
         counters.requests_sent += 1
         counters.records_per_request.observe(records)
         try:
@@ -224,12 +269,25 @@ class Sender:
             for batch in batches:
                 self._succeed(batch, -1, -1, now)
             return
+        written = time.monotonic()
+        counters.stage_write.observe(written - ready, records)
         self._requests_in_flight[broker] = self._requests_in_flight.get(broker, 0) + 1
-        future.add_done_callback(lambda f: self._on_answer(broker, batches, f, now))
+        future.add_done_callback(
+            lambda f: self._on_answer(broker, batches, f, now, written, records)
+        )
 
     # ---- answers -----------------------------------------------------------------------
 
-    def _on_answer(self, broker: int, batches: list[ProducerBatch], future, sent: float) -> None:
+    def _on_answer(
+        self,
+        broker: int,
+        batches: list[ProducerBatch],
+        future,
+        sent: float,
+        written: float,
+        records: int,
+    ) -> None:
+        self._counters.stage_broker.observe(time.monotonic() - written, records)
         self._requests_in_flight[broker] -= 1
         now = self._clock()
         self._latency(broker).observe(now - sent)
@@ -248,7 +306,7 @@ class Sender:
                     self._retry_or_fail(batch, lost, "no answer for partition", now)
                 else:
                     self._on_partition_result(batch, result, now)
-        self._wake.set()
+        self.wake()
 
     def _latency(self, broker: int) -> LatencyHistogram:
         histogram = self._counters.request_latency.get(broker)

@@ -47,13 +47,14 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 from crc32c import crc32c
 
+from daemon.ring.ordering import ordering_of
 from daemon.ring.region import EntryTooLargeError, Ring, RingError
-from daemon.ring.wakeup import DEFAULT_BACKSTOP_S, RingWakeups, Sleeper, WaitHooks
+from daemon.ring.wakeup import DEFAULT_BACKSTOP_S, RingWakeups, Sleeper, WaitHooks, Watch
 
 __all__ = [
     "WRAP_MARKER",
@@ -325,7 +326,10 @@ class RingConsumer:
         self._data = ring.data
         self._words = ring.words
         self._bell = wakeups.space
+        self._doorbell = wakeups.data
         self._sleeper = Sleeper(wakeups.data, backstop_s)
+        self._backstop = backstop_s
+        self._watch: Watch | None = None
         self._max_payload = max_payload(ring.capacity)
         ring.consumer_wake_at = 0  # a predecessor killed while asleep left it set
         # Crash replay: start at the release point, so whatever a dead predecessor read but
@@ -349,11 +353,13 @@ class RingConsumer:
 
     @property
     def sleeps(self) -> int:
-        return self._sleeper.sleeps
+        watch = self._watch
+        return self._sleeper.sleeps + (watch.sleeps if watch is not None else 0)
 
     @property
     def missed_wakeups(self) -> int:
-        return self._sleeper.missed_wakeups
+        watch = self._watch
+        return self._sleeper.missed_wakeups + (watch.missed_wakeups if watch is not None else 0)
 
     def pending_bytes(self) -> int:
         """Bytes published and not yet read."""
@@ -437,6 +443,36 @@ class RingConsumer:
     ) -> bool:
         """``wait_readable_blocking`` for asyncio (the loop watches the eventfd)."""
         return await self._sleeper.block_async(*self._wait_callbacks(), timeout, loop)
+
+    def watch(self, loop: asyncio.AbstractEventLoop, on_readable: Callable[[], None]) -> None:
+        """Have ``loop`` watch the data doorbell from now on (``wakeup.Watch``): after
+        ``sleep_until_readable`` returned False, ``on_readable`` is called once, from the
+        loop, when an unread entry is published. The backstop timer is kept only where the
+        lost wake-up race is real: without the accelerator's seq_cst words."""
+        if self._watch is not None:
+            raise RuntimeError(f"ring {self._ring.name!r} is watched already")
+        backstop = None if ordering_of() == "C11 atomics" else self._backstop
+        self._watch = Watch(self._doorbell, loop, on_readable, backstop)
+
+    def sleep_until_readable(self) -> bool:
+        """True if an unread entry is published now; else False, and the watch's callback
+        comes once one is (announced to the producer: it rings only for a sleeper)."""
+        return self._watch.arm(self._wait_callbacks())
+
+    def wake_watch(self) -> None:
+        """Stop sleeping on the watch without its callback (the owner woke for another
+        reason, e.g. it is stopping). Nothing happens if it was not asleep."""
+        if self._watch is not None:
+            self._watch.disarm()
+
+    def unwatch(self) -> None:
+        watch = self._watch
+        if watch is not None:
+            watch.close()
+            self._watch = None
+            # Keep the counts: they are the ring end's, not the watch's.
+            self._sleeper.sleeps += watch.sleeps
+            self._sleeper.missed_wakeups += watch.missed_wakeups
 
     def _wait_callbacks(self) -> WaitHooks:
         ring, cursor = self._ring, self._cursor

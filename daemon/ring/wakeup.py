@@ -28,6 +28,14 @@ satisfy the sleeper's step-3 load before its step-2 store leaves the store buffe
 has a backstop timeout (100 ms by default): a lost wake-up costs at most that much latency,
 never a hang. An idle process wakes ten times a second to look, which is not spinning.
 ``Sleeper.missed_wakeups`` counts the times the backstop, not the bell, found work.
+
+An event loop that sleeps on a doorbell again and again (a worker on its records ring, ingest on
+each reports ring) uses a ``Watch`` instead: the loop watches the eventfd for the life of the
+process (one ``add_reader``), and each sleep is steps 1-3 above with no future, task, timer or
+``epoll_ctl`` (``Watch.arm``); the bell calls the sleeper's callback directly. The backstop is
+needed only where the race is real: with the C accelerator the shared words are C11 seq_cst
+atomics (``ordering``), whose single total order makes one side see the other, so a ``Watch``
+there has no timer at all; on the pure-Python path it keeps one timer per sleep.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_BACKSTOP_S", "EventFd", "RingWakeups", "Sleeper", "WaitHooks"]
+__all__ = ["DEFAULT_BACKSTOP_S", "EventFd", "RingWakeups", "Sleeper", "WaitHooks", "Watch"]
 
 DEFAULT_BACKSTOP_S = 0.1
 
@@ -206,3 +214,92 @@ class Sleeper:
     def _note(self, rung: bool, ready: Callable[[], bool]) -> None:
         if not rung and ready():
             self.missed_wakeups += 1
+
+
+class Watch:
+    """One doorbell watched by an event loop for the life of the process.
+
+    ``arm(hooks)`` runs the sleep protocol's steps 1-3 without blocking: True when the
+    condition already holds (go on at once), False when the caller is now asleep and
+    ``on_ready`` will be called once, from the loop, when the bell rings and the condition
+    holds. ``backstop_s`` None: no timer (the lost wake-up race is closed, see the module
+    docstring); else a timer per sleep that looks again. Counters as ``Sleeper``'s.
+    """
+
+    def __init__(
+        self,
+        bell: EventFd,
+        loop: asyncio.AbstractEventLoop,
+        on_ready: Callable[[], None],
+        backstop_s: float | None,
+    ) -> None:
+        if backstop_s is not None and backstop_s <= 0:
+            raise ValueError("the backstop timeout must be positive: it bounds a lost wake-up")
+        self._bell = bell
+        self._loop = loop
+        self._on_ready = on_ready
+        self._backstop = backstop_s
+        self._hooks: WaitHooks | None = None  # set while asleep
+        self._timer: asyncio.TimerHandle | None = None
+        self._fd = bell.fileno()
+        self.sleeps = 0
+        self.missed_wakeups = 0
+        loop.add_reader(self._fd, self._rung)
+
+    @property
+    def asleep(self) -> bool:
+        return self._hooks is not None
+
+    def arm(self, hooks: WaitHooks) -> bool:
+        """Sleep until ``ready()`` unless it already holds (True: nothing armed)."""
+        ready, announce, retract = hooks
+        if self._hooks is not None:
+            raise RuntimeError("a Watch has one sleeper: it is already armed")
+        if ready():
+            return True
+        announce()
+        if ready():
+            retract()
+            return True
+        self._hooks = hooks
+        self.sleeps += 1
+        if self._backstop is not None:
+            self._timer = self._loop.call_later(self._backstop, self._look)
+        return False
+
+    def disarm(self) -> None:
+        """Stop sleeping without a callback (the caller woke for another reason)."""
+        hooks = self._hooks
+        if hooks is not None:
+            self._hooks = None
+            hooks[2]()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def close(self) -> None:
+        self.disarm()
+        if self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            self._fd = -1
+
+    def _rung(self) -> None:
+        self._bell.drain()
+        hooks = self._hooks
+        if hooks is not None and hooks[0]():
+            self._fire()
+
+    def _look(self) -> None:
+        self._timer = None
+        hooks = self._hooks
+        if hooks is None:
+            return
+        if hooks[0]():
+            self.missed_wakeups += 1
+            self._fire()
+        else:
+            self._timer = self._loop.call_later(self._backstop, self._look)
+
+    def _fire(self) -> None:
+        self.disarm()
+        self._on_ready()

@@ -124,6 +124,7 @@ class SocketSettings:
     session_expiry_s: float  # protocol v2: an idle session is forgotten after this
     session_window_records: int  # protocol v2: resolved history kept per session
     lines: LinesSocketSettings | None  # None: no plain-text listener
+    kafka: tuple[str, int] | None  # None: no Kafka-protocol listener
 
 
 @dataclass(**_FROZEN)

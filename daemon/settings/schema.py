@@ -33,6 +33,7 @@ from daemon.settings.values import (
     KeyValues,
     OptionalBlock,
     OptionalGroup,
+    OptionalHostPort,
     OptionalName,
     OptionalPath,
     OptionalSecret,
@@ -300,6 +301,12 @@ DAEMON_SETTINGS: tuple[Setting, ...] = (
             "scripts, log shippers): every newline-terminated line written to its socket is "
             "one record (ack level `accepted`). See docs/operations.md, \"Sending plain "
             "lines\"."),
+    _daemon("socket.kafka", OptionalHostPort(), None,
+            "A Kafka-protocol listener (TCP) through which any unmodified Kafka client "
+            "produces: `bootstrap.servers` set to this address. Off unless set; serves "
+            "socket.max_connections connections and requests up to socket.max_frame_bytes. "
+            "A non-loopback address is allowed but warned about: anyone who can reach it "
+            "can produce. See docs/operations.md, \"Any Kafka client\"."),
     _daemon("workers.count", WorkerCount(), "auto",
             "Worker processes; `auto` = the CPUs this process may run on."),
     _daemon("workers.cpu_affinity", Bool(), False,

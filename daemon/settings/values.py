@@ -306,6 +306,17 @@ class HostPort:
         return "host:port"
 
 
+@dataclass(frozen=True)
+class OptionalHostPort:
+    """``host:port`` or null (off)."""
+
+    def parse(self, raw: Any) -> tuple[str, int] | None:
+        return None if raw is None else HostPort().parse(raw)
+
+    def describe(self) -> str:
+        return "host:port or null"
+
+
 EMBEDDED = "embedded"
 
 

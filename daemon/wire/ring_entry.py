@@ -20,10 +20,13 @@ at accept time, NONE is never reported after acceptance).
 
 Reports ring (worker -> ingest), one entry per group of report runs for one connection::
 
-    conn_id u64 | records u32 | REPORT frame (codec.encode_reports: length prefix included)
+    conn_id u64 | records u32 | written_ns u64 | REPORT frame (length prefix included)
 
 so ingest forwards it to the client as it is, without decoding it (``records``, the sum of
 the runs' counts, is all ingest needs to know of it: what it still owes the connection).
+``written_ns`` is the worker's CLOCK_MONOTONIC (``time.monotonic_ns``, one clock for every
+process of a host) when it wrote the entry: ingest's stage trace ("report written ->
+forwarded to the client").
 
 Records entries outlive the daemon (ring files are adopted by the next start), so their format
 is versioned: ``RECORDS_ENTRY_VERSION`` is written into every records ring's header and a ring
@@ -53,7 +56,7 @@ __all__ = [
 # file-backed rings (no ack level); 2: ack level, flags and the scattered seq_offsets column.
 RECORDS_ENTRY_VERSION = 2
 _HEAD = struct.Struct(">QQIiqBBH")
-_REPORT_HEAD = struct.Struct(">QI")
+_REPORT_HEAD = struct.Struct(">QIQ")
 ENTRY_HEAD_BYTES = _HEAD.size
 SCATTERED = 0x01  # flags: a seq_offsets column follows the topic
 
@@ -118,12 +121,14 @@ def seq_runs(seq_offsets, start: int, count: int) -> list[tuple[int, int, int]]:
     return runs
 
 
-def encode_report_entry(conn_id: int, records: int, report_frame: bytes) -> bytes:
+def encode_report_entry(
+    conn_id: int, records: int, report_frame: bytes, written_ns: int = 0
+) -> bytes:
     """A reports-ring entry: ``report_frame`` reports ``records`` records of ``conn_id``."""
-    return _REPORT_HEAD.pack(conn_id, records) + report_frame
+    return _REPORT_HEAD.pack(conn_id, records, written_ns) + report_frame
 
 
-def decode_report_entry(entry: memoryview) -> tuple[int, int, memoryview]:
-    """``(conn_id, records reported, REPORT frame)``."""
-    conn_id, records = _REPORT_HEAD.unpack_from(entry, 0)
-    return conn_id, records, entry[_REPORT_HEAD.size :]
+def decode_report_entry(entry: memoryview) -> tuple[int, int, int, memoryview]:
+    """``(conn_id, records reported, written_ns, REPORT frame)``."""
+    conn_id, records, written_ns = _REPORT_HEAD.unpack_from(entry, 0)
+    return conn_id, records, written_ns, entry[_REPORT_HEAD.size :]

@@ -23,7 +23,9 @@ entry ingest partitioned itself, one per stretch of consecutive sequence numbers
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -36,7 +38,12 @@ from daemon.wire.ring_entry import decode_records_entry, encode_report_entry, se
 from daemon.worker.reports import chunks, kept_runs, run_of
 from kpd.protocol import ReportRun, encode_reports
 from kpd.protocol.base import AckLevel
-from kpd.protocol.records import LAYOUT_HAS_TIMESTAMPS, iter_records, plain_columns
+from kpd.protocol.records import (
+    LAYOUT_HAS_TIMESTAMPS,
+    iter_records,
+    plain_columns,
+    stamped_columns,
+)
 
 __all__ = ["Worker"]
 
@@ -82,11 +89,16 @@ class Worker:
         # Outcomes wait here until the next report flush (once per loop turn).
         self._pending_runs: dict[int, list[ReportRun]] = defaultdict(list)
         self._pending_done: list[int] = []
+        # (time.monotonic() the outcome came, its records) until its reports are written:
+        # the stage trace's "answer read -> report written".
+        self._outcome_times: list[tuple[float, int]] = []
         self._unsent: list[bytes] = []  # encoded report entries the reports ring had no room for
         self._flush_scheduled = False
         # Waits for the reports ring to make room for ``_unsent`` (then flushes again).
         self._room_wait: asyncio.Task | None = None
-        self._stopping = asyncio.Event()
+        self._stopping = False
+        # Resolved by the records ring's doorbell (a watch registered once in run) or stop().
+        self._woken: asyncio.Future | None = None
         # Set by close(): records without an outcome now stay in the ring for the next daemon.
         self._keeping = False
         self.tally = DeliveryTally()  # per-topic counts and end-to-end latency, for metrics
@@ -99,21 +111,28 @@ class Worker:
         """Read, produce and report until ``stop()``; then drain what was read."""
         await self._engine.start()
         max_block_s = self._settings.max_block_ms / 1000
-        while True:
-            entries = self._records.read_entries(max_bytes=_READ_MAX_BYTES)
-            if not entries:
-                if self._stopping.is_set():
-                    break  # ingest has quiesced: the ring is dry for good
-                await self._wait_for_records()
-                continue
-            for end_pos, entry in entries:
-                await self._take(end_pos, entry, max_block_s)
+        loop = asyncio.get_running_loop()
+        self._records.watch(loop, self._wake)
+        try:
+            while True:
+                entries = self._records.read_entries(max_bytes=_READ_MAX_BYTES)
+                if not entries:
+                    if self._stopping:
+                        break  # ingest has quiesced: the ring is dry for good
+                    await self._wait_for_records(loop)
+                    continue
+                for end_pos, entry in entries:
+                    await self._take(end_pos, entry, max_block_s)
+        finally:
+            self._records.unwatch()
         await self._engine.flush()
         self._flush_reports()
 
     def stop(self) -> None:
         """Read the ring dry and flush: ``run`` returns once everything read has an outcome."""
-        self._stopping.set()
+        self._stopping = True
+        self._records.wake_watch()
+        self._wake()
 
     async def close(self) -> None:
         """Stop now and keep the rest: records without an outcome stay in the ring.
@@ -123,18 +142,26 @@ class Worker:
         entries it has not taken as kept too. Their ring space is never released.
         """
         self._keeping = True
-        self._stopping.set()
+        self.stop()
         await self._engine.close(0.0)
         self._flush_reports()
 
-    async def _wait_for_records(self) -> None:
-        waiter = asyncio.ensure_future(self._records.wait_readable())
-        stopper = asyncio.ensure_future(self._stopping.wait())
+    async def _wait_for_records(self, loop: asyncio.AbstractEventLoop) -> None:
+        # One future per sleep and nothing else: the doorbell is watched for the life of run
+        # (no add_reader/remove_reader, no task, no timer per wait: issue 18's finding 1).
+        if self._records.sleep_until_readable():
+            return
+        self._woken = woken = loop.create_future()
         try:
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await woken
         finally:
-            waiter.cancel()
-            stopper.cancel()
+            self._woken = None
+            self._records.wake_watch()  # cancelled (close): the watch must not stay armed
+
+    def _wake(self) -> None:
+        woken = self._woken
+        if woken is not None and not woken.done():
+            woken.set_result(None)
 
     # ---- the hot path ------------------------------------------------------------------
 
@@ -175,6 +202,11 @@ class Worker:
                     return
             self._count_in(entry)
             return
+        stamped = stamped_columns(entry.records, entry.count)
+        if stamped is not None:  # per-record timestamps, no headers: a Kafka client's records
+            if await self._take_stamped(entry_id, entry, stamped, token, max_block_s):
+                self._count_in(entry)
+            return
         append = engine.append
         for index, record in enumerate(iter_records(entry.records, entry.count)):
             timestamp = record.timestamp if record.timestamp is not None else default_ts
@@ -187,8 +219,32 @@ class Worker:
             token += 1
         self._count_in(entry)
 
+    async def _take_stamped(self, entry_id, entry, columns, token, max_block_s) -> bool:
+        """Append the records of each run of equal timestamps with one ``append_packed``
+        (a client stamps records in ms: a run is every record of one millisecond). False
+        when the worker closed while waiting for buffer space (the rest is kept)."""
+        timestamps, key_lens, value_lens, pos = columns
+        engine = self._engine
+        queue = engine.queue(entry.topic, entry.partition)
+        start = 0
+        for stamp, run in itertools.groupby(timestamps):
+            end = start + sum(1 for _ in run)
+            keys, values = key_lens[start:end], value_lens[start:end]
+            timestamp = stamp if stamp != -1 else entry.received_ms
+            args = (timestamp, entry.records, keys, values, pos, token + start)
+            while not engine.append_packed(queue, *args):
+                if not await engine.wait_for_buffer(max_block_s):
+                    log.warning("buffer.memory still full after max.block.ms; still waiting")
+                if self._keeping:
+                    self._keep(entry_id, start, entry.count - start)
+                    return False
+            # Each null (-1) adds -1 to a sum of lengths but no data bytes.
+            pos += sum(keys) + keys.count(-1) + sum(values) + values.count(-1)
+            start = end
+        return True
+
     def _count_in(self, entry) -> None:
-        self.tally.count_received(entry.topic, entry.partition, entry.count)
+        self.tally.count_received(entry.topic, entry.partition, entry.count, entry.received_ms)
 
     # ---- outcomes -> reports -----------------------------------------------------------
 
@@ -208,6 +264,7 @@ class Worker:
             assert tokens[start + count - 1] == first + count - 1, "entry run broken"
             self._report_run(entry_id, index, count, start, outcome)
             start += count
+        self._outcome_times.append((time.monotonic(), total))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_reports)
@@ -258,10 +315,12 @@ class Worker:
         """Publish pending reports, then release the ring space of finished entries."""
         self._flush_scheduled = False
         unsent = self._unsent
+        written_ns = time.monotonic_ns()
         for conn_id, runs in self._pending_runs.items():
             for chunk in chunks(runs):
                 records = sum(run.count for run in chunk)
-                unsent.append(encode_report_entry(conn_id, records, encode_reports(chunk)))
+                frame = encode_reports(chunk)
+                unsent.append(encode_report_entry(conn_id, records, frame, written_ns))
         self._pending_runs.clear()
         if unsent:
             del unsent[: self._reports.write_many(unsent)]
@@ -274,11 +333,19 @@ class Worker:
                     self._room_wait = loop.create_task(self._flush_when_room(len(unsent[0])))
                 self._flush_scheduled = True
                 return
+        if self._outcome_times:
+            self._trace_reports(written_ns / 1e9)
         if self._pending_done:
             release = self._window.done(self._pending_done)
             self._pending_done = []
             if release is not None:
                 self._records.release(release)
+
+    def _trace_reports(self, written: float) -> None:
+        observe = self.tally.stage_report.observe
+        for came, records in self._outcome_times:
+            observe(max(0.0, written - came), records)
+        self._outcome_times.clear()
 
     async def _flush_when_room(self, nbytes: int) -> None:
         try:

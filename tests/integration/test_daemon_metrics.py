@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -26,17 +27,29 @@ def _scrape(port: int) -> dict[str, float]:
     return totals
 
 
-def test_metrics_and_status_count_what_was_sent(tansu, tmp_path):
-    topic = "metrics-counts"
+@contextlib.contextmanager
+def _daemon_with_metrics(tansu, tmp_path, topic: str):
+    """A two-worker daemon serving /metrics, and ``topic`` of 4 partitions: (daemon, port)."""
     tansu.create_topic(topic, 4)
     port = free_port()
     extra = {"metrics": {"enabled": True, "listen": f"127.0.0.1:{port}"}}
-    count = 5_000
     with KpdDaemon(tmp_path, tansu.bootstrap, workers=2, extra=extra) as daemon:
-        with Producer(daemon.socket_path, acks="kafka") as producer:
-            futures = [producer.send(topic, b"v%d" % i, key=b"k%d" % i) for i in range(count)]
-            producer.flush(timeout=60)
-        assert all(f.result().offset >= 0 for f in futures)
+        yield daemon, port
+
+
+def _send_acked(daemon: KpdDaemon, topic: str, count: int) -> None:
+    """Send ``count`` keyed records with ack kafka; every one delivered."""
+    with Producer(daemon.socket_path, acks="kafka") as producer:
+        futures = [producer.send(topic, b"v%d" % i, key=b"k%d" % i) for i in range(count)]
+        producer.flush(timeout=60)
+    assert all(f.result().offset >= 0 for f in futures)
+
+
+def test_metrics_and_status_count_what_was_sent(tansu, tmp_path):
+    topic = "metrics-counts"
+    count = 5_000
+    with _daemon_with_metrics(tansu, tmp_path, topic) as (daemon, port):
+        _send_acked(daemon, topic, count)
 
         def counted() -> dict[str, float] | None:
             metrics = _scrape(port)
@@ -134,6 +147,30 @@ def test_workers_report_nothing_for_records_no_client_waits_on(tansu, tmp_path):
         assert _reports_ring_bytes(port) == 0
         with Producer(daemon.socket_path, acks="kafka") as producer:
             producer.send(topic, b"reported", key=b"k").result(timeout=30)
-        # Exactly one report entry went through: conn id + count (12), a REPORT frame of one
-        # run (5 + 4 + 40). Had the quiet records been reported, the total would never be this.
-        wait_for(lambda: _reports_ring_bytes(port) == 61, 20, "exactly the kafka-ack report")
+        # Exactly one report entry went through: conn id + count + written_ns (20), a REPORT
+        # frame of one run (5 + 4 + 40). Had the quiet records been reported, the total would
+        # never be this.
+        wait_for(lambda: _reports_ring_bytes(port) == 69, 20, "exactly the kafka-ack report")
+
+
+STAGES = ("ring", "batch", "write", "broker", "report", "forward")
+
+
+def test_every_stage_of_the_stage_trace_counts_the_records_that_passed(tansu, tmp_path):
+    # kpd_record_stage_seconds{stage}: each stage observes every ack-kafka record once
+    # (ingest's "forward" included), whichever worker it went through.
+    topic = "stage-trace"
+    count = 2_000
+    with _daemon_with_metrics(tansu, tmp_path, topic) as (daemon, port):
+        _send_acked(daemon, topic, count)
+
+        def stage_counts() -> dict[str, float] | None:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            counts = dict.fromkeys(STAGES, 0.0)
+            for line in body.read().decode().splitlines():
+                if line.startswith("kpd_record_stage_seconds_count{"):
+                    stage = line.split('stage="', 1)[1].split('"', 1)[0]
+                    counts[stage] = counts.get(stage, 0.0) + float(line.rsplit(" ", 1)[1])
+            return counts if all(n == count for n in counts.values()) else None
+
+        wait_for(stage_counts, 20, "every stage to count every record")

@@ -111,8 +111,9 @@ def assert_reports_match(stream: Stream, read, *, offsets_known: bool = True) ->
 
 
 def started_producer(cluster: MockCluster, **settings) -> KafkaProducer:
-    return KafkaProducer(producer_settings(bootstrap_servers=cluster.bootstrap,
-                                           **{**FAST, **settings}))
+    return KafkaProducer(
+        producer_settings(bootstrap_servers=cluster.bootstrap, **{**FAST, **settings})
+    )
 
 
 # ---- delivery under faults ------------------------------------------------------------------
@@ -186,8 +187,11 @@ def test_without_idempotence_one_request_in_flight_keeps_order_under_retries(
             cluster, enable_idempotence=False, max_in_flight=1, acks=-1
         ) as producer:
             stream = Stream(producer, topic, 2)
-            for codes in ([NOT_LEADER_OR_FOLLOWER] * 2, [NOT_ENOUGH_REPLICAS] * 3,
-                          [REQUEST_TIMED_OUT]):
+            for codes in (
+                [NOT_LEADER_OR_FOLLOWER] * 2,
+                [NOT_ENOUGH_REPLICAS] * 3,
+                [REQUEST_TIMED_OUT],
+            ):
                 wave = await stream.wave(60)
                 cluster.push_request_errors(ApiKey.PRODUCE, *codes)
                 await wait_for_async(lambda w=wave: any(f.done() for f in w), 20.0)
@@ -246,9 +250,7 @@ def test_duplicate_sequence_number_answer_counts_as_delivered(cluster, topic_fac
     assert [r.value for r in read] == [b"0:%d" % i for i in (*range(5), *range(10, 15))]
 
 
-def test_message_too_large_once_splits_the_batch_and_delivers_all_in_order(
-    cluster, topic_factory
-):
+def test_message_too_large_once_splits_the_batch_and_delivers_all_in_order(cluster, topic_factory):
     topic = topic_factory(cluster, 1)  # one partition: the failed request held one batch
 
     async def run() -> Stream:
@@ -294,8 +296,13 @@ def test_full_buffer_blocks_send_for_max_block_ms_then_fails_and_loses_nothing_e
 
     async def run() -> tuple[Stream, asyncio.Future, float]:
         async with started_producer(
-            cluster, buffer_memory=20_000, max_block_ms=300, linger_ms=0, batch_size=1024,
-            request_timeout_ms=5000, delivery_timeout_ms=20_000,
+            cluster,
+            buffer_memory=20_000,
+            max_block_ms=300,
+            linger_ms=0,
+            batch_size=1024,
+            request_timeout_ms=5000,
+            delivery_timeout_ms=20_000,
         ) as producer:
             stream = Stream(producer, topic, 1)
             await asyncio.gather(*await stream.wave(1))  # connected and identified
@@ -349,8 +356,10 @@ def test_partition_whose_leader_stays_down_fails_after_delivery_timeout_others_f
 
     _stream, never_sent, unanswered, flowing, waited = asyncio.run(run())
     assert waited >= 2.5
-    for outcomes, persistence in ((never_sent, Persistence.NOT_PERSISTED),
-                                  (unanswered, Persistence.POSSIBLY_PERSISTED)):
+    for outcomes, persistence in (
+        (never_sent, Persistence.NOT_PERSISTED),
+        (unanswered, Persistence.POSSIBLY_PERSISTED),
+    ):
         for outcome in outcomes:
             assert isinstance(outcome, DeliveryFailed), outcome
             assert outcome.error.persistence is persistence, outcome
@@ -387,8 +396,10 @@ def test_close_with_a_deadline_fails_what_remains_with_a_clear_error(cluster, to
         error = future.exception()
         assert isinstance(error, DeliveryFailed)
         assert error.error.name == "PRODUCER_CLOSED"
-        assert error.error.persistence in (Persistence.NOT_PERSISTED,
-                                           Persistence.POSSIBLY_PERSISTED)
+        assert error.error.persistence in (
+            Persistence.NOT_PERSISTED,
+            Persistence.POSSIBLY_PERSISTED,
+        )
         assert "closed" in str(error)
 
 

@@ -24,8 +24,9 @@ T0_MS = 1_700_000_000_000
 async def send_all(producer: KafkaProducer, topic: str, records) -> list:
     """Send (key, value, partition, headers, timestamp) tuples; return the metadata, in order."""
     futures = [
-        await producer.send(topic, value, key=key, partition=partition, headers=headers,
-                            timestamp_ms=timestamp)
+        await producer.send(
+            topic, value, key=key, partition=partition, headers=headers, timestamp_ms=timestamp
+        )
         for key, value, partition, headers, timestamp in records
     ]
     await producer.flush(20)
@@ -62,8 +63,9 @@ def test_keyed_records_land_where_librdkafka_murmur2_random_puts_them(tansu, top
     read = read_all(tansu.bootstrap, topic, len(keys))
     landed = {r.value: r.partition for r in read}
     assert [landed[b"v%d" % i] for i in range(len(keys))] == expected
-    assert_reports_match_the_log([(rep, rec[1]) for rep, rec in zip(reports, records,
-                                                                    strict=True)], read)
+    assert_reports_match_the_log(
+        [(rep, rec[1]) for rep, rec in zip(reports, records, strict=True)], read
+    )
 
 
 def test_keyless_records_stick_to_a_partition_for_a_batch_then_cover_all(tansu, topic_factory):
@@ -89,8 +91,10 @@ def test_explicit_partition_is_honoured_even_when_the_key_hashes_elsewhere(tansu
     topic = topic_factory(tansu, 5)
     keys = [f"k{i}".encode() for i in range(40)]
     hashed = partition_for_key_librdkafka(keys, 5)
-    records = [(key, b"x%d" % i, (p + 1) % 5, (), T0_MS) for i, (key, p) in
-               enumerate(zip(keys, hashed, strict=True))]
+    records = [
+        (key, b"x%d" % i, (p + 1) % 5, (), T0_MS)
+        for i, (key, p) in enumerate(zip(keys, hashed, strict=True))
+    ]
 
     reports = produce(tansu.bootstrap, topic, records)
 
@@ -181,8 +185,9 @@ def test_idempotent_stream_of_many_batches_has_contiguous_offsets_per_partition(
     reports = produce(tansu.bootstrap, topic, records, batch_size=4096, linger_ms=2)
 
     read = read_all(tansu.bootstrap, topic, len(records))
-    assert_reports_match_the_log([(r, rec[1]) for r, rec in zip(reports, records,
-                                                                strict=True)], read)
+    assert_reports_match_the_log(
+        [(r, rec[1]) for r, rec in zip(reports, records, strict=True)], read
+    )
     # Per partition the log holds the records in send order, offsets from 0 without gaps.
     for partition in range(3):
         mine = [int(r.value) for r in read if r.partition == partition]

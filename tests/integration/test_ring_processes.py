@@ -118,8 +118,15 @@ def main(argv: list[str]) -> None:
 def spawn(role: str, name: str, wakeups: RingWakeups) -> subprocess.Popen:
     data_fd, space_fd = wakeups.fds()
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.test_ring_processes", role, name,
-         str(data_fd), str(space_fd)],
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.test_ring_processes",
+            role,
+            name,
+            str(data_fd),
+            str(space_fd),
+        ],
         cwd=ROOT,
         pass_fds=wakeups.fds(),
         stdin=subprocess.PIPE,

@@ -34,13 +34,14 @@ CONN_ID = 0xC0FFEE
 class RingPair:
     """The two rings of one worker, both ends held by the test (ingest's ends included)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reports_bytes: int = RING_BYTES) -> None:
         base = f"/dev/shm/kpd-test-worker-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.names = (base + "-rec", base + "-rep")
         rec_wakeups, rep_wakeups = RingWakeups.create(), RingWakeups.create()
         self.ingest_records = RingProducer(Ring.create(self.names[0], RING_BYTES), rec_wakeups)
         self.worker_records = RingConsumer(Ring.attach(self.names[0]), rec_wakeups)
-        self.worker_reports = RingProducer(Ring.create(self.names[1], RING_BYTES), rep_wakeups)
+        reports = Ring.create(self.names[1], reports_bytes)
+        self.worker_reports = RingProducer(reports, rep_wakeups)
         self.ingest_reports = RingConsumer(Ring.attach(self.names[1]), rep_wakeups)
 
     def put(
@@ -56,7 +57,7 @@ class RingPair:
     def runs(self) -> list:
         runs = []
         for end_pos, entry in self.ingest_reports.read_entries():
-            conn_id, count, frame = decode_report_entry(entry)
+            conn_id, count, _, frame = decode_report_entry(entry)
             assert conn_id == CONN_ID
             decoded = decode_reports(frame[5:])  # after the length prefix and type byte
             assert count == sum(run.count for run in decoded)
@@ -76,12 +77,18 @@ def rings() -> Iterator[RingPair]:
     pair.close()
 
 
-async def _run_until(worker: Worker, rings: RingPair, records: int, timeout_s: float) -> list:
-    """Run the worker until ``records`` records have report runs; return the runs."""
+async def _run_until(
+    worker: Worker, rings: RingPair, records: int, timeout_s: float, read_after=lambda: True
+) -> list:
+    """Run the worker until ``records`` records have report runs; return the runs. Reports
+    are read (as ingest does) only once ``read_after()`` holds."""
     task = asyncio.get_running_loop().create_task(worker.run())
     runs: list = []
     deadline = time.monotonic() + timeout_s
     try:
+        while not read_after():
+            assert time.monotonic() < deadline and not task.done(), task
+            await asyncio.sleep(0.01)
         while sum(run.count for run in runs) < records:
             assert time.monotonic() < deadline, f"only {runs} after {timeout_s} s"
             assert not task.done(), task
@@ -124,6 +131,26 @@ def test_worker_delivers_entries_and_reports_the_offsets_kafka_gave(tansu, topic
     # Commit on ack: every entry had its reports published, so all ring space is released.
     assert rings.worker_records.held_bytes() == 0
     assert rings.ingest_records.free_bytes() == rings.ingest_records.capacity
+
+
+def test_records_with_their_own_timestamps_and_no_headers_keep_them(tansu, topic_factory, rings):
+    # What a Kafka client's batch becomes through kpd's Kafka listener: a timestamp column, no
+    # headers; the worker appends each run of equal timestamps at once (and -1: kpd's time).
+    topic = topic_factory(tansu, partitions=1)
+    stamps = [1_600_000_000_000 + i // 7 for i in range(60)] + [-1, -1, 1_500_000_000_000]
+    records = [(b"k%d" % i if i % 3 else None, b"v%d" % i, stamp, ())
+               for i, stamp in enumerate(stamps)]  # fmt: skip
+    rings.put(topic, 0, 0, records)
+    worker = Worker(producer_settings(bootstrap_servers=tansu.bootstrap, linger_ms=5),
+                    rings.worker_records, rings.worker_reports)  # fmt: skip
+
+    runs = asyncio.run(_run_until(worker, rings, len(records), 60))
+
+    assert {run.status for run in runs} == {Status.DELIVERED}
+    log = sorted(read_all(tansu.bootstrap, topic, len(records)), key=lambda r: r.offset)
+    assert [(r.key, r.value) for r in log] == [(k, v) for k, v, _, _ in records]
+    received = 1_700_000_000_000  # the entry's received_ms (RingPair.put)
+    assert [r.timestamp for r in log] == [s if s != -1 else received for s in stamps]
 
 
 def test_worker_fails_records_it_cannot_deliver_and_still_releases_their_space(rings):
@@ -220,3 +247,46 @@ def test_worker_reports_only_kafka_ack_entries_and_maps_scattered_sequences(
         for i in range(run.count):
             assert log[(run.partition, run.base_offset + i)].value == b"seq%d" % (run.first_seq + i)
     assert rings.worker_records.held_bytes() == 0
+
+
+def test_an_idle_worker_sleeps_on_its_ring_and_exits_when_stopped(tansu, rings):
+    # Asleep on the watched doorbell (its wake-at flag announced), stop() alone ends run().
+    worker = Worker(producer_settings(bootstrap_servers=tansu.bootstrap),
+                    rings.worker_records, rings.worker_reports)  # fmt: skip
+    wake_at = rings.worker_records._ring
+
+    async def stop_while_asleep() -> None:
+        task = asyncio.get_running_loop().create_task(worker.run())
+        deadline = time.monotonic() + 20
+        while not wake_at.consumer_wake_at:
+            assert time.monotonic() < deadline and not task.done(), task
+            await asyncio.sleep(0.01)
+        worker.stop()
+        await asyncio.wait_for(task, 20)
+        await worker.close()
+
+    asyncio.run(stop_while_asleep())
+    assert wake_at.consumer_wake_at == 0  # the flag was retracted: ingest rings no one
+
+
+def test_a_full_reports_ring_makes_the_worker_wait_for_room(tansu, topic_factory):
+    # 64 KiB of reports ring (the least the config allows) cannot hold 3,000 one-record runs:
+    # the worker waits for ingest to make room, and every run still arrives, once.
+    topic = topic_factory(tansu, partitions=1)
+    rings = RingPair(reports_bytes=64 * 1024)
+    try:
+        entries = 3_000
+        for seq in range(entries):
+            rings.put(topic, 0, seq * 2, [(None, b"v", None, ())])  # no two runs merge
+        worker = Worker(producer_settings(bootstrap_servers=tansu.bootstrap, linger_ms=5),
+                        rings.worker_records, rings.worker_reports)  # fmt: skip
+        reports = rings.ingest_reports._ring
+
+        def waits_for_room() -> bool:  # the worker announced it sleeps for reports-ring space
+            return reports.producer_wake_at != 0
+
+        runs = asyncio.run(_run_until(worker, rings, entries, 60, read_after=waits_for_room))
+        assert sorted(run.first_seq for run in runs) == [seq * 2 for seq in range(entries)]
+        assert {run.status for run in runs} == {Status.DELIVERED}
+    finally:
+        rings.close()

@@ -1,8 +1,11 @@
 """The asyncio ``AsyncProducer``: the same session as the sync Producer, driven by a loop.
 
 Owns one UNIX-socket transport and its ``asyncio.Protocol``. Everything runs on the event
-loop's thread, so the ProducerSession needs no lock: ``send()`` appends to a batch, frames are
-written when a batch fills or its linger timer fires, and ``data_received`` settles reports
+loop's thread, so the ProducerSession needs no lock: ``send()`` appends to a frame, and the first
+record of a loop tick schedules one write for the end of that tick (``call_soon``): Nagle
+without the delay, as the sync Producer — every record sent in the same tick coalesces, an
+idle producer writes at once, no timer (``linger_ms`` > 0 opts into one). ``data_received``
+settles reports
 run by run and wakes the coroutines awaiting those records. A caller cancelling an awaited
 future never touches the connection, nor other coroutines awaiting the same record.
 
@@ -23,6 +26,7 @@ from collections.abc import Callable
 
 from kpd.bulk import BulkFuture, refused_bulk
 from kpd.common import (
+    DEFAULT_LINGER_MS,
     ClientSettings,
     Completions,
     hello_frame,
@@ -166,7 +170,7 @@ class AsyncProducer:
         key_serializer=None,
         value_serializer=None,
         *,
-        linger_ms: float = 2.0,
+        linger_ms: float = DEFAULT_LINGER_MS,
         batch_bytes: int = 64 * 1024,
         max_block_ms: float = 60_000,
         metadata_max_age_ms: float = 300_000,
@@ -200,6 +204,7 @@ class AsyncProducer:
         self._session: ProducerSession | None = None
         self._connection: _Connection | None = None
         self._timer: asyncio.TimerHandle | None = None  # the next seal_due/metadata deadline
+        self._soon: asyncio.Handle | None = None  # this tick's write, scheduled by send()
         self._waiters: list[tuple[int, asyncio.Future]] = []  # flush(): (target seq, future)
         # partitions_for() and keyed sends waiting for a count: (ready(), future) pairs.
         self._topic_waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
@@ -285,7 +290,7 @@ class AsyncProducer:
         finally:
             wake = session.take_wake()
             if wake:
-                self._service()
+                self._service_soon()
         if wake:
             await self._connection.drain()
         return future
@@ -319,7 +324,7 @@ class AsyncProducer:
         finally:
             wake = session.take_wake()
             if wake:
-                self._service()
+                self._service_soon()
         if wake:
             await self._connection.drain()
         return future
@@ -414,10 +419,22 @@ class AsyncProducer:
 
     # --- loop callbacks -----------------------------------------------------------------------
 
+    def _service_soon(self) -> None:
+        """Write at the end of this loop tick, once: the records the app sends before it
+        yields to the loop coalesce into the same frames."""
+        if self._soon is None:
+            self._soon = asyncio.get_running_loop().call_soon(self._on_soon)
+
+    def _on_soon(self) -> None:
+        self._soon = None
+        self._service()
+
     def _service(self) -> None:
         """Frame what is due, write it, and arm the timer for the next deadline."""
         session = self._session
-        session.seal_due()
+        # Called from the loop, between the app's steps: the producer is idle, so with no
+        # linger every open frame goes now (transport.write() queues behind any write in flight).
+        session.seal_ready(idle=True)
         out = session.take_output() if self._link.connected else None
         if out and not session.ended:
             transport = self._connection.transport

@@ -28,6 +28,7 @@ from kpd.protocol import (
 
 __all__ = [
     "ACKS",
+    "DEFAULT_LINGER_MS",
     "ClientSettings",
     "Completions",
     "Outgoing",
@@ -41,6 +42,7 @@ __all__ = [
     "read_welcome",
 ]
 
+DEFAULT_LINGER_MS = 0.0  # the producers' linger_ms argument: ClientSettings.linger_s in ms
 ACKS = {"none": AckLevel.NONE, "accepted": AckLevel.ACCEPTED, "kafka": AckLevel.KAFKA}
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
@@ -52,8 +54,10 @@ class ClientSettings:
     client_name: str = "kpd-python"
     # A PRODUCE frame is sent once it holds this many bytes (capped by the server's max frame).
     batch_bytes: int = 64 * 1024
-    # ...or once its first record waited this long. Java's linger.ms defaults to 5 since 4.0.
-    linger_s: float = 0.002
+    # 0: no time-based wait (Nagle without the delay: an idle producer writes a frame at once,
+    # records coalesce only while a write is in flight; kpd's own linger.ms batches for Kafka).
+    # > 0, opt-in: an open frame also waits up to this long for more records.
+    linger_s: float = 0.0
     # Keyless records move to another partition after this many bytes (KIP-794).
     sticky_bytes: int = 64 * 1024
     # Partition counts are refreshed this often (Java's metadata.max.age.ms: 5 minutes).

@@ -35,6 +35,8 @@ from kpd.topics import TopicEntry, TopicTable
 
 __all__ = ["Framer"]
 
+_NEVER = float("inf")  # the deadline of a frame opened without a linger
+
 
 class Framer:
     """The open frames of one producer (they outlive connections) and their numbering.
@@ -264,7 +266,8 @@ class Framer:
     # --- open, seal ---------------------------------------------------------------------------
 
     def _open(self, entry: TopicEntry, partition: int) -> ProduceFrame:
-        deadline = self._clock() + self._linger_s
+        # No linger (the default): no deadline, the adapter seals when it is idle.
+        deadline = self._clock() + self._linger_s if self._linger_s else _NEVER
         overhead = frame_overhead(entry.encoded)
         frame = ProduceFrame(entry.name, partition, overhead, deadline, self._hub)
         entry.open_frames[partition] = frame
@@ -315,7 +318,9 @@ class Framer:
         lingering = self._lingering
         while lingering and lingering[0].sealed:
             lingering.popleft()
-        return lingering[0].deadline if lingering else None
+        if not lingering or lingering[0].deadline is _NEVER:
+            return None
+        return lingering[0].deadline
 
     @property
     def lingering(self) -> bool:

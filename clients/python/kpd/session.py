@@ -155,8 +155,17 @@ class ProducerSession:
         self.buffered_bytes += len(data)
 
     def seal_due(self) -> None:
-        """Frame every open frame whose linger has expired."""
+        """Frame every open frame whose linger has expired (linger_ms > 0 only)."""
         self._framer.seal_due()
+
+    def seal_ready(self, idle: bool) -> None:
+        """Frame what the write policy sends now: with no linger (the default) every open
+        frame when the adapter is ``idle`` (nothing of its own in flight) and none while a
+        write is; with a linger, the frames whose linger expired."""
+        if idle and not self._settings.linger_s:
+            self._framer.seal_all()
+        else:
+            self._framer.seal_due()
 
     def seal_all(self) -> None:
         """Frame every open frame now (flush, close)."""

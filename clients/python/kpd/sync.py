@@ -1,10 +1,17 @@
 """The blocking ``Producer``: app threads call send(); one I/O thread owns the socket.
 
 Owns the socket, the I/O thread and the lock that guards the ProducerSession. send() only
-appends to a batch under the lock (and wakes the I/O thread when a frame is ready or a new
-linger deadline starts, i.e. at most once per frame); the I/O thread writes frames and reads
-reports. A report settles a whole run of records at once inside the session (futures read
-their outcome from their batch), then one ``notify_all`` on the Producer's Condition wakes
+appends to a frame under the lock; the I/O thread writes frames and reads reports.
+
+The write policy is Nagle's without the delay: an idle I/O thread (asleep in select() with
+nothing to write) is woken by the first send() through its ``Doorbell`` and writes that frame
+at once; while it is awake or a write is in flight (the socket not writable), further records
+coalesce into the open frames, which it seals and writes as soon as it is free again. A
+send() that finds the I/O thread awake makes no syscall. ``linger_ms`` > 0 adds a time-based
+wait on top (opt-in; the default 0 has none: kpd's own linger.ms batches for Kafka).
+
+A report settles a whole run of records at once inside the session (futures read their
+outcome from their frame), then one ``notify_all`` on the Producer's Condition wakes
 every waiter: no per-record lock or Condition. Done-callbacks run on the I/O thread outside
 the lock, so a callback may call send() — but, as with Kafka's own producer, they should be
 quick.
@@ -20,7 +27,6 @@ Must not import asyncio or kpd's engines (producer, net, ring, process).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import selectors
 import socket
@@ -31,6 +37,7 @@ from itertools import islice
 
 from kpd.bulk import BulkFuture, refused_bulk
 from kpd.common import (
+    DEFAULT_LINGER_MS,
     ClientSettings,
     Completions,
     hello_frame,
@@ -39,6 +46,7 @@ from kpd.common import (
     partition_count,
     read_welcome,
 )
+from kpd.doorbell import Doorbell
 from kpd.errors import CONNECTION_LOST, DeliveryError, KpdConnectionError
 from kpd.future import refused, run_callback
 from kpd.policy import ATTEMPT, STOP, WAIT, MetadataWait, reconnect_step, unreachable_error
@@ -48,7 +56,9 @@ from kpd.session import AwaitingMetadata, ProducerSession
 
 __all__ = ["Producer"]
 
-_READ_SIZE = 256 * 1024
+# Below glibc's mmap threshold (128 KiB): a larger recv() buffer is mmap'd, shrunk (mremap)
+# and unmapped per read, three syscalls per REPORT frame at low rates. Reports are small.
+_READ_SIZE = 64 * 1024
 _MAX_IOV = 512  # buffers per sendmsg(); Linux allows IOV_MAX = 1024
 
 
@@ -124,7 +134,7 @@ class Producer:
         key_serializer=None,
         value_serializer=None,
         *,
-        linger_ms: float = 2.0,
+        linger_ms: float = DEFAULT_LINGER_MS,
         batch_bytes: int = 64 * 1024,
         buffer_bytes: int = 32 * 1024 * 1024,
         max_block_ms: float = 60_000,
@@ -180,10 +190,11 @@ class Producer:
             self._link.lost(time.monotonic(), down)
         self._io_done = False  # the I/O thread has exited
         self._closed = False  # close() was called: send() raises
-        self._woken = False  # a byte is in the wake pipe and not yet drained
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._woken = False  # the doorbell was rung and not yet drained
+        # The I/O thread is asleep in select() with nothing to write: the next record must
+        # ring the doorbell. Set only under the lock, after the I/O thread found nothing to do.
+        self._io_idle = False
+        self._doorbell = Doorbell()
         run_callbacks(self._session.accept(early))
         self._thread = threading.Thread(target=self._io_main, name="kpd-client-io", daemon=True)
         self._thread.start()
@@ -217,11 +228,11 @@ class Producer:
                 record = (key, value, partition, timestamp_ms, headers)
                 return self._after_metadata(topic, lambda: session.add(topic, *record), refused)
             finally:
-                # At most once per frame (and per new topic or first linger): the I/O thread
-                # is not woken per record.
+                # Only when a frame opened (or a topic needs METADATA) and the I/O thread is
+                # asleep with nothing to write: an awake one finds the record on its own.
                 if session.wake:
                     session.wake = False
-                    if not self._woken:
+                    if self._io_idle:
                         self._wake()
 
     def send_bulk(self, topic, values, keys=None, *, partition=None) -> BulkFuture:
@@ -261,7 +272,7 @@ class Producer:
             finally:
                 if session.wake:
                     session.wake = False
-                    if not self._woken:
+                    if self._io_idle:
                         self._wake()
 
     def _serialize_bulk(self, values, keys):
@@ -395,11 +406,12 @@ class Producer:
         self.close()
 
     def _wake(self) -> None:
-        """Called under the lock. The pipe never fills: one byte is in it at a time."""
-        if self._io_done:
+        """Called under the lock: ring the doorbell unless it is already ringing."""
+        self._io_idle = False
+        if self._io_done or self._woken:
             return
         self._woken = True
-        os.write(self._wake_w, b"\0")
+        self._doorbell.ring()
 
     # --- the I/O thread -----------------------------------------------------------------------
 
@@ -422,9 +434,8 @@ class Producer:
             if self._sock is not None:
                 self._sock.close()
             with self._lock:
-                self._io_done = True  # from now on _wake() is a no-op: the pipe is gone
-                os.close(self._wake_r)
-                os.close(self._wake_w)
+                self._io_done = True  # from now on _wake() is a no-op: the doorbell is gone
+                self._doorbell.close()
                 self._settled_below = self._session.next_seq
                 self._changed.notify_all()
 
@@ -443,39 +454,48 @@ class Producer:
     def _serve_connection(self) -> None:
         selector = selectors.DefaultSelector()
         selector.register(self._sock, selectors.EVENT_READ)
-        selector.register(self._wake_r, selectors.EVENT_READ)
+        selector.register(self._doorbell.fd, selectors.EVENT_READ)
         pending: deque[list] = deque()  # [memoryview left to write, end_seq, buffered bytes]
         mask_now = selectors.EVENT_READ
         try:
             while True:
                 with self._lock:
                     session = self._session
-                    session.seal_due()
+                    # Nagle without the delay: nothing in flight, so every open frame goes
+                    # now; while a write is in flight, records coalesce into open frames.
+                    session.seal_ready(idle=not pending)
                     for out in session.take_output():
                         pending.append([memoryview(out.data), out.end_seq, out.buffered])
                     if session.ended or session.broken:
                         return
                     deadline = session.next_deadline()
+                    # Asleep with nothing to write: the next send() rings the doorbell.
+                    self._io_idle = not pending
                 if pending:
                     self._write(pending)
+                    if not pending:
+                        continue  # all written: records sent meanwhile go out now, not later
                 events = selectors.EVENT_READ | (selectors.EVENT_WRITE if pending else 0)
                 if events != mask_now:
                     selector.modify(self._sock, events)
                     mask_now = events
                 timeout = None if deadline is None else max(deadline - time.monotonic(), 0)
-                for key, mask in selector.select(timeout):
+                ready = selector.select(timeout)
+                # Awake: send() needs no doorbell until the loop above found nothing to do.
+                # A plain store: a stale True read by send() costs one spare ring, no more.
+                self._io_idle = False
+                for key, mask in ready:
                     if key.fileobj is self._sock:
                         if mask & selectors.EVENT_READ and not self._read():
                             return
                     else:
-                        self._drain_wake_pipe()
+                        self._drain_doorbell()
         finally:
             selector.close()
 
-    def _drain_wake_pipe(self) -> None:
-        # Drain before clearing the flag: a send() after this writes a fresh byte.
-        with contextlib.suppress(BlockingIOError):
-            os.read(self._wake_r, 64)
+    def _drain_doorbell(self) -> None:
+        # Drain before clearing the flag: a wake after this rings it afresh.
+        self._doorbell.drain()
         with self._lock:
             self._woken = False
 

@@ -154,10 +154,12 @@ class IngestReporter(_Reporter):
         reports: list,
         status_dir: str | Path,
         lines: Any = None,  # the LinesListener of socket.lines, if configured
+        kafka: Any = None,  # the KafkaListener of socket.kafka, if configured
     ) -> None:
         super().__init__()
         self._server = server
         self._lines = lines
+        self._kafka = kafka
         self._records = records
         self._reports = reports
         self._metrics = IngestMetrics()
@@ -167,10 +169,11 @@ class IngestReporter(_Reporter):
     def report(self) -> None:
         stats = self._server.stats()
         lines = self._lines.stats() if self._lines is not None else None
-        self._metrics.flush(stats, self._records, self._reports, lines)
-        self._writer.write(self.snapshot(stats, lines))
+        kafka = self._kafka.stats() if self._kafka is not None else None
+        self._metrics.flush(stats, self._records, self._reports, lines, kafka)
+        self._writer.write(self.snapshot(stats, lines, kafka))
 
-    def snapshot(self, stats: Any, lines: Any = None) -> dict:
+    def snapshot(self, stats: Any, lines: Any = None, kafka: Any = None) -> dict:
         counts = {"accepted": stats.records_accepted, "rejected": stats.records_rejected}
         snapshot = {
             "role": "ingest",
@@ -190,6 +193,14 @@ class IngestReporter(_Reporter):
                 "connections": lines.connections,
                 "too_long": lines.lines_too_long,
                 "empty": lines.lines_empty,
+            }
+        if kafka is not None:
+            snapshot["kafka"] = {
+                "connections": kafka.connections,
+                "requests": kafka.requests,
+                "records": kafka.records,
+                "errors": {str(code): n for code, n in sorted(kafka.errors.items())},
+                "producers": kafka.producers,
             }
         return snapshot
 

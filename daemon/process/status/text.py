@@ -145,6 +145,11 @@ def _ingest_clients(snap: dict) -> str:
         text += f", {lines['connections']} line writers"
         if lines["too_long"]:
             text += f" ({lines['too_long']} lines too long)"
+    kafka = snap.get("kafka")  # present when socket.kafka is configured
+    if kafka is not None:
+        text += f", {kafka['connections']} Kafka clients ({kafka['requests']} requests"
+        errors = sum(kafka["errors"].values())
+        text += f", {errors} errors)" if errors else ")"
     return text
 
 

@@ -122,20 +122,24 @@ def test_a_sender_whose_memory_follows_its_input_misses_the_flat_memory_target()
     )
 
 
-def test_the_paced_rows_put_kpd_and_confluent_side_by_side_at_each_rate() -> None:
+def test_the_paced_rows_put_kpd_confluent_and_confluent_via_kpd_side_by_side() -> None:
     steps = default_plan(cpus=2).latency
     by_rate = {s.contenders[0]: (s.workload.name, s.workload.records, s.contenders) for s in steps}
     assert by_rate == {
-        "kpd-1@1k": ("a", 15_000, ("kpd-1@1k", "confluent-kafka@1k")),  # 15 s at 1k/s
-        "kpd-1@10k": ("a", 100_000, ("kpd-1@10k", "confluent-kafka@10k")),
-        "kpd-1@100k": ("a", 1_000_000, ("kpd-1@100k", "confluent-kafka@100k", "kpd-1@100k-gc")),
+        "kpd-1@1k": ("a", 15_000, ("kpd-1@1k", "confluent-kafka@1k",  # 15 s at 1k/s
+                                   "confluent-kafka-via-kpd@1k")),
+        "kpd-1@10k": ("a", 100_000, ("kpd-1@10k", "confluent-kafka@10k",
+                                     "confluent-kafka-via-kpd@10k")),
+        "kpd-1@100k": ("a", 1_000_000, ("kpd-1@100k", "confluent-kafka@100k",
+                                        "confluent-kafka-via-kpd@100k", "kpd-1@100k-gc")),
     }  # fmt: skip
+    assert find("confluent-kafka-via-kpd@1k").service_settings == {"socket": {"kafka": "auto"}}
     assert find("kpd-1@1k").options == {"rate": 1000, "burst": 1}  # a record every ms
     assert find("confluent-kafka@10k").options == {"rate": 10_000, "burst": 10}
     assert find("kpd-1@100k").service_settings["metrics"]["enabled"]  # kpd's default
     quick = quick_plan().latency
     assert [(s.workload.records, s.contenders) for s in quick] == [
-        (20_000, ("kpd-1@10k", "confluent-kafka@10k"))]  # fmt: skip
+        (20_000, ("kpd-1@10k", "confluent-kafka@10k", "confluent-kafka-via-kpd@10k"))]  # fmt: skip
     # --latency all: the plan's own paced rows; named ones are grouped by their rate.
     only = narrow(default_plan(cpus=2), contenders=[], scaling=[], latency=["all"])
     assert only.latency == steps and not only.scaling

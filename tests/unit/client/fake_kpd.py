@@ -188,6 +188,13 @@ class FakeKpd:
 
         self.call(drop)
 
+    def pause_reading(self) -> None:
+        """Stop reading every connection: the client's socket fills, its writes stay in flight."""
+        self.call(lambda: [conn.writer.transport.pause_reading() for conn in self._conns])
+
+    def resume_reading(self) -> None:
+        self.call(lambda: [conn.writer.transport.resume_reading() for conn in self._conns])
+
     def stop_listening(self) -> None:
         """kpd is gone: no socket file, every connection cut."""
 

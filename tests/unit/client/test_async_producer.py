@@ -45,6 +45,18 @@ def test_async_producer_resolves_futures_with_offsets(kpd):
     assert sum(f.count for f in kpd.frames) == len(KAFKA_MURMUR2)
 
 
+def test_async_records_of_one_loop_tick_share_a_frame_written_without_a_timer(kpd):
+    async def main():
+        async with AsyncProducer(kpd.path) as producer:  # the default: no linger
+            tick = [await producer.send("t", b"v", partition=0) for _ in range(5)]
+            assert [(await f).offset for f in tick] == [0, 1, 2, 3, 4]  # no flush needed
+            alone = await producer.send("t", b"w", partition=0)
+            assert (await alone).offset == 5
+
+    _run(main())
+    assert [frame.count for frame in kpd.frames] == [5, 1]
+
+
 def test_async_producer_failure_and_close(kpd):
     kpd.respond = failing(error=KpdErrorCode.BUFFER_FULL, persistence=Persistence.NOT_PERSISTED)
 
@@ -141,8 +153,6 @@ def test_async_flush_waits_for_held_reports_and_close_collects_the_rest(kpd):
     assert kpd.goodbyes == [2]
 
 
-
-
 def test_async_first_keyed_record_awaits_the_partition_count(kpd):
     kpd.partitions["t"] = 7
     kpd.hold_metadata = True
@@ -162,8 +172,6 @@ def test_async_first_keyed_record_awaits_the_partition_count(kpd):
     assert placed.partition == java_partition(b"abc", 7)
     assert error_of(missing).code is KpdErrorCode.UNKNOWN_TOPIC
     assert "after 200 ms" in error_of(missing).message
-
-
 
 
 def test_awaiting_coroutines_are_independent_when_one_is_cancelled(kpd):
@@ -186,8 +194,6 @@ def test_awaiting_coroutines_are_independent_when_one_is_cancelled(kpd):
     metadata, cancelled, called = _run(main())
     assert metadata == RecordMetadata("t", 0, 0, -1)
     assert cancelled and called
-
-
 
 
 async def _await(future):

@@ -31,9 +31,7 @@ def test_a_client_md_example_runs_against_kpd(kpd, index):
     code = BLOCKS[index].replace("/run/kpd/kpd.sock", kpd.path)
     kpd.partitions["events"] = 3
     if "DeliveryError" in code:
-        kpd.respond = failing(
-            error=KpdErrorCode.BUFFER_FULL, persistence=Persistence.NOT_PERSISTED
-        )
+        kpd.respond = failing(error=KpdErrorCode.BUFFER_FULL, persistence=Persistence.NOT_PERSISTED)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(code, f"{DOC}:example {index + 1}", "exec"), {"__name__": "__example__"})

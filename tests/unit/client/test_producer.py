@@ -40,6 +40,7 @@ from tests.unit.client.fake_kpd import (
     java_partition,
     results,
 )
+from tests.waiting import wait_for
 
 # --- delivery and results -------------------------------------------------------------------
 
@@ -447,6 +448,34 @@ def test_sequence_numbers_are_continuous_across_frames_and_partitions(kpd):
     assert frames == kpd.frames  # and they went out in that order
 
 
+def test_an_idle_producer_writes_each_record_at_once_without_flush(kpd):
+    with Producer(kpd.path) as producer:  # the default: no linger
+        for offset in range(3):
+            assert producer.send("t", b"v", partition=0).result(DEADLINE).offset == offset
+    assert [frame.count for frame in kpd.frames] == [1, 1, 1]
+
+
+def test_records_sent_while_a_write_is_in_flight_coalesce_and_ring_no_doorbell(kpd):
+    producer = Producer(kpd.path, batch_bytes=60_000)
+    kpd.pause_reading()
+    try:
+        # ~3.8 MB in full frames: far more than the socket holds while kpd does not read, so
+        # once the I/O thread took the first of them its write stays in flight until resumed.
+        big = [producer.send("t", b"x" * 60_000, partition=0) for _ in range(64)]
+        wait_for(lambda: len(producer._session._outbox) < 64, DEADLINE, "the first write")
+        rings = []
+        ring = producer._doorbell.ring
+        producer._doorbell.ring = lambda: rings.append(1) or ring()
+        small = [producer.send("t", b"s%d" % i, partition=1) for i in range(10)]
+        assert rings == []  # the I/O thread is busy writing: send() makes no syscall
+    finally:
+        kpd.resume_reading()
+    producer.flush(DEADLINE)
+    results(big + small)
+    producer.close(DEADLINE)
+    assert [frame.count for frame in kpd.frames if frame.partition == 1] == [10]
+
+
 def test_linger_sends_a_partial_batch_without_flush(kpd):
     with Producer(kpd.path, linger_ms=1) as producer:
         future = producer.send("t", b"v", partition=0)
@@ -491,8 +520,6 @@ def test_close_times_out_and_fails_what_kpd_never_reported(kpd):
     assert error.code == CONNECTION_LOST
     assert error.persistence is Persistence.POSSIBLY_PERSISTED
     assert kpd.goodbyes == [1]
-
-
 
 
 # --- futures ---------------------------------------------------------------------------------

@@ -63,8 +63,6 @@ def test_str_value_without_serializer_is_a_type_error_and_sends_nothing(kpd):
     assert kpd.records() == [(None, b"ok", None, ())]
 
 
-
-
 def test_a_kafka_error_is_named_by_kpds_code_and_kafkas_number():
     # Kafka's error names are the daemon's table (daemon.kafka.errors), which kpd-client does
     # not import: the daemon's REPORT message names the error (str of its DeliveryFailure).

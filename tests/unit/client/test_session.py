@@ -123,13 +123,30 @@ class _CheckingHub:
         assert ready(), "the test asked for a result the session has not settled"
 
 
-def _live_session(clock: list[float]) -> ProducerSession:
+def _live_session(clock: list[float], linger_s: float = 0.005) -> ProducerSession:
     """A session past a real WELCOME: its decoder has seen the handshake bytes."""
     decoder = FrameDecoder(Role.CLIENT)
     (welcome_frame,) = decoder.feed(encode_welcome(1, MIN_MAX_FRAME_BYTES, "fake"))
     welcome = decode_welcome(welcome_frame.payload)
-    settings = ClientSettings(batch_bytes=1 << 30, linger_s=0.005)
+    settings = ClientSettings(batch_bytes=1 << 30, linger_s=linger_s)
     return ProducerSession(settings, welcome, decoder, lambda: clock[0], _CheckingHub())
+
+
+def test_without_linger_an_idle_adapter_frames_at_once_and_a_busy_one_lets_records_coalesce():
+    session = _live_session([100.0], linger_s=ClientSettings().linger_s)  # the default: none
+    session.add("t", None, b"a", partition=0)
+    assert session.take_wake()  # a frame opened: an adapter asleep must be woken
+    assert session.next_deadline() is None  # and no timer: nothing happens by time alone
+    session.seal_ready(idle=False)  # a write is in flight: the record waits for company
+    assert [out for out in session.take_output() if out.end_seq >= 0] == []  # METADATA only
+    session.add("t", None, b"b", partition=0)
+    session.add("t", None, b"c", partition=1)
+    assert not session.take_wake()  # the adapter is already awake
+    session.seal_ready(idle=True)  # the write finished: everything open goes, in one frame each
+    frames = [decode_produce_header(_split(out.data)[1]) for out in session.take_output()]
+    assert [(f.partition, f.base_seq, f.count) for f in frames] == [(0, 0, 2), (1, 2, 1)]
+    session.add("t", None, b"d", partition=0)
+    assert session.take_wake()  # the next record after an idle write opens a frame again
 
 
 def _split(data: bytes) -> tuple[int, bytes]:

@@ -9,6 +9,7 @@ test moves it. Error codes are looked up by name in the error table, never writt
 
 from __future__ import annotations
 
+import asyncio
 import random
 import struct
 
@@ -52,10 +53,10 @@ def producer_fields(request: SentRequest) -> tuple[int, int, int]:
 class Rig:
     """One sender over fake brokers 1 and 2; partition 0 of ``TOPIC`` is led by broker 1."""
 
-    def __init__(self, **overrides) -> None:
+    def __init__(self, clock=None, **overrides) -> None:
         settings = config(**{"linger_ms": 0, **overrides})
         self.settings = settings
-        self.clock = FakeClock()
+        self.clock = clock or FakeClock()
         self.brokers = {1: FakeConnection(1), 2: FakeConnection(2)}
         self.pool = FakePool(*self.brokers.values())
         self.metadata = FakeMetadata(self._view(leader=1))
@@ -437,3 +438,77 @@ async def test_fail_queued_fails_what_never_went_out_as_producer_closed():
         "PRODUCER_CLOSED",
         Persistence.NOT_PERSISTED,
     )
+
+
+# ---- the sender's one timer ----------------------------------------------------------------
+
+
+class LoopClock:
+    """The running loop's clock, as the sender has by default: its timer really fires."""
+
+    def __call__(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def advance(self, seconds: float) -> None:  # Rig.advance: real time is not moved
+        pass
+
+
+@in_loop
+async def test_a_lingering_batch_is_sent_when_its_timer_fires_without_any_wake():
+    async with Rig(clock=LoopClock(), linger_ms=30) as rig:
+        rig.append("a")  # opens a batch: the accumulator's one wake, then only the timer
+        await wait_for_async(lambda: rig.sender._sleeping is not None)
+        assert rig.sender._timer is not None  # armed for the linger deadline
+        request = await rig.request(1)
+    assert request.body["topic_data"][0]["name"] == TOPIC
+
+
+@in_loop
+async def test_the_timer_moves_only_to_an_earlier_deadline():
+    async with Rig(clock=LoopClock(), linger_ms=10_000) as rig:
+        loop = asyncio.get_running_loop()
+        rig.append("a")
+        await wait_for_async(lambda: rig.sender._sleeping is not None)
+        linger_at = rig.sender._timer_at
+        assert linger_at == pytest.approx(loop.time() + 10, abs=0.5)
+        rig.sender._arm(loop, linger_at + 5)  # a later deadline keeps the earlier timer
+        assert rig.sender._timer_at == linger_at
+        rig.sender._arm(loop, linger_at - 5)  # an earlier one replaces it
+        assert rig.sender._timer_at == linger_at - 5
+
+
+@in_loop
+async def test_a_batch_that_cannot_go_expires_at_its_delivery_timeout_with_no_wake():
+    timeouts = {"delivery_timeout_ms": 300, "request_timeout_ms": 200, "linger_ms": 0}
+    async with Rig(clock=LoopClock(), **timeouts) as rig:
+        rig.move_leader(-1)
+        rig.append("a")
+        outcome = await rig.outcome()  # nothing from the test wakes the sender: its timer
+    assert outcome.error.name == "DELIVERY_TIMEOUT"
+
+
+@in_loop
+async def test_a_due_batch_that_cannot_go_does_not_hide_another_partitions_linger():
+    # Partition 0 is due but has no leader (rechecked, not sendable); partition 1's batch
+    # lingers 200 ms: the sender's timer is for the earlier of the two, and partition 1's
+    # request goes out when its linger ends, with no wake from the test.
+    async with Rig(clock=LoopClock(), linger_ms=200) as rig:
+        view = rig.metadata.view
+        rig.metadata.view = ClusterView(
+            view.brokers,
+            {TOPIC: TopicView(TOPIC, 0, (-1, 1))},
+        )
+        rig.sender.wake()
+        pq0, pq1 = rig.acc.queue(TOPIC, 0), rig.acc.queue(TOPIC, 1)
+        rig.acc.append(pq0, 1_700_000_000_000, None, b"x", (), 1, rig.clock() - 1)  # due
+        rig.acc.append(pq1, 1_700_000_000_000, None, b"y", (), 2, rig.clock())
+        request = await rig.request(1)
+        (topic,) = request.body["topic_data"]
+        assert [p["index"] for p in topic["partition_data"]] == [1]
+
+
+@in_loop
+async def test_an_idle_sender_sleeps_without_a_timer():
+    async with Rig(clock=LoopClock()) as rig:
+        await wait_for_async(lambda: rig.sender._sleeping is not None)
+        assert rig.sender._timer is None

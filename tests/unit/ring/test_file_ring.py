@@ -144,7 +144,8 @@ def test_entry_is_length_and_seal_then_payload_padded_to_eight(rig_factory):
     rig = rig_factory(1024)
     rig.producer.write_many([b"abcde", b"", b"12345678"])
     expected = (
-        sealed(0, b"abcde") + b"\0" * 3  # 8 + 5 + 3 = 16
+        sealed(0, b"abcde")
+        + b"\0" * 3  # 8 + 5 + 3 = 16
         + sealed(16, b"")  # 8 + 0 = 8
         + sealed(24, b"12345678")  # 8 + 8 = 16
     )
@@ -496,6 +497,111 @@ def test_async_waits_are_woken_through_the_event_loop(rig_factory, new_loop):
         loop.close()
     assert (rig.producer.wakeups_sent, rig.consumer.wakeups_sent) == (1, 1)
     assert rig.producer.missed_wakeups == rig.consumer.missed_wakeups == 0
+
+
+@pytest.mark.parametrize("new_loop", [asyncio.new_event_loop, uvloop.new_event_loop])
+def test_a_watched_consumer_is_called_back_for_every_publish_it_slept_for(rig_factory, new_loop):
+    # The persistent reader: one add_reader for the ring's life, each sleep armed and woken by
+    # a publish from another thread (the producer's side of the race runs truly concurrently).
+    rig = rig_factory(256, backstop_s=30)
+    rounds = 300
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        woken: list[asyncio.Future] = []
+        rig.consumer.watch(loop, lambda: woken[-1].set_result(None))
+        try:
+            for i in range(rounds):
+                woken.append(loop.create_future())
+                assert rig.consumer.sleep_until_readable() is False
+                assert rig.raw_u64(OFF_CONSUMER_WAKE_AT) != 0
+                await loop.run_in_executor(None, rig.producer.write_many, [b"r%d" % i])
+                await asyncio.wait_for(woken[-1], 10)
+                assert rig.raw_u64(OFF_CONSUMER_WAKE_AT) == 0  # retracted before the callback
+                assert rig.drain() == [b"r%d" % i]
+        finally:
+            rig.consumer.unwatch()
+
+    loop = new_loop()
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert rig.producer.wakeups_sent == rounds
+    assert rig.consumer.sleeps == rounds
+    assert rig.consumer.missed_wakeups == 0
+
+
+def test_a_watch_does_not_sleep_when_an_entry_is_already_published(rig_factory):
+    rig = rig_factory()
+
+    async def scenario():
+        calls = []
+        rig.consumer.watch(asyncio.get_running_loop(), lambda: calls.append(1))
+        try:
+            rig.producer.write_many([b"there"])
+            assert rig.consumer.sleep_until_readable() is True
+            assert rig.raw_u64(OFF_CONSUMER_WAKE_AT) == 0  # nothing announced
+            await asyncio.sleep(0.01)
+            assert calls == []
+        finally:
+            rig.consumer.unwatch()
+
+    asyncio.run(scenario())
+    assert rig.consumer.sleeps == 0
+
+
+def test_waking_a_watch_retracts_its_flag_without_a_callback(rig_factory):
+    rig = rig_factory()
+
+    async def scenario():
+        calls = []
+        rig.consumer.watch(asyncio.get_running_loop(), lambda: calls.append(1))
+        try:
+            assert rig.consumer.sleep_until_readable() is False
+            rig.consumer.wake_watch()  # e.g. a worker told to stop
+            assert rig.raw_u64(OFF_CONSUMER_WAKE_AT) == 0
+            rig.producer.write_many([b"late"])  # no sleeper announced: no bell, no callback
+            await asyncio.sleep(0.01)
+            assert calls == []
+        finally:
+            rig.consumer.unwatch()
+
+    asyncio.run(scenario())
+    assert rig.producer.wakeups_sent == 0
+
+
+@pytest.mark.parametrize("ordering", ["C11 atomics", "x86-64 TSO"])
+def test_a_watch_keeps_a_backstop_only_where_a_wakeup_can_be_lost(
+    rig_factory, monkeypatch, ordering
+):
+    # With seq_cst words (the accelerator) a wake-up cannot be lost: no timer. With plain
+    # stores it can: the backstop finds the entry the deaf bell did not announce.
+    monkeypatch.setattr("daemon.ring.file_ring.ordering_of", lambda: ordering)
+    rig = rig_factory(backstop_s=0.02)
+    deaf = RingWakeups.create()  # the producer rings a bell nobody listens to
+    producer = RingProducer(rig.ring, deaf)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        woken = loop.create_future()
+        rig.consumer.watch(loop, lambda: woken.set_result(None))
+        try:
+            assert rig.consumer.sleep_until_readable() is False
+            producer.write_many([b"lost"])
+            if ordering == "C11 atomics":
+                assert rig.consumer._watch._timer is None
+                rig.consumer.wake_watch()
+            else:
+                await asyncio.wait_for(woken, 10)
+        finally:
+            rig.consumer.unwatch()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        deaf.close()
+    assert rig.consumer.missed_wakeups == (0 if ordering == "C11 atomics" else 1)
 
 
 # -- commit on ack --------------------------------------------------------------------------

@@ -142,26 +142,40 @@ def test_settings_are_frozen():
 # --- value parsing ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("all", -1), (-1, -1), ("-1", -1), (0, 0), ("0", 0), (1, 1), ("1", 1),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("all", -1),
+        (-1, -1),
+        ("-1", -1),
+        (0, 0),
+        ("0", 0),
+        (1, 1),
+        ("1", 1),
+    ],
+)
 def test_acks_accepts_kafka_spellings(raw, expected):
-    assert producer_settings(bootstrap_servers=BOOT, acks=raw, enable_idempotence=False).acks \
+    assert (
+        producer_settings(bootstrap_servers=BOOT, acks=raw, enable_idempotence=False).acks
         == expected
+    )
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    (16384, 16384),
-    ("16384", 16384),
-    ("16KiB", 16 * 1024),
-    ("16 KiB", 16 * 1024),
-    ("1.5KiB", 1536),
-    ("1MiB", 1024 * 1024),
-    ("1mib", 1024 * 1024),
-    ("100KB", 100_000),
-    ("1MB", 1_000_000),
-    ("7B", 7),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (16384, 16384),
+        ("16384", 16384),
+        ("16KiB", 16 * 1024),
+        ("16 KiB", 16 * 1024),
+        ("1.5KiB", 1536),
+        ("1MiB", 1024 * 1024),
+        ("1mib", 1024 * 1024),
+        ("100KB", 100_000),
+        ("1MB", 1_000_000),
+        ("7B", 7),
+    ],
+)
 def test_sizes_take_bytes_or_human_units(raw, expected):
     assert producer_settings(bootstrap_servers=BOOT, batch_size=raw).batch_size == expected
 
@@ -173,10 +187,18 @@ def test_bad_sizes_are_rejected_with_their_path(raw):
     assert info.value.path == "kafka.batch.size"
 
 
-@pytest.mark.parametrize(("raw", "expected_ms"), [
-    (250, 250), ("250", 250), ("500ms", 500), ("5s", 5000), ("0.5s", 500), ("2m", 120_000),
-    ("1h", 3_600_000),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected_ms"),
+    [
+        (250, 250),
+        ("250", 250),
+        ("500ms", 500),
+        ("5s", 5000),
+        ("0.5s", 500),
+        ("2m", 120_000),
+        ("1h", 3_600_000),
+    ],
+)
 def test_kafka_durations_are_milliseconds_or_human_units(raw, expected_ms):
     assert producer_settings(bootstrap_servers=BOOT, linger_ms=raw).linger_ms == expected_ms
 
@@ -188,21 +210,32 @@ def test_bad_kafka_durations_are_rejected(raw):
     assert info.value.path == "kafka.linger.ms"
 
 
-@pytest.mark.parametrize(("raw", "expected_s"), [
-    (30, 30.0), (1.5, 1.5), ("30s", 30.0), ("500ms", 0.5), ("2m", 120.0), ("45", 45.0),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected_s"),
+    [
+        (30, 30.0),
+        (1.5, 1.5),
+        ("30s", 30.0),
+        ("500ms", 0.5),
+        ("2m", 120.0),
+        ("45", 45.0),
+    ],
+)
 def test_daemon_durations_are_seconds_or_human_units(raw, expected_s):
     assert _config(shutdown={"timeout": raw}).shutdown.timeout_s == expected_s
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("h1:9092", (("h1", 9092),)),
-    ("h1:9092, h2:9093", (("h1", 9092), ("h2", 9093))),
-    (["h1:9092", "h2:9093"], (("h1", 9092), ("h2", 9093))),
-    ("[::1]:9092", (("::1", 9092),)),
-    ([("127.0.0.1", 9092)], (("127.0.0.1", 9092),)),
-    ("embedded", ()),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("h1:9092", (("h1", 9092),)),
+        ("h1:9092, h2:9093", (("h1", 9092), ("h2", 9093))),
+        (["h1:9092", "h2:9093"], (("h1", 9092), ("h2", 9093))),
+        ("[::1]:9092", (("::1", 9092),)),
+        ([("127.0.0.1", 9092)], (("127.0.0.1", 9092),)),
+        ("embedded", ()),
+    ],
+)
 def test_bootstrap_servers_take_lists_comma_strings_and_embedded(raw, expected):
     settings = producer_settings(bootstrap_servers=raw)
     assert settings.bootstrap_servers == expected
@@ -214,9 +247,16 @@ def test_socket_mode_takes_octal_strings_and_ints(raw, expected):
     assert _config(socket={"mode": raw}).socket.mode == expected
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("never", "never"), ("always", "always"), (100, 100), ("100ms", 100), ("1s", 1000),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("never", "never"),
+        ("always", "always"),
+        (100, 100),
+        ("100ms", 100),
+        ("1s", 1000),
+    ],
+)
 def test_rings_fsync_takes_never_always_or_an_interval_in_ms(raw, expected):
     assert _config(rings={"fsync": raw}).rings.fsync == expected
 
@@ -228,8 +268,9 @@ def test_unquoted_yaml_octal_mode_reads_as_octal(tmp_path):
 
 
 def test_compression_level_follows_the_chosen_codec():
-    settings = producer_settings(bootstrap_servers=BOOT, compression="zstd",
-                                 compression_zstd_level=7)
+    settings = producer_settings(
+        bootstrap_servers=BOOT, compression="zstd", compression_zstd_level=7
+    )
     assert (settings.compression, settings.compression_level) == ("zstd", 7)
 
 
@@ -244,51 +285,54 @@ def test_topic_allow_list_matches_names_and_globs():
 # --- invalid values name their YAML path -----------------------------------------------------
 
 
-@pytest.mark.parametrize(("section", "key", "raw", "fragment"), [
-    ("kafka", "acks", 2, "must be one of all, -1, 0, 1"),
-    ("kafka", "acks", True, "must be one of"),
-    ("kafka", "batch.size", -1, "must be between 0 and"),
-    ("kafka", "compression.type", "brotli", "must be one of none, gzip, snappy, lz4, zstd"),
-    ("kafka", "compression.gzip.level", 0, "must be between 1 and 9"),
-    ("kafka", "compression.gzip.level", 10, "must be between 1 and 9"),
-    ("kafka", "compression.lz4.level", 18, "must be between 1 and 17"),
-    ("kafka", "compression.zstd.level", 23, "must be between -131072 and 22"),
-    ("kafka", "compression.zstd.level", -131073, "must be between -131072 and 22"),
-    ("kafka", "enable.idempotence", "maybe", "must be true or false"),
-    ("kafka", "max.in.flight.requests.per.connection", 0, "must be between 1 and"),
-    ("kafka", "retries", -1, "must be between 0 and"),
-    ("kafka", "request.timeout.ms", 2**31, "must be between 0 and 2147483647"),
-    ("kafka", "bootstrap.servers", "broker", "must be host:port"),
-    ("kafka", "bootstrap.servers", "broker:0", "port must be between 1 and 65535"),
-    ("kafka", "bootstrap.servers", "broker:70000", "port must be between 1 and 65535"),
-    ("kafka", "bootstrap.servers", [], "at least one"),
-    ("kafka", "bootstrap.servers", "a:1,a:1", "must not repeat"),
-    ("kafka", "partitioner", "sticky", "must be one of default, round_robin"),
-    ("kafka", "security.protocol", "TLS", "must be one of PLAINTEXT, SSL, SASL_PLAINTEXT"),
-    ("socket", "mode", 660, "at most 0777"),
-    ("socket", "mode", "rw-rw----", "octal mode"),
-    ("socket", "path", "/tmp/" + "x" * 103, "at most 107 bytes"),
-    ("socket", "group", "bad group", "group name"),
-    ("socket", "max_connections", 0, "must be between 1 and 65536"),
-    ("workers", "count", 0, "must be between 1 and 1024"),
-    ("workers", "count", "many", "positive integer or 'auto'"),
-    ("rings", "records_bytes", "32KiB", "must be between 65536"),
-    ("rings", "prefix", "a/b", "[A-Za-z0-9_-]"),
-    ("rings", "prefix", "-kpd", "not starting with -"),
-    ("rings", "reports_bytes", 65537, "multiple of 8"),
-    ("rings", "reports_bytes", "5GiB", "must be between 65536 and 4294967296"),
-    ("rings", "fsync", "sometimes", "must be never, always or an interval"),
-    ("rings", "fsync", 0, "must be never, always or an interval"),
-    ("rings", "fsync", "2h", "must be never, always or an interval"),
-    ("metrics", "listen", "localhost", "must be host:port"),
-    ("metrics", "enabled", "yes please", "must be true or false"),
-    ("topics", "allow", ["bad topic"], "topic names or patterns"),
-    ("topics", "allow", [], "non-empty list"),
-    ("shutdown", "timeout", "forever", "duration"),
-    ("shutdown", "timeout", 0, "must be between 0.001"),
-    ("log", "level", "verbose", "must be one of debug, info, warning, error"),
-    ("log", "format", "xml", "must be one of text, json"),
-])
+@pytest.mark.parametrize(
+    ("section", "key", "raw", "fragment"),
+    [
+        ("kafka", "acks", 2, "must be one of all, -1, 0, 1"),
+        ("kafka", "acks", True, "must be one of"),
+        ("kafka", "batch.size", -1, "must be between 0 and"),
+        ("kafka", "compression.type", "brotli", "must be one of none, gzip, snappy, lz4, zstd"),
+        ("kafka", "compression.gzip.level", 0, "must be between 1 and 9"),
+        ("kafka", "compression.gzip.level", 10, "must be between 1 and 9"),
+        ("kafka", "compression.lz4.level", 18, "must be between 1 and 17"),
+        ("kafka", "compression.zstd.level", 23, "must be between -131072 and 22"),
+        ("kafka", "compression.zstd.level", -131073, "must be between -131072 and 22"),
+        ("kafka", "enable.idempotence", "maybe", "must be true or false"),
+        ("kafka", "max.in.flight.requests.per.connection", 0, "must be between 1 and"),
+        ("kafka", "retries", -1, "must be between 0 and"),
+        ("kafka", "request.timeout.ms", 2**31, "must be between 0 and 2147483647"),
+        ("kafka", "bootstrap.servers", "broker", "must be host:port"),
+        ("kafka", "bootstrap.servers", "broker:0", "port must be between 1 and 65535"),
+        ("kafka", "bootstrap.servers", "broker:70000", "port must be between 1 and 65535"),
+        ("kafka", "bootstrap.servers", [], "at least one"),
+        ("kafka", "bootstrap.servers", "a:1,a:1", "must not repeat"),
+        ("kafka", "partitioner", "sticky", "must be one of default, round_robin"),
+        ("kafka", "security.protocol", "TLS", "must be one of PLAINTEXT, SSL, SASL_PLAINTEXT"),
+        ("socket", "mode", 660, "at most 0777"),
+        ("socket", "mode", "rw-rw----", "octal mode"),
+        ("socket", "path", "/tmp/" + "x" * 103, "at most 107 bytes"),
+        ("socket", "group", "bad group", "group name"),
+        ("socket", "max_connections", 0, "must be between 1 and 65536"),
+        ("workers", "count", 0, "must be between 1 and 1024"),
+        ("workers", "count", "many", "positive integer or 'auto'"),
+        ("rings", "records_bytes", "32KiB", "must be between 65536"),
+        ("rings", "prefix", "a/b", "[A-Za-z0-9_-]"),
+        ("rings", "prefix", "-kpd", "not starting with -"),
+        ("rings", "reports_bytes", 65537, "multiple of 8"),
+        ("rings", "reports_bytes", "5GiB", "must be between 65536 and 4294967296"),
+        ("rings", "fsync", "sometimes", "must be never, always or an interval"),
+        ("rings", "fsync", 0, "must be never, always or an interval"),
+        ("rings", "fsync", "2h", "must be never, always or an interval"),
+        ("metrics", "listen", "localhost", "must be host:port"),
+        ("metrics", "enabled", "yes please", "must be true or false"),
+        ("topics", "allow", ["bad topic"], "topic names or patterns"),
+        ("topics", "allow", [], "non-empty list"),
+        ("shutdown", "timeout", "forever", "duration"),
+        ("shutdown", "timeout", 0, "must be between 0.001"),
+        ("log", "level", "verbose", "must be one of debug, info, warning, error"),
+        ("log", "format", "xml", "must be one of text, json"),
+    ],
+)
 def test_each_invalid_value_is_reported_with_its_yaml_path(section, key, raw, fragment):
     error = _error(**{section: {key: raw}})
     assert error.path == f"{section}.{key}"
@@ -297,8 +341,9 @@ def test_each_invalid_value_is_reported_with_its_yaml_path(section, key, raw, fr
 
 
 def test_every_error_in_the_file_is_reported_at_once():
-    error = _error(kafka={"acks": 7, "linger.ms": "soon"}, socket={"mode": 999},
-                   log={"colour": "blue"})
+    error = _error(
+        kafka={"acks": 7, "linger.ms": "soon"}, socket={"mode": 999}, log={"colour": "blue"}
+    )
     paths = [path for path, _ in error.errors]
     assert paths == ["kafka.acks", "kafka.linger.ms", "socket.mode", "log.colour"]
     assert len(str(error).splitlines()) == 4
@@ -351,16 +396,19 @@ def test_nested_kafka_keys_are_pointed_at_the_flat_spelling():
     assert "written flat, e.g. 'batch.size: ...'" in error.message
 
 
-@pytest.mark.parametrize(("key", "why"), [
-    ("key.serializer", "serializers run in the client"),
-    ("interceptor.classes", "plug-in code"),
-    ("partitioner.class", "choose kafka.partitioner instead"),
-    ("transaction.two.phase.commit.enable", "kpd commits its own transactions"),
-    ("ssl.truststore.location", "give a PEM file with ssl.ca.location"),
-    ("sasl.kerberos.service.name", "GSSAPI (Kerberos) is not supported"),
-    ("sasl.jaas.config", "give sasl.username and sasl.password"),
-    ("metric.reporters", "Prometheus"),
-])
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("key.serializer", "serializers run in the client"),
+        ("interceptor.classes", "plug-in code"),
+        ("partitioner.class", "choose kafka.partitioner instead"),
+        ("transaction.two.phase.commit.enable", "kpd commits its own transactions"),
+        ("ssl.truststore.location", "give a PEM file with ssl.ca.location"),
+        ("sasl.kerberos.service.name", "GSSAPI (Kerberos) is not supported"),
+        ("sasl.jaas.config", "give sasl.username and sasl.password"),
+        ("metric.reporters", "Prometheus"),
+    ],
+)
 def test_unsupported_kafka_keys_say_why(key, why):
     error = _error(kafka={key: "x"})
     assert error.path == f"kafka.{key}"
@@ -448,8 +496,7 @@ def test_default_delivery_timeout_is_raised_to_cover_linger_and_request_timeout(
 
 def test_retry_backoff_above_its_cap_becomes_static_at_the_cap():
     config = _config(kafka={"retry.backoff.ms": 5000})
-    assert (config.producer.retry_backoff_ms, config.producer.retry_backoff_max_ms) \
-        == (1000, 1000)
+    assert (config.producer.retry_backoff_ms, config.producer.retry_backoff_max_ms) == (1000, 1000)
     assert "kafka.retry.backoff.ms (5000) is above" in config.warnings[0]
 
 
@@ -462,8 +509,10 @@ def test_reconnect_backoff_alone_makes_the_reconnect_backoff_static():
 
 def test_reconnect_backoff_with_its_cap_keeps_exponential_backoff():
     config = _config(kafka={"reconnect.backoff.ms": 100, "reconnect.backoff.max.ms": 5000})
-    assert (config.producer.reconnect_backoff_ms, config.producer.reconnect_backoff_max_ms) \
-        == (100, 5000)
+    assert (config.producer.reconnect_backoff_ms, config.producer.reconnect_backoff_max_ms) == (
+        100,
+        5000,
+    )
     assert config.warnings == ()
 
 
@@ -483,8 +532,9 @@ def test_producer_settings_alone_skip_rules_about_other_sections():
 
 
 def test_producer_settings_merges_a_kafka_mapping_with_overrides():
-    settings = producer_settings({"linger.ms": 50, "acks": "1"}, bootstrap_servers=BOOT,
-                                 linger_ms=0)
+    settings = producer_settings(
+        {"linger.ms": 50, "acks": "1"}, bootstrap_servers=BOOT, linger_ms=0
+    )
     assert (settings.linger_ms, settings.acks) == (0, 1)
     assert settings.enable_idempotence is False  # acks=1 left idempotence at its default
 
@@ -544,15 +594,16 @@ def test_load_config_records_its_source(tmp_path):
 def test_configuration_doc_is_current():
     committed = (REPO / "docs" / "configuration.md").read_text()
     assert committed == render_markdown(), (
-        "docs/configuration.md is stale: python -m daemon.config --markdown > "
-        "docs/configuration.md")
+        "docs/configuration.md is stale: python -m daemon.config --markdown > docs/configuration.md"
+    )
 
 
 def test_example_config_is_current():
     committed = (REPO / "config" / "kpd.example.yaml").read_text()
     assert committed == render_example(), (
         "config/kpd.example.yaml is stale: python -m daemon.config --example > "
-        "config/kpd.example.yaml")
+        "config/kpd.example.yaml"
+    )
 
 
 def test_doc_lists_every_setting_and_every_rejected_key():
@@ -605,17 +656,26 @@ def test_without_transactional_id_there_are_no_transactions():
     assert not _config().producer.transactional
 
 
-@pytest.mark.parametrize(("edit", "path", "other"), [
-    ({"acks": 1}, "kafka.acks", "kafka.transactional.id"),
-    ({"acks": 0}, "kafka.acks", "kafka.transactional.id"),
-    ({"enable.idempotence": False}, "kafka.enable.idempotence", "kafka.transactional.id"),
-    ({"retries": 0}, "kafka.retries", "kafka.transactional.id"),
-    ({"max.in.flight.requests.per.connection": 6},
-     "kafka.max.in.flight.requests.per.connection", "kafka.transactional.id"),
-    ({"transaction.max.bytes": "17MiB"}, "kafka.transaction.max.bytes", "kafka.buffer.memory"),
-    ({"transaction.interval.ms": 60000}, "kafka.transaction.interval.ms",
-     "kafka.transaction.timeout.ms"),
-])
+@pytest.mark.parametrize(
+    ("edit", "path", "other"),
+    [
+        ({"acks": 1}, "kafka.acks", "kafka.transactional.id"),
+        ({"acks": 0}, "kafka.acks", "kafka.transactional.id"),
+        ({"enable.idempotence": False}, "kafka.enable.idempotence", "kafka.transactional.id"),
+        ({"retries": 0}, "kafka.retries", "kafka.transactional.id"),
+        (
+            {"max.in.flight.requests.per.connection": 6},
+            "kafka.max.in.flight.requests.per.connection",
+            "kafka.transactional.id",
+        ),
+        ({"transaction.max.bytes": "17MiB"}, "kafka.transaction.max.bytes", "kafka.buffer.memory"),
+        (
+            {"transaction.interval.ms": 60000},
+            "kafka.transaction.interval.ms",
+            "kafka.transaction.timeout.ms",
+        ),
+    ],
+)
 def test_exactly_once_conflicts_are_errors_naming_both_keys(edit, path, other):
     # Without a transactional id, acks: 1 only turns idempotence off with a warning; with one,
     # Java refuses the config ("Cannot set a transactional.id without also enabling

@@ -50,6 +50,7 @@ class Persistence(IntEnum):
     NOT_PERSISTED = 1
     POSSIBLY_PERSISTED = 2
 
+
 # Protocol versions this codec speaks, lowest and highest (HELLO/WELCOME negotiate within it).
 PROTOCOL_VERSIONS = (1, 2)
 

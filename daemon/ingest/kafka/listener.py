@@ -1,0 +1,571 @@
+"""The Kafka-protocol listener (``socket.kafka``): Kafka requests in, ring entries out.
+
+Any unmodified Kafka client sets ``bootstrap.servers`` to this TCP listener and produces
+through kpd. kpd poses as the single broker (node 0) leading every partition: ApiVersions
+advertises only what kpd serves (``daemon.kafka.serving``), Metadata shows the real cluster's
+partition counts, InitProducerId hands out kpd's own producer ids (``producers``), and each
+Produce partition's batch is checked (``daemon.kafka.incoming``), laid out as a kpd records
+section and handed to ingest's ``Admission.admit`` — the one way into the rings, which a kpd
+client's PRODUCE frame and a ``socket.lines`` writer take too: the listener is one record source
+(``admission.RecordSource``) and its own ``ReportReader``. The client's partition is honoured;
+admission's refusals become Kafka error codes (``outcomes``).
+
+Acks: 0 -> ring ack level NONE (no response at all, as Kafka does); 1 -> ACCEPTED (answered
+once the entry is published to its ring); -1 -> KAFKA (answered with the worker's report: the
+real base offset and log-append time).
+
+Order: a connection's requests are handled one after another (entries enqueued in request
+order, so per-partition order holds across pipelined requests) and answered in request order
+(the Kafka protocol requires it); waiting for outcomes does not hold up the next request.
+
+Reports: every ring entry of this listener carries one stable conn_id (``SOURCE_ID``) and a
+sequence number from a counter that starts at the wall clock in ns, above any earlier ingest's.
+The ingest server hands workers' reports for ``SOURCE_ID`` to the listener
+(``IngestServer.hear_reports``) without counting it as a connection of its socket. So after
+ingest (or the whole daemon) was killed, the reports of entries the old listener wrote still
+reach the new one, which records them as the first outcome of batches an idempotent producer
+will resend.
+
+Must not import the server module (it receives ingest's ``Admission``), uvloop or the engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+import logging
+import struct
+import time
+from dataclasses import dataclass
+
+from daemon.ingest.admission import Admission, ReportReader, is_legal_topic
+from daemon.ingest.kafka.outcomes import kafka_code
+from daemon.ingest.kafka.producers import KeptBatch, ProducerRegistry
+from daemon.kafka import incoming, serving
+from daemon.kafka.errors import ErrorCode
+from daemon.kafka.messages import API_VERSIONS, INIT_PRODUCER_ID, METADATA, PRODUCE
+from daemon.kafka.primitives import ProtocolError
+from kpd.protocol import decode_reports
+from kpd.protocol.base import AckLevel, KpdErrorCode, Persistence, Status
+from kpd.protocol.records import ProduceHeader
+
+__all__ = ["SOURCE_ID", "KafkaListener", "KafkaListenerSettings", "KafkaStats"]
+
+log = logging.getLogger(__name__)
+
+# The conn_id of every ring entry this listener writes. Admission's ids for other sources are
+# (ms clock & 0xFFFFFFFF) << 32 plus a counter, so they reach this one only if a clock's low
+# 32 bits are all ones *and* 2**32 - 2 sources came in that millisecond.
+SOURCE_ID = 0xFFFF_FFFF_FFFF_FFFE
+NODE_ID = 0
+CLUSTER_ID = "kpd"
+_SIZE = struct.Struct(">i")
+_FRAME_HEAD = 5  # a kpd REPORT frame: u32 length, type byte
+_MAX_QUEUED_REQUESTS = 64  # read no more from a client with this many requests unanswered
+_METADATA_LOOKUP_S = 10.0  # at most this long on an unknown topic inside one Metadata request
+_BUFFER_FULL_THROTTLE_MS = 1000
+
+_ACK_LEVELS = {0: AckLevel.NONE, 1: AckLevel.ACCEPTED, -1: AckLevel.KAFKA}
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaListenerSettings:
+    host: str
+    port: int
+    max_connections: int
+    max_request_bytes: int
+    state_path: str | None  # the dedupe state file; None keeps it in memory only
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaStats:
+    connections: int
+    requests: int
+    records: int  # records accepted into rings through this listener
+    errors: dict[int, int]  # Kafka error code -> partitions (or requests) answered with it
+    producers: int  # producer ids known
+
+
+# One partition's answer: (error code, base offset, log-append time).
+Outcome = tuple[int, int, int]
+
+
+class _Pending:
+    """A batch in rings whose outcome the listener waits for. Owned by the event loop."""
+
+    __slots__ = ("append_time", "base_offset", "count", "error", "future", "remaining", "start")
+
+    def __init__(self, start: int, count: int, future: asyncio.Future) -> None:
+        self.start = start
+        self.count = count
+        self.remaining = count
+        self.error = ErrorCode.NONE
+        self.base_offset = -1
+        self.append_time = -1
+        self.future = future
+
+
+class KafkaListener:
+    """The ``socket.kafka`` server, its connections, and the record source of their batches."""
+
+    def __init__(self, settings: KafkaListenerSettings, admission: Admission) -> None:
+        self.settings = settings
+        self.admission = admission
+        self.producers = ProducerRegistry(settings.state_path)
+        # Above every sequence number an earlier listener used (it counted from its own start
+        # time, by at most one per record), and above every kept batch's.
+        self._next_seq = max(time.time_ns(), self.producers.highest_ring_seq())
+        self._pending: dict[int, _Pending] = {}  # by first sequence number
+        self._starts: list[int] = []  # the keys of _pending, ascending
+        self.connections: set[KafkaConnection] = set()
+        self.requests = 0
+        self.records = 0
+        self.errors: collections.Counter[int] = collections.Counter()
+        self._server: asyncio.AbstractServer | None = None
+        self.quiescing = False
+        # admission.RecordSource: ring entries carry SOURCE_ID; reports come back under it.
+        self.conn_id = SOURCE_ID
+        self.name = "kafka listener"
+        self.reader: ReportReader = self  # it hears its own outcomes
+        self.owed = 0  # records whose outcome a worker or a publish still owes
+        self._waiting = 0  # batches waiting in admit for a topic lookup or ring space
+        # Idempotent batches admitted but not yet published: (pending, batch, topic, partition)
+        self._staged: list[tuple] = []
+        self.idle = asyncio.Event()  # set while none waits: what quiesce waits for
+        self.idle.set()
+
+    @property
+    def busy(self) -> bool:
+        return self._waiting > 0
+
+    def stats(self) -> KafkaStats:
+        return KafkaStats(
+            len(self.connections),
+            self.requests,
+            self.records,
+            dict(self.errors),
+            self.producers.stats()[0],
+        )
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: KafkaConnection(self), self.settings.host, self.settings.port
+        )
+        log.info(
+            "Kafka protocol listener on %s:%d (anyone who can reach it can produce)",
+            self.settings.host,
+            self.settings.port,
+        )
+
+    async def quiesce(self) -> None:
+        """Accept no more connections or records; requests already read get
+        NOT_LEADER_OR_FOLLOWER, so clients retry them after reconnecting. Batches waiting in
+        admission for ring space finish first (at most max.block.ms)."""
+        self.quiescing = True
+        if self._server is not None:
+            self._server.close()
+        await self.admission.wait_idle(lambda: (self,))
+
+    def close(self) -> None:
+        self.quiescing = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.close()
+        self.producers.close()
+
+    # ---- Produce -----------------------------------------------------------------------
+
+    async def produce_partition(self, topic: str, partition: int, data, version: int,
+                                ack: AckLevel, timeout_s: float):  # fmt: skip
+        """Check and admit one partition's batch. Returns an ``Outcome`` or an awaitable of
+        one (the answer once the ack level is reached)."""
+        batch = incoming.read_batch(data, version)
+        if isinstance(batch, incoming.BatchRefused):
+            log.info("kafka client: %s-%d: %s", topic, partition, batch.message)
+            return batch.error_code, -1, -1
+        if self.quiescing:
+            return ErrorCode.NOT_LEADER_OR_FOLLOWER, -1, -1
+        idempotent = batch.producer_id >= 0
+        if idempotent:
+            check = self.producers.check(batch.producer_id, batch.producer_epoch, topic,
+                                         partition, batch.base_sequence, batch.count)  # fmt: skip
+            if check.error:
+                return check.error, -1, -1
+            if check.duplicate is not None:
+                return self._duplicate(check.duplicate, timeout_s)
+        return await self._admit(topic, partition, batch, ack, idempotent)
+
+    async def _admit(self, topic, partition, batch, ack, idempotent):
+        start = self._next_seq
+        self._next_seq += batch.count
+        header = ProduceHeader(start, batch.count, partition, ack, topic,
+                               memoryview(batch.section), batch.keyless)  # fmt: skip
+        pending = self._track(start, batch.count)  # admission's refusals land here too
+        admission = self.admission
+        waiting = admission.admit(self, header, ack)
+        if waiting is not None:
+            self.publish()  # nothing admitted stays unpublished behind an await
+            self._waiting += 1
+            self.idle.clear()
+            try:
+                await waiting
+            finally:
+                self._waiting -= 1
+                if not self._waiting:
+                    self.idle.set()
+        if ack == AckLevel.NONE or pending.error:
+            # No outcome comes for acks=0 records; a refused batch is answered now (a part
+            # admission took before a ring stayed full still goes to Kafka).
+            if pending.start in self._pending:
+                self._untrack(pending)
+            if pending.error:
+                return pending.error, -1, -1
+        self.records += batch.count
+        if idempotent:
+            self._staged.append((pending, batch, topic, partition))  # kept once published
+        if ack == AckLevel.NONE:
+            return ErrorCode.NONE, -1, -1
+        return pending.future
+
+    def publish(self) -> None:
+        """Publish what admission staged (once per request: one ring wake-up, not one per
+        partition), then keep the idempotent batches it published — after the publish and
+        before any answer, so that a resend after any crash finds them."""
+        self.admission.publish_all()
+        staged, self._staged = self._staged, []
+        for pending, batch, topic, partition in staged:
+            self.producers.accepted(batch.producer_id, batch.producer_epoch, topic, partition,
+                                    batch.base_sequence, batch.count, pending.start)  # fmt: skip
+            if pending.future.done():  # acks=1 announced by the publish, or a fast worker
+                self.producers.resolved(pending.start, *pending.future.result())
+
+    def _duplicate(self, kept: KeptBatch, timeout_s: float):
+        """A resent batch: its first outcome, once known. One whose outcome never arrives
+        (its report was lost with a killed daemon, or it was accepted at acks=1) is answered
+        DUPLICATE_SEQUENCE_NUMBER after the request's timeout, which Kafka clients take as
+        success without an offset: its records are in kpd's rings or already in Kafka."""
+        if kept.outcome is not None:
+            return kept.outcome
+        pending = self._pending.get(kept.ring_seq) or self._track(kept.ring_seq, kept.count)
+        return _first_outcome(pending.future, timeout_s)
+
+    def _track(self, start: int, count: int) -> _Pending:
+        pending = _Pending(start, count, asyncio.get_running_loop().create_future())
+        self._pending[start] = pending
+        bisect.insort(self._starts, start)
+        return pending
+
+    def _untrack(self, pending: _Pending) -> None:
+        del self._pending[pending.start]
+        self._starts.pop(bisect.bisect_left(self._starts, pending.start))
+
+    # ---- what admission and the ingest server call back ----------------------------------
+
+    def forward_reports(self, records: int, report_frame) -> None:
+        """A worker's REPORT frame for entries of this listener (``IngestServer``)."""
+        self.owed -= records
+        for run in decode_reports(memoryview(report_frame)[_FRAME_HEAD:]):
+            self._outcome(run.first_seq, run.count, run.status, run.base_offset,
+                          run.timestamp, kafka_code(run.error, run.kafka_error),
+                          run.persistence)  # fmt: skip
+
+    def owe(self, n: int) -> None:
+        """admission.ReportReader: ``n`` records' outcomes are on their way."""
+        self.owed += n
+
+    def accepted(self, frame: bytes, n: int) -> None:
+        """admission.ReportReader: entries of acks=1 batches are published (and synced)."""
+        self.forward_reports(n, frame)
+
+    def refused(self, first_seq: int, count: int, code: KpdErrorCode, message: str,
+                kafka_error: int) -> None:  # fmt: skip
+        """admission.RecordSource: records admission did not take (it counted them)."""
+        log.info("kafka client: %d records refused: %s", count, message)
+        self._outcome(first_seq, count, Status.FAILED, -1, -1, kafka_code(code, kafka_error),
+                      Persistence.NOT_PERSISTED)  # fmt: skip
+
+    def _outcome(self, seq, count, status, base_offset, append_time, error, persistence):
+        index = bisect.bisect_right(self._starts, seq) - 1
+        pending = self._pending.get(self._starts[index]) if index >= 0 else None
+        if pending is None or seq >= pending.start + pending.count:
+            # No one waits (the client left, or an earlier ingest wrote the entry): keep a
+            # delivered batch's outcome for the resend that may come.
+            if status == Status.DELIVERED:
+                self.producers.resolved(seq, ErrorCode.NONE, base_offset, append_time)
+            return
+        pending.remaining -= count
+        if status == Status.FAILED:
+            if not pending.error:
+                pending.error = error
+        elif seq == pending.start:
+            pending.base_offset, pending.append_time = base_offset, append_time
+        if pending.remaining > 0:
+            return
+        self._untrack(pending)
+        outcome = (pending.error, pending.base_offset, pending.append_time)
+        if not pending.error:
+            self.producers.resolved(pending.start, *outcome)
+        elif persistence == Persistence.NOT_PERSISTED:
+            self.producers.withdrawn(pending.start)
+        if not pending.future.done():
+            pending.future.set_result(outcome)
+
+    # ---- Metadata and InitProducerId ---------------------------------------------------
+
+    async def metadata(self, body: dict, sockname) -> dict:
+        host, port = sockname[0], sockname[1]
+        if host in ("0.0.0.0", "::"):
+            host = self.settings.host
+        requested = body["topics"]
+        if requested is None:  # all topics: the ones ingest knows
+            names = self.admission.topics.names()
+        else:
+            names = [t["name"] for t in requested if t["name"] is not None]
+        topics = [await self._topic_metadata(name) for name in names]
+        return {
+            "brokers": [{"node_id": NODE_ID, "host": host, "port": port}],
+            "cluster_id": CLUSTER_ID,
+            "controller_id": NODE_ID,
+            "topics": topics,
+        }
+
+    async def _topic_metadata(self, name: str) -> dict:
+        topics = self.admission.topics
+        answer = {"name": name, "error_code": ErrorCode.NONE, "partitions": []}
+        if not is_legal_topic(name):
+            answer["error_code"] = ErrorCode.INVALID_TOPIC_EXCEPTION
+            return answer
+        if not topics.allowed(name):
+            answer["error_code"] = ErrorCode.TOPIC_AUTHORIZATION_FAILED
+            return answer
+        try:
+            timeout = min(self.admission.max_block_s, _METADATA_LOOKUP_S)
+            count = await topics.partition_count(name, timeout)
+        except Exception:
+            answer["error_code"] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            return answer
+        answer["partitions"] = [
+            {"partition_index": i, "leader_id": NODE_ID, "leader_epoch": 0,
+             "replica_nodes": [NODE_ID], "isr_nodes": [NODE_ID]}
+            for i in range(count)
+        ]  # fmt: skip
+        return answer
+
+    def init_producer_id(self, body: dict) -> dict:
+        if body["transactional_id"] is not None:
+            # kpd's exactly-once is the daemon's own kafka.transactional.id.
+            return {"error_code": ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    "producer_id": -1, "producer_epoch": -1}  # fmt: skip
+        producer_id, epoch = self.producers.init_producer(body["producer_id"],
+                                                          body["producer_epoch"])  # fmt: skip
+        return {"error_code": ErrorCode.NONE, "producer_id": producer_id, "producer_epoch": epoch}
+
+
+async def _first_outcome(future: asyncio.Future, timeout_s: float) -> Outcome:
+    try:
+        return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+    except TimeoutError:
+        return ErrorCode.DUPLICATE_SEQUENCE_NUMBER, -1, -1
+
+
+class KafkaConnection(asyncio.Protocol):
+    """One Kafka client. Owns its read buffer, its request queue and its answer order."""
+
+    def __init__(self, listener: KafkaListener) -> None:
+        self._listener = listener
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._requests: asyncio.Queue = asyncio.Queue()
+        self._answers: collections.deque = collections.deque()  # futures, in request order
+        self._answer_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._paused = False
+        self.closed = False
+        self.name = "kafka client"
+
+    # ---- asyncio callbacks -------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.name = f"kafka client {peer[0]}:{peer[1]}"
+        listener = self._listener
+        if len(listener.connections) >= listener.settings.max_connections:
+            log.warning("%s: refused, %d connections already (socket.max_connections)",
+                        self.name, len(listener.connections))  # fmt: skip
+            transport.abort()
+            self.closed = True
+            return
+        listener.connections.add(self)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._handle_requests()),
+                       loop.create_task(self._write_answers())]  # fmt: skip
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self._listener.connections.discard(self)
+        for task in self._tasks:
+            task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        limit = self._listener.settings.max_request_bytes
+        while len(buffer) >= 4:
+            (size,) = _SIZE.unpack_from(buffer, 0)
+            if size < 0 or size > limit:
+                self._fatal(f"request of {size} bytes (the limit is {limit})")
+                return
+            if len(buffer) < 4 + size:
+                break
+            payload = bytes(buffer[4 : 4 + size])
+            del buffer[: 4 + size]
+            self._requests.put_nowait(payload)
+        if self._requests.qsize() + len(self._answers) >= _MAX_QUEUED_REQUESTS and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.close()
+        self.closed = True
+
+    def _fatal(self, reason: str) -> None:
+        log.warning("%s: closing: %s", self.name, reason)
+        self._listener.errors[-1] += 1
+        self._buffer.clear()
+        if self.transport is not None:
+            self.transport.abort()
+        self.closed = True
+
+    # ---- requests ----------------------------------------------------------------------
+
+    async def _handle_requests(self) -> None:
+        while not self.closed:
+            payload = await self._requests.get()
+            try:
+                await self._handle(payload)
+            except ProtocolError as exc:
+                self._fatal(f"bad request: {exc}")
+            except Exception:
+                log.exception("%s: request handling failed", self.name)
+                self._fatal("kpd could not handle the request")
+            if self._paused and self._requests.qsize() + len(self._answers) < _MAX_QUEUED_REQUESTS:
+                self._paused = False
+                if not self.closed:
+                    self.transport.resume_reading()
+
+    async def _handle(self, payload: bytes) -> None:
+        listener = self._listener
+        listener.requests += 1
+        request = serving.decode_request(payload)
+        if isinstance(request, serving.RequestRefused):
+            if request.answer is not None:
+                self._answer_now(request.answer)
+                return
+            self._fatal(request.reason)
+            return
+        api, version, correlation_id, body = (request.api, request.version,
+                                              request.correlation_id, request.body)  # fmt: skip
+        if api is API_VERSIONS:
+            self._answer_now(serving.encode_response(api, version, correlation_id,
+                                                     serving.api_versions_body()))  # fmt: skip
+        elif api is METADATA:
+            answer = await listener.metadata(body, self.transport.get_extra_info("sockname"))
+            self._answer_now(serving.encode_response(api, version, correlation_id, answer))
+        elif api is INIT_PRODUCER_ID:
+            answer = listener.init_producer_id(body)
+            self._count_error(answer["error_code"])
+            self._answer_now(serving.encode_response(api, version, correlation_id, answer))
+        elif api is PRODUCE:
+            await self._produce(version, correlation_id, body)
+
+    async def _produce(self, version: int, correlation_id: int, body: dict) -> None:
+        listener = self._listener
+        acks = body["acks"]
+        ack = _ACK_LEVELS.get(acks)
+        timeout_s = max(body["timeout_ms"], 0) / 1000
+        parts = []  # (topic, partition, Outcome or awaitable)
+        for topic_data in body["topic_data"]:
+            topic = topic_data["name"]
+            for data in topic_data["partition_data"]:
+                index = data["index"]
+                if ack is None:
+                    result = (ErrorCode.INVALID_REQUIRED_ACKS, -1, -1)
+                elif body["transactional_id"] is not None:
+                    result = (ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, -1, -1)
+                else:
+                    result = await listener.produce_partition(
+                        topic, index, data["records"] or b"", version, ack, timeout_s
+                    )
+                parts.append((topic, index, result))
+        listener.publish()
+        if acks == 0:
+            for _, _, result in parts:  # nobody reads an answer to acks=0; count errors
+                if isinstance(result, tuple):
+                    self._count_error(result[0])
+            return
+        answer = asyncio.get_running_loop().create_task(
+            self._produce_answer(version, correlation_id, parts)
+        )
+        self._queue_answer(answer)
+
+    async def _produce_answer(self, version, correlation_id, parts) -> bytes:
+        by_topic: dict[str, list] = {}
+        throttle = 0
+        for topic, index, result in parts:
+            if not isinstance(result, tuple):
+                result = await result
+            error, base_offset, append_time = result
+            self._count_error(error)
+            if error == ErrorCode.REQUEST_TIMED_OUT:
+                throttle = _BUFFER_FULL_THROTTLE_MS
+            by_topic.setdefault(topic, []).append(
+                {"index": index, "error_code": error, "base_offset": base_offset,
+                 "log_append_time_ms": append_time, "log_start_offset": -1}
+            )  # fmt: skip
+        body = {
+            "responses": [
+                {"name": topic, "partition_responses": answers}
+                for topic, answers in by_topic.items()
+            ],
+            "throttle_time_ms": throttle,
+        }
+        return serving.encode_response(PRODUCE, version, correlation_id, body)
+
+    def _count_error(self, code: int) -> None:
+        if code:
+            self._listener.errors[code] += 1
+
+    # ---- answers, in request order -----------------------------------------------------
+
+    def _answer_now(self, frame: bytes) -> None:
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(frame)
+        self._queue_answer(future)
+
+    def _queue_answer(self, awaitable) -> None:
+        self._answers.append(awaitable)
+        self._answer_ready.set()
+
+    async def _write_answers(self) -> None:
+        while not self.closed:
+            if not self._answers:
+                self._answer_ready.clear()
+                await self._answer_ready.wait()
+                continue
+            try:
+                frame = await self._answers[0]
+            except Exception:
+                log.exception("%s: answering a request failed", self.name)
+                self._fatal("kpd could not answer a request")
+                return
+            self._answers.popleft()
+            if not self.closed:
+                self.transport.write(frame)

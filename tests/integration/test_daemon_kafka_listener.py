@@ -1,0 +1,279 @@
+"""The Kafka-protocol listener (`socket.kafka`) of the real daemon, with real Kafka clients.
+
+confluent-kafka (librdkafka), kafka-python and kcat set `bootstrap.servers` to kpd; what they
+are told (partition, offset) is checked against what an independent reader (confluent-kafka's
+consumer, straight from tansu) finds: every record once, per-key order kept, headers and
+timestamps carried, nothing lost or repeated across a kill -9 of ingest or of the whole daemon,
+and the daemon survives garbage on the listener.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+
+import pytest
+from confluent_kafka import Producer
+
+from bench.contenders.programs import librdkafka_dir
+from tests.brokers import read_all, unique_topic_name
+from tests.brokers.ports import free_port
+from tests.daemon_harness import KpdDaemon
+from tests.waiting import wait_for
+
+
+def _daemon(tmp_path, tansu, **extra) -> KpdDaemon:
+    port = free_port()
+    settings = {"socket": {"kafka": f"127.0.0.1:{port}"}}
+    for section, values in extra.items():
+        settings.setdefault(section, {}).update(values)
+    daemon = KpdDaemon(tmp_path, tansu.bootstrap, workers=2, extra=settings)
+    daemon.kafka_bootstrap = f"127.0.0.1:{port}"
+    return daemon
+
+
+def _producer(bootstrap: str, **config) -> Producer:
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 5,
+            "message.timeout.ms": 60000,
+            "partitioner": "murmur2_random",
+            **config,
+        }
+    )
+
+
+def _produce(producer: Producer, topic: str, records, **extra) -> dict:
+    """Send `records` ((key, value) pairs); return {value: (error, partition, offset)}."""
+    reports: dict = {}
+
+    def on_delivery(err, msg):
+        reports[msg.value()] = (err, msg.partition(), msg.offset())
+
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=on_delivery, **extra)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    assert producer.flush(60) == 0, "librdkafka could not deliver everything in 60 s"
+    return reports
+
+
+def test_idempotent_librdkafka_at_acks_all_gets_the_offsets_the_records_have_in_kafka(
+    tansu, tmp_path
+):
+    topic = unique_topic_name("kafka-listener")
+    tansu.create_topic(topic, 4)
+    count = 5000
+    records = [(b"key-%d" % (i % 31), b"value %d" % i) for i in range(count)]
+    with _daemon(tmp_path, tansu) as daemon:
+        producer = _producer(daemon.kafka_bootstrap, **{"enable.idempotence": True, "acks": "all"})
+        reports = _produce(
+            producer, topic, records, headers=[("h", b"x")], timestamp=1_700_000_000_123
+        )
+        consumed = read_all(tansu.bootstrap, topic, count, timeout_s=60)
+        assert daemon.stop() == 0, daemon.log_tail()
+    failed = [v for v, (err, _, _) in reports.items() if err is not None]
+    assert not failed, f"{len(failed)} failed: {reports[failed[0]]}"
+    found = {r.value: (r.partition, r.offset) for r in consumed}
+    assert len(found) == count  # read_all(exact) already refused duplicates
+    wrong = [v for v, (_, p, o) in reports.items() if found[v] != (p, o)]
+    assert not wrong, f"{len(wrong)} reported elsewhere than found: {wrong[:3]}"
+    assert {r.headers for r in consumed} == {(("h", b"x"),)}
+    assert {r.timestamp for r in consumed} == {1_700_000_000_123}
+    last: dict[bytes, int] = {}
+    for r in consumed:  # sorted by (partition, offset)
+        index = int(r.value.split()[1])
+        assert last.get(r.key, -1) < index, f"key {r.key!r} out of order"
+        last[r.key] = index
+
+
+@pytest.mark.parametrize("acks", ["1", "0"])
+def test_acks_1_and_0_deliver_every_record_once(tansu, tmp_path, acks):
+    topic = unique_topic_name(f"kafka-listener-acks{acks}")
+    tansu.create_topic(topic, 2)
+    count = 2000
+    records = [(None, b"v%d" % i) for i in range(count)]
+    with _daemon(tmp_path, tansu) as daemon:
+        producer = _producer(daemon.kafka_bootstrap, acks=acks, **{"enable.idempotence": False})
+        reports = _produce(producer, topic, records)
+        consumed = read_all(tansu.bootstrap, topic, count, timeout_s=60)
+        assert daemon.stop() == 0, daemon.log_tail()
+    assert all(err is None for err, _, _ in reports.values())
+    assert sorted(r.value for r in consumed) == sorted(v for _, v in records)
+
+
+def _request(api_key: int, version: int, correlation_id: int, body: bytes) -> bytes:
+    payload = struct.pack(">hhih", api_key, version, correlation_id, 4) + b"test" + body
+    return struct.pack(">i", len(payload)) + payload
+
+
+def _closed_or_answered(bootstrap: str, data: bytes) -> bytes:
+    host, port = bootstrap.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            if len(b"".join(chunks)) >= 4:
+                size = struct.unpack_from(">i", b"".join(chunks))[0]
+                if len(b"".join(chunks)) >= 4 + size:
+                    return b"".join(chunks)
+
+
+def _listening(bootstrap: str) -> bool:
+    host, port = bootstrap.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_garbage_oversized_and_unserved_requests_never_hurt_the_daemon(tansu, tmp_path):
+    topic = unique_topic_name("kafka-listener-garbage")
+    tansu.create_topic(topic, 1)
+    with _daemon(tmp_path, tansu) as daemon:
+        bootstrap = daemon.kafka_bootstrap
+        wait_for(lambda: _listening(bootstrap), 20, "the Kafka listener to accept connections")
+        assert _closed_or_answered(bootstrap, b"\xff" * 64) == b""  # negative size: closed
+        assert _closed_or_answered(bootstrap, struct.pack(">i", 1 << 30)) == b""  # too large
+        assert _closed_or_answered(bootstrap, _request(1, 11, 1, b"\x00" * 40)) == b""  # Fetch
+        # A Produce v9 whose body is garbage: closed, never produced.
+        assert _closed_or_answered(bootstrap, _request(0, 9, 2, b"\x07" * 30)) == b""
+        # ApiVersions v99: answered v0 UNSUPPORTED_VERSION (35) with kpd's table.
+        answer = _closed_or_answered(bootstrap, _request(18, 99, 3, b""))
+        assert struct.unpack_from(">iih", answer) == (len(answer) - 4, 3, 35)
+        # The listener still serves a real client afterwards.
+        producer = _producer(bootstrap, **{"enable.idempotence": True})
+        reports = _produce(producer, topic, [(None, b"after the garbage")])
+        assert [err for err, _, _ in reports.values()] == [None]
+        read_all(tansu.bootstrap, topic, 1, timeout_s=30)
+        wait_for(lambda: daemon.process.poll() is None, 1, "the daemon to be alive")
+        assert daemon.stop() == 0, daemon.log_tail()
+
+
+def _kill_ingest(daemon: KpdDaemon) -> None:
+    """kill -9 of the process serving the listener; the supervisor starts another."""
+    victim = daemon.child_pids("ingest")[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(
+        lambda: daemon.child_pids("ingest") not in ([], [victim]),
+        30,
+        "the supervisor to replace the killed ingest",
+    )
+
+
+def _kill_daemon(daemon: KpdDaemon) -> None:
+    """kill -9 of every process of the daemon, then a new daemon on the same files."""
+    daemon.kill_all()
+    daemon.start()
+
+
+@pytest.mark.parametrize("kill", [_kill_ingest, _kill_daemon], ids=["ingest", "whole-daemon"])
+def test_kill_9_while_an_idempotent_producer_streams_loses_and_repeats_nothing(
+    tansu, tmp_path, kill
+):
+    topic = unique_topic_name("kafka-listener-kill")
+    tansu.create_topic(topic, 3)
+    count = 30_000
+    with _daemon(tmp_path, tansu) as daemon:
+        producer = _producer(
+            daemon.kafka_bootstrap, **{"enable.idempotence": True, "acks": "all", "linger.ms": 2}
+        )
+        reports: dict = {}
+
+        def on_delivery(err, msg):
+            reports[msg.value()] = (err, msg.partition(), msg.offset())
+
+        kills = {count // 3, 2 * count // 3}
+        for i in range(count):
+            if i in kills:
+                # Mid-stream: half of what was sent is reported, the rest is in flight.
+                wait_for(
+                    lambda i=i: producer.poll(0.05) >= 0 and len(reports) >= i // 2,
+                    60,
+                    "records to flow",
+                )
+                try:
+                    kill(daemon)
+                    # Serving again (a kill during its boot would stop the daemon instead).
+                    wait_for(lambda: _listening(daemon.kafka_bootstrap), 30, "the listener")
+                except AssertionError as exc:
+                    raise AssertionError(f"{exc}\n{daemon.log_tail()}") from None
+            while True:
+                try:
+                    producer.produce(topic, b"v%d" % i, b"k%d" % (i % 13), on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+        assert producer.flush(120) == 0, "librdkafka could not deliver everything"
+        consumed = read_all(tansu.bootstrap, topic, count, timeout_s=120)  # exact: no repeats
+        assert daemon.stop() == 0, daemon.log_tail()
+    failed = [(v, r) for v, r in reports.items() if r[0] is not None]
+    assert not failed, f"{len(failed)} failed, e.g. {failed[:3]}"
+    assert sorted(r.value for r in consumed) == sorted(b"v%d" % i for i in range(count))
+    found = {r.value: (r.partition, r.offset) for r in consumed}
+    # A resend answered DUPLICATE_SEQUENCE_NUMBER (first outcome lost with the killed ingest)
+    # is reported by librdkafka with offset -1; every other report is where the record is.
+    wrong = [v for v, (_, p, o) in reports.items() if o >= 0 and found[v] != (p, o)]
+    assert not wrong, f"{len(wrong)} reported elsewhere than found: {wrong[:3]}"
+
+
+def test_kafka_python_at_acks_1_delivers_every_record_once(tansu, tmp_path):
+    kafka = pytest.importorskip("kafka", reason="kafka-python is not installed")
+    topic = unique_topic_name("kafka-listener-kafka-python")
+    tansu.create_topic(topic, 3)
+    count = 2000
+    with _daemon(tmp_path, tansu) as daemon:
+        wait_for(lambda: _listening(daemon.kafka_bootstrap), 20, "the Kafka listener")
+        producer = kafka.KafkaProducer(bootstrap_servers=daemon.kafka_bootstrap, acks=1,
+                                       linger_ms=5)  # fmt: skip
+        futures = [
+            producer.send(topic, key=b"k%d" % (i % 7), value=b"v%d" % i) for i in range(count)
+        ]
+        producer.flush(60)
+        metadata = [future.get(timeout=60) for future in futures]
+        producer.close(10)
+        consumed = read_all(tansu.bootstrap, topic, count, timeout_s=60)
+        assert daemon.stop() == 0, daemon.log_tail()
+    assert {m.topic for m in metadata} == {topic}
+    assert sorted(r.value for r in consumed) == sorted(b"v%d" % i for i in range(count))
+    by_value = {r.value: r.partition for r in consumed}
+    # kafka-python partitions itself (murmur2 of the key); kpd honours its choice.
+    assert all(by_value[b"v%d" % i] == m.partition for i, m in enumerate(metadata))
+
+
+def test_kcat_produces_through_the_listener(tansu, tmp_path):
+    kcat = shutil.which("kcat")
+    if kcat is None:
+        pytest.skip("kcat is not installed")
+    topic = unique_topic_name("kafka-listener-kcat")
+    tansu.create_topic(topic, 2)
+    lines = [b"key%d:line %d" % (i % 5, i) for i in range(1000)]
+    # Debian's kcat links librdkafka 2.0.2, which fails ApiVersions with tansu and is untested
+    # with kpd: run it on the confluent-kafka wheel's librdkafka, as bench/ does.
+    env = dict(os.environ, LD_LIBRARY_PATH=str(librdkafka_dir(tmp_path)))
+    with _daemon(tmp_path, tansu) as daemon:
+        wait_for(lambda: _listening(daemon.kafka_bootstrap), 20, "the Kafka listener")
+        done = subprocess.run(
+            [kcat, "-P", "-b", daemon.kafka_bootstrap, "-t", topic, "-K", ":",
+             "-X", "enable.idempotence=true", "-X", "acks=all"],
+            input=b"\n".join(lines) + b"\n", env=env, capture_output=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        consumed = read_all(tansu.bootstrap, topic, len(lines), timeout_s=60)
+        assert daemon.stop() == 0, daemon.log_tail()
+    assert sorted(r.key + b":" + r.value for r in consumed) == sorted(lines)
