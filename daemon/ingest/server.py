@@ -257,6 +257,8 @@ class IngestServer:
                     sessions.report(conn_id, frame)
                 except Exception:
                     log.exception("session %x: cannot take a worker report", conn_id)
+                if trace is not None and written_ns:
+                    trace.observe(max(0, now_ns - written_ns) / 1e9, records)
                 continue
             if conn is None:
                 continue  # the client left; its records were still delivered or failed
