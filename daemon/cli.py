@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import re
+import socket
 import sys
 
 EX_OK = 0
@@ -183,6 +184,10 @@ def cmd_send(args) -> int:
     separator = args.key_separator.encode() if args.key_separator else None
     bad_input: str | None = None
     try:
+        # A Producer starts without kpd and waits for it (max_block_ms); a command line
+        # tool should say at once that the daemon is not there.
+        with socket.socket(socket.AF_UNIX) as probe:
+            probe.connect(socket_path)
         # A small buffer: a pipe that never ends must run in flat memory (LineSender).
         producer = Producer(socket_path, acks=args.acks, buffer_bytes=_SEND_BUFFER_BYTES)
     except OSError as exc:

@@ -18,7 +18,9 @@ The interface is small on purpose:
 * ``conn_id`` -- from ``next_source_id()``: ring entries carry it, and workers' reports come
   back under it, so it is unique among all sources of this ingest and of earlier ones (the
   Kafka listener's is one fixed id outside that sequence, so that reports of entries an
-  earlier ingest wrote reach it);
+  earlier ingest wrote reach it); or, for a protocol v2 connection, its session id (bit 63
+  set, never a ``next_source_id``): then every entry it stages is journaled in
+  ``sessions`` once published;
 * ``name`` -- for logs;
 * ``refused(first_seq, count, code, message, kafka_error)`` -- records admission did not take
   (FAILED, NOT_PERSISTED); admission has counted them already;
@@ -47,11 +49,11 @@ from typing import Protocol
 
 from daemon.ingest.ring_sync import RingSync
 from daemon.ingest.routing import Entry, EntryPlanner
-from daemon.kafka.errors import code_of
+from daemon.ingest.sessions import Sessions
 from daemon.ownership import worker_for
 from daemon.ring import RingProducer
 from daemon.wire.ring_entry import entry_head, seq_runs
-from kpd.protocol import ReportRun, encode_reports
+from kpd.protocol import SESSION_BIT, ReportRun, encode_reports
 from kpd.protocol.base import AckLevel, KpdErrorCode, Status
 from kpd.protocol.records import ProduceHeader
 
@@ -62,7 +64,6 @@ log = logging.getLogger(__name__)
 # Kafka's rule for topic names (org.apache.kafka.common.internals.Topic.validate): 1 to 249
 # of [a-zA-Z0-9._-], and not "." or ".." (they would be directory names on the broker).
 _LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
-_INVALID_TOPIC_EXCEPTION = code_of("INVALID_TOPIC_EXCEPTION")
 
 
 def is_legal_topic(topic: str) -> bool:
@@ -162,15 +163,20 @@ class Admission:
         planner: EntryPlanner,
         sync: RingSync,
         max_block_s: float,
+        sessions: Sessions | None = None,
     ) -> None:
         self._records = records
+        # Protocol v2 sessions: entries of a source whose conn_id is a session id are
+        # journaled after their publish, before their announcement (``sessions``).
+        self.sessions = sessions
         self.topics = topics
         self.planner = planner
         self.ring_sync = sync
         self.max_block_s = max_block_s
         # Source ids stay unique across ingest restarts: reports of a previous ingest's
         # sources must never reach a new one that reused a small id.
-        start = (time.time_ns() // 1_000_000) & 0xFFFFFFFF
+        # Bit 63 stays clear: ids with it set are protocol v2 session ids (kpd.protocol).
+        start = (time.time_ns() // 1_000_000) & 0x7FFFFFFF
         self._ids = itertools.count(start << 32)
         self._dirty: set[int] = set()  # rings with staged, unpublished entries
         # ACCEPTED reports of staged entries: sent once published (and synced, if asked).
@@ -195,11 +201,10 @@ class Admission:
         """Check, plan and enqueue one unit of records; None when done, else an awaitable."""
         topic = header.topic
         if not is_legal_topic(topic):
-            # Kafka would answer INVALID_TOPIC_EXCEPTION for such a name; asking it would only
-            # hold the source for max.block.ms (and keep the name in the metadata wanted set).
-            self.refuse(source, header.base_seq, header.count, KpdErrorCode.KAFKA_ERROR,
-                        f"topic {topic!r} is not a legal Kafka topic name",
-                        _INVALID_TOPIC_EXCEPTION)  # fmt: skip
+            # kpd decides this itself (asking Kafka would only hold the source for
+            # max.block.ms), so its own code, as METADATA answers (docs/protocol.md 10).
+            self.refuse(source, header.base_seq, header.count, KpdErrorCode.INVALID_TOPIC,
+                        f"topic {topic!r} is not a legal Kafka topic name")  # fmt: skip
             return None
         if not self.topics.allowed(topic):
             self.refuse(source, header.base_seq, header.count, KpdErrorCode.TOPIC_NOT_ALLOWED,
@@ -249,7 +254,7 @@ class Admission:
     async def describe(self, topic: str) -> tuple[KpdErrorCode, int]:
         """A METADATA request's answer for ``topic``: (error code, partition count or -1)."""
         if not is_legal_topic(topic):
-            return KpdErrorCode.UNKNOWN_TOPIC, -1
+            return KpdErrorCode.INVALID_TOPIC, -1
         if not self.topics.allowed(topic):
             return KpdErrorCode.TOPIC_NOT_ALLOWED, -1
         try:
@@ -313,6 +318,8 @@ class Admission:
 
     def _accepted(self, source, first_seq: int, n: int, partition: int, ack, offsets) -> None:
         self.records_accepted += n
+        if self.sessions is not None and source.conn_id & SESSION_BIT:
+            self.sessions.taken(source.conn_id, first_seq, n, offsets, partition, ack)
         reader = source.reader
         if reader is None or ack == AckLevel.NONE:
             return
@@ -336,6 +343,8 @@ class Admission:
 
     def _announce(self, published: Iterable[int]) -> None:
         announce, self._unannounced = self._unannounced, []
+        if self.sessions is not None:
+            self.sessions.flush()  # published: the entries' journal lines, before ACCEPTED
         if announce or published:
             self.ring_sync.published(published, announce)
 

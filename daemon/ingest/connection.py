@@ -28,13 +28,14 @@ from kpd.protocol.base import (
     Persistence,
     Status,
 )
-from kpd.protocol.records import decode_produce_header
+from kpd.protocol.records import RecordIn, decode_produce_header, encode_records, iter_records
 
 __all__ = ["ClientConnection", "ConnectionHost"]
 
 log = logging.getLogger(__name__)
 
 _MAX_CLIENT_BUFFER = 64 * 1024 * 1024  # a client that never reads its reports is cut off
+_LINGER_S = 2.0  # after ERROR: how long kpd reads and drops what a client still sends
 
 
 class ConnectionHost(Protocol):
@@ -57,7 +58,10 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, server: ConnectionHost, conn_id: int) -> None:
         self._server = server
         self._admission = server.admission
-        self.conn_id = conn_id
+        # The id ring entries and reports carry: this one for version 1, the session id once a
+        # version 2 HELLO named one. ``registry_id`` stays: the server's registry key.
+        self.conn_id = self.registry_id = conn_id
+        self.session_id: int | None = None
         # For logs: the id's low half counts connections of this ingest (the high half only
         # keeps ids unique across ingest restarts); the peer's pid is added once known.
         self.name = f"client {conn_id & 0xFFFFFFFF}"
@@ -108,8 +112,12 @@ class ClientConnection(asyncio.Protocol):
         log.debug("%s disconnected%s", self.name, f": {exc}" if exc else "")
         self.closed = True
         self._server.forget(self)
+        if self.session_id is not None:
+            self._admission.sessions.detach(self, self.session_id)
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return  # after ERROR: read and dropped until the client closes (abort)
         try:
             frames = self._decoder.feed(data)
         except FatalProtocolError as exc:
@@ -188,12 +196,22 @@ class ClientConnection(asyncio.Protocol):
         return None
 
     def _hello(self, hello: wire.Hello) -> None:
-        version = wire.choose_version(hello)  # FatalProtocolError: UNSUPPORTED_VERSION
+        sessions = self._admission.sessions
+        supported = wire.PROTOCOL_VERSIONS if sessions is not None else (1, 1)
+        version = wire.choose_version(hello, supported)  # FatalProtocolError: UNSUPPORTED_...
         ack = hello.default_ack
         self.ack_default = AckLevel(ack) if ack != AckLevel.CONNECTION_DEFAULT else AckLevel.KAFKA
         self.greeted = True
         settings = self._server.settings
-        self.send(wire.encode_welcome(version, settings.max_frame_bytes, settings.server_name))
+        if version < 2:
+            self.send(wire.encode_welcome(version, settings.max_frame_bytes, settings.server_name))
+            return
+        # Version 2: the records of this connection are the session's (docs/protocol.md 14).
+        self.session_id = self.conn_id = hello.session_id
+        self.next_seq, resumed = sessions.attach(self, hello.session_id, hello.resume_seq)
+        self.name += f" session {hello.session_id & 0xFFFFFFFF:08x}"
+        self.send(wire.encode_welcome(version, settings.max_frame_bytes, settings.server_name,
+                                      resume_seq=self.next_seq, resumed=resumed))  # fmt: skip
 
     def _produce(self, payload):
         try:
@@ -201,6 +219,8 @@ class ClientConnection(asyncio.Protocol):
         except BadFrameError as exc:
             self._malformed_produce(exc)
             return None
+        if header.base_seq < self.next_seq and self.session_id is not None:
+            return self._resent(header)
         if header.base_seq != self.next_seq:
             self._sequence_mismatch("PRODUCE base_seq", header.base_seq)
             return None
@@ -216,6 +236,38 @@ class ClientConnection(asyncio.Protocol):
             return None
         ack = header.ack if header.ack != AckLevel.CONNECTION_DEFAULT else self.ack_default
         return self._admission.admit(self, header, ack)
+
+    def _resent(self, header):
+        """Version 2: a frame sent before (docs/protocol.md section 14). What kpd took is
+        answered from the session (now, or when its report comes); what it never took is
+        admitted as new."""
+        end = header.base_seq + header.count
+        untaken = self._admission.sessions.resend(self.session_id, header.base_seq, header.count)
+        self.next_seq = max(self.next_seq, end)
+        if not untaken:
+            self._maybe_say_goodbye()
+            return None
+        ack = header.ack if header.ack != AckLevel.CONNECTION_DEFAULT else self.ack_default
+        parts = [part_of(header, first, count) for first, count in untaken]
+        return self._admit_in_order(parts, ack)
+
+    def _admit_in_order(self, parts, ack):
+        for index, part in enumerate(parts):
+            if self.quiescing:
+                self.reject(part.base_seq, part.count, KpdErrorCode.SHUTTING_DOWN,
+                            "kpd is shutting down; the records were not accepted: send them "
+                            "again after reconnecting")  # fmt: skip
+                continue
+            waiting = self._admission.admit(self, part, ack)
+            if waiting is not None:
+                return self._admit_after(waiting, parts[index + 1 :], ack)
+        return None
+
+    async def _admit_after(self, waiting, rest, ack) -> None:
+        await waiting
+        more = self._admit_in_order(rest, ack)
+        if more is not None:
+            await more
 
     def _malformed_produce(self, exc: BadFrameError) -> None:
         if exc.count is None:  # payload shorter than 12 bytes or count 0: nothing to answer
@@ -250,7 +302,14 @@ class ClientConnection(asyncio.Protocol):
         self._maybe_say_goodbye()
 
     def _maybe_say_goodbye(self) -> None:
-        if self._goodbye_due and self.owed <= 0 and not self.closed:
+        if not self._goodbye_due or self.closed:
+            return
+        if self.session_id is not None:
+            self._admission.publish_all()  # journals what it took, so pending is exact
+            owed = self._admission.sessions.pending(self.session_id)
+        else:
+            owed = self.owed
+        if owed <= 0:
             self.send(wire.encode_goodbye(self.next_seq))
             self.transport.close()  # after the buffered reports and GOODBYE are written
             self.closed = True
@@ -264,10 +323,28 @@ class ClientConnection(asyncio.Protocol):
         self.owed += n
 
     def accepted(self, accepted_frame: bytes, n: int) -> None:
-        """Send the ACCEPTED report of ``n`` owed records."""
+        """Send the ACCEPTED report of ``n`` owed records (a session's: journaled first, and
+        sent to whichever connection now speaks for the session)."""
         self.owed -= n
-        self.send(accepted_frame)
+        if self.session_id is not None:
+            self._admission.sessions.accepted(self.session_id, accepted_frame)
+        else:
+            self.send(accepted_frame)
         self._maybe_say_goodbye()
+
+    def reports_arrived(self) -> None:
+        """Version 2: the session's outcomes arrived (sent by ``sessions``)."""
+        self._maybe_say_goodbye()
+
+    def replaced(self) -> None:
+        """Version 2: a newer connection speaks for this session; this one ends without a
+        word (its client has given it up)."""
+        log.info("%s: replaced by a newer connection of its session", self.name)
+        self.session_id = None  # its outcomes go to the newer connection from now on
+        self.closed = True
+        self._backlog.clear()
+        if self.transport is not None:
+            self.transport.close()
 
     def forward_reports(self, records: int, report_frame: memoryview) -> None:
         """A worker's REPORT frame of ``records`` records for this connection (ack-KAFKA only:
@@ -313,13 +390,29 @@ class ClientConnection(asyncio.Protocol):
         self.send(encode_reports([run]))
 
     def abort(self, code: KpdErrorCode, message: str) -> None:
-        """End the connection with an ERROR frame (docs/protocol.md section 4)."""
+        """End the connection with an ERROR frame (docs/protocol.md section 4): written, then
+        the socket half-closed, and what the client still sends read and dropped until it
+        closes (at most ``_LINGER_S``), so that a client still writing gets the ERROR and an
+        EOF rather than EPIPE/ECONNRESET with the ERROR lost."""
         log.info("%s: closing: %s", self.name, message)
-        if not self.closed and self.transport is not None:
-            self.transport.write(wire.encode_error(code, message[:1000]))
-            self.transport.close()
+        transport = self.transport
+        if not self.closed and transport is not None:
+            transport.write(wire.encode_error(code, message[:1000]))
+            if _can_half_close(transport):
+                transport.write_eof()
+                transport.resume_reading()
+                asyncio.get_running_loop().call_later(_LINGER_S, transport.close)
+            else:
+                transport.close()
         self.closed = True
         self._backlog.clear()
+
+
+def _can_half_close(transport) -> bool:
+    try:
+        return bool(transport.can_write_eof())
+    except NotImplementedError:
+        return False
 
 
 def _peer_pid(transport) -> int | None:
@@ -332,3 +425,18 @@ def _peer_pid(transport) -> int | None:
     except OSError:
         return None
     return struct.unpack("3i", creds)[0] or None
+
+
+def part_of(header, first: int, count: int):
+    """The frame's records ``[first, first + count)`` as a header of their own (a resend of
+    which kpd took only a part: the rare path, re-encoded record by record)."""
+    if first == header.base_seq and count == header.count:
+        return header
+    start = first - header.base_seq
+    records = list(iter_records(header.records, header.count))[start : start + count]
+    section = encode_records(
+        [RecordIn(r.key, r.value, r.timestamp, r.headers) for r in records]
+    )
+    keyless = all(r.key is None for r in records)
+    return header._replace(base_seq=first, count=count, records=memoryview(section),
+                           keyless=keyless)  # fmt: skip

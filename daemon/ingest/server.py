@@ -29,12 +29,15 @@ from typing import Any, Protocol
 
 from daemon.ingest.admission import Admission, TopicDirectory
 from daemon.ingest.connection import ClientConnection
+from daemon.ingest.dedupe import DedupeJournal
 from daemon.ingest.ring_sync import RingSync
 from daemon.ingest.routing import EntryPlanner
+from daemon.ingest.sessions import Sessions
 from daemon.ingest.socket_file import group_id, refuse_if_served
 from daemon.ring import RingConsumer, RingProducer
 from daemon.wire.ring_entry import decode_report_entry
 from kpd import protocol as wire
+from kpd.protocol import SESSION_BIT
 from kpd.protocol.base import KpdErrorCode
 
 __all__ = ["IngestServer", "IngestSettings", "IngestStats", "ReportSink"]
@@ -65,6 +68,10 @@ class IngestSettings:
     socket_group: str | int | None  # chgrp the socket file (name or gid)
     fsync: str | int  # rings.fsync: never, always or an interval in ms
     server_name: str = "kpd"  # kpd's name in the handshake, not a setting
+    # Protocol v2 sessions' journal (None: version 1 only) and its bounds.
+    sessions_path: str | None = None
+    session_expiry_s: float = 0.0
+    session_window_records: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +117,7 @@ class IngestServer:
         self._report_sinks: dict[int, ReportSink] = {}
         self._server: asyncio.AbstractServer | None = None
         self._owned_path: str | None = None  # the socket file we created (and remove)
+        self._expiring: asyncio.Task | None = None  # drops idle protocol v2 sessions
         # One ring entry may take at most half its ring; every records ring has the same size.
         planner = EntryPlanner(
             settings.partitioner,
@@ -118,7 +126,14 @@ class IngestServer:
             min(ring.max_entry_bytes for ring in records),
         )
         sync = RingSync(settings.fsync, records)
-        self.admission = Admission(records, topics, planner, sync, settings.max_block_s)
+        sessions = None
+        if settings.sessions_path is not None:
+            journal = DedupeJournal(settings.sessions_path,
+                                    window_records=settings.session_window_records,
+                                    idle_expiry_s=settings.session_expiry_s)  # fmt: skip
+            sessions = Sessions(journal)
+        self.admission = Admission(records, topics, planner, sync, settings.max_block_s,
+                                   sessions)  # fmt: skip
 
     def stats(self) -> IngestStats:
         admission = self.admission
@@ -154,6 +169,8 @@ class IngestServer:
             # directly, with no task, future or add_reader per wait (issue 18, finding 5).
             ring.watch(loop, lambda ring=ring: self._forward_reports(ring))
             self._forward_reports(ring)
+        if self.admission.sessions is not None:
+            self._expiring = loop.create_task(self._expire_sessions())
         self.admission.ring_sync.start()
 
     def stop_accepting(self) -> None:
@@ -168,6 +185,8 @@ class IngestServer:
         self.stop_accepting()
         for ring in self._reports:
             ring.unwatch()
+        if self._expiring is not None:
+            self._expiring.cancel()
         for conn in list(self.connections.values()):
             conn.abort(KpdErrorCode.SHUTTING_DOWN, "kpd is shutting down")
 
@@ -195,7 +214,7 @@ class IngestServer:
         limit = self.settings.max_connections
         if len(self.connections) >= limit:
             return f"kpd serves {limit} connections already (socket.max_connections)"
-        self.connections[conn.conn_id] = conn
+        self.connections[conn.registry_id] = conn
         return None
 
     def hear_reports(self, conn_id: int, sink: ReportSink) -> None:
@@ -205,7 +224,14 @@ class IngestServer:
 
     def forget(self, conn: ClientConnection) -> None:
         """A connection is gone: later reports for it are dropped."""
-        self.connections.pop(conn.conn_id, None)
+        self.connections.pop(conn.registry_id, None)
+
+    async def _expire_sessions(self) -> None:
+        sessions = self.admission.sessions
+        period = max(1.0, min(60.0, self.settings.session_expiry_s / 4))
+        while True:
+            await asyncio.sleep(period)
+            sessions.expire()
 
     # ---- reports -----------------------------------------------------------------------
 
@@ -222,9 +248,20 @@ class IngestServer:
             return False
         trace = self._stage_forward
         now_ns = time.monotonic_ns()
+        sessions = self.admission.sessions
         for _, entry in entries:
             conn_id, records, written_ns, frame = decode_report_entry(entry)
             conn = self.connections.get(conn_id) or self._report_sinks.get(conn_id)
+            if conn is None and conn_id & SESSION_BIT and sessions is not None:
+                try:
+                    # Journaled before the ring entry is released: after a kill -9 of ingest
+                    # the next one reads it again or finds it in the journal.
+                    sessions.report(conn_id, frame)
+                except Exception:
+                    log.exception("session %x: cannot take a worker report", conn_id)
+                if trace is not None and written_ns:
+                    trace.observe(max(0, now_ns - written_ns) / 1e9, records)
+                continue
             if conn is None:
                 continue  # the client left; its records were still delivered or failed
             try:

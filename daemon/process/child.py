@@ -50,6 +50,7 @@ from daemon.process.handoff import (
 )
 from daemon.process.heartbeat import arm_stack_dump, beat
 from daemon.process.logs import setup_logging
+from daemon.process.ring_files import sessions_path
 from daemon.process.status.reporters import IngestReporter, WorkerReporter
 from daemon.process.status.titles import set_title, worker_title
 from daemon.process.txn_layout import worker_transactional_id
@@ -171,6 +172,11 @@ def _what_was_done(worker: Worker, records: RingConsumer) -> dict:
     }
 
 
+def server_name() -> str:
+    """kpd's name in WELCOME (docs/protocol.md section 5): ``kpd/<version> <host>``."""
+    return f"kpd/{VERSION} {socket.gethostname()}"[:200]
+
+
 def ingest_settings(config: DaemonConfig) -> IngestSettings:
     """The ingest server's settings, every value from the validated configuration."""
     producer = config.producer
@@ -185,7 +191,10 @@ def ingest_settings(config: DaemonConfig) -> IngestSettings:
         ignore_keys=producer.partitioner_ignore_keys,
         socket_group=config.socket.group,
         fsync=config.rings.fsync,
-        server_name=f"kpd {VERSION}",
+        server_name=server_name(),
+        sessions_path=sessions_path(config.rings.directory, config.rings.prefix),
+        session_expiry_s=config.socket.session_expiry_s,
+        session_window_records=config.socket.session_window_records,
     )
 
 

@@ -15,8 +15,10 @@ worker -> ingest). What happens to the files found:
 * **anything else** (another layout or entry version, a broken header, entries that do not fit
   the new rings): *moved aside*, never deleted, into ``<prefix>-aside-<UTC time>/`` with a
   ``README.txt`` saying why; the log and ``kpd status`` say so too.
-* **reports rings** only carry reports for the previous daemon's client connections, which
-  all ended with it: they are dropped and made new.
+* **reports rings** carry reports for the previous daemon's client connections, which all
+  ended with it: they are dropped and made new -- after the reports of protocol v2 sessions
+  still in them are written to the sessions journal (``<prefix>-sessions.journal``, which
+  outlives the daemon as the records rings do), so a session's next connection gets them.
 
 The file names of a worker count W are the same as those of another count, so files to
 re-route are first renamed into ``<prefix>-rerouting-<UTC time>/``; if the daemon dies while
@@ -34,6 +36,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from daemon.ingest.dedupe import DedupeJournal
+from daemon.ingest.kafka.listener import SOURCE_ID as KAFKA_LISTENER_ID
+from daemon.ingest.sessions import Sessions
 from daemon.ownership import worker_for
 from daemon.ring import (
     EntryTooLargeError,
@@ -46,9 +51,14 @@ from daemon.ring import (
     recover,
     sealed_entries,
 )
-from daemon.wire.ring_entry import RECORDS_ENTRY_VERSION, decode_records_entry
+from daemon.wire.ring_entry import (
+    RECORDS_ENTRY_VERSION,
+    decode_records_entry,
+    decode_report_entry,
+)
+from kpd.protocol import SESSION_BIT
 
-__all__ = ["RingFiles", "prepare_ring_files"]
+__all__ = ["RingFiles", "prepare_ring_files", "sessions_path"]
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +125,7 @@ def prepare_ring_files(
         log.warning("ring files left aside by an earlier start, not produced: %s", path)
     found = _ring_files(directory, prefix)
     for path in found["reports"]:
+        _keep_session_reports(path, sessions_path(directory, prefix))
         Ring.unlink(path)  # reports for connections that ended with the previous daemon
     to_reroute: list[Ring] = []
     aside: list[tuple[str, str]] = []
@@ -145,6 +156,39 @@ def prepare_ring_files(
         for ring in adopted.values():
             ring.close()
     return files
+
+
+def sessions_path(directory: str, prefix: str) -> str:
+    """The protocol v2 sessions journal (``daemon.ingest.sessions``) beside the ring files."""
+    return os.path.join(directory, f"{prefix}-sessions.journal")
+
+
+def _keep_session_reports(reports_ring: str, journal_path: str) -> None:
+    """Journal the unread reports of v2 sessions in a previous daemon's reports ring: their
+    records were released from the records rings, so no worker will report them again."""
+    try:
+        ring = Ring.attach(reports_ring)
+    except (RingError, OSError, ValueError):
+        return
+    try:
+        recover(ring)
+        entries = map(decode_report_entry, sealed_entries(ring))
+        owed = [(conn_id, bytes(frame)) for conn_id, _, _, frame in entries
+                if conn_id & SESSION_BIT and conn_id != KAFKA_LISTENER_ID]  # fmt: skip
+    except (RingError, ValueError):
+        owed = []
+    finally:
+        ring.close()
+    if not owed:
+        return
+    journal = DedupeJournal(journal_path, window_records=2**62, idle_expiry_s=float("inf"))
+    try:
+        sessions = Sessions(journal)
+        for conn_id, frame in owed:
+            sessions.report(conn_id, memoryview(frame))
+    finally:
+        journal.close()
+    log.info("kept %d reports of protocol v2 sessions from %s", len(owed), reports_ring)
 
 
 def _ring_files(directory: str, prefix: str) -> dict[str, list]:

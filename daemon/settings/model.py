@@ -121,6 +121,8 @@ class SocketSettings:
     group: str | int | None
     max_frame_bytes: int
     max_connections: int
+    session_expiry_s: float  # protocol v2: an idle session is forgotten after this
+    session_window_records: int  # protocol v2: resolved history kept per session
     lines: LinesSocketSettings | None  # None: no plain-text listener
     kafka: tuple[str, int] | None  # None: no Kafka-protocol listener
 

@@ -227,7 +227,9 @@ KAFKA_SETTINGS: tuple[Setting, ...] = (
     _kafka("compression.zstd.level", Int(-131072, 22), 3,
            "zstd level when compression.type is zstd."),
     _kafka("max.request.size", Size(0), 1048576,
-           "Largest request kpd sends, and so the largest uncompressed batch or record."),
+           "Largest produce request kpd sends with several batches in it; one batch (or "
+           "record) larger than this still goes, alone in its request, and the broker's "
+           "message.max.bytes decides (docs/protocol.md section 6, Record size)."),
     _kafka("metadata.max.age.ms", _MS, 300000,
            "Refresh cluster metadata at least this often, even without errors."),
     _kafka("partitioner",
@@ -290,6 +292,15 @@ DAEMON_SETTINGS: tuple[Setting, ...] = (
             "plus room for frame headers."),
     _daemon("socket.max_connections", Int(1, 65536), 1024,
             "Client connections served at once; more are refused."),
+    _daemon("socket.session_expiry", DurationS(1), "900s",
+            "Protocol version 2: how long kpd remembers a session (its records taken and "
+            "their outcomes, in <rings.directory>/<rings.prefix>-sessions.journal) after its "
+            "last connection ended; a client reconnecting later starts a new session.",
+            attr="session_expiry_s"),
+    _daemon("socket.session_window", Int(1000, 2**31 - 1), 1000000,
+            "Protocol version 2: records of resolved history each session keeps for "
+            "recognising resends (records still waiting for their outcome are kept anyway).",
+            attr="session_window_records"),
     _daemon("socket.lines", _LINES_SOCKET, None,
             "A plain-text listener for programs that cannot link a kpd client (shell "
             "scripts, log shippers): every newline-terminated line written to its socket is "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from kpd import DeliveryError, Producer
 
@@ -26,10 +27,16 @@ def main() -> int:
     parser.add_argument("--acks", default="kafka")
     parser.add_argument("--out", required=True)
     parser.add_argument("--max-block-ms", type=float, default=60_000)
+    parser.add_argument("--rate", type=float, default=0, help="records/s at most (0: no limit)")
     args = parser.parse_args()
     futures = []
+    started = time.monotonic()
     with Producer(args.socket, acks=args.acks, max_block_ms=args.max_block_ms) as producer:
         for index in range(args.count):
+            if args.rate and index % 100 == 0:
+                ahead = started + index / args.rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)  # paced, so a test can act while records still flow
             key = f"{args.client}-k{index % args.keys}".encode()
             value = f"{args.client}-{index}".encode()
             futures.append(producer.send(args.topic, value, key=key))

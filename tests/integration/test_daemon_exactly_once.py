@@ -29,6 +29,23 @@ def _committed_values(bootstrap: str, topic: str, partitions: int):
     return views, values
 
 
+def _assert_committed_once(bootstrap: str, topic: str, partitions: int, client: str, count: int):
+    """Every record ``<client>-0`` .. ``<client>-<count - 1>`` is committed exactly once;
+    returns the committed views."""
+    views, values = _committed_values(bootstrap, topic, partitions)
+    missing = [i for i in range(count) if values[f"{client}-{i}".encode()] == 0]
+    assert not missing, f"{len(missing)} acknowledged records not committed, first {missing[:5]}"
+    doubled = sorted(v for v, n in values.items() if n > 1)
+    where = {}  # for the diagnosis: where the copies of a double are
+    for p, view in views.items():
+        for record in view.visible:
+            if record.value in doubled[:3]:
+                where.setdefault(record.value, []).append((p, record.offset))
+    assert not doubled, f"{len(doubled)} records committed twice, e.g. {where}"
+    assert sum(values.values()) == count
+    return views
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` still runs (a zombie waiting for its reaper counts as gone)."""
     try:
@@ -61,12 +78,7 @@ def test_sigkilled_worker_leaves_every_accepted_record_committed_exactly_once(ta
     failed = [r for r in results if r[1] != "ok"]
     assert not failed, f"{len(failed)} records failed, first {failed[:3]}"
 
-    views, values = _committed_values(tansu.bootstrap, topic, 6)
-
-    missing = [i for i in range(count) if values[f"k-{i}".encode()] == 0]
-    assert not missing, f"{len(missing)} acknowledged records not committed, first {missing[:5]}"
-    duplicates = {v: n for v, n in values.items() if n > 1}
-    assert not duplicates, f"{len(duplicates)} records committed twice: {list(duplicates)[:5]}"
+    views = _assert_committed_once(tansu.bootstrap, topic, 6, "k", count)
     assert all(v.open_transactions == {} for v in views.values())
     _assert_key_order(views)
     # Every reported offset holds that very record in the committed view.

@@ -41,7 +41,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kpd import protocol as wire
-from kpd.protocol import FrameType, KpdErrorCode, Persistence, Status
+from kpd.protocol import SESSION_BIT, FrameType, KpdErrorCode, Persistence, Status
 from tests.brokers import TansuBroker, read_all, unique_topic_name
 from tests.daemon_harness import KpdDaemon
 
@@ -66,11 +66,12 @@ BODY_CODES = frozenset(
         KpdErrorCode.BAD_FIELD,
         KpdErrorCode.INVALID_PARTITION,
         KpdErrorCode.TOPIC_NOT_ALLOWED,
-        KpdErrorCode.KAFKA_ERROR,  # a flipped topic byte made the name illegal
+        KpdErrorCode.INVALID_TOPIC,  # a flipped topic byte made the name illegal
     }
 )
 FATAL_CODES = frozenset(code for code in KpdErrorCode if 1 <= code <= 39)
-KAFKA_INVALID_TOPIC = 17  # Kafka's INVALID_TOPIC_EXCEPTION
+# A HELLO offering version 2 or more carries a session id and a resume_seq (protocol.md 5).
+_V2_SESSION = struct.pack(">QQ", SESSION_BIT | 1, 0)
 
 # ---- frames, field by field -----------------------------------------------------------------
 
@@ -401,7 +402,7 @@ PER_FRAME = st.one_of(
     ),
     st.just(_per_frame("legal name outside topics.allow", KpdErrorCode.TOPIC_NOT_ALLOWED)),
     st.sampled_from([b"", b".", b"..", b"has space", b"x" * 250, b"caf\xc3\xa9"]).map(
-        lambda name: _per_frame(f"illegal topic {name!r}", KpdErrorCode.KAFKA_ERROR, topic=name)
+        lambda name: _per_frame(f"illegal topic {name!r}", KpdErrorCode.INVALID_TOPIC, topic=name)
     ),
 )
 
@@ -526,10 +527,10 @@ BEFORE_HELLO = st.one_of(
             f"magic {m!r}", frame(FrameType.HELLO, hello_payload(magic=m)), KpdErrorCode.BAD_MAGIC
         )
     ),
-    st.integers(2, 0xFFFF).map(
+    st.integers(3, 0xFFFF).map(  # kpd speaks 1..2; a HELLO offering 2 also names a session
         lambda v: _fatal(
             f"versions {v}..{v}",
-            frame(FrameType.HELLO, hello_payload(low=v, high=v)),
+            frame(FrameType.HELLO, hello_payload(low=v, high=v) + _V2_SESSION),
             KpdErrorCode.UNSUPPORTED_VERSION,
         )
     ),
@@ -669,16 +670,17 @@ def test_topic_outside_topics_allow_is_refused_in_produce_and_metadata(kpd):
     conn.close()
 
 
-def test_illegal_topic_name_fails_at_once_as_kafka_invalid_topic(kpd):
-    # "input-a b" matches topics.allow (input-*), so only the name check can refuse it; the
-    # metadata answer comes from kpd alone, without asking Kafka for max.block.ms.
+def test_illegal_topic_name_fails_at_once_as_invalid_topic_in_produce_and_metadata(kpd):
+    # "input-a b" matches topics.allow (input-*), so only the name check can refuse it; kpd
+    # decides it alone, without asking Kafka for max.block.ms, and says so with its own code
+    # in both answers (docs/protocol.md section 10; issue 21 section 3 point 3).
     conn = RawConn(kpd.socket_path)
     conn.send(produce(0, [(None, b"v")], topic=b"input-a b"))
-    run = conn.expect_failed_run(0, 1, {KpdErrorCode.KAFKA_ERROR})
-    assert run.kafka_error == KAFKA_INVALID_TOPIC
+    run = conn.expect_failed_run(0, 1, {KpdErrorCode.INVALID_TOPIC})
+    assert run.kafka_error == 0
     conn.send(metadata_request(8, [b"input-a b", b"input-" + b"x" * 250]))
     response = wire.decode_metadata_response(conn.read_frame().payload)
-    assert [t.error for t in response.topics] == [KpdErrorCode.UNKNOWN_TOPIC] * 2
+    assert [t.error for t in response.topics] == [KpdErrorCode.INVALID_TOPIC] * 2
     conn.close()
 
 

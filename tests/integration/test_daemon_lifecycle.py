@@ -29,6 +29,7 @@ class LoadClient:
         count: int,
         acks="kafka",
         max_block_ms: float = 60_000,
+        rate: float = 0,
     ):
         self.name = name
         self.count = count
@@ -53,6 +54,8 @@ class LoadClient:
                 str(self.out),
                 "--max-block-ms",
                 str(max_block_ms),
+                "--rate",
+                str(rate),
             ],
             cwd=REPO,
             stdout=subprocess.PIPE,

@@ -30,6 +30,8 @@ from kpd.common import (
     ClientSettings,
     Completions,
     hello_frame,
+    new_session_id,
+    not_connected_welcome,
     partition_count,
     read_welcome,
 )
@@ -178,6 +180,7 @@ class AsyncProducer:
         reconnect_backoff_max_ms: float = 1000,
     ) -> None:
         self._path = path
+        self._session_id = new_session_id()  # protocol v2: outlives the connections
         self._settings = settings = ClientSettings.from_arguments(
             acks,
             client_name or f"kpd-python-asyncio pid={os.getpid()}",
@@ -210,17 +213,28 @@ class AsyncProducer:
         self.server_name = ""
 
     async def start(self) -> None:
-        """Connect and handshake; raises OSError naming the socket (KpdConnectionError if kpd
-        refuses). Later losses are repaired in the background."""
+        """Connect and handshake. If kpd is not running the producer starts anyway and send()
+        waits for kpd up to max_block_ms (KpdConnectionError if kpd refuses the handshake).
+        Connection losses are repaired in the background."""
         loop = asyncio.get_running_loop()
-        connection, welcome, decoder, early = await self._open()
+        try:
+            connection, welcome, decoder, early = await self._open()
+        except KpdConnectionError:
+            raise  # kpd answered, and said no: a configuration problem, not an outage
+        except OSError as exc:
+            connection, early = None, []
+            welcome, decoder = not_connected_welcome(), FrameDecoder(Role.CLIENT)
+            self._link.lost(loop.time(), str(exc))
         self.server_name = welcome.server_name
         self._connection = connection
         self._ended = loop.create_future()
         self._connected = asyncio.Event()
-        self._connected.set()
         self._wakeup = asyncio.Event()
         self._session = ProducerSession(self._settings, welcome, decoder, loop.time, _Hub())
+        if connection is None:
+            self._reconnecting = loop.create_task(self._reconnect())
+            return
+        self._connected.set()
         self._finish(self._session.accept(early))
         connection.attach()
 
@@ -235,7 +249,8 @@ class AsyncProducer:
             )
         except OSError as exc:  # TimeoutError included
             raise unreachable(self._path, exc) from None
-        transport.write(hello_frame(self._settings))
+        resume_seq = self._session.resume_seq if self._session is not None else 0
+        transport.write(hello_frame(self._settings, self._session_id, resume_seq))
         try:
             welcome, decoder, early = await asyncio.wait_for(
                 asyncio.shield(welcome_future), self._connect_timeout

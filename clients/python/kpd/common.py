@@ -6,13 +6,16 @@ Must not import sockets, threads or asyncio, nor kpd's engines (producer, net, r
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from kpd.errors import KpdConnectionError, RecordMetadata, TopicError
 from kpd.protocol import (
+    MIN_MAX_FRAME_BYTES,
     PROTOCOL_VERSIONS,
+    SESSION_BIT,
     AckLevel,
     BadFrameError,
     Frame,
@@ -33,6 +36,8 @@ __all__ = [
     "headers_list",
     "hello_frame",
     "make_metadata",
+    "new_session_id",
+    "not_connected_welcome",
     "partition_count",
     "read_welcome",
 ]
@@ -126,8 +131,22 @@ def make_metadata(topic: str, partition: int, offset: int, timestamp: int) -> Re
     return _tuple_new(RecordMetadata, (topic, partition, offset, timestamp))
 
 
-def hello_frame(settings: ClientSettings) -> bytes:
-    return encode_hello(*PROTOCOL_VERSIONS, settings.ack, settings.client_name)
+def new_session_id() -> int:
+    """A protocol v2 session id: random, top bit set (docs/protocol.md section 5)."""
+    return SESSION_BIT | int.from_bytes(os.urandom(8), "big")
+
+
+def hello_frame(settings: ClientSettings, session_id: int, resume_seq: int = 0) -> bytes:
+    """HELLO offering versions 1 and 2, naming the producer's session and the lowest sequence
+    number (in the session's numbering) it still holds without a report."""
+    return encode_hello(*PROTOCOL_VERSIONS, settings.ack, settings.client_name,
+                        session_id=session_id, resume_seq=resume_seq)  # fmt: skip
+
+
+def not_connected_welcome() -> Welcome:
+    """What a producer starts with when kpd is not running yet: version 0 (no session to
+    resume) and the smallest frame limit kpd may announce, replaced by the first WELCOME."""
+    return Welcome(0, MIN_MAX_FRAME_BYTES, 0, "")
 
 
 def read_welcome(frames: list[Frame]) -> Welcome:

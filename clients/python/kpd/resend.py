@@ -2,11 +2,18 @@
 
 Owns what survives a reconnect of the frames themselves (the records' futures are
 ``inflight``'s): the frames sealed but not yet written (``unwritten``, oldest first: a suffix
-of the sealed frames, since frames are written in order), the newest written frames while a
-draining kpd may still refuse them (``recent``, bounded by ``WINDOW_BYTES``), where such a
-refusal began (``resend_from``), and the renumbering of what is resent: sequence numbers
-restart at 0 on every connection (protocol section 1) while futures, flush() and InFlight
-keep one numbering for the producer's life, so on the wire a record is ``seq - origin``.
+of the sealed frames, since frames are written in order), the written frames that may have to
+go out again (``recent``), where a draining kpd's refusal began (``resend_from``), and the
+renumbering of what is resent. Futures, flush() and InFlight keep one numbering for the
+producer's life; on the wire a record is ``seq - origin``.
+
+* Protocol version 1: sequence numbers restart at 0 on every connection (``renumber``); of
+  the written frames only the newest are kept (``WINDOW_BYTES``), in case a draining kpd
+  refuses them.
+* Version 2 (``keep_unreported``): the session's numbering continues across connections and
+  every written frame is kept until all its records have a report; after a reconnect kpd
+  knew the session, every one of them is sent again (``requeue_unreported``): kpd answers
+  what it took with its outcome and takes the rest.
 
 Pure: no I/O, no clock. Not thread-safe: the session's adapter serialises.
 Must not import sockets, threads or asyncio.
@@ -44,6 +51,7 @@ class ResendWindow:
         # The producer-wide sequence number of this connection's record 0; 0 until the first
         # reconnect.
         self.origin = 0
+        self.keep_unreported = False  # protocol v2: keep written frames until reported
 
     def sealed(self, out: Outgoing) -> None:
         self.unwritten.append(out)
@@ -55,6 +63,10 @@ class ResendWindow:
             out = unwritten.popleft()
             recent.append(out)
             self._recent_bytes += len(out.data)
+        if self.keep_unreported:
+            while recent and recent[0].frame.remaining <= 0:
+                self._recent_bytes -= len(recent.popleft().data)
+            return
         keep_from = self.resend_from
         while recent and (keep_from is None or recent[0].frame.base_seq < keep_from):
             if recent[0].frame.remaining and self._recent_bytes <= WINDOW_BYTES:
@@ -95,11 +107,23 @@ class ResendWindow:
         self._recent_bytes = 0
         return resend_from, again_bytes
 
-    def renumber(self, next_seq: int) -> deque[Outgoing]:
-        """A new connection: the unwritten frames renumbered from 0 in the order they were
+    def requeue_unreported(self) -> int:
+        """Version 2, kpd knew the session: every written frame with a record still without
+        a report goes out again, before the unwritten ones, in the order sealed; numbering
+        unchanged. Returns their bytes."""
+        self.draining, self.resend_from = False, None
+        again = [out for out in self._recent if out.frame.remaining > 0]
+        self.unwritten.extendleft(reversed(again))
+        self._recent.clear()
+        self._recent_bytes = 0
+        return sum(len(out.data) for out in again)
+
+    def renumber(self, next_seq: int, start: int = 0) -> deque[Outgoing]:
+        """A new connection: the unwritten frames renumbered from ``start`` (0 for version 1,
+        WELCOME's resume_seq for a version 2 session kpd did not know) in the order they were
         sealed (so per partition, in send() order); returns them, to be written first."""
         unwritten = self.unwritten
-        self.origin = unwritten[0].frame.base_seq if unwritten else next_seq
+        self.origin = (unwritten[0].frame.base_seq if unwritten else next_seq) - start
         origin = self.origin
         self.unwritten = deque(
             out._replace(data=with_base_seq(out.data, out.frame.base_seq - origin))

@@ -85,6 +85,8 @@ class ProducerSession:
         )
         self._framer.set_max_frame(welcome.max_frame_bytes)
         self._resend = ResendWindow()
+        self.version = welcome.version  # of the current (or last) connection
+        self._resend.keep_unreported = welcome.version >= 2
         self._outbox: deque[Outgoing] = deque()  # framed, not yet taken by the adapter
         # Bytes framed but not yet written: what the adapter bounds for backpressure. A plain
         # attribute, read by send() on every record. Written only by the session.
@@ -101,6 +103,8 @@ class ProducerSession:
         # (code, message) once the current connection is over (ERROR from kpd, a malformed
         # stream): the adapter closes the socket and calls disconnected(code, message).
         self.broken: tuple[int, str] | None = None
+        # Version 2: why the last connection ended, for records kpd turns out not to know.
+        self._lost_by: tuple[int, str] = (CONNECTION_LOST, "connection to kpd lost")
 
     def _wake(self) -> None:
         self.wake = True
@@ -204,6 +208,12 @@ class ProducerSession:
     @property
     def next_seq(self) -> int:
         return self._framer.next_seq
+
+    @property
+    def resume_seq(self) -> int:
+        """For a version 2 HELLO: the lowest record without a report, in the session's
+        numbering (kpd may forget everything below it)."""
+        return self._inflight.lowest_seq(self._framer.next_seq) - self._resend.origin
 
     @property
     def settled_below(self) -> int:
@@ -317,20 +327,45 @@ class ProducerSession:
         self.broken = None
         if self.ended:
             return done
+        if self.version >= 2:
+            # A session: what was written stays, to be sent again if the next kpd knows the
+            # session (decided in reconnected(), which fails it with this code otherwise).
+            self._lost_by = (code, message)
+            self._outbox.clear()
+            self._topics.connection_ended()
+            return done
+        self._fail_written(code, message, done)
+        self._outbox.clear()  # control frames die with the connection; PRODUCE ones are kept
+        self._topics.connection_ended()
+        return done
+
+    def _fail_written(self, code: int, message: str, done: Completions) -> None:
+        """Frames written on the ended connection fail POSSIBLY_PERSISTED, except those a
+        draining kpd refused (they are sent again)."""
         resend_from, again_bytes = self._resend.connection_ended()
         if resend_from is not None:
             self.buffered_bytes += again_bytes
             self._inflight.rewind_written(resend_from)
         self._inflight.fail_written(code, message, done)
-        self._outbox.clear()  # control frames die with the connection; PRODUCE ones are kept
-        self._topics.connection_ended()
-        return done
 
     def reconnected(self, welcome: Welcome, decoder: FrameDecoder) -> Completions:
-        """A new connection is past WELCOME: frames never written go out first on it,
-        renumbered from 0 in the order they were sealed (so per partition, in send() order)."""
+        """A new connection is past WELCOME. If both it and the last one are version 2 and kpd
+        knew the session, every frame with a record still without a report goes out again,
+        numbering unchanged (kpd answers what it took, takes the rest). Otherwise frames
+        written on the last one fail POSSIBLY_PERSISTED, and frames never written go out
+        renumbered from 0 (version 1) or WELCOME's resume_seq, in the order they were sealed
+        (so per partition, in send() order)."""
         done = Completions()
         self._decoder = decoder
+        requeue = self.version >= 2 and welcome.version >= 2 and welcome.resumed
+        if requeue:
+            self.buffered_bytes += self._resend.requeue_unreported()
+        elif self.version >= 2:
+            # kpd does not know the session (it expired, or this kpd speaks version 1): what
+            # was written may be in Kafka and cannot be asked about.
+            self._fail_written(*self._lost_by, done)
+        self.version = welcome.version
+        self._resend.keep_unreported = welcome.version >= 2
         max_frame = welcome.max_frame_bytes
         self._framer.set_max_frame(max_frame)
         if self._resend.too_large(max_frame):
@@ -342,7 +377,11 @@ class ProducerSession:
                 "while reconnecting",
                 done,
             )
-        self._outbox = deque(self._resend.renumber(self._framer.next_seq))
+        if requeue:
+            self._outbox = deque(self._resend.unwritten)  # same numbering: nothing rewritten
+        else:
+            start = welcome.resume_seq if welcome.version >= 2 else 0
+            self._outbox = deque(self._resend.renumber(self._framer.next_seq, start))
         if self._closing:
             self._outbox.append(self._goodbye())
         self.wake = True

@@ -41,6 +41,8 @@ from kpd.common import (
     ClientSettings,
     Completions,
     hello_frame,
+    new_session_id,
+    not_connected_welcome,
     partition_count,
     read_welcome,
 )
@@ -81,7 +83,7 @@ def run_callbacks(done: Completions) -> None:
         run_callback(fn, future)
 
 
-def _handshake(path: str, settings: ClientSettings, timeout: float | None):
+def _handshake(path: str, hello: bytes, timeout: float | None):
     """Connect and exchange HELLO/WELCOME (blocking). Returns (socket, welcome, decoder, frames).
 
     Raises OSError naming the socket (KpdConnectionError if kpd refused or broke the handshake).
@@ -93,7 +95,7 @@ def _handshake(path: str, settings: ClientSettings, timeout: float | None):
             sock.connect(path)
         except OSError as exc:
             raise unreachable(path, exc) from None
-        sock.sendall(hello_frame(settings))
+        sock.sendall(hello)
         decoder = FrameDecoder(Role.CLIENT)
         frames: list = []
         while not frames:
@@ -118,8 +120,9 @@ class Producer:
 
     ``acks``: "none" (futures resolve once the frame is written), "accepted" (once kpd holds
     the record in a worker ring; offset -1) or "kafka" (once Kafka acknowledged it).
-    The first connection is made here and raises OSError naming the socket
-    (KpdConnectionError if kpd refuses). Later losses are repaired in the background: see
+    The first connection is tried here: if kpd is not running the Producer starts anyway and
+    ``send()`` waits for kpd up to ``max_block_ms``; KpdConnectionError if kpd refuses the
+    handshake. Connection losses are repaired in the background: see
     ``reconnect_backoff_ms``, ``reconnect_backoff_max_ms`` and ``max_block_ms`` in
     docs/client.md.
     """
@@ -159,7 +162,19 @@ class Producer:
         self._serializing = key_serializer is not None or value_serializer is not None
         self._buffer_bytes = buffer_bytes
         self._max_block_s = max_block_ms / 1000
-        self._sock, welcome, decoder, early = _handshake(path, settings, connect_timeout)
+        self._session_id = new_session_id()  # protocol v2: outlives the connections
+        try:
+            self._sock, welcome, decoder, early = _handshake(
+                path, hello_frame(settings, self._session_id), connect_timeout
+            )
+            down = None
+        except KpdConnectionError:
+            raise  # kpd answered, and said no: a configuration problem, not an outage
+        except OSError as exc:
+            # kpd is not running (yet): start anyway, as Java's KafkaProducer does; send()
+            # waits for it up to max_block_ms, the I/O thread keeps trying (issue 19).
+            self._sock, down = None, str(exc)
+            welcome, decoder, early = not_connected_welcome(), FrameDecoder(Role.CLIENT), []
         self.server_name = welcome.server_name
         # Guards the session and every field below; the I/O thread and send() share them.
         self._lock = threading.Lock()
@@ -171,6 +186,8 @@ class Producer:
         self._link = Reconnector(
             settings.reconnect_backoff_s, settings.reconnect_backoff_max_s, settings.max_block_s
         )
+        if down is not None:
+            self._link.lost(time.monotonic(), down)
         self._io_done = False  # the I/O thread has exited
         self._closed = False  # close() was called: send() raises
         self._woken = False  # the doorbell was rung and not yet drained
@@ -400,6 +417,8 @@ class Producer:
 
     def _io_main(self) -> None:
         try:
+            if self._sock is None and not self._connect_again():
+                return  # closed before kpd was ever reached
             while True:
                 broken = self._serve()
                 self._sock.close()
@@ -412,7 +431,8 @@ class Producer:
             if not isinstance(exc, OSError):
                 raise  # a client bug: let threading.excepthook print it
         finally:
-            self._sock.close()
+            if self._sock is not None:
+                self._sock.close()
             with self._lock:
                 self._io_done = True  # from now on _wake() is a no-op: the doorbell is gone
                 self._doorbell.close()
@@ -541,14 +561,18 @@ class Producer:
             done = self._session.disconnected(code, reason)
             self._link.lost(time.monotonic(), reason)
         self._publish(done)
+        return self._connect_again()
+
+    def _connect_again(self) -> bool:
+        """Try with backoff until a handshake succeeds (True) or the producer is done."""
         while True:
             with self._lock:
                 if not self._await_attempt():
                     return False
+            with self._lock:
+                hello = hello_frame(self._settings, self._session_id, self._session.resume_seq)
             try:
-                sock, welcome, decoder, early = _handshake(
-                    self._path, self._settings, self._connect_timeout
-                )
+                sock, welcome, decoder, early = _handshake(self._path, hello, self._connect_timeout)
             except OSError as exc:
                 with self._lock:
                     self._link.failed(time.monotonic(), str(exc))

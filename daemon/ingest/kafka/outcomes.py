@@ -24,6 +24,7 @@ KAFKA_CODE_OF = MappingProxyType(
         KpdErrorCode.RECORD_TOO_LARGE: ErrorCode.MESSAGE_TOO_LARGE,
         KpdErrorCode.TOPIC_NOT_ALLOWED: ErrorCode.TOPIC_AUTHORIZATION_FAILED,
         KpdErrorCode.UNKNOWN_TOPIC: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+        KpdErrorCode.INVALID_TOPIC: ErrorCode.INVALID_TOPIC_EXCEPTION,  # kpd's own check
         KpdErrorCode.INVALID_PARTITION: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
         # kpd is draining: retriable and makes the client refresh metadata and reconnect.
         KpdErrorCode.SHUTTING_DOWN: ErrorCode.NOT_LEADER_OR_FOLLOWER,

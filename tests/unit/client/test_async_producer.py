@@ -198,3 +198,16 @@ def test_awaiting_coroutines_are_independent_when_one_is_cancelled(kpd):
 
 async def _await(future):
     return await future
+
+
+def test_an_async_producer_started_while_kpd_is_down_waits_for_it(kpd):
+    # Issue 19 item 11, asyncio flavour: start() does not raise, send() waits for kpd.
+    kpd.stop_listening()
+
+    async def main():
+        async with AsyncProducer(kpd.path, max_block_ms=30_000) as producer:
+            asyncio.get_running_loop().call_later(0.3, kpd.listen_again)
+            future = await producer.send("t", b"v", partition=0)
+            return (await future).offset
+
+    assert _run(main()) == 0

@@ -216,21 +216,34 @@ def test_handshake_refused_raises_kpd_connection_error(kpd):
     assert isinstance(caught.value, OSError)
 
 
-def test_connecting_to_a_missing_socket_raises_oserror_naming_the_path(tmp_path):
+def test_a_producer_made_while_kpd_is_down_starts_and_send_waits_for_kpd(kpd):
+    # Issue 19 item 11: like Java's KafkaProducer, the constructor does not raise; send()
+    # waits up to max_block_ms for kpd.
+    kpd.stop_listening()
+    with Producer(kpd.path, max_block_ms=30_000) as producer:
+        threading.Timer(0.3, kpd.listen_again).start()
+        future = producer.send("t", b"v", partition=0)
+        assert future.result(timeout=DEADLINE).offset == 0
+
+
+def test_a_producer_kpd_never_comes_to_fails_its_records_naming_the_socket(tmp_path):
     path = str(tmp_path / "absent.sock")
-    with pytest.raises(FileNotFoundError) as caught:
-        Producer(path)
-    assert f"is kpd running? socket: {path}" in str(caught.value)
+    with Producer(path, max_block_ms=200) as producer:
+        error = error_of(producer.send("t", b"v", partition=0))
+    assert error.persistence is Persistence.NOT_PERSISTED
+    assert path in str(error)
 
 
-def test_a_socket_nobody_serves_is_refused_with_the_path(tmp_path):
+def test_a_socket_nobody_serves_is_an_outage_too(tmp_path):
     path = str(tmp_path / "stale.sock")
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(path)  # a killed daemon's leftover: bound, never listening
-    with pytest.raises(ConnectionRefusedError) as caught:
-        Producer(path)
-    stale.close()
-    assert f"socket: {path}" in str(caught.value)
+    try:
+        with Producer(path, max_block_ms=200) as producer:
+            error = error_of(producer.send("t", b"v", partition=0))
+    finally:
+        stale.close()
+    assert f"{path}" in str(error)
 
 
 def test_records_survive_kpd_going_away_and_coming_back(kpd):

@@ -214,3 +214,67 @@ def test_after_a_reconnect_written_frames_fail_and_unwritten_ones_go_out_renumbe
     session.sent(resent[0].end_seq, resent[0].buffered)
     session.receive(encode_reports([ReportRun(0, 1, Status.DELIVERED, 1, 7, -1)]))
     assert second.result() == RecordMetadata("t", 1, 7, -1)
+
+
+# --- protocol version 2: the session outlives the connection ---------------------------------
+
+
+def _past_welcome(resume_seq: int = 0, resumed: bool = False) -> FrameDecoder:
+    decoder = FrameDecoder(Role.CLIENT)
+    decoder.feed(encode_welcome(2, MIN_MAX_FRAME_BYTES, "kpd", 0, resume_seq, resumed))
+    return decoder
+
+
+def _v2_session() -> ProducerSession:
+    welcome = Welcome(2, MIN_MAX_FRAME_BYTES, 0, "test", 0, False)
+    settings = ClientSettings(batch_bytes=1 << 30)
+    return ProducerSession(settings, welcome, _past_welcome(), lambda: 0.0, _NoHub())
+
+
+def _written_frames(session: ProducerSession, records: int, per_frame: int) -> list[bytes]:
+    frames = []
+    for start in range(0, records, per_frame):
+        for i in range(start, start + per_frame):
+            session.add("t", b"k", b"v%d" % i, 0)
+        session.seal_all()
+        for out in session.take_output():
+            if out.buffered:
+                session.sent(out.end_seq, out.buffered)
+                frames.append(out.data)
+    return frames
+
+
+def _delivered(session: ProducerSession, first: int, count: int) -> None:
+    run = ReportRun(first, count, Status.DELIVERED, 0, 100 + first, -1)
+    session.receive(encode_reports([run]))
+
+
+def test_v2_a_resumed_session_sends_every_unreported_frame_again_unchanged():
+    session = _v2_session()
+    frames = _written_frames(session, 6, 2)  # frames [0,2) [2,4) [4,6), all written
+    _delivered(session, 0, 2)
+    _delivered(session, 2, 1)  # frame [2,4) half reported
+    done = session.disconnected(CONNECTION_LOST, "ingest killed")
+    assert not done.callbacks  # nothing failed
+    assert session.resume_seq == 2  # the first frame with a record still unreported
+    session.reconnected(Welcome(2, MIN_MAX_FRAME_BYTES, 0, "kpd", 6, True), _past_welcome(6, True))
+    again = [out.data for out in session.take_output() if out.buffered]
+    assert again == frames[1:]  # same bytes, same sequence numbers
+
+
+def test_v2_a_session_kpd_forgot_fails_what_was_written_as_possibly_persisted():
+    session = _v2_session()
+    futures = []
+    for i in range(2):
+        futures.append(session.add("t", b"k", b"v%d" % i, 0))
+    session.seal_all()
+    for out in session.take_output():
+        session.sent(out.end_seq, out.buffered)
+    session.disconnected(CONNECTION_LOST, "daemon killed")
+    session.reconnected(Welcome(2, MIN_MAX_FRAME_BYTES, 0, "kpd", 0, False), _past_welcome())
+    for future in futures:
+        assert future.exception(timeout=0).persistence is Persistence.POSSIBLY_PERSISTED
+    session.add("t", b"k", b"new", 0)
+    session.seal_all()
+    (out,) = [out for out in session.take_output() if out.buffered]
+    assert decode_produce_header(memoryview(out.data)[5:]).base_seq == 0  # kpd's resume_seq

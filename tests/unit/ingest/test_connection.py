@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 
@@ -19,7 +21,6 @@ import pytest
 from daemon.ingest.admission import TopicDirectory
 from daemon.ingest.connection import ClientConnection
 from daemon.ingest.server import IngestServer, IngestSettings
-from daemon.kafka.errors import code_of
 from daemon.ownership import worker_for
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
 from daemon.wire.ring_entry import decode_records_entry
@@ -82,6 +83,7 @@ class Rig:
         base = f"kpd-test-conn-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.names = []
         records, reports, self.worker_ends = [], [], []
+        self.report_ends: list = []  # (ring name, wakeups): a worker's end, made on demand
         for index in range(WORKERS):
             rec, rep = f"{base}-{index}-rec", f"{base}-{index}-rep"
             self.names += [rec, rep]
@@ -89,6 +91,7 @@ class Rig:
             records.append(RingProducer(Ring.create(rec, 1 << 20), rec_w))
             self.worker_ends.append(RingConsumer(Ring.attach(rec), rec_w))
             reports.append(RingConsumer(Ring.create(rep, 1 << 16), rep_w))
+            self.report_ends.append((rep, rep_w))
 
         async def only_orders(topic: str, timeout_s: float) -> int:
             if topic == TOPIC:
@@ -97,7 +100,9 @@ class Rig:
 
         topics = TopicDirectory(lambda topic: topic != "forbidden", only_orders)
         asyncio.run(topics.partition_count(TOPIC, 1.0))  # known: frames for it route at once
-        settings = settings_for(IngestSettings, socket_path="/nonexistent")
+        self.journal = os.path.join(tempfile.mkdtemp(prefix="kpd-test-sessions-"), "journal")
+        settings = settings_for(IngestSettings, socket_path="/nonexistent",
+                                sessions_path=self.journal)  # fmt: skip
         self.server = IngestServer(settings, records, reports, topics)
 
     def connect(self) -> tuple[ClientConnection, RecordingTransport]:
@@ -109,6 +114,10 @@ class Rig:
         assert welcome.type == FrameType.WELCOME
         return conn, transport
 
+    def worker_report_ring(self, index: int) -> RingProducer:
+        name, wakeups = self.report_ends[index]
+        return RingProducer(Ring.attach(name), wakeups)
+
     def entries(self) -> list:
         found = []
         for index, ring in enumerate(self.worker_ends):
@@ -119,6 +128,7 @@ class Rig:
     def close(self) -> None:
         for name in self.names:
             Ring.unlink(name)
+        shutil.rmtree(os.path.dirname(self.journal), ignore_errors=True)
 
 
 @pytest.fixture
@@ -152,7 +162,7 @@ def test_produce_lands_in_the_ring_of_the_worker_that_owns_the_partition(rig):
     assert not transport.closed
 
 
-def test_an_illegal_topic_is_answered_with_kafkas_error_and_the_connection_goes_on(rig):
+def test_an_illegal_topic_is_answered_invalid_topic_and_the_connection_goes_on(rig):
     async def scenario():
         conn, transport = rig.connect()
         conn.data_received(wire.encode_produce(0, "bad topic!", 0, [(None, b"x", None, ())]))
@@ -163,7 +173,7 @@ def test_an_illegal_topic_is_answered_with_kafkas_error_and_the_connection_goes_
     (report,) = transport.frames()
     (run,) = wire.decode_reports(report.payload)
     assert (run.first_seq, run.count, run.status) == (0, 1, Status.FAILED)
-    assert run.kafka_error == code_of("INVALID_TOPIC_EXCEPTION")
+    assert (run.error, run.kafka_error) == (KpdErrorCode.INVALID_TOPIC, 0)
     assert [e.base_seq for _, e in rig.entries()] == [1]  # the next frame still went through
     assert rig.server.stats().records_rejected == 1
 
@@ -230,3 +240,109 @@ def test_a_quiescing_connection_keeps_reading_and_refuses_records_as_not_persist
     assert (run.first_seq, run.count, run.partition) == (1, 2, -1)
     assert (run.error, run.persistence) == (KpdErrorCode.SHUTTING_DOWN, Persistence.NOT_PERSISTED)
     assert [e.base_seq for _, e in rig.entries()] == [0]  # only the frame before the drain
+
+
+# ---- docs/protocol.md as a stranger reads it (issue 21 section 3) ---------------------------
+
+
+class HalfClosingTransport(RecordingTransport):
+    """A UNIX socket's transport: it can half-close (shutdown SHUT_WR)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.eof_written = False
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof_written = True
+
+
+def test_after_a_fatal_error_kpd_half_closes_and_drops_what_the_client_still_sends(rig):
+    # Point 8: ERROR, then EOF; the socket stays open for reading a while, so a client
+    # still writing does not get EPIPE/ECONNRESET and lose the ERROR.
+    async def scenario():
+        conn = ClientConnection(rig.server, 7)
+        transport = HalfClosingTransport()
+        conn.connection_made(transport)
+        conn.data_received(wire.encode_hello(1, 1, AckLevel.KAFKA, "t"))
+        transport.frames()
+        conn.data_received(wire.encode_produce(9, TOPIC, 0, [(None, b"x", None, ())]))
+        conn.data_received(wire.encode_produce(10, TOPIC, 0, [(None, b"y", None, ())]))
+        return transport
+
+    transport = _run(scenario())
+    (error,) = transport.frames()
+    assert wire.decode_error(error.payload).code == KpdErrorCode.SEQUENCE_MISMATCH
+    assert transport.eof_written and not transport.closed  # closed later, or at the EOF
+    assert rig.entries() == []
+
+
+def test_a_frame_after_goodbye_is_fatal_while_reports_are_owed(rig):
+    # Point 7, as documented in section 9: the owed reports are not sent then.
+    async def scenario():
+        conn, transport = rig.connect()
+        conn.data_received(wire.encode_produce(0, TOPIC, 1, [(None, b"x", None, ())]))
+        conn.data_received(wire.encode_goodbye(1) + wire.encode_ping(5))
+        return transport
+
+    transport = _run(scenario())
+    (error,) = transport.frames()
+    assert wire.decode_error(error.payload).code == KpdErrorCode.UNEXPECTED_FRAME
+    assert transport.closed
+
+
+def test_frames_pipelined_after_an_accepted_hello_are_processed_in_order(rig):
+    # Point 9: section 3 says so; here the HELLO and a PRODUCE arrive in one read.
+    async def scenario():
+        conn = ClientConnection(rig.server, 7)
+        transport = RecordingTransport()
+        conn.connection_made(transport)
+        hello = wire.encode_hello(1, 1, AckLevel.ACCEPTED, "t")
+        conn.data_received(hello + wire.encode_produce(0, TOPIC, 2, [(None, b"x", None, ())]))
+        return transport
+
+    welcome, report = _run(scenario()).frames()
+    assert welcome.type == FrameType.WELCOME
+    (run,) = wire.decode_reports(report.payload)
+    assert (run.first_seq, run.status, run.partition) == (0, Status.ACCEPTED, 2)
+
+
+def test_a_frame_refused_as_a_whole_has_partition_minus_one_even_when_it_named_one(rig):
+    # Point 6: a per-frame FAILED run never carries a partition.
+    async def scenario():
+        conn, transport = rig.connect()
+        conn.data_received(wire.encode_produce(0, TOPIC, PARTITIONS, [(None, b"x", None, ())]))
+        return transport
+
+    (report,) = _run(scenario()).frames()
+    (run,) = wire.decode_reports(report.payload)
+    assert (run.error, run.partition) == (KpdErrorCode.INVALID_PARTITION, -1)
+
+
+def test_a_client_that_does_not_read_is_cut_off_past_the_documented_buffer(rig):
+    # Point 11: section 9 names the bound (64 MiB of frames kpd has not written yet).
+    class Full(RecordingTransport):
+        def get_write_buffer_size(self) -> int:
+            return 64 * 1024 * 1024 + 1
+
+    async def scenario():
+        conn, _ = rig.connect()
+        full = Full()
+        conn.transport = full
+        conn.data_received(wire.encode_ping(1))
+        return full
+
+    full = _run(scenario())
+    (error,) = full.frames()
+    assert wire.decode_error(error.payload).code == KpdErrorCode.INTERNAL_ERROR
+
+
+def test_welcome_names_kpd_and_its_version():
+    # Point 13: WELCOME's server_name carries the version.
+    from importlib.metadata import version
+
+    from daemon.process.child import server_name
+
+    assert server_name().startswith(f"kpd/{version('kpd')} ")

@@ -41,6 +41,7 @@ from kpd.protocol.base import (
 from kpd.protocol.control import (
     MAGIC,
     REPORT_RUN_FIXED_BYTES,
+    SESSION_BIT,
     ErrorFrame,
     Hello,
     MetadataRequest,
@@ -90,6 +91,7 @@ __all__ = [
     "MIN_MAX_FRAME_BYTES",
     "PROTOCOL_VERSIONS",
     "REPORT_RUN_FIXED_BYTES",
+    "SESSION_BIT",
     "AckLevel",
     "BadFrameError",
     "ErrorFrame",

@@ -52,7 +52,7 @@ class Persistence(IntEnum):
 
 
 # Protocol versions this codec speaks, lowest and highest (HELLO/WELCOME negotiate within it).
-PROTOCOL_VERSIONS = (1, 1)
+PROTOCOL_VERSIONS = (1, 2)
 
 # Until the handshake is done neither side knows the peer's limit, so both cap frames at a
 # size that fits any sane HELLO/WELCOME/ERROR. It also makes a non-kpd peer fail fast: the
@@ -128,6 +128,7 @@ class KpdErrorCode(IntEnum):
     BUFFER_FULL = 44
     KAFKA_ERROR = 45
     DELIVERY_TIMEOUT = 46
+    INVALID_TOPIC = 47
 
 
 # Codes after which sending the same records again (on this or a new connection) can succeed

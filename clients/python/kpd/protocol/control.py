@@ -37,6 +37,7 @@ from kpd.protocol.base import (
 __all__ = [
     "MAGIC",
     "REPORT_RUN_FIXED_BYTES",
+    "SESSION_BIT",
     "ErrorFrame",
     "Hello",
     "MetadataRequest",
@@ -71,6 +72,9 @@ _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _HELLO = struct.Struct(">4sHHBI")  # magic, min version, max version, default ack, features
 _WELCOME = struct.Struct(">HII")  # version, max frame bytes, features
+_SESSION = struct.Struct(">QQ")  # version 2 HELLO: session id, resume seq
+_RESUMED = struct.Struct(">QB")  # version 2 WELCOME: resume seq, resumed
+SESSION_BIT = 1 << 63  # a session id has its top bit set (docs/protocol.md section 5)
 _ERROR = struct.Struct(">H")  # code
 _METADATA_HEAD = struct.Struct(">IH")  # request id, topic count
 _TOPIC_META = struct.Struct(">Hi")  # error, partition count
@@ -85,8 +89,12 @@ class Hello(NamedTuple):
     min_version: int
     max_version: int
     default_ack: AckLevel
-    features: int  # bits the client asks for; v1 defines none
+    features: int  # bits the client asks for; no version defines any yet
     client_name: str
+    # Version 2 (present when max_version >= 2): the session that outlives connections and
+    # the lowest sequence number the client still holds without a report.
+    session_id: int | None = None
+    resume_seq: int = 0
 
 
 class Welcome(NamedTuple):
@@ -94,6 +102,9 @@ class Welcome(NamedTuple):
     max_frame_bytes: int  # frames in both directions are at most this long, prefix included
     features: int  # the granted subset of the requested bits
     server_name: str
+    # Version 2: the session's next new sequence number, and whether kpd knew the session.
+    resume_seq: int = 0
+    resumed: bool = False
 
 
 def encode_hello(
@@ -102,11 +113,20 @@ def encode_hello(
     default_ack: AckLevel,
     client_name: str,
     features: int = 0,
+    session_id: int | None = None,
+    resume_seq: int = 0,
 ) -> bytes:
     if default_ack > AckLevel.KAFKA:
         raise ValueError(f"default ack level {default_ack}")
+    if (max_version >= 2) != (session_id is not None):
+        raise ValueError("a HELLO offering version 2 carries a session id, and only then")
+    if session_id is not None and not session_id & SESSION_BIT:
+        raise ValueError("a session id has its top bit set")
     body = _HELLO.pack(MAGIC, min_version, max_version, default_ack, features)
-    return encode_frame(FrameType.HELLO, body + encode_string(client_name))
+    body += encode_string(client_name)
+    if session_id is not None:
+        body += _SESSION.pack(session_id, resume_seq)
+    return encode_frame(FrameType.HELLO, body)
 
 
 def decode_hello(payload) -> Hello:
@@ -118,8 +138,14 @@ def decode_hello(payload) -> Hello:
     if low > high:
         raise BadFrameError(KpdErrorCode.BAD_FIELD, f"HELLO: version range {low}..{high}")
     name, pos = read_string(payload, _HELLO.size, "HELLO client name")
+    session_id, resume_seq = None, 0
+    if high >= 2:
+        session_id, resume_seq = unpack_fixed(_SESSION, payload, pos, "HELLO session")
+        if not session_id & SESSION_BIT:
+            raise BadFrameError(KpdErrorCode.BAD_FIELD, f"HELLO: session id {session_id:#x}")
+        pos += _SESSION.size
     expect_end(payload, pos, "HELLO")
-    return Hello(low, high, AckLevel(ack), features, name)
+    return Hello(low, high, AckLevel(ack), features, name, session_id, resume_seq)
 
 
 def choose_version(hello: Hello, supported: tuple[int, int] = PROTOCOL_VERSIONS) -> int:
@@ -135,12 +161,19 @@ def choose_version(hello: Hello, supported: tuple[int, int] = PROTOCOL_VERSIONS)
 
 
 def encode_welcome(
-    version: int, max_frame_bytes: int, server_name: str = "kpd", features: int = 0
+    version: int,
+    max_frame_bytes: int,
+    server_name: str = "kpd",
+    features: int = 0,
+    resume_seq: int = 0,
+    resumed: bool = False,
 ) -> bytes:
     if max_frame_bytes < MIN_MAX_FRAME_BYTES:
         raise ValueError(f"max_frame_bytes below {MIN_MAX_FRAME_BYTES}")
-    body = _WELCOME.pack(version, max_frame_bytes, features)
-    return encode_frame(FrameType.WELCOME, body + encode_string(server_name))
+    body = _WELCOME.pack(version, max_frame_bytes, features) + encode_string(server_name)
+    if version >= 2:
+        body += _RESUMED.pack(resume_seq, int(resumed))
+    return encode_frame(FrameType.WELCOME, body)
 
 
 def decode_welcome(payload) -> Welcome:
@@ -148,8 +181,14 @@ def decode_welcome(payload) -> Welcome:
     if max_frame < MIN_MAX_FRAME_BYTES:
         raise BadFrameError(KpdErrorCode.BAD_FIELD, f"WELCOME: max frame bytes {max_frame}")
     name, pos = read_string(payload, _WELCOME.size, "WELCOME server name")
+    resume_seq, resumed = 0, 0
+    if version >= 2:
+        resume_seq, resumed = unpack_fixed(_RESUMED, payload, pos, "WELCOME session")
+        if resumed > 1:
+            raise BadFrameError(KpdErrorCode.BAD_FIELD, f"WELCOME: resumed {resumed}")
+        pos += _RESUMED.size
     expect_end(payload, pos, "WELCOME")
-    return Welcome(version, max_frame, features, name)
+    return Welcome(version, max_frame, features, name, resume_seq, bool(resumed))
 
 
 # --- ERROR, PING/PONG, GOODBYE --------------------------------------------------------------

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from kpd.protocol import (
     HANDSHAKE_MAX_FRAME_BYTES,
     MIN_MAX_FRAME_BYTES,
+    SESSION_BIT,
     AckLevel,
     BadFrameError,
     FatalProtocolError,
@@ -365,8 +366,26 @@ def test_produce_round_trips(base_seq, topic, partition, ack, records, as_memory
 )
 def test_hello_round_trips(low, span, ack, features, name):
     high = min(low + span, 0xFFFF)
-    decoded = decode_hello(payload_of(encode_hello(low, high, ack, name, features)))
-    assert decoded == Hello(low, high, ack, features, name)
+    session = (SESSION_BIT | low * 7919, low * 31) if high >= 2 else (None, 0)
+    decoded = decode_hello(payload_of(encode_hello(low, high, ack, name, features, *session)))
+    assert decoded == Hello(low, high, ack, features, name, *session)
+
+
+def test_a_version_2_hello_needs_a_session_id_with_its_top_bit():
+    with pytest.raises(ValueError):
+        encode_hello(1, 2, AckLevel.KAFKA, "x")
+    with pytest.raises(ValueError):
+        encode_hello(1, 2, AckLevel.KAFKA, "x", session_id=5)
+    good = bytes(payload_of(encode_hello(1, 2, AckLevel.KAFKA, "x", session_id=SESSION_BIT | 5)))
+    cleared = bytearray(good)
+    cleared[-16] &= 0x7F  # the session id's top bit
+    with pytest.raises(BadFrameError) as caught:
+        decode_hello(bytes(cleared))
+    assert caught.value.code == KpdErrorCode.BAD_FIELD
+    with pytest.raises(BadFrameError) as caught:  # a v1 HELLO layout offering version 2
+        v1 = bytes(payload_of(encode_hello(1, 1, AckLevel.KAFKA, "x")))
+        decode_hello(v1[:4] + b"\0\1\0\2" + v1[8:])
+    assert caught.value.code == KpdErrorCode.BAD_FRAME
 
 
 @given(
@@ -376,8 +395,10 @@ def test_hello_round_trips(low, span, ack, features, name):
     name=names,
 )
 def test_welcome_round_trips(version, max_frame, features, name):
-    decoded = decode_welcome(payload_of(encode_welcome(version, max_frame, name, features)))
-    assert decoded == Welcome(version, max_frame, features, name)
+    resume = (version * 13, version % 2 == 1) if version >= 2 else (0, False)
+    frame = encode_welcome(version, max_frame, name, features, *resume)
+    decoded = decode_welcome(payload_of(frame))
+    assert decoded == Welcome(version, max_frame, features, name, *resume)
 
 
 @given(code=st.sampled_from(list(KpdErrorCode)), message=names)

@@ -1,0 +1,329 @@
+"""Dedupe windows: which sequence numbers of a sender kpd took into a ring, and their outcomes,
+kept in a journal beside the ring files so a resend is recognised after a kill -9.
+
+One ``DedupeJournal`` holds a window per *key* (a string naming a sender: a kpd protocol v2
+session, or a Kafka idempotent producer's partition). A window is the ordered list of
+*taken* ranges ``[first, first + count)`` of that key's sequence numbers and, per range, the
+outcome runs known so far (``(first, count, outcome)``, the outcome an opaque JSON value the
+owner chooses). The owner asks:
+
+* ``taken(key, first, count)`` -- after the records are published to a ring and before the
+  sender hears an answer: the journal line is written first, so a crash in between leaves
+  "taken" on disk and a resend is answered, never taken twice. (A crash between the ring
+  publish and this write is the one window left: the record may then be taken twice.)
+* ``resolved(key, first, count, outcome)`` -- an outcome, when it is known; written before
+  the outcome is passed on, so a report is never owed and forgotten.
+* ``lookup(key, first, count)`` -- a resend: the known outcome pieces of that range (each a
+  ``Piece``: its first sequence number, its count, the outcome and ``delta``, its distance
+  from the start of the outcome's run) and the sub-ranges still pending.
+* ``forget_below(key, seq)`` -- the sender holds nothing below ``seq``: the window drops it.
+
+Bounds: a window keeps at most ``window_records`` sequence numbers of *resolved* history (the
+oldest resolved ranges go first; pending ranges stay until resolved: the rings bound them);
+a key nobody touched for ``idle_expiry_s`` is dropped (``expire``; also at load).
+
+Durability: an append-only file of JSON lines. A torn last line (kill -9 mid-write) is
+ignored on load; at load, and whenever the file has grown to ``COMPACT_FACTOR`` times its
+live content, it is rewritten compacted (temporary file + rename). Page-cache writes survive
+any crash of kpd's processes, as the ring files do; a power loss is ``rings.fsync``'s domain
+and not made safer here.
+
+Owned by one event loop; no locks. Pure apart from its file; must not import ingest, the
+rings or the protocol codecs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from bisect import bisect_right
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+__all__ = ["COMPACT_FACTOR", "DedupeJournal", "Piece", "Window"]
+
+COMPACT_FACTOR = 4  # rewrite once the file holds this many times its live lines (and > 1000)
+_COMPACT_MIN_LINES = 1000
+
+
+class Piece(NamedTuple):
+    """Part of a looked-up range: ``outcome`` None while pending."""
+
+    first: int
+    count: int
+    outcome: Any
+    delta: int  # first - the first sequence number of the outcome's run
+
+
+@dataclass(slots=True)
+class _Range:
+    first: int
+    count: int
+    runs: list[tuple[int, int, Any]] = field(default_factory=list)
+    resolved: int = 0  # records of the range with an outcome
+
+    @property
+    def end(self) -> int:
+        return self.first + self.count
+
+
+@dataclass(slots=True)
+class Window:
+    """One key's taken ranges (disjoint, contiguous or not: the owner decides), kept sorted
+    by first sequence number so that a lookup is a binary search, never a scan."""
+
+    ranges: list[_Range] = field(default_factory=list)
+    firsts: list[int] = field(default_factory=list)  # ranges[i].first, for bisect
+    floor: int = 0  # the owner said nothing below this is needed (``forget_below``)
+    touched: float = 0.0  # clock() of the last taken/resolved/forget/touch
+    pending: int = 0  # records taken without an outcome yet
+
+    @property
+    def next_seq(self) -> int | None:
+        """One past the newest taken sequence number; None for an empty window."""
+        return self.ranges[-1].end if self.ranges else None
+
+    def add(self, taken: _Range) -> None:
+        index = bisect_right(self.firsts, taken.first)
+        self.firsts.insert(index, taken.first)
+        self.ranges.insert(index, taken)
+        self.pending += taken.count - taken.resolved
+
+    def overlapping(self, first: int, end: int) -> Iterator[_Range]:
+        ranges = self.ranges
+        index = max(bisect_right(self.firsts, first) - 1, 0)
+        while index < len(ranges) and ranges[index].first < end:
+            if ranges[index].end > first:
+                yield ranges[index]
+            index += 1
+
+    def drop_front(self, n: int) -> None:
+        self.pending -= sum(r.count - r.resolved for r in self.ranges[:n])
+        del self.ranges[:n]
+        del self.firsts[:n]
+
+    def drop_below(self, seq: int) -> None:
+        n = 0
+        while n < len(self.ranges) and self.ranges[n].end <= seq:
+            n += 1
+        self.drop_front(n)
+
+
+class DedupeJournal:
+    """Windows by key, persisted to ``path`` (None: memory only, for tests)."""
+
+    def __init__(
+        self,
+        path: str | None,
+        *,
+        window_records: int,
+        idle_expiry_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self.window_records = window_records
+        self.idle_expiry_s = idle_expiry_s
+        self._clock = clock
+        self.windows: dict[str, Window] = {}
+        self._fd: int | None = None
+        self._lines = 0  # lines in the file since its last rewrite
+        if path is not None:
+            self._load(path)
+            horizon = clock() - idle_expiry_s
+            for key in [k for k, w in self.windows.items() if w.touched < horizon]:
+                del self.windows[key]  # expired while kpd was down: the rewrite drops them
+            self.compact()
+
+    # ---- queries -------------------------------------------------------------------------
+
+    def window(self, key: str) -> Window | None:
+        return self.windows.get(key)
+
+    def lookup(self, key: str, first: int, count: int) -> list[Piece]:
+        """The pieces of ``[first, first + count)`` the window knows, in sequence order: the
+        resolved ones with their outcome, the pending ones with None. Sequence numbers the
+        window does not hold (forgotten, never taken) are left out."""
+        window = self.windows.get(key)
+        if window is None:
+            return []
+        end = first + count
+        pieces: list[Piece] = []
+        for taken in window.overlapping(first, end):
+            lo, hi = max(first, taken.first), min(end, taken.end)
+            cursor = lo
+            for run_first, run_count, outcome in sorted(taken.runs, key=lambda run: run[0]):
+                a, b = max(lo, run_first), min(hi, run_first + run_count)
+                if a >= b:
+                    continue
+                if a > cursor:
+                    pieces.append(Piece(cursor, a - cursor, None, 0))
+                pieces.append(Piece(a, b - a, outcome, a - run_first))
+                cursor = b
+            if cursor < hi:
+                pieces.append(Piece(cursor, hi - cursor, None, 0))
+        return pieces
+
+    # ---- changes (each written to the journal before it returns) ---------------------------
+
+    def touch(self, key: str) -> Window:
+        """The key's window, made if new (and journaled, so it is known after a restart);
+        its idle clock restarts."""
+        window = self.windows.get(key)
+        if window is None:
+            window = self.windows[key] = Window()
+            self._write({"k": key, "f": 0})
+        window.touched = self._clock()
+        return window
+
+    def taken(self, key: str, first: int, count: int, outcome: Any = None) -> None:
+        """``outcome`` (not None): known already; journaled in the same line, so that no
+        crash can leave the range taken without it."""
+        window = self.touch(key)
+        taken = _Range(first, count)
+        window.add(taken)
+        record: dict = {"k": key, "t": [first, count]}
+        if outcome is not None:
+            self._apply(window, first, count, outcome)
+            record["o"] = [first, count, outcome]
+        self._write(record)
+        self._bound(window)
+
+    def resolved(self, key: str, first: int, count: int, outcome: Any) -> None:
+        """An outcome of ``[first, first + count)`` (a run may span several taken ranges; an
+        outcome for sequence numbers not pending in the window is ignored)."""
+        window = self.windows.get(key)
+        if window is None:
+            return
+        if self._apply(window, first, count, outcome):
+            window.touched = self._clock()
+            self._write({"k": key, "o": [first, count, outcome]})
+            self._bound(window)
+
+    def forget_below(self, key: str, seq: int) -> None:
+        window = self.windows.get(key)
+        if window is None or seq <= window.floor:
+            return
+        window.floor = seq
+        window.drop_below(seq)
+        self._write({"k": key, "f": seq})
+
+    def drop(self, key: str) -> None:
+        if self.windows.pop(key, None) is not None:
+            self._write({"k": key, "x": 1})
+
+    def expire(self, live: Callable[[str], bool] = lambda key: False) -> list[str]:
+        """Drop windows idle for longer than ``idle_expiry_s`` (unless ``live(key)``)."""
+        horizon = self._clock() - self.idle_expiry_s
+        gone = [k for k, w in self.windows.items() if w.touched < horizon and not live(k)]
+        for key in gone:
+            self.drop(key)
+        return gone
+
+    # ---- the file --------------------------------------------------------------------------
+
+    def compact(self) -> None:
+        """Rewrite the file with only the live state (temporary file + rename)."""
+        if self.path is None:
+            return
+        tmp = self.path + ".tmp"
+        lines = 0
+        with open(tmp, "w", encoding="utf-8") as out:
+            for key, window in self.windows.items():
+                # The floor line first: it keeps a window without ranges (and its idle clock).
+                out.write(_line({"k": key, "f": window.floor, "ms": int(window.touched * 1000)}))
+                lines += 1
+                for taken in window.ranges:
+                    out.write(_line({"k": key, "t": [taken.first, taken.count]}))
+                    lines += 1
+                    for run in taken.runs:
+                        out.write(_line({"k": key, "o": list(run)}))
+                        lines += 1
+        os.replace(tmp, self.path)
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self._lines = lines
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _live_lines(self) -> int:
+        return sum(1 + len(r.runs) for w in self.windows.values() for r in w.ranges)
+
+    def _write(self, record: dict) -> None:
+        if self.path is None:
+            return
+        record["ms"] = int(self._clock() * 1000)
+        os.write(self._fd, _line(record).encode())
+        self._lines += 1
+        # Counting the live lines costs a pass over the windows: only every 1000 lines.
+        if self._lines % _COMPACT_MIN_LINES == 0 and (
+            self._lines > COMPACT_FACTOR * self._live_lines()
+        ):
+            self.compact()
+
+    def _load(self, path: str) -> None:
+        try:
+            with open(path, encoding="utf-8") as source:
+                text = source.read()
+        except FileNotFoundError:
+            return
+        for raw in text.split("\n"):
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue  # the torn last line of a kill -9 (or an empty one)
+            self._replay(record)
+
+    def _replay(self, record: dict) -> None:
+        key = record.get("k")
+        if not isinstance(key, str):
+            return
+        if "x" in record:
+            self.windows.pop(key, None)
+            return
+        window = self.windows.setdefault(key, Window())
+        window.touched = max(window.touched, record.get("ms", 0) / 1000)
+        if "t" in record:
+            first, count = record["t"]
+            window.add(_Range(first, count))
+        if "o" in record:  # alone, or with its "t" in the same line
+            first, count, outcome = record["o"]
+            self._apply(window, first, count, outcome)
+        elif "f" in record:
+            window.floor = max(window.floor, record["f"])
+            window.drop_below(window.floor)
+
+    @staticmethod
+    def _apply(window: Window, first: int, count: int, outcome: Any) -> bool:
+        end, applied = first + count, False
+        for taken in window.overlapping(first, end):
+            lo, hi = max(first, taken.first), min(end, taken.end)
+            if any(lo < r[0] + r[1] and r[0] < hi for r in taken.runs):
+                continue  # already resolved: an outcome is given once
+            taken.runs.append((lo, hi - lo, outcome))
+            taken.resolved += hi - lo
+            window.pending -= hi - lo
+            applied = True
+        return applied
+
+    def _bound(self, window: Window) -> None:
+        """Drop the oldest fully resolved ranges beyond ``window_records`` of history."""
+        ranges, n = window.ranges, 0
+        newest = ranges[-1].end if ranges else 0
+        while (
+            n < len(ranges) - 1
+            and newest - ranges[n].first > self.window_records
+            and ranges[n].resolved == ranges[n].count
+        ):
+            n += 1
+        if n:
+            window.drop_front(n)
+
+
+def _line(record: dict) -> str:
+    return json.dumps(record, separators=(",", ":")) + "\n"

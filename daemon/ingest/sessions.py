@@ -1,0 +1,213 @@
+"""Protocol version 2 sessions: a client's records and reports outliving its connections.
+
+A version 2 client names a *session* in HELLO (a random id with the top bit set). Its
+sequence numbers continue across connections, its records' ring entries carry the session id
+where a version 1 connection's carry the connection id, and the workers' reports therefore
+come back keyed by the session, whichever ingest and whichever connection reads them. This
+module owns, per session:
+
+* the dedupe window (``dedupe.DedupeJournal``, journaled beside the ring files): which
+  sequence numbers kpd took, and each one's outcome once known;
+* which connection currently speaks for the session (a newer one replaces an older one);
+* the answers to a resend: a record kpd already took is answered with its outcome now, or,
+  still pending, when its report comes (to whichever connection then speaks for the session);
+  a record kpd never took is admitted as new.
+
+The journal lines are written at the points docs/protocol.md section 14 names: a frame's
+"taken" line after its ring entries are published and before its ACCEPTED report (``flush``,
+called by admission between the publish and the announcements), an outcome's line before
+the outcome is sent.
+
+Owned by ingest's event loop. Must not import the server or the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from daemon.ingest.dedupe import DedupeJournal
+from daemon.wire.ring_entry import seq_runs
+from kpd.protocol import ReportRun, decode_reports, encode_reports
+from kpd.protocol.base import AckLevel, KpdErrorCode, Persistence, Status
+
+__all__ = ["SessionPeer", "Sessions", "outcome_of", "run_of"]
+
+log = logging.getLogger(__name__)
+
+NO_REPORT = 0  # the outcome of ack-NONE records: taken, never reported
+
+
+class SessionPeer(Protocol):
+    """The connection speaking for a session (``connection.ClientConnection``)."""
+
+    name: str
+
+    def send(self, frame: bytes) -> None: ...
+
+    def replaced(self) -> None:
+        """A newer connection of the same session took over: close this one."""
+
+    def reports_arrived(self) -> None:
+        """Outcomes arrived: GOODBYE may now be due."""
+
+
+def outcome_of(run: ReportRun) -> list[Any]:
+    """A run's outcome as the journal stores it (everything but the sequence range)."""
+    return [int(run.status), run.partition, run.base_offset, run.timestamp, int(run.error),
+            run.kafka_error, int(run.persistence), run.message]  # fmt: skip
+
+
+def run_of(first: int, count: int, outcome: list[Any], delta: int) -> ReportRun:
+    """The run of ``count`` records from ``first``, ``delta`` records into ``outcome``'s run
+    (its offset moves with it)."""
+    status, partition, base_offset, timestamp, error, kafka_error, persistence, message = outcome
+    if base_offset >= 0:
+        base_offset += delta
+    return ReportRun(first, count, Status(status), partition, base_offset, timestamp, error,
+                     kafka_error, Persistence(persistence), message)  # fmt: skip
+
+
+def _kept_for_restart(run: ReportRun) -> bool:
+    """A draining worker's SHUTTING_DOWN for records it keeps in its ring: they are produced
+    after the next start, so for a session it is no outcome (the real one comes then)."""
+    return (
+        run.error == KpdErrorCode.SHUTTING_DOWN
+        and run.partition >= 0
+        and run.persistence is Persistence.POSSIBLY_PERSISTED
+    )
+
+
+class Sessions:
+    """The sessions of one ingest: their windows (journaled) and their current connections."""
+
+    def __init__(self, journal: DedupeJournal) -> None:
+        self.journal = journal
+        self._peers: dict[int, SessionPeer] = {}
+        # Entries staged and not yet journaled: (key, first, count, partition, ack level).
+        self._unjournaled: list[tuple[str, int, int, int, AckLevel]] = []
+        # Resent records, by what kpd made of them (for the log and tests): answered from the
+        # journal, pending (answered when their report comes), taken as new.
+        self.resent = {"answered": 0, "pending": 0, "taken": 0}
+
+    @staticmethod
+    def key(session_id: int) -> str:
+        return f"{session_id:016x}"
+
+    # ---- connections ---------------------------------------------------------------------
+
+    def attach(self, peer: SessionPeer, session_id: int, resume_seq: int) -> tuple[int, bool]:
+        """``peer`` now speaks for the session; returns (the next new sequence number, whether
+        kpd knew the session). The client holds nothing below ``resume_seq``."""
+        old = self._peers.get(session_id)
+        self._peers[session_id] = peer
+        if old is not None and old is not peer:
+            old.replaced()
+        key = self.key(session_id)
+        window = self.journal.window(key)
+        resumed = window is not None
+        self.journal.touch(key)
+        self.journal.forget_below(key, resume_seq)
+        taken_end = window.next_seq if window is not None else None
+        next_seq = max(taken_end if taken_end is not None else resume_seq, resume_seq)
+        if resume_seq or resumed:
+            log.info("%s: session %s %s at %d (the client holds records from %d)", peer.name,
+                     key, "resumed" if resumed else "unknown, new", next_seq,
+                     resume_seq)  # fmt: skip
+        return next_seq, resumed
+
+    def detach(self, peer: SessionPeer, session_id: int) -> None:
+        log.info("%s: session %s: resent records so far: %s", peer.name, self.key(session_id),
+                 self.resent)  # fmt: skip
+        if self._peers.get(session_id) is peer:
+            del self._peers[session_id]
+            self.journal.touch(self.key(session_id))  # the idle clock starts now
+
+    def pending(self, session_id: int) -> int:
+        window = self.journal.window(self.key(session_id))
+        return 0 if window is None else window.pending
+
+    # ---- taking records ------------------------------------------------------------------
+
+    def taken(self, session_id: int, first: int, count: int, offsets, partition: int,
+              ack: AckLevel) -> None:  # fmt: skip
+        """Admission staged a ring entry of the session (``offsets``: its scattered sequence
+        offsets, or None): its lines wait for the next ``flush``, after the publish."""
+        key = self.key(session_id)
+        if offsets is None:
+            self._unjournaled.append((key, first, count, partition, ack))
+            return
+        for offset, _, k in seq_runs(offsets, 0, count):
+            self._unjournaled.append((key, first + offset, k, partition, ack))
+
+    def flush(self) -> None:
+        """Write the lines of the entries staged since the last flush: admission calls it
+        after publishing them and before announcing them."""
+        lines, self._unjournaled = self._unjournaled, []
+        journal = self.journal
+        for key, first, count, partition, ack in lines:
+            outcome = None  # ack KAFKA: the worker's report brings it
+            if ack == AckLevel.NONE:  # no outcome will ever come
+                outcome = NO_REPORT
+            elif ack == AckLevel.ACCEPTED:
+                # Published: that is the outcome, whenever its report goes out (after a sync
+                # with rings.fsync); no worker reports these, so it is journaled now, in the
+                # taken line itself.
+                outcome = outcome_of(ReportRun(first, count, Status.ACCEPTED, partition))
+            journal.taken(key, first, count, outcome)
+
+    def resend(self, session_id: int, first: int, count: int) -> list[tuple[int, int]]:
+        """A resent frame ``[first, first + count)``: answers what kpd knows now, to the
+        session's connection; returns the sub-ranges kpd never took (refused, or lost with a
+        connection before they reached a ring), to be admitted as new: none is in Kafka."""
+        pieces = self.journal.lookup(self.key(session_id), first, count)
+        before = dict(self.resent)
+        runs, cursor, untaken = [], first, []
+        for piece in pieces:
+            if piece.first > cursor:
+                untaken.append((cursor, piece.first - cursor))
+            cursor = piece.first + piece.count
+            if piece.outcome is None:
+                self.resent["pending"] += piece.count  # its report goes to the session's
+                continue  # connection when it comes
+            self.resent["answered"] += piece.count
+            if piece.outcome != NO_REPORT:
+                runs.append(run_of(piece.first, piece.count, piece.outcome, piece.delta))
+        if cursor < first + count:
+            untaken.append((cursor, first + count - cursor))
+        self.resent["taken"] += sum(k for _, k in untaken)
+        log.debug("session %s: resent records %d..%d: %s", self.key(session_id), first,
+                 first + count - 1, {k: v - before[k] for k, v in self.resent.items()})  # fmt: skip
+        peer = self._peers.get(session_id)
+        if runs and peer is not None:
+            peer.send(encode_reports(runs))
+        return untaken
+
+    # ---- outcomes ------------------------------------------------------------------------
+
+    def accepted(self, session_id: int, frame: bytes) -> None:
+        """Ingest's own ACCEPTED report for the session: journaled, then sent."""
+        self.report(session_id, memoryview(frame))
+
+    def report(self, session_id: int, frame: memoryview) -> None:
+        """A REPORT frame for the session (a worker's, or ingest's ACCEPTED): each run is
+        journaled, then the frame goes to the session's current connection, if any."""
+        self.flush()  # lines of published entries not written yet (never of staged ones)
+        key = self.key(session_id)
+        runs = decode_reports(frame[5:])
+        kept = [run for run in runs if not _kept_for_restart(run)]
+        for run in kept:
+            self.journal.resolved(key, run.first_seq, run.count, outcome_of(run))
+        peer = self._peers.get(session_id)
+        if peer is None or not kept:
+            return
+        peer.send(bytes(frame) if len(kept) == len(runs) else encode_reports(kept))
+        peer.reports_arrived()
+
+    def expire(self) -> list[str]:
+        """Drop sessions idle (no connection) for longer than the journal's expiry."""
+        live = {self.key(session_id) for session_id in self._peers}
+        gone = self.journal.expire(live.__contains__)
+        if gone:
+            log.info("%d idle sessions expired", len(gone))
+        return gone

@@ -1,0 +1,115 @@
+"""The dedupe journal: windows of taken sequence ranges and outcomes, surviving a reload."""
+
+from __future__ import annotations
+
+from daemon.ingest.dedupe import COMPACT_FACTOR, DedupeJournal, Piece
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _journal(path, clock=None, window=1000, expiry=60.0) -> DedupeJournal:
+    return DedupeJournal(str(path), window_records=window, idle_expiry_s=expiry,
+                         clock=clock or Clock())  # fmt: skip
+
+
+def test_a_lookup_gives_outcomes_with_their_distance_into_the_run_and_pending_gaps(tmp_path):
+    journal = _journal(tmp_path / "j")
+    journal.taken("s", 0, 10)
+    journal.resolved("s", 0, 4, ["a"])
+    journal.resolved("s", 6, 4, ["b"])
+    assert journal.lookup("s", 2, 6) == [
+        Piece(2, 2, ["a"], 2),
+        Piece(4, 2, None, 0),
+        Piece(6, 2, ["b"], 0),
+    ]
+    assert journal.lookup("s", 20, 5) == []  # never taken
+    assert journal.window("s").pending == 2
+
+
+def test_an_outcome_is_given_once(tmp_path):
+    journal = _journal(tmp_path / "j")
+    journal.taken("s", 0, 4)
+    journal.resolved("s", 0, 4, ["first"])
+    journal.resolved("s", 0, 4, ["second"])
+    assert journal.lookup("s", 0, 4) == [Piece(0, 4, ["first"], 0)]
+
+
+def test_the_windows_survive_a_reload_and_a_torn_last_line_is_ignored(tmp_path):
+    path = tmp_path / "j"
+    journal = _journal(path)
+    journal.taken("s", 0, 5)
+    journal.taken("s", 5, 5)
+    journal.resolved("s", 0, 5, [1, 2])
+    journal.forget_below("t", 3)  # a key never seen: nothing
+    journal.close()
+    with open(path, "a") as torn:
+        torn.write('{"k":"s","o":[5,5')  # kill -9 in the middle of a write
+    again = _journal(path)
+    assert again.lookup("s", 0, 10) == [Piece(0, 5, [1, 2], 0), Piece(5, 5, None, 0)]
+    assert again.window("s").next_seq == 10
+
+
+def test_forget_below_drops_what_the_sender_no_longer_holds_and_the_key_stays_known(tmp_path):
+    path = tmp_path / "j"
+    journal = _journal(path)
+    journal.taken("s", 0, 5)
+    journal.resolved("s", 0, 5, ["x"])
+    journal.forget_below("s", 5)
+    assert journal.lookup("s", 0, 5) == []
+    journal.close()
+    again = _journal(path)  # compacted at load: the floor line keeps the empty window
+    assert again.window("s") is not None and again.window("s").floor == 5
+
+
+def test_idle_keys_expire_unless_live(tmp_path):
+    clock = Clock()
+    journal = _journal(tmp_path / "j", clock, expiry=60)
+    journal.taken("old", 0, 1)
+    journal.taken("busy", 0, 1)
+    clock.now += 61
+    assert journal.expire(lambda key: key == "busy") == ["old"]
+    assert journal.window("old") is None and journal.window("busy") is not None
+    journal.close()
+    clock.now += 1
+    assert _journal(tmp_path / "j", clock, expiry=60).window("busy") is None  # at load too
+
+
+def test_resolved_history_is_bounded_by_the_window_pending_ranges_are_kept(tmp_path):
+    journal = _journal(tmp_path / "j", window=10)
+    journal.taken("s", 0, 5)  # stays pending
+    for first in range(5, 50, 5):
+        journal.taken("s", first, 5)
+        journal.resolved("s", first, 5, ["ok"])
+    firsts = [r.first for r in journal.window("s").ranges]
+    assert firsts[0] == 0  # pending: kept however old
+    journal.resolved("s", 0, 5, ["late"])
+    journal.taken("s", 50, 5)
+    firsts = [r.first for r in journal.window("s").ranges]
+    assert firsts[-1] - firsts[0] < 10 + 5 and firsts[0] > 0
+
+
+def test_the_file_is_rewritten_once_mostly_dead(tmp_path):
+    path = tmp_path / "j"
+    journal = _journal(path, window=5)
+    for first in range(0, 5000, 1):
+        journal.taken("s", first, 1)
+        journal.resolved("s", first, 1, 0)
+    lines = path.read_text().count("\n")
+    assert lines <= COMPACT_FACTOR * 2 * 8 + 1000 + 10
+    assert _journal(path, window=5).window("s").next_seq == 5000
+
+
+def test_a_range_taken_with_its_outcome_is_one_line_and_comes_back_resolved(tmp_path):
+    path = tmp_path / "j"
+    journal = _journal(path)
+    journal.taken("s", 0, 3, ["accepted"])
+    assert journal.window("s").pending == 0
+    journal.close()
+    assert '"t":[0,3]' in path.read_text().splitlines()[-1]  # taken and outcome together
+    assert _journal(path).lookup("s", 0, 3) == [Piece(0, 3, ["accepted"], 0)]
