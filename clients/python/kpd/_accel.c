@@ -9,10 +9,16 @@
  *   murmur2(key)                      Java Utils.murmur2 (kpd/murmur2.py)
  *   scan_plain, plain_lengths         a plain records section validated / its length
  *                                     columns (kpd/protocol/records.py _scan_records)
+ *   plain_section(keys, values)       a plain records section encoded (encode_section)
+ *   RecordFuture(frame, index)        send()'s future (kpd/future.py RecordFuturePython)
+ *   Appender(entries, ...).add(...)   send()'s hot path (kpd/appender.py AppenderPython)
  *
  * The loops themselves are in kpd_loops.h, which the daemon's accelerator includes too.
+ * The only statics are the interned attribute names below: constants made once at import.
  */
 #include "kpd_loops.h"
+
+#include <string.h>
 
 static PyObject *accel_murmur2(PyObject *self, PyObject *arg)
 {
@@ -78,6 +84,506 @@ static PyObject *accel_plain_lengths(PyObject *self, PyObject *args)
     return result;
 }
 
+/* plain_section(keys, values) -> bytes | None
+ * encode_section's plain case (kpd/protocol/records.py: layout 0, no timestamps, no headers):
+ * the layout byte, the big-endian i32 key and value length columns (-1: null), then each
+ * record's key and value bytes, in one allocation. None when the columns are not lists or an
+ * item is not bytes or None (the caller then runs the pure encoder, which takes those). */
+static int column_bytes(PyObject *items, Py_ssize_t count, Py_ssize_t *total)
+{
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (item == Py_None)
+            continue;
+        if (!PyBytes_CheckExact(item) || PyBytes_GET_SIZE(item) > INT32_MAX)
+            return 0;
+        *total += PyBytes_GET_SIZE(item);
+    }
+    return 1;
+}
+
+static unsigned char *put_be_i32(unsigned char *p, int32_t n)
+{
+    uint32_t u = (uint32_t)n;
+    p[0] = (unsigned char)(u >> 24);
+    p[1] = (unsigned char)(u >> 16);
+    p[2] = (unsigned char)(u >> 8);
+    p[3] = (unsigned char)u;
+    return p + 4;
+}
+
+static PyObject *accel_plain_section(PyObject *self, PyObject *args)
+{
+    PyObject *keys, *values;
+    if (!PyArg_ParseTuple(args, "OO:plain_section", &keys, &values))
+        return NULL;
+    if (!PyList_CheckExact(keys) || !PyList_CheckExact(values))
+        Py_RETURN_NONE;
+    Py_ssize_t count = PyList_GET_SIZE(keys);
+    if (count == 0 || PyList_GET_SIZE(values) != count) {
+        PyErr_Format(PyExc_ValueError, "a records section needs 1+ records, got %zd keys, %zd",
+                     count, PyList_GET_SIZE(values));
+        return NULL;
+    }
+    Py_ssize_t data = 0;
+    if (!column_bytes(keys, count, &data) || !column_bytes(values, count, &data))
+        Py_RETURN_NONE;
+    PyObject *section = PyBytes_FromStringAndSize(NULL, 1 + 8 * count + data);
+    if (section == NULL)
+        return NULL;
+    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(section);
+    *p++ = 0; /* layout 0 */
+    PyObject *columns[2] = {keys, values};
+    for (int c = 0; c < 2; c++)
+        for (Py_ssize_t i = 0; i < count; i++) {
+            PyObject *item = PyList_GET_ITEM(columns[c], i);
+            p = put_be_i32(p, item == Py_None ? -1 : (int32_t)PyBytes_GET_SIZE(item));
+        }
+    for (Py_ssize_t i = 0; i < count; i++)
+        for (int c = 0; c < 2; c++) {
+            PyObject *item = PyList_GET_ITEM(columns[c], i);
+            if (item == Py_None)
+                continue;
+            Py_ssize_t n = PyBytes_GET_SIZE(item);
+            memcpy(p, PyBytes_AS_STRING(item), n);
+            p += n;
+        }
+    return section;
+}
+
+/* ---- names ------------------------------------------------------------------------- */
+
+/* Interned once at import: the attributes and methods the twins below read by name. */
+static PyObject *str_settled, *str_future_result, *str_future_exception,
+    *str_future_add_done_callback, *str_future_await, *str_key_partitions, *str_placement,
+    *str_open_frames, *str_keys, *str_values, *str_size, *str_per_record, *str_count,
+    *str_sticky, *str_sticky_bytes;
+
+static int intern_names(void)
+{
+#define INTERN(var, text)                                                                     \
+    if ((var = PyUnicode_InternFromString(text)) == NULL)                                     \
+        return -1;
+    INTERN(str_settled, "settled");
+    INTERN(str_future_result, "future_result");
+    INTERN(str_future_exception, "future_exception");
+    INTERN(str_future_add_done_callback, "future_add_done_callback");
+    INTERN(str_future_await, "future_await");
+    INTERN(str_key_partitions, "key_partitions");
+    INTERN(str_placement, "placement");
+    INTERN(str_open_frames, "open_frames");
+    INTERN(str_keys, "keys");
+    INTERN(str_values, "values");
+    INTERN(str_size, "size");
+    INTERN(str_per_record, "per_record");
+    INTERN(str_count, "count");
+    INTERN(str_sticky, "sticky");
+    INTERN(str_sticky_bytes, "sticky_bytes");
+#undef INTERN
+    return 0;
+}
+
+/* ---- RecordFuture ---------------------------------------------------------------------- */
+
+/* send()'s future: (frame, index), every method one call of the frame's future_* methods
+ * (kpd/future.py OutcomeSource), exactly as RecordFuturePython does. No Py_TPFLAGS_HAVE_GC:
+ * the cycle collector neither tracks nor counts it (see kpd/future.py on the one cycle it
+ * cannot see: a pending done-callback). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *frame;
+    Py_ssize_t index;
+} RecordFuture;
+
+static PyTypeObject RecordFutureType;
+
+static PyObject *future_make(PyObject *frame, Py_ssize_t index)
+{
+    RecordFuture *f = PyObject_New(RecordFuture, &RecordFutureType);
+    if (f == NULL)
+        return NULL;
+    Py_INCREF(frame);
+    f->frame = frame;
+    f->index = index;
+    return (PyObject *)f;
+}
+
+static PyObject *future_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"frame", "index", NULL};
+    PyObject *frame;
+    Py_ssize_t index;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "On:RecordFuture", kwlist, &frame, &index))
+        return NULL;
+    return future_make(frame, index);
+}
+
+static void future_dealloc(RecordFuture *f)
+{
+    Py_DECREF(f->frame);
+    PyObject_Free(f);
+}
+
+/* frame.<name>(index, *extra) */
+static PyObject *future_call(RecordFuture *f, PyObject *name, PyObject *a, PyObject *b)
+{
+    PyObject *index = PyLong_FromSsize_t(f->index);
+    if (index == NULL)
+        return NULL;
+    PyObject *argv[4] = {f->frame, index, a, b};
+    size_t nargs = 2 + (a != NULL) + (b != NULL);
+    PyObject *result = PyObject_VectorcallMethod(name, argv, nargs | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(index);
+    return result;
+}
+
+static PyObject *future_done(RecordFuture *f, PyObject *unused)
+{
+    return future_call(f, str_settled, NULL, NULL);
+}
+
+static PyObject *future_false(RecordFuture *f, PyObject *unused) { Py_RETURN_FALSE; }
+
+static PyObject *future_timeout_call(RecordFuture *f, PyObject *args, PyObject *kwargs,
+                                     PyObject *name, const char *format)
+{
+    static char *kwlist[] = {"timeout", NULL};
+    PyObject *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, format, kwlist, &timeout))
+        return NULL;
+    return future_call(f, name, timeout, NULL);
+}
+
+static PyObject *future_result(RecordFuture *f, PyObject *args, PyObject *kwargs)
+{
+    return future_timeout_call(f, args, kwargs, str_future_result, "|O:result");
+}
+
+static PyObject *future_exception(RecordFuture *f, PyObject *args, PyObject *kwargs)
+{
+    return future_timeout_call(f, args, kwargs, str_future_exception, "|O:exception");
+}
+
+static PyObject *future_add_done_callback(RecordFuture *f, PyObject *fn)
+{
+    return future_call(f, str_future_add_done_callback, fn, (PyObject *)f);
+}
+
+static PyObject *future_await(RecordFuture *f)
+{
+    return future_call(f, str_future_await, NULL, NULL);
+}
+
+static PyObject *future_repr(RecordFuture *f)
+{
+    PyObject *done = future_call(f, str_settled, NULL, NULL);
+    if (done == NULL)
+        return NULL;
+    int is_done = PyObject_IsTrue(done);
+    Py_DECREF(done);
+    if (is_done < 0)
+        return NULL;
+    return PyUnicode_FromString(is_done ? "<RecordFuture done>" : "<RecordFuture pending>");
+}
+
+static PyMethodDef future_methods[] = {
+    {"done", (PyCFunction)future_done, METH_NOARGS, "True once the record has its outcome."},
+    {"cancelled", (PyCFunction)future_false, METH_NOARGS, "Always False."},
+    {"cancel", (PyCFunction)future_false, METH_NOARGS,
+     "Always False: a queued record cannot be taken back."},
+    {"result", (PyCFunction)(void (*)(void))future_result, METH_VARARGS | METH_KEYWORDS,
+     "The record's RecordMetadata; raises its DeliveryError, or TimeoutError."},
+    {"exception", (PyCFunction)(void (*)(void))future_exception, METH_VARARGS | METH_KEYWORDS,
+     "The record's DeliveryError, None if it was delivered; TimeoutError if pending."},
+    {"add_done_callback", (PyCFunction)future_add_done_callback, METH_O,
+     "Call fn(future) once the record has its outcome."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyAsyncMethods future_async = {(unaryfunc)future_await, NULL, NULL, NULL};
+
+static PyTypeObject RecordFutureType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "kpd._accel.RecordFuture",
+    .tp_doc = "The future of one record: RecordMetadata, or DeliveryError as its exception.",
+    .tp_basicsize = sizeof(RecordFuture),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = future_new,
+    .tp_dealloc = (destructor)future_dealloc,
+    .tp_repr = (reprfunc)future_repr,
+    .tp_as_async = &future_async,
+    .tp_methods = future_methods,
+};
+
+/* ---- Appender ------------------------------------------------------------------------- */
+
+/* send()'s hot path, AppenderPython's twin (kpd/appender.py is the specification: same
+ * decisions, same frames, same memo). add() returns the record's future, or None having
+ * changed nothing. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *entries; /* TopicTable.entries: topic -> TopicEntry */
+    Py_ssize_t batch_limit, sticky_limit, memo_limit;
+} Appender;
+
+static int appender_init(Appender *a, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"entries", "batch_limit", "sticky_limit", "memo_limit", NULL};
+    PyObject *entries;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!nnn:Appender", kwlist, &PyDict_Type,
+                                     &entries, &a->batch_limit, &a->sticky_limit,
+                                     &a->memo_limit))
+        return -1;
+    Py_INCREF(entries);
+    Py_XSETREF(a->entries, entries);
+    return 0;
+}
+
+static int appender_traverse(Appender *a, visitproc visit, void *arg)
+{
+    Py_VISIT(a->entries);
+    return 0;
+}
+
+static int appender_clear(Appender *a)
+{
+    Py_CLEAR(a->entries);
+    return 0;
+}
+
+static void appender_dealloc(Appender *a)
+{
+    PyObject_GC_UnTrack(a);
+    appender_clear(a);
+    Py_TYPE(a)->tp_free((PyObject *)a);
+}
+
+/* An int attribute as Py_ssize_t; -1 with an error set on failure. */
+static Py_ssize_t ssize_attr(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    Py_ssize_t n = PyLong_AsSsize_t(v);
+    Py_DECREF(v);
+    return n;
+}
+
+static int set_ssize_attr(PyObject *obj, PyObject *name, Py_ssize_t n)
+{
+    PyObject *v = PyLong_FromSsize_t(n);
+    if (v == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(obj, name, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+/* The partition of a keyed record without an explicit one: the memo's, else
+ * toPositive(murmur2(key)) % count noted in the memo (TopicPlacement.for_key).
+ * New reference; Py_None (new ref) when the count is unknown; NULL on error. */
+static PyObject *key_partition(Appender *a, PyObject *entry, PyObject *placement, PyObject *key)
+{
+    PyObject *known = PyObject_GetAttr(entry, str_key_partitions);
+    if (known == NULL)
+        return NULL;
+    PyObject *partition = PyDict_GetItemWithError(known, key);
+    Py_DECREF(known);
+    if (partition != NULL) {
+        Py_INCREF(partition);
+        return partition;
+    }
+    if (PyErr_Occurred())
+        return NULL;
+    if (placement == Py_None)
+        Py_RETURN_NONE;
+    Py_ssize_t count = ssize_attr(placement, str_count);
+    if (count <= 0)
+        return count < 0 && PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    int32_t hashed = kpd_murmur2((const unsigned char *)PyBytes_AS_STRING(key),
+                                 PyBytes_GET_SIZE(key));
+    partition = PyLong_FromSsize_t((Py_ssize_t)(hashed & 0x7fffffff) % count);
+    PyObject *memo = partition ? PyObject_GetAttr(placement, str_keys) : NULL;
+    if (memo == NULL || !PyDict_Check(memo)) {
+        if (memo != NULL)
+            PyErr_SetString(PyExc_TypeError, "TopicPlacement.keys must be a dict");
+        Py_XDECREF(memo);
+        Py_XDECREF(partition);
+        return NULL;
+    }
+    if (PyDict_GET_SIZE(memo) >= a->memo_limit)
+        PyDict_Clear(memo);
+    int rc = PyDict_SetItem(memo, key, partition);
+    Py_DECREF(memo);
+    if (rc < 0) {
+        Py_DECREF(partition);
+        return NULL;
+    }
+    return partition;
+}
+
+/* add(topic, key, value, partition) -> RecordFuture | None */
+static PyObject *appender_add(Appender *a, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "add() takes 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *topic = args[0], *key = args[1], *value = args[2], *partition = args[3];
+    if ((key != Py_None && !PyBytes_CheckExact(key)) ||
+        (value != Py_None && !PyBytes_CheckExact(value)) || a->entries == NULL)
+        Py_RETURN_NONE;
+    PyObject *entry = PyDict_GetItemWithError(a->entries, topic); /* borrowed */
+    if (entry == NULL)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    Py_INCREF(entry);
+    Py_ssize_t data = (key == Py_None ? 0 : PyBytes_GET_SIZE(key)) +
+                      (value == Py_None ? 0 : PyBytes_GET_SIZE(value));
+    PyObject *result = NULL, *placement = NULL, *frames = NULL, *frame = NULL;
+    PyObject *keys = NULL, *values = NULL;
+    int sticky = 0;
+    placement = PyObject_GetAttr(entry, str_placement);
+    if (placement == NULL)
+        goto done;
+    if (partition != Py_None) {
+        if (!PyLong_CheckExact(partition) || _PyLong_Sign(partition) < 0) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        Py_INCREF(partition);
+    } else if (key != Py_None) {
+        partition = key_partition(a, entry, placement, key);
+        if (partition == NULL)
+            goto done;
+        if (partition == Py_None) {
+            result = partition; /* the count is unknown: the general path waits for it */
+            goto done;
+        }
+    } else if (placement == Py_None) {
+        partition = PyLong_FromLong(-1); /* kpd keeps a keyless frame on one partition */
+        if (partition == NULL)
+            goto done;
+    } else {
+        Py_ssize_t count = ssize_attr(placement, str_count);
+        Py_ssize_t run = count < 0 ? -1 : ssize_attr(placement, str_sticky_bytes);
+        if (run < 0 && PyErr_Occurred())
+            goto done;
+        partition = PyObject_GetAttr(placement, str_sticky);
+        if (partition == NULL)
+            goto done;
+        Py_ssize_t current = PyLong_AsSsize_t(partition);
+        if (current == -1 && PyErr_Occurred()) {
+            Py_CLEAR(partition);
+            goto done;
+        }
+        if (current < 0 || current >= count || run >= a->sticky_limit) {
+            Py_CLEAR(partition); /* the run moves: Partitioner.sticky picks the next one */
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        sticky = 1;
+    }
+    frames = PyObject_GetAttr(entry, str_open_frames);
+    if (frames == NULL)
+        goto done_partition;
+    frame = PyDict_GetItemWithError(frames, partition);
+    if (frame == NULL) {
+        if (!PyErr_Occurred())
+            result = Py_NewRef(Py_None);
+        goto done_partition;
+    }
+    Py_INCREF(frame);
+    Py_ssize_t size = ssize_attr(frame, str_size);
+    Py_ssize_t per_record = size < 0 ? -1 : ssize_attr(frame, str_per_record);
+    if (per_record < 0 && PyErr_Occurred())
+        goto done_partition;
+    size += per_record + data;
+    if (size >= a->batch_limit) {
+        result = Py_NewRef(Py_None);
+        goto done_partition;
+    }
+    keys = PyObject_GetAttr(frame, str_keys);
+    values = keys ? PyObject_GetAttr(frame, str_values) : NULL;
+    if (values == NULL)
+        goto done_partition;
+    if (!PyList_CheckExact(keys) || !PyList_CheckExact(values)) {
+        PyErr_SetString(PyExc_TypeError, "an open frame's keys and values must be lists");
+        goto done_partition;
+    }
+    if (sticky) {
+        Py_ssize_t run = ssize_attr(placement, str_sticky_bytes);
+        if ((run < 0 && PyErr_Occurred()) ||
+            set_ssize_attr(placement, str_sticky_bytes, run + data) < 0)
+            goto done_partition;
+    }
+    /* Nothing below fails halfway but by running out of memory. */
+    PyObject *future = future_make(frame, PyList_GET_SIZE(keys));
+    if (future == NULL)
+        goto done_partition;
+    if (PyList_Append(keys, key) < 0 || PyList_Append(values, value) < 0 ||
+        set_ssize_attr(frame, str_size, size) < 0) {
+        Py_DECREF(future);
+        goto done_partition;
+    }
+    result = future;
+done_partition:
+    Py_DECREF(partition);
+done:
+    Py_XDECREF(keys);
+    Py_XDECREF(values);
+    Py_XDECREF(frame);
+    Py_XDECREF(frames);
+    Py_XDECREF(placement);
+    Py_DECREF(entry);
+    return result;
+}
+
+static PyObject *appender_get_batch_limit(Appender *a, void *closure)
+{
+    return PyLong_FromSsize_t(a->batch_limit);
+}
+
+static int appender_set_batch_limit(Appender *a, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "batch_limit cannot be deleted");
+        return -1;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(value);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    a->batch_limit = n;
+    return 0;
+}
+
+static PyGetSetDef appender_getset[] = {
+    {"batch_limit", (getter)appender_get_batch_limit, (setter)appender_set_batch_limit,
+     "A frame is sealed at this size.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef appender_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))appender_add, METH_FASTCALL,
+     "add(topic, key, value, partition): the record's RecordFuture, or None (nothing "
+     "changed): take the general path."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject AppenderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "kpd._accel.Appender",
+    .tp_doc = "send()'s hot path (kpd/appender.py AppenderPython is its specification).",
+    .tp_basicsize = sizeof(Appender),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)appender_init,
+    .tp_traverse = (traverseproc)appender_traverse,
+    .tp_clear = (inquiry)appender_clear,
+    .tp_dealloc = (destructor)appender_dealloc,
+    .tp_methods = appender_methods,
+    .tp_getset = appender_getset,
+};
+
 /* ---- module --------------------------------------------------------------------------- */
 
 static PyMethodDef accel_methods[] = {
@@ -86,6 +592,9 @@ static PyMethodDef accel_methods[] = {
      "Validate a plain records section; True if every key is null."},
     {"plain_lengths", accel_plain_lengths, METH_VARARGS,
      "The length columns of a plain records section as native i32 bytes."},
+    {"plain_section", accel_plain_section, METH_VARARGS,
+     "A plain records section (layout 0) of bytes-or-None keys and values; None for "
+     "other item types."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -93,4 +602,18 @@ static struct PyModuleDef accel_module = {
     PyModuleDef_HEAD_INIT, "kpd._accel", "kpd-client's compiled accelerator.", -1, accel_methods,
 };
 
-PyMODINIT_FUNC PyInit__accel(void) { return PyModule_Create(&accel_module); }
+PyMODINIT_FUNC PyInit__accel(void)
+{
+    if (intern_names() < 0 || PyType_Ready(&RecordFutureType) < 0 ||
+        PyType_Ready(&AppenderType) < 0)
+        return NULL;
+    PyObject *module = PyModule_Create(&accel_module);
+    if (module == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(module, "RecordFuture", (PyObject *)&RecordFutureType) < 0 ||
+        PyModule_AddObjectRef(module, "Appender", (PyObject *)&AppenderType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

@@ -22,10 +22,12 @@ from collections.abc import Callable
 from itertools import accumulate, repeat
 from operator import add
 
+from kpd.appender import Appender
 from kpd.bulk import BulkFuture, RefusedPiece
 from kpd.common import check_bytes, headers_list
 from kpd.errors import DeliveryError
 from kpd.future import Hub, RecordFuture
+from kpd.partitioner import KEY_MEMO_SIZE
 from kpd.grouping import bytes_column, keyed_groups, keyless_groups, lengths
 from kpd.produce_frame import ProduceFrame
 from kpd.protocol import KpdErrorCode, Persistence
@@ -67,6 +69,8 @@ class Framer:
         self._sealed = sealed
         self.max_frame = 0
         self.batch_limit = 0  # min(batch_bytes, max_frame): a frame is sealed at this size
+        self._appender = Appender(topics.entries, 0, sticky_bytes, KEY_MEMO_SIZE)
+        self._append = self._appender.add
         self._lingering: deque[ProduceFrame] = deque()  # open frames, earliest deadline first
         self.open_count = 0  # frames in the topics' open_frames, i.e. unsealed ones
         self.next_seq = 0
@@ -74,16 +78,22 @@ class Framer:
     def set_max_frame(self, max_frame: int) -> None:
         """kpd's max frame, from its WELCOME (per connection)."""
         self.max_frame = max_frame
-        self.batch_limit = min(self._batch_bytes, max_frame)
+        self.batch_limit = self._appender.batch_limit = min(self._batch_bytes, max_frame)
 
     # --- one record ---------------------------------------------------------------------------
 
     def add(self, topic, key, value, partition, timestamp, headers):
         """Queue one record; returns its RecordFuture. See ``ProducerSession.add``.
 
-        This is send()'s hot path: records without timestamp or headers that fit the open
-        frame take the straight line below; everything else goes through _add_general.
+        This is send()'s hot path: a plain record that joins an open frame without filling
+        it is the appender's (``kpd.appender``, one C call when the accelerator is built);
+        everything else — a new topic or frame, a full frame, a keyless run that moves,
+        timestamps, headers, other argument types — goes through _add_general.
         """
+        if timestamp is None and not headers:
+            future = self._append(topic, key, value, partition)
+            if future is not None:
+                return future
         if type(key) is not bytes and key is not None:
             key = check_bytes(key, "key")
         if type(value) is not bytes and value is not None:
@@ -103,38 +113,11 @@ class Framer:
                 partition = -1
         elif type(partition) is not int or partition < 0:
             raise ValueError(f"partition must be a non-negative int or None, not {partition!r}")
-        if timestamp is not None or headers:
-            return self._add_general(entry, partition, key, value, timestamp, headers)
-        frame = entry.open_frames.get(partition)
-        if frame is None:
-            frame = self._open(entry, partition)
-        size = frame.size + frame.per_record
-        if key is not None:
-            size += len(key)
-        if value is not None:
-            size += len(value)
-        if size >= self.batch_limit:  # rare: one test for both limits (batch <= max frame)
-            return self._add_last(entry, frame, partition, key, value, size)
-        keys = frame.keys
-        future = RecordFuture(frame, len(keys))
-        keys.append(key)
-        frame.values.append(value)
-        frame.size = size
-        return future
-
-    def _add_last(self, entry: TopicEntry, frame: ProduceFrame, partition: int, key, value, size):
-        """add() for a record that fills its frame: append and seal, or start the next."""
-        if size > self.max_frame:
-            return self._add_general(entry, partition, key, value, None, None)
-        future = RecordFuture(frame, len(frame.keys))
-        frame.keys.append(key)
-        frame.values.append(value)
-        frame.size = size
-        self._seal(frame)
-        return future
+        return self._add_general(entry, partition, key, value, timestamp, headers)
 
     def _add_general(self, entry: TopicEntry, partition: int, key, value, timestamp, headers):
-        """add() for records with a timestamp or headers, or that do not fit the open frame."""
+        """add() for what the appender does not take: opens the frame if needed, seals it
+        when the record fills it (or starts the next one when the record does not fit)."""
         if timestamp is not None and (type(timestamp) is not int or not -1 <= timestamp < 2**63):
             raise ValueError(f"timestamp_ms must be an int in [-1, 2**63), not {timestamp!r}")
         blob = header_blob(headers_list(headers)) if headers else b""

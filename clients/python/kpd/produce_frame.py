@@ -24,6 +24,7 @@ from array import array
 
 from kpd.common import Completions, make_metadata
 from kpd.errors import DeliveryError
+from kpd.future import OutcomeSource
 from kpd.protocol import Persistence, ReportRun, Status
 from kpd.protocol.produce import FIXED_RECORD_BYTES, encode_produce_frame
 
@@ -48,8 +49,9 @@ def _owned_by(number: int, count: int) -> array:
     return array("i", [number]) * count
 
 
-class ProduceFrame:
+class ProduceFrame(OutcomeSource):
     """Records for one (topic, partition) of one connection: open, then sealed, then settled.
+    Its records' futures read their outcomes from it (``future.OutcomeSource``).
 
     ``hub`` is how a future waits (see ``future.Hub``); the session passes the adapter's.
     """

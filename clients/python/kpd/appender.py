@@ -1,0 +1,98 @@
+"""send()'s hot path: one plain record appended to its partition's open frame, in one call.
+
+Owns ``Appender``, the straight line of ``Framer.add``: a record without timestamp or headers,
+with bytes (or None) key and value, of a topic already seen, whose partition has an open
+frame that the record does not fill. It picks the partition as ``kpd.partitioner`` does —
+Java's murmur2 of the key (through the topic's key memo, which it fills as
+``TopicPlacement.for_key`` does), or the current KIP-794 sticky run of a keyless record while
+that run has room — appends key and value to the frame's columns, and returns the record's
+``RecordFuture``. Anything else (a new topic, no open frame, a frame the record would fill, a
+keyless run that must move, unknown partition count for a keyed record, other argument
+types, a bad partition) returns None having changed nothing, and ``Framer.add`` takes its
+general path.
+
+Two twins, chosen once with the accelerator (``kpd.accel``): ``kpd._accel.Appender`` in C
+when it is built, else ``AppenderPython`` below, which is the specification: equal outputs,
+frames and memo on the same inputs (tests/unit/client/test_appender.py). The C one does the
+whole record — murmur2, memo, column appends, the future — without a Python-level step.
+
+Not thread-safe: the session's adapter serialises. Must not import sockets, threads or
+asyncio, nor kpd's engines (producer, net, ring, process).
+"""
+
+from __future__ import annotations
+
+from kpd.accel import native
+from kpd.future import RecordFuture
+from kpd.murmur2 import murmur2
+
+__all__ = ["Appender", "AppenderPython"]
+
+
+class AppenderPython:
+    """Appends plain records to the open frames of ``entries`` (``TopicTable.entries``).
+
+    ``batch_limit``: a frame is sealed at this size (the record that reaches it takes the
+    general path, which seals); ``sticky_limit``: bytes a keyless sticky run takes before it
+    moves (the partitioner's); ``memo_limit``: the key memo is cleared at this many keys
+    (``partitioner.KEY_MEMO_SIZE``).
+    """
+
+    __slots__ = ("batch_limit", "entries", "memo_limit", "sticky_limit")
+
+    def __init__(self, entries: dict, batch_limit: int, sticky_limit: int, memo_limit: int):
+        self.entries = entries
+        self.batch_limit = batch_limit
+        self.sticky_limit = sticky_limit
+        self.memo_limit = memo_limit
+
+    def add(self, topic, key, value, partition):
+        """The record's RecordFuture, or None (nothing changed): take the general path."""
+        if (type(key) is not bytes and key is not None) or (
+            type(value) is not bytes and value is not None
+        ):
+            return None
+        entry = self.entries.get(topic)
+        if entry is None:
+            return None
+        data = (0 if key is None else len(key)) + (0 if value is None else len(value))
+        placement = entry.placement
+        sticky = False
+        if partition is not None:
+            if type(partition) is not int or partition < 0:
+                return None
+        elif key is not None:
+            partition = entry.key_partitions.get(key)
+            if partition is None:
+                if placement is None:
+                    return None
+                # TopicPlacement.for_key: toPositive(murmur2(key)) % count, memoised.
+                partition = (murmur2(key) & 0x7FFFFFFF) % placement.count
+                memo = placement.keys
+                if len(memo) >= self.memo_limit:
+                    memo.clear()
+                memo[key] = partition
+        elif placement is None:
+            partition = -1  # kpd keeps a keyless frame on one partition
+        else:
+            partition = placement.sticky
+            if not 0 <= partition < placement.count or placement.sticky_bytes >= self.sticky_limit:
+                return None  # the run moves: Partitioner.sticky picks the next one
+            sticky = True
+        frame = entry.open_frames.get(partition)
+        if frame is None:
+            return None
+        size = frame.size + frame.per_record + data
+        if size >= self.batch_limit:
+            return None
+        if sticky:
+            placement.sticky_bytes += data  # Partitioner.sticky: the run took these bytes
+        keys = frame.keys
+        future = RecordFuture(frame, len(keys))
+        keys.append(key)
+        frame.values.append(value)
+        frame.size = size
+        return future
+
+
+Appender = native.Appender if native is not None else AppenderPython
