@@ -27,8 +27,8 @@ from kpd.bulk import BulkFuture, RefusedPiece
 from kpd.common import check_bytes, headers_list
 from kpd.errors import DeliveryError
 from kpd.future import Hub, RecordFuture
-from kpd.partitioner import KEY_MEMO_SIZE
 from kpd.grouping import bytes_column, keyed_groups, keyless_groups, lengths
+from kpd.partitioner import KEY_MEMO_SIZE
 from kpd.produce_frame import ProduceFrame
 from kpd.protocol import KpdErrorCode, Persistence
 from kpd.protocol.produce import FIXED_RECORD_BYTES, frame_overhead
