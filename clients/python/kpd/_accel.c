@@ -11,7 +11,7 @@
  *                                     columns (kpd/protocol/records.py _scan_records)
  *   plain_section(keys, values)       a plain records section encoded (encode_section)
  *   RecordFuture(frame, index)        send()'s future (kpd/future.py RecordFuturePython)
- *   Appender(entries, ...).add(...)   send()'s hot path (kpd/appender.py AppenderPython)
+ *   Appender(entries, ...).add(...)   send()'s hot path, Framer.add (kpd/appender.py AppenderPython)
  *
  * The loops themselves are in kpd_loops.h, which the daemon's accelerator includes too.
  * The only statics are the interned attribute names below: constants made once at import.
@@ -318,36 +318,40 @@ static PyTypeObject RecordFutureType = {
 /* ---- Appender ------------------------------------------------------------------------- */
 
 /* send()'s hot path, AppenderPython's twin (kpd/appender.py is the specification: same
- * decisions, same frames, same memo). add() returns the record's future, or None having
- * changed nothing. */
+ * decisions, same frames, same memo). add() appends a plain record and returns its future,
+ * or hands the call to ``general`` unchanged. */
 typedef struct {
     PyObject_HEAD
     PyObject *entries; /* TopicTable.entries: topic -> TopicEntry */
+    PyObject *general; /* the framer's path for every record not taken here */
     Py_ssize_t batch_limit, sticky_limit, memo_limit;
 } Appender;
 
 static int appender_init(Appender *a, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"entries", "batch_limit", "sticky_limit", "memo_limit", NULL};
-    PyObject *entries;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!nnn:Appender", kwlist, &PyDict_Type,
+    static char *kwlist[] = {"entries", "batch_limit", "sticky_limit", "memo_limit", "general",
+                             NULL};
+    PyObject *entries, *general;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!nnnO:Appender", kwlist, &PyDict_Type,
                                      &entries, &a->batch_limit, &a->sticky_limit,
-                                     &a->memo_limit))
+                                     &a->memo_limit, &general))
         return -1;
-    Py_INCREF(entries);
-    Py_XSETREF(a->entries, entries);
+    Py_XSETREF(a->entries, Py_NewRef(entries));
+    Py_XSETREF(a->general, Py_NewRef(general));
     return 0;
 }
 
 static int appender_traverse(Appender *a, visitproc visit, void *arg)
 {
     Py_VISIT(a->entries);
+    Py_VISIT(a->general);
     return 0;
 }
 
 static int appender_clear(Appender *a)
 {
     Py_CLEAR(a->entries);
+    Py_CLEAR(a->general);
     return 0;
 }
 
@@ -422,14 +426,10 @@ static PyObject *key_partition(Appender *a, PyObject *entry, PyObject *placement
     return partition;
 }
 
-/* add(topic, key, value, partition) -> RecordFuture | None */
-static PyObject *appender_add(Appender *a, PyObject *const *args, Py_ssize_t nargs)
+/* A plain record's future, or None (a new reference) having changed nothing: not plain. */
+static PyObject *appender_plain(Appender *a, PyObject *topic, PyObject *key, PyObject *value,
+                                PyObject *partition)
 {
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "add() takes 4 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    PyObject *topic = args[0], *key = args[1], *value = args[2], *partition = args[3];
     if ((key != Py_None && !PyBytes_CheckExact(key)) ||
         (value != Py_None && !PyBytes_CheckExact(value)) || a->entries == NULL)
         Py_RETURN_NONE;
@@ -538,6 +538,57 @@ done:
     return result;
 }
 
+/* add(topic, key, value, partition=None, timestamp=None, headers=None) -> RecordFuture */
+static const char *const add_names[6] = {"topic",     "key",       "value",
+                                         "partition", "timestamp", "headers"};
+
+static PyObject *appender_add(Appender *a, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    PyObject *full[6] = {NULL, NULL, NULL, Py_None, Py_None, Py_None};
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    if (nargs > 6) {
+        PyErr_Format(PyExc_TypeError, "add() takes at most 6 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        full[i] = args[i];
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        int slot = -1;
+        for (int i = 0; i < 6 && slot < 0; i++)
+            if (PyUnicode_CompareWithASCIIString(name, add_names[i]) == 0)
+                slot = i;
+        if (slot < 0 || slot < nargs) {
+            PyErr_Format(PyExc_TypeError, "add() got an unexpected or repeated argument %R",
+                         name);
+            return NULL;
+        }
+        full[slot] = args[nargs + k];
+    }
+    if (full[0] == NULL || full[1] == NULL || full[2] == NULL) {
+        PyErr_SetString(PyExc_TypeError, "add() needs topic, key and value");
+        return NULL;
+    }
+    int plain = full[4] == Py_None;
+    if (plain && full[5] != Py_None) {
+        plain = PyObject_Not(full[5]); /* `not headers`, as AppenderPython asks */
+        if (plain < 0)
+            return NULL;
+    }
+    if (plain) {
+        PyObject *future = appender_plain(a, full[0], full[1], full[2], full[3]);
+        if (future != Py_None)
+            return future; /* the future, or NULL with the error set */
+        Py_DECREF(future);
+    }
+    if (a->general == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Appender not initialised");
+        return NULL;
+    }
+    return PyObject_Vectorcall(a->general, full, 6, NULL);
+}
+
 static PyObject *appender_get_batch_limit(Appender *a, void *closure)
 {
     return PyLong_FromSsize_t(a->batch_limit);
@@ -563,9 +614,9 @@ static PyGetSetDef appender_getset[] = {
 };
 
 static PyMethodDef appender_methods[] = {
-    {"add", (PyCFunction)(void (*)(void))appender_add, METH_FASTCALL,
-     "add(topic, key, value, partition): the record's RecordFuture, or None (nothing "
-     "changed): take the general path."},
+    {"add", (PyCFunction)(void (*)(void))appender_add, METH_FASTCALL | METH_KEYWORDS,
+     "add(topic, key, value, partition=None, timestamp=None, headers=None): the record's "
+     "RecordFuture, appended here or returned by general(...)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,15 +1,16 @@
 """send()'s hot path: one plain record appended to its partition's open frame, in one call.
 
-Owns ``Appender``, the straight line of ``Framer.add``: a record without timestamp or headers,
-with bytes (or None) key and value, of a topic already seen, whose partition has an open
-frame that the record does not fill. It picks the partition as ``kpd.partitioner`` does —
-Java's murmur2 of the key (through the topic's key memo, which it fills as
-``TopicPlacement.for_key`` does), or the current KIP-794 sticky run of a keyless record while
-that run has room — appends key and value to the frame's columns, and returns the record's
-``RecordFuture``. Anything else (a new topic, no open frame, a frame the record would fill, a
-keyless run that must move, unknown partition count for a keyed record, other argument
-types, a bad partition) returns None having changed nothing, and ``Framer.add`` takes its
-general path.
+Owns ``Appender``, whose ``add`` is ``Framer.add`` itself. Its straight line is a record
+without timestamp or headers, with bytes (or None) key and value, of a topic already seen,
+whose partition has an open frame that the record does not fill. It picks the partition as
+``kpd.partitioner`` does — Java's murmur2 of the key (through the topic's key memo, which it
+fills as ``TopicPlacement.for_key`` does), or the current KIP-794 sticky run of a keyless
+record while that run has room — appends key and value to the frame's columns, and returns
+the record's ``RecordFuture``. Anything else (a new topic, no open frame, a frame the record
+would fill, a keyless run that must move, a keyed record while the partition count is
+unknown, other argument types, a bad partition, a timestamp or headers) changes nothing here
+and is handed, with the same arguments, to ``general`` (the framer's general path), whose
+result it returns.
 
 Two twins, chosen once with the accelerator (``kpd.accel``): ``kpd._accel.Appender`` in C
 when it is built, else ``AppenderPython`` below, which is the specification: equal outputs,
@@ -30,7 +31,8 @@ __all__ = ["Appender", "AppenderPython"]
 
 
 class AppenderPython:
-    """Appends plain records to the open frames of ``entries`` (``TopicTable.entries``).
+    """Appends plain records to the open frames of ``entries`` (``TopicTable.entries``);
+    hands every other record to ``general(topic, key, value, partition, timestamp, headers)``.
 
     ``batch_limit``: a frame is sealed at this size (the record that reaches it takes the
     general path, which seals); ``sticky_limit``: bytes a keyless sticky run takes before it
@@ -38,16 +40,27 @@ class AppenderPython:
     (``partitioner.KEY_MEMO_SIZE``).
     """
 
-    __slots__ = ("batch_limit", "entries", "memo_limit", "sticky_limit")
+    __slots__ = ("batch_limit", "entries", "general", "memo_limit", "sticky_limit")
 
-    def __init__(self, entries: dict, batch_limit: int, sticky_limit: int, memo_limit: int):
+    def __init__(
+        self, entries: dict, batch_limit: int, sticky_limit: int, memo_limit: int, general
+    ) -> None:
         self.entries = entries
         self.batch_limit = batch_limit
         self.sticky_limit = sticky_limit
         self.memo_limit = memo_limit
+        self.general = general
 
-    def add(self, topic, key, value, partition):
-        """The record's RecordFuture, or None (nothing changed): take the general path."""
+    def add(self, topic, key, value, partition=None, timestamp=None, headers=None):
+        """The record's RecordFuture: appended here, or whatever ``general`` returns."""
+        if timestamp is None and not headers:
+            future = self._plain(topic, key, value, partition)
+            if future is not None:
+                return future
+        return self.general(topic, key, value, partition, timestamp, headers)
+
+    def _plain(self, topic, key, value, partition):
+        """The record's RecordFuture, or None (nothing changed): not a plain record."""
         if (type(key) is not bytes and key is not None) or (
             type(value) is not bytes and value is not None
         ):

@@ -69,8 +69,12 @@ class Framer:
         self._sealed = sealed
         self.max_frame = 0
         self.batch_limit = 0  # min(batch_bytes, max_frame): a frame is sealed at this size
-        self._appender = Appender(topics.entries, 0, sticky_bytes, KEY_MEMO_SIZE)
-        self._append = self._appender.add
+        self._appender = Appender(topics.entries, 0, sticky_bytes, KEY_MEMO_SIZE, self._add_other)
+        # add(topic, key, value, partition, timestamp, headers): queue one record, return its
+        # RecordFuture (see ``ProducerSession.add``). send()'s hot path: one call of the
+        # appender, in C when the accelerator is built; what it does not take goes through
+        # _add_other.
+        self.add = self._appender.add
         self._lingering: deque[ProduceFrame] = deque()  # open frames, earliest deadline first
         self.open_count = 0  # frames in the topics' open_frames, i.e. unsealed ones
         self.next_seq = 0
@@ -82,18 +86,10 @@ class Framer:
 
     # --- one record ---------------------------------------------------------------------------
 
-    def add(self, topic, key, value, partition, timestamp, headers):
-        """Queue one record; returns its RecordFuture. See ``ProducerSession.add``.
-
-        This is send()'s hot path: a plain record that joins an open frame without filling
-        it is the appender's (``kpd.appender``, one C call when the accelerator is built);
-        everything else — a new topic or frame, a full frame, a keyless run that moves,
-        timestamps, headers, other argument types — goes through _add_general.
-        """
-        if timestamp is None and not headers:
-            future = self._append(topic, key, value, partition)
-            if future is not None:
-                return future
+    def _add_other(self, topic, key, value, partition, timestamp, headers):
+        """add() for what the appender does not take (``kpd.appender``): a new topic or
+        frame, a full frame, a keyless run that moves, timestamps, headers, other argument
+        types. Checks the arguments, places the record, hands it to _add_general."""
         if type(key) is not bytes and key is not None:
             key = check_bytes(key, "key")
         if type(value) is not bytes and value is not None:
@@ -116,7 +112,7 @@ class Framer:
         return self._add_general(entry, partition, key, value, timestamp, headers)
 
     def _add_general(self, entry: TopicEntry, partition: int, key, value, timestamp, headers):
-        """add() for what the appender does not take: opens the frame if needed, seals it
+        """A placed record into its partition's frame: opens the frame if needed, seals it
         when the record fills it (or starts the next one when the record does not fit)."""
         if timestamp is not None and (type(timestamp) is not int or not -1 <= timestamp < 2**63):
             raise ValueError(f"timestamp_ms must be an int in [-1, 2**63), not {timestamp!r}")

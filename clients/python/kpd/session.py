@@ -84,6 +84,14 @@ class ProducerSession:
             self._sealed,
         )
         self._framer.set_max_frame(welcome.max_frame_bytes)
+        # add(topic, key, value, partition=None, timestamp=None, headers=None): queue one
+        # record; returns its RecordFuture. Then read/clear ``wake``. Raises DeliveryError
+        # (the record is not queued) when the connection has ended or the record can never
+        # fit a frame; ValueError/TypeError for arguments kpd would reject; AwaitingMetadata
+        # (nothing queued) for a keyed record while its topic's count is unknown.
+        # send()'s hot path, so it is the framer's own add (one C call with the accelerator)
+        # until the session refuses records: then _refused_add.
+        self.add = self._framer.add
         self._resend = ResendWindow()
         self.version = welcome.version  # of the current (or last) connection
         self._resend.keep_unreported = welcome.version >= 2
@@ -111,17 +119,13 @@ class ProducerSession:
 
     # --- records in -------------------------------------------------------------------------
 
-    def add(self, topic, key, value, partition=None, timestamp=None, headers=None):
-        """Queue one record; returns its RecordFuture. Then read/clear ``wake``.
+    def _refused_add(self, topic, key, value, partition=None, timestamp=None, headers=None):
+        """``add`` once the session refuses records (closing or ended)."""
+        raise self._refusal()
 
-        Raises DeliveryError (the record is not queued) when the connection has ended or the
-        record can never fit a frame; ValueError/TypeError for arguments kpd would reject;
-        AwaitingMetadata (nothing queued) for a keyed record while its topic's count is
-        unknown.
-        """
-        if self._refusing:
-            raise self._refusal()
-        return self._framer.add(topic, key, value, partition, timestamp, headers)
+    def _stop_taking_records(self) -> None:
+        self._refusing = True
+        self.add = self._refused_add
 
     def add_bulk(self, topic, keys, values, partition=None) -> BulkFuture:
         """Queue many records of one topic; returns one BulkFuture for all. Then read/clear
@@ -176,7 +180,8 @@ class ProducerSession:
         if self._closing or self.ended:
             return
         self.seal_all()
-        self._closing = self._refusing = True
+        self._closing = True
+        self._stop_taking_records()
         self._outbox.append(self._goodbye())
 
     def _goodbye(self) -> Outgoing:
@@ -310,7 +315,8 @@ class ProducerSession:
         # open here was never reported (a server that closed early); its outcome is unknown.
         if self._inflight or self._framer.lingering or self._outbox:
             self._end(CONNECTION_LOST, "kpd said goodbye without reporting these records", done)
-        self.ended = self._refusing = True
+        self.ended = True
+        self._stop_taking_records()
 
     # --- connections end, the producer goes on ------------------------------------------------
 
@@ -419,7 +425,8 @@ class ProducerSession:
 
     def _end(self, code: int, message: str, done: Completions) -> None:
         """Fail every record without a result: sent ones POSSIBLY_PERSISTED, others NOT."""
-        self.ended = self._refusing = True
+        self.ended = True
+        self._stop_taking_records()
         self.end_error = DeliveryError(code, 0, Persistence.NOT_PERSISTED, message)
         self.seal_all()  # unsent frames are sealed, never to be written
         self._outbox.clear()
