@@ -29,3 +29,23 @@ def compiled_client():
         pytest.fail(f"kpd-client's C accelerator is not built ({exc}): pip install -e "
                     "clients/python builds it")  # fmt: skip
     return _accel
+
+
+def use_send_path(monkeypatch, implementation: str) -> None:
+    """Make the Producers built from now on use ``implementation``'s twins of send()'s hot
+    path — the appender, the record future, the plain section encoder — whatever
+    KPD_PURE_PYTHON chose at import (kpd.accel chooses once per process)."""
+    import kpd.appender
+    import kpd.framer
+    import kpd.future
+    import kpd.protocol.records
+
+    if implementation == "C":
+        native = compiled_client()
+        appender, future = native.Appender, native.RecordFuture
+    else:
+        native, appender, future = None, kpd.appender.AppenderPython, kpd.future.RecordFuturePython
+    monkeypatch.setattr(kpd.framer, "Appender", appender)
+    for module in (kpd.appender, kpd.framer, kpd.future):
+        monkeypatch.setattr(module, "RecordFuture", future)
+    monkeypatch.setattr(kpd.protocol.records, "native", native)

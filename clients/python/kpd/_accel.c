@@ -154,7 +154,7 @@ static PyObject *accel_plain_section(PyObject *self, PyObject *args)
 /* ---- names ------------------------------------------------------------------------- */
 
 /* Interned once at import: the attributes and methods the twins below read by name. */
-static PyObject *str_settled, *str_future_result, *str_future_exception,
+static PyObject *str_all_delivered, *str_settled, *str_future_result, *str_future_exception,
     *str_future_add_done_callback, *str_future_await, *str_key_partitions, *str_placement,
     *str_open_frames, *str_keys, *str_values, *str_size, *str_per_record, *str_count,
     *str_sticky, *str_sticky_bytes;
@@ -164,6 +164,7 @@ static int intern_names(void)
 #define INTERN(var, text)                                                                     \
     if ((var = PyUnicode_InternFromString(text)) == NULL)                                     \
         return -1;
+    INTERN(str_all_delivered, "all_delivered");
     INTERN(str_settled, "settled");
     INTERN(str_future_result, "future_result");
     INTERN(str_future_exception, "future_exception");
@@ -186,7 +187,8 @@ static int intern_names(void)
 /* ---- RecordFuture ---------------------------------------------------------------------- */
 
 /* send()'s future: (frame, index), every method one call of the frame's future_* methods
- * (kpd/future.py OutcomeSource), exactly as RecordFuturePython does. No Py_TPFLAGS_HAVE_GC:
+ * (kpd/future.py OutcomeSource) after the same all_delivered shortcut, exactly as
+ * RecordFuturePython does. No Py_TPFLAGS_HAVE_GC:
  * the cycle collector neither tracks nor counts it (see kpd/future.py on the one cycle it
  * cannot see: a pending done-callback). */
 typedef struct {
@@ -237,8 +239,23 @@ static PyObject *future_call(RecordFuture *f, PyObject *name, PyObject *a, PyObj
     return result;
 }
 
+/* frame.all_delivered is True: every record settled, none failed (OutcomeSource). 1, 0, or
+ * -1 with an error set. */
+static int future_all_delivered(RecordFuture *f)
+{
+    PyObject *flag = PyObject_GetAttr(f->frame, str_all_delivered);
+    if (flag == NULL)
+        return -1;
+    int yes = flag == Py_True;
+    Py_DECREF(flag);
+    return yes;
+}
+
 static PyObject *future_done(RecordFuture *f, PyObject *unused)
 {
+    int all = future_all_delivered(f);
+    if (all != 0)
+        return all < 0 ? NULL : Py_NewRef(Py_True);
     return future_call(f, str_settled, NULL, NULL);
 }
 
@@ -261,6 +278,9 @@ static PyObject *future_result(RecordFuture *f, PyObject *args, PyObject *kwargs
 
 static PyObject *future_exception(RecordFuture *f, PyObject *args, PyObject *kwargs)
 {
+    int all = future_all_delivered(f);
+    if (all != 0)
+        return all < 0 ? NULL : Py_NewRef(Py_None);
     return future_timeout_call(f, args, kwargs, str_future_exception, "|O:exception");
 }
 

@@ -62,12 +62,15 @@ class Hub(Protocol):
 class OutcomeSource:
     """What a record future reads: per record ``index``, ``settled``, ``outcome`` (its
     RecordMetadata or DeliveryError) and ``error``; ``hub`` and ``add_callback`` for waiting.
+    ``all_delivered``: True once every record has its outcome and none failed (then done()
+    and exception() answer without a call: most apps ask once their records are through).
 
     The ``future_*`` methods are the future protocol itself, per (source, index): each
-    method of both RecordFuture twins is one call of them.
+    method of both RecordFuture twins is one call of them, after that shortcut.
     """
 
     __slots__ = ()
+    all_delivered = False  # a class default; ProduceFrame keeps its own
 
     def settled(self, index: int) -> bool:
         raise NotImplementedError
@@ -143,7 +146,8 @@ class RecordFuturePython:
         self._index = index
 
     def done(self) -> bool:
-        return self._frame.settled(self._index)
+        frame = self._frame
+        return frame.all_delivered or frame.settled(self._index)
 
     def cancelled(self) -> bool:
         return False
@@ -158,7 +162,10 @@ class RecordFuturePython:
 
     def exception(self, timeout: float | None = None) -> DeliveryError | None:
         """The record's DeliveryError, None if it was delivered; TimeoutError if pending."""
-        return self._frame.future_exception(self._index, timeout)
+        frame = self._frame
+        if frame.all_delivered:
+            return None
+        return frame.future_exception(self._index, timeout)
 
     def add_done_callback(self, fn: Callable[[RecordFuturePython], object]) -> None:
         """Call ``fn(future)`` once the record has its outcome: now if it has (on this

@@ -57,6 +57,8 @@ class ProduceFrame(OutcomeSource):
     """
 
     __slots__ = (
+        "all_delivered",
+        "any_failed",
         "base_seq",
         "callbacks",
         "count",
@@ -99,6 +101,10 @@ class ProduceFrame(OutcomeSource):
         self.count = 0
         self.settlements: list[tuple[int, int, int, object]] = []  # first settlement wins
         self.remaining = 0  # records without an outcome
+        self.any_failed = False  # some record's outcome is a DeliveryError
+        # Every record has its outcome and none failed: what a future's done() and
+        # exception() answer at once (OutcomeSource), without finding the record's run.
+        self.all_delivered = False
         # Per record, the number (1-based) of the settlement that gave it its outcome, 0 while
         # pending; made at the second settlement (one run covering the frame needs none).
         self.owner: array | None = None
@@ -184,6 +190,10 @@ class ProduceFrame(OutcomeSource):
                     if not owner[index]:
                         owner[index] = number
         self.remaining -= fresh
+        if kind == ENDED or (kind == REPORTED and data.status is Status.FAILED):
+            self.any_failed = True
+        elif not self.remaining and not self.any_failed:
+            self.all_delivered = True  # published last: its records' outcomes are all stored
         if self.callbacks:
             self._collect_callbacks(lo, hi, done)
         if self.watchers:

@@ -24,6 +24,9 @@ from tests.unit.client.fake_kpd import (
     java_partition,
 )
 
+# Each test runs with both twins of send()'s hot path (tests/unit/client/conftest.py).
+pytestmark = pytest.mark.usefixtures("send_path")
+
 # --- AsyncProducer --------------------------------------------------------------------------
 
 

@@ -42,6 +42,9 @@ from tests.unit.client.fake_kpd import (
 )
 from tests.waiting import wait_for
 
+# Each test runs with both twins of send()'s hot path (tests/unit/client/conftest.py).
+pytestmark = pytest.mark.usefixtures("send_path")
+
 # --- delivery and results -------------------------------------------------------------------
 
 

@@ -32,6 +32,9 @@ from kpd.protocol.produce import encode_produce_frame
 from kpd.session import AwaitingMetadata, ProducerSession
 from tests.unit.client.fake_kpd import copy_view
 
+# Each test runs with both twins of send()'s hot path (tests/unit/client/conftest.py).
+pytestmark = pytest.mark.usefixtures("send_path")
+
 # --- the frame encoder and the session's size accounting -----------------------------------
 
 
