@@ -19,6 +19,7 @@
 #include "kpd_loops.h"
 
 #include <string.h>
+#include <structmember.h>
 
 static PyObject *accel_murmur2(PyObject *self, PyObject *arg)
 {
@@ -320,6 +321,13 @@ static PyMethodDef future_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* Read-only, as RecordFuturePython's slots: where the future reads its outcome. */
+static PyMemberDef future_members[] = {
+    {"_frame", T_OBJECT_EX, offsetof(RecordFuture, frame), READONLY, NULL},
+    {"_index", T_PYSSIZET, offsetof(RecordFuture, index), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyAsyncMethods future_async = {(unaryfunc)future_await, NULL, NULL, NULL};
 
 static PyTypeObject RecordFutureType = {
@@ -333,6 +341,7 @@ static PyTypeObject RecordFutureType = {
     .tp_repr = (reprfunc)future_repr,
     .tp_as_async = &future_async,
     .tp_methods = future_methods,
+    .tp_members = future_members,
 };
 
 /* ---- Appender ------------------------------------------------------------------------- */
