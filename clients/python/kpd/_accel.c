@@ -10,6 +10,7 @@
  *   scan_plain, plain_lengths         a plain records section validated / its length
  *                                     columns (kpd/protocol/records.py _scan_records)
  *   plain_section(keys, values)       a plain records section encoded (encode_section)
+ *   group_by_partition(...)           send_bulk's records per partition (keyed_groups)
  *   RecordFuture(frame, index)        send()'s future (kpd/future.py RecordFuturePython)
  *   Appender(entries, ...).add(...)   send()'s hot path, Framer.add (kpd/appender.py AppenderPython)
  *
@@ -150,6 +151,58 @@ static PyObject *accel_plain_section(PyObject *self, PyObject *args)
             p += n;
         }
     return section;
+}
+
+/* group_by_partition(keys, values, parts, count) -> (key_lists, value_lists)
+ * kpd/grouping.py keyed_groups' loop: record i's key and value appended to the lists of
+ * partition parts[i], in the app's order; lists of ``count`` lists each. ValueError when the
+ * three lists differ in length or a partition is outside 0..count-1. */
+static PyObject *accel_group_by_partition(PyObject *self, PyObject *args)
+{
+    PyObject *keys, *values, *parts;
+    Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "O!O!O!n:group_by_partition", &PyList_Type, &keys,
+                          &PyList_Type, &values, &PyList_Type, &parts, &count))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    if (PyList_GET_SIZE(values) != n || PyList_GET_SIZE(parts) != n || count <= 0) {
+        PyErr_SetString(PyExc_ValueError, "group_by_partition: lengths differ or no partitions");
+        return NULL;
+    }
+    PyObject *key_lists = PyList_New(count), *value_lists = PyList_New(count);
+    if (key_lists == NULL || value_lists == NULL)
+        goto fail;
+    for (Py_ssize_t p = 0; p < count; p++) {
+        PyObject *k = PyList_New(0), *v = PyList_New(0);
+        if (k == NULL || v == NULL) {
+            Py_XDECREF(k);
+            Py_XDECREF(v);
+            goto fail;
+        }
+        PyList_SET_ITEM(key_lists, p, k);
+        PyList_SET_ITEM(value_lists, p, v);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t part = PyLong_AsSsize_t(PyList_GET_ITEM(parts, i));
+        if (part == -1 && PyErr_Occurred())
+            goto fail;
+        if (part < 0 || part >= count) {
+            PyErr_Format(PyExc_ValueError, "group_by_partition: partition %zd of %zd", part,
+                         count);
+            goto fail;
+        }
+        if (PyList_Append(PyList_GET_ITEM(key_lists, part), PyList_GET_ITEM(keys, i)) < 0 ||
+            PyList_Append(PyList_GET_ITEM(value_lists, part), PyList_GET_ITEM(values, i)) < 0)
+            goto fail;
+    }
+    PyObject *result = PyTuple_Pack(2, key_lists, value_lists);
+    Py_DECREF(key_lists);
+    Py_DECREF(value_lists);
+    return result;
+fail:
+    Py_XDECREF(key_lists);
+    Py_XDECREF(value_lists);
+    return NULL;
 }
 
 /* ---- names ------------------------------------------------------------------------- */
@@ -672,6 +725,8 @@ static PyMethodDef accel_methods[] = {
      "Validate a plain records section; True if every key is null."},
     {"plain_lengths", accel_plain_lengths, METH_VARARGS,
      "The length columns of a plain records section as native i32 bytes."},
+    {"group_by_partition", accel_group_by_partition, METH_VARARGS,
+     "Keys and values grouped per partition, in order: (key_lists, value_lists)."},
     {"plain_section", accel_plain_section, METH_VARARGS,
      "A plain records section (layout 0) of bytes-or-None keys and values; None for "
      "other item types."},

@@ -402,3 +402,21 @@ def test_a_loop_of_sends_and_settlements_does_not_grow_memory(monkeypatch):
     finally:
         tracemalloc.stop()
     assert last - first < 64 * 1024, (first, last)
+
+
+def test_grouping_a_bulk_by_partition_in_c_equals_the_python_loop():
+    from kpd.grouping import group_by_partition_python
+
+    rng = random.Random(5)
+    for _ in range(50):
+        count = rng.randrange(1, 20)
+        size = rng.randrange(0, 300)
+        keys = [b"k%d" % i for i in range(size)]
+        values = [None if i % 9 == 0 else b"v%d" % i for i in range(size)]
+        parts = [rng.randrange(count) for _ in range(size)]
+        expected = group_by_partition_python(keys, values, parts, count)
+        assert compiled_client().group_by_partition(keys, values, parts, count) == expected
+    with pytest.raises(ValueError, match="partition 3 of 3"):
+        compiled_client().group_by_partition([b"k"], [b"v"], [3], 3)
+    with pytest.raises(ValueError, match="lengths differ"):
+        compiled_client().group_by_partition([b"k"], [], [0], 3)
