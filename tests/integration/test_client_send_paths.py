@@ -55,13 +55,18 @@ def _check(tansu, topic: str, records: list[tuple], metadata: list) -> None:
     assert all(metadata[i].partition == partition for i, partition in explicit)
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.fixture(params=IMPLEMENTATIONS)
+def topic(request, tansu, monkeypatch) -> str:
+    """A fresh topic of PARTITIONS partitions, and the send path of this run chosen."""
+    use_send_path(monkeypatch, request.param)
+    name = f"send-path-{request.param.split()[0].lower()}-{uuid.uuid4().hex[:8]}"
+    tansu.create_topic(name, PARTITIONS)
+    return name
+
+
 def test_the_sync_producer_delivers_every_shape_of_record_with_each_send_path(
-    tansu, tmp_path, monkeypatch, implementation
+    tansu, tmp_path, topic
 ):
-    use_send_path(monkeypatch, implementation)
-    topic = f"send-path-sync-{implementation.split()[0].lower()}-{uuid.uuid4().hex[:6]}"
-    tansu.create_topic(topic, PARTITIONS)
     records = _records(1500)
     with (
         KpdDaemon(tmp_path, tansu.bootstrap, workers=2) as daemon,
@@ -78,13 +83,9 @@ def test_the_sync_producer_delivers_every_shape_of_record_with_each_send_path(
     _check(tansu, topic, records, metadata)
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 def test_the_async_producer_delivers_every_shape_of_record_with_each_send_path(
-    tansu, tmp_path, monkeypatch, implementation
+    tansu, tmp_path, topic
 ):
-    use_send_path(monkeypatch, implementation)
-    topic = f"send-path-aio-{implementation.split()[0].lower()}-{uuid.uuid4().hex[:6]}"
-    tansu.create_topic(topic, PARTITIONS)
     records = _records(1500)
 
     async def produce(path: str) -> list:
