@@ -136,6 +136,33 @@ def test_one_drain_takes_at_most_one_batch_per_partition_oldest_first():
     assert [(b.partition, b.tokens[0]) for b in taken] == [(0, "p0-0"), (1, "p1-0")]
 
 
+def test_once_one_head_is_ready_the_other_heads_ride_along_before_their_linger():
+    # Java's drain: readiness is the broker's; a request that goes anyway takes every
+    # partition's head, so no partition spends a request (and an in-flight slot) of its own.
+    acc, _ = make(linger_ms=10)
+    p0, p1, p2 = acc.queue("t", 0), acc.queue("t", 1), acc.queue("t", 2)
+    append(acc, p0, ["old"], now=1.000)
+    append(acc, p1, ["young"], now=1.008)
+    assert drain(acc, [p0, p1, p2], now=1.009) == []  # nobody's linger is over yet
+    taken = drain(acc, [p1, p2, p0], now=1.010)
+    assert sorted(b.tokens[0] for b in taken) == ["old", "young"]
+    assert not p0.batches and not p1.batches
+
+
+def test_a_head_riding_along_still_honours_retry_backoff_and_recovery():
+    acc, _ = make(linger_ms=0, batch_size=100)
+    p0, p1, p2 = acc.queue("t", 0), acc.queue("t", 1), acc.queue("t", 2)
+    append(acc, p1, ["retry"], now=1.0)
+    append(acc, p2, ["recover"], now=1.0)
+    first = drain(acc, [p1, p2], now=1.0)
+    for batch in first:
+        acc.schedule_retry(batch, retry_at=2.0, recover=False)
+    append(acc, p2, ["behind"], now=1.0)
+    append(acc, p0, ["ready"], now=1.0)
+    taken = drain(acc, [p0, p1, p2], now=1.5)
+    assert [b.tokens[0] for b in taken] == ["ready"]
+
+
 def test_max_request_size_stops_the_drain_but_the_first_batch_always_goes():
     acc, _ = make(batch_size=10_000, linger_ms=0, max_request_size=300)
     queues = [acc.queue("t", p) for p in range(3)]
