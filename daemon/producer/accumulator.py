@@ -231,7 +231,7 @@ class Accumulator:
             return None
         if batch.sealed or len(pq.batches) > 1 or self._flushes:
             return batch
-        if now - batch.created >= self._settings.linger_s or self._buffer_pressed():
+        if batch.created + self._settings.linger_s <= now or self._buffer_pressed():
             return batch
         return None
 
@@ -257,10 +257,14 @@ class Accumulator:
                 continue
             batch = pq.batches[0]
             due = batch.retry_at if batch.retry_at > now else batch.created + linger
-            wait = due - now
-            if wait <= 0:
+            # Compared as ``_sendable_head`` does (due <= now), never as now - created >=
+            # linger: the two round differently, and a head due here but not there was taken
+            # for "due but cannot go" and waited the 50 ms recheck instead of going.
+            if due <= now:
                 due_now = True
-            elif soonest is None or wait < soonest:
+                continue
+            wait = due - now
+            if soonest is None or wait < soonest:
                 soonest = wait
         return due_now, soonest
 

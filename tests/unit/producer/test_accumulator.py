@@ -86,6 +86,20 @@ def test_open_batch_waits_for_linger_then_is_drained():
     assert pq.in_flight == [batch] and not pq.batches
 
 
+def test_a_head_the_deadline_says_is_due_is_drained_whatever_the_rounding():
+    # The event loop's clock ticks in ms: 11548.804 - 11548.799 is 0.004999…, below a 5 ms
+    # linger, while 11548.799 + 0.005 <= 11548.804. A head that next_deadline_in called due
+    # but drain did not take waited for the sender's 50 ms "due but blocked" recheck.
+    for created_ms in range(11_548_000, 11_549_000):
+        acc, _ = make(linger_ms=5)
+        pq = acc.queue("t", 0)
+        created = created_ms / 1000
+        append(acc, pq, ["x"], now=created)
+        now = (created_ms + 5) / 1000
+        due_now, _ = acc.next_deadline_in(now)
+        assert due_now and len(drain(acc, [pq], now=now)) == 1, created
+
+
 def test_batch_reaching_batch_size_is_sealed_and_sent_without_waiting_for_linger():
     acc, wakes = make(batch_size=200, linger_ms=60_000)
     pq = acc.queue("t", 0)
