@@ -286,9 +286,11 @@ static PyObject *future_call(RecordFuture *f, PyObject *name, PyObject *a, PyObj
     PyObject *index = PyLong_FromSsize_t(f->index);
     if (index == NULL)
         return NULL;
-    PyObject *argv[4] = {f->frame, index, a, b};
+    /* argv[0] is spare: PY_VECTORCALL_ARGUMENTS_OFFSET lets the callee borrow args[-1]. */
+    PyObject *argv[5] = {NULL, f->frame, index, a, b};
     size_t nargs = 2 + (a != NULL) + (b != NULL);
-    PyObject *result = PyObject_VectorcallMethod(name, argv, nargs | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    PyObject *result =
+        PyObject_VectorcallMethod(name, argv + 1, nargs | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     Py_DECREF(index);
     return result;
 }
