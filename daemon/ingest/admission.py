@@ -22,6 +22,9 @@ The interface is small on purpose:
   set, never a ``next_source_id``): then every entry it stages is journaled in
   ``sessions`` once published;
 * ``name`` -- for logs;
+* ``batched`` -- whether the source batched its records already (a Kafka client lingers
+  before each Produce request): their ring entries carry ``BATCHED`` and a worker sends them
+  without lingering a second time;
 * ``refused(first_seq, count, code, message, kafka_error)`` -- records admission did not take
   (FAILED, NOT_PERSISTED); admission has counted them already;
 * ``reader`` -- the ``ReportReader`` that hears this source's outcomes, or None for a source
@@ -86,6 +89,7 @@ class RecordSource(Protocol):
 
     conn_id: int
     name: str
+    batched: bool
     reader: ReportReader | None
 
     def refused(
@@ -273,7 +277,7 @@ class Admission:
             ring_index = worker_for(header.topic, partition, workers)
             ring = self._records[ring_index]
             head = entry_head(source.conn_id, first_seq, n, partition, now_ms, ack, topic,
-                              offsets)  # fmt: skip
+                              offsets, source.batched)  # fmt: skip
             view = ring.reserve(len(head) + len(records))
             if view is None:
                 return self._enqueue_when_free(source, entries[position:], header, ack)
@@ -297,7 +301,7 @@ class Admission:
             ring = self._records[ring_index]
             now_ms = time.time_ns() // 1_000_000
             head = entry_head(source.conn_id, first_seq, n, partition, now_ms, ack, topic,
-                              offsets)  # fmt: skip
+                              offsets, source.batched)  # fmt: skip
             size = len(head) + len(records)
             while (view := ring.reserve(size)) is None:
                 remaining = deadline - loop.time()

@@ -145,6 +145,13 @@ class Accumulator:
         self.buffer_used += added_total
         return added_total
 
+    def seal(self, pq: PartitionQueue) -> None:
+        """Close the partition's open batch: sendable now, without waiting for linger."""
+        batches = pq.batches
+        if batches and not batches[-1].sealed:
+            batches[-1].sealed = True
+            self._wake()
+
     def _new_batch(self, pq: PartitionQueue, now: float) -> ProducerBatch:
         s = self._settings
         builder = BatchBuilder(s.compression, s.compression_level, s.transactional)

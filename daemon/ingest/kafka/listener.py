@@ -128,6 +128,9 @@ class KafkaListener:
         self.conn_id = SOURCE_ID
         self.name = "kafka listener"
         self.reader: ReportReader = self  # it hears its own outcomes
+        # A Kafka client lingered (its linger.ms) before each Produce request: the workers
+        # send these entries at once, not after a second linger.ms (issue 20's latency).
+        self.batched = True
         self.owed = 0  # records whose outcome a worker or a publish still owes
         self._waiting = 0  # batches waiting in admit for a topic lookup or ring space
         # Idempotent batches admitted but not yet published: (pending, batch, topic, partition)

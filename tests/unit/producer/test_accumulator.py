@@ -117,6 +117,20 @@ def test_flush_makes_open_batches_ready_at_once():
     assert [b.tokens for b in drain(acc, [pq], now=1.0)] == [["x"]]
 
 
+def test_a_sealed_open_batch_goes_at_once_and_the_next_record_opens_a_new_one():
+    # seal(): the records of a ring entry its source batched already (ring_entry.BATCHED).
+    acc, wakes = make(linger_ms=60_000)
+    pq = acc.queue("t", 0)
+    append(acc, pq, ["a", "b"], now=1.0)
+    woken = wakes.count
+    acc.seal(pq)
+    assert wakes.count == woken + 1  # the sender hears of it
+    append(acc, pq, ["c"], now=1.0)
+    assert [b.tokens for b in drain(acc, [pq], now=1.0)] == [["a", "b"]]
+    acc.seal(acc.queue("t", 1))  # nothing open: nothing to do
+    assert drain(acc, [pq], now=1.0) == []  # "c" waits for linger (one in flight per drain)
+
+
 def test_nearly_full_buffer_sends_without_waiting_for_linger():
     acc, _ = make(linger_ms=60_000, buffer_memory=200)
     pq = acc.queue("t", 0)
