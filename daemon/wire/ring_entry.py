@@ -46,9 +46,9 @@ import struct
 from typing import NamedTuple
 
 __all__ = [
+    "BATCHED",
     "ENTRY_HEAD_BYTES",
     "RECORDS_ENTRY_VERSION",
-    "BATCHED",
     "SCATTERED",
     "RecordsEntry",
     "decode_records_entry",
