@@ -280,7 +280,8 @@ class Admission:
                               offsets, source.batched)  # fmt: skip
             view = ring.reserve(len(head) + len(records))
             if view is None:
-                return self._enqueue_when_free(source, entries[position:], header, ack)
+                started = {entry[0] for entry in entries[:position]}
+                return self._enqueue_when_free(source, entries[position:], header, ack, started)
             view[: len(head)] = head
             view[len(head) :] = records
             del view
@@ -288,8 +289,16 @@ class Admission:
             self._accepted(source, first_seq, n, partition, ack, offsets)
         return None
 
-    async def _enqueue_when_free(self, source, entries, header, ack) -> None:
+    async def _enqueue_when_free(self, source, entries, header, ack, started: set[int]) -> None:
+        """Wait for ring space, up to max.block.ms, then refuse BUFFER_FULL. A unit is taken
+        whole or from its start per partition: once an entry of a partition is in its ring
+        (``started``), the unit's later entries of it wait for space however long it takes
+        (the worker frees space as Kafka answers or delivery.timeout.ms fails records), and
+        once one is refused, so are its later ones. So a Kafka client's batch is never taken
+        in part (its retry would produce the part twice), nor a partition's records out of
+        order."""
         topic = header.topic.encode()
+        refused: set[int] = set()
         workers = len(self._records)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_block_s
@@ -303,11 +312,15 @@ class Admission:
             head = entry_head(source.conn_id, first_seq, n, partition, now_ms, ack, topic,
                               offsets, source.batched)  # fmt: skip
             size = len(head) + len(records)
-            while (view := ring.reserve(size)) is None:
+            while partition not in refused and (view := ring.reserve(size)) is None:
+                if partition in started:
+                    await ring.wait_writable(size)
+                    continue
                 remaining = deadline - loop.time()
                 if remaining <= 0 or not await ring.wait_writable(size, timeout=remaining):
                     break
-            if view is None:
+            if partition in refused or view is None:
+                refused.add(partition)
                 self.buffer_full_events += 1
                 message = f"worker ring full for {self.max_block_s * 1000:.0f} ms (max.block.ms)"
                 for seq, _, k in _runs_of(first_seq, n, offsets):
@@ -317,6 +330,7 @@ class Admission:
             view[len(head) :] = records
             del view
             ring.publish()
+            started.add(partition)
             self._accepted(source, first_seq, n, partition, ack, offsets)
             self._announce([ring_index])
 

@@ -130,7 +130,9 @@ class IngestServer:
         if settings.sessions_path is not None:
             journal = DedupeJournal(settings.sessions_path,
                                     window_records=settings.session_window_records,
-                                    idle_expiry_s=settings.session_expiry_s)  # fmt: skip
+                                    idle_expiry_s=settings.session_expiry_s,
+                                    durable=settings.fsync != "never")  # fmt: skip
+            sync.watch(journal)  # synced with the rings, by rings.fsync
             sessions = Sessions(journal)
         self.admission = Admission(records, topics, planner, sync, settings.max_block_s,
                                    sessions)  # fmt: skip
