@@ -145,11 +145,13 @@ class Accumulator:
         self.buffer_used += added_total
         return added_total
 
-    def seal(self, pq: PartitionQueue) -> None:
-        """Close the partition's open batch: sendable now, without waiting for linger."""
+    def send_now(self, pq: PartitionQueue) -> None:
+        """The partition's open batch is sendable now, without waiting for linger; it stays
+        open, so what is appended before the sender can take it (a full in-flight window)
+        joins it: no wait when idle, coalescing when busy."""
         batches = pq.batches
-        if batches and not batches[-1].sealed:
-            batches[-1].sealed = True
+        if batches and not batches[-1].due_now:
+            batches[-1].due_now = True
             self._wake()
 
     def _new_batch(self, pq: PartitionQueue, now: float) -> ProducerBatch:
@@ -219,7 +221,7 @@ class Accumulator:
         batch = pq.batches[0]
         if batch.retry_at > now:
             return None
-        if batch.sealed or len(pq.batches) > 1 or self._flushes:
+        if batch.sealed or batch.due_now or len(pq.batches) > 1 or self._flushes:
             return batch
         if now - batch.created >= self._settings.linger_s or self._buffer_pressed():
             return batch
@@ -246,7 +248,10 @@ class Accumulator:
             if not pq.batches:
                 continue
             batch = pq.batches[0]
-            due = batch.retry_at if batch.retry_at > now else batch.created + linger
+            if batch.retry_at > now:
+                due = batch.retry_at
+            else:
+                due = now if batch.due_now else batch.created + linger
             wait = due - now
             if wait <= 0:
                 due_now = True

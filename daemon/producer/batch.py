@@ -24,6 +24,7 @@ class ProducerBatch:
         "buffer_bytes",
         "builder",
         "created",
+        "due_now",
         "in_doubt",
         "order",
         "partition",
@@ -52,6 +53,9 @@ class ProducerBatch:
         self.buffer_bytes = 0  # what this batch holds of buffer.memory, returned on completion
         self.created = created  # loop time of the first append: linger and delivery timeout
         self.sealed = False
+        # Sendable without waiting for linger, but still open: records appended before it is
+        # drained join it (its source batched them already: ``Accumulator.send_now``).
+        self.due_now = False
         self.payload: bytearray | None = None  # built bytes, set on first drain
         self.attempts = 0  # produce requests that carried this batch
         self.sent_at = 0.0

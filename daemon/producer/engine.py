@@ -284,7 +284,7 @@ class ProducerEngine:
         """The partition's open batch is sendable at once, whatever ``linger.ms`` says: its
         records were batched by their source already (a Kafka client's linger.ms)."""
         acc = self._accumulator
-        acc.seal(acc.queue(topic, partition))
+        acc.send_now(acc.queue(topic, partition))
 
     async def wait_for_buffer(self, timeout_s: float) -> bool:
         """Wait until buffer space is free; False after ``timeout_s`` (max.block.ms)."""
