@@ -45,7 +45,13 @@ class RingPair:
         self.ingest_reports = RingConsumer(Ring.attach(self.names[1]), rep_wakeups)
 
     def put(
-        self, topic: str, partition: int, base_seq: int, records, ack=AckLevel.KAFKA, offsets=None,
+        self,
+        topic: str,
+        partition: int,
+        base_seq: int,
+        records,
+        ack=AckLevel.KAFKA,
+        offsets=None,
         batched=False,
     ) -> None:
         section = encode_records(records)

@@ -265,11 +265,14 @@ class KafkaListener:
         before any answer, so that a resend after any crash finds them."""
         self.admission.publish_all()
         staged, self._staged = self._staged, []
-        for pending, check in staged:
-            self._done_admitting(check)
-            self.producers.taken(check, pending.count, pending.start)
-            if pending.outcome is not None:  # acks=1 announced by the publish, a fast worker
-                self._journal_outcome(pending)
+        if not staged:
+            return
+        with self.producers.journal.batched():  # one write for the request's batches
+            for pending, check in staged:
+                self._done_admitting(check)
+                self.producers.taken(check, pending.count, pending.start)
+                if pending.outcome is not None:  # acks=1 announced by the publish
+                    self._journal_outcome(pending)
 
     def _done_admitting(self, check: SequenceCheck) -> None:
         self._admitting.pop((check.key, check.first), None)
@@ -331,8 +334,11 @@ class KafkaListener:
             # No one waits (the client left, or an earlier ingest wrote the entry): keep the
             # outcome for the resend that may come.
             ok = status != Status.FAILED
-            self.producers.resolved(seq, count, (ErrorCode.NONE if ok else error,
-                                                 base_offset if ok else -1, append_time))
+            self.producers.resolved(
+                seq,
+                count,
+                (ErrorCode.NONE if ok else error, base_offset if ok else -1, append_time),
+            )
             return
         pending.remaining -= count
         if status == Status.FAILED:
@@ -350,9 +356,7 @@ class KafkaListener:
         self._journal_outcome(pending)
         future = pending.future
         # With rings.fsync: always the answer waits for the journal's lines to be synced.
-        self.admission.ring_sync.after_sync(
-            lambda: future.done() or future.set_result(outcome)
-        )
+        self.admission.ring_sync.after_sync(lambda: future.done() or future.set_result(outcome))
 
     def _journal_outcome(self, pending: _Pending) -> None:
         """A batch's first outcome into the journal (a no-op for batches not journaled)."""

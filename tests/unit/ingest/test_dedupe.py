@@ -126,8 +126,10 @@ def test_a_tag_is_journaled_with_its_range_and_kept_by_a_compaction(tmp_path):
     again = _journal(tmp_path / "j")  # loads, then compacts
     again.close()
     again = _journal(tmp_path / "j")
-    assert [(key, r.first, r.tag) for key, r in again.ranges()] == [("k", 0, 1_000),
-                                                                    ("k", 5, 1_005)]
+    assert [(key, r.first, r.tag) for key, r in again.ranges()] == [
+        ("k", 0, 1_000),
+        ("k", 5, 1_005),
+    ]
 
 
 def test_a_withdrawn_pending_range_is_no_longer_taken_also_after_a_reload(tmp_path):
@@ -151,3 +153,43 @@ def test_sync_fd_names_the_file_once_per_batch_of_written_lines(tmp_path):
     assert os.path.samefile(f"/proc/self/fd/{fd}", tmp_path / "j")
     os.close(fd)
     assert journal.sync_fd() is None
+
+
+def _some_changes(journal: DedupeJournal) -> None:
+    for first in range(0, 60, 6):
+        journal.taken("s", first, 6)
+        journal.taken("p/0", first, 3, outcome=[0, "ok"])
+        journal.resolved("s", first, 4, [0, 1, first])
+        journal.resolved("s", first + 4, 2, [1, 'x\n"y'])
+    journal.forget_below("s", 30)
+
+
+def test_changes_batched_reach_the_file_in_one_write_with_the_same_lines(tmp_path, monkeypatch):
+    import daemon.ingest.dedupe as dedupe
+
+    plain, batched = _journal(tmp_path / "plain"), _journal(tmp_path / "batched")
+    _some_changes(plain)
+    writes = []
+    real_write = dedupe.os.write
+    monkeypatch.setattr(dedupe.os, "write", lambda fd, data: writes.append(data) or
+                        real_write(fd, data))  # fmt: skip
+    with batched.batched():
+        with batched.batched():  # nested: the outer block writes
+            _some_changes(batched)
+        assert writes == []  # nothing before the block ends
+    assert len(writes) == 1
+    assert (tmp_path / "batched").read_text() == (tmp_path / "plain").read_text()
+    again = _journal(tmp_path / "batched")
+    assert again.lookup("s", 30, 30) == plain.lookup("s", 30, 30)
+    assert again.lookup("p/0", 0, 60) == plain.lookup("p/0", 0, 60)
+
+
+def test_the_live_line_count_is_what_a_rewrite_writes(tmp_path):
+    path = tmp_path / "j"
+    journal = _journal(path, window=20)
+    _some_changes(journal)
+    journal.taken("t", 0, 5)
+    journal.drop("t")
+    journal.compact()
+    assert journal._live_lines() == path.read_text().count("\n")
+    assert _journal(path, window=20)._live_lines() == journal._live_lines()
