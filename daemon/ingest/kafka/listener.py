@@ -331,14 +331,10 @@ class KafkaListener:
         index = bisect.bisect_right(self._starts, seq) - 1
         pending = self._pending.get(self._starts[index]) if index >= 0 else None
         if pending is None or seq >= pending.start + pending.count:
-            # No one waits (the client left, or an earlier ingest wrote the entry): keep the
-            # outcome for the resend that may come.
-            ok = status != Status.FAILED
-            self.producers.resolved(
-                seq,
-                count,
-                (ErrorCode.NONE if ok else error, base_offset if ok else -1, append_time),
-            )
+            # No one waits (the client left, or an earlier ingest wrote the entry): keep a
+            # delivered batch's outcome for the resend that may come.
+            if status == Status.DELIVERED:
+                self.producers.resolved(seq, count, (ErrorCode.NONE, base_offset, append_time))
             return
         pending.remaining -= count
         if status == Status.FAILED:
@@ -359,11 +355,15 @@ class KafkaListener:
         self.admission.ring_sync.after_sync(lambda: future.done() or future.set_result(outcome))
 
     def _journal_outcome(self, pending: _Pending) -> None:
-        """A batch's first outcome into the journal (a no-op for batches not journaled)."""
-        if pending.error and pending.never_produced:
-            self.producers.withdrawn(pending.start)
-        else:
+        """A batch's final outcome into the journal (a no-op for batches not journaled):
+        delivered, or never produced (withdrawn: its retry is new). A failure that may have
+        been written (a draining worker keeps records for the next start, an in-doubt
+        request) is no final outcome: the batch stays pending, a later report (after a
+        restart) resolves it, and a resend meanwhile waits for it."""
+        if not pending.error:
             self.producers.resolved(pending.start, pending.count, pending.outcome)
+        elif pending.never_produced:
+            self.producers.withdrawn(pending.start)
 
     # ---- Metadata and InitProducerId ---------------------------------------------------
 
