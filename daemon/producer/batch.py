@@ -19,6 +19,7 @@ __all__ = ["ProducerBatch"]
 
 class ProducerBatch:
     __slots__ = (
+        "appended",
         "attempts",
         "base_sequence",
         "buffer_bytes",
@@ -45,13 +46,17 @@ class ProducerBatch:
         partition: int,
         builder: BatchBuilder,
         created: float,
+        appended: float | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
         self.builder: BatchBuilder | None = builder
         self.tokens: list[Any] = []
         self.buffer_bytes = 0  # what this batch holds of buffer.memory, returned on completion
-        self.created = created  # loop time of the first append: linger and delivery timeout
+        # Loop time its linger and delivery timeout count from: the first append, or earlier
+        # when its first record waited in a ring (ProducerEngine.accepted_at).
+        self.created = created
+        self.appended = created if appended is None else appended  # the stage trace's "batch"
         self.sealed = False
         # Sendable without waiting for linger, but still open: records appended before it is
         # drained join it (its source batched them already: ``Accumulator.send_now``).
