@@ -53,10 +53,11 @@ class RingPair:
         ack=AckLevel.KAFKA,
         offsets=None,
         batched=False,
+        received_ms=1_700_000_000_000,
     ) -> None:
         section = encode_records(records)
         seq_offsets = None if offsets is None else struct.pack(f">{len(offsets)}I", *offsets)
-        head = entry_head(CONN_ID, base_seq, len(records), partition, 1_700_000_000_000, ack,
+        head = entry_head(CONN_ID, base_seq, len(records), partition, received_ms, ack,
                           topic.encode(), seq_offsets, batched)  # fmt: skip
         assert self.ingest_records.write(head + section)
         self.ingest_records.publish()
@@ -259,8 +260,10 @@ def test_worker_reports_only_kafka_ack_entries_and_maps_scattered_sequences(
 def test_an_entry_its_source_batched_is_sent_without_lingering_again(tansu, topic_factory, rings):
     # A Kafka client's batch (the listener's entries carry BATCHED) already waited for the
     # client's linger.ms: with a linger of ten minutes, its report still comes (before stop).
+    # Accepted just now: linger counting from the acceptance would hold it the ten minutes.
     topic = topic_factory(tansu, partitions=1)
-    rings.put(topic, 0, 0, [(None, b"b%d" % i, None, ()) for i in range(5)], batched=True)
+    records = [(None, b"b%d" % i, None, ()) for i in range(5)]
+    rings.put(topic, 0, 0, records, batched=True, received_ms=int(time.time() * 1000))
     worker = Worker(producer_settings(bootstrap_servers=tansu.bootstrap, linger_ms=600_000),
                     rings.worker_records, rings.worker_reports)  # fmt: skip
 
