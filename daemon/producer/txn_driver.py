@@ -18,6 +18,11 @@ the manager's own methods:
   and puts every held batch back in its partition queue, to be committed in a fresh
   transaction. A batch the broker rejected for itself (too large, invalid) is failed, as the
   Java producer fails it; the others are replayed instead of failed;
+* a refused epoch (INVALID_PRODUCER_EPOCH, PRODUCER_FENCED) is such an abort too: the
+  coordinator aborted the transaction itself — it outlived ``transaction.timeout.ms``, as
+  through a broker outage — or another producer took the id. The manager's next
+  InitProducerId tells (KIP-588): granted, the transaction is replayed under the new epoch
+  (one log line, ``transaction_recoveries``); refused, it is fatal;
 * a fatal error (fenced by another producer with the same id, not authorized) fails every
   record the engine holds and every record appended later, with that error: the worker
   writes nothing more, and says so in its log, metrics and status.
@@ -37,6 +42,7 @@ from daemon.producer.completion import OutcomeReporter, TransactionStats, Turn
 from daemon.producer.counters import ProducerCounters
 from daemon.producer.outcomes import DeliveryFailure
 from daemon.producer.transactions import (
+    EPOCH_REFUSED,
     FATAL_CODES,
     TransactionAbortable,
     TransactionFatal,
@@ -75,6 +81,9 @@ class TransactionalCompletion:
         self._bytes = 0
         self._started = 0.0
         self._commit_sent = False  # an EndTxn(commit) went out without a clear answer yet
+        # The error code of the abort being recovered from until the next epoch is granted
+        # (0: none, or an abort with no broker error behind it).
+        self._recovering = ErrorCode.NONE
 
     def stats(self) -> TransactionStats:
         m = self.manager
@@ -112,7 +121,7 @@ class TransactionalCompletion:
         except TransactionRetriable:
             return False  # the coordinator is unreachable: again on a later turn
         except TransactionAbortable as exc:
-            m.begin_abort(str(exc))
+            m.begin_abort(str(exc), exc.code)
             return False
         except TransactionFatal as exc:
             m.fail(exc)
@@ -151,8 +160,20 @@ class TransactionalCompletion:
         )
 
     async def _initialize(self) -> None:
-        await self.manager.initialize()  # batches are stamped with its producer id and epoch
+        m = self.manager
+        await m.initialize()  # batches are stamped with its producer id and epoch
         self._acc.reset_sequences()
+        cause, self._recovering = self._recovering, ErrorCode.NONE
+        if cause in EPOCH_REFUSED:
+            self._counters.transaction_recoveries[error_name(cause)] += 1
+            log.warning(
+                "%s: recovered from %s: the coordinator had aborted the transaction itself (it "
+                "was open longer than transaction.timeout.ms = %d ms, e.g. through a broker "
+                "outage); it granted producer id %d epoch %d (KIP-588), and the aborted "
+                "transaction's records go again in a new one",
+                m.transactional_id, error_name(cause), m.settings.timeout_ms,
+                m.producer_id, m.epoch,
+            )  # fmt: skip
 
     async def _add_partitions(self, now: float) -> None:
         m = self.manager
@@ -190,8 +211,11 @@ class TransactionalCompletion:
     async def _abort(self, in_flight: int) -> bool:
         if in_flight:
             return False  # every answer of the transaction first
+        self._recovering = self.manager.abort_cause
         await self.manager.end(commit=False)
+        self._commit_sent = False  # any EndTxn(commit) was answered, or the abort overrides it
         self._counters.transactions_aborted += 1
+        self._counters.epoch_bumps += 1  # the replay goes under the next epoch
         replay = [b for b, _, _ in self._acked] + self._replay
         self._acked, self._replay = [], []
         # Never-answered and retrying batches of the aborted transaction are still queued.
@@ -226,6 +250,13 @@ class TransactionalCompletion:
         """A batch's error inside a transaction; True when handled here, False when the
         sender's own retry applies (a retriable error while the transaction is healthy)."""
         m = self.manager
+        if code in EPOCH_REFUSED:
+            # The coordinator aborted our transaction (timed out) or we are fenced: abort, and
+            # the next epoch says which. The batch was not appended: replay it.
+            self._acc.hold(batch)
+            self._replay.append(batch)
+            self._abort_open(f"{batch.topic}-{batch.partition}: {error_name(code)}", code)
+            return True
         if code in FATAL_CODES or kind is Action.FATAL:
             self._acc.hold(batch)
             self._replay.append(batch)
@@ -237,7 +268,9 @@ class TransactionalCompletion:
             # The transaction is lost anyway, or this batch lost its sequence state: replay.
             self._acc.hold(batch)
             self._replay.append(batch)
-            self._abort_open(f"{batch.topic}-{batch.partition}: {error_name(code)} {message}")
+            self._abort_open(
+                f"{batch.topic}-{batch.partition}: {error_name(code)} {message}", code
+            )
             return True
         return False
 
@@ -255,11 +288,14 @@ class TransactionalCompletion:
         if batch.transaction >= 0:  # sent in this transaction: its sequence is used
             self._abort_open(why)
 
-    def _abort_open(self, why: str) -> None:
-        """An abortable error: abort the open transaction once its answers are in."""
+    def _abort_open(self, why: str, code: int = ErrorCode.NONE) -> None:
+        """An abortable error: abort the open transaction once its answers are in (an abort
+        under way takes the error as one more cause)."""
         m = self.manager
-        if m.state in (TxnState.IN_TRANSACTION, TxnState.COMMITTING, TxnState.READY):
-            m.begin_abort(why)
+        if m.state in (
+            TxnState.IN_TRANSACTION, TxnState.COMMITTING, TxnState.READY, TxnState.ABORTING
+        ):  # fmt: skip
+            m.begin_abort(why, code)
 
     # ---- closing -------------------------------------------------------------------------
 

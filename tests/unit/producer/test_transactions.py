@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from daemon.kafka import messages
-from daemon.net.errors import ConnectionClosedError
+from daemon.net.errors import ConnectionClosedError, RequestTimedOutError
 from daemon.producer.transactions import (
     TransactionAbortable,
     TransactionFatal,
@@ -199,11 +199,111 @@ def test_a_partition_error_of_add_partitions_is_abortable_and_names_the_partitio
     assert txn.partitions == set()
 
 
-def test_a_fenced_add_partitions_is_fatal():
-    txn, _ = ready({"AddPartitionsToTxn": [added(("a", 0, 90))]})
-    with pytest.raises(TransactionFatal):
+def inits(channel: FakeChannel) -> list[tuple[int, int]]:
+    """The (producer id, epoch) of every InitProducerId sent."""
+    return [(body["producer_id"], body["producer_epoch"])
+            for _, name, body in channel.requests if name == "InitProducerId"]  # fmt: skip
+
+
+def end_txns(channel: FakeChannel) -> list[bool]:
+    return [body["committed"] for _, name, body in channel.requests if name == "EndTxn"]
+
+
+def aborted_with(txn: TransactionManager, code: int) -> None:
+    """The sender's side: the abortable error ``code`` began an abort, the answers are in."""
+    txn.begin_abort(f"an error {code}", code)
+    run(txn.end(commit=False))
+
+
+@pytest.mark.parametrize("code", [90, 47])  # PRODUCER_FENCED, INVALID_PRODUCER_EPOCH
+def test_a_refused_epoch_is_abortable_and_a_granted_bump_recovers_without_end_txn(code):
+    # KIP-588: the coordinator aborted the transaction itself (timed out) and bumped the
+    # epoch; EndTxn would be refused, InitProducerId with our id and epoch is granted.
+    txn, channel = ready({
+        "AddPartitionsToTxn": [added(("a", 0, code))],
+        "InitProducerId": [init(pid=4, epoch=1), init(pid=4, epoch=3)],
+    })  # fmt: skip
+    txn.partitions.add(("b", 0))  # already in the transaction
+    with pytest.raises(TransactionAbortable) as raised:
         run(txn.add_partitions([("a", 0)]))
+    assert raised.value.code == code
+    aborted_with(txn, raised.value.code)
+    assert txn.state is TxnState.UNINITIALIZED and txn.epoch_refused
+    run(txn.initialize())
+
+    assert end_txns(channel) == []  # no EndTxn(abort): the coordinator would refuse it
+    assert inits(channel) == [(-1, -1), (4, 1)]  # the second carries our id and epoch
+    assert (txn.state, txn.producer_id, txn.epoch) == (TxnState.READY, 4, 3)
+    assert not txn.epoch_refused
+
+
+def test_a_refused_epoch_confirmed_by_init_is_fatal_and_says_another_producer_took_the_id():
+    txn, _ = ready({"InitProducerId": [init(pid=4, epoch=1), init(90, -1, -1)]})
+    aborted_with(txn, 47)
+    with pytest.raises(TransactionFatal, match="another producer took the transactional id"):
+        run(txn.initialize())
     assert txn.state is TxnState.FATAL and txn.fatal.name == "PRODUCER_FENCED"
+    assert "INVALID_PRODUCER_EPOCH" in str(txn.fatal)  # the cause is named too
+
+
+def test_an_ordinary_abort_bumps_with_the_current_epoch_and_sends_end_txn_first():
+    txn, channel = ready({
+        "AddPartitionsToTxn": [added(("a", 0))], "EndTxn": [ended()],
+        "InitProducerId": [init(pid=4, epoch=1), init(pid=4, epoch=2)],
+    })  # fmt: skip
+    run(txn.add_partitions([("a", 0)]))
+    aborted_with(txn, 59)  # UNKNOWN_PRODUCER_ID
+    run(txn.initialize())
+    assert end_txns(channel) == [False]
+    assert inits(channel) == [(-1, -1), (4, 1)] and txn.epoch == 2
+
+
+def test_without_kip360_bumps_an_ordinary_abort_falls_back_to_a_new_id_from_then_on():
+    # tansu 0.6 answers InitProducerId(current id, epoch) with UNKNOWN_SERVER_ERROR.
+    txn, channel = ready({
+        "AddPartitionsToTxn": [added(("a", 0)), added(("a", 0))], "EndTxn": [ended(), ended()],
+        "InitProducerId": [init(pid=4, epoch=1), init(-1, -1, -1), init(pid=4, epoch=2),
+                           init(pid=4, epoch=3)],
+    })  # fmt: skip
+    for _ in range(2):
+        run(txn.add_partitions([("a", 0)]))
+        aborted_with(txn, 0)  # e.g. a batch finally failed
+        run(txn.initialize())
+    assert inits(channel) == [(-1, -1), (4, 1), (-1, -1), (-1, -1)]
+    assert (txn.state, txn.epoch) == (TxnState.READY, 3)
+
+
+def test_without_kip360_bumps_a_refused_epoch_is_taken_as_fenced():
+    # Nothing can tell the coordinator's own abort from another producer: a new id would
+    # fence that other producer, so the worker stops instead.
+    txn, channel = ready({"InitProducerId": [init(pid=4, epoch=1), init(-1, -1, -1)]})
+    aborted_with(txn, 90)
+    with pytest.raises(TransactionFatal, match="cannot tell"):
+        run(txn.initialize())
+    assert inits(channel) == [(-1, -1), (4, 1)]  # no InitProducerId(-1, -1) after the refusal
+    assert txn.state is TxnState.FATAL
+
+
+@pytest.mark.parametrize("code", [90, 47])
+def test_a_refused_end_txn_abort_still_ends_and_the_next_epoch_decides(code):
+    txn, channel = ready({
+        "AddPartitionsToTxn": [added(("a", 0))], "EndTxn": [ended(code)],
+        "InitProducerId": [init(pid=4, epoch=1), init(pid=4, epoch=3)],
+    })  # fmt: skip
+    run(txn.add_partitions([("a", 0)]))
+    aborted_with(txn, 0)
+    assert txn.state is TxnState.UNINITIALIZED and txn.abort_cause == code
+    run(txn.initialize())
+    assert txn.state is TxnState.READY and inits(channel)[-1] == (4, 1)
+
+
+def test_a_refused_commit_is_abortable():
+    txn, _ = ready({"AddPartitionsToTxn": [added(("a", 0))], "EndTxn": [ended(90)]})
+    run(txn.add_partitions([("a", 0)]))
+    txn.begin_commit()
+    with pytest.raises(TransactionAbortable) as raised:
+        run(txn.end(commit=True))
+    assert raised.value.code == 90 and txn.state is TxnState.COMMITTING
 
 
 def test_commit_sends_end_txn_and_leaves_the_producer_ready():
@@ -249,6 +349,20 @@ def test_an_end_txn_that_is_never_answered_is_fatal_rather_than_retried_forever(
     with pytest.raises(TransactionFatal, match="outcome is unknown"):
         run(txn.end(commit=True))
     assert txn.state is TxnState.FATAL and txn.fatal.code == 0
+
+
+def test_end_txn_timeouts_through_an_outage_are_retried_without_end():
+    # A frozen or cut-off coordinator: requests time out. That is an outage, however long,
+    # not an answer, so it never makes the worker fatal.
+    lost = [RequestTimedOutError("no response within 1s") for _ in range(20)]
+    txn, channel = ready({"AddPartitionsToTxn": [added(("a", 0))], "EndTxn": [*lost, ended()]})
+    channel.scripts["FindCoordinator"] = [found()] * 20
+    run(txn.add_partitions([("a", 0)]))
+    for _ in range(20):
+        with pytest.raises(TransactionRetriable):
+            run(txn.end(commit=True))
+    run(txn.end(commit=True))
+    assert txn.state is TxnState.READY
 
 
 def test_fencing_bumps_the_epoch_of_every_old_id():
