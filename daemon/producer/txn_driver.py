@@ -268,9 +268,7 @@ class TransactionalCompletion:
             # The transaction is lost anyway, or this batch lost its sequence state: replay.
             self._acc.hold(batch)
             self._replay.append(batch)
-            self._abort_open(
-                f"{batch.topic}-{batch.partition}: {error_name(code)} {message}", code
-            )
+            self._abort_open(f"{batch.topic}-{batch.partition}: {error_name(code)} {message}", code)
             return True
         return False
 
