@@ -32,8 +32,9 @@ refused (INVALID_PRODUCER_EPOCH from a partition leader, PRODUCER_FENCED from th
 coordinator). A producer fenced by another instance gets the same answers. The coordinator
 remembers the epoch it bumped from a timeout and grants InitProducerId with it, while a fencing
 InitProducerId forgets it (Kafka's ``TransactionMetadata.prepareIncrementProducerEpoch``): so
-the manager skips the EndTxn(abort) the coordinator would refuse, sends InitProducerId with
-its id and epoch, and is fatal only if that is refused too. A coordinator without that form
+after the EndTxn(abort) — which such a coordinator refuses, and that refusal ends the abort
+all the same — the manager sends InitProducerId with its id and epoch, and is fatal only if
+that is refused too. A coordinator without that form
 (tansu 0.6 answers it with UNKNOWN_SERVER_ERROR) gets InitProducerId(-1, -1) after an ordinary
 abort, but a refused epoch stays fatal there: such a coordinator cannot say whether another
 producer took the id (tansu 0.6 never aborts a transaction by timeout, measured).
@@ -97,9 +98,11 @@ FATAL_CODES = frozenset(
 # before Kafka 2.7, PRODUCER_FENCED from newer coordinators. Abortable until InitProducerId
 # with our id and epoch says which (see the module docstring).
 EPOCH_REFUSED = frozenset({ErrorCode.INVALID_PRODUCER_EPOCH, ErrorCode.PRODUCER_FENCED})
-# The coordinator will not take an EndTxn from this producer id and epoch: go straight to
-# InitProducerId (Java skips EndTxn on INVALID_PRODUCER_ID_MAPPING the same way).
-_NO_END_TXN = EPOCH_REFUSED | {ErrorCode.INVALID_PRODUCER_ID_MAPPING}
+# The coordinator does not know this producer id: go straight to InitProducerId (Java skips
+# EndTxn on INVALID_PRODUCER_ID_MAPPING the same way). A refused epoch still sends the
+# EndTxn(abort): a coordinator that aborted the transaction refuses it, harmlessly, and one
+# that did not (another producer's refusal was a leader's alone) aborts it now.
+_NO_END_TXN = frozenset({ErrorCode.INVALID_PRODUCER_ID_MAPPING})
 _ABORTABLE = frozenset(
     {
         ErrorCode.UNKNOWN_PRODUCER_ID,
@@ -180,6 +183,7 @@ class TransactionManager:
         self.fatal: TransactionFatal | None = None
         self._coordinator: tuple[int, str, int] | None = None
         self._unanswered_end_txn = 0  # EndTxn requests sent and lost in a row
+        self._failures_in_a_row = 0  # requests to the coordinator that failed to connect or answer
         # Why the open transaction is being aborted: the error code that began the abort (0:
         # none from a broker), until the next epoch is granted. An EPOCH_REFUSED cause is
         # what InitProducerId with our id and epoch must confirm or clear (KIP-588).
@@ -206,7 +210,7 @@ class TransactionManager:
     def begin_abort(self, why: str, code: int = ErrorCode.NONE) -> None:
         """An abortable error: EndTxn(abort) once the transaction's answers are in, then a new
         epoch and a replay. ``code`` is the broker's error, if any: a refused epoch makes the
-        abort skip EndTxn and the next epoch confirm that we were not fenced. Called again
+        next InitProducerId confirm that we were not fenced. Called again
         while aborting, it only adds the cause; a fatal state stays fatal."""
         if self._state is TxnState.FATAL:
             return
@@ -351,10 +355,9 @@ class TransactionManager:
         """EndTxn: commit or abort the open transaction. Afterwards READY (commit) or
         UNINITIALIZED (abort: the sender gets a new epoch before it replays).
 
-        An abort is not sent when the coordinator would refuse it (our epoch or producer id is
-        no longer its own), and an abort it refuses still ends here: either way the
-        coordinator has aborted, or will abort, the transaction, and the next InitProducerId
-        says whether this producer may go on."""
+        An abort is not sent when the coordinator does not know our producer id, and an abort
+        it refuses still ends here: either way the coordinator has aborted, or will abort,
+        the transaction, and the next InitProducerId says whether this producer may go on."""
         self._require_not_fatal()
         if self.partitions and not (not commit and self._skip_end_txn):
             body = {
@@ -363,15 +366,43 @@ class TransactionManager:
                 "producer_epoch": self.epoch,
                 "committed": commit,
             }
-            answer = await self._call(messages.END_TXN, body, max_lost=_MAX_LOST_END_TXN)
-            self._unanswered_end_txn = 0
-            code = answer["error_code"]
+            code = await self._end_txn(body, commit)
             if not commit and code in _ABORTABLE:
                 self.begin_abort(f"EndTxn(abort): {error_name(code)}", code)
             else:
                 self._check(code, "EndTxn")
         self.partitions.clear()
         self._state = TxnState.READY if commit else TxnState.UNINITIALIZED
+
+    async def _end_txn(self, body: dict, commit: bool) -> int:
+        """Send EndTxn; its error code. Connections closed after it went out count as lost
+        answers (tansu 0.6 closes the connection instead of answering a fenced EndTxn), and
+        ``_MAX_LOST_END_TXN`` in a row end it: a commit's outcome is then unknown (fatal), an
+        abort's does not matter (the next InitProducerId says whether we may go on)."""
+        try:
+            answer = await self._call(messages.END_TXN, body)
+        except TransactionRetriable as exc:
+            lost = exc.__cause__
+            if (
+                isinstance(lost, BrokerConnectionError)
+                and lost.request_sent
+                and not isinstance(lost, RequestTimedOutError)
+            ):  # a timeout is an outage, however long: not an answer
+                self._unanswered_end_txn += 1
+            if self._unanswered_end_txn < _MAX_LOST_END_TXN:
+                raise
+            self._unanswered_end_txn = 0
+            if commit:
+                self._fatal(0, f"EndTxn unanswered {_MAX_LOST_END_TXN} times in a row: its "
+                            f"outcome is unknown ({lost})")  # fmt: skip
+            log.warning(
+                "%s: EndTxn(abort) unanswered %d times in a row (%s); InitProducerId decides "
+                "whether this producer may go on",
+                self.transactional_id, _MAX_LOST_END_TXN, lost,
+            )  # fmt: skip
+            return ErrorCode.NONE
+        self._unanswered_end_txn = 0
+        return answer["error_code"]
 
     def fail(self, error: TransactionFatal) -> None:
         """Enter FATAL for good (the sender saw a fatal error in a Produce answer)."""
@@ -387,13 +418,10 @@ class TransactionManager:
 
     # ---- requests to the coordinator -----------------------------------------------------
 
-    async def _call(
-        self, api: messages.ApiSpec, body: dict, min_version: int = 0, max_lost: int = 0
-    ) -> dict:
+    async def _call(self, api: messages.ApiSpec, body: dict, min_version: int = 0) -> dict:
         """Send ``api`` to the coordinator until it answers with a code that is not
         "look again" or "try later". A connection failure raises ``TransactionRetriable``
-        after the backoff; ``max_lost`` such failures in a row after the request went out
-        make its outcome unknowable (fatal)."""
+        (caused by the ``BrokerConnectionError``) after the backoff."""
         while True:
             try:
                 conn = await self._coordinator_connection()
@@ -407,14 +435,14 @@ class TransactionManager:
                 answer = await conn.request(api, body, version=version)
             except BrokerConnectionError as exc:
                 self._coordinator = None
-                if max_lost and exc.request_sent and not isinstance(exc, RequestTimedOutError):
-                    self._unanswered_end_txn += 1
-                    if self._unanswered_end_txn >= max_lost:
-                        self._fatal(0, f"{api.name} unanswered {max_lost} times in a row: its "
-                                    f"outcome is unknown ({exc})")  # fmt: skip
-                log.warning("%s for %s: %s; retrying", api.name, self.transactional_id, exc)
+                self._failures_in_a_row += 1
+                # An outage fails every attempt: say so at once, then now and then.
+                level = logging.WARNING if self._failures_in_a_row % 100 == 1 else logging.DEBUG
+                log.log(level, "%s for %s: %s; retrying (%d failed in a row)", api.name,
+                        self.transactional_id, exc, self._failures_in_a_row)  # fmt: skip
                 await asyncio.sleep(self.settings.retry_backoff_s)
                 raise TransactionRetriable(f"{api.name}: {exc}") from exc
+            self._failures_in_a_row = 0
             code = answer.get("error_code", ErrorCode.NONE)
             if code in _NEW_COORDINATOR:
                 self._coordinator = None

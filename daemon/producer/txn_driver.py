@@ -97,8 +97,14 @@ class TransactionalCompletion:
     # ---- the sender's loop ---------------------------------------------------------------
 
     async def prepare(self, now: float, in_flight: int, flushing: bool, stopping: bool) -> Turn:
-        """Move the transaction on; SEND when the sender may drain (``drainable``)."""
-        return Turn.SEND if await self._step(now, in_flight, flushing, stopping) else Turn.HOLD
+        """Move the transaction on; SEND when the sender may drain (``drainable``), BACK_OFF
+        when the coordinator could not be reached (the loop must come back by itself: an
+        abort waits for no record to wake it)."""
+        try:
+            sendable = await self._step(now, in_flight, flushing, stopping)
+        except TransactionRetriable:
+            return Turn.BACK_OFF  # the coordinator is unreachable: again after the backoff
+        return Turn.SEND if sendable else Turn.HOLD
 
     async def _step(self, now: float, in_flight: int, flushing: bool, stopping: bool) -> bool:
         m = self.manager
@@ -118,8 +124,6 @@ class TransactionalCompletion:
                 return await self._commit(in_flight, now)
             await self._add_partitions(now)
             return True
-        except TransactionRetriable:
-            return False  # the coordinator is unreachable: again on a later turn
         except TransactionAbortable as exc:
             m.begin_abort(str(exc), exc.code)
             return False

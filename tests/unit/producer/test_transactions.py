@@ -216,11 +216,11 @@ def aborted_with(txn: TransactionManager, code: int) -> None:
 
 
 @pytest.mark.parametrize("code", [90, 47])  # PRODUCER_FENCED, INVALID_PRODUCER_EPOCH
-def test_a_refused_epoch_is_abortable_and_a_granted_bump_recovers_without_end_txn(code):
+def test_a_refused_epoch_is_abortable_and_a_granted_bump_recovers(code):
     # KIP-588: the coordinator aborted the transaction itself (timed out) and bumped the
-    # epoch; EndTxn would be refused, InitProducerId with our id and epoch is granted.
+    # epoch; it refuses EndTxn(abort), and grants InitProducerId with our id and epoch.
     txn, channel = ready({
-        "AddPartitionsToTxn": [added(("a", 0, code))],
+        "AddPartitionsToTxn": [added(("a", 0, code))], "EndTxn": [ended(90)],
         "InitProducerId": [init(pid=4, epoch=1), init(pid=4, epoch=3)],
     })  # fmt: skip
     txn.partitions.add(("b", 0))  # already in the transaction
@@ -231,7 +231,7 @@ def test_a_refused_epoch_is_abortable_and_a_granted_bump_recovers_without_end_tx
     assert txn.state is TxnState.UNINITIALIZED and txn.epoch_refused
     run(txn.initialize())
 
-    assert end_txns(channel) == []  # no EndTxn(abort): the coordinator would refuse it
+    assert end_txns(channel) == [False]  # refused, and the abort ended all the same
     assert inits(channel) == [(-1, -1), (4, 1)]  # the second carries our id and epoch
     assert (txn.state, txn.producer_id, txn.epoch) == (TxnState.READY, 4, 3)
     assert not txn.epoch_refused
@@ -363,6 +363,21 @@ def test_end_txn_timeouts_through_an_outage_are_retried_without_end():
             run(txn.end(commit=True))
     run(txn.end(commit=True))
     assert txn.state is TxnState.READY
+
+
+def test_an_abort_whose_end_txn_is_never_answered_ends_and_leaves_the_verdict_to_init():
+    # tansu 0.6 closes the connection instead of answering a fenced EndTxn(abort): the abort's
+    # outcome does not matter, and InitProducerId says whether the producer may go on.
+    lost = [ConnectionClosedError("closed by broker", request_sent=True) for _ in range(8)]
+    txn, channel = ready({"AddPartitionsToTxn": [added(("a", 0))], "EndTxn": lost})
+    channel.scripts["FindCoordinator"] = [found()] * 8
+    run(txn.add_partitions([("a", 0)]))
+    txn.begin_abort("a batch failed", 90)
+    for _ in range(7):
+        with pytest.raises(TransactionRetriable):
+            run(txn.end(commit=False))
+    run(txn.end(commit=False))
+    assert txn.state is TxnState.UNINITIALIZED and txn.epoch_refused
 
 
 def test_fencing_bumps_the_epoch_of_every_old_id():
