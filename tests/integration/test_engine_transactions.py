@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import Producer
 
 from daemon.config import producer_settings
+from daemon.kafka.errors import error_name
 from tests.brokers.txn_log import committed_view, read_committed, read_partition
 from tests.engine_producer import DeliveryFailed, KafkaProducer
 
@@ -193,3 +194,83 @@ def test_records_still_expire_while_the_coordinator_is_unreachable():
     (outcome,) = outcomes
     assert outcome.tokens == ["token"]
     assert outcome.error.name == "DELIVERY_TIMEOUT"
+
+
+# The answers a coordinator's own abort leaves behind: after a transaction outlived
+# transaction.timeout.ms (a broker outage is enough), Kafka's coordinator aborted it and bumped
+# the epoch, so the producer's next Produce is refused by the partition leader
+# (INVALID_PRODUCER_EPOCH) and its next AddPartitionsToTxn or EndTxn by the coordinator
+# (PRODUCER_FENCED). Neither test broker times a transaction out (measured: both still take
+# AddPartitionsToTxn and EndTxn seconds after a 1 s timeout), so the mock is told to answer
+# them: the errors are a real coordinator's, the abort is then kpd's own.
+_COORDINATOR_ABORTED = {
+    "Produce refused by the leader": (0, 47),  # ApiKey 0 Produce, INVALID_PRODUCER_EPOCH
+    "AddPartitionsToTxn refused": (24, 90),  # PRODUCER_FENCED
+    "EndTxn(commit) refused": (26, 90),
+}
+
+
+@pytest.mark.parametrize("where", list(_COORDINATOR_ABORTED))
+def test_a_transaction_the_coordinator_aborted_is_replayed_under_a_granted_epoch(
+    mock_cluster, where
+):
+    api_key, code = _COORDINATOR_ABORTED[where]
+    topic = mock_cluster.create_topic(f"eos-recover-{api_key}", 2, 3)
+    first, second = [b"a%04d" % i for i in range(200)], [b"b%04d" % i for i in range(200)]
+
+    async def run():
+        settings = producer_settings(
+            bootstrap_servers=mock_cluster.bootstrap,
+            transactional_id=topic,
+            transaction_interval_ms=50,
+            linger_ms=1,
+        )
+        async with KafkaProducer(settings) as producer:
+            futures = await _send(producer, topic, first)
+            epoch_before = producer.engine.stats().transaction.epoch
+            mock_cluster.push_request_errors(api_key, code)
+            futures += [await producer.send(topic, v, key=v[-1:]) for v in second]
+            await producer.flush(30)
+            results = [f.result() for f in futures]  # raises if any record failed
+            return results, producer.engine.counters, epoch_before, producer.engine.stats()
+
+    results, counters, epoch_before, stats = asyncio.run(run())
+    views = read_committed(mock_cluster.bootstrap, topic, 2)
+
+    assert dict(counters.transaction_recoveries) == {error_name(code): 1}
+    assert counters.transactions_aborted == 1
+    assert stats.transaction.state != "fatal" and stats.transaction.error is None
+    assert stats.transaction.epoch > epoch_before  # the granted epoch (KIP-588)
+    visible = {(p, r.offset): r.value for p, v in views.items() for r in v.visible}
+    assert sorted(visible.values()) == first + second  # each once; the aborted copies hidden
+    assert all(v.open_transactions == {} for v in views.values())
+    for value, report in zip(first + second, results, strict=True):
+        assert visible[(report.partition, report.offset)] == value
+
+
+def test_a_refused_epoch_that_init_producer_id_confirms_is_fatal(mock_cluster):
+    # Another producer took the id: the coordinator refuses InitProducerId with our id and
+    # epoch too (PRODUCER_FENCED), and the worker stops writing, as before KIP-588.
+    topic = mock_cluster.create_topic("eos-fenced-confirmed", 1, 3)
+
+    async def run():
+        settings = producer_settings(
+            bootstrap_servers=mock_cluster.bootstrap,
+            transactional_id=topic,
+            transaction_interval_ms=50,
+            linger_ms=1,
+        )
+        async with KafkaProducer(settings) as producer:
+            await _send(producer, topic, [b"before"])
+            mock_cluster.push_request_errors(0, 47)  # Produce: INVALID_PRODUCER_EPOCH
+            mock_cluster.push_request_errors(22, 90)  # InitProducerId: PRODUCER_FENCED
+            late = await producer.send(topic, b"after")
+            with pytest.raises(DeliveryFailed) as failed:
+                await asyncio.wait_for(asyncio.shield(late), 20)
+            return failed.value.error, producer.engine.stats().transaction, producer.engine
+
+    error, stats, engine = asyncio.run(run())
+
+    assert error.name == "PRODUCER_FENCED" and "another producer took" in error.message
+    assert stats.state == "fatal" and "INVALID_PRODUCER_EPOCH" in stats.error
+    assert not engine.counters.transaction_recoveries
