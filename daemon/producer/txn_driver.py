@@ -165,8 +165,11 @@ class TransactionalCompletion:
 
     async def _initialize(self) -> None:
         m = self.manager
+        first = m.producer_id < 0
         await m.initialize()  # batches are stamped with its producer id and epoch
         self._acc.reset_sequences()
+        if not first:
+            self._counters.epoch_bumps += 1  # after an abort: the replay goes under it
         cause, self._recovering = self._recovering, ErrorCode.NONE
         if cause in EPOCH_REFUSED:
             self._counters.transaction_recoveries[error_name(cause)] += 1
@@ -215,11 +218,11 @@ class TransactionalCompletion:
     async def _abort(self, in_flight: int) -> bool:
         if in_flight:
             return False  # every answer of the transaction first
-        self._recovering = self.manager.abort_cause
         await self.manager.end(commit=False)
+        # Read after EndTxn(abort): its refusal may be what revealed a refused epoch.
+        self._recovering = self.manager.abort_cause
         self._commit_sent = False  # any EndTxn(commit) was answered, or the abort overrides it
         self._counters.transactions_aborted += 1
-        self._counters.epoch_bumps += 1  # the replay goes under the next epoch
         replay = [b for b, _, _ in self._acked] + self._replay
         self._acked, self._replay = [], []
         # Never-answered and retrying batches of the aborted transaction are still queued.
