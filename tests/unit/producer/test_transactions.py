@@ -297,6 +297,19 @@ def test_a_refused_end_txn_abort_still_ends_and_the_next_epoch_decides(code):
     assert txn.state is TxnState.READY and inits(channel)[-1] == (4, 1)
 
 
+def test_an_unknown_producer_id_mapping_skips_end_txn_as_java_does():
+    txn, channel = ready({
+        "AddPartitionsToTxn": [added(("a", 0, 49))],  # INVALID_PRODUCER_ID_MAPPING
+        "InitProducerId": [init(pid=4, epoch=1), init(pid=4, epoch=2)],
+    })  # fmt: skip
+    txn.partitions.add(("b", 0))
+    with pytest.raises(TransactionAbortable) as raised:
+        run(txn.add_partitions([("a", 0)]))
+    aborted_with(txn, raised.value.code)
+    run(txn.initialize())
+    assert end_txns(channel) == [] and txn.state is TxnState.READY
+
+
 def test_a_refused_commit_is_abortable():
     txn, _ = ready({"AddPartitionsToTxn": [added(("a", 0))], "EndTxn": [ended(90)]})
     run(txn.add_partitions([("a", 0)]))
