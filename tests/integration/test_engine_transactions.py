@@ -57,6 +57,16 @@ def test_oracle_hides_a_transaction_that_never_ended(tansu, topic_factory):
     assert sum(view.open_transactions.values()) == 1
 
 
+def _transactional(broker, topic: str):
+    """Exactly-once settings with short transactions, the topic's name as transactional id."""
+    return producer_settings(
+        bootstrap_servers=broker.bootstrap,
+        transactional_id=topic,
+        transaction_interval_ms=50,
+        linger_ms=1,
+    )
+
+
 async def _send(producer: KafkaProducer, topic: str, values: list[bytes]) -> list:
     futures = [await producer.send(topic, value, key=value[-1:]) for value in values]
     await producer.flush(30)
@@ -136,13 +146,7 @@ def test_abortable_produce_error_aborts_and_replays_instead_of_failing(mock_clus
     first, second = [b"a%04d" % i for i in range(200)], [b"b%04d" % i for i in range(200)]
 
     async def run():
-        settings = producer_settings(
-            bootstrap_servers=mock_cluster.bootstrap,
-            transactional_id=topic,
-            transaction_interval_ms=50,
-            linger_ms=1,
-        )
-        async with KafkaProducer(settings) as producer:
+        async with KafkaProducer(_transactional(mock_cluster, topic)) as producer:
             futures = await _send(producer, topic, first)
             mock_cluster.push_request_errors(0, 59)  # ApiKey 0: Produce
             futures += [await producer.send(topic, v, key=v[-1:]) for v in second]
@@ -219,13 +223,7 @@ def test_a_transaction_the_coordinator_aborted_is_replayed_under_a_granted_epoch
     first, second = [b"a%04d" % i for i in range(200)], [b"b%04d" % i for i in range(200)]
 
     async def run():
-        settings = producer_settings(
-            bootstrap_servers=mock_cluster.bootstrap,
-            transactional_id=topic,
-            transaction_interval_ms=50,
-            linger_ms=1,
-        )
-        async with KafkaProducer(settings) as producer:
+        async with KafkaProducer(_transactional(mock_cluster, topic)) as producer:
             futures = await _send(producer, topic, first)
             epoch_before = producer.engine.stats().transaction.epoch
             mock_cluster.push_request_errors(api_key, code)
@@ -254,13 +252,7 @@ def test_a_refused_epoch_that_init_producer_id_confirms_is_fatal(mock_cluster):
     topic = mock_cluster.create_topic("eos-fenced-confirmed", 1, 3)
 
     async def run():
-        settings = producer_settings(
-            bootstrap_servers=mock_cluster.bootstrap,
-            transactional_id=topic,
-            transaction_interval_ms=50,
-            linger_ms=1,
-        )
-        async with KafkaProducer(settings) as producer:
+        async with KafkaProducer(_transactional(mock_cluster, topic)) as producer:
             await _send(producer, topic, [b"before"])
             mock_cluster.push_request_errors(0, 47)  # Produce: INVALID_PRODUCER_EPOCH
             mock_cluster.push_request_errors(22, 90)  # InitProducerId: PRODUCER_FENCED
