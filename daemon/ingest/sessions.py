@@ -144,17 +144,20 @@ class Sessions:
         """Write the lines of the entries staged since the last flush: admission calls it
         after publishing them and before announcing them."""
         lines, self._unjournaled = self._unjournaled, []
+        if not lines:
+            return
         journal = self.journal
-        for key, first, count, partition, ack in lines:
-            outcome = None  # ack KAFKA: the worker's report brings it
-            if ack == AckLevel.NONE:  # no outcome will ever come
-                outcome = NO_REPORT
-            elif ack == AckLevel.ACCEPTED:
-                # Published: that is the outcome, whenever its report goes out (after a sync
-                # with rings.fsync); no worker reports these, so it is journaled now, in the
-                # taken line itself.
-                outcome = outcome_of(ReportRun(first, count, Status.ACCEPTED, partition))
-            journal.taken(key, first, count, outcome)
+        with journal.batched():
+            for key, first, count, partition, ack in lines:
+                outcome = None  # ack KAFKA: the worker's report brings it
+                if ack == AckLevel.NONE:  # no outcome will ever come
+                    outcome = NO_REPORT
+                elif ack == AckLevel.ACCEPTED:
+                    # Published: that is the outcome, whenever its report goes out (after a
+                    # sync with rings.fsync); no worker reports these, so it is journaled
+                    # now, in the taken line itself.
+                    outcome = outcome_of(ReportRun(first, count, Status.ACCEPTED, partition))
+                journal.taken(key, first, count, outcome)
 
     def resend(self, session_id: int, first: int, count: int) -> list[tuple[int, int]]:
         """A resent frame ``[first, first + count)``: answers what kpd knows now, to the
@@ -196,8 +199,9 @@ class Sessions:
         key = self.key(session_id)
         runs = decode_reports(frame[5:])
         kept = [run for run in runs if not _kept_for_restart(run)]
-        for run in kept:
-            self.journal.resolved(key, run.first_seq, run.count, outcome_of(run))
+        with self.journal.batched():
+            for run in kept:
+                self.journal.resolved(key, run.first_seq, run.count, outcome_of(run))
         peer = self._peers.get(session_id)
         if peer is None or not kept:
             return
