@@ -29,15 +29,17 @@ whose transaction the coordinator aborted comes back (KIP-588): a transaction op
 ``transaction.timeout.ms`` — a broker outage is enough — is aborted by the coordinator, which
 bumps the epoch as it does, so the producer's next Produce, AddPartitionsToTxn or EndTxn is
 refused (INVALID_PRODUCER_EPOCH from a partition leader, PRODUCER_FENCED from the
-coordinator). A producer fenced by another instance gets the same answers. The coordinator
-remembers the epoch it bumped from a timeout and grants InitProducerId with it, while a fencing
-InitProducerId forgets it (Kafka's ``TransactionMetadata.prepareIncrementProducerEpoch``): so
-after the EndTxn(abort) — which such a coordinator refuses, and that refusal ends the abort
-all the same — the manager sends InitProducerId with its id and epoch, and is fatal only if
-that is refused too. A coordinator without that form
-(tansu 0.6 answers it with UNKNOWN_SERVER_ERROR) gets InitProducerId(-1, -1) after an ordinary
-abort, but a refused epoch stays fatal there: such a coordinator cannot say whether another
-producer took the id (tansu 0.6 never aborts a transaction by timeout, measured).
+coordinator). A producer fenced by another instance gets the same answers. KIP-588 has the
+coordinator remember the epoch it bumped from on a timeout and grant InitProducerId with it,
+while a fencing InitProducerId(-1, -1) clears that memory (Kafka's
+``TransactionMetadata.prepareIncrementProducerEpoch`` accepts the current or the remembered
+epoch, else PRODUCER_FENCED). So after the EndTxn(abort) — which such a coordinator refuses,
+and that refusal ends the abort all the same — the manager sends InitProducerId with its id
+and epoch and is fatal only if that is refused too: the coordinator, not the error code,
+tells a timeout from a fence. A coordinator without that form (tansu 0.6 answers it with
+UNKNOWN_SERVER_ERROR) gets InitProducerId(-1, -1) after an ordinary abort, but a refused
+epoch stays fatal there: such a coordinator cannot say whether another producer took the id
+(and tansu 0.6 never aborts a transaction by timeout, measured).
 
 The connections come through a ``Channel`` so that the state machine runs against a fake one
 in unit tests. Must not import the sender, the accumulator or anything of process/.
@@ -48,7 +50,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -173,9 +176,15 @@ class Channel(Protocol):
 class TransactionManager:
     """One transactional id's state machine. Owned by the engine's event loop."""
 
-    def __init__(self, settings: TransactionSettings, channel: Channel) -> None:
+    def __init__(
+        self,
+        settings: TransactionSettings,
+        channel: Channel,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self._channel = channel
+        self._clock = clock
         self._state = TxnState.UNINITIALIZED  # changed only by this class's methods
         self.producer_id = -1
         self.epoch = -1
@@ -190,6 +199,13 @@ class TransactionManager:
         self.abort_cause = ErrorCode.NONE
         self._skip_end_txn = False  # the coordinator would refuse EndTxn(abort): don't send it
         self._can_bump = True  # False once the coordinator answered KIP-360's form as unknown
+        # When the open transaction's first AddPartitionsToTxn went out: the coordinator's
+        # transaction.timeout.ms runs from its arrival, so no earlier than this.
+        self._opened_at: float | None = None
+        # The refused epoch came when the open transaction was older than
+        # transaction.timeout.ms: the coordinator may have aborted it by timeout.
+        self._maybe_timed_out = False
+        self.recovered_by = ""  # how the last epoch after a refused one was had (for the log)
 
     @property
     def transactional_id(self) -> str:
@@ -214,8 +230,11 @@ class TransactionManager:
         while aborting, it only adds the cause; a fatal state stays fatal."""
         if self._state is TxnState.FATAL:
             return
-        if code in EPOCH_REFUSED or not self.abort_cause:
-            self.abort_cause = code
+        if not self.abort_cause or (code in EPOCH_REFUSED and not self.epoch_refused):
+            self.abort_cause = code  # the first error; the first refused epoch above others
+        if code in EPOCH_REFUSED and self._opened_at is not None:
+            age_s = self._clock() - self._opened_at
+            self._maybe_timed_out |= age_s * 1000 >= self.settings.timeout_ms
         self._skip_end_txn |= code in _NO_END_TXN
         if self._state is not TxnState.ABORTING:
             log.warning("%s: aborting the transaction: %s", self.transactional_id, why)
@@ -240,13 +259,20 @@ class TransactionManager:
         answer = None
         if self.producer_id >= 0 and self._can_bump:
             answer = await self._init_producer_id(bump=True)
-            if answer["error_code"] in _NO_EPOCH_BUMP:
-                self._cannot_bump(answer["error_code"])
+            code = answer["error_code"]
+            if code in _NO_EPOCH_BUMP:
+                self._cannot_bump(code)
                 answer = None
+            elif code in EPOCH_REFUSED and self.epoch_refused and self._maybe_timed_out:
+                self._bump_refused_after_timeout(code)
+                answer = None
+            else:
+                self.recovered_by = "the coordinator granted the epoch bump (KIP-588)"
         if answer is None:
-            if self.epoch_refused:  # nothing can confirm it: a fresh id would fence the other
+            if self.epoch_refused and not self._maybe_timed_out:
                 self._fatal(self.abort_cause, self._unconfirmed_message())
             answer = await self._init_producer_id(bump=False)
+            self.recovered_by = "a new epoch from InitProducerId(-1, -1)"
         code = answer["error_code"]
         if code != ErrorCode.NONE and (self.epoch_refused or code in EPOCH_REFUSED):
             self._fatal(code, self._fenced_message(code))
@@ -256,6 +282,8 @@ class TransactionManager:
         self.partitions.clear()
         self.abort_cause = ErrorCode.NONE
         self._skip_end_txn = False
+        self._maybe_timed_out = False
+        self._opened_at = None
         self._state = TxnState.READY
         log.info(
             "transactional id %s: producer id %d epoch %d",
@@ -283,6 +311,17 @@ class TransactionManager:
             error_name(code),
         )
 
+    def _bump_refused_after_timeout(self, code: int) -> None:
+        log.warning(
+            "%s: InitProducerId with producer id %d epoch %d refused (%s) after %s came while "
+            "the transaction was open longer than transaction.timeout.ms = %d ms: the "
+            "coordinator aborted it by timeout and does not keep the epoch it bumped (no "
+            "KIP-588), so kpd asks for a new epoch with (-1, -1), which would fence another "
+            "producer of this transactional id",
+            self.transactional_id, self.producer_id, self.epoch, error_name(code),
+            error_name(self.abort_cause), self.settings.timeout_ms,
+        )  # fmt: skip
+
     def _fenced_message(self, code: int) -> str:
         cause = f"{error_name(self.abort_cause)}, and " if self.epoch_refused else ""
         return (
@@ -293,9 +332,9 @@ class TransactionManager:
 
     def _unconfirmed_message(self) -> str:
         return (
-            f"{error_name(self.abort_cause)}, and this coordinator cannot tell a transaction it "
-            "aborted from another producer taking the transactional id (it has no "
-            "InitProducerId with the current epoch, KIP-360/KIP-588): taken as fenced"
+            f"fenced: {error_name(self.abort_cause)} while the transaction was younger than "
+            f"transaction.timeout.ms = {self.settings.timeout_ms} ms, so not aborted by "
+            "timeout: another producer took the transactional id"
         )
 
     async def add_partitions(self, partitions: Iterable[tuple[str, int]]) -> None:
@@ -305,6 +344,8 @@ class TransactionManager:
         new = sorted(set(partitions) - self.partitions)
         if not new:
             return
+        if self._opened_at is None:  # the transaction's first: the coordinator's timer starts
+            self._opened_at = self._clock()
         topics: dict[str, list[int]] = {}
         for topic, partition in new:
             topics.setdefault(topic, []).append(partition)
@@ -372,6 +413,8 @@ class TransactionManager:
             else:
                 self._check(code, "EndTxn")
         self.partitions.clear()
+        if commit:
+            self._opened_at = None
         self._state = TxnState.READY if commit else TxnState.UNINITIALIZED
 
     async def _end_txn(self, body: dict, commit: bool) -> int:

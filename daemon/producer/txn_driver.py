@@ -176,10 +176,10 @@ class TransactionalCompletion:
             log.warning(
                 "%s: recovered from %s: the coordinator had aborted the transaction itself (it "
                 "was open longer than transaction.timeout.ms = %d ms, e.g. through a broker "
-                "outage); it granted producer id %d epoch %d (KIP-588), and the aborted "
-                "transaction's records go again in a new one",
+                "outage); producer id %d epoch %d by %s; the aborted transaction's records "
+                "go again in a new one",
                 m.transactional_id, error_name(cause), m.settings.timeout_ms,
-                m.producer_id, m.epoch,
+                m.producer_id, m.epoch, m.recovered_by,
             )  # fmt: skip
 
     async def _add_partitions(self, now: float) -> None:

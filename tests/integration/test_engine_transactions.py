@@ -266,3 +266,49 @@ def test_a_refused_epoch_that_init_producer_id_confirms_is_fatal(mock_cluster):
     assert error.name == "PRODUCER_FENCED" and "another producer took" in error.message
     assert stats.state == "fatal" and "INVALID_PRODUCER_EPOCH" in stats.error
     assert not engine.counters.transaction_recoveries
+
+
+def test_a_bump_refused_after_an_outage_longer_than_the_timeout_takes_a_new_epoch(mock_cluster):
+    # Kafka's coordinator refuses the KIP-588 bump after its own timeout abort (it forgets
+    # the epoch it bumped from); a transaction older than transaction.timeout.ms may have been
+    # aborted so, and the worker goes on under InitProducerId(-1, -1) instead of stopping.
+    topic = mock_cluster.create_topic("eos-recover-fresh", 2, 3)
+    first, second = [b"a%04d" % i for i in range(200)], [b"b%04d" % i for i in range(200)]
+    brokers = (1, 2, 3)
+
+    async def run():
+        settings = producer_settings(
+            bootstrap_servers=mock_cluster.bootstrap,
+            transactional_id=topic,
+            transaction_interval_ms=300,
+            transaction_timeout_ms=1000,
+            linger_ms=1,
+            request_timeout_ms=500,
+            retry_backoff_ms=20,
+        )
+        async with KafkaProducer(settings) as producer:
+            futures = await _send(producer, topic, first)
+            futures += [await producer.send(topic, v, key=v[-1:]) for v in second]
+            while producer.engine.stats().transaction.state != "in_transaction":
+                await asyncio.sleep(0.005)  # poll a condition: the transaction is open
+            for broker in brokers:
+                mock_cluster.broker_down(broker)
+            await asyncio.sleep(1.5)  # the outage itself: longer than transaction.timeout.ms
+            mock_cluster.push_request_errors(26, 90)  # EndTxn(commit): PRODUCER_FENCED
+            mock_cluster.push_request_errors(22, 90)  # InitProducerId(id, epoch): refused
+            for broker in brokers:
+                mock_cluster.broker_up(broker)
+            await producer.flush(30)
+            results = [f.result() for f in futures]  # raises if any record failed
+            return results, producer.engine.counters, producer.engine.stats()
+
+    results, counters, stats = asyncio.run(run())
+    views = read_committed(mock_cluster.bootstrap, topic, 2)
+
+    assert dict(counters.transaction_recoveries) == {"PRODUCER_FENCED": 1}
+    assert stats.transaction.error is None
+    visible = {(p, r.offset): r.value for p, v in views.items() for r in v.visible}
+    assert sorted(visible.values()) == first + second
+    assert all(v.open_transactions == {} for v in views.values())
+    for value, report in zip(first + second, results, strict=True):
+        assert visible[(report.partition, report.offset)] == value

@@ -89,8 +89,17 @@ def ended(code: int = 0) -> dict:
     return {"throttle_time_ms": 0, "error_code": code}
 
 
-def manager(channel: FakeChannel) -> TransactionManager:
-    return TransactionManager(TransactionSettings("t", 60000, retry_backoff_s=0.0), channel)
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def manager(channel: FakeChannel, clock=None) -> TransactionManager:
+    settings = TransactionSettings("t", 60000, retry_backoff_s=0.0)
+    return TransactionManager(settings, channel, clock or FakeClock())
 
 
 def run(coro):
@@ -162,9 +171,9 @@ def test_fenced_or_unauthorized_init_is_fatal_for_good(code):
     assert len(channel.requests) == 2
 
 
-def ready(scripts: dict[str, list]) -> tuple[TransactionManager, FakeChannel]:
+def ready(scripts: dict[str, list], clock=None) -> tuple[TransactionManager, FakeChannel]:
     channel = FakeChannel({"FindCoordinator": [found()], "InitProducerId": [init()], **scripts})
-    txn = manager(channel)
+    txn = manager(channel, clock)
     run(txn.initialize())
     return txn, channel
 
@@ -238,8 +247,10 @@ def test_a_refused_epoch_is_abortable_and_a_granted_bump_recovers(code):
 
 
 def test_a_refused_epoch_confirmed_by_init_is_fatal_and_says_another_producer_took_the_id():
-    txn, _ = ready({"InitProducerId": [init(pid=4, epoch=1), init(90, -1, -1)]})
-    aborted_with(txn, 47)
+    txn, _ = ready({"InitProducerId": [init(pid=4, epoch=1), init(90, -1, -1)],
+                    "AddPartitionsToTxn": [added(("a", 0))], "EndTxn": [ended(90)]})  # fmt: skip
+    run(txn.add_partitions([("a", 0)]))
+    aborted_with(txn, 47)  # the transaction is young: no timeout can have aborted it
     with pytest.raises(TransactionFatal, match="another producer took the transactional id"):
         run(txn.initialize())
     assert txn.state is TxnState.FATAL and txn.fatal.name == "PRODUCER_FENCED"
@@ -273,15 +284,37 @@ def test_without_kip360_bumps_an_ordinary_abort_falls_back_to_a_new_id_from_then
     assert (txn.state, txn.epoch) == (TxnState.READY, 3)
 
 
-def test_without_kip360_bumps_a_refused_epoch_is_taken_as_fenced():
-    # Nothing can tell the coordinator's own abort from another producer: a new id would
-    # fence that other producer, so the worker stops instead.
+def test_without_kip360_bumps_a_refused_epoch_of_a_young_transaction_is_fenced():
+    # The transaction was younger than transaction.timeout.ms: no timeout aborted it, so
+    # another producer took the id, and a new epoch would fence that producer.
     txn, channel = ready({"InitProducerId": [init(pid=4, epoch=1), init(-1, -1, -1)]})
     aborted_with(txn, 90)
-    with pytest.raises(TransactionFatal, match="cannot tell"):
+    with pytest.raises(TransactionFatal, match="younger than transaction"):
         run(txn.initialize())
     assert inits(channel) == [(-1, -1), (4, 1)]  # no InitProducerId(-1, -1) after the refusal
     assert txn.state is TxnState.FATAL
+
+
+def test_a_bump_refused_after_a_timeout_takes_a_new_epoch_instead(caplog):
+    # Kafka's coordinator forgets the epoch it bumped from when it aborts a transaction by
+    # timeout (prepareFenceProducerEpoch sets the last epoch to -1), so it refuses the KIP-588
+    # bump; the transaction was older than transaction.timeout.ms, so a timeout may be why,
+    # and InitProducerId(-1, -1) gets the worker going again.
+    clock = FakeClock()
+    txn, channel = ready({
+        "AddPartitionsToTxn": [added(("a", 0)), added(("a", 0, 90))], "EndTxn": [ended(90)],
+        "InitProducerId": [init(pid=4, epoch=1), init(90, -1, -1), init(pid=4, epoch=3)],
+    }, clock)  # fmt: skip
+    run(txn.add_partitions([("a", 0)]))
+    clock.now += 60.0  # the outage: transaction.timeout.ms passed
+    with pytest.raises(TransactionAbortable) as raised:
+        run(txn.add_partitions([("b", 0)]))
+    aborted_with(txn, raised.value.code)
+    run(txn.initialize())
+    assert inits(channel) == [(-1, -1), (4, 1), (-1, -1)]
+    assert (txn.state, txn.epoch) == (TxnState.READY, 3)
+    assert "does not keep the epoch it bumped" in caplog.text
+    assert "InitProducerId(-1, -1)" in txn.recovered_by
 
 
 @pytest.mark.parametrize("code", [90, 47])
