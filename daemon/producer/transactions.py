@@ -30,15 +30,20 @@ whose transaction the coordinator aborted comes back (KIP-588): a transaction op
 bumps the epoch as it does, so the producer's next Produce, AddPartitionsToTxn or EndTxn is
 refused (INVALID_PRODUCER_EPOCH from a partition leader, PRODUCER_FENCED from the
 coordinator). A producer fenced by another instance gets the same answers. KIP-588 has the
-coordinator remember the epoch it bumped from on a timeout and grant InitProducerId with it,
-while a fencing InitProducerId(-1, -1) clears that memory (Kafka's
-``TransactionMetadata.prepareIncrementProducerEpoch`` accepts the current or the remembered
-epoch, else PRODUCER_FENCED). So after the EndTxn(abort) — which such a coordinator refuses,
-and that refusal ends the abort all the same — the manager sends InitProducerId with its id
-and epoch and is fatal only if that is refused too: the coordinator, not the error code,
-tells a timeout from a fence. A coordinator without that form (tansu 0.6 answers it with
-UNKNOWN_SERVER_ERROR) gets InitProducerId(-1, -1) after an ordinary abort, but a refused
-epoch stays fatal there: such a coordinator cannot say whether another producer took the id
+coordinator remember the epoch it bumped from and grant InitProducerId with it, while a
+fencing InitProducerId(-1, -1) makes it forget (``TransactionMetadata
+.prepareIncrementProducerEpoch`` accepts the current or the remembered epoch, else
+PRODUCER_FENCED). So after the EndTxn(abort) — which such a coordinator refuses, and that
+refusal ends the abort all the same — the manager sends InitProducerId with its id and epoch.
+Granted, the producer goes on. Refused, what decides is the transaction's age when the
+refusal came: Kafka's coordinator aborts by timeout through ``prepareFenceProducerEpoch``,
+which forgets the previous epoch as a fence does (read in apache/kafka's
+TransactionMetadata.scala), so it refuses the bump after its own timeout abort too. A
+transaction open longer than ``transaction.timeout.ms`` may have been aborted so, and the
+manager takes a new epoch with InitProducerId(-1, -1) (which would fence another producer of
+the id: the id is this worker's own); a younger one cannot have timed out, so another
+producer took the id and the manager is fatal. A coordinator without the KIP-360 form
+(tansu 0.6 answers it with UNKNOWN_SERVER_ERROR) is treated the same way without the bump
 (and tansu 0.6 never aborts a transaction by timeout, measured).
 
 The connections come through a ``Channel`` so that the state machine runs against a fake one
