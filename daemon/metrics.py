@@ -218,8 +218,8 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _c(
         "kpd_transaction_recoveries_total",
         "Transactions the coordinator aborted itself (open past transaction.timeout.ms, e.g. "
-        "through an outage) that were replayed under a granted epoch (KIP-588), by the error "
-        "that revealed it.",
+        "through an outage) that were replayed under a new epoch, by the error that revealed "
+        "it.",
         ("worker", "reason"),
     ),
     _h("kpd_transaction_commit_seconds", "EndTxn(commit) round trip.", LATENCY_BOUNDS),

@@ -73,7 +73,7 @@ class ProducerCounters:
     transactions_committed: int = 0
     transactions_aborted: int = 0
     # Aborts the coordinator made itself (a transaction past transaction.timeout.ms) that
-    # kpd recovered from with a granted epoch (KIP-588), by the error that revealed them.
+    # kpd recovered from under a new epoch, by the error that revealed them.
     transaction_recoveries: Counter = field(default_factory=Counter)
     transaction_commit_time: LatencyHistogram = field(default_factory=LatencyHistogram)
     transaction_records: LatencyHistogram = field(

@@ -21,8 +21,9 @@ the manager's own methods:
 * a refused epoch (INVALID_PRODUCER_EPOCH, PRODUCER_FENCED) is such an abort too: the
   coordinator aborted the transaction itself — it outlived ``transaction.timeout.ms``, as
   through a broker outage — or another producer took the id. The manager's next
-  InitProducerId tells (KIP-588): granted, the transaction is replayed under the new epoch
-  (one log line, ``transaction_recoveries``); refused, it is fatal;
+  InitProducerId and the transaction's age tell (KIP-588, ``transactions.py``): a timeout,
+  and the transaction is replayed under the new epoch (one log line,
+  ``transaction_recoveries``); a fence, and it is fatal;
 * a fatal error (fenced by another producer with the same id, not authorized) fails every
   record the engine holds and every record appended later, with that error: the worker
   writes nothing more, and says so in its log, metrics and status.
