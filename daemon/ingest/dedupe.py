@@ -200,19 +200,22 @@ class DedupeJournal:
             )
         self._bound(window)
 
-    def resolved(self, key: str, first: int, count: int, outcome: Any) -> None:
+    def resolved(self, key: str, first: int, count: int, outcome: Any) -> int:
         """An outcome of ``[first, first + count)`` (a run may span several taken ranges; an
-        outcome for sequence numbers not pending in the window is ignored)."""
+        outcome for sequence numbers not pending in the window is ignored). Returns how many
+        of them it resolved."""
         window = self.windows.get(key)
         if window is None:
-            return
-        if self._apply(window, first, count, outcome):
+            return 0
+        applied = self._apply(window, first, count, outcome)
+        if applied:
             window.touched = self._clock()
             self._emit(
                 f'{{"k":{self._key(key)},"o":[{first},{count},{_json(outcome)}],'
                 f'"ms":{self._ms()}}}\n'
             )
             self._bound(window)
+        return applied
 
     def forget_below(self, key: str, seq: int) -> None:
         window = self.windows.get(key)
@@ -347,8 +350,8 @@ class DedupeJournal:
             window.drop_below(window.floor)
 
     @staticmethod
-    def _apply(window: Window, first: int, count: int, outcome: Any) -> bool:
-        end, applied = first + count, False
+    def _apply(window: Window, first: int, count: int, outcome: Any) -> int:
+        end, applied = first + count, 0
         for taken in window.overlapping(first, end):
             lo, hi = max(first, taken.first), min(end, taken.end)
             if any(lo < r[0] + r[1] and r[0] < hi for r in taken.runs):
@@ -357,7 +360,7 @@ class DedupeJournal:
             window.lines += 1
             taken.resolved += hi - lo
             window.pending -= hi - lo
-            applied = True
+            applied += hi - lo
         return applied
 
     def _bound(self, window: Window) -> None:
