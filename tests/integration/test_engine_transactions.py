@@ -57,14 +57,20 @@ def test_oracle_hides_a_transaction_that_never_ended(tansu, topic_factory):
     assert sum(view.open_transactions.values()) == 1
 
 
-def _transactional(broker, topic: str):
+def _transactional(broker, topic: str, **overrides):
     """Exactly-once settings with short transactions, the topic's name as transactional id."""
-    return producer_settings(
-        bootstrap_servers=broker.bootstrap,
-        transactional_id=topic,
-        transaction_interval_ms=50,
-        linger_ms=1,
-    )
+    fields = {"transaction_interval_ms": 50, "linger_ms": 1, **overrides}
+    return producer_settings(bootstrap_servers=broker.bootstrap, transactional_id=topic, **fields)
+
+
+def _assert_committed_once_where_reported(views, values: list[bytes], reports) -> None:
+    """Each value is committed once (aborted copies hidden, no transaction left open), at the
+    partition and offset its report gave."""
+    visible = {(p, r.offset): r.value for p, v in views.items() for r in v.visible}
+    assert sorted(visible.values()) == sorted(values)
+    assert all(v.open_transactions == {} for v in views.values())
+    for value, report in zip(values, reports, strict=True):
+        assert visible[(report.partition, report.offset)] == value
 
 
 async def _send(producer: KafkaProducer, topic: str, values: list[bytes]) -> list:
@@ -239,11 +245,7 @@ def test_a_transaction_the_coordinator_aborted_is_replayed_under_a_granted_epoch
     assert counters.transactions_aborted == 1
     assert stats.transaction.state != "fatal" and stats.transaction.error is None
     assert stats.transaction.epoch > epoch_before  # the granted epoch (KIP-588)
-    visible = {(p, r.offset): r.value for p, v in views.items() for r in v.visible}
-    assert sorted(visible.values()) == first + second  # each once; the aborted copies hidden
-    assert all(v.open_transactions == {} for v in views.values())
-    for value, report in zip(first + second, results, strict=True):
-        assert visible[(report.partition, report.offset)] == value
+    _assert_committed_once_where_reported(views, first + second, results)
 
 
 def test_a_refused_epoch_that_init_producer_id_confirms_is_fatal(mock_cluster):
@@ -277,15 +279,10 @@ def test_a_bump_refused_after_an_outage_longer_than_the_timeout_takes_a_new_epoc
     brokers = (1, 2, 3)
 
     async def run():
-        settings = producer_settings(
-            bootstrap_servers=mock_cluster.bootstrap,
-            transactional_id=topic,
-            transaction_interval_ms=300,
-            transaction_timeout_ms=1000,
-            linger_ms=1,
-            request_timeout_ms=500,
-            retry_backoff_ms=20,
-        )
+        settings = _transactional(
+            mock_cluster, topic, transaction_interval_ms=300, transaction_timeout_ms=1000,
+            request_timeout_ms=500, retry_backoff_ms=20,
+        )  # fmt: skip
         async with KafkaProducer(settings) as producer:
             futures = await _send(producer, topic, first)
             futures += [await producer.send(topic, v, key=v[-1:]) for v in second]
@@ -307,8 +304,4 @@ def test_a_bump_refused_after_an_outage_longer_than_the_timeout_takes_a_new_epoc
 
     assert dict(counters.transaction_recoveries) == {"PRODUCER_FENCED": 1}
     assert stats.transaction.error is None
-    visible = {(p, r.offset): r.value for p, v in views.items() for r in v.visible}
-    assert sorted(visible.values()) == first + second
-    assert all(v.open_transactions == {} for v in views.values())
-    for value, report in zip(first + second, results, strict=True):
-        assert visible[(report.partition, report.offset)] == value
+    _assert_committed_once_where_reported(views, first + second, results)
