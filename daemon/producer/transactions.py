@@ -258,8 +258,10 @@ class TransactionManager:
         producer and aborting its open transaction); READY afterwards.
 
         The first time it asks with producer id/epoch -1; afterwards with the current ones
-        (KIP-360), which the coordinator grants unless another producer took the id since, so
-        a refused epoch is confirmed (fatal) or cleared here (KIP-588)."""
+        (KIP-360), which the coordinator grants unless another producer took the id since or
+        it forgot the epoch on a timeout abort. So a refused epoch is cleared here (KIP-588),
+        replaced by a new one if the transaction was old enough to have timed out, or else
+        confirmed (fatal)."""
         self._require_not_fatal()
         answer = None
         if self.producer_id >= 0 and self._can_bump:
