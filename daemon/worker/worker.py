@@ -185,6 +185,7 @@ class Worker:
         queue = engine.queue(entry.topic, entry.partition)
         token = entry_id << _INDEX_BITS
         default_ts = entry.received_ms
+        engine.accepted_at(entry.received_ms)
         if self._keeping:
             self._keep(entry_id, 0, entry.count)
             return
