@@ -207,7 +207,8 @@ KAFKA_SETTINGS: tuple[Setting, ...] = (
            "max.in.flight <= 5. Null: no transactions."),
     _kafka("transaction.timeout.ms", _MS_INT, 60000,
            "How long the coordinator lets a transaction stay open before it aborts it; at most "
-           "the broker's transaction.max.timeout.ms."),
+           "the broker's transaction.max.timeout.ms. After an outage longer than this, kpd "
+           "replays the aborted transaction under a bumped epoch (KIP-588)."),
     _kafka("transaction.interval.ms", _MS_INT, 100,
            "kpd only, exactly-once mode: commit the open transaction this often. Records are "
            "reported at ack level `kafka` only once committed, so this adds about half of it, "
