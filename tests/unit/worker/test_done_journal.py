@@ -114,7 +114,7 @@ def test_a_full_journal_is_compacted_keeping_every_live_run(tmp_path):
     journal.commit()
     assert journal.compactions == 1 and journal.growths == 0
     _, adopted = _open(path, release_pos=600 * 8)
-    assert adopted == runs[600:] + [_run(INITIAL_SLOTS * 8 + 8)]
+    assert adopted == [*runs[600:], _run(INITIAL_SLOTS * 8 + 8)]
 
 
 def test_a_journal_more_than_half_live_grows_instead(tmp_path):
