@@ -16,6 +16,7 @@ import urllib.request
 
 import pytest
 
+from kpd import Producer
 from tests.brokers.ports import free_port
 from tests.brokers.reader import read_all
 from tests.daemon_harness import KpdDaemon, wait_for
@@ -225,3 +226,38 @@ def test_a_killed_ingest_is_restarted_and_serves_again(tansu, tmp_path):
         results = LoadClient(daemon, topic, "i", 2_000).wait()
         assert all(status == "ok" for _, status, _, _ in results), results[:3]
         assert "ingest exited with" in daemon.log_path.read_text()
+
+
+def test_kill_9_of_the_whole_daemon_never_produces_again_what_kafka_acknowledged_behind_an_entry_in_flight(  # noqa: E501
+    mock_cluster, tmp_path
+):
+    # One worker; partition 1's leader is down, so its entries stay in flight at the front
+    # of the ring while partition 0's entries behind them are acknowledged by Kafka (and
+    # reported to the app) but cannot be released. kill -9 of the whole daemon, the leader
+    # back, a new daemon: the done journal makes it produce partition 1's records and not
+    # partition 0's again. An independent reader counts every record exactly once.
+    topic = _mock_topic(mock_cluster, "durable-behind", partitions=2)
+    daemon = KpdDaemon(tmp_path, mock_cluster.bootstrap, workers=1, extra=_MOCK_KAFKA).start()
+    try:
+        _warm_up(daemon, topic)
+        mock_cluster.broker_down(2)  # the leader of partition 1
+        with Producer(daemon.socket_path, acks="accepted") as producer:
+            held = [producer.send(topic, b"held-%d" % i, partition=1) for i in range(500)]
+            producer.flush(timeout=60)
+        assert all(future.exception(timeout=0) is None for future in held)
+        with Producer(daemon.socket_path, acks="kafka") as producer:
+            done = [producer.send(topic, b"done-%d" % i, partition=0) for i in range(3000)]
+            metas = [future.result(timeout=60) for future in done]
+        assert {meta.partition for meta in metas} == {0}
+        daemon.kill_all()
+        mock_cluster.broker_up(2)
+        daemon.start()
+        records = read_all(mock_cluster.bootstrap, topic, 1_000 + 500 + 3000, timeout_s=60)
+        assert "already have outcomes" in daemon.log_path.read_text()
+    finally:
+        daemon.stop()
+    ours = sorted(r.value for r in records if not r.value.startswith(b"warm"))
+    expected = sorted([b"held-%d" % i for i in range(500)] + [b"done-%d" % i for i in range(3000)])
+    assert ours == expected  # nothing missing, nothing twice
+    where = {r.value: (r.partition, r.offset) for r in records}
+    assert all(where[b"done-%d" % i] == (0, m.offset) for i, m in enumerate(metas))
