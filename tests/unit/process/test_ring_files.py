@@ -262,9 +262,10 @@ def test_a_done_journal_goes_with_its_ring_and_never_outlives_it(tmp_path):
     aside = prepare(tmp_path, 2)
     [moved] = aside.moved_aside
     assert (Path(moved["path"]) / "kpd-records-0.done").read_bytes().startswith(b"journal of")
-    assert "kpd-records-0.done: the records of that ring" in (
-        Path(moved["path"]) / "README.txt"
-    ).read_text()
+    assert (
+        "kpd-records-0.done: the records of that ring"
+        in (Path(moved["path"]) / "README.txt").read_text()
+    )
     assert not Path(journal_path(aside.records[0])).exists()  # its new ring has none
     assert Path(journal_path(aside.records[1])).exists()
     rerouted = prepare(tmp_path, 3)
