@@ -69,6 +69,7 @@ class KpdService:
             # daemon's socket: its files go to a short directory, removed after the run.
             self._short_dir = workdir = Path(tempfile.mkdtemp(prefix="kpd-bench-"))
         self._daemon = KpdDaemon(workdir, bootstrap, workers=self.workers, extra=extra)
+        self._workdir = workdir
         self.pids: tuple[int, ...] = ()
         self.roles: dict[int, str] = {}  # pid -> "supervisor", "ingest", "worker 0", ...
 
@@ -111,9 +112,13 @@ class KpdService:
             return None
         try:
             with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
-                return response.read().decode("utf-8", errors="replace")
+                text = response.read().decode("utf-8", errors="replace")
         except OSError:
             return None
+        # Kept beside the run's logs: the whole /metrics of the run's end, for questions
+        # the report's tables do not answer (records per request, in-flight, errors).
+        (self._workdir / "metrics-last.prom").write_text(text)
+        return text
 
     def __exit__(self, *exc_info: object) -> None:
         try:

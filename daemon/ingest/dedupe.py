@@ -34,6 +34,7 @@ rings or the protocol codecs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -79,6 +80,7 @@ class Window:
     floor: int = 0  # the owner said nothing below this is needed (``forget_below``)
     touched: float = 0.0  # clock() of the last taken/resolved/forget/touch
     pending: int = 0  # records taken without an outcome yet
+    lines: int = 0  # journal lines its ranges and runs take when compacted (kept, not counted)
 
     @property
     def next_seq(self) -> int | None:
@@ -90,6 +92,7 @@ class Window:
         self.firsts.insert(index, taken.first)
         self.ranges.insert(index, taken)
         self.pending += taken.count - taken.resolved
+        self.lines += 1 + len(taken.runs)
 
     def overlapping(self, first: int, end: int) -> Iterator[_Range]:
         ranges = self.ranges
@@ -100,7 +103,9 @@ class Window:
             index += 1
 
     def drop_front(self, n: int) -> None:
-        self.pending -= sum(r.count - r.resolved for r in self.ranges[:n])
+        dropped = self.ranges[:n]
+        self.pending -= sum(r.count - r.resolved for r in dropped)
+        self.lines -= n + sum(len(r.runs) for r in dropped)
         del self.ranges[:n]
         del self.firsts[:n]
 
@@ -129,6 +134,8 @@ class DedupeJournal:
         self.windows: dict[str, Window] = {}
         self._fd: int | None = None
         self._lines = 0  # lines in the file since its last rewrite
+        self._key_json: dict[str, str] = {}  # key -> its JSON string, for the hot lines
+        self._batched: list[str] | None = None  # lines held by ``batched`` for one write
         if path is not None:
             self._load(path)
             horizon = clock() - idle_expiry_s
@@ -183,23 +190,32 @@ class DedupeJournal:
         window = self.touch(key)
         taken = _Range(first, count)
         window.add(taken)
-        record: dict = {"k": key, "t": [first, count]}
-        if outcome is not None:
+        if outcome is None:
+            self._emit(f'{{"k":{self._key(key)},"t":[{first},{count}],"ms":{self._ms()}}}\n')
+        else:
             self._apply(window, first, count, outcome)
-            record["o"] = [first, count, outcome]
-        self._write(record)
+            self._emit(
+                f'{{"k":{self._key(key)},"t":[{first},{count}],'
+                f'"o":[{first},{count},{_json(outcome)}],"ms":{self._ms()}}}\n'
+            )
         self._bound(window)
 
-    def resolved(self, key: str, first: int, count: int, outcome: Any) -> None:
+    def resolved(self, key: str, first: int, count: int, outcome: Any) -> int:
         """An outcome of ``[first, first + count)`` (a run may span several taken ranges; an
-        outcome for sequence numbers not pending in the window is ignored)."""
+        outcome for sequence numbers not pending in the window is ignored). Returns how many
+        of them it resolved."""
         window = self.windows.get(key)
         if window is None:
-            return
-        if self._apply(window, first, count, outcome):
+            return 0
+        applied = self._apply(window, first, count, outcome)
+        if applied:
             window.touched = self._clock()
-            self._write({"k": key, "o": [first, count, outcome]})
+            self._emit(
+                f'{{"k":{self._key(key)},"o":[{first},{count},{_json(outcome)}],'
+                f'"ms":{self._ms()}}}\n'
+            )
             self._bound(window)
+        return applied
 
     def forget_below(self, key: str, seq: int) -> None:
         window = self.windows.get(key)
@@ -211,6 +227,7 @@ class DedupeJournal:
 
     def drop(self, key: str) -> None:
         if self.windows.pop(key, None) is not None:
+            self._key_json.pop(key, None)
             self._write({"k": key, "x": 1})
 
     def expire(self, live: Callable[[str], bool] = lambda key: False) -> list[str]:
@@ -220,6 +237,22 @@ class DedupeJournal:
         for key in gone:
             self.drop(key)
         return gone
+
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """Changes made inside reach the file in one write at the end: for a caller that
+        journals several changes before it answers anyone (a frame's runs, a publish's
+        entries) — still before the answer, at a syscall per batch instead of per line."""
+        if self._batched is not None:  # nested: the outer one writes
+            yield
+            return
+        self._batched = batch = []
+        try:
+            yield
+        finally:
+            self._batched = None
+            if batch:
+                self._append("".join(batch), len(batch))
 
     # ---- the file --------------------------------------------------------------------------
 
@@ -252,16 +285,34 @@ class DedupeJournal:
             self._fd = None
 
     def _live_lines(self) -> int:
-        return sum(1 + len(r.runs) for w in self.windows.values() for r in w.ranges)
+        return sum(1 + w.lines for w in self.windows.values())
+
+    def _key(self, key: str) -> str:
+        text = self._key_json.get(key)
+        if text is None:
+            text = self._key_json[key] = json.dumps(key)
+        return text
+
+    def _ms(self) -> int:
+        return int(self._clock() * 1000)
 
     def _write(self, record: dict) -> None:
+        record["ms"] = self._ms()
+        self._emit(_line(record))
+
+    def _emit(self, line: str) -> None:
         if self.path is None:
             return
-        record["ms"] = int(self._clock() * 1000)
-        os.write(self._fd, _line(record).encode())
-        self._lines += 1
-        # Counting the live lines costs a pass over the windows: only every 1000 lines.
-        if self._lines % _COMPACT_MIN_LINES == 0 and (
+        if self._batched is not None:
+            self._batched.append(line)
+        else:
+            self._append(line, 1)
+
+    def _append(self, text: str, lines: int) -> None:
+        os.write(self._fd, text.encode())
+        before, self._lines = self._lines, self._lines + lines
+        # Checked once per _COMPACT_MIN_LINES lines written: the live count is per window.
+        if before // _COMPACT_MIN_LINES != self._lines // _COMPACT_MIN_LINES and (
             self._lines > COMPACT_FACTOR * self._live_lines()
         ):
             self.compact()
@@ -299,16 +350,17 @@ class DedupeJournal:
             window.drop_below(window.floor)
 
     @staticmethod
-    def _apply(window: Window, first: int, count: int, outcome: Any) -> bool:
-        end, applied = first + count, False
+    def _apply(window: Window, first: int, count: int, outcome: Any) -> int:
+        end, applied = first + count, 0
         for taken in window.overlapping(first, end):
             lo, hi = max(first, taken.first), min(end, taken.end)
             if any(lo < r[0] + r[1] and r[0] < hi for r in taken.runs):
                 continue  # already resolved: an outcome is given once
             taken.runs.append((lo, hi - lo, outcome))
+            window.lines += 1
             taken.resolved += hi - lo
             window.pending -= hi - lo
-            applied = True
+            applied += hi - lo
         return applied
 
     def _bound(self, window: Window) -> None:
@@ -325,5 +377,9 @@ class DedupeJournal:
             window.drop_front(n)
 
 
+# One encoder: json.dumps with separators builds a new JSONEncoder per call.
+_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _line(record: dict) -> str:
-    return json.dumps(record, separators=(",", ":")) + "\n"
+    return _json(record) + "\n"

@@ -35,7 +35,7 @@ from daemon.ingest.routing import EntryPlanner
 from daemon.ingest.sessions import Sessions
 from daemon.ingest.socket_file import group_id, refuse_if_served
 from daemon.ring import RingConsumer, RingProducer
-from daemon.wire.ring_entry import decode_report_entry
+from daemon.wire.ring_entry import decode_records_entry, decode_report_entry
 from kpd import protocol as wire
 from kpd.protocol import SESSION_BIT
 from kpd.protocol.base import KpdErrorCode
@@ -132,6 +132,12 @@ class IngestServer:
                                     window_records=settings.session_window_records,
                                     idle_expiry_s=settings.session_expiry_s)  # fmt: skip
             sessions = Sessions(journal)
+            unreleased = (entry for ring in records for entry in ring.unreleased_entries())
+            adopted = sessions.adopt(map(decode_records_entry, unreleased))
+            if adopted:
+                log.info("journaled %d records of protocol v2 sessions found in the rings but not "
+                         "in the sessions journal (taken just before an ingest was killed)",
+                         adopted)  # fmt: skip
         self.admission = Admission(records, topics, planner, sync, settings.max_block_s,
                                    sessions)  # fmt: skip
 

@@ -24,11 +24,12 @@ Owned by ingest's event loop. Must not import the server or the connection.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any, Protocol
 
-from daemon.ingest.dedupe import DedupeJournal
-from daemon.wire.ring_entry import seq_runs
-from kpd.protocol import ReportRun, decode_reports, encode_reports
+from daemon.ingest.dedupe import DedupeJournal, Piece
+from daemon.wire.ring_entry import RecordsEntry, seq_runs
+from kpd.protocol import SESSION_BIT, ReportRun, decode_reports, encode_reports
 from kpd.protocol.base import AckLevel, KpdErrorCode, Persistence, Status
 
 __all__ = ["SessionPeer", "Sessions", "outcome_of", "run_of"]
@@ -76,6 +77,30 @@ def _kept_for_restart(run: ReportRun) -> bool:
         and run.partition >= 0
         and run.persistence is Persistence.POSSIBLY_PERSISTED
     )
+
+
+def _outcome_when_taken(first: int, count: int, partition: int, ack: AckLevel) -> Any:
+    """What the journal knows of records the moment they are taken."""
+    if ack == AckLevel.NONE:  # no outcome will ever come
+        return NO_REPORT
+    if ack == AckLevel.ACCEPTED:
+        # Published: that is the outcome, whenever its report goes out (after a sync with
+        # rings.fsync); no worker reports these, so it is journaled in the taken line itself.
+        return outcome_of(ReportRun(first, count, Status.ACCEPTED, partition))
+    return None  # ack KAFKA: the worker's report brings it
+
+
+def _gaps(pieces: list[Piece], first: int, count: int) -> list[tuple[int, int]]:
+    """The sub-ranges of ``[first, first + count)`` that ``pieces`` (a lookup's) leave out:
+    the sequence numbers the journal does not hold."""
+    gaps, cursor = [], first
+    for piece in pieces:
+        if piece.first > cursor:
+            gaps.append((cursor, piece.first - cursor))
+        cursor = piece.first + piece.count
+    if cursor < first + count:
+        gaps.append((cursor, first + count - cursor))
+    return gaps
 
 
 class Sessions:
@@ -144,17 +169,47 @@ class Sessions:
         """Write the lines of the entries staged since the last flush: admission calls it
         after publishing them and before announcing them."""
         lines, self._unjournaled = self._unjournaled, []
+        if not lines:
+            return
         journal = self.journal
-        for key, first, count, partition, ack in lines:
-            outcome = None  # ack KAFKA: the worker's report brings it
-            if ack == AckLevel.NONE:  # no outcome will ever come
-                outcome = NO_REPORT
-            elif ack == AckLevel.ACCEPTED:
-                # Published: that is the outcome, whenever its report goes out (after a sync
-                # with rings.fsync); no worker reports these, so it is journaled now, in the
-                # taken line itself.
-                outcome = outcome_of(ReportRun(first, count, Status.ACCEPTED, partition))
-            journal.taken(key, first, count, outcome)
+        with journal.batched():
+            for key, first, count, partition, ack in lines:
+                journal.taken(key, first, count, _outcome_when_taken(first, count, partition, ack))
+
+    def adopt(self, entries: Iterable[RecordsEntry]) -> int:
+        """Ring entries that an earlier ingest published and that are not released yet: the
+        ones of sessions are journaled as taken where the journal does not know them.
+
+        Closes the window between a ring publish and its "taken" line (a kill -9 of ingest
+        in between, or in the middle of a frame published entry by entry while it waited
+        for ring space): the ring is the truth of what was taken. Called before ingest
+        serves anyone. Returns the records it journaled."""
+        adopted = 0
+        with self.journal.batched():
+            for entry in entries:
+                if not entry.conn_id & SESSION_BIT:
+                    continue
+                key = self.key(entry.conn_id)
+                if entry.seq_offsets is None:
+                    ranges = [(entry.base_seq, entry.count)]
+                else:
+                    runs = seq_runs(entry.seq_offsets, 0, entry.count)
+                    ranges = [(entry.base_seq + offset, k) for offset, _, k in runs]
+                for first, count in ranges:
+                    pieces = self.journal.lookup(key, first, count)
+                    for gap_first, gap_count in _gaps(pieces, first, count):
+                        outcome = _outcome_when_taken(gap_first, gap_count, entry.partition,
+                                                      AckLevel(entry.ack))  # fmt: skip
+                        self.journal.taken(key, gap_first, gap_count, outcome)
+                        adopted += gap_count
+        return adopted
+
+    def _take_unknown(self, key: str, first: int, count: int, outcome: Any) -> None:
+        """A report of records the journal never took (their ring publish and the kill -9
+        of the ingest that made it came before its "taken" line): they are in Kafka's hands,
+        so they are journaled taken with this outcome, and a resend gets it."""
+        for gap_first, gap_count in _gaps(self.journal.lookup(key, first, count), first, count):
+            self.journal.taken(key, gap_first, gap_count, outcome)
 
     def resend(self, session_id: int, first: int, count: int) -> list[tuple[int, int]]:
         """A resent frame ``[first, first + count)``: answers what kpd knows now, to the
@@ -162,19 +217,15 @@ class Sessions:
         connection before they reached a ring), to be admitted as new: none is in Kafka."""
         pieces = self.journal.lookup(self.key(session_id), first, count)
         before = dict(self.resent)
-        runs, cursor, untaken = [], first, []
+        runs = []
         for piece in pieces:
-            if piece.first > cursor:
-                untaken.append((cursor, piece.first - cursor))
-            cursor = piece.first + piece.count
             if piece.outcome is None:
                 self.resent["pending"] += piece.count  # its report goes to the session's
                 continue  # connection when it comes
             self.resent["answered"] += piece.count
             if piece.outcome != NO_REPORT:
                 runs.append(run_of(piece.first, piece.count, piece.outcome, piece.delta))
-        if cursor < first + count:
-            untaken.append((cursor, first + count - cursor))
+        untaken = _gaps(pieces, first, count)
         self.resent["taken"] += sum(k for _, k in untaken)
         log.debug("session %s: resent records %d..%d: %s", self.key(session_id), first,
                  first + count - 1, {k: v - before[k] for k, v in self.resent.items()})  # fmt: skip
@@ -196,8 +247,12 @@ class Sessions:
         key = self.key(session_id)
         runs = decode_reports(frame[5:])
         kept = [run for run in runs if not _kept_for_restart(run)]
-        for run in kept:
-            self.journal.resolved(key, run.first_seq, run.count, outcome_of(run))
+        journal = self.journal
+        with journal.batched():
+            for run in kept:
+                outcome = outcome_of(run)
+                if journal.resolved(key, run.first_seq, run.count, outcome) < run.count:
+                    self._take_unknown(key, run.first_seq, run.count, outcome)
         peer = self._peers.get(session_id)
         if peer is None or not kept:
             return

@@ -148,6 +148,12 @@ class RingProducer:
 
     # -- writing ---------------------------------------------------------------------------
 
+    def unreleased_entries(self) -> Iterator[memoryview]:
+        """The payloads published and not yet released by the consumer, in ring order: what
+        an earlier producer of this ring handed over (read before writing anything). Views
+        into the mapping, valid until this producer writes over them."""
+        return sealed_entries(self._ring)
+
     def reserve(self, nbytes: int) -> memoryview | None:
         """Stage an entry of ``nbytes`` and return its payload area to fill, or None if full.
 

@@ -113,3 +113,43 @@ def test_a_range_taken_with_its_outcome_is_one_line_and_comes_back_resolved(tmp_
     journal.close()
     assert '"t":[0,3]' in path.read_text().splitlines()[-1]  # taken and outcome together
     assert _journal(path).lookup("s", 0, 3) == [Piece(0, 3, ["accepted"], 0)]
+
+
+def _some_changes(journal: DedupeJournal) -> None:
+    for first in range(0, 60, 6):
+        journal.taken("s", first, 6)
+        journal.taken("p/0", first, 3, outcome=[0, "ok"])
+        journal.resolved("s", first, 4, [0, 1, first])
+        journal.resolved("s", first + 4, 2, [1, "x\n\"y"])
+    journal.forget_below("s", 30)
+
+
+def test_changes_batched_reach_the_file_in_one_write_with_the_same_lines(tmp_path, monkeypatch):
+    import daemon.ingest.dedupe as dedupe
+
+    plain, batched = _journal(tmp_path / "plain"), _journal(tmp_path / "batched")
+    _some_changes(plain)
+    writes = []
+    real_write = dedupe.os.write
+    monkeypatch.setattr(dedupe.os, "write", lambda fd, data: writes.append(data) or
+                        real_write(fd, data))  # fmt: skip
+    with batched.batched():
+        with batched.batched():  # nested: the outer block writes
+            _some_changes(batched)
+        assert writes == []  # nothing before the block ends
+    assert len(writes) == 1
+    assert (tmp_path / "batched").read_text() == (tmp_path / "plain").read_text()
+    again = _journal(tmp_path / "batched")
+    assert again.lookup("s", 30, 30) == plain.lookup("s", 30, 30)
+    assert again.lookup("p/0", 0, 60) == plain.lookup("p/0", 0, 60)
+
+
+def test_the_live_line_count_is_what_a_rewrite_writes(tmp_path):
+    path = tmp_path / "j"
+    journal = _journal(path, window=20)
+    _some_changes(journal)
+    journal.taken("t", 0, 5)
+    journal.drop("t")
+    journal.compact()
+    assert journal._live_lines() == path.read_text().count("\n")
+    assert _journal(path, window=20)._live_lines() == journal._live_lines()

@@ -5,6 +5,7 @@ reports of a session's records reaching its next connection, across a new ingest
 from __future__ import annotations
 
 import asyncio
+import os
 
 from daemon.ingest.connection import ClientConnection
 from daemon.ingest.server import IngestServer, IngestSettings
@@ -146,3 +147,56 @@ def test_a_new_ingest_finds_the_session_and_routes_a_workers_report_to_it(rig): 
     assert len(rig.entries()) == 1
     (run,) = wire.decode_reports(frames[0].payload)
     assert (run.first_seq, run.count, run.base_offset) == (0, 3, 7)
+
+
+def _reborn_after_a_kill_that_lost_the_taken_line(rig):  # noqa: F811
+    """kill -9 of ingest between a ring publish and its journal line: the journal is the
+    file as it was before (here: none), the rings hold the entry; a new ingest starts."""
+    os.unlink(rig.journal)
+    settings = settings_for(IngestSettings, socket_path="/nonexistent",
+                            sessions_path=rig.journal)  # fmt: skip
+    return IngestServer(settings, rig.server.admission._records, rig.server._reports,
+                        rig.server.admission.topics)  # fmt: skip
+
+
+def test_records_in_a_ring_but_not_in_the_journal_are_taken_once_after_a_kill(rig):  # noqa: F811
+    async def scenario():
+        conn, _, _ = _connect_v2(rig.server, 7)
+        conn.data_received(wire.encode_produce(0, TOPIC, 1, _records(3)))
+        conn.data_received(wire.encode_produce(3, TOPIC, -1, _records(4)))  # ingest partitions
+        reborn = _reborn_after_a_kill_that_lost_the_taken_line(rig)
+        again, transport, welcome = _connect_v2(reborn, 8, resume_seq=0)
+        again.data_received(wire.encode_produce(0, TOPIC, 1, _records(3)))
+        again.data_received(wire.encode_produce(3, TOPIC, -1, _records(4)))
+        return welcome, transport.frames(), reborn
+
+    welcome, frames, reborn = asyncio.run(scenario())
+    assert (welcome.resumed, welcome.resume_seq) == (True, 7)
+    assert sum(e.count for _, e in rig.entries()) == 7  # each record once, never again
+    assert frames == []  # pending: their reports answer them when the workers send them
+    assert reborn.admission.sessions.pending(SESSION) == 7
+
+
+def test_a_report_of_records_the_journal_never_took_answers_their_resend(rig):  # noqa: F811
+    async def scenario():
+        conn, _, _ = _connect_v2(rig.server, 7)
+        conn.data_received(wire.encode_produce(0, TOPIC, 1, _records(3)))
+        for worker in rig.worker_ends:  # produced: the worker released the entry
+            entries = worker.read_entries()
+            if entries:
+                worker.release(entries[-1][0])
+        reborn = _reborn_after_a_kill_that_lost_the_taken_line(rig)
+        run = ReportRun(0, 3, Status.DELIVERED, 1, 40, -1)
+        ring = rig.worker_report_ring(0)
+        ring.write(encode_report_entry(SESSION, 3, wire.encode_reports([run])))
+        ring.publish()
+        reborn._forward_once(reborn._reports[0])
+        again, transport, welcome = _connect_v2(reborn, 8, resume_seq=0)
+        again.data_received(wire.encode_produce(0, TOPIC, 1, _records(3)))
+        return welcome, transport.frames()
+
+    welcome, frames = asyncio.run(scenario())
+    assert (welcome.resumed, welcome.resume_seq) == (True, 3)
+    assert len(rig.entries()) == 0  # released, and not taken again
+    (run,) = wire.decode_reports(frames[0].payload)
+    assert (run.first_seq, run.count, run.status, run.base_offset) == (0, 3, Status.DELIVERED, 40)

@@ -86,6 +86,20 @@ def test_open_batch_waits_for_linger_then_is_drained():
     assert pq.in_flight == [batch] and not pq.batches
 
 
+def test_a_head_the_deadline_says_is_due_is_drained_whatever_the_rounding():
+    # The event loop's clock ticks in ms: 11548.804 - 11548.799 is 0.004999…, below a 5 ms
+    # linger, while 11548.799 + 0.005 <= 11548.804. A head that next_deadline_in called due
+    # but drain did not take waited for the sender's 50 ms "due but blocked" recheck.
+    for created_ms in range(11_548_000, 11_549_000):
+        acc, _ = make(linger_ms=5)
+        pq = acc.queue("t", 0)
+        created = created_ms / 1000
+        append(acc, pq, ["x"], now=created)
+        now = (created_ms + 5) / 1000
+        due_now, _ = acc.next_deadline_in(now)
+        assert due_now and len(drain(acc, [pq], now=now)) == 1, created
+
+
 def test_batch_reaching_batch_size_is_sealed_and_sent_without_waiting_for_linger():
     acc, wakes = make(batch_size=200, linger_ms=60_000)
     pq = acc.queue("t", 0)
@@ -134,6 +148,33 @@ def test_one_drain_takes_at_most_one_batch_per_partition_oldest_first():
     append(acc, p1, ["p1-0"], now=1.0)
     taken = drain(acc, [p0, p1], now=1.0)
     assert [(b.partition, b.tokens[0]) for b in taken] == [(0, "p0-0"), (1, "p1-0")]
+
+
+def test_once_one_head_is_ready_the_other_heads_ride_along_before_their_linger():
+    # Java's drain: readiness is the broker's; a request that goes anyway takes every
+    # partition's head, so no partition spends a request (and an in-flight slot) of its own.
+    acc, _ = make(linger_ms=10)
+    p0, p1, p2 = acc.queue("t", 0), acc.queue("t", 1), acc.queue("t", 2)
+    append(acc, p0, ["old"], now=1.000)
+    append(acc, p1, ["young"], now=1.008)
+    assert drain(acc, [p0, p1, p2], now=1.009) == []  # nobody's linger is over yet
+    taken = drain(acc, [p1, p2, p0], now=1.010)
+    assert sorted(b.tokens[0] for b in taken) == ["old", "young"]
+    assert not p0.batches and not p1.batches
+
+
+def test_a_head_riding_along_still_honours_retry_backoff_and_recovery():
+    acc, _ = make(linger_ms=0, batch_size=100)
+    p0, p1, p2 = acc.queue("t", 0), acc.queue("t", 1), acc.queue("t", 2)
+    append(acc, p1, ["retry"], now=1.0)
+    append(acc, p2, ["recover"], now=1.0)
+    first = drain(acc, [p1, p2], now=1.0)
+    for batch in first:
+        acc.schedule_retry(batch, retry_at=2.0, recover=False)
+    append(acc, p2, ["behind"], now=1.0)
+    append(acc, p0, ["ready"], now=1.0)
+    taken = drain(acc, [p0, p1, p2], now=1.5)
+    assert [b.tokens[0] for b in taken] == ["ready"]
 
 
 def test_max_request_size_stops_the_drain_but_the_first_batch_always_goes():
