@@ -204,6 +204,9 @@ def test_a_restart_with_another_worker_count_reroutes_the_kept_entries(mock_clus
             [f"{daemon.prefix}-{kind}-{i}" for kind in ("records", "reports") for i in range(3)]
             + [f"{daemon.prefix}.lock"]  # the ring files' instance lock (daemon.process.instance)
             + [f"{daemon.prefix}-sessions.journal"]  # protocol v2 sessions, beside the rings
+            # each worker's done journal (daemon/worker/done_journal.py), made new with its
+            # ring: none is left of the re-routed rings of 2 workers
+            + [f"{daemon.prefix}-records-{i}.done" for i in range(3)]
         )
         delivered = _delivered(mock_cluster.bootstrap, topic, "w", len(accepted))
         lost = accepted - delivered
