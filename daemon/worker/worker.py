@@ -5,6 +5,12 @@ ring. Commit on ack: an entry's ring space is released only once every record in
 outcome *and* that outcome was published to the reports ring, so a worker killed at any point
 is replaced by one that re-reads exactly the entries whose reports may not have gone out.
 
+Done journal: release is contiguous, so an entry Kafka acknowledged behind an older one in
+flight stays unreleased. Each outcome is therefore staged in the ring's done journal
+(``done_journal``) in the outcome callback itself and published before its reports go out; a
+worker that adopts the ring after a kill -9 reports the records the journal has with their first
+outcome and appends only the others, so nothing Kafka acknowledged is produced twice.
+
 Stopping keeps what is not delivered: ``close`` ends the engine at once, and every record
 without a Kafka acknowledgement by then stays in the ring (its entry is never released) for the
 next daemon, which adopts the ring file and produces it. A client waiting for its Kafka outcome
