@@ -44,9 +44,8 @@ class ConfigError(Exception):
     ``(path, message)`` found, and ``str()`` gives one line per problem.
     """
 
-    def __init__(
-        self, path: str, message: str, errors: Iterable[tuple[str, str]] = (), source: str = ""
-    ) -> None:
+    def __init__(self, path: str, message: str,
+                 errors: Iterable[tuple[str, str]] = (), source: str = "") -> None:
         self.path = path
         self.message = message
         self.errors: tuple[tuple[str, str], ...] = tuple(errors) or ((path, message),)
@@ -77,19 +76,15 @@ def _construct_mapping_once(loader: _StrictLoader, node: yaml.MappingNode) -> di
         key = loader.construct_object(key_node, deep=True)
         if isinstance(key, Hashable) and key in seen:
             raise yaml.constructor.ConstructorError(
-                "while reading a mapping",
-                node.start_mark,
-                f"found duplicate key {key!r}",
-                key_node.start_mark,
-            )
+                "while reading a mapping", node.start_mark,
+                f"found duplicate key {key!r}", key_node.start_mark)
         if isinstance(key, Hashable):
             seen.add(key)
     return loader.construct_mapping(node, deep=True)
 
 
 _StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_once
-)
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_once)
 
 
 def read_yaml(text: str, source: str) -> Any:
@@ -137,9 +132,8 @@ def load(data: Any, source: str, sections: tuple[str, ...] = ALL_SECTIONS) -> Dr
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(
-            "", f"{source}: the top level must be a mapping of sections", source=source
-        )
+        raise ConfigError("", f"{source}: the top level must be a mapping of sections",
+                          source=source)
     draft = Draft(values={name: {} for name in sections})
     for name in data:
         if name not in sections:
@@ -244,10 +238,8 @@ def _conflict(d: Draft, path: str, actual: str, need: str) -> None:
         d.error(path, f"{actual} but kafka.enable.idempotence: true {need}")
     else:
         d.set(_IDEMPOTENCE, False)
-        d.warnings.append(
-            f"{_IDEMPOTENCE} turned off because {path} {actual} (idempotence "
-            f"{need}); set enable.idempotence: false to silence this warning"
-        )
+        d.warnings.append(f"{_IDEMPOTENCE} turned off because {path} {actual} (idempotence "
+                          f"{need}); set enable.idempotence: false to silence this warning")
 
 
 def _idempotence_caps_in_flight(d: Draft) -> None:
@@ -256,16 +248,12 @@ def _idempotence_caps_in_flight(d: Draft) -> None:
     producer's last 5 batches per partition only (ProducerStateEntry.NUM_BATCHES_TO_RETAIN)."""
     in_flight = d.get("kafka.max.in.flight.requests.per.connection")
     if d.get(_TRANSACTIONAL_ID) is not None and in_flight > 5:
-        d.error(
-            "kafka.max.in.flight.requests.per.connection",
-            f"must be at most 5 with {_TRANSACTIONAL_ID} set (got {in_flight})",
-        )
+        d.error("kafka.max.in.flight.requests.per.connection",
+                f"must be at most 5 with {_TRANSACTIONAL_ID} set (got {in_flight})")
     elif d.get(_IDEMPOTENCE) and in_flight > 5:
-        d.error(
-            "kafka.max.in.flight.requests.per.connection",
-            f"must be at most 5 with idempotence (got {in_flight}); "
-            "set kafka.enable.idempotence: false to allow more",
-        )
+        d.error("kafka.max.in.flight.requests.per.connection",
+                f"must be at most 5 with idempotence (got {in_flight}); "
+                "set kafka.enable.idempotence: false to allow more")
 
 
 def _transaction_fits_buffer(d: Draft) -> None:
@@ -277,16 +265,12 @@ def _transaction_fits_buffer(d: Draft) -> None:
     if d.get(_TRANSACTIONAL_ID) is None or size <= limit:
         return
     if d.is_explicit("kafka.transaction.max.bytes"):
-        d.error(
-            "kafka.transaction.max.bytes",
-            f"must be at most half of kafka.buffer.memory = {limit} (got {size})",
-        )
+        d.error("kafka.transaction.max.bytes",
+                f"must be at most half of kafka.buffer.memory = {limit} (got {size})")
     else:
         d.set("kafka.transaction.max.bytes", max(1024, limit))
-        d.warnings.append(
-            f"kafka.transaction.max.bytes lowered from its default {size} to "
-            f"half of kafka.buffer.memory = {limit}"
-        )
+        d.warnings.append(f"kafka.transaction.max.bytes lowered from its default {size} to "
+                          f"half of kafka.buffer.memory = {limit}")
 
 
 def _transactions_commit_before_timeout(d: Draft) -> None:
@@ -295,10 +279,8 @@ def _transactions_commit_before_timeout(d: Draft) -> None:
     interval = d.get("kafka.transaction.interval.ms")
     timeout = d.get("kafka.transaction.timeout.ms")
     if d.get(_TRANSACTIONAL_ID) is not None and interval >= timeout:
-        d.error(
-            "kafka.transaction.interval.ms",
-            f"must be below kafka.transaction.timeout.ms = {timeout} (got {interval})",
-        )
+        d.error("kafka.transaction.interval.ms",
+                f"must be below kafka.transaction.timeout.ms = {timeout} (got {interval})")
 
 
 def _delivery_timeout_covers_linger_and_request(d: Draft) -> None:
@@ -310,16 +292,13 @@ def _delivery_timeout_covers_linger_and_request(d: Draft) -> None:
     if delivery >= floor:
         return
     if d.is_explicit("kafka.delivery.timeout.ms"):
-        d.error(
-            "kafka.delivery.timeout.ms",
-            f"must be >= kafka.linger.ms + kafka.request.timeout.ms = {floor} (got {delivery})",
-        )
+        d.error("kafka.delivery.timeout.ms",
+                f"must be >= kafka.linger.ms + kafka.request.timeout.ms = {floor} "
+                f"(got {delivery})")
     else:
         d.set("kafka.delivery.timeout.ms", floor)
-        d.warnings.append(
-            f"kafka.delivery.timeout.ms raised from its default {delivery} to "
-            f"linger.ms + request.timeout.ms = {floor}"
-        )
+        d.warnings.append(f"kafka.delivery.timeout.ms raised from its default {delivery} to "
+                          f"linger.ms + request.timeout.ms = {floor}")
 
 
 def _reconnect_backoff_static_when_only_initial_set(d: Draft) -> None:
@@ -329,9 +308,8 @@ def _reconnect_backoff_static_when_only_initial_set(d: Draft) -> None:
     initial, cap = "kafka.reconnect.backoff.ms", "kafka.reconnect.backoff.max.ms"
     if d.is_explicit(initial) and not d.is_explicit(cap):
         d.set(cap, d.get(initial))
-        d.warnings.append(
-            f"exponential reconnect backoff disabled: {initial} is set but {cap} is not"
-        )
+        d.warnings.append(f"exponential reconnect backoff disabled: {initial} is set but "
+                          f"{cap} is not")
 
 
 _BACKOFF_PAIRS = (
@@ -347,10 +325,8 @@ def _backoff_initial_within_cap(d: Draft) -> None:
     kpd lowers the initial value so that initial <= cap always holds for the engine."""
     for initial, cap in _BACKOFF_PAIRS:
         if d.get(initial) > d.get(cap):
-            d.warnings.append(
-                f"{initial} ({d.get(initial)}) is above {cap} ({d.get(cap)}): "
-                f"a static {d.get(cap)} ms is used"
-            )
+            d.warnings.append(f"{initial} ({d.get(initial)}) is above {cap} ({d.get(cap)}): "
+                              f"a static {d.get(cap)} ms is used")
             d.set(initial, d.get(cap))
 
 
@@ -380,10 +356,8 @@ def _ring_holds_largest_request(d: Draft) -> None:
     if ring >= 2 * largest:
         return
     if d.is_explicit("rings.records_bytes"):
-        d.error(
-            "rings.records_bytes",
-            f"must be at least 2 x kafka.max.request.size = {2 * largest} (got {ring})",
-        )
+        d.error("rings.records_bytes",
+                f"must be at least 2 x kafka.max.request.size = {2 * largest} (got {ring})")
         return
     workers = d.get("workers.count")
     needed = -(-2 * largest * _REPORTS_SHARE // (_REPORTS_SHARE - 1)) * workers
@@ -407,11 +381,9 @@ def _line_fits_a_request(d: Draft) -> None:
         return
     limit = d.get("kafka.max.request.size") - _REQUEST_OVERHEAD
     if lines.max_line_bytes > limit:
-        d.error(
-            "socket.lines",
-            f"max_line_bytes must be at most kafka.max.request.size - 1KiB = {limit} "
-            f"(got {lines.max_line_bytes})",
-        )
+        d.error("socket.lines",
+                f"max_line_bytes must be at most kafka.max.request.size - 1KiB = {limit} "
+                f"(got {lines.max_line_bytes})")
     if lines.path == d.get("socket.path"):
         d.error("socket.lines", "path must differ from socket.path")
 
@@ -439,35 +411,28 @@ def _sasl_needs_a_mechanism_and_its_credentials(d: Draft) -> None:
     mechanism = d.get("kafka.sasl.mechanism")
     needed: tuple[str, ...] = ()
     if mechanism is None:
-        d.error(
-            "kafka.sasl.mechanism",
-            f"is required with security.protocol {d.get('kafka.security.protocol')}",
-        )
+        d.error("kafka.sasl.mechanism", f"is required with security.protocol "
+                f"{d.get('kafka.security.protocol')}")
     elif mechanism in _SASL_NEEDS_USER:
         needed = ("kafka.sasl.username", "kafka.sasl.password")
     elif d.get("kafka.sasl.oauthbearer.method") == "oidc":
-        needed = (
-            "kafka.sasl.oauthbearer.token.endpoint.url",
-            "kafka.sasl.oauthbearer.client.id",
-            "kafka.sasl.oauthbearer.client.secret",
-        )
+        needed = ("kafka.sasl.oauthbearer.token.endpoint.url", "kafka.sasl.oauthbearer.client.id",
+                  "kafka.sasl.oauthbearer.client.secret")
         url = d.get("kafka.sasl.oauthbearer.token.endpoint.url") or ""
         if url and not url.startswith(("https://", "http://")):
-            d.error(
-                "kafka.sasl.oauthbearer.token.endpoint.url", "must be an https:// (or http://) URL"
-            )
+            d.error("kafka.sasl.oauthbearer.token.endpoint.url",
+                    "must be an https:// (or http://) URL")
     elif d.get("kafka.enable.sasl.oauthbearer.unsecure.jwt"):
         config = dict(d.get("kafka.sasl.oauthbearer.config"))
         if "principal" not in config:
-            d.error("kafka.sasl.oauthbearer.config", "needs principal=NAME for the unsecured JWT")
+            d.error("kafka.sasl.oauthbearer.config",
+                    "needs principal=NAME for the unsecured JWT")
         if not config.get("lifeSeconds", "3600").isdigit():
             d.error("kafka.sasl.oauthbearer.config", "lifeSeconds must be a whole number")
     elif d.get("kafka.sasl.oauthbearer.token") is None:
-        d.error(
-            "kafka.sasl.oauthbearer.token",
-            "is required with sasl.mechanism OAUTHBEARER and method default, unless "
-            "enable.sasl.oauthbearer.unsecure.jwt is true (development only)",
-        )
+        d.error("kafka.sasl.oauthbearer.token",
+                "is required with sasl.mechanism OAUTHBEARER and method default, unless "
+                "enable.sasl.oauthbearer.unsecure.jwt is true (development only)")
     for path in needed:
         if d.get(path) is None:
             d.error(path, f"is required with sasl.mechanism {mechanism}")
@@ -488,12 +453,9 @@ def _security_settings_unused_by_the_protocol_warn(d: Draft) -> None:
     protocol = d.get("kafka.security.protocol")
     tls, sasl = protocol in ("SSL", "SASL_SSL"), protocol.startswith("SASL_")
     ignored = sorted(
-        path
-        for path in d.explicit
-        if (
-            (path.startswith("kafka.ssl.") and not tls)
-            or (path.startswith(("kafka.sasl.", "kafka.enable.sasl.")) and not sasl)
-        )
+        path for path in d.explicit
+        if ((path.startswith("kafka.ssl.") and not tls)
+            or (path.startswith(("kafka.sasl.", "kafka.enable.sasl.")) and not sasl))
         and d.get(path) != _BY_PATH[path].kind.parse(_BY_PATH[path].default)
     )
     if ignored:

@@ -26,14 +26,8 @@ INT64_MAX = 2**63 - 1  # Java long: the bound of Kafka's Type.LONG settings
 # Kubernetes: "64MiB" is 67108864 bytes, "64MB" is 64000000.
 _SIZE_UNITS = {
     "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
 }
 _DURATION_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 _NUMBER_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
@@ -86,8 +80,7 @@ def _num(value: float) -> str:
 def _check_range(value: float, low: float, high: float, unit: str) -> None:
     if not low <= value <= high:
         raise ValueError(
-            f"must be between {_num(low)} and {_num(high)}{unit} (got {_num(value)}{unit})"
-        )
+            f"must be between {_num(low)} and {_num(high)}{unit} (got {_num(value)}{unit})")
 
 
 @dataclass(frozen=True)
