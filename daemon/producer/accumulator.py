@@ -95,12 +95,14 @@ class Accumulator:
         headers: Any,
         token: Any,
         now: float,
+        opened: float | None = None,
     ) -> int:
-        """Append one record to the partition's open batch; returns the bytes it took."""
+        """Append one record to the partition's open batch; returns the bytes it took.
+        ``opened``: when a batch this opens starts to linger (default ``now``)."""
         batches = pq.batches
         batch = batches[-1] if batches else None
         if batch is None or batch.sealed:
-            batch = self._new_batch(pq, now)
+            batch = self._new_batch(pq, now, opened)
         size = batch.builder.append(timestamp, key, value, headers)
         batch.tokens.append(token)
         batch.buffer_bytes += size
@@ -120,9 +122,10 @@ class Accumulator:
         pos: int,
         token: int,
         now: float,
+        opened: float | None = None,
     ) -> int:
         """Append packed records (see ``BatchBuilder.append_packed``) whose tokens are
-        ``token``, ``token + 1``, …; returns the bytes they took."""
+        ``token``, ``token + 1``, …; returns the bytes they took. ``opened`` as ``append``'s."""
         batch_size = self._settings.batch_size
         batches = pq.batches
         added_total = 0
@@ -130,7 +133,7 @@ class Accumulator:
         while index < count:
             batch = batches[-1] if batches else None
             if batch is None or batch.sealed:
-                batch = self._new_batch(pq, now)
+                batch = self._new_batch(pq, now, opened)
             builder = batch.builder
             end, pos, added = builder.append_packed(
                 timestamp, data, key_lens, value_lens, index, pos, batch_size
@@ -145,10 +148,12 @@ class Accumulator:
         self.buffer_used += added_total
         return added_total
 
-    def _new_batch(self, pq: PartitionQueue, now: float) -> ProducerBatch:
+    def _new_batch(self, pq: PartitionQueue, now: float, opened: float | None) -> ProducerBatch:
         s = self._settings
         builder = BatchBuilder(s.compression, s.compression_level, s.transactional)
-        batch = ProducerBatch(pq.topic, pq.partition, builder, now)
+        batch = ProducerBatch(
+            pq.topic, pq.partition, builder, now if opened is None else opened, now
+        )
         pq.batches.append(batch)
         self._wake()
         return batch

@@ -19,6 +19,7 @@ __all__ = ["ProducerBatch"]
 
 class ProducerBatch:
     __slots__ = (
+        "appended",
         "attempts",
         "base_sequence",
         "buffer_bytes",
@@ -44,13 +45,17 @@ class ProducerBatch:
         partition: int,
         builder: BatchBuilder,
         created: float,
+        appended: float | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
         self.builder: BatchBuilder | None = builder
         self.tokens: list[Any] = []
         self.buffer_bytes = 0  # what this batch holds of buffer.memory, returned on completion
-        self.created = created  # loop time of the first append: linger and delivery timeout
+        # Loop time its linger and delivery timeout count from: the first append, or earlier
+        # when its first record waited in a ring (ProducerEngine.accepted_at).
+        self.created = created
+        self.appended = created if appended is None else appended  # the stage trace's "batch"
         self.sealed = False
         self.payload: bytearray | None = None  # built bytes, set on first drain
         self.attempts = 0  # produce requests that carried this batch

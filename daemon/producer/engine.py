@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,6 +123,8 @@ class ProducerEngine:
             self._on_metadata,
         )
         self._accumulator = Accumulator(accumulator_settings(settings), self._wake_sender)
+        self._linger_s = settings.linger_ms / 1000
+        self._accepted_ms: int | None = None  # see accepted_at
         reporter = OutcomeReporter(self.counters, self._on_outcome)
         self._txn_channel: DirectChannel | None = None
         self._completion: Completion = (
@@ -254,7 +257,8 @@ class ProducerEngine:
         acc = self._accumulator
         if acc.buffer_used >= self.settings.buffer_memory:
             return False
-        acc.append(queue, timestamp_ms, key, value, headers, token, self._loop.time())
+        now = self._loop.time()
+        acc.append(queue, timestamp_ms, key, value, headers, token, now, self._opened(now))
         self.pending_records += 1
         return True
 
@@ -276,9 +280,24 @@ class ProducerEngine:
         if acc.buffer_used >= self.settings.buffer_memory:
             return False
         now = self._loop.time()
-        acc.append_packed(queue, timestamp_ms, data, key_lens, value_lens, pos, token, now)
+        opened = self._opened(now)
+        acc.append_packed(queue, timestamp_ms, data, key_lens, value_lens, pos, token, now, opened)
         self.pending_records += len(key_lens)
         return True
+
+    def accepted_at(self, received_ms: int) -> None:
+        """The records appended next were accepted (by ingest) at ``received_ms``, wall clock:
+        a batch they open lingers from then — at most ``linger.ms`` before now — not from
+        the append, so records that waited in a ring (a busy worker reading it late) do not
+        linger twice. Java's linger counts from ``send()``; ingest's acceptance is kpd's."""
+        self._accepted_ms = received_ms
+
+    def _opened(self, now: float) -> float | None:
+        accepted_ms = self._accepted_ms
+        if accepted_ms is None:
+            return None
+        waited = time.time() - accepted_ms / 1000
+        return now - min(max(waited, 0.0), self._linger_s)
 
     async def wait_for_buffer(self, timeout_s: float) -> bool:
         """Wait until buffer space is free; False after ``timeout_s`` (max.block.ms)."""

@@ -244,7 +244,7 @@ class Sender:
             if batch.attempts > 1:
                 counters.retries += 1
             else:
-                counters.stage_batch.observe(now - batch.created, batch.record_count)
+                counters.stage_batch.observe(now - batch.appended, batch.record_count)
         body = {
             "transactional_id": self._completion.transactional_id,
             "acks": self._s.acks,

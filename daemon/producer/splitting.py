@@ -25,7 +25,7 @@ def split_batch(batch: ProducerBatch) -> list[ProducerBatch]:
     parts = []
     for start, stop in ((0, half), (half, len(records))):
         builder = BatchBuilder(compression, None, False)
-        part = ProducerBatch(batch.topic, batch.partition, builder, batch.created)
+        part = ProducerBatch(batch.topic, batch.partition, builder, batch.created, batch.appended)
         for record in records[start:stop]:
             part.buffer_bytes += builder.append(
                 record.timestamp, record.key, record.value, record.headers

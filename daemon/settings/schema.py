@@ -173,7 +173,8 @@ KAFKA_SETTINGS: tuple[Setting, ...] = (
            "batches cost kpd 2x and the broker 2x the CPU per record of 256 KiB ones; "
            "docs/performance.md). linger.ms still bounds the wait at low rates."),
     _kafka("linger.ms", DurationMs(), 5,
-           "How long a partition's batch may wait for more records before it is sent."),
+           "How long a partition's batch may wait for more records before it is sent, "
+           "counted from ingest's acceptance of its first record."),
     _kafka("buffer.memory", Size(0, INT64_MAX), 33554432,
            "Per worker: bytes of records the engine may hold in open and in-flight batches; "
            "past it the worker stops reading its ring, which then fills."),

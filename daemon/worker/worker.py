@@ -222,6 +222,7 @@ class Worker:
         default_ts = entry.received_ms
         if not entry.records[0] & LAYOUT_HAS_TIMESTAMPS:  # every record gets received_ms
             state.assigned_ts = default_ts
+        self._engine.accepted_at(entry.received_ms)
         if self._adopted:
             done = self._adopted_runs(end_pos, state.seal)
             if done:
