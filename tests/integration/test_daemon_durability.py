@@ -68,6 +68,8 @@ def _published_bytes(daemon: KpdDaemon) -> int:
     offset 128 of its header (daemon/ring/region.py), read from the file itself."""
     total = 0
     for path in daemon.rings_dir.glob(f"{daemon.prefix}-records-*"):
+        if not path.name.rpartition("-")[2].isdigit():
+            continue  # a worker's done journal (records-N.done) beside its ring
         with open(path, "rb") as ring:
             ring.seek(128)
             total += int.from_bytes(ring.read(8), sys.byteorder)
