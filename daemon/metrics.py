@@ -187,7 +187,10 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _g("kpd_requests_in_flight", "Produce requests awaiting an answer."),
     _c("kpd_batch_retries_total", "Batches sent again after a retriable error."),
     _c("kpd_batch_splits_total", "Batches split after MESSAGE_TOO_LARGE."),
-    _c("kpd_producer_epoch_bumps_total", "Idempotent producer epoch bumps."),
+    _c(
+        "kpd_producer_epoch_bumps_total",
+        "Producer epoch bumps: idempotent (KIP-360), and exactly-once after each abort.",
+    ),
     _c("kpd_broker_errors_total", "Error codes in produce responses.", ("worker", "error")),
     _g("kpd_buffer_available_bytes", "Free buffer.memory of the worker's engine."),
     _g("kpd_buffer_total_bytes", "buffer.memory of the worker's engine."),
@@ -212,6 +215,13 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     # ---- worker: exactly-once mode (kafka.transactional.id) ------------------------------
     _c("kpd_transactions_committed_total", "Transactions committed (EndTxn commit)."),
     _c("kpd_transactions_aborted_total", "Transactions aborted and replayed."),
+    _c(
+        "kpd_transaction_recoveries_total",
+        "Transactions the coordinator aborted itself (open past transaction.timeout.ms, e.g. "
+        "through an outage) that were replayed under a new epoch, by the error that revealed "
+        "it.",
+        ("worker", "reason"),
+    ),
     _h("kpd_transaction_commit_seconds", "EndTxn(commit) round trip.", LATENCY_BOUNDS),
     _h("kpd_transaction_records", "Records per committed transaction.", COUNT_BOUNDS),
     _g(
@@ -484,6 +494,8 @@ class WorkerMetrics:
             out.add("kpd_transactions_aborted_total", w, c.transactions_aborted)
             out.transfer("kpd_transaction_commit_seconds", (), c.transaction_commit_time)
             out.transfer("kpd_transaction_records", (), c.transaction_records)
+        for reason, n in c.transaction_recoveries.items():
+            out.add("kpd_transaction_recoveries_total", (*w, reason), n)
         for error, n in c.errors_by_code.items():
             out.add("kpd_broker_errors_total", (*w, error), n)
         out.transfer("kpd_batch_size_bytes", (), c.batch_bytes)

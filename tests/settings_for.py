@@ -20,11 +20,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from daemon.config import DaemonConfig, ProducerSettings, parse_config
+from daemon.ingest.kafka.listener import KafkaListenerSettings
 from daemon.ingest.server import IngestSettings
 from daemon.net.connection import ConnectionSettings
 from daemon.net.from_config import connection_settings, reconnect_policy
 from daemon.net.pool import ReconnectPolicy
-from daemon.process.child import ingest_settings
+from daemon.process.child import ingest_settings, kafka_listener_settings
 
 __all__ = ["BUILDERS", "default_config", "settings_for"]
 
@@ -42,6 +43,7 @@ BUILDERS: dict[type, Callable[[DaemonConfig], Any]] = {
     ),
     ReconnectPolicy: lambda config: reconnect_policy(config.producer),
     IngestSettings: ingest_settings,
+    KafkaListenerSettings: kafka_listener_settings,
 }
 
 

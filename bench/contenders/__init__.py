@@ -120,7 +120,8 @@ def _paced_contenders() -> list[Contender]:
                 paced_name("confluent-kafka-via-kpd", rate), _CONFLUENT,
                 f"{paced_name('confluent-kafka', rate)} through kpd's Kafka listener "
                 "(confluent-kafka-via-kpd)",
-                options=_paced(rate), service="kpd", service_settings=_VIA_KPD,
+                options=_paced(rate), service="kpd",
+                service_settings={**_VIA_KPD, **_METRICS_ON},
             ),
         ]  # fmt: skip
     return made

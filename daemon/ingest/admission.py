@@ -22,6 +22,9 @@ The interface is small on purpose:
   set, never a ``next_source_id``): then every entry it stages is journaled in
   ``sessions`` once published;
 * ``name`` -- for logs;
+* ``batched`` -- whether the source batched its records already (a Kafka client lingers
+  before each Produce request): their ring entries carry ``BATCHED`` and a worker sends them
+  without lingering a second time;
 * ``refused(first_seq, count, code, message, kafka_error)`` -- records admission did not take
   (FAILED, NOT_PERSISTED); admission has counted them already;
 * ``reader`` -- the ``ReportReader`` that hears this source's outcomes, or None for a source
@@ -86,6 +89,7 @@ class RecordSource(Protocol):
 
     conn_id: int
     name: str
+    batched: bool
     reader: ReportReader | None
 
     def refused(
@@ -273,10 +277,11 @@ class Admission:
             ring_index = worker_for(header.topic, partition, workers)
             ring = self._records[ring_index]
             head = entry_head(source.conn_id, first_seq, n, partition, now_ms, ack, topic,
-                              offsets)  # fmt: skip
+                              offsets, source.batched)  # fmt: skip
             view = ring.reserve(len(head) + len(records))
             if view is None:
-                return self._enqueue_when_free(source, entries[position:], header, ack)
+                started = {entry[0] for entry in entries[:position]}
+                return self._enqueue_when_free(source, entries[position:], header, ack, started)
             view[: len(head)] = head
             view[len(head) :] = records
             del view
@@ -284,8 +289,16 @@ class Admission:
             self._accepted(source, first_seq, n, partition, ack, offsets)
         return None
 
-    async def _enqueue_when_free(self, source, entries, header, ack) -> None:
+    async def _enqueue_when_free(self, source, entries, header, ack, started: set[int]) -> None:
+        """Wait for ring space, up to max.block.ms, then refuse BUFFER_FULL. A unit is taken
+        whole or from its start per partition: once an entry of a partition is in its ring
+        (``started``), the unit's later entries of it wait for space however long it takes
+        (the worker frees space as Kafka answers or delivery.timeout.ms fails records), and
+        once one is refused, so are its later ones. So a Kafka client's batch is never taken
+        in part (its retry would produce the part twice), nor a partition's records out of
+        order."""
         topic = header.topic.encode()
+        refused: set[int] = set()
         workers = len(self._records)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_block_s
@@ -297,13 +310,17 @@ class Admission:
             ring = self._records[ring_index]
             now_ms = time.time_ns() // 1_000_000
             head = entry_head(source.conn_id, first_seq, n, partition, now_ms, ack, topic,
-                              offsets)  # fmt: skip
+                              offsets, source.batched)  # fmt: skip
             size = len(head) + len(records)
-            while (view := ring.reserve(size)) is None:
+            while partition not in refused and (view := ring.reserve(size)) is None:
+                if partition in started:
+                    await ring.wait_writable(size)
+                    continue
                 remaining = deadline - loop.time()
                 if remaining <= 0 or not await ring.wait_writable(size, timeout=remaining):
                     break
-            if view is None:
+            if partition in refused or view is None:
+                refused.add(partition)
                 self.buffer_full_events += 1
                 message = f"worker ring full for {self.max_block_s * 1000:.0f} ms (max.block.ms)"
                 for seq, _, k in _runs_of(first_seq, n, offsets):
@@ -313,6 +330,7 @@ class Admission:
             view[len(head) :] = records
             del view
             ring.publish()
+            started.add(partition)
             self._accepted(source, first_seq, n, partition, ack, offsets)
             self._announce([ring_index])
 

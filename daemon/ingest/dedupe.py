@@ -17,6 +17,11 @@ owner chooses). The owner asks:
   ``Piece``: its first sequence number, its count, the outcome and ``delta``, its distance
   from the start of the outcome's run) and the sub-ranges still pending.
 * ``forget_below(key, seq)`` -- the sender holds nothing below ``seq``: the window drops it.
+* ``withdraw(key, first, count)`` -- a pending range that was never produced (failed
+  NOT_PERSISTED): it is no longer taken, so a resend of it is new.
+
+A range may carry a ``tag`` (any JSON value, journaled with it): the owner's own name for it,
+such as the Kafka listener's ring sequence number, by which its worker's report comes back.
 
 Bounds: a window keeps at most ``window_records`` sequence numbers of *resolved* history (the
 oldest resolved ranges go first; pending ranges stay until resolved: the rings bound them);
@@ -25,8 +30,10 @@ a key nobody touched for ``idle_expiry_s`` is dropped (``expire``; also at load)
 Durability: an append-only file of JSON lines. A torn last line (kill -9 mid-write) is
 ignored on load; at load, and whenever the file has grown to ``COMPACT_FACTOR`` times its
 live content, it is rewritten compacted (temporary file + rename). Page-cache writes survive
-any crash of kpd's processes, as the ring files do; a power loss is ``rings.fsync``'s domain
-and not made safer here.
+any crash of kpd's processes, as the ring files do. A power loss is ``rings.fsync``'s domain:
+the owner of the rings' syncs (``ring_sync.RingSync``) syncs the journal with them (``sync``),
+so what a client was told is on the disk as its ring entries are; with ``durable`` a
+compaction syncs its new file before the rename.
 
 Owned by one event loop; no locks. Pure apart from its file; must not import ingest, the
 rings or the protocol codecs.
@@ -43,7 +50,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["COMPACT_FACTOR", "DedupeJournal", "Piece", "Window"]
+__all__ = ["COMPACT_FACTOR", "DedupeJournal", "Piece", "TakenRange", "Window"]
 
 COMPACT_FACTOR = 4  # rewrite once the file holds this many times its live lines (and > 1000)
 _COMPACT_MIN_LINES = 1000
@@ -59,11 +66,12 @@ class Piece(NamedTuple):
 
 
 @dataclass(slots=True)
-class _Range:
+class TakenRange:
     first: int
     count: int
     runs: list[tuple[int, int, Any]] = field(default_factory=list)
     resolved: int = 0  # records of the range with an outcome
+    tag: Any = None  # the owner's name for the range (module docstring)
 
     @property
     def end(self) -> int:
@@ -75,7 +83,7 @@ class Window:
     """One key's taken ranges (disjoint, contiguous or not: the owner decides), kept sorted
     by first sequence number so that a lookup is a binary search, never a scan."""
 
-    ranges: list[_Range] = field(default_factory=list)
+    ranges: list[TakenRange] = field(default_factory=list)
     firsts: list[int] = field(default_factory=list)  # ranges[i].first, for bisect
     floor: int = 0  # the owner said nothing below this is needed (``forget_below``)
     touched: float = 0.0  # clock() of the last taken/resolved/forget/touch
@@ -87,14 +95,14 @@ class Window:
         """One past the newest taken sequence number; None for an empty window."""
         return self.ranges[-1].end if self.ranges else None
 
-    def add(self, taken: _Range) -> None:
+    def add(self, taken: TakenRange) -> None:
         index = bisect_right(self.firsts, taken.first)
         self.firsts.insert(index, taken.first)
         self.ranges.insert(index, taken)
         self.pending += taken.count - taken.resolved
         self.lines += 1 + len(taken.runs)
 
-    def overlapping(self, first: int, end: int) -> Iterator[_Range]:
+    def overlapping(self, first: int, end: int) -> Iterator[TakenRange]:
         ranges = self.ranges
         index = max(bisect_right(self.firsts, first) - 1, 0)
         while index < len(ranges) and ranges[index].first < end:
@@ -108,6 +116,12 @@ class Window:
         self.lines -= n + sum(len(r.runs) for r in dropped)
         del self.ranges[:n]
         del self.firsts[:n]
+
+    def remove(self, index: int) -> None:
+        taken = self.ranges.pop(index)
+        del self.firsts[index]
+        self.pending -= taken.count - taken.resolved
+        self.lines -= 1 + len(taken.runs)
 
     def drop_below(self, seq: int) -> None:
         n = 0
@@ -126,8 +140,11 @@ class DedupeJournal:
         window_records: int,
         idle_expiry_s: float,
         clock: Callable[[], float] = time.time,
+        durable: bool = False,
     ) -> None:
         self.path = path
+        self.durable = durable  # rings.fsync is not "never": compactions sync their file
+        self.dirty = False  # lines written since the last ``sync``
         self.window_records = window_records
         self.idle_expiry_s = idle_expiry_s
         self._clock = clock
@@ -184,18 +201,22 @@ class DedupeJournal:
         window.touched = self._clock()
         return window
 
-    def taken(self, key: str, first: int, count: int, outcome: Any = None) -> None:
+    def taken(self, key: str, first: int, count: int, outcome: Any = None,
+              tag: Any = None) -> None:  # fmt: skip
         """``outcome`` (not None): known already; journaled in the same line, so that no
         crash can leave the range taken without it."""
         window = self.touch(key)
-        taken = _Range(first, count)
+        taken = TakenRange(first, count, tag=tag)
         window.add(taken)
+        tagged = "" if tag is None else f',"g":{_json(tag)}'
         if outcome is None:
-            self._emit(f'{{"k":{self._key(key)},"t":[{first},{count}],"ms":{self._ms()}}}\n')
+            self._emit(
+                f'{{"k":{self._key(key)},"t":[{first},{count}]{tagged},"ms":{self._ms()}}}\n'
+            )
         else:
             self._apply(window, first, count, outcome)
             self._emit(
-                f'{{"k":{self._key(key)},"t":[{first},{count}],'
+                f'{{"k":{self._key(key)},"t":[{first},{count}]{tagged},'
                 f'"o":[{first},{count},{_json(outcome)}],"ms":{self._ms()}}}\n'
             )
         self._bound(window)
@@ -224,6 +245,12 @@ class DedupeJournal:
         window.floor = seq
         window.drop_below(seq)
         self._write({"k": key, "f": seq})
+
+    def withdraw(self, key: str, first: int, count: int) -> None:
+        """The pending ranges within ``[first, first + count)`` are no longer taken."""
+        window = self.windows.get(key)
+        if window is not None and _withdraw(window, first, first + count):
+            self._write({"k": key, "w": [first, count]})
 
     def drop(self, key: str) -> None:
         if self.windows.pop(key, None) is not None:
@@ -256,6 +283,21 @@ class DedupeJournal:
 
     # ---- the file --------------------------------------------------------------------------
 
+    def ranges(self) -> Iterator[tuple[str, TakenRange]]:
+        """Every taken range with its key (the owner rebuilding its index of tags)."""
+        for key, window in self.windows.items():
+            for taken in window.ranges:
+                yield key, taken
+
+    def sync_fd(self) -> int | None:
+        """A duplicate of the file's descriptor for the caller to ``fdatasync`` (in a thread,
+        beside the ring files' syncs: ``ring_sync.RingSync``) and close; None when no line was
+        written since the last call. Lines written after this call are the next sync's."""
+        if self._fd is None or not self.dirty:
+            return None
+        self.dirty = False
+        return os.dup(self._fd)
+
     def compact(self) -> None:
         """Rewrite the file with only the live state (temporary file + rename)."""
         if self.path is None:
@@ -268,11 +310,17 @@ class DedupeJournal:
                 out.write(_line({"k": key, "f": window.floor, "ms": int(window.touched * 1000)}))
                 lines += 1
                 for taken in window.ranges:
-                    out.write(_line({"k": key, "t": [taken.first, taken.count]}))
+                    line: dict = {"k": key, "t": [taken.first, taken.count]}
+                    if taken.tag is not None:
+                        line["g"] = taken.tag
+                    out.write(_line(line))
                     lines += 1
                     for run in taken.runs:
                         out.write(_line({"k": key, "o": list(run)}))
                         lines += 1
+            if self.durable:  # the rename must not reach the disk before the lines
+                out.flush()
+                os.fsync(out.fileno())
         os.replace(tmp, self.path)
         if self._fd is not None:
             os.close(self._fd)
@@ -310,6 +358,7 @@ class DedupeJournal:
 
     def _append(self, text: str, lines: int) -> None:
         os.write(self._fd, text.encode())
+        self.dirty = True
         before, self._lines = self._lines, self._lines + lines
         # Checked once per _COMPACT_MIN_LINES lines written: the live count is per window.
         if before // _COMPACT_MIN_LINES != self._lines // _COMPACT_MIN_LINES and (
@@ -341,13 +390,16 @@ class DedupeJournal:
         window.touched = max(window.touched, record.get("ms", 0) / 1000)
         if "t" in record:
             first, count = record["t"]
-            window.add(_Range(first, count))
+            window.add(TakenRange(first, count, tag=record.get("g")))
         if "o" in record:  # alone, or with its "t" in the same line
             first, count, outcome = record["o"]
             self._apply(window, first, count, outcome)
         elif "f" in record:
             window.floor = max(window.floor, record["f"])
             window.drop_below(window.floor)
+        elif "w" in record:
+            first, count = record["w"]
+            _withdraw(window, first, first + count)
 
     @staticmethod
     def _apply(window: Window, first: int, count: int, outcome: Any) -> int:
@@ -375,6 +427,17 @@ class DedupeJournal:
             n += 1
         if n:
             window.drop_front(n)
+
+
+def _withdraw(window: Window, first: int, end: int) -> bool:
+    """Remove the window's pending ranges lying within ``[first, end)``; whether any."""
+    gone = [
+        i for i, taken in enumerate(window.ranges)
+        if first <= taken.first and taken.end <= end and not taken.resolved
+    ]  # fmt: skip
+    for index in reversed(gone):
+        window.remove(index)
+    return bool(gone)
 
 
 # One encoder: json.dumps with separators builds a new JSONEncoder per call.

@@ -156,6 +156,7 @@ class LinesConnection(asyncio.Protocol):
     event loop."""
 
     reader = None  # write-only: nobody reads outcomes here (admission.RecordSource)
+    batched = False  # one line at a time: the worker's linger.ms gathers them
 
     def __init__(self, listener: LinesListener, conn_id: int) -> None:
         self._listener = listener

@@ -12,6 +12,12 @@ synced (``fdatasync`` of the ring file, in a worker thread so the event loop kee
   (group commit: while one sync runs, publishes gather for the next, so a sync covers many
   frames of many clients).
 
+The dedupe journals beside the ring files (``dedupe.DedupeJournal``: the protocol v2
+sessions', the Kafka listener's producers') follow the same rule (``watch``): a sync covers
+their lines written before it began, so with ``always`` a line written before an answer is
+held is on the disk before the answer goes, and ``after_sync`` holds any other answer (the
+Kafka listener's acks=all outcomes) until the lines written before it are synced.
+
 What a sync covers is whatever the file holds when it runs; entries torn by a crash during or
 between syncs are cut by the next start's ``recover`` (their seals do not match), so no policy
 ever produces a torn entry: the policy only decides how much of what was accepted survives.
@@ -21,8 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Iterable
 
+from daemon.ingest.dedupe import DedupeJournal
 from daemon.ring import RingProducer
 
 __all__ = ["RingSync"]
@@ -39,6 +47,7 @@ class RingSync:
     def __init__(self, policy: str | int, rings: list[RingProducer]) -> None:
         self.policy = policy
         self._rings = rings
+        self._journals: list[DedupeJournal] = []  # synced with the rings (``watch``)
         self._dirty: set[int] = set()  # rings published to since the last sync began
         self._waiting: list[Announce] = []  # announcements held for the next sync (always)
         self._running: asyncio.Task | None = None
@@ -48,6 +57,25 @@ class RingSync:
     def start(self) -> None:
         if isinstance(self.policy, int):
             self._ticker = asyncio.get_running_loop().create_task(self._every(self.policy))
+
+    def watch(self, journal: DedupeJournal) -> None:
+        """Sync ``journal`` with the rings, by the same policy."""
+        self._journals.append(journal)
+
+    def after_sync(self, call: Announce) -> None:
+        """Call ``call`` once what was written so far is synced (``always``; at once
+        otherwise, or when nothing written waits for a sync)."""
+        if self.policy != "always" or (
+            self._running is None and not self._dirty and not self._dirty_journals()
+        ):
+            call()
+            return
+        self._waiting.append(call)
+        if self._running is None:
+            self._running = asyncio.get_running_loop().create_task(self._group_commit())
+
+    def _dirty_journals(self) -> bool:
+        return any(journal.dirty for journal in self._journals)
 
     def published(self, ring_indices: Iterable[int], announce: list[Announce]) -> None:
         if self.policy == "never":
@@ -69,7 +97,7 @@ class RingSync:
             self._ticker.cancel()
         if self._running is not None:
             await self._running
-        if self.policy != "never" and self._dirty:
+        if self.policy != "never" and (self._dirty or self._dirty_journals()):
             await self._sync_dirty()
 
     async def _group_commit(self) -> None:
@@ -85,15 +113,18 @@ class RingSync:
     async def _every(self, interval_ms: int) -> None:
         while True:
             await asyncio.sleep(interval_ms / 1000)
-            if self._dirty:
+            if self._dirty or self._dirty_journals():
                 await self._sync_dirty()
 
     async def _sync_dirty(self) -> None:
         rings = [self._rings[i] for i in sorted(self._dirty)]
         self._dirty.clear()
+        # Duplicates of the journals' descriptors, taken on the loop: a compaction may close
+        # and replace a journal's own descriptor while the thread syncs.
+        files = [fd for fd in (journal.sync_fd() for journal in self._journals) if fd is not None]
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(None, _sync_all, rings)
+            await loop.run_in_executor(None, _sync_all, rings, files)
         except OSError:
             # The disk refused (EIO, ENOSPC on some file systems): the entries are still in
             # the page cache and reach Kafka as usual; only their power-loss safety is gone.
@@ -101,6 +132,12 @@ class RingSync:
         self.syncs += 1
 
 
-def _sync_all(rings: list[RingProducer]) -> None:
-    for ring in rings:
-        ring.sync()
+def _sync_all(rings: list[RingProducer], files: list[int]) -> None:
+    try:
+        for ring in rings:
+            ring.sync()
+        for fd in files:
+            os.fdatasync(fd)
+    finally:
+        for fd in files:
+            os.close(fd)

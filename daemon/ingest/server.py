@@ -130,7 +130,9 @@ class IngestServer:
         if settings.sessions_path is not None:
             journal = DedupeJournal(settings.sessions_path,
                                     window_records=settings.session_window_records,
-                                    idle_expiry_s=settings.session_expiry_s)  # fmt: skip
+                                    idle_expiry_s=settings.session_expiry_s,
+                                    durable=settings.fsync != "never")  # fmt: skip
+            sync.watch(journal)  # synced with the rings, by rings.fsync
             sessions = Sessions(journal)
             unreleased = (entry for ring in records for entry in ring.unreleased_entries())
             adopted = sessions.adopt(map(decode_records_entry, unreleased))

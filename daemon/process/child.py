@@ -315,24 +315,32 @@ def _lines_listener(settings, admission: Admission) -> LinesListener | None:
 
 
 def _kafka_listener(config, admission: Admission) -> KafkaListener | None:
-    """The Kafka-protocol listener of ``socket.kafka``, or None when it is not configured.
-    Its dedupe state lives beside the ring files, so it survives what they survive."""
+    """The Kafka-protocol listener of ``socket.kafka``, or None when it is not configured."""
+    settings = kafka_listener_settings(config)
+    if settings is None:
+        return None
+    if not _is_loopback(settings.host):
+        log.warning("socket.kafka listens on %s: anyone who can reach it can produce",
+                    settings.host)  # fmt: skip
+    return KafkaListener(settings, admission)
+
+
+def kafka_listener_settings(config: DaemonConfig) -> KafkaListenerSettings | None:
+    """The listener's settings (None: ``socket.kafka`` not set). Its dedupe journal lives
+    beside the ring files and is synced with them, so it survives what they survive."""
     address = config.socket.kafka
     if address is None:
         return None
     host, port = address
-    if not _is_loopback(host):
-        log.warning("socket.kafka listens on %s: anyone who can reach it can produce", host)
     state = os.path.join(config.rings.directory, f"{config.rings.prefix}-kafka-producers.jsonl")
-    return KafkaListener(
-        KafkaListenerSettings(
-            host=host,
-            port=port,
-            max_connections=config.socket.max_connections,
-            max_request_bytes=config.socket.max_frame_bytes,
-            state_path=state,
-        ),
-        admission,
+    return KafkaListenerSettings(
+        host=host,
+        port=port,
+        max_connections=config.socket.max_connections,
+        max_request_bytes=config.socket.max_frame_bytes,
+        state_path=state,
+        producer_expiry_s=config.socket.kafka_producer_expiry_s,
+        durable=config.rings.fsync != "never",
     )
 
 

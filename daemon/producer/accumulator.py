@@ -148,6 +148,15 @@ class Accumulator:
         self.buffer_used += added_total
         return added_total
 
+    def send_now(self, pq: PartitionQueue) -> None:
+        """The partition's open batch is sendable now, without waiting for linger; it stays
+        open, so what is appended before the sender can take it (a full in-flight window)
+        joins it: no wait when idle, coalescing when busy."""
+        batches = pq.batches
+        if batches and not batches[-1].due_now:
+            batches[-1].due_now = True
+            self._wake()
+
     def _new_batch(self, pq: PartitionQueue, now: float, opened: float | None) -> ProducerBatch:
         s = self._settings
         builder = BatchBuilder(s.compression, s.compression_level, s.transactional)
@@ -234,7 +243,7 @@ class Accumulator:
         batch = self._drainable_head(pq, now)
         if batch is None:
             return None
-        if batch.sealed or len(pq.batches) > 1 or self._flushes:
+        if batch.sealed or batch.due_now or len(pq.batches) > 1 or self._flushes:
             return batch
         if batch.created + self._settings.linger_s <= now or self._buffer_pressed():
             return batch
@@ -261,7 +270,10 @@ class Accumulator:
             if not pq.batches:
                 continue
             batch = pq.batches[0]
-            due = batch.retry_at if batch.retry_at > now else batch.created + linger
+            if batch.retry_at > now:
+                due = batch.retry_at
+            else:
+                due = now if batch.due_now else batch.created + linger
             # Compared as ``_sendable_head`` does (due <= now), never as now - created >=
             # linger: the two round differently, and a head due here but not there was taken
             # for "due but cannot go" and waited the 50 ms recheck instead of going.

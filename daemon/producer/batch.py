@@ -25,6 +25,7 @@ class ProducerBatch:
         "buffer_bytes",
         "builder",
         "created",
+        "due_now",
         "in_doubt",
         "order",
         "partition",
@@ -57,6 +58,9 @@ class ProducerBatch:
         self.created = created
         self.appended = created if appended is None else appended  # the stage trace's "batch"
         self.sealed = False
+        # Sendable without waiting for linger, but still open: records appended before it is
+        # drained join it (its source batched them already: ``Accumulator.send_now``).
+        self.due_now = False
         self.payload: bytearray | None = None  # built bytes, set on first drain
         self.attempts = 0  # produce requests that carried this batch
         self.sent_at = 0.0

@@ -72,6 +72,9 @@ class ProducerCounters:
     # Exactly-once mode only.
     transactions_committed: int = 0
     transactions_aborted: int = 0
+    # Aborts the coordinator made itself (a transaction past transaction.timeout.ms) that
+    # kpd recovered from under a new epoch, by the error that revealed them.
+    transaction_recoveries: Counter = field(default_factory=Counter)
     transaction_commit_time: LatencyHistogram = field(default_factory=LatencyHistogram)
     transaction_records: LatencyHistogram = field(
         default_factory=lambda: LatencyHistogram(COUNT_BOUNDS)

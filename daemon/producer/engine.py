@@ -285,6 +285,12 @@ class ProducerEngine:
         self.pending_records += len(key_lens)
         return True
 
+    def send_now(self, topic: str, partition: int) -> None:
+        """The partition's open batch is sendable at once, whatever ``linger.ms`` says: its
+        records were batched by their source already (a Kafka client's linger.ms)."""
+        acc = self._accumulator
+        acc.send_now(acc.queue(topic, partition))
+
     def accepted_at(self, received_ms: int) -> None:
         """The records appended next were accepted (by ingest) at ``received_ms``, wall clock:
         a batch they open lingers from then — at most ``linger.ms`` before now — not from

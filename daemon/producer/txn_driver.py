@@ -18,6 +18,12 @@ the manager's own methods:
   and puts every held batch back in its partition queue, to be committed in a fresh
   transaction. A batch the broker rejected for itself (too large, invalid) is failed, as the
   Java producer fails it; the others are replayed instead of failed;
+* a refused epoch (INVALID_PRODUCER_EPOCH, PRODUCER_FENCED) is such an abort too: the
+  coordinator aborted the transaction itself — it outlived ``transaction.timeout.ms``, as
+  through a broker outage — or another producer took the id. The manager's next
+  InitProducerId and the transaction's age tell (KIP-588, ``transactions.py``): a timeout,
+  and the transaction is replayed under the new epoch (one log line,
+  ``transaction_recoveries``); a fence, and it is fatal;
 * a fatal error (fenced by another producer with the same id, not authorized) fails every
   record the engine holds and every record appended later, with that error: the worker
   writes nothing more, and says so in its log, metrics and status.
@@ -37,6 +43,7 @@ from daemon.producer.completion import OutcomeReporter, TransactionStats, Turn
 from daemon.producer.counters import ProducerCounters
 from daemon.producer.outcomes import DeliveryFailure
 from daemon.producer.transactions import (
+    EPOCH_REFUSED,
     FATAL_CODES,
     TransactionAbortable,
     TransactionFatal,
@@ -75,6 +82,9 @@ class TransactionalCompletion:
         self._bytes = 0
         self._started = 0.0
         self._commit_sent = False  # an EndTxn(commit) went out without a clear answer yet
+        # The error code of the abort being recovered from until the next epoch is granted
+        # (0: none, or an abort with no broker error behind it).
+        self._recovering = ErrorCode.NONE
 
     def stats(self) -> TransactionStats:
         m = self.manager
@@ -88,8 +98,14 @@ class TransactionalCompletion:
     # ---- the sender's loop ---------------------------------------------------------------
 
     async def prepare(self, now: float, in_flight: int, flushing: bool, stopping: bool) -> Turn:
-        """Move the transaction on; SEND when the sender may drain (``drainable``)."""
-        return Turn.SEND if await self._step(now, in_flight, flushing, stopping) else Turn.HOLD
+        """Move the transaction on; SEND when the sender may drain (``drainable``), BACK_OFF
+        when the coordinator could not be reached (the loop must come back by itself: an
+        abort waits for no record to wake it)."""
+        try:
+            sendable = await self._step(now, in_flight, flushing, stopping)
+        except TransactionRetriable:
+            return Turn.BACK_OFF  # the coordinator is unreachable: again after the backoff
+        return Turn.SEND if sendable else Turn.HOLD
 
     async def _step(self, now: float, in_flight: int, flushing: bool, stopping: bool) -> bool:
         m = self.manager
@@ -109,10 +125,8 @@ class TransactionalCompletion:
                 return await self._commit(in_flight, now)
             await self._add_partitions(now)
             return True
-        except TransactionRetriable:
-            return False  # the coordinator is unreachable: again on a later turn
         except TransactionAbortable as exc:
-            m.begin_abort(str(exc))
+            m.begin_abort(str(exc), exc.code)
             return False
         except TransactionFatal as exc:
             m.fail(exc)
@@ -151,8 +165,23 @@ class TransactionalCompletion:
         )
 
     async def _initialize(self) -> None:
-        await self.manager.initialize()  # batches are stamped with its producer id and epoch
+        m = self.manager
+        first = m.producer_id < 0
+        await m.initialize()  # batches are stamped with its producer id and epoch
         self._acc.reset_sequences()
+        if not first:
+            self._counters.epoch_bumps += 1  # after an abort: the replay goes under it
+        cause, self._recovering = self._recovering, ErrorCode.NONE
+        if cause in EPOCH_REFUSED:
+            self._counters.transaction_recoveries[error_name(cause)] += 1
+            log.warning(
+                "%s: recovered from %s: the coordinator had aborted the transaction itself (it "
+                "was open longer than transaction.timeout.ms = %d ms, e.g. through a broker "
+                "outage); producer id %d epoch %d by %s; the aborted transaction's records "
+                "go again in a new one",
+                m.transactional_id, error_name(cause), m.settings.timeout_ms,
+                m.producer_id, m.epoch, m.recovered_by,
+            )  # fmt: skip
 
     async def _add_partitions(self, now: float) -> None:
         m = self.manager
@@ -191,6 +220,9 @@ class TransactionalCompletion:
         if in_flight:
             return False  # every answer of the transaction first
         await self.manager.end(commit=False)
+        # Read after EndTxn(abort): its refusal may be what revealed a refused epoch.
+        self._recovering = self.manager.abort_cause
+        self._commit_sent = False  # any EndTxn(commit) was answered, or the abort overrides it
         self._counters.transactions_aborted += 1
         replay = [b for b, _, _ in self._acked] + self._replay
         self._acked, self._replay = [], []
@@ -226,6 +258,13 @@ class TransactionalCompletion:
         """A batch's error inside a transaction; True when handled here, False when the
         sender's own retry applies (a retriable error while the transaction is healthy)."""
         m = self.manager
+        if code in EPOCH_REFUSED:
+            # The coordinator aborted our transaction (timed out) or we are fenced: abort, and
+            # the next epoch says which. The batch was not appended: replay it.
+            self._acc.hold(batch)
+            self._replay.append(batch)
+            self._abort_open(f"{batch.topic}-{batch.partition}: {error_name(code)}", code)
+            return True
         if code in FATAL_CODES or kind is Action.FATAL:
             self._acc.hold(batch)
             self._replay.append(batch)
@@ -237,7 +276,7 @@ class TransactionalCompletion:
             # The transaction is lost anyway, or this batch lost its sequence state: replay.
             self._acc.hold(batch)
             self._replay.append(batch)
-            self._abort_open(f"{batch.topic}-{batch.partition}: {error_name(code)} {message}")
+            self._abort_open(f"{batch.topic}-{batch.partition}: {error_name(code)} {message}", code)
             return True
         return False
 
@@ -255,11 +294,14 @@ class TransactionalCompletion:
         if batch.transaction >= 0:  # sent in this transaction: its sequence is used
             self._abort_open(why)
 
-    def _abort_open(self, why: str) -> None:
-        """An abortable error: abort the open transaction once its answers are in."""
+    def _abort_open(self, why: str, code: int = ErrorCode.NONE) -> None:
+        """An abortable error: abort the open transaction once its answers are in (an abort
+        under way takes the error as one more cause)."""
         m = self.manager
-        if m.state in (TxnState.IN_TRANSACTION, TxnState.COMMITTING, TxnState.READY):
-            m.begin_abort(why)
+        if m.state in (
+            TxnState.IN_TRANSACTION, TxnState.COMMITTING, TxnState.READY, TxnState.ABORTING
+        ):  # fmt: skip
+            m.begin_abort(why, code)
 
     # ---- closing -------------------------------------------------------------------------
 

@@ -125,6 +125,7 @@ class SocketSettings:
     session_window_records: int  # protocol v2: resolved history kept per session
     lines: LinesSocketSettings | None  # None: no plain-text listener
     kafka: tuple[str, int] | None  # None: no Kafka-protocol listener
+    kafka_producer_expiry_s: float  # the listener's producer.id.expiration.ms
 
 
 @dataclass(**_FROZEN)

@@ -207,7 +207,8 @@ KAFKA_SETTINGS: tuple[Setting, ...] = (
            "max.in.flight <= 5. Null: no transactions."),
     _kafka("transaction.timeout.ms", _MS_INT, 60000,
            "How long the coordinator lets a transaction stay open before it aborts it; at most "
-           "the broker's transaction.max.timeout.ms."),
+           "the broker's transaction.max.timeout.ms. After an outage longer than this, kpd "
+           "replays the aborted transaction under a bumped epoch (KIP-588)."),
     _kafka("transaction.interval.ms", _MS_INT, 100,
            "kpd only, exactly-once mode: commit the open transaction this often. Records are "
            "reported at ack level `kafka` only once committed, so this adds about half of it, "
@@ -313,6 +314,12 @@ DAEMON_SETTINGS: tuple[Setting, ...] = (
             "socket.max_connections connections and requests up to socket.max_frame_bytes. "
             "A non-loopback address is allowed but warned about: anyone who can reach it "
             "can produce. See docs/operations.md, \"Any Kafka client\"."),
+    _daemon("socket.kafka_producer_expiry", DurationS(60, 30 * 86_400), "24h",
+            "The Kafka listener's producer.id.expiration.ms (Kafka's default, one day): an "
+            "idempotent producer id idle this long is forgotten with its kept batches (in "
+            "<rings.directory>/<rings.prefix>-kafka-producers.jsonl); its next batch gets "
+            "UNKNOWN_PRODUCER_ID and the client asks for a new id.",
+            attr="kafka_producer_expiry_s"),
     _daemon("workers.count", WorkerCount(), "auto",
             "Worker processes; `auto` = the CPUs this process may run on."),
     _daemon("workers.cpu_affinity", Bool(), False,

@@ -14,6 +14,11 @@ When ingest partitioned a frame itself (partition -1 with keys) it groups the fr
 by partition in one pass: an entry then holds one partition's records, no longer consecutive
 in the frame, and ``seq_offsets`` gives each one's sequence number as ``base_seq + offset``.
 
+``flags``: ``SCATTERED`` (the seq_offsets column follows the topic) and ``BATCHED`` (the source
+batched the records already, as a Kafka client does with linger.ms before its Produce
+request: a worker sends them without lingering a second time). A flag is no layout change:
+a reader that does not know ``BATCHED`` only lingers as before.
+
 ``ack`` is the frame's ack level (``AckLevel``; never CONNECTION_DEFAULT): a worker reports
 outcomes only of ack-KAFKA entries — nobody reads the others' (ACCEPTED was reported by ingest
 at accept time, NONE is never reported after acceptance).
@@ -41,6 +46,7 @@ import struct
 from typing import NamedTuple
 
 __all__ = [
+    "BATCHED",
     "ENTRY_HEAD_BYTES",
     "RECORDS_ENTRY_VERSION",
     "SCATTERED",
@@ -59,6 +65,7 @@ _HEAD = struct.Struct(">QQIiqBBH")
 _REPORT_HEAD = struct.Struct(">QIQ")
 ENTRY_HEAD_BYTES = _HEAD.size
 SCATTERED = 0x01  # flags: a seq_offsets column follows the topic
+BATCHED = 0x02  # flags: batched by its source already: the worker sends it without linger
 
 
 class RecordsEntry(NamedTuple):
@@ -72,6 +79,7 @@ class RecordsEntry(NamedTuple):
     records: memoryview
     # Big-endian u32 sequence offsets from base_seq, one per record; None: consecutive.
     seq_offsets: memoryview | None
+    batched: bool = False  # flags & BATCHED
 
 
 def entry_head(
@@ -83,9 +91,10 @@ def entry_head(
     ack: int,
     topic: bytes,
     seq_offsets: bytes | None = None,
+    batched: bool = False,
 ) -> bytes:
     """Everything of a records entry before its records section."""
-    flags = 0 if seq_offsets is None else SCATTERED
+    flags = (0 if seq_offsets is None else SCATTERED) | (BATCHED if batched else 0)
     head = _HEAD.pack(conn_id, base_seq, count, partition, received_ms, ack, flags, len(topic))
     return head + topic if seq_offsets is None else head + topic + seq_offsets
 
@@ -100,9 +109,8 @@ def decode_records_entry(entry: memoryview) -> RecordsEntry:
     if flags & SCATTERED:
         offsets = entry[start : start + 4 * count]
         start += 4 * count
-    return RecordsEntry(
-        conn_id, base_seq, count, partition, received_ms, ack, topic, entry[start:], offsets
-    )
+    return RecordsEntry(conn_id, base_seq, count, partition, received_ms, ack, topic,
+                        entry[start:], offsets, bool(flags & BATCHED))  # fmt: skip
 
 
 def seq_runs(seq_offsets, start: int, count: int) -> list[tuple[int, int, int]]:

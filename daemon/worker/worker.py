@@ -350,6 +350,8 @@ class Worker:
 
     def _count_in(self, entry) -> None:
         self.tally.count_received(entry.topic, entry.partition, entry.count, entry.received_ms)
+        if entry.batched:  # its source lingered already (a Kafka client): no second linger
+            self._engine.send_now(entry.topic, entry.partition)
 
     # ---- outcomes -> reports -----------------------------------------------------------
 

@@ -67,20 +67,25 @@ def _produce(producer: Producer, topic: str, records, **extra) -> dict:
     return reports
 
 
+@pytest.mark.parametrize("fsync", ["never", "always"])
 def test_idempotent_librdkafka_at_acks_all_gets_the_offsets_the_records_have_in_kafka(
-    tansu, tmp_path
+    tansu, tmp_path, fsync
 ):
+    # rings.fsync: always also holds every answer until the dedupe journal's lines are synced
+    # with the ring files (RingSync): the same records, offsets and order come out.
     topic = unique_topic_name("kafka-listener")
     tansu.create_topic(topic, 4)
     count = 5000
     records = [(b"key-%d" % (i % 31), b"value %d" % i) for i in range(count)]
-    with _daemon(tmp_path, tansu) as daemon:
+    with _daemon(tmp_path, tansu, rings={"fsync": fsync}) as daemon:
         producer = _producer(daemon.kafka_bootstrap, **{"enable.idempotence": True, "acks": "all"})
         reports = _produce(
             producer, topic, records, headers=[("h", b"x")], timestamp=1_700_000_000_123
         )
         consumed = read_all(tansu.bootstrap, topic, count, timeout_s=60)
         assert daemon.stop() == 0, daemon.log_tail()
+        journal = daemon.rings_dir / f"{daemon.prefix}-kafka-producers.jsonl"
+        assert '"g":' in journal.read_text()  # the batches taken, tagged with ring seqs
     failed = [v for v, (err, _, _) in reports.items() if err is not None]
     assert not failed, f"{len(failed)} failed: {reports[failed[0]]}"
     found = {r.value: (r.partition, r.offset) for r in consumed}

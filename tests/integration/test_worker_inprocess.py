@@ -46,12 +46,20 @@ class RingPair:
         self.ingest_reports = RingConsumer(Ring.attach(self.names[1]), rep_wakeups)
 
     def put(
-        self, topic: str, partition: int, base_seq: int, records, ack=AckLevel.KAFKA, offsets=None
+        self,
+        topic: str,
+        partition: int,
+        base_seq: int,
+        records,
+        ack=AckLevel.KAFKA,
+        offsets=None,
+        batched=False,
+        received_ms=1_700_000_000_000,
     ) -> None:
         section = encode_records(records)
         seq_offsets = None if offsets is None else struct.pack(f">{len(offsets)}I", *offsets)
-        head = entry_head(CONN_ID, base_seq, len(records), partition, 1_700_000_000_000, ack,
-                          topic.encode(), seq_offsets)  # fmt: skip
+        head = entry_head(CONN_ID, base_seq, len(records), partition, received_ms, ack,
+                          topic.encode(), seq_offsets, batched)  # fmt: skip
         assert self.ingest_records.write(head + section)
         self.ingest_records.publish()
 
@@ -248,6 +256,21 @@ def test_worker_reports_only_kafka_ack_entries_and_maps_scattered_sequences(
         for i in range(run.count):
             assert log[(run.partition, run.base_offset + i)].value == b"seq%d" % (run.first_seq + i)
     assert rings.worker_records.held_bytes() == 0
+
+
+def test_an_entry_its_source_batched_is_sent_without_lingering_again(tansu, topic_factory, rings):
+    # A Kafka client's batch (the listener's entries carry BATCHED) already waited for the
+    # client's linger.ms: with a linger of ten minutes, its report still comes (before stop).
+    # Accepted just now: linger counting from the acceptance would hold it the ten minutes.
+    topic = topic_factory(tansu, partitions=1)
+    records = [(None, b"b%d" % i, None, ()) for i in range(5)]
+    rings.put(topic, 0, 0, records, batched=True, received_ms=int(time.time() * 1000))
+    worker = Worker(producer_settings(bootstrap_servers=tansu.bootstrap, linger_ms=600_000),
+                    rings.worker_records, rings.worker_reports)  # fmt: skip
+
+    runs = asyncio.run(_run_until(worker, rings, 5, 60))
+
+    assert [(run.status, run.first_seq, run.count) for run in runs] == [(Status.DELIVERED, 0, 5)]
 
 
 def test_an_idle_worker_sleeps_on_its_ring_and_exits_when_stopped(tansu, rings):

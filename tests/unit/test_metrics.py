@@ -135,6 +135,7 @@ WORKER_SCRIPT = """
     # exactly-once mode: a worker with a transactional id, then fenced
     from daemon.producer.completion import TransactionStats
     counters.transactions_committed, counters.transactions_aborted = 4, 1
+    counters.transaction_recoveries["INVALID_PRODUCER_EPOCH"] = 1
     counters.transaction_commit_time.observe(0.003, 4)
     counters.transaction_records.observe(500, 4)
     state.transaction = TransactionStats("t-2-0", "in_transaction", 5, 1, None)
@@ -175,6 +176,8 @@ def test_transaction_metrics_count_commits_aborts_and_say_fenced(worker_scrape):
     w = ("worker", "3")
     assert worker_scrape[("kpd_transactions_committed_total", (w,))] == 4
     assert worker_scrape[("kpd_transactions_aborted_total", (w,))] == 1
+    recovered = ("kpd_transaction_recoveries_total", (("reason", "INVALID_PRODUCER_EPOCH"), w))
+    assert worker_scrape[recovered] == 1
     assert worker_scrape[("kpd_transaction_commit_seconds_count", ())] == 4
     assert worker_scrape[("kpd_transaction_commit_seconds_bucket", (("le", "0.005"),))] == 4
     assert worker_scrape[("kpd_transaction_records_bucket", (("le", "100.0"),))] == 0

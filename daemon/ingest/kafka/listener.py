@@ -40,8 +40,9 @@ import time
 from dataclasses import dataclass
 
 from daemon.ingest.admission import Admission, ReportReader, is_legal_topic
+from daemon.ingest.dedupe import DedupeJournal, Piece
 from daemon.ingest.kafka.outcomes import kafka_code
-from daemon.ingest.kafka.producers import KeptBatch, ProducerRegistry
+from daemon.ingest.kafka.producers import Outcome, ProducerRegistry, SequenceCheck
 from daemon.kafka import incoming, serving
 from daemon.kafka.errors import ErrorCode
 from daemon.kafka.messages import API_VERSIONS, INIT_PRODUCER_ID, METADATA, PRODUCE
@@ -75,7 +76,9 @@ class KafkaListenerSettings:
     port: int
     max_connections: int
     max_request_bytes: int
-    state_path: str | None  # the dedupe state file; None keeps it in memory only
+    state_path: str | None  # the dedupe journal; None keeps it in memory only
+    producer_expiry_s: float  # socket.kafka_producer_expiry (producer.id.expiration.ms)
+    durable: bool  # rings.fsync is not "never": compactions of the journal sync their file
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +90,11 @@ class KafkaStats:
     producers: int  # producer ids known
 
 
-# One partition's answer: (error code, base offset, log-append time).
-Outcome = tuple[int, int, int]
-
-
 class _Pending:
     """A batch in rings whose outcome the listener waits for. Owned by the event loop."""
 
-    __slots__ = ("append_time", "base_offset", "count", "error", "future", "remaining", "start")
+    __slots__ = ("append_time", "base_offset", "count", "delivered", "error", "future",
+                 "outcome", "persisted", "remaining", "start")  # fmt: skip
 
     def __init__(self, start: int, count: int, future: asyncio.Future) -> None:
         self.start = start
@@ -103,7 +103,15 @@ class _Pending:
         self.error = ErrorCode.NONE
         self.base_offset = -1
         self.append_time = -1
+        self.delivered = 0  # records delivered (or accepted, at acks=1)
+        self.persisted = False  # some failed record may have been written (POSSIBLY_PERSISTED)
+        self.outcome: Outcome | None = None  # once every record's outcome is known
         self.future = future
+
+    @property
+    def never_produced(self) -> bool:
+        """Failed as a whole and not written anywhere: its resend may be taken as new."""
+        return self.delivered == 0 and not self.persisted
 
 
 class KafkaListener:
@@ -112,12 +120,22 @@ class KafkaListener:
     def __init__(self, settings: KafkaListenerSettings, admission: Admission) -> None:
         self.settings = settings
         self.admission = admission
-        self.producers = ProducerRegistry(settings.state_path)
+        journal = DedupeJournal(
+            settings.state_path,
+            window_records=2**62,  # bounded by batches instead (producers.BATCHES_KEPT)
+            idle_expiry_s=settings.producer_expiry_s,
+            durable=settings.durable,
+        )
+        admission.ring_sync.watch(journal)  # on the disk as the rings are (rings.fsync)
+        self.producers = ProducerRegistry(journal)
         # Above every sequence number an earlier listener used (it counted from its own start
         # time, by at most one per record), and above every kept batch's.
         self._next_seq = max(time.time_ns(), self.producers.highest_ring_seq())
         self._pending: dict[int, _Pending] = {}  # by first sequence number
         self._starts: list[int] = []  # the keys of _pending, ascending
+        # Idempotent batches waiting in admission, by (journal key, first sequence number):
+        # a resend arriving meanwhile waits for their outcome instead of being taken again.
+        self._admitting: dict[tuple[str, int], _Pending] = {}
         self.connections: set[KafkaConnection] = set()
         self.requests = 0
         self.records = 0
@@ -128,10 +146,13 @@ class KafkaListener:
         self.conn_id = SOURCE_ID
         self.name = "kafka listener"
         self.reader: ReportReader = self  # it hears its own outcomes
+        # A Kafka client lingered (its linger.ms) before each Produce request: the workers
+        # send these entries at once, not after a second linger.ms (issue 20's latency).
+        self.batched = True
         self.owed = 0  # records whose outcome a worker or a publish still owes
         self._waiting = 0  # batches waiting in admit for a topic lookup or ring space
-        # Idempotent batches admitted but not yet published: (pending, batch, topic, partition)
-        self._staged: list[tuple] = []
+        # Idempotent batches admitted but not yet published: (pending, their sequence check)
+        self._staged: list[tuple[_Pending, SequenceCheck]] = []
         self.idle = asyncio.Event()  # set while none waits: what quiesce waits for
         self.idle.set()
 
@@ -190,22 +211,25 @@ class KafkaListener:
             return batch.error_code, -1, -1
         if self.quiescing:
             return ErrorCode.NOT_LEADER_OR_FOLLOWER, -1, -1
-        idempotent = batch.producer_id >= 0
-        if idempotent:
+        check = None
+        if batch.producer_id >= 0:  # an idempotent producer's batch
             check = self.producers.check(batch.producer_id, batch.producer_epoch, topic,
                                          partition, batch.base_sequence, batch.count)  # fmt: skip
             if check.error:
                 return check.error, -1, -1
-            if check.duplicate is not None:
-                return self._duplicate(check.duplicate, timeout_s)
-        return await self._admit(topic, partition, batch, ack, idempotent)
+            if check.resend:
+                return self._resent(check, batch.count, timeout_s)
+        return await self._admit(topic, partition, batch, ack, check)
 
-    async def _admit(self, topic, partition, batch, ack, idempotent):
+    async def _admit(self, topic, partition, batch, ack, check: SequenceCheck | None):
         start = self._next_seq
         self._next_seq += batch.count
         header = ProduceHeader(start, batch.count, partition, ack, topic,
                                memoryview(batch.section), batch.keyless)  # fmt: skip
         pending = self._track(start, batch.count)  # admission's refusals land here too
+        if check is not None:
+            self.producers.admitting(check, batch.count)
+            self._admitting[check.key, check.first] = pending
         admission = self.admission
         waiting = admission.admit(self, header, ack)
         if waiting is not None:
@@ -219,15 +243,18 @@ class KafkaListener:
                 if not self._waiting:
                     self.idle.set()
         if ack == AckLevel.NONE or pending.error:
-            # No outcome comes for acks=0 records; a refused batch is answered now (a part
-            # admission took before a ring stayed full still goes to Kafka).
+            # No outcome comes for acks=0 records; a refused batch is answered now (admission
+            # takes a batch whole or not at all, so nothing of it is in a ring).
             if pending.start in self._pending:
                 self._untrack(pending)
             if pending.error:
+                if check is not None:
+                    self._done_admitting(check)
+                    self.producers.refused(check)
                 return pending.error, -1, -1
         self.records += batch.count
-        if idempotent:
-            self._staged.append((pending, batch, topic, partition))  # kept once published
+        if check is not None:
+            self._staged.append((pending, check))  # taken once published
         if ack == AckLevel.NONE:
             return ErrorCode.NONE, -1, -1
         return pending.future
@@ -238,20 +265,31 @@ class KafkaListener:
         before any answer, so that a resend after any crash finds them."""
         self.admission.publish_all()
         staged, self._staged = self._staged, []
-        for pending, batch, topic, partition in staged:
-            self.producers.accepted(batch.producer_id, batch.producer_epoch, topic, partition,
-                                    batch.base_sequence, batch.count, pending.start)  # fmt: skip
-            if pending.future.done():  # acks=1 announced by the publish, or a fast worker
-                self.producers.resolved(pending.start, *pending.future.result())
+        if not staged:
+            return
+        with self.producers.journal.batched():  # one write for the request's batches
+            for pending, check in staged:
+                self._done_admitting(check)
+                self.producers.taken(check, pending.count, pending.start)
+                if pending.outcome is not None:  # acks=1 announced by the publish
+                    self._journal_outcome(pending)
 
-    def _duplicate(self, kept: KeptBatch, timeout_s: float):
-        """A resent batch: its first outcome, once known. One whose outcome never arrives
-        (its report was lost with a killed daemon, or it was accepted at acks=1) is answered
-        DUPLICATE_SEQUENCE_NUMBER after the request's timeout, which Kafka clients take as
-        success without an offset: its records are in kpd's rings or already in Kafka."""
-        if kept.outcome is not None:
-            return kept.outcome
-        pending = self._pending.get(kept.ring_seq) or self._track(kept.ring_seq, kept.count)
+    def _done_admitting(self, check: SequenceCheck) -> None:
+        self._admitting.pop((check.key, check.first), None)
+
+    def _resent(self, check: SequenceCheck, count: int, timeout_s: float):
+        """A resent batch: its first outcome, once known (also of a first copy still waiting
+        in admission). One whose outcome never arrives (its report was lost with a killed
+        daemon) is answered DUPLICATE_SEQUENCE_NUMBER after the request's timeout, which Kafka
+        clients take as success without an offset: its records are in kpd's rings or already
+        in Kafka."""
+        pending = self._admitting.get((check.key, check.first))
+        if pending is None:
+            outcome = _outcome_of(self.producers.lookup(check, count), check.first, count)
+            if outcome is not None:
+                return outcome
+            ring_seq = self.producers.ring_seq_of(check)  # taken: the check found it
+            pending = self._pending.get(ring_seq) or self._track(ring_seq, count)
         return _first_outcome(pending.future, timeout_s)
 
     def _track(self, start: int, count: int) -> _Pending:
@@ -296,24 +334,36 @@ class KafkaListener:
             # No one waits (the client left, or an earlier ingest wrote the entry): keep a
             # delivered batch's outcome for the resend that may come.
             if status == Status.DELIVERED:
-                self.producers.resolved(seq, ErrorCode.NONE, base_offset, append_time)
+                self.producers.resolved(seq, count, (ErrorCode.NONE, base_offset, append_time))
             return
         pending.remaining -= count
         if status == Status.FAILED:
             if not pending.error:
                 pending.error = error
-        elif seq == pending.start:
-            pending.base_offset, pending.append_time = base_offset, append_time
+            pending.persisted |= persistence != Persistence.NOT_PERSISTED
+        else:
+            pending.delivered += count
+            if seq == pending.start:
+                pending.base_offset, pending.append_time = base_offset, append_time
         if pending.remaining > 0:
             return
         self._untrack(pending)
-        outcome = (pending.error, pending.base_offset, pending.append_time)
+        outcome = pending.outcome = (pending.error, pending.base_offset, pending.append_time)
+        self._journal_outcome(pending)
+        future = pending.future
+        # With rings.fsync: always the answer waits for the journal's lines to be synced.
+        self.admission.ring_sync.after_sync(lambda: future.done() or future.set_result(outcome))
+
+    def _journal_outcome(self, pending: _Pending) -> None:
+        """A batch's final outcome into the journal (a no-op for batches not journaled):
+        delivered, or never produced (withdrawn: its retry is new). A failure that may have
+        been written (a draining worker keeps records for the next start, an in-doubt
+        request) is no final outcome: the batch stays pending, a later report (after a
+        restart) resolves it, and a resend meanwhile waits for it."""
         if not pending.error:
-            self.producers.resolved(pending.start, *outcome)
-        elif persistence == Persistence.NOT_PERSISTED:
+            self.producers.resolved(pending.start, pending.count, pending.outcome)
+        elif pending.never_produced:
             self.producers.withdrawn(pending.start)
-        if not pending.future.done():
-            pending.future.set_result(outcome)
 
     # ---- Metadata and InitProducerId ---------------------------------------------------
 
@@ -364,6 +414,21 @@ class KafkaListener:
         producer_id, epoch = self.producers.init_producer(body["producer_id"],
                                                           body["producer_epoch"])  # fmt: skip
         return {"error_code": ErrorCode.NONE, "producer_id": producer_id, "producer_epoch": epoch}
+
+
+def _outcome_of(pieces: list[Piece], first: int, count: int) -> Outcome | None:
+    """A resent batch's answer from its journaled pieces; None while any is pending. The
+    base offset and log-append time are its first record's; the error, the first failure's."""
+    if not pieces or pieces[0].first != first or sum(p.count for p in pieces) != count:
+        return None
+    if any(piece.outcome is None for piece in pieces):
+        return None
+    error = next((p.outcome[0] for p in pieces if p.outcome[0]), ErrorCode.NONE)
+    head = pieces[0]
+    _, base_offset, append_time = head.outcome
+    if base_offset >= 0:
+        base_offset += head.delta
+    return error, base_offset, append_time
 
 
 async def _first_outcome(future: asyncio.Future, timeout_s: float) -> Outcome:

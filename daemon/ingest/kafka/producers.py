@@ -1,10 +1,12 @@
-"""Idempotent producers of the Kafka listener: kpd's producer ids, sequence checks, and the
-dedupe state that survives a kill -9 of ingest or of the whole daemon.
+"""Idempotent producers of the Kafka listener: kpd's producer ids, the sequence checks a
+broker makes, and the batches kpd took, on the dedupe journal the kpd socket's protocol v2
+sessions use too (``daemon.ingest.dedupe``), so a resend is recognised after a kill -9.
 
 kpd poses as the broker, so it hands out producer ids and epochs (InitProducerId) and checks
-each batch's sequence per (producer id, topic, partition) as a broker's ``ProducerStateManager``
-does, keeping the last ``BATCHES_KEPT`` batches of each (Kafka keeps 5: a client has at most 5
-requests in flight per partition with idempotence on):
+each batch's sequence per (producer id, epoch, topic, partition) as a broker's
+``ProducerStateManager`` does (``ProducerStateEntry.findDuplicateBatch``,
+``ProducerAppendInfo.checkSequence``), keeping the last ``BATCHES_KEPT`` batches of each
+(Kafka keeps 5: a client has at most 5 requests in flight per partition with idempotence on):
 
 * an older epoch                                    -> INVALID_PRODUCER_EPOCH (47)
 * a newer epoch must start at sequence 0            -> else OUT_OF_ORDER_SEQUENCE_NUMBER (45)
@@ -13,134 +15,130 @@ requests in flight per partition with idempotence on):
 * the next sequence (wrapping at 2**31-1, like ``DefaultRecordBatch.incrementSequence``)
                                                     -> a new batch
 * anything else                                     -> OUT_OF_ORDER_SEQUENCE_NUMBER (45)
-* a producer id kpd never issued                    -> UNKNOWN_PRODUCER_ID (59)
+* a producer id kpd never issued (or forgot)        -> UNKNOWN_PRODUCER_ID (59)
 
-Expiry: every InitProducerId of a new client process hands out a new id, so ids are forgotten
-when idle, as a broker forgets them after ``producer.id.expiration.ms``: an id that never had a
-batch kept after ``UNUSED_ID_EXPIRY_S`` (a process that initialised and left, or kept the id
-for nothing), any other after ``IDLE_ID_EXPIRY_S`` (Kafka's default of one day). A batch of a
-forgotten id is answered UNKNOWN_PRODUCER_ID, on which clients ask for a new id. Ids are never
-issued twice (the next id is kept in the file).
+A batch is *admitting* from its check until its ring entries are published or refused (it
+may wait in ``Admission.admit`` for ring space): a resend arriving meanwhile (the client
+reconnected after its request timed out) is a duplicate of it, and the next batch follows it.
 
-Durability: an append-only file of JSON lines beside the ring files. A batch's line is written
-after its ring entry is published and before the client hears an answer; its outcome's line
-when the outcome is known. A torn last line (kill -9 mid-write) is ignored on load; at load,
-and whenever the file holds ``COMPACT_RATIO`` times more lines than the live state needs, it
-is rewritten compacted (tmp + rename). Page-cache writes survive any process crash, as the
-ring files do; what survives a power loss is the ring files' fsync choice, not made here.
+The journal: one window per (producer id, epoch, topic, partition), keyed
+``kafka:<pid>:<epoch>:<partition>:<topic>``, holds the batches taken, each one range of its
+sequence numbers unwrapped to a u64 (so a producer that wraps past 2**31-1 keeps ascending
+ranges), tagged with the ring sequence number of its first record (the workers' reports come
+back by it); its outcome runs are ``[error code, base offset, log-append time]``. The window
+forgets all but the newest ``BATCHES_KEPT`` batches. A producer id is the window
+``kafka-id:<pid>:<epoch>`` (no ranges), touched at each use: an id that never had a batch is
+forgotten after ``UNUSED_ID_EXPIRY_S`` (a process that initialised and left), every window
+after the journal's expiry (``socket.kafka_producer_expiry``, Kafka's
+``producer.id.expiration.ms``). Ids are the wall clock in µs at issue, at least one above
+every id known, so no id is issued twice, also across restarts.
 
 Owned by the listener on ingest's event loop; no locks. Must not import the listener.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import bisect
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
+from daemon.ingest.dedupe import DedupeJournal, Piece
 from daemon.kafka.errors import ErrorCode
-from daemon.kafka.records import increment_sequence
 
-__all__ = [
-    "BATCHES_KEPT",
-    "IDLE_ID_EXPIRY_S",
-    "UNUSED_ID_EXPIRY_S",
-    "KeptBatch",
-    "ProducerRegistry",
-    "SequenceCheck",
-]
+__all__ = ["BATCHES_KEPT", "UNUSED_ID_EXPIRY_S", "ProducerRegistry", "SequenceCheck"]
 
 BATCHES_KEPT = 5
 # A client asks for its id right before producing; one unused this long was left behind.
 UNUSED_ID_EXPIRY_S = 600.0
-IDLE_ID_EXPIRY_S = 86_400.0  # Kafka's producer.id.expiration.ms default
-_EXPIRY_SCAN_S = 60.0  # look for expired ids at most this often (a scan of every id)
-COMPACT_RATIO = 4  # rewrite the file once it has this many times the live state's lines
-_COMPACT_MIN_LINES = 10_000  # ... and at least this many
+_EXPIRY_SCAN_S = 60.0  # look for expired ids at most this often (a scan of every window)
 _MAX_EPOCH = 0x7FFF  # Kafka bumps to a new producer id when the epoch would pass Short.MAX
+_SEQ_MOD = 1 << 31  # Kafka sequences wrap from Integer.MAX_VALUE to 0
+_ID_PREFIX = "kafka-id:"
+_BATCH_PREFIX = "kafka:"
 
-
-@dataclass(slots=True)
-class KeptBatch:
-    """A batch kpd accepted into a ring, and its first outcome once known."""
-
-    base_sequence: int
-    count: int
-    ring_seq: int  # the kpd sequence number of its first record in the ring entries
-    # The outcome: None while unknown; else (error code, base offset, log-append time).
-    outcome: tuple[int, int, int] | None = None
-
-
-@dataclass(slots=True)
-class _PartitionState:
-    epoch: int
-    batches: list[KeptBatch] = field(default_factory=list)  # oldest first, <= BATCHES_KEPT
+# One partition's answer: (error code, base offset, log-append time).
+Outcome = tuple[int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
 class SequenceCheck:
-    """``error`` non-zero: refuse the batch with it; ``duplicate`` set: answer its outcome;
-    else the batch is new."""
+    """``error`` non-zero: refuse the batch with it. Else ``key`` and ``first`` (the batch's
+    unwrapped first sequence number) name it; ``resend``: it was taken (or is admitting)
+    already, so it is answered with its first outcome, never taken again."""
 
     error: int = 0
-    duplicate: KeptBatch | None = None
+    key: str = ""
+    first: int = 0
+    resend: bool = False
 
 
-_NEW = SequenceCheck()
+def _id_key(producer_id: int, epoch: int) -> str:
+    return f"{_ID_PREFIX}{producer_id}:{epoch}"
+
+
+def _batch_key(producer_id: int, epoch: int, topic: str, partition: int) -> str:
+    return f"{_BATCH_PREFIX}{producer_id}:{epoch}:{partition}:{topic}"
+
+
+def _producer_of(key: str) -> tuple[int, int]:
+    """(producer id, epoch) of an id or batch window's key."""
+    pid, epoch = key.split(":", 3)[1:3]
+    return int(pid), int(epoch)
 
 
 class ProducerRegistry:
-    """Producer ids, epochs and kept batches; persisted to ``path`` (None: memory only)."""
+    """Producer ids, epochs and taken batches, in ``journal`` (which this registry owns)."""
 
-    def __init__(self, path: str | None, clock: Callable[[], float] = time.monotonic) -> None:
-        self._path = path
+    def __init__(self, journal: DedupeJournal, clock: Callable[[], float] = time.time) -> None:
+        self.journal = journal
         self._clock = clock
-        self._next_id = 1  # kpd's producer ids start at 1; 0 is never issued
         self._epochs: dict[int, int] = {}  # producer id -> current epoch
-        self._last_used: dict[int, float] = {}  # producer id -> clock() of its last use
-        self._keys: dict[int, set[tuple[int, str, int]]] = {}  # producer id -> its states
-        self._states: dict[tuple[int, str, int], _PartitionState] = {}
-        self._by_ring_seq: dict[int, tuple[tuple[int, str, int], KeptBatch]] = {}
+        self._next_id = 1
+        # Ring sequence number of each taken batch's first record -> (count, key, first), for
+        # the reports; ``_starts`` holds its keys ascending.
+        self._by_ring_seq: dict[int, tuple[int, str, int]] = {}
+        self._starts: list[int] = []
+        # Batches between their check and their publish (or refusal), by key: {first: end}.
+        self._admitting: dict[str, dict[int, int]] = {}
         self._next_scan = clock() + _EXPIRY_SCAN_S
-        self._fd: int | None = None
-        self._lines = 0  # lines in the file
-        if path is not None:
-            self._load(path)
-            self._compact(path)
+        self._reindex()
 
     # ---- InitProducerId --------------------------------------------------------------------
 
     def init_producer(self, producer_id: int = -1, epoch: int = -1) -> tuple[int, int]:
         """A (producer id, epoch) for an InitProducerId request. A known id with its current
         epoch gets the epoch bumped (KIP-360) and its sequences reset; anything else a new id."""
-        now = self._clock()
-        if now >= self._next_scan:
-            self.expire(now)
+        self._maybe_expire()
         if producer_id >= 0 and self._epochs.get(producer_id) == epoch and epoch < _MAX_EPOCH:
+            self._forget_epoch(producer_id, epoch)
             epoch += 1
         else:
-            producer_id, epoch = self._next_id, 0
-            self._next_id += 1
+            producer_id = max(self._next_id, int(self._clock() * 1_000_000))
+            epoch = 0
+        self._next_id = producer_id + 1
         self._epochs[producer_id] = epoch
-        self._last_used[producer_id] = now
-        self._forget_states(producer_id)
-        self._write({"pid": producer_id, "epoch": epoch})
+        self.journal.touch(_id_key(producer_id, epoch))
         return producer_id, epoch
 
-    def expire(self, now: float) -> int:
+    def expire(self) -> int:
         """Forget the ids idle past their expiry (module docstring); how many."""
-        self._next_scan = now + _EXPIRY_SCAN_S
-        expired = [
-            pid
-            for pid, used in self._last_used.items()
-            if now - used > (IDLE_ID_EXPIRY_S if self._keys.get(pid) else UNUSED_ID_EXPIRY_S)
-        ]
-        for pid in expired:
-            self._drop(pid)
-            self._write({"gone": pid})
-        return len(expired)
+        self._next_scan = self._clock() + _EXPIRY_SCAN_S
+        journal = self.journal
+        horizon = self._clock() - UNUSED_ID_EXPIRY_S
+        producing = {_producer_of(key) for key in self._batch_keys()}
+        unused = [
+            key for key, window in journal.windows.items()
+            if key.startswith(_ID_PREFIX) and window.touched < horizon
+            and _producer_of(key) not in producing
+        ]  # fmt: skip
+        for key in unused:
+            journal.drop(key)
+        journal.expire()
+        before = len(self._epochs)
+        self._reindex()
+        return before - len(self._epochs)
 
     # ---- sequences -------------------------------------------------------------------------
 
@@ -149,178 +147,144 @@ class ProducerRegistry:
         current = self._epochs.get(producer_id)
         if current is None:
             return SequenceCheck(ErrorCode.UNKNOWN_PRODUCER_ID)
-        self._last_used[producer_id] = self._clock()
         if epoch < current:
             return SequenceCheck(ErrorCode.INVALID_PRODUCER_EPOCH)
-        state = self._states.get((producer_id, topic, partition))
-        if state is None or epoch > state.epoch:
-            return (
-                _NEW
-                if base_sequence == 0
-                else SequenceCheck(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER)
-            )
-        for kept in state.batches:
-            if kept.base_sequence == base_sequence and kept.count == count:
-                return SequenceCheck(duplicate=kept)
-        if not state.batches:
-            return (
-                _NEW
-                if base_sequence == 0
-                else SequenceCheck(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER)
-            )
-        last = state.batches[-1]
-        if base_sequence == increment_sequence(last.base_sequence, last.count):
-            return _NEW
+        self.journal.touch(_id_key(producer_id, epoch))
+        key = _batch_key(producer_id, epoch, topic, partition)
+        window = self.journal.window(key)
+        admitting = self._admitting.get(key, {})
+        # A duplicate: the same first sequence number and count as a kept or admitting batch.
+        kept = [(r.first, r.count) for r in window.ranges] if window is not None else []
+        for first, end in admitting.items():
+            kept.append((first, end - first))
+        for first, kept_count in kept:
+            if first % _SEQ_MOD == base_sequence and kept_count == count:
+                return SequenceCheck(key=key, first=first, resend=True)
+        ends = [first + n for first, n in kept]
+        if not ends:
+            if base_sequence == 0:
+                return SequenceCheck(key=key, first=0)
+            return SequenceCheck(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER)
+        expected = max(ends)
+        if base_sequence == expected % _SEQ_MOD:
+            return SequenceCheck(key=key, first=expected)
         return SequenceCheck(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER)
 
-    def accepted(self, producer_id: int, epoch: int, topic: str, partition: int,
-                 base_sequence: int, count: int, ring_seq: int) -> KeptBatch:  # fmt: skip
-        """Remember a new batch, published to a ring. Written before the client's answer."""
-        kept = self._keep(producer_id, epoch, topic, partition, base_sequence, count, ring_seq)
-        self._write({"k": [producer_id, topic, partition], "e": epoch, "s": base_sequence,
-                     "n": count, "r": ring_seq})  # fmt: skip
-        return kept
+    def admitting(self, check: SequenceCheck, count: int) -> None:
+        """A new batch goes into ``Admission.admit``: until ``taken`` or ``refused``, a resend
+        of it is a duplicate and the next batch follows it."""
+        self._admitting.setdefault(check.key, {})[check.first] = check.first + count
 
-    def resolved(self, ring_seq: int, error: int, base_offset: int, append_time: int) -> None:
-        """The first outcome of the batch at ``ring_seq`` (no-op for batches not kept)."""
-        found = self._by_ring_seq.get(ring_seq)
-        if found is None or found[1].outcome is not None:
-            return
-        found[1].outcome = (error, base_offset, append_time)
-        self._write({"r": ring_seq, "o": [error, base_offset, append_time]})
+    def refused(self, check: SequenceCheck) -> None:
+        """The admitting batch was not taken (admission refused it): its sequence is free."""
+        self._done_admitting(check)
+
+    def taken(self, check: SequenceCheck, count: int, ring_seq: int) -> None:
+        """The admitting batch's ring entries are published: journaled before any answer."""
+        self._done_admitting(check)
+        journal = self.journal
+        journal.taken(check.key, check.first, count, tag=ring_seq)
+        self._index(ring_seq, count, check.key, check.first)
+        window = journal.window(check.key)
+        if window is not None and len(window.ranges) > BATCHES_KEPT:
+            gone = window.ranges[: len(window.ranges) - BATCHES_KEPT]
+            for old in gone:
+                self._unindex(old.tag)
+            journal.forget_below(check.key, window.ranges[-BATCHES_KEPT].first)
+
+    def lookup(self, check: SequenceCheck, count: int) -> list[Piece]:
+        """What the journal knows of a resent batch: its outcome pieces, None while pending."""
+        return self.journal.lookup(check.key, check.first, count)
+
+    def ring_seq_of(self, check: SequenceCheck) -> int:
+        """The ring sequence number of a taken batch's first record."""
+        window = self.journal.window(check.key)
+        return next(r.tag for r in window.ranges if r.first == check.first)
+
+    # ---- outcomes (from the workers' reports, by ring sequence number) --------------------
+
+    def resolved(self, ring_seq: int, count: int, outcome: Outcome) -> None:
+        """The outcome of the ``count`` records from ``ring_seq`` (part of a taken batch)."""
+        found = self._find(ring_seq)
+        if found is not None:
+            key, first = found
+            self.journal.resolved(key, first, count, list(outcome))
 
     def withdrawn(self, ring_seq: int) -> None:
-        """The batch at ``ring_seq`` was never produced and is not in a ring (refused after
-        the check, failed NOT_PERSISTED): its sequence is free again, if it was the last."""
-        found = self._by_ring_seq.pop(ring_seq, None)
-        if found is None:
-            return
-        key, kept = found
-        state = self._states.get(key)
-        if state is not None and state.batches and state.batches[-1] is kept:
-            state.batches.pop()
-        self._write({"r": ring_seq, "x": 1})
+        """The batch from ``ring_seq`` failed as a whole and was never produced (NOT_PERSISTED,
+        no outcome journaled): no longer taken, so its resend is new, as in Kafka."""
+        found = self._by_ring_seq.get(ring_seq)
+        if found is not None:
+            count, key, first = found
+            self.journal.withdraw(key, first, count)
+            self._unindex(ring_seq)
 
-    def _drop(self, producer_id: int) -> None:
-        self._forget_states(producer_id)
-        self._epochs.pop(producer_id, None)
-        self._last_used.pop(producer_id, None)
+    def highest_ring_seq(self) -> int:
+        """One past the largest ring sequence number a taken batch uses (0 if none)."""
+        return max((start + n for start, (n, _, _) in self._by_ring_seq.items()), default=0)
 
     def stats(self) -> tuple[int, int]:
-        """(producer ids known, (producer, partition) states kept)."""
-        return len(self._epochs), len(self._states)
+        """(producer ids known, (producer, partition) windows kept)."""
+        return len(self._epochs), sum(1 for _ in self._batch_keys())
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self.journal.close()
 
     # ---- state -----------------------------------------------------------------------------
 
-    def _keep(self, producer_id, epoch, topic, partition, base_sequence, count, ring_seq):
-        key = (producer_id, topic, partition)
-        state = self._states.get(key)
-        if state is None or epoch > state.epoch:
-            if state is not None:
-                self._forget(key)
-            state = self._states[key] = _PartitionState(epoch)
-            self._keys.setdefault(producer_id, set()).add(key)
-        kept = KeptBatch(base_sequence, count, ring_seq)
-        state.batches.append(kept)
-        self._by_ring_seq[ring_seq] = (key, kept)
-        if len(state.batches) > BATCHES_KEPT:
-            old = state.batches.pop(0)
-            self._by_ring_seq.pop(old.ring_seq, None)
-        return kept
+    def _batch_keys(self):
+        return (key for key in self.journal.windows if key.startswith(_BATCH_PREFIX))
 
-    def _forget(self, key) -> None:
-        state = self._states.pop(key)
-        for kept in state.batches:
-            self._by_ring_seq.pop(kept.ring_seq, None)
-        keys = self._keys.get(key[0])
-        if keys is not None:
-            keys.discard(key)
-            if not keys:
-                del self._keys[key[0]]
+    def _done_admitting(self, check: SequenceCheck) -> None:
+        admitting = self._admitting.get(check.key)
+        if admitting is not None:
+            admitting.pop(check.first, None)
+            if not admitting:
+                del self._admitting[check.key]
 
-    def _forget_states(self, producer_id: int) -> None:
-        for key in list(self._keys.get(producer_id, ())):
-            self._forget(key)
+    def _find(self, ring_seq: int) -> tuple[str, int] | None:
+        """(key, unwrapped sequence number) of the record at ``ring_seq``, if taken."""
+        index = bisect.bisect_right(self._starts, ring_seq) - 1
+        if index < 0:
+            return None
+        start = self._starts[index]
+        count, key, first = self._by_ring_seq[start]
+        if ring_seq >= start + count:
+            return None
+        return key, first + ring_seq - start
 
-    # ---- the file --------------------------------------------------------------------------
+    def _index(self, ring_seq: Any, count: int, key: str, first: int) -> None:
+        if isinstance(ring_seq, int) and ring_seq not in self._by_ring_seq:
+            self._by_ring_seq[ring_seq] = (count, key, first)
+            bisect.insort(self._starts, ring_seq)
 
-    def _write(self, line: dict) -> None:
-        if self._fd is None:
-            return
-        os.write(self._fd, json.dumps(line, separators=(",", ":")).encode() + b"\n")
-        self._lines += 1
-        if self._lines > _COMPACT_MIN_LINES and self._lines > COMPACT_RATIO * self._live_lines():
-            os.close(self._fd)
-            self._fd = None
-            self._compact(self._path)
+    def _unindex(self, ring_seq: Any) -> None:
+        if self._by_ring_seq.pop(ring_seq, None) is not None:
+            self._starts.pop(bisect.bisect_left(self._starts, ring_seq))
 
-    def _live_lines(self) -> int:
-        """Lines a compacted file holds: an id's, a kept batch's and its outcome's."""
-        return len(self._epochs) + 2 * len(self._by_ring_seq) + 1
+    def _reindex(self) -> None:
+        """Rebuild what derives from the journal's windows: epochs and the ring index."""
+        self._epochs.clear()
+        self._by_ring_seq.clear()
+        self._starts.clear()
+        for key in self.journal.windows:
+            if key.startswith((_ID_PREFIX, _BATCH_PREFIX)):
+                pid, epoch = _producer_of(key)
+                self._epochs[pid] = max(epoch, self._epochs.get(pid, epoch))
+                self._next_id = max(self._next_id, pid + 1)
+        for key, taken in self.journal.ranges():
+            if key.startswith(_BATCH_PREFIX):
+                self._index(taken.tag, taken.count, key, taken.first)
 
-    def _load(self, path: str) -> None:
-        try:
-            with open(path, "rb") as file:
-                data = file.read()
-        except FileNotFoundError:
-            return
-        for raw in data.split(b"\n"):
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                continue  # a torn last line of a killed writer
-            self._replay(line)
+    def _forget_epoch(self, producer_id: int, epoch: int) -> None:
+        """A bumped epoch: the old epoch's windows go (the new one restarts at sequence 0)."""
+        gone = [k for k in self.journal.windows
+                if k.startswith((_ID_PREFIX, _BATCH_PREFIX))
+                and _producer_of(k) == (producer_id, epoch)]  # fmt: skip
+        for key in gone:
+            self.journal.drop(key)
+        self._reindex()
 
-    def _replay(self, line: dict) -> None:
-        if "pid" in line:
-            pid, epoch = line["pid"], line["epoch"]
-            self._epochs[pid] = epoch
-            self._last_used[pid] = self._clock()  # a fresh idle period after a restart
-            self._next_id = max(self._next_id, pid + 1)
-            self._forget_states(pid)
-        elif "gone" in line:
-            self._drop(line["gone"])
-        elif "next" in line:
-            self._next_id = max(self._next_id, line["next"])
-        elif "k" in line:
-            pid, topic, partition = line["k"]
-            self._keep(pid, line["e"], topic, partition, line["s"], line["n"], line["r"])
-        elif "o" in line:
-            found = self._by_ring_seq.get(line["r"])
-            if found is not None and found[1].outcome is None:
-                found[1].outcome = tuple(line["o"])
-        elif "x" in line:
-            self.withdrawn(line["r"])  # the file is not open yet while loading: no write
-
-    def highest_ring_seq(self) -> int:
-        """The largest kpd sequence number a kept batch uses (0 if none)."""
-        return max(
-            (kept.ring_seq + kept.count for _, kept in self._by_ring_seq.values()), default=0
-        )
-
-    def _compact(self, path: str) -> None:
-        lines = [{"next": self._next_id}]
-        lines += [{"pid": pid, "epoch": epoch} for pid, epoch in self._epochs.items()]
-        for (pid, topic, partition), state in self._states.items():
-            for kept in state.batches:
-                key = [pid, topic, partition]
-                lines.append({"k": key, "e": state.epoch, "s": kept.base_sequence,
-                              "n": kept.count, "r": kept.ring_seq})  # fmt: skip
-                if kept.outcome is not None:
-                    lines.append({"r": kept.ring_seq, "o": list(kept.outcome)})
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.tmp"
-        with open(tmp, "wb") as file:
-            file.writelines(
-                json.dumps(line, separators=(",", ":")).encode() + b"\n" for line in lines
-            )
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        self._lines = len(lines)
+    def _maybe_expire(self) -> None:
+        if self._clock() >= self._next_scan:
+            self.expire()

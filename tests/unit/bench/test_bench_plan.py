@@ -133,7 +133,9 @@ def test_the_paced_rows_put_kpd_confluent_and_confluent_via_kpd_side_by_side() -
         "kpd-1@100k": ("a", 1_000_000, ("kpd-1@100k", "confluent-kafka@100k",
                                         "confluent-kafka-via-kpd@100k", "kpd-1@100k-gc")),
     }  # fmt: skip
-    assert find("confluent-kafka-via-kpd@1k").service_settings == {"socket": {"kafka": "auto"}}
+    via_kpd = find("confluent-kafka-via-kpd@1k").service_settings
+    assert via_kpd["socket"] == {"kafka": "auto"}
+    assert via_kpd["metrics"]["enabled"]  # its stage trace is read too
     assert find("kpd-1@1k").options == {"rate": 1000, "burst": 1}  # a record every ms
     assert find("confluent-kafka@10k").options == {"rate": 10_000, "burst": 10}
     assert find("kpd-1@100k").service_settings["metrics"]["enabled"]  # kpd's default

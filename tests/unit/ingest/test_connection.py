@@ -79,7 +79,8 @@ class RecordingTransport(asyncio.Transport):
 class Rig:
     """An unstarted IngestServer over real rings, and the workers' ends of those rings."""
 
-    def __init__(self) -> None:
+    def __init__(self, **overrides) -> None:
+        """``overrides``: fields of the server's ``IngestSettings`` (``max_block_s``)."""
         base = f"kpd-test-conn-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.names = []
         records, reports, self.worker_ends = [], [], []
@@ -102,7 +103,7 @@ class Rig:
         asyncio.run(topics.partition_count(TOPIC, 1.0))  # known: frames for it route at once
         self.journal = os.path.join(tempfile.mkdtemp(prefix="kpd-test-sessions-"), "journal")
         settings = settings_for(IngestSettings, socket_path="/nonexistent",
-                                sessions_path=self.journal)  # fmt: skip
+                                sessions_path=self.journal, **overrides)  # fmt: skip
         self.server = IngestServer(settings, records, reports, topics)
 
     def connect(self) -> tuple[ClientConnection, RecordingTransport]:

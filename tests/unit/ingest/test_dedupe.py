@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from daemon.ingest.dedupe import COMPACT_FACTOR, DedupeJournal, Piece
 
 
@@ -115,12 +117,50 @@ def test_a_range_taken_with_its_outcome_is_one_line_and_comes_back_resolved(tmp_
     assert _journal(path).lookup("s", 0, 3) == [Piece(0, 3, ["accepted"], 0)]
 
 
+def test_a_tag_is_journaled_with_its_range_and_kept_by_a_compaction(tmp_path):
+    # The Kafka listener tags a batch's range with its ring sequence number.
+    journal = _journal(tmp_path / "j")
+    journal.taken("k", 0, 5, tag=1_000)
+    journal.taken("k", 5, 5, tag=1_005)
+    journal.close()
+    again = _journal(tmp_path / "j")  # loads, then compacts
+    again.close()
+    again = _journal(tmp_path / "j")
+    assert [(key, r.first, r.tag) for key, r in again.ranges()] == [
+        ("k", 0, 1_000),
+        ("k", 5, 1_005),
+    ]
+
+
+def test_a_withdrawn_pending_range_is_no_longer_taken_also_after_a_reload(tmp_path):
+    journal = _journal(tmp_path / "j")
+    journal.taken("k", 0, 5)
+    journal.taken("k", 5, 5)
+    journal.resolved("k", 0, 5, ["ok"])
+    journal.withdraw("k", 0, 5)  # resolved: stays
+    journal.withdraw("k", 5, 5)  # pending: goes
+    assert journal.lookup("k", 0, 10) == [Piece(0, 5, ["ok"], 0)]
+    assert journal.window("k").pending == 0
+    journal.close()
+    assert _journal(tmp_path / "j").lookup("k", 0, 10) == [Piece(0, 5, ["ok"], 0)]
+
+
+def test_sync_fd_names_the_file_once_per_batch_of_written_lines(tmp_path):
+    journal = _journal(tmp_path / "j")
+    assert journal.sync_fd() is None  # nothing written since the load's rewrite
+    journal.taken("k", 0, 1)
+    fd = journal.sync_fd()
+    assert os.path.samefile(f"/proc/self/fd/{fd}", tmp_path / "j")
+    os.close(fd)
+    assert journal.sync_fd() is None
+
+
 def _some_changes(journal: DedupeJournal) -> None:
     for first in range(0, 60, 6):
         journal.taken("s", first, 6)
         journal.taken("p/0", first, 3, outcome=[0, "ok"])
         journal.resolved("s", first, 4, [0, 1, first])
-        journal.resolved("s", first + 4, 2, [1, "x\n\"y"])
+        journal.resolved("s", first + 4, 2, [1, 'x\n"y'])
     journal.forget_below("s", 30)
 
 

@@ -11,6 +11,7 @@ as Kafka codes, and an idempotent resend is answered without a second entry.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -20,10 +21,12 @@ from daemon.kafka.errors import ErrorCode
 from daemon.kafka.records import BatchBuilder, restamp
 from daemon.ownership import worker_for
 from daemon.ring import Ring, RingProducer, RingWakeups
-from daemon.wire.ring_entry import encode_report_entry
+from daemon.wire.ring_entry import decode_records_entry, encode_report_entry
 from kpd import protocol as wire
 from kpd.protocol import AckLevel, ReportRun, Status
+from tests.settings_for import settings_for
 from tests.unit.ingest.test_connection import PARTITIONS, TOPIC, WORKERS, Rig
+from tests.waiting import wait_for_async
 
 PRODUCE_VERSION = 9
 TIMEOUT_S = 5.0
@@ -36,8 +39,9 @@ def rig() -> Iterator[Rig]:
     made.close()
 
 
-def _listener(rig) -> KafkaListener:
-    settings = KafkaListenerSettings("127.0.0.1", 0, 4, 1 << 20, None)
+def _listener(rig, state_path=None) -> KafkaListener:
+    settings = settings_for(KafkaListenerSettings, config={"socket": {"kafka": "127.0.0.1:9092"}},
+                            port=0, max_connections=4, state_path=state_path)  # fmt: skip
     listener = KafkaListener(settings, rig.server.admission)
     rig.server.hear_reports(listener.conn_id, listener)
     return listener
@@ -147,3 +151,102 @@ def test_an_idempotent_resend_gets_the_first_outcome_and_no_second_entry(rig):
     assert first == resent
     assert first[:2] == (ErrorCode.NONE, 7)
     assert rig.entries() == []  # the resend wrote nothing
+
+
+MAX_BLOCK_S = 0.2
+
+
+def test_a_batch_split_over_ring_entries_is_taken_whole_and_its_resend_meanwhile_once():
+    # Issue 20's open edges: (a) a batch larger than a ring entry (half the 1 MiB ring) is
+    # two entries; the ring has room for the first only. Refusing the second after
+    # max.block.ms would answer the client a retriable error while the first half goes to
+    # Kafka, and its retry would produce that half twice: the rest waits instead. (b) The
+    # client's resend of the batch meanwhile (a new connection after its request timed
+    # out) is answered with the first copy's outcome and never taken.
+    rig = Rig(max_block_s=MAX_BLOCK_S)
+    partition = 4
+    worker = worker_for(TOPIC, partition, WORKERS)
+    worker_end = rig.worker_ends[worker]
+
+    async def scenario():
+        listener = _listener(rig)
+        filler = await listener.produce_partition(
+            TOPIC, partition, _batch([b"f" * 450_000]), PRODUCE_VERSION, AckLevel.ACCEPTED,
+            TIMEOUT_S,
+        )  # fmt: skip
+        listener.publish()
+        await filler
+        producer_id, epoch = listener.producers.init_producer()
+        batch = _batch([bytes([i]) * 100_000 for i in range(9)], (producer_id, epoch, 0))
+        first = asyncio.ensure_future(listener.produce_partition(
+            TOPIC, partition, batch, PRODUCE_VERSION, AckLevel.KAFKA, TIMEOUT_S
+        ))  # fmt: skip
+        read = await wait_for_async(lambda: worker_end.read_entries() or None,
+                                    what="the filler in the ring")  # fmt: skip
+        read += await wait_for_async(lambda: worker_end.read_entries() or None,
+                                     what="the batch's first entry")  # fmt: skip
+        resent = await listener.produce_partition(
+            TOPIC, partition, batch, PRODUCE_VERSION, AckLevel.KAFKA, TIMEOUT_S
+        )
+        done, _ = await asyncio.wait({first}, timeout=3 * MAX_BLOCK_S)
+        assert not done  # still waiting for room: not refused after max.block.ms
+        worker_end.release(read[0][0])  # the worker is done with the filler
+        answer = await asyncio.wait_for(first, TIMEOUT_S)
+        listener.publish()
+        read += await wait_for_async(lambda: worker_end.read_entries() or None,
+                                     what="the batch's second entry")  # fmt: skip
+        batch_entries = [decode_records_entry(entry) for _, entry in read[1:]]
+        for entry in batch_entries:
+            _report(rig, worker, entry.base_seq, entry.count, 70 + entry.base_seq
+                    - batch_entries[0].base_seq)  # fmt: skip
+        await rig.server.finish()
+        return await answer, await resent, batch_entries
+
+    try:
+        first, resent, entries = asyncio.run(scenario())
+        assert first == resent == (ErrorCode.NONE, 70, 1_700_000_000_123)
+        assert sum(entry.count for entry in entries) == 9 and len(entries) == 2
+        assert rig.server.admission.records_rejected == 0
+        assert rig.entries() == []  # nothing more: the resend took nothing
+    finally:
+        rig.close()
+
+
+def test_with_fsync_always_the_journal_is_synced_before_an_idempotent_answer(rig, monkeypatch):
+    # rings.fsync: always (issue 20, edge c): the listener's dedupe journal follows the
+    # rings' rule, so the line that makes a resend recognisable is on the disk first.
+    synced: list[str] = []  # the files fdatasync was called on (ring files and journals)
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    partition = 0
+    worker = worker_for(TOPIC, partition, WORKERS)
+
+    async def scenario(path):
+        rig.server.admission.ring_sync.policy = "always"
+        listener = _listener(rig, state_path=path)
+        producer_id, epoch = listener.producers.init_producer()
+        batch = _batch([b"a"], (producer_id, epoch, 0))
+        answer = await listener.produce_partition(
+            TOPIC, partition, batch, PRODUCE_VERSION, AckLevel.KAFKA, TIMEOUT_S
+        )
+        listener.publish()
+        ((_, entry),) = rig.entries()
+        await wait_for_async(lambda: path in synced, what="a sync of the journal")
+        synced.clear()
+        _report(rig, worker, entry.base_seq, 1, 3)
+        forwarded = asyncio.ensure_future(rig.server.finish())
+        outcome = await answer
+        assert path in synced  # the outcome's line was synced before the answer
+        await forwarded
+        listener.close()
+        return outcome
+
+    path = os.path.join(os.path.dirname(rig.journal), "kafka-producers.jsonl")
+    assert asyncio.run(scenario(path))[:2] == (ErrorCode.NONE, 3)
+    with open(path) as journal:
+        assert '"g":' in journal.read()  # the batch's line, tagged with its ring sequence

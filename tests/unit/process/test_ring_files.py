@@ -304,8 +304,13 @@ def test_the_records_entry_layout_is_pinned_to_its_version():
     # topic_len u16, topic, then (flags & 1, scattered) count x u32 sequence offsets
     consecutive = entry_head(1, 2, 3, 4, 5, 3, b"t")
     scattered = entry_head(1, 2, 3, 4, 5, 2, b"t", struct.pack(">3I", 0, 4, 9))
-    assert (RECORDS_ENTRY_VERSION, consecutive, scattered) == (
+    # A flag is no layout change: flags & 2 (batched by its source) only says "no linger".
+    batched = entry_head(1, 2, 3, 4, 5, 3, b"t", None, True)
+    assert (RECORDS_ENTRY_VERSION, consecutive, scattered, batched) == (
         2,
         struct.pack(">QQIiqBBH", 1, 2, 3, 4, 5, 3, 0, 1) + b"t",
         struct.pack(">QQIiqBBH", 1, 2, 3, 4, 5, 2, 1, 1) + b"t" + struct.pack(">3I", 0, 4, 9),
+        struct.pack(">QQIiqBBH", 1, 2, 3, 4, 5, 3, 2, 1) + b"t",
     )
+    assert decode_records_entry(memoryview(batched + b"\x00")).batched
+    assert not decode_records_entry(memoryview(scattered + b"\x00")).batched

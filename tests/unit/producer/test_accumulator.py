@@ -131,6 +131,23 @@ def test_flush_makes_open_batches_ready_at_once():
     assert [b.tokens for b in drain(acc, [pq], now=1.0)] == [["x"]]
 
 
+def test_send_now_makes_the_open_batch_due_while_later_records_still_join_it():
+    # send_now(): the records of a ring entry its source batched already (ring_entry.BATCHED)
+    # go without a second linger; until the sender takes the batch, more records join it.
+    acc, wakes = make(linger_ms=60_000)
+    pq = acc.queue("t", 0)
+    append(acc, pq, ["a", "b"], now=1.0)
+    woken = wakes.count
+    acc.send_now(pq)
+    assert wakes.count == woken + 1  # the sender hears of it
+    assert acc.next_ready_in(1.0) == 0.0
+    append(acc, pq, ["c"], now=1.0)  # the sender was busy: "c" joins the due batch
+    assert [b.tokens for b in drain(acc, [pq], now=1.0)] == [["a", "b", "c"]]
+    append(acc, pq, ["d"], now=1.0)
+    acc.send_now(acc.queue("t", 1))  # nothing open there: nothing to do
+    assert drain(acc, [pq], now=1.0) == []  # "d" is in a new batch: linger applies
+
+
 def test_nearly_full_buffer_sends_without_waiting_for_linger():
     acc, _ = make(linger_ms=60_000, buffer_memory=200)
     pq = acc.queue("t", 0)

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from daemon.kafka import messages
-from daemon.net.errors import ConnectionClosedError
+from daemon.net.errors import ConnectionClosedError, RequestTimedOutError
 from daemon.producer.transactions import (
     TransactionAbortable,
     TransactionFatal,
@@ -89,8 +89,17 @@ def ended(code: int = 0) -> dict:
     return {"throttle_time_ms": 0, "error_code": code}
 
 
-def manager(channel: FakeChannel) -> TransactionManager:
-    return TransactionManager(TransactionSettings("t", 60000, retry_backoff_s=0.0), channel)
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def manager(channel: FakeChannel, clock=None) -> TransactionManager:
+    settings = TransactionSettings("t", 60000, retry_backoff_s=0.0)
+    return TransactionManager(settings, channel, clock or FakeClock())
 
 
 def run(coro):
@@ -162,9 +171,9 @@ def test_fenced_or_unauthorized_init_is_fatal_for_good(code):
     assert len(channel.requests) == 2
 
 
-def ready(scripts: dict[str, list]) -> tuple[TransactionManager, FakeChannel]:
+def ready(scripts: dict[str, list], clock=None) -> tuple[TransactionManager, FakeChannel]:
     channel = FakeChannel({"FindCoordinator": [found()], "InitProducerId": [init()], **scripts})
-    txn = manager(channel)
+    txn = manager(channel, clock)
     run(txn.initialize())
     return txn, channel
 
@@ -199,11 +208,148 @@ def test_a_partition_error_of_add_partitions_is_abortable_and_names_the_partitio
     assert txn.partitions == set()
 
 
-def test_a_fenced_add_partitions_is_fatal():
-    txn, _ = ready({"AddPartitionsToTxn": [added(("a", 0, 90))]})
-    with pytest.raises(TransactionFatal):
+def inits(channel: FakeChannel) -> list[tuple[int, int]]:
+    """The (producer id, epoch) of every InitProducerId sent."""
+    return [(body["producer_id"], body["producer_epoch"])
+            for _, name, body in channel.requests if name == "InitProducerId"]  # fmt: skip
+
+
+def end_txns(channel: FakeChannel) -> list[bool]:
+    return [body["committed"] for _, name, body in channel.requests if name == "EndTxn"]
+
+
+def aborted_with(txn: TransactionManager, code: int) -> None:
+    """The sender's side: the abortable error ``code`` began an abort, the answers are in."""
+    txn.begin_abort(f"an error {code}", code)
+    run(txn.end(commit=False))
+
+
+@pytest.mark.parametrize("code", [90, 47])  # PRODUCER_FENCED, INVALID_PRODUCER_EPOCH
+def test_a_refused_epoch_is_abortable_and_a_granted_bump_recovers(code):
+    # KIP-588: the coordinator aborted the transaction itself (timed out) and bumped the
+    # epoch; it refuses EndTxn(abort), and grants InitProducerId with our id and epoch.
+    txn, channel = ready({
+        "AddPartitionsToTxn": [added(("a", 0, code))], "EndTxn": [ended(90)],
+        "InitProducerId": [init(pid=4, epoch=1), init(pid=4, epoch=3)],
+    })  # fmt: skip
+    txn.partitions.add(("b", 0))  # already in the transaction
+    with pytest.raises(TransactionAbortable) as raised:
         run(txn.add_partitions([("a", 0)]))
+    assert raised.value.code == code
+    aborted_with(txn, raised.value.code)
+    assert txn.state is TxnState.UNINITIALIZED and txn.epoch_refused
+    run(txn.initialize())
+
+    assert end_txns(channel) == [False]  # refused, and the abort ended all the same
+    assert inits(channel) == [(-1, -1), (4, 1)]  # the second carries our id and epoch
+    assert (txn.state, txn.producer_id, txn.epoch) == (TxnState.READY, 4, 3)
+    assert not txn.epoch_refused
+
+
+def test_a_refused_epoch_confirmed_by_init_is_fatal_and_says_another_producer_took_the_id():
+    txn, _ = ready({"InitProducerId": [init(pid=4, epoch=1), init(90, -1, -1)],
+                    "AddPartitionsToTxn": [added(("a", 0))], "EndTxn": [ended(90)]})  # fmt: skip
+    run(txn.add_partitions([("a", 0)]))
+    aborted_with(txn, 47)  # the transaction is young: no timeout can have aborted it
+    with pytest.raises(TransactionFatal, match="another producer took the transactional id"):
+        run(txn.initialize())
     assert txn.state is TxnState.FATAL and txn.fatal.name == "PRODUCER_FENCED"
+    assert "INVALID_PRODUCER_EPOCH" in str(txn.fatal)  # the cause is named too
+
+
+def test_an_ordinary_abort_bumps_with_the_current_epoch_and_sends_end_txn_first():
+    txn, channel = ready({
+        "AddPartitionsToTxn": [added(("a", 0))], "EndTxn": [ended()],
+        "InitProducerId": [init(pid=4, epoch=1), init(pid=4, epoch=2)],
+    })  # fmt: skip
+    run(txn.add_partitions([("a", 0)]))
+    aborted_with(txn, 59)  # UNKNOWN_PRODUCER_ID
+    run(txn.initialize())
+    assert end_txns(channel) == [False]
+    assert inits(channel) == [(-1, -1), (4, 1)] and txn.epoch == 2
+
+
+def test_without_kip360_bumps_an_ordinary_abort_falls_back_to_a_new_id_from_then_on():
+    # tansu 0.6 answers InitProducerId(current id, epoch) with UNKNOWN_SERVER_ERROR.
+    txn, channel = ready({
+        "AddPartitionsToTxn": [added(("a", 0)), added(("a", 0))], "EndTxn": [ended(), ended()],
+        "InitProducerId": [init(pid=4, epoch=1), init(-1, -1, -1), init(pid=4, epoch=2),
+                           init(pid=4, epoch=3)],
+    })  # fmt: skip
+    for _ in range(2):
+        run(txn.add_partitions([("a", 0)]))
+        aborted_with(txn, 0)  # e.g. a batch finally failed
+        run(txn.initialize())
+    assert inits(channel) == [(-1, -1), (4, 1), (-1, -1), (-1, -1)]
+    assert (txn.state, txn.epoch) == (TxnState.READY, 3)
+
+
+def test_without_kip360_bumps_a_refused_epoch_of_a_young_transaction_is_fenced():
+    # The transaction was younger than transaction.timeout.ms: no timeout aborted it, so
+    # another producer took the id, and a new epoch would fence that producer.
+    txn, channel = ready({"InitProducerId": [init(pid=4, epoch=1), init(-1, -1, -1)]})
+    aborted_with(txn, 90)
+    with pytest.raises(TransactionFatal, match="younger than transaction"):
+        run(txn.initialize())
+    assert inits(channel) == [(-1, -1), (4, 1)]  # no InitProducerId(-1, -1) after the refusal
+    assert txn.state is TxnState.FATAL
+
+
+def test_a_bump_refused_after_a_timeout_takes_a_new_epoch_instead(caplog):
+    # Kafka's coordinator forgets the epoch it bumped from when it aborts a transaction by
+    # timeout (prepareFenceProducerEpoch sets the last epoch to -1), so it refuses the KIP-588
+    # bump; the transaction was older than transaction.timeout.ms, so a timeout may be why,
+    # and InitProducerId(-1, -1) gets the worker going again.
+    clock = FakeClock()
+    txn, channel = ready({
+        "AddPartitionsToTxn": [added(("a", 0)), added(("a", 0, 90))], "EndTxn": [ended(90)],
+        "InitProducerId": [init(pid=4, epoch=1), init(90, -1, -1), init(pid=4, epoch=3)],
+    }, clock)  # fmt: skip
+    run(txn.add_partitions([("a", 0)]))
+    clock.now += 60.0  # the outage: transaction.timeout.ms passed
+    with pytest.raises(TransactionAbortable) as raised:
+        run(txn.add_partitions([("b", 0)]))
+    aborted_with(txn, raised.value.code)
+    run(txn.initialize())
+    assert inits(channel) == [(-1, -1), (4, 1), (-1, -1)]
+    assert (txn.state, txn.epoch) == (TxnState.READY, 3)
+    assert "does not keep the epoch it bumped" in caplog.text
+    assert "InitProducerId(-1, -1)" in txn.recovered_by
+
+
+@pytest.mark.parametrize("code", [90, 47])
+def test_a_refused_end_txn_abort_still_ends_and_the_next_epoch_decides(code):
+    txn, channel = ready({
+        "AddPartitionsToTxn": [added(("a", 0))], "EndTxn": [ended(code)],
+        "InitProducerId": [init(pid=4, epoch=1), init(pid=4, epoch=3)],
+    })  # fmt: skip
+    run(txn.add_partitions([("a", 0)]))
+    aborted_with(txn, 0)
+    assert txn.state is TxnState.UNINITIALIZED and txn.abort_cause == code
+    run(txn.initialize())
+    assert txn.state is TxnState.READY and inits(channel)[-1] == (4, 1)
+
+
+def test_an_unknown_producer_id_mapping_skips_end_txn_as_java_does():
+    txn, channel = ready({
+        "AddPartitionsToTxn": [added(("a", 0, 49))],  # INVALID_PRODUCER_ID_MAPPING
+        "InitProducerId": [init(pid=4, epoch=1), init(pid=4, epoch=2)],
+    })  # fmt: skip
+    txn.partitions.add(("b", 0))
+    with pytest.raises(TransactionAbortable) as raised:
+        run(txn.add_partitions([("a", 0)]))
+    aborted_with(txn, raised.value.code)
+    run(txn.initialize())
+    assert end_txns(channel) == [] and txn.state is TxnState.READY
+
+
+def test_a_refused_commit_is_abortable():
+    txn, _ = ready({"AddPartitionsToTxn": [added(("a", 0))], "EndTxn": [ended(90)]})
+    run(txn.add_partitions([("a", 0)]))
+    txn.begin_commit()
+    with pytest.raises(TransactionAbortable) as raised:
+        run(txn.end(commit=True))
+    assert raised.value.code == 90 and txn.state is TxnState.COMMITTING
 
 
 def test_commit_sends_end_txn_and_leaves_the_producer_ready():
@@ -249,6 +395,35 @@ def test_an_end_txn_that_is_never_answered_is_fatal_rather_than_retried_forever(
     with pytest.raises(TransactionFatal, match="outcome is unknown"):
         run(txn.end(commit=True))
     assert txn.state is TxnState.FATAL and txn.fatal.code == 0
+
+
+def test_end_txn_timeouts_through_an_outage_are_retried_without_end():
+    # A frozen or cut-off coordinator: requests time out. That is an outage, however long,
+    # not an answer, so it never makes the worker fatal.
+    lost = [RequestTimedOutError("no response within 1s") for _ in range(20)]
+    txn, channel = ready({"AddPartitionsToTxn": [added(("a", 0))], "EndTxn": [*lost, ended()]})
+    channel.scripts["FindCoordinator"] = [found()] * 20
+    run(txn.add_partitions([("a", 0)]))
+    for _ in range(20):
+        with pytest.raises(TransactionRetriable):
+            run(txn.end(commit=True))
+    run(txn.end(commit=True))
+    assert txn.state is TxnState.READY
+
+
+def test_an_abort_whose_end_txn_is_never_answered_ends_and_leaves_the_verdict_to_init():
+    # tansu 0.6 closes the connection instead of answering a fenced EndTxn(abort): the abort's
+    # outcome does not matter, and InitProducerId says whether the producer may go on.
+    lost = [ConnectionClosedError("closed by broker", request_sent=True) for _ in range(8)]
+    txn, channel = ready({"AddPartitionsToTxn": [added(("a", 0))], "EndTxn": lost})
+    channel.scripts["FindCoordinator"] = [found()] * 8
+    run(txn.add_partitions([("a", 0)]))
+    txn.begin_abort("a batch failed", 90)
+    for _ in range(7):
+        with pytest.raises(TransactionRetriable):
+            run(txn.end(commit=False))
+    run(txn.end(commit=False))
+    assert txn.state is TxnState.UNINITIALIZED and txn.epoch_refused
 
 
 def test_fencing_bumps_the_epoch_of_every_old_id():
