@@ -59,6 +59,7 @@ from daemon.producer.metadata import ClusterView, MetadataManager
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
 from daemon.version import VERSION
 from daemon.worker import Worker
+from daemon.worker.done_journal import journal_path
 
 log = logging.getLogger("kpd")
 
@@ -116,7 +117,7 @@ async def run_worker(spec: ChildSpec) -> int:
     if producer.transactional:
         txn_id = worker_transactional_id(producer.transactional_id, config.workers.count, index)
         mine = dataclasses.replace(mine, transactional_id=txn_id)
-    worker = Worker(mine, records, reports)
+    worker = Worker(mine, records, reports, journal_path(spec.records[0].path))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     background = [

@@ -15,6 +15,12 @@ worker -> ingest). What happens to the files found:
 * **anything else** (another layout or entry version, a broken header, entries that do not fit
   the new rings): *moved aside*, never deleted, into ``<prefix>-aside-<UTC time>/`` with a
   ``README.txt`` saying why; the log and ``kpd status`` say so too.
+* **done journals** (``<records ring>.done``, ``daemon.worker.done_journal``: which records of
+  a ring's unreleased entries already had their outcome) stay with their ring: adopted with it
+  (its worker reads it), moved aside or re-routed with it, and removed where a ring is made
+  anew, so a journal never outlives the ring positions it names. Re-routed entries get new
+  positions: their done journal is dropped with the old file, and what it had is produced
+  again (at-least-once, only when the worker count changed across a kill).
 * **reports rings** carry reports for the previous daemon's client connections, which all
   ended with it: they are dropped and made new -- after the reports of protocol v2 sessions
   still in them are written to the sessions journal (``<prefix>-sessions.journal``, which
@@ -28,6 +34,7 @@ in the new rings too: at-least-once, never lost).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -56,6 +63,7 @@ from daemon.wire.ring_entry import (
     decode_records_entry,
     decode_report_entry,
 )
+from daemon.worker.done_journal import journal_path
 from kpd.protocol import SESSION_BIT
 
 __all__ = ["RingFiles", "prepare_ring_files", "sessions_path"]
@@ -147,6 +155,10 @@ def prepare_ring_files(
             unfit = _reroute(files, to_reroute, adopted, workers, records_bytes, stamp)
             _move_aside(files, stamp, unfit)
         for index, path in enumerate(files.records):
+            if index not in adopted:
+                # A done journal names entries of the ring it was written beside: never one
+                # of a ring made anew (or holding re-routed entries at new positions).
+                _unlink(journal_path(path))
             if index not in adopted and not os.path.exists(path):
                 labels = RingLabels(RECORDS_ENTRY_VERSION, index, workers)
                 Ring.create(path, records_bytes, labels).close()
@@ -264,6 +276,7 @@ def _reroute(
     os.makedirs(holding, exist_ok=True)
     for ring in sources:
         os.rename(ring.path, os.path.join(holding, ring.name))
+        _rename_journal(ring.path, os.path.join(holding, ring.name))
     for index, path in enumerate(files.records):
         if index not in targets:
             labels = RingLabels(RECORDS_ENTRY_VERSION, index, workers)
@@ -345,6 +358,20 @@ def _copy_entries(plans: list[list[tuple[int, memoryview]]], targets: dict[int, 
         wakeups.close()
 
 
+def _rename_journal(ring_path: str, new_ring_path: str) -> bool:
+    """Move a records ring's done journal along with the ring; False if it had none."""
+    try:
+        os.rename(journal_path(ring_path), journal_path(new_ring_path))
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
 def _move_aside(files: RingFiles, stamp: str, aside: list[tuple[str, str]]) -> None:
     """Move ``(path, reason)`` files into this start's aside directory, with a README."""
     if not aside:
@@ -364,6 +391,11 @@ def _move_aside(files: RingFiles, stamp: str, aside: list[tuple[str, str]]) -> N
     for path, reason in aside:
         os.rename(path, target / os.path.basename(path))
         lines.append(f"{os.path.basename(path)}: {reason}")
+        if _rename_journal(path, str(target / os.path.basename(path))):
+            lines.append(
+                f"{os.path.basename(journal_path(path))}: the records of that ring that had "
+                "an outcome (delivered or failed) when kpd stopped (daemon/worker/done_journal.py)"
+            )
         log.warning("ring file %s moved aside to %s: %s", path, target, reason)
     with readme.open("a") as out:
         out.write("\n".join(lines) + "\n")

@@ -53,7 +53,7 @@ from typing import NamedTuple
 from crc32c import crc32c
 
 from daemon.ring.ordering import ordering_of
-from daemon.ring.region import EntryTooLargeError, Ring, RingError
+from daemon.ring.region import EntryTooLargeError, Ring, RingError, RingLabels
 from daemon.ring.wakeup import DEFAULT_BACKSTOP_S, RingWakeups, Sleeper, WaitHooks, Watch
 
 __all__ = [
@@ -366,6 +366,20 @@ class RingConsumer:
     def missed_wakeups(self) -> int:
         watch = self._watch
         return self._sleeper.missed_wakeups + (watch.missed_wakeups if watch is not None else 0)
+
+    @property
+    def labels(self) -> RingLabels:
+        """What the ring's creator wrote about it (``region.RingLabels``)."""
+        return self._ring.labels
+
+    def seal_of(self, end_pos: int, payload_len: int) -> int:
+        """The seal of the entry read as ``(end_pos, payload of payload_len bytes)``: its
+        CRC32C with its position, so it names that entry among all a ring file ever held
+        (a worker's done journal keys its runs with it). Valid until the entry is released.
+        The entry starts ``entry_size`` before its end, a wrap's skipped bytes being before it.
+        """
+        offset = (end_pos - ((_LENGTH_SIZE + payload_len + 7) & ~7)) % self._cap
+        return self._words[(offset >> 2) + 1]
 
     def pending_bytes(self) -> int:
         """Bytes published and not yet read."""

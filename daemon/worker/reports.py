@@ -2,7 +2,8 @@
 
 Pure: builds ``ReportRun``\\ s from batch outcomes (delivered with offsets, failed with a kpd
 error code and persistence, kept in the ring at shutdown) and groups them into reports-ring
-entries of bounded size. Must not import rings, asyncio or the process layer.
+entries of bounded size; turns an outcome into a done-journal run and back (the first outcome
+of records a predecessor had done). Must not import rings, asyncio or the process layer.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 from daemon.producer import outcomes
 from daemon.producer.outcomes import BatchOutcome, DeliveryFailure
 from daemon.wire.ring_entry import seq_runs
+from daemon.worker.done_journal import DoneRun
 from kpd.protocol import REPORT_RUN_FIXED_BYTES, ReportRun
 from kpd.protocol.base import KpdErrorCode, Persistence, Status
 
-__all__ = ["chunks", "kept_runs", "run_of"]
+__all__ = ["chunks", "done_run_of", "kept_runs", "recorded_outcome", "run_of"]
 
 # Bytes of report runs per reports-ring entry: well below half of the smallest reports ring
 # the config allows (64 KiB), the largest entry a ring takes, even for a burst of failures
@@ -100,3 +102,28 @@ def _failed_run(first_seq: int, count: int, partition: int, error: DeliveryFailu
         error.persistence,
         str(error)[:1000],
     )
+
+
+def done_run_of(
+    end_pos: int, seal: int, index: int, count: int, offset_in_batch: int, outcome: BatchOutcome
+) -> DoneRun:
+    """The done-journal run of records ``index .. index + count`` of the entry ending at
+    ``end_pos``, ``offset_in_batch`` records into ``outcome``'s batch."""
+    error = outcome.error
+    if error is not None:
+        return DoneRun(end_pos, seal, index, count, error.code, -1, -1, 1, int(error.persistence))
+    base = outcome.base_offset + offset_in_batch if outcome.base_offset >= 0 else -1
+    return DoneRun(end_pos, seal, index, count, 0, base, outcome.timestamp, 0, 0)
+
+
+_RECORDED_MESSAGE = "the first outcome, recorded before a kill of kpd; not produced again"
+
+
+def recorded_outcome(topic: str, partition: int, run: DoneRun) -> BatchOutcome:
+    """A journaled run's first outcome as the outcome of a batch that starts at ``run``'s
+    first record (``run_of`` with offset 0 then gives its report run)."""
+    error = None
+    if run.failed:
+        error = DeliveryFailure(run.code, f"error {run.code}", _RECORDED_MESSAGE,
+                                Persistence(run.persistence))  # fmt: skip
+    return BatchOutcome(topic, partition, [], run.base_offset, run.timestamp, error)

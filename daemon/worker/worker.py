@@ -5,6 +5,12 @@ ring. Commit on ack: an entry's ring space is released only once every record in
 outcome *and* that outcome was published to the reports ring, so a worker killed at any point
 is replaced by one that re-reads exactly the entries whose reports may not have gone out.
 
+Done journal: release is contiguous, so an entry Kafka acknowledged behind an older one in
+flight stays unreleased. Each outcome is therefore staged in the ring's done journal
+(``done_journal``) in the outcome callback itself and published before its reports go out; a
+worker that adopts the ring after a kill -9 reports the records the journal has with their first
+outcome and appends only the others, so nothing Kafka acknowledged is produced twice.
+
 Stopping keeps what is not delivered: ``close`` ends the engine at once, and every record
 without a Kafka acknowledgement by then stays in the ring (its entry is never released) for the
 next daemon, which adopts the ring file and produces it. A client waiting for its Kafka outcome
@@ -26,6 +32,7 @@ import asyncio
 import itertools
 import logging
 import time
+from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -33,9 +40,10 @@ from daemon.config import ProducerSettings
 from daemon.metrics import DeliveryTally
 from daemon.producer.engine import ProducerEngine
 from daemon.producer.outcomes import BatchOutcome
-from daemon.ring import AckWindow, RingConsumer, RingProducer
+from daemon.ring import LAYOUT_VERSION, AckWindow, RingConsumer, RingProducer
 from daemon.wire.ring_entry import decode_records_entry, encode_report_entry, seq_runs
-from daemon.worker.reports import chunks, kept_runs, run_of
+from daemon.worker.done_journal import DoneJournal, DoneRun
+from daemon.worker.reports import chunks, done_run_of, kept_runs, recorded_outcome, run_of
 from kpd.protocol import ReportRun, encode_reports
 from kpd.protocol.base import AckLevel
 from kpd.protocol.records import (
@@ -70,6 +78,10 @@ class _EntryState:
     # timestamp, as Java's does (records with their own timestamps: the client knows them).
     assigned_ts: int = -1
     kept: bool = False  # some records stay in the ring for the next daemon: never release
+    seal: int = 0  # the entry's seal in the ring: the done journal's runs name it with it
+    # A replayed entry whose done journal had some of its records: the ends of the stretches
+    # of records appended again (sorted). None: every record was appended, in one stretch.
+    segment_ends: list[int] | None = None
 
 
 class Worker:
@@ -78,12 +90,34 @@ class Worker:
         settings: ProducerSettings,
         records: RingConsumer,
         reports: RingProducer,
+        done_path: str | None = None,
     ) -> None:
+        """``done_path``: the records ring's done journal (``done_journal.journal_path``);
+        None keeps no journal (a kill then replays what was done behind an in-flight entry)."""
         self._settings = settings
         self._records = records
         self._reports = reports
         self._engine = ProducerEngine(settings, self._on_outcome)
         self._window = AckWindow(records.cursor)
+        self._journal: DoneJournal | None = None
+        # Runs a predecessor journaled, by the end position of their entry: those records are
+        # reported with their first outcome and never appended again.
+        self._adopted: dict[int, list[DoneRun]] = {}
+        self._adopted_last = 0  # the largest end position in _adopted
+        if done_path is not None:
+            self._journal, runs = DoneJournal.open(
+                done_path,
+                release_pos=records.cursor,
+                ring_layout=LAYOUT_VERSION,
+                entry_format=records.labels.format,
+            )
+            for run in runs:
+                self._adopted.setdefault(run.end_pos, []).append(run)
+            self._adopted_last = max(self._adopted, default=0)
+            if runs:
+                log.info("done journal %s: %d records of %d entries already have outcomes; "
+                         "they are reported, not produced again", done_path,
+                         sum(run.count for run in runs), len(self._adopted))  # fmt: skip
         self._entries: dict[int, _EntryState] = {}
         self._next_entry_id = 1
         # Outcomes wait here until the next report flush (once per loop turn).
@@ -145,6 +179,9 @@ class Worker:
         self.stop()
         await self._engine.close(0.0)
         self._flush_reports()
+        if self._journal is not None:  # no outcome comes after the engine closed
+            self._journal.close()
+            self._journal = None
 
     async def _wait_for_records(self, loop: asyncio.AbstractEventLoop) -> None:
         # One future per sleep and nothing else: the doorbell is watched for the life of run
@@ -165,11 +202,11 @@ class Worker:
 
     # ---- the hot path ------------------------------------------------------------------
 
-    async def _take(self, end_pos: int, entry: memoryview, max_block_s: float) -> None:
-        entry = decode_records_entry(entry)
+    async def _take(self, end_pos: int, payload: memoryview, max_block_s: float) -> None:
+        entry = decode_records_entry(payload)
         entry_id = self._next_entry_id
         self._next_entry_id += 1
-        self._entries[entry_id] = _EntryState(
+        self._entries[entry_id] = state = _EntryState(
             entry.conn_id,
             entry.base_seq,
             entry.partition,
@@ -179,18 +216,24 @@ class Worker:
             entry.count,
             entry.ack == AckLevel.KAFKA,
             None if entry.seq_offsets is None else bytes(entry.seq_offsets),
+            seal=self._records.seal_of(end_pos, len(payload)),
         )
         self._window.track(end_pos)
-        engine = self._engine
-        queue = engine.queue(entry.topic, entry.partition)
-        token = entry_id << _INDEX_BITS
         default_ts = entry.received_ms
-        engine.accepted_at(entry.received_ms)
+        if not entry.records[0] & LAYOUT_HAS_TIMESTAMPS:  # every record gets received_ms
+            state.assigned_ts = default_ts
+        self._engine.accepted_at(entry.received_ms)
+        if self._adopted:
+            done = self._adopted_runs(end_pos, state.seal)
+            if done:
+                await self._take_replayed(entry_id, entry, done, max_block_s)
+                return
         if self._keeping:
             self._keep(entry_id, 0, entry.count)
             return
-        if not entry.records[0] & LAYOUT_HAS_TIMESTAMPS:  # every record gets received_ms
-            self._entries[entry_id].assigned_ts = default_ts
+        engine = self._engine
+        queue = engine.queue(entry.topic, entry.partition)
+        token = entry_id << _INDEX_BITS
         columns = plain_columns(entry.records, entry.count)
         if columns is not None:  # the common case: no per-record timestamps or headers
             key_lens, value_lens, data_start = columns
@@ -219,6 +262,67 @@ class Worker:
                     return
             token += 1
         self._count_in(entry)
+
+    def _adopted_runs(self, end_pos: int, seal: int) -> list[DoneRun]:
+        """The journaled runs of the entry ending at ``end_pos``, if they were written for
+        this very entry (same seal); forgets the adopted runs once the reading is past them."""
+        runs = self._adopted.pop(end_pos, [])
+        if end_pos >= self._adopted_last:
+            self._adopted.clear()
+        if any(run.seal != seal for run in runs):
+            log.warning("done journal: runs for ring position %d name another entry; its "
+                        "records are produced again", end_pos)  # fmt: skip
+            return []
+        return runs
+
+    async def _take_replayed(self, entry_id, entry, done: list[DoneRun], max_block_s) -> None:
+        """An entry a predecessor took: the records its done journal has are reported with
+        their first outcome (the client, a session, the Kafka listener may still wait for it)
+        and not appended; the others are, one by one (the rare path)."""
+        state = self._entries[entry_id]
+        done.sort(key=lambda run: run.first)
+        segments, at = [], 0  # stretches [start, end) without an outcome
+        for run in done:
+            if run.first > at:
+                segments.append((at, run.first))
+            at = max(at, run.first + run.count)
+        if at < entry.count:
+            segments.append((at, entry.count))
+        state.segment_ends = [end for _, end in segments] if segments else None
+        for run in done:  # may settle the entry: the last use of state for a done one
+            self._report_recorded(entry_id, entry.topic, run)
+        self._schedule_flush()
+        if not segments:
+            return
+        self.tally.count_received(entry.topic, entry.partition,
+                                  sum(b - a for a, b in segments), entry.received_ms)  # fmt: skip
+        engine = self._engine
+        queue = engine.queue(entry.topic, entry.partition)
+        base = entry_id << _INDEX_BITS
+        records = iter_records(entry.records, entry.count)
+        for index, record in enumerate(records):
+            if not any(a <= index < b for a, b in segments):
+                continue
+            timestamp = record.timestamp if record.timestamp is not None else entry.received_ms
+            while self._keeping or not engine.append(
+                queue, timestamp, record.key, record.value, record.headers, base | index
+            ):
+                if self._keeping:  # closed: the rest of the stretches stays in the ring
+                    for a, b in segments:
+                        if b > index:
+                            self._keep(entry_id, max(a, index), b - max(a, index))
+                    return
+                if not await engine.wait_for_buffer(max_block_s):
+                    log.warning("buffer.memory still full after max.block.ms; still waiting")
+
+    def _report_recorded(self, entry_id: int, topic: str, run: DoneRun) -> None:
+        """Report a journaled run's first outcome; it stays in the journal until released."""
+        state = self._entries[entry_id]
+        if state.reported:
+            self._add_runs(
+                state, run.first, run.count, 0, recorded_outcome(topic, state.partition, run)
+            )
+        self._settle(entry_id, state, run.count)
 
     async def _take_stamped(self, entry_id, entry, columns, token, max_block_s) -> bool:
         """Append the records of each run of equal timestamps with one ``append_packed``
@@ -262,12 +366,20 @@ class Worker:
             index = first & _INDEX_MASK
             # An entry's records are appended to its partition's batches back to back, so
             # within a batch they are consecutive tokens: the run ends where the batch or the
-            # entry does. O(runs), not O(records).
-            count = min(total - start, entries[entry_id].count - index)
+            # entry (or, replayed, the stretch of it appended again) does. O(runs).
+            state = entries[entry_id]
+            ends = state.segment_ends
+            end = state.count if ends is None else ends[bisect_right(ends, index)]
+            count = min(total - start, end - index)
             assert tokens[start + count - 1] == first + count - 1, "entry run broken"
             self._report_run(entry_id, index, count, start, outcome)
             start += count
+        if self._journal is not None:
+            self._journal.commit()  # the outcomes are on file before any report of them
         self._outcome_times.append((time.monotonic(), total))
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_reports)
@@ -280,18 +392,28 @@ class Worker:
         if error is not None and self._keeping:
             self._keep(entry_id, index, count)
             return
+        if self._journal is not None:
+            self._journal.add(done_run_of(state.end_pos, state.seal, index, count,
+                                          offset_in_batch, outcome))  # fmt: skip
         self.tally.count_done(outcome.topic, count, state.received_ms, error)
         if state.reported:
-            runs = self._pending_runs[state.conn_id]
-            if state.seq_offsets is None:
-                first_seq = state.base_seq + index
-                runs.append(run_of(first_seq, count, offset_in_batch, outcome, state.assigned_ts))
-            else:
-                for seq_offset, at, k in seq_runs(state.seq_offsets, index, count):
-                    offset = offset_in_batch + at - index
-                    first_seq = state.base_seq + seq_offset
-                    runs.append(run_of(first_seq, k, offset, outcome, state.assigned_ts))
+            self._add_runs(state, index, count, offset_in_batch, outcome)
         self._settle(entry_id, state, count)
+
+    def _add_runs(
+        self, state: _EntryState, index: int, count: int, offset_in_batch: int,
+        outcome: BatchOutcome,
+    ) -> None:  # fmt: skip
+        """Queue the report runs of records ``index .. index + count`` of an entry."""
+        runs = self._pending_runs[state.conn_id]
+        if state.seq_offsets is None:
+            first_seq = state.base_seq + index
+            runs.append(run_of(first_seq, count, offset_in_batch, outcome, state.assigned_ts))
+        else:
+            for seq_offset, at, k in seq_runs(state.seq_offsets, index, count):
+                offset = offset_in_batch + at - index
+                first_seq = state.base_seq + seq_offset
+                runs.append(run_of(first_seq, k, offset, outcome, state.assigned_ts))
 
     def _keep(self, entry_id: int, index: int, count: int) -> None:
         """Records ``index .. index + count`` of an entry stay in the ring: tell the client,
@@ -303,9 +425,7 @@ class Worker:
                 kept_runs(state.base_seq, state.partition, state.seq_offsets, index, count)
             )
         self._settle(entry_id, state, count)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_reports)
+        self._schedule_flush()
 
     def _settle(self, entry_id: int, state: _EntryState, count: int) -> None:
         state.remaining -= count
@@ -343,6 +463,8 @@ class Worker:
             self._pending_done = []
             if release is not None:
                 self._records.release(release)
+                if self._journal is not None:  # after the release: its runs are dead now
+                    self._journal.released(release)
 
     def _trace_reports(self, written: float) -> None:
         observe = self.tally.stage_report.observe

@@ -16,6 +16,7 @@ import urllib.request
 
 import pytest
 
+from kpd import Producer
 from tests.brokers.ports import free_port
 from tests.brokers.reader import read_all
 from tests.daemon_harness import KpdDaemon, wait_for
@@ -67,6 +68,8 @@ def _published_bytes(daemon: KpdDaemon) -> int:
     offset 128 of its header (daemon/ring/region.py), read from the file itself."""
     total = 0
     for path in daemon.rings_dir.glob(f"{daemon.prefix}-records-*"):
+        if not path.name.rpartition("-")[2].isdigit():
+            continue  # a worker's done journal (records-N.done) beside its ring
         with open(path, "rb") as ring:
             ring.seek(128)
             total += int.from_bytes(ring.read(8), sys.byteorder)
@@ -199,11 +202,16 @@ def test_a_restart_with_another_worker_count_reroutes_the_kept_entries(mock_clus
         rings = _status(daemon)["rings"]
         assert sorted(r["workers"] for r in rings["rerouted"]) == [2, 2]
         assert rings["leftovers"] == []
-        assert sorted(os.listdir(daemon.rings_dir)) == sorted(
+        names = os.listdir(daemon.rings_dir)
+        assert sorted(n for n in names if not n.endswith(".done")) == sorted(
             [f"{daemon.prefix}-{kind}-{i}" for kind in ("records", "reports") for i in range(3)]
             + [f"{daemon.prefix}.lock"]  # the ring files' instance lock (daemon.process.instance)
             + [f"{daemon.prefix}-sessions.journal"]  # protocol v2 sessions, beside the rings
         )
+        # Each worker's done journal (daemon/worker/done_journal.py) is made by the worker as
+        # it starts: only ever one of a ring of this run, none of the re-routed ones.
+        done = {f"{daemon.prefix}-records-{i}.done" for i in range(3)}
+        assert {n for n in names if n.endswith(".done")} <= done
         delivered = _delivered(mock_cluster.bootstrap, topic, "w", len(accepted))
         lost = accepted - delivered
         assert not lost, f"{len(lost)} accepted records lost, e.g. {sorted(lost)[:5]}"
@@ -225,3 +233,38 @@ def test_a_killed_ingest_is_restarted_and_serves_again(tansu, tmp_path):
         results = LoadClient(daemon, topic, "i", 2_000).wait()
         assert all(status == "ok" for _, status, _, _ in results), results[:3]
         assert "ingest exited with" in daemon.log_path.read_text()
+
+
+def test_kill_9_of_the_whole_daemon_never_produces_again_what_kafka_acknowledged_behind_an_entry_in_flight(  # noqa: E501
+    mock_cluster, tmp_path
+):
+    # One worker; partition 1's leader is down, so its entries stay in flight at the front
+    # of the ring while partition 0's entries behind them are acknowledged by Kafka (and
+    # reported to the app) but cannot be released. kill -9 of the whole daemon, the leader
+    # back, a new daemon: the done journal makes it produce partition 1's records and not
+    # partition 0's again. An independent reader counts every record exactly once.
+    topic = _mock_topic(mock_cluster, "durable-behind", partitions=2)
+    daemon = KpdDaemon(tmp_path, mock_cluster.bootstrap, workers=1, extra=_MOCK_KAFKA).start()
+    try:
+        _warm_up(daemon, topic)
+        mock_cluster.broker_down(2)  # the leader of partition 1
+        with Producer(daemon.socket_path, acks="accepted") as producer:
+            held = [producer.send(topic, b"held-%d" % i, partition=1) for i in range(500)]
+            producer.flush(timeout=60)
+        assert all(future.exception(timeout=0) is None for future in held)
+        with Producer(daemon.socket_path, acks="kafka") as producer:
+            done = [producer.send(topic, b"done-%d" % i, partition=0) for i in range(3000)]
+            metas = [future.result(timeout=60) for future in done]
+        assert {meta.partition for meta in metas} == {0}
+        daemon.kill_all()
+        mock_cluster.broker_up(2)
+        daemon.start()
+        records = read_all(mock_cluster.bootstrap, topic, 1_000 + 500 + 3000, timeout_s=60)
+        assert "already have outcomes" in daemon.log_path.read_text()
+    finally:
+        daemon.stop()
+    ours = sorted(r.value for r in records if not r.value.startswith(b"warm"))
+    expected = sorted([b"held-%d" % i for i in range(500)] + [b"done-%d" % i for i in range(3000)])
+    assert ours == expected  # nothing missing, nothing twice
+    where = {r.value: (r.partition, r.offset) for r in records}
+    assert all(where[b"done-%d" % i] == (0, m.offset) for i, m in enumerate(metas))

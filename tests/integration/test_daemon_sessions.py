@@ -33,25 +33,16 @@ def _kill_ingest(daemon: KpdDaemon) -> int:
     return victim
 
 
-# Known gap (issue 21, open): after a kill -9 of the whole daemon, a few dozen records sent
-# just before the kill were committed twice in about a third of the runs (seen: 41 records
-# around the kill point, both copies in committed transactions). The ingest-only sequence
-# holds; the daemon-kill sequence stays here, run every time, so its fix is seen to pass.
-DAEMON_KILL_DOUBLES = pytest.mark.xfail(
-    strict=False,
-    reason="issue 21: records sent just before a whole-daemon kill are sometimes committed "
-    "twice after the restart (cause not yet found; see docs/protocol.md section 14)",
-)
-
-
 @pytest.mark.parametrize(
     "kill_plan",
     [
         pytest.param(((6_000, "ingest"), (12_000, "ingest")), id="ingest-twice"),
+        # The whole daemon too: committed records whose entries were not yet released are in
+        # the workers' done journals, so the next daemon reports them and never commits them
+        # again (it doubled ~41 records in a third of the runs before the journal).
         pytest.param(
             ((6_000, "ingest"), (12_000, "ingest"), (20_000, "daemon")),
             id="ingest-twice-then-daemon",
-            marks=DAEMON_KILL_DOUBLES,
         ),
     ],
 )

@@ -25,6 +25,7 @@ from daemon.worker import Worker
 from kpd.protocol import decode_reports
 from kpd.protocol.base import AckLevel, KpdErrorCode, Persistence, Status
 from kpd.protocol.records import encode_records
+from tests.brokers.mock_cluster import ApiKey
 from tests.brokers.reader import read_all
 
 RING_BYTES = 1 << 20
@@ -313,3 +314,102 @@ def test_a_full_reports_ring_makes_the_worker_wait_for_room(tansu, topic_factory
         assert {run.status for run in runs} == {Status.DELIVERED}
     finally:
         rings.close()
+
+
+def test_a_successor_reports_what_its_killed_predecessor_had_done_and_produces_only_the_rest(
+    mock_cluster, topic_factory, rings, tmp_path
+):
+    # Entry A (partition 1, its leader down) is read first and stays in flight; entry B
+    # (partition 0) behind it is acknowledged, so the ring cannot be released past A. The
+    # worker is then killed (abandoned: nothing closed or flushed). Its successor on the same
+    # ring and done journal reports B with the offsets Kafka gave the first time and produces
+    # only A: each record once in Kafka.
+    topic = topic_factory(mock_cluster, partitions=2)
+    mock_cluster.set_partition_leader(topic, 0, 1)
+    mock_cluster.set_partition_leader(topic, 1, 2)
+    mock_cluster.broker_down(2)
+    a = [(b"a", b"a%d" % i, None, ()) for i in range(30)]
+    b = [(b"b", b"b%d" % i, None, ()) for i in range(20)]
+    rings.put(topic, 1, 0, a)
+    rings.put(topic, 0, 100, b)
+    done_path = str(tmp_path / "records.done")
+    settings = producer_settings(
+        bootstrap_servers=mock_cluster.bootstrap, linger_ms=5, retry_backoff_ms=50
+    )
+
+    async def killed_once_b_is_reported() -> list:
+        worker = Worker(settings, rings.worker_records, rings.worker_reports, done_path)
+        asyncio.get_running_loop().create_task(worker.run())
+        runs: list = []
+        deadline = time.monotonic() + 60
+        while sum(run.count for run in runs) < len(b):
+            assert time.monotonic() < deadline, runs
+            runs.extend(rings.runs())
+            await asyncio.sleep(0.01)
+        return runs  # asyncio.run cancels the worker's tasks: a kill, as far as files go
+
+    first = asyncio.run(killed_once_b_is_reported())
+    assert {(run.first_seq, run.status) for run in first} == {(100, Status.DELIVERED)}
+    assert rings.ingest_records.used_bytes() > 0  # A holds the whole ring back
+
+    mock_cluster.broker_up(2)
+    ring, wakeups = Ring.attach(rings.names[0]), RingWakeups.create()
+    try:
+        successor = Worker(settings, RingConsumer(ring, wakeups), rings.worker_reports, done_path)
+        second = asyncio.run(_run_until(successor, rings, len(a) + len(b), 60))
+    finally:
+        wakeups.close()
+
+    again = sorted((r.first_seq, r.count, r.partition, r.base_offset) for r in second
+                   if r.first_seq >= 100)  # fmt: skip
+    assert again == sorted((r.first_seq, r.count, r.partition, r.base_offset) for r in first)
+    assert sum(run.count for run in second if run.first_seq < 100) == len(a)
+    log = read_all(mock_cluster.bootstrap, topic, len(a) + len(b), timeout_s=60)
+    assert sorted(r.value for r in log) == sorted(v for _, v, _, _ in a + b)  # each once
+    assert rings.ingest_records.used_bytes() == 0  # all released by the successor
+
+
+def test_a_successor_produces_only_the_records_of_an_entry_that_had_no_outcome(
+    mock_cluster, topic_factory, rings, tmp_path
+):
+    # One entry split over many batches: the first request is answered, every later one
+    # fails retriably (NOT_ENOUGH_REPLICAS), so when the worker is killed the entry is half
+    # done. Its successor appends only the other half and reports the first half from the
+    # done journal: every record once in Kafka, every sequence number reported once.
+    topic = topic_factory(mock_cluster, partitions=1)
+    mock_cluster.set_partition_leader(topic, 0, 1)
+    records = [(b"k", b"r%03d" % i, None, ()) for i in range(200)]
+    rings.put(topic, 0, 0, records)
+    mock_cluster.push_broker_request_errors(1, ApiKey.PRODUCE, (0, 0), *[(19, 0)] * 30)
+    done_path = str(tmp_path / "records.done")
+    settings = producer_settings(bootstrap_servers=mock_cluster.bootstrap, linger_ms=50,
+                                 batch_size=512, retry_backoff_ms=200)  # fmt: skip
+
+    async def killed_once_half_is_reported() -> list:
+        worker = Worker(settings, rings.worker_records, rings.worker_reports, done_path)
+        asyncio.get_running_loop().create_task(worker.run())
+        runs: list = []
+        deadline = time.monotonic() + 60
+        while not runs:
+            assert time.monotonic() < deadline
+            runs.extend(rings.runs())
+            await asyncio.sleep(0.01)
+        return runs
+
+    first = asyncio.run(killed_once_half_is_reported())
+    done = sum(run.count for run in first)
+    assert 0 < done < len(records), first
+    ring, wakeups = Ring.attach(rings.names[0]), RingWakeups.create()
+    try:
+        successor = Worker(settings, RingConsumer(ring, wakeups), rings.worker_reports, done_path)
+        second = asyncio.run(_run_until(successor, rings, len(records), 60))
+    finally:
+        wakeups.close()
+
+    covered = sorted(s for run in second for s in range(run.first_seq, run.first_seq + run.count))
+    assert covered == list(range(len(records)))
+    log = {r.offset: r.value for r in read_all(mock_cluster.bootstrap, topic, len(records))}
+    assert sorted(log.values()) == [v for _, v, _, _ in records]  # each once
+    for run in second:
+        for i in range(run.count):
+            assert log[run.base_offset + i] == b"r%03d" % (run.first_seq + i)

@@ -30,6 +30,7 @@ from daemon.wire.ring_entry import (
     decode_records_entry,
     entry_head,
 )
+from daemon.worker.done_journal import journal_path
 
 HEADER = 4096
 OFF_WRITE_POS = 128
@@ -246,6 +247,31 @@ def test_a_ring_of_another_layout_is_moved_aside_with_a_reason_never_deleted(tmp
     assert "layout version 99" in (aside / "README.txt").read_text()
     assert new.status()["leftovers"] == [str(aside)]
     assert payloads(Path(new.records[0])) == []  # a fresh ring took its place
+
+
+def test_a_done_journal_goes_with_its_ring_and_never_outlives_it(tmp_path):
+    # Adopted in place: the journal stays for the ring's worker. Moved aside: it goes along,
+    # and the README says what it is. Re-routed, or a ring made anew: it is gone, so no run
+    # can name an entry of another ring.
+    first = prepare(tmp_path, 2)
+    for path in first.records:
+        Path(journal_path(path)).write_bytes(b"journal of " + path.encode())
+    again = prepare(tmp_path, 2)
+    assert [Path(journal_path(p)).exists() for p in again.records] == [True, True]
+    poke(Path(again.records[0]), 8, struct.pack("=I", 99))  # ring 0 of a future layout
+    aside = prepare(tmp_path, 2)
+    [moved] = aside.moved_aside
+    assert (Path(moved["path"]) / "kpd-records-0.done").read_bytes().startswith(b"journal of")
+    assert (
+        "kpd-records-0.done: the records of that ring"
+        in (Path(moved["path"]) / "README.txt").read_text()
+    )
+    assert not Path(journal_path(aside.records[0])).exists()  # its new ring has none
+    assert Path(journal_path(aside.records[1])).exists()
+    rerouted = prepare(tmp_path, 3)
+    assert rerouted.rerouted
+    assert not [p for p in rerouted.records if Path(journal_path(p)).exists()]
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".done")]
 
 
 def test_entries_of_another_format_version_are_moved_aside(tmp_path):
