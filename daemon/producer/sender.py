@@ -143,11 +143,16 @@ class Sender:
                 continue
             if turn is Turn.SEND:
                 self._send_ready(now)
-            now = clock()
+            # Deadlines are judged at the drain's own ``now``: judged at a later reading, a
+            # head that became due after the drain looked (the loop's clock ticked while the
+            # turn ran) looked "due but blocked" and waited the 50 ms recheck — one batch in
+            # twelve at 10k records/s. Now it is due in <= 0 s and the next turn takes it.
             wait = self._next_wait(now)
             due = completion.next_due(now)
             if due is not None:
                 wait = due if wait is None else min(wait, due)
+            if wait is not None:
+                wait -= clock() - now
             await self._sleep(wait)
 
     async def _sleep(self, seconds: float | None) -> None:

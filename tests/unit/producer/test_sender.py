@@ -512,3 +512,26 @@ async def test_an_idle_sender_sleeps_without_a_timer():
     async with Rig(clock=LoopClock()) as rig:
         await wait_for_async(lambda: rig.sender._sleeping is not None)
         assert rig.sender._timer is None
+
+
+class TickingClock(FakeClock):
+    """A clock that moves 3 ms at every reading: a turn's drain and its deadline math see
+    different times, as the loop's clock does when it ticks while a turn runs."""
+
+    def __call__(self) -> float:
+        self.now += 0.003
+        return self.now
+
+
+@in_loop
+async def test_a_head_that_becomes_due_while_the_turn_runs_goes_next_turn_not_after_a_recheck():
+    async with Rig(clock=TickingClock(), linger_ms=5) as rig:
+        armed: list[float] = []
+        loop = asyncio.get_running_loop()
+        arm = rig.sender._arm
+        rig.sender._arm = lambda loop_, when: armed.append(when - loop.time()) or arm(loop_, when)
+        rig.append("a")  # created at the append's reading; the drain's reading is 3 ms on
+        rig.sender.wake()
+        await rig.request(1)
+    # Not the 50 ms "due but cannot go" recheck: the head was never blocked.
+    assert all(wait < 0.04 for wait in armed), armed
