@@ -79,14 +79,15 @@ def _kept_for_restart(run: ReportRun) -> bool:
     )
 
 
-def _outcome_when_taken(first: int, count: int, partition: int, ack: AckLevel) -> Any:
+def _outcome_when_taken(partition: int, ack: AckLevel) -> Any:
     """What the journal knows of records the moment they are taken."""
     if ack == AckLevel.NONE:  # no outcome will ever come
         return NO_REPORT
     if ack == AckLevel.ACCEPTED:
         # Published: that is the outcome, whenever its report goes out (after a sync with
         # rings.fsync); no worker reports these, so it is journaled in the taken line itself.
-        return outcome_of(ReportRun(first, count, Status.ACCEPTED, partition))
+        # (An outcome holds no sequence range: the run's first and count are left out.)
+        return outcome_of(ReportRun(0, 0, Status.ACCEPTED, partition))
     return None  # ack KAFKA: the worker's report brings it
 
 
@@ -174,7 +175,7 @@ class Sessions:
         journal = self.journal
         with journal.batched():
             for key, first, count, partition, ack in lines:
-                journal.taken(key, first, count, _outcome_when_taken(first, count, partition, ack))
+                journal.taken(key, first, count, _outcome_when_taken(partition, ack))
 
     def adopt(self, entries: Iterable[RecordsEntry]) -> int:
         """Ring entries that an earlier ingest published and that are not released yet: the
@@ -195,21 +196,20 @@ class Sessions:
                 else:
                     runs = seq_runs(entry.seq_offsets, 0, entry.count)
                     ranges = [(entry.base_seq + offset, k) for offset, _, k in runs]
+                outcome = _outcome_when_taken(entry.partition, AckLevel(entry.ack))
                 for first, count in ranges:
-                    pieces = self.journal.lookup(key, first, count)
-                    for gap_first, gap_count in _gaps(pieces, first, count):
-                        outcome = _outcome_when_taken(gap_first, gap_count, entry.partition,
-                                                      AckLevel(entry.ack))  # fmt: skip
-                        self.journal.taken(key, gap_first, gap_count, outcome)
-                        adopted += gap_count
+                    adopted += self._take_unknown(key, first, count, outcome)
         return adopted
 
-    def _take_unknown(self, key: str, first: int, count: int, outcome: Any) -> None:
-        """A report of records the journal never took (their ring publish and the kill -9
-        of the ingest that made it came before its "taken" line): they are in Kafka's hands,
-        so they are journaled taken with this outcome, and a resend gets it."""
+    def _take_unknown(self, key: str, first: int, count: int, outcome: Any) -> int:
+        """Journal as taken, with ``outcome``, the records of ``[first, first + count)`` the
+        journal does not know (a ring entry or a report of records whose "taken" line a
+        kill -9 of ingest cut off), so a resend is answered; returns how many."""
+        taken = 0
         for gap_first, gap_count in _gaps(self.journal.lookup(key, first, count), first, count):
             self.journal.taken(key, gap_first, gap_count, outcome)
+            taken += gap_count
+        return taken
 
     def resend(self, session_id: int, first: int, count: int) -> list[tuple[int, int]]:
         """A resent frame ``[first, first + count)``: answers what kpd knows now, to the
