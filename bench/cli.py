@@ -212,12 +212,19 @@ def _run_latency(steps: tuple[Step, ...], log_root: Path) -> list[RunResult]:
                   f"{lat.get('offered_rate', 0):,} rec/s, achieved "
                   f"{lat.get('achieved_rate', 0):,.0f}: p50 {lat.get('p50_ms', 0):.2f} "
                   f"p99 {lat.get('p99_ms', 0):.2f} p99.9 {lat.get('p999_ms', 0):.2f} ms  "
+                  f"{_queue_full(lat)}"
                   f"{result.delivery.describe() if result.delivery else result.error}",
                   flush=True)  # fmt: skip
     if results:
         print(f"\n{report.latency_table(results)}\n\n{report.process_cpu_table(results)}\n\n"
               f"{report.stage_table(results)}\n", flush=True)  # fmt: skip
     return results
+
+
+def _queue_full(latency: dict) -> str:
+    """The sender's waits on a full local queue (librdkafka's BufferError), when it had any."""
+    waits = latency.get("queue_full_waits", 0)
+    return f"{waits:,} queue-full waits  " if waits else ""
 
 
 def _write_outputs(args, argv, plan: Plan, throughput, scaling, latency, minutes) -> None:
