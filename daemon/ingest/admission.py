@@ -52,11 +52,11 @@ from typing import Protocol
 
 from daemon.ingest.ring_sync import RingSync
 from daemon.ingest.routing import Entry, EntryPlanner
-from daemon.ingest.sessions import Sessions
+from daemon.ingest.sessions import Sessions, is_session
 from daemon.ownership import worker_for
 from daemon.ring import RingProducer
 from daemon.wire.ring_entry import entry_head, seq_runs
-from kpd.protocol import SESSION_BIT, ReportRun, encode_reports
+from kpd.protocol import ReportRun, encode_reports
 from kpd.protocol.base import AckLevel, KpdErrorCode, Status
 from kpd.protocol.records import ProduceHeader
 
@@ -336,7 +336,7 @@ class Admission:
 
     def _accepted(self, source, first_seq: int, n: int, partition: int, ack, offsets) -> None:
         self.records_accepted += n
-        if self.sessions is not None and source.conn_id & SESSION_BIT:
+        if self.sessions is not None and is_session(source.conn_id):
             self.sessions.taken(source.conn_id, first_seq, n, offsets, partition, ack)
         reader = source.reader
         if reader is None or ack == AckLevel.NONE:

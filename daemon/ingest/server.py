@@ -32,12 +32,11 @@ from daemon.ingest.connection import ClientConnection
 from daemon.ingest.dedupe import DedupeJournal
 from daemon.ingest.ring_sync import RingSync
 from daemon.ingest.routing import EntryPlanner
-from daemon.ingest.sessions import Sessions
+from daemon.ingest.sessions import Sessions, is_session
 from daemon.ingest.socket_file import group_id, refuse_if_served
 from daemon.ring import RingConsumer, RingProducer
 from daemon.wire.ring_entry import decode_records_entry, decode_report_entry
 from kpd import protocol as wire
-from kpd.protocol import SESSION_BIT
 from kpd.protocol.base import KpdErrorCode
 
 __all__ = ["IngestServer", "IngestSettings", "IngestStats", "ReportSink"]
@@ -260,7 +259,7 @@ class IngestServer:
         for _, entry in entries:
             conn_id, records, written_ns, frame = decode_report_entry(entry)
             conn = self.connections.get(conn_id) or self._report_sinks.get(conn_id)
-            if conn is None and conn_id & SESSION_BIT and sessions is not None:
+            if conn is None and is_session(conn_id) and sessions is not None:
                 try:
                     # Journaled before the ring entry is released: after a kill -9 of ingest
                     # the next one reads it again or finds it in the journal.

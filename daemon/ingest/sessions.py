@@ -32,9 +32,19 @@ from daemon.wire.ring_entry import RecordsEntry, seq_runs
 from kpd.protocol import SESSION_BIT, ReportRun, decode_reports, encode_reports
 from kpd.protocol.base import AckLevel, KpdErrorCode, Persistence, Status
 
-__all__ = ["SessionPeer", "Sessions", "outcome_of", "run_of"]
+__all__ = ["KAFKA_LISTENER_ID", "SessionPeer", "Sessions", "is_session", "outcome_of", "run_of"]
 
 log = logging.getLogger(__name__)
+
+# The conn_id of every ring entry of the Kafka listener (``kafka.listener.SOURCE_ID``). Its
+# top bit is set, yet it names no session: the listener journals its batches in its own
+# dedupe journal, and its entries taken as a session's too would pile up here unresolved.
+KAFKA_LISTENER_ID = 0xFFFF_FFFF_FFFF_FFFE
+
+
+def is_session(conn_id: int) -> bool:
+    """Whether ring entries and reports keyed ``conn_id`` are a protocol v2 session's."""
+    return conn_id & SESSION_BIT != 0 and conn_id != KAFKA_LISTENER_ID
 
 NO_REPORT = 0  # the outcome of ack-NONE records: taken, never reported
 
@@ -188,7 +198,7 @@ class Sessions:
         adopted = 0
         with self.journal.batched():
             for entry in entries:
-                if not entry.conn_id & SESSION_BIT:
+                if not is_session(entry.conn_id):
                     continue
                 key = self.key(entry.conn_id)
                 if entry.seq_offsets is None:

@@ -43,6 +43,7 @@ from daemon.ingest.admission import Admission, ReportReader, is_legal_topic
 from daemon.ingest.dedupe import DedupeJournal, Piece
 from daemon.ingest.kafka.outcomes import kafka_code
 from daemon.ingest.kafka.producers import Outcome, ProducerRegistry, SequenceCheck
+from daemon.ingest.sessions import KAFKA_LISTENER_ID
 from daemon.kafka import incoming, serving
 from daemon.kafka.errors import ErrorCode
 from daemon.kafka.messages import API_VERSIONS, INIT_PRODUCER_ID, METADATA, PRODUCE
@@ -55,10 +56,10 @@ __all__ = ["SOURCE_ID", "KafkaListener", "KafkaListenerSettings", "KafkaStats"]
 
 log = logging.getLogger(__name__)
 
-# The conn_id of every ring entry this listener writes. Admission's ids for other sources are
-# (ms clock & 0xFFFFFFFF) << 32 plus a counter, so they reach this one only if a clock's low
-# 32 bits are all ones *and* 2**32 - 2 sources came in that millisecond.
-SOURCE_ID = 0xFFFF_FFFF_FFFF_FFFE
+# The conn_id of every ring entry this listener writes: outside admission's ids for other
+# sources ((ms clock & 0x7FFFFFFF) << 32 plus a counter: bit 63 clear) and, though its top bit
+# is set, no protocol v2 session's (``sessions.is_session``).
+SOURCE_ID = KAFKA_LISTENER_ID
 NODE_ID = 0
 CLUSTER_ID = "kpd"
 _SIZE = struct.Struct(">i")

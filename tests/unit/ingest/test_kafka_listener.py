@@ -92,6 +92,26 @@ def test_a_batch_at_acks_all_is_answered_with_the_offset_the_worker_reports(rig)
     assert (listener.owed, listener.records) == (0, 3)
 
 
+def test_the_listeners_entries_are_no_sessions_and_stay_out_of_the_sessions_journal(rig):
+    # Its conn_id has the session bit set; its batches once went into the sessions journal
+    # as taken and were never resolved there (a line per request, a window growing forever).
+    async def scenario():
+        listener = _listener(rig)
+        producer_id, epoch = listener.producers.init_producer()
+        answer = await listener.produce_partition(
+            TOPIC, 0, _batch([b"a"], (producer_id, epoch, 0)), PRODUCE_VERSION,
+            AckLevel.KAFKA, TIMEOUT_S,
+        )  # fmt: skip
+        listener.publish()
+        answer.cancel()
+
+    asyncio.run(scenario())
+    assert len(rig.entries()) == 1
+    assert rig.server.admission.sessions.journal.windows == {}
+    with open(rig.journal) as journal:
+        assert f"{SOURCE_ID:x}" not in journal.read()
+
+
 def test_admissions_refusals_are_answered_with_kafka_codes(rig):
     async def scenario():
         listener = _listener(rig)
