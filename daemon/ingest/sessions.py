@@ -46,6 +46,7 @@ def is_session(conn_id: int) -> bool:
     """Whether ring entries and reports keyed ``conn_id`` are a protocol v2 session's."""
     return conn_id & SESSION_BIT != 0 and conn_id != KAFKA_LISTENER_ID
 
+
 NO_REPORT = 0  # the outcome of ack-NONE records: taken, never reported
 
 

@@ -50,7 +50,7 @@ from daemon.process.handoff import (
 )
 from daemon.process.heartbeat import arm_stack_dump, beat
 from daemon.process.logs import setup_logging
-from daemon.process.ring_files import sessions_path
+from daemon.process.ring_files import kafka_producers_path, sessions_path
 from daemon.process.status.reporters import IngestReporter, WorkerReporter
 from daemon.process.status.titles import set_title, worker_title
 from daemon.process.txn_layout import worker_transactional_id
@@ -332,7 +332,7 @@ def kafka_listener_settings(config: DaemonConfig) -> KafkaListenerSettings | Non
     if address is None:
         return None
     host, port = address
-    state = os.path.join(config.rings.directory, f"{config.rings.prefix}-kafka-producers.jsonl")
+    state = kafka_producers_path(config.rings.directory, config.rings.prefix)
     return KafkaListenerSettings(
         host=host,
         port=port,

@@ -45,7 +45,8 @@ from pathlib import Path
 
 from daemon.ingest.dedupe import DedupeJournal
 from daemon.ingest.kafka.listener import SOURCE_ID as KAFKA_LISTENER_ID
-from daemon.ingest.sessions import Sessions
+from daemon.ingest.kafka.listener import keep_unread_reports
+from daemon.ingest.sessions import Sessions, is_session
 from daemon.ownership import worker_for
 from daemon.ring import (
     EntryTooLargeError,
@@ -64,9 +65,8 @@ from daemon.wire.ring_entry import (
     decode_report_entry,
 )
 from daemon.worker.done_journal import journal_path
-from kpd.protocol import SESSION_BIT
 
-__all__ = ["RingFiles", "prepare_ring_files", "sessions_path"]
+__all__ = ["RingFiles", "kafka_producers_path", "prepare_ring_files", "sessions_path"]
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def prepare_ring_files(
         log.warning("ring files left aside by an earlier start, not produced: %s", path)
     found = _ring_files(directory, prefix)
     for path in found["reports"]:
-        _keep_session_reports(path, sessions_path(directory, prefix))
+        _keep_unread_reports(path, directory, prefix)
         Ring.unlink(path)  # reports for connections that ended with the previous daemon
     to_reroute: list[Ring] = []
     aside: list[tuple[str, str]] = []
@@ -175,32 +175,51 @@ def sessions_path(directory: str, prefix: str) -> str:
     return os.path.join(directory, f"{prefix}-sessions.journal")
 
 
-def _keep_session_reports(reports_ring: str, journal_path: str) -> None:
-    """Journal the unread reports of v2 sessions in a previous daemon's reports ring: their
-    records were released from the records rings, so no worker will report them again."""
+def kafka_producers_path(directory: str, prefix: str) -> str:
+    """The Kafka listener's dedupe journal (``daemon.ingest.kafka.producers``)."""
+    return os.path.join(directory, f"{prefix}-kafka-producers.jsonl")
+
+
+def _keep_unread_reports(reports_ring: str, directory: str, prefix: str) -> None:
+    """Journal the unread reports in a previous daemon's reports ring of v2 sessions and of
+    the Kafka listener: their records were released from the records rings, so no worker
+    will report them again, and a resend after this start is answered from the journals."""
     try:
         ring = Ring.attach(reports_ring)
     except (RingError, OSError, ValueError):
         return
     try:
         recover(ring)
-        entries = map(decode_report_entry, sealed_entries(ring))
-        owed = [(conn_id, bytes(frame)) for conn_id, _, _, frame in entries
-                if conn_id & SESSION_BIT and conn_id != KAFKA_LISTENER_ID]  # fmt: skip
+        decoded = map(decode_report_entry, sealed_entries(ring))
+        entries = [(conn_id, bytes(frame)) for conn_id, _, _, frame in decoded]
     except (RingError, ValueError):
-        owed = []
+        entries = []
     finally:
         ring.close()
-    if not owed:
-        return
-    journal = DedupeJournal(journal_path, window_records=2**62, idle_expiry_s=float("inf"))
+    owed = [(conn_id, frame) for conn_id, frame in entries if is_session(conn_id)]
+    if owed:
+        _journal(sessions_path(directory, prefix), lambda journal: _keep_session_reports(
+            journal, owed))  # fmt: skip
+        log.info("kept %d reports of protocol v2 sessions from %s", len(owed), reports_ring)
+    listener = [frame for conn_id, frame in entries if conn_id == KAFKA_LISTENER_ID]
+    if listener:
+        _journal(kafka_producers_path(directory, prefix),
+                 lambda journal: keep_unread_reports(journal, listener))  # fmt: skip
+        log.info("kept %d reports of the Kafka listener from %s", len(listener), reports_ring)
+
+
+def _keep_session_reports(journal: DedupeJournal, owed: list[tuple[int, bytes]]) -> None:
+    sessions = Sessions(journal)
+    for conn_id, frame in owed:
+        sessions.report(conn_id, memoryview(frame))
+
+
+def _journal(path: str, keep: Callable[[DedupeJournal], object]) -> None:
+    journal = DedupeJournal(path, window_records=2**62, idle_expiry_s=float("inf"))
     try:
-        sessions = Sessions(journal)
-        for conn_id, frame in owed:
-            sessions.report(conn_id, memoryview(frame))
+        keep(journal)
     finally:
         journal.close()
-    log.info("kept %d reports of protocol v2 sessions from %s", len(owed), reports_ring)
 
 
 def _ring_files(directory: str, prefix: str) -> dict[str, list]:

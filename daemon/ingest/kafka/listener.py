@@ -37,6 +37,7 @@ import collections
 import logging
 import struct
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from daemon.ingest.admission import Admission, ReportReader, is_legal_topic
@@ -52,7 +53,8 @@ from kpd.protocol import decode_reports
 from kpd.protocol.base import AckLevel, KpdErrorCode, Persistence, Status
 from kpd.protocol.records import ProduceHeader
 
-__all__ = ["SOURCE_ID", "KafkaListener", "KafkaListenerSettings", "KafkaStats"]
+__all__ = ["SOURCE_ID", "KafkaListener", "KafkaListenerSettings", "KafkaStats",
+           "keep_unread_reports"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -308,10 +310,8 @@ class KafkaListener:
     def forward_reports(self, records: int, report_frame) -> None:
         """A worker's REPORT frame for entries of this listener (``IngestServer``)."""
         self.owed -= records
-        for run in decode_reports(memoryview(report_frame)[_FRAME_HEAD:]):
-            self._outcome(run.first_seq, run.count, run.status, run.base_offset,
-                          run.timestamp, kafka_code(run.error, run.kafka_error),
-                          run.persistence)  # fmt: skip
+        for run in _runs(report_frame):
+            self._outcome(*run)
 
     def owe(self, n: int) -> None:
         """admission.ReportReader: ``n`` records' outcomes are on their way."""
@@ -332,10 +332,9 @@ class KafkaListener:
         index = bisect.bisect_right(self._starts, seq) - 1
         pending = self._pending.get(self._starts[index]) if index >= 0 else None
         if pending is None or seq >= pending.start + pending.count:
-            # No one waits (the client left, or an earlier ingest wrote the entry): keep a
-            # delivered batch's outcome for the resend that may come.
-            if status == Status.DELIVERED:
-                self.producers.resolved(seq, count, (ErrorCode.NONE, base_offset, append_time))
+            # No one waits (the client left, or an earlier ingest wrote the entry).
+            _keep_unawaited(self.producers, seq, count, status, base_offset, append_time, error,
+                            persistence)  # fmt: skip
             return
         pending.remaining -= count
         if status == Status.FAILED:
@@ -415,6 +414,38 @@ class KafkaListener:
         producer_id, epoch = self.producers.init_producer(body["producer_id"],
                                                           body["producer_epoch"])  # fmt: skip
         return {"error_code": ErrorCode.NONE, "producer_id": producer_id, "producer_epoch": epoch}
+
+
+def keep_unread_reports(journal: DedupeJournal, report_frames: Iterable[bytes]) -> int:
+    """Journal the reports of this listener's entries that a killed daemon never read (from
+    its reports rings, before the next listener starts), by the ring sequence number each
+    taken batch is tagged with: the workers released those entries, so no report comes
+    again, and a client resending the batch after the restart gets its first outcome (a
+    delivered batch's offset; a batch that failed whole, never written, is new again).
+    Returns the runs read."""
+    registry = ProducerRegistry(journal)
+    runs = 0
+    with journal.batched():
+        for frame in report_frames:
+            for run in _runs(frame):
+                _keep_unawaited(registry, *run)
+                runs += 1
+    return runs
+
+
+def _keep_unawaited(producers: ProducerRegistry, seq, count, status, base_offset, append_time,
+                    error, persistence) -> None:  # fmt: skip
+    failed = status == Status.FAILED
+    outcome = (error if failed else ErrorCode.NONE, base_offset, append_time)
+    producers.unawaited(seq, count, outcome, persistence != Persistence.NOT_PERSISTED)
+
+
+def _runs(report_frame) -> Iterator[tuple]:
+    """A REPORT frame's runs as the listener reads them: (first seq, count, status, base
+    offset, log-append time, Kafka error code, persistence)."""
+    for run in decode_reports(memoryview(report_frame)[_FRAME_HEAD:]):
+        yield (run.first_seq, run.count, run.status, run.base_offset, run.timestamp,
+               kafka_code(run.error, run.kafka_error), run.persistence)  # fmt: skip
 
 
 def _outcome_of(pieces: list[Piece], first: int, count: int) -> Outcome | None:

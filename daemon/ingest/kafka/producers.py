@@ -210,6 +210,20 @@ class ProducerRegistry:
             key, first = found
             self.journal.resolved(key, first, count, list(outcome))
 
+    def unawaited(self, ring_seq: int, count: int, outcome: Outcome, persisted: bool) -> None:
+        """The outcome of ``count`` records from ``ring_seq`` that no client waits for (it
+        left, or an earlier listener took the batch before a kill), kept for the resend that
+        may come: delivered -> resolved; a whole batch failed and never written -> withdrawn
+        (its resend is new); any other failure may have been written (``persisted``: a
+        draining worker keeps the records for the next start, an in-doubt request): the
+        batch stays pending for a later report."""
+        if not outcome[0]:
+            self.resolved(ring_seq, count, outcome)
+            return
+        taken = self._by_ring_seq.get(ring_seq)
+        if not persisted and taken is not None and taken[0] == count:
+            self.withdrawn(ring_seq)
+
     def withdrawn(self, ring_seq: int) -> None:
         """The batch from ``ring_seq`` failed as a whole and was never produced (NOT_PERSISTED,
         no outcome journaled): no longer taken, so its resend is new, as in Kafka."""

@@ -20,10 +20,12 @@ from daemon.ingest.kafka.listener import SOURCE_ID, KafkaListener, KafkaListener
 from daemon.kafka.errors import ErrorCode
 from daemon.kafka.records import BatchBuilder, restamp
 from daemon.ownership import worker_for
-from daemon.ring import Ring, RingProducer, RingWakeups
+from daemon.process.ring_files import kafka_producers_path, prepare_ring_files
+from daemon.ring import Ring, RingLabels, RingProducer, RingWakeups
 from daemon.wire.ring_entry import decode_records_entry, encode_report_entry
 from kpd import protocol as wire
 from kpd.protocol import AckLevel, ReportRun, Status
+from kpd.protocol.base import KpdErrorCode, Persistence
 from tests.settings_for import settings_for
 from tests.unit.ingest.test_connection import PARTITIONS, TOPIC, WORKERS, Rig
 from tests.waiting import wait_for_async
@@ -270,3 +272,76 @@ def test_with_fsync_always_the_journal_is_synced_before_an_idempotent_answer(rig
     assert asyncio.run(scenario(path))[:2] == (ErrorCode.NONE, 3)
     with open(path) as journal:
         assert '"g":' in journal.read()  # the batch's line, tagged with its ring sequence
+
+
+def _unread_report(directory: str, prefix: str, runs: list[ReportRun]) -> None:
+    """A killed daemon's reports ring holding a worker's report ingest never read."""
+    ring = Ring.create(os.path.join(directory, f"{prefix}-reports-0"), 64 * 1024,
+                       RingLabels(0, 0, 1))  # fmt: skip
+    producer = RingProducer(ring, RingWakeups.create())
+    count = sum(run.count for run in runs)
+    assert producer.write_many([encode_report_entry(SOURCE_ID, count, wire.encode_reports(runs))])
+    del producer
+    ring.close()
+
+
+@pytest.mark.parametrize("delivered", [True, False], ids=["delivered", "failed-unwritten"])
+def test_a_killed_daemons_unread_listener_reports_answer_the_resend_after_the_restart(
+    rig, tmp_path, delivered
+):
+    # Issue 20: the worker produced the batch and released its entry, wrote the report, and
+    # the whole daemon was killed before ingest read it. The next start journals the report
+    # by the batch's ring sequence number, so the client's resend is answered with the first
+    # outcome (before: it waited for a report that never came, then DUPLICATE_SEQUENCE_NUMBER
+    # after the request's timeout). A batch that failed whole and was never written is new
+    # again, as in Kafka: its resend is taken.
+    prefix = "kpd"
+    path = kafka_producers_path(str(tmp_path), prefix)
+    partition = 3
+
+    async def first_daemon():
+        listener = _listener(rig, state_path=path)
+        producer_id, epoch = listener.producers.init_producer()
+        batch = _batch([b"a", b"b"], (producer_id, epoch, 0))
+        answer = await listener.produce_partition(
+            TOPIC, partition, batch, PRODUCE_VERSION, AckLevel.KAFKA, TIMEOUT_S
+        )
+        listener.publish()
+        answer.cancel()  # killed: nobody hears the answer
+        listener.close()
+        return batch
+
+    batch = asyncio.run(first_daemon())
+    ((_, entry),) = rig.entries()
+    for worker in rig.worker_ends:  # produced (or failed for good): the entry is released
+        if entries := worker.read_entries():
+            worker.release(entries[-1][0])
+    if delivered:
+        run = ReportRun(entry.base_seq, 2, Status.DELIVERED, partition, 57, 1_700_000_000_999)
+    else:
+        run = ReportRun(entry.base_seq, 2, Status.FAILED, partition, error=KpdErrorCode.KAFKA_ERROR,
+                        kafka_error=ErrorCode.MESSAGE_TOO_LARGE,
+                        persistence=Persistence.NOT_PERSISTED)  # fmt: skip
+    _unread_report(str(tmp_path), prefix, [run])
+
+    prepare_ring_files(str(tmp_path), prefix, 1, 64 * 1024, 64 * 1024)  # the next start
+
+    async def next_daemon():
+        listener = _listener(rig, state_path=path)
+        resent = await listener.produce_partition(
+            TOPIC, partition, batch, PRODUCE_VERSION, AckLevel.KAFKA, TIMEOUT_S
+        )
+        listener.publish()
+        if not isinstance(resent, tuple):  # taken as new: its answer comes with a report
+            resent.cancel()
+            resent = "taken again"
+        listener.close()
+        return resent
+
+    resent = asyncio.run(next_daemon())
+    if delivered:
+        assert resent == (ErrorCode.NONE, 57, 1_700_000_000_999)
+        assert rig.entries() == []  # answered, never taken twice
+    else:
+        assert resent == "taken again"
+        assert len(rig.entries()) == 1
