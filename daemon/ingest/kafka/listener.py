@@ -16,7 +16,9 @@ real base offset and log-append time).
 
 Order: a connection's requests are handled one after another (entries enqueued in request
 order, so per-partition order holds across pipelined requests) and answered in request order
-(the Kafka protocol requires it); waiting for outcomes does not hold up the next request.
+(the Kafka protocol requires it); waiting for outcomes does not hold up the next request. The
+connections (``kafka.connection``) handle a request inside ``data_received`` and offer each
+partition with ``offer_partition``, which awaits nothing unless admission has to wait.
 
 Reports: every ring entry of this listener carries one stable conn_id (``SOURCE_ID``) and a
 sequence number from a counter that starts at the wall clock in ns, above any earlier ingest's.
@@ -35,20 +37,18 @@ import asyncio
 import bisect
 import collections
 import logging
-import struct
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from daemon.ingest.admission import Admission, ReportReader, is_legal_topic
 from daemon.ingest.dedupe import DedupeJournal, Piece
-from daemon.ingest.kafka.outcomes import kafka_code
+from daemon.ingest.kafka.connection import KafkaConnection
+from daemon.ingest.kafka.outcomes import Blocked, kafka_code
 from daemon.ingest.kafka.producers import Outcome, ProducerRegistry, SequenceCheck
 from daemon.ingest.sessions import KAFKA_LISTENER_ID
-from daemon.kafka import incoming, serving
+from daemon.kafka import incoming
 from daemon.kafka.errors import ErrorCode
-from daemon.kafka.messages import API_VERSIONS, INIT_PRODUCER_ID, METADATA, PRODUCE
-from daemon.kafka.primitives import ProtocolError
 from kpd.protocol import decode_reports
 from kpd.protocol.base import AckLevel, KpdErrorCode, Persistence, Status
 from kpd.protocol.records import ProduceHeader
@@ -64,13 +64,8 @@ log = logging.getLogger(__name__)
 SOURCE_ID = KAFKA_LISTENER_ID
 NODE_ID = 0
 CLUSTER_ID = "kpd"
-_SIZE = struct.Struct(">i")
 _FRAME_HEAD = 5  # a kpd REPORT frame: u32 length, type byte
-_MAX_QUEUED_REQUESTS = 64  # read no more from a client with this many requests unanswered
 _METADATA_LOOKUP_S = 10.0  # at most this long on an unknown topic inside one Metadata request
-_BUFFER_FULL_THROTTLE_MS = 1000
-
-_ACK_LEVELS = {0: AckLevel.NONE, 1: AckLevel.ACCEPTED, -1: AckLevel.KAFKA}
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +203,17 @@ class KafkaListener:
                                 ack: AckLevel, timeout_s: float):  # fmt: skip
         """Check and admit one partition's batch. Returns an ``Outcome`` or an awaitable of
         one (the answer once the ack level is reached)."""
+        result = self.offer_partition(topic, partition, data, version, ack, timeout_s)
+        if isinstance(result, Blocked):
+            return await self.finish_admit(result)
+        return result
+
+    def offer_partition(self, topic: str, partition: int, data, version: int, ack: AckLevel,
+                        timeout_s: float):  # fmt: skip
+        """``produce_partition`` without an await on the common path (a connection's request
+        is handled inside ``data_received``, no task per request): an ``Outcome``, an
+        awaitable of one, or ``Blocked`` — admission waits (a lookup, ring space): await
+        ``finish_admit(blocked)`` before anything else is admitted."""
         batch = incoming.read_batch(data, version)
         if isinstance(batch, incoming.BatchRefused):
             log.info("kafka client: %s-%d: %s", topic, partition, batch.message)
@@ -222,9 +228,9 @@ class KafkaListener:
                 return check.error, -1, -1
             if check.resend:
                 return self._resent(check, batch.count, timeout_s)
-        return await self._admit(topic, partition, batch, ack, check)
+        return self._admit(topic, partition, batch, ack, check)
 
-    async def _admit(self, topic, partition, batch, ack, check: SequenceCheck | None):
+    def _admit(self, topic, partition, batch, ack, check: SequenceCheck | None):
         start = self._next_seq
         self._next_seq += batch.count
         header = ProduceHeader(start, batch.count, partition, ack, topic,
@@ -233,18 +239,25 @@ class KafkaListener:
         if check is not None:
             self.producers.admitting(check, batch.count)
             self._admitting[check.key, check.first] = pending
-        admission = self.admission
-        waiting = admission.admit(self, header, ack)
+        waiting = self.admission.admit(self, header, ack)
         if waiting is not None:
-            self.publish()  # nothing admitted stays unpublished behind an await
-            self._waiting += 1
-            self.idle.clear()
-            try:
-                await waiting
-            finally:
-                self._waiting -= 1
-                if not self._waiting:
-                    self.idle.set()
+            return Blocked(waiting, pending, check, batch.count, ack)
+        return self._admitted(pending, check, batch.count, ack)
+
+    async def finish_admit(self, blocked: Blocked):
+        """The rest of a batch admission is waiting for: its result as ``offer_partition``'s."""
+        self.publish()  # nothing admitted stays unpublished behind an await
+        self._waiting += 1
+        self.idle.clear()
+        try:
+            await blocked.waiting
+        finally:
+            self._waiting -= 1
+            if not self._waiting:
+                self.idle.set()
+        return self._admitted(blocked.pending, blocked.check, blocked.count, blocked.ack)
+
+    def _admitted(self, pending: _Pending, check: SequenceCheck | None, count: int, ack):
         if ack == AckLevel.NONE or pending.error:
             # No outcome comes for acks=0 records; a refused batch is answered now (admission
             # takes a batch whole or not at all, so nothing of it is in a ring).
@@ -255,7 +268,7 @@ class KafkaListener:
                     self._done_admitting(check)
                     self.producers.refused(check)
                 return pending.error, -1, -1
-        self.records += batch.count
+        self.records += count
         if check is not None:
             self._staged.append((pending, check))  # taken once published
         if ack == AckLevel.NONE:
@@ -468,201 +481,3 @@ async def _first_outcome(future: asyncio.Future, timeout_s: float) -> Outcome:
         return await asyncio.wait_for(asyncio.shield(future), timeout_s)
     except TimeoutError:
         return ErrorCode.DUPLICATE_SEQUENCE_NUMBER, -1, -1
-
-
-class KafkaConnection(asyncio.Protocol):
-    """One Kafka client. Owns its read buffer, its request queue and its answer order."""
-
-    def __init__(self, listener: KafkaListener) -> None:
-        self._listener = listener
-        self.transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._requests: asyncio.Queue = asyncio.Queue()
-        self._answers: collections.deque = collections.deque()  # futures, in request order
-        self._answer_ready = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
-        self._paused = False
-        self.closed = False
-        self.name = "kafka client"
-
-    # ---- asyncio callbacks -------------------------------------------------------------
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.name = f"kafka client {peer[0]}:{peer[1]}"
-        listener = self._listener
-        if len(listener.connections) >= listener.settings.max_connections:
-            log.warning("%s: refused, %d connections already (socket.max_connections)",
-                        self.name, len(listener.connections))  # fmt: skip
-            transport.abort()
-            self.closed = True
-            return
-        listener.connections.add(self)
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._handle_requests()),
-                       loop.create_task(self._write_answers())]  # fmt: skip
-
-    def connection_lost(self, exc) -> None:
-        self.closed = True
-        self._listener.connections.discard(self)
-        for task in self._tasks:
-            task.cancel()
-
-    def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        limit = self._listener.settings.max_request_bytes
-        while len(buffer) >= 4:
-            (size,) = _SIZE.unpack_from(buffer, 0)
-            if size < 0 or size > limit:
-                self._fatal(f"request of {size} bytes (the limit is {limit})")
-                return
-            if len(buffer) < 4 + size:
-                break
-            payload = bytes(buffer[4 : 4 + size])
-            del buffer[: 4 + size]
-            self._requests.put_nowait(payload)
-        if self._requests.qsize() + len(self._answers) >= _MAX_QUEUED_REQUESTS and not self._paused:
-            self._paused = True
-            self.transport.pause_reading()
-
-    def close(self) -> None:
-        if not self.closed and self.transport is not None:
-            self.transport.close()
-        self.closed = True
-
-    def _fatal(self, reason: str) -> None:
-        log.warning("%s: closing: %s", self.name, reason)
-        self._listener.errors[-1] += 1
-        self._buffer.clear()
-        if self.transport is not None:
-            self.transport.abort()
-        self.closed = True
-
-    # ---- requests ----------------------------------------------------------------------
-
-    async def _handle_requests(self) -> None:
-        while not self.closed:
-            payload = await self._requests.get()
-            try:
-                await self._handle(payload)
-            except ProtocolError as exc:
-                self._fatal(f"bad request: {exc}")
-            except Exception:
-                log.exception("%s: request handling failed", self.name)
-                self._fatal("kpd could not handle the request")
-            if self._paused and self._requests.qsize() + len(self._answers) < _MAX_QUEUED_REQUESTS:
-                self._paused = False
-                if not self.closed:
-                    self.transport.resume_reading()
-
-    async def _handle(self, payload: bytes) -> None:
-        listener = self._listener
-        listener.requests += 1
-        request = serving.decode_request(payload)
-        if isinstance(request, serving.RequestRefused):
-            if request.answer is not None:
-                self._answer_now(request.answer)
-                return
-            self._fatal(request.reason)
-            return
-        api, version, correlation_id, body = (request.api, request.version,
-                                              request.correlation_id, request.body)  # fmt: skip
-        if api is API_VERSIONS:
-            self._answer_now(serving.encode_response(api, version, correlation_id,
-                                                     serving.api_versions_body()))  # fmt: skip
-        elif api is METADATA:
-            answer = await listener.metadata(body, self.transport.get_extra_info("sockname"))
-            self._answer_now(serving.encode_response(api, version, correlation_id, answer))
-        elif api is INIT_PRODUCER_ID:
-            answer = listener.init_producer_id(body)
-            self._count_error(answer["error_code"])
-            self._answer_now(serving.encode_response(api, version, correlation_id, answer))
-        elif api is PRODUCE:
-            await self._produce(version, correlation_id, body)
-
-    async def _produce(self, version: int, correlation_id: int, body: dict) -> None:
-        listener = self._listener
-        acks = body["acks"]
-        ack = _ACK_LEVELS.get(acks)
-        timeout_s = max(body["timeout_ms"], 0) / 1000
-        parts = []  # (topic, partition, Outcome or awaitable)
-        for topic_data in body["topic_data"]:
-            topic = topic_data["name"]
-            for data in topic_data["partition_data"]:
-                index = data["index"]
-                if ack is None:
-                    result = (ErrorCode.INVALID_REQUIRED_ACKS, -1, -1)
-                elif body["transactional_id"] is not None:
-                    result = (ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, -1, -1)
-                else:
-                    result = await listener.produce_partition(
-                        topic, index, data["records"] or b"", version, ack, timeout_s
-                    )
-                parts.append((topic, index, result))
-        listener.publish()
-        if acks == 0:
-            for _, _, result in parts:  # nobody reads an answer to acks=0; count errors
-                if isinstance(result, tuple):
-                    self._count_error(result[0])
-            return
-        answer = asyncio.get_running_loop().create_task(
-            self._produce_answer(version, correlation_id, parts)
-        )
-        self._queue_answer(answer)
-
-    async def _produce_answer(self, version, correlation_id, parts) -> bytes:
-        by_topic: dict[str, list] = {}
-        throttle = 0
-        for topic, index, result in parts:
-            if not isinstance(result, tuple):
-                result = await result
-            error, base_offset, append_time = result
-            self._count_error(error)
-            if error == ErrorCode.REQUEST_TIMED_OUT:
-                throttle = _BUFFER_FULL_THROTTLE_MS
-            by_topic.setdefault(topic, []).append(
-                {"index": index, "error_code": error, "base_offset": base_offset,
-                 "log_append_time_ms": append_time, "log_start_offset": -1}
-            )  # fmt: skip
-        body = {
-            "responses": [
-                {"name": topic, "partition_responses": answers}
-                for topic, answers in by_topic.items()
-            ],
-            "throttle_time_ms": throttle,
-        }
-        return serving.encode_response(PRODUCE, version, correlation_id, body)
-
-    def _count_error(self, code: int) -> None:
-        if code:
-            self._listener.errors[code] += 1
-
-    # ---- answers, in request order -----------------------------------------------------
-
-    def _answer_now(self, frame: bytes) -> None:
-        future = asyncio.get_running_loop().create_future()
-        future.set_result(frame)
-        self._queue_answer(future)
-
-    def _queue_answer(self, awaitable) -> None:
-        self._answers.append(awaitable)
-        self._answer_ready.set()
-
-    async def _write_answers(self) -> None:
-        while not self.closed:
-            if not self._answers:
-                self._answer_ready.clear()
-                await self._answer_ready.wait()
-                continue
-            try:
-                frame = await self._answers[0]
-            except Exception:
-                log.exception("%s: answering a request failed", self.name)
-                self._fatal("kpd could not answer a request")
-                return
-            self._answers.popleft()
-            if not self.closed:
-                self.transport.write(frame)

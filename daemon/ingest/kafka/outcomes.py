@@ -1,4 +1,5 @@
-"""What a Kafka client hears for each way kpd can refuse or fail a batch (pure data).
+"""What a Kafka client hears for each way kpd can refuse or fail a batch (pure data), and
+``Blocked``, the offer of a batch that admission has to finish later.
 
 The table of docs/operations.md "Any Kafka client"; one row per kpd error code that can reach
 a batch of the Kafka listener. The Kafka codes are ones every client already handles: the
@@ -10,12 +11,15 @@ Imports only ``daemon.kafka`` and ``kpd.protocol`` (kpd's own error codes).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 from daemon.kafka.errors import ErrorCode
-from kpd.protocol.base import KpdErrorCode
+from kpd.protocol.base import AckLevel, KpdErrorCode
 
-__all__ = ["KAFKA_CODE_OF", "kafka_code"]
+__all__ = ["KAFKA_CODE_OF", "Blocked", "kafka_code"]
 
 KAFKA_CODE_OF = MappingProxyType(
     {
@@ -38,3 +42,15 @@ def kafka_code(error: int, kafka_error: int) -> int:
     if error == KpdErrorCode.KAFKA_ERROR and kafka_error:
         return kafka_error
     return KAFKA_CODE_OF.get(error, ErrorCode.UNKNOWN_SERVER_ERROR)
+
+
+@dataclass(slots=True)
+class Blocked:
+    """A batch whose admission waits (``waiting``: a topic lookup, ring space): the
+    listener's ``finish_admit`` ends it; meanwhile nothing else of the connection is admitted."""
+
+    waiting: Awaitable
+    pending: Any  # the listener's record of the batch
+    check: Any  # its sequence check (an idempotent producer's batch), or None
+    count: int
+    ack: AckLevel
