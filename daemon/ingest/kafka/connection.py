@@ -125,21 +125,13 @@ class _ProduceAnswer:
             if not isinstance(result, tuple):
                 result = result.result()
             error, base_offset, append_time = result
-            conn.count_error(error)
-            if error == ErrorCode.REQUEST_TIMED_OUT:
-                throttle = _BUFFER_FULL_THROTTLE_MS
-            by_topic.setdefault(topic, []).append(
-                {"index": index, "error_code": error, "base_offset": base_offset,
-                 "log_append_time_ms": append_time, "log_start_offset": -1}
-            )  # fmt: skip
-        body = {
-            "responses": [
-                {"name": topic, "partition_responses": answers}
-                for topic, answers in by_topic.items()
-            ],
-            "throttle_time_ms": throttle,
-        }
-        return serving.encode_response(PRODUCE, request.version, request.correlation_id, body)
+            if error:
+                conn.count_error(error)
+                if error == ErrorCode.REQUEST_TIMED_OUT:
+                    throttle = _BUFFER_FULL_THROTTLE_MS
+            by_topic.setdefault(topic, []).append((index, error, base_offset, append_time))
+        return serving.encode_produce_response(request.version, request.correlation_id,
+                                               list(by_topic.items()), throttle)  # fmt: skip
 
 
 class KafkaConnection(asyncio.Protocol):

@@ -339,3 +339,94 @@ def test_fuzzed_produce_requests_and_batches_never_crash_the_codec(data):
         for part in topic["partition_data"]:
             got = incoming.read_batch(part["records"] or b"", request.version)
             assert isinstance(got, incoming.IncomingBatch | incoming.BatchRefused)
+
+
+# ---- Produce's straight codec against the schema codec -------------------------------------
+
+PRODUCE_VERSIONS = range(3, 12)
+
+
+def _produce_request(version: int, body: dict) -> bytes:
+    """A Produce request payload (no size prefix) from the schema codec: header v1 (v3-v8) or
+    v2 (flexible, v9+) with client id "c"."""
+    head = struct.pack(">hhi", PRODUCE.key, version, 7) + struct.pack(">h", 1) + b"c"
+    if version >= 9:
+        head += b"\x00"
+    return head + PRODUCE.encode_request(version, body)
+
+
+_PRODUCE_BODIES = [
+    {"transactional_id": None, "acks": -1, "timeout_ms": 30000,
+     "topic_data": [{"name": "events", "partition_data": [{"index": 4, "records": b"batch"}]}]},
+    {"transactional_id": "txn", "acks": 1, "timeout_ms": 0,
+     "topic_data": [{"name": "a", "partition_data": [{"index": 0, "records": b"x" * 300},
+                                                     {"index": 9, "records": None}]},
+                    {"name": "b" * 200, "partition_data": []}]},
+    {"transactional_id": None, "acks": 0, "timeout_ms": -5, "topic_data": []},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("version", PRODUCE_VERSIONS)
+@pytest.mark.parametrize("body", _PRODUCE_BODIES, ids=["one", "several", "none"])
+def test_produce_requests_decode_to_what_the_schema_codec_decodes(version, body):
+    payload = _produce_request(version, body)
+    request = serving.decode_request(payload)
+    offset = len(payload) - len(PRODUCE.encode_request(version, body))
+    assert request.body == PRODUCE.decode_request(version, payload, offset) == body
+
+
+@pytest.mark.parametrize("version", PRODUCE_VERSIONS)
+def test_produce_requests_cut_or_padded_anywhere_raise_protocol_error(version):
+    payload = _produce_request(version, _PRODUCE_BODIES[1])
+    for end in range(len(payload)):
+        with pytest.raises(ProtocolError):
+            serving.decode_request(payload[:end])
+    with pytest.raises(ProtocolError, match="left over"):
+        serving.decode_request(payload + b"\x00")
+
+
+def test_flexible_produce_requests_skip_unknown_tagged_fields():
+    # One unknown tag (7, two bytes) in each section: partition, topic and body (KIP-482).
+    tag = b"\x01\x07\x02zz"
+    payload = (struct.pack(">hhi", PRODUCE.key, 9, 7) + struct.pack(">h", -1) + b"\x00"
+               + b"\x00" + struct.pack(">hi", -1, 1000)  # null transactional id, acks, timeout
+               + uvarint(2) + compact_string("t") + uvarint(2)
+               + struct.pack(">i", 3) + uvarint(4) + b"abc" + tag  # index, records, tags
+               + tag + tag)  # fmt: skip
+    body = serving.decode_request(payload).body
+    assert body["topic_data"] == [{"name": "t", "partition_data": [{"index": 3, "records": b"abc"}]}]
+    assert body == PRODUCE.decode_request(9, payload, 11)  # the body starts after the header
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_fuzzed_produce_requests_decode_as_the_schema_codec_does(data):
+    version = data.draw(st.sampled_from(PRODUCE_VERSIONS))
+    good = _produce_request(version, _PRODUCE_BODIES[1])
+    flips = data.draw(st.lists(st.tuples(st.integers(12, len(good) - 1), st.integers(1, 255)),
+                               min_size=1, max_size=3))  # fmt: skip
+    mutated = bytearray(good)
+    for index, xor in flips:
+        mutated[index] ^= xor
+    offset = 12 if version >= 9 else 11  # past the header: the client id "c" is intact
+    try:
+        expected = PRODUCE.decode_request(version, bytes(mutated), offset)
+    except ProtocolError:
+        expected = ProtocolError
+    try:
+        got = serving.decode_request(bytes(mutated)).body
+    except ProtocolError:
+        got = ProtocolError
+    assert got == expected
+
+
+@pytest.mark.parametrize("version", PRODUCE_VERSIONS)
+@pytest.mark.parametrize("throttle", [0, 1000])
+def test_produce_responses_are_the_schema_codecs_bytes(version, throttle):
+    topics = [("events", [(4, 0, 77, -1), (5, 6, -1, 1_700_000_000_000)]), ("x" * 130, [])]
+    body = {"responses": [{"name": name, "partition_responses": [
+                {"index": i, "error_code": e, "base_offset": o, "log_append_time_ms": t,
+                 "log_start_offset": -1} for i, e, o, t in parts]}
+             for name, parts in topics], "throttle_time_ms": throttle}  # fmt: skip
+    expected = serving.encode_response(PRODUCE, version, 11, body)
+    assert serving.encode_produce_response(version, 11, topics, throttle) == expected
