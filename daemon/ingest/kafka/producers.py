@@ -152,20 +152,22 @@ class ProducerRegistry:
         self.journal.touch(_id_key(producer_id, epoch))
         key = _batch_key(producer_id, epoch, topic, partition)
         window = self.journal.window(key)
-        admitting = self._admitting.get(key, {})
-        # A duplicate: the same first sequence number and count as a kept or admitting batch.
-        kept = [(r.first, r.count) for r in window.ranges] if window is not None else []
-        for first, end in admitting.items():
-            kept.append((first, end - first))
-        for first, kept_count in kept:
-            if first % _SEQ_MOD == base_sequence and kept_count == count:
+        # A duplicate: the same first sequence number and count as a kept or admitting batch
+        # (the window may hold up to twice BATCHES_KEPT: ``taken`` forgets in steps).
+        expected = -1  # one past the newest batch's last sequence number
+        if window is not None:
+            for taken in window.ranges[-BATCHES_KEPT:]:
+                if taken.first % _SEQ_MOD == base_sequence and taken.count == count:
+                    return SequenceCheck(key=key, first=taken.first, resend=True)
+                expected = max(expected, taken.first + taken.count)
+        for first, end in self._admitting.get(key, {}).items():
+            if first % _SEQ_MOD == base_sequence and end - first == count:
                 return SequenceCheck(key=key, first=first, resend=True)
-        ends = [first + n for first, n in kept]
-        if not ends:
+            expected = max(expected, end)
+        if expected < 0:
             if base_sequence == 0:
                 return SequenceCheck(key=key, first=0)
             return SequenceCheck(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER)
-        expected = max(ends)
         if base_sequence == expected % _SEQ_MOD:
             return SequenceCheck(key=key, first=expected)
         return SequenceCheck(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER)
@@ -186,7 +188,9 @@ class ProducerRegistry:
         journal.taken(check.key, check.first, count, tag=ring_seq)
         self._index(ring_seq, count, check.key, check.first)
         window = journal.window(check.key)
-        if window is not None and len(window.ranges) > BATCHES_KEPT:
+        # Forgotten in steps, down to BATCHES_KEPT once twice as many are kept: a journal line
+        # per BATCHES_KEPT batches, not one per batch; ``check`` looks at the newest only.
+        if window is not None and len(window.ranges) > 2 * BATCHES_KEPT:
             gone = window.ranges[: len(window.ranges) - BATCHES_KEPT]
             for old in gone:
                 self._unindex(old.tag)
