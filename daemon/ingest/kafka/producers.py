@@ -41,8 +41,7 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from daemon.ingest.dedupe import DedupeJournal, Piece
 from daemon.kafka.errors import ErrorCode
@@ -62,8 +61,7 @@ _BATCH_PREFIX = "kafka:"
 Outcome = tuple[int, int, int]
 
 
-@dataclass(frozen=True, slots=True)
-class SequenceCheck:
+class SequenceCheck(NamedTuple):
     """``error`` non-zero: refuse the batch with it. Else ``key`` and ``first`` (the batch's
     unwrapped first sequence number) name it; ``resend``: it was taken (or is admitting)
     already, so it is answered with its first outcome, never taken again."""
