@@ -323,8 +323,14 @@ class KafkaListener:
     def forward_reports(self, records: int, report_frame) -> None:
         """A worker's REPORT frame for entries of this listener (``IngestServer``)."""
         self.owed -= records
-        for run in _runs(report_frame):
-            self._outcome(*run)
+        done = []
+        with self.producers.journal.batched():  # one write for the frame's outcome lines
+            for run in _runs(report_frame):
+                pending = self._outcome(*run)
+                if pending is not None:
+                    done.append(pending)
+        for pending in done:  # answered once their lines are written
+            self._answer(pending)
 
     def owe(self, n: int) -> None:
         """admission.ReportReader: ``n`` records' outcomes are on their way."""
@@ -338,17 +344,22 @@ class KafkaListener:
                 kafka_error: int) -> None:  # fmt: skip
         """admission.RecordSource: records admission did not take (it counted them)."""
         log.info("kafka client: %d records refused: %s", count, message)
-        self._outcome(first_seq, count, Status.FAILED, -1, -1, kafka_code(code, kafka_error),
-                      Persistence.NOT_PERSISTED)  # fmt: skip
+        error = kafka_code(code, kafka_error)
+        pending = self._outcome(first_seq, count, Status.FAILED, -1, -1, error,
+                                Persistence.NOT_PERSISTED)  # fmt: skip
+        if pending is not None:
+            self._answer(pending)
 
-    def _outcome(self, seq, count, status, base_offset, append_time, error, persistence):
+    def _outcome(self, seq, count, status, base_offset, append_time, error,
+                 persistence) -> _Pending | None:  # fmt: skip
+        """Note a run's outcome; the batch, journaled, once its last record's is known."""
         index = bisect.bisect_right(self._starts, seq) - 1
         pending = self._pending.get(self._starts[index]) if index >= 0 else None
         if pending is None or seq >= pending.start + pending.count:
             # No one waits (the client left, or an earlier ingest wrote the entry).
             _keep_unawaited(self.producers, seq, count, status, base_offset, append_time, error,
                             persistence)  # fmt: skip
-            return
+            return None
         pending.remaining -= count
         if status == Status.FAILED:
             if not pending.error:
@@ -359,11 +370,14 @@ class KafkaListener:
             if seq == pending.start:
                 pending.base_offset, pending.append_time = base_offset, append_time
         if pending.remaining > 0:
-            return
+            return None
         self._untrack(pending)
-        outcome = pending.outcome = (pending.error, pending.base_offset, pending.append_time)
+        pending.outcome = (pending.error, pending.base_offset, pending.append_time)
         self._journal_outcome(pending)
-        future = pending.future
+        return pending
+
+    def _answer(self, pending: _Pending) -> None:
+        future, outcome = pending.future, pending.outcome
         # With rings.fsync: always the answer waits for the journal's lines to be synced.
         self.admission.ring_sync.after_sync(lambda: future.done() or future.set_result(outcome))
 
