@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import struct
 from collections.abc import Awaitable
 from typing import Any
 
-from daemon.ingest.kafka.outcomes import Blocked
+from daemon.ingest.kafka.outcomes import Blocked, PendingOutcome
 from daemon.kafka import serving
 from daemon.kafka.errors import ErrorCode
 from daemon.kafka.messages import API_VERSIONS, INIT_PRODUCER_ID, METADATA, PRODUCE
@@ -78,7 +79,9 @@ class _ProduceRequest:
 
 
 class _ProduceAnswer:
-    """Collects a Produce request's partition outcomes into its answer slot."""
+    """Collects a Produce request's partition outcomes into its answer slot: each part's
+    result becomes its ``Outcome`` as it is known (at once for most; a ``PendingOutcome``
+    calls back from the worker's report), and the last one writes the answer."""
 
     __slots__ = ("_conn", "_request", "_slot", "_waiting")
 
@@ -86,22 +89,34 @@ class _ProduceAnswer:
         self._conn = conn
         self._request = request
         self._slot = slot
-        self._waiting = 0
-        for part in request.parts:
+        waits = [part for part in request.parts if not isinstance(part[2], tuple)]
+        self._waiting = len(waits) + 1  # + 1 until every callback is set: none completes early
+        for part in waits:
             result = part[2]
-            if isinstance(result, tuple):
-                continue
-            if not isinstance(result, asyncio.Future):  # a resend's wait (a coroutine)
-                result = part[2] = asyncio.ensure_future(result)
-            self._waiting += 1
-            result.add_done_callback(self._part_done)
-        if not self._waiting:
-            self._complete()
+            if isinstance(result, PendingOutcome):
+                result.then(functools.partial(self._part_done, part))
+            else:  # a resend waiting for its first copy's outcome (a coroutine)
+                future = asyncio.ensure_future(result)
+                future.add_done_callback(functools.partial(self._resend_done, part))
+        self._part_done(None, None)
 
-    def _part_done(self, _future: asyncio.Future) -> None:
+    def _part_done(self, part: list | None, outcome) -> None:
+        if part is not None:
+            part[2] = outcome
         self._waiting -= 1
         if not self._waiting:
             self._complete()
+
+    def _resend_done(self, part: list, future: asyncio.Future) -> None:
+        if future.cancelled():  # the loop is closing
+            return
+        try:
+            outcome = future.result()
+        except Exception:
+            log.exception("%s: a resend's outcome failed", self._conn.name)
+            self._conn.fatal("kpd could not answer a request")
+            return
+        self._part_done(part, outcome)
 
     def _complete(self) -> None:
         conn = self._conn
@@ -109,8 +124,6 @@ class _ProduceAnswer:
             return
         try:
             self._slot.frame = self._frame()
-        except asyncio.CancelledError:  # an outcome's wait was cancelled: the loop is closing
-            return
         except Exception:
             log.exception("%s: answering a request failed", conn.name)
             conn.fatal("kpd could not answer a request")
@@ -121,10 +134,7 @@ class _ProduceAnswer:
         request, conn = self._request, self._conn
         by_topic: dict[str, list] = {}
         throttle = 0
-        for topic, index, result in request.parts:
-            if not isinstance(result, tuple):
-                result = result.result()
-            error, base_offset, append_time = result
+        for topic, index, (error, base_offset, append_time) in request.parts:
             if error:
                 conn.count_error(error)
                 if error == ErrorCode.REQUEST_TIMED_OUT:

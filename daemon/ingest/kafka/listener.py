@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from daemon.ingest.admission import Admission, ReportReader, is_legal_topic
 from daemon.ingest.dedupe import DedupeJournal, Piece
 from daemon.ingest.kafka.connection import KafkaConnection
-from daemon.ingest.kafka.outcomes import Blocked, kafka_code
+from daemon.ingest.kafka.outcomes import Blocked, PendingOutcome, kafka_code
 from daemon.ingest.kafka.producers import Outcome, ProducerRegistry, SequenceCheck
 from daemon.ingest.sessions import KAFKA_LISTENER_ID
 from daemon.kafka import incoming
@@ -88,13 +88,14 @@ class KafkaStats:
     producers: int  # producer ids known
 
 
-class _Pending:
+class _Pending(PendingOutcome):
     """A batch in rings whose outcome the listener waits for. Owned by the event loop."""
 
-    __slots__ = ("append_time", "base_offset", "count", "delivered", "error", "future",
-                 "outcome", "persisted", "remaining", "start")  # fmt: skip
+    __slots__ = ("append_time", "base_offset", "count", "delivered", "error", "outcome",
+                 "persisted", "remaining", "start")  # fmt: skip
 
-    def __init__(self, start: int, count: int, future: asyncio.Future) -> None:
+    def __init__(self, start: int, count: int) -> None:
+        super().__init__()
         self.start = start
         self.count = count
         self.remaining = count
@@ -104,7 +105,6 @@ class _Pending:
         self.delivered = 0  # records delivered (or accepted, at acks=1)
         self.persisted = False  # some failed record may have been written (POSSIBLY_PERSISTED)
         self.outcome: Outcome | None = None  # once every record's outcome is known
-        self.future = future
 
     @property
     def never_produced(self) -> bool:
@@ -205,15 +205,17 @@ class KafkaListener:
         one (the answer once the ack level is reached)."""
         result = self.offer_partition(topic, partition, data, version, ack, timeout_s)
         if isinstance(result, Blocked):
-            return await self.finish_admit(result)
-        return result
+            result = await self.finish_admit(result)
+        return result.future() if isinstance(result, PendingOutcome) else result
 
     def offer_partition(self, topic: str, partition: int, data, version: int, ack: AckLevel,
                         timeout_s: float):  # fmt: skip
         """``produce_partition`` without an await on the common path (a connection's request
-        is handled inside ``data_received``, no task per request): an ``Outcome``, an
-        awaitable of one, or ``Blocked`` — admission waits (a lookup, ring space): await
-        ``finish_admit(blocked)`` before anything else is admitted."""
+        is handled inside ``data_received``, no task per request): an ``Outcome``, a
+        ``PendingOutcome`` (answered once the ack level is reached), an awaitable of an
+        ``Outcome`` (a resend waiting for its first copy), or ``Blocked`` — admission waits (a
+        lookup, ring space): await ``finish_admit(blocked)`` before anything else is
+        admitted; its result is one of the others."""
         batch = incoming.read_batch(data, version)
         if isinstance(batch, incoming.BatchRefused):
             log.info("kafka client: %s-%d: %s", topic, partition, batch.message)
@@ -273,7 +275,7 @@ class KafkaListener:
             self._staged.append((pending, check))  # taken once published
         if ack == AckLevel.NONE:
             return ErrorCode.NONE, -1, -1
-        return pending.future
+        return pending
 
     def publish(self) -> None:
         """Publish what admission staged (once per request: one ring wake-up, not one per
@@ -306,10 +308,10 @@ class KafkaListener:
                 return outcome
             ring_seq = self.producers.ring_seq_of(check)  # taken: the check found it
             pending = self._pending.get(ring_seq) or self._track(ring_seq, count)
-        return _first_outcome(pending.future, timeout_s)
+        return _first_outcome(pending.future(), timeout_s)
 
     def _track(self, start: int, count: int) -> _Pending:
-        pending = _Pending(start, count, asyncio.get_running_loop().create_future())
+        pending = _Pending(start, count)
         self._pending[start] = pending
         bisect.insort(self._starts, start)
         return pending
@@ -377,9 +379,8 @@ class KafkaListener:
         return pending
 
     def _answer(self, pending: _Pending) -> None:
-        future, outcome = pending.future, pending.outcome
         # With rings.fsync: always the answer waits for the journal's lines to be synced.
-        self.admission.ring_sync.after_sync(lambda: future.done() or future.set_result(outcome))
+        self.admission.ring_sync.after_sync(lambda: pending.resolve(pending.outcome))
 
     def _journal_outcome(self, pending: _Pending) -> None:
         """A batch's final outcome into the journal (a no-op for batches not journaled):

@@ -1,5 +1,6 @@
 """What a Kafka client hears for each way kpd can refuse or fail a batch (pure data), and
-``Blocked``, the offer of a batch that admission has to finish later.
+what the listener's offer of a batch can be besides an answer: ``Blocked`` (admission has to
+finish it later) and ``PendingOutcome`` (its answer comes later).
 
 The table of docs/operations.md "Any Kafka client"; one row per kpd error code that can reach
 a batch of the Kafka listener. The Kafka codes are ones every client already handles: the
@@ -11,7 +12,8 @@ Imports only ``daemon.kafka`` and ``kpd.protocol`` (kpd's own error codes).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 from daemon.kafka.errors import ErrorCode
 from kpd.protocol.base import AckLevel, KpdErrorCode
 
-__all__ = ["KAFKA_CODE_OF", "Blocked", "kafka_code"]
+__all__ = ["KAFKA_CODE_OF", "Blocked", "PendingOutcome", "kafka_code"]
 
 KAFKA_CODE_OF = MappingProxyType(
     {
@@ -54,3 +56,34 @@ class Blocked:
     check: Any  # its sequence check (an idempotent producer's batch), or None
     count: int
     ack: AckLevel
+
+
+class PendingOutcome:
+    """A partition's answer not known yet: callbacks run as soon as it is (at once if it is
+    already) — no future and no loop turn between a worker's report and the answer."""
+
+    __slots__ = ("_waiters", "answer")
+
+    def __init__(self) -> None:
+        self.answer: tuple[int, int, int] | None = None  # (error code, base offset, time)
+        self._waiters: list[Callable[[tuple[int, int, int]], object]] = []
+
+    def then(self, callback: Callable[[tuple[int, int, int]], object]) -> None:
+        if self.answer is not None:
+            callback(self.answer)
+        else:
+            self._waiters.append(callback)
+
+    def resolve(self, answer: tuple[int, int, int]) -> None:
+        if self.answer is not None:
+            return  # answered once
+        self.answer = answer
+        waiters, self._waiters = self._waiters, []
+        for callback in waiters:
+            callback(answer)
+
+    def future(self) -> asyncio.Future:
+        """The answer as a future (a resend's wait, tests)."""
+        future = asyncio.get_running_loop().create_future()
+        self.then(lambda answer: future.done() or future.set_result(answer))
+        return future
