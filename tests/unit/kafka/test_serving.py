@@ -394,7 +394,8 @@ def test_flexible_produce_requests_skip_unknown_tagged_fields():
                + struct.pack(">i", 3) + uvarint(4) + b"abc" + tag  # index, records, tags
                + tag + tag)  # fmt: skip
     body = serving.decode_request(payload).body
-    assert body["topic_data"] == [{"name": "t", "partition_data": [{"index": 3, "records": b"abc"}]}]
+    (topic,) = body["topic_data"]
+    assert topic == {"name": "t", "partition_data": [{"index": 3, "records": b"abc"}]}
     assert body == PRODUCE.decode_request(9, payload, 11)  # the body starts after the header
 
 
