@@ -9,26 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Iterator
-
-import pytest
 
 from daemon.ingest.kafka.connection import KafkaConnection
 from daemon.kafka.errors import ErrorCode
 from daemon.kafka.headers import decode_response, encode_request
 from daemon.kafka.messages import API_VERSIONS, PRODUCE
 from daemon.ownership import worker_for
-from tests.unit.ingest.test_connection import TOPIC, RecordingTransport, Rig
-from tests.unit.ingest.test_kafka_listener import _batch, _listener, _report
-
-PRODUCE_VERSION = 9
-
-
-@pytest.fixture
-def rig() -> Iterator[Rig]:
-    made = Rig()
-    yield made
-    made.close()
+from tests.unit.ingest.test_connection import TOPIC, RecordingTransport
+from tests.unit.ingest.test_kafka_listener import (  # noqa: F401 (rig: a fixture)
+    PRODUCE_VERSION,
+    _batch,
+    _listener,
+    _report,
+    rig,
+)
 
 
 def _produce(correlation_id: int, partition: int, acks: int = -1) -> bytes:
@@ -51,7 +45,7 @@ def _answers(transport: RecordingTransport) -> list[tuple[int, dict]]:
     return answers
 
 
-def test_pipelined_requests_are_answered_in_request_order_whichever_outcome_comes_first(rig):
+def test_pipelined_requests_are_answered_in_request_order_whichever_outcome_comes_first(rig):  # noqa: F811
     partitions = [0, 1, 2]
 
     async def scenario():
@@ -88,7 +82,7 @@ def test_pipelined_requests_are_answered_in_request_order_whichever_outcome_come
     assert len(connections) == 1
 
 
-def test_acks_0_requests_get_no_answer_and_the_next_answer_is_not_held_by_them(rig):
+def test_acks_0_requests_get_no_answer_and_the_next_answer_is_not_held_by_them(rig):  # noqa: F811
     # acks=1 is kpd's ack level accepted: answered once its entry is published.
     async def scenario():
         listener = _listener(rig)
