@@ -113,7 +113,8 @@ def _paced_contenders() -> list[Contender]:
             Contender(
                 paced_name("confluent-kafka", rate), _CONFLUENT,
                 f"confluent-kafka paced at {every}; latency from produce() to the delivery "
-                "callback (poll() serves callbacks between bursts)",
+                "callback (poll() serves callbacks between bursts; on a full local queue, "
+                "BufferError, it polls and retries, counting the waits)",
                 options=_paced(rate),
             ),
             Contender(
