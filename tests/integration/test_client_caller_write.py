@@ -62,19 +62,21 @@ def test_caller_thread_writes_lose_nothing_double_nothing_and_keep_order_across_
         return written
 
     monkeypatch.setattr(kpd.outbound.Outbound, "write", noting_write)
-    with KpdDaemon(tmp_path, tansu.bootstrap, workers=2) as daemon:
-        with Producer(daemon.socket_path, batch_bytes=1024 * 1024) as producer:
-            producer.partitions_for(topic, timeout=DEADLINE_S)
-            futures = []
-            for index in range(RECORDS):
-                if index == KILL_AT:
-                    (victim,) = daemon.child_pids("ingest")
-                    os.kill(victim, signal.SIGKILL)  # frames sent from now on wait for it
-                wait_for(lambda: _idle(producer), DEADLINE_S, "an idle connection")
-                key = b"key-%d" % (index % KEYS)
-                futures.append(producer.send(topic, _value(index), key=key))
-            producer.flush(DEADLINE_S)
-            metadata = [future.result(0) for future in futures]
+    with (
+        KpdDaemon(tmp_path, tansu.bootstrap, workers=2) as daemon,
+        Producer(daemon.socket_path, batch_bytes=1024 * 1024) as producer,
+    ):
+        producer.partitions_for(topic, timeout=DEADLINE_S)
+        futures = []
+        for index in range(RECORDS):
+            if index == KILL_AT:
+                (victim,) = daemon.child_pids("ingest")
+                os.kill(victim, signal.SIGKILL)  # frames sent from now on wait for it
+            wait_for(lambda: _idle(producer), DEADLINE_S, "an idle connection")
+            key = b"key-%d" % (index % KEYS)
+            futures.append(producer.send(topic, _value(index), key=key))
+        producer.flush(DEADLINE_S)
+        metadata = [future.result(0) for future in futures]
     assert writers["MainThread", False] >= RECORDS // 2  # most frames: the caller, whole
     assert writers["MainThread", True] >= 1  # a big frame: the caller wrote a part
     assert writers["kpd-client-io", False] >= 1  # ... and the I/O thread the rest
