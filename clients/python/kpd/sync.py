@@ -82,7 +82,7 @@ class _Hub:
 
 def run_callbacks(done: Completions) -> None:
     """Run the done-callbacks of the records ``done`` settled (never under the lock)."""
-    for fn, future in done.callbacks:
+    for fn, future in done.pairs():
         run_callback(fn, future)
 
 
@@ -202,7 +202,7 @@ class Producer:
         self._outbound = Outbound()
         # Done-callbacks of records a caller's own write settled (acks "none"): the I/O thread
         # runs them, as every other done-callback.
-        self._handed_callbacks: list = []
+        self._handed = Completions()
         run_callbacks(self._session.accept(early))
         self._thread = threading.Thread(target=self._io_main, name="kpd-client-io", daemon=True)
         self._thread.start()
@@ -453,7 +453,7 @@ class Producer:
             if threading.current_thread() is self._thread:
                 self._publish_locked(done)
                 return
-            self._handed_callbacks.extend(done.callbacks)
+            self._handed.take(done)
             self._wake()
         if done:
             self._settle_locked()
@@ -555,11 +555,11 @@ class Producer:
         self._doorbell.drain()
         with self._lock:
             self._woken = False
-            handed, self._handed_callbacks = self._handed_callbacks, []
-        if handed:
-            done = Completions()
-            done.callbacks = handed
-            run_callbacks(done)
+            handed = self._handed
+            if handed.callbacks:
+                self._handed = Completions()
+        if handed.callbacks:
+            run_callbacks(handed)
 
     def _read(self) -> bool:
         """Read and process what kpd sent; False once the connection is over."""
@@ -628,7 +628,7 @@ class Producer:
                 self._sock = sock
                 self.server_name = welcome.server_name
                 done = self._session.reconnected(welcome, decoder)
-                done.callbacks.extend(self._session.accept(early).callbacks)
+                done.take(self._session.accept(early))
                 self._link.succeeded()
             self._publish(done)
             return True

@@ -302,12 +302,54 @@ def test_done_callbacks_run_at_once_when_settled_and_later_when_not(future_type)
     assert seen == [settled]
     done = Completions()
     frame.settle(0, 1, REPORTED, _delivered(0, 1), done)
-    assert [future for _, future in done.callbacks] == [pending, pending]
-    for fn, future in done.callbacks:
+    assert [future for _, future in done.pairs()] == [pending, pending]
+    for fn, future in done.pairs():
         from kpd.future import run_callback
 
         run_callback(fn, future)
     assert seen == [settled, pending]
+
+
+def _noted(seen: list, tag: str):
+    return lambda future: seen.append((tag, future))
+
+
+@FUTURES
+def test_a_records_callbacks_run_in_the_order_added_whichever_run_settles_it(future_type):
+    make = _future_type(future_type)
+    frame = _sealed_frame(6)
+    futures = [make(frame, i) for i in range(6)]
+    seen = []
+    for i in (4, 1, 4, 2, 4):
+        futures[i].add_done_callback(_noted(seen, f"{i}-{len(seen)}"))
+        seen.append(None)
+    seen.clear()
+    for lo, hi in ((3, 6), (0, 3)):
+        done = Completions()
+        frame.settle(lo, hi, REPORTED, _delivered(lo, hi), done)
+        for fn, future in done.pairs():
+            fn(future)
+    assert seen == [("4-0", futures[4]), ("4-2", futures[4]), ("4-4", futures[4]),
+                    ("1-1", futures[1]), ("2-3", futures[2])]  # fmt: skip
+    assert frame.callbacks == {} and frame.more_callbacks == []
+
+
+@FUTURES
+def test_adding_a_done_callback_allocates_nothing_the_cycle_collector_tracks(future_type):
+    make = _future_type(future_type)
+    frame = _sealed_frame(5000)
+    futures = [make(frame, i) for i in range(5000)]
+    fn = _noted([], "x")
+    futures[0].add_done_callback(fn)  # the frame's two dicts, once
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        for future in futures[1:]:
+            future.add_done_callback(fn)
+        grown = gc.get_count()[0] - before
+    finally:
+        gc.enable()
+    assert grown < 50  # not one or two per record (a dict resize may allocate a little)
 
 
 @FUTURES
@@ -364,7 +406,7 @@ def test_the_c_twins_leave_no_reference_behind(monkeypatch):
     for future in futures:
         future.done()
         future.add_done_callback(lambda f: None)
-    frame.callbacks = None  # what settling does with them
+    frame.callbacks = frame.callback_futures = None  # what settling does with them
     del futures, future
     assert (sys.getrefcount(value) - 1000, sys.getrefcount(frame)) == (before[1], before[2])
     # The general path's arguments are handed on, not kept: refused records leave nothing.
