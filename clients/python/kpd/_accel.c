@@ -13,6 +13,7 @@
  *   group_by_partition(...)           send_bulk's records per partition (keyed_groups)
  *   RecordFuture(frame, index)        send()'s future (kpd/future.py RecordFuturePython)
  *   Appender(entries, ...).add(...)   send()'s hot path, Framer.add (kpd/appender.py AppenderPython)
+ *   Appender.send(...)                the sync Producer's send(): lock, checks and add in one call
  *
  * The loops themselves are in kpd_loops.h, which the daemon's accelerator includes too.
  * The only statics are the interned attribute names below: constants made once at import.
@@ -211,7 +212,8 @@ fail:
 static PyObject *str_all_delivered, *str_settled, *str_future_result, *str_future_exception,
     *str_future_add_done_callback, *str_future_await, *str_key_partitions, *str_placement,
     *str_open_frames, *str_keys, *str_values, *str_size, *str_per_record, *str_count,
-    *str_sticky, *str_sticky_bytes;
+    *str_sticky, *str_sticky_bytes, *str_acquire, *str_release, *str_taking, *str_connected,
+    *str_buffered_bytes;
 
 static int intern_names(void)
 {
@@ -234,6 +236,11 @@ static int intern_names(void)
     INTERN(str_count, "count");
     INTERN(str_sticky, "sticky");
     INTERN(str_sticky_bytes, "sticky_bytes");
+    INTERN(str_acquire, "acquire");
+    INTERN(str_release, "release");
+    INTERN(str_taking, "taking");
+    INTERN(str_connected, "connected");
+    INTERN(str_buffered_bytes, "buffered_bytes");
 #undef INTERN
     return 0;
 }
@@ -409,6 +416,10 @@ typedef struct {
     PyObject *entries; /* TopicTable.entries: topic -> TopicEntry */
     PyObject *general; /* the framer's path for every record not taken here */
     Py_ssize_t batch_limit, sticky_limit, memo_limit;
+    /* send()'s gate (set by gate(), NULL before): the Producer's lock's bound acquire and
+     * release, its session and link (read under the lock), its general send path. */
+    PyObject *acquire, *release, *session, *link, *send_general;
+    Py_ssize_t buffer_limit;
 } Appender;
 
 static int appender_init(Appender *a, PyObject *args, PyObject *kwargs)
@@ -429,6 +440,11 @@ static int appender_traverse(Appender *a, visitproc visit, void *arg)
 {
     Py_VISIT(a->entries);
     Py_VISIT(a->general);
+    Py_VISIT(a->acquire);
+    Py_VISIT(a->release);
+    Py_VISIT(a->session);
+    Py_VISIT(a->link);
+    Py_VISIT(a->send_general);
     return 0;
 }
 
@@ -436,6 +452,11 @@ static int appender_clear(Appender *a)
 {
     Py_CLEAR(a->entries);
     Py_CLEAR(a->general);
+    Py_CLEAR(a->acquire);
+    Py_CLEAR(a->release);
+    Py_CLEAR(a->session);
+    Py_CLEAR(a->link);
+    Py_CLEAR(a->send_general);
     return 0;
 }
 
@@ -673,6 +694,125 @@ static PyObject *appender_add(Appender *a, PyObject *const *args, Py_ssize_t nar
     return PyObject_Vectorcall(a->general, full, 6, NULL);
 }
 
+/* gate(lock, session, link, buffer_limit, general): see AppenderPython.gate */
+static PyObject *appender_gate(Appender *a, PyObject *args)
+{
+    PyObject *lock, *session, *link, *general;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "OOOnO:gate", &lock, &session, &link, &limit, &general))
+        return NULL;
+    PyObject *acquire = PyObject_GetAttr(lock, str_acquire);
+    PyObject *release = acquire ? PyObject_GetAttr(lock, str_release) : NULL;
+    if (release == NULL) {
+        Py_XDECREF(acquire);
+        return NULL;
+    }
+    Py_XSETREF(a->acquire, acquire);
+    Py_XSETREF(a->release, release);
+    Py_XSETREF(a->session, Py_NewRef(session));
+    Py_XSETREF(a->link, Py_NewRef(link));
+    Py_XSETREF(a->send_general, Py_NewRef(general));
+    a->buffer_limit = limit;
+    Py_RETURN_NONE;
+}
+
+/* obj.<name> is True: 1, 0, or -1 with an error set. */
+static int attr_is_true(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    int yes = v == Py_True;
+    Py_DECREF(v);
+    return yes;
+}
+
+/* Under the lock: what Producer.send checks before it adds (the session takes records, the
+ * connection is up, the buffer is within its bound). 1, 0, or -1 with an error set. */
+static int gate_open(Appender *a)
+{
+    int yes = attr_is_true(a->session, str_taking);
+    if (yes == 1)
+        yes = attr_is_true(a->link, str_connected);
+    if (yes != 1)
+        return yes;
+    Py_ssize_t buffered = ssize_attr(a->session, str_buffered_bytes);
+    if (buffered == -1 && PyErr_Occurred())
+        return -1;
+    return buffered <= a->buffer_limit;
+}
+
+/* send(topic, value, key=None, partition=None, timestamp_ms=None, headers=None) */
+static const char *const send_names[6] = {"topic",     "value",        "key",
+                                          "partition", "timestamp_ms", "headers"};
+
+static PyObject *appender_send(Appender *a, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames)
+{
+    PyObject *full[6] = {NULL, NULL, Py_None, Py_None, Py_None, Py_None};
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    if (nargs > 6) {
+        PyErr_Format(PyExc_TypeError, "send() takes at most 6 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        full[i] = args[i];
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        int slot = -1;
+        for (int i = 0; i < 6 && slot < 0; i++)
+            if (PyUnicode_CompareWithASCIIString(name, send_names[i]) == 0)
+                slot = i;
+        if (slot < 0 || slot < nargs || full[slot] != (slot < 2 ? NULL : Py_None)) {
+            PyErr_Format(PyExc_TypeError, "send() got an unexpected or repeated argument %R",
+                         name);
+            return NULL;
+        }
+        full[slot] = args[nargs + k];
+    }
+    if (full[0] == NULL || full[1] == NULL) {
+        PyErr_SetString(PyExc_TypeError, "send() needs topic and value");
+        return NULL;
+    }
+    if (a->send_general == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Appender.send before gate()");
+        return NULL;
+    }
+    int plain = full[4] == Py_None;
+    if (plain && full[5] != Py_None) {
+        plain = PyObject_Not(full[5]); /* `not headers`, as AppenderPython asks */
+        if (plain < 0)
+            return NULL;
+    }
+    if (plain) {
+        PyObject *no = Py_False;
+        PyObject *got = PyObject_Vectorcall(a->acquire, &no, 1, NULL);
+        if (got == NULL)
+            return NULL;
+        int locked = got == Py_True;
+        Py_DECREF(got);
+        if (locked) {
+            PyObject *future = NULL;
+            int open = gate_open(a);
+            if (open == 1)
+                future = appender_plain(a, full[0], full[2], full[1], full[3]);
+            else if (open == 0)
+                future = Py_NewRef(Py_None);
+            /* Released whatever happened; an error of the release wins (it is worse). */
+            PyObject *released = PyObject_Vectorcall(a->release, NULL, 0, NULL);
+            if (released == NULL) {
+                Py_XDECREF(future);
+                return NULL;
+            }
+            Py_DECREF(released);
+            if (future != Py_None)
+                return future; /* the future, or NULL with the error set */
+            Py_DECREF(future);
+        }
+    }
+    return PyObject_Vectorcall(a->send_general, full, 6, NULL);
+}
+
 static PyObject *appender_get_batch_limit(Appender *a, void *closure)
 {
     return PyLong_FromSsize_t(a->batch_limit);
@@ -701,6 +841,11 @@ static PyMethodDef appender_methods[] = {
     {"add", (PyCFunction)(void (*)(void))appender_add, METH_FASTCALL | METH_KEYWORDS,
      "add(topic, key, value, partition=None, timestamp=None, headers=None): the record's "
      "RecordFuture, appended here or returned by general(...)."},
+    {"gate", (PyCFunction)appender_gate, METH_VARARGS,
+     "gate(lock, session, link, buffer_limit, general): make send() usable."},
+    {"send", (PyCFunction)(void (*)(void))appender_send, METH_FASTCALL | METH_KEYWORDS,
+     "send(topic, value, key=None, partition=None, timestamp_ms=None, headers=None): the "
+     "sync Producer's send(), under its lock, or its general path."},
     {NULL, NULL, 0, NULL},
 };
 

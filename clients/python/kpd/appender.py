@@ -12,6 +12,13 @@ unknown, other argument types, a bad partition, a timestamp or headers) changes 
 and is handed, with the same arguments, to ``general`` (the framer's general path), whose
 result it returns.
 
+``send`` is the sync Producer's send() itself (the Producer binds it; arguments in send()'s
+order): under the Producer's lock, taken without waiting, it checks what Producer.send checks
+— the session takes records, the connection is up, the buffer is not over its bound — and
+appends a plain record as ``add`` does, all in one call. Anything else — the lock is held by
+the I/O thread, a check fails, the record is not plain — goes, unchanged, to the Producer's
+general path (``gate``'s ``general``), which waits for the lock and does it all in Python.
+
 Two twins, chosen once with the accelerator (``kpd.accel``): ``kpd._accel.Appender`` in C
 when it is built, else ``AppenderPython`` below, which is the specification: equal outputs,
 frames and memo on the same inputs (tests/unit/client/test_appender.py). The C one does the
@@ -40,7 +47,18 @@ class AppenderPython:
     (``partitioner.KEY_MEMO_SIZE``).
     """
 
-    __slots__ = ("batch_limit", "entries", "general", "memo_limit", "sticky_limit")
+    __slots__ = (
+        "batch_limit",
+        "buffer_limit",
+        "entries",
+        "general",
+        "link",
+        "lock",
+        "memo_limit",
+        "send_general",
+        "session",
+        "sticky_limit",
+    )
 
     def __init__(
         self, entries: dict, batch_limit: int, sticky_limit: int, memo_limit: int, general
@@ -50,6 +68,35 @@ class AppenderPython:
         self.sticky_limit = sticky_limit
         self.memo_limit = memo_limit
         self.general = general
+        self.lock = self.session = self.link = self.send_general = None
+        self.buffer_limit = 0
+
+    def gate(self, lock, session, link, buffer_limit: int, general) -> None:
+        """Make ``send`` usable: the Producer's ``lock`` (acquire/release), its ``session``
+        (``taking``, ``buffered_bytes``), its ``link`` (``connected``), the buffer bound, and
+        ``general(topic, value, key, partition, timestamp_ms, headers)``, its own path."""
+        self.lock, self.session, self.link = lock, session, link
+        self.buffer_limit, self.send_general = buffer_limit, general
+
+    def send(self, topic, value, key=None, partition=None, timestamp_ms=None, headers=None):
+        """Producer.send: the record's RecordFuture, appended here under the lock, or
+        whatever the Producer's general path returns (or raises)."""
+        if timestamp_ms is None and not headers:
+            lock = self.lock
+            if lock.acquire(False):
+                try:
+                    session = self.session
+                    if (
+                        session.taking
+                        and self.link.connected
+                        and session.buffered_bytes <= self.buffer_limit
+                    ):
+                        future = self._plain(topic, key, value, partition)
+                        if future is not None:
+                            return future
+                finally:
+                    lock.release()
+        return self.send_general(topic, value, key, partition, timestamp_ms, headers)
 
     def add(self, topic, key, value, partition=None, timestamp=None, headers=None):
         """The record's RecordFuture: appended here, or whatever ``general`` returns."""

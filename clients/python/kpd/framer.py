@@ -79,6 +79,12 @@ class Framer:
         self.open_count = 0  # frames in the topics' open_frames, i.e. unsealed ones
         self.next_seq = 0
 
+    def gated_send(self, lock, session, link, buffer_limit: int, general):
+        """The sync Producer's send(): the appender's ``send``, gated by these (see
+        ``kpd.appender``)."""
+        self._appender.gate(lock, session, link, buffer_limit, general)
+        return self._appender.send
+
     def set_max_frame(self, max_frame: int) -> None:
         """kpd's max frame, from its WELCOME (per connection)."""
         self.max_frame = max_frame

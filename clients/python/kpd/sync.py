@@ -203,6 +203,12 @@ class Producer:
         # Done-callbacks of records a caller's own write settled (acks "none"): the I/O thread
         # runs them, as every other done-callback.
         self._handed = Completions()
+        if not self._serializing:
+            # send()'s hot path in one call (C with the accelerator): this instance attribute
+            # hides the method below, which stays the general path it falls back to.
+            self.send = self._session.gated_send(
+                self._lock, self._link, buffer_bytes, self._send_general
+            )
         run_callbacks(self._session.accept(early))
         self._thread = threading.Thread(target=self._io_main, name="kpd-client-io", daemon=True)
         self._thread.start()
@@ -242,6 +248,8 @@ class Producer:
                     session.wake = False
                     if self._io_idle:
                         self._write_idle()
+
+    _send_general = send  # what the gated send() hands every record it does not take
 
     def send_bulk(self, topic, values, keys=None, *, partition=None) -> BulkFuture:
         """Queue many records of one topic at once; returns ONE ``BulkFuture`` for all of
