@@ -213,7 +213,7 @@ static PyObject *str_all_delivered, *str_settled, *str_future_result, *str_futur
     *str_future_add_done_callback, *str_future_await, *str_key_partitions, *str_placement,
     *str_open_frames, *str_keys, *str_values, *str_size, *str_per_record, *str_count,
     *str_sticky, *str_sticky_bytes, *str_acquire, *str_release, *str_taking, *str_connected,
-    *str_buffered_bytes;
+    *str_buffered_bytes, *str_wake;
 
 static int intern_names(void)
 {
@@ -241,6 +241,7 @@ static int intern_names(void)
     INTERN(str_taking, "taking");
     INTERN(str_connected, "connected");
     INTERN(str_buffered_bytes, "buffered_bytes");
+    INTERN(str_wake, "wake");
 #undef INTERN
     return 0;
 }
@@ -415,24 +416,26 @@ typedef struct {
     PyObject_HEAD
     PyObject *entries; /* TopicTable.entries: topic -> TopicEntry */
     PyObject *general; /* the framer's path for every record not taken here */
+    PyObject *opener;  /* opener(entry, partition) -> a new open frame; NULL: none */
     Py_ssize_t batch_limit, sticky_limit, memo_limit;
     /* send()'s gate (set by gate(), NULL before): the Producer's lock's bound acquire and
      * release, its session and link (read under the lock), its general send path. */
-    PyObject *acquire, *release, *session, *link, *send_general;
+    PyObject *acquire, *release, *session, *link, *send_general, *woke;
     Py_ssize_t buffer_limit;
 } Appender;
 
 static int appender_init(Appender *a, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"entries", "batch_limit", "sticky_limit", "memo_limit", "general",
-                             NULL};
-    PyObject *entries, *general;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!nnnO:Appender", kwlist, &PyDict_Type,
+                             "opener", NULL};
+    PyObject *entries, *general, *opener = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!nnnO|O:Appender", kwlist, &PyDict_Type,
                                      &entries, &a->batch_limit, &a->sticky_limit,
-                                     &a->memo_limit, &general))
+                                     &a->memo_limit, &general, &opener))
         return -1;
     Py_XSETREF(a->entries, Py_NewRef(entries));
     Py_XSETREF(a->general, Py_NewRef(general));
+    Py_XSETREF(a->opener, opener == Py_None ? NULL : Py_NewRef(opener));
     return 0;
 }
 
@@ -440,6 +443,8 @@ static int appender_traverse(Appender *a, visitproc visit, void *arg)
 {
     Py_VISIT(a->entries);
     Py_VISIT(a->general);
+    Py_VISIT(a->opener);
+    Py_VISIT(a->woke);
     Py_VISIT(a->acquire);
     Py_VISIT(a->release);
     Py_VISIT(a->session);
@@ -452,6 +457,8 @@ static int appender_clear(Appender *a)
 {
     Py_CLEAR(a->entries);
     Py_CLEAR(a->general);
+    Py_CLEAR(a->opener);
+    Py_CLEAR(a->woke);
     Py_CLEAR(a->acquire);
     Py_CLEAR(a->release);
     Py_CLEAR(a->session);
@@ -592,12 +599,19 @@ static PyObject *appender_plain(Appender *a, PyObject *topic, PyObject *key, PyO
     if (frames == NULL)
         goto done_partition;
     frame = PyDict_GetItemWithError(frames, partition);
-    if (frame == NULL) {
-        if (!PyErr_Occurred())
-            result = Py_NewRef(Py_None);
+    if (frame != NULL) {
+        Py_INCREF(frame);
+    } else if (PyErr_Occurred()) {
         goto done_partition;
+    } else if (a->opener == NULL) {
+        result = Py_NewRef(Py_None);
+        goto done_partition;
+    } else {
+        PyObject *open_args[2] = {entry, partition};
+        frame = PyObject_Vectorcall(a->opener, open_args, 2, NULL); /* Framer._open */
+        if (frame == NULL)
+            goto done_partition;
     }
-    Py_INCREF(frame);
     Py_ssize_t size = ssize_attr(frame, str_size);
     Py_ssize_t per_record = size < 0 ? -1 : ssize_attr(frame, str_per_record);
     if (per_record < 0 && PyErr_Occurred())
@@ -697,9 +711,10 @@ static PyObject *appender_add(Appender *a, PyObject *const *args, Py_ssize_t nar
 /* gate(lock, session, link, buffer_limit, general): see AppenderPython.gate */
 static PyObject *appender_gate(Appender *a, PyObject *args)
 {
-    PyObject *lock, *session, *link, *general;
+    PyObject *lock, *session, *link, *general, *woke;
     Py_ssize_t limit;
-    if (!PyArg_ParseTuple(args, "OOOnO:gate", &lock, &session, &link, &limit, &general))
+    if (!PyArg_ParseTuple(args, "OOOnOO:gate", &lock, &session, &link, &limit, &general,
+                          &woke))
         return NULL;
     PyObject *acquire = PyObject_GetAttr(lock, str_acquire);
     PyObject *release = acquire ? PyObject_GetAttr(lock, str_release) : NULL;
@@ -712,6 +727,7 @@ static PyObject *appender_gate(Appender *a, PyObject *args)
     Py_XSETREF(a->session, Py_NewRef(session));
     Py_XSETREF(a->link, Py_NewRef(link));
     Py_XSETREF(a->send_general, Py_NewRef(general));
+    Py_XSETREF(a->woke, Py_NewRef(woke));
     a->buffer_limit = limit;
     Py_RETURN_NONE;
 }
@@ -794,9 +810,19 @@ static PyObject *appender_send(Appender *a, PyObject *const *args, Py_ssize_t na
         if (locked) {
             PyObject *future = NULL;
             int open = gate_open(a);
-            if (open == 1)
+            if (open == 1) {
                 future = appender_plain(a, full[0], full[2], full[1], full[3]);
-            else if (open == 0)
+                /* A frame opened and raised the session's wake: the Producer's follow-up
+                 * (write it now, or ring the I/O thread), still under the lock. */
+                int wake = future != NULL && future != Py_None
+                               ? attr_is_true(a->session, str_wake)
+                               : 0;
+                PyObject *followed = wake == 1 ? PyObject_Vectorcall(a->woke, NULL, 0, NULL)
+                                               : NULL;
+                if (wake < 0 || (wake == 1 && followed == NULL))
+                    Py_CLEAR(future);
+                Py_XDECREF(followed);
+            } else if (open == 0)
                 future = Py_NewRef(Py_None);
             /* Released whatever happened; an error of the release wins (it is worse). */
             PyObject *released = PyObject_Vectorcall(a->release, NULL, 0, NULL);
@@ -842,7 +868,7 @@ static PyMethodDef appender_methods[] = {
      "add(topic, key, value, partition=None, timestamp=None, headers=None): the record's "
      "RecordFuture, appended here or returned by general(...)."},
     {"gate", (PyCFunction)appender_gate, METH_VARARGS,
-     "gate(lock, session, link, buffer_limit, general): make send() usable."},
+     "gate(lock, session, link, buffer_limit, general, woke): make send() usable."},
     {"send", (PyCFunction)(void (*)(void))appender_send, METH_FASTCALL | METH_KEYWORDS,
      "send(topic, value, key=None, partition=None, timestamp_ms=None, headers=None): the "
      "sync Producer's send(), under its lock, or its general path."},

@@ -144,12 +144,13 @@ class ProducerSession:
             raise self._refusal()
         return self._framer.add_bulk(topic, keys, values, partition)
 
-    def gated_send(self, lock, link, buffer_limit: int, general):
+    def gated_send(self, lock, link, buffer_limit: int, general, woke):
         """send() for the sync Producer: one call that takes ``lock`` without waiting,
         checks ``taking``, ``link.connected`` and ``buffered_bytes <= buffer_limit``, and
-        appends a plain record; anything else goes to ``general`` with the same arguments
-        (``kpd.appender``: ``Appender.send``). In C with the accelerator."""
-        return self._framer.gated_send(lock, self, link, buffer_limit, general)
+        appends a plain record (calling ``woke()`` under the lock if that raised ``wake``);
+        anything else goes to ``general`` with the same arguments (``kpd.appender``:
+        ``Appender.send``). In C with the accelerator."""
+        return self._framer.gated_send(lock, self, link, buffer_limit, general, woke)
 
     def take_wake(self) -> bool:
         """``wake``, cleared: True once after something the adapter must act on."""

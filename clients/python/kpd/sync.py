@@ -207,7 +207,7 @@ class Producer:
             # send()'s hot path in one call (C with the accelerator): this instance attribute
             # hides the method below, which stays the general path it falls back to.
             self.send = self._session.gated_send(
-                self._lock, self._link, buffer_bytes, self._send_general
+                self._lock, self._link, buffer_bytes, self._send_general, self._woken_by_add
             )
         run_callbacks(self._session.accept(early))
         self._thread = threading.Thread(target=self._io_main, name="kpd-client-io", daemon=True)
@@ -420,6 +420,14 @@ class Producer:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+    def _woken_by_add(self) -> None:
+        """Under the lock, after the gated send() opened the first frame (session.wake):
+        what send()'s general path does after an add."""
+        session = self._session
+        session.wake = False
+        if self._io_idle:
+            self._write_idle()
 
     def _write_idle(self) -> None:
         """Under the lock, in send() after a frame opened while the I/O thread sleeps with

@@ -152,12 +152,21 @@ class _Gated:
         self.lock = threading.Lock()
         self.link = _Link()
         self.general_calls: list[tuple] = []
-        self.send = self.session.gated_send(self.lock, self.link, limit, self._general)
+        self.woken = 0
+        self.send = self.session.gated_send(self.lock, self.link, limit, self._general, self._woke)
+
+    def _woke(self):
+        assert self.lock.locked()
+        self.session.wake = False
+        self.woken += 1
 
     def _general(self, topic, value, key, partition, timestamp, headers):
         self.general_calls.append((topic, value, key, partition, timestamp, headers))
         with self.lock:
-            return self.session.add(topic, key, value, partition, timestamp, headers)
+            try:
+                return self.session.add(topic, key, value, partition, timestamp, headers)
+            finally:
+                self.session.wake = False
 
 
 def _drive_gated(implementation: str, monkeypatch, seed: int, count: int) -> tuple:
@@ -184,7 +193,7 @@ def _drive_gated(implementation: str, monkeypatch, seed: int, count: int) -> tup
         outcomes.append((future._frame.partition, future._index))
     gated.session.seal_all()
     frames = [out.data for out in gated.session.take_output() if out.buffered]
-    return outcomes, frames, gated.general_calls
+    return outcomes, frames, gated.general_calls, gated.woken
 
 
 def test_the_gated_send_in_c_takes_and_hands_on_every_record_as_the_python_one(monkeypatch):
@@ -194,7 +203,9 @@ def test_the_gated_send_in_c_takes_and_hands_on_every_record_as_the_python_one(m
         assert c[0] == pure[0]  # partitions, indexes in frames, errors
         assert c[1] == pure[1]  # the frames, byte for byte
         assert c[2] == pure[2]  # which records went to the general path, and how
+        assert c[3] == pure[3]  # how often a frame opened in the one call raised wake
         assert 0 < len(c[2]) < 3000 // 2  # most took the one call, some the general path
+        assert c[3] > 0
 
 
 @pytest.mark.parametrize("implementation", ["C", "pure Python"])
@@ -202,10 +213,9 @@ def test_the_gated_send_hands_a_record_to_the_general_path_when_a_check_fails(
     implementation, monkeypatch
 ):
     gated = _Gated(implementation, monkeypatch, 0, limit=100)
-    gated.send("t", b"opens the frame", key=b"k")  # the general path opens the frame
-    assert len(gated.general_calls) == 1
+    gated.send("t", b"opens the frame", key=b"k")  # opened by the one call: wake, woke()
     gated.send("t", b"plain", key=b"k")
-    assert len(gated.general_calls) == 1  # appended in the one call
+    assert (gated.general_calls, gated.woken) == ([], 1)  # both appended in the one call
     with gated.lock:  # held by the I/O thread: not waited for here
         gated.general_calls.clear()
         threading.Thread(target=gated.send, args=("t", b"held", b"k")).start()

@@ -674,6 +674,7 @@ def test_result_times_out_while_the_report_is_held(kpd):
             future.result(timeout=0.01)
         with pytest.raises(TimeoutError):
             future.exception(timeout=0)
+        kpd.wait_for(lambda: len(kpd.frames) == 1)  # held only once kpd has read it
         kpd.release()
         assert future.exception(DEADLINE) is None
 
