@@ -657,6 +657,50 @@ done:
     return result;
 }
 
+/* The six arguments of add() and send() into ``full`` (which holds the defaults, NULL for a
+ * required one, when called): positional, then by keyword. ``needed``: how many leading
+ * arguments are required. 0, or -1 with a TypeError naming ``fname`` set. */
+static int parse_six(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                     const char *const names[6], Py_ssize_t needed, const char *fname,
+                     PyObject *full[6])
+{
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    if (nargs > 6) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most 6 arguments (%zd given)", fname,
+                     nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        full[i] = args[i];
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        int slot = -1;
+        for (int i = 0; i < 6 && slot < 0; i++)
+            if (PyUnicode_CompareWithASCIIString(name, names[i]) == 0)
+                slot = i;
+        if (slot < 0 || slot < nargs) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected or repeated argument %R",
+                         fname, name);
+            return -1;
+        }
+        full[slot] = args[nargs + k];
+    }
+    for (Py_ssize_t i = 0; i < needed; i++)
+        if (full[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() needs its first %zd arguments", fname, needed);
+            return -1;
+        }
+    return 0;
+}
+
+/* `not headers` when there is no timestamp, as AppenderPython asks: 1, 0, or -1 on error. */
+static int plain_extras(PyObject *timestamp, PyObject *headers)
+{
+    if (timestamp != Py_None)
+        return 0;
+    return headers == Py_None ? 1 : PyObject_Not(headers);
+}
+
 /* add(topic, key, value, partition=None, timestamp=None, headers=None) -> RecordFuture */
 static const char *const add_names[6] = {"topic",     "key",       "value",
                                          "partition", "timestamp", "headers"};
@@ -665,36 +709,11 @@ static PyObject *appender_add(Appender *a, PyObject *const *args, Py_ssize_t nar
                               PyObject *kwnames)
 {
     PyObject *full[6] = {NULL, NULL, NULL, Py_None, Py_None, Py_None};
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    if (nargs > 6) {
-        PyErr_Format(PyExc_TypeError, "add() takes at most 6 arguments (%zd given)", nargs);
+    if (parse_six(args, nargs, kwnames, add_names, 3, "add", full) < 0)
         return NULL;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        full[i] = args[i];
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
-        int slot = -1;
-        for (int i = 0; i < 6 && slot < 0; i++)
-            if (PyUnicode_CompareWithASCIIString(name, add_names[i]) == 0)
-                slot = i;
-        if (slot < 0 || slot < nargs) {
-            PyErr_Format(PyExc_TypeError, "add() got an unexpected or repeated argument %R",
-                         name);
-            return NULL;
-        }
-        full[slot] = args[nargs + k];
-    }
-    if (full[0] == NULL || full[1] == NULL || full[2] == NULL) {
-        PyErr_SetString(PyExc_TypeError, "add() needs topic, key and value");
+    int plain = plain_extras(full[4], full[5]);
+    if (plain < 0)
         return NULL;
-    }
-    int plain = full[4] == Py_None;
-    if (plain && full[5] != Py_None) {
-        plain = PyObject_Not(full[5]); /* `not headers`, as AppenderPython asks */
-        if (plain < 0)
-            return NULL;
-    }
     if (plain) {
         PyObject *future = appender_plain(a, full[0], full[1], full[2], full[3]);
         if (future != Py_None)
@@ -766,40 +785,15 @@ static PyObject *appender_send(Appender *a, PyObject *const *args, Py_ssize_t na
                                PyObject *kwnames)
 {
     PyObject *full[6] = {NULL, NULL, Py_None, Py_None, Py_None, Py_None};
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    if (nargs > 6) {
-        PyErr_Format(PyExc_TypeError, "send() takes at most 6 arguments (%zd given)", nargs);
+    if (parse_six(args, nargs, kwnames, send_names, 2, "send", full) < 0)
         return NULL;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        full[i] = args[i];
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
-        int slot = -1;
-        for (int i = 0; i < 6 && slot < 0; i++)
-            if (PyUnicode_CompareWithASCIIString(name, send_names[i]) == 0)
-                slot = i;
-        if (slot < 0 || slot < nargs || full[slot] != (slot < 2 ? NULL : Py_None)) {
-            PyErr_Format(PyExc_TypeError, "send() got an unexpected or repeated argument %R",
-                         name);
-            return NULL;
-        }
-        full[slot] = args[nargs + k];
-    }
-    if (full[0] == NULL || full[1] == NULL) {
-        PyErr_SetString(PyExc_TypeError, "send() needs topic and value");
-        return NULL;
-    }
     if (a->send_general == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Appender.send before gate()");
         return NULL;
     }
-    int plain = full[4] == Py_None;
-    if (plain && full[5] != Py_None) {
-        plain = PyObject_Not(full[5]); /* `not headers`, as AppenderPython asks */
-        if (plain < 0)
-            return NULL;
-    }
+    int plain = plain_extras(full[4], full[5]);
+    if (plain < 0)
+        return NULL;
     if (plain) {
         PyObject *no = Py_False;
         PyObject *got = PyObject_Vectorcall(a->acquire, &no, 1, NULL);
