@@ -41,7 +41,6 @@ rings or the protocol codecs.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -96,9 +95,14 @@ class Window:
         return self.ranges[-1].end if self.ranges else None
 
     def add(self, taken: TakenRange) -> None:
-        index = bisect_right(self.firsts, taken.first)
-        self.firsts.insert(index, taken.first)
-        self.ranges.insert(index, taken)
+        firsts, first = self.firsts, taken.first
+        if not firsts or first >= firsts[-1]:  # the common case: a sender's next range
+            firsts.append(first)
+            self.ranges.append(taken)
+        else:
+            index = bisect_right(firsts, first)
+            firsts.insert(index, first)
+            self.ranges.insert(index, taken)
         self.pending += taken.count - taken.resolved
         self.lines += 1 + len(taken.runs)
 
@@ -205,21 +209,31 @@ class DedupeJournal:
               tag: Any = None) -> None:  # fmt: skip
         """``outcome`` (not None): known already; journaled in the same line, so that no
         crash can leave the range taken without it."""
-        window = self.touch(key)
-        taken = TakenRange(first, count, tag=tag)
-        window.add(taken)
+        # The hot path of every record kpd takes: the steps of touch, _key, _ms, _emit and
+        # _bound are written out here (one clock reading serves the idle clock and the line).
+        window = self.windows.get(key)
+        if window is None:
+            window = self.touch(key)
+        now = self._clock()
+        window.touched = now
+        window.add(TakenRange(first, count, tag=tag))
         tagged = "" if tag is None else f',"g":{_json(tag)}'
+        key_json = self._key_json.get(key) or self._key(key)
         if outcome is None:
-            self._emit(
-                f'{{"k":{self._key(key)},"t":[{first},{count}]{tagged},"ms":{self._ms()}}}\n'
-            )
+            line = f'{{"k":{key_json},"t":[{first},{count}]{tagged},"ms":{int(now * 1000)}}}\n'
         else:
             self._apply(window, first, count, outcome)
-            self._emit(
-                f'{{"k":{self._key(key)},"t":[{first},{count}]{tagged},'
-                f'"o":[{first},{count},{_json(outcome)}],"ms":{self._ms()}}}\n'
+            line = (
+                f'{{"k":{key_json},"t":[{first},{count}]{tagged},'
+                f'"o":[{first},{count},{_json(outcome)}],"ms":{int(now * 1000)}}}\n'
             )
-        self._bound(window)
+        if self.path is not None:
+            if self._batched is not None:
+                self._batched.append(line)
+            else:
+                self._append(line, 1)
+        if self._over_window(window):
+            self._bound(window)
 
     def resolved(self, key: str, first: int, count: int, outcome: Any) -> int:
         """An outcome of ``[first, first + count)`` (a run may span several taken ranges; an
@@ -230,12 +244,19 @@ class DedupeJournal:
             return 0
         applied = self._apply(window, first, count, outcome)
         if applied:
-            window.touched = self._clock()
-            self._emit(
-                f'{{"k":{self._key(key)},"o":[{first},{count},{_json(outcome)}],'
-                f'"ms":{self._ms()}}}\n'
+            now = window.touched = self._clock()
+            key_json = self._key_json.get(key) or self._key(key)
+            line = (
+                f'{{"k":{key_json},"o":[{first},{count},{_json(outcome)}],'
+                f'"ms":{int(now * 1000)}}}\n'
             )
-            self._bound(window)
+            if self.path is not None:
+                if self._batched is not None:
+                    self._batched.append(line)
+                else:
+                    self._append(line, 1)
+            if self._over_window(window):
+                self._bound(window)
         return applied
 
     def forget_below(self, key: str, seq: int) -> None:
@@ -265,21 +286,12 @@ class DedupeJournal:
             self.drop(key)
         return gone
 
-    @contextlib.contextmanager
-    def batched(self) -> Iterator[None]:
+    def batched(self) -> _Batch:
         """Changes made inside reach the file in one write at the end: for a caller that
         journals several changes before it answers anyone (a frame's runs, a publish's
-        entries) — still before the answer, at a syscall per batch instead of per line."""
-        if self._batched is not None:  # nested: the outer one writes
-            yield
-            return
-        self._batched = batch = []
-        try:
-            yield
-        finally:
-            self._batched = None
-            if batch:
-                self._append("".join(batch), len(batch))
+        entries) — still before the answer, at a syscall per batch instead of per line.
+        Nested, the outer one writes."""
+        return _Batch(self)
 
     # ---- the file --------------------------------------------------------------------------
 
@@ -404,6 +416,17 @@ class DedupeJournal:
     @staticmethod
     def _apply(window: Window, first: int, count: int, outcome: Any) -> int:
         end, applied = first + count, 0
+        # The common case first: the run lies within one taken range that has no outcome
+        # yet (a worker reports a ring entry's records together).
+        index = bisect_right(window.firsts, first) - 1
+        if index >= 0:
+            taken = window.ranges[index]
+            if end <= taken.first + taken.count and not taken.runs:
+                taken.runs.append((first, count, outcome))
+                window.lines += 1
+                taken.resolved += count
+                window.pending -= count
+                return count
         for taken in window.overlapping(first, end):
             lo, hi = max(first, taken.first), min(end, taken.end)
             if any(lo < r[0] + r[1] and r[0] < hi for r in taken.runs):
@@ -414,6 +437,15 @@ class DedupeJournal:
             window.pending -= hi - lo
             applied += hi - lo
         return applied
+
+    def _over_window(self, window: Window) -> bool:
+        """Whether ``_bound`` would drop anything (its loop's first test, without a call)."""
+        ranges = window.ranges
+        return (
+            len(ranges) > 1
+            and ranges[-1].first + ranges[-1].count - ranges[0].first > self.window_records
+            and ranges[0].resolved == ranges[0].count
+        )
 
     def _bound(self, window: Window) -> None:
         """Drop the oldest fully resolved ranges beyond ``window_records`` of history."""
@@ -427,6 +459,28 @@ class DedupeJournal:
             n += 1
         if n:
             window.drop_front(n)
+
+
+class _Batch:
+    """``DedupeJournal.batched``: holds the lines written inside for one write at the end
+    (a class, not a generator context manager: it runs once per frame and per report)."""
+
+    __slots__ = ("_journal", "_outer")
+
+    def __init__(self, journal: DedupeJournal) -> None:
+        self._journal = journal
+        self._outer = journal._batched is None  # nested: the outer one writes
+
+    def __enter__(self) -> None:
+        if self._outer:
+            self._journal._batched = []
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._outer:
+            journal = self._journal
+            batch, journal._batched = journal._batched, None
+            if batch:
+                journal._append("".join(batch), len(batch))
 
 
 def _withdraw(window: Window, first: int, end: int) -> bool:

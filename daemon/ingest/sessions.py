@@ -25,11 +25,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import Any, Protocol
 
 from daemon.ingest.dedupe import DedupeJournal, Piece
 from daemon.wire.ring_entry import RecordsEntry, seq_runs
-from kpd.protocol import SESSION_BIT, ReportRun, decode_reports, encode_reports
+from kpd.protocol import (
+    SESSION_BIT,
+    ReportRun,
+    decode_reports,
+    encode_reports,
+    report_run_fields,
+)
 from kpd.protocol.base import AckLevel, KpdErrorCode, Persistence, Status
 
 __all__ = ["SessionPeer", "Sessions", "outcome_of", "run_of"]
@@ -67,6 +74,10 @@ def run_of(first: int, count: int, outcome: list[Any], delta: int) -> ReportRun:
         base_offset += delta
     return ReportRun(first, count, Status(status), partition, base_offset, timestamp, error,
                      kafka_error, Persistence(persistence), message)  # fmt: skip
+
+
+_MAX_KEYS = 4096  # sessions whose journal key Sessions remembers (names come from clients)
+_ERROR = itemgetter(6)  # a REPORT run's error field (kpd.protocol.report_run_fields)
 
 
 def _kept_for_restart(run: ReportRun) -> bool:
@@ -110,6 +121,7 @@ class Sessions:
     def __init__(self, journal: DedupeJournal) -> None:
         self.journal = journal
         self._peers: dict[int, SessionPeer] = {}
+        self._keys: dict[int, str] = {}  # ``key`` by session id (``_key_of``), bounded
         # Entries staged and not yet journaled: (key, first, count, partition, ack level).
         self._unjournaled: list[tuple[str, int, int, int, AckLevel]] = []
         # Resent records, by what kpd made of them (for the log and tests): answered from the
@@ -119,6 +131,13 @@ class Sessions:
     @staticmethod
     def key(session_id: int) -> str:
         return f"{session_id:016x}"
+
+    def _key_of(self, session_id: int) -> str:
+        """``key``, remembered for the sessions seen lately (the hot paths ask per frame)."""
+        if len(self._keys) >= _MAX_KEYS:
+            self._keys.clear()
+        key = self._keys[session_id] = self.key(session_id)
+        return key
 
     # ---- connections ---------------------------------------------------------------------
 
@@ -159,7 +178,7 @@ class Sessions:
               ack: AckLevel) -> None:  # fmt: skip
         """Admission staged a ring entry of the session (``offsets``: its scattered sequence
         offsets, or None): its lines wait for the next ``flush``, after the publish."""
-        key = self.key(session_id)
+        key = self._keys.get(session_id) or self._key_of(session_id)
         if offsets is None:
             self._unjournaled.append((key, first, count, partition, ack))
             return
@@ -173,6 +192,10 @@ class Sessions:
         if not lines:
             return
         journal = self.journal
+        if len(lines) == 1:  # one frame of one record source: one line, one write anyway
+            key, first, count, partition, ack = lines[0]
+            journal.taken(key, first, count, _outcome_when_taken(partition, ack))
+            return
         with journal.batched():
             for key, first, count, partition, ack in lines:
                 journal.taken(key, first, count, _outcome_when_taken(partition, ack))
@@ -244,7 +267,11 @@ class Sessions:
         """A REPORT frame for the session (a worker's, or ingest's ACCEPTED): each run is
         journaled, then the frame goes to the session's current connection, if any."""
         self.flush()  # lines of published entries not written yet (never of staged ones)
-        key = self.key(session_id)
+        key = self._keys.get(session_id) or self._key_of(session_id)
+        fields = report_run_fields(frame[5:])
+        if fields is not None and not any(map(_ERROR, fields)):
+            self._report_plain(session_id, key, frame, fields)
+            return
         runs = decode_reports(frame[5:])
         kept = [run for run in runs if not _kept_for_restart(run)]
         journal = self.journal
@@ -258,6 +285,21 @@ class Sessions:
             return
         peer.send(bytes(frame) if len(kept) == len(runs) else encode_reports(kept))
         peer.reports_arrived()
+
+    def _report_plain(self, session_id: int, key: str, frame: memoryview,
+                      fields: list[tuple]) -> None:  # fmt: skip
+        """``report`` of a frame without failures or messages (the common case), from its raw
+        run fields: no run object per run, and none of them kept for a restart."""
+        journal = self.journal
+        with journal.batched():
+            for first, count, *outcome in fields:
+                outcome[-1] = ""  # the message (none): the journal's outcome as outcome_of's
+                if journal.resolved(key, first, count, outcome) < count:
+                    self._take_unknown(key, first, count, outcome)
+        peer = self._peers.get(session_id)
+        if peer is not None and fields:
+            peer.send(bytes(frame))
+            peer.reports_arrived()
 
     def expire(self) -> list[str]:
         """Drop sessions idle (no connection) for longer than the journal's expiry."""
