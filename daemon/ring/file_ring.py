@@ -184,6 +184,27 @@ class RingProducer:
         self.bytes_written += n
         return True
 
+    def write_parts(self, head: bytes, body: bytes | memoryview) -> bool:
+        """Stage one entry whose payload is ``head`` then ``body`` (copied in place, never
+        joined first) and seal it now; False if the ring has no room for it. The per-frame
+        path of ingest: one call, no view to fill and drop, nothing left to seal."""
+        split = len(head)
+        n = split + len(body)
+        size = self._checked_size(n)
+        offset = self._claim(size)
+        if offset < 0:
+            return False
+        start = offset + _LENGTH_SIZE
+        data, words = self._data, self._words
+        data[start : start + split] = head
+        data[start + split : start + n] = body
+        words[offset >> 2] = n
+        seal = crc32c(head, crc32c(_SEAL_PREFIX.pack(self._pos - size, n)))
+        words[(offset >> 2) + 1] = crc32c(body, seal)
+        self.entries_written += 1
+        self.bytes_written += n
+        return True
+
     def write_many(self, payloads: Sequence[bytes | bytearray | memoryview]) -> int:
         """Stage the longest prefix of ``payloads`` that fits, publish, return how many.
 
