@@ -421,7 +421,7 @@ class Admission:
         if announce:
             self._unannounced = []
         if self.sessions is not None:
-            self.sessions.flush()  # published: the entries' journal lines, before ACCEPTED
+            self.sessions.published()  # the entries' journal lines, before ACCEPTED
         if announce or published:
             self.ring_sync.published(published, announce)
 

@@ -76,6 +76,7 @@ def run_of(first: int, count: int, outcome: list[Any], delta: int) -> ReportRun:
                      kafka_error, Persistence(persistence), message)  # fmt: skip
 
 
+_DEFERRED_LINES = 256  # published ack-KAFKA taken lines that may wait for a report's write
 _MAX_KEYS = 4096  # sessions whose journal key Sessions remembers (names come from clients)
 _ERROR = itemgetter(6)  # a REPORT run's error field (kpd.protocol.report_run_fields)
 
@@ -122,8 +123,13 @@ class Sessions:
         self.journal = journal
         self._peers: dict[int, SessionPeer] = {}
         self._keys: dict[int, str] = {}  # ``key`` by session id (``_key_of``), bounded
-        # Entries staged and not yet journaled: (key, first, count, partition, ack level).
+        # Entries staged and not yet journaled: (key, first, count, partition, ack level);
+        # after their publish, ack-KAFKA ones may wait here for their report (``published``).
         self._unjournaled: list[tuple[str, int, int, int, AckLevel]] = []
+        self._only_kafka = True  # every line in _unjournaled is of an ack-KAFKA entry
+        # Whether published lines may wait for their report: not when rings.fsync syncs the
+        # journal (``durable``), whose lines then reach the disk as they always did.
+        self._may_defer = not journal.durable
         # Resent records, by what kpd made of them (for the log and tests): answered from the
         # journal, pending (answered when their report comes), taken as new.
         self.resent = {"answered": 0, "pending": 0, "taken": 0}
@@ -144,6 +150,7 @@ class Sessions:
     def attach(self, peer: SessionPeer, session_id: int, resume_seq: int) -> tuple[int, bool]:
         """``peer`` now speaks for the session; returns (the next new sequence number, whether
         kpd knew the session). The client holds nothing below ``resume_seq``."""
+        self.flush()
         old = self._peers.get(session_id)
         self._peers[session_id] = peer
         if old is not None and old is not peer:
@@ -162,6 +169,7 @@ class Sessions:
         return next_seq, resumed
 
     def detach(self, peer: SessionPeer, session_id: int) -> None:
+        self.flush()
         log.info("%s: session %s: resent records so far: %s", peer.name, self.key(session_id),
                  self.resent)  # fmt: skip
         if self._peers.get(session_id) is peer:
@@ -169,6 +177,7 @@ class Sessions:
             self.journal.touch(self.key(session_id))  # the idle clock starts now
 
     def pending(self, session_id: int) -> int:
+        self.flush()
         window = self.journal.window(self.key(session_id))
         return 0 if window is None else window.pending
 
@@ -179,16 +188,35 @@ class Sessions:
         """Admission staged a ring entry of the session (``offsets``: its scattered sequence
         offsets, or None): its lines wait for the next ``flush``, after the publish."""
         key = self._keys.get(session_id) or self._key_of(session_id)
+        if ack != AckLevel.KAFKA:
+            self._only_kafka = False
         if offsets is None:
             self._unjournaled.append((key, first, count, partition, ack))
             return
         for offset, _, k in seq_runs(offsets, 0, count):
             self._unjournaled.append((key, first + offset, k, partition, ack))
 
+    def published(self) -> None:
+        """Admission published the entries staged since: their lines are written now — or,
+        when every one is of an ack-KAFKA entry, whose first answer is its worker's report,
+        they wait for the write of the next report (``report`` flushes first), so a report's
+        write carries the taken lines of the frames it follows: one write per report, not
+        one per frame more (at most ``_DEFERRED_LINES`` wait).
+
+        Nothing taken is lost to a kill -9 meanwhile, as for a kill between a publish and its
+        line (docs/protocol.md section 14): the records are in a ring (``adopt``) or, once
+        produced, their report is in a reports ring (``report`` journals records it does
+        not know as taken). Every question about a window flushes first."""
+        if not self._unjournaled:
+            return
+        if self._may_defer and self._only_kafka and len(self._unjournaled) < _DEFERRED_LINES:
+            return
+        self.flush()
+
     def flush(self) -> None:
-        """Write the lines of the entries staged since the last flush: admission calls it
-        after publishing them and before announcing them."""
+        """Write the lines of the entries staged and published since the last flush."""
         lines, self._unjournaled = self._unjournaled, []
+        self._only_kafka = True
         if not lines:
             return
         journal = self.journal
@@ -238,6 +266,7 @@ class Sessions:
         """A resent frame ``[first, first + count)``: answers what kpd knows now, to the
         session's connection; returns the sub-ranges kpd never took (refused, or lost with a
         connection before they reached a ring), to be admitted as new: none is in Kafka."""
+        self.flush()
         pieces = self.journal.lookup(self.key(session_id), first, count)
         before = dict(self.resent)
         runs = []
@@ -265,44 +294,45 @@ class Sessions:
 
     def report(self, session_id: int, frame: memoryview) -> None:
         """A REPORT frame for the session (a worker's, or ingest's ACCEPTED): each run is
-        journaled, then the frame goes to the session's current connection, if any."""
-        self.flush()  # lines of published entries not written yet (never of staged ones)
+        journaled — in one write with the taken lines still waiting (``published``) — then
+        the frame goes to the session's current connection, if any."""
         key = self._keys.get(session_id) or self._key_of(session_id)
         fields = report_run_fields(frame[5:])
         if fields is not None and not any(map(_ERROR, fields)):
-            self._report_plain(session_id, key, frame, fields)
-            return
-        runs = decode_reports(frame[5:])
-        kept = [run for run in runs if not _kept_for_restart(run)]
-        journal = self.journal
-        with journal.batched():
-            for run in kept:
-                outcome = outcome_of(run)
-                if journal.resolved(key, run.first_seq, run.count, outcome) < run.count:
-                    self._take_unknown(key, run.first_seq, run.count, outcome)
+            # The common case (no failures, no messages): from the raw run fields, with no
+            # run object per run, and no run kept for a restart.
+            with self.journal.batched():
+                self.flush()
+                self._journal_outcomes(key, fields)
+            send = bytes(frame) if fields else None
+        else:
+            runs = decode_reports(frame[5:])
+            kept = [run for run in runs if not _kept_for_restart(run)]
+            with self.journal.batched():
+                self.flush()
+                self._journal_outcomes(key, [(run.first_seq, run.count, *outcome_of(run))
+                                             for run in kept])  # fmt: skip
+            send = None
+            if kept:
+                send = bytes(frame) if len(kept) == len(runs) else encode_reports(kept)
         peer = self._peers.get(session_id)
-        if peer is None or not kept:
-            return
-        peer.send(bytes(frame) if len(kept) == len(runs) else encode_reports(kept))
-        peer.reports_arrived()
-
-    def _report_plain(self, session_id: int, key: str, frame: memoryview,
-                      fields: list[tuple]) -> None:  # fmt: skip
-        """``report`` of a frame without failures or messages (the common case), from its raw
-        run fields: no run object per run, and none of them kept for a restart."""
-        journal = self.journal
-        with journal.batched():
-            for first, count, *outcome in fields:
-                outcome[-1] = ""  # the message (none): the journal's outcome as outcome_of's
-                if journal.resolved(key, first, count, outcome) < count:
-                    self._take_unknown(key, first, count, outcome)
-        peer = self._peers.get(session_id)
-        if peer is not None and fields:
-            peer.send(bytes(frame))
+        if peer is not None and send is not None:
+            peer.send(send)
             peer.reports_arrived()
+
+    def _journal_outcomes(self, key: str, runs: list) -> None:
+        """Journal each ``(first, count, *outcome)`` (``outcome_of``'s fields, or a REPORT
+        run's raw fields: their last, the message length, is replaced by the message "")."""
+        journal = self.journal
+        for first, count, *outcome in runs:
+            if outcome[-1] == 0:
+                outcome[-1] = ""  # a raw run's message length 0: no message
+            if journal.resolved(key, first, count, outcome) < count:
+                self._take_unknown(key, first, count, outcome)
 
     def expire(self) -> list[str]:
         """Drop sessions idle (no connection) for longer than the journal's expiry."""
+        self.flush()
         live = {self.key(session_id) for session_id in self._peers}
         gone = self.journal.expire(live.__contains__)
         if gone:
