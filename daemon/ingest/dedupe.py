@@ -55,6 +55,9 @@ COMPACT_FACTOR = 4  # rewrite once the file holds this many times its live lines
 _COMPACT_MIN_LINES = 1000
 
 
+_Run = tuple[int, int, Any]  # (first, count, outcome): one outcome of a sender's records
+
+
 class Piece(NamedTuple):
     """Part of a looked-up range: ``outcome`` None while pending."""
 
@@ -259,6 +262,53 @@ class DedupeJournal:
                 self._bound(window)
         return applied
 
+    def taken_many(self, key: str, ranges: list[tuple[int, int]]) -> None:
+        """``taken(key, first, count)`` (no outcome, no tag) of each ``(first, count)`` in
+        ``ranges``, in order: the frames of one sender journaled together, with one clock
+        reading and one bound check for all of them (the same state and lines)."""
+        window = self.windows.get(key)
+        if window is None:
+            window = self.touch(key)
+        now = self._clock()
+        window.touched = now
+        ms = int(now * 1000)
+        key_json = self._key_json.get(key) or self._key(key)
+        add = window.add
+        lines = []
+        for first, count in ranges:
+            add(TakenRange(first, count))
+            lines.append(f'{{"k":{key_json},"t":[{first},{count}],"ms":{ms}}}\n')
+        self._emit_lines(lines)
+        if self._over_window(window):
+            self._bound(window)
+
+    def resolved_many(self, key: str, runs: list[_Run]) -> list[_Run]:
+        """``resolved`` of each ``(first, count, outcome)`` in ``runs`` (one report's), with
+        one clock reading and one bound check for all; returns the runs it did not resolve
+        in full (the owner's to take as unknown, as when ``resolved`` returns less)."""
+        window = self.windows.get(key)
+        if window is None:
+            return runs
+        apply = self._apply
+        lines, short = [], []
+        ms = None
+        for first, count, outcome in runs:
+            applied = apply(window, first, count, outcome)
+            if applied:
+                if ms is None:
+                    now = window.touched = self._clock()
+                    ms = int(now * 1000)
+                    key_json = self._key_json.get(key) or self._key(key)
+                lines.append(f'{{"k":{key_json},"o":[{first},{count},{_json(outcome)}],'
+                             f'"ms":{ms}}}\n')  # fmt: skip
+            if applied < count:
+                short.append((first, count, outcome))
+        if lines:
+            self._emit_lines(lines)
+            if self._over_window(window):
+                self._bound(window)
+        return short
+
     def forget_below(self, key: str, seq: int) -> None:
         window = self.windows.get(key)
         if window is None or seq <= window.floor:
@@ -359,6 +409,14 @@ class DedupeJournal:
     def _write(self, record: dict) -> None:
         record["ms"] = self._ms()
         self._emit(_line(record))
+
+    def _emit_lines(self, lines: list[str]) -> None:
+        if self.path is None:
+            return
+        if self._batched is not None:
+            self._batched.extend(lines)
+        else:
+            self._append("".join(lines), len(lines))
 
     def _emit(self, line: str) -> None:
         if self.path is None:

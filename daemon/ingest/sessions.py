@@ -220,13 +220,22 @@ class Sessions:
         if not lines:
             return
         journal = self.journal
-        if len(lines) == 1:  # one frame of one record source: one line, one write anyway
-            key, first, count, partition, ack = lines[0]
-            journal.taken(key, first, count, _outcome_when_taken(partition, ack))
-            return
         with journal.batched():
+            # A session's ack-KAFKA ranges in a row go in together (``taken_many``).
+            run_key, run = None, []
             for key, first, count, partition, ack in lines:
-                journal.taken(key, first, count, _outcome_when_taken(partition, ack))
+                if ack == AckLevel.KAFKA and key == run_key:
+                    run.append((first, count))
+                    continue
+                if run:
+                    journal.taken_many(run_key, run)
+                if ack == AckLevel.KAFKA:
+                    run_key, run = key, [(first, count)]
+                else:
+                    run_key, run = None, []
+                    journal.taken(key, first, count, _outcome_when_taken(partition, ack))
+            if run:
+                journal.taken_many(run_key, run)
 
     def adopt(self, entries: Iterable[RecordsEntry]) -> int:
         """Ring entries that an earlier ingest published and that are not released yet: the
@@ -301,16 +310,17 @@ class Sessions:
         if fields is not None and not any(map(_ERROR, fields)):
             # The common case (no failures, no messages): from the raw run fields, with no
             # run object per run, and no run kept for a restart.
+            runs = [(first, count, [*outcome[:-1], ""]) for first, count, *outcome in fields]
             with self.journal.batched():
                 self.flush()
-                self._journal_outcomes(key, fields)
+                self._journal_outcomes(key, runs)
             send = bytes(frame) if fields else None
         else:
             runs = decode_reports(frame[5:])
             kept = [run for run in runs if not _kept_for_restart(run)]
             with self.journal.batched():
                 self.flush()
-                self._journal_outcomes(key, [(run.first_seq, run.count, *outcome_of(run))
+                self._journal_outcomes(key, [(run.first_seq, run.count, outcome_of(run))
                                              for run in kept])  # fmt: skip
             send = None
             if kept:
@@ -320,15 +330,11 @@ class Sessions:
             peer.send(send)
             peer.reports_arrived()
 
-    def _journal_outcomes(self, key: str, runs: list) -> None:
-        """Journal each ``(first, count, *outcome)`` (``outcome_of``'s fields, or a REPORT
-        run's raw fields: their last, the message length, is replaced by the message "")."""
-        journal = self.journal
-        for first, count, *outcome in runs:
-            if outcome[-1] == 0:
-                outcome[-1] = ""  # a raw run's message length 0: no message
-            if journal.resolved(key, first, count, outcome) < count:
-                self._take_unknown(key, first, count, outcome)
+    def _journal_outcomes(self, key: str, runs: list[tuple[int, int, list[Any]]]) -> None:
+        """Journal each ``(first, count, outcome)``; records the journal never took (their
+        taken line cut off by a kill -9 of ingest) are taken with that outcome."""
+        for first, count, outcome in self.journal.resolved_many(key, runs):
+            self._take_unknown(key, first, count, outcome)
 
     def expire(self) -> list[str]:
         """Drop sessions idle (no connection) for longer than the journal's expiry."""
