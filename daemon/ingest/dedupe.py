@@ -212,8 +212,8 @@ class DedupeJournal:
               tag: Any = None) -> None:  # fmt: skip
         """``outcome`` (not None): known already; journaled in the same line, so that no
         crash can leave the range taken without it."""
-        # The hot path of every record kpd takes: the steps of touch, _key, _ms, _emit and
-        # _bound are written out here (one clock reading serves the idle clock and the line).
+        # One clock reading serves the idle clock and the line; _bound only when it would
+        # drop something (taken_many is the per-frame path of the sessions).
         window = self.windows.get(key)
         if window is None:
             window = self.touch(key)
@@ -230,11 +230,7 @@ class DedupeJournal:
                 f'{{"k":{key_json},"t":[{first},{count}]{tagged},'
                 f'"o":[{first},{count},{_json(outcome)}],"ms":{int(now * 1000)}}}\n'
             )
-        if self.path is not None:
-            if self._batched is not None:
-                self._batched.append(line)
-            else:
-                self._append(line, 1)
+        self._emit(line)
         if self._over_window(window):
             self._bound(window)
 
@@ -249,15 +245,10 @@ class DedupeJournal:
         if applied:
             now = window.touched = self._clock()
             key_json = self._key_json.get(key) or self._key(key)
-            line = (
+            self._emit(
                 f'{{"k":{key_json},"o":[{first},{count},{_json(outcome)}],'
                 f'"ms":{int(now * 1000)}}}\n'
             )
-            if self.path is not None:
-                if self._batched is not None:
-                    self._batched.append(line)
-                else:
-                    self._append(line, 1)
             if self._over_window(window):
                 self._bound(window)
         return applied
