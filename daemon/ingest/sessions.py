@@ -14,8 +14,9 @@ module owns, per session:
   a record kpd never took is admitted as new.
 
 The journal lines are written at the points docs/protocol.md section 14 names: a frame's
-"taken" line after its ring entries are published and before its ACCEPTED report (``flush``,
-called by admission between the publish and the announcements), an outcome's line before
+"taken" line after its ring entries are published and before its first answer (``published``,
+called by admission between the publish and the announcements: at once before an ACCEPTED
+report; for ack KAFKA with the worker's report, in the same write), an outcome's line before
 the outcome is sent.
 
 Owned by ingest's event loop. Must not import the server or the connection.
