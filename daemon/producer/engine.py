@@ -305,6 +305,15 @@ class ProducerEngine:
         waited = time.time() - accepted_ms / 1000
         return now - min(max(waited, 0.0), self._linger_s)
 
+    def linger_deadline(self) -> float | None:
+        """The loop time the soonest queued batch's linger ends, when some batch lingers and
+        none is due already; else None."""
+        now = self._loop.time()
+        due_now, soonest = self._accumulator.next_deadline_in(now)
+        if due_now or soonest is None:
+            return None
+        return now + soonest
+
     async def wait_for_buffer(self, timeout_s: float) -> bool:
         """Wait until buffer space is free; False after ``timeout_s`` (max.block.ms)."""
         deadline = self._loop.time() + timeout_s

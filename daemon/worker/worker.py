@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 _INDEX_BITS = 32
 _INDEX_MASK = (1 << _INDEX_BITS) - 1
 _READ_MAX_BYTES = 1 << 20  # per ring read: bounds the time between outcome handling
+_DEFER_MIN_S = 0.002
+_DEFER_LEAD_S = 0.001
 
 
 @dataclass(slots=True)
@@ -131,6 +133,7 @@ class Worker:
         # Waits for the reports ring to make room for ``_unsent`` (then flushes again).
         self._room_wait: asyncio.Task | None = None
         self._stopping = False
+        self._defer_bytes = max(1, settings.batch_size // 2)
         # Resolved by the records ring's doorbell (a watch registered once in run) or stop().
         self._woken: asyncio.Future | None = None
         # Set by close(): records without an outcome now stay in the ring for the next daemon.
@@ -186,13 +189,19 @@ class Worker:
     async def _wait_for_records(self, loop: asyncio.AbstractEventLoop) -> None:
         # One future per sleep and nothing else: the doorbell is watched for the life of run
         # (no add_reader/remove_reader, no task, no timer per wait: issue 18's finding 1).
-        if self._records.sleep_until_readable():
+        deadline = self._engine.linger_deadline()
+        defer = deadline is not None and deadline - loop.time() > _DEFER_MIN_S
+        min_bytes = self._defer_bytes if defer else 1
+        if self._records.sleep_until_readable(min_bytes):
             return
         self._woken = woken = loop.create_future()
+        timer = loop.call_at(deadline - _DEFER_LEAD_S, self._wake) if defer else None
         try:
             await woken
         finally:
             self._woken = None
+            if timer is not None:
+                timer.cancel()
             self._records.wake_watch()  # cancelled (close): the watch must not stay armed
 
     def _wake(self) -> None:
