@@ -365,8 +365,8 @@ class ProducerEngine:
                     waiter.set_result(None)
             self._flush_waiters.clear()
 
-    def _wake_sender(self) -> None:
-        self._sender.wake()
+    def _wake_sender(self, due: float | None) -> None:
+        self._sender.wake(due)
 
     def _on_connection_change(self, node_id: int, connected: bool) -> None:
         self.metadata.connection_changed(connected)

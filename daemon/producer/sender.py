@@ -103,9 +103,15 @@ class Sender:
             self._clock = loop.time
         self._task = loop.create_task(self._run())
 
-    def wake(self) -> None:
+    def wake(self, due: float | None = None) -> None:
+        """Run a turn now; with ``due`` (loop time: a batch that is sendable by linger only
+        then), only if the turn sleeping now has no timer that fires by then anyway — that
+        turn takes the batch or arms the timer for it, so the open of each batch at 1k
+        records/s is not a turn of its own."""
         sleeping = self._sleeping
         if sleeping is not None:
+            if due is not None and self._timer is not None and self._timer_at <= due:
+                return
             if not sleeping.done():
                 sleeping.set_result(None)
         else:

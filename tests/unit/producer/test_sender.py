@@ -91,9 +91,9 @@ class Rig:
         brokers = {1: ("127.0.0.1", 9001), 2: ("127.0.0.1", 9002)}
         return ClusterView(brokers, {TOPIC: TopicView(TOPIC, 0, (leader,))})
 
-    def _wake(self) -> None:
+    def _wake(self, due: float | None) -> None:
         if self._started:
-            self.sender.wake()
+            self.sender.wake(due)
 
     async def __aenter__(self) -> Rig:
         self.sender.start()
@@ -535,3 +535,33 @@ async def test_a_head_that_becomes_due_while_the_turn_runs_goes_next_turn_not_af
         await rig.request(1)
     # Not the 50 ms "due but cannot go" recheck: the head was never blocked.
     assert all(wait < 0.04 for wait in armed), armed
+
+
+@in_loop
+async def test_a_batch_opened_while_an_earlier_timer_is_armed_rides_its_turn_without_a_wake():
+    # Issue 18: at 1k records/s nearly every record opens a batch; a sleeping turn whose
+    # timer fires before the new batch's linger ends will take it (or arm for it), so the
+    # open wakes nobody, and both partitions' batches go in the one request at the first
+    # deadline (Java's drain: once one head is ready, the others ride along).
+    async with Rig(clock=LoopClock(), linger_ms=200) as rig:
+        view = rig.metadata.view
+        rig.metadata.view = ClusterView(view.brokers, {TOPIC: TopicView(TOPIC, 0, (1, 1))})
+        pq0, pq1 = rig.acc.queue(TOPIC, 0), rig.acc.queue(TOPIC, 1)
+        rig.acc.append(pq0, 1_700_000_000_000, None, b"x", (), 1, rig.clock())
+        await wait_for_async(lambda: rig.sender._timer is not None)
+        sleeping = rig.sender._sleeping
+        rig.acc.append(pq1, 1_700_000_000_000, None, b"y", (), 2, rig.clock())
+        assert sleeping is rig.sender._sleeping and not sleeping.done()  # no turn for it
+        request = await rig.request(1)
+        (topic,) = request.body["topic_data"]
+        assert sorted(p["index"] for p in topic["partition_data"]) == [0, 1]
+
+
+@in_loop
+async def test_a_batch_due_before_the_armed_timer_wakes_the_sender():
+    async with Rig(clock=LoopClock(), linger_ms=10_000) as rig:
+        rig.append("a")
+        await wait_for_async(lambda: rig.sender._timer is not None)
+        sleeping = rig.sender._sleeping
+        rig.sender.wake(rig.sender._timer_at - 1)
+        assert sleeping.done()
