@@ -60,8 +60,6 @@ log = logging.getLogger(__name__)
 _INDEX_BITS = 32
 _INDEX_MASK = (1 << _INDEX_BITS) - 1
 _READ_MAX_BYTES = 1 << 20  # per ring read: bounds the time between outcome handling
-_DEFER_MIN_S = 0.002
-_DEFER_LEAD_S = 0.001
 
 
 @dataclass(slots=True)
@@ -133,6 +131,7 @@ class Worker:
         # Waits for the reports ring to make room for ``_unsent`` (then flushes again).
         self._room_wait: asyncio.Task | None = None
         self._stopping = False
+        # While a batch lingers, the ring is read at its deadline, or once this much waits.
         self._defer_bytes = max(1, settings.batch_size // 2)
         # Resolved by the records ring's doorbell (a watch registered once in run) or stop().
         self._woken: asyncio.Future | None = None
@@ -187,15 +186,21 @@ class Worker:
             self._journal = None
 
     async def _wait_for_records(self, loop: asyncio.AbstractEventLoop) -> None:
-        # One future per sleep and nothing else: the doorbell is watched for the life of run
-        # (no add_reader/remove_reader, no task, no timer per wait: issue 18's finding 1).
+        # One future per sleep: the doorbell is watched for the life of run (no
+        # add_reader/remove_reader, no task per wait: issue 18's finding 1).
+        #
+        # While a batch lingers, records that arrive cannot go before its linger deadline,
+        # and at that deadline every queue's head rides along: so the worker sleeps through
+        # the ring's entries until then (or until half a batch.size waits), one wake per
+        # linger period instead of one per entry. Its timer is armed before the sender's
+        # for the same deadline (the sender arms its own in the turn after the batch opened),
+        # so the loop runs the worker first and what it reads joins that request.
         deadline = self._engine.linger_deadline()
-        defer = deadline is not None and deadline - loop.time() > _DEFER_MIN_S
-        min_bytes = self._defer_bytes if defer else 1
+        min_bytes = 1 if deadline is None else self._defer_bytes
         if self._records.sleep_until_readable(min_bytes):
             return
         self._woken = woken = loop.create_future()
-        timer = loop.call_at(deadline - _DEFER_LEAD_S, self._wake) if defer else None
+        timer = None if deadline is None else loop.call_at(deadline, self._wake)
         try:
             await woken
         finally:
