@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from daemon.config import ProducerSettings
 from daemon.metrics import DeliveryTally
+from daemon.producer.accumulator import PartitionQueue
 from daemon.producer.engine import ProducerEngine
 from daemon.producer.outcomes import BatchOutcome
 from daemon.ring import LAYOUT_VERSION, AckWindow, RingConsumer, RingProducer
@@ -119,6 +120,7 @@ class Worker:
                          "they are reported, not produced again", done_path,
                          sum(run.count for run in runs), len(self._adopted))  # fmt: skip
         self._entries: dict[int, _EntryState] = {}
+        self._queues: dict[tuple[str, int], PartitionQueue] = {}  # engine.queue's, cached
         self._next_entry_id = 1
         # Outcomes wait here until the next report flush (once per loop turn).
         self._pending_runs: dict[int, list[ReportRun]] = defaultdict(list)
@@ -246,7 +248,10 @@ class Worker:
             self._keep(entry_id, 0, entry.count)
             return
         engine = self._engine
-        queue = engine.queue(entry.topic, entry.partition)
+        queue = self._queues.get((entry.topic, entry.partition))
+        if queue is None:  # the engine's queues live as long as it does
+            queue = engine.queue(entry.topic, entry.partition)
+            self._queues[entry.topic, entry.partition] = queue
         token = entry_id << _INDEX_BITS
         columns = plain_columns(entry.records, entry.count)
         if columns is not None:  # the common case: no per-record timestamps or headers
