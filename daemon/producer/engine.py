@@ -306,13 +306,15 @@ class ProducerEngine:
         return now - min(max(waited, 0.0), self._linger_s)
 
     def linger_deadline(self) -> float | None:
-        """The loop time the soonest queued batch's linger ends, when some batch lingers and
-        none is due already; else None."""
+        """While some batch lingers and none is due: the loop time by which records
+        appended from now on lose nothing of their linger — the soonest head batch's deadline
+        (its linger, or a retry's backoff), but no later than ``linger.ms`` from now, when a
+        record accepted now is due. None otherwise."""
         now = self._loop.time()
         due_now, soonest = self._accumulator.next_deadline_in(now)
         if due_now or soonest is None:
             return None
-        return now + soonest
+        return now + min(soonest, self._linger_s)
 
     async def wait_for_buffer(self, timeout_s: float) -> bool:
         """Wait until buffer space is free; False after ``timeout_s`` (max.block.ms)."""
