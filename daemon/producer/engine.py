@@ -31,7 +31,8 @@ from daemon.producer.counters import ProducerCounters
 from daemon.producer.metadata import ClusterView, MetadataManager, TopicView
 from daemon.producer.outcomes import BatchOutcome
 from daemon.producer.sender import Sender, SenderSettings
-from daemon.producer.transactions import DirectChannel, TransactionManager, TransactionSettings
+from daemon.producer.transactions import TransactionManager, TransactionSettings
+from daemon.producer.txn_channel import DirectChannel
 from daemon.producer.txn_driver import TransactionalCompletion
 
 __all__ = [
