@@ -105,17 +105,18 @@ class Sender:
 
     def wake(self, due: float | None = None) -> None:
         """Run a turn now; with ``due`` (loop time: a batch that is sendable by linger only
-        then), only if the turn sleeping now has no timer that fires by then anyway — that
-        turn takes the batch or arms the timer for it, so the open of each batch at 1k
-        records/s is not a turn of its own."""
+        then), have the sleeping turn's timer fire by then instead — that turn takes the
+        batch or arms for it, so the open of each batch at 1k records/s is not a turn of
+        its own (a turn at the open would only arm the same timer)."""
         sleeping = self._sleeping
-        if sleeping is not None:
-            if due is not None and self._timer is not None and self._timer_at <= due:
-                return
-            if not sleeping.done():
-                sleeping.set_result(None)
+        if sleeping is None:
+            self._woken = True  # mid-turn: its wait is computed after this
+        elif sleeping.done():
+            return  # woken already: that turn sees the batch
+        elif due is None:
+            sleeping.set_result(None)
         else:
-            self._woken = True
+            self._arm(self._loop, due)
 
     async def stop(self) -> None:
         self._stopping = True

@@ -558,10 +558,22 @@ async def test_a_batch_opened_while_an_earlier_timer_is_armed_rides_its_turn_wit
 
 
 @in_loop
-async def test_a_batch_due_before_the_armed_timer_wakes_the_sender():
+async def test_a_batch_due_before_the_armed_timer_moves_the_timer_not_a_turn():
     async with Rig(clock=LoopClock(), linger_ms=10_000) as rig:
         rig.append("a")
         await wait_for_async(lambda: rig.sender._timer is not None)
+        sleeping, due = rig.sender._sleeping, rig.sender._timer_at - 1
+        rig.sender.wake(due)
+        assert not sleeping.done() and rig.sender._timer_at == due
+
+
+@in_loop
+async def test_the_first_batch_of_an_idle_sender_is_sent_at_its_linger_deadline():
+    # No turn at the open: the idle sender's timer is armed for the batch's deadline.
+    async with Rig(clock=LoopClock(), linger_ms=30) as rig:
+        await wait_for_async(lambda: rig.sender._sleeping is not None)
         sleeping = rig.sender._sleeping
-        rig.sender.wake(rig.sender._timer_at - 1)
-        assert sleeping.done()
+        rig.append("a")
+        assert not sleeping.done() and rig.sender._timer is not None
+        request = await rig.request(1)
+    assert request.body["topic_data"][0]["name"] == TOPIC
