@@ -133,8 +133,9 @@ class Worker:
         # Waits for the reports ring to make room for ``_unsent`` (then flushes again).
         self._room_wait: asyncio.Task | None = None
         self._stopping = False
-        # While a batch lingers, the ring is read at its deadline, or once this much waits.
-        self._defer_bytes = max(1, settings.batch_size // 2)
+        # While a batch lingers, the ring is read at its deadline, or once this much waits
+        # (a quarter of the ring at most: ingest never blocks on a ring a sleeper holds).
+        self._defer_bytes = max(1, min(settings.batch_size // 2, records.capacity // 4))
         # Resolved by the records ring's doorbell (a watch registered once in run) or stop().
         self._woken: asyncio.Future | None = None
         # Set by close(): records without an outcome now stay in the ring for the next daemon.
