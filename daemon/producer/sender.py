@@ -187,7 +187,10 @@ class Sender:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self.wake()
+        # One hop through the loop's ready queue before the turn: an appender woken by its
+        # own timer for the same deadline (kpd's worker reads its ring then) runs first,
+        # whichever timer the loop fired first, so what it appends rides along in this turn.
+        self._loop.call_soon(self.wake)
 
     def _next_wait(self, now: float) -> float | None:
         # The soonest of: a head batch's linger or retry deadline, the delivery timeout of the

@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 _INDEX_BITS = 32
 _INDEX_MASK = (1 << _INDEX_BITS) - 1
 _READ_MAX_BYTES = 1 << 20  # per ring read: bounds the time between outcome handling
+_LOOP_TICK_S = 0.001  # the event loop clock's resolution (uvloop: libuv's millisecond time)
 
 
 @dataclass(slots=True)
@@ -195,10 +196,15 @@ class Worker:
         # While a batch lingers, records that arrive cannot go before its linger deadline,
         # and at that deadline every queue's head rides along: so the worker sleeps through
         # the ring's entries until then (or until half a batch.size waits), one wake per
-        # linger period instead of one per entry. Its timer is armed before the sender's
-        # for the same deadline (the sender arms its own in the turn after the batch opened),
-        # so the loop runs the worker first and what it reads joins that request.
+        # linger period instead of one per entry. The sender's timer for the same deadline
+        # wakes its turn one hop later through the ready queue (Sender._on_timer), so the
+        # worker reads first and what it reads joins that request.
         deadline = self._engine.linger_deadline()
+        if deadline is not None and deadline - loop.time() < _LOOP_TICK_S:
+            # The loop's timers have millisecond resolution and fire up to a tick early:
+            # a deadline this close would cost a second wake-up of its own. The sender
+            # takes the batch then; until then, entries wake the worker as they come.
+            deadline = None
         min_bytes = 1 if deadline is None else self._defer_bytes
         if self._records.sleep_until_readable(min_bytes):
             return
