@@ -64,6 +64,7 @@ from daemon.wire.ring_entry import (
     decode_report_entry,
 )
 from daemon.worker.done_journal import journal_path
+from daemon.worker.flight_journal import flight_journal_path
 from kpd.protocol import SESSION_BIT
 
 __all__ = ["RingFiles", "prepare_ring_files", "sessions_path"]
@@ -156,9 +157,10 @@ def prepare_ring_files(
             _move_aside(files, stamp, unfit)
         for index, path in enumerate(files.records):
             if index not in adopted:
-                # A done journal names entries of the ring it was written beside: never one
-                # of a ring made anew (or holding re-routed entries at new positions).
+                # A done or flight journal names entries of the ring it was written beside:
+                # never one of a ring made anew (or holding re-routed entries at new positions).
                 _unlink(journal_path(path))
+                _unlink(flight_journal_path(path))
             if index not in adopted and not os.path.exists(path):
                 labels = RingLabels(RECORDS_ENTRY_VERSION, index, workers)
                 Ring.create(path, records_bytes, labels).close()
@@ -359,7 +361,10 @@ def _copy_entries(plans: list[list[tuple[int, memoryview]]], targets: dict[int, 
 
 
 def _rename_journal(ring_path: str, new_ring_path: str) -> bool:
-    """Move a records ring's done journal along with the ring; False if it had none."""
+    """Move a records ring's done journal (and flight journal) along with the ring; False if
+    it had no done journal."""
+    with contextlib.suppress(FileNotFoundError):
+        os.rename(flight_journal_path(ring_path), flight_journal_path(new_ring_path))
     try:
         os.rename(journal_path(ring_path), journal_path(new_ring_path))
     except FileNotFoundError:
