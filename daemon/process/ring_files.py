@@ -16,7 +16,9 @@ worker -> ingest). What happens to the files found:
   the new rings): *moved aside*, never deleted, into ``<prefix>-aside-<UTC time>/`` with a
   ``README.txt`` saying why; the log and ``kpd status`` say so too.
 * **done journals** (``<records ring>.done``, ``daemon.worker.done_journal``: which records of
-  a ring's unreleased entries already had their outcome) stay with their ring: adopted with it
+  a ring's unreleased entries already had their outcome) and **flight journals**
+  (``<records ring>.flight``, ``daemon.worker.flight_journal``: its batches written to Kafka
+  without an answer) stay with their ring: adopted with it
   (its worker reads it), moved aside or re-routed with it, and removed where a ring is made
   anew, so a journal never outlives the ring positions it names. Re-routed entries get new
   positions: their done journal is dropped with the old file, and what it had is produced

@@ -104,6 +104,7 @@ class Worker:
         self._records = records
         self._reports = reports
         self._in_flight: InFlight | None = None
+        self._resending: asyncio.Task | None = None  # the adoption's resend, while it runs
         idempotent = settings.enable_idempotence and not settings.transactional
         if done_path is not None and flight_path is not None and idempotent:
             self._in_flight = InFlight.open(flight_path, records)
@@ -190,6 +191,8 @@ class Worker:
         """
         self._keeping = True
         self.stop()
+        if self._resending is not None:
+            self._resending.cancel()
         await self._engine.close(0.0)
         self._flush_reports()
         if self._journal is not None:  # no outcome comes after the engine closed
@@ -223,7 +226,16 @@ class Worker:
         producer id (``in_flight``); the records the broker has now join the done journal's
         adopted runs, so the replay reports them instead of producing them again."""
         assert self._in_flight is not None and self._journal is not None
-        runs = await self._in_flight.resend(self._engine, self._adopted)
+        loop = asyncio.get_running_loop()
+        self._resending = loop.create_task(self._in_flight.resend(self._engine, self._adopted))
+        try:
+            runs = await self._resending
+        except asyncio.CancelledError:
+            if not self._keeping:
+                raise
+            return  # closed meanwhile: the flight journal keeps them for the next worker
+        finally:
+            self._resending = None
         for run in runs:
             self._journal.add(run)
             self._adopted.setdefault(run.end_pos, []).append(run)
