@@ -27,8 +27,8 @@ A slot (little-endian; see ``slot_journal`` for the file)::
 A slot dies when the entry of its last record is released. Written only with idempotence on
 and outside exactly-once mode (a transaction's open batches are aborted by the next epoch).
 
-Owned by the worker's event loop (the only writer); read by its successor once it is dead.
-Must not import the engine, the rings' ends or the process layer.
+Written by the worker's event loop alone, read by the worker that adopts the ring once the
+writer is dead. Imports neither the engine, nor the rings' ends, nor the process layer.
 """
 
 from __future__ import annotations

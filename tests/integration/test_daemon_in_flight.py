@@ -47,21 +47,27 @@ def held_tansu(tmp_path_factory):
         tansu.stop()
 
 
-def _in_flight_then_kill(hold: AnswerHold, tansu, daemon: KpdDaemon, topic: str, kill) -> None:
+def _send(daemon: KpdDaemon, topic: str, indices: range) -> None:
+    with Producer(daemon.socket_path, acks="accepted") as producer:
+        for i in indices:
+            producer.send(topic, b"v%d" % i, key=b"k%d" % (i % KEYS))
+        producer.flush(timeout=60)
+
+
+def _in_flight_then_kill(hold: AnswerHold, daemon: KpdDaemon, topic: str, kill) -> None:
     """Warm up, hold the answers, send COUNT records (ack accepted), wait until tansu has
-    appended some of those the workers sent, then ``kill`` and let answers flow again."""
+    appended some of those the workers sent, then ``kill``, let answers flow again (the
+    adopter's connections are new: never held) and send COUNT more: the stream goes on."""
     results = LoadClient(daemon, topic, "warm", WARM, acks="kafka").wait()
     assert all(status == "ok" for _, status, _, _ in results), results[:3]
     hold.hold()
-    with Producer(daemon.socket_path, acks="accepted") as producer:
-        for i in range(COUNT):
-            producer.send(topic, b"v%d" % i, key=b"k%d" % (i % KEYS))
-        producer.flush(timeout=60)
+    _send(daemon, topic, range(COUNT))
     wait_for(lambda: hold.produce_requests_held >= 2, 30, "Produce requests held")
     # Appended: a new connection (not held) reads some of them back.
     read_all(hold.bootstrap, topic, WARM + 1, timeout_s=30, exact=False)
     kill(daemon)
     hold.release()
+    _send(daemon, topic, range(COUNT, 2 * COUNT))
 
 
 def _check_once_and_in_order(hold: AnswerHold, topic: str, daemon: KpdDaemon) -> None:
@@ -71,9 +77,9 @@ def _check_once_and_in_order(hold: AnswerHold, topic: str, daemon: KpdDaemon) ->
              "the adopting worker to resend what was in flight")  # fmt: skip
     assert daemon.stop() == 0, daemon.log_tail()
     log = daemon.log_path.read_text()
-    records = read_all(hold.bootstrap, topic, WARM + COUNT, timeout_s=90)  # exact: none twice
+    records = read_all(hold.bootstrap, topic, WARM + 2 * COUNT, timeout_s=90)  # exact: no repeat
     ours = [r for r in records if r.value.startswith(b"v")]
-    assert sorted(r.value for r in ours) == sorted(b"v%d" % i for i in range(COUNT))
+    assert sorted(r.value for r in ours) == sorted(b"v%d" % i for i in range(2 * COUNT))
     by_key = defaultdict(list)
     for r in ours:  # read_all sorts by (partition, offset); a key lives on one partition
         by_key[r.key].append(int(r.value[1:]))
@@ -82,28 +88,25 @@ def _check_once_and_in_order(hold: AnswerHold, topic: str, daemon: KpdDaemon) ->
     assert sum(found) > 0, "no resend under the old producer id was answered as a duplicate"
 
 
-def test_kill_9_of_a_worker_with_batches_in_flight_writes_each_record_once(
-    held_tansu, tmp_path
-):
-    hold, tansu = held_tansu
-    topic = tansu.create_topic(unique_topic_name("inflight-worker"), 3)
-    daemon = KpdDaemon(tmp_path, hold.bootstrap, workers=2).start()
-    try:
-        _in_flight_then_kill(hold, tansu, daemon, topic, KpdDaemon.kill_a_worker)
-        _check_once_and_in_order(hold, topic, daemon)
-    finally:
-        daemon.stop()
+def _kill_a_worker(daemon: KpdDaemon) -> None:
+    daemon.kill_a_worker()  # returns once the supervisor started its replacement
 
 
-def test_kill_9_of_the_whole_daemon_with_batches_in_flight_writes_each_record_once(
-    held_tansu, tmp_path
-):
+def _kill_the_daemon(daemon: KpdDaemon) -> None:
+    daemon.kill_all()
+    daemon.start()
+
+
+@pytest.mark.parametrize(
+    "kill",
+    [pytest.param(_kill_a_worker, id="worker"), pytest.param(_kill_the_daemon, id="daemon")],
+)
+def test_kill_9_with_batches_in_flight_writes_each_record_once(held_tansu, tmp_path, kill):
     hold, tansu = held_tansu
-    topic = tansu.create_topic(unique_topic_name("inflight-daemon"), 3)
+    topic = tansu.create_topic(unique_topic_name("inflight"), 3)
     daemon = KpdDaemon(tmp_path, hold.bootstrap, workers=2).start()
     try:
-        _in_flight_then_kill(hold, tansu, daemon, topic, KpdDaemon.kill_all)
-        daemon.start()
+        _in_flight_then_kill(hold, daemon, topic, kill)
         _check_once_and_in_order(hold, topic, daemon)
     finally:
         daemon.stop()
