@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,9 +41,6 @@ from daemon.producer.accumulator import AccumulatorSettings
 from daemon.producer.metadata import MetadataManager, UnknownTopicError
 
 __all__ = ["ResendBatch", "ResendResult", "Verdict", "resend_batches", "stamped_batch"]
-
-log = logging.getLogger(__name__)
-
 
 class Verdict(enum.Enum):
     APPENDED = "appended"
@@ -118,9 +114,14 @@ async def resend_batches(
 
 
 class _Resender:
-    def __init__(self, pool, metadata, acks, request_timeout_ms, retry_backoff_s, deadline):
-        self._pool: BrokerPool = pool
-        self._metadata: MetadataManager = metadata
+    """Sends one batch until it has a verdict; shared by the partitions' chains."""
+
+    def __init__(
+        self, pool: BrokerPool, metadata: MetadataManager, acks: int, request_timeout_ms: int,
+        retry_backoff_s: float, deadline: float,
+    ) -> None:  # fmt: skip
+        self._pool = pool
+        self._metadata = metadata
         self._acks = acks
         self._timeout_ms = request_timeout_ms
         self._backoff_s = retry_backoff_s
