@@ -18,17 +18,25 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from daemon.config import DaemonConfig, ProducerSettings
 from daemon.net.from_config import connection_settings
 from daemon.producer.transactions import (
-    DirectChannel,
+    Channel,
+    TransactionManager,
+    TransactionRetriable,
     TransactionSettings,
-    fence_transactional_ids,
 )
+from daemon.producer.txn_channel import DirectChannel
 
-__all__ = ["fence_previous_layout", "layout_path", "worker_transactional_id"]
+__all__ = [
+    "fence_previous_layout",
+    "fence_transactional_ids",
+    "layout_path",
+    "worker_transactional_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,3 +99,21 @@ async def fence_previous_layout(config: DaemonConfig, producer: ProducerSettings
             await channel.close()
     _write_layout(path, base, workers)
     return fenced
+
+
+async def fence_transactional_ids(
+    ids: Iterable[str], channel: Channel, settings: TransactionSettings
+) -> None:
+    """Bump the epoch of each transactional id, so its coordinator aborts any transaction
+    it left open and its old producers can write nothing more (InitProducerId per id)."""
+    for transactional_id in ids:
+        manager = TransactionManager(
+            TransactionSettings(transactional_id, settings.timeout_ms, settings.retry_backoff_s),
+            channel,
+        )
+        while True:  # the caller bounds the time
+            try:
+                await manager.initialize()
+                break
+            except TransactionRetriable:
+                continue

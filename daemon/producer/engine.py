@@ -33,7 +33,8 @@ from daemon.producer.metadata import ClusterView, MetadataManager, TopicView
 from daemon.producer.outcomes import BatchOutcome
 from daemon.producer.resend import ResendBatch, ResendResult, resend_batches
 from daemon.producer.sender import Sender, SenderSettings
-from daemon.producer.transactions import DirectChannel, TransactionManager, TransactionSettings
+from daemon.producer.transactions import TransactionManager, TransactionSettings
+from daemon.producer.txn_channel import DirectChannel
 from daemon.producer.txn_driver import TransactionalCompletion
 
 __all__ = [

@@ -47,7 +47,8 @@ producer took the id and the manager is fatal. A coordinator without the KIP-360
 (and tansu 0.6 never aborts a transaction by timeout, measured).
 
 The connections come through a ``Channel`` so that the state machine runs against a fake one
-in unit tests. Must not import the sender, the accumulator or anything of process/.
+in unit tests (the real one is ``txn_channel.DirectChannel``). Must not import the sender, the
+accumulator or anything of process/
 """
 
 from __future__ import annotations
@@ -62,20 +63,17 @@ from typing import Any, Protocol
 
 from daemon.kafka import messages
 from daemon.kafka.errors import ErrorCode, error_name
-from daemon.net.connection import BrokerConnection, ConnectionSettings
 from daemon.net.errors import BrokerConnectionError, RequestTimedOutError
 
 __all__ = [
     "EPOCH_REFUSED",
     "Channel",
-    "DirectChannel",
     "TransactionAbortable",
     "TransactionFatal",
     "TransactionManager",
     "TransactionRetriable",
     "TransactionSettings",
     "TxnState",
-    "fence_transactional_ids",
 ]
 
 log = logging.getLogger(__name__)
@@ -553,52 +551,3 @@ class TransactionManager:
     def _require_not_fatal(self) -> None:
         if self.fatal is not None:
             raise self.fatal
-
-
-class DirectChannel:
-    """Connections of its own for the transaction protocol: one to a bootstrap server (for
-    FindCoordinator) and one to the coordinator, re-opened when lost. Owned by one loop."""
-
-    def __init__(self, bootstrap: Iterable[tuple[str, int]], settings: ConnectionSettings) -> None:
-        self._bootstrap = list(bootstrap)
-        self._settings = settings
-        self._connections: dict[tuple[str, int], BrokerConnection] = {}
-        self._next = 0
-
-    async def any_broker(self) -> BrokerConnection:
-        address = self._bootstrap[self._next % len(self._bootstrap)]
-        self._next += 1
-        return await self._open(address)
-
-    async def broker(self, node_id: int, host: str, port: int) -> BrokerConnection:
-        return await self._open((host, port))
-
-    async def _open(self, address: tuple[str, int]) -> BrokerConnection:
-        conn = self._connections.get(address)
-        if conn is None or conn.closed:
-            conn = await BrokerConnection.open(address[0], address[1], self._settings)
-            self._connections[address] = conn
-        return conn
-
-    async def close(self) -> None:
-        for conn in self._connections.values():
-            conn.close("transactions closed")
-        self._connections.clear()
-
-
-async def fence_transactional_ids(
-    ids: Iterable[str], channel: Channel, settings: TransactionSettings
-) -> None:
-    """Bump the epoch of each transactional id, so its coordinator aborts any transaction
-    it left open and its old producers can write nothing more (InitProducerId per id)."""
-    for transactional_id in ids:
-        manager = TransactionManager(
-            TransactionSettings(transactional_id, settings.timeout_ms, settings.retry_backoff_s),
-            channel,
-        )
-        while True:  # the caller bounds the time
-            try:
-                await manager.initialize()
-                break
-            except TransactionRetriable:
-                continue

@@ -10,6 +10,7 @@ import pytest
 
 from daemon.kafka import messages
 from daemon.net.errors import ConnectionClosedError, RequestTimedOutError
+from daemon.process.txn_layout import fence_transactional_ids
 from daemon.producer.transactions import (
     TransactionAbortable,
     TransactionFatal,
@@ -17,7 +18,6 @@ from daemon.producer.transactions import (
     TransactionRetriable,
     TransactionSettings,
     TxnState,
-    fence_transactional_ids,
 )
 
 COORDINATOR = (7, "coord", 9092)
