@@ -7,7 +7,12 @@ differences live only here: callers hand every version the same dict shape.
 
 Where a default deliberately differs from the JSON file, a comment says why.
 
-Imports only ``schema`` and ``primitives``; headers, versions and the net layer build on this.
+Produce, the data path's message, is encoded and decoded by the straight-line codecs of
+``produce_codec`` (same bytes, same dicts; the compiled schema stays their reference and their
+fallback).
+
+Imports only ``schema``, ``primitives`` and ``produce_codec``; headers, versions and the net
+layer build on this.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from .primitives import ProtocolError, Reader
+from .produce_codec import ProduceRequestCodec, ProduceResponseCodec
 from .schema import (
     BOOL,
     BYTES,
@@ -154,7 +160,11 @@ class ApiSpec:
         return body
 
 
-def _api(key, name, versions, flexible, request, response, *, api_versions_rules=False):
+def _api(
+    key, name, versions, flexible, request, response, *, api_versions_rules=False, fast=None
+):
+    """``fast(version, flexible, request_codec, response_codec)``: hand-written codecs that
+    replace the compiled ones (which they fall back on) at each version."""
     supported = parse_versions(versions)
     flexible_versions = parse_versions(flexible)
     # "none": no version is flexible, so the first flexible one lies past every version.
@@ -163,6 +173,12 @@ def _api(key, name, versions, flexible, request, response, *, api_versions_rules
         tuple(compile_struct(fields, v, v >= first_flexible, name) for v in supported)
         for fields in (request, response)
     ]
+    if fast is not None:
+        pairs = [
+            fast(v, v >= first_flexible, req, resp)
+            for v, req, resp in zip(supported, *compiled, strict=True)
+        ]
+        compiled = [tuple(codec for codec, _ in pairs), tuple(codec for _, codec in pairs)]
     return ApiSpec(
         key=key,
         name=name,
@@ -242,6 +258,10 @@ PRODUCE = _api(
         Field("Responses", Array(_TOPIC_PRODUCE_RESPONSE)),
         Field("ThrottleTimeMs", INT32, "1+"),
         Field("NodeEndpoints", Array(_NODE_ENDPOINT), "10+", tag=0),
+    ),
+    fast=lambda version, flexible, request, response: (
+        ProduceRequestCodec(request, flexible),
+        ProduceResponseCodec(response, version, flexible),
     ),
 )
 

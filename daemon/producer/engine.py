@@ -330,6 +330,17 @@ class ProducerEngine:
         waited = time.time() - accepted_ms / 1000
         return now - min(max(waited, 0.0), self._linger_s)
 
+    def linger_deadline(self) -> float | None:
+        """While some batch lingers and none is due: the loop time by which records
+        appended from now on lose nothing of their linger — the soonest head batch's deadline
+        (its linger, or a retry's backoff), but no later than ``linger.ms`` from now, when a
+        record accepted now is due. None otherwise."""
+        now = self._loop.time()
+        due_now, soonest = self._accumulator.next_deadline_in(now)
+        if due_now or soonest is None:
+            return None
+        return now + min(soonest, self._linger_s)
+
     async def wait_for_buffer(self, timeout_s: float) -> bool:
         """Wait until buffer space is free; False after ``timeout_s`` (max.block.ms)."""
         deadline = self._loop.time() + timeout_s
@@ -381,8 +392,8 @@ class ProducerEngine:
                     waiter.set_result(None)
             self._flush_waiters.clear()
 
-    def _wake_sender(self) -> None:
-        self._sender.wake()
+    def _wake_sender(self, due: float | None) -> None:
+        self._sender.wake(due)
 
     def _on_connection_change(self, node_id: int, connected: bool) -> None:
         self.metadata.connection_changed(connected)

@@ -479,10 +479,11 @@ class RingConsumer:
         backstop = None if ordering_of() == "C11 atomics" else self._backstop
         self._watch = Watch(self._doorbell, loop, on_readable, backstop)
 
-    def sleep_until_readable(self) -> bool:
-        """True if an unread entry is published now; else False, and the watch's callback
-        comes once one is (announced to the producer: it rings only for a sleeper)."""
-        return self._watch.arm(self._wait_callbacks())
+    def sleep_until_readable(self, min_bytes: int = 1) -> bool:
+        """True if at least ``min_bytes`` of unread entries are published now; else False,
+        and the watch's callback comes once they are (announced to the producer: it rings
+        only for a sleeper, and only once that much is published)."""
+        return self._watch.arm(self._wait_callbacks(min_bytes))
 
     def wake_watch(self) -> None:
         """Stop sleeping on the watch without its callback (the owner woke for another
@@ -499,14 +500,14 @@ class RingConsumer:
             self._sleeper.sleeps += watch.sleeps
             self._sleeper.missed_wakeups += watch.missed_wakeups
 
-    def _wait_callbacks(self) -> WaitHooks:
-        ring, cursor = self._ring, self._cursor
+    def _wait_callbacks(self, min_bytes: int = 1) -> WaitHooks:
+        ring, wake_at = self._ring, self._cursor + min_bytes
 
         def ready() -> bool:
-            return ring.write_pos > cursor
+            return ring.write_pos >= wake_at
 
         def announce() -> None:
-            ring.consumer_wake_at = cursor + 1
+            ring.consumer_wake_at = wake_at
 
         def retract() -> None:
             ring.consumer_wake_at = 0

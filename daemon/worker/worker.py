@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from daemon.config import ProducerSettings
 from daemon.metrics import DeliveryTally
+from daemon.producer.accumulator import PartitionQueue
 from daemon.producer.engine import ProducerEngine
 from daemon.producer.outcomes import BatchOutcome
 from daemon.ring import LAYOUT_VERSION, AckWindow, RingConsumer, RingProducer
@@ -62,6 +63,7 @@ log = logging.getLogger(__name__)
 _INDEX_BITS = 32
 _INDEX_MASK = (1 << _INDEX_BITS) - 1
 _READ_MAX_BYTES = 1 << 20  # per ring read: bounds the time between outcome handling
+_LOOP_TICK_S = 0.001  # the event loop clock's resolution (uvloop: libuv's millisecond time)
 
 
 @dataclass(slots=True)
@@ -131,6 +133,7 @@ class Worker:
                          "they are reported, not produced again", done_path,
                          sum(run.count for run in runs), len(self._adopted))  # fmt: skip
         self._entries: dict[int, _EntryState] = {}
+        self._queues: dict[tuple[str, int], PartitionQueue] = {}  # engine.queue's, cached
         self._next_entry_id = 1
         # Outcomes wait here until the next report flush (once per loop turn).
         self._pending_runs: dict[int, list[ReportRun]] = defaultdict(list)
@@ -143,6 +146,9 @@ class Worker:
         # Waits for the reports ring to make room for ``_unsent`` (then flushes again).
         self._room_wait: asyncio.Task | None = None
         self._stopping = False
+        # While a batch lingers, the ring is read at its deadline, or once this much waits
+        # (a quarter of the ring at most: ingest never blocks on a ring a sleeper holds).
+        self._defer_bytes = max(1, min(settings.batch_size // 2, records.capacity // 4))
         # Resolved by the records ring's doorbell (a watch registered once in run) or stop().
         self._woken: asyncio.Future | None = None
         # Set by close(): records without an outcome now stay in the ring for the next daemon.
@@ -203,15 +209,32 @@ class Worker:
             self._in_flight = None
 
     async def _wait_for_records(self, loop: asyncio.AbstractEventLoop) -> None:
-        # One future per sleep and nothing else: the doorbell is watched for the life of run
-        # (no add_reader/remove_reader, no task, no timer per wait: issue 18's finding 1).
-        if self._records.sleep_until_readable():
+        # One future per sleep: the doorbell is watched for the life of run (no
+        # add_reader/remove_reader, no task per wait: issue 18's finding 1).
+        #
+        # While a batch lingers, records that arrive cannot go before its linger deadline,
+        # and at that deadline every queue's head rides along: so the worker sleeps through
+        # the ring's entries until then (or until half a batch.size waits), one wake per
+        # linger period instead of one per entry. The sender's timer for the same deadline
+        # wakes its turn one hop later through the ready queue (Sender._on_timer), so the
+        # worker reads first and what it reads joins that request.
+        deadline = self._engine.linger_deadline()
+        if deadline is not None and deadline - loop.time() < _LOOP_TICK_S:
+            # The loop's timers have millisecond resolution and fire up to a tick early:
+            # a deadline this close would cost a second wake-up of its own. The sender
+            # takes the batch then; until then, entries wake the worker as they come.
+            deadline = None
+        min_bytes = 1 if deadline is None else self._defer_bytes
+        if self._records.sleep_until_readable(min_bytes):
             return
         self._woken = woken = loop.create_future()
+        timer = None if deadline is None else loop.call_at(deadline, self._wake)
         try:
             await woken
         finally:
             self._woken = None
+            if timer is not None:
+                timer.cancel()
             self._records.wake_watch()  # cancelled (close): the watch must not stay armed
 
     def _wake(self) -> None:
@@ -289,7 +312,10 @@ class Worker:
             self._keep(entry_id, 0, entry.count)
             return
         engine = self._engine
-        queue = engine.queue(entry.topic, entry.partition)
+        queue = self._queues.get((entry.topic, entry.partition))
+        if queue is None:  # the engine's queues live as long as it does
+            queue = engine.queue(entry.topic, entry.partition)
+            self._queues[entry.topic, entry.partition] = queue
         token = entry_id << _INDEX_BITS
         columns = plain_columns(entry.records, entry.count)
         if columns is not None:  # the common case: no per-record timestamps or headers
