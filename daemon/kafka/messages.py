@@ -568,7 +568,8 @@ OFFSET_FETCH = _api(
     ),
     response=(
         Field("ThrottleTimeMs", INT32, "3+"),
-        Field("Topics", Array(_OFFSET_FETCH_TOPIC_RESULT)),
+        # Not nullable in the JSON; tansu 0.6 answers null for a group without offsets.
+        Field("Topics", Array(_OFFSET_FETCH_TOPIC_RESULT), nullable="0+", default=None),
         Field("ErrorCode", INT16, "2+"),
     ),
 )

@@ -496,34 +496,43 @@ class TransactionManager:
                 continue
             self._check_marker(min(codes), "TxnOffsetCommit", group)
 
-    async def committed_markers(self, group: str) -> dict[tuple[str, int], tuple[int, str]]:
-        """``group``'s committed offsets with their metadata, by (topic, partition): the
-        markers ``commit_marker`` left. Asked with RequireStable (OffsetFetch v7+, KIP-447),
-        the coordinator answers only once no transaction with offsets of the group is still
-        completing (UNSTABLE_OFFSET_COMMIT until then, retried here), so a commit that a
-        fencing InitProducerId was finishing is seen. Below v7 the answer may predate such a
-        commit: said once in the log."""
+    async def committed_marker(self, group: str, topic: str, partition: int) -> tuple[int, str]:
+        """``group``'s committed offset of (``topic``, ``partition``) and its metadata — the
+        marker ``commit_marker`` left there — or (-1, "") for none. Asked with RequireStable
+        (OffsetFetch v7+, KIP-447), the coordinator answers only once no transaction with
+        offsets of the group is still completing (UNSTABLE_OFFSET_COMMIT until then, retried
+        here), so a commit that a fencing InitProducerId was finishing is seen. Below v7 the
+        answer may predate such a commit."""
         self._require_not_fatal()
-        body = {"group_id": group, "topics": None, "require_stable": True}
+        body = {
+            "group_id": group,
+            "topics": [{"name": topic, "partition_indexes": [partition]}],
+            "require_stable": True,
+        }
         while True:
-            answer = await self._call(messages.OFFSET_FETCH, body, min_version=2, group=group)
+            answer = await self._call(messages.OFFSET_FETCH, body, min_version=1, group=group)
             code = answer["error_code"]
             if code == ErrorCode.GROUP_ID_NOT_FOUND:
-                return {}
+                return -1, ""
             unstable = code == ErrorCode.UNSTABLE_OFFSET_COMMIT
             if not unstable:
                 self._check_marker(code, "OffsetFetch", group)
-            markers: dict[tuple[str, int], tuple[int, str]] = {}
-            for topic in answer["topics"]:
-                for p in topic["partitions"]:
-                    unstable |= p["error_code"] == ErrorCode.UNSTABLE_OFFSET_COMMIT
-                    if p["error_code"] == ErrorCode.NONE and p["committed_offset"] >= 0:
-                        markers[topic["name"], p["partition_index"]] = (
-                            p["committed_offset"], p["metadata"] or "",
-                        )  # fmt: skip
+            found = [
+                p
+                for t in answer["topics"] or ()  # null: tansu's "no offsets"
+                if t["name"] == topic
+                for p in t["partitions"]
+                if p["partition_index"] == partition
+            ]
+            for p in found:
+                unstable |= p["error_code"] == ErrorCode.UNSTABLE_OFFSET_COMMIT
             if not unstable:
-                return markers
+                break
             await asyncio.sleep(self.settings.retry_backoff_s)
+        if not found or found[0]["error_code"] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
+            return -1, ""
+        self._check_marker(found[0]["error_code"], "OffsetFetch", group)
+        return found[0]["committed_offset"], found[0]["metadata"] or ""
 
     def _check_marker(self, code: int, what: str, group: str) -> None:
         """A commit marker's error: a denied group is fatal with the ACL to grant (every

@@ -555,26 +555,31 @@ def test_a_denied_group_is_fatal_and_names_the_acl_to_grant():
     assert txn.state is TxnState.FATAL
 
 
-def test_committed_markers_wait_until_no_commit_of_the_group_is_pending():
+def test_committed_marker_waits_until_no_commit_of_the_group_is_pending():
     channel = FakeChannel({
         "FindCoordinator": [found()],
         "OffsetFetch": [
-            offsets_fetched(("events", 3, 10, "kpd a"), ("events", 5, -1, "", 88)),
-            offsets_fetched(code=88),  # UNSTABLE_OFFSET_COMMIT as the top-level code
-            offsets_fetched(("events", 3, 10, "kpd a"), ("events", 5, 12, None)),
+            offsets_fetched(("events", 3, -1, "", 88)),  # UNSTABLE_OFFSET_COMMIT
+            offsets_fetched(code=88),  # the same as the top-level code
+            offsets_fetched(("events", 3, 10, None)),
         ],
     })  # fmt: skip
     txn = manager(channel)
 
-    markers = run(txn.committed_markers("t"))
-
-    assert markers == {("events", 3): (10, "kpd a"), ("events", 5): (12, "")}
+    assert run(txn.committed_marker("t", "events", 3)) == (10, "")
     fetches = [body for _, name, body in channel.requests if name == "OffsetFetch"]
     assert len(fetches) == 3
-    assert fetches[0] == {"group_id": "t", "topics": None, "require_stable": True}
+    assert fetches[0] == {"group_id": "t", "require_stable": True,
+                          "topics": [{"name": "events", "partition_indexes": [3]}]}  # fmt: skip
 
 
-def test_committed_markers_of_an_unknown_group_are_none():
-    channel = FakeChannel({"FindCoordinator": [found()], "OffsetFetch": [offsets_fetched(code=69)]})
+@pytest.mark.parametrize("answer", [
+    offsets_fetched(code=69),  # GROUP_ID_NOT_FOUND
+    {"throttle_time_ms": 0, "topics": None, "error_code": 0},  # tansu: null for no offsets
+    offsets_fetched(("events", 3, -1, None)),
+    offsets_fetched(("events", 3, -1, None, 3)),  # UNKNOWN_TOPIC_OR_PARTITION
+])  # fmt: skip
+def test_no_committed_marker(answer):
+    channel = FakeChannel({"FindCoordinator": [found()], "OffsetFetch": [answer]})
 
-    assert run(manager(channel).committed_markers("t")) == {}
+    assert run(manager(channel).committed_marker("t", "events", 3)) == (-1, "")
