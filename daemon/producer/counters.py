@@ -68,6 +68,9 @@ class ProducerCounters:
     retries: int = 0
     batch_splits: int = 0
     epoch_bumps: int = 0
+    # Records of batches a killed predecessor had in flight, resent under its producer id at
+    # adoption, by ``resend.Verdict`` value (appended / duplicate / forgotten).
+    resent_records: Counter = field(default_factory=Counter)
     errors_by_code: Counter = field(default_factory=Counter)  # broker error names seen
     # Exactly-once mode only.
     transactions_committed: int = 0

@@ -21,6 +21,7 @@ from daemon.kafka.compression import codec_id
 from daemon.net.from_config import connection_settings, reconnect_policy
 from daemon.net.pool import BrokerPool
 from daemon.producer.accumulator import Accumulator, AccumulatorSettings, PartitionQueue
+from daemon.producer.batch import ProducerBatch
 from daemon.producer.completion import (
     Completion,
     IdempotentCompletion,
@@ -30,6 +31,7 @@ from daemon.producer.completion import (
 from daemon.producer.counters import ProducerCounters
 from daemon.producer.metadata import ClusterView, MetadataManager, TopicView
 from daemon.producer.outcomes import BatchOutcome
+from daemon.producer.resend import ResendBatch, ResendResult, resend_batches
 from daemon.producer.sender import Sender, SenderSettings
 from daemon.producer.transactions import TransactionManager, TransactionSettings
 from daemon.producer.txn_channel import DirectChannel
@@ -105,7 +107,10 @@ class ProducerEngine:
         settings: ProducerSettings,
         on_outcome: Callable[[BatchOutcome], None],
         rng: random.Random | None = None,
+        on_written: Callable[[list[ProducerBatch]], None] | None = None,
     ) -> None:
+        """``on_written``: called with a Produce request's batches just before it is written
+        (stamped: producer id, epoch, sequence), e.g. to journal what goes in flight."""
         self.settings = settings
         self.counters = ProducerCounters()
         self._on_outcome_cb = on_outcome
@@ -150,6 +155,7 @@ class ProducerEngine:
             reporter,
             self._completion,
             rng,
+            on_written=on_written,
         )
         self._buffer_freed = asyncio.Event()
         self._flush_waiters: list[asyncio.Future] = []
@@ -231,6 +237,24 @@ class ProducerEngine:
         # those records POSSIBLY_PERSISTED (the sender is stopping, so it does not retry).
         await self._pool.close()
         await asyncio.sleep(0)
+
+    async def resend(self, batches: list[ResendBatch]) -> list[ResendResult]:
+        """Send batches a predecessor wrote, as they are (already stamped with its producer id
+        and sequences), and say which the broker had (``resend.resend_batches``). Call after
+        ``start`` and before appending: it runs beside the sender, which has nothing yet."""
+        s = self.settings
+        results = await resend_batches(
+            batches,
+            pool=self._pool,
+            metadata=self.metadata,
+            acks=s.acks,
+            request_timeout_ms=s.request_timeout_ms,
+            retry_backoff_s=s.retry_backoff_ms / 1000,
+            deadline_s=s.delivery_timeout_ms / 1000,
+        )
+        for batch, result in zip(batches, results, strict=True):
+            self.counters.resent_records[result.verdict.value] += batch.record_count
+        return results
 
     # ---- the hot path ------------------------------------------------------------------
 

@@ -75,8 +75,10 @@ class Sender:
         completion: Completion,
         rng: random.Random | None = None,
         clock: Callable[[], float] | None = None,
+        on_written: Callable[[list[ProducerBatch]], None] | None = None,
     ) -> None:
         self._s = settings
+        self._on_written = on_written  # before each Produce request is written (the engine's)
         self._acc = accumulator
         self._metadata = metadata
         self._pool = pool
@@ -260,6 +262,8 @@ class Sender:
         }
         counters.requests_sent += 1
         counters.records_per_request.observe(records)
+        if self._on_written is not None:
+            self._on_written(batches)
         try:
             future = conn.send(
                 messages.PRODUCE,

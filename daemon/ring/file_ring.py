@@ -430,6 +430,11 @@ class RingConsumer:
         self.bytes_read += got
         return out
 
+    def rewind(self) -> None:
+        """Read again from the release point: what was read and not released comes again
+        (a worker that looked at what its predecessor left before taking it)."""
+        self._cursor = self._released
+
     def release(self, pos: int) -> None:
         """Free everything before ``pos`` (an ``end_pos`` from ``read_entries``) for reuse.
 

@@ -43,6 +43,8 @@ from daemon.producer.outcomes import BatchOutcome
 from daemon.ring import LAYOUT_VERSION, AckWindow, RingConsumer, RingProducer
 from daemon.wire.ring_entry import decode_records_entry, encode_report_entry, seq_runs
 from daemon.worker.done_journal import DoneJournal, DoneRun
+from daemon.worker.flight_journal import FlightBatch
+from daemon.worker.in_flight import InFlight
 from daemon.worker.reports import chunks, done_run_of, kept_runs, recorded_outcome, run_of
 from kpd.protocol import ReportRun, encode_reports
 from kpd.protocol.base import AckLevel
@@ -91,13 +93,23 @@ class Worker:
         records: RingConsumer,
         reports: RingProducer,
         done_path: str | None = None,
+        flight_path: str | None = None,
     ) -> None:
         """``done_path``: the records ring's done journal (``done_journal.journal_path``);
-        None keeps no journal (a kill then replays what was done behind an in-flight entry)."""
+        None keeps no journal (a kill then replays what was done behind an in-flight entry).
+        ``flight_path``: its flight journal (``flight_journal.flight_journal_path``), kept
+        with a done journal when idempotence is on outside exactly-once mode; None keeps none
+        (a kill then replays what was in flight under a new producer id)."""
         self._settings = settings
         self._records = records
         self._reports = reports
-        self._engine = ProducerEngine(settings, self._on_outcome)
+        self._in_flight: InFlight | None = None
+        self._resending: asyncio.Task | None = None  # the adoption's resend, while it runs
+        idempotent = settings.enable_idempotence and not settings.transactional
+        if done_path is not None and flight_path is not None and idempotent:
+            self._in_flight = InFlight.open(flight_path, records)
+        hook = None if self._in_flight is None else self._journal_written
+        self._engine = ProducerEngine(settings, self._on_outcome, on_written=hook)
         self._window = AckWindow(records.cursor)
         self._journal: DoneJournal | None = None
         # Runs a predecessor journaled, by the end position of their entry: those records are
@@ -144,6 +156,8 @@ class Worker:
     async def run(self) -> None:
         """Read, produce and report until ``stop()``; then drain what was read."""
         await self._engine.start()
+        if self._in_flight is not None and self._in_flight.adopted:
+            await self._resend_adopted()
         max_block_s = self._settings.max_block_ms / 1000
         loop = asyncio.get_running_loop()
         self._records.watch(loop, self._wake)
@@ -177,11 +191,16 @@ class Worker:
         """
         self._keeping = True
         self.stop()
+        if self._resending is not None:
+            self._resending.cancel()
         await self._engine.close(0.0)
         self._flush_reports()
         if self._journal is not None:  # no outcome comes after the engine closed
             self._journal.close()
             self._journal = None
+        if self._in_flight is not None:
+            self._in_flight.close()
+            self._in_flight = None
 
     async def _wait_for_records(self, loop: asyncio.AbstractEventLoop) -> None:
         # One future per sleep and nothing else: the doorbell is watched for the life of run
@@ -199,6 +218,44 @@ class Worker:
         woken = self._woken
         if woken is not None and not woken.done():
             woken.set_result(None)
+
+    # ---- batches in flight at a predecessor's kill ------------------------------------
+
+    async def _resend_adopted(self) -> None:
+        """Before reading anything: resend what the predecessor had in flight under its
+        producer id (``in_flight``); the records the broker has now join the done journal's
+        adopted runs, so the replay reports them instead of producing them again."""
+        assert self._in_flight is not None and self._journal is not None
+        loop = asyncio.get_running_loop()
+        self._resending = loop.create_task(self._in_flight.resend(self._engine, self._adopted))
+        try:
+            runs = await self._resending
+        except asyncio.CancelledError:
+            if not self._keeping:
+                raise
+            return  # closed meanwhile: the flight journal keeps them for the next worker
+        finally:
+            self._resending = None
+        for run in runs:
+            self._journal.add(run)
+            self._adopted.setdefault(run.end_pos, []).append(run)
+        self._journal.commit()
+        self._adopted_last = max(self._adopted, default=0)
+
+    def _journal_written(self, batches) -> None:
+        """The engine's hook before a Produce request is written: its batches go in flight."""
+        entries = self._entries
+        flights = []
+        for batch in batches:
+            tokens = batch.tokens
+            first, last = tokens[0], tokens[-1]
+            a, b = entries[first >> _INDEX_BITS], entries[last >> _INDEX_BITS]
+            flights.append(FlightBatch(
+                b.end_pos, b.seal, last & _INDEX_MASK, a.end_pos, a.seal, first & _INDEX_MASK,
+                len(tokens), batch.partition, batch.producer_id, batch.base_sequence,
+                self._in_flight.topic_crc(batch.topic), batch.producer_epoch,
+            ))  # fmt: skip
+        self._in_flight.journal(flights)
 
     # ---- the hot path ------------------------------------------------------------------
 
@@ -465,6 +522,8 @@ class Worker:
                 self._records.release(release)
                 if self._journal is not None:  # after the release: its runs are dead now
                     self._journal.released(release)
+                if self._in_flight is not None:
+                    self._in_flight.released(release)
 
     def _trace_reports(self, written: float) -> None:
         observe = self.tally.stage_report.observe
