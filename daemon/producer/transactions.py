@@ -68,6 +68,7 @@ from daemon.net.errors import BrokerConnectionError, RequestTimedOutError
 __all__ = [
     "EPOCH_REFUSED",
     "Channel",
+    "MarkerDenied",
     "TransactionAbortable",
     "TransactionFatal",
     "TransactionManager",
@@ -151,6 +152,10 @@ class TransactionFatal(Exception):
 class TransactionRetriable(Exception):
     """The coordinator could not be reached this time; ask again on a later loop turn (the
     sender meanwhile keeps expiring batches past ``delivery.timeout.ms``)."""
+
+
+class MarkerDenied(Exception):
+    """The principal may not use the commit marker's group (GROUP_AUTHORIZATION_FAILED)."""
 
 
 class TransactionAbortable(Exception):
@@ -535,11 +540,11 @@ class TransactionManager:
         return found[0]["committed_offset"], found[0]["metadata"] or ""
 
     def _check_marker(self, code: int, what: str, group: str) -> None:
-        """A commit marker's error: a denied group is fatal with the ACL to grant (every
-        transaction would abort on it); a refused epoch and the abortable codes abort;
-        anything else is fatal as in ``_check``."""
+        """A commit marker's error: a denied group raises ``MarkerDenied`` (checked before
+        anything is added to the transaction, which can still commit without it); a refused
+        epoch and the abortable codes abort; anything else is fatal as in ``_check``."""
         if code == ErrorCode.GROUP_AUTHORIZATION_FAILED:
-            self._fatal(code, f"{what}: {_group_denied(group)}")
+            raise MarkerDenied(f"{what}: {_group_denied(group)}")
         self._check(code, what)
 
     def fail(self, error: TransactionFatal) -> None:
@@ -658,6 +663,6 @@ class TransactionManager:
 def _group_denied(group: str) -> str:
     return (
         f"GROUP_AUTHORIZATION_FAILED for group {group!r}: exactly-once mode commits a marker "
-        "of each transaction as that group's offset; grant the principal Read on the group "
-        "(the same name as the transactional id)"
+        "of each transaction as that group's offset (grant the principal Read on the group, "
+        "the same name as the transactional id)"
     )

@@ -12,6 +12,7 @@ from daemon.kafka import messages
 from daemon.net.errors import ConnectionClosedError, RequestTimedOutError
 from daemon.process.txn_layout import fence_transactional_ids
 from daemon.producer.transactions import (
+    MarkerDenied,
     TransactionAbortable,
     TransactionFatal,
     TransactionManager,
@@ -546,13 +547,13 @@ def test_a_refused_epoch_on_the_marker_aborts_the_transaction():
     assert txn.fatal is None
 
 
-def test_a_denied_group_is_fatal_and_names_the_acl_to_grant():
+def test_a_denied_group_names_the_acl_to_grant_and_leaves_the_transaction_committable():
     channel = FakeChannel({"AddOffsetsToTxn": [offsets_added(30)]})  # GROUP_AUTHORIZATION_FAILED
     txn = in_transaction(channel)
 
-    with pytest.raises(TransactionFatal, match="grant the principal Read on the group"):
+    with pytest.raises(MarkerDenied, match="grant the principal Read on the group"):
         run(txn.commit_marker("t", "events", 3, 1, ""))
-    assert txn.state is TxnState.FATAL
+    assert txn.state is TxnState.IN_TRANSACTION and txn.fatal is None
 
 
 def test_committed_marker_waits_until_no_commit_of_the_group_is_pending():
