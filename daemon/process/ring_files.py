@@ -65,6 +65,7 @@ from daemon.wire.ring_entry import (
     decode_records_entry,
     decode_report_entry,
 )
+from daemon.worker.commit_journal import commit_journal_path, marker_path
 from daemon.worker.done_journal import journal_path
 from daemon.worker.flight_journal import flight_journal_path
 from kpd.protocol import SESSION_BIT
@@ -163,6 +164,8 @@ def prepare_ring_files(
                 # never one of a ring made anew (or holding re-routed entries at new positions).
                 _unlink(journal_path(path))
                 _unlink(flight_journal_path(path))
+                _unlink(commit_journal_path(path))
+                _unlink(marker_path(path))
             if index not in adopted and not os.path.exists(path):
                 labels = RingLabels(RECORDS_ENTRY_VERSION, index, workers)
                 Ring.create(path, records_bytes, labels).close()
@@ -363,10 +366,11 @@ def _copy_entries(plans: list[list[tuple[int, memoryview]]], targets: dict[int, 
 
 
 def _rename_journal(ring_path: str, new_ring_path: str) -> bool:
-    """Move a records ring's done journal (and flight journal) along with the ring; False if
-    it had no done journal."""
-    with contextlib.suppress(FileNotFoundError):
-        os.rename(flight_journal_path(ring_path), flight_journal_path(new_ring_path))
+    """Move a records ring's done journal (and its flight and commit journals) along with
+    the ring; False if it had no done journal."""
+    for beside in (flight_journal_path, commit_journal_path, marker_path):
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(beside(ring_path), beside(new_ring_path))
     try:
         os.rename(journal_path(ring_path), journal_path(new_ring_path))
     except FileNotFoundError:

@@ -35,7 +35,7 @@ from daemon.producer.resend import ResendBatch, ResendResult, resend_batches
 from daemon.producer.sender import Sender, SenderSettings
 from daemon.producer.transactions import TransactionManager, TransactionSettings
 from daemon.producer.txn_channel import DirectChannel
-from daemon.producer.txn_driver import TransactionalCompletion
+from daemon.producer.txn_driver import CommitMarks, TransactionalCompletion
 
 __all__ = [
     "EngineStats",
@@ -108,9 +108,11 @@ class ProducerEngine:
         on_outcome: Callable[[BatchOutcome], None],
         rng: random.Random | None = None,
         on_written: Callable[[list[ProducerBatch]], None] | None = None,
+        commit_marks: CommitMarks | None = None,
     ) -> None:
         """``on_written``: called with a Produce request's batches just before it is written
-        (stamped: producer id, epoch, sequence), e.g. to journal what goes in flight."""
+        (stamped: producer id, epoch, sequence), e.g. to journal what goes in flight.
+        ``commit_marks``: exactly-once mode's commit journal (``txn_driver.CommitMarks``)."""
         self.settings = settings
         self.counters = ProducerCounters()
         self._on_outcome_cb = on_outcome
@@ -134,7 +136,7 @@ class ProducerEngine:
         reporter = OutcomeReporter(self.counters, self._on_outcome)
         self._txn_channel: DirectChannel | None = None
         self._completion: Completion = (
-            self._transactional_completion(settings, reporter)
+            self._transactional_completion(settings, reporter, commit_marks)
             if settings.transactional
             else IdempotentCompletion(
                 idempotent=settings.enable_idempotence,
@@ -164,7 +166,7 @@ class ProducerEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _transactional_completion(
-        self, settings: ProducerSettings, reporter: OutcomeReporter
+        self, settings: ProducerSettings, reporter: OutcomeReporter, marks: CommitMarks | None
     ) -> TransactionalCompletion:
         """Exactly-once mode: the sender writes in transactions of ``transactional_id``."""
         self._txn_channel = DirectChannel(
@@ -186,6 +188,7 @@ class ProducerEngine:
             accumulator=self._accumulator,
             counters=self.counters,
             reporter=reporter,
+            marks=marks,
         )
 
     def stats(self) -> EngineStats:
@@ -237,6 +240,14 @@ class ProducerEngine:
         # those records POSSIBLY_PERSISTED (the sender is stopping, so it does not retry).
         await self._pool.close()
         await asyncio.sleep(0)
+
+    async def committed_marker(self, group: str, topic: str, partition: int) -> int:
+        """Exactly-once mode: ``group``'s committed offset of (``topic``, ``partition``)
+        (-1: none), once the first InitProducerId fenced the predecessor (``txn_driver``)."""
+        completion = self._completion
+        if not isinstance(completion, TransactionalCompletion):
+            raise RuntimeError("commit markers exist in exactly-once mode only")
+        return await completion.committed_marker(group, topic, partition)
 
     async def resend(self, batches: list[ResendBatch]) -> list[ResendResult]:
         """Send batches a predecessor wrote, as they are (already stamped with its producer id

@@ -242,6 +242,15 @@ class SlotJournal:
             self._ends.clear()
             self._max_end = 0
 
+    def clear(self) -> None:
+        """Forget every item, live or not, with one store of the count (what they said is
+        known elsewhere now)."""
+        _COUNT.pack_into(self._mm, _COUNT_AT, 0)
+        self._count = 0
+        self._slots.clear()
+        self._ends.clear()
+        self._max_end = 0
+
     def __len__(self) -> int:
         return len(self._slots)
 

@@ -34,7 +34,9 @@ import logging
 import time
 from bisect import bisect_right
 from collections import defaultdict
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from daemon.config import ProducerSettings
 from daemon.metrics import DeliveryTally
@@ -43,6 +45,7 @@ from daemon.producer.engine import ProducerEngine
 from daemon.producer.outcomes import BatchOutcome
 from daemon.ring import LAYOUT_VERSION, AckWindow, RingConsumer, RingProducer
 from daemon.wire.ring_entry import decode_records_entry, encode_report_entry, seq_runs
+from daemon.worker.commit_marks import CommitMarks
 from daemon.worker.done_journal import DoneJournal, DoneRun
 from daemon.worker.flight_journal import FlightBatch
 from daemon.worker.in_flight import InFlight
@@ -96,12 +99,16 @@ class Worker:
         reports: RingProducer,
         done_path: str | None = None,
         flight_path: str | None = None,
+        commit_files: tuple[str, str] | None = None,
     ) -> None:
         """``done_path``: the records ring's done journal (``done_journal.journal_path``);
         None keeps no journal (a kill then replays what was done behind an in-flight entry).
         ``flight_path``: its flight journal (``flight_journal.flight_journal_path``), kept
         with a done journal when idempotence is on outside exactly-once mode; None keeps none
-        (a kill then replays what was in flight under a new producer id)."""
+        (a kill then replays what was in flight under a new producer id).
+        ``commit_files``: exactly-once mode's commit journal and marker file
+        (``commit_journal``), kept with a done journal; None keeps none (a kill between the
+        coordinator's commit and its answer then writes that transaction twice)."""
         self._settings = settings
         self._records = records
         self._reports = reports
@@ -111,7 +118,14 @@ class Worker:
         if done_path is not None and flight_path is not None and idempotent:
             self._in_flight = InFlight.open(flight_path, records)
         hook = None if self._in_flight is None else self._journal_written
-        self._engine = ProducerEngine(settings, self._on_outcome, on_written=hook)
+        self._commit_marks: CommitMarks | None = None
+        if done_path is not None and commit_files is not None and settings.transactional:
+            self._commit_marks = CommitMarks.open(
+                settings.transactional_id, *commit_files, records, self._done_runs
+            )
+        self._engine = ProducerEngine(
+            settings, self._on_outcome, on_written=hook, commit_marks=self._commit_marks
+        )
         self._window = AckWindow(records.cursor)
         self._journal: DoneJournal | None = None
         # Runs a predecessor journaled, by the end position of their entry: those records are
@@ -164,6 +178,8 @@ class Worker:
         await self._engine.start()
         if self._in_flight is not None and self._in_flight.adopted:
             await self._resend_adopted()
+        if self._commit_marks is not None and self._commit_marks.adopted:
+            await self._recover_commit()
         max_block_s = self._settings.max_block_ms / 1000
         loop = asyncio.get_running_loop()
         self._records.watch(loop, self._wake)
@@ -207,6 +223,9 @@ class Worker:
         if self._in_flight is not None:
             self._in_flight.close()
             self._in_flight = None
+        if self._commit_marks is not None:
+            self._commit_marks.close()
+            self._commit_marks = None
 
     async def _wait_for_records(self, loop: asyncio.AbstractEventLoop) -> None:
         # One future per sleep: the doorbell is watched for the life of run (no
@@ -248,15 +267,28 @@ class Worker:
         """Before reading anything: resend what the predecessor had in flight under its
         producer id (``in_flight``); the records the broker has now join the done journal's
         adopted runs, so the replay reports them instead of producing them again."""
-        assert self._in_flight is not None and self._journal is not None
-        loop = asyncio.get_running_loop()
-        self._resending = loop.create_task(self._in_flight.resend(self._engine, self._adopted))
+        assert self._in_flight is not None
+        await self._adopt_runs(self._in_flight.resend(self._engine, self._adopted))
+
+    async def _recover_commit(self) -> None:
+        """Before reading anything: if the predecessor's last commit happened (its marker is
+        in Kafka), its records join the done journal's adopted runs (``commit_marks``)."""
+        assert self._commit_marks is not None
+        if await self._adopt_runs(self._commit_marks.recover(self._engine)):
+            self._commit_marks.committed()  # the done journal has them now
+
+    async def _adopt_runs(self, finding: Coroutine[Any, Any, list[DoneRun]]) -> bool:
+        """Run one step of the adoption; the done-journal runs it finds join the adopted
+        ones. False when the worker was closed meanwhile (that step's journal keeps what it
+        knew for the next worker)."""
+        assert self._journal is not None
+        self._resending = asyncio.get_running_loop().create_task(finding)
         try:
             runs = await self._resending
         except asyncio.CancelledError:
             if not self._keeping:
                 raise
-            return  # closed meanwhile: the flight journal keeps them for the next worker
+            return False
         finally:
             self._resending = None
         for run in runs:
@@ -264,6 +296,7 @@ class Worker:
             self._adopted.setdefault(run.end_pos, []).append(run)
         self._journal.commit()
         self._adopted_last = max(self._adopted, default=0)
+        return True
 
     def _journal_written(self, batches) -> None:
         """The engine's hook before a Produce request is written: its batches go in flight."""
@@ -438,8 +471,10 @@ class Worker:
 
     # ---- outcomes -> reports -----------------------------------------------------------
 
-    def _on_outcome(self, outcome: BatchOutcome) -> None:
-        tokens = outcome.tokens
+    def _entry_runs(self, tokens: list[int]) -> list[tuple[int, int, int, int]]:
+        """A batch's records split by ring entry: (entry id, first index, count, offset in
+        the batch) each."""
+        runs = []
         start = 0
         total = len(tokens)
         entries = self._entries
@@ -455,8 +490,22 @@ class Worker:
             end = state.count if ends is None else ends[bisect_right(ends, index)]
             count = min(total - start, end - index)
             assert tokens[start + count - 1] == first + count - 1, "entry run broken"
-            self._report_run(entry_id, index, count, start, outcome)
+            runs.append((entry_id, index, count, start))
             start += count
+        return runs
+
+    def _done_runs(self, outcome: BatchOutcome) -> list[DoneRun]:
+        """The done-journal runs ``outcome`` would give (for the commit journal)."""
+        runs = []
+        for entry_id, index, count, start in self._entry_runs(outcome.tokens):
+            state = self._entries[entry_id]
+            runs.append(done_run_of(state.end_pos, state.seal, index, count, start, outcome))
+        return runs
+
+    def _on_outcome(self, outcome: BatchOutcome) -> None:
+        for entry_id, index, count, start in self._entry_runs(outcome.tokens):
+            self._report_run(entry_id, index, count, start, outcome)
+        total = len(outcome.tokens)
         if self._journal is not None:
             self._journal.commit()  # the outcomes are on file before any report of them
         self._outcome_times.append((time.monotonic(), total))

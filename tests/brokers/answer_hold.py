@@ -7,7 +7,10 @@ so clients following Metadata stay behind it. ``hold()`` withholds every answer 
 connections open now (connections opened later pass freely: a replacement worker, the next
 daemon); ``release()`` forwards what was held to clients still connected and passes everything
 from then on. ``produce_requests_held`` counts Produce requests (api key 0) forwarded on held
-connections. A thread per direction per connection; imports no kpd code.
+connections. ``hold_after(api_key)`` holds instead the answers of any connection from its next
+request of that API on (EndTxn: the coordinator commits, the producer never hears so), until
+``release()``; ``answer_bytes_held`` says when such an answer has arrived. A thread per
+direction per connection; imports no kpd code.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class AnswerHold:
         self._lock = threading.Lock()  # guards _links, each link's held and the counter
         self._links: list[_Link] = []
         self.produce_requests_held = 0
+        self._hold_key: int | None = None  # hold_after's API key, until release()
         self._stopped = False
 
     @property
@@ -59,8 +63,18 @@ class AnswerHold:
             for link in self._links:
                 link.held = bytearray()
 
+    def hold_after(self, api_key: int) -> None:
+        with self._lock:
+            self._hold_key = api_key
+
+    @property
+    def answer_bytes_held(self) -> int:
+        with self._lock:
+            return sum(len(link.held or b"") for link in self._links)
+
     def release(self) -> None:
         with self._lock:
+            self._hold_key = None
             for link in self._links:
                 held, link.held = link.held, None
                 if held:
@@ -107,6 +121,8 @@ class AnswerHold:
                     with self._lock:
                         if api_key == PRODUCE and link.held is not None:
                             self.produce_requests_held += 1
+                        if api_key == self._hold_key and link.held is None:
+                            link.held = bytearray()  # from this request's answer on
                     link.upstream.sendall(buf[:size])
                     del buf[:size]
         except OSError:
