@@ -39,6 +39,7 @@ from daemon.producer.counters import (
     STAGE_BOUNDS,
     LatencyHistogram,
 )
+from daemon.producer.resend import Verdict
 from kpd.protocol import KpdErrorCode
 
 __all__ = [
@@ -64,6 +65,7 @@ RECORDS_PER_REQUEST_BOUNDS = COUNT_BOUNDS
 
 # Label values exported at 0 from the start (or from a topic's first record), so that an
 # alert's rate() sees the first failure: a series born at its first increment has no "before".
+RESEND_OUTCOMES = tuple(verdict.value for verdict in Verdict)
 # The engine's own failure names (daemon.producer.sender); Kafka's error names appear as they
 # happen (they are too many to export per topic in advance).
 FAILURE_REASONS_AT_ZERO = ("DELIVERY_TIMEOUT", "RETRIES_EXHAUSTED", "PRODUCER_CLOSED")
@@ -192,6 +194,15 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Producer epoch bumps: idempotent (KIP-360), and exactly-once after each abort.",
     ),
     _c("kpd_broker_errors_total", "Error codes in produce responses.", ("worker", "error")),
+    _c(
+        "kpd_resent_records_total",
+        "Records of batches a killed worker had in flight, resent under its producer id by "
+        "the worker that adopted its ring: appended (now, or a duplicate Kafka answered with "
+        "its offset), duplicate (DUPLICATE_SEQUENCE_NUMBER: written before, offset unknown), "
+        "forgotten (the broker no longer knew the producer: produced again under a new id, "
+        "possibly twice).",
+        ("worker", "outcome"),
+    ),
     _g("kpd_buffer_available_bytes", "Free buffer.memory of the worker's engine."),
     _g("kpd_buffer_total_bytes", "buffer.memory of the worker's engine."),
     # ---- worker: brokers and metadata ----------------------------------------------------
@@ -398,6 +409,24 @@ class _Exporter:
             self._child(name, labels).inc(delta)
         self._last[key] = total
 
+    def add_hot(self, name: str, labels: tuple[str, ...], total: float) -> None:
+        """``add`` for a counter exported on a hot path (ingest's accepted records, at every
+        publish into the rings): the new value goes into prometheus_client's mmap file
+        directly, without the lock and the fork check (a ``getpid`` system call) its ``inc``
+        makes per call — a child of kpd never forks and exports from its event loop only.
+        These are private attributes of the multiprocess value: test_metrics pins the
+        scraped result."""
+        key = (name, labels)
+        last = self._last.get(key)
+        if last is None or total < last:  # first export or a replaced counter: the full path
+            self.add(name, labels, total)
+            return
+        if total > last:
+            value = self._child(name, labels)._value
+            value._value += total - last
+            value._file.write_value(value._key, value._value, 0.0)
+            self._last[key] = total
+
     def set(self, name: str, labels: tuple[str, ...], value: float) -> None:
         self._child(name, labels).set(value)
 
@@ -498,6 +527,8 @@ class WorkerMetrics:
             out.add("kpd_transaction_recoveries_total", (*w, reason), n)
         for error, n in c.errors_by_code.items():
             out.add("kpd_broker_errors_total", (*w, error), n)
+        for outcome in RESEND_OUTCOMES:  # at zero from the start, so a rate() sees the first
+            out.add("kpd_resent_records_total", (*w, outcome), c.resent_records[outcome])
         out.transfer("kpd_batch_size_bytes", (), c.batch_bytes)
         out.transfer("kpd_request_records", (), c.records_per_request)
         out.transfer("kpd_record_queue_seconds", (), c.queue_time)
@@ -577,7 +608,7 @@ class IngestMetrics:
     def count_accepted(self, total: int) -> None:
         """Export ``records_accepted`` now (at each publish: one mmap write per batch of
         entries, not per record), so the count never trails what the workers receive."""
-        self._out.add("kpd_ingest_records_accepted_total", (), total)
+        self._out.add_hot("kpd_ingest_records_accepted_total", (), total)
 
     def _ring(self, kind: str, index: int, ring: Any, moved: int) -> None:
         labels = (kind, str(index))

@@ -13,6 +13,8 @@
  *                                     (daemon/ingest/routing.py, pure loop)
  *   gather_records(...)               a records section of chosen records, plus their
  *                                     sequence offsets (daemon/ingest/routing.py)
+ *   produce_head(payload)             a PRODUCE payload's head with plain records, checked
+ *                                     (kpd/protocol/records.py decode_produce_header)
  *   kafka_section(...)                a Kafka batch's records as a kpd records section, for
  *                                     the Kafka listener (daemon/kafka/sections.py)
  *   SharedWords(buffer)               u64 words with seq_cst atomic loads and stores, for the
@@ -655,6 +657,63 @@ done:
     return result;
 }
 
+/* ---- produce_head: a PRODUCE payload's head and plain records, checked ------------------ */
+
+/* produce_head(payload) -> (base_seq, count, partition, ack, topic, records_start, keyless)
+ * or None. What kpd/protocol/records.py decode_produce_header (the twin and the reference)
+ * returns for a PRODUCE payload whose records section has the plain layout, and None for
+ * every other payload: another layout, or anything decode_produce_header refuses (the caller
+ * then runs it for the exact error). Layout: base_seq u64 | count u32 | partition i32 | ack u8
+ * | topic (u16 length + UTF-8) | records section. */
+static PyObject *accel_produce_head(PyObject *self, PyObject *arg)
+{
+    Py_buffer p;
+    if (PyObject_GetBuffer(arg, &p, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *b = p.buf;
+    Py_ssize_t n = p.len;
+    PyObject *result = NULL, *topic = NULL;
+    if (n < 19) /* the fixed fields and the topic's length */
+        goto refuse;
+    uint64_t base_seq = 0;
+    for (int i = 0; i < 8; i++)
+        base_seq = (base_seq << 8) | b[i];
+    uint32_t count = (uint32_t)kpd_be_i32(b + 8);
+    int32_t partition = kpd_be_i32(b + 12);
+    unsigned ack = b[16];
+    /* count 0, sequence numbers past 2**64, partition below -1, ack above CONNECTION_DEFAULT */
+    if (count == 0 || base_seq > UINT64_MAX - count + 1 || partition < -1 || ack > 3)
+        goto refuse;
+    Py_ssize_t topic_len = ((Py_ssize_t)b[17] << 8) | b[18];
+    Py_ssize_t start = 19 + topic_len;
+    if (start >= n || b[start] != 0) /* no records section, or not the plain layout */
+        goto refuse;
+    Py_buffer section = p;
+    section.buf = (void *)(b + start);
+    section.len = n - start;
+    Py_ssize_t data_start;
+    if (kpd_plain_section(&section, (Py_ssize_t)count, &data_start) < 0) {
+        PyErr_Clear();
+        goto refuse;
+    }
+    int keyless = 1;
+    for (uint32_t i = 0; i < count && keyless; i++)
+        keyless = kpd_be_i32(b + start + 1 + 4 * (Py_ssize_t)i) == -1;
+    topic = PyUnicode_DecodeUTF8((const char *)b + 19, topic_len, NULL);
+    if (topic == NULL) {
+        PyErr_Clear();
+        goto refuse;
+    }
+    result = Py_BuildValue("(KIiBNnO)", (unsigned long long)base_seq, (unsigned int)count,
+                           (int)partition, (unsigned char)ack, topic, start,
+                           keyless ? Py_True : Py_False);
+    PyBuffer_Release(&p);
+    return result;
+refuse:
+    PyBuffer_Release(&p);
+    Py_RETURN_NONE;
+}
+
 /* ---- module --------------------------------------------------------------------------- */
 
 static PyMethodDef accel_methods[] = {
@@ -664,6 +723,8 @@ static PyMethodDef accel_methods[] = {
      "The records section and sequence offsets of one partition's records."},
     {"append_packed", accel_append_packed, METH_VARARGS,
      "Append packed records to a RecordBatch v2 bytearray."},
+    {"produce_head", accel_produce_head, METH_O,
+     "A PRODUCE payload's head and plain records, checked; None for anything else."},
     {"kafka_section", accel_kafka_section, METH_VARARGS,
      "A Kafka batch's decompressed records as a kpd records section, and whether keyless."},
     {NULL, NULL, 0, NULL},

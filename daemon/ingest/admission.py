@@ -48,14 +48,14 @@ import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from daemon.ingest.ring_sync import RingSync
 from daemon.ingest.routing import Entry, EntryPlanner
 from daemon.ingest.sessions import Sessions, is_session
 from daemon.ownership import worker_for
 from daemon.ring import RingProducer
-from daemon.wire.ring_entry import entry_head, seq_runs
+from daemon.wire.ring_entry import ENTRY_HEAD_BYTES, entry_head, seq_runs
 from kpd.protocol import ReportRun, encode_reports
 from kpd.protocol.base import AckLevel, KpdErrorCode, Status
 from kpd.protocol.records import ProduceHeader
@@ -115,6 +115,8 @@ class TopicDirectory:
         self._allows = allows
         self._resolve = resolve  # (topic, timeout_s) -> awaitable partition count or raises
         self._counts: dict[str, int] = {}
+        # Bumped whenever a known count changes: what admission's routes are valid for.
+        self.generation = 0
         # topics.allow's verdict per topic name: the glob match ran per frame (issue 18,
         # finding 7). Bounded: names come from clients, so a stream of new ones clears it.
         self._verdicts: dict[str, bool] = {}
@@ -140,6 +142,7 @@ class TopicDirectory:
         if count is None:
             count = await self._resolve(topic, timeout_s)
             self._counts[topic] = count
+            self.generation += 1
         return count
 
     def update(self, counts: Mapping[str, int]) -> None:
@@ -149,6 +152,21 @@ class TopicDirectory:
             known = self._counts.get(topic)
             if known is not None and count > known:
                 self._counts[topic] = count
+                self.generation += 1
+
+
+class _Route(NamedTuple):
+    """What admitting a frame for a topic ingest checked already needs, per topic: valid
+    while the directory's ``generation`` is the one it was made at."""
+
+    generation: int
+    count: int  # partitions
+    topic: bytes  # UTF-8, as ring entries carry it
+    limit: int  # the largest records section one ring entry takes beside its head and topic
+    rings: list[int]  # worker_for(topic, partition, W) by partition
+
+
+_MAX_ROUTES = 4096  # topics whose route admission remembers (names come from clients)
 
 
 class _Idle(Protocol):
@@ -183,6 +201,9 @@ class Admission:
         start = (time.time_ns() // 1_000_000) & 0x7FFFFFFF
         self._ids = itertools.count(start << 32)
         self._dirty: set[int] = set()  # rings with staged, unpublished entries
+        # Topics found legal, allowed and known, by name (``_route_of``): a frame for one of
+        # them is checked with one lookup, and its ring entry needs no planning.
+        self._routes: dict[str, _Route] = {}
         # ACCEPTED reports of staged entries: sent once published (and synced, if asked).
         self._unannounced: list[Callable[[], None]] = []
         # Counts for stats(); written only here.
@@ -203,6 +224,20 @@ class Admission:
 
     def admit(self, source: RecordSource, header: ProduceHeader, ack: AckLevel):
         """Check, plan and enqueue one unit of records; None when done, else an awaitable."""
+        route = self._routes.get(header.topic)
+        if route is None or route.generation != self.topics.generation:
+            return self._admit_checked(source, header, ack)
+        partition = header.partition
+        if partition >= route.count:
+            return self._admit_checked(source, header, ack)
+        if partition >= 0 and len(header.records) <= route.limit:
+            # The common case: a topic checked before, the partition chosen by the client and
+            # the records fitting one ring entry as they are.
+            return self._enqueue_one(source, route, partition, header, ack)
+        return self._route(source, header, ack, route.count)
+
+    def _admit_checked(self, source: RecordSource, header: ProduceHeader, ack: AckLevel):
+        """``admit`` for a topic without a valid route: every check, then the route."""
         topic = header.topic
         if not is_legal_topic(topic):
             # kpd decides this itself (asking Kafka would only hold the source for
@@ -217,7 +252,21 @@ class Admission:
         count = self.topics.known(topic)
         if count is None or header.partition >= count:
             return self._admit_after_lookup(source, header, ack)
+        self._remember_route(topic, count)
         return self._route(source, header, ack, count)
+
+    def _remember_route(self, topic: str, count: int) -> None:
+        if len(self._routes) >= _MAX_ROUTES:
+            self._routes.clear()
+        encoded = topic.encode()
+        workers = len(self._records)
+        self._routes[topic] = _Route(
+            self.topics.generation,
+            count,
+            encoded,
+            self.planner.max_entry_bytes - ENTRY_HEAD_BYTES - len(encoded),
+            [worker_for(topic, partition, workers) for partition in range(count)],
+        )
 
     async def _admit_after_lookup(self, source, header: ProduceHeader, ack: AckLevel) -> None:
         try:
@@ -268,6 +317,20 @@ class Admission:
 
     # ---- into rings ----------------------------------------------------------------------
 
+    def _enqueue_one(self, source, route: _Route, partition: int, header: ProduceHeader,
+                     ack: AckLevel):  # fmt: skip
+        """``_enqueue`` of a unit that is one ring entry as it came (``admit``'s fast path)."""
+        ring_index = route.rings[partition]
+        first_seq, n, records = header.base_seq, header.count, header.records
+        head = entry_head(source.conn_id, first_seq, n, partition, time.time_ns() // 1_000_000,
+                          ack, route.topic, None, source.batched)  # fmt: skip
+        if not self._records[ring_index].write_parts(head, records):
+            entries = [(partition, records, first_seq, n, None)]
+            return self._enqueue_when_free(source, entries, header, ack, set())
+        self._dirty.add(ring_index)
+        self._accepted(source, first_seq, n, partition, ack, None)
+        return None
+
     def _enqueue(self, source, entries: list[Entry], header: ProduceHeader, ack: AckLevel):
         """Stage entries in rings; an awaitable for the rest if a ring is full."""
         topic = header.topic.encode()
@@ -278,13 +341,9 @@ class Admission:
             ring = self._records[ring_index]
             head = entry_head(source.conn_id, first_seq, n, partition, now_ms, ack, topic,
                               offsets, source.batched)  # fmt: skip
-            view = ring.reserve(len(head) + len(records))
-            if view is None:
+            if not ring.write_parts(head, records):
                 started = {entry[0] for entry in entries[:position]}
                 return self._enqueue_when_free(source, entries[position:], header, ack, started)
-            view[: len(head)] = head
-            view[len(head) :] = records
-            del view
             self._dirty.add(ring_index)
             self._accepted(source, first_seq, n, partition, ack, offsets)
         return None
@@ -312,23 +371,21 @@ class Admission:
             head = entry_head(source.conn_id, first_seq, n, partition, now_ms, ack, topic,
                               offsets, source.batched)  # fmt: skip
             size = len(head) + len(records)
-            while partition not in refused and (view := ring.reserve(size)) is None:
+            written = False
+            while partition not in refused and not (written := ring.write_parts(head, records)):
                 if partition in started:
                     await ring.wait_writable(size)
                     continue
                 remaining = deadline - loop.time()
                 if remaining <= 0 or not await ring.wait_writable(size, timeout=remaining):
                     break
-            if partition in refused or view is None:
+            if not written:
                 refused.add(partition)
                 self.buffer_full_events += 1
                 message = f"worker ring full for {self.max_block_s * 1000:.0f} ms (max.block.ms)"
                 for seq, _, k in _runs_of(first_seq, n, offsets):
                     self.refuse(source, seq, k, KpdErrorCode.BUFFER_FULL, message)
                 continue
-            view[: len(head)] = head
-            view[len(head) :] = records
-            del view
             ring.publish()
             started.add(partition)
             self._accepted(source, first_seq, n, partition, ack, offsets)
@@ -360,9 +417,11 @@ class Admission:
         self._dirty.clear()
 
     def _announce(self, published: Iterable[int]) -> None:
-        announce, self._unannounced = self._unannounced, []
+        announce = self._unannounced
+        if announce:
+            self._unannounced = []
         if self.sessions is not None:
-            self.sessions.flush()  # published: the entries' journal lines, before ACCEPTED
+            self.sessions.published()  # the entries' journal lines, before ACCEPTED
         if announce or published:
             self.ring_sync.published(published, announce)
 

@@ -41,7 +41,6 @@ rings or the protocol codecs.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -54,6 +53,9 @@ __all__ = ["COMPACT_FACTOR", "DedupeJournal", "Piece", "TakenRange", "Window"]
 
 COMPACT_FACTOR = 4  # rewrite once the file holds this many times its live lines (and > 1000)
 _COMPACT_MIN_LINES = 1000
+
+
+_Run = tuple[int, int, Any]  # (first, count, outcome): one outcome of a sender's records
 
 
 class Piece(NamedTuple):
@@ -96,9 +98,14 @@ class Window:
         return self.ranges[-1].end if self.ranges else None
 
     def add(self, taken: TakenRange) -> None:
-        index = bisect_right(self.firsts, taken.first)
-        self.firsts.insert(index, taken.first)
-        self.ranges.insert(index, taken)
+        firsts, first = self.firsts, taken.first
+        if not firsts or first >= firsts[-1]:  # the common case: a sender's next range
+            firsts.append(first)
+            self.ranges.append(taken)
+        else:
+            index = bisect_right(firsts, first)
+            firsts.insert(index, first)
+            self.ranges.insert(index, taken)
         self.pending += taken.count - taken.resolved
         self.lines += 1 + len(taken.runs)
 
@@ -205,21 +212,27 @@ class DedupeJournal:
               tag: Any = None) -> None:  # fmt: skip
         """``outcome`` (not None): known already; journaled in the same line, so that no
         crash can leave the range taken without it."""
-        window = self.touch(key)
-        taken = TakenRange(first, count, tag=tag)
-        window.add(taken)
+        # One clock reading serves the idle clock and the line; _bound only when it would
+        # drop something (taken_many is the per-frame path of the sessions).
+        window = self.windows.get(key)
+        if window is None:
+            window = self.touch(key)
+        now = self._clock()
+        window.touched = now
+        window.add(TakenRange(first, count, tag=tag))
         tagged = "" if tag is None else f',"g":{_json(tag)}'
+        key_json = self._key_json.get(key) or self._key(key)
         if outcome is None:
-            self._emit(
-                f'{{"k":{self._key(key)},"t":[{first},{count}]{tagged},"ms":{self._ms()}}}\n'
-            )
+            line = f'{{"k":{key_json},"t":[{first},{count}]{tagged},"ms":{int(now * 1000)}}}\n'
         else:
             self._apply(window, first, count, outcome)
-            self._emit(
-                f'{{"k":{self._key(key)},"t":[{first},{count}]{tagged},'
-                f'"o":[{first},{count},{_json(outcome)}],"ms":{self._ms()}}}\n'
+            line = (
+                f'{{"k":{key_json},"t":[{first},{count}]{tagged},'
+                f'"o":[{first},{count},{_json(outcome)}],"ms":{int(now * 1000)}}}\n'
             )
-        self._bound(window)
+        self._emit(line)
+        if self._over_window(window):
+            self._bound(window)
 
     def resolved(self, key: str, first: int, count: int, outcome: Any) -> int:
         """An outcome of ``[first, first + count)`` (a run may span several taken ranges; an
@@ -230,13 +243,62 @@ class DedupeJournal:
             return 0
         applied = self._apply(window, first, count, outcome)
         if applied:
-            window.touched = self._clock()
+            now = window.touched = self._clock()
+            key_json = self._key_json.get(key) or self._key(key)
             self._emit(
-                f'{{"k":{self._key(key)},"o":[{first},{count},{_json(outcome)}],'
-                f'"ms":{self._ms()}}}\n'
+                f'{{"k":{key_json},"o":[{first},{count},{_json(outcome)}],'
+                f'"ms":{int(now * 1000)}}}\n'
             )
-            self._bound(window)
+            if self._over_window(window):
+                self._bound(window)
         return applied
+
+    def taken_many(self, key: str, ranges: list[tuple[int, int]]) -> None:
+        """``taken(key, first, count)`` (no outcome, no tag) of each ``(first, count)`` in
+        ``ranges``, in order: the frames of one sender journaled together, with one clock
+        reading and one bound check for all of them (the same state and lines)."""
+        window = self.windows.get(key)
+        if window is None:
+            window = self.touch(key)
+        now = self._clock()
+        window.touched = now
+        ms = int(now * 1000)
+        key_json = self._key_json.get(key) or self._key(key)
+        add = window.add
+        lines = []
+        for first, count in ranges:
+            add(TakenRange(first, count))
+            lines.append(f'{{"k":{key_json},"t":[{first},{count}],"ms":{ms}}}\n')
+        self._emit_lines(lines)
+        if self._over_window(window):
+            self._bound(window)
+
+    def resolved_many(self, key: str, runs: list[_Run]) -> list[_Run]:
+        """``resolved`` of each ``(first, count, outcome)`` in ``runs`` (one report's), with
+        one clock reading and one bound check for all; returns the runs it did not resolve
+        in full (the owner's to take as unknown, as when ``resolved`` returns less)."""
+        window = self.windows.get(key)
+        if window is None:
+            return runs
+        apply = self._apply
+        lines, short = [], []
+        ms = None
+        for first, count, outcome in runs:
+            applied = apply(window, first, count, outcome)
+            if applied:
+                if ms is None:
+                    now = window.touched = self._clock()
+                    ms = int(now * 1000)
+                    key_json = self._key_json.get(key) or self._key(key)
+                lines.append(f'{{"k":{key_json},"o":[{first},{count},{_json(outcome)}],'
+                             f'"ms":{ms}}}\n')  # fmt: skip
+            if applied < count:
+                short.append((first, count, outcome))
+        if lines:
+            self._emit_lines(lines)
+            if self._over_window(window):
+                self._bound(window)
+        return short
 
     def forget_below(self, key: str, seq: int) -> None:
         window = self.windows.get(key)
@@ -265,21 +327,12 @@ class DedupeJournal:
             self.drop(key)
         return gone
 
-    @contextlib.contextmanager
-    def batched(self) -> Iterator[None]:
+    def batched(self) -> _Batch:
         """Changes made inside reach the file in one write at the end: for a caller that
         journals several changes before it answers anyone (a frame's runs, a publish's
-        entries) — still before the answer, at a syscall per batch instead of per line."""
-        if self._batched is not None:  # nested: the outer one writes
-            yield
-            return
-        self._batched = batch = []
-        try:
-            yield
-        finally:
-            self._batched = None
-            if batch:
-                self._append("".join(batch), len(batch))
+        entries) — still before the answer, at a syscall per batch instead of per line.
+        Nested, the outer one writes."""
+        return _Batch(self)
 
     # ---- the file --------------------------------------------------------------------------
 
@@ -348,6 +401,14 @@ class DedupeJournal:
         record["ms"] = self._ms()
         self._emit(_line(record))
 
+    def _emit_lines(self, lines: list[str]) -> None:
+        if self.path is None:
+            return
+        if self._batched is not None:
+            self._batched.extend(lines)
+        else:
+            self._append("".join(lines), len(lines))
+
     def _emit(self, line: str) -> None:
         if self.path is None:
             return
@@ -404,6 +465,17 @@ class DedupeJournal:
     @staticmethod
     def _apply(window: Window, first: int, count: int, outcome: Any) -> int:
         end, applied = first + count, 0
+        # The common case first: the run lies within one taken range that has no outcome
+        # yet (a worker reports a ring entry's records together).
+        index = bisect_right(window.firsts, first) - 1
+        if index >= 0:
+            taken = window.ranges[index]
+            if end <= taken.first + taken.count and not taken.runs:
+                taken.runs.append((first, count, outcome))
+                window.lines += 1
+                taken.resolved += count
+                window.pending -= count
+                return count
         for taken in window.overlapping(first, end):
             lo, hi = max(first, taken.first), min(end, taken.end)
             if any(lo < r[0] + r[1] and r[0] < hi for r in taken.runs):
@@ -414,6 +486,15 @@ class DedupeJournal:
             window.pending -= hi - lo
             applied += hi - lo
         return applied
+
+    def _over_window(self, window: Window) -> bool:
+        """Whether ``_bound`` would drop anything (its loop's first test, without a call)."""
+        ranges = window.ranges
+        return (
+            len(ranges) > 1
+            and ranges[-1].first + ranges[-1].count - ranges[0].first > self.window_records
+            and ranges[0].resolved == ranges[0].count
+        )
 
     def _bound(self, window: Window) -> None:
         """Drop the oldest fully resolved ranges beyond ``window_records`` of history."""
@@ -429,6 +510,28 @@ class DedupeJournal:
             window.drop_front(n)
 
 
+class _Batch:
+    """``DedupeJournal.batched``: holds the lines written inside for one write at the end
+    (a class, not a generator context manager: it runs once per frame and per report)."""
+
+    __slots__ = ("_journal", "_outer")
+
+    def __init__(self, journal: DedupeJournal) -> None:
+        self._journal = journal
+        self._outer = journal._batched is None  # nested: the outer one writes
+
+    def __enter__(self) -> None:
+        if self._outer:
+            self._journal._batched = []
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._outer:
+            journal = self._journal
+            batch, journal._batched = journal._batched, None
+            if batch:
+                journal._append("".join(batch), len(batch))
+
+
 def _withdraw(window: Window, first: int, end: int) -> bool:
     """Remove the window's pending ranges lying within ``[first, end)``; whether any."""
     gone = [
@@ -441,7 +544,19 @@ def _withdraw(window: Window, first: int, end: int) -> bool:
 
 
 # One encoder: json.dumps with separators builds a new JSONEncoder per call.
-_json = json.JSONEncoder(separators=(",", ":")).encode
+_json_encode = json.JSONEncoder(separators=(",", ":")).encode
+_INTS = frozenset({int})
+
+
+def _json(value: Any) -> str:
+    """``value`` as compact JSON. A list of ints closed by an empty string (a kpd session's
+    outcome, in every line a report writes) is joined directly: the same text as the encoder
+    gives, without the encoder's two Python calls and its per-call setup."""
+    if type(value) is list and len(value) > 1 and value[-1] == "":
+        head = value[:-1]
+        if _INTS.issuperset(map(type, head)):
+            return "[" + ",".join(map(str, head)) + ',""]'
+    return _json_encode(value)
 
 
 def _line(record: dict) -> str:

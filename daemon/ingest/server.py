@@ -205,12 +205,16 @@ class IngestServer:
             conn.quiesce()
         await self.admission.wait_idle(self.connections.values)
         self.admission.publish_all()
+        if self.admission.sessions is not None:
+            self.admission.sessions.flush()  # no taken line waits for a report any more
         await self.admission.ring_sync.close()
 
     async def finish(self) -> None:
         """The workers are done: forward their last reports, then say goodbye to clients."""
         for ring in self._reports:
             self._forward_once(ring)
+        if self.admission.sessions is not None:
+            self.admission.sessions.flush()
         await self.close()
 
     def _new_connection(self) -> ClientConnection:

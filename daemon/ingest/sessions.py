@@ -14,8 +14,9 @@ module owns, per session:
   a record kpd never took is admitted as new.
 
 The journal lines are written at the points docs/protocol.md section 14 names: a frame's
-"taken" line after its ring entries are published and before its ACCEPTED report (``flush``,
-called by admission between the publish and the announcements), an outcome's line before
+"taken" line after its ring entries are published and before its first answer (``published``,
+called by admission between the publish and the announcements: at once before an ACCEPTED
+report; for ack KAFKA with the worker's report, in the same write), an outcome's line before
 the outcome is sent.
 
 Owned by ingest's event loop. Must not import the server or the connection.
@@ -25,11 +26,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import Any, Protocol
 
 from daemon.ingest.dedupe import DedupeJournal, Piece
 from daemon.wire.ring_entry import RecordsEntry, seq_runs
-from kpd.protocol import SESSION_BIT, ReportRun, decode_reports, encode_reports
+from kpd.protocol import (
+    SESSION_BIT,
+    ReportRun,
+    decode_reports,
+    encode_reports,
+    report_run_fields,
+)
 from kpd.protocol.base import AckLevel, KpdErrorCode, Persistence, Status
 
 __all__ = ["KAFKA_LISTENER_ID", "SessionPeer", "Sessions", "is_session", "outcome_of", "run_of"]
@@ -80,6 +88,11 @@ def run_of(first: int, count: int, outcome: list[Any], delta: int) -> ReportRun:
                      kafka_error, Persistence(persistence), message)  # fmt: skip
 
 
+_DEFERRED_LINES = 256  # published ack-KAFKA taken lines that may wait for a report's write
+_MAX_KEYS = 4096  # sessions whose journal key Sessions remembers (names come from clients)
+_ERROR = itemgetter(6)  # a REPORT run's error field (kpd.protocol.report_run_fields)
+
+
 def _kept_for_restart(run: ReportRun) -> bool:
     """A draining worker's SHUTTING_DOWN for records it keeps in its ring: they are produced
     after the next start, so for a session it is no outcome (the real one comes then)."""
@@ -121,8 +134,14 @@ class Sessions:
     def __init__(self, journal: DedupeJournal) -> None:
         self.journal = journal
         self._peers: dict[int, SessionPeer] = {}
-        # Entries staged and not yet journaled: (key, first, count, partition, ack level).
+        self._keys: dict[int, str] = {}  # ``key`` by session id (``_key_of``), bounded
+        # Entries staged and not yet journaled: (key, first, count, partition, ack level);
+        # after their publish, ack-KAFKA ones may wait here for their report (``published``).
         self._unjournaled: list[tuple[str, int, int, int, AckLevel]] = []
+        self._only_kafka = True  # every line in _unjournaled is of an ack-KAFKA entry
+        # Whether published lines may wait for their report: not when rings.fsync syncs the
+        # journal (``durable``), whose lines then reach the disk as they always did.
+        self._may_defer = not journal.durable
         # Resent records, by what kpd made of them (for the log and tests): answered from the
         # journal, pending (answered when their report comes), taken as new.
         self.resent = {"answered": 0, "pending": 0, "taken": 0}
@@ -131,11 +150,19 @@ class Sessions:
     def key(session_id: int) -> str:
         return f"{session_id:016x}"
 
+    def _key_of(self, session_id: int) -> str:
+        """``key``, remembered for the sessions seen lately (the hot paths ask per frame)."""
+        if len(self._keys) >= _MAX_KEYS:
+            self._keys.clear()
+        key = self._keys[session_id] = self.key(session_id)
+        return key
+
     # ---- connections ---------------------------------------------------------------------
 
     def attach(self, peer: SessionPeer, session_id: int, resume_seq: int) -> tuple[int, bool]:
         """``peer`` now speaks for the session; returns (the next new sequence number, whether
         kpd knew the session). The client holds nothing below ``resume_seq``."""
+        self.flush()
         old = self._peers.get(session_id)
         self._peers[session_id] = peer
         if old is not None and old is not peer:
@@ -154,6 +181,7 @@ class Sessions:
         return next_seq, resumed
 
     def detach(self, peer: SessionPeer, session_id: int) -> None:
+        self.flush()
         log.info("%s: session %s: resent records so far: %s", peer.name, self.key(session_id),
                  self.resent)  # fmt: skip
         if self._peers.get(session_id) is peer:
@@ -161,6 +189,7 @@ class Sessions:
             self.journal.touch(self.key(session_id))  # the idle clock starts now
 
     def pending(self, session_id: int) -> int:
+        self.flush()
         window = self.journal.window(self.key(session_id))
         return 0 if window is None else window.pending
 
@@ -170,23 +199,55 @@ class Sessions:
               ack: AckLevel) -> None:  # fmt: skip
         """Admission staged a ring entry of the session (``offsets``: its scattered sequence
         offsets, or None): its lines wait for the next ``flush``, after the publish."""
-        key = self.key(session_id)
+        key = self._keys.get(session_id) or self._key_of(session_id)
+        if ack != AckLevel.KAFKA:
+            self._only_kafka = False
         if offsets is None:
             self._unjournaled.append((key, first, count, partition, ack))
             return
         for offset, _, k in seq_runs(offsets, 0, count):
             self._unjournaled.append((key, first + offset, k, partition, ack))
 
+    def published(self) -> None:
+        """Admission published the entries staged since: their lines are written now — or,
+        when every one is of an ack-KAFKA entry, whose first answer is its worker's report,
+        they wait for the write of the next report (``report`` flushes first), so a report's
+        write carries the taken lines of the frames it follows: one write per report, not
+        one per frame more (at most ``_DEFERRED_LINES`` wait).
+
+        Nothing taken is lost to a kill -9 meanwhile, as for a kill between a publish and its
+        line (docs/protocol.md section 14): the records are in a ring (``adopt``) or, once
+        produced, their report is in a reports ring (``report`` journals records it does
+        not know as taken). Every question about a window flushes first."""
+        if not self._unjournaled:
+            return
+        if self._may_defer and self._only_kafka and len(self._unjournaled) < _DEFERRED_LINES:
+            return
+        self.flush()
+
     def flush(self) -> None:
-        """Write the lines of the entries staged since the last flush: admission calls it
-        after publishing them and before announcing them."""
+        """Write the lines of the entries staged and published since the last flush."""
         lines, self._unjournaled = self._unjournaled, []
+        self._only_kafka = True
         if not lines:
             return
         journal = self.journal
         with journal.batched():
+            # A session's ack-KAFKA ranges in a row go in together (``taken_many``).
+            run_key, run = None, []
             for key, first, count, partition, ack in lines:
-                journal.taken(key, first, count, _outcome_when_taken(partition, ack))
+                if ack == AckLevel.KAFKA and key == run_key:
+                    run.append((first, count))
+                    continue
+                if run:
+                    journal.taken_many(run_key, run)
+                if ack == AckLevel.KAFKA:
+                    run_key, run = key, [(first, count)]
+                else:
+                    run_key, run = None, []
+                    journal.taken(key, first, count, _outcome_when_taken(partition, ack))
+            if run:
+                journal.taken_many(run_key, run)
 
     def adopt(self, entries: Iterable[RecordsEntry]) -> int:
         """Ring entries that an earlier ingest published and that are not released yet: the
@@ -226,6 +287,7 @@ class Sessions:
         """A resent frame ``[first, first + count)``: answers what kpd knows now, to the
         session's connection; returns the sub-ranges kpd never took (refused, or lost with a
         connection before they reached a ring), to be admitted as new: none is in Kafka."""
+        self.flush()
         pieces = self.journal.lookup(self.key(session_id), first, count)
         before = dict(self.resent)
         runs = []
@@ -253,25 +315,42 @@ class Sessions:
 
     def report(self, session_id: int, frame: memoryview) -> None:
         """A REPORT frame for the session (a worker's, or ingest's ACCEPTED): each run is
-        journaled, then the frame goes to the session's current connection, if any."""
-        self.flush()  # lines of published entries not written yet (never of staged ones)
-        key = self.key(session_id)
-        runs = decode_reports(frame[5:])
-        kept = [run for run in runs if not _kept_for_restart(run)]
-        journal = self.journal
-        with journal.batched():
-            for run in kept:
-                outcome = outcome_of(run)
-                if journal.resolved(key, run.first_seq, run.count, outcome) < run.count:
-                    self._take_unknown(key, run.first_seq, run.count, outcome)
+        journaled — in one write with the taken lines still waiting (``published``) — then
+        the frame goes to the session's current connection, if any."""
+        key = self._keys.get(session_id) or self._key_of(session_id)
+        fields = report_run_fields(frame[5:])
+        if fields is not None and not any(map(_ERROR, fields)):
+            # The common case (no failures, no messages): from the raw run fields, with no
+            # run object per run, and no run kept for a restart.
+            runs = [(first, count, [*outcome[:-1], ""]) for first, count, *outcome in fields]
+            with self.journal.batched():
+                self.flush()
+                self._journal_outcomes(key, runs)
+            send = bytes(frame) if fields else None
+        else:
+            runs = decode_reports(frame[5:])
+            kept = [run for run in runs if not _kept_for_restart(run)]
+            with self.journal.batched():
+                self.flush()
+                self._journal_outcomes(key, [(run.first_seq, run.count, outcome_of(run))
+                                             for run in kept])  # fmt: skip
+            send = None
+            if kept:
+                send = bytes(frame) if len(kept) == len(runs) else encode_reports(kept)
         peer = self._peers.get(session_id)
-        if peer is None or not kept:
-            return
-        peer.send(bytes(frame) if len(kept) == len(runs) else encode_reports(kept))
-        peer.reports_arrived()
+        if peer is not None and send is not None:
+            peer.send(send)
+            peer.reports_arrived()
+
+    def _journal_outcomes(self, key: str, runs: list[tuple[int, int, list[Any]]]) -> None:
+        """Journal each ``(first, count, outcome)``; records the journal never took (their
+        taken line cut off by a kill -9 of ingest) are taken with that outcome."""
+        for first, count, outcome in self.journal.resolved_many(key, runs):
+            self._take_unknown(key, first, count, outcome)
 
     def expire(self) -> list[str]:
         """Drop sessions idle (no connection) for longer than the journal's expiry."""
+        self.flush()
         live = {self.key(session_id) for session_id in self._peers}
         gone = self.journal.expire(live.__contains__)
         if gone:

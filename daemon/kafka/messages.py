@@ -7,7 +7,12 @@ differences live only here: callers hand every version the same dict shape.
 
 Where a default deliberately differs from the JSON file, a comment says why.
 
-Imports only ``schema`` and ``primitives``; headers, versions and the net layer build on this.
+Produce, the data path's message, is encoded and decoded by the straight-line codecs of
+``produce_codec`` (same bytes, same dicts; the compiled schema stays their reference and their
+fallback).
+
+Imports only ``schema``, ``primitives`` and ``produce_codec``; headers, versions and the net
+layer build on this.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from .primitives import ProtocolError, Reader
+from .produce_codec import ProduceRequestCodec, ProduceResponseCodec
 from .schema import (
     BOOL,
     BYTES,
@@ -36,6 +42,7 @@ from .schema import (
 )
 
 __all__ = [
+    "ADD_OFFSETS_TO_TXN",
     "ADD_PARTITIONS_TO_TXN",
     "API_BY_KEY",
     "API_VERSIONS",
@@ -45,9 +52,11 @@ __all__ = [
     "INIT_PRODUCER_ID",
     "LIST_OFFSETS",
     "METADATA",
+    "OFFSET_FETCH",
     "PRODUCE",
     "SASL_AUTHENTICATE",
     "SASL_HANDSHAKE",
+    "TXN_OFFSET_COMMIT",
     "ApiSpec",
 ]
 
@@ -154,7 +163,11 @@ class ApiSpec:
         return body
 
 
-def _api(key, name, versions, flexible, request, response, *, api_versions_rules=False):
+def _api(
+    key, name, versions, flexible, request, response, *, api_versions_rules=False, fast=None
+):
+    """``fast(version, flexible, request_codec, response_codec)``: hand-written codecs that
+    replace the compiled ones (which they fall back on) at each version."""
     supported = parse_versions(versions)
     flexible_versions = parse_versions(flexible)
     # "none": no version is flexible, so the first flexible one lies past every version.
@@ -163,6 +176,12 @@ def _api(key, name, versions, flexible, request, response, *, api_versions_rules
         tuple(compile_struct(fields, v, v >= first_flexible, name) for v in supported)
         for fields in (request, response)
     ]
+    if fast is not None:
+        pairs = [
+            fast(v, v >= first_flexible, req, resp)
+            for v, req, resp in zip(supported, *compiled, strict=True)
+        ]
+        compiled = [tuple(codec for codec, _ in pairs), tuple(codec for _, codec in pairs)]
     return ApiSpec(
         key=key,
         name=name,
@@ -242,6 +261,10 @@ PRODUCE = _api(
         Field("Responses", Array(_TOPIC_PRODUCE_RESPONSE)),
         Field("ThrottleTimeMs", INT32, "1+"),
         Field("NodeEndpoints", Array(_NODE_ENDPOINT), "10+", tag=0),
+    ),
+    fast=lambda version, flexible, request, response: (
+        ProduceRequestCodec(request, flexible),
+        ProduceResponseCodec(response, version, flexible),
     ),
 )
 
@@ -460,6 +483,117 @@ END_TXN = _api(
     ),
 )
 
+# --- AddOffsetsToTxn (key 25): AddOffsetsToTxnRequest.json / AddOffsetsToTxnResponse.json -------
+# Adds a consumer group's offsets partition to the open transaction, so that a TxnOffsetCommit
+# for the group commits (or aborts) with it. v4 only adds TRANSACTION_ABORTABLE (KIP-890).
+
+ADD_OFFSETS_TO_TXN = _api(
+    key=25,
+    name="AddOffsetsToTxn",
+    versions="0-3",
+    flexible="3+",
+    request=(
+        Field("TransactionalId", STRING),
+        Field("ProducerId", INT64),
+        Field("ProducerEpoch", INT16),
+        Field("GroupId", STRING),
+    ),
+    response=(
+        Field("ThrottleTimeMs", INT32),
+        Field("ErrorCode", INT16),
+    ),
+)
+
+# --- TxnOffsetCommit (key 28): TxnOffsetCommitRequest.json / TxnOffsetCommitResponse.json -------
+# Sent to the group's coordinator; v3 adds the consumer's generation and member ids, which a
+# producer committing for a group it is no member of leaves at their defaults.
+
+_TXN_OFFSET_COMMIT_PARTITION = Struct(
+    "TxnOffsetCommitRequestPartition",
+    Field("PartitionIndex", INT32),
+    Field("CommittedOffset", INT64),
+    Field("CommittedLeaderEpoch", INT32, "2+", default=-1),
+    Field("CommittedMetadata", STRING, nullable="0+", default=None),
+)
+_TXN_OFFSET_COMMIT_TOPIC = Struct(
+    "TxnOffsetCommitRequestTopic",
+    Field("Name", STRING),
+    Field("Partitions", Array(_TXN_OFFSET_COMMIT_PARTITION)),
+)
+_TXN_OFFSET_COMMIT_PARTITION_RESULT = Struct(
+    "TxnOffsetCommitResponsePartition",
+    Field("PartitionIndex", INT32),
+    Field("ErrorCode", INT16),
+)
+_TXN_OFFSET_COMMIT_TOPIC_RESULT = Struct(
+    "TxnOffsetCommitResponseTopic",
+    Field("Name", STRING),
+    Field("Partitions", Array(_TXN_OFFSET_COMMIT_PARTITION_RESULT)),
+)
+
+TXN_OFFSET_COMMIT = _api(
+    key=28,
+    name="TxnOffsetCommit",
+    versions="0-3",
+    flexible="3+",
+    request=(
+        Field("TransactionalId", STRING),
+        Field("GroupId", STRING),
+        Field("ProducerId", INT64),
+        Field("ProducerEpoch", INT16),
+        Field("GenerationId", INT32, "3+", default=-1),
+        Field("MemberId", STRING, "3+", default=""),
+        Field("GroupInstanceId", STRING, "3+", nullable="3+", default=None),
+        Field("Topics", Array(_TXN_OFFSET_COMMIT_TOPIC)),
+    ),
+    response=(
+        Field("ThrottleTimeMs", INT32),
+        Field("Topics", Array(_TXN_OFFSET_COMMIT_TOPIC_RESULT)),
+    ),
+)
+
+# --- OffsetFetch (key 9): OffsetFetchRequest.json / OffsetFetchResponse.json --------------------
+# kpd speaks v1-v7 (one group per request): v2 lets Topics be null (every partition the group
+# has offsets for), v7 adds RequireStable (KIP-447: a partition with a transactional commit
+# still pending answers UNSTABLE_OFFSET_COMMIT instead of the old offset). v8 batches groups.
+
+_OFFSET_FETCH_TOPIC = Struct(
+    "OffsetFetchRequestTopic",
+    Field("Name", STRING),
+    Field("PartitionIndexes", Array(INT32)),
+)
+_OFFSET_FETCH_PARTITION_RESULT = Struct(
+    "OffsetFetchResponsePartition",
+    Field("PartitionIndex", INT32),
+    Field("CommittedOffset", INT64),
+    Field("CommittedLeaderEpoch", INT32, "5+", default=-1),
+    Field("Metadata", STRING, nullable="0+"),
+    Field("ErrorCode", INT16),
+)
+_OFFSET_FETCH_TOPIC_RESULT = Struct(
+    "OffsetFetchResponseTopic",
+    Field("Name", STRING),
+    Field("Partitions", Array(_OFFSET_FETCH_PARTITION_RESULT)),
+)
+
+OFFSET_FETCH = _api(
+    key=9,
+    name="OffsetFetch",
+    versions="1-7",
+    flexible="6+",
+    request=(
+        Field("GroupId", STRING),
+        Field("Topics", Array(_OFFSET_FETCH_TOPIC), nullable="2+", default=None),
+        Field("RequireStable", BOOL, "7+", default=False),
+    ),
+    response=(
+        Field("ThrottleTimeMs", INT32, "3+"),
+        # Not nullable in the JSON; tansu 0.6 answers null for a group without offsets.
+        Field("Topics", Array(_OFFSET_FETCH_TOPIC_RESULT), nullable="0+", default=None),
+        Field("ErrorCode", INT16, "2+"),
+    ),
+)
+
 # --- CreateTopics (key 19): CreateTopicsRequest.json / CreateTopicsResponse.json ----------------
 # v4 lets NumPartitions/ReplicationFactor be -1 for the broker defaults (KIP-464); v5 returns the
 # topic's configs (KIP-525); v7 its topic id.
@@ -609,6 +743,9 @@ API_BY_KEY: Mapping[int, ApiSpec] = MappingProxyType(
             FIND_COORDINATOR,
             ADD_PARTITIONS_TO_TXN,
             END_TXN,
+            ADD_OFFSETS_TO_TXN,
+            TXN_OFFSET_COMMIT,
+            OFFSET_FETCH,
             CREATE_TOPICS,
             LIST_OFFSETS,
             SASL_HANDSHAKE,

@@ -243,8 +243,13 @@ class Reader:
         return uuid.UUID(bytes=bytes(self.buf[start : start + 16]))
 
     def uvarint(self) -> int:
-        if self.pos >= self.end:
+        pos = self.pos
+        if pos >= self.end:
             self._truncated(1)
+        first = self.buf[pos]
+        if first < 0x80:  # one byte: every length and tag count of a usual message
+            self.pos = pos + 1
+            return first
         try:
             value, pos = decode_uvarint(self.buf[: self.end], self.pos)
         except ValueError as exc:

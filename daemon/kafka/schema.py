@@ -307,7 +307,10 @@ class CompiledStruct:
     def decode(self, reader: Reader) -> dict:
         obj = {}
         for key, decode in self.decoders:
-            obj[key] = decode(reader)
+            if type(key) is str:
+                obj[key] = decode(reader)
+            else:  # a run of fixed-width integers, read with one unpack
+                obj.update(zip(key, decode(reader), strict=True))
         for key, spec in self.absent:
             obj[key] = spec.default_value()
         if self.flexible:
@@ -315,6 +318,10 @@ class CompiledStruct:
         return obj
 
     def _decode_tags(self, reader: Reader, obj: dict) -> None:
+        pos = reader.pos
+        if pos < reader.end and reader.buf[pos] == 0:  # the usual empty section: count 0
+            reader.pos = pos + 1
+            return
         for tag, sub in reader.tagged_fields():
             known = self.tag_decoders.get(tag)
             if known is None:
@@ -339,13 +346,46 @@ def compile_struct(fields, version: int, flexible: bool, name: str = "body") -> 
         default = spec.default_value()
         if spec.tag is None:
             encoders.append((spec.key, default, encode))
-            decoders.append((spec.key, decode))
+            decoders.append((spec.key, decode, getattr(spec.type, "code", None)))
         else:
             tagged.append((spec.tag, spec.key, default, encode))
             tag_decoders.append((spec.tag, spec.key, decode))
             absent.append((spec.key, spec))  # filled first, overwritten if the tag is present
     tagged.sort(key=lambda item: item[0])  # KIP-482: tags are written in ascending order
     tag_decoders = {tag: (key, decode) for tag, key, decode in tag_decoders}
+    decoders = _coalesce_fixed(decoders)
     return CompiledStruct(
         name, flexible, tuple(encoders), tuple(decoders), tuple(tagged), tag_decoders, tuple(absent)
     )
+
+
+def _coalesce_fixed(decoders: list) -> list:
+    """``(key, decode)`` steps from ``(key, decode, code)``, where each run of two or more
+    consecutive fixed-width integers (``code`` set) becomes one step ``((key, ...), decode)``
+    that reads them all with one ``unpack_from``: a Produce response's partition has five in a
+    row, one call instead of five per partition."""
+    steps: list = []
+    run: list = []
+    for key, decode, code in [*decoders, (None, None, None)]:
+        if code is not None:
+            run.append((key, decode, code))
+            continue
+        if len(run) == 1:
+            steps.append(run[0][:2])
+        elif run:
+            keys = tuple(k for k, _, _ in run)
+            steps.append((keys, _fixed_run_decoder("".join(c for _, _, c in run))))
+        run = []
+        if key is not None:
+            steps.append((key, decode))
+    return steps
+
+
+def _fixed_run_decoder(codes: str) -> Decoder:
+    codec = struct.Struct(">" + codes)
+    size, unpack_from = codec.size, codec.unpack_from
+
+    def decode(reader: Reader) -> tuple:
+        return unpack_from(reader.buf, reader.skip(size))
+
+    return decode

@@ -59,7 +59,9 @@ from daemon.producer.metadata import ClusterView, MetadataManager
 from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
 from daemon.version import VERSION
 from daemon.worker import Worker
+from daemon.worker.commit_journal import commit_journal_path, marker_path
 from daemon.worker.done_journal import journal_path
+from daemon.worker.flight_journal import flight_journal_path
 
 log = logging.getLogger("kpd")
 
@@ -117,7 +119,11 @@ async def run_worker(spec: ChildSpec) -> int:
     if producer.transactional:
         txn_id = worker_transactional_id(producer.transactional_id, config.workers.count, index)
         mine = dataclasses.replace(mine, transactional_id=txn_id)
-    worker = Worker(mine, records, reports, journal_path(spec.records[0].path))
+    ring_path = spec.records[0].path
+    worker = Worker(
+        mine, records, reports, journal_path(ring_path), flight_journal_path(ring_path),
+        (commit_journal_path(ring_path), marker_path(ring_path)),
+    )  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     background = [

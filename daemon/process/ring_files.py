@@ -16,7 +16,9 @@ worker -> ingest). What happens to the files found:
   the new rings): *moved aside*, never deleted, into ``<prefix>-aside-<UTC time>/`` with a
   ``README.txt`` saying why; the log and ``kpd status`` say so too.
 * **done journals** (``<records ring>.done``, ``daemon.worker.done_journal``: which records of
-  a ring's unreleased entries already had their outcome) stay with their ring: adopted with it
+  a ring's unreleased entries already had their outcome) and **flight journals**
+  (``<records ring>.flight``, ``daemon.worker.flight_journal``: its batches written to Kafka
+  without an answer) stay with their ring: adopted with it
   (its worker reads it), moved aside or re-routed with it, and removed where a ring is made
   anew, so a journal never outlives the ring positions it names. Re-routed entries get new
   positions: their done journal is dropped with the old file, and what it had is produced
@@ -64,7 +66,9 @@ from daemon.wire.ring_entry import (
     decode_records_entry,
     decode_report_entry,
 )
+from daemon.worker.commit_journal import commit_journal_path, marker_path
 from daemon.worker.done_journal import journal_path
+from daemon.worker.flight_journal import flight_journal_path
 
 __all__ = ["RingFiles", "kafka_producers_path", "prepare_ring_files", "sessions_path"]
 
@@ -156,9 +160,12 @@ def prepare_ring_files(
             _move_aside(files, stamp, unfit)
         for index, path in enumerate(files.records):
             if index not in adopted:
-                # A done journal names entries of the ring it was written beside: never one
-                # of a ring made anew (or holding re-routed entries at new positions).
+                # A done or flight journal names entries of the ring it was written beside:
+                # never one of a ring made anew (or holding re-routed entries at new positions).
                 _unlink(journal_path(path))
+                _unlink(flight_journal_path(path))
+                _unlink(commit_journal_path(path))
+                _unlink(marker_path(path))
             if index not in adopted and not os.path.exists(path):
                 labels = RingLabels(RECORDS_ENTRY_VERSION, index, workers)
                 Ring.create(path, records_bytes, labels).close()
@@ -378,7 +385,11 @@ def _copy_entries(plans: list[list[tuple[int, memoryview]]], targets: dict[int, 
 
 
 def _rename_journal(ring_path: str, new_ring_path: str) -> bool:
-    """Move a records ring's done journal along with the ring; False if it had none."""
+    """Move a records ring's done journal (and its flight and commit journals) along with
+    the ring; False if it had no done journal."""
+    for beside in (flight_journal_path, commit_journal_path, marker_path):
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(beside(ring_path), beside(new_ring_path))
     try:
         os.rename(journal_path(ring_path), journal_path(new_ring_path))
     except FileNotFoundError:

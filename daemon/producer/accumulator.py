@@ -70,9 +70,13 @@ class PartitionQueue:
 
 
 class Accumulator:
-    def __init__(self, settings: AccumulatorSettings, wake: Callable[[], None]) -> None:
+    def __init__(
+        self, settings: AccumulatorSettings, wake: Callable[[float | None], None]
+    ) -> None:
         self._settings = settings
-        self._wake = wake  # tells the sender a batch was opened or sealed (once per batch)
+        # Tells the sender a batch was opened or sealed (once per batch): wake(None) means it
+        # may be sendable now, wake(t) that it becomes sendable by linger at loop time t.
+        self._wake = wake
         self._queues: dict[tuple[str, int], PartitionQueue] = {}
         self.buffer_used = 0  # bytes appended and not yet completed
         self._flushes = 0  # flush() calls waiting (begin_flush/end_flush): linger is ignored
@@ -109,7 +113,7 @@ class Accumulator:
         self.buffer_used += size
         if batch.builder.size_in_bytes >= self._settings.batch_size:
             batch.sealed = True
-            self._wake()
+            self._wake(None)
         return size
 
     def append_packed(
@@ -144,7 +148,7 @@ class Accumulator:
             index = end
             if builder.size_in_bytes >= batch_size:
                 batch.sealed = True
-                self._wake()
+                self._wake(None)
         self.buffer_used += added_total
         return added_total
 
@@ -155,7 +159,7 @@ class Accumulator:
         batches = pq.batches
         if batches and not batches[-1].due_now:
             batches[-1].due_now = True
-            self._wake()
+            self._wake(None)
 
     def _new_batch(self, pq: PartitionQueue, now: float, opened: float | None) -> ProducerBatch:
         s = self._settings
@@ -164,8 +168,17 @@ class Accumulator:
             pq.topic, pq.partition, builder, now if opened is None else opened, now
         )
         pq.batches.append(batch)
-        self._wake()
+        self._wake(self._linger_deadline(batch) if len(pq.batches) == 1 else None)
         return batch
+
+    def _linger_deadline(self, head: ProducerBatch) -> float | None:
+        """When a newly opened head batch becomes sendable by linger alone, or None when
+        something may make it sendable sooner (a flush, a nearly full buffer) or a turn of
+        the sender is wanted now anyway (a transaction adds its partition at once)."""
+        s = self._settings
+        if self._flushes or s.transactional or self._buffer_pressed():
+            return None
+        return head.created + s.linger_s
 
     # ---- flushing ----------------------------------------------------------------------
 
@@ -327,7 +340,7 @@ class Accumulator:
                     break
                 position += 1
             pq.batches.insert(position, batch)
-        self._wake()
+        self._wake(None)
 
     def schedule_retry(self, batch: ProducerBatch, retry_at: float, recover: bool) -> None:
         """Put an in-flight batch back for retry, in front of never-sent batches, in drain

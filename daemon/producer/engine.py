@@ -21,6 +21,7 @@ from daemon.kafka.compression import codec_id
 from daemon.net.from_config import connection_settings, reconnect_policy
 from daemon.net.pool import BrokerPool
 from daemon.producer.accumulator import Accumulator, AccumulatorSettings, PartitionQueue
+from daemon.producer.batch import ProducerBatch
 from daemon.producer.completion import (
     Completion,
     IdempotentCompletion,
@@ -30,10 +31,11 @@ from daemon.producer.completion import (
 from daemon.producer.counters import ProducerCounters
 from daemon.producer.metadata import ClusterView, MetadataManager, TopicView
 from daemon.producer.outcomes import BatchOutcome
+from daemon.producer.resend import ResendBatch, ResendResult, resend_batches
 from daemon.producer.sender import Sender, SenderSettings
 from daemon.producer.transactions import TransactionManager, TransactionSettings
 from daemon.producer.txn_channel import DirectChannel
-from daemon.producer.txn_driver import TransactionalCompletion
+from daemon.producer.txn_driver import CommitMarks, TransactionalCompletion
 
 __all__ = [
     "EngineStats",
@@ -105,7 +107,12 @@ class ProducerEngine:
         settings: ProducerSettings,
         on_outcome: Callable[[BatchOutcome], None],
         rng: random.Random | None = None,
+        on_written: Callable[[list[ProducerBatch]], None] | None = None,
+        commit_marks: CommitMarks | None = None,
     ) -> None:
+        """``on_written``: called with a Produce request's batches just before it is written
+        (stamped: producer id, epoch, sequence), e.g. to journal what goes in flight.
+        ``commit_marks``: exactly-once mode's commit journal (``txn_driver.CommitMarks``)."""
         self.settings = settings
         self.counters = ProducerCounters()
         self._on_outcome_cb = on_outcome
@@ -129,7 +136,7 @@ class ProducerEngine:
         reporter = OutcomeReporter(self.counters, self._on_outcome)
         self._txn_channel: DirectChannel | None = None
         self._completion: Completion = (
-            self._transactional_completion(settings, reporter)
+            self._transactional_completion(settings, reporter, commit_marks)
             if settings.transactional
             else IdempotentCompletion(
                 idempotent=settings.enable_idempotence,
@@ -150,6 +157,7 @@ class ProducerEngine:
             reporter,
             self._completion,
             rng,
+            on_written=on_written,
         )
         self._buffer_freed = asyncio.Event()
         self._flush_waiters: list[asyncio.Future] = []
@@ -158,7 +166,7 @@ class ProducerEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _transactional_completion(
-        self, settings: ProducerSettings, reporter: OutcomeReporter
+        self, settings: ProducerSettings, reporter: OutcomeReporter, marks: CommitMarks | None
     ) -> TransactionalCompletion:
         """Exactly-once mode: the sender writes in transactions of ``transactional_id``."""
         self._txn_channel = DirectChannel(
@@ -180,6 +188,7 @@ class ProducerEngine:
             accumulator=self._accumulator,
             counters=self.counters,
             reporter=reporter,
+            marks=marks,
         )
 
     def stats(self) -> EngineStats:
@@ -231,6 +240,32 @@ class ProducerEngine:
         # those records POSSIBLY_PERSISTED (the sender is stopping, so it does not retry).
         await self._pool.close()
         await asyncio.sleep(0)
+
+    async def committed_marker(self, group: str, topic: str, partition: int) -> int:
+        """Exactly-once mode: ``group``'s committed offset of (``topic``, ``partition``)
+        (-1: none), once the first InitProducerId fenced the predecessor (``txn_driver``)."""
+        completion = self._completion
+        if not isinstance(completion, TransactionalCompletion):
+            raise RuntimeError("commit markers exist in exactly-once mode only")
+        return await completion.committed_marker(group, topic, partition)
+
+    async def resend(self, batches: list[ResendBatch]) -> list[ResendResult]:
+        """Send batches a predecessor wrote, as they are (already stamped with its producer id
+        and sequences), and say which the broker had (``resend.resend_batches``). Call after
+        ``start`` and before appending: it runs beside the sender, which has nothing yet."""
+        s = self.settings
+        results = await resend_batches(
+            batches,
+            pool=self._pool,
+            metadata=self.metadata,
+            acks=s.acks,
+            request_timeout_ms=s.request_timeout_ms,
+            retry_backoff_s=s.retry_backoff_ms / 1000,
+            deadline_s=s.delivery_timeout_ms / 1000,
+        )
+        for batch, result in zip(batches, results, strict=True):
+            self.counters.resent_records[result.verdict.value] += batch.record_count
+        return results
 
     # ---- the hot path ------------------------------------------------------------------
 
@@ -306,6 +341,17 @@ class ProducerEngine:
         waited = time.time() - accepted_ms / 1000
         return now - min(max(waited, 0.0), self._linger_s)
 
+    def linger_deadline(self) -> float | None:
+        """While some batch lingers and none is due: the loop time by which records
+        appended from now on lose nothing of their linger — the soonest head batch's deadline
+        (its linger, or a retry's backoff), but no later than ``linger.ms`` from now, when a
+        record accepted now is due. None otherwise."""
+        now = self._loop.time()
+        due_now, soonest = self._accumulator.next_deadline_in(now)
+        if due_now or soonest is None:
+            return None
+        return now + min(soonest, self._linger_s)
+
     async def wait_for_buffer(self, timeout_s: float) -> bool:
         """Wait until buffer space is free; False after ``timeout_s`` (max.block.ms)."""
         deadline = self._loop.time() + timeout_s
@@ -357,8 +403,8 @@ class ProducerEngine:
                     waiter.set_result(None)
             self._flush_waiters.clear()
 
-    def _wake_sender(self) -> None:
-        self._sender.wake()
+    def _wake_sender(self, due: float | None) -> None:
+        self._sender.wake(due)
 
     def _on_connection_change(self, node_id: int, connected: bool) -> None:
         self.metadata.connection_changed(connected)

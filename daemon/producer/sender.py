@@ -75,8 +75,10 @@ class Sender:
         completion: Completion,
         rng: random.Random | None = None,
         clock: Callable[[], float] | None = None,
+        on_written: Callable[[list[ProducerBatch]], None] | None = None,
     ) -> None:
         self._s = settings
+        self._on_written = on_written  # before each Produce request is written (the engine's)
         self._acc = accumulator
         self._metadata = metadata
         self._pool = pool
@@ -103,13 +105,20 @@ class Sender:
             self._clock = loop.time
         self._task = loop.create_task(self._run())
 
-    def wake(self) -> None:
+    def wake(self, due: float | None = None) -> None:
+        """Run a turn now; with ``due`` (loop time: a batch that is sendable by linger only
+        then), have the sleeping turn's timer fire by then instead — that turn takes the
+        batch or arms for it, so the open of each batch at 1k records/s is not a turn of
+        its own (a turn at the open would only arm the same timer)."""
         sleeping = self._sleeping
-        if sleeping is not None:
-            if not sleeping.done():
-                sleeping.set_result(None)
+        if sleeping is None:
+            self._woken = True  # mid-turn: its wait is computed after this
+        elif sleeping.done():
+            return  # woken already: that turn sees the batch
+        elif due is None:
+            sleeping.set_result(None)
         else:
-            self._woken = True
+            self._arm(self._loop, due)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -180,7 +189,10 @@ class Sender:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self.wake()
+        # One hop through the loop's ready queue before the turn: an appender woken by its
+        # own timer for the same deadline (kpd's worker reads its ring then) runs first,
+        # whichever timer the loop fired first, so what it appends rides along in this turn.
+        self._loop.call_soon(self.wake)
 
     def _next_wait(self, now: float) -> float | None:
         # The soonest of: a head batch's linger or retry deadline, the delivery timeout of the
@@ -260,6 +272,8 @@ class Sender:
         }
         counters.requests_sent += 1
         counters.records_per_request.observe(records)
+        if self._on_written is not None:
+            self._on_written(batches)
         try:
             future = conn.send(
                 messages.PRODUCE,

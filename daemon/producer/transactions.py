@@ -68,6 +68,7 @@ from daemon.net.errors import BrokerConnectionError, RequestTimedOutError
 __all__ = [
     "EPOCH_REFUSED",
     "Channel",
+    "MarkerDenied",
     "TransactionAbortable",
     "TransactionFatal",
     "TransactionManager",
@@ -79,7 +80,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _MIN_INIT_PRODUCER_ID_VERSION = 3  # transactional InitProducerId below v3: tansu errors
-_TRANSACTION_KEY = 1  # FindCoordinator key_type: 0 group, 1 transaction
+_GROUP_KEY, _TRANSACTION_KEY = 0, 1  # FindCoordinator key_type
 # Consecutive lost answers to one EndTxn after which its fate counts as unknowable: tansu 0.6
 # closes the connection instead of answering a fenced EndTxn, so retrying forever would hang.
 # Only connections closed after the request went out count: a request timeout is an outage
@@ -87,6 +88,8 @@ _TRANSACTION_KEY = 1  # FindCoordinator key_type: 0 group, 1 transaction
 _MAX_LOST_END_TXN = 8
 
 _RETRY = frozenset({ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, ErrorCode.CONCURRENT_TRANSACTIONS})
+# TxnOffsetCommit codes Java's TxnOffsetCommitHandler retries besides those above.
+_MARKER_RETRY = frozenset({ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, ErrorCode.REQUEST_TIMED_OUT})
 _NEW_COORDINATOR = frozenset({ErrorCode.COORDINATOR_NOT_AVAILABLE, ErrorCode.NOT_COORDINATOR})
 # Not allowed (topic, cluster, transactional id authorization), INVALID_TXN_STATE, and
 # UNSUPPORTED_VERSION: this producer can never write again.
@@ -151,6 +154,10 @@ class TransactionRetriable(Exception):
     sender meanwhile keeps expiring batches past ``delivery.timeout.ms``)."""
 
 
+class MarkerDenied(Exception):
+    """The principal may not use the commit marker's group (GROUP_AUTHORIZATION_FAILED)."""
+
+
 class TransactionAbortable(Exception):
     """The open transaction must be aborted; the producer may go on after that."""
 
@@ -194,6 +201,7 @@ class TransactionManager:
         self.partitions: set[tuple[str, int]] = set()  # added to the open transaction
         self.fatal: TransactionFatal | None = None
         self._coordinator: tuple[int, str, int] | None = None
+        self._group_coordinators: dict[str, tuple[int, str, int]] = {}  # for commit markers
         self._unanswered_end_txn = 0  # EndTxn requests sent and lost in a row
         self._failures_in_a_row = 0  # requests to the coordinator that failed to connect or answer
         # Why the open transaction is being aborted: the error code that began the abort (0:
@@ -452,6 +460,93 @@ class TransactionManager:
         self._unanswered_end_txn = 0
         return answer["error_code"]
 
+    # ---- commit markers: did a transaction commit? ----------------------------------------
+
+    async def commit_marker(
+        self, group: str, topic: str, partition: int, token: int, metadata: str
+    ) -> None:
+        """Put a marker in the open transaction: ``token`` as ``group``'s committed offset
+        of (``topic``, ``partition``), committed or aborted with the transaction's records
+        (AddOffsetsToTxn, then TxnOffsetCommit to the group's coordinator: Java's
+        ``sendOffsetsToTransaction``, which Kafka Connect's exactly-once sources use to keep
+        their source positions, KIP-618). ``committed_markers`` reads it back after a
+        restart. The partition must exist (the group coordinator checks); any partition of
+        the transaction does."""
+        self._require_not_fatal()
+        body = {
+            "transactional_id": self.transactional_id,
+            "producer_id": self.producer_id,
+            "producer_epoch": self.epoch,
+            "group_id": group,
+        }
+        answer = await self._call(messages.ADD_OFFSETS_TO_TXN, body)
+        self._check_marker(answer["error_code"], "AddOffsetsToTxn", group)
+        commit = {
+            **body,
+            "topics": [{"name": topic, "partitions": [
+                {"partition_index": partition, "committed_offset": token,
+                 "committed_metadata": metadata},
+            ]}],
+        }  # fmt: skip
+        while True:
+            answer = await self._call(messages.TXN_OFFSET_COMMIT, commit, group=group)
+            codes = {p["error_code"] for t in answer["topics"] for p in t["partitions"]}
+            codes.discard(ErrorCode.NONE)
+            if not codes:
+                return
+            if codes & _NEW_COORDINATOR:
+                self._forget_coordinator(group)
+            if codes <= _RETRY | _NEW_COORDINATOR | _MARKER_RETRY:
+                await asyncio.sleep(self.settings.retry_backoff_s)
+                continue
+            self._check_marker(min(codes), "TxnOffsetCommit", group)
+
+    async def committed_marker(self, group: str, topic: str, partition: int) -> tuple[int, str]:
+        """``group``'s committed offset of (``topic``, ``partition``) and its metadata — the
+        marker ``commit_marker`` left there — or (-1, "") for none. Asked with RequireStable
+        (OffsetFetch v7+, KIP-447), the coordinator answers only once no transaction with
+        offsets of the group is still completing (UNSTABLE_OFFSET_COMMIT until then, retried
+        here), so a commit that a fencing InitProducerId was finishing is seen. Below v7 the
+        answer may predate such a commit."""
+        self._require_not_fatal()
+        body = {
+            "group_id": group,
+            "topics": [{"name": topic, "partition_indexes": [partition]}],
+            "require_stable": True,
+        }
+        while True:
+            answer = await self._call(messages.OFFSET_FETCH, body, min_version=1, group=group)
+            code = answer["error_code"]
+            if code == ErrorCode.GROUP_ID_NOT_FOUND:
+                return -1, ""
+            unstable = code == ErrorCode.UNSTABLE_OFFSET_COMMIT
+            if not unstable:
+                self._check_marker(code, "OffsetFetch", group)
+            found = [
+                p
+                for t in answer["topics"] or ()  # null: tansu's "no offsets"
+                if t["name"] == topic
+                for p in t["partitions"]
+                if p["partition_index"] == partition
+            ]
+            for p in found:
+                unstable |= p["error_code"] == ErrorCode.UNSTABLE_OFFSET_COMMIT
+            if not unstable:
+                break
+            await asyncio.sleep(self.settings.retry_backoff_s)
+        if not found or found[0]["error_code"] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
+            return -1, ""
+        self._check_marker(found[0]["error_code"], "OffsetFetch", group)
+        return found[0]["committed_offset"], found[0]["metadata"] or ""
+
+    def _check_marker(self, code: int, what: str, group: str) -> None:
+        """A commit marker's error: a denied group raises ``MarkerDenied`` (checked before
+        anything is added to the transaction, which can still commit without it); a refused
+        epoch and the abortable codes abort; anything else is fatal as in ``_check``."""
+        if code == ErrorCode.GROUP_AUTHORIZATION_FAILED:
+            raise MarkerDenied(f"{what}: {_group_denied(group)}")
+        self._check(code, what)
+
     def fail(self, error: TransactionFatal) -> None:
         """Enter FATAL for good (the sender saw a fatal error in a Produce answer)."""
         if self.fatal is None:
@@ -466,13 +561,16 @@ class TransactionManager:
 
     # ---- requests to the coordinator -----------------------------------------------------
 
-    async def _call(self, api: messages.ApiSpec, body: dict, min_version: int = 0) -> dict:
-        """Send ``api`` to the coordinator until it answers with a code that is not
-        "look again" or "try later". A connection failure raises ``TransactionRetriable``
-        (caused by the ``BrokerConnectionError``) after the backoff."""
+    async def _call(
+        self, api: messages.ApiSpec, body: dict, min_version: int = 0, group: str | None = None
+    ) -> dict:
+        """Send ``api`` to the transaction coordinator (or ``group``'s coordinator) until it
+        answers with a code that is not "look again" or "try later". A connection failure
+        raises ``TransactionRetriable`` (caused by the ``BrokerConnectionError``) after the
+        backoff."""
         while True:
             try:
-                conn = await self._coordinator_connection()
+                conn = await self._coordinator_connection(group)
                 version = conn.version_for(api)
                 if version < min_version:
                     raise TransactionFatal(
@@ -482,7 +580,7 @@ class TransactionManager:
                     )
                 answer = await conn.request(api, body, version=version)
             except BrokerConnectionError as exc:
-                self._coordinator = None
+                self._forget_coordinator(group)
                 self._failures_in_a_row += 1
                 # An outage fails every attempt: say so at once, then now and then.
                 level = logging.WARNING if self._failures_in_a_row % 100 == 1 else logging.DEBUG
@@ -493,38 +591,47 @@ class TransactionManager:
             self._failures_in_a_row = 0
             code = answer.get("error_code", ErrorCode.NONE)
             if code in _NEW_COORDINATOR:
-                self._coordinator = None
+                self._forget_coordinator(group)
             if code in _NEW_COORDINATOR or code in _RETRY:
                 await asyncio.sleep(self.settings.retry_backoff_s)
                 continue
             return answer
 
-    async def _coordinator_connection(self) -> Any:
+    async def _coordinator_connection(self, group: str | None = None) -> Any:
+        if group is not None:
+            found = self._group_coordinators.get(group)
+            if found is None:
+                found = self._group_coordinators[group] = await self._find_coordinator(
+                    group, _GROUP_KEY
+                )
+            return await self._channel.broker(*found)
         if self._coordinator is None:
-            self._coordinator = await self._find_coordinator()
+            self._coordinator = await self._find_coordinator(
+                self.transactional_id, _TRANSACTION_KEY
+            )
         return await self._channel.broker(*self._coordinator)
 
-    async def _find_coordinator(self) -> tuple[int, str, int]:
+    def _forget_coordinator(self, group: str | None) -> None:
+        if group is None:
+            self._coordinator = None
+        else:
+            self._group_coordinators.pop(group, None)
+
+    async def _find_coordinator(self, key: str, key_type: int) -> tuple[int, str, int]:
+        kind = "group" if key_type == _GROUP_KEY else "transaction"
         while True:
             conn = await self._channel.any_broker()
             version = conn.version_for(messages.FIND_COORDINATOR)
-            body = {
-                "key": self.transactional_id,
-                "key_type": _TRANSACTION_KEY,
-                "coordinator_keys": [self.transactional_id],
-            }
+            body = {"key": key, "key_type": key_type, "coordinator_keys": [key]}
             answer = await conn.request(messages.FIND_COORDINATOR, body, version=version)
             found = answer["coordinators"][0] if version >= 4 else answer
             code = found["error_code"]
             if code == ErrorCode.NONE:
-                log.info(
-                    "transaction coordinator of %s: node %d at %s:%d",
-                    self.transactional_id,
-                    found["node_id"],
-                    found["host"],
-                    found["port"],
-                )
+                log.info("%s coordinator of %s: node %d at %s:%d", kind, key,
+                         found["node_id"], found["host"], found["port"])  # fmt: skip
                 return found["node_id"], found["host"], found["port"]
+            if key_type == _GROUP_KEY and code == ErrorCode.GROUP_AUTHORIZATION_FAILED:
+                self._fatal(code, _group_denied(key))
             self._check_fatal(code, "FindCoordinator")
             await asyncio.sleep(self.settings.retry_backoff_s)
 
@@ -551,3 +658,11 @@ class TransactionManager:
     def _require_not_fatal(self) -> None:
         if self.fatal is not None:
             raise self.fatal
+
+
+def _group_denied(group: str) -> str:
+    return (
+        f"GROUP_AUTHORIZATION_FAILED for group {group!r}: exactly-once mode commits a marker "
+        "of each transaction as that group's offset (grant the principal Read on the group, "
+        "the same name as the transactional id)"
+    )

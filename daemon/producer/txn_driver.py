@@ -35,16 +35,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
+from typing import Protocol
 
 from daemon.kafka.errors import Action, ErrorCode, Persistence, error_name
 from daemon.producer.accumulator import Accumulator, PartitionQueue
 from daemon.producer.batch import ProducerBatch
 from daemon.producer.completion import OutcomeReporter, TransactionStats, Turn
 from daemon.producer.counters import ProducerCounters
-from daemon.producer.outcomes import DeliveryFailure
+from daemon.producer.outcomes import BatchOutcome, DeliveryFailure
 from daemon.producer.transactions import (
     EPOCH_REFUSED,
     FATAL_CODES,
+    MarkerDenied,
     TransactionAbortable,
     TransactionFatal,
     TransactionManager,
@@ -52,9 +55,31 @@ from daemon.producer.transactions import (
     TxnState,
 )
 
-__all__ = ["TransactionalCompletion"]
+__all__ = ["CommitMarks", "TransactionalCompletion"]
 
 log = logging.getLogger(__name__)
+
+
+# What the commit marker says (TransactionManager.commit_marker): the offset's metadata, for an
+# operator who finds the group; kpd reads the offset alone (tansu keeps no metadata).
+_MARKER_METADATA = "kpd exactly-once commit marker (not a consumer position)"
+
+
+class CommitMarks(Protocol):
+    """Journals what a commit delivers before its EndTxn, under a marker the transaction
+    itself commits (the worker's ``commit_marks``): a restart after a kill between the
+    coordinator's commit and its answer can then tell that the commit happened."""
+
+    group: str  # the consumer group whose offset is the marker
+
+    def committing(
+        self, outcomes: list[BatchOutcome], partitions: Collection[tuple[str, int]]
+    ) -> tuple[int, str, int]:
+        """Journal the outcomes the commit would give; the marker's (token, topic, partition),
+        one of ``partitions``."""
+
+    def committed(self) -> None:
+        """The commit's outcomes went out (or it aborted): forget the journaled ones."""
 
 
 class TransactionalCompletion:
@@ -69,8 +94,11 @@ class TransactionalCompletion:
         accumulator: Accumulator,
         counters: ProducerCounters,
         reporter: OutcomeReporter,
+        marks: CommitMarks | None = None,
     ) -> None:
         self.manager = manager
+        self._marks = marks
+        self._initialized = asyncio.Event()  # the first InitProducerId is done
         self._interval_s = interval_s
         self._max_bytes = max_bytes
         self._acc = accumulator
@@ -168,6 +196,7 @@ class TransactionalCompletion:
         m = self.manager
         first = m.producer_id < 0
         await m.initialize()  # batches are stamped with its producer id and epoch
+        self._initialized.set()
         self._acc.reset_sequences()
         if not first:
             self._counters.epoch_bumps += 1  # after an abort: the replay goes under it
@@ -203,6 +232,16 @@ class TransactionalCompletion:
         ):
             return True  # the transaction's last answers and retries first
         self._commit_sent = True
+        marks = self._marks
+        if marks is not None and self._acked:
+            outcomes = [BatchOutcome(b.topic, b.partition, b.tokens, offset, ts, None)
+                        for b, offset, ts in self._acked]  # fmt: skip
+            token, topic, partition = marks.committing(outcomes, self.manager.partitions)
+            try:
+                await self.manager.commit_marker(marks.group, topic, partition, token,
+                                                 _MARKER_METADATA)  # fmt: skip
+            except MarkerDenied as exc:
+                self._no_marks(str(exc))
         await self.manager.end(commit=True)
         self._commit_sent = False
         counters = self._counters
@@ -213,8 +252,33 @@ class TransactionalCompletion:
         for batch, base_offset, timestamp in acked:
             self._acc.release(batch)
             self._reporter.delivered(batch, base_offset, timestamp)
+        if marks is not None:
+            marks.committed()  # after the reports: their done-journal runs are published
         self._next_transaction()
         return True
+
+    async def committed_marker(self, group: str, topic: str, partition: int) -> int:
+        """``group``'s committed offset of (``topic``, ``partition``) (-1: none, or the group
+        denied), asked once this producer's first InitProducerId fenced its predecessor's
+        epoch: the coordinator has then completed or aborted whatever that predecessor was
+        committing."""
+        await self._initialized.wait()
+        try:
+            offset, _ = await self.manager.committed_marker(group, topic, partition)
+        except MarkerDenied as exc:
+            self._no_marks(str(exc))
+            return -1
+        return offset
+
+    def _no_marks(self, why: str) -> None:
+        """Go on without commit markers (as before they existed: a kill between the
+        coordinator's commit and its answer writes that transaction twice)."""
+        if self._marks is not None:
+            self._marks.committed()  # what it journaled will never be confirmed
+            self._marks = None
+        log.warning("%s: %s; transactions commit without a marker, so a kill between a "
+                    "commit and its answer writes that transaction twice",
+                    self.transactional_id, why)  # fmt: skip
 
     async def _abort(self, in_flight: int) -> bool:
         if in_flight:

@@ -184,6 +184,27 @@ class RingProducer:
         self.bytes_written += n
         return True
 
+    def write_parts(self, head: bytes, body: bytes | memoryview) -> bool:
+        """Stage one entry whose payload is ``head`` then ``body`` (copied in place, never
+        joined first) and seal it now; False if the ring has no room for it. The per-frame
+        path of ingest: one call, no view to fill and drop, nothing left to seal."""
+        split = len(head)
+        n = split + len(body)
+        size = self._checked_size(n)
+        offset = self._claim(size)
+        if offset < 0:
+            return False
+        start = offset + _LENGTH_SIZE
+        data, words = self._data, self._words
+        data[start : start + split] = head
+        data[start + split : start + n] = body
+        words[offset >> 2] = n
+        seal = crc32c(head, crc32c(_SEAL_PREFIX.pack(self._pos - size, n)))
+        words[(offset >> 2) + 1] = crc32c(body, seal)
+        self.entries_written += 1
+        self.bytes_written += n
+        return True
+
     def write_many(self, payloads: Sequence[bytes | bytearray | memoryview]) -> int:
         """Stage the longest prefix of ``payloads`` that fits, publish, return how many.
 
@@ -430,6 +451,11 @@ class RingConsumer:
         self.bytes_read += got
         return out
 
+    def rewind(self) -> None:
+        """Read again from the release point: what was read and not released comes again
+        (a worker that looked at what its predecessor left before taking it)."""
+        self._cursor = self._released
+
     def release(self, pos: int) -> None:
         """Free everything before ``pos`` (an ``end_pos`` from ``read_entries``) for reuse.
 
@@ -474,10 +500,11 @@ class RingConsumer:
         backstop = None if ordering_of() == "C11 atomics" else self._backstop
         self._watch = Watch(self._doorbell, loop, on_readable, backstop)
 
-    def sleep_until_readable(self) -> bool:
-        """True if an unread entry is published now; else False, and the watch's callback
-        comes once one is (announced to the producer: it rings only for a sleeper)."""
-        return self._watch.arm(self._wait_callbacks())
+    def sleep_until_readable(self, min_bytes: int = 1) -> bool:
+        """True if at least ``min_bytes`` of unread entries are published now; else False,
+        and the watch's callback comes once they are (announced to the producer: it rings
+        only for a sleeper, and only once that much is published)."""
+        return self._watch.arm(self._wait_callbacks(min_bytes))
 
     def wake_watch(self) -> None:
         """Stop sleeping on the watch without its callback (the owner woke for another
@@ -494,14 +521,14 @@ class RingConsumer:
             self._sleeper.sleeps += watch.sleeps
             self._sleeper.missed_wakeups += watch.missed_wakeups
 
-    def _wait_callbacks(self) -> WaitHooks:
-        ring, cursor = self._ring, self._cursor
+    def _wait_callbacks(self, min_bytes: int = 1) -> WaitHooks:
+        ring, wake_at = self._ring, self._cursor + min_bytes
 
         def ready() -> bool:
-            return ring.write_pos > cursor
+            return ring.write_pos >= wake_at
 
         def announce() -> None:
-            ring.consumer_wake_at = cursor + 1
+            ring.consumer_wake_at = wake_at
 
         def retract() -> None:
             ring.consumer_wake_at = 0

@@ -34,15 +34,21 @@ import logging
 import time
 from bisect import bisect_right
 from collections import defaultdict
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from daemon.config import ProducerSettings
 from daemon.metrics import DeliveryTally
+from daemon.producer.accumulator import PartitionQueue
 from daemon.producer.engine import ProducerEngine
 from daemon.producer.outcomes import BatchOutcome
 from daemon.ring import LAYOUT_VERSION, AckWindow, RingConsumer, RingProducer
 from daemon.wire.ring_entry import decode_records_entry, encode_report_entry, seq_runs
+from daemon.worker.commit_marks import CommitMarks
 from daemon.worker.done_journal import DoneJournal, DoneRun
+from daemon.worker.flight_journal import FlightBatch
+from daemon.worker.in_flight import InFlight
 from daemon.worker.reports import chunks, done_run_of, kept_runs, recorded_outcome, run_of
 from kpd.protocol import ReportRun, encode_reports
 from kpd.protocol.base import AckLevel
@@ -60,6 +66,7 @@ log = logging.getLogger(__name__)
 _INDEX_BITS = 32
 _INDEX_MASK = (1 << _INDEX_BITS) - 1
 _READ_MAX_BYTES = 1 << 20  # per ring read: bounds the time between outcome handling
+_LOOP_TICK_S = 0.001  # the event loop clock's resolution (uvloop: libuv's millisecond time)
 
 
 @dataclass(slots=True)
@@ -91,13 +98,34 @@ class Worker:
         records: RingConsumer,
         reports: RingProducer,
         done_path: str | None = None,
+        flight_path: str | None = None,
+        commit_files: tuple[str, str] | None = None,
     ) -> None:
         """``done_path``: the records ring's done journal (``done_journal.journal_path``);
-        None keeps no journal (a kill then replays what was done behind an in-flight entry)."""
+        None keeps no journal (a kill then replays what was done behind an in-flight entry).
+        ``flight_path``: its flight journal (``flight_journal.flight_journal_path``), kept
+        with a done journal when idempotence is on outside exactly-once mode; None keeps none
+        (a kill then replays what was in flight under a new producer id).
+        ``commit_files``: exactly-once mode's commit journal and marker file
+        (``commit_journal``), kept with a done journal; None keeps none (a kill between the
+        coordinator's commit and its answer then writes that transaction twice)."""
         self._settings = settings
         self._records = records
         self._reports = reports
-        self._engine = ProducerEngine(settings, self._on_outcome)
+        self._in_flight: InFlight | None = None
+        self._resending: asyncio.Task | None = None  # the adoption's resend, while it runs
+        idempotent = settings.enable_idempotence and not settings.transactional
+        if done_path is not None and flight_path is not None and idempotent:
+            self._in_flight = InFlight.open(flight_path, records)
+        hook = None if self._in_flight is None else self._journal_written
+        self._commit_marks: CommitMarks | None = None
+        if done_path is not None and commit_files is not None and settings.transactional:
+            self._commit_marks = CommitMarks.open(
+                settings.transactional_id, *commit_files, records, self._done_runs
+            )
+        self._engine = ProducerEngine(
+            settings, self._on_outcome, on_written=hook, commit_marks=self._commit_marks
+        )
         self._window = AckWindow(records.cursor)
         self._journal: DoneJournal | None = None
         # Runs a predecessor journaled, by the end position of their entry: those records are
@@ -119,6 +147,7 @@ class Worker:
                          "they are reported, not produced again", done_path,
                          sum(run.count for run in runs), len(self._adopted))  # fmt: skip
         self._entries: dict[int, _EntryState] = {}
+        self._queues: dict[tuple[str, int], PartitionQueue] = {}  # engine.queue's, cached
         self._next_entry_id = 1
         # Outcomes wait here until the next report flush (once per loop turn).
         self._pending_runs: dict[int, list[ReportRun]] = defaultdict(list)
@@ -131,6 +160,9 @@ class Worker:
         # Waits for the reports ring to make room for ``_unsent`` (then flushes again).
         self._room_wait: asyncio.Task | None = None
         self._stopping = False
+        # While a batch lingers, the ring is read at its deadline, or once this much waits
+        # (a quarter of the ring at most: ingest never blocks on a ring a sleeper holds).
+        self._defer_bytes = max(1, min(settings.batch_size // 2, records.capacity // 4))
         # Resolved by the records ring's doorbell (a watch registered once in run) or stop().
         self._woken: asyncio.Future | None = None
         # Set by close(): records without an outcome now stay in the ring for the next daemon.
@@ -144,6 +176,10 @@ class Worker:
     async def run(self) -> None:
         """Read, produce and report until ``stop()``; then drain what was read."""
         await self._engine.start()
+        if self._in_flight is not None and self._in_flight.adopted:
+            await self._resend_adopted()
+        if self._commit_marks is not None and self._commit_marks.adopted:
+            await self._recover_commit()
         max_block_s = self._settings.max_block_ms / 1000
         loop = asyncio.get_running_loop()
         self._records.watch(loop, self._wake)
@@ -177,28 +213,105 @@ class Worker:
         """
         self._keeping = True
         self.stop()
+        if self._resending is not None:
+            self._resending.cancel()
         await self._engine.close(0.0)
         self._flush_reports()
         if self._journal is not None:  # no outcome comes after the engine closed
             self._journal.close()
             self._journal = None
+        if self._in_flight is not None:
+            self._in_flight.close()
+            self._in_flight = None
+        if self._commit_marks is not None:
+            self._commit_marks.close()
+            self._commit_marks = None
 
     async def _wait_for_records(self, loop: asyncio.AbstractEventLoop) -> None:
-        # One future per sleep and nothing else: the doorbell is watched for the life of run
-        # (no add_reader/remove_reader, no task, no timer per wait: issue 18's finding 1).
-        if self._records.sleep_until_readable():
+        # One future per sleep: the doorbell is watched for the life of run (no
+        # add_reader/remove_reader, no task per wait: issue 18's finding 1).
+        #
+        # While a batch lingers, records that arrive cannot go before its linger deadline,
+        # and at that deadline every queue's head rides along: so the worker sleeps through
+        # the ring's entries until then (or until half a batch.size waits), one wake per
+        # linger period instead of one per entry. The sender's timer for the same deadline
+        # wakes its turn one hop later through the ready queue (Sender._on_timer), so the
+        # worker reads first and what it reads joins that request.
+        deadline = self._engine.linger_deadline()
+        if deadline is not None and deadline - loop.time() < _LOOP_TICK_S:
+            # The loop's timers have millisecond resolution and fire up to a tick early:
+            # a deadline this close would cost a second wake-up of its own. The sender
+            # takes the batch then; until then, entries wake the worker as they come.
+            deadline = None
+        min_bytes = 1 if deadline is None else self._defer_bytes
+        if self._records.sleep_until_readable(min_bytes):
             return
         self._woken = woken = loop.create_future()
+        timer = None if deadline is None else loop.call_at(deadline, self._wake)
         try:
             await woken
         finally:
             self._woken = None
+            if timer is not None:
+                timer.cancel()
             self._records.wake_watch()  # cancelled (close): the watch must not stay armed
 
     def _wake(self) -> None:
         woken = self._woken
         if woken is not None and not woken.done():
             woken.set_result(None)
+
+    # ---- batches in flight at a predecessor's kill ------------------------------------
+
+    async def _resend_adopted(self) -> None:
+        """Before reading anything: resend what the predecessor had in flight under its
+        producer id (``in_flight``); the records the broker has now join the done journal's
+        adopted runs, so the replay reports them instead of producing them again."""
+        assert self._in_flight is not None
+        await self._adopt_runs(self._in_flight.resend(self._engine, self._adopted))
+
+    async def _recover_commit(self) -> None:
+        """Before reading anything: if the predecessor's last commit happened (its marker is
+        in Kafka), its records join the done journal's adopted runs (``commit_marks``)."""
+        assert self._commit_marks is not None
+        if await self._adopt_runs(self._commit_marks.recover(self._engine)):
+            self._commit_marks.committed()  # the done journal has them now
+
+    async def _adopt_runs(self, finding: Coroutine[Any, Any, list[DoneRun]]) -> bool:
+        """Run one step of the adoption; the done-journal runs it finds join the adopted
+        ones. False when the worker was closed meanwhile (that step's journal keeps what it
+        knew for the next worker)."""
+        assert self._journal is not None
+        self._resending = asyncio.get_running_loop().create_task(finding)
+        try:
+            runs = await self._resending
+        except asyncio.CancelledError:
+            if not self._keeping:
+                raise
+            return False
+        finally:
+            self._resending = None
+        for run in runs:
+            self._journal.add(run)
+            self._adopted.setdefault(run.end_pos, []).append(run)
+        self._journal.commit()
+        self._adopted_last = max(self._adopted, default=0)
+        return True
+
+    def _journal_written(self, batches) -> None:
+        """The engine's hook before a Produce request is written: its batches go in flight."""
+        entries = self._entries
+        flights = []
+        for batch in batches:
+            tokens = batch.tokens
+            first, last = tokens[0], tokens[-1]
+            a, b = entries[first >> _INDEX_BITS], entries[last >> _INDEX_BITS]
+            flights.append(FlightBatch(
+                b.end_pos, b.seal, last & _INDEX_MASK, a.end_pos, a.seal, first & _INDEX_MASK,
+                len(tokens), batch.partition, batch.producer_id, batch.base_sequence,
+                self._in_flight.topic_crc(batch.topic), batch.producer_epoch,
+            ))  # fmt: skip
+        self._in_flight.journal(flights)
 
     # ---- the hot path ------------------------------------------------------------------
 
@@ -232,7 +345,10 @@ class Worker:
             self._keep(entry_id, 0, entry.count)
             return
         engine = self._engine
-        queue = engine.queue(entry.topic, entry.partition)
+        queue = self._queues.get((entry.topic, entry.partition))
+        if queue is None:  # the engine's queues live as long as it does
+            queue = engine.queue(entry.topic, entry.partition)
+            self._queues[entry.topic, entry.partition] = queue
         token = entry_id << _INDEX_BITS
         columns = plain_columns(entry.records, entry.count)
         if columns is not None:  # the common case: no per-record timestamps or headers
@@ -355,8 +471,10 @@ class Worker:
 
     # ---- outcomes -> reports -----------------------------------------------------------
 
-    def _on_outcome(self, outcome: BatchOutcome) -> None:
-        tokens = outcome.tokens
+    def _entry_runs(self, tokens: list[int]) -> list[tuple[int, int, int, int]]:
+        """A batch's records split by ring entry: (entry id, first index, count, offset in
+        the batch) each."""
+        runs = []
         start = 0
         total = len(tokens)
         entries = self._entries
@@ -372,8 +490,22 @@ class Worker:
             end = state.count if ends is None else ends[bisect_right(ends, index)]
             count = min(total - start, end - index)
             assert tokens[start + count - 1] == first + count - 1, "entry run broken"
-            self._report_run(entry_id, index, count, start, outcome)
+            runs.append((entry_id, index, count, start))
             start += count
+        return runs
+
+    def _done_runs(self, outcome: BatchOutcome) -> list[DoneRun]:
+        """The done-journal runs ``outcome`` would give (for the commit journal)."""
+        runs = []
+        for entry_id, index, count, start in self._entry_runs(outcome.tokens):
+            state = self._entries[entry_id]
+            runs.append(done_run_of(state.end_pos, state.seal, index, count, start, outcome))
+        return runs
+
+    def _on_outcome(self, outcome: BatchOutcome) -> None:
+        for entry_id, index, count, start in self._entry_runs(outcome.tokens):
+            self._report_run(entry_id, index, count, start, outcome)
+        total = len(outcome.tokens)
         if self._journal is not None:
             self._journal.commit()  # the outcomes are on file before any report of them
         self._outcome_times.append((time.monotonic(), total))
@@ -465,6 +597,8 @@ class Worker:
                 self._records.release(release)
                 if self._journal is not None:  # after the release: its runs are dead now
                     self._journal.released(release)
+                if self._in_flight is not None:
+                    self._in_flight.released(release)
 
     def _trace_reports(self, written: float) -> None:
         observe = self.tally.stage_report.observe

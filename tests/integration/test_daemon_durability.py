@@ -203,15 +203,17 @@ def test_a_restart_with_another_worker_count_reroutes_the_kept_entries(mock_clus
         assert sorted(r["workers"] for r in rings["rerouted"]) == [2, 2]
         assert rings["leftovers"] == []
         names = os.listdir(daemon.rings_dir)
-        assert sorted(n for n in names if not n.endswith(".done")) == sorted(
+        journals = (".done", ".flight")
+        assert sorted(n for n in names if not n.endswith(journals)) == sorted(
             [f"{daemon.prefix}-{kind}-{i}" for kind in ("records", "reports") for i in range(3)]
             + [f"{daemon.prefix}.lock"]  # the ring files' instance lock (daemon.process.instance)
             + [f"{daemon.prefix}-sessions.journal"]  # protocol v2 sessions, beside the rings
         )
-        # Each worker's done journal (daemon/worker/done_journal.py) is made by the worker as
-        # it starts: only ever one of a ring of this run, none of the re-routed ones.
-        done = {f"{daemon.prefix}-records-{i}.done" for i in range(3)}
-        assert {n for n in names if n.endswith(".done")} <= done
+        # Each worker's done and flight journals (daemon/worker/done_journal.py,
+        # flight_journal.py) are made by the worker as it starts: only ever those of a ring of
+        # this run, none of the re-routed ones.
+        ours = {f"{daemon.prefix}-records-{i}{suffix}" for i in range(3) for suffix in journals}
+        assert {n for n in names if n.endswith(journals)} <= ours
         delivered = _delivered(mock_cluster.bootstrap, topic, "w", len(accepted))
         lost = accepted - delivered
         assert not lost, f"{len(lost)} accepted records lost, e.g. {sorted(lost)[:5]}"

@@ -12,6 +12,9 @@ from collections import Counter
 
 import pytest
 
+from tests.brokers import TansuBroker, unique_topic_name
+from tests.brokers.answer_hold import AnswerHold
+from tests.brokers.ports import free_port
 from tests.brokers.txn_log import read_committed
 from tests.daemon_harness import KpdDaemon, wait_for
 from tests.integration.test_daemon_lifecycle import LoadClient
@@ -29,12 +32,17 @@ def _committed_values(bootstrap: str, topic: str, partitions: int):
     return views, values
 
 
-def _assert_committed_once(bootstrap: str, topic: str, partitions: int, client: str, count: int):
-    """Every record ``<client>-0`` .. ``<client>-<count - 1>`` is committed exactly once;
-    returns the committed views."""
+def _assert_committed_once(
+    bootstrap: str, topic: str, partitions: int, client: str, count: int, *also: tuple[str, int]
+):
+    """Every record ``<client>-0`` .. ``<client>-<count - 1>`` (and those of the ``also``
+    clients, ``(client, count)`` each) is committed exactly once, and nothing else; returns
+    the committed views."""
     views, values = _committed_values(bootstrap, topic, partitions)
-    missing = [i for i in range(count) if values[f"{client}-{i}".encode()] == 0]
-    assert not missing, f"{len(missing)} acknowledged records not committed, first {missing[:5]}"
+    for name, n in ((client, count), *also):
+        missing = [i for i in range(n) if values[f"{name}-{i}".encode()] == 0]
+        assert not missing, f"{len(missing)} acknowledged records not committed, e.g. {missing[:5]}"
+    count += sum(n for _, n in also)
     doubled = sorted(v for v, n in values.items() if n > 1)
     where = {}  # for the diagnosis: where the copies of a double are
     for p, view in views.items():
@@ -157,3 +165,65 @@ def test_a_second_kpd_with_the_same_transactional_id_fences_the_first(tansu, tmp
     assert sorted(values) == sorted(
         [f"a-{i}".encode() for i in range(100)] + [f"b-{i}".encode() for i in range(100)]
     )
+
+
+END_TXN = 26  # the Kafka API key
+
+
+@pytest.fixture
+def held_tansu(tmp_path_factory):
+    """A tansu of its own behind an AnswerHold (its port is what tansu advertises)."""
+    hold = AnswerHold()
+    port = free_port()
+    hold.start(f"127.0.0.1:{port}")
+    tansu = TansuBroker(
+        tmp_path_factory.mktemp("held-tansu"), advertised_port=hold.port, port_source=lambda: port
+    )
+    try:
+        tansu.start()
+        yield hold, tansu
+    finally:
+        hold.stop()
+        tansu.stop()
+
+
+def _kill_the_worker(daemon: KpdDaemon) -> None:
+    daemon.kill_a_worker()
+
+
+def _kill_the_daemon(daemon: KpdDaemon) -> None:
+    daemon.kill_all()
+    daemon.start()
+
+
+@pytest.mark.parametrize(
+    "kill",
+    [pytest.param(_kill_the_worker, id="worker"), pytest.param(_kill_the_daemon, id="daemon")],
+)
+def test_a_kill_between_the_coordinators_commit_and_its_answer_writes_nothing_twice(
+    held_tansu, tmp_path, kill
+):
+    """The commit window: EndTxn reaches the coordinator, which commits; its answer is held
+    back, and the worker is killed before it hears it. The adopter must find the commit's
+    marker (commit_journal) and report those records instead of producing them again."""
+    hold, tansu = held_tansu
+    topic = tansu.create_topic(unique_topic_name("eos-window"), 3)
+    # Long transactions: the commit held is one the client's records are surely in.
+    extra = _eos(topic, interval_ms=2_000)
+    daemon = KpdDaemon(tmp_path, hold.bootstrap, workers=1, extra=extra).start()
+    try:
+        first = LoadClient(daemon, topic, "a", 3_000, acks="accepted").wait()
+        assert all(r[1] == "ok" for r in first), first[:3]
+        hold.hold_after(END_TXN)
+        wait_for(lambda: hold.answer_bytes_held > 0, 30, "an EndTxn answer held back")
+        kill(daemon)
+        hold.release()
+        second = LoadClient(daemon, topic, "b", 3_000).wait()
+        assert all(r[1] == "ok" for r in second), second[:3]
+        assert daemon.stop() == 0, daemon.log_tail()
+        log = daemon.log_path.read_text()
+    finally:
+        daemon.stop()
+    views = _assert_committed_once(hold.bootstrap, topic, 3, "a", 3_000, ("b", 3_000))
+    _assert_key_order(views)
+    assert "the last commit before the restart happened" in log, log[-3000:]

@@ -194,18 +194,13 @@ def _kill_daemon(daemon: KpdDaemon) -> None:
 # measured by killing while the rings hold a backlog: 0, 400, 77, 0 and 62 records twice in
 # five kills). This variant kills when the producer has half its records reported, mostly
 # with nothing in flight: it passed 25 of 27 runs. Issue 20 stays open for that window.
-WHOLE_DAEMON_REPLAY = pytest.mark.xfail(
-    strict=False,
-    reason="issue 20: batches in flight at a whole-daemon kill that Kafka had appended are "
-    "produced again under the next daemon's producer id",
-)
-
-
 @pytest.mark.parametrize(
     "kill",
     [
         pytest.param(_kill_ingest, id="ingest"),
-        pytest.param(_kill_daemon, id="whole-daemon", marks=WHOLE_DAEMON_REPLAY),
+        # The batches in flight at a whole-daemon kill are resent under the old producer id
+        # first (the workers' flight journals), so tansu recognises those it had appended.
+        pytest.param(_kill_daemon, id="whole-daemon"),
     ],
 )
 def test_kill_9_while_an_idempotent_producer_streams_loses_and_repeats_nothing(

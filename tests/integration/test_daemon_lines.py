@@ -41,6 +41,8 @@ def _daemon(tmp_path, tansu, topic: str, lines: dict | None = None, **extra) -> 
 
 def _write(path: str, data: bytes) -> None:
     """What `printf ... | nc -U PATH` does: write everything, then close our end."""
+    # Ingest opens the lines socket just after kpd.sock, which is what KpdDaemon waits for.
+    wait_for(lambda: os.path.exists(path), 30, f"the lines socket {path}")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(path)
         sock.sendall(data)

@@ -413,3 +413,50 @@ def test_a_successor_produces_only_the_records_of_an_entry_that_had_no_outcome(
     for run in second:
         for i in range(run.count):
             assert log[run.base_offset + i] == b"r%03d" % (run.first_seq + i)
+
+
+def test_a_worker_with_a_lingering_batch_reads_its_ring_at_the_deadline_in_one_request(
+    tansu, topic_factory, rings
+):
+    # Issue 18: while a batch lingers the worker does not wake per ring entry; it asks the
+    # doorbell for half a batch.size and reads at the linger deadline, where the entries that
+    # came meanwhile (another partition here) ride along in the same request.
+    topic = topic_factory(tansu, partitions=2)
+    worker = Worker(producer_settings(bootstrap_servers=tansu.bootstrap, linger_ms=300),
+                    rings.worker_records, rings.worker_reports)  # fmt: skip
+    ring, consumer = rings.worker_records._ring, rings.worker_records
+
+    async def scenario() -> list:
+        task = asyncio.get_running_loop().create_task(worker.run())
+        deadline = time.monotonic() + 20
+        # A first record delivered and reported: the sender is idle and asleep, so the next
+        # batch's open arms its timer for the same deadline as the worker's own.
+        rings.put(topic, 0, 0, [(None, b"w", None, ())], ack=AckLevel.KAFKA,
+                  received_ms=int(time.time() * 1000) - 10_000)  # fmt: skip
+        warm: list = []
+        while not warm:
+            assert time.monotonic() < deadline and not task.done(), task
+            warm.extend(rings.runs())
+            await asyncio.sleep(0.01)
+        sent_before = worker.engine.counters.requests_sent
+        rings.put(topic, 0, 1, [(None, b"a", None, ())], received_ms=int(time.time() * 1000))
+        while ring.consumer_wake_at <= consumer.cursor + 1:  # not yet asleep, deferred
+            assert time.monotonic() < deadline and not task.done(), task
+            await asyncio.sleep(0.001)
+        rings.put(topic, 1, 2, [(None, b"b", None, ())], received_ms=int(time.time() * 1000))
+        runs: list = []
+        while sum(run.count for run in runs) < 2:
+            assert time.monotonic() < deadline and not task.done(), task
+            runs.extend(rings.runs())
+            await asyncio.sleep(0.01)
+        sent = worker.engine.counters.requests_sent - sent_before
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+        await worker.close()
+        return runs, sent
+
+    runs, sent = asyncio.run(scenario())
+    assert sorted((run.status, run.first_seq) for run in runs) == [
+        (Status.DELIVERED, 1), (Status.DELIVERED, 2)
+    ]  # fmt: skip
+    assert sent == 1  # the record read at the deadline rode along

@@ -13,6 +13,7 @@
  *   group_by_partition(...)           send_bulk's records per partition (keyed_groups)
  *   RecordFuture(frame, index)        send()'s future (kpd/future.py RecordFuturePython)
  *   Appender(entries, ...).add(...)   send()'s hot path, Framer.add (kpd/appender.py AppenderPython)
+ *   Appender.send(...)                the sync Producer's send(): lock, checks and add in one call
  *
  * The loops themselves are in kpd_loops.h, which the daemon's accelerator includes too.
  * The only statics are the interned attribute names below: constants made once at import.
@@ -211,7 +212,8 @@ fail:
 static PyObject *str_all_delivered, *str_settled, *str_future_result, *str_future_exception,
     *str_future_add_done_callback, *str_future_await, *str_key_partitions, *str_placement,
     *str_open_frames, *str_keys, *str_values, *str_size, *str_per_record, *str_count,
-    *str_sticky, *str_sticky_bytes;
+    *str_sticky, *str_sticky_bytes, *str_acquire, *str_release, *str_taking, *str_connected,
+    *str_buffered_bytes, *str_wake;
 
 static int intern_names(void)
 {
@@ -234,6 +236,12 @@ static int intern_names(void)
     INTERN(str_count, "count");
     INTERN(str_sticky, "sticky");
     INTERN(str_sticky_bytes, "sticky_bytes");
+    INTERN(str_acquire, "acquire");
+    INTERN(str_release, "release");
+    INTERN(str_taking, "taking");
+    INTERN(str_connected, "connected");
+    INTERN(str_buffered_bytes, "buffered_bytes");
+    INTERN(str_wake, "wake");
 #undef INTERN
     return 0;
 }
@@ -408,20 +416,26 @@ typedef struct {
     PyObject_HEAD
     PyObject *entries; /* TopicTable.entries: topic -> TopicEntry */
     PyObject *general; /* the framer's path for every record not taken here */
+    PyObject *opener;  /* opener(entry, partition) -> a new open frame; NULL: none */
     Py_ssize_t batch_limit, sticky_limit, memo_limit;
+    /* send()'s gate (set by gate(), NULL before): the Producer's lock's bound acquire and
+     * release, its session and link (read under the lock), its general send path. */
+    PyObject *acquire, *release, *session, *link, *send_general, *woke;
+    Py_ssize_t buffer_limit;
 } Appender;
 
 static int appender_init(Appender *a, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"entries", "batch_limit", "sticky_limit", "memo_limit", "general",
-                             NULL};
-    PyObject *entries, *general;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!nnnO:Appender", kwlist, &PyDict_Type,
+                             "opener", NULL};
+    PyObject *entries, *general, *opener = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!nnnO|O:Appender", kwlist, &PyDict_Type,
                                      &entries, &a->batch_limit, &a->sticky_limit,
-                                     &a->memo_limit, &general))
+                                     &a->memo_limit, &general, &opener))
         return -1;
     Py_XSETREF(a->entries, Py_NewRef(entries));
     Py_XSETREF(a->general, Py_NewRef(general));
+    Py_XSETREF(a->opener, opener == Py_None ? NULL : Py_NewRef(opener));
     return 0;
 }
 
@@ -429,6 +443,13 @@ static int appender_traverse(Appender *a, visitproc visit, void *arg)
 {
     Py_VISIT(a->entries);
     Py_VISIT(a->general);
+    Py_VISIT(a->opener);
+    Py_VISIT(a->woke);
+    Py_VISIT(a->acquire);
+    Py_VISIT(a->release);
+    Py_VISIT(a->session);
+    Py_VISIT(a->link);
+    Py_VISIT(a->send_general);
     return 0;
 }
 
@@ -436,6 +457,13 @@ static int appender_clear(Appender *a)
 {
     Py_CLEAR(a->entries);
     Py_CLEAR(a->general);
+    Py_CLEAR(a->opener);
+    Py_CLEAR(a->woke);
+    Py_CLEAR(a->acquire);
+    Py_CLEAR(a->release);
+    Py_CLEAR(a->session);
+    Py_CLEAR(a->link);
+    Py_CLEAR(a->send_general);
     return 0;
 }
 
@@ -571,12 +599,19 @@ static PyObject *appender_plain(Appender *a, PyObject *topic, PyObject *key, PyO
     if (frames == NULL)
         goto done_partition;
     frame = PyDict_GetItemWithError(frames, partition);
-    if (frame == NULL) {
-        if (!PyErr_Occurred())
-            result = Py_NewRef(Py_None);
+    if (frame != NULL) {
+        Py_INCREF(frame);
+    } else if (PyErr_Occurred()) {
         goto done_partition;
+    } else if (a->opener == NULL) {
+        result = Py_NewRef(Py_None);
+        goto done_partition;
+    } else {
+        PyObject *open_args[2] = {entry, partition};
+        frame = PyObject_Vectorcall(a->opener, open_args, 2, NULL); /* Framer._open */
+        if (frame == NULL)
+            goto done_partition;
     }
-    Py_INCREF(frame);
     Py_ssize_t size = ssize_attr(frame, str_size);
     Py_ssize_t per_record = size < 0 ? -1 : ssize_attr(frame, str_per_record);
     if (per_record < 0 && PyErr_Occurred())
@@ -622,6 +657,50 @@ done:
     return result;
 }
 
+/* The six arguments of add() and send() into ``full`` (which holds the defaults, NULL for a
+ * required one, when called): positional, then by keyword. ``needed``: how many leading
+ * arguments are required. 0, or -1 with a TypeError naming ``fname`` set. */
+static int parse_six(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                     const char *const names[6], Py_ssize_t needed, const char *fname,
+                     PyObject *full[6])
+{
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    if (nargs > 6) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most 6 arguments (%zd given)", fname,
+                     nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        full[i] = args[i];
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        int slot = -1;
+        for (int i = 0; i < 6 && slot < 0; i++)
+            if (PyUnicode_CompareWithASCIIString(name, names[i]) == 0)
+                slot = i;
+        if (slot < 0 || slot < nargs) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected or repeated argument %R",
+                         fname, name);
+            return -1;
+        }
+        full[slot] = args[nargs + k];
+    }
+    for (Py_ssize_t i = 0; i < needed; i++)
+        if (full[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() needs its first %zd arguments", fname, needed);
+            return -1;
+        }
+    return 0;
+}
+
+/* `not headers` when there is no timestamp, as AppenderPython asks: 1, 0, or -1 on error. */
+static int plain_extras(PyObject *timestamp, PyObject *headers)
+{
+    if (timestamp != Py_None)
+        return 0;
+    return headers == Py_None ? 1 : PyObject_Not(headers);
+}
+
 /* add(topic, key, value, partition=None, timestamp=None, headers=None) -> RecordFuture */
 static const char *const add_names[6] = {"topic",     "key",       "value",
                                          "partition", "timestamp", "headers"};
@@ -630,36 +709,11 @@ static PyObject *appender_add(Appender *a, PyObject *const *args, Py_ssize_t nar
                               PyObject *kwnames)
 {
     PyObject *full[6] = {NULL, NULL, NULL, Py_None, Py_None, Py_None};
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    if (nargs > 6) {
-        PyErr_Format(PyExc_TypeError, "add() takes at most 6 arguments (%zd given)", nargs);
+    if (parse_six(args, nargs, kwnames, add_names, 3, "add", full) < 0)
         return NULL;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        full[i] = args[i];
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
-        int slot = -1;
-        for (int i = 0; i < 6 && slot < 0; i++)
-            if (PyUnicode_CompareWithASCIIString(name, add_names[i]) == 0)
-                slot = i;
-        if (slot < 0 || slot < nargs) {
-            PyErr_Format(PyExc_TypeError, "add() got an unexpected or repeated argument %R",
-                         name);
-            return NULL;
-        }
-        full[slot] = args[nargs + k];
-    }
-    if (full[0] == NULL || full[1] == NULL || full[2] == NULL) {
-        PyErr_SetString(PyExc_TypeError, "add() needs topic, key and value");
+    int plain = plain_extras(full[4], full[5]);
+    if (plain < 0)
         return NULL;
-    }
-    int plain = full[4] == Py_None;
-    if (plain && full[5] != Py_None) {
-        plain = PyObject_Not(full[5]); /* `not headers`, as AppenderPython asks */
-        if (plain < 0)
-            return NULL;
-    }
     if (plain) {
         PyObject *future = appender_plain(a, full[0], full[1], full[2], full[3]);
         if (future != Py_None)
@@ -671,6 +725,112 @@ static PyObject *appender_add(Appender *a, PyObject *const *args, Py_ssize_t nar
         return NULL;
     }
     return PyObject_Vectorcall(a->general, full, 6, NULL);
+}
+
+/* gate(lock, session, link, buffer_limit, general): see AppenderPython.gate */
+static PyObject *appender_gate(Appender *a, PyObject *args)
+{
+    PyObject *lock, *session, *link, *general, *woke;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "OOOnOO:gate", &lock, &session, &link, &limit, &general,
+                          &woke))
+        return NULL;
+    PyObject *acquire = PyObject_GetAttr(lock, str_acquire);
+    PyObject *release = acquire ? PyObject_GetAttr(lock, str_release) : NULL;
+    if (release == NULL) {
+        Py_XDECREF(acquire);
+        return NULL;
+    }
+    Py_XSETREF(a->acquire, acquire);
+    Py_XSETREF(a->release, release);
+    Py_XSETREF(a->session, Py_NewRef(session));
+    Py_XSETREF(a->link, Py_NewRef(link));
+    Py_XSETREF(a->send_general, Py_NewRef(general));
+    Py_XSETREF(a->woke, Py_NewRef(woke));
+    a->buffer_limit = limit;
+    Py_RETURN_NONE;
+}
+
+/* obj.<name> is True: 1, 0, or -1 with an error set. */
+static int attr_is_true(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    int yes = v == Py_True;
+    Py_DECREF(v);
+    return yes;
+}
+
+/* Under the lock: what Producer.send checks before it adds (the session takes records, the
+ * connection is up, the buffer is within its bound). 1, 0, or -1 with an error set. */
+static int gate_open(Appender *a)
+{
+    int yes = attr_is_true(a->session, str_taking);
+    if (yes == 1)
+        yes = attr_is_true(a->link, str_connected);
+    if (yes != 1)
+        return yes;
+    Py_ssize_t buffered = ssize_attr(a->session, str_buffered_bytes);
+    if (buffered == -1 && PyErr_Occurred())
+        return -1;
+    return buffered <= a->buffer_limit;
+}
+
+/* send(topic, value, key=None, partition=None, timestamp_ms=None, headers=None) */
+static const char *const send_names[6] = {"topic",     "value",        "key",
+                                          "partition", "timestamp_ms", "headers"};
+
+static PyObject *appender_send(Appender *a, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames)
+{
+    PyObject *full[6] = {NULL, NULL, Py_None, Py_None, Py_None, Py_None};
+    if (parse_six(args, nargs, kwnames, send_names, 2, "send", full) < 0)
+        return NULL;
+    if (a->send_general == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Appender.send before gate()");
+        return NULL;
+    }
+    int plain = plain_extras(full[4], full[5]);
+    if (plain < 0)
+        return NULL;
+    if (plain) {
+        PyObject *no = Py_False;
+        PyObject *got = PyObject_Vectorcall(a->acquire, &no, 1, NULL);
+        if (got == NULL)
+            return NULL;
+        int locked = got == Py_True;
+        Py_DECREF(got);
+        if (locked) {
+            PyObject *future = NULL;
+            int open = gate_open(a);
+            if (open == 1) {
+                future = appender_plain(a, full[0], full[2], full[1], full[3]);
+                /* A frame opened and raised the session's wake: the Producer's follow-up
+                 * (write it now, or ring the I/O thread), still under the lock. */
+                int wake = future != NULL && future != Py_None
+                               ? attr_is_true(a->session, str_wake)
+                               : 0;
+                PyObject *followed = wake == 1 ? PyObject_Vectorcall(a->woke, NULL, 0, NULL)
+                                               : NULL;
+                if (wake < 0 || (wake == 1 && followed == NULL))
+                    Py_CLEAR(future);
+                Py_XDECREF(followed);
+            } else if (open == 0)
+                future = Py_NewRef(Py_None);
+            /* Released whatever happened; an error of the release wins (it is worse). */
+            PyObject *released = PyObject_Vectorcall(a->release, NULL, 0, NULL);
+            if (released == NULL) {
+                Py_XDECREF(future);
+                return NULL;
+            }
+            Py_DECREF(released);
+            if (future != Py_None)
+                return future; /* the future, or NULL with the error set */
+            Py_DECREF(future);
+        }
+    }
+    return PyObject_Vectorcall(a->send_general, full, 6, NULL);
 }
 
 static PyObject *appender_get_batch_limit(Appender *a, void *closure)
@@ -701,6 +861,11 @@ static PyMethodDef appender_methods[] = {
     {"add", (PyCFunction)(void (*)(void))appender_add, METH_FASTCALL | METH_KEYWORDS,
      "add(topic, key, value, partition=None, timestamp=None, headers=None): the record's "
      "RecordFuture, appended here or returned by general(...)."},
+    {"gate", (PyCFunction)appender_gate, METH_VARARGS,
+     "gate(lock, session, link, buffer_limit, general, woke): make send() usable."},
+    {"send", (PyCFunction)(void (*)(void))appender_send, METH_FASTCALL | METH_KEYWORDS,
+     "send(topic, value, key=None, partition=None, timestamp_ms=None, headers=None): the "
+     "sync Producer's send(), under its lock, or its general path."},
     {NULL, NULL, 0, NULL},
 };
 

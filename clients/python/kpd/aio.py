@@ -73,7 +73,7 @@ def _wake(done: Completions) -> None:
                 waiter.set_result(None)
     if done.callbacks:
         loop = asyncio.get_running_loop()
-        for fn, future in done.callbacks:
+        for fn, future in done.pairs():
             loop.call_soon(run_callback, fn, future)
 
 

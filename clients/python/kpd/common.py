@@ -114,16 +114,34 @@ class Outgoing(NamedTuple):
 
 class Completions:
     """What settling reports did: ``frames`` that got outcomes (asyncio wakes their awaiters)
-    and ``callbacks``, ``(fn, future)`` pairs the adapter runs outside its lock."""
+    and done-callbacks the adapter runs outside its lock: ``callbacks[i](arguments[i])``.
 
-    __slots__ = ("callbacks", "frames")
+    Two parallel lists rather than one of (fn, future) pairs: a report settling thousands of
+    records with callbacks would allocate a tuple per record that the cycle collector
+    tracks (and counts towards its next collection)."""
+
+    __slots__ = ("arguments", "callbacks", "frames")
 
     def __init__(self) -> None:
         self.frames: list = []
         self.callbacks: list = []
+        self.arguments: list = []
 
     def __bool__(self) -> bool:
         return bool(self.frames)
+
+    def add(self, fn, argument) -> None:
+        self.callbacks.append(fn)
+        self.arguments.append(argument)
+
+    def take(self, other: Completions) -> None:
+        """Add ``other``'s callbacks after these (its frames are not taken)."""
+        self.callbacks.extend(other.callbacks)
+        self.arguments.extend(other.arguments)
+
+    def pairs(self):
+        """``(fn, argument)`` for every callback, in order."""
+        return zip(self.callbacks, self.arguments, strict=True)
 
 
 def make_metadata(topic: str, partition: int, offset: int, timestamp: int) -> RecordMetadata:

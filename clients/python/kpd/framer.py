@@ -69,7 +69,9 @@ class Framer:
         self._sealed = sealed
         self.max_frame = 0
         self.batch_limit = 0  # min(batch_bytes, max_frame): a frame is sealed at this size
-        self._appender = Appender(topics.entries, 0, sticky_bytes, KEY_MEMO_SIZE, self._add_other)
+        self._appender = Appender(
+            topics.entries, 0, sticky_bytes, KEY_MEMO_SIZE, self._add_other, self._open
+        )
         # add(topic, key, value, partition, timestamp, headers): queue one record, return its
         # RecordFuture (see ``ProducerSession.add``). send()'s hot path: one call of the
         # appender, in C when the accelerator is built; what it does not take goes through
@@ -78,6 +80,12 @@ class Framer:
         self._lingering: deque[ProduceFrame] = deque()  # open frames, earliest deadline first
         self.open_count = 0  # frames in the topics' open_frames, i.e. unsealed ones
         self.next_seq = 0
+
+    def gated_send(self, lock, session, link, buffer_limit: int, general, woke):
+        """The sync Producer's send(): the appender's ``send``, gated by these (see
+        ``kpd.appender``)."""
+        self._appender.gate(lock, session, link, buffer_limit, general, woke)
+        return self._appender.send
 
     def set_max_frame(self, max_frame: int) -> None:
         """kpd's max frame, from its WELCOME (per connection)."""

@@ -100,7 +100,7 @@ class OutcomeSource:
         if not self.settled(index):
             with self.hub.lock:
                 if not self.settled(index):
-                    self.add_callback(index, (fn, future))
+                    self.add_callback(index, fn, future)
                     return
         run_callback(fn, future)
 

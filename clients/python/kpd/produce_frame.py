@@ -60,6 +60,7 @@ class ProduceFrame(OutcomeSource):
         "all_delivered",
         "any_failed",
         "base_seq",
+        "callback_futures",
         "callbacks",
         "count",
         "deadline",
@@ -67,6 +68,7 @@ class ProduceFrame(OutcomeSource):
         "header_blobs",
         "hub",
         "keys",
+        "more_callbacks",
         "owner",
         "partition",
         "per_record",
@@ -109,7 +111,13 @@ class ProduceFrame(OutcomeSource):
         # pending; made at the second settlement (one run covering the frame needs none).
         self.owner: array | None = None
         self.errors: dict[int, DeliveryError] | None = None  # built on demand, then kept
-        self.callbacks: dict[int, list] | None = None  # index -> [(fn, future)] while pending
+        # While records are pending: index -> fn, and index -> the future fn is for. Two
+        # dicts, not a (fn, future) pair in a list per record: an app that adds a callback to
+        # every record (paced senders, reactive apps) would allocate two objects the cycle
+        # collector tracks per record, and collections would come every ~230 records.
+        self.callbacks: dict[int, object] | None = None
+        self.callback_futures: dict[int, object] | None = None
+        self.more_callbacks: list[tuple] | None = None  # (index, fn, future): a 2nd, 3rd, ...
         self.watchers: list[tuple] | None = None  # (lo, hi, fn, arg) until lo..hi-1 settle
         self.waiters: list | None = None  # asyncio futures of awaiting coroutines
 
@@ -204,31 +212,47 @@ class ProduceFrame(OutcomeSource):
     def _collect_callbacks(self, lo: int, hi: int, done: Completions) -> None:
         # A callback is only registered while its record is pending, so one inside lo..hi
         # belongs to a record that just got its outcome. Walk the smaller of the two.
-        callbacks = self.callbacks
+        callbacks, futures = self.callbacks, self.callback_futures
+        fns, arguments = done.callbacks, done.arguments
         if hi - lo <= len(callbacks):
-            for index in range(lo, hi):
-                entries = callbacks.pop(index, None)
-                if entries:
-                    done.callbacks.extend(entries)
+            indexes = [i for i in range(lo, hi) if i in callbacks]
         else:
-            for index in [i for i in callbacks if lo <= i < hi]:
-                done.callbacks.extend(callbacks.pop(index))
+            indexes = [i for i in callbacks if lo <= i < hi]
+        for index in indexes:
+            fns.append(callbacks.pop(index))
+            arguments.append(futures.pop(index))
+        if self.more_callbacks:
+            keep = []
+            for entry in self.more_callbacks:
+                if lo <= entry[0] < hi:
+                    done.add(entry[1], entry[2])
+                else:
+                    keep.append(entry)
+            self.more_callbacks = keep
 
     def _collect_watchers(self, done: Completions) -> None:
         keep = []
         for watcher in self.watchers:
             if self.range_settled(watcher[0], watcher[1]):
-                done.callbacks.append(watcher[2:])
+                done.add(watcher[2], watcher[3])
             else:
                 keep.append(watcher)
         self.watchers = keep
 
-    def add_callback(self, index: int, entry: tuple) -> None:
-        """Keep ``(fn, future)`` until record ``index`` settles (caller holds the hub lock
-        and checked it is pending)."""
+    def add_callback(self, index: int, fn, future) -> None:
+        """Keep ``fn`` to call with ``future`` once record ``index`` settles (caller holds
+        the hub lock and checked it is pending). Callbacks of a record run in the order
+        added."""
         if self.callbacks is None:
-            self.callbacks = {}
-        self.callbacks.setdefault(index, []).append(entry)
+            self.callbacks, self.callback_futures = {}, {}
+        if index in self.callbacks:
+            # Rare: a record's second callback. Collected after the first, in order.
+            if self.more_callbacks is None:
+                self.more_callbacks = []
+            self.more_callbacks.append((index, fn, future))
+            return
+        self.callbacks[index] = fn
+        self.callback_futures[index] = future
 
     def watch(self, lo: int, hi: int, fn, arg) -> None:
         """Have ``fn(arg)`` run (as a done-callback) once records lo..hi-1 all have their

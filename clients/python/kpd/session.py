@@ -106,6 +106,9 @@ class ProducerSession:
         self.wake = False
         self._closing = False
         self._refusing = False  # closing or ended: add() raises
+        # The opposite, as a plain attribute: what send()'s fast line (``Appender.send``)
+        # reads, under the adapter's lock, before it appends without calling add().
+        self.taking = True
         self.ended = False  # for good: close() finished (GOODBYE) or gave up
         self.end_error: DeliveryError | None = None  # why it ended, unless by a clean GOODBYE
         # (code, message) once the current connection is over (ERROR from kpd, a malformed
@@ -125,6 +128,7 @@ class ProducerSession:
 
     def _stop_taking_records(self) -> None:
         self._refusing = True
+        self.taking = False
         self.add = self._refused_add
 
     def add_bulk(self, topic, keys, values, partition=None) -> BulkFuture:
@@ -139,6 +143,14 @@ class ProducerSession:
         if self._refusing:
             raise self._refusal()
         return self._framer.add_bulk(topic, keys, values, partition)
+
+    def gated_send(self, lock, link, buffer_limit: int, general, woke):
+        """send() for the sync Producer: one call that takes ``lock`` without waiting,
+        checks ``taking``, ``link.connected`` and ``buffered_bytes <= buffer_limit``, and
+        appends a plain record (calling ``woke()`` under the lock if that raised ``wake``);
+        anything else goes to ``general`` with the same arguments (``kpd.appender``:
+        ``Appender.send``). In C with the accelerator."""
+        return self._framer.gated_send(lock, self, link, buffer_limit, general, woke)
 
     def take_wake(self) -> bool:
         """``wake``, cleared: True once after something the adapter must act on."""

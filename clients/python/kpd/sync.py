@@ -3,17 +3,22 @@
 Owns the socket, the I/O thread and the lock that guards the ProducerSession. send() only
 appends to a frame under the lock; the I/O thread writes frames and reads reports.
 
-The write policy is Nagle's without the delay: an idle I/O thread (asleep in select() with
-nothing to write) is woken by the first send() through its ``Doorbell`` and writes that frame
-at once; while it is awake or a write is in flight (the socket not writable), further records
-coalesce into the open frames, which it seals and writes as soon as it is free again. A
-send() that finds the I/O thread awake makes no syscall. ``linger_ms`` > 0 adds a time-based
-wait on top (opt-in; the default 0 has none: kpd's own linger.ms batches for Kafka).
+The write policy is Nagle's without the delay, and without a thread hand-over when idle: a
+send() that opens a frame while the connection is idle (nothing pending, the I/O thread
+asleep in select()) seals it and writes it itself, non-blocking, under the lock that orders
+frames (``kpd.outbound``); what the socket does not take at once is left to the I/O thread,
+woken through its ``Doorbell``. While a write is in flight, or within
+``outbound.COALESCE_AFTER_WRITE_S`` of the last one (a burst, a tight loop), records coalesce
+into the open frames instead, and the I/O thread — rung once — seals and writes them all as
+soon as it is free. A send() that finds the I/O thread awake makes no syscall. ``linger_ms``
+> 0 adds a time-based wait on top (opt-in; the default 0 has none: kpd's own linger.ms
+batches for Kafka).
 
 A report settles a whole run of records at once inside the session (futures read their
 outcome from their frame), then one ``notify_all`` on the Producer's Condition wakes
 every waiter: no per-record lock or Condition. Done-callbacks run on the I/O thread outside
-the lock, so a callback may call send() — but, as with Kafka's own producer, they should be
+the lock (also those of acks "none" records settled by a caller's own write: they are handed
+over), so a callback may call send() — but, as with Kafka's own producer, they should be
 quick.
 
 Reconnecting: when the connection ends (kpd restarted, its ingest process crashed, a socket
@@ -32,8 +37,6 @@ import selectors
 import socket
 import threading
 import time
-from collections import deque
-from itertools import islice
 
 from kpd.bulk import BulkFuture, refused_bulk
 from kpd.common import (
@@ -49,6 +52,7 @@ from kpd.common import (
 from kpd.doorbell import Doorbell
 from kpd.errors import CONNECTION_LOST, DeliveryError, KpdConnectionError
 from kpd.future import refused, run_callback
+from kpd.outbound import COALESCE_AFTER_WRITE_S, Outbound
 from kpd.policy import ATTEMPT, STOP, WAIT, MetadataWait, reconnect_step, unreachable_error
 from kpd.protocol import FatalProtocolError, FrameDecoder, KpdErrorCode, Persistence, Role
 from kpd.reconnect import Reconnector, unreachable
@@ -59,7 +63,6 @@ __all__ = ["Producer"]
 # Below glibc's mmap threshold (128 KiB): a larger recv() buffer is mmap'd, shrunk (mremap)
 # and unmapped per read, three syscalls per REPORT frame at low rates. Reports are small.
 _READ_SIZE = 64 * 1024
-_MAX_IOV = 512  # buffers per sendmsg(); Linux allows IOV_MAX = 1024
 
 
 class _Hub:
@@ -79,7 +82,7 @@ class _Hub:
 
 def run_callbacks(done: Completions) -> None:
     """Run the done-callbacks of the records ``done`` settled (never under the lock)."""
-    for fn, future in done.callbacks:
+    for fn, future in done.pairs():
         run_callback(fn, future)
 
 
@@ -195,6 +198,17 @@ class Producer:
         # ring the doorbell. Set only under the lock, after the I/O thread found nothing to do.
         self._io_idle = False
         self._doorbell = Doorbell()
+        # What is written on the current connection, by send() when idle or the I/O thread.
+        self._outbound = Outbound()
+        # Done-callbacks of records a caller's own write settled (acks "none"): the I/O thread
+        # runs them, as every other done-callback.
+        self._handed = Completions()
+        if not self._serializing:
+            # send()'s hot path in one call (C with the accelerator): this instance attribute
+            # hides the method below, which stays the general path it falls back to.
+            self.send = self._session.gated_send(
+                self._lock, self._link, buffer_bytes, self._send_general, self._woken_by_add
+            )
         run_callbacks(self._session.accept(early))
         self._thread = threading.Thread(target=self._io_main, name="kpd-client-io", daemon=True)
         self._thread.start()
@@ -233,7 +247,9 @@ class Producer:
                 if session.wake:
                     session.wake = False
                     if self._io_idle:
-                        self._wake()
+                        self._write_idle()
+
+    _send_general = send  # what the gated send() hands every record it does not take
 
     def send_bulk(self, topic, values, keys=None, *, partition=None) -> BulkFuture:
         """Queue many records of one topic at once; returns ONE ``BulkFuture`` for all of
@@ -273,7 +289,7 @@ class Producer:
                 if session.wake:
                     session.wake = False
                     if self._io_idle:
-                        self._wake()
+                        self._write_idle()
 
     def _serialize_bulk(self, values, keys):
         serialize_value = self._value_serializer
@@ -405,6 +421,59 @@ class Producer:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+    def _woken_by_add(self) -> None:
+        """Under the lock, after the gated send() opened the first frame (session.wake):
+        what send()'s general path does after an add."""
+        session = self._session
+        session.wake = False
+        if self._io_idle:
+            self._write_idle()
+
+    def _write_idle(self) -> None:
+        """Under the lock, in send() after a frame opened while the I/O thread sleeps with
+        nothing to write: Nagle without the delay, on the caller's thread. Seal the open frames
+        and write them now, unless a write is pending or ended a moment ago (then the I/O
+        thread coalesces); whatever the socket does not take, the I/O thread writes."""
+        outbound, session = self._outbound, self._session
+        now = time.monotonic()
+        if (
+            outbound.pending
+            or outbound.sock is None
+            or session.broken is not None
+            or now - outbound.wrote_at < COALESCE_AFTER_WRITE_S
+        ):
+            self._wake()
+            return
+        session.seal_ready(idle=True)
+        frames = session.take_output()
+        if not frames:
+            self._wake()  # lingering frames: the I/O thread keeps their deadline
+            return
+        outbound.queue(frames)
+        try:
+            written = outbound.write()
+        except OSError:
+            self._wake()  # the connection broke: the I/O thread finds out and reconnects
+            return
+        self._wrote(written, now)
+        if outbound.pending:
+            self._wake()  # the socket is full: the I/O thread finishes the write
+
+    def _wrote(self, written: int, now: float) -> None:
+        """Under the lock: ``written`` bytes of the pending frames went out."""
+        sent_end, sent_bytes = self._outbound.consume(written, now)
+        if sent_end < 0 and not sent_bytes:
+            return
+        done = self._session.sent(sent_end, sent_bytes)
+        if done.callbacks:
+            if threading.current_thread() is self._thread:
+                self._publish_locked(done)
+                return
+            self._handed.take(done)
+            self._wake()
+        if done:
+            self._settle_locked()
+
     def _wake(self) -> None:
         """Called under the lock: ring the doorbell unless it is already ringing."""
         self._io_idle = False
@@ -455,8 +524,11 @@ class Producer:
         selector = selectors.DefaultSelector()
         selector.register(self._sock, selectors.EVENT_READ)
         selector.register(self._doorbell.fd, selectors.EVENT_READ)
-        pending: deque[list] = deque()  # [memoryview left to write, end_seq, buffered bytes]
+        outbound = self._outbound
+        pending = outbound.pending  # guarded by the lock; the I/O thread writes its head
         mask_now = selectors.EVENT_READ
+        with self._lock:
+            outbound.attach(self._sock)
         try:
             while True:
                 with self._lock:
@@ -464,15 +536,14 @@ class Producer:
                     # Nagle without the delay: nothing in flight, so every open frame goes
                     # now; while a write is in flight, records coalesce into open frames.
                     session.seal_ready(idle=not pending)
-                    for out in session.take_output():
-                        pending.append([memoryview(out.data), out.end_seq, out.buffered])
+                    outbound.queue(session.take_output())
                     if session.ended or session.broken:
                         return
                     deadline = session.next_deadline()
-                    # Asleep with nothing to write: the next send() rings the doorbell.
+                    # Asleep with nothing to write: the next send() writes its frame itself.
                     self._io_idle = not pending
                 if pending:
-                    self._write(pending)
+                    self._write()
                     if not pending:
                         continue  # all written: records sent meanwhile go out now, not later
                 events = selectors.EVENT_READ | (selectors.EVENT_WRITE if pending else 0)
@@ -491,6 +562,8 @@ class Producer:
                     else:
                         self._drain_doorbell()
         finally:
+            with self._lock:
+                outbound.detach()  # send() writes nothing more on this connection
             selector.close()
 
     def _drain_doorbell(self) -> None:
@@ -498,6 +571,11 @@ class Producer:
         self._doorbell.drain()
         with self._lock:
             self._woken = False
+            handed = self._handed
+            if handed.callbacks:
+                self._handed = Completions()
+        if handed.callbacks:
+            run_callbacks(handed)
 
     def _read(self) -> bool:
         """Read and process what kpd sent; False once the connection is over."""
@@ -516,29 +594,14 @@ class Producer:
             self._publish(done)
         return not ended
 
-    def _write(self, pending: deque) -> None:
+    def _write(self) -> None:
         """Write as much as the socket takes, every pending frame in one syscall (each call
-        that releases the GIL costs this thread a GIL hand-over); note which frames went
-        out completely."""
-        try:
-            written = self._sock.sendmsg([entry[0] for entry in islice(pending, _MAX_IOV)])
-        except (BlockingIOError, InterruptedError):
-            return
-        sent_end, sent_bytes = -1, 0
-        while pending and written >= len(pending[0][0]):
-            entry = pending.popleft()
-            written -= len(entry[0])
-            sent_end, sent_bytes = max(sent_end, entry[1]), sent_bytes + entry[2]
+        that releases the GIL costs this thread a GIL hand-over), outside the lock; note
+        which frames went out completely."""
+        written = self._outbound.write()
         if written:
-            pending[0][0] = pending[0][0][written:]
-        if sent_end < 0 and not sent_bytes:
-            return
-        with self._lock:
-            done = self._session.sent(sent_end, sent_bytes)
-            if not done.callbacks:
-                self._settle_locked()
-        if done.callbacks:
-            self._publish(done)
+            with self._lock:
+                self._wrote(written, time.monotonic())
 
     def _publish(self, done: Completions) -> None:
         # Outcomes are visible as soon as the session stored them; callbacks run first (outside
@@ -581,7 +644,7 @@ class Producer:
                 self._sock = sock
                 self.server_name = welcome.server_name
                 done = self._session.reconnected(welcome, decoder)
-                done.callbacks.extend(self._session.accept(early).callbacks)
+                done.take(self._session.accept(early))
                 self._link.succeeded()
             self._publish(done)
             return True

@@ -15,11 +15,13 @@ from array import array
 
 import pytest
 
+from daemon.ingest.connection import decode_produce
 from daemon.ingest.routing import EntryPlanner
 from daemon.kafka.records import append_packed_python
 from daemon.ring.ordering import MemoryOrderingError, ordering_of, shared_words
 from daemon.wire.ring_entry import ENTRY_HEAD_BYTES, seq_runs
 from kpd.murmur2 import partition_for_key
+from kpd.protocol.base import AckLevel, BadFrameError
 from kpd.protocol.records import decode_produce_header, encode_section, iter_records
 from tests.accel import IMPLEMENTATIONS, compiled, compiled_client
 
@@ -281,3 +283,83 @@ def test_a_grouped_entry_too_large_for_the_ring_is_cut_keeping_each_records_sequ
             assert partition == partition_for_key(keys[index], 3)
             seen.append(index)
     assert sorted(seen) == list(range(90))
+
+
+def _produce_payloads() -> list[bytes]:
+    """PRODUCE payloads good and bad: plain and stamped records, every fixed field out of
+    range, a topic cut short or not UTF-8, records whose lengths do not add up."""
+    rng = random.Random(11)
+    plain = encode_section([b"k1", None], [b"v1", b"value two"])
+    keyless = encode_section([None, None, None], [b"a", None, b"c"])
+    stamped = encode_section([b"k"], [b"v"], {0: 1700000000000})
+
+    def head(base_seq=5, count=2, partition=3, ack=2, topic=b"orders"):
+        return struct.pack(">QIiBH", base_seq, count, partition, ack, len(topic)) + topic
+
+    payloads = [
+        head() + plain,
+        head(count=3, partition=-1) + keyless,
+        head(count=1, ack=3, topic=b"") + encode_section([b""], [b""]),
+        head(count=1) + stamped,  # another layout: the pure decoder's
+        head(count=0) + plain,
+        head(base_seq=(1 << 64) - 2, count=2) + plain,  # the last two sequence numbers
+        head(base_seq=(1 << 64) - 1, count=2) + plain,  # past 2**64
+        head(partition=-2) + plain,
+        head(ack=4) + plain,
+        head(topic=b"\xff\xfe") + plain,
+        head(topic="tópico".encode()) + plain,
+        head(count=3) + plain,  # more records than the section holds
+        head() + plain[:-1],
+        head() + plain + b"x",
+        head(),  # no records section
+        head()[:18],
+        b"",
+    ]
+    for _ in range(200):  # flipped bytes anywhere
+        payload = bytearray(rng.choice(payloads[:3]))
+        payload[rng.randrange(len(payload))] = rng.randrange(256)
+        payloads.append(bytes(payload))
+    return payloads
+
+
+def test_c_produce_head_agrees_with_decode_produce_header_or_leaves_the_frame_to_it():
+    """For every payload the C head is what the pure decoder (the reference) returns, or
+    None: then the pure decoder runs, so a bad frame always gets its exact error."""
+    produce_head = compiled().produce_head
+    decoded = 0
+    for payload in _produce_payloads():
+        head = produce_head(memoryview(payload))
+        try:
+            header = decode_produce_header(memoryview(payload))
+        except BadFrameError:
+            assert head is None, payload
+            continue
+        if head is None:
+            assert header.records[0] != 0, payload  # only another layout is left to it
+            continue
+        base_seq, count, partition, ack, topic, start, keyless = head
+        assert (base_seq, count, partition, ack, topic, keyless) == (
+            header.base_seq, header.count, header.partition, int(header.ack), header.topic,
+            header.keyless,
+        )  # fmt: skip
+        assert bytes(memoryview(payload)[start:]) == bytes(header.records)
+        decoded += 1
+    assert decoded >= 5
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_ingest_decodes_produce_frames_the_same_with_and_without_the_accelerator(implementation):
+    produce_head = compiled().produce_head if implementation == "C" else None
+    for payload in _produce_payloads():
+        try:
+            expected = decode_produce_header(memoryview(payload))
+        except BadFrameError as exc:
+            with pytest.raises(BadFrameError) as raised:
+                decode_produce(memoryview(payload), produce_head)
+            assert (raised.value.code, raised.value.message) == (exc.code, exc.message)
+            continue
+        header = decode_produce(memoryview(payload), produce_head)
+        assert header._replace(records=bytes(header.records)) == expected._replace(
+            records=bytes(expected.records)
+        )
+        assert type(header.ack) is AckLevel

@@ -38,6 +38,7 @@ from kpd.protocol import (
 from kpd.protocol.records import encode_section
 from kpd.session import AwaitingMetadata, ProducerSession
 from tests.accel import compiled_client, use_send_path
+from tests.waiting import wait_for
 
 PARTITIONS = 12
 
@@ -134,6 +135,108 @@ def test_the_c_appender_places_and_frames_every_record_as_the_python_one(monkeyp
         assert c[2] == pure[2]  # the key memo
         assert c[3] == pure[3]  # the keyless sticky run
         assert len(c[1]) > 20  # frames were cut and sealed along the way
+
+
+class _Link:
+    connected = True
+
+
+class _Gated:
+    """A session behind ``Appender.send``'s gate, as the sync Producer wires it; the general
+    path notes its calls and adds under the lock, as Producer.send does."""
+
+    def __init__(self, implementation: str, monkeypatch, seed: int, limit: int = 1 << 30):
+        use_send_path(monkeypatch, implementation)
+        self.session = _session(seed)
+        _know_partitions(self.session, "t")
+        self.lock = threading.Lock()
+        self.link = _Link()
+        self.general_calls: list[tuple] = []
+        self.woken = 0
+        self.send = self.session.gated_send(self.lock, self.link, limit, self._general, self._woke)
+
+    def _woke(self):
+        assert self.lock.locked()
+        self.session.wake = False
+        self.woken += 1
+
+    def _general(self, topic, value, key, partition, timestamp, headers):
+        self.general_calls.append((topic, value, key, partition, timestamp, headers))
+        with self.lock:
+            try:
+                return self.session.add(topic, key, value, partition, timestamp, headers)
+            finally:
+                self.session.wake = False
+
+
+def _drive_gated(implementation: str, monkeypatch, seed: int, count: int) -> tuple:
+    gated = _Gated(implementation, monkeypatch, seed, limit=20_000)
+    outcomes = []
+    for i, (topic, key, value, partition, timestamp, headers) in enumerate(_records(seed, count)):
+        gated.link.connected = i % 97 != 5  # now and then the connection is down
+        gated.session.taking = i % 89 != 7  # ... or the session refuses
+        if i % 83 == 3:
+            gated.session.seal_all()  # the I/O thread took the frames: buffered_bytes grows
+        if i % 61 == 9:
+            gated.session.buffered_bytes = 0  # ... and wrote them
+        try:
+            if i % 2:
+                future = gated.send(topic, value, key, partition, timestamp, headers)
+            else:
+                future = gated.send(topic, value, key=key, partition=partition,
+                                    timestamp_ms=timestamp, headers=headers)  # fmt: skip
+        except (ValueError, TypeError, AwaitingMetadata) as exc:
+            outcomes.append(type(exc).__name__)
+            continue
+        finally:
+            assert not gated.lock.locked()
+        outcomes.append((future._frame.partition, future._index))
+    gated.session.seal_all()
+    frames = [out.data for out in gated.session.take_output() if out.buffered]
+    return outcomes, frames, gated.general_calls, gated.woken
+
+
+def test_the_gated_send_in_c_takes_and_hands_on_every_record_as_the_python_one(monkeypatch):
+    for seed in range(3):
+        c = _drive_gated("C", monkeypatch, seed, 3000)
+        pure = _drive_gated("pure Python", monkeypatch, seed, 3000)
+        assert c[0] == pure[0]  # partitions, indexes in frames, errors
+        assert c[1] == pure[1]  # the frames, byte for byte
+        assert c[2] == pure[2]  # which records went to the general path, and how
+        assert c[3] == pure[3]  # how often a frame opened in the one call raised wake
+        assert 0 < len(c[2]) < 3000 // 2  # most took the one call, some the general path
+        assert c[3] > 0
+
+
+@pytest.mark.parametrize("implementation", ["C", "pure Python"])
+def test_the_gated_send_hands_a_record_to_the_general_path_when_a_check_fails(
+    implementation, monkeypatch
+):
+    gated = _Gated(implementation, monkeypatch, 0, limit=100)
+    gated.send("t", b"opens the frame", key=b"k")  # opened by the one call: wake, woke()
+    gated.send("t", b"plain", key=b"k")
+    assert (gated.general_calls, gated.woken) == ([], 1)  # both appended in the one call
+    with gated.lock:  # held by the I/O thread: not waited for here
+        gated.general_calls.clear()
+        threading.Thread(target=gated.send, args=("t", b"held", b"k")).start()
+        wait_for(lambda: gated.general_calls, 5.0, "the general path")
+    assert gated.general_calls == [("t", b"held", b"k", None, None, None)]
+    for owner, name, spoiled, mended in (
+        (gated.link, "connected", False, True),
+        (gated.session, "taking", False, True),
+        (gated.session, "buffered_bytes", 101, 0),
+    ):
+        gated.general_calls.clear()
+        setattr(owner, name, spoiled)
+        gated.send("t", b"checked", key=b"k")
+        setattr(owner, name, mended)
+        assert gated.general_calls == [("t", b"checked", b"k", None, None, None)]
+    gated.general_calls.clear()
+    gated.send("t", b"stamped", key=b"k", timestamp_ms=5)
+    assert gated.general_calls == [("t", b"stamped", b"k", None, 5, None)]
+    with pytest.raises(TypeError):
+        gated.send("t")
+    assert not gated.lock.locked()
 
 
 def test_keyed_partitions_are_javas_murmur2_in_both_twins(monkeypatch):
@@ -302,12 +405,54 @@ def test_done_callbacks_run_at_once_when_settled_and_later_when_not(future_type)
     assert seen == [settled]
     done = Completions()
     frame.settle(0, 1, REPORTED, _delivered(0, 1), done)
-    assert [future for _, future in done.callbacks] == [pending, pending]
-    for fn, future in done.callbacks:
+    assert [future for _, future in done.pairs()] == [pending, pending]
+    for fn, future in done.pairs():
         from kpd.future import run_callback
 
         run_callback(fn, future)
     assert seen == [settled, pending]
+
+
+def _noted(seen: list, tag: str):
+    return lambda future: seen.append((tag, future))
+
+
+@FUTURES
+def test_a_records_callbacks_run_in_the_order_added_whichever_run_settles_it(future_type):
+    make = _future_type(future_type)
+    frame = _sealed_frame(6)
+    futures = [make(frame, i) for i in range(6)]
+    seen = []
+    for i in (4, 1, 4, 2, 4):
+        futures[i].add_done_callback(_noted(seen, f"{i}-{len(seen)}"))
+        seen.append(None)
+    seen.clear()
+    for lo, hi in ((3, 6), (0, 3)):
+        done = Completions()
+        frame.settle(lo, hi, REPORTED, _delivered(lo, hi), done)
+        for fn, future in done.pairs():
+            fn(future)
+    assert seen == [("4-0", futures[4]), ("4-2", futures[4]), ("4-4", futures[4]),
+                    ("1-1", futures[1]), ("2-3", futures[2])]  # fmt: skip
+    assert frame.callbacks == {} and frame.more_callbacks == []
+
+
+@FUTURES
+def test_adding_a_done_callback_allocates_nothing_the_cycle_collector_tracks(future_type):
+    make = _future_type(future_type)
+    frame = _sealed_frame(5000)
+    futures = [make(frame, i) for i in range(5000)]
+    fn = _noted([], "x")
+    futures[0].add_done_callback(fn)  # the frame's two dicts, once
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        for future in futures[1:]:
+            future.add_done_callback(fn)
+        grown = gc.get_count()[0] - before
+    finally:
+        gc.enable()
+    assert grown < 50  # not one or two per record (a dict resize may allocate a little)
 
 
 @FUTURES
@@ -364,7 +509,7 @@ def test_the_c_twins_leave_no_reference_behind(monkeypatch):
     for future in futures:
         future.done()
         future.add_done_callback(lambda f: None)
-    frame.callbacks = None  # what settling does with them
+    frame.callbacks = frame.callback_futures = None  # what settling does with them
     del futures, future
     assert (sys.getrefcount(value) - 1000, sys.getrefcount(frame)) == (before[1], before[2])
     # The general path's arguments are handed on, not kept: refused records leave nothing.

@@ -20,6 +20,7 @@ from kpd import (
     RecordMetadata,
     TopicError,
 )
+from kpd.outbound import COALESCE_AFTER_WRITE_S
 from kpd.protocol import (
     MIN_MAX_FRAME_BYTES,
     AckLevel,
@@ -479,6 +480,127 @@ def test_records_sent_while_a_write_is_in_flight_coalesce_and_ring_no_doorbell(k
     assert [frame.count for frame in kpd.frames if frame.partition == 1] == [10]
 
 
+def _quiet(producer: Producer) -> None:
+    """Wait until the I/O thread sleeps with nothing to write and the last write is older
+    than the coalescing window: the next send() finds the connection idle."""
+    wait_for(
+        lambda: (
+            producer._io_idle
+            and not producer._outbound.pending
+            and time.monotonic() - producer._outbound.wrote_at > COALESCE_AFTER_WRITE_S
+        ),
+        DEADLINE,
+        "an idle connection",
+    )
+
+
+class _Writes:
+    """Wraps a Producer's socket: notes which thread each sendmsg ran on and what it
+    returned; ``refuse`` makes the next sendmsg calls of the app's thread fail with EAGAIN."""
+
+    def __init__(self, producer: Producer) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.refuse = 0
+        self._sock = producer._outbound.sock
+        producer._outbound.sock = self
+
+    def sendmsg(self, buffers):
+        thread = threading.current_thread().name
+        if self.refuse and thread != "kpd-client-io":
+            self.refuse -= 1
+            self.calls.append((thread, -1))
+            raise BlockingIOError
+        written = self._sock.sendmsg(buffers)
+        self.calls.append((thread, written))
+        return written
+
+
+def test_an_idle_connection_is_written_by_the_callers_thread_without_a_doorbell(kpd):
+    with Producer(kpd.path) as producer:
+        producer.send("t", b"warm", partition=0).result(DEADLINE)
+        writes = _Writes(producer)
+        rings = []
+        ring = producer._doorbell.ring
+        producer._doorbell.ring = lambda: rings.append(1) or ring()
+        futures = []
+        for i in range(3):
+            _quiet(producer)
+            futures.append(producer.send("t", b"v%d" % i, partition=i))
+            # Written before send() returned: nothing is left for the I/O thread.
+            assert producer._session.buffered_bytes == 0
+        assert [f.result(DEADLINE).partition for f in futures] == [0, 1, 2]
+        assert rings == []
+        assert [thread for thread, _ in writes.calls] == ["MainThread"] * 3
+    assert [frame.records[0][1] for frame in kpd.frames[1:]] == [b"v0", b"v1", b"v2"]
+    assert kpd.violations == []
+
+
+def test_eagain_on_the_callers_write_leaves_the_frame_to_the_io_thread(kpd):
+    with Producer(kpd.path) as producer:
+        producer.send("t", b"warm", partition=0).result(DEADLINE)
+        _quiet(producer)
+        writes = _Writes(producer)
+        writes.refuse = 1
+        first = producer.send("t", b"refused once", partition=0)
+        later = [producer.send("t", b"after %d" % i, partition=0) for i in range(5)]
+        assert [f.result(DEADLINE).offset for f in [first, *later]] == list(range(1, 7))
+        assert writes.calls[0] == ("MainThread", -1)
+        assert writes.calls[1][0] == "kpd-client-io"
+    values = [record[1] for frame in kpd.frames[1:] for record in frame.records]
+    assert values == [b"refused once"] + [b"after %d" % i for i in range(5)]
+    assert kpd.violations == []
+
+
+def _past_the_socket_buffer(kpd) -> bytes:
+    """A value whose frame is larger than what the socket holds while kpd does not read,
+    yet fits kpd's max frame."""
+    kpd.max_frame_bytes = 4 * 1024 * 1024
+    return b"x" * 3_000_000
+
+
+def test_a_partial_write_by_the_caller_is_finished_by_the_io_thread_in_order(kpd):
+    value = _past_the_socket_buffer(kpd)
+    producer = Producer(kpd.path, batch_bytes=4_000_000)
+    producer.send("t", b"warm", partition=0).result(DEADLINE)
+    _quiet(producer)
+    writes = _Writes(producer)
+    kpd.pause_reading()
+    try:
+        big = producer.send("t", value, partition=0)  # the caller's write takes a part
+        assert writes.calls[0][0] == "MainThread"
+        assert 0 <= writes.calls[0][1] < len(value)
+        # While the rest is pending, records coalesce for the I/O thread.
+        small = [producer.send("t", b"s%d" % i, partition=1) for i in range(10)]
+        assert all(thread == "kpd-client-io" for thread, _ in writes.calls[1:])
+    finally:
+        kpd.resume_reading()
+    producer.flush(DEADLINE)
+    assert big.result(0).offset == 1
+    assert [f.result(0).offset for f in small] == list(range(10))
+    producer.close(DEADLINE)
+    assert all(thread == "kpd-client-io" for thread, _ in writes.calls[1:])
+    assert [frame.count for frame in kpd.frames if frame.partition == 1] == [10]
+    assert kpd.violations == []
+
+
+def test_a_frame_pending_when_the_connection_breaks_is_sent_once_on_the_next(kpd):
+    value = _past_the_socket_buffer(kpd)
+    producer = Producer(kpd.path, batch_bytes=4_000_000)
+    producer.send("t", b"warm", partition=0).result(DEADLINE)
+    _quiet(producer)
+    kpd.pause_reading()
+    big = producer.send("t", value, partition=0)  # written in part by the caller
+    assert producer._outbound.pending
+    after = [producer.send("t", b"a%d" % i, partition=0) for i in range(5)]  # coalesced
+    kpd.drop_connections()  # the broken frame never reached kpd whole
+    producer.flush(DEADLINE)
+    assert [f.result(0).offset for f in [big, *after]] == list(range(1, 7))
+    producer.close(DEADLINE)
+    values = [record[1] for frame in kpd.frames for record in frame.records]
+    assert values == [b"warm", value] + [b"a%d" % i for i in range(5)]
+    assert kpd.violations == []
+
+
 def test_linger_sends_a_partial_batch_without_flush(kpd):
     with Producer(kpd.path, linger_ms=1) as producer:
         future = producer.send("t", b"v", partition=0)
@@ -552,6 +674,7 @@ def test_result_times_out_while_the_report_is_held(kpd):
             future.result(timeout=0.01)
         with pytest.raises(TimeoutError):
             future.exception(timeout=0)
+        kpd.wait_for(lambda: len(kpd.frames) == 1)  # held only once kpd has read it
         kpd.release()
         assert future.exception(DEADLINE) is None
 

@@ -13,7 +13,6 @@ import asyncio
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -81,7 +80,8 @@ class Rig:
 
     def __init__(self, **overrides) -> None:
         """``overrides``: fields of the server's ``IngestSettings`` (``max_block_s``)."""
-        base = f"kpd-test-conn-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        # In a directory of its own: a run killed before close() leaves nothing in the tree.
+        base = os.path.join(tempfile.mkdtemp(prefix="kpd-test-conn-"), "ring")
         self.names = []
         records, reports, self.worker_ends = [], [], []
         self.report_ends: list = []  # (ring name, wakeups): a worker's end, made on demand
@@ -129,6 +129,7 @@ class Rig:
     def close(self) -> None:
         for name in self.names:
             Ring.unlink(name)
+        shutil.rmtree(os.path.dirname(self.names[0]), ignore_errors=True)
         shutil.rmtree(os.path.dirname(self.journal), ignore_errors=True)
 
 

@@ -193,3 +193,25 @@ def test_the_live_line_count_is_what_a_rewrite_writes(tmp_path):
     journal.compact()
     assert journal._live_lines() == path.read_text().count("\n")
     assert _journal(path, window=20)._live_lines() == journal._live_lines()
+
+
+def test_taken_many_and_resolved_many_write_what_one_call_per_range_writes(tmp_path):
+    """The bulk forms of a frame batch's taken ranges and a report's runs: the same lines,
+    the same windows, the same bound (a window of 10 resolved records), the same runs left
+    for the owner to take as unknown."""
+    outcome = [2, 1, 40, -1, 0, 0, 0, ""]
+    ranges = [(0, 3), (3, 4), (7, 5), (12, 2), (14, 6)]
+    runs = [(0, 3, outcome), (3, 4, outcome), (7, 5, outcome), (30, 2, outcome), (14, 6, 0)]
+    one, many = _journal(tmp_path / "one", window=10), _journal(tmp_path / "many", window=10)
+    for first, count in ranges:
+        one.taken("s", first, count)
+    many.taken_many("s", ranges)
+    short = [(first, count, outcome) for first, count, outcome in runs
+             if one.resolved("s", first, count, outcome) < count]  # fmt: skip
+    assert many.resolved_many("s", runs) == short == [(30, 2, outcome)]
+    assert many.resolved_many("unknown", runs) == runs
+    assert many.window("s") == one.window("s")
+    assert [r.first for r in many.window("s").ranges] == [12, 14]  # bounded alike
+    one.close()
+    many.close()
+    assert (tmp_path / "one").read_text() == (tmp_path / "many").read_text()

@@ -5,15 +5,24 @@ reports of a session's records reaching its next connection, across a new ingest
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 
 from daemon.ingest.connection import ClientConnection
 from daemon.ingest.server import IngestServer, IngestSettings
 from daemon.wire.ring_entry import encode_report_entry
 from kpd import protocol as wire
-from kpd.protocol import SESSION_BIT, AckLevel, FrameType, ReportRun, Status
+from kpd.protocol import (
+    SESSION_BIT,
+    AckLevel,
+    FrameType,
+    KpdErrorCode,
+    Persistence,
+    ReportRun,
+    Status,
+)
 from tests.settings_for import settings_for
-from tests.unit.ingest.test_connection import TOPIC, RecordingTransport, rig  # noqa: F401
+from tests.unit.ingest.test_connection import TOPIC, RecordingTransport, Rig, rig  # noqa: F401
 
 SESSION = SESSION_BIT | 0x1234
 
@@ -200,3 +209,73 @@ def test_a_report_of_records_the_journal_never_took_answers_their_resend(rig):  
     assert len(rig.entries()) == 0  # released, and not taken again
     (run,) = wire.decode_reports(frames[0].payload)
     assert (run.first_seq, run.count, run.status, run.base_offset) == (0, 3, Status.DELIVERED, 40)
+
+
+def _journal_lines(rig) -> list[dict]:  # noqa: F811
+    with open(rig.journal, encoding="utf-8") as journal:
+        return [json.loads(line) for line in journal if line.strip()]
+
+
+def test_a_kafka_ack_taken_line_is_written_with_its_report_before_the_outcome(rig):  # noqa: F811
+    """Ack KAFKA: the first answer is the worker's report, so the taken line waits for that
+    report's write (one write, the taken line first) instead of a write of its own."""
+
+    async def scenario():
+        conn, transport, _ = _connect_v2(rig.server, 7)
+        conn.data_received(wire.encode_produce(0, TOPIC, 1, _records(3)))
+        before = [line for line in _journal_lines(rig) if "t" in line]
+        _deliver(rig.server, 0, 3, 40)
+        return before, transport.frames()
+
+    before, frames = asyncio.run(scenario())
+    assert before == []  # published, its line waiting for the report
+    kinds = [("t" in line, "o" in line) for line in _journal_lines(rig) if "f" not in line]
+    assert kinds == [(True, False), (False, True)]  # taken, then its outcome
+    (run,) = wire.decode_reports(frames[0].payload)
+    assert (run.first_seq, run.count, run.base_offset) == (0, 3, 40)
+
+
+def test_a_question_about_the_session_writes_the_waiting_taken_lines_first(rig):  # noqa: F811
+    async def scenario():
+        conn, _, _ = _connect_v2(rig.server, 7)
+        conn.data_received(wire.encode_produce(0, TOPIC, 1, _records(3)))
+        return rig.server.admission.sessions.pending(SESSION)
+
+    assert asyncio.run(scenario()) == 3
+    assert [line["t"] for line in _journal_lines(rig) if "t" in line] == [[0, 3]]
+
+
+def test_with_a_synced_journal_the_taken_line_is_written_at_the_publish():
+    synced = Rig(fsync=100)  # rings.fsync syncs the journal: lines reach it as they always did
+    try:
+
+        async def scenario():
+            conn, _, _ = _connect_v2(synced.server, 7)
+            conn.data_received(wire.encode_produce(0, TOPIC, 1, _records(3)))
+            return [line["t"] for line in _journal_lines(synced) if "t" in line]
+
+        assert asyncio.run(scenario()) == [[0, 3]]
+    finally:
+        synced.close()
+
+
+def test_a_failed_report_is_journaled_with_its_message_and_a_kept_one_not_at_all(rig):  # noqa: F811
+    async def scenario():
+        conn, transport, _ = _connect_v2(rig.server, 7)
+        conn.data_received(wire.encode_produce(0, TOPIC, 1, _records(4)))
+        failed = ReportRun(0, 2, Status.FAILED, 1, -1, -1, KpdErrorCode.KAFKA_ERROR, 87,
+                           Persistence.NOT_PERSISTED, "invalid record")  # fmt: skip
+        kept = ReportRun(2, 2, Status.FAILED, 1, -1, -1, KpdErrorCode.SHUTTING_DOWN, 0,
+                         Persistence.POSSIBLY_PERSISTED, "kept for the next start")  # fmt: skip
+        frame = wire.encode_reports([failed, kept])
+        rig.server.admission.sessions.report(SESSION, memoryview(frame))
+        return transport.frames()
+
+    (frame,) = asyncio.run(scenario())
+    assert [run.first_seq for run in wire.decode_reports(frame.payload)] == [0]
+    sessions = rig.server.admission.sessions
+    first, rest = sessions.journal.lookup(f"{SESSION:016x}", 0, 4)
+    assert first.outcome == [int(Status.FAILED), 1, -1, -1, int(KpdErrorCode.KAFKA_ERROR), 87,
+                             int(Persistence.NOT_PERSISTED), "invalid record"]  # fmt: skip
+    assert (rest.first, rest.count, rest.outcome) == (2, 2, None)  # still pending
+    assert sessions.pending(SESSION) == 2

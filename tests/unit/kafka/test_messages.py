@@ -16,7 +16,9 @@ from daemon.kafka.messages import (
     CREATE_TOPICS,
     INIT_PRODUCER_ID,
     METADATA,
+    OFFSET_FETCH,
     PRODUCE,
+    TXN_OFFSET_COMMIT,
 )
 from daemon.kafka.primitives import ProtocolError
 from daemon.kafka.schema import (
@@ -172,6 +174,69 @@ def test_produce_v9_request_is_flexible():
     api, version, correlation_id, client_id, decoded = headers.decode_request(frame[4:])
     assert (api, version, correlation_id, client_id) == (PRODUCE, 9, 12, "kpd")
     assert decoded == produce_body(1, 5000)
+
+
+def test_txn_offset_commit_v3_request_leaves_the_consumer_fields_at_their_defaults():
+    body = {
+        "transactional_id": "t-2-0",
+        "group_id": "t-2-0",
+        "producer_id": 77,
+        "producer_epoch": 3,
+        "topics": [
+            {
+                "name": "events",
+                "partitions": [
+                    {"partition_index": 4, "committed_offset": 123456, "committed_metadata": "m"}
+                ],
+            }
+        ],
+    }
+    payload = (
+        compact("t-2-0")  # transactional_id
+        + compact("t-2-0")  # group_id
+        + i64(77)  # producer_id
+        + i16(3)  # producer_epoch
+        + i32(-1)  # generation_id: not a group member
+        + compact("")  # member_id
+        + b"\x00"  # group_instance_id: null
+        + b"\x02"  # topics: compact array of 1
+        + compact("events")
+        + b"\x02"  # partitions: compact array of 1
+        + i32(4)  # partition_index
+        + i64(123456)  # committed_offset
+        + i32(-1)  # committed_leader_epoch
+        + compact("m")  # committed_metadata
+        + NO_TAGS  # partition
+        + NO_TAGS  # topic
+        + NO_TAGS  # request
+    )
+    assert TXN_OFFSET_COMMIT.encode_request(3, body) == payload
+    decoded = TXN_OFFSET_COMMIT.decode_request(3, payload)
+    assert decoded["member_id"] == "" and decoded["group_instance_id"] is None
+
+
+def test_offset_fetch_v7_request_asks_every_partition_and_stable_offsets():
+    body = {"group_id": "g", "topics": None, "require_stable": True}
+    payload = compact("g") + b"\x00" + b"\x01" + NO_TAGS  # null topics, require_stable true
+    assert OFFSET_FETCH.encode_request(7, body) == payload
+    assert OFFSET_FETCH.decode_request(7, payload) == body
+
+
+def test_offset_fetch_v2_response_has_a_top_level_error_code():
+    payload = (
+        i32(1)  # topics: 1
+        + string("events")
+        + i32(1)  # partitions: 1
+        + i32(0)  # partition_index
+        + i64(99)  # committed_offset
+        + string("kpd")  # metadata
+        + i16(0)  # error_code
+        + i16(0)  # top-level error_code
+    )
+    decoded = OFFSET_FETCH.decode_response(2, payload)
+    partition = decoded["topics"][0]["partitions"][0]
+    assert (partition["committed_offset"], partition["metadata"]) == (99, "kpd")
+    assert decoded["error_code"] == 0 and decoded["throttle_time_ms"] == 0
 
 
 # --- golden response frames ----------------------------------------------------------------------

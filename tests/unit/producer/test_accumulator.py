@@ -37,9 +37,11 @@ def producer_fields(batch: ProducerBatch) -> tuple[int, int, int]:
 class Wakes:
     def __init__(self) -> None:
         self.count = 0
+        self.dues: list[float | None] = []  # what each wake said: sendable now (None) or by
 
-    def __call__(self) -> None:
+    def __call__(self, due: float | None) -> None:
         self.count += 1
+        self.dues.append(due)
 
 
 def make(**overrides) -> tuple[Accumulator, Wakes]:
@@ -383,3 +385,19 @@ def test_is_oldest_in_flight_compares_drain_order():
     assert not acc.is_oldest_in_flight(c)
     acc.completed(a)
     assert acc.is_oldest_in_flight(b)
+
+
+def test_opening_a_head_batch_tells_the_sender_when_its_linger_ends():
+    acc, wakes = make(linger_ms=10)
+    append(acc, acc.queue("t", 0), ["a"], now=1.0)
+    assert wakes.dues == [pytest.approx(1.01)]
+
+
+def test_opening_a_batch_while_flushing_or_pressed_for_buffer_wakes_the_sender_now():
+    acc, wakes = make(linger_ms=10, buffer_memory=1000)
+    acc.begin_flush()
+    append(acc, acc.queue("t", 0), ["a"], now=1.0)
+    acc.end_flush()
+    acc.buffer_used = 950  # over 90 %: Java's "exhausted" readiness, linger does not hold
+    append(acc, acc.queue("t", 1), ["b"], now=1.0)
+    assert wakes.dues == [None, None]

@@ -91,9 +91,9 @@ class Rig:
         brokers = {1: ("127.0.0.1", 9001), 2: ("127.0.0.1", 9002)}
         return ClusterView(brokers, {TOPIC: TopicView(TOPIC, 0, (leader,))})
 
-    def _wake(self) -> None:
+    def _wake(self, due: float | None) -> None:
         if self._started:
-            self.sender.wake()
+            self.sender.wake(due)
 
     async def __aenter__(self) -> Rig:
         self.sender.start()
@@ -535,3 +535,45 @@ async def test_a_head_that_becomes_due_while_the_turn_runs_goes_next_turn_not_af
         await rig.request(1)
     # Not the 50 ms "due but cannot go" recheck: the head was never blocked.
     assert all(wait < 0.04 for wait in armed), armed
+
+
+@in_loop
+async def test_a_batch_opened_while_an_earlier_timer_is_armed_rides_its_turn_without_a_wake():
+    # Issue 18: at 1k records/s nearly every record opens a batch; a sleeping turn whose
+    # timer fires before the new batch's linger ends will take it (or arm for it), so the
+    # open wakes nobody, and both partitions' batches go in the one request at the first
+    # deadline (Java's drain: once one head is ready, the others ride along).
+    async with Rig(clock=LoopClock(), linger_ms=200) as rig:
+        view = rig.metadata.view
+        rig.metadata.view = ClusterView(view.brokers, {TOPIC: TopicView(TOPIC, 0, (1, 1))})
+        pq0, pq1 = rig.acc.queue(TOPIC, 0), rig.acc.queue(TOPIC, 1)
+        rig.acc.append(pq0, 1_700_000_000_000, None, b"x", (), 1, rig.clock())
+        await wait_for_async(lambda: rig.sender._timer is not None)
+        sleeping = rig.sender._sleeping
+        rig.acc.append(pq1, 1_700_000_000_000, None, b"y", (), 2, rig.clock())
+        assert sleeping is rig.sender._sleeping and not sleeping.done()  # no turn for it
+        request = await rig.request(1)
+        (topic,) = request.body["topic_data"]
+        assert sorted(p["index"] for p in topic["partition_data"]) == [0, 1]
+
+
+@in_loop
+async def test_a_batch_due_before_the_armed_timer_moves_the_timer_not_a_turn():
+    async with Rig(clock=LoopClock(), linger_ms=10_000) as rig:
+        rig.append("a")
+        await wait_for_async(lambda: rig.sender._timer is not None)
+        sleeping, due = rig.sender._sleeping, rig.sender._timer_at - 1
+        rig.sender.wake(due)
+        assert not sleeping.done() and rig.sender._timer_at == due
+
+
+@in_loop
+async def test_the_first_batch_of_an_idle_sender_is_sent_at_its_linger_deadline():
+    # No turn at the open: the idle sender's timer is armed for the batch's deadline.
+    async with Rig(clock=LoopClock(), linger_ms=30) as rig:
+        await wait_for_async(lambda: rig.sender._sleeping is not None)
+        sleeping = rig.sender._sleeping
+        rig.append("a")
+        assert not sleeping.done() and rig.sender._timer is not None
+        request = await rig.request(1)
+    assert request.body["topic_data"][0]["name"] == TOPIC

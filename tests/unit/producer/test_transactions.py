@@ -12,6 +12,7 @@ from daemon.kafka import messages
 from daemon.net.errors import ConnectionClosedError, RequestTimedOutError
 from daemon.process.txn_layout import fence_transactional_ids
 from daemon.producer.transactions import (
+    MarkerDenied,
     TransactionAbortable,
     TransactionFatal,
     TransactionManager,
@@ -462,3 +463,124 @@ def test_state_is_read_only_from_outside():
     txn, _ = ready({})
     with pytest.raises(AttributeError):
         txn.state = TxnState.COMMITTING
+
+
+# ---- commit markers -------------------------------------------------------------------------
+
+
+def offsets_added(code: int = 0) -> dict:
+    return {"throttle_time_ms": 0, "error_code": code}
+
+
+def offset_committed(code: int = 0) -> dict:
+    partition = {"partition_index": 3, "error_code": code}
+    return {"throttle_time_ms": 0, "topics": [{"name": "events", "partitions": [partition]}]}
+
+
+def offsets_fetched(*partitions: tuple, code: int = 0) -> dict:
+    """An OffsetFetch answer: (topic, partition, offset, metadata[, error code]) each."""
+    topics: dict[str, list] = {}
+    for topic, partition, offset, metadata, *error in partitions:
+        topics.setdefault(topic, []).append({
+            "partition_index": partition, "committed_offset": offset,
+            "committed_leader_epoch": -1, "metadata": metadata,
+            "error_code": error[0] if error else 0,
+        })  # fmt: skip
+    return {
+        "throttle_time_ms": 0,
+        "topics": [{"name": t, "partitions": p} for t, p in topics.items()],
+        "error_code": code,
+    }
+
+
+def in_transaction(channel: FakeChannel) -> TransactionManager:
+    channel.scripts.setdefault("FindCoordinator", []).insert(0, found())
+    channel.scripts.setdefault("InitProducerId", []).insert(0, init(pid=4, epoch=3))
+    channel.scripts.setdefault("AddPartitionsToTxn", []).insert(0, added(("events", 3)))
+    txn = manager(channel)
+    run(txn.initialize())
+    run(txn.add_partitions([("events", 3)]))
+    channel.requests.clear()
+    return txn
+
+
+def test_commit_marker_adds_the_group_then_commits_the_token_at_the_group_coordinator():
+    channel = FakeChannel({
+        "AddOffsetsToTxn": [offsets_added(51), offsets_added()],  # CONCURRENT_TRANSACTIONS
+        "FindCoordinator": [found(), found()],
+        "TxnOffsetCommit": [offset_committed(14), offset_committed(16), offset_committed()],
+    })  # fmt: skip
+    txn = in_transaction(channel)
+
+    run(txn.commit_marker("t", "events", 3, 1234567, "kpd ring r0"))
+
+    names = [(to, name) for to, name, _ in channel.requests]
+    assert names == [
+        ("coordinator", "AddOffsetsToTxn"), ("coordinator", "AddOffsetsToTxn"),
+        ("bootstrap", "FindCoordinator"),  # the group's coordinator: its own lookup
+        ("coordinator", "TxnOffsetCommit"),  # COORDINATOR_LOAD_IN_PROGRESS: again
+        ("coordinator", "TxnOffsetCommit"),  # NOT_COORDINATOR: look the group up again
+        ("bootstrap", "FindCoordinator"), ("coordinator", "TxnOffsetCommit"),
+    ]  # fmt: skip
+    assert channel.requests[0][2] == {"transactional_id": "t", "producer_id": 4,
+                                      "producer_epoch": 3, "group_id": "t"}  # fmt: skip
+    assert channel.requests[2][2]["key_type"] == 0 and channel.requests[2][2]["key"] == "t"
+    commit = channel.requests[3][2]
+    assert (commit["group_id"], commit["producer_id"], commit["producer_epoch"]) == ("t", 4, 3)
+    assert commit["topics"] == [{"name": "events", "partitions": [
+        {"partition_index": 3, "committed_offset": 1234567, "committed_metadata": "kpd ring r0"},
+    ]}]  # fmt: skip
+    assert txn.state is TxnState.IN_TRANSACTION
+
+
+def test_a_refused_epoch_on_the_marker_aborts_the_transaction():
+    channel = FakeChannel({
+        "AddOffsetsToTxn": [offsets_added()],
+        "FindCoordinator": [found()],
+        "TxnOffsetCommit": [offset_committed(90)],  # PRODUCER_FENCED
+    })  # fmt: skip
+    txn = in_transaction(channel)
+
+    with pytest.raises(TransactionAbortable) as raised:
+        run(txn.commit_marker("t", "events", 3, 1, ""))
+    assert raised.value.code == 90
+    assert txn.fatal is None
+
+
+def test_a_denied_group_names_the_acl_to_grant_and_leaves_the_transaction_committable():
+    channel = FakeChannel({"AddOffsetsToTxn": [offsets_added(30)]})  # GROUP_AUTHORIZATION_FAILED
+    txn = in_transaction(channel)
+
+    with pytest.raises(MarkerDenied, match="grant the principal Read on the group"):
+        run(txn.commit_marker("t", "events", 3, 1, ""))
+    assert txn.state is TxnState.IN_TRANSACTION and txn.fatal is None
+
+
+def test_committed_marker_waits_until_no_commit_of_the_group_is_pending():
+    channel = FakeChannel({
+        "FindCoordinator": [found()],
+        "OffsetFetch": [
+            offsets_fetched(("events", 3, -1, "", 88)),  # UNSTABLE_OFFSET_COMMIT
+            offsets_fetched(code=88),  # the same as the top-level code
+            offsets_fetched(("events", 3, 10, None)),
+        ],
+    })  # fmt: skip
+    txn = manager(channel)
+
+    assert run(txn.committed_marker("t", "events", 3)) == (10, "")
+    fetches = [body for _, name, body in channel.requests if name == "OffsetFetch"]
+    assert len(fetches) == 3
+    assert fetches[0] == {"group_id": "t", "require_stable": True,
+                          "topics": [{"name": "events", "partition_indexes": [3]}]}  # fmt: skip
+
+
+@pytest.mark.parametrize("answer", [
+    offsets_fetched(code=69),  # GROUP_ID_NOT_FOUND
+    {"throttle_time_ms": 0, "topics": None, "error_code": 0},  # tansu: null for no offsets
+    offsets_fetched(("events", 3, -1, None)),
+    offsets_fetched(("events", 3, -1, None, 3)),  # UNKNOWN_TOPIC_OR_PARTITION
+])  # fmt: skip
+def test_no_committed_marker(answer):
+    channel = FakeChannel({"FindCoordinator": [found()], "OffsetFetch": [answer]})
+
+    assert run(manager(channel).committed_marker("t", "events", 3)) == (-1, "")

@@ -162,6 +162,32 @@ def test_reserved_entries_are_sealed_when_published(rig_factory):
     assert rig.raw(HEADER, 11) == sealed(0, b"xyz")
 
 
+def test_an_entry_written_in_two_parts_is_the_joined_payload_sealed_at_once(rig_factory):
+    rig = rig_factory(1024)
+    assert rig.producer.write_parts(b"head", memoryview(b"-and-body"))
+    assert rig.raw(HEADER, 21) == sealed(0, b"head-and-body")  # sealed before the publish
+    rig.producer.publish()
+    assert rig.drain() == [b"head-and-body"]
+
+
+@pytest.mark.parametrize("gap", [16, 24, 40])
+def test_a_two_part_entry_wraps_and_fails_for_room_as_one_entry(rig_factory, gap):
+    rig = rig_factory(256)
+    move_to(rig, 256 - gap)
+    assert rig.producer.write_parts(b"h" * 10, b"b" * 20)  # 38 bytes padded to 40
+    rig.producer.publish()
+    end = (256 - gap + 40) if gap >= 40 else 256 + 40
+    assert rig.raw_u64(OFF_WRITE_POS) == end
+    assert rig.drain() == [b"h" * 10 + b"b" * 20]
+    assert rig.producer.write_parts(b"x" * 60, b"y" * 60)  # the largest: half the ring
+    rig.producer.write_parts(b"x" * 60, b"y" * 60)  # a second one fits unless it must wrap
+    used = rig.producer.used_bytes()
+    assert not rig.producer.write_parts(b"x" * 60, b"y" * 60)  # no room: nothing staged
+    assert rig.producer.used_bytes() == used
+    with pytest.raises(EntryTooLargeError):
+        rig.producer.write_parts(b"x" * 100, b"y" * 100)
+
+
 def test_reserve_fills_in_place_and_publishes_once(rig_factory):
     rig = rig_factory()
     for i in range(3):

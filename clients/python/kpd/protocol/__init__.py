@@ -68,6 +68,7 @@ from kpd.protocol.control import (
     encode_pong,
     encode_reports,
     encode_welcome,
+    report_run_fields,
 )
 from kpd.protocol.framing import Frame, FrameDecoder, Role
 from kpd.protocol.produce import encode_produce, encode_produce_frame
@@ -140,4 +141,5 @@ __all__ = [
     "error_code",
     "is_retriable",
     "iter_records",
+    "report_run_fields",
 ]

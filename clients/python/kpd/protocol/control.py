@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import NamedTuple
 
 from kpd.protocol.base import (
@@ -401,6 +402,28 @@ def decode_reports(payload) -> list[ReportRun]:
             raise BadFrameError(KpdErrorCode.BAD_FIELD, f"REPORT run {i}: {problem}")
     expect_end(payload, pos, "REPORT")
     return runs
+
+
+def report_run_fields(payload) -> list[tuple] | None:
+    """The runs of a REPORT payload whose runs carry no message (every DELIVERED or ACCEPTED
+    run's case) as raw field tuples ``(first_seq, count, status, partition, base_offset,
+    timestamp, error, kafka_error, persistence, 0)``: one C-level unpack for the whole frame.
+    None when a run has a message or the sizes do not add up: ``decode_reports`` then.
+
+    For frames kpd itself encoded (ingest reading its workers' reports, encoded by
+    ``encode_reports``, which checked every run): the fields are not checked again here."""
+    if len(payload) < _U32.size:
+        return None
+    (count,) = _U32.unpack_from(payload, 0)
+    if len(payload) != _U32.size + count * _RUN.size:
+        return None
+    fields = list(_RUN.iter_unpack(payload[_U32.size :]))
+    if any(map(_MESSAGE_LEN, fields)):
+        return None
+    return fields
+
+
+_MESSAGE_LEN = itemgetter(9)
 
 
 def _make_run(index, head, status, partition, offset, ts, error, kafka_error, persistence):

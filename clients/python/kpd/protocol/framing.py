@@ -43,6 +43,7 @@ class Frame(NamedTuple):
 
 
 _FRAME_TYPES = {int(t): t for t in FrameType}
+_new_frame = tuple.__new__  # builds a Frame without its Python-level __new__
 
 # Frame types each role may receive, before and after the handshake (docs: state machine).
 _ALLOWED = {
@@ -92,6 +93,10 @@ class FrameDecoder:
         self._chunks: list[bytes] = []
         self._have = 0
         self._need = 4
+        # Frame types allowed after the handshake that end nothing, by their byte (_split).
+        self._plain_types = {
+            int(t): t for t in _ALLOWED[role, True] - _LAST[role]
+        }  # fmt: skip
 
     @property
     def pending_bytes(self) -> int:
@@ -129,6 +134,22 @@ class FrameDecoder:
     def _split(self, buf: bytes, frames: list[Frame]) -> int:
         view = memoryview(buf)
         pos, end = 0, len(buf)
+        # After the handshake, a frame whose type is allowed and changes no state (everything
+        # but the last frame) is checked with one lookup: the loop below, for a whole buffer of
+        # them, does what _check_length, _check_type and _after do for one.
+        plain = self._plain_types if self._open and not self._ended else None
+        if plain:
+            limit = self._limit
+            while end - pos >= 5:
+                (length,) = _LENGTH.unpack_from(buf, pos)
+                frame_type = plain.get(buf[pos + 4])
+                if frame_type is None or length == 0 or 4 + length > limit:
+                    break  # the general loop checks it and says what is wrong
+                if end - pos < 4 + length:
+                    self._need = 4 + length
+                    return pos
+                frames.append(_new_frame(Frame, (frame_type, view[pos + 5 : pos + 4 + length])))
+                pos += 4 + length
         while True:
             if end - pos < 4:
                 self._need = 4

@@ -60,6 +60,7 @@ from kpd.protocol import (
     error_code,
     is_retriable,
     iter_records,
+    report_run_fields,
 )
 from kpd.protocol.base import encode_string
 from kpd.protocol.produce import encode_produce_frame, frame_overhead
@@ -955,6 +956,27 @@ def test_encoders_refuse_runs_the_decoder_would_reject():
         encode_reports([ReportRun(0, 1, Status.FAILED, 0)])
     with pytest.raises(ValueError):
         encode_reports([ReportRun(0, 1, Status.DELIVERED, -1, 3)])
+
+
+def test_report_run_fields_are_the_decoded_runs_fields_of_a_frame_without_messages():
+    runs = [ReportRun(7, 3, Status.DELIVERED, 2, 40, -1), ReportRun(12, 1, Status.ACCEPTED, 0),
+            ReportRun(1 << 63, 2, Status.DELIVERED, 11, 1 << 40, 1700000000000)]  # fmt: skip
+    payload = encode_reports(runs)[5:]
+    fields = report_run_fields(payload)
+    assert fields == [(*run[:-1], 0) for run in decode_reports(payload)]
+    assert fields[0] == (7, 3, 2, 2, 40, -1, 0, 0, 0, 0)  # fields as the wire has them
+
+
+def test_report_run_fields_leave_frames_with_messages_or_bad_sizes_to_decode_reports():
+    failed = ReportRun(3, 1, Status.FAILED, -1, -1, -1, KpdErrorCode.BUFFER_FULL, 0,
+                       Persistence.NOT_PERSISTED, "ring full")  # fmt: skip
+    assert report_run_fields(encode_reports([failed])[5:]) is None
+    plain = encode_reports([ReportRun(7, 3, Status.DELIVERED, 2, 40, -1)])[5:]
+    assert report_run_fields(plain[:-1]) is None
+    assert report_run_fields(plain + b"x") is None
+    assert report_run_fields(b"\0\0") is None
+    # A message length with the sizes adding up (no well-formed frame has it): left alone.
+    assert report_run_fields(u32(1) + run_bytes(0, 1, 2, 0, 5, -1, 0, 0, 0)[:-2] + u16(1)) is None
 
 
 def test_retriable_codes_are_the_transient_ones():
