@@ -14,6 +14,7 @@ import pytest
 
 if TYPE_CHECKING:
     from tests.brokers import MockCluster, TansuBroker
+    from tests.brokers.answer_hold import AnswerHold
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +24,30 @@ def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
 
     with TansuBroker(log_dir=tmp_path_factory.mktemp("tansu")) as broker:
         yield broker
+
+
+@pytest.fixture
+def held_tansu(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[AnswerHold, TansuBroker]]:
+    """A tansu of its own (its producer and transaction state start empty) behind an
+    ``AnswerHold`` relay, whose port is what tansu advertises: clients stay behind it."""
+    from tests.brokers import TansuBroker
+    from tests.brokers.answer_hold import AnswerHold
+    from tests.brokers.ports import free_port
+
+    hold = AnswerHold()
+    port = free_port()
+    hold.start(f"127.0.0.1:{port}")
+    tansu = TansuBroker(
+        tmp_path_factory.mktemp("held-tansu"), advertised_port=hold.port, port_source=lambda: port
+    )
+    try:
+        tansu.start()
+        yield hold, tansu
+    finally:
+        hold.stop()
+        tansu.stop()
 
 
 @pytest.fixture

@@ -236,11 +236,7 @@ class SlotJournal:
         compaction."""
         self._release_pos = release_pos
         if self._slots and self._max_end <= release_pos and len(self._slots) == self._count:
-            _COUNT.pack_into(self._mm, _COUNT_AT, 0)
-            self._count = 0
-            self._slots.clear()
-            self._ends.clear()
-            self._max_end = 0
+            self.clear()
 
     def clear(self) -> None:
         """Forget every item, live or not, with one store of the count (what they said is

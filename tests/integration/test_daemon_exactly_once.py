@@ -12,9 +12,7 @@ from collections import Counter
 
 import pytest
 
-from tests.brokers import TansuBroker, unique_topic_name
-from tests.brokers.answer_hold import AnswerHold
-from tests.brokers.ports import free_port
+from tests.brokers import unique_topic_name
 from tests.brokers.txn_log import read_committed
 from tests.daemon_harness import KpdDaemon, wait_for
 from tests.integration.test_daemon_lifecycle import LoadClient
@@ -168,23 +166,6 @@ def test_a_second_kpd_with_the_same_transactional_id_fences_the_first(tansu, tmp
 
 
 END_TXN = 26  # the Kafka API key
-
-
-@pytest.fixture
-def held_tansu(tmp_path_factory):
-    """A tansu of its own behind an AnswerHold (its port is what tansu advertises)."""
-    hold = AnswerHold()
-    port = free_port()
-    hold.start(f"127.0.0.1:{port}")
-    tansu = TansuBroker(
-        tmp_path_factory.mktemp("held-tansu"), advertised_port=hold.port, port_source=lambda: port
-    )
-    try:
-        tansu.start()
-        yield hold, tansu
-    finally:
-        hold.stop()
-        tansu.stop()
 
 
 def _kill_the_worker(daemon: KpdDaemon) -> None:

@@ -18,9 +18,8 @@ from collections import defaultdict
 import pytest
 
 from kpd import Producer
-from tests.brokers import TansuBroker, unique_topic_name
+from tests.brokers import unique_topic_name
 from tests.brokers.answer_hold import AnswerHold
-from tests.brokers.ports import free_port
 from tests.brokers.reader import read_all
 from tests.daemon_harness import KpdDaemon, wait_for
 from tests.integration.test_daemon_lifecycle import LoadClient
@@ -28,23 +27,6 @@ from tests.integration.test_daemon_lifecycle import LoadClient
 pytestmark = pytest.mark.timeout(240)
 
 WARM, COUNT, KEYS = 1_000, 4_000, 13
-
-
-@pytest.fixture
-def held_tansu(tmp_path_factory):
-    """A tansu of its own (its producer state starts empty) behind an AnswerHold."""
-    hold = AnswerHold()
-    port = free_port()
-    hold.start(f"127.0.0.1:{port}")
-    tansu = TansuBroker(
-        tmp_path_factory.mktemp("held-tansu"), advertised_port=hold.port, port_source=lambda: port
-    )
-    try:
-        tansu.start()
-        yield hold, tansu
-    finally:
-        hold.stop()
-        tansu.stop()
 
 
 def _send(daemon: KpdDaemon, topic: str, indices: range) -> None:
