@@ -426,6 +426,18 @@ FIND_COORDINATOR = _api(
     ),
 )
 
+# The transaction coordinator's requests all begin with the producer they are for, and the
+# simple ones answer with a throttle time and an error code only.
+_TXN_PRODUCER = (
+    Field("TransactionalId", STRING),
+    Field("ProducerId", INT64),
+    Field("ProducerEpoch", INT16),
+)
+_THROTTLE_AND_ERROR = (
+    Field("ThrottleTimeMs", INT32),
+    Field("ErrorCode", INT16),
+)
+
 # --- AddPartitionsToTxn (key 24) -----------------------------------------------------------------
 # v0-v3 are the client versions. Kafka 3.6 renamed their fields (V3AndBelowTopics, ...) when it
 # added the broker-only batched v4; kpd keeps the names of the v0-v3 schema it actually speaks
@@ -453,9 +465,7 @@ ADD_PARTITIONS_TO_TXN = _api(
     versions="0-3",
     flexible="3+",
     request=(
-        Field("TransactionalId", STRING),
-        Field("ProducerId", INT64),
-        Field("ProducerEpoch", INT16),
+        *_TXN_PRODUCER,
         Field("Topics", Array(_ADD_PARTITIONS_TO_TXN_TOPIC)),
     ),
     response=(
@@ -472,15 +482,10 @@ END_TXN = _api(
     versions="0-3",
     flexible="3+",
     request=(
-        Field("TransactionalId", STRING),
-        Field("ProducerId", INT64),
-        Field("ProducerEpoch", INT16),
+        *_TXN_PRODUCER,
         Field("Committed", BOOL),
     ),
-    response=(
-        Field("ThrottleTimeMs", INT32),
-        Field("ErrorCode", INT16),
-    ),
+    response=_THROTTLE_AND_ERROR,
 )
 
 # --- AddOffsetsToTxn (key 25): AddOffsetsToTxnRequest.json / AddOffsetsToTxnResponse.json -------
@@ -493,15 +498,10 @@ ADD_OFFSETS_TO_TXN = _api(
     versions="0-3",
     flexible="3+",
     request=(
-        Field("TransactionalId", STRING),
-        Field("ProducerId", INT64),
-        Field("ProducerEpoch", INT16),
+        *_TXN_PRODUCER,
         Field("GroupId", STRING),
     ),
-    response=(
-        Field("ThrottleTimeMs", INT32),
-        Field("ErrorCode", INT16),
-    ),
+    response=_THROTTLE_AND_ERROR,
 )
 
 # --- TxnOffsetCommit (key 28): TxnOffsetCommitRequest.json / TxnOffsetCommitResponse.json -------
