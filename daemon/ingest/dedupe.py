@@ -160,6 +160,7 @@ class DedupeJournal:
         self._lines = 0  # lines in the file since its last rewrite
         self._key_json: dict[str, str] = {}  # key -> its JSON string, for the hot lines
         self._batched: list[str] | None = None  # lines held by ``batched`` for one write
+        self._holding = False  # ``hold``: the lines wait for ``flush``, not a block's end
         if path is not None:
             self._load(path)
             horizon = clock() - idle_expiry_s
@@ -334,6 +335,22 @@ class DedupeJournal:
         Nested, the outer one writes."""
         return _Batch(self)
 
+    def hold(self) -> None:
+        """Hold the lines written from now on until ``flush``: ``batched`` across callbacks,
+        for an owner that writes once per event-loop turn (the Kafka listener: a turn's
+        requests and reports, one write before any of their answers). ``batched`` blocks
+        inside are nested in it."""
+        self._holding = True
+        if self._batched is None:
+            self._batched = []
+
+    def flush(self) -> None:
+        """Write the lines held since ``hold`` (one write) and stop holding."""
+        held, self._batched = self._batched, None
+        self._holding = False
+        if held:
+            self._append("".join(held), len(held))
+
     # ---- the file --------------------------------------------------------------------------
 
     def ranges(self) -> Iterator[tuple[str, TakenRange]]:
@@ -382,6 +399,7 @@ class DedupeJournal:
 
     def close(self) -> None:
         if self._fd is not None:
+            self.flush()
             os.close(self._fd)
             self._fd = None
 
@@ -525,7 +543,7 @@ class _Batch:
             self._journal._batched = []
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._outer:
+        if self._outer and not self._journal._holding:  # else ``flush`` writes them
             journal = self._journal
             batch, journal._batched = journal._batched, None
             if batch:

@@ -128,7 +128,7 @@ class _ProduceAnswer:
             log.exception("%s: answering a request failed", conn.name)
             conn.fatal("kpd could not answer a request")
             return
-        conn.write_ready()
+        conn.answer_ready()
 
     def _frame(self) -> bytes:
         request, conn = self._request, self._conn
@@ -155,6 +155,7 @@ class KafkaConnection(asyncio.Protocol):
         self._answers: collections.deque[_Answer] = collections.deque()  # in request order
         self._blocked: asyncio.Task | None = None  # the request that waits; the rest wait too
         self._paused = False
+        self._write_due = False  # the listener writes this connection's answers this turn
         self.closed = False
         self.name = "kafka client"
 
@@ -299,7 +300,7 @@ class KafkaConnection(asyncio.Protocol):
                 if isinstance(result, Blocked):
                     return self._offer_after(request, topic, data["index"], result)
             request.parts.append([topic, data["index"], result])
-        listener.publish()
+        listener.end_turn_soon()  # publishes the request's entries
         self._answer_produce(request)
         return None
 
@@ -328,10 +329,18 @@ class KafkaConnection(asyncio.Protocol):
 
     def _answer_now(self, frame: bytes) -> None:
         self._answers.append(_Answer(frame))
-        self.write_ready()
+        self.answer_ready()
 
-    def write_ready(self) -> None:
+    def answer_ready(self) -> None:
+        """An answer is known: written at the loop turn's end (``KafkaListener.write_soon``),
+        with the others of the turn, after their journal lines."""
+        if not self._write_due:
+            self._write_due = True
+            self._listener.write_soon(self)
+
+    def write_answers(self) -> None:
         """Write the answers at the head of the queue that are known, in one write."""
+        self._write_due = False
         answers = self._answers
         if not answers or answers[0].frame is None or self.closed:
             return

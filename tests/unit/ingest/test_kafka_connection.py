@@ -57,6 +57,7 @@ def test_pipelined_requests_are_answered_in_request_order_whichever_outcome_come
         # Three Produce requests and an ApiVersions, in one read: handled at once, in order.
         conn.data_received(b"".join(_produce(i + 1, p) for i, p in enumerate(partitions))
                            + api_versions)  # fmt: skip
+        await asyncio.sleep(0)  # published (and answered) at the loop turn's end
         entries = sorted((entry for _, entry in rig.entries()), key=lambda e: e.base_seq)
         assert [e.partition for e in entries] == partitions  # admitted in request order
         assert transport.written == b""  # every answer waits for the first one's outcome
