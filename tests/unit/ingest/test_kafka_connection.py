@@ -103,3 +103,57 @@ def test_acks_0_requests_get_no_answer_and_the_next_answer_is_not_held_by_them(r
     assert correlation_id == 2
     assert body["responses"][0]["partition_responses"][0]["error_code"] == ErrorCode.NONE
     assert (entries, records) == (2, 2)
+
+
+class _AbortingTransport(RecordingTransport):
+    def abort(self) -> None:
+        self.closed = True
+
+
+def _correlation_ids(data: bytes) -> list[int]:
+    ids, at = [], 0
+    while at < len(data):
+        size, correlation_id = struct.unpack_from(">ii", data, at)
+        ids.append(correlation_id)
+        at += 4 + size
+    return ids
+
+
+def test_requests_cut_anywhere_across_reads_are_handled_whole_and_in_order(rig):  # noqa: F811
+    # Requests are views of the reads; one spread over reads is joined once it is whole.
+    stream = (_produce(1, 0, acks=1) + _produce(2, 1, acks=1)
+              + encode_request(API_VERSIONS, 0, 3, "test", {}))  # fmt: skip
+
+    async def scenario():
+        listener = _listener(rig)
+        answered = {}
+        for piece in (1, 3, 4, 5, 61, len(stream) - 1, len(stream)):
+            conn = KafkaConnection(listener)
+            transport = _AbortingTransport()
+            conn.connection_made(transport)
+            for at in range(0, len(stream), piece):
+                conn.data_received(stream[at : at + piece])
+                await asyncio.sleep(0)
+            answered[piece] = _correlation_ids(bytes(transport.written))
+            conn.connection_lost(None)  # socket.max_connections is 4
+        return answered, listener.records
+
+    answered, records = asyncio.run(scenario())
+    assert all(ids == [1, 2, 3] for ids in answered.values()), answered
+    assert records == 2 * len(answered)
+
+
+def test_a_request_over_the_size_limit_closes_the_connection_unanswered(rig):  # noqa: F811
+    async def scenario():
+        listener = _listener(rig)
+        conn = KafkaConnection(listener)
+        transport = _AbortingTransport()
+        conn.connection_made(transport)
+        too_big = listener.settings.max_request_bytes + 1
+        conn.data_received(_produce(1, 0, acks=1) + struct.pack(">i", too_big) + b"\0" * 10)
+        await asyncio.sleep(0)
+        return transport, conn.closed, listener.records
+
+    transport, closed, records = asyncio.run(scenario())
+    assert transport.closed and closed
+    assert transport.written == b"" and records == 0  # nothing of the read is handled
