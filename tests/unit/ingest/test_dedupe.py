@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 
+from daemon.ingest import dedupe
 from daemon.ingest.dedupe import COMPACT_FACTOR, DedupeJournal, Piece
 
 
@@ -184,6 +186,31 @@ def test_changes_batched_reach_the_file_in_one_write_with_the_same_lines(tmp_pat
     assert again.lookup("p/0", 0, 60) == plain.lookup("p/0", 0, 60)
 
 
+def test_changes_held_reach_the_file_at_flush_in_one_write(tmp_path, monkeypatch):
+    # hold/flush: batched across callbacks (the Kafka listener's loop turn); a block inside
+    # waits for the flush.
+    plain, held = _journal(tmp_path / "plain"), _journal(tmp_path / "held")
+    _some_changes(plain)
+    writes = []
+    real_write = dedupe.os.write
+    monkeypatch.setattr(dedupe.os, "write", lambda fd, data: writes.append(data) or
+                        real_write(fd, data))  # fmt: skip
+    with held.batched():
+        held.hold()  # begun inside a block: the block's end does not write
+    with held.batched():
+        _some_changes(held)
+    assert writes == []
+    held.flush()
+    assert len(writes) == 1
+    assert (tmp_path / "held").read_text() == (tmp_path / "plain").read_text()
+    held.taken("s", 100, 1)  # after flush: written at once again
+    assert len(writes) == 2
+    held.hold()
+    held.taken("s", 101, 1)
+    held.close()  # writes what is held
+    assert len(writes) == 3
+
+
 def test_the_live_line_count_is_what_a_rewrite_writes(tmp_path):
     path = tmp_path / "j"
     journal = _journal(path, window=20)
@@ -215,3 +242,11 @@ def test_taken_many_and_resolved_many_write_what_one_call_per_range_writes(tmp_p
     one.close()
     many.close()
     assert (tmp_path / "one").read_text() == (tmp_path / "many").read_text()
+
+
+def test_the_hot_lines_values_are_written_as_the_json_encoder_writes_them():
+    # _json writes ints and lists of ints (with or without a closing "") itself.
+    values = [0, -1, 2**63, [], [""], [0, -1, 1_700_000_000_123], [3, 41, ""], [1, "", 2],
+              [True, 1], ["a", ""], {"k": [1, 2]}, "x", [1.5, 2]]  # fmt: skip
+    for value in values:
+        assert dedupe._json(value) == json.dumps(value, separators=(",", ":")), value
