@@ -20,6 +20,13 @@ order, so per-partition order holds across pipelined requests) and answered in r
 connections (``kafka.connection``) handle a request inside ``data_received`` and offer each
 partition with ``offer_partition``, which awaits nothing unless admission has to wait.
 
+The loop turn: what a turn brings (requests read, report frames forwarded) is published,
+journaled and answered once, at the turn's end (``end_turn_soon`` schedules ``_end_turn``):
+one ring wake-up per worker, one journal write and one socket write per connection for all
+of it, in the order the guarantees need — the entries published, then the journal's lines
+(the batches taken, the outcomes known) written, then the answers (after a sync with
+``rings.fsync: always``). The journal holds its lines meanwhile (``DedupeJournal.hold``).
+
 Reports: every ring entry of this listener carries one stable conn_id (``SOURCE_ID``) and a
 sequence number from a counter that starts at the wall clock in ns, above any earlier ingest's.
 The ingest server hands workers' reports for ``SOURCE_ID`` to the listener
@@ -224,16 +231,16 @@ class KafkaListener:
         """In this order: publish what was admitted (and journal the idempotent batches
         taken), write the journal's lines, let the outcomes known answer (once their lines
         are synced, with ``rings.fsync: always``), write each connection's answers."""
-        self._turn_ending = False
         try:
             self.publish()
         finally:
             self.producers.journal.flush()
             answering, self._answering = self._answering, []
             after_sync = self.admission.ring_sync.after_sync
-            for pending in answering:
+            for pending in answering:  # their answers join ``_writers``, still this turn's
                 after_sync(functools.partial(pending.resolve, pending.outcome))
             writers, self._writers = self._writers, []
+            self._turn_ending = False
             for conn in writers:
                 conn.write_answers()
 
@@ -318,9 +325,10 @@ class KafkaListener:
         return pending
 
     def publish(self) -> None:
-        """Publish what admission staged (once per request: one ring wake-up, not one per
-        partition), then keep the idempotent batches it published — after the publish and
-        before any answer, so that a resend after any crash finds them."""
+        """Publish what admission staged (once per loop turn: one ring wake-up per worker,
+        not one per request or partition), then keep the idempotent batches it published —
+        after the publish and before any answer, so that a resend after any crash finds
+        them."""
         self.admission.publish_all()
         staged, self._staged = self._staged, []
         if not staged:
