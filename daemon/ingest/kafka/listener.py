@@ -166,6 +166,7 @@ class KafkaListener:
         self._turn_ending = False
         self._answering: list[_Pending] = []  # outcomes known this turn, journaled at its end
         self._writers: list[KafkaConnection] = []  # connections with answers to write
+        self._reports_unkept = False  # outcome lines held that ``keep_reports`` must write
 
     @property
     def busy(self) -> bool:
@@ -375,10 +376,25 @@ class KafkaListener:
         outcomes are journaled and answered at the turn's end."""
         self.owed -= records
         self.end_turn_soon()
+        self._reports_unkept = True
         for run in _runs(report_frame):
             pending = self._outcome(*run)
             if pending is not None:
                 self._answering.append(pending)
+
+    def keep_reports(self) -> None:
+        """``IngestServer.ReportSink``: the outcome lines of the frames forwarded are written
+        before the server releases their ring entries (a kill -9 then finds each outcome in
+        the reports ring or in the journal) — after publishing what this turn admitted, so no
+        batch is journaled as taken before its entries are in a ring. The answers still wait
+        for the turn's end."""
+        if not self._reports_unkept:
+            return
+        self._reports_unkept = False
+        journal = self.producers.journal
+        self.publish()
+        journal.flush()
+        journal.hold()  # the turn's end, still to come, writes what follows
 
     def owe(self, n: int) -> None:
         """admission.ReportReader: ``n`` records' outcomes are on their way."""
