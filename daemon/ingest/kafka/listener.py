@@ -25,7 +25,9 @@ journaled and answered once, at the turn's end (``end_turn_soon`` schedules ``_e
 one ring wake-up per worker, one journal write and one socket write per connection for all
 of it, in the order the guarantees need — the entries published, then the journal's lines
 (the batches taken, the outcomes known) written, then the answers (after a sync with
-``rings.fsync: always``). The journal holds its lines meanwhile (``DedupeJournal.hold``).
+``rings.fsync: always``). The journal holds its lines meanwhile (``DedupeJournal.hold``),
+but a report frame's outcome lines are written before the server releases the frame's ring
+entry (``keep_reports``), so a kill -9 finds each outcome in the reports ring or the journal.
 
 Reports: every ring entry of this listener carries one stable conn_id (``SOURCE_ID``) and a
 sequence number from a counter that starts at the wall clock in ns, above any earlier ingest's.
