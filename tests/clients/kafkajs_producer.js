@@ -1,7 +1,7 @@
 // A kafkajs producer for kpd's Kafka listener (tests/integration/test_kafka_listener_clients.py).
 //
 // Usage: node kafkajs_producer.js '<json>' with {bootstrap, topic, count, keys, acks,
-// idempotent, chunk}. Sends values "v<i>" with keys "k<i % keys>", `chunk` records per
+// idempotent, chunk, gzip}. Sends values "v<i>" with keys "k<i % keys>", `chunk` records per
 // producer.send() awaited in turn. After each send it prints one JSON line:
 // {"sent": <records sent so far>, "reports": [[i, partition, offset], ...]}, the offset being
 // where kafkajs says record i is (the partition's base offset plus its place in the batch;
@@ -10,7 +10,7 @@
 // kafkajs itself comes from NODE_PATH (installed by the test, never into the repository).
 "use strict";
 
-const { Kafka, Partitioners, logLevel } = require("kafkajs");
+const { CompressionTypes, Kafka, Partitioners, logLevel } = require("kafkajs");
 
 async function main() {
   const cfg = JSON.parse(process.argv[2]);
@@ -43,7 +43,8 @@ async function main() {
     const indexes = [];
     for (let i = first; i < Math.min(first + cfg.chunk, cfg.count); i++) indexes.push(i);
     const messages = indexes.map((i) => ({ key: `k${i % cfg.keys}`, value: `v${i}` }));
-    const answer = await producer.send({ topic: cfg.topic, acks: cfg.acks, messages });
+    const compression = cfg.gzip ? CompressionTypes.GZIP : CompressionTypes.None;
+    const answer = await producer.send({ topic: cfg.topic, acks: cfg.acks, compression, messages });
     const base = new Map(answer.map((m) => [m.partition, Number(m.baseOffset)]));
     const placed = new Map(); // partition -> records of this send placed so far
     const reports = indexes.map((i, n) => {

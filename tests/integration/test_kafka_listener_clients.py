@@ -50,9 +50,9 @@ def java_classpath(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _kafkajs(node_modules: Path, bootstrap: str, topic: str, count: int, *, keys: int,
-             chunk: int, acks: int = -1) -> Client:  # fmt: skip
+             chunk: int, acks: int = -1, gzip: bool = False) -> Client:  # fmt: skip
     settings = {"bootstrap": bootstrap, "topic": topic, "count": count, "keys": keys,
-                "chunk": chunk, "acks": acks, "idempotent": acks == -1}  # fmt: skip
+                "chunk": chunk, "acks": acks, "idempotent": acks == -1, "gzip": gzip}  # fmt: skip
     command = ["node", str(HERE / "kafkajs_producer.js"), json.dumps(settings)]
     return command, dict(os.environ, NODE_PATH=str(node_modules))
 
@@ -103,11 +103,12 @@ def _deliver(
     assert_each_once_in_key_order(consumed, (b"v%d" % i for i in range(count)), reports)
 
 
+@pytest.mark.parametrize("gzip", [False, True], ids=["plain", "gzip"])
 def test_kafkajs_idempotent_at_acks_all_gets_the_offsets_the_records_have_in_kafka(
-    tansu, tmp_path, kafkajs
+    tansu, tmp_path, kafkajs, gzip
 ):
     def client(bootstrap, topic, count):
-        return _kafkajs(kafkajs, bootstrap, topic, count, keys=13, chunk=250)
+        return _kafkajs(kafkajs, bootstrap, topic, count, keys=13, chunk=250, gzip=gzip)
 
     _deliver(tansu, tmp_path, client, partitions=4, count=5000)
 
@@ -121,10 +122,14 @@ def test_kafkajs_at_acks_1_and_0_delivers_every_record_once(tansu, tmp_path, kaf
     _deliver(tansu, tmp_path, client, partitions=3, count=2000, told_offsets=False)
 
 
-def test_java_producer_with_its_defaults_idempotent_acks_all(tansu, tmp_path, java_classpath):
+@pytest.mark.parametrize("settings", [(), ("compression.type=zstd",)], ids=["plain", "zstd"])
+def test_java_producer_with_its_defaults_idempotent_acks_all(
+    tansu, tmp_path, java_classpath, settings
+):
     def client(bootstrap, topic, count):
         # Kafka >= 3.0 defaults: enable.idempotence=true, acks=all, 5 requests in flight.
-        return _java(java_classpath, bootstrap, topic, count, keys=13, chunk=1000)
+        return _java(java_classpath, bootstrap, topic, count, keys=13, chunk=1000,
+                     settings=settings)  # fmt: skip
 
     _deliver(tansu, tmp_path, client, partitions=4, count=5000)
 
