@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -87,17 +87,22 @@ def _run(
     return reports
 
 
-def _deliver(
-    tansu, tmp_path, make_client, partitions: int, count: int, told_offsets: bool = True
-) -> None:
-    """Run a client through a daemon's listener and check what tansu holds."""
+@pytest.fixture(scope="module")
+def daemon(tansu, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KpdDaemon]:
+    """One daemon for the tests without kills (a topic each): a start and a stop less apiece."""
+    with listener_daemon(tmp_path_factory.mktemp("clients-daemon"), tansu) as daemon:
+        wait_for(lambda: listening(daemon.kafka_bootstrap), 20, "the Kafka listener")
+        yield daemon
+        assert daemon.stop() == 0, daemon.log_tail()
+
+
+def _deliver(tansu, daemon: KpdDaemon, tmp_path, make_client, partitions: int, count: int,
+             told_offsets: bool = True) -> None:  # fmt: skip
+    """Run a client through the daemon's listener and check what tansu holds."""
     topic = unique_topic_name("kafka-listener-client")
     tansu.create_topic(topic, partitions)
-    with listener_daemon(tmp_path, tansu) as daemon:
-        wait_for(lambda: listening(daemon.kafka_bootstrap), 20, "the Kafka listener")
-        reports = _run(make_client(daemon.kafka_bootstrap, topic, count), tmp_path / "client.log")
-        consumed = read_all(tansu.bootstrap, topic, count, timeout_s=60)  # exact: no repeats
-        assert daemon.stop() == 0, daemon.log_tail()
+    reports = _run(make_client(daemon.kafka_bootstrap, topic, count), tmp_path / "client.log")
+    consumed = read_all(tansu.bootstrap, topic, count, timeout_s=60)  # exact: no repeats
     assert len(reports) == count
     if told_offsets:
         assert all(offset >= 0 for _, offset in reports.values()), "acks=all without offsets"
@@ -106,33 +111,33 @@ def _deliver(
 
 @pytest.mark.parametrize("gzip", [False, True], ids=["plain", "gzip"])
 def test_kafkajs_idempotent_at_acks_all_gets_the_offsets_the_records_have_in_kafka(
-    tansu, tmp_path, kafkajs, gzip
+    tansu, daemon, tmp_path, kafkajs, gzip
 ):
     def client(bootstrap, topic, count):
         return _kafkajs(kafkajs, bootstrap, topic, count, keys=13, chunk=250, gzip=gzip)
 
-    _deliver(tansu, tmp_path, client, partitions=4, count=5000)
+    _deliver(tansu, daemon, tmp_path, client, partitions=4, count=5000)
 
 
 @pytest.mark.parametrize("acks", [1, 0])
-def test_kafkajs_at_acks_1_and_0_delivers_every_record_once(tansu, tmp_path, kafkajs, acks):
+def test_kafkajs_at_acks_1_and_0_delivers_every_record_once(tansu, daemon, tmp_path, kafkajs, acks):
     def client(bootstrap, topic, count):
         return _kafkajs(kafkajs, bootstrap, topic, count, keys=7, chunk=250, acks=acks)
 
     # kpd answers acks=1 before Kafka does (base offset -1), acks=0 not at all.
-    _deliver(tansu, tmp_path, client, partitions=3, count=2000, told_offsets=False)
+    _deliver(tansu, daemon, tmp_path, client, partitions=3, count=2000, told_offsets=False)
 
 
 @pytest.mark.parametrize("settings", [(), ("compression.type=zstd",)], ids=["plain", "zstd"])
 def test_java_producer_with_its_defaults_idempotent_acks_all(
-    tansu, tmp_path, java_classpath, settings
+    tansu, daemon, tmp_path, java_classpath, settings
 ):
     def client(bootstrap, topic, count):
         # Kafka >= 3.0 defaults: enable.idempotence=true, acks=all, 5 requests in flight.
         return _java(java_classpath, bootstrap, topic, count, keys=13, chunk=1000,
                      settings=settings)  # fmt: skip
 
-    _deliver(tansu, tmp_path, client, partitions=4, count=5000)
+    _deliver(tansu, daemon, tmp_path, client, partitions=4, count=5000)
 
 
 def _kill_while_streaming(tansu, tmp_path, client_for, count: int) -> None:
