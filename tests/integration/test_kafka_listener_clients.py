@@ -16,6 +16,7 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,20 +35,22 @@ from tests.waiting import wait_for
 Client = tuple[list[str], dict[str, str]]  # the command and its environment
 
 
-@pytest.fixture(scope="session")
-def kafkajs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _fetched(fetch: Callable[[Path], Any], directory: Path) -> Any:
+    """`fetch(directory)`, or a skip that says why the client cannot be had here."""
     try:
-        return install_kafkajs(tmp_path_factory.mktemp("kafkajs"))
+        return fetch(directory)
     except ClientMissing as missing:
         pytest.skip(str(missing))
+
+
+@pytest.fixture(scope="session")
+def kafkajs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _fetched(install_kafkajs, tmp_path_factory.mktemp("kafkajs"))
 
 
 @pytest.fixture(scope="session")
 def java_classpath(tmp_path_factory: pytest.TempPathFactory) -> str:
-    try:
-        return build_java_producer(tmp_path_factory.mktemp("java-client"))
-    except ClientMissing as missing:
-        pytest.skip(str(missing))
+    return _fetched(build_java_producer, tmp_path_factory.mktemp("java-client"))
 
 
 def _kafkajs(node_modules: Path, bootstrap: str, topic: str, count: int, *, keys: int,
