@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import gc
 import json
 import os
@@ -66,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--linger-ms", type=int, default=5)
     p.add_argument("--profile", type=Path, default=None, help="py-spy the worker, stacks here")
     p.add_argument("--native", action="store_true", help="py-spy --native: C frames too")
+    p.add_argument("--strace", type=Path, default=None,
+                   help="strace -c the worker into FILE (FILE.perf: perf record it)")  # fmt: skip
+    p.add_argument("--calls", action="store_true",
+                   help="count the worker's Python calls per function (slow: not for CPU)")  # fmt: skip
     return p
 
 
@@ -116,12 +121,17 @@ def _run_worker(args, bootstrap: str, ring_paths, fds, result_fd: int) -> None:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)  # as daemon.process.child does
+        calls: collections.Counter = collections.Counter()
+        if args.calls:
+            sys.setprofile(lambda frame, event, _: event == "call" and calls.update(
+                (f"{frame.f_code.co_qualname} ({frame.f_code.co_filename.split('/')[-1]})",)))
         await worker.run()
+        sys.setprofile(None)
         counters = worker.engine.counters
         await worker.close()
         usage = resource.getrusage(resource.RUSAGE_SELF)
         done = {"requests": counters.requests_sent, "batches": counters.batches_sent,
-                "sleeps": usage.ru_nvcsw}  # fmt: skip
+                "sleeps": usage.ru_nvcsw, "calls": calls.most_common()}  # fmt: skip
         os.write(result_fd, json.dumps(done).encode())
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -182,6 +192,13 @@ def main(argv: list[str] | None = None) -> int:
             ingest.put(_encode(args, entry, int(time.time() * 1000)))
         ingest.wait_for(sum(len(e[2]) for e in warm), 60)
         spy = _profile(args.profile, pid, args.native) if args.profile else None
+        tracer = None
+        if args.strace:
+            command = ["strace", "-c", "-f", "-o", str(args.strace), "-p", str(pid)]
+            if args.strace.suffix == ".perf":  # perf record instead: where the CPU goes, kernel too
+                command = ["perf", "record", "-g", "-o", str(args.strace), "-p", str(pid)]
+            tracer = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)  # attached
         before = cpu_seconds(pid)
         started = time.perf_counter()
         gap = 0.0 if args.rate == 0 else args.entry_records / args.rate
@@ -195,8 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         ingest.wait_for(args.records + sum(len(e[2]) for e in warm), 120)
         wall = time.perf_counter() - started
         cpu = cpu_seconds(pid) - before
+        if tracer is not None:
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(timeout=30)
         os.kill(pid, signal.SIGTERM)
-        done = json.loads(os.read(result_r, 4096) or b"{}")
+        with os.fdopen(result_r, "rb") as result:
+            done = json.loads(result.read() or b"{}")
         os.waitpid(pid, 0)
         if spy is not None:
             spy.wait(timeout=60)
@@ -207,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
           f"requests {done.get('requests')} ({done.get('requests', 0) / n:.2f}/entry), "
           f"batches {done.get('batches')}, sleeps {done.get('sleeps')} "
           f"({done.get('sleeps', 0) / n:.2f}/entry)")  # fmt: skip
+    if done.get("calls"):
+        total = sum(n for _, n in done["calls"])
+        print(f"Python calls per entry ({total / n:.0f} in all):")
+        for name, count in done["calls"][:60]:
+            print(f"  {count / n:7.2f}  {name}")
     if args.profile:
         print(render_top((args.profile / "worker.txt").read_text(), 30))
     return 0
