@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strace", type=Path, default=None,
                    help="strace -c the worker into FILE (FILE.perf: perf record it)")  # fmt: skip
     p.add_argument("--calls", action="store_true",
-                   help="count the worker's Python calls per function (slow: not for CPU)")  # fmt: skip
+                   help="count the worker's Python calls (slow: not for CPU figures)")  # fmt: skip
     return p
 
 

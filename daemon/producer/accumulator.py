@@ -206,6 +206,13 @@ class Accumulator:
     def queues(self) -> Iterator[PartitionQueue]:
         return iter(self._queues.values())
 
+    def has_queued(self) -> bool:
+        """Whether some partition has a batch not in flight (open, ready or retrying)."""
+        for pq in self._queues.values():  # noqa: SIM110 (a loop, not any(): no generator)
+            if pq.batches:
+                return True
+        return False
+
     def drain(
         self,
         queues: list[PartitionQueue],

@@ -4,7 +4,8 @@ Owns the requests in flight and the retry decisions. Per loop turn it
 expires batches past ``delivery.timeout.ms``, drains every broker that has a ready connection
 and a free in-flight slot (one request per broker carrying the ready batches of all the
 partitions it leads, like Java's ``Sender.sendProducerData``), then sleeps until the next
-batch is due or something wakes it (a batch sealed, a response, new metadata). The sleep is
+batch is due or something wakes it (a batch sealed, a response that leaves a batch queued or
+the completion something to do, new metadata). The sleep is
 one future woken by ``wake`` or by one TimerHandle armed for the earliest deadline (a batch's
 linger or retry, a delivery timeout, the completion's next due time), re-armed only when the
 earliest deadline moves earlier: no timer per turn and no periodic backstop.
@@ -325,7 +326,12 @@ class Sender:
                     self._retry_or_fail(batch, lost, "no answer for partition", now)
                 else:
                     self._on_partition_result(batch, result, now)
-        self.wake()
+        # A turn only when the answer may have made something sendable (a free in-flight
+        # slot, a partition unmuted, a retry queued) or the completion moves on at turns (an
+        # epoch bump, a transaction): at ~1 record batch per request, most answers leave
+        # nothing queued, and a turn then only re-arms nothing (a turn per request saved).
+        if self._acc.has_queued() or self._completion.needs_turn():
+            self.wake()
 
     def _latency(self, broker: int) -> LatencyHistogram:
         histogram = self._counters.request_latency.get(broker)
