@@ -245,13 +245,14 @@ class Accumulator:
                 batch.order = pq.next_order
                 pq.next_order += 1
             stamp(batch, pq)
-            if taken and size + batch.size_in_bytes > limit:
+            batch_bytes = batch.size_in_bytes
+            if taken and size + batch_bytes > limit:
                 break
             pq.batches.popleft()
             pq.in_flight.append(batch)
             batch.attempts += 1
             batch.sent_at = now
-            size += batch.size_in_bytes
+            size += batch_bytes
             taken.append(batch)
         return taken
 

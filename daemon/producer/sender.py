@@ -258,11 +258,12 @@ class Sender:
             topics.setdefault(batch.topic, []).append(
                 {"index": batch.partition, "records": batch.payload}
             )
-            records += batch.record_count
+            count = batch.record_count
+            records += count
             if batch.attempts > 1:
                 counters.retries += 1
             else:
-                counters.stage_batch.observe(now - batch.appended, batch.record_count)
+                counters.stage_batch.observe(now - batch.appended, count)
         body = {
             "transactional_id": self._completion.transactional_id,
             "acks": self._s.acks,
@@ -433,11 +434,12 @@ class Sender:
 
     def _succeed(self, batch: ProducerBatch, base_offset: int, timestamp: int, now: float) -> None:
         counters = self._counters
-        counters.records_sent += batch.record_count
+        count, size = batch.record_count, batch.size_in_bytes
+        counters.records_sent += count
         counters.batches_sent += 1
-        counters.bytes_sent += batch.size_in_bytes
-        counters.batch_bytes.observe(batch.size_in_bytes)
-        counters.queue_time.observe(batch.sent_at - batch.created, batch.record_count)
+        counters.bytes_sent += size
+        counters.batch_bytes.observe(size)
+        counters.queue_time.observe(batch.sent_at - batch.created, count)
         self._completion.acked(batch, base_offset, timestamp)
 
     def _expire(self, now: float) -> None:
