@@ -19,7 +19,9 @@ run: $(STAMP)
 
 # From Debian, installed when we can (CI runs as root): systemd-analyze for the unit-file
 # tests; kcat (the benchmark's C ceiling) and rsyslog with omkafka (the benchmark's shell-path
-# contender). Without them those tests/rows say they skipped. rsyslog must never start as the
+# contender); Go and sarama (the Go Kafka client, with its dependencies under /usr/share/gocode)
+# for the listener's sarama test, which builds its program offline in GOPATH mode. Without
+# them those tests/rows say they skipped. rsyslog must never start as the
 # system's logger here: the benchmark runs its own rsyslogd in the foreground with its own
 # config, so a policy-rc.d that refuses every service start (exit 101, see invoke-rc.d(8))
 # replaces any other during the install (the old one is put back afterwards).
@@ -32,6 +34,9 @@ $(SYSTEM_DEPS): $(STAMP) Makefile
 	command -v rsyslogd >/dev/null 2>&1 || missing="$$missing rsyslog"; \
 	dpkg-query -W -f='$${Status}' rsyslog-kafka 2>/dev/null | grep -q "ok installed" \
 	  || missing="$$missing rsyslog-kafka"; \
+	command -v go >/dev/null 2>&1 || missing="$$missing golang-go"; \
+	[ -d /usr/share/gocode/src/github.com/Shopify/sarama ] \
+	  || missing="$$missing golang-github-shopify-sarama-dev"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    saved=""; \

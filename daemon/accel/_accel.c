@@ -9,6 +9,10 @@
  *
  *   append_packed(...)                RecordBatch v2 records from packed key/value columns
  *                                     (daemon/kafka/records.py append_packed_python)
+ *   append_stamped(...)               the same with a timestamp per record
+ *                                     (daemon/kafka/records.py append_stamped_python)
+ *   stamped_lengths(section, count)   a records section's timestamp and length columns,
+ *                                     checked (kpd/protocol/records.py stamped_columns)
  *   partition_keys(...)               murmur2 partition per record of a records section
  *                                     (daemon/ingest/routing.py, pure loop)
  *   gather_records(...)               a records section of chosen records, plus their
@@ -167,31 +171,43 @@ done:
 
 /* ---- RecordBatch v2 records (Kafka implementation.html "Record") ---------------------- */
 
-/* A column of lengths: a buffer of native i32 (memoryview cast "i", array("i")) read in place,
- * or any sequence of ints. */
+/* A column of ints: a buffer of native i32 (memoryview cast "i", array("i")) or, for
+ * timestamps, of native i64 (cast "q"), read in place; or any sequence of ints. */
 typedef struct {
-    Py_buffer view; /* when ints != NULL */
+    Py_buffer view; /* when ints or longs != NULL */
     const int32_t *ints;
+    const int64_t *longs;
     PyObject *seq; /* PySequence_Fast otherwise */
     Py_ssize_t len;
 } Column;
 
+static int format_is(const char *f, char code)
+{
+    return f != NULL && ((f[0] == code && f[1] == 0) ||
+                         ((f[0] == '@' || f[0] == '=') && f[1] == code && f[2] == 0));
+}
+
 static int column_open(Column *c, PyObject *obj)
 {
     c->ints = NULL;
+    c->longs = NULL;
     c->seq = NULL;
     if (PyObject_CheckBuffer(obj) && PyObject_GetBuffer(obj, &c->view, PyBUF_FORMAT) == 0) {
         const char *f = c->view.format;
-        if (c->view.itemsize == 4 && f != NULL && (strcmp(f, "i") == 0 || strcmp(f, "@i") == 0 ||
-                                                   strcmp(f, "=i") == 0)) {
+        if (c->view.itemsize == 4 && format_is(f, 'i')) {
             c->ints = c->view.buf;
             c->len = c->view.len / 4;
+            return 0;
+        }
+        if (c->view.itemsize == 8 && (format_is(f, 'q') || format_is(f, 'l'))) {
+            c->longs = c->view.buf;
+            c->len = c->view.len / 8;
             return 0;
         }
         PyBuffer_Release(&c->view);
     }
     PyErr_Clear();
-    c->seq = PySequence_Fast(obj, "lengths must be a sequence of ints or an i32 buffer");
+    c->seq = PySequence_Fast(obj, "columns must be sequences of ints or i32/i64 buffers");
     if (c->seq == NULL)
         return -1;
     c->len = PySequence_Fast_GET_SIZE(c->seq);
@@ -200,60 +216,99 @@ static int column_open(Column *c, PyObject *obj)
 
 static void column_close(Column *c)
 {
-    if (c->ints != NULL)
+    if (c->ints != NULL || c->longs != NULL)
         PyBuffer_Release(&c->view);
     Py_XDECREF(c->seq);
     c->ints = NULL;
+    c->longs = NULL;
     c->seq = NULL;
 }
 
-static int column_get(Column *c, Py_ssize_t i, Py_ssize_t *out)
+static int column_get(Column *c, Py_ssize_t i, int64_t *out)
 {
     if (c->ints != NULL) {
         *out = c->ints[i];
         return 0;
     }
-    *out = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(c->seq, i));
-    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+    if (c->longs != NULL) {
+        *out = c->longs[i];
+        return 0;
+    }
+    long long v = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(c->seq, i));
+    *out = v;
+    return (v == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
-/* append_packed(buf, head, data, key_lens, value_lens, index, pos, offset, max_size)
- *     -> (next index, next data position, bytes added)
- * Appends records index.. to the bytearray ``buf`` until it holds ``max_size`` bytes (at
- * least one record when ``offset`` is 0, i.e. the batch is empty). Each record is
- *     length varint | head (attributes + timestampDelta varlong, shared) | offsetDelta varint
- *     | keyLength varint | key | valueLength varint | value | headerCount varint (0)
- * with the key and value read back to back from ``data`` at ``pos``; -1 = null. The pure
- * twin is append_packed_python in daemon/kafka/records.py. */
-static PyObject *accel_append_packed(PyObject *self, PyObject *args)
+/* What the records of one append share: the record head (attributes + timestampDelta) as
+ * bytes, or, with a timestamps column, attributes 0 and each record's own delta. */
+typedef struct {
+    const char *head; /* packed: the shared head */
+    Py_ssize_t head_len;
+    Column *stamps; /* stamped: one timestamp per record, -1 = ``default_ts`` */
+    int64_t base_ts, default_ts, max_ts;
+} RecordHeads;
+
+/* The record head's bytes of record ``i``: its timestampDelta's zigzag value in *delta
+ * (stamped) and its size. */
+static int head_of(RecordHeads *h, Py_ssize_t i, uint64_t *delta, Py_ssize_t *size)
 {
-    PyObject *buf, *klens_obj, *vlens_obj, *result = NULL;
+    if (h->stamps == NULL) {
+        *size = h->head_len;
+        return 0;
+    }
+    int64_t ts;
+    if (column_get(h->stamps, i, &ts) < 0)
+        return -1;
+    if (ts == -1)
+        ts = h->default_ts;
+    if (ts < 0) {
+        PyErr_SetString(PyExc_ValueError, "append_stamped: a timestamp below -1");
+        return -1;
+    }
+    if (ts > h->max_ts)
+        h->max_ts = ts;
+    *delta = zigzag64(ts - h->base_ts);
+    *size = 1 + varint_size(*delta);
+    return 0;
+}
+
+/* Appends records index.. to the bytearray ``buf`` until it holds ``max_size`` bytes (at
+ * least one record when ``offset`` is 0, i.e. the batch is empty). Each record is
+ *     length varint | head (attributes + timestampDelta varlong) | offsetDelta varint
+ *     | keyLength varint | key | valueLength varint | value | headerCount varint (0)
+ * with the key and value read back to back from ``data`` at ``pos``; -1 = null. Returns
+ * (next index, next data position, bytes added), or NULL with an exception set. */
+static PyObject *append_records(PyObject *buf, RecordHeads *h, Py_buffer *data,
+                                PyObject *klens_obj, PyObject *vlens_obj, Py_ssize_t index,
+                                Py_ssize_t pos, Py_ssize_t offset, Py_ssize_t max_size)
+{
+    PyObject *result = NULL;
     Column klens = {0}, vlens = {0};
-    Py_buffer head, data;
-    Py_ssize_t index, pos, offset, max_size;
-    if (!PyArg_ParseTuple(args, "Yy*y*OOnnnn", &buf, &head, &data, &klens_obj, &vlens_obj,
-                          &index, &pos, &offset, &max_size))
-        return NULL;
     if (column_open(&klens, klens_obj) < 0 || column_open(&vlens, vlens_obj) < 0)
         goto done;
     Py_ssize_t count = klens.len;
-    if (vlens.len != count || index < 0 || offset < 0 || pos < 0) {
+    if (vlens.len != count || (h->stamps != NULL && h->stamps->len != count) || index < 0 ||
+        offset < 0 || pos < 0) {
         PyErr_SetString(PyExc_ValueError, "append_packed: bad columns or positions");
         goto done;
     }
     /* Pass 1: how many records fit, and their bytes, lengths checked against the data. */
-    const char *src = data.buf;
+    const char *src = data->buf;
     Py_ssize_t start = PyByteArray_GET_SIZE(buf), size = start, end = index, p = pos, o = offset;
     while (end < count && (size < max_size || o == 0)) {
-        Py_ssize_t klen, vlen;
-        if (column_get(&klens, end, &klen) < 0 || column_get(&vlens, end, &vlen) < 0)
+        int64_t klen, vlen;
+        uint64_t delta;
+        Py_ssize_t head_len;
+        if (column_get(&klens, end, &klen) < 0 || column_get(&vlens, end, &vlen) < 0 ||
+            head_of(h, end, &delta, &head_len) < 0)
             goto done;
         Py_ssize_t kbytes = klen > 0 ? klen : 0, vbytes = vlen > 0 ? vlen : 0;
-        if (klen < -1 || vlen < -1 || kbytes > data.len - p || vbytes > data.len - p - kbytes) {
+        if (klen < -1 || vlen < -1 || kbytes > data->len - p ||
+            vbytes > data->len - p - kbytes) {
             PyErr_SetString(PyExc_ValueError, "append_packed: a length runs past the data");
             goto done;
         }
-        Py_ssize_t body = head.len + varint_size(zigzag64(o)) + varint_size(zigzag64(klen)) +
+        Py_ssize_t body = head_len + varint_size(zigzag64(o)) + varint_size(zigzag64(klen)) +
                           kbytes + varint_size(zigzag64(vlen)) + vbytes + 1;
         size += varint_size(zigzag64(body)) + body;
         p += kbytes + vbytes;
@@ -268,20 +323,28 @@ static PyObject *accel_append_packed(PyObject *self, PyObject *args)
         goto done;
     if (PyByteArray_Resize(buf, size) < 0)
         goto done;
-    /* Pass 2: write them. */
+    /* Pass 2: write them (every column read was checked in pass 1). */
     char *out = PyByteArray_AS_STRING(buf) + start;
     Py_ssize_t i;
     for (i = index; i < end; i++) {
-        Py_ssize_t klen, vlen;
-        column_get(&klens, i, &klen); /* read and checked in pass 1 */
+        int64_t klen, vlen;
+        uint64_t delta = 0;
+        Py_ssize_t head_len;
+        column_get(&klens, i, &klen);
         column_get(&vlens, i, &vlen);
+        head_of(h, i, &delta, &head_len);
         Py_ssize_t kbytes = klen > 0 ? klen : 0, vbytes = vlen > 0 ? vlen : 0;
         uint64_t zk = zigzag64(klen), zv = zigzag64(vlen), zo = zigzag64(offset);
-        Py_ssize_t body = head.len + varint_size(zo) + varint_size(zk) + kbytes +
+        Py_ssize_t body = head_len + varint_size(zo) + varint_size(zk) + kbytes +
                           varint_size(zv) + vbytes + 1;
         out = put_varint(out, zigzag64(body));
-        memcpy(out, head.buf, head.len);
-        out += head.len;
+        if (h->stamps == NULL) {
+            memcpy(out, h->head, head_len);
+            out += head_len;
+        } else {
+            *out++ = 0; /* attributes */
+            out = put_varint(out, delta);
+        }
         out = put_varint(out, zo);
         out = put_varint(out, zk);
         memcpy(out, src + pos, kbytes);
@@ -297,8 +360,113 @@ static PyObject *accel_append_packed(PyObject *self, PyObject *args)
 done:
     column_close(&klens);
     column_close(&vlens);
+    return result;
+}
+
+/* append_packed(buf, head, data, key_lens, value_lens, index, pos, offset, max_size)
+ *     -> (next index, next data position, bytes added)
+ * append_records with one ``head`` (attributes + timestampDelta) shared by the records. The
+ * pure twin is append_packed_python in daemon/kafka/records.py. */
+static PyObject *accel_append_packed(PyObject *self, PyObject *args)
+{
+    PyObject *buf, *klens, *vlens, *result;
+    Py_buffer head, data;
+    Py_ssize_t index, pos, offset, max_size;
+    if (!PyArg_ParseTuple(args, "Yy*y*OOnnnn", &buf, &head, &data, &klens, &vlens, &index, &pos,
+                          &offset, &max_size))
+        return NULL;
+    RecordHeads h = {head.buf, head.len, NULL, 0, 0, 0};
+    result = append_records(buf, &h, &data, klens, vlens, index, pos, offset, max_size);
     PyBuffer_Release(&head);
     PyBuffer_Release(&data);
+    return result;
+}
+
+/* append_stamped(buf, base_ts, default_ts, timestamps, data, key_lens, value_lens, index, pos,
+ *                offset, max_size) -> (next index, next data position, bytes added, max ts)
+ * append_records with each record's own timestamp (-1: ``default_ts``) as its delta from the
+ * batch's ``base_ts``; also the largest timestamp appended (``base_ts`` at least). The pure
+ * twin is append_stamped_python in daemon/kafka/records.py. */
+static PyObject *accel_append_stamped(PyObject *self, PyObject *args)
+{
+    PyObject *buf, *stamps_obj, *klens, *vlens, *done, *result = NULL;
+    Py_buffer data;
+    long long base_ts, default_ts;
+    Py_ssize_t index, pos, offset, max_size;
+    if (!PyArg_ParseTuple(args, "YLLOy*OOnnnn", &buf, &base_ts, &default_ts, &stamps_obj, &data,
+                          &klens, &vlens, &index, &pos, &offset, &max_size))
+        return NULL;
+    Column stamps = {0};
+    if (column_open(&stamps, stamps_obj) == 0) {
+        RecordHeads h = {NULL, 0, &stamps, base_ts, default_ts, base_ts};
+        done = append_records(buf, &h, &data, klens, vlens, index, pos, offset, max_size);
+        if (done != NULL) {
+            Py_ssize_t next, next_pos, added;
+            if (PyArg_ParseTuple(done, "nnn", &next, &next_pos, &added))
+                result = Py_BuildValue("nnnL", next, next_pos, added, (long long)h.max_ts);
+            Py_DECREF(done);
+        }
+        column_close(&stamps);
+    }
+    PyBuffer_Release(&data);
+    return result;
+}
+
+/* stamped_lengths(section, count) -> (timestamps, key_lens, value_lens, data_start)
+ * The columns of a records section with timestamps and no headers (layout 1: what the Kafka
+ * listener writes), checked as kpd/protocol/records.py _scan_records checks them (ValueError
+ * on any fault: the caller re-runs the pure scan for the exact error): timestamps as native
+ * i64 bytes (memoryview(...).cast("q")), lengths as native i32. The pure twin is
+ * kpd.protocol.records.stamped_columns. */
+static PyObject *accel_stamped_lengths(PyObject *self, PyObject *args)
+{
+    Py_buffer s;
+    Py_ssize_t count;
+    PyObject *stamps = NULL, *keys = NULL, *values = NULL, *result = NULL;
+    if (!PyArg_ParseTuple(args, "y*n", &s, &count))
+        return NULL;
+    const unsigned char *b = s.buf;
+    if (count <= 0 || s.len < 1 || b[0] != 1) {
+        PyErr_SetString(PyExc_ValueError, "records: not a stamped section (layout 1)");
+        goto done;
+    }
+    if (count > (s.len - 1) / 16) {
+        PyErr_SetString(PyExc_ValueError, "records: columns run past the section");
+        goto done;
+    }
+    Py_ssize_t start = 1 + 16 * count, need = 0;
+    stamps = PyBytes_FromStringAndSize(NULL, 8 * count);
+    keys = PyBytes_FromStringAndSize(NULL, 4 * count);
+    values = PyBytes_FromStringAndSize(NULL, 4 * count);
+    if (stamps == NULL || keys == NULL || values == NULL)
+        goto done;
+    int64_t *t = (int64_t *)PyBytes_AS_STRING(stamps);
+    int32_t *k = (int32_t *)PyBytes_AS_STRING(keys);
+    int32_t *v = (int32_t *)PyBytes_AS_STRING(values);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const unsigned char *q = b + 1 + 8 * i;
+        uint64_t u = 0;
+        for (int j = 0; j < 8; j++)
+            u = (u << 8) | q[j];
+        t[i] = (int64_t)u;
+        k[i] = kpd_be_i32(b + 1 + 8 * count + 4 * i);
+        v[i] = kpd_be_i32(b + 1 + 12 * count + 4 * i);
+        if (t[i] < -1 || k[i] < -1 || v[i] < -1) {
+            PyErr_SetString(PyExc_ValueError, "records: a timestamp or length below -1");
+            goto done;
+        }
+        need += (k[i] > 0 ? k[i] : 0) + (v[i] > 0 ? v[i] : 0);
+    }
+    if (need != s.len - start) {
+        PyErr_SetString(PyExc_ValueError, "records: lengths do not add up to the data");
+        goto done;
+    }
+    result = Py_BuildValue("OOOn", stamps, keys, values, start);
+done:
+    Py_XDECREF(stamps);
+    Py_XDECREF(keys);
+    Py_XDECREF(values);
+    PyBuffer_Release(&s);
     return result;
 }
 
@@ -723,6 +891,10 @@ static PyMethodDef accel_methods[] = {
      "The records section and sequence offsets of one partition's records."},
     {"append_packed", accel_append_packed, METH_VARARGS,
      "Append packed records to a RecordBatch v2 bytearray."},
+    {"append_stamped", accel_append_stamped, METH_VARARGS,
+     "Append packed records with a timestamp each to a RecordBatch v2 bytearray."},
+    {"stamped_lengths", accel_stamped_lengths, METH_VARARGS,
+     "The timestamp and length columns of a records section with timestamps, checked."},
     {"produce_head", accel_produce_head, METH_O,
      "A PRODUCE payload's head and plain records, checked; None for anything else."},
     {"kafka_section", accel_kafka_section, METH_VARARGS,

@@ -1,6 +1,7 @@
 """Request and response headers, and whole size-prefixed frames (pure).
 
 Owns the framing of one Kafka exchange: ``encode_request`` builds the frame a client writes
+(``encode_request_parts``: the same frame as its parts, for a large one)
 (4-byte big-endian size, request header, body) and ``decode_response`` reads the payload a
 ``FrameSplitter`` hands back. The reverse pair (``decode_request`` / ``encode_response``) serves
 fake brokers in tests.
@@ -28,6 +29,7 @@ __all__ = [
     "decode_request",
     "decode_response",
     "encode_request",
+    "encode_request_parts",
     "encode_response",
     "response_correlation_id",
 ]
@@ -46,13 +48,24 @@ def encode_request(
     api: ApiSpec, version: int, correlation_id: int, client_id: str | None, body: dict
 ) -> bytes:
     """The whole request frame, size prefix included, ready for ``transport.write``."""
+    return b"".join(encode_request_parts(api, version, correlation_id, client_id, body)[0])
+
+
+def encode_request_parts(
+    api: ApiSpec, version: int, correlation_id: int, client_id: str | None, body: dict
+) -> tuple[list, int]:
+    """``encode_request``'s frame as its parts (the size prefix first), not joined, and its
+    size: a large Produce request's record batches can go to ``transport.writelines`` as the
+    buffers they are, without one more copy of their bytes."""
     out: list = [b""]
     out.append(_REQUEST_HEAD.pack(api.key, version, correlation_id))
     write_nullable_string(client_id, out)
     if api.request_header_version(version) >= 2:
         out.append(_NO_TAGS)
     api.write_request(version, body, out)
-    return _frame(out)
+    size = sum(map(len, out))
+    out[0] = INT32.pack(size)
+    return out, size + 4
 
 
 def encode_response(api: ApiSpec, version: int, correlation_id: int, body: dict) -> bytes:

@@ -8,9 +8,11 @@ dicts as the compiled schema of ``messages.PRODUCE`` at the same version (a unit
 both to it on the same inputs), for the shapes kpd sends and brokers usually answer:
 
 * a request as the sender builds it (every key present);
-* a response whose tagged-field sections are all empty and whose partitions carry no
-  ``record_errors`` — anything else (KIP-951 leader hints, per-record errors, a null array,
-  a truncated body) is left to the generic codec, which also owns the error messages.
+* a response whose tagged-field sections are all empty, whose partitions carry no
+  ``record_errors`` and whose compact lengths fit one byte, read in place (one struct call
+  per partition, no ``Reader`` call per field) — anything else (KIP-951 leader hints,
+  per-record errors, a null array, a truncated body) is left to the generic codec, which
+  also owns the error messages.
 
 Imports only ``primitives``; ``messages`` wires these in for Produce.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import struct
 
 from .primitives import (
+    INT16,
     INT32,
     ProtocolError,
     Reader,
@@ -119,25 +122,34 @@ class ProduceResponseCodec:
             return self._generic.decode(reader)
 
     def _decode(self, reader: Reader) -> dict:
+        # Reads the buffer in place, one struct call per partition: the lengths and counts
+        # kpd meets fit one byte (a compact one) or are fixed-width (a classic one); a longer
+        # varint, a null, a bound overrun or a tag is _Unusual: the generic codec reads it.
+        buf, pos, end = reader.buf, reader.pos, reader.end
         flexible, head = self._flexible, self._head
-        with_messages = self._version >= 8
+        size, with_messages = head.size, self._version >= 8
         topics = []
-        for _ in range(_count(reader, flexible)):
-            name = reader.compact_string() if flexible else reader.string()
+        count, pos = _length(buf, pos, end, flexible, True)
+        for _ in range(count):
+            length, pos = _length(buf, pos, end, flexible, False)
+            if pos + length > end:
+                raise _Unusual
+            name = str(buf[pos : pos + length], "utf-8")
             parts = []
-            for _ in range(_count(reader, flexible)):
-                fields = head.unpack_from(reader.buf, reader.skip(head.size))
+            count, pos = _length(buf, pos + length, end, flexible, True)
+            for _ in range(count):
+                if pos + size > end:
+                    raise _Unusual
+                fields = head.unpack_from(buf, pos)
+                pos += size
                 message = None
                 if with_messages:
-                    if _count(reader, flexible):
+                    errors, pos = _length(buf, pos, end, flexible, True)
+                    if errors:
                         raise _Unusual  # record_errors: the generic codec reads them
-                    message = (
-                        reader.compact_nullable_string()
-                        if flexible
-                        else reader.nullable_string()
-                    )
+                    message, pos = _nullable_string(buf, pos, end, flexible)
                 if flexible:
-                    _no_tags(reader)
+                    pos = _no_tags(buf, pos, end)
                 parts.append(
                     {
                         "index": fields[0],
@@ -151,24 +163,47 @@ class ProduceResponseCodec:
                     }
                 )
             if flexible:
-                _no_tags(reader)
+                pos = _no_tags(buf, pos, end)
             topics.append({"name": name, "partition_responses": parts})
-        throttle = INT32.unpack_from(reader.buf, reader.skip(4))[0]
+        if pos + 4 > end:
+            raise _Unusual
+        throttle = INT32.unpack_from(buf, pos)[0]
+        pos += 4
         if flexible:
-            _no_tags(reader)
+            pos = _no_tags(buf, pos, end)
+        reader.pos = pos
         return {"responses": topics, "throttle_time_ms": throttle, "node_endpoints": []}
 
 
-def _count(reader: Reader, flexible: bool) -> int:
-    count = reader.array_length(flexible)
-    if count is None:
-        raise _Unusual  # a null array where kpd expects one
-    return count
+def _length(buf, pos: int, end: int, flexible: bool, array: bool) -> tuple[int, int]:
+    """An array's count or a string's length at ``pos``, and the position after it: a
+    compact one of one byte, or a classic INT32 count / INT16 length; null is _Unusual."""
+    if flexible:
+        if pos >= end or not 0 < buf[pos] < 0x80:
+            raise _Unusual  # null, or a varint of more than one byte
+        return buf[pos] - 1, pos + 1
+    width = 4 if array else 2
+    if pos + width > end:
+        raise _Unusual
+    n = (INT32 if array else INT16).unpack_from(buf, pos)[0]
+    if n < 0:
+        raise _Unusual
+    return n, pos + width
 
 
-def _no_tags(reader: Reader) -> None:
-    pos = reader.pos
-    if pos >= reader.end or reader.buf[pos] != 0:
+def _nullable_string(buf, pos: int, end: int, flexible: bool) -> tuple[str | None, int]:
+    if flexible:
+        if pos < end and buf[pos] == 0:
+            return None, pos + 1
+    elif pos + 2 <= end and buf[pos] == 0xFF and buf[pos + 1] == 0xFF:
+        return None, pos + 2
+    length, pos = _length(buf, pos, end, flexible, False)
+    if pos + length > end:
+        raise _Unusual
+    return str(buf[pos : pos + length], "utf-8"), pos + length
+
+
+def _no_tags(buf, pos: int, end: int) -> int:
+    if pos >= end or buf[pos] != 0:
         raise _Unusual  # tagged fields (KIP-951 leader hints): the generic codec reads them
-    reader.pos = pos + 1
-
+    return pos + 1

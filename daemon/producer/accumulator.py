@@ -127,9 +127,12 @@ class Accumulator:
         token: int,
         now: float,
         opened: float | None = None,
+        timestamps=None,
     ) -> int:
         """Append packed records (see ``BatchBuilder.append_packed``) whose tokens are
-        ``token``, ``token + 1``, …; returns the bytes they took. ``opened`` as ``append``'s."""
+        ``token``, ``token + 1``, …; returns the bytes they took. ``opened`` as ``append``'s.
+        With ``timestamps`` (one per record, -1: none), each record has its own and
+        ``timestamp`` is the default (``BatchBuilder.append_stamped``)."""
         batch_size = self._settings.batch_size
         batches = pq.batches
         added_total = 0
@@ -139,9 +142,14 @@ class Accumulator:
             if batch is None or batch.sealed:
                 batch = self._new_batch(pq, now, opened)
             builder = batch.builder
-            end, pos, added = builder.append_packed(
-                timestamp, data, key_lens, value_lens, index, pos, batch_size
-            )
+            if timestamps is None:
+                end, pos, added = builder.append_packed(
+                    timestamp, data, key_lens, value_lens, index, pos, batch_size
+                )
+            else:
+                end, pos, added = builder.append_stamped(
+                    timestamp, timestamps, data, key_lens, value_lens, index, pos, batch_size
+                )
             batch.tokens.extend(range(token + index, token + end))
             batch.buffer_bytes += added
             added_total += added
@@ -198,6 +206,13 @@ class Accumulator:
     def queues(self) -> Iterator[PartitionQueue]:
         return iter(self._queues.values())
 
+    def has_queued(self) -> bool:
+        """Whether some partition has a batch not in flight (open, ready or retrying)."""
+        for pq in self._queues.values():  # noqa: SIM110 (a loop, not any(): no generator)
+            if pq.batches:
+                return True
+        return False
+
     def drain(
         self,
         queues: list[PartitionQueue],
@@ -230,13 +245,14 @@ class Accumulator:
                 batch.order = pq.next_order
                 pq.next_order += 1
             stamp(batch, pq)
-            if taken and size + batch.size_in_bytes > limit:
+            batch_bytes = batch.size_in_bytes
+            if taken and size + batch_bytes > limit:
                 break
             pq.batches.popleft()
             pq.in_flight.append(batch)
             batch.attempts += 1
             batch.sent_at = now
-            size += batch.size_in_bytes
+            size += batch_bytes
             taken.append(batch)
         return taken
 

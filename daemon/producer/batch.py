@@ -95,6 +95,10 @@ class ProducerBatch:
             self.producer_epoch,
             self.base_sequence,
         ):
+            # A copy, restamped: the bytes sent before are never changed in place (a large
+            # request's batches are written as they are and may still sit in a transport's
+            # buffer: ``BrokerConnection._write``). A new epoch is rare; this copy is cheap.
+            self.payload = bytearray(self.payload)
             restamp(self.payload, producer_id, producer_epoch, base_sequence)
         self.producer_id = producer_id
         self.producer_epoch = producer_epoch

@@ -97,6 +97,10 @@ class Completion(Protocol):
     def next_due(self, now: float) -> float | None:
         """Seconds until the completion needs a loop turn by time alone (None: never)."""
 
+    def needs_turn(self) -> bool:
+        """Whether an answer that leaves no batch queued still needs a turn of the sender
+        (``prepare`` has something to do: an epoch to bump, a transaction to move on)."""
+
     def drainable(self, queues: list[PartitionQueue]) -> list[PartitionQueue]:
         """The queues whose head batches may go out now (re-asked per drain of a broker)."""
 
@@ -194,6 +198,9 @@ class IdempotentCompletion:
 
     def next_due(self, now: float) -> float | None:
         return None
+
+    def needs_turn(self) -> bool:
+        return self._bump_needed  # bumped once nothing is in flight, not at the next append
 
     def drainable(self, queues: list[PartitionQueue]) -> list[PartitionQueue]:
         return queues

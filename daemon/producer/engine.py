@@ -307,17 +307,22 @@ class ProducerEngine:
         value_lens,
         pos: int,
         token: int,
+        timestamps=None,
     ) -> bool:
         """Append packed records sharing one timestamp and no headers (see
-        ``BatchBuilder.append_packed``) with tokens ``token``, ``token + 1``, …. False (nothing
-        appended) when ``buffer.memory`` is used up; one call may overshoot it, by design: a
-        worker hands over whole ring entries, and its ring already bounds their size."""
+        ``BatchBuilder.append_packed``) with tokens ``token``, ``token + 1``, …; with
+        ``timestamps``, one per record (-1: ``timestamp_ms``), see ``append_stamped``. False
+        (nothing appended) when ``buffer.memory`` is used up; one call may overshoot it, by
+        design: a worker hands over whole ring entries, and its ring already bounds their
+        size."""
         acc = self._accumulator
         if acc.buffer_used >= self.settings.buffer_memory:
             return False
         now = self._loop.time()
         opened = self._opened(now)
-        acc.append_packed(queue, timestamp_ms, data, key_lens, value_lens, pos, token, now, opened)
+        acc.append_packed(
+            queue, timestamp_ms, data, key_lens, value_lens, pos, token, now, opened, timestamps
+        )
         self.pending_records += len(key_lens)
         return True
 

@@ -4,7 +4,8 @@ Owns the requests in flight and the retry decisions. Per loop turn it
 expires batches past ``delivery.timeout.ms``, drains every broker that has a ready connection
 and a free in-flight slot (one request per broker carrying the ready batches of all the
 partitions it leads, like Java's ``Sender.sendProducerData``), then sleeps until the next
-batch is due or something wakes it (a batch sealed, a response, new metadata). The sleep is
+batch is due or something wakes it (a batch sealed, a response that leaves a batch queued or
+the completion something to do, new metadata). The sleep is
 one future woken by ``wake`` or by one TimerHandle armed for the earliest deadline (a batch's
 linger or retry, a delivery timeout, the completion's next due time), re-armed only when the
 earliest deadline moves earlier: no timer per turn and no periodic backstop.
@@ -261,11 +262,12 @@ class Sender:
             topics.setdefault(batch.topic, []).append(
                 {"index": batch.partition, "records": batch.payload}
             )
-            records += batch.record_count
+            count = batch.record_count
+            records += count
             if batch.attempts > 1:
                 counters.retries += 1
             else:
-                counters.stage_batch.observe(now - batch.appended, batch.record_count)
+                counters.stage_batch.observe(now - batch.appended, count)
         body = {
             "transactional_id": self._completion.transactional_id,
             "acks": self._s.acks,
@@ -329,7 +331,12 @@ class Sender:
                     self._retry_or_fail(batch, lost, "no answer for partition", now)
                 else:
                     self._on_partition_result(batch, result, now)
-        self.wake()
+        # A turn only when the answer may have made something sendable (a free in-flight
+        # slot, a partition unmuted, a retry queued) or the completion moves on at turns (an
+        # epoch bump, a transaction): at ~1 record batch per request, most answers leave
+        # nothing queued, and a turn then only re-arms nothing (a turn per request saved).
+        if self._acc.has_queued() or self._completion.needs_turn():
+            self.wake()
 
     def _latency(self, broker: int) -> LatencyHistogram:
         histogram = self._counters.request_latency.get(broker)
@@ -431,11 +438,12 @@ class Sender:
 
     def _succeed(self, batch: ProducerBatch, base_offset: int, timestamp: int, now: float) -> None:
         counters = self._counters
-        counters.records_sent += batch.record_count
+        count, size = batch.record_count, batch.size_in_bytes
+        counters.records_sent += count
         counters.batches_sent += 1
-        counters.bytes_sent += batch.size_in_bytes
-        counters.batch_bytes.observe(batch.size_in_bytes)
-        counters.queue_time.observe(batch.sent_at - batch.created, batch.record_count)
+        counters.bytes_sent += size
+        counters.batch_bytes.observe(size)
+        counters.queue_time.observe(batch.sent_at - batch.created, count)
         self._completion.acked(batch, base_offset, timestamp)
 
     def _expire(self, now: float) -> None:

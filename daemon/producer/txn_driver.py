@@ -167,6 +167,9 @@ class TransactionalCompletion:
             return None
         return max(0.0, self._started + self._interval_s - now)
 
+    def needs_turn(self) -> bool:
+        return True  # a transaction commits, aborts or replays at the turns after answers
+
     def drainable(self, queues: list[PartitionQueue]) -> list[PartitionQueue]:
         return [pq for pq in queues if self._may_drain(pq)]
 

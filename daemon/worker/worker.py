@@ -29,7 +29,6 @@ entry ingest partitioned itself, one per stretch of consecutive sequence numbers
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from bisect import bisect_right
@@ -44,6 +43,7 @@ from daemon.producer.accumulator import PartitionQueue
 from daemon.producer.engine import ProducerEngine
 from daemon.producer.outcomes import BatchOutcome
 from daemon.ring import LAYOUT_VERSION, AckWindow, RingConsumer, RingProducer
+from daemon.wire.columns import packed_columns
 from daemon.wire.ring_entry import decode_records_entry, encode_report_entry, seq_runs
 from daemon.worker.commit_marks import CommitMarks
 from daemon.worker.done_journal import DoneJournal, DoneRun
@@ -55,8 +55,6 @@ from kpd.protocol.base import AckLevel
 from kpd.protocol.records import (
     LAYOUT_HAS_TIMESTAMPS,
     iter_records,
-    plain_columns,
-    stamped_columns,
 )
 
 __all__ = ["Worker"]
@@ -350,10 +348,10 @@ class Worker:
             queue = engine.queue(entry.topic, entry.partition)
             self._queues[entry.topic, entry.partition] = queue
         token = entry_id << _INDEX_BITS
-        columns = plain_columns(entry.records, entry.count)
-        if columns is not None:  # the common case: no per-record timestamps or headers
-            key_lens, value_lens, data_start = columns
-            args = (default_ts, entry.records, key_lens, value_lens, data_start, token)
+        columns = packed_columns(entry.records, entry.count)
+        if columns is not None:  # the common case: no headers (a Kafka client's timestamps)
+            timestamps, key_lens, value_lens, data_start = columns
+            args = (default_ts, entry.records, key_lens, value_lens, data_start, token, timestamps)
             while not engine.append_packed(queue, *args):
                 if not await engine.wait_for_buffer(max_block_s):
                     log.warning("buffer.memory still full after max.block.ms; still waiting")
@@ -361,11 +359,6 @@ class Worker:
                     self._keep(entry_id, 0, entry.count)
                     return
             self._count_in(entry)
-            return
-        stamped = stamped_columns(entry.records, entry.count)
-        if stamped is not None:  # per-record timestamps, no headers: a Kafka client's records
-            if await self._take_stamped(entry_id, entry, stamped, token, max_block_s):
-                self._count_in(entry)
             return
         append = engine.append
         for index, record in enumerate(iter_records(entry.records, entry.count)):
@@ -439,30 +432,6 @@ class Worker:
                 state, run.first, run.count, 0, recorded_outcome(topic, state.partition, run)
             )
         self._settle(entry_id, state, run.count)
-
-    async def _take_stamped(self, entry_id, entry, columns, token, max_block_s) -> bool:
-        """Append the records of each run of equal timestamps with one ``append_packed``
-        (a client stamps records in ms: a run is every record of one millisecond). False
-        when the worker closed while waiting for buffer space (the rest is kept)."""
-        timestamps, key_lens, value_lens, pos = columns
-        engine = self._engine
-        queue = engine.queue(entry.topic, entry.partition)
-        start = 0
-        for stamp, run in itertools.groupby(timestamps):
-            end = start + sum(1 for _ in run)
-            keys, values = key_lens[start:end], value_lens[start:end]
-            timestamp = stamp if stamp != -1 else entry.received_ms
-            args = (timestamp, entry.records, keys, values, pos, token + start)
-            while not engine.append_packed(queue, *args):
-                if not await engine.wait_for_buffer(max_block_s):
-                    log.warning("buffer.memory still full after max.block.ms; still waiting")
-                if self._keeping:
-                    self._keep(entry_id, start, entry.count - start)
-                    return False
-            # Each null (-1) adds -1 to a sum of lengths but no data bytes.
-            pos += sum(keys) + keys.count(-1) + sum(values) + values.count(-1)
-            start = end
-        return True
 
     def _count_in(self, entry) -> None:
         self.tally.count_received(entry.topic, entry.partition, entry.count, entry.received_ms)

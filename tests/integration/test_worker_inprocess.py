@@ -144,7 +144,7 @@ def test_worker_delivers_entries_and_reports_the_offsets_kafka_gave(tansu, topic
 
 def test_records_with_their_own_timestamps_and_no_headers_keep_them(tansu, topic_factory, rings):
     # What a Kafka client's batch becomes through kpd's Kafka listener: a timestamp column, no
-    # headers; the worker appends each run of equal timestamps at once (and -1: kpd's time).
+    # headers; the worker appends them in one call, each with its own (and -1: kpd's time).
     topic = topic_factory(tansu, partitions=1)
     stamps = [1_600_000_000_000 + i // 7 for i in range(60)] + [-1, -1, 1_500_000_000_000]
     records = [(b"k%d" % i if i % 3 else None, b"v%d" % i, stamp, ())

@@ -17,7 +17,7 @@ import pytest
 
 from daemon.ingest.connection import decode_produce
 from daemon.ingest.routing import EntryPlanner
-from daemon.kafka.records import append_packed_python
+from daemon.kafka.records import append_packed_python, append_stamped_python
 from daemon.ring.ordering import MemoryOrderingError, ordering_of, shared_words
 from daemon.wire.ring_entry import ENTRY_HEAD_BYTES, seq_runs
 from kpd.murmur2 import partition_for_key
@@ -123,6 +123,121 @@ def test_both_implementations_write_the_same_bytes_for_random_columns(seed):
 def test_c_append_packed_refuses_lengths_past_the_data():
     with pytest.raises(ValueError, match="past the data"):
         compiled().append_packed(bytearray(), b"\0\0", b"abc", (2,), (2,), 0, 0, 0, 100)
+
+
+# --- records with a timestamp each (the Kafka listener's) --------------------------------------
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def append_stamped(request):
+    return compiled().append_stamped if request.param == "C" else append_stamped_python
+
+
+def test_append_stamped_writes_each_records_timestamp_delta_field_by_field(append_stamped):
+    # Three records into a batch of base timestamp 1000 holding 2 records: timestamps 1005,
+    # -1 (none: the default 1002) and 999 (before the base: a negative delta), so deltas 5,
+    # 2 and -1; the largest timestamp appended is 1005.
+    data = b"k1v1" + b"ab" + b"z"
+    record0 = (
+        b"\x00"  # attributes
+        + b"\x0a"  # timestampDelta 5 (zigzag 10)
+        + b"\x04"  # offsetDelta 2 (zigzag 4)
+        + b"\x04k1"  # keyLength 2, key
+        + b"\x04v1"  # valueLength 2, value
+        + b"\x00"  # headerCount 0
+    )
+    record1 = b"\x00" + b"\x04" + b"\x06" + b"\x01" + b"\x04ab" + b"\x00"  # delta 2, null key
+    record2 = b"\x00" + b"\x01" + b"\x08" + b"\x02z" + b"\x01" + b"\x00"  # delta -1, null value
+    assert (len(record0), len(record1), len(record2)) == (10, 8, 7)
+    expected = b"\x14" + record0 + b"\x10" + record1 + b"\x0e" + record2  # lengths, zigzag
+    buf = bytearray(b"HEADER")
+    stamps, keys, values = (1005, -1, 999), (2, -1, 1), (2, 2, -1)
+    result = append_stamped(buf, 1000, 1002, stamps, memoryview(data), keys, values, 0, 0, 2,
+                            1 << 20)  # fmt: skip
+    assert result == (3, len(data), len(expected), 1005)
+    assert buf == b"HEADER" + expected
+
+
+def test_append_stamped_stops_at_max_size_and_says_the_largest_timestamp_it_took(append_stamped):
+    data = b"a" * 30
+    buf = bytearray(61)
+    stamps, keys, values = (7, 9, 8), (0, 0, 0), (10, 10, 10)
+    # An empty batch takes one record whatever max_size says; its timestamp is the largest.
+    assert append_stamped(buf, 7, 0, stamps, data, keys, values, 0, 0, 0, 10) == (1, 10, 17, 7)
+    assert append_stamped(buf, 7, 0, stamps, data, keys, values, 1, 10, 1, 61 + 17 + 1) == (
+        2, 20, 17, 9,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_both_implementations_write_the_same_stamped_bytes_for_random_columns(seed):
+    rng = random.Random(seed)
+    count = rng.randint(1, 300)
+    key_lens = [rng.choice((-1, 0, 3, 16, 200, 20000)) for _ in range(count)]
+    value_lens = [rng.choice((-1, 0, 1, 100, 1024, 70000)) for _ in range(count)]
+    stamp = 1_700_000_000_000
+    stamps = []
+    for _ in range(count):  # runs of equal timestamps, some -1, some going back
+        stamp += rng.choice((0, 0, 1, 5, -3, 100_000))
+        stamps.append(-1 if rng.random() < 0.1 else stamp)
+    data = rng.randbytes(sum(max(n, 0) for n in key_lens + value_lens))
+    native_stamps = memoryview(array("q", stamps)).cast("B").cast("q")
+    for max_size in (100, 5000, 1 << 30):
+        c, py = bytearray(61), bytearray(61)
+        args = (stamps[0] if stamps[0] != -1 else 42, 42)
+        got = compiled().append_stamped(c, *args, native_stamps, data, key_lens, value_lens,
+                                        0, 0, 0, max_size)  # fmt: skip
+        want = append_stamped_python(py, *args, stamps, data, key_lens, value_lens, 0, 0, 0,
+                                     max_size)  # fmt: skip
+        assert (got, c) == (want, py)
+
+
+def test_both_implementations_refuse_a_timestamp_below_minus_one():
+    for append in (compiled().append_stamped, append_stamped_python):
+        with pytest.raises(ValueError, match="below -1"):
+            append(bytearray(), 0, 0, (5, -2), b"", (0, 0), (0, 0), 0, 0, 0, 100)
+
+
+def _stamped_section(stamps, keys, values) -> bytes:
+    """A records section of layout 1 (timestamps, no headers), protocol section 1, written
+    column by column."""
+    count = len(stamps)
+    data = b"".join((k or b"") + (v or b"") for k, v in zip(keys, values, strict=True))
+    lens = [-1 if x is None else len(x) for x in keys + values]
+    layout = b"\x01"  # timestamps, no headers
+    return layout + struct.pack(f">{count}q", *stamps) + struct.pack(f">{2 * count}i", *lens) + data
+
+
+def test_c_stamped_lengths_reads_the_columns_the_pure_scan_reads():
+    from kpd.protocol.records import stamped_columns
+
+    section = _stamped_section([5, -1, 1 << 40], [b"k", None, b""], [b"vv", b"w", None])
+    stamps, keys, values, start = compiled().stamped_lengths(section, 3)
+    got = (list(memoryview(stamps).cast("q")), list(memoryview(keys).cast("i")),
+           list(memoryview(values).cast("i")), start)  # fmt: skip
+    want = stamped_columns(section, 3)
+    assert got == (list(want[0]), list(want[1]), list(want[2]), want[3])
+    assert got == ([5, -1, 1 << 40], [1, -1, 0], [2, 1, -1], 1 + 3 * 16)
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        _stamped_section([-2], [b"k"], [b"v"]),  # a timestamp below -1
+        _stamped_section([1], [b"k"], [b"v"]) + b"x",  # lengths do not add up
+        _stamped_section([1], [b"k"], [b"v"])[:10],  # columns past the end
+        b"\x00" + _stamped_section([1], [b"k"], [b"v"])[1:],  # another layout
+    ],
+)
+def test_c_stamped_lengths_refuses_what_the_pure_scan_refuses(section):
+    from kpd.protocol.base import BadFrameError
+    from kpd.protocol.records import stamped_columns
+
+    with pytest.raises(ValueError):
+        compiled().stamped_lengths(section, 1)
+    if section[0] == 1:
+        with pytest.raises(BadFrameError):
+            stamped_columns(section, 1)
 
 
 # --- ingest: partitions and groups of a -1 frame ------------------------------------------------

@@ -354,6 +354,49 @@ def test_pipelined_requests_are_all_written_before_any_answer_and_answered_in_or
     run(test)
 
 
+def produce_body(*payloads) -> dict:
+    parts = [{"index": i, "records": payload} for i, payload in enumerate(payloads)]
+    return {"transactional_id": None, "acks": -1, "timeout_ms": 30000,
+            "topic_data": [{"name": "t", "partition_data": parts}]}  # fmt: skip
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_large_request_written_as_its_parts_arrives_whole_and_in_order(loop) -> None:
+    # Produce requests from 64 KiB on go out as their parts (no join of the batches' bytes):
+    # 4 MiB of them do not fit the socket's buffer at once, so the transport keeps the rest;
+    # a small request written after them must still arrive after them.
+    big = [bytearray(range(256)) * 8192, bytes(range(255, -1, -1)) * 8192]
+
+    async def script(broker: BrokerSide) -> None:
+        await broker.handshake()
+        first, second = await broker.next_request(), await broker.next_request()
+        assert [bytes(p["records"]) for p in first.body["topic_data"][0]["partition_data"]] == [
+            bytes(b) for b in big
+        ]
+        assert second.body["topic_data"][0]["partition_data"][0]["records"] == b"small"
+        await broker.write(b"".join(
+            broker.response(r, {"responses": [], "throttle_time_ms": 0}) for r in (first, second)
+        ))  # fmt: skip
+
+    async def test() -> None:
+        async with fake_broker(script) as broker:
+            conn = await BrokerConnection.open(LOOPBACK, broker.port, settings())
+            version = conn.version_for(messages.PRODUCE)
+            futures = [conn.send(messages.PRODUCE, version, produce_body(*big)),
+                       conn.send(messages.PRODUCE, version, produce_body(b"small"))]  # fmt: skip
+            for future in futures:
+                assert (await future)["responses"] == []
+            conn.close()
+
+    if loop == "asyncio":
+        run(test)
+    else:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(asyncio.wait_for(test(), DEADLINE_S))
+
+
 def test_a_response_written_one_byte_at_a_time_still_decodes() -> None:
     async def script(broker: BrokerSide) -> None:
         hello = await broker.next_request()  # the ApiVersions handshake, dribbled too

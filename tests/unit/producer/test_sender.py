@@ -577,3 +577,41 @@ async def test_the_first_batch_of_an_idle_sender_is_sent_at_its_linger_deadline(
         assert not sleeping.done() and rig.sender._timer is not None
         request = await rig.request(1)
     assert request.body["topic_data"][0]["name"] == TOPIC
+
+
+@in_loop
+async def test_an_answer_that_leaves_nothing_queued_wakes_no_turn():
+    # At one batch per request nearly every answer empties the engine: a turn then would
+    # only find nothing to send and re-arm nothing.
+    async with Rig() as rig:
+        rig.append("a")
+        rig.sender.wake()
+        await rig.request(1)
+        await wait_for_async(lambda: rig.sender._sleeping is not None)
+        sleeping = rig.sender._sleeping
+        await rig.answer(1)
+        assert rig.outcomes and sleeping is rig.sender._sleeping and not sleeping.done()
+
+
+@in_loop
+async def test_an_answer_that_frees_a_slot_for_a_queued_batch_sends_it():
+    async with Rig(max_in_flight=1) as rig:
+        rig.append("a")
+        rig.sender.wake()
+        await rig.request(1)
+        rig.append("b")  # waits: the one in-flight slot is taken
+        rig.sender.wake()
+        await asyncio.sleep(0.01)
+        assert len(rig.brokers[1].produced) == 1
+        await rig.answer(1)
+        await rig.request(2)
+
+
+@in_loop
+async def test_an_answer_after_a_lost_sequence_wakes_a_turn_for_the_epoch_bump():
+    # The batch finally failed with its sequence used: the new producer id is taken once
+    # nothing is in flight, not at the next append.
+    async with Rig() as rig:
+        rig.append("a")
+        await rig.answer(1, code_of("INVALID_RECORD"))
+        await wait_for_async(lambda: rig.counters.epoch_bumps == 1)
