@@ -233,6 +233,14 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "it.",
         ("worker", "reason"),
     ),
+    _c(
+        "kpd_commit_window_records_total",
+        "Exactly-once mode: records of the last commit of a killed worker (or daemon) that "
+        "never read its EndTxn answer, as the worker adopting its ring judged them from the "
+        "commit's marker: committed (reported with their offsets, not produced again) or "
+        "aborted (produced again in a new transaction).",
+        ("worker", "outcome"),
+    ),
     _h("kpd_transaction_commit_seconds", "EndTxn(commit) round trip.", LATENCY_BOUNDS),
     _h("kpd_transaction_records", "Records per committed transaction.", COUNT_BOUNDS),
     _g(
@@ -525,6 +533,8 @@ class WorkerMetrics:
             out.transfer("kpd_transaction_records", (), c.transaction_records)
         for reason, n in c.transaction_recoveries.items():
             out.add("kpd_transaction_recoveries_total", (*w, reason), n)
+        for outcome, n in c.commit_window_records.items():
+            out.add("kpd_commit_window_records_total", (*w, outcome), n)
         for error, n in c.errors_by_code.items():
             out.add("kpd_broker_errors_total", (*w, error), n)
         for outcome in RESEND_OUTCOMES:  # at zero from the start, so a rate() sees the first

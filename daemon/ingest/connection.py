@@ -468,9 +468,7 @@ def part_of(header, first: int, count: int):
         return header
     start = first - header.base_seq
     records = list(iter_records(header.records, header.count))[start : start + count]
-    section = encode_records(
-        [RecordIn(r.key, r.value, r.timestamp, r.headers) for r in records]
-    )
+    section = encode_records([RecordIn(r.key, r.value, r.timestamp, r.headers) for r in records])
     keyless = all(r.key is None for r in records)
     return header._replace(base_seq=first, count=count, records=memoryview(section),
                            keyless=keyless)  # fmt: skip

@@ -50,6 +50,10 @@ class ReportSink(Protocol):
     def forward_reports(self, records: int, frame) -> None:
         """A worker's REPORT frame covering ``records`` records."""
 
+    def keep_reports(self) -> None:
+        """The frames forwarded are about to leave their ring: make what must survive a kill
+        of ingest durable now (a sink that journals outcomes later, at its own pace)."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IngestSettings:
@@ -282,5 +286,7 @@ class IngestServer:
                 log.exception("client %d: cannot forward a worker report", conn_id & 0xFFFFFFFF)
             if trace is not None and written_ns:
                 trace.observe(max(0, now_ns - written_ns) / 1e9, records)
+        for sink in self._report_sinks.values():
+            sink.keep_reports()  # before the release: a kill -9 finds them here or there
         ring.release(entries[-1][0])
         return True

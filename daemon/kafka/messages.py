@@ -163,9 +163,7 @@ class ApiSpec:
         return body
 
 
-def _api(
-    key, name, versions, flexible, request, response, *, api_versions_rules=False, fast=None
-):
+def _api(key, name, versions, flexible, request, response, *, api_versions_rules=False, fast=None):
     """``fast(version, flexible, request_codec, response_codec)``: hand-written codecs that
     replace the compiled ones (which they fall back on) at each version."""
     supported = parse_versions(versions)

@@ -16,9 +16,11 @@ worker -> ingest). What happens to the files found:
   the new rings): *moved aside*, never deleted, into ``<prefix>-aside-<UTC time>/`` with a
   ``README.txt`` saying why; the log and ``kpd status`` say so too.
 * **done journals** (``<records ring>.done``, ``daemon.worker.done_journal``: which records of
-  a ring's unreleased entries already had their outcome) and **flight journals**
+  a ring's unreleased entries already had their outcome), **flight journals**
   (``<records ring>.flight``, ``daemon.worker.flight_journal``: its batches written to Kafka
-  without an answer) stay with their ring: adopted with it
+  without an answer) and **commit journals and markers** (``.commit``, ``.marker``,
+  ``daemon.worker.commit_journal``: a transaction commit's records and its marker) stay with
+  their ring: adopted with it
   (its worker reads it), moved aside or re-routed with it, and removed where a ring is made
   anew, so a journal never outlives the ring positions it names. Re-routed entries get new
   positions: their done journal is dropped with the old file, and what it had is produced
@@ -302,7 +304,7 @@ def _reroute(
     os.makedirs(holding, exist_ok=True)
     for ring in sources:
         os.rename(ring.path, os.path.join(holding, ring.name))
-        _rename_journal(ring.path, os.path.join(holding, ring.name))
+        _rename_journals(ring.path, os.path.join(holding, ring.name))
     for index, path in enumerate(files.records):
         if index not in targets:
             labels = RingLabels(RECORDS_ENTRY_VERSION, index, workers)
@@ -384,17 +386,29 @@ def _copy_entries(plans: list[list[tuple[int, memoryview]]], targets: dict[int, 
         wakeups.close()
 
 
-def _rename_journal(ring_path: str, new_ring_path: str) -> bool:
-    """Move a records ring's done journal (and its flight and commit journals) along with
-    the ring; False if it had no done journal."""
-    for beside in (flight_journal_path, commit_journal_path, marker_path):
+# The files kept beside a records ring, each naming positions of that ring only, and what a
+# reader of an aside directory's README should know of each.
+_JOURNALS_BESIDE = (
+    (journal_path, "the records of that ring that had an outcome (delivered or failed) when "
+     "kpd stopped (daemon/worker/done_journal.py)"),
+    (flight_journal_path, "its batches written to Kafka and not answered yet when kpd "
+     "stopped: in flight (daemon/worker/flight_journal.py)"),
+    (commit_journal_path, "the records its last transaction commit delivers, with their "
+     "offsets (daemon/worker/commit_journal.py)"),
+    (marker_path, "the marker of that commit: the consumer-group offset saying whether it "
+     "committed (daemon/worker/commit_journal.py)"),
+)  # fmt: skip
+
+
+def _rename_journals(ring_path: str, new_ring_path: str) -> list[tuple[str, str]]:
+    """Move the journals kept beside a records ring along with it; the (new path, what it
+    is) of each one that existed."""
+    moved = []
+    for path_of, what in _JOURNALS_BESIDE:
         with contextlib.suppress(FileNotFoundError):
-            os.rename(beside(ring_path), beside(new_ring_path))
-    try:
-        os.rename(journal_path(ring_path), journal_path(new_ring_path))
-    except FileNotFoundError:
-        return False
-    return True
+            os.rename(path_of(ring_path), path_of(new_ring_path))
+            moved.append((path_of(new_ring_path), what))
+    return moved
 
 
 def _unlink(path: str) -> None:
@@ -421,11 +435,8 @@ def _move_aside(files: RingFiles, stamp: str, aside: list[tuple[str, str]]) -> N
     for path, reason in aside:
         os.rename(path, target / os.path.basename(path))
         lines.append(f"{os.path.basename(path)}: {reason}")
-        if _rename_journal(path, str(target / os.path.basename(path))):
-            lines.append(
-                f"{os.path.basename(journal_path(path))}: the records of that ring that had "
-                "an outcome (delivered or failed) when kpd stopped (daemon/worker/done_journal.py)"
-            )
+        for journal, what in _rename_journals(path, str(target / os.path.basename(path))):
+            lines.append(f"{os.path.basename(journal)}: {what}")
         log.warning("ring file %s moved aside to %s: %s", path, target, reason)
     with readme.open("a") as out:
         out.write("\n".join(lines) + "\n")

@@ -76,6 +76,10 @@ class ProducerCounters:
     # Aborts the coordinator made itself (a transaction past transaction.timeout.ms) that
     # kpd recovered from under a new epoch, by the error that revealed them.
     transaction_recoveries: Counter = field(default_factory=Counter)
+    # Records of a killed predecessor's last commit whose EndTxn answer it never read, by what
+    # the commit's marker said at adoption: "committed" (reported from the commit journal,
+    # not produced again) or "aborted" (produced again) — ``commit_marks``.
+    commit_window_records: Counter = field(default_factory=Counter)
     transaction_commit_time: LatencyHistogram = field(default_factory=LatencyHistogram)
     transaction_records: LatencyHistogram = field(
         default_factory=lambda: LatencyHistogram(COUNT_BOUNDS)

@@ -118,7 +118,11 @@ class Sender:
         elif due is None:
             sleeping.set_result(None)
         else:
-            self._arm(self._loop, due)
+            # ``due`` is on the sender's clock (the accumulator's); the timer runs on the
+            # loop's. They are one clock in the daemon, not under a test's fake clock, where
+            # taking one for the other armed the timer for a time that had not yet come.
+            loop = self._loop
+            self._arm(loop, loop.time() + (due - self._clock()))
 
     async def stop(self) -> None:
         self._stopping = True

@@ -112,6 +112,8 @@ class CommitMarks:
         assert note is not None and runs
         offset = await engine.committed_marker(note.group, note.topic, note.partition)
         records = sum(run.count for run in runs)
+        outcome = "committed" if offset == note.token else "aborted"
+        engine.counters.commit_window_records[outcome] += records
         if offset != note.token:
             log.info("commit journal: the last commit before the restart (marker %d on %s-%d) "
                      "did not happen; its %d records go again", note.token, note.topic,

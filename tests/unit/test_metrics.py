@@ -136,6 +136,7 @@ WORKER_SCRIPT = """
     from daemon.producer.completion import TransactionStats
     counters.transactions_committed, counters.transactions_aborted = 4, 1
     counters.transaction_recoveries["INVALID_PRODUCER_EPOCH"] = 1
+    counters.commit_window_records["committed"] = 40
     counters.transaction_commit_time.observe(0.003, 4)
     counters.transaction_records.observe(500, 4)
     state.transaction = TransactionStats("t-2-0", "in_transaction", 5, 1, None)
@@ -178,6 +179,8 @@ def test_transaction_metrics_count_commits_aborts_and_say_fenced(worker_scrape):
     assert worker_scrape[("kpd_transactions_aborted_total", (w,))] == 1
     recovered = ("kpd_transaction_recoveries_total", (("reason", "INVALID_PRODUCER_EPOCH"), w))
     assert worker_scrape[recovered] == 1
+    window = ("kpd_commit_window_records_total", (("outcome", "committed"), w))
+    assert worker_scrape[window] == 40
     assert worker_scrape[("kpd_transaction_commit_seconds_count", ())] == 4
     assert worker_scrape[("kpd_transaction_commit_seconds_bucket", (("le", "0.005"),))] == 4
     assert worker_scrape[("kpd_transaction_records_bucket", (("le", "100.0"),))] == 0

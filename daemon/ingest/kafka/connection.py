@@ -1,18 +1,23 @@
 """One Kafka client's connection to the ``socket.kafka`` listener: requests in, answers out.
 
-Requests are handled inside ``data_received``, one after another, without a task per request:
-a Produce request whose batches admission takes at once (the common case) is checked,
-admitted, published and journaled before the call returns, and its answer is written from the
-callback that completes its last partition (a worker's report, or the publish at acks=1). At
-10k records/s librdkafka sends ~1,100 small requests a second; a task, a queue and an event
-per request were a third of ingest's CPU (issue 20). Only a request that must wait — a
+Requests are cut out of the reads as views, without a copy (one spread over several reads is
+joined once, when whole), and handled inside ``data_received``, one after another, without a
+task per request: a Produce request whose batches admission takes at once (the common case) is
+checked and admitted before the call returns, and its answer is known from the callback that
+completes its last partition (a worker's report, or the publish at acks=1). Publishing, the
+journal's lines and the answers' writes wait for the end of the event-loop turn
+(``KafkaListener.end_turn_soon``), which does them once for all the turn's requests and
+reports, in that order. At 10k records/s librdkafka sends ~1,100 small requests a second; a
+task, a queue and an event per request were a third of ingest's CPU, and a ring wake-up, a
+journal write and a socket write per request most of its system calls (issue 20). Only a
+request that must wait — a
 Metadata lookup, a batch that admission holds for ring space or a topic lookup — finishes in
 a task, and the requests read after it wait for it, in order: entries are enqueued in request
 order, so per-partition order holds across a client's pipelined requests.
 
 Answers leave in request order, as the Kafka protocol requires: each request that is answered
 takes a slot in the answer queue when it is handled; a slot filled before the ones ahead of it
-waits for them.
+waits for them. The known answers at the head of the queue go out in one write per turn.
 
 Owned by ingest's event loop. Must not import the listener module (it is handed the
 listener) or the server.

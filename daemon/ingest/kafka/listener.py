@@ -20,6 +20,15 @@ order, so per-partition order holds across pipelined requests) and answered in r
 connections (``kafka.connection``) handle a request inside ``data_received`` and offer each
 partition with ``offer_partition``, which awaits nothing unless admission has to wait.
 
+The loop turn: what a turn brings (requests read, report frames forwarded) is published,
+journaled and answered once, at the turn's end (``end_turn_soon`` schedules ``_end_turn``):
+one ring wake-up per worker, one journal write and one socket write per connection for all
+of it, in the order the guarantees need — the entries published, then the journal's lines
+(the batches taken, the outcomes known) written, then the answers (after a sync with
+``rings.fsync: always``). The journal holds its lines meanwhile (``DedupeJournal.hold``),
+but a report frame's outcome lines are written before the server releases the frame's ring
+entry (``keep_reports``), so a kill -9 finds each outcome in the reports ring or the journal.
+
 Reports: every ring entry of this listener carries one stable conn_id (``SOURCE_ID``) and a
 sequence number from a counter that starts at the wall clock in ns, above any earlier ingest's.
 The ingest server hands workers' reports for ``SOURCE_ID`` to the listener
@@ -168,6 +177,7 @@ class KafkaListener:
         self._turn_ending = False
         self._answering: list[_Pending] = []  # outcomes known this turn, journaled at its end
         self._writers: list[KafkaConnection] = []  # connections with answers to write
+        self._reports_unkept = False  # outcome lines held that ``keep_reports`` must write
 
     @property
     def busy(self) -> bool:
@@ -233,16 +243,16 @@ class KafkaListener:
         """In this order: publish what was admitted (and journal the idempotent batches
         taken), write the journal's lines, let the outcomes known answer (once their lines
         are synced, with ``rings.fsync: always``), write each connection's answers."""
-        self._turn_ending = False
         try:
             self.publish()
         finally:
             self.producers.journal.flush()
             answering, self._answering = self._answering, []
             after_sync = self.admission.ring_sync.after_sync
-            for pending in answering:
+            for pending in answering:  # their answers join ``_writers``, still this turn's
                 after_sync(functools.partial(pending.resolve, pending.outcome))
             writers, self._writers = self._writers, []
+            self._turn_ending = False
             for conn in writers:
                 conn.write_answers()
 
@@ -329,8 +339,9 @@ class KafkaListener:
         return pending
 
     def publish(self) -> None:
-        """Publish what admission staged (once per request: one ring wake-up, not one per
-        partition; the idempotent batches' lines are written first, ``_entry_staged``)."""
+        """Publish what admission staged (once per loop turn: one ring wake-up per worker,
+        not one per request or partition; the idempotent batches' lines are written before
+        it, ``_entry_staged``)."""
         self.admission.publish_all()
         staged, self._staged = self._staged, []
         if not staged:
@@ -405,10 +416,25 @@ class KafkaListener:
         outcomes are journaled and answered at the turn's end."""
         self.owed -= records
         self.end_turn_soon()
+        self._reports_unkept = True
         for run in _runs(report_frame):
             pending = self._outcome(*run)
             if pending is not None:
                 self._answering.append(pending)
+
+    def keep_reports(self) -> None:
+        """``IngestServer.ReportSink``: the outcome lines of the frames forwarded are written
+        before the server releases their ring entries (a kill -9 then finds each outcome in
+        the reports ring or in the journal) — after publishing what this turn admitted, so no
+        batch is journaled as taken before its entries are in a ring. The answers still wait
+        for the turn's end."""
+        if not self._reports_unkept:
+            return
+        self._reports_unkept = False
+        journal = self.producers.journal
+        self.publish()
+        journal.flush()
+        journal.hold()  # the turn's end, still to come, writes what follows
 
     def owe(self, n: int) -> None:
         """admission.ReportReader: ``n`` records' outcomes are on their way."""

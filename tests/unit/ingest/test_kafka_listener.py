@@ -354,6 +354,38 @@ def test_with_fsync_always_the_journal_is_synced_before_an_idempotent_answer(rig
         assert '"g":' in journal.read()  # the batch's line, tagged with its ring sequence
 
 
+def test_a_reports_outcome_line_is_written_before_its_ring_entry_is_released(rig):
+    # The answers wait for the loop turn's end, the outcome's journal line does not: a kill -9
+    # after the release finds the outcome in the journal (before the release, in the ring).
+    partition = 0
+    worker = worker_for(TOPIC, partition, WORKERS)
+
+    async def scenario(path):
+        listener = _listener(rig, state_path=path)
+        producer_id, epoch = listener.producers.init_producer()
+        batch = _batch([b"a"], (producer_id, epoch, 0))
+        answer = await listener.produce_partition(
+            TOPIC, partition, batch, PRODUCE_VERSION, AckLevel.KAFKA, TIMEOUT_S
+        )
+        listener.publish()
+        ((_, entry),) = rig.entries()
+        _report(rig, worker, entry.base_seq, 1, 5)
+        reports = rig.server._reports[worker]
+        with open(path) as journal:
+            before = journal.read()
+        assert rig.server._forward_once(reports)  # read, forwarded, released
+        with open(path) as journal:
+            written = journal.read()[len(before) :]
+        outcome = await answer
+        listener.close()
+        return written, outcome
+
+    path = os.path.join(os.path.dirname(rig.journal), "kafka-producers.jsonl")
+    written, outcome = asyncio.run(scenario(path))
+    assert '"o":[0,1,[0,5,' in written  # the outcome's line, written before the release
+    assert outcome[:2] == (ErrorCode.NONE, 5)
+
+
 def _unread_report(directory: str, prefix: str, runs: list[ReportRun]) -> None:
     """A killed daemon's reports ring holding a worker's report ingest never read."""
     ring = Ring.create(os.path.join(directory, f"{prefix}-reports-0"), 64 * 1024,

@@ -30,7 +30,9 @@ from daemon.wire.ring_entry import (
     decode_records_entry,
     entry_head,
 )
+from daemon.worker.commit_journal import commit_journal_path, marker_path
 from daemon.worker.done_journal import journal_path
+from daemon.worker.flight_journal import flight_journal_path
 
 HEADER = 4096
 OFF_WRITE_POS = 128
@@ -272,6 +274,27 @@ def test_a_done_journal_goes_with_its_ring_and_never_outlives_it(tmp_path):
     assert rerouted.rerouted
     assert not [p for p in rerouted.records if Path(journal_path(p)).exists()]
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".done")]
+
+
+def test_every_journal_beside_a_ring_moved_aside_is_named_in_the_readme(tmp_path):
+    # The flight, commit and marker files name entries of the ring they were written beside
+    # as the done journal does: they go aside with it, and whoever reads the README learns
+    # what each one is.
+    first = prepare(tmp_path, 1)
+    ring = first.records[0]
+    for beside in (journal_path, flight_journal_path, commit_journal_path, marker_path):
+        Path(beside(ring)).write_bytes(b"kept")
+    prepare(tmp_path, 1)  # adopted in place: they stay
+    poke(Path(ring), 8, struct.pack("=I", 99))  # a future layout
+    [moved] = prepare(tmp_path, 1).moved_aside
+    readme = (Path(moved["path"]) / "README.txt").read_text()
+    expected = ((journal_path, "had an outcome"), (flight_journal_path, "in flight"),
+                (commit_journal_path, "transaction"), (marker_path, "marker"))  # fmt: skip
+    for beside, says in expected:
+        name = os.path.basename(beside(ring))
+        assert (Path(moved["path"]) / name).read_bytes() == b"kept"
+        assert f"{name}: " in readme and says in readme.split(f"{name}: ", 1)[1].split("\n")[0]
+        assert not Path(beside(ring)).exists()
 
 
 def test_entries_of_another_format_version_are_moved_aside(tmp_path):

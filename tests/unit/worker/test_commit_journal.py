@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 from crc32c import crc32c
 
+from daemon.producer.counters import ProducerCounters
 from daemon.producer.outcomes import BatchOutcome
 from daemon.ring import LAYOUT_VERSION
 from daemon.worker.commit_journal import (
@@ -87,6 +88,7 @@ class _Engine:
     def __init__(self, offset: int) -> None:
         self.offset = offset
         self.asked: list = []
+        self.counters = ProducerCounters()
 
     async def committed_marker(self, group: str, topic: str, partition: int) -> int:
         self.asked.append((group, topic, partition))
@@ -109,6 +111,7 @@ def test_the_successor_takes_the_runs_for_done_when_kafka_has_the_marker(tmp_pat
     runs = asyncio.run(marks.recover(engine))
 
     assert engine.asked == [("tx-1-0", "t", 2)]
+    assert engine.counters.commit_window_records == {"committed": 2}  # kpd_commit_window_...
     assert runs == [
         DoneRun(100, 7, 0, 1, 0, 500, 99, 0, 0),
         DoneRun(200, 7, 0, 1, 0, 501, 99, 0, 0),
@@ -123,7 +126,9 @@ def test_the_successor_produces_them_again_when_the_marker_is_not_the_commits(tm
     token = _left_by_a_killed_worker(ring)
     marks = _open(ring)
 
-    assert asyncio.run(marks.recover(_Engine(token - 1))) == []  # an older commit's marker
+    engine = _Engine(token - 1)  # an older commit's marker
+    assert asyncio.run(marks.recover(engine)) == []
+    assert engine.counters.commit_window_records == {"aborted": 2}
     marks.close()
 
 
