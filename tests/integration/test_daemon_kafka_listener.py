@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -21,19 +20,9 @@ from confluent_kafka import Producer
 
 from bench.contenders.programs import librdkafka_dir
 from tests.brokers import read_all, unique_topic_name
-from tests.brokers.ports import free_port
 from tests.daemon_harness import KpdDaemon
+from tests.kafka_listener import kill_ingest, listener_daemon, listening
 from tests.waiting import wait_for
-
-
-def _daemon(tmp_path, tansu, **extra) -> KpdDaemon:
-    port = free_port()
-    settings = {"socket": {"kafka": f"127.0.0.1:{port}"}}
-    for section, values in extra.items():
-        settings.setdefault(section, {}).update(values)
-    daemon = KpdDaemon(tmp_path, tansu.bootstrap, workers=2, extra=settings)
-    daemon.kafka_bootstrap = f"127.0.0.1:{port}"
-    return daemon
 
 
 def _producer(bootstrap: str, **config) -> Producer:
@@ -77,7 +66,7 @@ def test_idempotent_librdkafka_at_acks_all_gets_the_offsets_the_records_have_in_
     tansu.create_topic(topic, 4)
     count = 5000
     records = [(b"key-%d" % (i % 31), b"value %d" % i) for i in range(count)]
-    with _daemon(tmp_path, tansu, rings={"fsync": fsync}) as daemon:
+    with listener_daemon(tmp_path, tansu, rings={"fsync": fsync}) as daemon:
         producer = _producer(daemon.kafka_bootstrap, **{"enable.idempotence": True, "acks": "all"})
         reports = _produce(
             producer, topic, records, headers=[("h", b"x")], timestamp=1_700_000_000_123
@@ -107,7 +96,7 @@ def test_acks_1_and_0_deliver_every_record_once(tansu, tmp_path, acks):
     tansu.create_topic(topic, 2)
     count = 2000
     records = [(None, b"v%d" % i) for i in range(count)]
-    with _daemon(tmp_path, tansu) as daemon:
+    with listener_daemon(tmp_path, tansu) as daemon:
         producer = _producer(daemon.kafka_bootstrap, acks=acks, **{"enable.idempotence": False})
         reports = _produce(producer, topic, records)
         consumed = read_all(tansu.bootstrap, topic, count, timeout_s=60)
@@ -137,21 +126,12 @@ def _closed_or_answered(bootstrap: str, data: bytes) -> bytes:
                     return b"".join(chunks)
 
 
-def _listening(bootstrap: str) -> bool:
-    host, port = bootstrap.rsplit(":", 1)
-    try:
-        socket.create_connection((host, int(port)), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
 def test_garbage_oversized_and_unserved_requests_never_hurt_the_daemon(tansu, tmp_path):
     topic = unique_topic_name("kafka-listener-garbage")
     tansu.create_topic(topic, 1)
-    with _daemon(tmp_path, tansu) as daemon:
+    with listener_daemon(tmp_path, tansu) as daemon:
         bootstrap = daemon.kafka_bootstrap
-        wait_for(lambda: _listening(bootstrap), 20, "the Kafka listener to accept connections")
+        wait_for(lambda: listening(bootstrap), 20, "the Kafka listener to accept connections")
         assert _closed_or_answered(bootstrap, b"\xff" * 64) == b""  # negative size: closed
         assert _closed_or_answered(bootstrap, struct.pack(">i", 1 << 30)) == b""  # too large
         assert _closed_or_answered(bootstrap, _request(1, 11, 1, b"\x00" * 40)) == b""  # Fetch
@@ -167,17 +147,6 @@ def test_garbage_oversized_and_unserved_requests_never_hurt_the_daemon(tansu, tm
         read_all(tansu.bootstrap, topic, 1, timeout_s=30)
         wait_for(lambda: daemon.process.poll() is None, 1, "the daemon to be alive")
         assert daemon.stop() == 0, daemon.log_tail()
-
-
-def _kill_ingest(daemon: KpdDaemon) -> None:
-    """kill -9 of the process serving the listener; the supervisor starts another."""
-    victim = daemon.child_pids("ingest")[0]
-    os.kill(victim, signal.SIGKILL)
-    wait_for(
-        lambda: daemon.child_pids("ingest") not in ([], [victim]),
-        30,
-        "the supervisor to replace the killed ingest",
-    )
 
 
 def _kill_daemon(daemon: KpdDaemon) -> None:
@@ -197,7 +166,7 @@ def _kill_daemon(daemon: KpdDaemon) -> None:
 @pytest.mark.parametrize(
     "kill",
     [
-        pytest.param(_kill_ingest, id="ingest"),
+        pytest.param(kill_ingest, id="ingest"),
         # The batches in flight at a whole-daemon kill are resent under the old producer id
         # first (the workers' flight journals), so tansu recognises those it had appended.
         pytest.param(_kill_daemon, id="whole-daemon"),
@@ -209,7 +178,7 @@ def test_kill_9_while_an_idempotent_producer_streams_loses_and_repeats_nothing(
     topic = unique_topic_name("kafka-listener-kill")
     tansu.create_topic(topic, 3)
     count = 30_000
-    with _daemon(tmp_path, tansu) as daemon:
+    with listener_daemon(tmp_path, tansu) as daemon:
         producer = _producer(
             daemon.kafka_bootstrap, **{"enable.idempotence": True, "acks": "all", "linger.ms": 2}
         )
@@ -230,7 +199,7 @@ def test_kill_9_while_an_idempotent_producer_streams_loses_and_repeats_nothing(
                 try:
                     kill(daemon)
                     # Serving again (a kill during its boot would stop the daemon instead).
-                    wait_for(lambda: _listening(daemon.kafka_bootstrap), 30, "the listener")
+                    wait_for(lambda: listening(daemon.kafka_bootstrap), 30, "the listener")
                 except AssertionError as exc:
                     raise AssertionError(f"{exc}\n{daemon.log_tail()}") from None
             while True:
@@ -258,8 +227,8 @@ def test_kafka_python_at_acks_1_delivers_every_record_once(tansu, tmp_path):
     topic = unique_topic_name("kafka-listener-kafka-python")
     tansu.create_topic(topic, 3)
     count = 2000
-    with _daemon(tmp_path, tansu) as daemon:
-        wait_for(lambda: _listening(daemon.kafka_bootstrap), 20, "the Kafka listener")
+    with listener_daemon(tmp_path, tansu) as daemon:
+        wait_for(lambda: listening(daemon.kafka_bootstrap), 20, "the Kafka listener")
         producer = kafka.KafkaProducer(bootstrap_servers=daemon.kafka_bootstrap, acks=1,
                                        linger_ms=5)  # fmt: skip
         futures = [
@@ -287,8 +256,8 @@ def test_kcat_produces_through_the_listener(tansu, tmp_path):
     # Debian's kcat links librdkafka 2.0.2, which fails ApiVersions with tansu and is untested
     # with kpd: run it on the confluent-kafka wheel's librdkafka, as bench/ does.
     env = dict(os.environ, LD_LIBRARY_PATH=str(librdkafka_dir(tmp_path)))
-    with _daemon(tmp_path, tansu) as daemon:
-        wait_for(lambda: _listening(daemon.kafka_bootstrap), 20, "the Kafka listener")
+    with listener_daemon(tmp_path, tansu) as daemon:
+        wait_for(lambda: listening(daemon.kafka_bootstrap), 20, "the Kafka listener")
         done = subprocess.run(
             [kcat, "-P", "-b", daemon.kafka_bootstrap, "-t", topic, "-K", ":",
              "-X", "enable.idempotence=true", "-X", "acks=all"],

@@ -1,0 +1,96 @@
+"""A kpd daemon with its Kafka-protocol listener (`socket.kafka`) on, for client tests.
+
+Shared by the listener's tests (tests/integration/test_daemon_kafka_listener.py with
+librdkafka, kafka-python and kcat; test_kafka_listener_clients.py with kafkajs and the Java
+client): the daemon on a free loopback port, a probe of the listener, a kill -9 of the process
+serving it, and the check that a topic holds every record once, in each key's order, where
+the client was told it is.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+from collections import Counter
+from collections.abc import Iterable
+
+from tests.brokers import ConsumedRecord
+from tests.brokers.ports import free_port
+from tests.daemon_harness import KpdDaemon
+from tests.waiting import wait_for
+
+
+def listener_daemon(tmp_path, tansu, **extra) -> KpdDaemon:
+    """A two-worker daemon producing to `tansu`; its listener is `daemon.kafka_bootstrap`."""
+    port = free_port()
+    settings = {"socket": {"kafka": f"127.0.0.1:{port}"}}
+    for section, values in extra.items():
+        settings.setdefault(section, {}).update(values)
+    daemon = KpdDaemon(tmp_path, tansu.bootstrap, workers=2, extra=settings)
+    daemon.kafka_bootstrap = f"127.0.0.1:{port}"
+    return daemon
+
+
+def listening(bootstrap: str) -> bool:
+    host, port = bootstrap.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def kill_ingest(daemon: KpdDaemon) -> None:
+    """kill -9 of the process serving the listener; the supervisor starts another."""
+    victim = daemon.child_pids("ingest")[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(
+        lambda: daemon.child_pids("ingest") not in ([], [victim]),
+        30,
+        "the supervisor to replace the killed ingest",
+    )
+
+
+def assert_each_once_in_key_order(
+    consumed: list[ConsumedRecord], values: Iterable[bytes], reports: dict[bytes, tuple[int, int]]
+) -> None:
+    """`consumed` (a whole topic, by partition and offset) holds each of `values` once, the
+    records of a key in the order of their index (values are b"v<index>"), and each record
+    where `reports` ({value: (partition, offset)}, offset -1 when the client got none) says."""
+    assert sorted(r.value for r in consumed) == sorted(values), "lost or repeated records"
+    last: dict[bytes | None, int] = {}
+    for r in consumed:
+        index = int(r.value[1:])
+        assert last.get(r.key, -1) < index, f"key {r.key!r} out of order at {r.value!r}"
+        last[r.key] = index
+    found = {r.value: (r.partition, r.offset) for r in consumed}
+    wrong = [(v, p, found[v]) for v, p in reports.items() if p[1] >= 0 and found[v] != p]
+    assert not wrong, f"{len(wrong)} reported elsewhere than found, e.g. {wrong[:3]}"
+
+
+def second_copies_of_the_publish_window(
+    consumed: list[ConsumedRecord], kills: int
+) -> list[ConsumedRecord]:
+    """The records a kill -9 of ingest wrote twice in its one known window, for the caller to
+    set aside; fails on anything else written twice.
+
+    The window (docs/operations.md, "Any Kafka client"): a kill between a Produce request's
+    ring publish and its dedupe journal lines leaves that request's batches in the rings,
+    unknown to the next ingest, which takes the client's resend of them as new. Its mark: per
+    partition and kill at most one batch (consecutive offsets) whose every record is already
+    in the log, each just once. The second copies are what the client was told about."""
+    seen = Counter(r.value for r in consumed)
+    assert max(seen.values(), default=0) <= 2, "a record three times or more"
+    second: list[ConsumedRecord] = []
+    first_seen: set[bytes] = set()
+    for r in consumed:  # sorted by (partition, offset): the first copy comes first
+        if seen[r.value] == 2 and r.value in first_seen:
+            second.append(r)
+        first_seen.add(r.value)
+    for partition in {r.partition for r in second}:
+        offsets = [r.offset for r in second if r.partition == partition]
+        runs = 1 + sum(1 for a, b in itertools.pairwise(offsets) if b != a + 1)
+        assert runs <= kills, f"partition {partition}: {runs} runs written twice, {kills} kills"
+    return second
