@@ -9,11 +9,9 @@ the client was told it is.
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import socket
-from collections import Counter
 from collections.abc import Iterable
 
 from tests.brokers import ConsumedRecord
@@ -68,29 +66,3 @@ def assert_each_once_in_key_order(
     found = {r.value: (r.partition, r.offset) for r in consumed}
     wrong = [(v, p, found[v]) for v, p in reports.items() if p[1] >= 0 and found[v] != p]
     assert not wrong, f"{len(wrong)} reported elsewhere than found, e.g. {wrong[:3]}"
-
-
-def second_copies_of_the_publish_window(
-    consumed: list[ConsumedRecord], kills: int
-) -> list[ConsumedRecord]:
-    """The records a kill -9 of ingest wrote twice in its one known window, for the caller to
-    set aside; fails on anything else written twice.
-
-    The window (docs/operations.md, "Any Kafka client"): a kill between a Produce request's
-    ring publish and its dedupe journal lines leaves that request's batches in the rings,
-    unknown to the next ingest, which takes the client's resend of them as new. Its mark: per
-    partition and kill at most one batch (consecutive offsets) whose every record is already
-    in the log, each just once. The second copies are what the client was told about."""
-    seen = Counter(r.value for r in consumed)
-    assert max(seen.values(), default=0) <= 2, "a record three times or more"
-    second: list[ConsumedRecord] = []
-    first_seen: set[bytes] = set()
-    for r in consumed:  # sorted by (partition, offset): the first copy comes first
-        if seen[r.value] == 2 and r.value in first_seen:
-            second.append(r)
-        first_seen.add(r.value)
-    for partition in {r.partition for r in second}:
-        offsets = [r.offset for r in second if r.partition == partition]
-        runs = 1 + sum(1 for a, b in itertools.pairwise(offsets) if b != a + 1)
-        assert runs <= kills, f"partition {partition}: {runs} runs written twice, {kills} kills"
-    return second

@@ -91,6 +91,11 @@ class RecordSource(Protocol):
     name: str
     batched: bool
     reader: ReportReader | None
+    # Called with (first_seq, ring index, end position) right after each entry of the
+    # source's records is staged in a ring, before anything publishes it: a source that must
+    # journal what it takes before a worker can see it (the Kafka listener's idempotent
+    # batches; ``Admission.before_publish`` writes its lines). None for the others.
+    write_ahead: Callable[[int, int, int], None] | None
 
     def refused(
         self, first_seq: int, count: int, code: KpdErrorCode, message: str, kafka_error: int
@@ -215,6 +220,18 @@ class Admission:
         # rings received at once, not at the next periodic flush, so a killed ingest takes
         # no published record out of kpd_ingest_records_accepted_total (the workers count it).
         self.on_published: Callable[[], None] | None = None
+        # Called before any staged entry is published: what a source's ``write_ahead``
+        # noted is written out first (the Kafka listener's dedupe journal lines).
+        self.before_publish: Callable[[], None] | None = None
+
+    def published_end(self, ring_index: int) -> int:
+        """Where the published entries of worker ``ring_index``'s records ring end."""
+        return self._records[ring_index].published_end
+
+    @property
+    def ring_shape(self) -> tuple[int, int]:
+        """(worker count, records ring capacity): what ring positions are positions of."""
+        return len(self._records), self._records[0].capacity
 
     def next_source_id(self) -> int:
         """A ``conn_id`` no other source of this ingest (or of an earlier one) has."""
@@ -324,9 +341,12 @@ class Admission:
         first_seq, n, records = header.base_seq, header.count, header.records
         head = entry_head(source.conn_id, first_seq, n, partition, time.time_ns() // 1_000_000,
                           ack, route.topic, None, source.batched)  # fmt: skip
-        if not self._records[ring_index].write_parts(head, records):
+        ring = self._records[ring_index]
+        if not ring.write_parts(head, records):
             entries = [(partition, records, first_seq, n, None)]
             return self._enqueue_when_free(source, entries, header, ack, set())
+        if source.write_ahead is not None:
+            source.write_ahead(first_seq, ring_index, ring.staged_end)
         self._dirty.add(ring_index)
         self._accepted(source, first_seq, n, partition, ack, None)
         return None
@@ -344,6 +364,8 @@ class Admission:
             if not ring.write_parts(head, records):
                 started = {entry[0] for entry in entries[:position]}
                 return self._enqueue_when_free(source, entries[position:], header, ack, started)
+            if source.write_ahead is not None:
+                source.write_ahead(first_seq, ring_index, ring.staged_end)
             self._dirty.add(ring_index)
             self._accepted(source, first_seq, n, partition, ack, offsets)
         return None
@@ -386,6 +408,10 @@ class Admission:
                 for seq, _, k in _runs_of(first_seq, n, offsets):
                     self.refuse(source, seq, k, KpdErrorCode.BUFFER_FULL, message)
                 continue
+            if source.write_ahead is not None:
+                source.write_ahead(first_seq, ring_index, ring.staged_end)
+            if self.before_publish is not None:
+                self.before_publish()
             ring.publish()
             started.add(partition)
             self._accepted(source, first_seq, n, partition, ack, offsets)
@@ -409,6 +435,8 @@ class Admission:
 
     def publish_all(self) -> None:
         """Publish staged entries: one index store and at most one wake-up per ring."""
+        if self._dirty and self.before_publish is not None:
+            self.before_publish()
         for index in self._dirty:
             self._records[index].publish()
         if self._dirty and self.on_published is not None:

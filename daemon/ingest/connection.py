@@ -104,6 +104,7 @@ class ClientConnection(asyncio.Protocol):
         self.quiescing = False
         self.reader = self  # a kpd client reads its outcomes on this connection
         self.batched = False  # admission.RecordSource: the worker's linger.ms applies
+        self.write_ahead = None  # admission.RecordSource: the sessions journal after staging
         # Outcomes still owed to the client: ack-KAFKA records in rings without a final run yet
         # and ACCEPTED reports held until their entry is published (``owe``, from admission).
         # GOODBYE is answered only once this reaches 0 (docs/protocol.md section 9).

@@ -351,6 +351,15 @@ class DedupeJournal:
         if held:
             self._append("".join(held), len(held))
 
+    def write_held(self) -> None:
+        """Write the lines held so far now, and go on holding: a write-ahead point inside a
+        held turn or a ``batched`` block (the Kafka listener's taken lines, written before
+        the ring publish that lets a worker produce their batches)."""
+        held = self._batched
+        if held:
+            self._batched = []
+            self._append("".join(held), len(held))
+
     # ---- the file --------------------------------------------------------------------------
 
     def ranges(self) -> Iterator[tuple[str, TakenRange]]:

@@ -157,6 +157,7 @@ class LinesConnection(asyncio.Protocol):
 
     reader = None  # write-only: nobody reads outcomes here (admission.RecordSource)
     batched = False  # one line at a time: the worker's linger.ms gathers them
+    write_ahead = None  # nothing journaled per line
 
     def __init__(self, listener: LinesListener, conn_id: int) -> None:
         self._listener = listener

@@ -131,6 +131,17 @@ class RingProducer:
         return self._cap
 
     @property
+    def staged_end(self) -> int:
+        """Where the entries staged so far end: the position ``publish`` will store as
+        ``write_pos`` (an entry is published once ``write_pos`` reaches its end)."""
+        return self._pos
+
+    @property
+    def published_end(self) -> int:
+        """The ``write_pos`` this producer published last (or found, if it published none)."""
+        return self._published
+
+    @property
     def sleeps(self) -> int:
         return self._sleeper.sleeps
 

@@ -136,6 +136,7 @@ class KafkaListener:
         )
         admission.ring_sync.watch(journal)  # on the disk as the rings are (rings.fsync)
         self.producers = ProducerRegistry(journal)
+        self._withdraw_unpublished()
         # Above every sequence number an earlier listener used (it counted from its own start
         # time, by at most one per record), and above every kept batch's.
         self._next_seq = max(time.time_ns(), self.producers.highest_ring_seq())
@@ -154,6 +155,14 @@ class KafkaListener:
         self.conn_id = SOURCE_ID
         self.name = "kafka listener"
         self.reader: ReportReader = self  # it hears its own outcomes
+        # Write-ahead: an idempotent batch's journal line is written once its first entry is
+        # staged and before admission publishes it (admission.RecordSource.write_ahead), so a
+        # kill -9 of ingest between the publish and the line cannot leave a batch in a ring
+        # that the next listener would take again when the client resends it.
+        self.write_ahead = self._entry_staged
+        admission.before_publish = journal.write_held
+        # Idempotent batches in admission whose first entry is not staged yet, by ring seq.
+        self._unstaged: dict[int, tuple[SequenceCheck, int]] = {}
         # A Kafka client lingered (its linger.ms) before each Produce request: the workers
         # send these entries at once, not after a second linger.ms (issue 20's latency).
         self.batched = True
@@ -291,6 +300,7 @@ class KafkaListener:
         if check is not None:
             self.producers.admitting(check, batch.count)
             self._admitting[check.key, check.first] = pending
+            self._unstaged[start] = (check, batch.count)
         waiting = self.admission.admit(self, header, ack)
         if waiting is not None:
             return Blocked(waiting, pending, check, batch.count, ack)
@@ -317,6 +327,7 @@ class KafkaListener:
                 self._untrack(pending)
             if pending.error:
                 if check is not None:
+                    self._unstaged.pop(pending.start, None)
                     self._done_admitting(check)
                     self.producers.refused(check)
                 return pending.error, -1, -1
@@ -329,19 +340,46 @@ class KafkaListener:
 
     def publish(self) -> None:
         """Publish what admission staged (once per loop turn: one ring wake-up per worker,
-        not one per request or partition), then keep the idempotent batches it published —
-        after the publish and before any answer, so that a resend after any crash finds
-        them."""
+        not one per request or partition; the idempotent batches' lines are written before
+        it, ``_entry_staged``)."""
         self.admission.publish_all()
         staged, self._staged = self._staged, []
         if not staged:
             return
-        with self.producers.journal.batched():  # one write for the request's batches
+        with self.producers.journal.batched():  # one write for the request's outcomes
             for pending, check in staged:
                 self._done_admitting(check)
-                self.producers.taken(check, pending.count, pending.start)
                 if pending.outcome is not None:  # acks=1 announced by the publish
                     self._journal_outcome(pending)
+
+    def _entry_staged(self, first_seq: int, ring_index: int, end_pos: int) -> None:
+        """admission.RecordSource.write_ahead: a batch's first entry is staged in a ring and
+        not yet published: its taken line names where it ends (``_withdraw_unpublished``).
+        Admission writes the line out before the publish (``before_publish``)."""
+        unstaged = self._unstaged.pop(first_seq, None)
+        if unstaged is not None:
+            check, count = unstaged
+            workers, capacity = self.admission.ring_shape
+            self.producers.taken(check, count, [first_seq, ring_index, end_pos, workers,
+                                                capacity])  # fmt: skip
+
+    def _withdraw_unpublished(self) -> None:
+        """At the start: a taken batch whose entry the rings never published (ingest was
+        killed between its line and the publish) is withdrawn, so the client's resend is
+        taken as new; its records are nowhere else. Lines naming rings of another worker
+        count or size (re-routed since) are kept: their batches may be in any ring."""
+        admission = self.admission
+        workers, capacity = admission.ring_shape
+
+        def published(ring: int, end: int, their_workers: int, their_capacity: int) -> bool:
+            if (their_workers, their_capacity) != (workers, capacity):
+                return True
+            return end <= admission.published_end(ring)
+
+        withdrawn = self.producers.withdraw_unpublished(published)
+        if withdrawn:
+            log.info("kafka listener: %d idempotent batches journaled but never published "
+                     "before the last stop: their resends are taken as new", withdrawn)  # fmt: skip
 
     def _done_admitting(self, check: SequenceCheck) -> None:
         self._admitting.pop((check.key, check.first), None)

@@ -17,15 +17,23 @@ each batch's sequence per (producer id, epoch, topic, partition) as a broker's
 * anything else                                     -> OUT_OF_ORDER_SEQUENCE_NUMBER (45)
 * a producer id kpd never issued (or forgot)        -> UNKNOWN_PRODUCER_ID (59)
 
-A batch is *admitting* from its check until its ring entries are published or refused (it
-may wait in ``Admission.admit`` for ring space): a resend arriving meanwhile (the client
+A batch is *admitting* from its check until its first ring entry is staged or it is refused
+(it may wait in ``Admission.admit`` for ring space): a resend arriving meanwhile (the client
 reconnected after its request timed out) is a duplicate of it, and the next batch follows it.
+
+Write-ahead: a batch's *taken* line is journaled when its first entry is staged and is in the
+file before that entry is published (``Admission.before_publish``), tagged with where the
+entry ends in its ring. A kill -9 between the two leaves a line whose entry no ring holds: the
+next start withdraws it (``withdraw_unpublished``: its end is past the ring's published
+``write_pos``), so the client's resend is new. With the line after the publish, a kill between
+the two left a batch in a ring that the next listener did not know, and took again.
 
 The journal: one window per (producer id, epoch, topic, partition), keyed
 ``kafka:<pid>:<epoch>:<partition>:<topic>``, holds the batches taken, each one range of its
 sequence numbers unwrapped to a u64 (so a producer that wraps past 2**31-1 keeps ascending
 ranges), tagged with the ring sequence number of its first record (the workers' reports come
-back by it); its outcome runs are ``[error code, base offset, log-append time]``. The window
+back by it) and where its first entry ends (``taken``); its outcome runs are ``[error code,
+base offset, log-append time]``. The window
 forgets all but the newest ``BATCHES_KEPT`` batches. A producer id is the window
 ``kafka-id:<pid>:<epoch>`` (no ranges), touched at each use: an id that never had a batch is
 forgotten after ``UNUSED_ID_EXPIRY_S`` (a process that initialised and left), every window
@@ -179,19 +187,22 @@ class ProducerRegistry:
         """The admitting batch was not taken (admission refused it): its sequence is free."""
         self._done_admitting(check)
 
-    def taken(self, check: SequenceCheck, count: int, ring_seq: int) -> None:
-        """The admitting batch's ring entries are published: journaled before any answer."""
+    def taken(self, check: SequenceCheck, count: int, tag: int | list[int]) -> None:
+        """The admitting batch's first ring entry is staged: journaled before it is published
+        (module docstring). ``tag``: the ring sequence number of its first record, or
+        ``[ring seq, ring index, entry end position, worker count, ring capacity]`` — where the
+        entry is, so that a next start can tell whether it was ever published."""
         self._done_admitting(check)
         journal = self.journal
-        journal.taken(check.key, check.first, count, tag=ring_seq)
-        self._index(ring_seq, count, check.key, check.first)
+        journal.taken(check.key, check.first, count, tag=tag)
+        self._index(tag, count, check.key, check.first)
         window = journal.window(check.key)
         # Forgotten in steps, down to BATCHES_KEPT once twice as many are kept: a journal line
         # per BATCHES_KEPT batches, not one per batch; ``check`` looks at the newest only.
         if window is not None and len(window.ranges) > 2 * BATCHES_KEPT:
             gone = window.ranges[: len(window.ranges) - BATCHES_KEPT]
             for old in gone:
-                self._unindex(old.tag)
+                self._unindex(_ring_seq(old.tag))
             journal.forget_below(check.key, window.ranges[-BATCHES_KEPT].first)
 
     def lookup(self, check: SequenceCheck, count: int) -> list[Piece]:
@@ -201,7 +212,25 @@ class ProducerRegistry:
     def ring_seq_of(self, check: SequenceCheck) -> int:
         """The ring sequence number of a taken batch's first record."""
         window = self.journal.window(check.key)
-        return next(r.tag for r in window.ranges if r.first == check.first)
+        return next(_ring_seq(r.tag) for r in window.ranges if r.first == check.first)
+
+    def withdraw_unpublished(self, published: Callable[[int, int, int, int], bool]) -> int:
+        """At a start, before any batch is taken: withdraw each taken batch without an outcome
+        whose first entry was never published — its line was written, then ingest was killed
+        before the publish — so the client's resend is new, as it is to Kafka. ``published(ring
+        index, end position, worker count, ring capacity)`` says whether that entry's end is
+        within what the ring published (True when the rings are not the ones the line names).
+        Returns how many were withdrawn."""
+        gone = []
+        for key, taken in self.journal.ranges():
+            tag = taken.tag
+            if (key.startswith(_BATCH_PREFIX) and isinstance(tag, list) and not taken.resolved
+                    and not taken.runs and not published(*tag[1:5])):  # fmt: skip
+                gone.append((key, taken.first, taken.count, tag[0]))
+        for key, first, count, ring_seq in gone:
+            self.journal.withdraw(key, first, count)
+            self._unindex(ring_seq)
+        return len(gone)
 
     # ---- outcomes (from the workers' reports, by ring sequence number) --------------------
 
@@ -269,8 +298,9 @@ class ProducerRegistry:
             return None
         return key, first + ring_seq - start
 
-    def _index(self, ring_seq: Any, count: int, key: str, first: int) -> None:
-        if isinstance(ring_seq, int) and ring_seq not in self._by_ring_seq:
+    def _index(self, tag: Any, count: int, key: str, first: int) -> None:
+        ring_seq = _ring_seq(tag)
+        if ring_seq is not None and ring_seq not in self._by_ring_seq:
             self._by_ring_seq[ring_seq] = (count, key, first)
             bisect.insort(self._starts, ring_seq)
 
@@ -304,3 +334,12 @@ class ProducerRegistry:
     def _maybe_expire(self) -> None:
         if self._clock() >= self._next_scan:
             self.expire()
+
+
+def _ring_seq(tag: Any) -> int | None:
+    """The ring sequence number in a taken batch's tag (``ProducerRegistry.taken``)."""
+    if isinstance(tag, int):
+        return tag
+    if isinstance(tag, list) and tag and isinstance(tag[0], int):
+        return tag[0]
+    return None

@@ -83,28 +83,44 @@ class Rig:
         # In a directory of its own: a run killed before close() leaves nothing in the tree.
         base = os.path.join(tempfile.mkdtemp(prefix="kpd-test-conn-"), "ring")
         self.names = []
-        records, reports, self.worker_ends = [], [], []
+        self.worker_ends = []
         self.report_ends: list = []  # (ring name, wakeups): a worker's end, made on demand
+        self._record_wakeups = []
         for index in range(WORKERS):
             rec, rep = f"{base}-{index}-rec", f"{base}-{index}-rep"
             self.names += [rec, rep]
             rec_w, rep_w = RingWakeups.create(), RingWakeups.create()
-            records.append(RingProducer(Ring.create(rec, 1 << 20), rec_w))
+            Ring.create(rec, 1 << 20).close()
+            Ring.create(rep, 1 << 16).close()
+            self._record_wakeups.append(rec_w)
             self.worker_ends.append(RingConsumer(Ring.attach(rec), rec_w))
-            reports.append(RingConsumer(Ring.create(rep, 1 << 16), rep_w))
             self.report_ends.append((rep, rep_w))
+        self._overrides = overrides
 
         async def only_orders(topic: str, timeout_s: float) -> int:
             if topic == TOPIC:
                 return PARTITIONS
             raise LookupError(f"unknown topic {topic}")
 
-        topics = TopicDirectory(lambda topic: topic != "forbidden", only_orders)
-        asyncio.run(topics.partition_count(TOPIC, 1.0))  # known: frames for it route at once
+        self._topics = TopicDirectory(lambda topic: topic != "forbidden", only_orders)
+        asyncio.run(self._topics.partition_count(TOPIC, 1.0))  # known: frames route at once
         self.journal = os.path.join(tempfile.mkdtemp(prefix="kpd-test-sessions-"), "journal")
+        self.server = self._ingest()
+
+    def _ingest(self) -> IngestServer:
+        """An ingest server with ends of its own on the rings (a process's ends)."""
+        records = [RingProducer(Ring.attach(self.names[2 * i]), self._record_wakeups[i])
+                   for i in range(WORKERS)]  # fmt: skip
+        reports = [RingConsumer(Ring.attach(name), wakeups) for name, wakeups in self.report_ends]
         settings = settings_for(IngestSettings, socket_path="/nonexistent",
-                                sessions_path=self.journal, **overrides)  # fmt: skip
-        self.server = IngestServer(settings, records, reports, topics)
+                                sessions_path=self.journal, **self._overrides)  # fmt: skip
+        return IngestServer(settings, records, reports, self._topics)
+
+    def restart_ingest(self) -> IngestServer:
+        """As after a kill -9 of ingest: a new server on the same rings; entries the old one
+        staged and never published are gone (a new producer starts at ``write_pos``)."""
+        self.server = self._ingest()
+        return self.server
 
     def connect(self) -> tuple[ClientConnection, RecordingTransport]:
         conn = ClientConnection(self.server, 7)

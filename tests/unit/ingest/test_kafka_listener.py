@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from daemon.ingest.kafka.listener import SOURCE_ID, KafkaListener, KafkaListenerSettings
+from daemon.ingest.kafka.outcomes import PendingOutcome
 from daemon.kafka.errors import ErrorCode
 from daemon.kafka.records import BatchBuilder, restamp
 from daemon.ownership import worker_for
@@ -173,6 +174,85 @@ def test_an_idempotent_resend_gets_the_first_outcome_and_no_second_entry(rig):
     assert first == resent
     assert first[:2] == (ErrorCode.NONE, 7)
     assert rig.entries() == []  # the resend wrote nothing
+
+
+def test_an_idempotent_batchs_line_is_in_the_journal_before_its_entry_is_published(
+    rig, tmp_path, monkeypatch
+):
+    # Write-ahead (issue 20): a worker may produce an entry as soon as it is published, so the
+    # line that makes the client's resend recognisable must already be in the file then.
+    path = str(tmp_path / "producers.jsonl")
+    seen_at_publish: list[str] = []
+    real_publish = RingProducer.publish
+
+    def publish(self) -> None:
+        with open(path) as journal:
+            seen_at_publish.append(journal.read())
+        real_publish(self)
+
+    monkeypatch.setattr(RingProducer, "publish", publish)
+
+    async def scenario():
+        listener = _listener(rig, state_path=path)
+        producer_id, epoch = listener.producers.init_producer()
+        answer = await listener.produce_partition(
+            TOPIC, 1, _batch([b"a"], (producer_id, epoch, 0)), PRODUCE_VERSION, AckLevel.KAFKA,
+            TIMEOUT_S,
+        )  # fmt: skip
+        listener.publish()
+        answer.cancel()
+        listener.close()
+        return producer_id
+
+    producer_id = asyncio.run(scenario())
+    assert seen_at_publish and f"kafka:{producer_id}:0:1:{TOPIC}" in seen_at_publish[0]
+
+
+@pytest.mark.parametrize("published", [False, True], ids=["killed-before-publish", "published"])
+def test_a_resend_after_a_kill_between_the_line_and_the_publish_is_taken_as_new(
+    rig, tmp_path, published
+):
+    # Ingest killed after the batch's line and before its publish: the entry never reached a
+    # ring, so the next listener withdraws the line and takes the client's resend as new
+    # (before the write-ahead, the line came after the publish, and a kill between the two
+    # had the resend taken again beside a published first copy: records twice). Published,
+    # the resend is the same batch: it waits for the first copy's outcome, no second entry.
+    path = str(tmp_path / "producers.jsonl")
+    partition = 4
+
+    async def first_ingest():
+        listener = _listener(rig, state_path=path)
+        producer_id, epoch = listener.producers.init_producer()
+        batch = _batch([b"a", b"b", b"c"], (producer_id, epoch, 0))
+        answer = await listener.produce_partition(
+            TOPIC, partition, batch, PRODUCE_VERSION, AckLevel.KAFKA, TIMEOUT_S
+        )
+        if published:
+            listener.publish()
+        else:
+            rig.server.admission.before_publish()  # the line is out; the kill comes now
+        answer.cancel()
+        return batch
+
+    batch = asyncio.run(first_ingest())
+    assert len(rig.entries()) == (1 if published else 0)
+    rig.restart_ingest()
+
+    async def next_ingest():
+        listener = _listener(rig, state_path=path)
+        resent = listener.offer_partition(
+            TOPIC, partition, batch, PRODUCE_VERSION, AckLevel.KAFKA, TIMEOUT_S
+        )
+        listener.publish()
+        taken_again = isinstance(resent, PendingOutcome)
+        if asyncio.iscoroutine(resent):
+            resent.close()  # waits for the first copy's outcome: not taken again
+        listener.close()
+        return taken_again
+
+    taken_again = asyncio.run(next_ingest())
+    assert taken_again == (not published)
+    assert len(rig.entries()) == (0 if published else 1)
 
 
 MAX_BLOCK_S = 0.2

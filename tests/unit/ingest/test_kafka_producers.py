@@ -213,3 +213,28 @@ def test_the_journal_stays_small_with_only_5_batches_live(tmp_path, monkeypatch)
     assert [p.outcome for p in again.lookup(resent, 1)] == [[0, 199, -1]]
     assert again.check(pid, epoch, "t", 0, 200, 1).error == 0
     again.close()
+
+
+def test_only_batches_whose_entry_was_never_published_are_withdrawn_at_a_start(tmp_path):
+    # The taken line names where the batch's first entry ends: (ring, end, workers, capacity).
+    path = str(tmp_path / "producers.jsonl")
+    registry = _registry(path)
+    pid, epoch = registry.init_producer()
+    for partition, ring_seq, where in ((0, 100, [0, 4096, 2, 65536]),   # published
+                                       (1, 101, [0, 8192, 2, 65536]),   # past write_pos
+                                       (2, 102, [1, 9000, 3, 65536])):  # another worker count
+        check = registry.check(pid, epoch, "t", partition, 0, 1)
+        registry.admitting(check, 1)
+        registry.taken(check, 1, [ring_seq, *where])
+    registry.close()
+
+    again = _registry(path)
+    write_pos = {0: 4096, 1: 0}
+    withdrawn = again.withdraw_unpublished(
+        lambda ring, end, workers, capacity: (workers, capacity) != (2, 65536)
+        or end <= write_pos[ring]
+    )
+    assert withdrawn == 1
+    assert _check(again, pid, epoch, 0, 1, partition=0) == RESEND  # in a ring: same batch
+    assert _check(again, pid, epoch, 0, 1, partition=2) == RESEND  # may be in any ring now
+    assert _check(again, pid, epoch, 0, 1, partition=1) == ErrorCode.NONE  # new again
