@@ -123,8 +123,14 @@ def _run_worker(args, bootstrap: str, ring_paths, fds, result_fd: int) -> None:
         gc.set_threshold(50_000, 50, 100)  # as daemon.process.child does
         calls: collections.Counter = collections.Counter()
         if args.calls:
-            sys.setprofile(lambda frame, event, _: event == "call" and calls.update(
-                (f"{frame.f_code.co_qualname} ({frame.f_code.co_filename.split('/')[-1]})",)))
+            sys.setprofile(
+                lambda frame, event, _: (
+                    event == "call"
+                    and calls.update(
+                        (f"{frame.f_code.co_qualname} ({frame.f_code.co_filename.split('/')[-1]})",)
+                    )
+                )
+            )
         await worker.run()
         sys.setprofile(None)
         counters = worker.engine.counters

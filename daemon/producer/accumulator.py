@@ -70,9 +70,7 @@ class PartitionQueue:
 
 
 class Accumulator:
-    def __init__(
-        self, settings: AccumulatorSettings, wake: Callable[[float | None], None]
-    ) -> None:
+    def __init__(self, settings: AccumulatorSettings, wake: Callable[[float | None], None]) -> None:
         self._settings = settings
         # Tells the sender a batch was opened or sealed (once per batch): wake(None) means it
         # may be sendable now, wake(t) that it becomes sendable by linger at loop time t.

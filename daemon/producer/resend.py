@@ -42,6 +42,7 @@ from daemon.producer.metadata import MetadataManager, UnknownTopicError
 
 __all__ = ["ResendBatch", "ResendResult", "Verdict", "resend_batches", "stamped_batch"]
 
+
 class Verdict(enum.Enum):
     APPENDED = "appended"
     DUPLICATE = "duplicate"

@@ -220,9 +220,11 @@ def test_only_batches_whose_entry_was_never_published_are_withdrawn_at_a_start(t
     path = str(tmp_path / "producers.jsonl")
     registry = _registry(path)
     pid, epoch = registry.init_producer()
-    for partition, ring_seq, where in ((0, 100, [0, 4096, 2, 65536]),   # published
-                                       (1, 101, [0, 8192, 2, 65536]),   # past write_pos
-                                       (2, 102, [1, 9000, 3, 65536])):  # another worker count
+    for partition, ring_seq, where in (
+        (0, 100, [0, 4096, 2, 65536]),  # published
+        (1, 101, [0, 8192, 2, 65536]),  # past write_pos
+        (2, 102, [1, 9000, 3, 65536]),
+    ):  # another worker count
         check = registry.check(pid, epoch, "t", partition, 0, 1)
         registry.admitting(check, 1)
         registry.taken(check, 1, [ring_seq, *where])
@@ -231,8 +233,9 @@ def test_only_batches_whose_entry_was_never_published_are_withdrawn_at_a_start(t
     again = _registry(path)
     write_pos = {0: 4096, 1: 0}
     withdrawn = again.withdraw_unpublished(
-        lambda ring, end, workers, capacity: (workers, capacity) != (2, 65536)
-        or end <= write_pos[ring]
+        lambda ring, end, workers, capacity: (
+            (workers, capacity) != (2, 65536) or end <= write_pos[ring]
+        )
     )
     assert withdrawn == 1
     assert _check(again, pid, epoch, 0, 1, partition=0) == RESEND  # in a ring: same batch
