@@ -346,10 +346,9 @@ class DedupeJournal:
 
     def flush(self) -> None:
         """Write the lines held since ``hold`` (one write) and stop holding."""
-        held, self._batched = self._batched, None
+        self.write_held()
+        self._batched = None
         self._holding = False
-        if held:
-            self._append("".join(held), len(held))
 
     def write_held(self) -> None:
         """Write the lines held so far now, and go on holding: a write-ahead point inside a

@@ -136,6 +136,8 @@ class KafkaListener:
         )
         admission.ring_sync.watch(journal)  # on the disk as the rings are (rings.fsync)
         self.producers = ProducerRegistry(journal)
+        # (worker count, ring capacity): the shape ring positions in taken lines refer to.
+        self._ring_shape = admission.ring_shape
         self._withdraw_unpublished()
         # Above every sequence number an earlier listener used (it counted from its own start
         # time, by at most one per record), and above every kept batch's.
@@ -359,9 +361,8 @@ class KafkaListener:
         unstaged = self._unstaged.pop(first_seq, None)
         if unstaged is not None:
             check, count = unstaged
-            workers, capacity = self.admission.ring_shape
-            self.producers.taken(check, count, [first_seq, ring_index, end_pos, workers,
-                                                capacity])  # fmt: skip
+            self.producers.taken(check, count, [first_seq, ring_index, end_pos,
+                                                *self._ring_shape])  # fmt: skip
 
     def _withdraw_unpublished(self) -> None:
         """At the start: a taken batch whose entry the rings never published (ingest was
@@ -369,10 +370,9 @@ class KafkaListener:
         taken as new; its records are nowhere else. Lines naming rings of another worker
         count or size (re-routed since) are kept: their batches may be in any ring."""
         admission = self.admission
-        workers, capacity = admission.ring_shape
 
         def published(ring: int, end: int, their_workers: int, their_capacity: int) -> bool:
-            if (their_workers, their_capacity) != (workers, capacity):
+            if (their_workers, their_capacity) != self._ring_shape:
                 return True
             return end <= admission.published_end(ring)
 
