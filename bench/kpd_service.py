@@ -1,10 +1,11 @@
 """The kpd daemon that a kpd contender's app processes send to: one fresh daemon per run.
 
-Owns the daemon of one run: writes its config (the run's tansu as bootstrap, 2 workers, rings
-of a unique prefix, metrics off, the workload's acks / linger.ms / compression, then the
-contender's own ``service_settings`` on top, section by section: another worker count for
-the scaling table, another ``rings`` setting for a durability row; ``socket.kafka: auto``
-opens the Kafka listener on a free loopback port, ``kafka_bootstrap``), starts
+Owns the daemon of one run: writes its config (the run's tansu as bootstrap, the daemon's
+default worker count, rings of a unique prefix, metrics off, the workload's acks /
+linger.ms / compression, then the contender's own ``service_settings`` on top, section by
+section: another worker count for the scaling table, another ``rings`` setting for a
+durability row; ``socket.kafka: auto`` opens the Kafka listener on a free loopback port,
+``kafka_bootstrap``), starts
 ``python -m daemon.cli run`` through the test suite's harness (tests.daemon_harness), finds
 its processes (the supervisor and its children, by PPID in /proc, each named by its role)
 once the socket accepts, and stops it by pid with SIGTERM. The runner measures those pids
@@ -17,6 +18,7 @@ Imports no client library and no kpd code: the daemon is a subprocess.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
@@ -31,7 +33,15 @@ from tests.daemon_harness import KpdDaemon
 
 __all__ = ["KpdService"]
 
-WORKERS = 2
+
+def default_workers() -> int:
+    """The daemon's ``workers.count: auto`` on this machine: the usable CPUs less one for
+    ingest, at least 1 (``daemon.settings.values.auto_worker_count``; spelled out here, as
+    this module imports no kpd code: tests/unit/bench pins the two together)."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+WORKERS = default_workers()  # kpd at its defaults, unless a contender sets workers.count
 _RECORDS_RING_MIB = 16  # per worker, ingest -> worker
 _REPORTS_RING_MIB = 4  # per worker, worker -> ingest
 _START_TIMEOUT_S = 60.0

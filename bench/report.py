@@ -356,7 +356,9 @@ def render_results(
             workload=scaling[0].workload, records=scaling[0].records), "",
             scaling_table(scaling), ""]  # fmt: skip
     if latency_results:
-        out += ["## Ack latency at a fixed offered load", "", _LATENCY_NOTE, "",
+        workers = max((r.kpd_workers for r in latency_results), default=0)
+        out += ["## Ack latency at a fixed offered load", "", _LATENCY_NOTE.format(
+                    workers=workers), "",
                 latency_table(latency_results), "", _PROCESS_CPU_NOTE, "",
                 process_cpu_table(latency_results), ""]  # fmt: skip
         stages = stage_table(latency_results)
@@ -383,7 +385,8 @@ cores."""
 
 _LATENCY_NOTE = """Workload (a) paced as issue 18 measures it: one app process sends in \
 bursts every millisecond (1, 10 or 100 records), never waiting for acks; acks=all, linger.ms \
-5, 12 partitions; kpd at its defaults (2 workers, metrics on so its stage trace can be read); \
+5, 12 partitions; kpd at its defaults (`workers.count: auto`, the usable CPUs less one: \
+{workers} here; metrics on so its stage trace can be read); \
 15 s of records at 1k/s, 10 s at 10k/s and 100k/s. Latency per record from just before \
 send()/produce() to its completion (kpd: the future's done-callback on the client's I/O \
 thread; confluent-kafka: the delivery callback, served by poll() while the sender waits for \
@@ -421,9 +424,10 @@ _METHOD = """## Method
 - "app" is the contender's own process(es): the Python app for the clients, the app plus
   the program it drives for kcat, `kpd send` and rsyslogd (their rusage as the app process
   reaped them; rsyslogd's from "go" on). The kpd contenders start a fresh daemon per run
-  (2 workers unless the scaling table says otherwise, 16 MiB record and 4 MiB report rings
-  per worker, metrics off, log level warning) and stop it with SIGTERM afterwards; "kpd CPU"
-  is its supervisor, ingest and workers (found by PPID), read like the app's.
+  (`workers.count: auto`, the usable CPUs less one, unless the scaling table says otherwise;
+  16 MiB record and 4 MiB report rings per worker, metrics off, log level warning) and stop
+  it with SIGTERM afterwards; "kpd CPU" is its supervisor, ingest and workers (found by
+  PPID), read like the app's.
 - Peak RSS is VmHWM of the app process(es) and includes the records it built up front;
   RSS growth is VmHWM minus VmRSS at "go": the client's own buffers. A program the app
   process runs (kcat, `kpd send`, rsyslogd) has its own VmHWM, read every 20 ms while it runs

@@ -85,7 +85,7 @@ _POLL_EVERY = 1000  # the tuned confluent-kafka loop's poll(0) interval
 _VIA_KPD = {"socket": {"kafka": "auto"}}  # bootstrap.servers at kpd's Kafka listener
 _KPD_APP = ("an app process that connects and sends at once (no partitions_for first) "
             "through kpd.Producer (acks=kafka) over the UNIX socket to a kpd "
-            "daemon (2 workers) started for the run")  # fmt: skip
+            "daemon (its default worker count) started for the run")  # fmt: skip
 
 
 def paced_name(client: str, rate: int) -> str:
@@ -199,8 +199,9 @@ CONTENDERS: dict[str, Contender] = {
                   options={"poll_every": _POLL_EVERY}),
         Contender("confluent-kafka-via-kpd", _CONFLUENT,
                   "confluent-kafka with bootstrap.servers at kpd's Kafka listener "
-                  "(socket.kafka) of a kpd daemon (2 workers) started for the run; the same "
-                  "librdkafka settings, so acks=all is answered once the cluster acknowledged",
+                  "(socket.kafka) of a kpd daemon (its default worker count) started for the "
+                  "run; the same librdkafka settings, so acks=all is answered once the "
+                  "cluster acknowledged",
                   service="kpd", service_settings=_VIA_KPD),
         Contender(
             "kcat", _KCAT,
@@ -233,8 +234,8 @@ CONTENDERS: dict[str, Contender] = {
             service="kpd", service_settings={"kafka": {"transactional.id": "bench-eos"}},
         ),
         Contender("kpd-send-file", _KPD_SEND,
-                  "`kpd send --key-separator TAB < FILE` to a kpd daemon (2 workers) started "
-                  "for the run; the clock includes its start",
+                  "`kpd send --key-separator TAB < FILE` to a kpd daemon (its default worker "
+                  "count) started for the run; the clock includes its start",
                   options={"input": "file"}, service="kpd", lines=True),
         Contender("kpd-send-pipe", _KPD_SEND,
                   "`... | kpd send --key-separator TAB`: the app process writes the lines into "

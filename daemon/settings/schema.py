@@ -321,7 +321,8 @@ DAEMON_SETTINGS: tuple[Setting, ...] = (
             "UNKNOWN_PRODUCER_ID and the client asks for a new id.",
             attr="kafka_producer_expiry_s"),
     _daemon("workers.count", WorkerCount(), "auto",
-            "Worker processes; `auto` = the CPUs this process may run on."),
+            "Worker processes; `auto` = one fewer than the CPUs this process may run on, at "
+            "least 1 (ingest, on the path of every record, keeps a CPU of its own)."),
     _daemon("workers.cpu_affinity", Bool(), False,
             "Pin worker i to the i-th usable CPU (wrapping around)."),
     _daemon("rings.memory", Size(2 * 1024 * 1024, 2**40), "64MiB",

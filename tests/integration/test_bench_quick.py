@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from bench.contenders import Contender, find
+from bench.kpd_service import WORKERS
 from bench.pacing import Pace, latency_summary, percentile, run_paced
 from bench.plan import quick_plan
 from bench.profile import render_top
@@ -60,10 +61,10 @@ def test_quick_bench_delivers_every_record_of_every_contender(tmp_path: Path) ->
             assert (run["kpd_processes"], run["kpd_workers"]) == (3, 1)
             assert run["kpd_ring_bytes"] == (16 + 4) * 2**20
         elif find(contender).service == "kpd":
-            # The daemon's supervisor, ingest and 2 workers were found and read apart.
-            assert (run["kpd_processes"], run["kpd_workers"]) == (4, 2)
+            # The daemon's supervisor, ingest and its default workers were found and read apart.
+            assert (run["kpd_processes"], run["kpd_workers"]) == (2 + WORKERS, WORKERS)
             assert run["kpd_rss_peak_kib"] > 0
-            assert run["kpd_ring_bytes"] == 2 * (16 + 4) * 2**20
+            assert run["kpd_ring_bytes"] == WORKERS * (16 + 4) * 2**20
         else:
             assert run["kpd_processes"] == 0
         if contender in ("kpd-send-pipe", "rsyslog"):  # the program the child ran and reaped

@@ -9,11 +9,13 @@ never measured here.
 from __future__ import annotations
 
 from bench.contenders import find
+from bench.kpd_service import default_workers
 from bench.plan import default_plan, narrow, quick_plan, worker_counts
 from bench.report import process_cpu_table, stage_table, summarize
 from bench.runner import RunResult
 from bench.targets import targets_table
 from bench.verify import Delivery
+from daemon.settings.values import auto_worker_count, usable_cpus
 
 
 def test_scaling_covers_powers_of_two_up_to_the_cpus_and_the_cpu_count_itself() -> None:
@@ -232,3 +234,8 @@ def test_the_stage_table_shows_each_stage_or_says_why_there_is_none() -> None:
         "| | | | |",
         "| 100,000 | kpd-1@100k | not available: /metrics not scraped (metrics off) | | | | |",
     ]  # fmt: skip
+
+
+def test_kpd_runs_at_the_daemons_own_default_worker_count() -> None:
+    # bench.kpd_service spells out workers.count: auto (it imports no kpd code); the two agree.
+    assert default_workers() == auto_worker_count(usable_cpus())

@@ -25,6 +25,7 @@ from daemon.config import (
 )
 from daemon.settings.model import LinesSocketSettings
 from daemon.settings.schema import SECTIONS, SETTINGS
+from daemon.settings.values import auto_worker_count
 
 REPO = Path(__file__).resolve().parents[3]
 BOOT = "broker:9092"
@@ -124,9 +125,10 @@ def test_daemon_section_defaults():
     assert config.warnings == ()
 
 
-def test_workers_count_auto_is_the_usable_cpu_count():
-    assert _config().workers.count == len(os.sched_getaffinity(0))
+def test_workers_count_auto_leaves_ingest_a_cpu_of_its_own():
+    assert _config().workers.count == max(1, len(os.sched_getaffinity(0)) - 1)
     assert _config(workers={"count": 3}).workers.count == 3
+    assert [auto_worker_count(cpus) for cpus in (1, 2, 4, 64)] == [1, 1, 3, 63]
 
 
 def test_every_schema_attr_is_a_field_of_its_section_dataclass():
