@@ -406,7 +406,10 @@ confluent-kafka):"""
 
 _STAGES_NOTE = """Where a kpd record's time goes (the daemon's per-record stage trace, \
 `kpd_record_stage_seconds{stage}` on /metrics, over the run's records: scraped before "go" and \
-after the last ack; p50 and p99 estimated from the histogram's buckets):"""
+after the last ack; p50 and p99 estimated from the histogram's buckets). The rows \
+"kafka request (per request)" of the listener's runs count Produce requests, not records: \
+`kpd_kafka_produce_seconds`, a request handled -> its answer written, what kpd adds to the \
+client's round trip:"""
 
 
 _METHOD = """## Method

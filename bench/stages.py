@@ -25,6 +25,10 @@ __all__ = ["STAGE_METRIC", "Histogram", "StageFigures", "parse_histograms", "sta
 
 STAGE_METRIC = "kpd_record_stage_seconds"
 STAGE_LABEL = "stage"
+# The Kafka listener's own figure, per request (not per record): a Produce request handled ->
+# its answer written, what kpd adds to a Kafka client's round trip. Shown as one more stage.
+REQUEST_METRIC = "kpd_kafka_produce_seconds"
+REQUEST_STAGE = "kafka request (per request)"
 
 # One sample line: name, optional {labels}, value, optional timestamp.
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?\s*$")
@@ -128,9 +132,16 @@ def stage_figures(after: str | None, before: str | None = None) -> list[StageFig
         return []
     now = parse_histograms(after, STAGE_METRIC, STAGE_LABEL)
     then = parse_histograms(before, STAGE_METRIC, STAGE_LABEL) if before else {}
+    requests = parse_histograms(after, REQUEST_METRIC, "").get("")
+    if requests is not None:
+        now[REQUEST_STAGE] = requests
+        if before:
+            then[REQUEST_STAGE] = parse_histograms(before, REQUEST_METRIC, "").get("")
     figures = []
     for stage, histogram in now.items():
         run = histogram.minus(then.get(stage))
+        if stage == REQUEST_STAGE and not run.count:
+            continue  # a listener that served no Produce request in the run
         figures.append(StageFigures(stage, run.count, run.mean, run.quantile(0.50),
                                     run.quantile(0.99)))  # fmt: skip
     return figures

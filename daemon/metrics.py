@@ -152,6 +152,13 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         (),
         "ingest",
     ),
+    _h(
+        "kpd_kafka_produce_seconds",
+        "socket.kafka: a Produce request handled -> its answer written (acks 1 and all).",
+        STAGE_BOUNDS,
+        (),
+        "ingest",
+    ),
     _c(
         "kpd_kafka_errors_total",
         "Kafka error codes socket.kafka answered, by code (-1: connection closed).",
@@ -607,6 +614,8 @@ class IngestMetrics:
             out.add("kpd_kafka_records_total", (), kafka.records)
             for code, n in kafka.errors.items():
                 out.add("kpd_kafka_errors_total", (str(code),), n)
+            if kafka.produce_time is not None:
+                out.transfer("kpd_kafka_produce_seconds", (), kafka.produce_time)
         for index, ring in enumerate(records):
             self._ring("records", index, ring, ring.bytes_written)
         for index, ring in enumerate(reports):

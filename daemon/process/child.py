@@ -328,7 +328,7 @@ def _kafka_listener(config, admission: Admission) -> KafkaListener | None:
     if not _is_loopback(settings.host):
         log.warning("socket.kafka listens on %s: anyone who can reach it can produce",
                     settings.host)  # fmt: skip
-    return KafkaListener(settings, admission)
+    return KafkaListener(settings, admission, produce_time=LatencyHistogram(STAGE_BOUNDS))
 
 
 def kafka_listener_settings(config: DaemonConfig) -> KafkaListenerSettings | None:

@@ -259,8 +259,10 @@ def test_every_child_reports_a_flush_timestamp(worker_scrape):
 
 INGEST_SCRIPT = """
     import dataclasses, json, os, uuid
+    from daemon.ingest.kafka.listener import KafkaStats
     from daemon.ingest.server import IngestStats
     from daemon.metrics import IngestMetrics
+    from daemon.producer.counters import STAGE_BOUNDS, LatencyHistogram
     from daemon.ring import Ring, RingConsumer, RingProducer, RingWakeups
 
     name = f"/dev/shm/kpd-test-metrics-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -276,7 +278,12 @@ INGEST_SCRIPT = """
         metrics.flush(stats, [records], [reports])
         metrics.count_accepted(15)  # at publishes between flushes: the hot path's export
         metrics.count_accepted(20)
-        metrics.flush(dataclasses.replace(stats, records_accepted=25), [records], [reports])
+        produce_time = LatencyHistogram(STAGE_BOUNDS)
+        produce_time.observe(0.0015)
+        kafka = KafkaStats(connections=1, requests=3, records=7, errors={}, producers=1,
+                           produce_time=produce_time)
+        metrics.flush(dataclasses.replace(stats, records_accepted=25), [records], [reports],
+                      kafka=kafka)
     finally:
         Ring.unlink(name + "-rec")
         Ring.unlink(name + "-rep")
@@ -298,6 +305,9 @@ def test_ingest_exports_ring_fill_and_a_dead_process_loses_only_its_gauges(tmp_p
     # Every other reason is there from the first flush, at 0: rate() sees its first increase.
     assert before[("kpd_ingest_records_rejected_total", (("reason", "BUFFER_FULL"),))] == 0
     assert before[("kpd_ingest_buffer_full_total", ())] == 0
+    assert before[("kpd_kafka_produce_seconds_count", ())] == 1
+    assert before[("kpd_kafka_produce_seconds_bucket", (("le", "0.0025"),))] == 1
+    assert before[("kpd_kafka_produce_seconds_bucket", (("le", "0.001"),))] == 0
 
     mark_dead(out["pid"], tmp_path)
 

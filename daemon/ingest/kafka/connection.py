@@ -30,6 +30,7 @@ import collections
 import functools
 import logging
 import struct
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -53,18 +54,19 @@ _ACK_LEVELS = {0: AckLevel.NONE, 1: AckLevel.ACCEPTED, -1: AckLevel.KAFKA}
 class _Answer:
     """A request's slot in the answer queue; ``frame`` None until its answer is known."""
 
-    __slots__ = ("frame",)
+    __slots__ = ("frame", "read_at")
 
-    def __init__(self, frame: bytes | None = None) -> None:
+    def __init__(self, frame: bytes | None = None, read_at: float = 0.0) -> None:
         self.frame = frame
+        self.read_at = read_at  # time.monotonic() a Produce request was handled; 0: not one
 
 
 class _ProduceRequest:
     """A Produce request on its way: the partitions not offered yet (``cursor``) and each
     offered partition's (topic, index, result) — an ``Outcome`` or an awaitable of one."""
 
-    __slots__ = ("ack", "acks", "correlation_id", "cursor", "partitions", "parts", "refusal",
-                 "timeout_s", "version")  # fmt: skip
+    __slots__ = ("ack", "acks", "correlation_id", "cursor", "partitions", "parts", "read_at",
+                 "refusal", "timeout_s", "version")  # fmt: skip
 
     def __init__(self, version: int, correlation_id: int, body: dict) -> None:
         self.version = version
@@ -80,6 +82,7 @@ class _ProduceRequest:
         self.partitions = [(topic_data["name"], data) for topic_data in body["topic_data"]
                            for data in topic_data["partition_data"]]  # fmt: skip
         self.cursor = 0
+        self.read_at = time.monotonic()  # kpd_kafka_produce_seconds counts from here
         self.parts: list[list[Any]] = []
 
 
@@ -343,7 +346,7 @@ class KafkaConnection(asyncio.Protocol):
                 if isinstance(result, tuple):
                     self.count_error(result[0])
             return
-        slot = _Answer()
+        slot = _Answer(None, request.read_at)
         self._answers.append(slot)
         _ProduceAnswer(self, request, slot)
 
@@ -371,8 +374,13 @@ class KafkaConnection(asyncio.Protocol):
         if not answers or answers[0].frame is None or self.closed:
             return
         frames = []
+        timed = self._listener.produce_time
+        now = time.monotonic() if timed is not None else 0.0
         while answers and answers[0].frame is not None:
-            frames.append(answers.popleft().frame)
+            answer = answers.popleft()
+            frames.append(answer.frame)
+            if answer.read_at and timed is not None:
+                timed.observe(now - answer.read_at)
         self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
         if self._paused:
             self._pause_or_resume()

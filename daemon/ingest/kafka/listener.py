@@ -50,6 +50,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from daemon.ingest.admission import Admission, ReportReader, is_legal_topic
 from daemon.ingest.dedupe import DedupeJournal, Piece
@@ -96,6 +97,9 @@ class KafkaStats:
     records: int  # records accepted into rings through this listener
     errors: dict[int, int]  # Kafka error code -> partitions (or requests) answered with it
     producers: int  # producer ids known
+    # Produce request handled -> its answer written (acks 1 and all; not answers refused
+    # before the request was decoded): what kpd adds to a client's round trip.
+    produce_time: Any  # None when not timed
 
 
 class _Pending(PendingOutcome):
@@ -109,7 +113,9 @@ class _Pending(PendingOutcome):
         self.start = start
         self.count = count
         self.remaining = count
-        self.error = ErrorCode.NONE
+        # A plain int, not ErrorCode.NONE: the journal writes a delivered batch's outcome
+        # as ints without the JSON encoder, which an IntEnum member would cost.
+        self.error = 0
         self.base_offset = -1
         self.append_time = -1
         self.delivered = 0  # records delivered (or accepted, at acks=1)
@@ -125,7 +131,10 @@ class _Pending(PendingOutcome):
 class KafkaListener:
     """The ``socket.kafka`` server, its connections, and the record source of their batches."""
 
-    def __init__(self, settings: KafkaListenerSettings, admission: Admission) -> None:
+    def __init__(self, settings: KafkaListenerSettings, admission: Admission,
+                 produce_time: Any = None) -> None:  # fmt: skip
+        """``produce_time``: a histogram (``observe(seconds)``) for kpd_kafka_produce_seconds,
+        a Produce request handled -> its answer written; None: not timed."""
         self.settings = settings
         self.admission = admission
         journal = DedupeJournal(
@@ -150,6 +159,7 @@ class KafkaListener:
         self.connections: set[KafkaConnection] = set()
         self.requests = 0
         self.records = 0
+        self.produce_time = produce_time
         self.errors: collections.Counter[int] = collections.Counter()
         self._server: asyncio.AbstractServer | None = None
         self.quiescing = False
@@ -192,6 +202,7 @@ class KafkaListener:
             self.records,
             dict(self.errors),
             self.producers.stats()[0],
+            self.produce_time,
         )
 
     # ---- lifecycle ---------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from bench.stages import STAGE_METRIC, parse_histograms, stage_figures
+from bench.stages import REQUEST_STAGE, STAGE_METRIC, parse_histograms, stage_figures
 
 # Two workers; stage "ring" has 100 records in worker 0 and 100 in worker 1 after the run.
 _BEFORE = """\
@@ -75,3 +75,20 @@ kpd_record_stage_seconds_count{stage="x"} 10
     assert (x.p50_s, x.p99_s, x.mean_s) == (0.5, 0.5, 3.0)
     assert stage_figures("kpd_records_received_total 3\n", "") == []  # the daemon has no trace
     assert stage_figures(None) == []  # not scraped
+
+
+def test_the_kafka_listeners_request_time_is_one_more_stage_between_the_two_scrapes() -> None:
+    def scrape(fast: int, total: int, seconds: float) -> str:
+        return (f'kpd_kafka_produce_seconds_bucket{{le="0.001"}} {fast}\n'
+                f'kpd_kafka_produce_seconds_bucket{{le="+Inf"}} {total}\n'
+                f"kpd_kafka_produce_seconds_sum {seconds}\n"
+                f"kpd_kafka_produce_seconds_count {total}\n")  # fmt: skip
+
+    *_, request = stage_figures(_AFTER + scrape(9, 10, 0.02), _BEFORE + scrape(1, 2, 0.01))
+    assert (request.stage, request.count) == (REQUEST_STAGE, 8.0)
+    assert math.isclose(request.mean_s, 0.01 / 8)
+    assert math.isclose(request.p50_s, 0.001 * 4 / 8)
+    # No Produce request in the run (a listener that served none): no such row.
+    assert [f.stage for f in stage_figures(_AFTER + scrape(1, 2, 0.01),
+                                           _BEFORE + scrape(1, 2, 0.01))] == [
+        "ring", 'request "written"']  # fmt: skip

@@ -15,6 +15,7 @@ from daemon.kafka.errors import ErrorCode
 from daemon.kafka.headers import decode_response, encode_request
 from daemon.kafka.messages import API_VERSIONS, PRODUCE
 from daemon.ownership import worker_for
+from daemon.producer.counters import STAGE_BOUNDS, LatencyHistogram
 from tests.unit.ingest.test_connection import TOPIC, RecordingTransport
 from tests.unit.ingest.test_kafka_listener import (  # noqa: F401 (rig: a fixture)
     PRODUCE_VERSION,
@@ -50,6 +51,7 @@ def test_pipelined_requests_are_answered_in_request_order_whichever_outcome_come
 
     async def scenario():
         listener = _listener(rig)
+        listener.produce_time = LatencyHistogram(STAGE_BOUNDS)
         conn = KafkaConnection(listener)
         transport = RecordingTransport()
         conn.connection_made(transport)
@@ -70,10 +72,13 @@ def test_pipelined_requests_are_answered_in_request_order_whichever_outcome_come
             await asyncio.sleep(0)  # the outcome's callback runs on the loop
             await asyncio.sleep(0)
             written.append([cid for cid, _ in _answers(transport)])
-        return written, _answers(transport), listener.connections
+        return written, _answers(transport), listener.connections, listener.stats()
 
-    written, answers, connections = asyncio.run(scenario())
+    written, answers, connections, stats = asyncio.run(scenario())
     assert written == [[], [1], [1, 2, 3, 4]]
+    # kpd_kafka_produce_seconds: each Produce answer timed from its request, ApiVersions not.
+    assert stats.produce_time.count == 3
+    assert 0 < stats.produce_time.total < 5.0
     offsets = [body["responses"][0]["partition_responses"][0]["base_offset"]
                for _, body in answers[:3]]  # fmt: skip
     assert offsets == [10, 20, 30]
