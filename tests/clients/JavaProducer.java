@@ -5,7 +5,7 @@
 // all in one stream (no flush until the end, so a kill lands anywhere in it); every CHUNK
 // completions it prints one JSON line: {"sent": <records completed so far>, "reports":
 // [[i, partition, offset], ...]}, the partition and offset the producer's callback got (offset
-// -1 when it got none: acks=0, or a resend answered DUPLICATE_SEQUENCE_NUMBER).
+// -1 when it got none: acks=0, or a resend kpd answered without an offset).
 // The producer's own defaults stand unless a setting is given: since Kafka 3.0 they are
 // enable.idempotence=true and acks=all. Exits 1 with the error on stderr if a send fails.
 import java.util.ArrayList;

@@ -5,10 +5,10 @@
 // Sends values "v<i>" with keys "k<i % keys>", `chunk` records per SyncProducer.SendMessages
 // in turn. After each call it prints one JSON line:
 // {"sent": <records sent so far>, "reports": [[i, partition, offset], ...]}, the offset being
-// the one sarama set on record i, or -1 when there is none: sarama leaves it unset when kpd
-// answers a resend with DUPLICATE_SEQUENCE_NUMBER, and at acks=1 kpd answers before Kafka does
-// with base offset -1, to which sarama adds the record's place in the batch (so acks=1 offsets
-// are reported as -1). acks=-1 runs sarama's idempotent producer, which needs one request in
+// the one sarama set on record i, or -1 when there is none: kpd answers base offset -1 at
+// acks=1 (before Kafka does) and to a resend whose first outcome it lost, and sarama adds the
+// record's place in the batch to it (so acks=1 offsets are reported as -1; with one record per
+// request, as the kill test sends, a resend's offset is -1 + 0). acks=-1 runs sarama's idempotent producer, which needs one request in
 // flight. per_request > 0 caps the records per Produce request (Producer.Flush.MaxMessages):
 // at 1, each batch is one record, so a resend after a reconnect is the same batch as the first
 // copy, which this sarama (1.22) does not otherwise keep: it re-batches retried records with
@@ -83,7 +83,7 @@ func run(cfg settings) error {
 				Topic:    cfg.Topic,
 				Key:      sarama.StringEncoder(fmt.Sprintf("k%d", i%cfg.Keys)),
 				Value:    sarama.StringEncoder(fmt.Sprintf("v%d", i)),
-				Offset:   -1, // stays so when sarama is told none (a duplicate's answer)
+				Offset:   -1, // stays so when sarama sets none
 				Metadata: i,
 			})
 		}

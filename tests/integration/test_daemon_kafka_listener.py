@@ -216,8 +216,8 @@ def test_kill_9_while_an_idempotent_producer_streams_loses_and_repeats_nothing(
     assert not failed, f"{len(failed)} failed, e.g. {failed[:3]}"
     assert sorted(r.value for r in consumed) == sorted(b"v%d" % i for i in range(count))
     found = {r.value: (r.partition, r.offset) for r in consumed}
-    # A resend answered DUPLICATE_SEQUENCE_NUMBER (first outcome lost with the killed ingest)
-    # is reported by librdkafka with offset -1; every other report is where the record is.
+    # A resend answered at offset -1 (its first outcome lost with the killed ingest) is
+    # reported by librdkafka with offset -1; every other report is where the record is.
     wrong = [v for v, (_, p, o) in reports.items() if o >= 0 and found[v] != (p, o)]
     assert not wrong, f"{len(wrong)} reported elsewhere than found: {wrong[:3]}"
 

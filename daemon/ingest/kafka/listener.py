@@ -398,9 +398,8 @@ class KafkaListener:
     def _resent(self, check: SequenceCheck, count: int, timeout_s: float):
         """A resent batch: its first outcome, once known (also of a first copy still waiting
         in admission). One whose outcome never arrives (its report was lost with a killed
-        daemon) is answered DUPLICATE_SEQUENCE_NUMBER after the request's timeout, which Kafka
-        clients take as success without an offset: its records are in kpd's rings or already
-        in Kafka."""
+        daemon) is answered NONE at offset -1 after the request's timeout: a success without
+        an offset, as its records are in kpd's rings or already in Kafka."""
         pending = self._admitting.get((check.key, check.first))
         if pending is None:
             outcome = _outcome_of(self.producers.lookup(check, count), check.first, count)
@@ -605,4 +604,7 @@ async def _first_outcome(future: asyncio.Future, timeout_s: float) -> Outcome:
     try:
         return await asyncio.wait_for(asyncio.shield(future), timeout_s)
     except TimeoutError:
-        return ErrorCode.DUPLICATE_SEQUENCE_NUMBER, -1, -1
+        # Written once, offset unknown: NONE at offset -1 is what Kafka answers a duplicate
+        # (with its offset) as every client reads it. DUPLICATE_SEQUENCE_NUMBER says the same to
+        # Java and librdkafka, but kafkajs takes it as fatal and rejects records kpd holds.
+        return ErrorCode.NONE, -1, -1

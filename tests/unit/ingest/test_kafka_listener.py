@@ -176,6 +176,29 @@ def test_an_idempotent_resend_gets_the_first_outcome_and_no_second_entry(rig):
     assert rig.entries() == []  # the resend wrote nothing
 
 
+def test_a_resend_whose_first_outcome_never_comes_is_answered_written_without_an_offset(rig):
+    # Its first copy is in a ring, its outcome lost (a killed daemon's report): after the
+    # request's timeout the resend is answered NONE at offset -1 (no second entry), which
+    # every client takes as sent; kafkajs took DUPLICATE_SEQUENCE_NUMBER as fatal.
+    async def scenario():
+        listener = _listener(rig)
+        producer_id, epoch = listener.producers.init_producer()
+        batch = _batch([b"a", b"b"], (producer_id, epoch, 0))
+        first = await listener.produce_partition(
+            TOPIC, 1, batch, PRODUCE_VERSION, AckLevel.KAFKA, TIMEOUT_S
+        )
+        listener.publish()
+        resent = await listener.produce_partition(
+            TOPIC, 1, batch, PRODUCE_VERSION, AckLevel.KAFKA, 0.05
+        )
+        return first.done(), await resent
+
+    first_done, resent = asyncio.run(scenario())
+    assert not first_done
+    assert resent == (ErrorCode.NONE, -1, -1)
+    assert len(rig.entries()) == 1  # the first copy's entry only
+
+
 def test_an_idempotent_batchs_line_is_in_the_journal_before_its_entry_is_published(
     rig, tmp_path, monkeypatch
 ):
