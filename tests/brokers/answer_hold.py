@@ -9,8 +9,10 @@ daemon); ``release()`` forwards what was held to clients still connected and pas
 from then on. ``produce_requests_held`` counts Produce requests (api key 0) forwarded on held
 connections. ``hold_after(api_key)`` holds instead the answers of any connection from its next
 request of that API on (EndTxn: the coordinator commits, the producer never hears so), until
-``release()``; ``answer_bytes_held`` says when such an answer has arrived. A thread per
-direction per connection; imports no kpd code.
+``release()``; ``answer_bytes_held`` says when such an answer has arrived. ``cut()`` closes
+every connection open now, dropping what it held: after ``hold()`` and a Produce request
+forwarded, that cuts the client off mid-request (tansu appended, the client never hears).
+A thread per direction per connection; imports no kpd code.
 """
 
 from __future__ import annotations
@@ -80,6 +82,13 @@ class AnswerHold:
                 if held:
                     with contextlib.suppress(OSError):
                         link.client.sendall(held)
+
+    def cut(self) -> None:
+        with self._lock:
+            links, self._links = self._links, []
+            self.produce_requests_held = 0
+        for link in links:
+            _close(link)
 
     def stop(self) -> None:
         self._stopped = True
