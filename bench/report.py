@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from bench.contenders import CONTENDERS, is_kpd
 from bench.runner import RunResult
 from bench.stages import STAGE_METRIC
-from bench.targets import targets_table
+from bench.targets import median_runs, targets_table
 
 __all__ = [
     "Summary",
@@ -220,23 +220,24 @@ def _or_dash(present: object, value: float, fmt: str = ".2f") -> str:
 
 def latency_table(results: Sequence[RunResult]) -> str:
     """One row per paced run, in run order (kpd-1 and confluent-kafka side by side at each
-    rate): the load offered and achieved, the ack latency, CPU per record."""
+    rate, round after round): the load offered and achieved, the ack latency, CPU per
+    record."""
     rows = [
-        "| offered rec/s | contender | achieved rec/s | load achieved | latest burst ms "
+        "| offered rec/s | contender | run | achieved rec/s | load achieved | latest burst ms "
         "| p50 ms | p99 ms | p99.9 ms | max ms | p99 ms incl. warm-up | app CPU µs/rec "
         "| kpd CPU µs/rec | verified |",
-        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         lat = r.latency
         if lat is None:
-            rows.append(f"| - | {r.contender} | FAILED: {r.error} |" + " |" * 10)
+            rows.append(f"| - | {r.contender} | {r.run} | FAILED: {r.error} |" + " |" * 10)
             continue
         waits = lat.get("queue_full_waits", 0)
         achieved = ("yes" if lat["achieved"] else "NO") + (
             f" ({waits:,} queue-full waits)" if waits else "")  # fmt: skip
         rows.append(
-            f"| {lat['offered_rate']:,} | {r.contender} | {lat['achieved_rate']:,.0f} "
+            f"| {lat['offered_rate']:,} | {r.contender} | {r.run} | {lat['achieved_rate']:,.0f} "
             f"| {achieved} | {lat['latest_burst_ms']:.1f} "
             f"| {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | {lat['p999_ms']:.2f} "
             f"| {lat['max_ms']:.2f} | {lat['p99_all_ms']:.2f} "
@@ -357,11 +358,12 @@ def render_results(
             scaling_table(scaling), ""]  # fmt: skip
     if latency_results:
         workers = max((r.kpd_workers for r in latency_results), default=0)
+        rounds = max((r.run for r in latency_results), default=1)
         out += ["## Ack latency at a fixed offered load", "", _LATENCY_NOTE.format(
-                    workers=workers), "",
+                    workers=workers, runs=rounds), "",
                 latency_table(latency_results), "", _PROCESS_CPU_NOTE, "",
-                process_cpu_table(latency_results), ""]  # fmt: skip
-        stages = stage_table(latency_results)
+                process_cpu_table(median_runs(latency_results)), ""]  # fmt: skip
+        stages = stage_table(median_runs(latency_results))
         out += [_STAGES_NOTE, "", stages, ""] if stages else []
     out += ["## Every run", "", runs_table([*results, *scaling_results, *latency_results]),
             "", _METHOD]  # fmt: skip
@@ -387,7 +389,9 @@ _LATENCY_NOTE = """Workload (a) paced as issue 18 measures it: one app process s
 bursts every millisecond (1, 10 or 100 records), never waiting for acks; acks=all, linger.ms \
 5, 12 partitions; kpd at its defaults (`workers.count: auto`, the usable CPUs less one: \
 {workers} here; metrics on so its stage trace can be read); \
-15 s of records at 1k/s, 10 s at 10k/s and 100k/s. Latency per record from just before \
+15 s of records at 1k/s, 10 s at 10k/s and 100k/s; {runs} rounds, every contender of a rate \
+in each round in turn ("run"); the targets, the per-process CPU and the stage tables take each \
+contender's median run by p50. Latency per record from just before \
 send()/produce() to its completion (kpd: the future's done-callback on the client's I/O \
 thread; confluent-kafka: the delivery callback, served by poll() while the sender waits for \
 the next burst). "load achieved": the sender offered at least 98 % of the target rate \
@@ -400,11 +404,12 @@ every record. CPU per record is the process's CPU from "go" to the last ack over
 sent: at a fixed rate it is mostly per wake-up, not per record, so it falls as the rate \
 rises."""
 
-_PROCESS_CPU_NOTE = """CPU per record per process of the paced runs (utime + stime from \
-/proc/PID/stat, 10 ms ticks; "app" includes the client's threads, librdkafka's for \
-confluent-kafka):"""
+_PROCESS_CPU_NOTE = """CPU per record per process of the paced runs (each contender's median \
+run; utime + stime from /proc/PID/stat, 10 ms ticks; "app" includes the client's threads, \
+librdkafka's for confluent-kafka):"""
 
-_STAGES_NOTE = """Where a kpd record's time goes (the daemon's per-record stage trace, \
+_STAGES_NOTE = """Where a kpd record's time goes (each contender's median run; the daemon's \
+per-record stage trace, \
 `kpd_record_stage_seconds{stage}` on /metrics, over the run's records: scraped before "go" and \
 after the last ack; p50 and p99 estimated from the histogram's buckets). The rows \
 "kafka request (per request)" of the listener's runs count Produce requests, not records: \

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from bench.contenders import find
 from bench.kpd_service import default_workers
-from bench.plan import default_plan, narrow, quick_plan, worker_counts
+from bench.plan import PACED_RUNS, default_plan, narrow, quick_plan, worker_counts
 from bench.report import process_cpu_table, stage_table, summarize
 from bench.runner import RunResult
-from bench.targets import targets_table
+from bench.targets import median_runs, targets_table
 from bench.verify import Delivery
 from daemon.settings.values import auto_worker_count, usable_cpus
 
@@ -144,6 +144,11 @@ def test_the_paced_rows_put_kpd_confluent_and_confluent_via_kpd_side_by_side() -
     quick = quick_plan().latency
     assert [(s.workload.records, s.contenders) for s in quick] == [
         (20_000, ("kpd-1@10k", "confluent-kafka@10k", "confluent-kafka-via-kpd@10k"))]  # fmt: skip
+    # Each paced row PACED_RUNS times (the targets judge the median run); once when quick.
+    assert {s.runs for s in steps} == {PACED_RUNS} and {s.runs for s in quick} == {1}
+    assert {s.runs for s in narrow(default_plan(cpus=2), latency=["kpd-1@1k"]).latency} == {
+        PACED_RUNS}  # fmt: skip
+    assert narrow(default_plan(cpus=2), latency=["kpd-1@1k"], runs=1).latency[0].runs == 1
     # --latency all: the plan's own paced rows; named ones are grouped by their rate.
     only = narrow(default_plan(cpus=2), contenders=[], scaling=[], latency=["all"])
     assert only.latency == steps and not only.scaling
@@ -168,6 +173,28 @@ def _paced(contender: str, rate: int, p50: float, p99: float, app_cpu_s: float =
         run.kpd_cpu_s = sum(kpd_cpu.values())
         run.stages = stages
     return run
+
+
+def test_the_listener_target_judges_each_contenders_median_run() -> None:
+    def paced(name: str, p50: float, run: int, achieved: bool = True) -> RunResult:
+        made = _paced(name, 10_000, p50=p50, p99=2 * p50, achieved=achieved)
+        made.run = run
+        return made
+
+    via, direct = "confluent-kafka-via-kpd@10k", "confluent-kafka@10k"
+    runs = [paced(via, 12.0, 1), paced(direct, 4.0, 1),  # a slow first round: +8 ms
+            paced(via, 6.0, 2), paced(direct, 5.0, 2),
+            paced(via, 6.5, 3), paced(direct, 4.5, 3)]  # fmt: skip
+    # Medians: via 6.5 (of 6.0, 6.5, 12.0), direct 4.5: +2.0 ms, met.
+    assert [(r.contender, r.run) for r in median_runs(runs)] == [(via, 3), (direct, 3)]
+    what = "ack latency p50 at 10,000 rec/s offered, " + f"{via} vs {direct}"
+    assert _verdicts([], runs)[what, "a"] == "met"
+    # An even count takes the lower middle; runs that gave no figures are passed over, and a
+    # contender with none keeps its first run (its failure is what is reported).
+    lost = paced(via, 1.0, 4, achieved=False)
+    lost.delivery = None
+    assert median_runs([paced(via, 8.0, 1), paced(via, 7.0, 2), lost])[0].run == 2
+    assert median_runs([lost])[0] is lost
 
 
 def test_issue_18_paced_targets_compare_kpd_with_confluent_in_the_same_run() -> None:
