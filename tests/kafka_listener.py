@@ -51,6 +51,29 @@ def kill_ingest(daemon: KpdDaemon) -> None:
     )
 
 
+def librdkafka_told(reports: dict[bytes, tuple], order: Iterable[bytes]) -> dict[bytes, tuple]:
+    """``{value: (partition, offset)}`` of the records librdkafka was told an offset for, from
+    ``reports`` (``{value: (error, partition, offset)}``) and the send order.
+
+    A batch kpd answers without an offset (base offset -1: Kafka acknowledged a resend as a
+    duplicate without saying where, or a resend's first outcome was lost with a killed
+    daemon) is reported by librdkafka counted up from the base, -1, 0, 1, ... (the same for
+    DUPLICATE_SEQUENCE_NUMBER: seen against librdkafka's mock cluster); confluent-kafka
+    gives None for the -1. Those records are left out; every other one is told."""
+    told: dict[bytes, tuple] = {}
+    counting: dict[int, int] = {}  # partition -> the next offset of a batch counted from -1
+    for value in order:
+        _, partition, offset = reports[value]
+        if offset is None or offset < 0:
+            counting[partition] = 0
+        elif counting.get(partition) == offset:
+            counting[partition] = offset + 1
+        else:
+            counting.pop(partition, None)
+            told[value] = (partition, offset)
+    return told
+
+
 def assert_each_once_in_key_order(
     consumed: list[ConsumedRecord], values: Iterable[bytes], reports: dict[bytes, tuple[int, int]]
 ) -> None:

@@ -110,7 +110,8 @@ def main(session: Session) -> None:
                           "-i", str(work / "rsyslogd.pid")],
                          env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         try:
-            _wait_for(paths["socket"].exists, proc, log_path, _START_TIMEOUT_S, "its socket")
+            _wait_for(lambda: _accepts(paths["socket"]), proc, log_path, _START_TIMEOUT_S,
+                      "its socket")  # fmt: skip
             _send(paths["socket"], [WARM_UP_KEY + LINE_SEPARATOR + b"warm-up\n"])
             wait_for_warm_up(session.spec.bootstrap, session.spec.topic, workload.partitions,
                              _WARM_UP_TIMEOUT_S)  # fmt: skip
@@ -136,6 +137,19 @@ def main(session: Session) -> None:
 
 def _omkafka_installed() -> bool:
     return any(Path("/").glob(f"{d.lstrip('/')}/omkafka.so") for d in _MODULE_DIRS)
+
+
+def _accepts(path: Path) -> bool:
+    """rsyslogd's socket is listening: the file appears at bind, a moment before listen (a
+    connect in between is refused; seen under load)."""
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(path))
+        except ConnectionRefusedError:
+            return False
+    return True
 
 
 def _send(path: Path, parts: list) -> None:
