@@ -270,7 +270,8 @@ def _counts(plan: Plan) -> str:
         parts.append(f"scaling ({s.workload.name}) {s.workload.records:,} records x {s.runs} "
                      f"run per worker count")  # fmt: skip
     for s in plan.latency:
-        parts.append(f"latency ({s.workload.name}) {s.workload.records:,} records x 1 run")
+        parts.append(f"latency ({s.workload.name}) {s.workload.records:,} records x {s.runs} "
+                     f"round{'s' if s.runs > 1 else ''} of each contender")  # fmt: skip
     return "; ".join(parts)
 
 

@@ -374,9 +374,9 @@ _TARGETS_NOTE = """From issues 11 (flat out) and 18 (ack latency and CPU per rec
 1,000, 10,000 and 100,000 records/s offered, and flat out again: a row both set says "11, \
 18"); issue 18's latency targets replace issue 11's p99 <= 25 ms at 100k/s. Each ratio is \
 kpd's figure over the other's (records/s: higher is better; CPU and memory: lower is better), \
-medians over this run's verified runs; a paced figure is its one run's, against \
-confluent-kafka's in the same `make bench`. (u) repeats the targets of (a) with a unique \
-36-byte key per record."""
+medians over this run's verified runs; a paced figure is the contender's median run by p50 \
+of its rounds, against confluent-kafka's in the same `make bench`. (u) repeats the targets \
+of (a) with a unique 36-byte key per record."""
 
 _SCALING_NOTE = """Workload ({workload}), {records:,} records; max(4, workers) app processes \
 keeping every future (kpd-4 at 1, 2 and 4 workers); the worker counts are 1, 2, 4, ... up \
