@@ -5,13 +5,13 @@ default worker count, rings of a unique prefix, metrics off, the workload's acks
 linger.ms / compression, then the contender's own ``service_settings`` on top, section by
 section: another worker count for the scaling table, another ``rings`` setting for a
 durability row; ``socket.kafka: auto`` opens the Kafka listener on a free loopback port,
-``kafka_bootstrap``), starts
-``python -m daemon.cli run`` through the test suite's harness (tests.daemon_harness), finds
-its processes (the supervisor and its children, by PPID in /proc, each named by its role)
-once the socket accepts, and stops it by pid with SIGTERM. The runner measures those pids
-apart from the app's, process by process. When the contender turns metrics on with
-``metrics.listen`` at port 0, the service picks a free loopback port itself (so it knows
-where to scrape) and ``scrape()`` reads the supervisor's /metrics text.
+``kafka_bootstrap``), starts ``python -m daemon.cli run`` through the test suite's harness
+(tests.daemon_harness), finds its processes (the supervisor and its children, by PPID in
+/proc, each named by its role) once the socket accepts, and stops it by pid with SIGTERM.
+The runner measures those pids apart from the app's, process by process. When the
+contender turns metrics on with ``metrics.listen`` at port 0, the service picks a free
+loopback port itself (so it knows where to scrape) and ``scrape()`` reads the supervisor's
+/metrics text.
 
 Imports no client library and no kpd code: the daemon is a subprocess.
 """

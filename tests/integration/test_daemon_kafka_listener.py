@@ -43,23 +43,42 @@ def _producer(bootstrap: str, **config) -> Producer:
     )
 
 
-def _produce(producer: Producer, topic: str, records, **extra) -> dict:
-    """Send `records` ((key, value) pairs); return {value: (error, partition, offset)}."""
-    reports: dict = {}
+class _Stream:
+    """Records sent through one producer, each delivery report kept:
+    ``reports`` is {value: (error, partition, offset)}."""
 
-    def on_delivery(err, msg):
-        reports[msg.value()] = (err, msg.partition(), msg.offset())
+    def __init__(self, producer: Producer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.reports: dict = {}
 
-    for key, value in records:
+    def send(self, key, value, **extra) -> None:
+        """produce() one record, polling while librdkafka's local queue is full."""
         while True:
             try:
-                producer.produce(topic, value, key, on_delivery=on_delivery, **extra)
+                self.producer.produce(self.topic, value, key, on_delivery=self._delivered,
+                                      **extra)  # fmt: skip
                 break
             except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
+                self.producer.poll(0.05)
+        self.producer.poll(0)
+
+    def wait_reported(self, count: int) -> None:
+        """Until ``count`` records are reported (mid-stream: the rest is in flight)."""
+        wait_for(lambda: self.producer.poll(0.05) >= 0 and len(self.reports) >= count, 60,
+                 "records to flow")  # fmt: skip
+
+    def _delivered(self, err, msg) -> None:
+        self.reports[msg.value()] = (err, msg.partition(), msg.offset())
+
+
+def _produce(producer: Producer, topic: str, records, **extra) -> dict:
+    """Send `records` ((key, value) pairs); return {value: (error, partition, offset)}."""
+    stream = _Stream(producer, topic)
+    for key, value in records:
+        stream.send(key, value, **extra)
     assert producer.flush(60) == 0, "librdkafka could not deliver everything in 60 s"
-    return reports
+    return stream.reports
 
 
 @pytest.mark.parametrize("fsync", ["never", "always"])
@@ -186,36 +205,22 @@ def test_kill_9_while_an_idempotent_producer_streams_loses_and_repeats_nothing(
         producer = _producer(
             daemon.kafka_bootstrap, **{"enable.idempotence": True, "acks": "all", "linger.ms": 2}
         )
-        reports: dict = {}
-
-        def on_delivery(err, msg):
-            reports[msg.value()] = (err, msg.partition(), msg.offset())
-
+        stream = _Stream(producer, topic)
         kills = {count // 3, 2 * count // 3}
         for i in range(count):
             if i in kills:
-                # Mid-stream: half of what was sent is reported, the rest is in flight.
-                wait_for(
-                    lambda i=i: producer.poll(0.05) >= 0 and len(reports) >= i // 2,
-                    60,
-                    "records to flow",
-                )
+                stream.wait_reported(i // 2)  # half of what was sent; the rest is in flight
                 try:
                     kill(daemon)
                     # Serving again (a kill during its boot would stop the daemon instead).
                     wait_for(lambda: listening(daemon.kafka_bootstrap), 30, "the listener")
                 except AssertionError as exc:
                     raise AssertionError(f"{exc}\n{daemon.log_tail()}") from None
-            while True:
-                try:
-                    producer.produce(topic, b"v%d" % i, b"k%d" % (i % 13), on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-            producer.poll(0)
+            stream.send(b"k%d" % (i % 13), b"v%d" % i)
         assert producer.flush(120) == 0, "librdkafka could not deliver everything"
         consumed = read_all(tansu.bootstrap, topic, count, timeout_s=120)  # exact: no repeats
         assert daemon.stop() == 0, daemon.log_tail()
+    reports = stream.reports
     failed = [(v, r) for v, r in reports.items() if r[0] is not None]
     assert not failed, f"{len(failed)} failed, e.g. {failed[:3]}"
     assert sorted(r.value for r in consumed) == sorted(b"v%d" % i for i in range(count))
@@ -242,19 +247,14 @@ def test_broker_connections_cut_mid_request_lose_and_repeat_nothing(held_tansu, 
     count = 20_000
     with listener_daemon(tmp_path, hold) as daemon:  # the workers reach tansu via the relay
         producer = _producer(daemon.kafka_bootstrap, **{"enable.idempotence": True, "acks": "all"})
-        reports: dict = {}
-
-        def on_delivery(err, msg):
-            reports[msg.value()] = (err, msg.partition(), msg.offset())
-
+        stream = _Stream(producer, topic)
         cuts = {count // 4: True, count // 2: False, 3 * count // 4: True}  # True: mid-request
         # Answers held: cut once one of kpd's Produce requests went through, or an answer to
         # one sent before came back and is held (with 5 in flight, none may go through).
         cut_due = False
         for i in range(count):
             if i in cuts:
-                wait_for(lambda i=i: producer.poll(0.05) >= 0 and len(reports) >= i // 2, 60,
-                         "records to flow")  # fmt: skip
+                stream.wait_reported(i // 2)
                 if cuts[i]:
                     hold.hold()
                     cut_due = True
@@ -263,17 +263,12 @@ def test_broker_connections_cut_mid_request_lose_and_repeat_nothing(held_tansu, 
             if cut_due and (hold.produce_requests_held or hold.answer_bytes_held):
                 hold.cut()  # tansu appended that request; kpd never hears of it
                 cut_due = False
-            while True:
-                try:
-                    producer.produce(topic, b"v%d" % i, b"k%d" % (i % 13), on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-            producer.poll(0)
+            stream.send(b"k%d" % (i % 13), b"v%d" % i)
         assert not cut_due, "no Produce request or answer of kpd's went by while answers were held"
         assert producer.flush(120) == 0, "librdkafka could not deliver everything"
         consumed = read_all(tansu.bootstrap, topic, count, timeout_s=120)  # exact: no repeats
         assert daemon.stop() == 0, daemon.log_tail()
+    reports = stream.reports
     failed = [(v, r) for v, r in reports.items() if r[0] is not None]
     assert not failed, f"{len(failed)} failed, e.g. {failed[:3]}"
     first_cut = min(cuts)
