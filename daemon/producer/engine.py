@@ -109,9 +109,12 @@ class ProducerEngine:
         rng: random.Random | None = None,
         on_written: Callable[[list[ProducerBatch]], None] | None = None,
         commit_marks: CommitMarks | None = None,
+        on_answered: Callable[[], None] | None = None,
     ) -> None:
         """``on_written``: called with a Produce request's batches just before it is written
         (stamped: producer id, epoch, sequence), e.g. to journal what goes in flight.
+        ``on_answered``: called once a Produce answer's outcomes were all passed to
+        ``on_outcome`` (one call per answer, however many batches it settled).
         ``commit_marks``: exactly-once mode's commit journal (``txn_driver.CommitMarks``)."""
         self.settings = settings
         self.counters = ProducerCounters()
@@ -158,6 +161,7 @@ class ProducerEngine:
             self._completion,
             rng,
             on_written=on_written,
+            on_answered=on_answered,
         )
         self._buffer_freed = asyncio.Event()
         self._flush_waiters: list[asyncio.Future] = []

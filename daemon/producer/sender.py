@@ -77,9 +77,11 @@ class Sender:
         rng: random.Random | None = None,
         clock: Callable[[], float] | None = None,
         on_written: Callable[[list[ProducerBatch]], None] | None = None,
+        on_answered: Callable[[], None] | None = None,
     ) -> None:
         self._s = settings
         self._on_written = on_written  # before each Produce request is written (the engine's)
+        self._on_answered = on_answered  # after each answer's outcomes were reported
         self._acc = accumulator
         self._metadata = metadata
         self._pool = pool
@@ -337,6 +339,8 @@ class Sender:
         # nothing queued, and a turn then only re-arms nothing (a turn per request saved).
         if self._acc.has_queued() or self._completion.needs_turn():
             self.wake()
+        if self._on_answered is not None:
+            self._on_answered()
 
     def _latency(self, broker: int) -> LatencyHistogram:
         histogram = self._counters.request_latency.get(broker)

@@ -122,7 +122,11 @@ class Worker:
                 settings.transactional_id, *commit_files, records, self._done_runs
             )
         self._engine = ProducerEngine(
-            settings, self._on_outcome, on_written=hook, commit_marks=self._commit_marks
+            settings,
+            self._on_outcome,
+            on_written=hook,
+            commit_marks=self._commit_marks,
+            on_answered=self._flush_if_scheduled,
         )
         self._window = AckWindow(records.cursor)
         self._journal: DoneJournal | None = None
@@ -483,7 +487,15 @@ class Worker:
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_reports)
+            asyncio.get_running_loop().call_soon(self._flush_if_scheduled)
+
+    def _flush_if_scheduled(self) -> None:
+        """The reports of the outcomes gathered so far, if not flushed yet: at the end of
+        each Produce answer (the engine's ``on_answered``: all of its batches are in, and
+        ingest gets them without waiting for the rest of the loop turn), else from the
+        loop's ready queue (outcomes that came another way: a kept entry, a commit)."""
+        if self._flush_scheduled and self._room_wait is None:
+            self._flush_reports()
 
     def _report_run(
         self, entry_id: int, index: int, count: int, offset_in_batch: int, outcome: BatchOutcome

@@ -20,14 +20,18 @@ order, so per-partition order holds across pipelined requests) and answered in r
 connections (``kafka.connection``) handle a request inside ``data_received`` and offer each
 partition with ``offer_partition``, which awaits nothing unless admission has to wait.
 
-The loop turn: what a turn brings (requests read, report frames forwarded) is published,
-journaled and answered once, at the turn's end (``end_turn_soon`` schedules ``_end_turn``):
-one ring wake-up per worker, one journal write and one socket write per connection for all
-of it, in the order the guarantees need — the entries published, then the journal's lines
-(the batches taken, the outcomes known) written, then the answers (after a sync with
-``rings.fsync: always``). The journal holds its lines meanwhile (``DedupeJournal.hold``),
-but a report frame's outcome lines are written before the server releases the frame's ring
-entry (``keep_reports``), so a kill -9 finds each outcome in the reports ring or the journal.
+The loop turn: what a turn brings (requests read, report frames forwarded) is journaled and
+answered once, at the turn's end (``end_turn_soon`` schedules ``_end_turn``): one journal
+write and one socket write per connection for all of it, in the order the guarantees need —
+the entries published, then the journal's lines (the batches taken, the outcomes known)
+written, then the answers (after a sync with ``rings.fsync: always``). The journal holds its
+lines meanwhile (``DedupeJournal.hold``). Two steps are brought forward, for latency: each
+Produce request's entries are published as soon as the request is handled (its taken lines
+written just before), so the worker starts on it while the rest of the read is handled; and
+the end comes at once after a ring's report frames were forwarded (``keep_reports``), so
+their outcome lines are written before the server releases the frames' ring entries (a kill
+-9 finds each outcome in the reports ring or the journal) and their answers leave without
+waiting for the rest of the turn.
 
 Reports: every ring entry of this listener carries one stable conn_id (``SOURCE_ID``) and a
 sequence number from a counter that starts at the wall clock in ns, above any earlier ingest's.
@@ -245,12 +249,16 @@ class KafkaListener:
         if not self._turn_ending:
             self._turn_ending = True
             self.producers.journal.hold()
-            asyncio.get_running_loop().call_soon(self._end_turn)
+            asyncio.get_running_loop().call_soon(self._end_turn_if_due)
 
     def write_soon(self, conn: KafkaConnection) -> None:
         """``conn`` has answers ready: written at the turn's end, after the journal."""
         self._writers.append(conn)
         self.end_turn_soon()
+
+    def _end_turn_if_due(self) -> None:
+        if self._turn_ending:  # not brought forward by ``keep_reports`` meanwhile
+            self._end_turn()
 
     def _end_turn(self) -> None:
         """In this order: publish what was admitted (and journal the idempotent batches
@@ -352,9 +360,9 @@ class KafkaListener:
         return pending
 
     def publish(self) -> None:
-        """Publish what admission staged (once per loop turn: one ring wake-up per worker,
-        not one per request or partition; the idempotent batches' lines are written before
-        it, ``_entry_staged``)."""
+        """Publish what admission staged: once per Produce request (all of its partitions,
+        one ring wake-up per worker) and at the turn's end; the idempotent batches' lines are
+        written before it (``_entry_staged``)."""
         self.admission.publish_all()
         staged, self._staged = self._staged, []
         if not staged:
@@ -433,18 +441,18 @@ class KafkaListener:
                 self._answering.append(pending)
 
     def keep_reports(self) -> None:
-        """``IngestServer.ReportSink``: the outcome lines of the frames forwarded are written
-        before the server releases their ring entries (a kill -9 then finds each outcome in
-        the reports ring or in the journal) — after publishing what this turn admitted, so no
-        batch is journaled as taken before its entries are in a ring. The answers still wait
-        for the turn's end."""
+        """``IngestServer.ReportSink``: the turn's end, now: the outcome lines of the frames
+        forwarded are written before the server releases their ring entries (a kill -9 then
+        finds each outcome in the reports ring or in the journal) — after publishing what this
+        turn admitted, so no batch is journaled as taken before its entries are in a ring —
+        and the answers they complete are written."""
         if not self._reports_unkept:
             return
         self._reports_unkept = False
-        journal = self.producers.journal
-        self.publish()
-        journal.flush()
-        journal.hold()  # the turn's end, still to come, writes what follows
+        # The turn's end, brought forward for the answers these reports complete: written
+        # now, not after the rest of the loop turn's callbacks. What later callbacks of the
+        # turn bring is held for an end of its own (``end_turn_soon``).
+        self._end_turn()
 
     def owe(self, n: int) -> None:
         """admission.ReportReader: ``n`` records' outcomes are on their way."""

@@ -162,3 +162,31 @@ def test_a_request_over_the_size_limit_closes_the_connection_unanswered(rig):  #
     transport, closed, records = asyncio.run(scenario())
     assert transport.closed and closed
     assert transport.written == b"" and records == 0  # nothing of the read is handled
+
+
+def test_a_request_is_published_and_its_answer_written_without_waiting_for_the_loop_turn(rig):  # noqa: F811
+    # Latency at 100k records/s (issue 20): the worker gets a request's entries as soon as it
+    # is handled, and the answer leaves as soon as the worker's report was forwarded, not
+    # after whatever else the loop turn runs (the turn's end comes later and finds nothing).
+    partition = 1
+    worker = worker_for(TOPIC, partition, len(rig.worker_ends))
+
+    async def scenario():
+        listener = _listener(rig)
+        conn = KafkaConnection(listener)
+        transport = RecordingTransport()
+        conn.connection_made(transport)
+        conn.data_received(_produce(1, partition))
+        published = rig.entries()  # no await: still inside the read's callback
+        ((_, entry),) = published
+        _report(rig, worker, entry.base_seq, 1, 42)
+        rig.server._forward_once(rig.server._reports[worker])
+        answered_at_once = _answers(transport)
+        await asyncio.sleep(0)  # the turn's end
+        await asyncio.sleep(0)
+        return answered_at_once, _answers(transport)
+
+    answered_at_once, answered = asyncio.run(scenario())
+    assert [cid for cid, _ in answered_at_once] == [1]
+    assert answered_at_once[0][1]["responses"][0]["partition_responses"][0]["base_offset"] == 42
+    assert answered == answered_at_once  # nothing written twice

@@ -83,7 +83,9 @@ class Rig:
             completion,
             random.Random(17),
             self.clock,
+            on_answered=lambda: self.answered.append(len(self.outcomes)),
         )
+        self.answered: list[int] = []  # at each on_answered: the outcomes reported by then
         self._started = False
 
     @staticmethod
@@ -165,6 +167,19 @@ async def test_success_reports_the_offsets_and_returns_the_buffer():
     assert (outcome.tokens, outcome.base_offset, outcome.error) == (["a", "b"], 40, None)
     assert rig.counters.records_sent == 2 and rig.acc.buffer_used == 0
     assert producer_fields(rig.brokers[1].produced[0]) == (7001, 0, 0)
+
+
+@in_loop
+async def test_each_answer_calls_on_answered_once_after_its_outcomes_were_reported():
+    # The worker flushes its reports there: once per answer, with all of its batches in.
+    async with Rig() as rig:
+        rig.append("a")
+        await rig.answer(1, 0, base_offset=40)
+        rig.append("b")
+        await rig.answer(2, code_of("NOT_ENOUGH_REPLICAS"))  # retriable: no outcome yet
+        rig.past_backoff()
+        await rig.answer(3, 0, base_offset=41)
+    assert rig.answered == [1, 1, 2]
 
 
 @in_loop
