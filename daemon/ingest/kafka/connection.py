@@ -4,16 +4,16 @@ Requests are cut out of the reads as views, without a copy (one spread over seve
 joined once, when whole), and handled inside ``data_received``, one after another, without a
 task per request: a Produce request whose batches admission takes at once (the common case) is
 checked and admitted before the call returns, and its answer is known from the callback that
-completes its last partition (a worker's report, or the publish at acks=1). Its entries are
-published once it is handled; the journal's lines and the answers' writes wait for the end of
-the event-loop turn (``KafkaListener.end_turn_soon``), which does them once for all the turn's
-requests and reports, in that order. At 10k records/s librdkafka sends ~1,100 small requests a
-second; a task, a queue and an event per request were a third of ingest's CPU, and a ring
-wake-up, a journal write and a socket write per request most of its system calls (issue 20).
-Only a request that must wait — a Metadata lookup, a batch that admission holds for ring space
-or a topic lookup — finishes in a task, and the requests read after it wait for it, in order:
-entries are enqueued in request order, so per-partition order holds across a client's
-pipelined requests.
+completes its last partition (a worker's report, or the publish at acks=1). Publishing, the
+journal's lines and the answers' writes wait for the end of the event-loop turn
+(``KafkaListener.end_turn_soon``), which does them once for all the turn's requests and
+reports, in that order. At 10k records/s librdkafka sends ~1,100 small requests a second; a
+task, a queue and an event per request were a third of ingest's CPU, and a ring wake-up, a
+journal write and a socket write per request most of its system calls (issue 20). Only a
+request that must wait — a
+Metadata lookup, a batch that admission holds for ring space or a topic lookup — finishes in
+a task, and the requests read after it wait for it, in order: entries are enqueued in request
+order, so per-partition order holds across a client's pipelined requests.
 
 Answers leave in request order, as the Kafka protocol requires: each request that is answered
 takes a slot in the answer queue when it is handled; a slot filled before the ones ahead of it
@@ -329,11 +329,7 @@ class KafkaConnection(asyncio.Protocol):
                 if isinstance(result, Blocked):
                     return self._offer_after(request, topic, data["index"], result)
             request.parts.append([topic, data["index"], result])
-        # Published now, not at the turn's end: the worker starts on this request's entries
-        # while this read's next requests are handled (librdkafka pipelines ~2 per read at
-        # 100k records/s). The journal lines and the answers still wait for the turn's end.
-        listener.end_turn_soon()
-        listener.publish()
+        listener.end_turn_soon()  # publishes the request's entries
         self._answer_produce(request)
         return None
 

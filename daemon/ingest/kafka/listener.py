@@ -20,18 +20,16 @@ order, so per-partition order holds across pipelined requests) and answered in r
 connections (``kafka.connection``) handle a request inside ``data_received`` and offer each
 partition with ``offer_partition``, which awaits nothing unless admission has to wait.
 
-The loop turn: what a turn brings (requests read, report frames forwarded) is journaled and
-answered once, at the turn's end (``end_turn_soon`` schedules ``_end_turn``): one journal
-write and one socket write per connection for all of it, in the order the guarantees need —
-the entries published, then the journal's lines (the batches taken, the outcomes known)
-written, then the answers (after a sync with ``rings.fsync: always``). The journal holds its
-lines meanwhile (``DedupeJournal.hold``). Two steps are brought forward, for latency: each
-Produce request's entries are published as soon as the request is handled (its taken lines
-written just before), so the worker starts on it while the rest of the read is handled; and
-the end comes at once after a ring's report frames were forwarded (``keep_reports``), so
-their outcome lines are written before the server releases the frames' ring entries (a kill
--9 finds each outcome in the reports ring or the journal) and their answers leave without
-waiting for the rest of the turn.
+The loop turn: what a turn brings (requests read, report frames forwarded) is published,
+journaled and answered once, at the turn's end (``end_turn_soon`` schedules ``_end_turn``):
+one ring wake-up per worker, one journal write and one socket write per connection for all
+of it, in the order the guarantees need — the entries published, then the journal's lines
+(the batches taken, the outcomes known) written, then the answers (after a sync with
+``rings.fsync: always``). The journal holds its lines meanwhile (``DedupeJournal.hold``).
+After a ring's report frames were forwarded the end comes at once (``keep_reports``): their
+outcome lines are written before the server releases the frames' ring entries (a kill -9
+finds each outcome in the reports ring or the journal), and their answers leave without
+waiting for the rest of the loop turn.
 
 Reports: every ring entry of this listener carries one stable conn_id (``SOURCE_ID``) and a
 sequence number from a counter that starts at the wall clock in ns, above any earlier ingest's.
@@ -360,9 +358,9 @@ class KafkaListener:
         return pending
 
     def publish(self) -> None:
-        """Publish what admission staged: once per Produce request (all of its partitions,
-        one ring wake-up per worker) and at the turn's end; the idempotent batches' lines are
-        written before it (``_entry_staged``)."""
+        """Publish what admission staged (once per loop turn: one ring wake-up per worker,
+        not one per request or partition; the idempotent batches' lines are written before
+        it, ``_entry_staged``)."""
         self.admission.publish_all()
         staged, self._staged = self._staged, []
         if not staged:
