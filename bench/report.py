@@ -374,9 +374,12 @@ _TARGETS_NOTE = """From issues 11 (flat out) and 18 (ack latency and CPU per rec
 1,000, 10,000 and 100,000 records/s offered, and flat out again: a row both set says "11, \
 18"); issue 18's latency targets replace issue 11's p99 <= 25 ms at 100k/s. Each ratio is \
 kpd's figure over the other's (records/s: higher is better; CPU and memory: lower is better), \
-medians over this run's verified runs; a paced figure is the contender's median run by p50 \
-of its rounds, against confluent-kafka's in the same `make bench`. (u) repeats the targets \
-of (a) with a unique 36-byte key per record."""
+medians over this run's verified runs, except that a records/s ratio is the median of each \
+pass's own ratio (a pass runs every contender of the workload in turn) and a paced p50 target \
+the median of each round's own difference, so the host's drift between passes does not decide \
+them; the other paced figures are the contender's median run by p50 of its rounds, against \
+confluent-kafka's in the same `make bench`. (u) repeats the targets of (a) with a unique \
+36-byte key per record."""
 
 _SCALING_NOTE = """Workload ({workload}), {records:,} records; max(4, workers) app processes \
 keeping every future (kpd-4 at 1, 2 and 4 workers); the worker counts are 1, 2, 4, ... up \
@@ -390,8 +393,9 @@ bursts every millisecond (1, 10 or 100 records), never waiting for acks; acks=al
 5, 12 partitions; kpd at its defaults (`workers.count: auto`, the usable CPUs less one: \
 {workers} here; metrics on so its stage trace can be read); \
 15 s of records at 1k/s, 10 s at 10k/s and 100k/s; {runs} rounds, every contender of a rate \
-in each round in turn ("run"); the targets, the per-process CPU and the stage tables take each \
-contender's median run by p50. Latency per record from just before \
+in each round in turn ("run"); the p50 targets take the median of the rounds' own \
+differences, the other targets, the per-process CPU and the stage tables each contender's \
+median run by p50. Latency per record from just before \
 send()/produce() to its completion (kpd: the future's done-callback on the client's I/O \
 thread; confluent-kafka: the delivery callback, served by poll() while the sender waits for \
 the next burst). "load achieved": the sender offered at least 98 % of the target rate \
