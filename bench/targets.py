@@ -57,6 +57,7 @@ KPD_CPU_US_AT = {1_000: 50.0, 10_000: 8.0, 100_000: 1.5}
 APP_CPU_US_AT = {1_000: 20.0}
 P50_SLACK_MS = 2.0
 P99_FACTOR, P99_SLACK_MS = 1.5, 2.0
+_P50_BOUND = f"confluent p50 + {P50_SLACK_MS:g} ms"
 RSS_MIB_PER_PROCESS = 60
 FLAT_RSS_RATIO = 1.2
 
@@ -268,28 +269,24 @@ def _p50_added(mine: float, theirs: float, differences: list[float], what: str,
     median of the rounds' own differences (rounds where both gave figures): the host's load
     drifts from round to round, and each contender's median run on its own let one slow
     round on one side decide. Without such a round, the median runs are compared."""
-    bound = f"confluent p50 + {P50_SLACK_MS:g} ms"
     measured = f"{mine:.2f} ms (direct {theirs:.2f} ms)"
     if not differences:
         limit = theirs + P50_SLACK_MS
-        return _row(what, "a", measured, f"<= {limit:.2f} ms ({bound})", mine <= limit, issue)
+        return _row(what, "a", measured, f"<= {limit:.2f} ms ({_P50_BOUND})", mine <= limit,
+                    issue)  # fmt: skip
     added = statistics.median(differences)
     each = " / ".join(f"{d:+.2f}" for d in differences)
     measured = f"{added:+.2f} ms added, median of the rounds' {each} (median runs: {measured})"
-    return _row(what, "a", measured, f"<= +{P50_SLACK_MS:g} ms ({bound}, round by round)",
+    return _row(what, "a", measured, f"<= +{P50_SLACK_MS:g} ms ({_P50_BOUND}, round by round)",
                 added <= P50_SLACK_MS, issue)  # fmt: skip
 
 
 def _latency_rows(rate: int, kpd: RunResult | None, other: RunResult | None,
                   differences: list[float]) -> list[str]:  # fmt: skip
     names = paced_name("kpd-1", rate), paced_name("confluent-kafka", rate)
-    limits = {
-        "p50": (lambda c: c + P50_SLACK_MS, f"confluent p50 + {P50_SLACK_MS:g} ms"),
-        "p99": (lambda c: max(P99_FACTOR * c, c + P99_SLACK_MS),
-                f"max({P99_FACTOR:g} x confluent p99, + {P99_SLACK_MS:g} ms)"),
-    }  # fmt: skip
+    p99_bound = f"max({P99_FACTOR:g} x confluent p99, + {P99_SLACK_MS:g} ms)"
     rows = []
-    for q, (limit_of, bound) in limits.items():
+    for q, bound in (("p50", _P50_BOUND), ("p99", p99_bound)):
         what = f"ack latency {q} at {_rate(rate)}, {names[0]} vs {names[1]}"
         problem = _paced_problem(kpd, names[0]) or _paced_problem(other, names[1])
         if problem or kpd is None or other is None:
@@ -299,7 +296,7 @@ def _latency_rows(rate: int, kpd: RunResult | None, other: RunResult | None,
         if q == "p50":
             rows.append(_p50_added(mine, theirs, differences, what, "18"))
             continue
-        limit = limit_of(theirs)
+        limit = max(P99_FACTOR * theirs, theirs + P99_SLACK_MS)
         measured = f"{mine:.2f} ms (confluent {theirs:.2f} ms)"
         rows.append(_row(what, "a", measured, f"<= {limit:.2f} ms ({bound})", mine <= limit,
                          "18"))  # fmt: skip
@@ -320,11 +317,10 @@ def _kafka_listener(figures: _Figures, latency_results: Sequence[RunResult]) -> 
     for rate in LATENCY_RATES:
         names = paced_name(via, rate), paced_name(direct, rate)
         what = f"ack latency p50 at {_rate(rate)}, {names[0]} vs {names[1]}"
-        bound = f"confluent p50 + {P50_SLACK_MS:g} ms"
         mine, theirs = runs.get(names[0]), runs.get(names[1])
         problem = _paced_problem(mine, names[0]) or _paced_problem(theirs, names[1])
         if problem or mine is None or theirs is None:
-            rows.append(_row(what, "a", problem, f"<= {bound}", None, "20"))
+            rows.append(_row(what, "a", problem, f"<= {_P50_BOUND}", None, "20"))
             continue
         differences = _round_differences(latency_results, *names)
         rows.append(_p50_added(mine.latency["p50_ms"], theirs.latency["p50_ms"],  # type: ignore[index]
