@@ -264,7 +264,13 @@ def test_broker_connections_cut_mid_request_lose_and_repeat_nothing(held_tansu, 
                 hold.cut()  # tansu appended that request; kpd never hears of it
                 cut_due = False
             stream.send(b"k%d" % (i % 13), b"v%d" % i)
-        assert not cut_due, "no Produce request or answer of kpd's went by while answers were held"
+        if cut_due:  # the last sends outran kpd: its next request comes from what is queued
+            wait_for(
+                lambda: hold.produce_requests_held or hold.answer_bytes_held,
+                60,
+                "a Produce request or answer of kpd's to go by while answers are held",
+            )
+            hold.cut()
         assert producer.flush(120) == 0, "librdkafka could not deliver everything"
         consumed = read_all(tansu.bootstrap, topic, count, timeout_s=120)  # exact: no repeats
         assert daemon.stop() == 0, daemon.log_tail()
