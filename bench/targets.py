@@ -226,8 +226,7 @@ def paced_rows(latency_results: Sequence[RunResult]) -> list[str]:
     for rate in LATENCY_RATES:
         kpd = runs.get(paced_name("kpd-1", rate))
         other = runs.get(paced_name("confluent-kafka", rate))
-        rows += _latency_rows(rate, kpd, other, _round_differences(
-            latency_results, paced_name("kpd-1", rate), paced_name("confluent-kafka", rate)))
+        rows += _latency_rows(rate, kpd, other, latency_results)
         rows.append(_paced_cpu_row(rate, kpd, "kpd's own CPU per record (supervisor + ingest "
                                    "+ workers)", KPD_CPU_US_AT[rate], _kpd_us))  # fmt: skip
         if rate in APP_CPU_US_AT:
@@ -282,25 +281,24 @@ def _p50_added(mine: float, theirs: float, differences: list[float], what: str,
 
 
 def _latency_rows(rate: int, kpd: RunResult | None, other: RunResult | None,
-                  differences: list[float]) -> list[str]:  # fmt: skip
+                  latency_results: Sequence[RunResult]) -> list[str]:  # fmt: skip
     names = paced_name("kpd-1", rate), paced_name("confluent-kafka", rate)
+    p50_what, p99_what = (f"ack latency {q} at {_rate(rate)}, {names[0]} vs {names[1]}"
+                          for q in ("p50", "p99"))  # fmt: skip
     p99_bound = f"max({P99_FACTOR:g} x confluent p99, + {P99_SLACK_MS:g} ms)"
-    rows = []
-    for q, bound in (("p50", _P50_BOUND), ("p99", p99_bound)):
-        what = f"ack latency {q} at {_rate(rate)}, {names[0]} vs {names[1]}"
-        problem = _paced_problem(kpd, names[0]) or _paced_problem(other, names[1])
-        if problem or kpd is None or other is None:
-            rows.append(_row(what, "a", problem, f"<= {bound}", None, "18"))
-            continue
-        mine, theirs = kpd.latency[f"{q}_ms"], other.latency[f"{q}_ms"]  # type: ignore[index]
-        if q == "p50":
-            rows.append(_p50_added(mine, theirs, differences, what, "18"))
-            continue
-        limit = max(P99_FACTOR * theirs, theirs + P99_SLACK_MS)
-        measured = f"{mine:.2f} ms (confluent {theirs:.2f} ms)"
-        rows.append(_row(what, "a", measured, f"<= {limit:.2f} ms ({bound})", mine <= limit,
-                         "18"))  # fmt: skip
-    return rows
+    problem = _paced_problem(kpd, names[0]) or _paced_problem(other, names[1])
+    if problem or kpd is None or other is None:
+        return [_row(p50_what, "a", problem, f"<= {_P50_BOUND}", None, "18"),
+                _row(p99_what, "a", problem, f"<= {p99_bound}", None, "18")]  # fmt: skip
+    mine, theirs = kpd.latency, other.latency
+    assert mine is not None and theirs is not None  # no _paced_problem: both measured latency
+    limit = max(P99_FACTOR * theirs["p99_ms"], theirs["p99_ms"] + P99_SLACK_MS)
+    differences = _round_differences(latency_results, *names)
+    return [
+        _p50_added(mine["p50_ms"], theirs["p50_ms"], differences, p50_what, "18"),
+        _row(p99_what, "a", f"{mine['p99_ms']:.2f} ms (confluent {theirs['p99_ms']:.2f} ms)",
+             f"<= {limit:.2f} ms ({p99_bound})", mine["p99_ms"] <= limit, "18"),
+    ]  # fmt: skip
 
 
 def _kafka_listener(figures: _Figures, latency_results: Sequence[RunResult]) -> list[str]:
